@@ -1,0 +1,44 @@
+import { z } from 'zod';
+import { ConfigError } from './errors.ts';
+
+/** Fail-fast read of one required variable, as Powertools' example app does. */
+export function requireEnv(name: string, env: NodeJS.ProcessEnv = process.env): string {
+  const value = env[name];
+  if (value === undefined || value === '') throw new ConfigError(`${name} environment variable is not set`);
+  return value;
+}
+
+const modelRef = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9][a-z0-9._-]{0,63})?$/, 'expected name or name:version');
+
+const inferenceConfigSchema = z.object({
+  bucket: z.string().min(1),
+  preloadModels: z.array(modelRef),
+  maxBodyBytes: z.number().int().positive(),
+  cacheDir: z.string().min(1),
+  intraOpThreads: z.number().int().positive().optional(),
+  serviceVersion: z.string(),
+});
+export type InferenceConfig = z.infer<typeof inferenceConfigSchema>;
+
+/** Lambda's synchronous invocation payload limit; API Gateway's own is 10 MB. */
+export const DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024;
+
+export function readInferenceConfig(env: NodeJS.ProcessEnv = process.env): InferenceConfig {
+  const parsed = inferenceConfigSchema.safeParse({
+    bucket: requireEnv('MODEL_BUCKET', env),
+    preloadModels: (env.PRELOAD_MODELS ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+    maxBodyBytes: env.MAX_BODY_BYTES ? Number(env.MAX_BODY_BYTES) : DEFAULT_MAX_BODY_BYTES,
+    cacheDir: env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models',
+    intraOpThreads: env.INTRA_OP_THREADS ? Number(env.INTRA_OP_THREADS) : undefined,
+    serviceVersion: env.SERVICE_VERSION ?? '0.1.0',
+  });
+  if (!parsed.success) {
+    throw new ConfigError(`invalid inference configuration: ${z.prettifyError(parsed.error)}`);
+  }
+  return parsed.data;
+}
