@@ -93,3 +93,38 @@ export function defaultOpsetVersion(model: ModelProto): number | undefined {
 export function modelMetadata(model: ModelProto): Record<string, string> {
   return Object.fromEntries(model.metadataProps.map((entry) => [entry.key ?? '', entry.value ?? '']));
 }
+
+type TensorProtoLike = Pick<OnnxTypes.ITensorProto, 'name' | 'dataType' | 'rawData' | 'floatData' | 'int64Data'>;
+
+function rawView(tensor: TensorProtoLike): DataView | undefined {
+  const raw = tensor.rawData;
+  if (!raw || raw.byteLength === 0) return undefined;
+  // protobufjs hands raw_data out as a view into the whole decoded buffer, never as a copy.
+  return new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+}
+
+function requireDataType(tensor: TensorProtoLike, expected: number, expectedName: string): void {
+  if (tensor.dataType !== expected) {
+    throw new OnnxFormatError(`tensor "${tensor.name ?? ''}" has data_type ${tensor.dataType}, not ${expectedName} (${expected})`);
+  }
+}
+
+/** The values of an FP32 tensor, from raw_data (little-endian) or float_data. */
+export function readFloat32Tensor(tensor: TensorProtoLike): Float32Array {
+  requireDataType(tensor, onnx.TensorProto.DataType.FLOAT, 'FLOAT');
+  const view = rawView(tensor);
+  if (!view) return Float32Array.from(tensor.floatData ?? []);
+  const values = new Float32Array(view.byteLength / 4);
+  for (let index = 0; index < values.length; index++) values[index] = view.getFloat32(index * 4, true);
+  return values;
+}
+
+/** The values of an INT64 tensor, from raw_data (little-endian) or int64_data. */
+export function readInt64Tensor(tensor: TensorProtoLike): BigInt64Array {
+  requireDataType(tensor, onnx.TensorProto.DataType.INT64, 'INT64');
+  const view = rawView(tensor);
+  if (!view) return BigInt64Array.from((tensor.int64Data ?? []).map((value) => int64ToBigInt(value)));
+  const values = new BigInt64Array(view.byteLength / 8);
+  for (let index = 0; index < values.length; index++) values[index] = view.getBigInt64(index * 8, true);
+  return values;
+}

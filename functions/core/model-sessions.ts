@@ -1,0 +1,145 @@
+import { availableParallelism } from 'node:os';
+import ort from 'onnxruntime-node';
+import type { ModelManifest, WarmupTensor } from './manifest.ts';
+import type { ModelStore } from './model-store.ts';
+import { tensorMetadataOf } from './signature.ts';
+import { DATATYPES } from './v2/datatypes.ts';
+import { decodeJsonTensorData } from './v2/codec.ts';
+import type { TensorMetadata } from './v2/schemas.ts';
+
+export interface LoadedModel {
+  name: string;
+  version: string;
+  manifest: ModelManifest;
+  session: ort.InferenceSession;
+  inputs: ReadonlyMap<string, TensorMetadata>;
+  outputs: ReadonlyMap<string, TensorMetadata>;
+  /** Where the bytes came from and how long fetch + session + warm-up took. */
+  source: 'cache' | 'bucket';
+  loadMs: number;
+  warmupError?: string;
+}
+
+/**
+ * Session options for serving. Thread counts are set from the CPUs this environment really has
+ * (a Lambda's vCPUs follow its memory size), not left to onnxruntime's guess from the host.
+ */
+export function servingSessionOptions(intraOpThreads?: number): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+    intraOpNumThreads: intraOpThreads ?? availableParallelism(),
+    interOpNumThreads: 1,
+    enableCpuMemArena: true,
+    enableMemPattern: true,
+    logSeverityLevel: 3,
+  };
+}
+
+/** Feeds for the warm-up run: the manifest's example when it has one, else zeros with dynamic dims of 1. */
+export function warmupFeeds(inputs: Iterable<TensorMetadata>, example?: WarmupTensor[]): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  if (example) {
+    for (const t of example) {
+      const data = decodeJsonTensorData(t.name, t.datatype, t.data, t.shape.reduce((a, b) => a * b, 1));
+      feeds[t.name] = new ort.Tensor(DATATYPES[t.datatype].ort, data as never, t.shape);
+    }
+    return feeds;
+  }
+  for (const input of inputs) {
+    const shape = input.shape.map((d) => (d < 0 ? 1 : d));
+    const count = shape.reduce((a, b) => a * b, 1);
+    const type = DATATYPES[input.datatype].ort;
+    feeds[input.name] =
+      type === 'string'
+        ? new ort.Tensor('string', new Array<string>(count).fill(''), shape)
+        : new ort.Tensor(type, emptyTyped(type, count) as never, shape);
+  }
+  return feeds;
+}
+
+function emptyTyped(type: ort.Tensor.Type, count: number): ort.Tensor.DataType {
+  switch (type) {
+    case 'float32': return new Float32Array(count);
+    case 'float64': return new Float64Array(count);
+    case 'int64': return new BigInt64Array(count);
+    case 'uint64': return new BigUint64Array(count);
+    case 'int32': return new Int32Array(count);
+    case 'uint32': return new Uint32Array(count);
+    case 'int16': return new Int16Array(count);
+    case 'uint16': case 'float16': return new Uint16Array(count);
+    case 'int8': return new Int8Array(count);
+    default: return new Uint8Array(count);
+  }
+}
+
+export interface ModelSessionsOptions {
+  store: ModelStore;
+  intraOpThreads?: number | undefined;
+  onWarmupFailure?: (model: string, version: string, error: Error) => void;
+}
+
+/**
+ * Sessions kept for the life of the environment, one per model version. Concurrent requests for a
+ * version that is still loading share one load; a failed load is forgotten so a later request retries.
+ */
+export class ModelSessions {
+  private readonly loads = new Map<string, Promise<LoadedModel>>();
+  private readonly loaded = new Map<string, LoadedModel>();
+  private readonly options: ModelSessionsOptions;
+
+  constructor(options: ModelSessionsOptions) {
+    this.options = options;
+  }
+
+  loadedModel(name: string, version: string): LoadedModel | undefined {
+    return this.loaded.get(`${name}/${version}`);
+  }
+
+  get(manifest: ModelManifest): Promise<LoadedModel> {
+    const key = `${manifest.name}/${manifest.version}`;
+    let load = this.loads.get(key);
+    if (!load) {
+      load = this.load(manifest).then(
+        (model) => {
+          this.loaded.set(key, model);
+          return model;
+        },
+        (error: unknown) => {
+          this.loads.delete(key);
+          throw error;
+        },
+      );
+      this.loads.set(key, load);
+    }
+    return load;
+  }
+
+  private async load(manifest: ModelManifest): Promise<LoadedModel> {
+    const started = performance.now();
+    const { bytes, source } = await this.options.store.getModelBytes(manifest);
+    const session = await ort.InferenceSession.create(bytes, servingSessionOptions(this.options.intraOpThreads));
+    const inputs = new Map(session.inputMetadata.map((m) => [m.name, tensorMetadataOf(m)] as const));
+    const outputs = new Map(session.outputMetadata.map((m) => [m.name, tensorMetadataOf(m)] as const));
+    let warmupError: string | undefined;
+    try {
+      // The first run of a session is slow (allocations, kernel selection): pay it here, not in a request.
+      await session.run(warmupFeeds(inputs.values(), manifest.warmup));
+    } catch (error) {
+      warmupError = (error as Error).message;
+      this.options.onWarmupFailure?.(manifest.name, manifest.version, error as Error);
+    }
+    return {
+      name: manifest.name,
+      version: manifest.version,
+      manifest,
+      session,
+      inputs,
+      outputs,
+      source,
+      loadMs: performance.now() - started,
+      ...(warmupError ? { warmupError } : {}),
+    };
+  }
+}

@@ -1,0 +1,73 @@
+import type { Tensor } from 'onnxruntime-node';
+
+/**
+ * The one mapping between Open Inference Protocol V2 datatypes and onnxruntime tensor types.
+ * BF16 has no onnxruntime-node tensor type and is not listed; FP16 travels in binary only, because
+ * JSON has no half-precision number.
+ */
+export const V2_DATATYPES = [
+  'BOOL', 'UINT8', 'UINT16', 'UINT32', 'UINT64', 'INT8', 'INT16', 'INT32', 'INT64',
+  'FP16', 'FP32', 'FP64', 'BYTES',
+] as const;
+export type V2Datatype = (typeof V2_DATATYPES)[number];
+
+type OrtType = Tensor.Type;
+
+interface DatatypeInfo {
+  ort: OrtType;
+  /** Bytes per element in the binary extension; 0 for BYTES (length-prefixed, variable). */
+  size: number;
+  /** Integer range checked on JSON input; undefined for non-integers. */
+  range?: readonly [bigint, bigint];
+}
+
+export const DATATYPES: Record<V2Datatype, DatatypeInfo> = {
+  BOOL: { ort: 'bool', size: 1 },
+  UINT8: { ort: 'uint8', size: 1, range: [0n, 255n] },
+  UINT16: { ort: 'uint16', size: 2, range: [0n, 65535n] },
+  UINT32: { ort: 'uint32', size: 4, range: [0n, 4294967295n] },
+  UINT64: { ort: 'uint64', size: 8, range: [0n, 18446744073709551615n] },
+  INT8: { ort: 'int8', size: 1, range: [-128n, 127n] },
+  INT16: { ort: 'int16', size: 2, range: [-32768n, 32767n] },
+  INT32: { ort: 'int32', size: 4, range: [-2147483648n, 2147483647n] },
+  INT64: { ort: 'int64', size: 8, range: [-9223372036854775808n, 9223372036854775807n] },
+  FP16: { ort: 'float16', size: 2 },
+  FP32: { ort: 'float32', size: 4 },
+  FP64: { ort: 'float64', size: 8 },
+  BYTES: { ort: 'string', size: 0 },
+};
+
+const BY_ORT = new Map<string, V2Datatype>(
+  (Object.entries(DATATYPES) as [V2Datatype, DatatypeInfo][]).map(([v2, info]) => [info.ort, v2]),
+);
+
+export function isV2Datatype(value: string): value is V2Datatype {
+  return Object.hasOwn(DATATYPES, value);
+}
+
+/** onnxruntime's type name ('float32', 'int64', ...) to the V2 datatype; undefined when V2 has none. */
+export function v2DatatypeOf(ortType: string): V2Datatype | undefined {
+  return BY_ORT.get(ortType);
+}
+
+/** A typed array constructor for fixed-size datatypes, reading little-endian bytes as the wire has them. */
+export function typedArrayFromBytes(datatype: Exclude<V2Datatype, 'BYTES'>, bytes: Uint8Array, count: number): Tensor.DataType {
+  // Copy into an aligned buffer: a slice of a request body may start at any offset.
+  const aligned = new Uint8Array(count * DATATYPES[datatype].size);
+  aligned.set(bytes);
+  const buffer = aligned.buffer;
+  switch (datatype) {
+    case 'BOOL': return new Uint8Array(buffer);
+    case 'UINT8': return new Uint8Array(buffer);
+    case 'INT8': return new Int8Array(buffer);
+    case 'UINT16': return new Uint16Array(buffer);
+    case 'INT16': return new Int16Array(buffer);
+    case 'FP16': return new Uint16Array(buffer);
+    case 'UINT32': return new Uint32Array(buffer);
+    case 'INT32': return new Int32Array(buffer);
+    case 'FP32': return new Float32Array(buffer);
+    case 'UINT64': return new BigUint64Array(buffer);
+    case 'INT64': return new BigInt64Array(buffer);
+    case 'FP64': return new Float64Array(buffer);
+  }
+}

@@ -1,0 +1,124 @@
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import type { Logger } from '@aws-lambda-powertools/logger';
+import type { Metrics } from '@aws-lambda-powertools/metrics';
+import { BadRequestError, HttpError, NotFoundError, NotReadyError, PayloadTooLargeError } from '../core/errors.ts';
+import type { InferenceService } from '../core/inference-service.ts';
+import { MetricUnit, recordMetric } from '../core/observability.ts';
+import { decodeInferRequest, encodeInferResponse, INFERENCE_HEADER_CONTENT_LENGTH } from '../core/v2/codec.ts';
+
+export interface InferenceHandlerDeps {
+  service: InferenceService;
+  maxBodyBytes: number;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+type Result = APIGatewayProxyStructuredResultV2;
+
+const MODEL_ROUTE = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer))?\/?$/;
+
+function json(statusCode: number, body: unknown): Result {
+  return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+}
+
+function segment(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new BadRequestError(`malformed path segment ${JSON.stringify(raw)}`);
+  }
+}
+
+function header(event: APIGatewayProxyEventV2, name: string): string | undefined {
+  const headers = event.headers ?? {};
+  return headers[name] ?? Object.entries(headers).find(([k]) => k.toLowerCase() === name)?.[1];
+}
+
+/** The body as bytes, refused before any decoding when it is over the limit. */
+function bodyBytes(event: APIGatewayProxyEventV2, limit: number): Buffer {
+  const body = event.body ?? '';
+  const declared = Number(header(event, 'content-length') ?? NaN);
+  const size = event.isBase64Encoded ? Math.floor((body.length * 3) / 4) : Buffer.byteLength(body);
+  const largest = Number.isFinite(declared) ? Math.max(declared, size) : size;
+  if (largest > limit) throw new PayloadTooLargeError(`request body of ${largest} bytes exceeds the limit of ${limit} bytes`);
+  return event.isBase64Encoded ? Buffer.from(body, 'base64') : Buffer.from(body, 'utf8');
+}
+
+/** API Gateway HTTP API (payload v2) adapter for the Open Inference Protocol V2 REST API. */
+export function createInferenceHandler(deps: InferenceHandlerDeps) {
+  const { service, logger, metrics } = deps;
+
+  async function route(event: APIGatewayProxyEventV2): Promise<Result> {
+    const method = event.requestContext.http.method.toUpperCase();
+    const path = event.rawPath;
+    const allow = (m: string) => {
+      if (method !== m) throw new HttpError(405, `method ${method} is not allowed on ${path}; use ${m}`);
+    };
+    if (path === '/v2' || path === '/v2/') {
+      allow('GET');
+      return json(200, service.serverMetadata());
+    }
+    if (path === '/v2/health/live') {
+      allow('GET');
+      return json(200, { live: true });
+    }
+    if (path === '/v2/health/ready') {
+      allow('GET');
+      if (!service.isReady()) throw new NotReadyError(service.notReadyReason());
+      return json(200, { ready: true });
+    }
+    const match = MODEL_ROUTE.exec(path);
+    if (!match) throw new NotFoundError(`no route for ${method} ${path}`);
+    const name = segment(match[1]!);
+    const version = match[2] === undefined ? undefined : segment(match[2]);
+    const action = match[3];
+    logger.appendKeys({ model: name, ...(version ? { version } : {}) });
+
+    if (action === undefined) {
+      allow('GET');
+      return json(200, await service.modelMetadata(name, version));
+    }
+    if (action === 'ready') {
+      allow('GET');
+      const model = await service.loadModel(name, version);
+      return json(200, { name, version: model.version, ready: true });
+    }
+    allow('POST');
+    const body = bodyBytes(event, deps.maxBodyBytes);
+    const request = decodeInferRequest(body, header(event, INFERENCE_HEADER_CONTENT_LENGTH));
+    const started = performance.now();
+    const { response, binaryOutputs, model } = await service.infer(name, version, request);
+    const ms = performance.now() - started;
+    logger.appendKeys({ version: model.version });
+    recordMetric(metrics, 'InferenceLatency', MetricUnit.Milliseconds, ms, { model: name, version: model.version });
+    const encoded = encodeInferResponse(response, binaryOutputs);
+    if (encoded.jsonLength === undefined) {
+      return { statusCode: 200, headers: { 'content-type': 'application/json' }, body: encoded.body.toString('utf8') };
+    }
+    return {
+      statusCode: 200,
+      headers: {
+        'content-type': 'application/octet-stream',
+        [INFERENCE_HEADER_CONTENT_LENGTH]: String(encoded.jsonLength),
+      },
+      body: encoded.body.toString('base64'),
+      isBase64Encoded: true,
+    };
+  }
+
+  return async function inferenceHandler(event: APIGatewayProxyEventV2): Promise<Result> {
+    logger.resetKeys();
+    try {
+      return await route(event);
+    } catch (error) {
+      const errorClass = (error as Error)?.name ?? 'Error';
+      recordMetric(metrics, 'Errors', MetricUnit.Count, 1, { errorClass });
+      if (error instanceof HttpError && error.expose) {
+        logger.warn('request refused', { statusCode: error.statusCode, error: error.message });
+        return json(error.statusCode, { error: error.message });
+      }
+      logger.error('request failed', { error: error as Error });
+      return json(500, { error: 'internal server error' });
+    }
+  };
+}

@@ -1,0 +1,43 @@
+import middy from '@middy/core';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import { createS3Client } from '../core/clients.ts';
+import { readInferenceConfig } from '../core/config.ts';
+import { InferenceService } from '../core/inference-service.ts';
+import { ModelSessions } from '../core/model-sessions.ts';
+import { ModelStore } from '../core/model-store.ts';
+import { createObservability, MetricUnit } from '../core/observability.ts';
+import { createInferenceHandler } from './app.ts';
+
+// Lambda init: everything below runs once per environment, before the first request.
+const initStarted = performance.now();
+const config = readInferenceConfig();
+const { logger, metrics } = createObservability();
+const store = new ModelStore({ s3: createS3Client(), bucket: config.bucket, cacheDir: config.cacheDir });
+const sessions = new ModelSessions({
+  store,
+  intraOpThreads: config.intraOpThreads,
+  onWarmupFailure: (model, version, error) => logger.warn('warm-up run failed', { model, version, error: error.message }),
+});
+const service = new InferenceService({
+  store,
+  sessions,
+  serviceVersion: config.serviceVersion,
+  log: (level, message, fields) => logger[level](message, fields),
+});
+
+// Top-level await: pre-warmed models are loaded during init, which provisioned concurrency pre-pays.
+await service.preloadModels(config.preloadModels);
+const initMs = performance.now() - initStarted;
+logger.info('init complete', { initMs, preloaded: config.preloadModels, ready: service.isReady() });
+let coldStartReported = false;
+
+export const handler = middy(createInferenceHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics }))
+  .before(() => {
+    if (!coldStartReported) {
+      coldStartReported = true;
+      metrics.addMetric('ColdStartInitMs', MetricUnit.Milliseconds, initMs);
+    }
+  })
+  .use(injectLambdaContext(logger, { resetKeys: true }))
+  .use(logMetrics(metrics, { captureColdStartMetric: true }));
