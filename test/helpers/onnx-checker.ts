@@ -36,8 +36,12 @@ export async function checkOnnxModel(pathOrBytes: string | Uint8Array): Promise<
   try {
     await execFileAsync(checkerPython, ['-c', checkerScript, path], { maxBuffer: 16 * 1024 * 1024 });
   } catch (error) {
-    const stderr = (error as { stderr?: string }).stderr?.trim();
-    throw new OnnxCheckerError(`ONNX checker rejected ${path}: ${stderr || (error as Error).message}`, { cause: error });
+    const stderr = (error as { stderr?: string }).stderr?.trim() ?? '';
+    // The Python traceback says only where in onnx it failed; the exception line says why.
+    const reasonStart = stderr.search(/^[\w.]*(Error|Exception): /m);
+    const reason = reasonStart >= 0 ? stderr.slice(reasonStart).replace(/^[\w.]*\.(\w+: )/, '$1') : stderr;
+    const subject = typeof pathOrBytes === 'string' ? pathOrBytes : `the model (${pathOrBytes.byteLength} bytes)`;
+    throw new OnnxCheckerError(`ONNX checker rejected ${subject}: ${reason || (error as Error).message}`, { cause: error });
   } finally {
     if (directory) await rm(directory, { recursive: true, force: true });
   }
