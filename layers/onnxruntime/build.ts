@@ -121,7 +121,7 @@ function zipLayer(entries: string[]): void {
   execFileSync('zip', ['-X', '-q', '-9', LAYER_ZIP, '-@'], { cwd: LAYER_DIST, input: entries.join('\n') });
 }
 
-export function buildLayer(): LayerManifest {
+function build(): LayerManifest {
   rmSync(LAYER_DIST, { recursive: true, force: true });
   mkdirSync(LAYER_NODE_MODULES, { recursive: true });
   for (const name of Object.keys(KEEP)) copyPackage(name);
@@ -144,12 +144,48 @@ export function buildLayer(): LayerManifest {
   return manifest;
 }
 
-/** The manifest of an existing build, or a fresh build when there is none. */
-export function ensureLayer(): LayerManifest {
-  if (existsSync(LAYER_MANIFEST) && existsSync(LAYER_ZIP)) {
-    return JSON.parse(readFileSync(LAYER_MANIFEST, 'utf8')) as LayerManifest;
+const LOCK_DIR = `${LAYER_DIST}.lock`;
+const STALE_LOCK_MS = 5 * 60_000;
+
+/** Test files run in parallel workers and may all ask for the layer; mkdir is atomic, so one builds and the rest wait. */
+function withLock<T>(work: () => T): T {
+  for (;;) {
+    try {
+      mkdirSync(LOCK_DIR);
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const lock = statSync(LOCK_DIR, { throwIfNoEntry: false });
+      // A lock older than any build is left by a killed process.
+      if (lock && Date.now() - lock.mtimeMs > STALE_LOCK_MS) rmSync(LOCK_DIR, { recursive: true, force: true });
+      else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    }
   }
-  return buildLayer();
+  try {
+    return work();
+  } finally {
+    rmSync(LOCK_DIR, { recursive: true, force: true });
+  }
+}
+
+function installedVersion(): string {
+  const dir = packageDir('onnxruntime-node', projectRoot);
+  return (JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** The manifest of an existing build of the installed onnxruntime-node, or a fresh build when there is none. */
+export function ensureLayer(): LayerManifest {
+  return withLock(() => {
+    if (existsSync(LAYER_MANIFEST) && existsSync(LAYER_ZIP)) {
+      const manifest = JSON.parse(readFileSync(LAYER_MANIFEST, 'utf8')) as LayerManifest;
+      if (manifest.onnxruntimeVersion === installedVersion()) return manifest;
+    }
+    return build();
+  });
+}
+
+export function buildLayer(): LayerManifest {
+  return withLock(build);
 }
 
 const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;

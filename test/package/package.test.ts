@@ -1,0 +1,364 @@
+// End to end over `serverless package`, as serverless-esbuild's own tests do: package the real
+// service offline, then assert on the generated CloudFormation and on what is inside each zip.
+import { execFile, execFileSync } from 'node:child_process';
+import { cp, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { inflateRawSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureLayer, type LayerManifest } from '../../layers/onnxruntime/build.ts';
+
+const execFileAsync = promisify(execFile);
+const root = path.resolve(import.meta.dirname, '..', '..');
+const serverlessBin = createRequire(path.join(root, 'package.json')).resolve('serverless/bin/serverless.js');
+
+/** Lambda's limit on a function's unzipped code plus all its layers. */
+const LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024;
+const STAGE = 'test';
+
+type Tier = 'basic' | 'standard' | 'advanced';
+interface Packaged {
+  work: string;
+  dir: string;
+  template: Template;
+}
+interface Resource {
+  Type: string;
+  Properties: Record<string, unknown>;
+}
+interface Template {
+  Resources: Record<string, Resource>;
+  Parameters?: Record<string, { Type: string; Default?: string }>;
+}
+interface Statement {
+  Sid?: string;
+  Effect: string;
+  Action: string | string[];
+  Resource: unknown;
+  Condition?: unknown;
+}
+
+// Packaging runs in a network namespace with only loopback when the machine allows one, so a single
+// attempt to reach AWS or instance metadata fails the run instead of passing unnoticed. Either way
+// the credentials are dummies and any SDK call is pointed at a closed loopback port.
+const isolated = (() => {
+  try {
+    execFileSync('unshare', ['-rn', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** Build outputs and local state that a copy of the service must not carry. */
+const NOT_COPIED = new Set(['node_modules', '.git', '.serverless', '.esbuild', '.build', '.local', 'scratch', 'tmp', 'layers/onnxruntime/dist']);
+
+/**
+ * Packages a copy of the service: serverless-esbuild always stages artifacts in `<service>/.serverless`,
+ * whatever --package says, so two runs in one directory (these four, or someone's `npm run package`
+ * while the tests run) would overwrite each other's zips.
+ */
+async function packageService(name: string, params: Record<string, string>): Promise<Packaged> {
+  const work = await mkdtemp(path.join(tmpdir(), `ai-mass-package-${name}-`));
+  const service = path.join(work, 'service');
+  const dir = path.join(work, 'out');
+  await cp(root, service, {
+    recursive: true,
+    filter: (source) => !NOT_COPIED.has(path.relative(root, source).split(path.sep).join('/')) && !source.endsWith('.lock'),
+  });
+  await symlink(path.join(root, 'node_modules'), path.join(service, 'node_modules'), 'dir');
+  const args = [serverlessBin, 'package', '--stage', STAGE, '--package', dir];
+  for (const [key, value] of Object.entries(params)) args.push(`--param=${key}=${value}`);
+  const [file, argv] = isolated ? ['unshare', ['-rn', process.execPath, ...args]] : [process.execPath, args];
+  await execFileAsync(file, argv, {
+    cwd: service,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      AWS_EC2_METADATA_DISABLED: 'true',
+      AWS_ENDPOINT_URL: 'http://127.0.0.1:9',
+    },
+    timeout: 100_000,
+  });
+  const template = JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template;
+  return { work, dir, template };
+}
+
+interface ZipEntry {
+  name: string;
+  size: number;
+  read: () => Buffer;
+}
+
+/** A zip's entries from its central directory (no zip64: Lambda zips are far below 4 GiB). */
+async function zipEntries(file: string): Promise<ZipEntry[]> {
+  const zip = await readFile(file);
+  let eocd = zip.length - 22;
+  while (eocd >= 0 && zip.readUInt32LE(eocd) !== 0x06054b50) eocd -= 1;
+  if (eocd < 0) throw new Error(`${file} is not a zip`);
+  const count = zip.readUInt16LE(eocd + 10);
+  let at = zip.readUInt32LE(eocd + 16);
+  const entries: ZipEntry[] = [];
+  for (let i = 0; i < count; i += 1) {
+    if (zip.readUInt32LE(at) !== 0x02014b50) throw new Error(`${file}: bad central directory entry ${i}`);
+    const method = zip.readUInt16LE(at + 10);
+    const compressedSize = zip.readUInt32LE(at + 20);
+    const nameLength = zip.readUInt16LE(at + 28);
+    const local = zip.readUInt32LE(at + 42);
+    entries.push({
+      name: zip.toString('utf8', at + 46, at + 46 + nameLength),
+      size: zip.readUInt32LE(at + 24),
+      read: () => {
+        const start = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28);
+        const data = zip.subarray(start, start + compressedSize);
+        return method === 0 ? data : inflateRawSync(data);
+      },
+    });
+    at += 46 + nameLength + zip.readUInt16LE(at + 30) + zip.readUInt16LE(at + 32);
+  }
+  return entries;
+}
+
+const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+const resourcesOfType = (t: Template, type: string): [string, Resource][] =>
+  Object.entries(t.Resources).filter(([, r]) => r.Type === type);
+const asArray = <T>(value: T | T[]): T[] => (Array.isArray(value) ? value : [value]);
+
+const V2_ROUTES = [
+  'GET /v2',
+  'GET /v2/health/live',
+  'GET /v2/health/ready',
+  'GET /v2/models/{name}',
+  'GET /v2/models/{name}/ready',
+  'POST /v2/models/{name}/infer',
+  'GET /v2/models/{name}/versions/{version}',
+  'GET /v2/models/{name}/versions/{version}/ready',
+  'POST /v2/models/{name}/versions/{version}/infer',
+];
+
+const TIERS: Record<Tier, { memorySize: number; provisionedConcurrency: number | undefined; preload: string }> = {
+  basic: { memorySize: 1024, provisionedConcurrency: undefined, preload: '' },
+  standard: { memorySize: 2048, provisionedConcurrency: 1, preload: 'mnist' },
+  advanced: { memorySize: 4096, provisionedConcurrency: 2, preload: 'mnist,silero-vad' },
+};
+
+const packaged = {} as Record<Tier | 'jwt', Packaged>;
+let layer: LayerManifest;
+
+beforeAll(async () => {
+  layer = ensureLayer();
+  const runs = await Promise.all([
+    ...(Object.keys(TIERS) as Tier[]).map(async (tier) => [tier, await packageService(tier, { tier })] as const),
+    (async () =>
+      [
+        'jwt',
+        await packageService('jwt', {
+          authorizer: 'jwt',
+          jwtIssuerUrl: 'https://issuer.example.test/',
+          jwtAudience: 'ai-mass-test',
+        }),
+      ] as const)(),
+  ]);
+  for (const [name, result] of runs) packaged[name] = result;
+  console.log(`packaged ${runs.length} stacks ${isolated ? 'in a loopback-only network namespace' : 'with no namespace (unshare unavailable)'}`);
+}, 110_000);
+
+afterAll(async () => {
+  await Promise.all(Object.values(packaged).map((p) => rm(p.work, { recursive: true, force: true })));
+});
+
+const standard = (): Template => packaged.standard.template;
+const inference = (t: Template): Resource => {
+  const fn = t.Resources.InferenceLambdaFunction;
+  if (!fn) throw new Error('InferenceLambdaFunction is missing');
+  return fn;
+};
+
+describe('serverless package (standard tier, IAM auth)', () => {
+  it('routes all nine Open Inference Protocol paths to the inference function with IAM auth', () => {
+    const routes = resourcesOfType(standard(), 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties);
+    const byKey = new Map(routes.map((r) => [r.RouteKey as string, r]));
+
+    for (const key of V2_ROUTES) {
+      expect(byKey.get(key), key).toMatchObject({
+        AuthorizationType: 'AWS_IAM',
+        Target: { 'Fn::Join': ['/', ['integrations', { Ref: 'HttpApiIntegrationInference' }]] },
+      });
+    }
+    expect(resourcesOfType(standard(), 'AWS::ApiGatewayV2::Authorizer')).toEqual([]);
+  });
+
+  it('runs nodejs24.x on x86_64 with the onnxruntime layer resolved from SSM at deploy time', () => {
+    const props = inference(standard()).Properties;
+
+    expect(props.Runtime).toBe('nodejs24.x');
+    expect(props.Architectures).toEqual(['x86_64']);
+    expect(props.Handler).toBe('functions/inference/handler.handler');
+    expect(props.Layers).toEqual([{ Ref: 'OnnxruntimeLayerArn' }]);
+    expect(standard().Parameters?.OnnxruntimeLayerArn).toMatchObject({
+      Type: 'AWS::SSM::Parameter::Value<String>',
+      Default: `/ai-mass/${STAGE}/onnxruntime-layer-arn`,
+    });
+    // A layer defined in this stack would make `package` call CloudFormation.
+    expect(resourcesOfType(standard(), 'AWS::Lambda::LayerVersion')).toEqual([]);
+  });
+
+  it('sets the environment the inference config reads', () => {
+    const variables = (inference(standard()).Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+
+    expect(variables).toEqual({
+      MODEL_BUCKET: { Ref: 'ModelBucket' },
+      PRELOAD_MODELS: 'mnist',
+      POWERTOOLS_SERVICE_NAME: 'ai-mass',
+      POWERTOOLS_METRICS_NAMESPACE: 'AIMass',
+      MAX_BODY_BYTES: '6291456',
+      NODE_OPTIONS: '--enable-source-maps',
+    });
+  });
+
+  it('gives the inference role only GetObject under models/ and a models/-prefixed ListBucket', () => {
+    const t = standard();
+    const role = inference(t).Properties.Role as { 'Fn::GetAtt': [string, string] };
+    const roleResource = t.Resources[role['Fn::GetAtt'][0]];
+    expect(roleResource?.Type).toBe('AWS::IAM::Role');
+    const statements = (roleResource?.Properties.Policies as { PolicyDocument: { Statement: Statement[] } }[]).flatMap(
+      (p) => p.PolicyDocument.Statement,
+    );
+    const s3 = statements.filter((s) => asArray(s.Action).some((a) => a.startsWith('s3:')));
+
+    expect(s3).toEqual([
+      {
+        Sid: 'ReadModels',
+        Effect: 'Allow',
+        Action: 's3:GetObject',
+        Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' },
+      },
+      {
+        Sid: 'ListModels',
+        Effect: 'Allow',
+        Action: 's3:ListBucket',
+        Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}' },
+        Condition: { StringLike: { 's3:prefix': 'models/*' } },
+      },
+    ]);
+    const actions = statements.flatMap((s) => asArray(s.Action));
+    expect(actions.filter((a) => a === '*' || a.endsWith(':*'))).toEqual([]);
+    expect(actions.filter((a) => !a.startsWith('s3:'))).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents']);
+    expect(statements.every((s) => s.Effect === 'Allow' && JSON.stringify(s.Resource) !== '"*"')).toBe(true);
+    // No shared default role that every function would inherit.
+    expect(t.Resources.IamRoleLambdaExecution).toBeUndefined();
+    expect(resourcesOfType(t, 'AWS::IAM::Policy')).toEqual([]);
+  });
+
+  it('keeps the model bucket private, encrypted, versioned and TLS-only', () => {
+    const t = standard();
+    const bucket = t.Resources.ModelBucket?.Properties;
+    const policy = resourcesOfType(t, 'AWS::S3::BucketPolicy').find(([, r]) => JSON.stringify(r.Properties.Bucket) === '{"Ref":"ModelBucket"}');
+
+    expect(bucket?.PublicAccessBlockConfiguration).toEqual({
+      BlockPublicAcls: true,
+      BlockPublicPolicy: true,
+      IgnorePublicAcls: true,
+      RestrictPublicBuckets: true,
+    });
+    expect(bucket?.BucketEncryption).toEqual({
+      ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+    });
+    expect(bucket?.VersioningConfiguration).toEqual({ Status: 'Enabled' });
+    expect(bucket?.OwnershipControls).toEqual({ Rules: [{ ObjectOwnership: 'BucketOwnerEnforced' }] });
+    expect((policy?.[1].Properties.PolicyDocument as { Statement: Statement[] }).Statement).toContainEqual({
+      Sid: 'DenyInsecureTransport',
+      Effect: 'Deny',
+      Principal: '*',
+      Action: 's3:*',
+      Resource: [{ 'Fn::GetAtt': ['ModelBucket', 'Arn'] }, { 'Fn::Sub': '${ModelBucket.Arn}/*' }],
+      Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+    });
+  });
+
+  it('keeps a retention on the function log group', () => {
+    expect(standard().Resources.InferenceLogGroup?.Properties).toMatchObject({
+      LogGroupName: `/aws/lambda/ai-mass-${STAGE}-inference`,
+      RetentionInDays: 30,
+    });
+  });
+});
+
+describe('tiers', () => {
+  it.each(Object.entries(TIERS))('%s sets memory, provisioned concurrency and pre-warmed models', (tier, expected) => {
+    const t = packaged[tier as Tier].template;
+    const props = inference(t).Properties;
+    const aliases = resourcesOfType(t, 'AWS::Lambda::Alias');
+
+    expect(props.MemorySize).toBe(expected.memorySize);
+    expect((props.Environment as { Variables: Record<string, unknown> }).Variables.PRELOAD_MODELS).toBe(expected.preload);
+    if (expected.provisionedConcurrency === undefined) {
+      expect(aliases).toEqual([]);
+    } else {
+      expect(aliases.map(([, a]) => a.Properties.ProvisionedConcurrencyConfig)).toEqual([
+        { ProvisionedConcurrentExecutions: expected.provisionedConcurrency },
+      ]);
+    }
+  });
+});
+
+describe('authorizer=jwt', () => {
+  it('replaces IAM auth with one JWT authorizer on every route', () => {
+    const t = packaged.jwt.template;
+    const authorizers = resourcesOfType(t, 'AWS::ApiGatewayV2::Authorizer');
+    const routes = resourcesOfType(t, 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties);
+
+    expect(authorizers.map(([, a]) => a.Properties)).toEqual([
+      expect.objectContaining({
+        AuthorizerType: 'JWT',
+        IdentitySource: ['$request.header.Authorization'],
+        JwtConfiguration: { Issuer: 'https://issuer.example.test/', Audience: ['ai-mass-test'] },
+      }),
+    ]);
+    const [authorizerId] = authorizers[0] ?? [];
+    for (const key of V2_ROUTES) {
+      expect(routes.find((r) => r.RouteKey === key), key).toMatchObject({
+        AuthorizationType: 'JWT',
+        AuthorizerId: { Ref: authorizerId },
+      });
+    }
+  });
+});
+
+describe('artifacts', () => {
+  it('keeps onnxruntime-node out of every function zip and fits the Lambda size limit with the layer', async () => {
+    const sizes: Record<string, number> = {};
+    for (const tier of ['basic', 'standard'] as const) {
+      const zips = (await readdir(packaged[tier].dir)).filter((f) => f.endsWith('.zip'));
+      expect(zips).toContain('inference.zip');
+      for (const zip of zips) {
+        const file = path.join(packaged[tier].dir, zip);
+        const entries = await zipEntries(file);
+        const names = entries.map((e) => e.name);
+
+        expect(names.filter((n) => /onnxruntime|\.node$|\.so(\.|$)/.test(n)), zip).toEqual([]);
+        const bundle = entries.find((e) => e.name.endsWith('.mjs'));
+        expect(bundle, zip).toBeDefined();
+        const text = bundle?.read().toString('utf8') ?? '';
+        // Bundled by mistake, onnxruntime-node would bring the loader of its native binding along.
+        expect(text).not.toContain('onnxruntime_binding');
+        expect(text.startsWith("import { createRequire as __aiMassCreateRequire } from 'node:module';")).toBe(true);
+
+        sizes[zip] = Math.max(sizes[zip] ?? 0, entries.reduce((sum, e) => sum + e.size, 0));
+        console.log(`${tier}/${zip}: ${mib((await readFile(file)).length)} zipped, ${mib(sizes[zip])} unzipped`);
+      }
+    }
+    const largest = Math.max(...Object.values(sizes));
+    const total = layer.unzippedBytes + largest;
+    console.log(
+      `layer ${mib(layer.unzippedBytes)} + largest function ${mib(largest)} = ${mib(total)}; ` +
+        `margin ${mib(LAMBDA_UNZIPPED_LIMIT - total)} under 250 MiB`,
+    );
+
+    expect(total).toBeLessThan(LAMBDA_UNZIPPED_LIMIT);
+  });
+});
