@@ -20,7 +20,6 @@ const STAGE = 'test';
 
 type Tier = 'basic' | 'standard' | 'advanced';
 interface Packaged {
-  work: string;
   dir: string;
   template: Template;
 }
@@ -53,6 +52,7 @@ const isolated = (() => {
 })();
 
 /** Build outputs and local state that a copy of the service must not carry. */
+const workDirs: string[] = [];
 const NOT_COPIED = new Set(['node_modules', '.git', '.serverless', '.esbuild', '.build', '.local', 'scratch', 'tmp', 'layers/onnxruntime/dist']);
 
 /**
@@ -62,6 +62,7 @@ const NOT_COPIED = new Set(['node_modules', '.git', '.serverless', '.esbuild', '
  */
 async function packageService(name: string, params: Record<string, string>): Promise<Packaged> {
   const work = await mkdtemp(path.join(tmpdir(), `ai-mass-package-${name}-`));
+  workDirs.push(work);
   const service = path.join(work, 'service');
   const dir = path.join(work, 'out');
   await cp(root, service, {
@@ -85,7 +86,7 @@ async function packageService(name: string, params: Record<string, string>): Pro
     timeout: 100_000,
   });
   const template = JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template;
-  return { work, dir, template };
+  return { dir, template };
 }
 
 interface ZipEntry {
@@ -168,7 +169,7 @@ beforeAll(async () => {
 }, 110_000);
 
 afterAll(async () => {
-  await Promise.all(Object.values(packaged).map((p) => rm(p.work, { recursive: true, force: true })));
+  await Promise.all(workDirs.map((dir) => rm(dir, { recursive: true, force: true })));
 });
 
 const standard = (): Template => packaged.standard.template;
