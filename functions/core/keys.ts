@@ -11,4 +11,15 @@ export const keys = {
   manifest: (model: string, version: string) => `models/${model}/${version}/manifest.json`,
   staged: (model: string, version: string, stagingKey: string) =>
     `models/${model}/${version}/staged/${stagingKey}.ort`,
+  /** Uploads here submit a batch job named after the file. */
+  batchIncomingPrefix: 'batches/incoming/',
+  /** Inputs referenced by API submissions (the CLI uploads here); not a trigger prefix. */
+  batchInputsPrefix: 'batches/inputs/',
+  batchPrefix: (job: string) => `batches/${job}/`,
+  /** Rows sent inline with an API submission, written once so shards read them like any input. */
+  batchInlineInput: (job: string) => `batches/${job}/input.jsonl`,
+  batchShardOutput: (job: string, shard: number) => `batches/${job}/shards/${String(shard).padStart(6, '0')}.jsonl`,
+  batchShardErrors: (job: string, shard: number) => `batches/${job}/shards/${String(shard).padStart(6, '0')}.errors.jsonl`,
+  batchResult: (job: string) => `batches/${job}/result.jsonl`,
+  batchErrors: (job: string) => `batches/${job}/errors.jsonl`,
 } as const;

@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import ort from 'onnxruntime-node';
+import ort, { type InferenceSession, type Tensor } from './ort.ts';
 import type { ModelManifest, WarmupTensor } from './manifest.ts';
 import type { ModelStore } from './model-store.ts';
 import { tensorMetadataOf } from './signature.ts';
@@ -11,20 +11,22 @@ export interface LoadedModel {
   name: string;
   version: string;
   manifest: ModelManifest;
-  session: ort.InferenceSession;
+  session: InferenceSession;
   inputs: ReadonlyMap<string, TensorMetadata>;
   outputs: ReadonlyMap<string, TensorMetadata>;
   /** Where the bytes came from and how long fetch + session + warm-up took. */
   source: 'cache' | 'bucket';
   loadMs: number;
   warmupError?: string;
+  /** The execution providers the session was created with, when not the default CPU-only list. */
+  executionProviders?: string[];
 }
 
 /**
  * Session options for serving. Thread counts are set from the CPUs this environment really has
  * (a Lambda's vCPUs follow its memory size), not left to onnxruntime's guess from the host.
  */
-export function servingSessionOptions(intraOpThreads?: number): ort.InferenceSession.SessionOptions {
+export function servingSessionOptions(intraOpThreads?: number): InferenceSession.SessionOptions {
   return {
     executionProviders: ['cpu'],
     graphOptimizationLevel: 'all',
@@ -38,8 +40,8 @@ export function servingSessionOptions(intraOpThreads?: number): ort.InferenceSes
 }
 
 /** Feeds for the warm-up run: the manifest's example when it has one, else zeros with dynamic dims of 1. */
-export function warmupFeeds(inputs: Iterable<TensorMetadata>, example?: WarmupTensor[]): Record<string, ort.Tensor> {
-  const feeds: Record<string, ort.Tensor> = {};
+export function warmupFeeds(inputs: Iterable<TensorMetadata>, example?: WarmupTensor[]): Record<string, Tensor> {
+  const feeds: Record<string, Tensor> = {};
   if (example) {
     for (const t of example) {
       const data = decodeJsonTensorData(t.name, t.datatype, t.data, t.shape.reduce((a, b) => a * b, 1));
@@ -59,7 +61,7 @@ export function warmupFeeds(inputs: Iterable<TensorMetadata>, example?: WarmupTe
   return feeds;
 }
 
-function emptyTyped(type: ort.Tensor.Type, count: number): ort.Tensor.DataType {
+function emptyTyped(type: Tensor.Type, count: number): Tensor.DataType {
   switch (type) {
     case 'float32': return new Float32Array(count);
     case 'float64': return new Float64Array(count);
@@ -78,6 +80,12 @@ export interface ModelSessionsOptions {
   store: ModelStore;
   intraOpThreads?: number | undefined;
   onWarmupFailure?: (model: string, version: string, error: Error) => void;
+  /**
+   * Providers in order of preference (the GPU batch worker passes CUDA first). When onnxruntime
+   * cannot create a session with them (no GPU, no CUDA libraries), the session falls back to CPU.
+   */
+  executionProviders?: readonly InferenceSession.ExecutionProviderConfig[] | undefined;
+  onProviderFallback?: (model: string, version: string, error: Error) => void;
 }
 
 /**
@@ -119,7 +127,24 @@ export class ModelSessions {
   private async load(manifest: ModelManifest): Promise<LoadedModel> {
     const started = performance.now();
     const { bytes, source } = await this.options.store.getModelBytes(manifest);
-    const session = await ort.InferenceSession.create(bytes, servingSessionOptions(this.options.intraOpThreads));
+    let session: InferenceSession;
+    let executionProviders: string[] | undefined;
+    const preferred = this.options.executionProviders;
+    if (preferred && preferred.length > 0) {
+      try {
+        session = await ort.InferenceSession.create(bytes, {
+          ...servingSessionOptions(this.options.intraOpThreads),
+          executionProviders: [...preferred],
+        });
+        executionProviders = preferred.map((p) => (typeof p === 'string' ? p : p.name));
+      } catch (error) {
+        this.options.onProviderFallback?.(manifest.name, manifest.version, error as Error);
+        session = await ort.InferenceSession.create(bytes, servingSessionOptions(this.options.intraOpThreads));
+        executionProviders = ['cpu'];
+      }
+    } else {
+      session = await ort.InferenceSession.create(bytes, servingSessionOptions(this.options.intraOpThreads));
+    }
     const inputs = new Map(session.inputMetadata.map((m) => [m.name, tensorMetadataOf(m)] as const));
     const outputs = new Map(session.outputMetadata.map((m) => [m.name, tensorMetadataOf(m)] as const));
     let warmupError: string | undefined;
@@ -140,6 +165,7 @@ export class ModelSessions {
       source,
       loadMs: performance.now() - started,
       ...(warmupError ? { warmupError } : {}),
+      ...(executionProviders ? { executionProviders } : {}),
     };
   }
 }
