@@ -1,4 +1,4 @@
-import ort from 'onnxruntime-node';
+import ort, { type InferenceSession, type Tensor } from './ort.ts';
 import { BadRequestError, IntegrityError, NotFoundError, NotReadyError } from './errors.ts';
 import type { ModelManifest } from './manifest.ts';
 import type { LoadedModel, ModelSessions } from './model-sessions.ts';
@@ -138,7 +138,7 @@ export class InferenceService {
         throw new BadRequestError(`unknown output '${o.name}'; model '${name}' has outputs: ${[...model.outputs.keys()].join(', ')}`);
       }
     }
-    let results: ort.InferenceSession.OnnxValueMapType;
+    let results: InferenceSession.OnnxValueMapType;
     try {
       results = await model.session.run(feeds, requested.map((o) => o.name));
     } catch (error) {
@@ -146,7 +146,7 @@ export class InferenceService {
       throw new BadRequestError(`model '${name}' version '${model.version}' rejected the input: ${(error as Error).message}`, { cause: error });
     }
     const outputs = requested.map((o): ResponseTensor => {
-      const tensor = results[o.name] as ort.Tensor;
+      const tensor = results[o.name] as Tensor;
       return { name: o.name, datatype: v2DatatypeOf(tensor.type)!, shape: [...tensor.dims], data: tensor.data as ResponseTensor['data'] };
     });
     return {
@@ -162,8 +162,8 @@ export class InferenceService {
   }
 }
 
-function buildFeeds(model: LoadedModel, request: DecodedInferRequest): Record<string, ort.Tensor> {
-  const feeds: Record<string, ort.Tensor> = {};
+function buildFeeds(model: LoadedModel, request: DecodedInferRequest): Record<string, Tensor> {
+  const feeds: Record<string, Tensor> = {};
   for (const input of request.inputs) {
     const spec = model.inputs.get(input.name);
     if (!spec) {

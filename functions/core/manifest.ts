@@ -40,3 +40,4 @@ export const modelManifestSchema = z.object({
 });
 export type ModelManifest = z.infer<typeof modelManifestSchema>;
 export type WarmupTensor = z.infer<typeof warmupTensorSchema>;
+export type Lineage = z.infer<typeof lineageSchema>;

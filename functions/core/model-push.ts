@@ -1,7 +1,7 @@
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { ConflictError } from './errors.ts';
 import { keys } from './keys.ts';
-import type { ModelManifest, WarmupTensor } from './manifest.ts';
+import type { Lineage, ModelManifest, WarmupTensor } from './manifest.ts';
 import type { ModelStore } from './model-store.ts';
 import { assertValidName } from './names.ts';
 import { readModelSignature } from './signature.ts';
@@ -14,6 +14,8 @@ export interface PushModelInput {
   notes?: string | undefined;
   tier?: string | undefined;
   warmup?: WarmupTensor[] | undefined;
+  /** Where this version came from when our own code derived it (quantization, for example). */
+  lineage?: Lineage | null | undefined;
   now?: () => Date;
 }
 
@@ -38,7 +40,7 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     format: 'onnx',
     ...signature,
     ...(input.tier ? { tier: input.tier } : {}),
-    lineage: null,
+    lineage: input.lineage ?? null,
     notes: input.notes ?? '',
     created: (input.now ?? (() => new Date()))().toISOString(),
     ...(input.warmup ? { warmup: input.warmup } : {}),

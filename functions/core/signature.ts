@@ -1,11 +1,9 @@
 import { createHash } from 'node:crypto';
-import ort from 'onnxruntime-node';
-import onnxProto from 'onnx-proto';
+import ort, { type InferenceSession } from './ort.ts';
 import { BadRequestError } from './errors.ts';
+import { decodeModel, defaultOpsetVersion, int64ToNumber, OnnxFormatError, type ModelProto } from './onnx/model-proto.ts';
 import { v2DatatypeOf } from './v2/datatypes.ts';
 import type { TensorMetadata } from './v2/schemas.ts';
-
-const { onnx } = onnxProto;
 
 export interface ModelSignature {
   sha256: string;
@@ -21,7 +19,7 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-type ValueMetadata = ort.InferenceSession.ValueMetadata;
+type ValueMetadata = InferenceSession.ValueMetadata;
 
 /** onnxruntime's view of one input or output, in V2 terms (-1 for a dynamic dimension). */
 export function tensorMetadataOf(meta: ValueMetadata): TensorMetadata {
@@ -36,28 +34,27 @@ export function tensorMetadataOf(meta: ValueMetadata): TensorMetadata {
  * loading the model in onnxruntime (a file onnxruntime cannot load is not a model we can serve).
  */
 export async function readModelSignature(bytes: Uint8Array): Promise<ModelSignature> {
-  let model: InstanceType<typeof onnx.ModelProto>;
+  let model: ModelProto;
   try {
-    model = onnx.ModelProto.decode(bytes);
+    model = decodeModel(bytes);
   } catch (cause) {
-    throw new BadRequestError(`not an ONNX model: ${(cause as Error).message}`, { cause });
+    if (cause instanceof OnnxFormatError) throw new BadRequestError(cause.message, { cause });
+    throw cause;
   }
-  if (!model.graph) throw new BadRequestError('not an ONNX model: it has no graph');
-  let session: ort.InferenceSession;
+  let session: InferenceSession;
   try {
     session = await ort.InferenceSession.create(bytes, { logSeverityLevel: 4, graphOptimizationLevel: 'disabled' });
   } catch (cause) {
     throw new BadRequestError(`onnxruntime cannot load the model: ${(cause as Error).message}`, { cause });
   }
   try {
-    const opset = model.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx');
     return {
       sha256: sha256Hex(bytes),
       bytes: bytes.length,
       inputs: session.inputMetadata.map(tensorMetadataOf),
       outputs: session.outputMetadata.map(tensorMetadataOf),
-      irVersion: Number(model.irVersion),
-      opset: Number(opset?.version ?? 0),
+      irVersion: int64ToNumber(model.irVersion),
+      opset: defaultOpsetVersion(model) ?? 0,
       producer: { name: model.producerName ?? '', version: model.producerVersion ?? '' },
     };
   } finally {

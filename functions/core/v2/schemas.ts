@@ -6,7 +6,6 @@ import { V2_DATATYPES } from './datatypes.ts';
  * request). `data` stays unknown here: the codec checks it element by element against the datatype,
  * which is faster than a schema over tens of thousands of numbers.
  */
-const parametersSchema = z.record(z.string(), z.unknown());
 
 export const requestInputSchema = z.object({
   name: z.string().min(1),

@@ -1,0 +1,22 @@
+import { Command, CommanderError } from 'commander';
+import { HttpError } from '../core/errors.ts';
+import { registerModelCommands } from './commands/models.ts';
+import { CliError } from './context.ts';
+
+const program = new Command('mass')
+  .description('AI Mass: serve ONNX models with the Open Inference Protocol V2')
+  .option('--api <url>', 'HTTP API base URL (env MASS_API_URL; default: the local stack)')
+  .option('--bucket <name>', 'model bucket (env MASS_BUCKET; default: the local stack)')
+  .exitOverride()
+  .showHelpAfterError();
+
+registerModelCommands(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? 0 : 2);
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(`error: ${message}`);
+  process.exit(error instanceof CliError ? error.exitCode : error instanceof HttpError ? 1 : 1);
+}

@@ -1,0 +1,136 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
+import { createS3Client } from '../../functions/core/clients.ts';
+import { ModelStore } from '../../functions/core/model-store.ts';
+import { assertPortFree, startEmulators, type Emulators } from './emulators.ts';
+import { seedDemoModels } from './seed.ts';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface LocalStackOptions {
+  apiPort?: number;
+  awsPort?: number;
+  dynamoPort?: number;
+  lambdaPort?: number;
+  bucket?: string;
+  /** Models the inference function pre-warms (PRELOAD_MODELS). */
+  preload?: string;
+  /** The inference function's body limit (MAX_BODY_BYTES). */
+  maxBodyBytes?: number;
+  /** Where stack.json (read by the CLI) is written; undefined writes none. */
+  stateDir?: string | undefined;
+  log?: (line: string) => void;
+}
+
+export interface LocalStack {
+  api: string;
+  bucket: string;
+  awsEndpoint: string;
+  dynamoEndpoint: string;
+  seeded: string[];
+  stop(): Promise<void>;
+}
+
+/** Dummy credentials and no metadata probe: nothing in the local stack may try to reach AWS. */
+export const LOCAL_AWS_ENV = {
+  AWS_ACCESS_KEY_ID: 'test',
+  AWS_SECRET_ACCESS_KEY: 'test',
+  AWS_REGION: 'us-east-1',
+  AWS_EC2_METADATA_DISABLED: 'true',
+} as const;
+
+async function waitFor(url: string, deadline: number, child: ChildProcess): Promise<void> {
+  let last = '';
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`serverless offline exited with code ${child.exitCode}`);
+    try {
+      const response = await fetch(url);
+      if (response.ok) return;
+      last = `${response.status} ${await response.text()}`;
+    } catch (error) {
+      last = String((error as Error).cause ?? error);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${url}: ${last}`);
+}
+
+/**
+ * The whole system on one machine: S3/SQS and DynamoDB emulators on loopback, the demo models
+ * registered, and the HTTP API served by serverless-offline from the same handler code as in AWS.
+ */
+export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {
+  const apiPort = options.apiPort ?? 3000;
+  const lambdaPort = options.lambdaPort ?? 3002;
+  const bucket = options.bucket ?? 'ai-mass-local-models';
+  const log = options.log ?? (() => {});
+  Object.assign(process.env, LOCAL_AWS_ENV);
+  await assertPortFree(apiPort, 'HTTP API');
+  await assertPortFree(lambdaPort, 'serverless-offline Lambda endpoint');
+
+  const emulators: Emulators = await startEmulators({ awsPort: options.awsPort ?? 4566, dynamoPort: options.dynamoPort ?? 8000 });
+  let offline: ChildProcess | undefined;
+  const stop = async () => {
+    if (offline && offline.exitCode === null && offline.pid) {
+      const exited = new Promise((r) => offline!.once('exit', r));
+      process.kill(-offline.pid, 'SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      if (offline.exitCode === null) process.kill(-offline.pid, 'SIGKILL');
+    }
+    await emulators.stop();
+  };
+  try {
+    log(`emulators: S3+SQS ${emulators.awsEndpoint}, DynamoDB ${emulators.dynamoEndpoint}`);
+    const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
+    const exists = await s3.send(new HeadBucketCommand({ Bucket: bucket })).then(() => true, () => false);
+    if (!exists) await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    const store = new ModelStore({ s3, bucket, cacheDir: join(root, '.local', 'cache') });
+    const seeded = await seedDemoModels(store);
+    log(`registered demo models: ${seeded.join(', ')}`);
+
+    const env = {
+      ...process.env,
+      ...LOCAL_AWS_ENV,
+      AWS_ENDPOINT_URL: emulators.awsEndpoint,
+      DYNAMODB_ENDPOINT_URL: emulators.dynamoEndpoint,
+      MODEL_BUCKET: bucket,
+      MODEL_CACHE_DIR: join(root, '.local', `tmp-${apiPort}`, 'models'),
+      // Each stack its own bundle folder, so a package run or a second stack never deletes it.
+      AI_MASS_ESBUILD_WORK_FOLDER: `.esbuild-local-${apiPort}`,
+    };
+    offline = spawn(
+      process.execPath,
+      [
+        join(root, 'node_modules', 'serverless', 'bin', 'serverless.js'),
+        'offline', 'start',
+        '--stage', 'local',
+        '--param', 'runtimeTarget=local',
+        '--param', `preWarmedModels=${options.preload ?? 'mnist,silero-vad'}`,
+        ...(options.maxBodyBytes ? ['--param', `maxBodyBytes=${options.maxBodyBytes}`] : []),
+        '--host', '127.0.0.1',
+        '--httpPort', String(apiPort),
+        '--lambdaPort', String(lambdaPort),
+      ],
+      { cwd: root, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    offline.stdout!.on('data', (chunk: Buffer) => log(chunk.toString().trimEnd()));
+    offline.stderr!.on('data', (chunk: Buffer) => log(chunk.toString().trimEnd()));
+    const api = `http://127.0.0.1:${apiPort}`;
+    const deadline = Date.now() + 120_000;
+    await waitFor(`${api}/v2/health/live`, deadline, offline);
+    await waitFor(`${api}/v2/health/ready`, deadline, offline);
+
+    const stack = { api, bucket, awsEndpoint: emulators.awsEndpoint, dynamoEndpoint: emulators.dynamoEndpoint, seeded };
+    if (options.stateDir) {
+      await mkdir(options.stateDir, { recursive: true });
+      await writeFile(join(options.stateDir, 'stack.json'), JSON.stringify(stack, null, 2));
+    }
+    return { ...stack, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}

