@@ -1,4 +1,3 @@
-import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { ConflictError } from './errors.ts';
 import { keys } from './keys.ts';
 import type { Lineage, ModelManifest, WarmupTensor } from './manifest.ts';
@@ -45,15 +44,7 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     created: (input.now ?? (() => new Date()))().toISOString(),
     ...(input.warmup ? { warmup: input.warmup } : {}),
   };
-  await store.s3.send(
-    new PutObjectCommand({
-      Bucket: store.bucket,
-      Key: keys.modelFile(name, version),
-      Body: input.bytes,
-      ContentType: 'application/octet-stream',
-      ChecksumAlgorithm: 'SHA256',
-    }),
-  );
+  await store.putObjectBytes(keys.modelFile(name, version), input.bytes);
   await store.putManifest(manifest);
   return manifest;
 }

