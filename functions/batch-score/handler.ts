@@ -1,0 +1,18 @@
+import middy from '@middy/core';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import { createBatchRuntime } from '../core/batch/runtime.ts';
+import { createObservability } from '../core/observability.ts';
+import { createBatchDeadLetterHandler, createBatchScoreHandler } from './app.ts';
+
+// Lambda init: one session per model version for the life of the environment (ModelSessions).
+const { logger, metrics } = createObservability();
+const runtime = createBatchRuntime({ logger });
+
+export const handler = middy(createBatchScoreHandler({ scorer: runtime.scorer(), logger, metrics }))
+  .use(injectLambdaContext(logger, { resetKeys: true }))
+  .use(logMetrics(metrics));
+
+export const deadLetter = middy(createBatchDeadLetterHandler({ scorer: runtime.scorer(), logger, metrics }))
+  .use(injectLambdaContext(logger, { resetKeys: true }))
+  .use(logMetrics(metrics));

@@ -1,0 +1,179 @@
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, S3Event, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import type { Logger } from '@aws-lambda-powertools/logger';
+import type { Metrics } from '@aws-lambda-powertools/metrics';
+import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
+import type { BatchService } from '../core/batch/service.ts';
+import { keys } from '../core/keys.ts';
+import { MetricUnit, recordMetric } from '../core/observability.ts';
+
+type Result = APIGatewayProxyStructuredResultV2;
+
+function json(statusCode: number, body: unknown): Result {
+  return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+}
+
+function refused(error: unknown, logger: Logger, metrics: Metrics): Result {
+  recordMetric(metrics, 'Errors', MetricUnit.Count, 1, { errorClass: (error as Error)?.name ?? 'Error' });
+  if (error instanceof HttpError && error.expose) {
+    logger.warn('request refused', { statusCode: error.statusCode, error: error.message });
+    return json(error.statusCode, { error: error.message });
+  }
+  logger.error('request failed', { error: error as Error });
+  return json(500, { error: 'internal server error' });
+}
+
+const JOB_ROUTE = /^\/v2\/batches\/([^/]+)\/?$/;
+
+export interface BatchApiHandlerDeps {
+  service: BatchService;
+  maxBodyBytes: number;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+/** `POST /v2/batches` submits (202, or 200 for a job that already existed); `GET /v2/batches/{id}` reports. */
+export function createBatchApiHandler(deps: BatchApiHandlerDeps) {
+  const { service, logger, metrics } = deps;
+
+  async function route(event: APIGatewayProxyEventV2): Promise<Result> {
+    const method = event.requestContext.http.method.toUpperCase();
+    const path = event.rawPath;
+    if (path === '/v2/batches' || path === '/v2/batches/') {
+      if (method !== 'POST') throw new HttpError(405, `method ${method} is not allowed on ${path}; use POST`);
+      const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
+      if (Buffer.byteLength(raw) > deps.maxBodyBytes) {
+        throw new PayloadTooLargeError(`request body exceeds ${deps.maxBodyBytes} bytes; upload the rows to the bucket and pass "input"`);
+      }
+      let body: unknown;
+      try {
+        body = JSON.parse(raw);
+      } catch (error) {
+        throw new BadRequestError(`request body is not valid JSON: ${(error as Error).message}`);
+      }
+      const { job, created } = await service.submit(body, { kind: 'api' });
+      logger.info(created ? 'batch job submitted' : 'batch job resubmitted', { job: job.id, shards: job.shards.total });
+      return json(created ? 202 : 200, job);
+    }
+    const match = JOB_ROUTE.exec(path);
+    if (!match) throw new NotFoundError(`no route for ${method} ${path}`);
+    if (method !== 'GET') throw new HttpError(405, `method ${method} is not allowed on ${path}; use GET`);
+    let id: string;
+    try {
+      id = decodeURIComponent(match[1]!);
+    } catch {
+      throw new BadRequestError(`malformed job id ${JSON.stringify(match[1])}`);
+    }
+    return json(200, await service.get(id));
+  }
+
+  return async function batchApiHandler(event: APIGatewayProxyEventV2): Promise<Result> {
+    logger.resetKeys();
+    try {
+      return await route(event);
+    } catch (error) {
+      return refused(error, logger, metrics);
+    }
+  };
+}
+
+export interface BatchUploadHandlerDeps {
+  service: BatchService;
+  s3: S3Client;
+  logger: Logger;
+}
+
+/** S3 keys in events are URL-encoded, with spaces as '+'. */
+export function decodeS3Key(key: string): string {
+  return decodeURIComponent(key.replace(/\+/g, ' '));
+}
+
+/**
+ * Options of an upload to batches/incoming/<job>.jsonl travel in its object metadata
+ * (x-amz-meta-model, -version, -batch-size, -shard-bytes, -format, -csv-header, -worker, -outputs).
+ */
+export function uploadRequest(key: string, metadata: Record<string, string>): Record<string, unknown> {
+  const number = (name: string) => {
+    const value = metadata[name];
+    if (value === undefined) return undefined;
+    const n = Number(value);
+    if (!Number.isInteger(n)) throw new BadRequestError(`metadata ${name} must be an integer, got ${JSON.stringify(value)}`);
+    return n;
+  };
+  const request: Record<string, unknown> = {
+    model: metadata.model,
+    input: key,
+    version: metadata.version,
+    batch_size: number('batch-size'),
+    shard_bytes: number('shard-bytes'),
+    format: metadata.format,
+    csv_header: metadata['csv-header'] === undefined ? undefined : metadata['csv-header'] === 'true',
+    worker: metadata.worker,
+    outputs: metadata.outputs?.split(',').map((s) => s.trim()).filter(Boolean),
+  };
+  if (request.model === undefined) throw new BadRequestError('the upload has no x-amz-meta-model metadata naming the model to score with');
+  return Object.fromEntries(Object.entries(request).filter(([, v]) => v !== undefined));
+}
+
+export function createBatchUploadHandler(deps: BatchUploadHandlerDeps) {
+  const { service, s3, logger } = deps;
+  return async function batchUploadHandler(event: S3Event): Promise<void> {
+    for (const record of event.Records) {
+      const bucket = record.s3.bucket.name;
+      const key = decodeS3Key(record.s3.object.key);
+      if (!key.startsWith(keys.batchIncomingPrefix) || !/\.(jsonl|csv)$/.test(key)) {
+        logger.warn('ignored upload: not batches/incoming/<job>.jsonl or .csv', { key });
+        continue;
+      }
+      try {
+        const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+        const { job, created } = await service.submit(uploadRequest(key, head.Metadata ?? {}), { kind: 'upload', key });
+        logger.info(created ? 'batch job submitted by upload' : 'upload already submitted', { job: job.id, key });
+      } catch (error) {
+        if (error instanceof HttpError && error.expose) {
+          logger.warn('upload refused', { key, error: error.message });
+          await service.rejectUpload(key, error.message);
+          continue;
+        }
+        // Anything else is worth S3's retries of the async invocation.
+        throw error;
+      }
+    }
+  };
+}
+
+export interface BatchSubmitQueueHandlerDeps {
+  service: BatchService;
+  logger: Logger;
+}
+
+/**
+ * Messages on the submit queue carry the same body as `POST /v2/batches`. A refused request is
+ * logged and dropped (a retry cannot fix it); anything else is reported for SQS to redeliver.
+ */
+export function createBatchSubmitQueueHandler(deps: BatchSubmitQueueHandlerDeps) {
+  const { service, logger } = deps;
+  return async function batchSubmitQueueHandler(event: SQSEvent): Promise<SQSBatchResponse> {
+    const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
+    for (const record of event.Records) {
+      try {
+        let body: unknown;
+        try {
+          body = JSON.parse(record.body);
+        } catch (error) {
+          throw new BadRequestError(`message body is not valid JSON: ${(error as Error).message}`);
+        }
+        const { job, created } = await service.submit(body, { kind: 'queue', messageId: record.messageId });
+        logger.info(created ? 'batch job submitted from the queue' : 'queued submission already exists', { job: job.id, messageId: record.messageId });
+      } catch (error) {
+        if (error instanceof HttpError && error.expose && error.statusCode !== 503) {
+          logger.error('queued submission refused', { messageId: record.messageId, error: error.message });
+          continue;
+        }
+        logger.error('queued submission failed; it will be retried', { messageId: record.messageId, error: error as Error });
+        batchItemFailures.push({ itemIdentifier: record.messageId });
+      }
+    }
+    return { batchItemFailures };
+  };
+}

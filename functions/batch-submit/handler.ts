@@ -1,0 +1,23 @@
+import middy from '@middy/core';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import { createBatchRuntime } from '../core/batch/runtime.ts';
+import { DEFAULT_MAX_BODY_BYTES } from '../core/config.ts';
+import { createObservability } from '../core/observability.ts';
+import { createBatchApiHandler, createBatchSubmitQueueHandler, createBatchUploadHandler } from './app.ts';
+
+// Lambda init: clients and the service once per environment. Three functions share this module,
+// one per trigger, so each can have its own role.
+const { logger, metrics } = createObservability();
+const runtime = createBatchRuntime({ logger });
+const maxBodyBytes = process.env.MAX_BODY_BYTES ? Number(process.env.MAX_BODY_BYTES) : DEFAULT_MAX_BODY_BYTES;
+
+export const api = middy(createBatchApiHandler({ service: runtime.service(), maxBodyBytes, logger, metrics }))
+  .use(injectLambdaContext(logger, { resetKeys: true }))
+  .use(logMetrics(metrics));
+
+export const upload = middy(createBatchUploadHandler({ service: runtime.service(), s3: runtime.s3, logger }))
+  .use(injectLambdaContext(logger, { resetKeys: true }));
+
+export const submitQueue = middy(createBatchSubmitQueueHandler({ service: runtime.service(), logger }))
+  .use(injectLambdaContext(logger, { resetKeys: true }));

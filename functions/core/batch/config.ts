@@ -1,0 +1,37 @@
+import { z } from 'zod';
+import { requireEnv } from '../config.ts';
+import { ConfigError } from '../errors.ts';
+
+/** What every batch function and the GPU worker read from their environment. */
+const batchConfigSchema = z.object({
+  bucket: z.string().min(1),
+  table: z.string().min(1),
+  shardQueueUrl: z.string().min(1).optional(),
+  gpuShardQueueUrl: z.string().min(1).optional(),
+  gpuThresholdBytes: z.number().int().positive().optional(),
+  cacheDir: z.string().min(1),
+  intraOpThreads: z.number().int().positive().optional(),
+});
+export type BatchConfig = z.infer<typeof batchConfigSchema>;
+
+function optionalNumber(value: string | undefined): number | undefined {
+  return value === undefined || value === '' ? undefined : Number(value);
+}
+
+function optionalString(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
+}
+
+export function readBatchConfig(env: NodeJS.ProcessEnv = process.env): BatchConfig {
+  const parsed = batchConfigSchema.safeParse({
+    bucket: requireEnv('MODEL_BUCKET', env),
+    table: requireEnv('BATCH_TABLE', env),
+    shardQueueUrl: optionalString(env.SHARD_QUEUE_URL),
+    gpuShardQueueUrl: optionalString(env.GPU_SHARD_QUEUE_URL),
+    gpuThresholdBytes: optionalNumber(env.GPU_THRESHOLD_BYTES),
+    cacheDir: env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models',
+    intraOpThreads: optionalNumber(env.INTRA_OP_THREADS),
+  });
+  if (!parsed.success) throw new ConfigError(`invalid batch configuration: ${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}

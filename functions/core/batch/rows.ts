@@ -1,0 +1,157 @@
+import { BadRequestError } from '../errors.ts';
+import type { V2Datatype } from '../v2/datatypes.ts';
+import { decodeJsonTensorData, type TensorData } from '../v2/codec.ts';
+import type { TensorMetadata } from '../v2/schemas.ts';
+import type { BatchFormat } from './schemas.ts';
+
+/**
+ * Rows of a batch input. A JSONL line holds one row's named input tensors in the V2 JSON form:
+ *   {"id": "a-1", "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": [...]}]}
+ * `id` is optional and echoed in the output; `datatype` and `shape` may be left out (the model's are
+ * used); `shape` is the row's own, with or without the leading batch dimension of 1. A CSV line holds
+ * the values of the single input of a tabular model.
+ */
+export interface InputSpec {
+  name: string;
+  datatype: V2Datatype;
+  /** The model's shape without its batch dimension; -1 where a dimension is dynamic. */
+  rowShape: number[];
+  /** Elements per row when the row shape is fixed, else undefined (such rows are scored one at a time). */
+  rowElements: number | undefined;
+}
+
+export interface DecodedRow {
+  id?: string | number;
+  tensors: { data: TensorData; shape: number[] }[];
+}
+
+export function inputSpecs(inputs: readonly TensorMetadata[]): InputSpec[] {
+  return inputs.map((t) => {
+    const rowShape = t.shape.slice(1);
+    const fixed = rowShape.every((d) => d >= 0);
+    return {
+      name: t.name,
+      datatype: t.datatype,
+      rowShape,
+      rowElements: fixed ? rowShape.reduce((a, b) => a * b, 1) : undefined,
+    };
+  });
+}
+
+/**
+ * Why a model cannot be scored in batch at all: checked at submission, so a job is refused with a
+ * clear message instead of failing in every shard.
+ */
+export function batchIncompatibility(inputs: readonly TensorMetadata[], format: BatchFormat): string | undefined {
+  for (const t of inputs) {
+    if (t.shape.length === 0) return `input '${t.name}' is a scalar; batch scoring needs a leading batch dimension`;
+    const batch = t.shape[0]!;
+    if (batch > 1) return `input '${t.name}' has a fixed batch dimension of ${batch}; batch scoring needs -1 (dynamic) or 1`;
+    if (t.datatype === 'FP16') return `input '${t.name}' is FP16, which JSON rows cannot carry`;
+  }
+  if (format === 'csv') {
+    if (inputs.length !== 1) return `CSV rows fit single-input models only; this model has ${inputs.length} inputs: ${inputs.map((i) => i.name).join(', ')}`;
+    if (inputs[0]!.shape.slice(1).some((d) => d < 0)) return `CSV rows need a fixed row shape; input '${inputs[0]!.name}' has [${inputs[0]!.shape.join(',')}]`;
+  }
+  return undefined;
+}
+
+function rowShapeOf(spec: InputSpec, given: unknown): number[] {
+  if (given === undefined) {
+    if (spec.rowElements === undefined) throw new BadRequestError(`input '${spec.name}' needs a shape: the model's [?,${spec.rowShape.join(',')}] has dynamic dimensions`);
+    return spec.rowShape;
+  }
+  if (!Array.isArray(given) || !given.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw new BadRequestError(`input '${spec.name}': shape must be an array of non-negative integers`);
+  }
+  const shape = given.length === spec.rowShape.length + 1 && given[0] === 1 ? given.slice(1) : given;
+  const fits = shape.length === spec.rowShape.length && spec.rowShape.every((d, i) => d < 0 || d === shape[i]);
+  if (!fits) {
+    throw new BadRequestError(`input '${spec.name}' has shape [${given.join(',')}] but a row of this model is [${spec.rowShape.join(',')}] (optionally with a leading 1)`);
+  }
+  return shape as number[];
+}
+
+export function decodeJsonlRow(line: string, specs: readonly InputSpec[]): DecodedRow {
+  let row: unknown;
+  try {
+    row = JSON.parse(line);
+  } catch (error) {
+    throw new BadRequestError(`not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof row !== 'object' || row === null || Array.isArray(row)) throw new BadRequestError('a row must be a JSON object with "inputs"');
+  const { id, inputs } = row as { id?: unknown; inputs?: unknown };
+  if (id !== undefined && typeof id !== 'string' && typeof id !== 'number') throw new BadRequestError('"id" must be a string or a number');
+  if (!Array.isArray(inputs)) throw new BadRequestError('"inputs" must be an array of V2 tensors');
+  const byName = new Map<string, Record<string, unknown>>();
+  for (const t of inputs) {
+    if (typeof t !== 'object' || t === null || typeof (t as { name?: unknown }).name !== 'string') {
+      throw new BadRequestError('every element of "inputs" must be an object with a "name"');
+    }
+    const tensor = t as Record<string, unknown> & { name: string };
+    if (byName.has(tensor.name)) throw new BadRequestError(`input '${tensor.name}' appears more than once`);
+    byName.set(tensor.name, tensor);
+  }
+  for (const n of byName.keys()) {
+    if (!specs.some((s) => s.name === n)) throw new BadRequestError(`unknown input '${n}'; the model has inputs: ${specs.map((s) => s.name).join(', ')}`);
+  }
+  const tensors = specs.map((spec) => {
+    const t = byName.get(spec.name);
+    if (!t) throw new BadRequestError(`missing input '${spec.name}'`);
+    if (t.datatype !== undefined && t.datatype !== spec.datatype) {
+      throw new BadRequestError(`input '${spec.name}' has datatype ${String(t.datatype)} but the model expects ${spec.datatype}`);
+    }
+    const shape = rowShapeOf(spec, t.shape);
+    const count = shape.reduce((a, b) => a * b, 1);
+    return { data: decodeJsonTensorData(spec.name, spec.datatype, t.data, count), shape };
+  });
+  return { ...(id !== undefined ? { id } : {}), tensors };
+}
+
+export function decodeCsvRow(line: string, spec: InputSpec): DecodedRow {
+  const cells = line.split(',');
+  const values = cells.map((cell, i): unknown => {
+    const text = cell.trim();
+    if (spec.datatype === 'BYTES') return text;
+    if (spec.datatype === 'BOOL') {
+      if (text === 'true' || text === '1') return true;
+      if (text === 'false' || text === '0') return false;
+      throw new BadRequestError(`column ${i + 1} is ${JSON.stringify(text)}, expected true/false or 1/0`);
+    }
+    if (text === '') throw new BadRequestError(`column ${i + 1} is empty`);
+    const value = Number(text);
+    if (Number.isNaN(value) && text !== 'NaN') throw new BadRequestError(`column ${i + 1} is ${JSON.stringify(text.slice(0, 40))}, not a number`);
+    return value;
+  });
+  const count = spec.rowElements!;
+  if (values.length !== count) throw new BadRequestError(`row has ${values.length} columns but input '${spec.name}' needs ${count}`);
+  return { tensors: [{ data: decodeJsonTensorData(spec.name, spec.datatype, values, count), shape: spec.rowShape }] };
+}
+
+export function decodeRow(line: string, format: BatchFormat, specs: readonly InputSpec[]): DecodedRow {
+  return format === 'csv' ? decodeCsvRow(line, specs[0]!) : decodeJsonlRow(line, specs);
+}
+
+/** Rows' data for one input, end to end, in the element type onnxruntime wants for the batch tensor. */
+export function concatRows(parts: readonly TensorData[]): TensorData {
+  const first = parts[0]!;
+  if (Array.isArray(first)) return (parts as string[][]).flat();
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  const Ctor = (first as unknown as { constructor: new (n: number) => Exclude<TensorData, string[]> }).constructor;
+  const out = new Ctor(total);
+  let at = 0;
+  for (const p of parts) {
+    (out as unknown as { set(a: ArrayLike<unknown>, o: number): void }).set(p as ArrayLike<unknown>, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** One row's slice of a batched output, as JSON values. */
+export function jsonRowValues(data: TensorData, from: number, to: number, datatype: V2Datatype): unknown[] {
+  if (Array.isArray(data)) return data.slice(from, to);
+  const slice = (data as Uint8Array).subarray(from, to) as unknown as ArrayLike<number | bigint>;
+  if (datatype === 'BOOL') return Array.from(slice as ArrayLike<number>, (v) => v !== 0);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) return Array.from(slice as ArrayLike<bigint>, Number);
+  return Array.from(slice as ArrayLike<number>);
+}

@@ -1,0 +1,142 @@
+import ort from 'onnxruntime-node';
+import { BadRequestError } from '../errors.ts';
+import type { LoadedModel } from '../model-sessions.ts';
+import { DATATYPES, v2DatatypeOf } from '../v2/datatypes.ts';
+import type { TensorData } from '../v2/codec.ts';
+import { concatRows, decodeRow, inputSpecs, jsonRowValues, type DecodedRow, type InputSpec } from './rows.ts';
+import type { BatchFormat } from './schemas.ts';
+
+/**
+ * The scoring core both workers run (the Lambda and the GPU container): rows in, one output line per
+ * row out, in row order. Valid rows are grouped into tensors of the batch size; a row that cannot be
+ * decoded, or that onnxruntime refuses, becomes an error line and never fails its neighbours.
+ */
+export interface ScoreOptions {
+  format: BatchFormat;
+  batchSize: number;
+  outputs?: readonly string[] | undefined;
+  /** Checked between batches: a worker told to stop gives up the shard instead of finishing it. */
+  signal?: AbortSignal | undefined;
+}
+
+export interface ScoredRows {
+  /** One line per row: `{"row":<index in shard>,"id"?,"outputs":[...]}` or `{"row":...,"error":"..."}`. */
+  lines: string[];
+  errorLines: string[];
+  rows: number;
+  failed: number;
+}
+
+export class ShardAbortedError extends Error {
+  constructor() {
+    super('shard scoring was stopped before it finished');
+    this.name = 'ShardAbortedError';
+  }
+}
+
+interface Pending {
+  index: number;
+  row: DecodedRow;
+}
+
+function idPart(row: { id?: string | number } | undefined): string {
+  return row?.id === undefined ? '' : `,"id":${JSON.stringify(row.id)}`;
+}
+
+export function errorLine(index: number, message: string, row?: { id?: string | number }): string {
+  return `{"row":${index}${idPart(row)},"error":${JSON.stringify(message)}}`;
+}
+
+export async function scoreRows(model: LoadedModel, lines: readonly string[], options: ScoreOptions): Promise<ScoredRows> {
+  const specs = inputSpecs([...model.inputs.values()]);
+  const outputNames = options.outputs ? [...options.outputs] : [...model.outputs.keys()];
+  for (const name of outputNames) {
+    if (!model.outputs.has(name)) throw new BadRequestError(`unknown output '${name}'; the model has: ${[...model.outputs.keys()].join(', ')}`);
+  }
+  const fixedBatchOfOne = [...model.inputs.values()].some((t) => t.shape[0] === 1);
+  const batchable = !fixedBatchOfOne && specs.every((s) => s.rowElements !== undefined);
+  const batchSize = batchable ? options.batchSize : 1;
+
+  const out = new Array<string>(lines.length);
+  const errorLines: string[] = [];
+  let failed = 0;
+  const fail = (index: number, message: string, row?: DecodedRow) => {
+    const line = errorLine(index, message, row);
+    out[index] = line;
+    errorLines.push(line);
+    failed++;
+  };
+
+  const runGroup = async (group: Pending[]) => {
+    if (options.signal?.aborted) throw new ShardAbortedError();
+    try {
+      const results = await model.session.run(feedsOf(specs, group), outputNames);
+      writeOutputs(out, group, outputNames, results);
+    } catch (error) {
+      if (error instanceof ShardAbortedError || group.length === 1) {
+        if (error instanceof ShardAbortedError) throw error;
+        fail(group[0]!.index, `model refused the row: ${(error as Error).message}`, group[0]!.row);
+        return;
+      }
+      // One bad row fails the whole tensor: score the group row by row to find it.
+      for (const one of group) await runGroup([one]);
+    }
+  };
+
+  let group: Pending[] = [];
+  for (let index = 0; index < lines.length; index++) {
+    let row: DecodedRow;
+    try {
+      row = decodeRow(lines[index]!, options.format, specs);
+    } catch (error) {
+      fail(index, (error as Error).message);
+      continue;
+    }
+    group.push({ index, row });
+    if (group.length >= batchSize) {
+      await runGroup(group);
+      group = [];
+    }
+  }
+  if (group.length > 0) await runGroup(group);
+  errorLines.sort((a, b) => rowOf(a) - rowOf(b));
+  return { lines: out, errorLines, rows: lines.length, failed };
+}
+
+/** The row index a line starts with; lines are written as `{"row":<n>,...` by this module only. */
+export function rowOf(line: string): number {
+  return Number(line.slice(7, line.indexOf(',', 7)));
+}
+
+function feedsOf(specs: readonly InputSpec[], group: readonly Pending[]): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  specs.forEach((spec, i) => {
+    const parts = group.map((p) => p.row.tensors[i]!.data);
+    const data: TensorData = parts.length === 1 ? parts[0]! : concatRows(parts);
+    const rowShape = group[0]!.row.tensors[i]!.shape;
+    feeds[spec.name] = new ort.Tensor(DATATYPES[spec.datatype].ort, data as never, [group.length, ...rowShape]);
+  });
+  return feeds;
+}
+
+function writeOutputs(out: string[], group: readonly Pending[], names: readonly string[], results: ort.InferenceSession.OnnxValueMapType): void {
+  const tensors = names.map((name) => {
+    const tensor = results[name] as ort.Tensor;
+    const datatype = v2DatatypeOf(tensor.type);
+    if (!datatype) throw new Error(`output '${name}' has type ${tensor.type}, which the V2 protocol cannot carry`);
+    if (tensor.dims[0] !== group.length) {
+      throw new Error(`output '${name}' has ${tensor.dims[0]} rows for a batch of ${group.length}: the model does not batch along its first dimension`);
+    }
+    const perRow = tensor.size / group.length;
+    return { name, datatype, perRow, rowShape: [1, ...tensor.dims.slice(1)], data: tensor.data as TensorData };
+  });
+  group.forEach((p, r) => {
+    const outputs = tensors.map((t) => ({
+      name: t.name,
+      datatype: t.datatype,
+      shape: t.rowShape,
+      data: jsonRowValues(t.data, r * t.perRow, (r + 1) * t.perRow, t.datatype),
+    }));
+    out[p.index] = `{"row":${p.index}${idPart(p.row)},"outputs":${JSON.stringify(outputs)}}`;
+  });
+}
