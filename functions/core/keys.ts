@@ -22,4 +22,19 @@ export const keys = {
   batchShardErrors: (job: string, shard: number) => `batches/${job}/shards/${String(shard).padStart(6, '0')}.errors.jsonl`,
   batchResult: (job: string) => `batches/${job}/result.jsonl`,
   batchErrors: (job: string) => `batches/${job}/errors.jsonl`,
+  /** Mutable, model-wide promotion policy; a version's manifest `policy` wins over it. */
+  modelPolicy: (model: string) => `models/${model}/policy.json`,
+  datasetPrefix: (dataset: string) => `datasets/${dataset}/`,
+  /** Written last by `pushDataset`: a data set exists for readers once its manifest does. */
+  datasetManifest: (dataset: string) => `datasets/${dataset}/dataset.json`,
+  datasetRows: (dataset: string) => `datasets/${dataset}/rows.jsonl`,
+  datasetImages: (dataset: string) => `datasets/${dataset}/images.idx`,
+  datasetLabels: (dataset: string) => `datasets/${dataset}/labels.idx`,
+  evalVersionPrefix: (model: string, version: string) => `evals/${model}/${version}/`,
+  evalPrefix: (model: string, version: string, id: string) => `evals/${model}/${version}/${id}/`,
+  evalJob: (model: string, version: string, id: string) => `evals/${model}/${version}/${id}/job.json`,
+  evalStep: (model: string, version: string, id: string, step: number) =>
+    `evals/${model}/${version}/${id}/steps/${String(step).padStart(4, '0')}.json`,
+  evalReport: (model: string, version: string, id: string) => `evals/${model}/${version}/${id}/report.json`,
+  evalReportHtml: (model: string, version: string, id: string) => `evals/${model}/${version}/${id}/report.html`,
 } as const;

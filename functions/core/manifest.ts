@@ -19,6 +19,18 @@ export const lineageSchema = z.object({
   options: z.record(z.string(), z.unknown()).default({}),
 });
 
+/**
+ * The promotion gate (functions/core/evaluate/gate.ts): every limit is optional; an absent one is not
+ * checked. Accuracy drop is absolute (0.01 = one point of top-1 accuracy), speedup is the baseline's
+ * single-stream p50 over the candidate's.
+ */
+export const promotionPolicySchema = z.strictObject({
+  maxAccuracyDrop: z.number().min(0).max(1).optional(),
+  minSpeedup: z.number().positive().optional(),
+  maxP99Ms: z.number().positive().optional(),
+  maxErrorRate: z.number().min(0).max(1).optional(),
+});
+
 export const modelManifestSchema = z.object({
   name: z.string(),
   version: z.string(),
@@ -37,7 +49,10 @@ export const modelManifestSchema = z.object({
   created: z.string(),
   /** A small valid request used for the warm-up run; zeros are used when absent. */
   warmup: z.array(warmupTensorSchema).optional(),
+  /** Promotion policy for this version; absent: the model's `models/<model>/policy.json`, then the default. */
+  policy: promotionPolicySchema.optional(),
 });
 export type ModelManifest = z.infer<typeof modelManifestSchema>;
 export type WarmupTensor = z.infer<typeof warmupTensorSchema>;
 export type Lineage = z.infer<typeof lineageSchema>;
+export type PromotionPolicy = z.infer<typeof promotionPolicySchema>;

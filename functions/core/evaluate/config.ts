@@ -1,0 +1,24 @@
+import { z } from 'zod';
+import { requireEnv } from '../config.ts';
+import { ConfigError } from '../errors.ts';
+
+const evaluateConfigSchema = z.object({
+  bucket: z.string().min(1),
+  queueName: z.string().min(1),
+  cacheDir: z.string().min(1),
+  intraOpThreads: z.number().int().positive().optional(),
+  maxBodyBytes: z.number().int().positive(),
+});
+export type EvaluateConfig = z.infer<typeof evaluateConfigSchema>;
+
+export function readEvaluateConfig(env: NodeJS.ProcessEnv = process.env): EvaluateConfig {
+  const parsed = evaluateConfigSchema.safeParse({
+    bucket: requireEnv('MODEL_BUCKET', env),
+    queueName: requireEnv('EVALUATE_QUEUE_NAME', env),
+    cacheDir: env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models',
+    intraOpThreads: env.INTRA_OP_THREADS ? Number(env.INTRA_OP_THREADS) : undefined,
+    maxBodyBytes: env.MAX_BODY_BYTES ? Number(env.MAX_BODY_BYTES) : 1024 * 1024,
+  });
+  if (!parsed.success) throw new ConfigError(`invalid evaluate configuration: ${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}

@@ -1,0 +1,157 @@
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { keys } from '../keys.ts';
+import { promotionPolicySchema, type ModelManifest, type PromotionPolicy } from '../manifest.ts';
+import type { ModelStore } from '../model-store.ts';
+import { assertValidName } from '../names.ts';
+import type { EvaluationReport } from './report.ts';
+
+/**
+ * The promotion gate. The policy comes from the candidate version's manifest (`policy`), else from
+ * the model-wide `models/<model>/policy.json`, else DEFAULT_POLICY; the one that applied is recorded
+ * in the report. A limit that needs a baseline (accuracy drop, speedup) is skipped, and says so, when
+ * the evaluation had none.
+ */
+export const DEFAULT_POLICY: PromotionPolicy = { maxAccuracyDrop: 0.01, maxErrorRate: 0 };
+
+export type PolicySource = 'manifest' | 'model' | 'default';
+
+export async function resolvePolicy(store: ModelStore, manifest: ModelManifest): Promise<{ policy: PromotionPolicy; source: PolicySource }> {
+  if (manifest.policy) return { policy: manifest.policy, source: 'manifest' };
+  const bytes = await store.getObjectBytes(keys.modelPolicy(manifest.name));
+  if (bytes) {
+    const parsed = promotionPolicySchema.safeParse(JSON.parse(Buffer.from(bytes).toString('utf8')));
+    if (!parsed.success) throw new Error(`${keys.modelPolicy(manifest.name)} is not a valid policy: ${parsed.error.issues[0]?.message}`);
+    return { policy: parsed.data, source: 'model' };
+  }
+  return { policy: DEFAULT_POLICY, source: 'default' };
+}
+
+export interface GateCheck {
+  rule: keyof PromotionPolicy;
+  limit: number;
+  actual: number | null;
+  passed: boolean;
+  skipped: boolean;
+  detail: string;
+}
+
+export interface GateResult {
+  passed: boolean;
+  policy: PromotionPolicy;
+  policySource: PolicySource;
+  checks: GateCheck[];
+  /** Why it failed (each failed check), or, when it passed, what was checked. */
+  reasons: string[];
+}
+
+/** What the gate reads from a report: the figures are computed before the gate runs. */
+export interface GateInputs {
+  /** candidate top-1 minus baseline top-1 (negative is a drop), with its paired interval. */
+  accuracyDelta?: { value: number; low: number; high: number } | undefined;
+  /** baseline single-stream p50 over candidate single-stream p50. */
+  speedup?: number | undefined;
+  candidateP99Ms?: number | undefined;
+  candidateErrorRate?: number | undefined;
+  baselineVersion?: string | null | undefined;
+}
+
+const pct = (v: number) => `${(v * 100).toFixed(2)}%`;
+
+export function evaluateGate(policy: PromotionPolicy, source: PolicySource, inputs: GateInputs): GateResult {
+  const checks: GateCheck[] = [];
+  const add = (rule: keyof PromotionPolicy, limit: number, actual: number | undefined, ok: (a: number) => boolean, text: (a: number) => string, missing: string) => {
+    if (actual === undefined || Number.isNaN(actual)) checks.push({ rule, limit, actual: null, passed: true, skipped: true, detail: missing });
+    else checks.push({ rule, limit, actual, passed: ok(actual), skipped: false, detail: text(actual) });
+  };
+  if (policy.maxAccuracyDrop !== undefined) {
+    const limit = policy.maxAccuracyDrop;
+    const d = inputs.accuracyDelta;
+    add(
+      'maxAccuracyDrop',
+      limit,
+      d ? -d.value : undefined,
+      (drop) => drop <= limit,
+      (drop) =>
+        `top-1 accuracy drop ${pct(drop)} against version ${inputs.baselineVersion} (95% interval of the change ${pct(d!.low)} to ${pct(d!.high)}); the policy allows at most ${pct(limit)}`,
+      'accuracy drop not checked: no baseline version or no labels',
+    );
+  }
+  if (policy.minSpeedup !== undefined) {
+    const limit = policy.minSpeedup;
+    add(
+      'minSpeedup',
+      limit,
+      inputs.speedup,
+      (s) => s >= limit,
+      (s) => `single-stream p50 speedup ${s.toFixed(3)}x over version ${inputs.baselineVersion}; the policy needs at least ${limit}x`,
+      'speedup not checked: no baseline version or no single-stream scenario',
+    );
+  }
+  if (policy.maxP99Ms !== undefined) {
+    const limit = policy.maxP99Ms;
+    add(
+      'maxP99Ms',
+      limit,
+      inputs.candidateP99Ms,
+      (p) => p <= limit,
+      (p) => `single-stream p99 ${p.toFixed(3)} ms; the policy allows at most ${limit} ms`,
+      'p99 not checked: no single-stream scenario',
+    );
+  }
+  if (policy.maxErrorRate !== undefined) {
+    const limit = policy.maxErrorRate;
+    add(
+      'maxErrorRate',
+      limit,
+      inputs.candidateErrorRate,
+      (r) => r <= limit,
+      (r) => `error rate ${pct(r)} of inferences; the policy allows at most ${pct(limit)}`,
+      'error rate not checked: no inferences ran',
+    );
+  }
+  const failed = checks.filter((c) => !c.passed);
+  return {
+    passed: failed.length === 0,
+    policy,
+    policySource: source,
+    checks,
+    reasons: failed.length > 0 ? failed.map((c) => c.detail) : checks.filter((c) => !c.skipped).map((c) => c.detail),
+  };
+}
+
+export interface EvaluationVerdict {
+  passed: boolean;
+  reportKey: string;
+  evaluatedAt: string;
+  reasons: string[];
+}
+
+/**
+ * The verdict of the most recently started evaluation of a version that produced a report (ids
+ * start with their UTC start time, so they sort by it); undefined when none has. Running and failed
+ * evaluations have no report and are passed over. `mass promote` refuses a canary on `passed: false`.
+ */
+export async function latestEvaluationVerdict(store: ModelStore, model: string, version: string): Promise<EvaluationVerdict | undefined> {
+  assertValidName(model, 'model name');
+  assertValidName(version, 'version');
+  const prefix = keys.evalVersionPrefix(model, version);
+  const ids: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await store.s3.send(new ListObjectsV2Command({ Bucket: store.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }));
+    for (const p of page.CommonPrefixes ?? []) {
+      const id = p.Prefix?.slice(prefix.length, -1);
+      if (id) ids.push(id);
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  ids.sort().reverse();
+  for (const id of ids) {
+    const reportKey = keys.evalReport(model, version, id);
+    const bytes = await store.getObjectBytes(reportKey);
+    if (!bytes) continue;
+    const report = JSON.parse(Buffer.from(bytes).toString('utf8')) as EvaluationReport;
+    return { passed: report.gate.passed, reportKey, evaluatedAt: report.evaluatedAt, reasons: report.gate.reasons };
+  }
+  return undefined;
+}

@@ -1,0 +1,240 @@
+/**
+ * Quality metrics and their bootstrap confidence intervals. Everything here is a pure function of
+ * per-row results, so the chunks of a long evaluation can be computed apart and combined at the end.
+ */
+
+/** mulberry32: small, fast and seedable, so a report's intervals are reproducible from its seed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface Interval {
+  /** The point estimate on the full data. */
+  value: number;
+  low: number;
+  high: number;
+}
+
+export interface BootstrapOptions {
+  resamples: number;
+  seed: number;
+  /** Two-sided confidence level, e.g. 0.95. */
+  confidence: number;
+}
+
+export const DEFAULT_BOOTSTRAP: BootstrapOptions = { resamples: 1000, seed: 1, confidence: 0.95 };
+
+/** Linear-interpolated quantile of sorted values (numpy's default). */
+export function quantileSorted(sorted: ArrayLike<number>, q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const at = (sorted.length - 1) * q;
+  const lo = Math.floor(at);
+  const hi = Math.ceil(at);
+  const a = sorted[lo]!;
+  return a + (sorted[hi]! - a) * (at - lo);
+}
+
+/**
+ * Percentile bootstrap of a statistic that is a mean of per-row values (`perRow`) or, with
+ * `paired`, of the difference of two such means over the same resampled rows (candidate minus
+ * baseline). `transform` maps a mean to the statistic (RMSE is sqrt of a mean of squares).
+ */
+export function bootstrapMean(
+  perRow: ArrayLike<number>,
+  options: BootstrapOptions = DEFAULT_BOOTSTRAP,
+  paired?: ArrayLike<number>,
+  transform: (mean: number) => number = (m) => m,
+): Interval {
+  const n = perRow.length;
+  const mean = (pick: (i: number) => number) => {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += pick(i);
+    return s / n;
+  };
+  const stat = (a: number, b: number) => transform(a) - (paired ? transform(b) : 0);
+  const value = stat(mean((i) => perRow[i]!), paired ? mean((i) => paired[i]!) : 0);
+  if (n === 0) return { value: Number.NaN, low: Number.NaN, high: Number.NaN };
+  const random = seededRandom(options.seed);
+  const stats = new Float64Array(options.resamples);
+  for (let r = 0; r < options.resamples; r++) {
+    let a = 0;
+    let b = 0;
+    for (let i = 0; i < n; i++) {
+      const j = Math.floor(random() * n);
+      a += perRow[j]!;
+      if (paired) b += paired[j]!;
+    }
+    stats[r] = stat(a / n, b / n);
+  }
+  stats.sort();
+  const tail = (1 - options.confidence) / 2;
+  return { value, low: quantileSorted(stats, tail), high: quantileSorted(stats, 1 - tail) };
+}
+
+export interface ClassMetrics {
+  class: number;
+  support: number;
+  precision: number;
+  recall: number;
+  f1: number;
+}
+
+export interface ClassificationMetrics {
+  rows: number;
+  top1: Interval;
+  topK: Interval & { k: number };
+  perClass: ClassMetrics[];
+  macroF1: number;
+  /** confusion[actual][predicted] */
+  confusion: number[][];
+}
+
+/**
+ * `ranked[i]` holds row i's predicted classes, best first (at least k of them when available).
+ * Precision of a class never predicted, and recall of a class never present, are 0 (scikit-learn's
+ * zero_division=0).
+ */
+export function classificationMetrics(
+  labels: ArrayLike<number>,
+  ranked: readonly (readonly number[])[],
+  classes: number,
+  k: number,
+  bootstrap: BootstrapOptions = DEFAULT_BOOTSTRAP,
+): ClassificationMetrics {
+  const n = labels.length;
+  const confusion = Array.from({ length: classes }, () => new Array<number>(classes).fill(0));
+  const hit1 = new Float64Array(n);
+  const hitK = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const label = labels[i]!;
+    const row = ranked[i]!;
+    const top = row[0]!;
+    if (label < classes && top < classes) confusion[label]![top]!++;
+    hit1[i] = top === label ? 1 : 0;
+    hitK[i] = row.slice(0, k).includes(label) ? 1 : 0;
+  }
+  const perClass = confusion.map((row, c): ClassMetrics => {
+    const tp = row[c]!;
+    const support = row.reduce((a, b) => a + b, 0);
+    const predicted = confusion.reduce((a, r) => a + r[c]!, 0);
+    const precision = predicted === 0 ? 0 : tp / predicted;
+    const recall = support === 0 ? 0 : tp / support;
+    const f1 = precision + recall === 0 ? 0 : (2 * precision * recall) / (precision + recall);
+    return { class: c, support, precision, recall, f1 };
+  });
+  return {
+    rows: n,
+    top1: bootstrapMean(hit1, bootstrap),
+    topK: { k, ...bootstrapMean(hitK, { ...bootstrap, seed: bootstrap.seed + 1 }) },
+    perClass,
+    macroF1: perClass.reduce((a, c) => a + c.f1, 0) / Math.max(1, classes),
+    confusion,
+  };
+}
+
+export interface RegressionMetrics {
+  rows: number;
+  mae: Interval;
+  rmse: Interval;
+}
+
+/**
+ * Per-row absolute and squared errors are averaged over the row's elements first, so that each row
+ * weighs the same in the bootstrap whatever its target size.
+ */
+export function regressionMetrics(rowAbs: ArrayLike<number>, rowSq: ArrayLike<number>, bootstrap: BootstrapOptions = DEFAULT_BOOTSTRAP): RegressionMetrics {
+  return {
+    rows: rowAbs.length,
+    mae: bootstrapMean(rowAbs, bootstrap),
+    rmse: bootstrapMean(rowSq, { ...bootstrap, seed: bootstrap.seed + 1 }, undefined, Math.sqrt),
+  };
+}
+
+export interface AgreementMetrics {
+  rows: number;
+  /** Share of rows whose top-1 class equals the reference's (classification outputs only). */
+  top1Agreement?: Interval;
+  /** Largest absolute difference of any output element. */
+  maxAbsDiff: number;
+  meanAbsDiff: Interval;
+}
+
+export function agreementMetrics(
+  candidateTop1: ArrayLike<number> | undefined,
+  referenceTop1: ArrayLike<number> | undefined,
+  rowMaxAbs: ArrayLike<number>,
+  rowMeanAbs: ArrayLike<number>,
+  bootstrap: BootstrapOptions = DEFAULT_BOOTSTRAP,
+): AgreementMetrics {
+  let max = 0;
+  for (let i = 0; i < rowMaxAbs.length; i++) max = Math.max(max, rowMaxAbs[i]!);
+  const out: AgreementMetrics = { rows: rowMaxAbs.length, maxAbsDiff: max, meanAbsDiff: bootstrapMean(rowMeanAbs, bootstrap) };
+  if (candidateTop1 && referenceTop1) {
+    const same = Float64Array.from({ length: candidateTop1.length }, (_, i) => (candidateTop1[i] === referenceTop1[i] ? 1 : 0));
+    out.top1Agreement = bootstrapMean(same, { ...bootstrap, seed: bootstrap.seed + 2 });
+  }
+  return out;
+}
+
+export interface LatencySummary {
+  count: number;
+  mean: number;
+  min: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+export function summarizeLatencies(ms: ArrayLike<number>): LatencySummary {
+  const sorted = Float64Array.from(ms).sort();
+  let sum = 0;
+  for (const v of sorted) sum += v;
+  return {
+    count: sorted.length,
+    mean: sorted.length ? sum / sorted.length : Number.NaN,
+    min: sorted[0] ?? Number.NaN,
+    p50: quantileSorted(sorted, 0.5),
+    p90: quantileSorted(sorted, 0.9),
+    p99: quantileSorted(sorted, 0.99),
+    max: sorted[sorted.length - 1] ?? Number.NaN,
+  };
+}
+
+/** Histogram of latencies for the report's chart: `bins` equal-width bins from min to max. */
+export function histogram(ms: ArrayLike<number>, bins = 30): { start: number; width: number; counts: number[] } {
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < ms.length; i++) {
+    min = Math.min(min, ms[i]!);
+    max = Math.max(max, ms[i]!);
+  }
+  if (!Number.isFinite(min)) return { start: 0, width: 0, counts: [] };
+  const width = max > min ? (max - min) / bins : 1;
+  const counts = new Array<number>(bins).fill(0);
+  for (let i = 0; i < ms.length; i++) counts[Math.min(bins - 1, Math.floor((ms[i]! - min) / width))]!++;
+  return { start: min, width, counts };
+}
+
+/** Indices of the k largest values of row `row` of a [rows, classes] score matrix, best first. */
+export function topKIndices(scores: ArrayLike<number>, row: number, classes: number, k: number): number[] {
+  const best: number[] = [];
+  const base = row * classes;
+  for (let c = 0; c < classes; c++) {
+    const v = scores[base + c]!;
+    let at = best.length;
+    while (at > 0 && v > scores[base + best[at - 1]!]!) at--;
+    if (at < k) {
+      best.splice(at, 0, c);
+      if (best.length > k) best.pop();
+    }
+  }
+  return best;
+}

@@ -1,0 +1,130 @@
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import type { Logger } from '@aws-lambda-powertools/logger';
+import type { Metrics } from '@aws-lambda-powertools/metrics';
+import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
+import type { EvaluationService } from '../core/evaluate/jobs.ts';
+import { stepMessageSchema } from '../core/evaluate/queue.ts';
+import { MetricUnit, recordMetric } from '../core/observability.ts';
+
+export interface EvaluateApiDeps {
+  service: EvaluationService;
+  maxBodyBytes: number;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+type Result = APIGatewayProxyStructuredResultV2;
+
+const ROUTE = /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/(evaluate|evaluations\/([^/]+)(\/report\.html)?)\/?$/;
+
+function json(statusCode: number, body: unknown): Result {
+  return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+}
+
+function segment(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new BadRequestError(`malformed path segment ${JSON.stringify(raw)}`);
+  }
+}
+
+function parseBody(event: APIGatewayProxyEventV2, limit: number): unknown {
+  const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
+  if (Buffer.byteLength(raw) > limit) throw new PayloadTooLargeError(`request body of ${Buffer.byteLength(raw)} bytes exceeds the limit of ${limit} bytes`);
+  if (raw.trim() === '') throw new BadRequestError('request body is empty; send JSON with at least {"dataset": "<name>"}');
+  try {
+    return JSON.parse(raw);
+  } catch (error) {
+    throw new BadRequestError(`request body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * HTTP API adapter: POST .../evaluate starts a job (202 and its id), GET .../evaluations/{id} gives
+ * its status and, once done, its report; .../report.html the rendered report.
+ */
+export function createEvaluateApiHandler(deps: EvaluateApiDeps) {
+  const { service, logger, metrics } = deps;
+
+  async function route(event: APIGatewayProxyEventV2): Promise<Result> {
+    const method = event.requestContext.http.method.toUpperCase();
+    const path = event.rawPath;
+    const match = ROUTE.exec(path);
+    if (!match) throw new NotFoundError(`no route for ${method} ${path}`);
+    const name = segment(match[1]!);
+    const version = segment(match[2]!);
+    logger.appendKeys({ model: name, version });
+    if (match[3] === 'evaluate') {
+      if (method !== 'POST') throw new HttpError(405, `method ${method} is not allowed on ${path}; use POST`);
+      const job = await service.create(name, version, parseBody(event, deps.maxBodyBytes));
+      recordMetric(metrics, 'EvaluationsStarted', MetricUnit.Count, 1, { model: name });
+      const location = `/v2/models/${encodeURIComponent(name)}/versions/${encodeURIComponent(version)}/evaluations/${job.id}`;
+      return {
+        ...json(202, { id: job.id, model: name, version, baseline: job.baseline, status: job.status, steps: job.steps.length, location }),
+        headers: { 'content-type': 'application/json', location },
+      };
+    }
+    if (method !== 'GET') throw new HttpError(405, `method ${method} is not allowed on ${path}; use GET`);
+    const id = segment(match[4]!);
+    if (match[5]) {
+      const job = await service.readJob(name, version, id);
+      const html = await service.readReportHtml(job);
+      if (!html) throw new NotFoundError(`evaluation '${id}' has no report yet (status ${job.status})`);
+      return { statusCode: 200, headers: { 'content-type': 'text/html; charset=utf-8' }, body: html };
+    }
+    return json(200, await service.status(name, version, id));
+  }
+
+  return async function evaluateApiHandler(event: APIGatewayProxyEventV2): Promise<Result> {
+    logger.resetKeys();
+    try {
+      return await route(event);
+    } catch (error) {
+      recordMetric(metrics, 'Errors', MetricUnit.Count, 1, { errorClass: (error as Error)?.name ?? 'Error' });
+      if (error instanceof HttpError && error.expose) {
+        logger.warn('request refused', { statusCode: error.statusCode, error: error.message });
+        return json(error.statusCode, { error: error.message });
+      }
+      logger.error('request failed', { error: error as Error });
+      return json(500, { error: 'internal server error' });
+    }
+  };
+}
+
+export interface EvaluateWorkerDeps {
+  service: EvaluationService;
+  logger: Logger;
+  /** Time kept back for writing state and queueing the continuation. */
+  reserveMs?: number;
+}
+
+/**
+ * SQS adapter: each message continues one evaluation from one step, for as long as this
+ * invocation's remaining time allows, then queues the rest. A malformed message is dropped (logged)
+ * rather than retried forever; any other failure is reported so SQS redelivers it.
+ */
+export function createEvaluateWorkerHandler(deps: EvaluateWorkerDeps) {
+  const reserve = deps.reserveMs ?? 15_000;
+  return async function evaluateWorkerHandler(event: SQSEvent, context?: Pick<Context, 'getRemainingTimeInMillis'>): Promise<SQSBatchResponse> {
+    const failures: SQSBatchResponse['batchItemFailures'] = [];
+    for (const record of event.Records) {
+      let message;
+      try {
+        message = stepMessageSchema.parse(JSON.parse(record.body));
+      } catch (error) {
+        deps.logger.error('dropping malformed evaluation message', { messageId: record.messageId, error: (error as Error).message });
+        continue;
+      }
+      try {
+        const remaining = () => (context ? context.getRemainingTimeInMillis() - reserve : Infinity);
+        const { job, ran } = await deps.service.continueJob(message, remaining);
+        deps.logger.info('evaluation continued', { id: job.id, ran, nextStep: job.nextStep, steps: job.steps.length, status: job.status });
+      } catch (error) {
+        deps.logger.error('evaluation step could not run', { messageId: record.messageId, error: error as Error });
+        failures.push({ itemIdentifier: record.messageId });
+      }
+    }
+    return { batchItemFailures: failures };
+  };
+}
