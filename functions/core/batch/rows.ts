@@ -25,6 +25,16 @@ export interface DecodedRow {
   tensors: { data: TensorData; shape: number[] }[];
 }
 
+/** A row that cannot be scored; carries the row's id when it had one, so its error line is findable. */
+export class RowError extends BadRequestError {
+  readonly id: string | number | undefined;
+  constructor(message: string, id?: string | number) {
+    super(message);
+    this.name = 'RowError';
+    this.id = id;
+  }
+}
+
 export function inputSpecs(inputs: readonly TensorMetadata[]): InputSpec[] {
   return inputs.map((t) => {
     const rowShape = t.shape.slice(1);
@@ -82,6 +92,14 @@ export function decodeJsonlRow(line: string, specs: readonly InputSpec[]): Decod
   if (typeof row !== 'object' || row === null || Array.isArray(row)) throw new BadRequestError('a row must be a JSON object with "inputs"');
   const { id, inputs } = row as { id?: unknown; inputs?: unknown };
   if (id !== undefined && typeof id !== 'string' && typeof id !== 'number') throw new BadRequestError('"id" must be a string or a number');
+  try {
+    return { ...(id !== undefined ? { id } : {}), tensors: decodeInputs(inputs, specs) };
+  } catch (error) {
+    throw new RowError((error as Error).message, id);
+  }
+}
+
+function decodeInputs(inputs: unknown, specs: readonly InputSpec[]): DecodedRow['tensors'] {
   if (!Array.isArray(inputs)) throw new BadRequestError('"inputs" must be an array of V2 tensors');
   const byName = new Map<string, Record<string, unknown>>();
   for (const t of inputs) {
@@ -95,7 +113,7 @@ export function decodeJsonlRow(line: string, specs: readonly InputSpec[]): Decod
   for (const n of byName.keys()) {
     if (!specs.some((s) => s.name === n)) throw new BadRequestError(`unknown input '${n}'; the model has inputs: ${specs.map((s) => s.name).join(', ')}`);
   }
-  const tensors = specs.map((spec) => {
+  return specs.map((spec) => {
     const t = byName.get(spec.name);
     if (!t) throw new BadRequestError(`missing input '${spec.name}'`);
     if (t.datatype !== undefined && t.datatype !== spec.datatype) {
@@ -105,7 +123,6 @@ export function decodeJsonlRow(line: string, specs: readonly InputSpec[]): Decod
     const count = shape.reduce((a, b) => a * b, 1);
     return { data: decodeJsonTensorData(spec.name, spec.datatype, t.data, count), shape };
   });
-  return { ...(id !== undefined ? { id } : {}), tensors };
 }
 
 export function decodeCsvRow(line: string, spec: InputSpec): DecodedRow {

@@ -3,7 +3,7 @@ import { BadRequestError } from '../errors.ts';
 import type { LoadedModel } from '../model-sessions.ts';
 import { DATATYPES, v2DatatypeOf } from '../v2/datatypes.ts';
 import type { TensorData } from '../v2/codec.ts';
-import { concatRows, decodeRow, inputSpecs, jsonRowValues, type DecodedRow, type InputSpec } from './rows.ts';
+import { concatRows, decodeRow, inputSpecs, jsonRowValues, RowError, type DecodedRow, type InputSpec } from './rows.ts';
 import type { BatchFormat } from './schemas.ts';
 
 /**
@@ -89,7 +89,7 @@ export async function scoreRows(model: LoadedModel, lines: readonly string[], op
     try {
       row = decodeRow(lines[index]!, options.format, specs);
     } catch (error) {
-      fail(index, (error as Error).message);
+      fail(index, (error as Error).message, error instanceof RowError && error.id !== undefined ? { id: error.id, tensors: [] } : undefined);
       continue;
     }
     group.push({ index, row });

