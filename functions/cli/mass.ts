@@ -1,6 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { HttpError } from '../core/errors.ts';
 import { registerModelCommands } from './commands/models.ts';
+import { registerDatasetCommands } from './commands/dataset.ts';
+import { registerEvaluateCommands } from './commands/evaluate.ts';
 import { CliError } from './context.ts';
 
 const program = new Command('mass')
@@ -11,6 +13,8 @@ const program = new Command('mass')
   .showHelpAfterError();
 
 registerModelCommands(program);
+registerDatasetCommands(program);
+registerEvaluateCommands(program);
 
 try {
   await program.parseAsync(process.argv);
