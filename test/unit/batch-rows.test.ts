@@ -1,0 +1,106 @@
+import ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { BadRequestError } from '../../functions/core/errors.ts';
+import { batchIncompatibility, concatRows, decodeCsvRow, decodeJsonlRow, inputSpecs, RowError } from '../../functions/core/batch/rows.ts';
+import { scoreRows } from '../../functions/core/batch/scoring.ts';
+import { jobView, type BatchJobRecord } from '../../functions/core/batch/schemas.ts';
+import type { LoadedModel } from '../../functions/core/model-sessions.ts';
+import { doublingModel } from '../helpers/batch-stack.ts';
+
+const specs = inputSpecs([{ name: 'x', datatype: 'FP32', shape: [-1, 4] }]);
+
+describe('decodeJsonlRow', () => {
+  it('reads a V2 tensor with or without the leading batch dimension, datatype and shape', () => {
+    const full = decodeJsonlRow('{"id":"a","inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}', specs);
+    const bare = decodeJsonlRow('{"inputs":[{"name":"x","data":[[1,2],[3,4]]}]}', specs);
+    expect(full).toEqual({ id: 'a', tensors: [{ data: new Float32Array([1, 2, 3, 4]), shape: [4] }] });
+    expect(bare).toEqual({ tensors: [{ data: new Float32Array([1, 2, 3, 4]), shape: [4] }] });
+  });
+
+  it('says precisely what is wrong with a bad row, keeping its id', () => {
+    const error = (line: string) => {
+      try {
+        decodeJsonlRow(line, specs);
+      } catch (e) {
+        return [(e as Error).message, (e as RowError).id];
+      }
+      return undefined;
+    };
+    expect(error('[1,2]')).toEqual(['a row must be a JSON object with "inputs"', undefined]);
+    expect(error('{"id":7,"inputs":[{"name":"y","data":[1]}]}')).toEqual(["unknown input 'y'; the model has inputs: x", 7]);
+    expect(error('{"id":"s","inputs":[{"name":"x","shape":[2,2],"data":[1,2,3,4]}]}')).toEqual([
+      "input 'x' has shape [2,2] but a row of this model is [4] (optionally with a leading 1)",
+      's',
+    ]);
+    expect(error('{"inputs":[{"name":"x","data":[1,2,3,4]},{"name":"x","data":[1,2,3,4]}]}')).toEqual(["input 'x' appears more than once", undefined]);
+    expect(error('{"id":{"a":1},"inputs":[]}')).toEqual(['"id" must be a string or a number', undefined]);
+  });
+});
+
+describe('decodeCsvRow', () => {
+  it('reads numbers into the input type, and refuses what is not one', () => {
+    const ints = inputSpecs([{ name: 'n', datatype: 'INT64', shape: [-1, 2] }])[0]!;
+    expect(decodeCsvRow(' 3, -4 ', ints)).toEqual({ tensors: [{ data: new BigInt64Array([3n, -4n]), shape: [2] }] });
+    expect(() => decodeCsvRow('3,4.5', ints)).toThrow("input 'n': element 1 is 4.5, expected an integer for INT64");
+    expect(() => decodeCsvRow('3,', ints)).toThrow('column 2 is empty');
+  });
+});
+
+describe('batchIncompatibility', () => {
+  it('names the reason a model cannot be batch-scored', () => {
+    expect(batchIncompatibility([{ name: 'x', datatype: 'FP32', shape: [-1, 4] }], 'jsonl')).toBeUndefined();
+    expect(batchIncompatibility([{ name: 'x', datatype: 'FP32', shape: [8, 4] }], 'jsonl')).toBe(
+      "input 'x' has a fixed batch dimension of 8; batch scoring needs -1 (dynamic) or 1",
+    );
+    expect(batchIncompatibility([{ name: 'a', datatype: 'FP32', shape: [-1, 1] }, { name: 'b', datatype: 'FP32', shape: [-1, 1] }], 'csv')).toBe(
+      'CSV rows fit single-input models only; this model has 2 inputs: a, b',
+    );
+  });
+});
+
+describe('concatRows', () => {
+  it('joins rows end to end in the same element type', () => {
+    expect(concatRows([new Int32Array([1, 2]), new Int32Array([3])])).toEqual(new Int32Array([1, 2, 3]));
+    expect(concatRows([['a'], ['b', 'c']])).toEqual(['a', 'b', 'c']);
+  });
+});
+
+describe('scoreRows', () => {
+  it('scores rows in batches and writes one line per row, in order, with errors in place', async () => {
+    // Prepare: a real session of y = 2x.
+    const session = await ort.InferenceSession.create(doublingModel(), { intraOpNumThreads: 1 });
+    const model = {
+      name: 'double',
+      version: '1',
+      session,
+      inputs: new Map([['x', { name: 'x', datatype: 'FP32', shape: [-1, 4] }]]),
+      outputs: new Map([['y', { name: 'y', datatype: 'FP32', shape: [-1, 4] }]]),
+    } as unknown as LoadedModel;
+    const lines = [0, 1, 2, 3, 4].map((i) => (i === 2 ? '{"id":"bad","inputs":[{"name":"x","data":[1]}]}' : JSON.stringify({ id: i, inputs: [{ name: 'x', data: [i, i, i, i] }] })));
+
+    // Act
+    const scored = await scoreRows(model, lines, { format: 'jsonl', batchSize: 2 });
+
+    // Assert
+    expect(scored).toEqual({
+      rows: 5,
+      failed: 1,
+      errorLines: ['{"row":2,"id":"bad","error":"input \'x\' has 1 elements but its shape needs 4"}'],
+      lines: [
+        '{"row":0,"id":0,"outputs":[{"name":"y","datatype":"FP32","shape":[1,4],"data":[0,0,0,0]}]}',
+        '{"row":1,"id":1,"outputs":[{"name":"y","datatype":"FP32","shape":[1,4],"data":[2,2,2,2]}]}',
+        '{"row":2,"id":"bad","error":"input \'x\' has 1 elements but its shape needs 4"}',
+        '{"row":3,"id":3,"outputs":[{"name":"y","datatype":"FP32","shape":[1,4],"data":[6,6,6,6]}]}',
+        '{"row":4,"id":4,"outputs":[{"name":"y","datatype":"FP32","shape":[1,4],"data":[8,8,8,8]}]}',
+      ],
+    });
+    await expect(scoreRows(model, lines, { format: 'jsonl', batchSize: 2, outputs: ['z'] })).rejects.toThrow(BadRequestError);
+  });
+});
+
+describe('jobView', () => {
+  it('reports rows per second over the time since the first shard started', () => {
+    const job = { jobId: 'j', state: 'running', model: 'm', version: '1', format: 'jsonl', batchSize: 64, worker: 'lambda', inputBucket: 'b', inputKey: 'batches/inputs/a.jsonl', shardsTotal: 4, shardsDone: 2, shardsDead: 0, rowsScored: 900, rowsFailed: 100, createdAt: 0, startedAt: 1000 } as BatchJobRecord;
+    expect(jobView(job, 3000)).toMatchObject({ shards: { total: 4, done: 2, failed: 0 }, rows: { scored: 900, failed: 100 }, rows_per_s: 500, started: '1970-01-01T00:00:01.000Z' });
+  });
+});
