@@ -1,7 +1,8 @@
 import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { BadRequestError } from '../../functions/core/errors.ts';
-import { batchIncompatibility, concatRows, decodeCsvRow, decodeJsonlRow, inputSpecs, RowError } from '../../functions/core/batch/rows.ts';
+import type { RowError } from '../../functions/core/batch/rows.ts';
+import { batchIncompatibility, concatRows, decodeCsvRow, decodeJsonlRow, inputSpecs } from '../../functions/core/batch/rows.ts';
 import { scoreRows } from '../../functions/core/batch/scoring.ts';
 import { jobView, type BatchJobRecord } from '../../functions/core/batch/schemas.ts';
 import type { LoadedModel } from '../../functions/core/model-sessions.ts';
