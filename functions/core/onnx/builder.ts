@@ -220,3 +220,78 @@ export function model(spec: ModelSpec): ModelProtoInit {
     ...(spec.docString === undefined ? {} : { docString: spec.docString }),
   };
 }
+
+function rawTensor(
+  name: string,
+  dims: readonly number[],
+  length: number,
+  dataType: number,
+  bytesPerElement: number,
+  write: (view: DataView, index: number) => void,
+): TensorProtoInit {
+  checkDims(name, dims, length);
+  const rawData = new Uint8Array(length * bytesPerElement);
+  const view = new DataView(rawData.buffer);
+  for (let index = 0; index < length; index++) write(view, index);
+  return { name, dims: [...dims], dataType, rawData };
+}
+
+/** An INT8 tensor stored as raw_data. */
+export function tensorFromInt8(name: string, dims: readonly number[], data: Int8Array | readonly number[]): TensorProtoInit {
+  return rawTensor(name, dims, data.length, DataType.INT8, 1, (view, i) => view.setInt8(i, data[i] as number));
+}
+
+/** A UINT8 tensor stored as raw_data. */
+export function tensorFromUint8(name: string, dims: readonly number[], data: Uint8Array | readonly number[]): TensorProtoInit {
+  return rawTensor(name, dims, data.length, DataType.UINT8, 1, (view, i) => view.setUint8(i, data[i] as number));
+}
+
+/** An INT32 tensor stored as little-endian raw_data. */
+export function tensorFromInt32(name: string, dims: readonly number[], data: Int32Array | readonly number[]): TensorProtoInit {
+  return rawTensor(name, dims, data.length, DataType.INT32, 4, (view, i) => view.setInt32(i * 4, data[i] as number, true));
+}
+
+/** A FLOAT16 tensor from float values, rounded to nearest even, stored as little-endian raw_data. */
+export function tensorFromFloat16(name: string, dims: readonly number[], data: Float32Array | readonly number[]): TensorProtoInit {
+  return rawTensor(name, dims, data.length, DataType.FLOAT16, 2, (view, i) => view.setUint16(i * 2, float32ToFloat16Bits(data[i] as number), true));
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** IEEE 754 binary16 bits of a number (round to nearest even; overflow to infinity, NaN kept). */
+export function float32ToFloat16Bits(value: number): number {
+  f32[0] = value;
+  const bits = u32[0]!;
+  const sign = (bits >>> 16) & 0x8000;
+  const exponent = (bits >>> 23) & 0xff;
+  let mantissa = bits & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
+  const e = exponent - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mantissa |= 0x800000;
+    const shift = 14 - e;
+    let half = mantissa >>> shift;
+    const rest = mantissa & ((1 << shift) - 1);
+    const midpoint = 1 << (shift - 1);
+    if (rest > midpoint || (rest === midpoint && (half & 1))) half += 1;
+    return sign | half;
+  }
+  let half = (e << 10) | (mantissa >>> 13);
+  const rest = mantissa & 0x1fff;
+  // A carry out of the mantissa rolls into the exponent, and up to infinity, exactly as binary16 wants.
+  if (rest > 0x1000 || (rest === 0x1000 && (half & 1))) half += 1;
+  return sign | half;
+}
+
+/** The number a binary16 bit pattern stands for. */
+export function float16BitsToNumber(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >>> 10) & 0x1f;
+  const mantissa = bits & 0x3ff;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  if (exponent === 0x1f) return mantissa ? Number.NaN : sign * Number.POSITIVE_INFINITY;
+  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+}
