@@ -8,6 +8,7 @@ import { createBatchDeadLetterHandler, createBatchScoreHandler } from './app.ts'
 // Lambda init: one session per model version for the life of the environment (ModelSessions).
 const { logger, metrics } = createObservability();
 const runtime = createBatchRuntime({ logger });
+await runtime.init();
 
 export const handler = middy(createBatchScoreHandler({ scorer: runtime.scorer(), logger, metrics }))
   .use(injectLambdaContext(logger, { resetKeys: true }))

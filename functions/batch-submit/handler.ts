@@ -10,6 +10,7 @@ import { createBatchApiHandler, createBatchSubmitQueueHandler, createBatchUpload
 // one per trigger, so each can have its own role.
 const { logger, metrics } = createObservability();
 const runtime = createBatchRuntime({ logger });
+await runtime.init();
 const maxBodyBytes = process.env.MAX_BODY_BYTES ? Number(process.env.MAX_BODY_BYTES) : DEFAULT_MAX_BODY_BYTES;
 
 export const api = middy(createBatchApiHandler({ service: runtime.service(), maxBodyBytes, logger, metrics }))

@@ -3,6 +3,7 @@ import { HttpError } from '../core/errors.ts';
 import { registerModelCommands } from './commands/models.ts';
 import { registerDatasetCommands } from './commands/dataset.ts';
 import { registerEvaluateCommands } from './commands/evaluate.ts';
+import { registerBatchCommands } from './commands/batch.ts';
 import { CliError } from './context.ts';
 
 const program = new Command('mass')
@@ -15,6 +16,7 @@ const program = new Command('mass')
 registerModelCommands(program);
 registerDatasetCommands(program);
 registerEvaluateCommands(program);
+registerBatchCommands(program);
 
 try {
   await program.parseAsync(process.argv);

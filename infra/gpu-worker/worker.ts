@@ -2,7 +2,7 @@
  * Entry point of the batch worker container (infra/gpu-worker/Dockerfile) and of `mass worker`.
  *
  *   MODEL_BUCKET, BATCH_TABLE          where models, inputs, outputs and job state are
- *   WORKER_QUEUE_URL                   the shard queue to poll (default GPU_SHARD_QUEUE_URL)
+ *   WORKER_QUEUE_URL                   the shard queue to poll (default GPU_SHARD_QUEUE_URL, or the URL of GPU_SHARD_QUEUE_NAME)
  *   EXECUTION_PROVIDER=cuda|cpu        cuda (default) tries the CUDA provider and falls back to CPU
  *   INTRA_OP_THREADS                   onnxruntime threads per session (default: every CPU)
  *   VISIBILITY_TIMEOUT=60              seconds, renewed while a shard runs
@@ -19,8 +19,6 @@ const log: WorkerLog = (level, message, fields = {}) => {
 const env = process.env;
 const provider = (env.EXECUTION_PROVIDER ?? 'cuda').toLowerCase();
 if (provider !== 'cuda' && provider !== 'cpu') throw new ConfigError(`EXECUTION_PROVIDER must be cuda or cpu, got ${provider}`);
-const queueUrl = env.WORKER_QUEUE_URL || env.GPU_SHARD_QUEUE_URL;
-if (!queueUrl) throw new ConfigError('WORKER_QUEUE_URL environment variable is not set');
 
 const runtime = createBatchRuntime({
   log,
@@ -28,6 +26,10 @@ const runtime = createBatchRuntime({
   // the CUDA provider cannot load (no GPU, no driver, or an image built without it).
   executionProviders: provider === 'cuda' ? [{ name: 'cuda', deviceId: Number(env.CUDA_DEVICE_ID ?? 0) }, 'cpu'] : ['cpu'],
 });
+
+await runtime.init();
+const queueUrl = env.WORKER_QUEUE_URL || runtime.config.gpuShardQueueUrl;
+if (!queueUrl) throw new ConfigError('WORKER_QUEUE_URL (or GPU_SHARD_QUEUE_URL / GPU_SHARD_QUEUE_NAME) environment variable is not set');
 
 const worker = new ContainerWorker({
   sqs: runtime.sqs,

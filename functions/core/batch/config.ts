@@ -8,6 +8,9 @@ const batchConfigSchema = z.object({
   table: z.string().min(1),
   shardQueueUrl: z.string().min(1).optional(),
   gpuShardQueueUrl: z.string().min(1).optional(),
+  /** Names instead of URLs: resolved with GetQueueUrl at init (serverless-offline cannot pass a CloudFormation Ref). */
+  shardQueueName: z.string().min(1).optional(),
+  gpuShardQueueName: z.string().min(1).optional(),
   gpuThresholdBytes: z.number().int().positive().optional(),
   cacheDir: z.string().min(1),
   intraOpThreads: z.number().int().positive().optional(),
@@ -28,6 +31,8 @@ export function readBatchConfig(env: NodeJS.ProcessEnv = process.env): BatchConf
     table: requireEnv('BATCH_TABLE', env),
     shardQueueUrl: optionalString(env.SHARD_QUEUE_URL),
     gpuShardQueueUrl: optionalString(env.GPU_SHARD_QUEUE_URL),
+    shardQueueName: optionalString(env.SHARD_QUEUE_NAME),
+    gpuShardQueueName: optionalString(env.GPU_SHARD_QUEUE_NAME),
     gpuThresholdBytes: optionalNumber(env.GPU_THRESHOLD_BYTES),
     cacheDir: env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models',
     intraOpThreads: optionalNumber(env.INTRA_OP_THREADS),

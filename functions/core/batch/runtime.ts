@@ -1,6 +1,6 @@
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { SQSClient } from '@aws-sdk/client-sqs';
+import { GetQueueUrlCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type ort from 'onnxruntime-node';
 import { createDynamoClient, createS3Client, createSqsClient } from '../clients.ts';
@@ -51,6 +51,12 @@ export function createBatchRuntime(options: BatchRuntimeOptions = {}) {
   let scorer: ShardScorer | undefined;
   return {
     config,
+    /** Resolves queue names to URLs; handlers await it during init. */
+    async init(): Promise<void> {
+      const url = async (name: string) => (await sqs.send(new GetQueueUrlCommand({ QueueName: name }))).QueueUrl!;
+      if (!config.shardQueueUrl && config.shardQueueName) config.shardQueueUrl = await url(config.shardQueueName);
+      if (!config.gpuShardQueueUrl && config.gpuShardQueueName) config.gpuShardQueueUrl = await url(config.gpuShardQueueName);
+    },
     s3,
     sqs,
     dynamo,
@@ -58,7 +64,7 @@ export function createBatchRuntime(options: BatchRuntimeOptions = {}) {
     jobs,
     sessions,
     service(): BatchService {
-      if (!config.shardQueueUrl) throw new ConfigError('SHARD_QUEUE_URL environment variable is not set');
+      if (!config.shardQueueUrl) throw new ConfigError('SHARD_QUEUE_URL (or SHARD_QUEUE_NAME, then init()) environment variable is not set');
       service ??= new BatchService({
         s3,
         sqs,

@@ -1,0 +1,194 @@
+import { createReadStream } from 'node:fs';
+import { stat, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { GetQueueUrlCommand } from '@aws-sdk/client-sqs';
+import type { Command } from 'commander';
+import { createSqsClient } from '../../core/clients.ts';
+import { keys } from '../../core/keys.ts';
+import { FINAL_STATES, type BatchJobView } from '../../core/batch/schemas.ts';
+import { cliContext, CliError, localStackFile, type CliContext, type CliOptions } from '../context.ts';
+
+/** `mass batch submit | status | fetch` and `mass worker`. */
+function integer(name: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 0) throw new CliError(`${name} must be a non-negative integer, got ${JSON.stringify(value)}`, 2);
+    return n;
+  };
+}
+
+async function getJob(ctx: CliContext, id: string): Promise<BatchJobView> {
+  const { bytes } = await ctx.request('GET', `/v2/batches/${encodeURIComponent(id)}`);
+  return JSON.parse(Buffer.from(bytes).toString('utf8')) as BatchJobView;
+}
+
+export function progressLine(job: BatchJobView, width = 30): string {
+  const { total, done, failed } = job.shards;
+  const fraction = total === 0 ? (FINAL_STATES.has(job.state) ? 1 : 0) : (done + failed) / total;
+  const filled = Math.round(fraction * width);
+  const bar = `${'#'.repeat(filled)}${'.'.repeat(width - filled)}`;
+  const rate = job.rows_per_s === null ? '' : `  ${Math.round(job.rows_per_s).toLocaleString('en-US')} rows/s`;
+  const dead = failed > 0 ? ` (${failed} dead)` : '';
+  return `[${bar}] ${String(Math.round(fraction * 100)).padStart(3)}%  ${done + failed}/${total} shards${dead}  ${job.rows.scored.toLocaleString('en-US')} rows scored, ${job.rows.failed.toLocaleString('en-US')} failed${rate}  ${job.state}`;
+}
+
+function summary(job: BatchJobView): string {
+  return [
+    `job      ${job.id}`,
+    `state    ${job.state}${job.reason ? ` — ${job.reason}` : ''}`,
+    `model    ${job.model} version ${job.version}`,
+    `input    ${job.input} (${job.format}, batch size ${job.batch_size}, ${job.worker} worker)`,
+    `progress ${progressLine(job)}`,
+    ...(job.result ? [`result   ${job.result}`, `errors   ${job.errors}`] : []),
+  ].join('\n');
+}
+
+async function watch(ctx: CliContext, id: string, intervalMs: number): Promise<BatchJobView> {
+  const tty = process.stderr.isTTY;
+  let last = '';
+  for (;;) {
+    const job = await getJob(ctx, id);
+    const line = progressLine(job);
+    if (line !== last) {
+      process.stderr.write(tty ? `\r\x1b[2K${line}` : `${line}\n`);
+      last = line;
+    }
+    if (FINAL_STATES.has(job.state)) {
+      if (tty) process.stderr.write('\n');
+      return job;
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+function splitS3(uri: string): { bucket: string; key: string } {
+  const rest = uri.slice('s3://'.length);
+  const slash = rest.indexOf('/');
+  return { bucket: rest.slice(0, slash), key: rest.slice(slash + 1) };
+}
+
+export function registerBatchCommands(program: Command): void {
+  const global = () => program.opts<CliOptions>();
+  const batch = program.command('batch').description('score a file of rows in batch: submit, watch, fetch');
+
+  batch
+    .command('submit')
+    .description('upload a JSONL (V2 tensors per line) or CSV file and submit it as a batch job')
+    .argument('<file>', 'local file, or s3://<bucket>/batches/inputs/... already uploaded')
+    .requiredOption('--model <name>', 'model name')
+    .option('--version <version>', 'version or alias (default: the latest)')
+    .option('--batch-size <n>', 'rows per tensor', integer('--batch-size'))
+    .option('--shard-bytes <n>', 'bytes of input per shard', integer('--shard-bytes'))
+    .option('--format <format>', 'jsonl or csv (default: from the file name)')
+    .option('--csv-header', 'the CSV file starts with a header line')
+    .option('--worker <worker>', 'auto, lambda or gpu', 'auto')
+    .option('--idempotency-key <key>', 'resubmitting with the same key returns the same job')
+    .option('--watch', 'show progress until the job ends')
+    .action(async (file: string, opts: { model: string; version?: string; batchSize?: number; shardBytes?: number; format?: string; csvHeader?: boolean; worker: string; idempotencyKey?: string; watch?: boolean }) => {
+      const ctx = cliContext(global());
+      let input = file;
+      if (!file.startsWith('s3://')) {
+        const info = await stat(file).catch((error: NodeJS.ErrnoException) => {
+          throw new CliError(`cannot read input file ${file}: ${error.code ?? error.message}`);
+        });
+        const store = ctx.store();
+        // Content-addressed key: uploading the same file twice writes the same object.
+        const hash = createHash('sha256');
+        for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+        const key = `${keys.batchInputsPrefix}${hash.digest('hex').slice(0, 16)}/${basename(file).replace(/[^A-Za-z0-9._-]/g, '_')}`;
+        await store.s3.send(new PutObjectCommand({ Bucket: store.bucket, Key: key, Body: createReadStream(file), ContentLength: info.size }));
+        input = `s3://${store.bucket}/${key}`;
+        process.stderr.write(`uploaded ${file} (${info.size} bytes) to ${input}\n`);
+      }
+      const body = {
+        model: opts.model,
+        input,
+        ...(opts.version ? { version: opts.version } : {}),
+        ...(opts.batchSize !== undefined ? { batch_size: opts.batchSize } : {}),
+        ...(opts.shardBytes !== undefined ? { shard_bytes: opts.shardBytes } : {}),
+        ...(opts.format ? { format: opts.format } : {}),
+        ...(opts.csvHeader ? { csv_header: true } : {}),
+        worker: opts.worker,
+        ...(opts.idempotencyKey ? { idempotency_key: opts.idempotencyKey } : {}),
+      };
+      const { response, bytes } = await ctx.request('POST', '/v2/batches', JSON.stringify(body));
+      const job = JSON.parse(Buffer.from(bytes).toString('utf8')) as BatchJobView;
+      console.log(response.status === 200 ? `job ${job.id} already existed` : `submitted job ${job.id}: ${job.shards.total} shard(s) on the ${job.worker} worker`);
+      if (opts.watch) console.log(summary(await watch(ctx, job.id, 1000)));
+    });
+
+  batch
+    .command('status')
+    .description("show a job's state, shards done of total, rows scored and failed, rows/s")
+    .argument('<id>', 'job id')
+    .option('--watch', 'redraw a progress bar until the job ends')
+    .option('--interval <ms>', 'poll interval with --watch', integer('--interval'), 1000)
+    .option('--json', 'print the job as JSON')
+    .action(async (id: string, opts: { watch?: boolean; interval: number; json?: boolean }) => {
+      const ctx = cliContext(global());
+      const job = opts.watch ? await watch(ctx, id, opts.interval) : await getJob(ctx, id);
+      console.log(opts.json ? JSON.stringify(job, null, 2) : summary(job));
+      if (opts.watch && job.state !== 'succeeded') process.exitCode = 3;
+    });
+
+  batch
+    .command('fetch')
+    .description('download the merged result (one line per input row, in input order) or the errors file')
+    .argument('<id>', 'job id')
+    .option('-o, --output <file>', 'write here instead of standard output')
+    .option('--errors', 'fetch errors.jsonl instead of result.jsonl')
+    .action(async (id: string, opts: { output?: string; errors?: boolean }) => {
+      const ctx = cliContext(global());
+      const job = await getJob(ctx, id);
+      const uri = opts.errors ? job.errors : job.result;
+      if (!uri) throw new CliError(`job ${id} is ${job.state}: it has no ${opts.errors ? 'errors file' : 'result'} yet`);
+      const { bucket, key } = splitS3(uri);
+      const store = ctx.store();
+      const out = await store.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      const bytes = await out.Body!.transformToByteArray();
+      if (opts.output) {
+        await writeFile(opts.output, bytes);
+        console.error(`wrote ${bytes.length} bytes to ${opts.output}`);
+      } else {
+        process.stdout.write(bytes);
+      }
+    });
+
+  program
+    .command('worker')
+    .description('run container batch workers on this machine against the local stack (the GPU image, on CPU)')
+    .option('--count <n>', 'worker processes', integer('--count'), 1)
+    .option('--queue <queue>', 'gpu (the container queue) or lambda (the score function queue)', 'gpu')
+    .option('--threads <n>', 'onnxruntime intra-op threads per worker', integer('--threads'))
+    .action(async (opts: { count: number; queue: string; threads?: number }) => {
+      const local = localStackFile();
+      if (!local) throw new CliError('no local stack: run `npm start` first (it writes .local/stack.json)');
+      const ctx = cliContext(global());
+      const bucket = ctx.store().bucket;
+      const { startWorkerProcesses, stopWorkerProcesses } = await import('../../../infra/local/workers.ts');
+      const { batchEnvironment } = await import('../../../infra/local/batch-resources.ts');
+      const name = opts.queue === 'lambda' ? 'ai-mass-local-batch-shards' : 'ai-mass-local-batch-gpu-shards';
+      const sqs = createSqsClient({ endpoint: local.awsEndpoint });
+      const queueUrl = (await sqs.send(new GetQueueUrlCommand({ QueueName: name })).catch(() => {
+        throw new CliError(`the local stack has no queue ${name}: is its batch part running?`);
+      })).QueueUrl!;
+      const env = {
+        ...batchEnvironment(
+          { bucket, table: 'ai-mass-local-batch', shardQueueUrl: queueUrl, gpuShardQueueUrl: queueUrl, deadLetterQueueUrl: '', submitQueueUrl: '' },
+          local,
+        ),
+        WORKER_QUEUE_URL: queueUrl,
+        MODEL_CACHE_DIR: join(process.cwd(), '.local', 'cache'),
+        ...(opts.threads ? { INTRA_OP_THREADS: String(opts.threads) } : {}),
+      };
+      const workers = startWorkerProcesses(opts.count, env, (line) => console.log(JSON.stringify(line)));
+      console.error(`started ${workers.length} worker(s) on ${queueUrl}; Ctrl-C stops them (each finishes or releases its shard)`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await stopWorkerProcesses(workers);
+    });
+}
