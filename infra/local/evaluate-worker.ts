@@ -64,7 +64,7 @@ export function createLocalEvaluateWorker(env: { awsEndpoint: string; bucket: st
   const queue = new SqsEvaluationQueue(sqs, env.queueName ?? LOCAL_EVALUATE_QUEUE);
   const sessions = new ModelSessions({ store, intraOpThreads: env.intraOpThreads });
   const service = new EvaluationService({ store, sessions, queue, intraOpThreads: env.intraOpThreads });
-  const logger = new Logger({ serviceName: 'ai-mass-evaluate-local', logLevel: 'WARN' });
+  const logger = new Logger({ serviceName: 'ai-mass-evaluate-local', logLevel: (process.env.EVALUATE_WORKER_LOG_LEVEL ?? 'WARN') as 'WARN' });
   const handler = createEvaluateWorkerHandler({ service, logger });
   return { s3, sqs, store, queue, service, handler };
 }
