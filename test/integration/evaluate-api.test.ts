@@ -303,20 +303,20 @@ async function renderCharts(html: string): Promise<Rendered> {
     });
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(`file://${file}`);
-    const measured = await page.evaluate(() => {
-      const box = (el: Element | null) => {
-        const r = el?.getBoundingClientRect();
-        return { width: r?.width ?? 0, height: r?.height ?? 0 };
-      };
-      const visible = (selector: string) => [...document.querySelectorAll(selector)].filter((e) => box(e).width > 0 && box(e).height > 0).length;
-      return {
-        verdict: document.getElementById('verdict')?.textContent ?? '',
-        boxes: Object.fromEntries(['chart-latency', 'chart-variants', 'chart-confusion'].map((id) => [id, box(document.getElementById(id))])),
-        bars: visible('#chart-latency rect.bar'),
-        points: visible('#chart-variants circle.point'),
-        cells: visible('#chart-confusion rect.cell'),
-      };
-    });
+    const boxes: Rendered['boxes'] = {};
+    for (const id of ['chart-latency', 'chart-variants', 'chart-confusion']) {
+      const box = await page.locator(`#${id}`).boundingBox();
+      boxes[id] = { width: box?.width ?? 0, height: box?.height ?? 0 };
+    }
+    // Playwright counts an element visible when its bounding box is non-empty and it is not hidden.
+    const visible = (selector: string) => page.locator(selector).filter({ visible: true }).count();
+    const measured = {
+      verdict: (await page.locator('#verdict').textContent()) ?? '',
+      boxes,
+      bars: await visible('#chart-latency rect.bar'),
+      points: await visible('#chart-variants circle.point'),
+      cells: await visible('#chart-confusion rect.cell'),
+    };
     return { errors, ...measured };
   } finally {
     await browser?.close();
