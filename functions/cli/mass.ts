@@ -4,6 +4,7 @@ import { registerModelCommands } from './commands/models.ts';
 import { registerDatasetCommands } from './commands/dataset.ts';
 import { registerEvaluateCommands } from './commands/evaluate.ts';
 import { registerBatchCommands } from './commands/batch.ts';
+import { registerQuantizeCommands } from './commands/quantize.ts';
 import { CliError } from './context.ts';
 
 const program = new Command('mass')
@@ -17,6 +18,7 @@ registerModelCommands(program);
 registerDatasetCommands(program);
 registerEvaluateCommands(program);
 registerBatchCommands(program);
+registerQuantizeCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,141 @@
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import { z } from 'zod';
+import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
+import type { ModelStore } from '../core/model-store.ts';
+import { assertValidName } from '../core/names.ts';
+import { UnsupportedModelError } from '../core/onnx/graph-toolkit.ts';
+import { runQuantizeJob, type QuantizeJob, type QuantizeJobs } from '../core/quantize/jobs.ts';
+import { quantizeRequestSchema, type QuantizeRequest } from '../core/quantize/options.ts';
+import { estimatedMemoryMiB } from '../core/quantize/quantize-model.ts';
+
+type Result = APIGatewayProxyStructuredResultV2;
+type Log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+
+export interface QuantizeApiDeps {
+  store: ModelStore;
+  jobs: QuantizeJobs;
+  /** Hands a job to the worker: an SQS message in AWS, an in-process run locally. */
+  dispatch: (job: string) => Promise<void>;
+  /** The worker's memory; a model whose estimate exceeds it is refused with the container path. */
+  workerMemoryMiB: number;
+  log: Log;
+}
+
+const QUANTIZE_ROUTE = /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/quantize\/?$/;
+const JOB_ROUTE = /^\/v2\/models\/([^/]+)\/quantizations\/([^/]+)\/?$/;
+const MAX_BODY = 64 * 1024;
+
+function json(statusCode: number, body: unknown, headers: Record<string, string> = {}): Result {
+  return { statusCode, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) };
+}
+
+function segment(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new BadRequestError(`malformed path segment ${JSON.stringify(raw)}`);
+  }
+}
+
+/** The request as the schemas parse it; the re-parse on the worker sees the same defaults. */
+export function parseQuantizeRequest(body: unknown): QuantizeRequest {
+  const parsed = quantizeRequestSchema.safeParse(body);
+  if (!parsed.success) throw new BadRequestError(`invalid quantize request: ${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}
+
+export function jobView(job: QuantizeJob) {
+  return { ...job, links: { self: `/v2/models/${job.model}/quantizations/${job.job}`, ...(job.resultVersion ? { result: `/v2/models/${job.model}/versions/${job.resultVersion}` } : {}) } };
+}
+
+/** HTTP API: POST .../versions/{v}/quantize starts (or finds) a job, GET .../quantizations/{job} reads it. */
+export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
+  async function route(event: APIGatewayProxyEventV2): Promise<Result> {
+    const method = event.requestContext.http.method.toUpperCase();
+    const path = event.rawPath;
+    const start = QUANTIZE_ROUTE.exec(path);
+    if (start) {
+      if (method !== 'POST') throw new HttpError(405, `method ${method} is not allowed on ${path}; use POST`);
+      const name = assertValidName(segment(start[1]!), 'model name');
+      const version = assertValidName(segment(start[2]!), 'version');
+      const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
+      if (Buffer.byteLength(raw) > MAX_BODY) throw new PayloadTooLargeError(`request body exceeds ${MAX_BODY} bytes`);
+      let body: unknown;
+      try {
+        body = JSON.parse(raw || '{}');
+      } catch (error) {
+        throw new BadRequestError(`request body is not JSON: ${(error as Error).message}`);
+      }
+      const request = parseQuantizeRequest(body);
+      const manifest = await deps.store.getManifest(name, version);
+      if (manifest.lineage && ['int8-dynamic', 'int8-static', 'fp16'].includes(manifest.lineage.method)) {
+        throw new UnsupportedModelError(`model '${name}' version '${version}' is already a ${manifest.lineage.method} variant of version ${manifest.lineage.sourceVersion}; quantize that fp32 version instead`);
+      }
+      const needed = estimatedMemoryMiB(manifest.bytes, request.method);
+      if (needed > deps.workerMemoryMiB) {
+        throw new UnsupportedModelError(
+          `model '${name}' version '${version}' is ${(manifest.bytes / 2 ** 20).toFixed(0)} MiB; ${request.method} needs about ${needed} MiB, beyond the quantize Lambda's ${deps.workerMemoryMiB} MiB. ` +
+            `Run it on the container path instead: \`mass quantize ${name} --version ${version} --method ${request.method} --local\` in the worker image (infra/gpu-worker), which quantizes in-process and registers the result the same way`,
+        );
+      }
+      const { job, created } = await deps.jobs.createOrGet(name, version, request);
+      if (created) await deps.dispatch(job.job);
+      deps.log('info', created ? 'quantization queued' : 'quantization already known', { job: job.job, model: name, version, method: request.method });
+      return json(created ? 202 : 200, jobView(job), { location: `/v2/models/${name}/quantizations/${job.job}` });
+    }
+    const status = JOB_ROUTE.exec(path);
+    if (status) {
+      if (method !== 'GET') throw new HttpError(405, `method ${method} is not allowed on ${path}; use GET`);
+      const name = assertValidName(segment(status[1]!), 'model name');
+      const id = assertValidName(segment(status[2]!), 'job id');
+      const job = await deps.jobs.get(id);
+      if (!job || job.model !== name) throw new NotFoundError(`model '${name}' has no quantization job '${id}'`);
+      return json(200, jobView(job));
+    }
+    throw new NotFoundError(`no route for ${method} ${path}`);
+  }
+
+  return async function quantizeApiHandler(event: APIGatewayProxyEventV2): Promise<Result> {
+    try {
+      return await route(event);
+    } catch (error) {
+      if (error instanceof HttpError && error.expose) {
+        deps.log('warn', 'request refused', { statusCode: error.statusCode, error: error.message });
+        return json(error.statusCode, { error: error.message });
+      }
+      deps.log('error', 'request failed', { error: (error as Error).message });
+      return json(500, { error: 'internal server error' });
+    }
+  };
+}
+
+export interface QuantizeWorkerDeps {
+  store: ModelStore;
+  jobs: QuantizeJobs;
+  log: Log;
+}
+
+const messageSchema = z.object({ job: z.string() });
+
+/** Runs a job from its id; the API's parser decides what the stored options mean. */
+export function runJob(deps: QuantizeWorkerDeps, job: string): Promise<QuantizeJob> {
+  return runQuantizeJob({ store: deps.store, jobs: deps.jobs, log: (m, f) => deps.log('info', m, f) }, job, (j) => parseQuantizeRequest({ method: j.method, options: j.options }));
+}
+
+/** SQS worker: one job per message. A job that fails is recorded as failed (not retried); an error before that is retried by SQS. */
+export function createQuantizeWorkerHandler(deps: QuantizeWorkerDeps) {
+  return async function quantizeWorkerHandler(event: SQSEvent): Promise<SQSBatchResponse> {
+    const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
+    for (const record of event.Records) {
+      try {
+        const { job } = messageSchema.parse(JSON.parse(record.body));
+        const result = await runJob(deps, job);
+        deps.log('info', 'quantization job finished', { job, state: result.state, version: result.resultVersion });
+      } catch (error) {
+        deps.log('error', 'quantization message failed', { messageId: record.messageId, error: (error as Error).message });
+        batchItemFailures.push({ itemIdentifier: record.messageId });
+      }
+    }
+    return { batchItemFailures };
+  };
+}

@@ -1,0 +1,43 @@
+import middy from '@middy/core';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { GetQueueUrlCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { createDynamoClient, createS3Client, createSqsClient } from '../core/clients.ts';
+import { requireEnv } from '../core/config.ts';
+import { ModelStore } from '../core/model-store.ts';
+import { createObservability } from '../core/observability.ts';
+import { QuantizeJobs } from '../core/quantize/jobs.ts';
+import { createQuantizeApiHandler, createQuantizeWorkerHandler, runJob } from './app.ts';
+
+// Lambda init: clients once per environment.
+const { logger } = createObservability();
+const store = new ModelStore({ s3: createS3Client(), bucket: requireEnv('MODEL_BUCKET'), cacheDir: process.env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models' });
+const jobs = new QuantizeJobs({ db: DynamoDBDocumentClient.from(createDynamoClient(), { marshallOptions: { removeUndefinedValues: true } }), table: requireEnv('QUANTIZE_JOBS_TABLE') });
+const log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => logger[level](message, fields ?? {});
+const workerDeps = { store, jobs, log };
+
+/**
+ * QUANTIZE_DISPATCH=inline runs the job in this process after answering (the local stack, where
+ * serverless-offline keeps the handler's process alive); anything else sends it to the queue, found
+ * by name so that serverless-offline needs no CloudFormation reference.
+ */
+function createDispatch() {
+  if (process.env.QUANTIZE_DISPATCH === 'inline') {
+    return async (job: string) => {
+      void runJob(workerDeps, job).catch((error: Error) => logger.error('inline quantization failed', { job, error: error.message }));
+    };
+  }
+  const sqs = createSqsClient();
+  const queueName = requireEnv('QUANTIZE_QUEUE_NAME');
+  let url: Promise<string> | undefined;
+  return async (job: string) => {
+    url ??= sqs.send(new GetQueueUrlCommand({ QueueName: queueName })).then((out) => out.QueueUrl!);
+    await sqs.send(new SendMessageCommand({ QueueUrl: await url, MessageBody: JSON.stringify({ job }) }));
+  };
+}
+
+export const api = middy(
+  createQuantizeApiHandler({ store, jobs, dispatch: createDispatch(), workerMemoryMiB: Number(process.env.QUANTIZE_WORKER_MEMORY_MB ?? 3008), log }),
+).use(injectLambdaContext(logger, { resetKeys: true }));
+
+export const worker = middy(createQuantizeWorkerHandler(workerDeps)).use(injectLambdaContext(logger, { resetKeys: true }));
