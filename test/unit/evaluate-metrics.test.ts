@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   agreementMetrics,
+  binomial,
   bootstrapMean,
   classificationMetrics,
   histogram,
@@ -96,6 +97,29 @@ describe('bootstrap intervals', () => {
   it('resamples paired rows for a difference, so identical variants differ by exactly 0', () => {
     const hits = [1, 0, 1, 1, 0, 1];
     expect(bootstrapMean(hits, boot, hits)).toEqual({ value: 0, low: 0, high: 0 });
+  });
+
+  it('agrees with the normal approximation on a large 0/1 vector (drawn as exact binomial counts)', () => {
+    const hits = Float64Array.from({ length: 10_000 }, (_, i) => (i < 9837 ? 1 : 0));
+    const ci = bootstrapMean(hits, { resamples: 2000, seed: 1, confidence: 0.95 });
+    const half = 1.96 * Math.sqrt((0.9837 * 0.0163) / 10_000);
+
+    expect(ci.value).toBe(0.9837);
+    expect(ci.low).toBeCloseTo(0.9837 - half, 3);
+    expect(ci.high).toBeCloseTo(0.9837 + half, 3);
+  });
+
+  it('draws binomial counts with the right mean and variance', () => {
+    const random = seededRandom(5);
+    const draws = Array.from({ length: 4000 }, () => binomial(100, 0.3, random));
+    const mean = draws.reduce((a, b) => a + b, 0) / draws.length;
+    const variance = draws.reduce((a, b) => a + (b - mean) ** 2, 0) / draws.length;
+
+    expect(mean).toBeGreaterThan(29.6);
+    expect(mean).toBeLessThan(30.4);
+    expect(variance).toBeGreaterThan(19);
+    expect(variance).toBeLessThan(23);
+    expect([binomial(10, 0, random), binomial(10, 1, random)]).toEqual([0, 10]);
   });
 
   it('draws the same sequence for the same seed', () => {
