@@ -8,6 +8,7 @@ import { readIdxFile } from '../../functions/core/datasets/idx.ts';
 import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { darknet53Bytes, darknetSampleImages } from '../../functions/core/onnx/zoo/darknet53.ts';
 import { decodeModel, encodeModel, onnx } from '../../functions/core/onnx/model-proto.ts';
+import type { onnx as OnnxTypes } from 'onnx-proto';
 import { quantizeDynamic } from '../../functions/core/quantize/dynamic.ts';
 import { convertToFloat16 } from '../../functions/core/quantize/fp16.ts';
 import { quantizeStatic } from '../../functions/core/quantize/static-qdq.ts';
@@ -32,6 +33,11 @@ async function mnistOutputs(bytes: Uint8Array): Promise<Float32Array> {
   const out = await session.run({ input: new ort.Tensor('float32', images, [200, 784]) });
   expect(out.probabilities!.type).toBe('float32');
   return out.probabilities!.data as Float32Array;
+}
+
+/** The decoded main graph, whose repeated fields protobufjs always fills in. */
+function graphOf(bytes: Uint8Array): OnnxTypes.GraphProto {
+  return decodeModel(bytes).graph as OnnxTypes.GraphProto;
 }
 
 function compare(a: Float32Array, b: Float32Array, classes: number) {
@@ -102,9 +108,9 @@ describe('int8-dynamic', () => {
     const bytes = encodeModel(built);
     const { bytes: q, report } = quantizeDynamic(bytes);
     expect(report.quantized.map((r) => r.node)).toEqual(['first', 'second', 'third']);
-    const decoded = decodeModel(q);
-    expect(decoded.graph!.initializer.filter((t) => t.name.endsWith('_quantized')).map((t) => t.name)).toEqual(['w_shared_quantized']);
-    const constants = decoded.graph!.node.filter((n) => n.opType === 'Constant').map((n) => n.output[0]);
+    const decoded = graphOf(q);
+    expect(decoded.initializer.filter((t) => t.name?.endsWith('_quantized')).map((t) => t.name)).toEqual(['w_shared_quantized']);
+    const constants = decoded.node.filter((n) => n.opType === 'Constant').map((n) => n.output?.[0]);
     expect(constants).toEqual(['w_const_quantized', 'w_const_scale', 'w_const_zero_point']);
     const x = new ort.Tensor('float32', Float32Array.from({ length: 4 * 16 }, (_, i) => Math.cos(i)), [4, 16]);
     const ref = (await (await ort.InferenceSession.create(bytes)).run({ x })).y!.data as Float32Array;
@@ -124,7 +130,7 @@ describe('int8-dynamic', () => {
   });
 
   it('keeps excluded nodes and op types in fp32', async () => {
-    const names = decodeModel(mnistBytes).graph!.node.filter((n) => n.opType === 'MatMul').map((n) => n.name);
+    const names = graphOf(mnistBytes).node.filter((n) => n.opType === 'MatMul').map((n) => n.name);
     const { report } = quantizeDynamic(mnistBytes, { exclude: { nodes: [names[2]!], opTypes: [] } });
     expect(report.quantized.length).toBe(2);
     expect(report.skipped).toEqual([{ node: names[2], opType: 'MatMul', graph: 'main', reason: 'excluded' }]);
@@ -142,7 +148,7 @@ describe('refusals', () => {
 
   it('refuses weights in external data', () => {
     const m = decodeModel(mnistBytes);
-    const t = m.graph!.initializer[1]!;
+    const t = (m.graph as OnnxTypes.GraphProto).initializer[1]!;
     t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
     t.externalData = [{ key: 'location', value: 'weights.bin' } as never];
     t.rawData = new Uint8Array(0);
@@ -186,7 +192,7 @@ describe('fp16', () => {
     const { maxDiff, agreement } = compare(await mnistOutputs(mnistBytes), await mnistOutputs(bytes), 10);
     expect(maxDiff).toBeLessThan(0.002);
     expect(agreement).toBe(1);
-    const g = decodeModel(bytes).graph!;
+    const g = graphOf(bytes);
     expect([g.input[0]!.type!.tensorType!.elemType, g.output[0]!.type!.tensorType!.elemType]).toEqual([1, 1]);
     await checkOnnxModel(bytes);
   });
@@ -220,7 +226,7 @@ describe('int8-static (QDQ) on a small Darknet-53', () => {
   });
 
   it('has 52 convolutions with batch norm and leaky ReLU, and passes the checker', async () => {
-    const g = decodeModel(fp32).graph!;
+    const g = graphOf(fp32);
     const count = (op: string) => g.node.filter((n) => n.opType === op).length;
     expect([count('Conv'), count('BatchNormalization'), count('LeakyRelu'), count('Add'), count('GlobalAveragePool'), count('Gemm'), count('Softmax')]).toEqual([52, 52, 52, 23, 1, 1, 1]);
     await checkOnnxModel(fp32);
@@ -234,7 +240,7 @@ describe('int8-static (QDQ) on a small Darknet-53', () => {
     await checkOnnxModel(bytes);
     const optimized = join(dir, `${method}.onnx`);
     const probabilities = await run(bytes, { optimizedModelFilePath: optimized });
-    const ops = decodeModel(await readFile(optimized)).graph!.node.map((n) => n.opType);
+    const ops = graphOf(await readFile(optimized)).node.map((n) => n.opType);
     expect(ops.filter((o) => o === 'QLinearConv').length).toBe(52);
     expect(ops.filter((o) => o === 'QLinearAdd').length).toBe(23);
     // A random 52-layer network has no redundancy to absorb int8 noise: docs/quantization.md states 0.5 as this model's floor.
