@@ -1,5 +1,5 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { IntegrityError, NotFoundError } from './errors.ts';
@@ -25,6 +25,8 @@ export class ModelStore {
   readonly s3: S3Client;
   readonly bucket: string;
   readonly cacheDir: string;
+  /** The last background cache write (tests await it). */
+  pendingCacheWrite: Promise<void> = Promise.resolve();
 
   constructor(options: ModelStoreOptions) {
     this.s3 = options.s3;
@@ -40,6 +42,13 @@ export class ModelStore {
       if (isNotFound(error)) return undefined;
       throw error;
     }
+  }
+
+  private async writeCache(path: string, bytes: Uint8Array): Promise<void> {
+    await mkdir(dirname(path), { recursive: true });
+    const partial = `${path}.${process.pid}.partial`;
+    await writeFile(partial, bytes);
+    await rename(partial, path);
   }
 
   /** Model names that have at least one version. */
@@ -119,11 +128,9 @@ export class ModelStore {
         `model '${manifest.name}' version '${manifest.version}': sha256 ${actual} does not match the manifest's ${manifest.sha256}`,
       );
     }
-    // Write then rename, so a concurrent reader never sees half a file.
-    await mkdir(join(this.cacheDir, manifest.name, manifest.version), { recursive: true });
-    const partial = `${cached}.${process.pid}.partial`;
-    await writeFile(partial, bytes);
-    await rename(partial, cached);
+    // Off the cold-start path: the bytes are in memory already. Write then rename, so a concurrent
+    // reader never sees half a file; a failed write only costs a later download.
+    this.pendingCacheWrite = this.writeCache(cached, bytes).catch(() => undefined);
     return { bytes, source: 'bucket' };
   }
 }

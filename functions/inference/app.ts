@@ -34,14 +34,14 @@ function header(event: APIGatewayProxyEventV2, name: string): string | undefined
   return headers[name] ?? Object.entries(headers).find(([k]) => k.toLowerCase() === name)?.[1];
 }
 
-/** The body as bytes, refused before any decoding when it is over the limit. */
-function bodyBytes(event: APIGatewayProxyEventV2, limit: number): Buffer {
+/** The body (text as it came, binary as bytes), refused before any decoding when it is over the limit. */
+function requestBody(event: APIGatewayProxyEventV2, limit: number): string | Buffer {
   const body = event.body ?? '';
   const declared = Number(header(event, 'content-length') ?? NaN);
   const size = event.isBase64Encoded ? Math.floor((body.length * 3) / 4) : Buffer.byteLength(body);
   const largest = Number.isFinite(declared) ? Math.max(declared, size) : size;
   if (largest > limit) throw new PayloadTooLargeError(`request body of ${largest} bytes exceeds the limit of ${limit} bytes`);
-  return event.isBase64Encoded ? Buffer.from(body, 'base64') : Buffer.from(body, 'utf8');
+  return event.isBase64Encoded ? Buffer.from(body, 'base64') : body;
 }
 
 /** API Gateway HTTP API (payload v2) adapter for the Open Inference Protocol V2 REST API. */
@@ -84,13 +84,14 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
       return json(200, { name, version: model.version, ready: true });
     }
     allow('POST');
-    const body = bodyBytes(event, deps.maxBodyBytes);
+    const body = requestBody(event, deps.maxBodyBytes);
     const request = decodeInferRequest(body, header(event, INFERENCE_HEADER_CONTENT_LENGTH));
     const started = performance.now();
     const { response, binaryOutputs, model } = await service.infer(name, version, request);
     const ms = performance.now() - started;
     logger.appendKeys({ version: model.version });
-    recordMetric(metrics, 'InferenceLatency', MetricUnit.Milliseconds, ms, { model: name, version: model.version });
+    metrics.addDimensions({ model: name, version: model.version });
+    metrics.addMetric('InferenceLatency', MetricUnit.Milliseconds, ms);
     const encoded = encodeInferResponse(response, binaryOutputs);
     if (encoded.jsonLength === undefined) {
       return { statusCode: 200, headers: { 'content-type': 'application/json' }, body: encoded.body.toString('utf8') };

@@ -19,7 +19,8 @@ const sessions = new ModelSessions({
   intraOpThreads: config.intraOpThreads,
   onWarmupFailure: (model, version, error) => logger.warn('warm-up run failed', { model, version, error: error.message }),
 });
-const service = new InferenceService({
+/** Exported for benchmarks that compare the handler with its own session's raw run. */
+export const service = new InferenceService({
   store,
   sessions,
   serviceVersion: config.serviceVersion,

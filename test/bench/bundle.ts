@@ -1,0 +1,44 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { build, type BuildOptions } from 'esbuild';
+import { BENCH_AWS_ENV, root } from './common.ts';
+
+const run = promisify(execFile);
+
+interface PrintedService {
+  custom: { esbuild: BuildOptions & { exclude?: string[]; outputFileExtension?: string; outputWorkFolder?: string } };
+  provider: { environment?: Record<string, unknown> };
+}
+
+/** serverless.yml as `serverless print` resolves it (offline): one source for the bundle options. */
+export async function printService(): Promise<PrintedService> {
+  const { stdout } = await run(process.execPath, [join(root, 'node_modules', 'serverless', 'bin', 'serverless.js'), 'print', '--format', 'json', '--stage', 'bench'], {
+    cwd: root,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...BENCH_AWS_ENV, AWS_ENDPOINT_URL: 'http://127.0.0.1:9' },
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  return JSON.parse(stdout) as PrintedService;
+}
+
+/**
+ * Bundles one handler with the options serverless-esbuild uses for deployment, into a folder with no
+ * node_modules above it, as the function's zip is unpacked on Lambda.
+ */
+export async function buildDeployedBundle(entry: string): Promise<{ file: string; nodeOptions: string }> {
+  const service = await printService();
+  const { exclude = [], outputFileExtension = '.mjs', outputWorkFolder: _work, ...options } = service.custom.esbuild;
+  const outdir = await mkdtemp(join(tmpdir(), 'ai-mass-bundle-'));
+  await build({
+    ...options,
+    entryPoints: [join(root, entry)],
+    outdir,
+    outExtension: { '.js': outputFileExtension },
+    external: exclude,
+    logLevel: 'error',
+  });
+  const name = entry.split('/').pop()!.replace(/\.ts$/, outputFileExtension);
+  return { file: join(outdir, name), nodeOptions: String(service.provider.environment?.NODE_OPTIONS ?? '') };
+}
