@@ -115,12 +115,24 @@ export function uploadRequest(key: string, metadata: Record<string, string>): Re
   return Object.fromEntries(Object.entries(request).filter(([, v]) => v !== undefined));
 }
 
+/** EventBridge's "Object Created" from S3 (how the deployed stack delivers uploads). */
+export interface S3ObjectCreatedDetailEvent {
+  source: 'aws.s3';
+  'detail-type': 'Object Created';
+  detail: { bucket: { name: string }; object: { key: string } };
+}
+
+/** Uploads named by either an S3 notification or an EventBridge event, keys decoded. */
+export function uploadedObjects(event: S3Event | S3ObjectCreatedDetailEvent): { bucket: string; key: string }[] {
+  if ('Records' in event) return event.Records.map((r) => ({ bucket: r.s3.bucket.name, key: decodeS3Key(r.s3.object.key) }));
+  // EventBridge keys are URL-encoded the same way.
+  return [{ bucket: event.detail.bucket.name, key: decodeS3Key(event.detail.object.key) }];
+}
+
 export function createBatchUploadHandler(deps: BatchUploadHandlerDeps) {
   const { service, s3, logger } = deps;
-  return async function batchUploadHandler(event: S3Event): Promise<void> {
-    for (const record of event.Records) {
-      const bucket = record.s3.bucket.name;
-      const key = decodeS3Key(record.s3.object.key);
+  return async function batchUploadHandler(event: S3Event | S3ObjectCreatedDetailEvent): Promise<void> {
+    for (const { bucket, key } of uploadedObjects(event)) {
       if (!key.startsWith(keys.batchIncomingPrefix) || !/\.(jsonl|csv)$/.test(key)) {
         logger.warn('ignored upload: not batches/incoming/<job>.jsonl or .csv', { key });
         continue;

@@ -7,6 +7,7 @@ import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { createDynamoClient, createS3Client, createSqsClient } from '../../functions/core/clients.ts';
 import { createBatchRuntime, type BatchRuntime } from '../../functions/core/batch/runtime.ts';
+import { S3ObjectWriter } from '../../functions/core/batch/output.ts';
 import { pushModel } from '../../functions/core/model-push.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
@@ -108,6 +109,13 @@ export function apiEvent(method: string, path: string, body?: unknown): APIGatew
 }
 
 export async function putText(stack: BatchStack, key: string, body: string, metadata?: Record<string, string>): Promise<void> {
+  if (body.length > 8 * 1024 * 1024 && !metadata) {
+    // fauxqs takes at most 11 MiB per request: big inputs go up in parts, as the CLI sends them.
+    const writer = new S3ObjectWriter({ s3: stack.s3, bucket: stack.resources.bucket, key });
+    for (let at = 0; at < body.length; at += 4 * 1024 * 1024) await writer.write(body.slice(at, at + 4 * 1024 * 1024));
+    await writer.close();
+    return;
+  }
   await stack.s3.send(new PutObjectCommand({ Bucket: stack.resources.bucket, Key: key, Body: body, ...(metadata ? { Metadata: metadata } : {}) }));
 }
 

@@ -2,11 +2,12 @@ import { createReadStream } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand } from '@aws-sdk/client-sqs';
 import type { Command } from 'commander';
 import { createSqsClient } from '../../core/clients.ts';
 import { keys } from '../../core/keys.ts';
+import { S3ObjectWriter } from '../../core/batch/output.ts';
 import { FINAL_STATES, type BatchJobView } from '../../core/batch/schemas.ts';
 import { cliContext, CliError, localStackFile, type CliContext, type CliOptions } from '../context.ts';
 
@@ -98,7 +99,10 @@ export function registerBatchCommands(program: Command): void {
         const hash = createHash('sha256');
         for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
         const key = `${keys.batchInputsPrefix}${hash.digest('hex').slice(0, 16)}/${basename(file).replace(/[^A-Za-z0-9._-]/g, '_')}`;
-        await store.s3.send(new PutObjectCommand({ Bucket: store.bucket, Key: key, Body: createReadStream(file), ContentLength: info.size }));
+        // In parts above 8 MiB: S3 wants multipart for big objects and the local emulator takes 11 MiB a request.
+        const writer = new S3ObjectWriter({ s3: store.s3, bucket: store.bucket, key, contentType: file.endsWith('.csv') ? 'text/csv' : 'application/x-ndjson' });
+        for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await writer.write(chunk as Buffer);
+        await writer.close();
         input = `s3://${store.bucket}/${key}`;
         process.stderr.write(`uploaded ${file} (${info.size} bytes) to ${input}\n`);
       }

@@ -26,13 +26,15 @@ function optionalString(value: string | undefined): string | undefined {
 }
 
 export function readBatchConfig(env: NodeJS.ProcessEnv = process.env): BatchConfig {
+  // GPU_WORKERS=false: the GPU queue exists but no service consumes it, so no job may be routed there.
+  const gpu = env.GPU_WORKERS !== 'false';
   const parsed = batchConfigSchema.safeParse({
     bucket: requireEnv('MODEL_BUCKET', env),
     table: requireEnv('BATCH_TABLE', env),
     shardQueueUrl: optionalString(env.SHARD_QUEUE_URL),
-    gpuShardQueueUrl: optionalString(env.GPU_SHARD_QUEUE_URL),
+    gpuShardQueueUrl: gpu ? optionalString(env.GPU_SHARD_QUEUE_URL) : undefined,
     shardQueueName: optionalString(env.SHARD_QUEUE_NAME),
-    gpuShardQueueName: optionalString(env.GPU_SHARD_QUEUE_NAME),
+    gpuShardQueueName: gpu ? optionalString(env.GPU_SHARD_QUEUE_NAME) : undefined,
     gpuThresholdBytes: optionalNumber(env.GPU_THRESHOLD_BYTES),
     cacheDir: env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models',
     intraOpThreads: optionalNumber(env.INTRA_OP_THREADS),

@@ -1,0 +1,176 @@
+// `serverless package` of the real service with infra/serverless/batch.yml included, offline, then
+// assertions on the batch part of the CloudFormation template and on the score function's bundle.
+import { execFile, execFileSync } from 'node:child_process';
+import { cp, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const root = path.resolve(import.meta.dirname, '..', '..');
+const serverlessBin = createRequire(path.join(root, 'package.json')).resolve('serverless/bin/serverless.js');
+const NOT_COPIED = new Set(['node_modules', '.git', '.serverless', '.esbuild', '.build', '.local', 'scratch', 'tmp', 'bench', 'layers/onnxruntime/dist']);
+
+interface Resource {
+  Type: string;
+  Condition?: string;
+  Properties: Record<string, unknown>;
+}
+interface Template {
+  Resources: Record<string, Resource>;
+  Conditions?: Record<string, unknown>;
+}
+interface Statement {
+  Sid?: string;
+  Action: string | string[];
+  Resource: unknown;
+}
+
+const isolated = (() => {
+  try {
+    execFileSync('unshare', ['-rn', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+const work: string[] = [];
+
+async function packageService(params: Record<string, string>): Promise<{ dir: string; template: Template }> {
+  const base = await mkdtemp(path.join(tmpdir(), 'ai-mass-batch-package-'));
+  work.push(base);
+  const service = path.join(base, 'service');
+  const dir = path.join(base, 'out');
+  await cp(root, service, {
+    recursive: true,
+    filter: (source) => !NOT_COPIED.has(path.relative(root, source).split(path.sep).join('/')) && !path.basename(source).startsWith('.esbuild'),
+  });
+  await symlink(path.join(root, 'node_modules'), path.join(service, 'node_modules'), 'dir');
+  const args = [serverlessBin, 'package', '--stage', 'test', '--package', dir, ...Object.entries(params).map(([k, v]) => `--param=${k}=${v}`)];
+  const [file, argv] = isolated ? ['unshare', ['-rn', process.execPath, ...args]] : [process.execPath, args];
+  await run(file, argv, {
+    cwd: service,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' },
+    timeout: 100_000,
+  });
+  return { dir, template: JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template };
+}
+
+function statements(t: Template, role: string): Statement[] {
+  const policies = t.Resources[role]!.Properties.Policies as { PolicyDocument: { Statement: Statement[] } }[];
+  return policies.flatMap((p) => p.PolicyDocument.Statement);
+}
+
+const actions = (t: Template, role: string) => statements(t, role).flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action])).sort();
+
+let plain: Template;
+let gpu: Template;
+let gpuDir: string;
+
+beforeAll(async () => {
+  [{ template: plain }, { template: gpu, dir: gpuDir }] = await Promise.all([
+    packageService({}),
+    packageService({ batchGpuWorkers: 'true', batchGpuVpcId: 'vpc-0abc', batchGpuSubnetIds: 'subnet-a,subnet-b' }),
+  ]);
+}, 200_000);
+
+afterAll(async () => {
+  await Promise.all(work.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+describe('batch functions and queues', () => {
+  it('routes POST /v2/batches and GET /v2/batches/{id} to the batch API function', () => {
+    const routes = Object.values(plain.Resources).filter((r) => r.Type === 'AWS::ApiGatewayV2::Route').map((r) => r.Properties.RouteKey);
+    expect(routes).toEqual(expect.arrayContaining(['POST /v2/batches', 'GET /v2/batches/{id}']));
+  });
+
+  it('sends shards that fail three receives to the dead-letter queue, whose function ends jobs partial', () => {
+    for (const queue of ['BatchShardQueue', 'BatchGpuShardQueue']) {
+      expect(plain.Resources[queue]!.Properties.RedrivePolicy).toEqual({ deadLetterTargetArn: { 'Fn::GetAtt': ['BatchShardDeadLetterQueue', 'Arn'] }, maxReceiveCount: 3 });
+    }
+    // Six times the score function's timeout, as AWS advises for SQS event sources.
+    expect(plain.Resources.BatchScoreLambdaFunction!.Properties.Timeout).toBe(900);
+    expect(plain.Resources.BatchShardQueue!.Properties.VisibilityTimeout).toBe(5400);
+    const mappings = Object.values(plain.Resources).filter((r) => r.Type === 'AWS::Lambda::EventSourceMapping').map((r) => r.Properties);
+    expect(mappings).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ EventSourceArn: { 'Fn::GetAtt': ['BatchShardQueue', 'Arn'] }, BatchSize: 1, FunctionResponseTypes: ['ReportBatchItemFailures'] }),
+        expect.objectContaining({ EventSourceArn: { 'Fn::GetAtt': ['BatchShardDeadLetterQueue', 'Arn'] }, FunctionResponseTypes: ['ReportBatchItemFailures'] }),
+        expect.objectContaining({ EventSourceArn: { 'Fn::GetAtt': ['BatchSubmitQueue', 'Arn'] }, FunctionResponseTypes: ['ReportBatchItemFailures'] }),
+      ]),
+    );
+  });
+
+  it('submits on S3 Object Created events under batches/incoming/', () => {
+    const rule = Object.values(plain.Resources).find((r) => r.Type === 'AWS::Events::Rule')!;
+    expect(rule.Properties.EventPattern).toEqual({
+      source: ['aws.s3'],
+      'detail-type': ['Object Created'],
+      detail: { bucket: { name: [{ Ref: 'ModelBucket' }] }, object: { key: [{ prefix: 'batches/incoming/' }] } },
+    });
+  });
+
+  it('keeps job state in a pk/sk table the functions name without a CloudFormation reference', () => {
+    expect(plain.Resources.BatchTable!.Properties).toMatchObject({ TableName: 'ai-mass-test-batch', BillingMode: 'PAY_PER_REQUEST' });
+    const env = (plain.Resources.BatchApiLambdaFunction!.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+    expect(env).toMatchObject({ BATCH_TABLE: 'ai-mass-test-batch', SHARD_QUEUE_NAME: 'ai-mass-test-batch-shards', GPU_WORKERS: 'false' });
+  });
+});
+
+describe('least privilege', () => {
+  it('gives each batch function its own role with only what it does', () => {
+    expect(plain.Resources.BatchScoreLambdaFunction!.Properties.Role).toEqual({ 'Fn::GetAtt': ['BatchScoreRole', 'Arn'] });
+    expect(actions(plain, 'BatchApiRole')).toEqual([
+      'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:UpdateItem',
+      'logs:CreateLogStream', 'logs:PutLogEvents',
+      's3:AbortMultipartUpload', 's3:GetObject', 's3:GetObject', 's3:ListBucket', 's3:PutObject',
+      'sqs:GetQueueUrl', 'sqs:SendMessage',
+    ]);
+    // The score function cannot send messages or create jobs; it writes only under batches/.
+    const score = actions(plain, 'BatchScoreRole');
+    expect(score).not.toContain('sqs:SendMessage');
+    expect(score).not.toContain('dynamodb:PutItem');
+    const writes = statements(plain, 'BatchScoreRole').filter((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]).includes('s3:PutObject'));
+    expect(writes.map((s) => s.Resource)).toEqual([{ 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/batches/*' }]);
+  });
+});
+
+describe('the GPU service', () => {
+  it('exists only with --param batchGpuWorkers=true', () => {
+    expect(plain.Conditions!.BatchGpuEnabled).toEqual({ 'Fn::Equals': ['false', 'true'] });
+    expect(gpu.Conditions!.BatchGpuEnabled).toEqual({ 'Fn::Equals': ['true', 'true'] });
+    const ecs = Object.entries(gpu.Resources).filter(([, r]) => r.Type.startsWith('AWS::ECS::') || r.Type.startsWith('AWS::ApplicationAutoScaling::'));
+    expect(ecs.length).toBeGreaterThanOrEqual(7);
+    expect(ecs.every(([, r]) => r.Condition === 'BatchGpuEnabled')).toBe(true);
+  });
+
+  it('runs one GPU per task, starts at zero, and stops gracefully', () => {
+    expect(gpu.Resources.BatchGpuService!.Properties).toMatchObject({ DesiredCount: 0 });
+    const container = (gpu.Resources.BatchGpuTaskDefinition!.Properties.ContainerDefinitions as Record<string, unknown>[])[0]!;
+    expect(container).toMatchObject({ ResourceRequirements: [{ Type: 'GPU', Value: '1' }], StopTimeout: 120 });
+    expect(container.Environment).toEqual(expect.arrayContaining([{ Name: 'EXECUTION_PROVIDER', Value: 'cuda' }, { Name: 'WORKER_QUEUE_URL', Value: { Ref: 'BatchGpuShardQueue' } }]));
+    expect(gpu.Resources.BatchGpuAutoScalingGroup!.Properties).toMatchObject({ MinSize: '0', VPCZoneIdentifier: { 'Fn::Split': [',', 'subnet-a,subnet-b'] } });
+    expect(gpu.Resources.BatchGpuCapacityProvider!.Properties).toMatchObject({ AutoScalingGroupProvider: { ManagedScaling: { Status: 'ENABLED', TargetCapacity: 100 } } });
+  });
+
+  it('scales on backlog per task, and to zero when the queue is empty', () => {
+    expect(gpu.Resources.BatchGpuScalableTarget!.Properties).toMatchObject({ MinCapacity: 0, ScalableDimension: 'ecs:service:DesiredCount' });
+    const high = gpu.Resources.BatchGpuBacklogHighAlarm!.Properties.Metrics as { Id: string; Expression?: string }[];
+    expect(high.find((m) => m.Id === 'backlogpertask')!.Expression).toBe('(FILL(visible, 0) + FILL(inflight, 0)) / IF(FILL(tasks, 0) > 0, FILL(tasks, 0), 1)');
+    expect(gpu.Resources.BatchGpuScaleToZeroPolicy!.Properties).toMatchObject({
+      StepScalingPolicyConfiguration: { AdjustmentType: 'ExactCapacity', StepAdjustments: [{ MetricIntervalUpperBound: 0, ScalingAdjustment: 0 }] },
+    });
+    expect(gpu.Resources.BatchGpuQueueEmptyAlarm!.Properties).toMatchObject({ EvaluationPeriods: 15, AlarmActions: [{ Ref: 'BatchGpuScaleToZeroPolicy' }] });
+  });
+});
+
+describe('the score function bundle', () => {
+  it('leaves onnxruntime-node to the layer', async () => {
+    const zip = await readFile(path.join(gpuDir, 'batchScore.zip'));
+    expect(zip.includes(Buffer.from('onnxruntime_binding.node'))).toBe(false);
+    expect(zip.includes(Buffer.from('functions/batch-score/handler.mjs'))).toBe(true);
+  });
+});
