@@ -110,7 +110,10 @@ describe('POST /v2/batches', () => {
 describe('an upload to batches/incoming/<job>.jsonl', () => {
   it('submits a job named after the file, with its options from the object metadata', async () => {
     await putText(stack, 'batches/incoming/upload-one.jsonl', doublingRow(7) + '\n', { model: 'double', 'batch-size': '16' });
-    const job = await waitFor('the upload to be submitted', () => stack.runtime.service().get('upload-one').catch(() => undefined), 10_000);
+    const job = await waitFor('the upload to be submitted', async () => {
+      const view = await stack.runtime.service().get('upload-one').catch(() => undefined);
+      return view?.state === 'planning' ? undefined : view;
+    }, 10_000);
     expect(job).toMatchObject({ id: 'upload-one', state: 'running', model: 'double', version: '1', batch_size: 16, shards: { total: 1 } });
   });
 
@@ -118,6 +121,14 @@ describe('an upload to batches/incoming/<job>.jsonl', () => {
     await putText(stack, 'batches/incoming/upload-bad.jsonl', doublingRow(7) + '\n', { model: 'missing-model' });
     const job = await waitFor('the upload to be refused', () => stack.runtime.service().get('upload-bad').catch(() => undefined), 10_000);
     expect(job).toMatchObject({ id: 'upload-bad', state: 'failed', reason: "the upload was refused: unknown model 'missing-model'" });
+
+    // Uploading it again, fixed, under the same name replaces the refusal with a real job.
+    await putText(stack, 'batches/incoming/upload-bad.jsonl', doublingRow(8) + '\n', { model: 'double' });
+    const fixed = await waitFor('the fixed upload to be submitted', async () => {
+      const view = await stack.runtime.service().get('upload-bad');
+      return view.state === 'failed' || view.state === 'planning' ? undefined : view;
+    }, 10_000);
+    expect(fixed).toMatchObject({ id: 'upload-bad', state: 'running', model: 'double', shards: { total: 1 } });
   });
 });
 

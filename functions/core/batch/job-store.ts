@@ -82,6 +82,25 @@ export class BatchJobStore {
     }
   }
 
+  /** Replaces the `failed` record of a refused upload when the same name is uploaded again. */
+  async replaceRefused(job: BatchJobRecord): Promise<boolean> {
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { ...jobKey(job.jobId), ...job },
+          ConditionExpression: '#state = :failed AND requestHash = :refused',
+          ExpressionAttributeNames: { '#state': 'state' },
+          ExpressionAttributeValues: { ':failed': 'failed', ':refused': '' },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
+  }
+
   /** Moves a job from one state to another; false when it was not in `from` any more. */
   async transition(jobId: string, from: JobState, to: JobState, set: Partial<BatchJobRecord> = {}): Promise<boolean> {
     const names: Record<string, string> = { '#state': 'state' };

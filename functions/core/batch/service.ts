@@ -196,7 +196,10 @@ export class BatchService {
       }
     }
 
-    const existing = await jobs.get(jobId);
+    let existing = await jobs.get(jobId);
+    // A refused upload left a `failed` record under its name; uploading it again (fixed) replaces it.
+    const refused = existing !== undefined && existing.state === 'failed' && existing.requestHash === '' && source.kind === 'upload';
+    if (refused) existing = undefined;
     if (existing && !inline) {
       // Same job id: the same request again is the same job; anything else is a conflict.
       return this.resume(existing, source, await this.requestHash(request, version, inputKey, rowsHash, source));
@@ -236,7 +239,7 @@ export class BatchService {
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
       createdAt: this.now(),
     };
-    if (!(await jobs.create(record))) {
+    if (!(refused ? await jobs.replaceRefused(record) : await jobs.create(record))) {
       // Lost a race with an identical submission: answer as a resubmission.
       return this.resume((await jobs.get(jobId))!, source, requestHash);
     }

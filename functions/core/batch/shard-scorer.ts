@@ -111,6 +111,11 @@ export class ShardScorer {
    * `partial` (or `failed`) when it was the last one outstanding.
    */
   async deadLetter(message: ShardMessage): Promise<{ counted: boolean; finished?: JobState }> {
+    if (!(await this.options.jobs.get(message.job))) {
+      // Nothing to account for (the job record is gone); keeping the message would retry it for weeks.
+      this.options.log?.('warn', 'dead shard of a job that does not exist; dropped', { job: message.job, shard: message.shard });
+      return { counted: false };
+    }
     const dead = await this.options.jobs.markShardDead(message.job, message.shard);
     this.options.log?.('warn', 'shard is dead', { job: message.job, shard: message.shard, counted: dead.counted, lastError: dead.lastError });
     const finished = await finishIfComplete(this.finishDeps, dead.job);
