@@ -58,14 +58,25 @@ export async function mergeJob(deps: FinishDeps, job: BatchJobRecord): Promise<M
   const result = new S3ObjectWriter({ s3: deps.s3, bucket: deps.bucket, key: keys.batchResult(job.jobId) });
   const errors = new S3ObjectWriter({ s3: deps.s3, bucket: deps.bucket, key: keys.batchErrors(job.jobId) });
   const outcome: MergeOutcome = { deadRows: 0, deadShards: [] };
+  // Shard outputs are fetched a few ahead of the one being written, in order, memory bounded.
+  const AHEAD = 4;
+  const fetches = new Map<number, Promise<[string, string]>>();
+  const fetchShard = (shard: number) => {
+    if (shard >= ranges.length || fetches.has(shard) || !job.doneShards?.has(shard)) return;
+    const pending = Promise.all([
+      getText(deps.s3, deps.bucket, keys.batchShardOutput(job.jobId, shard)),
+      getText(deps.s3, deps.bucket, keys.batchShardErrors(job.jobId, shard)),
+    ]);
+    pending.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
+    fetches.set(shard, pending);
+  };
   let base = 0;
   for (const range of ranges) {
     const record = records.get(range.shard);
+    for (let next = range.shard; next <= range.shard + AHEAD; next++) fetchShard(next);
     if (job.doneShards?.has(range.shard)) {
-      const [lines, errs] = await Promise.all([
-        getText(deps.s3, deps.bucket, keys.batchShardOutput(job.jobId, range.shard)),
-        getText(deps.s3, deps.bucket, keys.batchShardErrors(job.jobId, range.shard)),
-      ]);
+      const [lines, errs] = await fetches.get(range.shard)!;
+      fetches.delete(range.shard);
       await result.write(renumber(lines, base));
       await errors.write(renumber(errs, base));
       base += record?.rows ?? 0;

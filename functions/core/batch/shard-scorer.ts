@@ -71,7 +71,9 @@ export class ShardScorer {
     try {
       const manifest = await store.getManifest(message.model, message.version);
       const model = await sessions.get(manifest);
+      const loaded = performance.now();
       let lines = await readShardLines(s3, message, message.start, message.end);
+      const read = performance.now();
       if (message.format === 'csv' && message.csvHeader && message.start === 0) lines = lines.slice(1);
       const scored = await scoreRows(model, lines, {
         format: message.format,
@@ -79,16 +81,25 @@ export class ShardScorer {
         outputs: message.outputs,
         signal: options.signal,
       });
+      const scoredAt = performance.now();
       // Buffers, not strings: the SDK warns that an empty string is a stream of unknown length.
       const body = (lines: string[]) => Buffer.from(lines.length === 0 ? '' : `${lines.join('\n')}\n`, 'utf8');
       await Promise.all([
         s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys.batchShardOutput(message.job, message.shard), Body: body(scored.lines), ContentType: 'application/x-ndjson' })),
         s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys.batchShardErrors(message.job, message.shard), Body: body(scored.errorLines), ContentType: 'application/x-ndjson' })),
       ]);
+      const written = performance.now();
       const completion = await jobs.completeShard(message.job, message.shard, scored.rows, scored.failed);
       const finished = await finishIfComplete(this.finishDeps, completion.job);
       const ms = performance.now() - started;
-      this.options.log?.('info', 'shard scored', { job: message.job, shard: message.shard, rows: scored.rows, failed: scored.failed, ms, counted: completion.counted, finished });
+      const phases = {
+        setupMs: Math.round(loaded - started),
+        readMs: Math.round(read - loaded),
+        scoreMs: Math.round(scoredAt - read),
+        writeMs: Math.round(written - scoredAt),
+        countAndMergeMs: Math.round(performance.now() - written),
+      };
+      this.options.log?.('info', 'shard scored', { job: message.job, shard: message.shard, rows: scored.rows, failed: scored.failed, ms, ...phases, counted: completion.counted, finished });
       return {
         status: 'scored',
         job: message.job,
