@@ -1,6 +1,7 @@
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { SNSClient } from '@aws-sdk/client-sns';
 
 /**
  * Every AWS client takes its endpoint from configuration. In AWS the variable is unset and the SDK's
@@ -32,4 +33,8 @@ export function createSqsClient(options: ClientOptions = {}): SQSClient {
 export function createDynamoClient(options: ClientOptions = {}): DynamoDBClient {
   const endpoint = options.endpoint ?? process.env.DYNAMODB_ENDPOINT_URL;
   return new DynamoDBClient({ ...common(options), ...(endpoint ? { endpoint } : {}) });
+}
+
+export function createSnsClient(options: ClientOptions = {}): SNSClient {
+  return new SNSClient(common(options));
 }

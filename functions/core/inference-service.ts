@@ -4,6 +4,8 @@ import type { ModelManifest } from './manifest.ts';
 import type { LoadedModel, ModelSessions } from './model-sessions.ts';
 import type { ModelStore } from './model-store.ts';
 import { assertValidName } from './names.ts';
+import type { AliasRecord } from './registry/registry-table.ts';
+import { chooseRoute } from './registry/routing.ts';
 import { DATATYPES, v2DatatypeOf } from './v2/datatypes.ts';
 import type { DecodedInferRequest, InferResponse, ResponseTensor } from './v2/codec.ts';
 import type { TensorMetadata } from './v2/schemas.ts';
@@ -11,6 +13,14 @@ import type { TensorMetadata } from './v2/schemas.ts';
 export const SERVER_NAME = 'ai-mass';
 export const PLATFORM = 'onnx_onnxv1';
 export const EXTENSIONS = ['binary_tensor_data'] as const;
+export const DEFAULT_ALIAS = 'prod';
+export const DEFAULT_ALIAS_TTL_MS = 5_000;
+
+interface ModelState {
+  versions: string[];
+  aliases: Map<string, AliasRecord>;
+  at: number;
+}
 
 export interface ModelMetadata {
   name: string;
@@ -30,8 +40,10 @@ export interface InferenceServiceOptions {
   store: ModelStore;
   sessions: ModelSessions;
   serviceVersion: string;
-  /** How long "latest version" answers are reused before the bucket is listed again. */
-  latestTtlMs?: number;
+  /** How long versions and aliases are reused before the registry is read again. */
+  aliasTtlMs?: number;
+  /** The alias a request without a version goes to, when the model has it. */
+  defaultAlias?: string;
   now?: () => number;
   log?: (level: 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
 }
@@ -39,7 +51,7 @@ export interface InferenceServiceOptions {
 /** The V2 protocol's operations, free of any transport: the handler, CLI and tests call these. */
 export class InferenceService {
   private readonly options: InferenceServiceOptions;
-  private readonly latest = new Map<string, { version: string; at: number }>();
+  private readonly states = new Map<string, ModelState>();
   private preload: Promise<void> = Promise.resolve();
   private preloadFailed: string[] = [];
   private preloadDone = true;
@@ -85,21 +97,50 @@ export class InferenceService {
     return this.preload;
   }
 
-  async resolveVersion(name: string, version?: string): Promise<string> {
+  /**
+   * The version a request goes to. An explicit segment is a version, or else an alias (routed by
+   * weight, sticky per caller when a key is given); no segment means the default alias when the
+   * model has one, else its highest version. Versions and aliases are cached for `aliasTtlMs`, the
+   * bound on how long a warm environment keeps serving a route that was just changed.
+   */
+  async resolveVersion(name: string, versionOrAlias?: string, stickyKey?: string): Promise<string> {
     assertValidName(name, 'model name');
-    if (version !== undefined) return assertValidName(version, 'version');
-    const now = (this.options.now ?? Date.now)();
-    const cached = this.latest.get(name);
-    if (cached && now - cached.at < (this.options.latestTtlMs ?? 30_000)) return cached.version;
-    const versions = await this.options.store.listVersions(name);
-    const highest = versions.at(-1);
+    if (versionOrAlias !== undefined) assertValidName(versionOrAlias, 'version');
+    let state = await this.modelState(name);
+    if (versionOrAlias !== undefined && !state.versions.includes(versionOrAlias) && !state.aliases.has(versionOrAlias)) {
+      state = await this.modelState(name, true); // registered since the last look?
+    }
+    if (versionOrAlias !== undefined) {
+      if (state.versions.includes(versionOrAlias)) return versionOrAlias;
+      const alias = state.aliases.get(versionOrAlias);
+      if (alias) return chooseRoute(alias.routes, stickyKey);
+      if (state.versions.length === 0) throw new NotFoundError(`unknown model '${name}'`);
+      throw new NotFoundError(`model '${name}' has no version '${versionOrAlias}'`);
+    }
+    const byDefault = state.aliases.get(this.options.defaultAlias ?? DEFAULT_ALIAS);
+    if (byDefault) return chooseRoute(byDefault.routes, stickyKey);
+    const highest = state.versions.at(-1);
     if (!highest) throw new NotFoundError(`unknown model '${name}'`);
-    this.latest.set(name, { version: highest, at: now });
     return highest;
   }
 
-  private async manifestOf(name: string, version?: string): Promise<ModelManifest> {
-    const resolved = await this.resolveVersion(name, version);
+  /** Versions (lowest first) and aliases of a model, from the registry table, cached for aliasTtlMs. */
+  private async modelState(name: string, refresh = false): Promise<ModelState> {
+    const now = (this.options.now ?? Date.now)();
+    const cached = this.states.get(name);
+    if (!refresh && cached && now - cached.at < (this.options.aliasTtlMs ?? DEFAULT_ALIAS_TTL_MS)) return cached;
+    const registry = this.options.store.registry;
+    const [versions, aliases] = await Promise.all([
+      this.options.store.listVersions(name),
+      registry ? registry.listAliases(name) : Promise.resolve([]),
+    ]);
+    const state = { versions, aliases: new Map(aliases.map((a) => [a.alias, a])), at: now };
+    this.states.set(name, state);
+    return state;
+  }
+
+  private async manifestOf(name: string, version?: string, stickyKey?: string): Promise<ModelManifest> {
+    const resolved = await this.resolveVersion(name, version, stickyKey);
     const loaded = this.options.sessions.loadedModel(name, resolved);
     if (loaded) return loaded.manifest;
     try {
@@ -112,12 +153,12 @@ export class InferenceService {
 
   async modelMetadata(name: string, version?: string): Promise<ModelMetadata> {
     const manifest = await this.manifestOf(name, version);
-    const versions = version === undefined ? await this.options.store.listVersions(name) : [manifest.version];
+    const versions = version === undefined ? (await this.modelState(name)).versions : [manifest.version];
     return { name, versions, platform: PLATFORM, inputs: manifest.inputs, outputs: manifest.outputs };
   }
 
-  async loadModel(name: string, version?: string): Promise<LoadedModel> {
-    const manifest = await this.manifestOf(name, version);
+  async loadModel(name: string, version?: string, stickyKey?: string): Promise<LoadedModel> {
+    const manifest = await this.manifestOf(name, version, stickyKey);
     try {
       return await this.options.sessions.get(manifest);
     } catch (error) {
@@ -129,8 +170,32 @@ export class InferenceService {
     }
   }
 
-  async infer(name: string, version: string | undefined, request: DecodedInferRequest): Promise<InferenceResult> {
-    const model = await this.loadModel(name, version);
+  /** Versions with status, notes and lineage, and the aliases that route to them. */
+  async versionDetails(name: string) {
+    const state = await this.modelState(name, true);
+    if (state.versions.length === 0) throw new NotFoundError(`unknown model '${name}'`);
+    const registry = this.options.store.registry;
+    const records = registry ? await registry.listVersions(name) : [];
+    const versions = await Promise.all(
+      state.versions.map(async (version) => {
+        const record = records.find((r) => r.version === version);
+        const manifest = record ? undefined : await this.options.store.getManifest(name, version);
+        return {
+          version,
+          status: record?.status ?? 'registered',
+          notes: record?.notes ?? manifest?.notes ?? '',
+          lineage: record?.lineage ?? manifest?.lineage ?? null,
+          created: record?.created ?? manifest?.created ?? '',
+          aliases: [...state.aliases.values()].filter((a) => a.routes.some((r) => r.version === version && r.weight > 0)).map((a) => a.alias),
+        };
+      }),
+    );
+    const aliases = [...state.aliases.values()].map((a) => ({ alias: a.alias, routes: a.routes, revision: a.revision, updated: a.updated }));
+    return { name, versions, aliases };
+  }
+
+  async infer(name: string, version: string | undefined, request: DecodedInferRequest, stickyKey?: string): Promise<InferenceResult> {
+    const model = await this.loadModel(name, version, stickyKey);
     const feeds = buildFeeds(model, request);
     const requested = request.outputs ?? [...model.outputs.keys()].map((n) => ({ name: n, binary: request.binaryDataOutput }));
     for (const o of requested) {

@@ -47,6 +47,8 @@ export const modelManifestSchema = z.object({
   lineage: lineageSchema.nullable().default(null),
   notes: z.string().default(''),
   created: z.string(),
+  /** Pre-optimized artifacts by staging key (onnxruntime version + platform + arch). */
+  staged: z.record(z.string(), z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().positive() })).default({}),
   /** A small valid request used for the warm-up run; zeros are used when absent. */
   warmup: z.array(warmupTensorSchema).optional(),
   /** Promotion policy for this version; absent: the model's `models/<model>/policy.json`, then the default. */

@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import ort, { type InferenceSession, type Tensor } from './ort.ts';
 import type { ModelManifest, WarmupTensor } from './manifest.ts';
 import type { ModelStore } from './model-store.ts';
+import { STAGED_SESSION_EXTRA, stagingKey } from './registry/staging.ts';
 import { tensorMetadataOf } from './signature.ts';
 import { DATATYPES } from './v2/datatypes.ts';
 import { decodeJsonTensorData } from './v2/codec.ts';
@@ -14,8 +15,11 @@ export interface LoadedModel {
   session: InferenceSession;
   inputs: ReadonlyMap<string, TensorMetadata>;
   outputs: ReadonlyMap<string, TensorMetadata>;
-  /** Where the bytes came from and how long fetch + session + warm-up took. */
+  /** Where the bytes came from, which artifact, and how long fetch + session + warm-up took. */
   source: 'cache' | 'bucket';
+  artifact: 'staged' | 'onnx';
+  /** Kept alive with the session: a staged session reads its weights from this buffer in place. */
+  bytes: Uint8Array;
   loadMs: number;
   warmupError?: string;
   /** The execution providers the session was created with, when not the default CPU-only list. */
@@ -86,6 +90,9 @@ export interface ModelSessionsOptions {
    */
   executionProviders?: readonly InferenceSession.ExecutionProviderConfig[] | undefined;
   onProviderFallback?: (model: string, version: string, error: Error) => void;
+  /** Which staged artifact this runtime can use; defaults to its own onnxruntime version and CPU. */
+  stagingKey?: string | undefined;
+  onStagedFallback?: (model: string, version: string, error: Error) => void;
 }
 
 /**
@@ -126,25 +133,7 @@ export class ModelSessions {
 
   private async load(manifest: ModelManifest): Promise<LoadedModel> {
     const started = performance.now();
-    const { bytes, source } = await this.options.store.getModelBytes(manifest);
-    let session: InferenceSession;
-    let executionProviders: string[] | undefined;
-    const preferred = this.options.executionProviders;
-    if (preferred && preferred.length > 0) {
-      try {
-        session = await ort.InferenceSession.create(bytes, {
-          ...servingSessionOptions(this.options.intraOpThreads),
-          executionProviders: [...preferred],
-        });
-        executionProviders = preferred.map((p) => (typeof p === 'string' ? p : p.name));
-      } catch (error) {
-        this.options.onProviderFallback?.(manifest.name, manifest.version, error as Error);
-        session = await ort.InferenceSession.create(bytes, servingSessionOptions(this.options.intraOpThreads));
-        executionProviders = ['cpu'];
-      }
-    } else {
-      session = await ort.InferenceSession.create(bytes, servingSessionOptions(this.options.intraOpThreads));
-    }
+    const { session, source, artifact, bytes, executionProviders } = await this.createSession(manifest);
     const inputs = new Map(session.inputMetadata.map((m) => [m.name, tensorMetadataOf(m)] as const));
     const outputs = new Map(session.outputMetadata.map((m) => [m.name, tensorMetadataOf(m)] as const));
     let warmupError: string | undefined;
@@ -163,9 +152,45 @@ export class ModelSessions {
       inputs,
       outputs,
       source,
+      artifact,
+      bytes,
       loadMs: performance.now() - started,
       ...(warmupError ? { warmupError } : {}),
       ...(executionProviders ? { executionProviders } : {}),
     };
+  }
+
+  /**
+   * The staged artifact when one matches this runtime (CPU serving only: it was optimized for the
+   * CPU provider), else model.onnx; a staged artifact that is missing, tampered with or refused by
+   * onnxruntime falls back to model.onnx rather than failing the load.
+   */
+  private async createSession(manifest: ModelManifest) {
+    const options = servingSessionOptions(this.options.intraOpThreads);
+    const preferred = this.options.executionProviders;
+    if (!preferred || preferred.length === 0) {
+      try {
+        const staged = await this.options.store.getStagedBytes(manifest, this.options.stagingKey ?? stagingKey());
+        if (staged) {
+          const session = await ort.InferenceSession.create(staged.bytes, { ...options, extra: STAGED_SESSION_EXTRA } as InferenceSession.SessionOptions);
+          return { session, source: staged.source, artifact: 'staged' as const, bytes: staged.bytes, executionProviders: undefined };
+        }
+      } catch (error) {
+        this.options.onStagedFallback?.(manifest.name, manifest.version, error as Error);
+      }
+    }
+    const { bytes, source } = await this.options.store.getModelBytes(manifest);
+    if (preferred && preferred.length > 0) {
+      try {
+        const session = await ort.InferenceSession.create(bytes, { ...options, executionProviders: [...preferred] });
+        return { session, source, artifact: 'onnx' as const, bytes, executionProviders: preferred.map((p) => (typeof p === 'string' ? p : p.name)) };
+      } catch (error) {
+        this.options.onProviderFallback?.(manifest.name, manifest.version, error as Error);
+        const session = await ort.InferenceSession.create(bytes, options);
+        return { session, source, artifact: 'onnx' as const, bytes, executionProviders: ['cpu'] };
+      }
+    }
+    const session = await ort.InferenceSession.create(bytes, options);
+    return { session, source, artifact: 'onnx' as const, bytes, executionProviders: undefined };
   }
 }

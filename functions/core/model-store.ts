@@ -1,11 +1,13 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { IntegrityError, NotFoundError } from './errors.ts';
 import { keys } from './keys.ts';
 import { modelManifestSchema, type ModelManifest } from './manifest.ts';
 import { assertValidName, compareVersions } from './names.ts';
+import type { ModelEventPublisher } from './registry/events.ts';
+import type { RegistryTable } from './registry/registry-table.ts';
 import { sha256Hex } from './signature.ts';
 
 export interface ModelStoreOptions {
@@ -13,7 +15,15 @@ export interface ModelStoreOptions {
   bucket: string;
   /** Local file cache (Lambda's /tmp), reused for the life of the environment. */
   cacheDir: string;
+  /** The registry's table: version numbers, status and aliases. Without one, versions are listed from the bucket. */
+  registry?: RegistryTable | undefined;
+  /** Where registrations and rollouts are announced. */
+  events?: ModelEventPublisher | undefined;
 }
+
+const RANGED_GET_THRESHOLD = 16 * 1024 * 1024;
+const RANGE_PART_BYTES = 8 * 1024 * 1024;
+const RANGE_CONCURRENCY = 4;
 
 function isNotFound(error: unknown): boolean {
   const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
@@ -25,6 +35,8 @@ export class ModelStore {
   readonly s3: S3Client;
   readonly bucket: string;
   readonly cacheDir: string;
+  readonly registry: RegistryTable | undefined;
+  readonly events: ModelEventPublisher | undefined;
   /** The last background cache write (tests await it). */
   pendingCacheWrite: Promise<void> = Promise.resolve();
 
@@ -32,6 +44,8 @@ export class ModelStore {
     this.s3 = options.s3;
     this.bucket = options.bucket;
     this.cacheDir = options.cacheDir;
+    this.registry = options.registry;
+    this.events = options.events;
   }
 
   async getObjectBytes(key: string): Promise<Uint8Array | undefined> {
@@ -51,14 +65,21 @@ export class ModelStore {
     await rename(partial, path);
   }
 
+  async deleteObject(key: string): Promise<void> {
+    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+  }
+
   /** Model names that have at least one version. */
   async listModels(): Promise<string[]> {
     return this.listPrefixes(keys.modelsPrefix);
   }
 
-  /** Versions of one model, lowest first. */
+  /** Registered versions of one model, lowest first. */
   async listVersions(model: string): Promise<string[]> {
     assertValidName(model, 'model name');
+    if (this.registry) {
+      return (await this.registry.listVersions(model)).filter((v) => v.status === 'registered').map((v) => v.version);
+    }
     const versions = await this.listPrefixes(keys.modelPrefix(model));
     return versions.sort(compareVersions);
   }
@@ -115,22 +136,93 @@ export class ModelStore {
    * The model file's bytes, from the local cache when present, else from the bucket; either way its
    * sha256 must equal the manifest's before anyone builds a session from it.
    */
-  async getModelBytes(manifest: ModelManifest): Promise<{ bytes: Uint8Array; source: 'cache' | 'bucket' }> {
-    const cached = join(this.cacheDir, manifest.name, manifest.version, `${manifest.sha256}.onnx`);
-    const fromCache = await readFile(cached).catch(() => undefined);
-    if (fromCache && sha256Hex(fromCache) === manifest.sha256) return { bytes: fromCache, source: 'cache' };
+  getModelBytes(manifest: ModelManifest): Promise<{ bytes: Uint8Array; source: 'cache' | 'bucket' }> {
+    return this.getArtifact(manifest, keys.modelFile(manifest.name, manifest.version), manifest.sha256, manifest.bytes, 'onnx');
+  }
 
-    const bytes = await this.getObjectBytes(keys.modelFile(manifest.name, manifest.version));
-    if (!bytes) throw new NotFoundError(`model '${manifest.name}' version '${manifest.version}' has no model file`);
+  /** A staged artifact's bytes, hash-checked like the model file; undefined when none is staged under this key. */
+  async getStagedBytes(manifest: ModelManifest, stagingKey: string): Promise<{ bytes: Uint8Array; source: 'cache' | 'bucket' } | undefined> {
+    const staged = manifest.staged[stagingKey];
+    if (!staged) return undefined;
+    return this.getArtifact(manifest, keys.staged(manifest.name, manifest.version, stagingKey), staged.sha256, staged.bytes, 'ort');
+  }
+
+  private async getArtifact(manifest: ModelManifest, key: string, sha256: string, size: number, extension: string) {
+    const cached = join(this.cacheDir, manifest.name, manifest.version, `${sha256}.${extension}`);
+    const fromCache = await readFile(cached).catch(() => undefined);
+    if (fromCache && sha256Hex(fromCache) === sha256) {
+      const now = new Date();
+      void utimes(cached, now, now).catch(() => undefined); // recency for the cache budget's eviction
+      return { bytes: new Uint8Array(fromCache.buffer, fromCache.byteOffset, fromCache.byteLength), source: 'cache' as const };
+    }
+    const bytes = await this.getObjectParallel(key, size);
+    if (!bytes) throw new NotFoundError(`model '${manifest.name}' version '${manifest.version}' has no object ${key}`);
     const actual = sha256Hex(bytes);
-    if (actual !== manifest.sha256) {
-      throw new IntegrityError(
-        `model '${manifest.name}' version '${manifest.version}': sha256 ${actual} does not match the manifest's ${manifest.sha256}`,
-      );
+    if (actual !== sha256) {
+      throw new IntegrityError(`model '${manifest.name}' version '${manifest.version}': ${key} has sha256 ${actual}, the manifest says ${sha256}`);
     }
     // Off the cold-start path: the bytes are in memory already. Write then rename, so a concurrent
     // reader never sees half a file; a failed write only costs a later download.
     this.pendingCacheWrite = this.writeCache(cached, bytes).catch(() => undefined);
-    return { bytes, source: 'bucket' };
+    return { bytes, source: 'bucket' as const };
   }
+
+  /**
+   * Large objects come down as parallel ranged GETs (one connection tops out well below what S3
+   * serves to several); small ones in one request.
+   */
+  async getObjectParallel(key: string, size: number): Promise<Uint8Array | undefined> {
+    if (size <= RANGED_GET_THRESHOLD) return this.getObjectBytes(key);
+    const out = new Uint8Array(size);
+    const parts = Math.ceil(size / RANGE_PART_BYTES);
+    let next = 0;
+    let missing = false;
+    const worker = async () => {
+      while (next < parts && !missing) {
+        const part = next++;
+        const start = part * RANGE_PART_BYTES;
+        const end = Math.min(size, start + RANGE_PART_BYTES) - 1;
+        try {
+          const res = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }));
+          const chunk = await res.Body!.transformToByteArray();
+          if (chunk.length !== end - start + 1) throw new IntegrityError(`${key}: range ${start}-${end} returned ${chunk.length} bytes`);
+          out.set(chunk, start);
+        } catch (error) {
+          if (isNotFound(error)) missing = true;
+          else throw error;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(RANGE_CONCURRENCY, parts) }, worker));
+    return missing ? undefined : out;
+  }
+
+  /**
+   * Keeps the /tmp cache under its budget (the tier sets it): least recently used files go first.
+   * Files of models in use stay readable: sessions hold their bytes in memory.
+   */
+  async enforceCacheBudget(budgetBytes: number): Promise<string[]> {
+    const files: { path: string; size: number; used: number }[] = [];
+    const walk = async (dir: string) => {
+      for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(path);
+        else if (!entry.name.endsWith('.partial')) {
+          const info = await stat(path);
+          files.push({ path, size: info.size, used: info.mtimeMs });
+        }
+      }
+    };
+    await walk(this.cacheDir);
+    let total = files.reduce((sum, f) => sum + f.size, 0);
+    const evicted: string[] = [];
+    for (const f of files.sort((a, b) => a.used - b.used)) {
+      if (total <= budgetBytes) break;
+      await rm(f.path, { force: true });
+      total -= f.size;
+      evicted.push(f.path);
+    }
+    return evicted;
+  }
+
 }

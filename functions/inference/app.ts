@@ -16,6 +16,9 @@ export interface InferenceHandlerDeps {
 type Result = APIGatewayProxyStructuredResultV2;
 
 const MODEL_ROUTE = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer))?\/?$/;
+const VERSIONS_ROUTE = /^\/v2\/models\/([^/]+)\/versions\/?$/;
+/** A caller that sends this header always lands on the same side of a canary split. */
+export const STICKY_HEADER = 'x-mass-route-key';
 
 function json(statusCode: number, body: unknown): Result {
   return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
@@ -67,6 +70,11 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
       if (!service.isReady()) throw new NotReadyError(service.notReadyReason());
       return json(200, { ready: true });
     }
+    const listing = VERSIONS_ROUTE.exec(path);
+    if (listing) {
+      allow('GET');
+      return json(200, await service.versionDetails(segment(listing[1]!)));
+    }
     const match = MODEL_ROUTE.exec(path);
     if (!match) throw new NotFoundError(`no route for ${method} ${path}`);
     const name = segment(match[1]!);
@@ -87,7 +95,7 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     const body = requestBody(event, deps.maxBodyBytes);
     const request = decodeInferRequest(body, header(event, INFERENCE_HEADER_CONTENT_LENGTH));
     const started = performance.now();
-    const { response, binaryOutputs, model } = await service.infer(name, version, request);
+    const { response, binaryOutputs, model } = await service.infer(name, version, request, header(event, STICKY_HEADER));
     const ms = performance.now() - started;
     logger.appendKeys({ version: model.version });
     metrics.addDimensions({ model: name, version: model.version });

@@ -1,7 +1,8 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
-import { createS3Client } from '../core/clients.ts';
+import { createDynamoClient, createS3Client } from '../core/clients.ts';
+import { RegistryTable } from '../core/registry/registry-table.ts';
 import { readInferenceConfig } from '../core/config.ts';
 import { InferenceService } from '../core/inference-service.ts';
 import { ModelSessions } from '../core/model-sessions.ts';
@@ -13,22 +14,27 @@ import { createInferenceHandler } from './app.ts';
 const initStarted = performance.now();
 const config = readInferenceConfig();
 const { logger, metrics } = createObservability();
-const store = new ModelStore({ s3: createS3Client(), bucket: config.bucket, cacheDir: config.cacheDir });
+const registry = config.registryTable ? new RegistryTable(createDynamoClient(), config.registryTable) : undefined;
+const store = new ModelStore({ s3: createS3Client(), bucket: config.bucket, cacheDir: config.cacheDir, registry });
 const sessions = new ModelSessions({
   store,
   intraOpThreads: config.intraOpThreads,
   onWarmupFailure: (model, version, error) => logger.warn('warm-up run failed', { model, version, error: error.message }),
+  onStagedFallback: (model, version, error) => logger.warn('staged artifact not used', { model, version, error: error.message }),
 });
 /** Exported for benchmarks that compare the handler with its own session's raw run. */
 export const service = new InferenceService({
   store,
   sessions,
   serviceVersion: config.serviceVersion,
+  aliasTtlMs: config.aliasTtlMs,
+  defaultAlias: config.defaultAlias,
   log: (level, message, fields) => logger[level](message, fields),
 });
 
 // Top-level await: pre-warmed models are loaded during init, which provisioned concurrency pre-pays.
 await service.preloadModels(config.preloadModels);
+void store.pendingCacheWrite.then(() => store.enforceCacheBudget(config.cacheBudgetBytes)).catch(() => undefined);
 const initMs = performance.now() - initStarted;
 logger.info('init complete', { initMs, preloaded: config.preloadModels, ready: service.isReady() });
 let coldStartReported = false;

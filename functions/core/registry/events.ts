@@ -1,0 +1,47 @@
+import { PublishCommand, type SNSClient } from '@aws-sdk/client-sns';
+import type { Lineage } from '../manifest.ts';
+
+/**
+ * What users hear about: every registration, promotion and rollback, published to one SNS topic
+ * (subscribe email, SQS, a Lambda or a webhook). The message attribute `type` lets subscribers filter.
+ */
+export type ModelEventType = 'ModelVersionRegistered' | 'ModelPromoted' | 'ModelRolledBack' | 'ModelTrafficChanged';
+
+export interface ModelEvent {
+  type: ModelEventType;
+  model: string;
+  version: string;
+  notes?: string;
+  lineage?: Lineage | null;
+  alias?: string;
+  routes?: { version: string; weight: number }[];
+  at: string;
+}
+
+export interface ModelEventPublisher {
+  publish(event: ModelEvent): Promise<void>;
+}
+
+export class SnsModelEvents implements ModelEventPublisher {
+  private readonly sns: SNSClient;
+  private readonly topicArn: string;
+
+  constructor(sns: SNSClient, topicArn: string) {
+    this.sns = sns;
+    this.topicArn = topicArn;
+  }
+
+  async publish(event: ModelEvent): Promise<void> {
+    await this.sns.send(
+      new PublishCommand({
+        TopicArn: this.topicArn,
+        Subject: `${event.type}: ${event.model} ${event.version}`.slice(0, 99),
+        Message: JSON.stringify(event),
+        MessageAttributes: {
+          type: { DataType: 'String', StringValue: event.type },
+          model: { DataType: 'String', StringValue: event.model },
+        },
+      }),
+    );
+  }
+}

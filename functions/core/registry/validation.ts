@@ -1,0 +1,62 @@
+import { BadRequestError, PayloadTooLargeError } from '../errors.ts';
+import { assertNoExternalData, UnsupportedModelError } from '../onnx/graph-toolkit.ts';
+import { decodeModel, defaultOpsetVersion, int64ToNumber, OnnxFormatError } from '../onnx/model-proto.ts';
+import { readModelSignature, type ModelSignature } from '../signature.ts';
+
+/**
+ * What the layer's onnxruntime (1.30) loads: IR versions up to 13 and ai.onnx opsets 7 to 26
+ * (test/unit/registry-validation.test.ts loads both ends). Checked before onnxruntime sees the file,
+ * so the uploader reads which limit was crossed instead of a loader stack trace.
+ */
+export const SUPPORTED_IR_VERSIONS = { min: 3, max: 13 } as const;
+export const SUPPORTED_OPSETS = { min: 7, max: 26 } as const;
+export const DEFAULT_MAX_MODEL_BYTES = 512 * 1024 * 1024;
+
+/** Rejection of an upload: the reason is for the uploader, so it is a client error. */
+export class ModelRejectedError extends BadRequestError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ModelRejectedError';
+  }
+}
+
+export function assertModelSize(bytes: number, maxBytes: number): void {
+  if (bytes > maxBytes) throw new PayloadTooLargeError(`model of ${bytes} bytes exceeds the limit of ${maxBytes} bytes`);
+  if (bytes === 0) throw new ModelRejectedError('not an ONNX model: the upload is empty (0 bytes)');
+}
+
+/**
+ * Every check a model passes before it becomes a version: size, a guarded protobuf parse, weights
+ * inside the file, IR and opset within what onnxruntime supports, and a real load in onnxruntime.
+ */
+export async function validateModel(bytes: Uint8Array, maxBytes = DEFAULT_MAX_MODEL_BYTES): Promise<ModelSignature> {
+  assertModelSize(bytes.length, maxBytes);
+  let model;
+  try {
+    model = decodeModel(bytes);
+  } catch (error) {
+    if (error instanceof OnnxFormatError) throw new ModelRejectedError(error.message, { cause: error });
+    throw error;
+  }
+  try {
+    assertNoExternalData(model);
+  } catch (error) {
+    if (error instanceof UnsupportedModelError) throw new ModelRejectedError(error.message, { cause: error });
+    throw error;
+  }
+  const ir = int64ToNumber(model.irVersion);
+  if (ir < SUPPORTED_IR_VERSIONS.min || ir > SUPPORTED_IR_VERSIONS.max) {
+    throw new ModelRejectedError(`IR version ${ir} is not supported: onnxruntime here loads IR ${SUPPORTED_IR_VERSIONS.min} to ${SUPPORTED_IR_VERSIONS.max}`);
+  }
+  const opset = defaultOpsetVersion(model);
+  if (opset === undefined) throw new ModelRejectedError('the model imports no ai.onnx opset');
+  if (opset < SUPPORTED_OPSETS.min || opset > SUPPORTED_OPSETS.max) {
+    throw new ModelRejectedError(`opset ${opset} is not supported: onnxruntime here runs ai.onnx opsets ${SUPPORTED_OPSETS.min} to ${SUPPORTED_OPSETS.max}`);
+  }
+  try {
+    return await readModelSignature(bytes);
+  } catch (error) {
+    if (error instanceof BadRequestError) throw new ModelRejectedError(error.message, { cause: error });
+    throw error;
+  }
+}

@@ -1,0 +1,44 @@
+import type { S3Event } from 'aws-lambda';
+import type { Logger } from '@aws-lambda-powertools/logger';
+import type { Metrics } from '@aws-lambda-powertools/metrics';
+import type { ModelStore } from '../core/model-store.ts';
+import { MetricUnit } from '../core/observability.ts';
+import { registerUpload, type UploadOutcome } from '../core/registry/register-upload.ts';
+import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../core/s3-events.ts';
+
+export interface RegisterHandlerDeps {
+  store: ModelStore;
+  logger: Logger;
+  metrics: Metrics;
+  maxModelBytes: number;
+}
+
+/**
+ * Uploads under incoming/ (EventBridge "Object Created" in AWS, an S3 notification locally). A
+ * rejected upload is an outcome, not a failure; anything else throws, so the event is retried.
+ */
+export function createRegisterHandler(deps: RegisterHandlerDeps) {
+  const { store, logger, metrics } = deps;
+  return async function registerHandler(event: S3Event | S3ObjectCreatedDetailEvent): Promise<UploadOutcome[]> {
+    const outcomes: UploadOutcome[] = [];
+    for (const object of uploadedObjects(event)) {
+      const started = performance.now();
+      const outcome = await registerUpload(store, object, { maxModelBytes: deps.maxModelBytes });
+      const ms = performance.now() - started;
+      switch (outcome.status) {
+        case 'registered':
+          logger.info('model version registered', { model: outcome.manifest.name, version: outcome.manifest.version, sha256: outcome.manifest.sha256, ms });
+          metrics.addMetric('RegisterMs', MetricUnit.Milliseconds, ms);
+          break;
+        case 'rejected':
+          logger.warn('upload rejected', { key: object.key, reason: outcome.reason, rejectionKey: outcome.rejectionKey });
+          metrics.addMetric('UploadsRejected', MetricUnit.Count, 1);
+          break;
+        default:
+          logger.info(`upload ${outcome.status}`, { key: object.key, ...outcome });
+      }
+      outcomes.push(outcome);
+    }
+    return outcomes;
+  };
+}

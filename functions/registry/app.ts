@@ -1,0 +1,89 @@
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import type { Logger } from '@aws-lambda-powertools/logger';
+import { z } from 'zod';
+import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
+import { promote, rollback, setRoutes, type RolloutDeps } from '../core/registry/rollout.ts';
+
+export interface RegistryHandlerDeps extends RolloutDeps {
+  logger: Logger;
+}
+
+type Result = APIGatewayProxyStructuredResultV2;
+
+const ALIAS_ROUTE = /^\/v2\/models\/([^/]+)\/aliases\/([^/]+)(?:\/(promote|rollback))?\/?$/;
+
+const promoteSchema = z.object({
+  version: z.string(),
+  canary_weight: z.number().int().min(1).max(100).optional(),
+  revision: z.number().int().nonnegative().optional(),
+  force: z.boolean().optional(),
+});
+const routesSchema = z.object({
+  routes: z.array(z.object({ version: z.string(), weight: z.number() })),
+  revision: z.number().int().nonnegative(),
+});
+const rollbackSchema = z.object({ revision: z.number().int().nonnegative().optional() });
+
+function json(statusCode: number, body: unknown): Result {
+  return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+}
+
+function parse<T>(schema: z.ZodType<T>, event: APIGatewayProxyEventV2): T {
+  let body: unknown = {};
+  if (event.body) {
+    try {
+      body = JSON.parse(event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body);
+    } catch (error) {
+      throw new BadRequestError(`request body is not valid JSON: ${(error as Error).message}`);
+    }
+  }
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new BadRequestError(`invalid request${issue?.path.length ? ` at ${issue.path.join('.')}` : ''}: ${issue?.message}`);
+  }
+  return parsed.data;
+}
+
+/** Rollouts over the HTTP API: read an alias, set its routes, promote (fully or as a canary), roll back. */
+export function createRegistryHandler(deps: RegistryHandlerDeps) {
+  async function route(event: APIGatewayProxyEventV2): Promise<Result> {
+    const method = event.requestContext.http.method.toUpperCase();
+    const match = ALIAS_ROUTE.exec(event.rawPath);
+    if (!match) throw new NotFoundError(`no route for ${method} ${event.rawPath}`);
+    const model = decodeURIComponent(match[1]!);
+    const alias = decodeURIComponent(match[2]!);
+    const action = match[3];
+    if (action === 'promote' && method === 'POST') {
+      const body = parse(promoteSchema, event);
+      return json(200, await promote(deps, { model, alias, version: body.version, canaryWeight: body.canary_weight, revision: body.revision, force: body.force }));
+    }
+    if (action === 'rollback' && method === 'POST') {
+      const body = parse(rollbackSchema, event);
+      return json(200, await rollback(deps, { model, alias, revision: body.revision }));
+    }
+    if (action === undefined && method === 'PUT') {
+      const body = parse(routesSchema, event);
+      return json(200, await setRoutes(deps, { model, alias, routes: body.routes, revision: body.revision }));
+    }
+    if (action === undefined && method === 'GET') {
+      const record = await deps.store.registry!.getAlias(model, alias);
+      if (!record) throw new NotFoundError(`model '${model}' has no alias '${alias}'`);
+      return json(200, record);
+    }
+    throw new HttpError(405, `method ${method} is not allowed on ${event.rawPath}`);
+  }
+
+  return async function registryHandler(event: APIGatewayProxyEventV2): Promise<Result> {
+    try {
+      return await route(event);
+    } catch (error) {
+      if (error instanceof HttpError && error.expose) {
+        deps.logger.warn('request refused', { statusCode: error.statusCode, error: error.message });
+        return json(error.statusCode, { error: error.message });
+      }
+      deps.logger.error('request failed', { error: error as Error });
+      return json(500, { error: 'internal server error' });
+    }
+  };
+}

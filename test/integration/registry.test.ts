@@ -1,0 +1,238 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { readFile } from 'node:fs/promises';
+import { ConflictError } from '../../functions/core/errors.ts';
+import { InferenceService } from '../../functions/core/inference-service.ts';
+import { keys } from '../../functions/core/keys.ts';
+import { ModelSessions } from '../../functions/core/model-sessions.ts';
+import { encodeModel, decodeModel } from '../../functions/core/onnx/model-proto.ts';
+import { registerUpload, rejectionKey } from '../../functions/core/registry/register-upload.ts';
+import { promote, rollback, setRoutes } from '../../functions/core/registry/rollout.ts';
+import { stagingKey } from '../../functions/core/registry/staging.ts';
+import { latestEvaluationVerdict } from '../../functions/core/evaluate/gate.ts';
+import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
+
+let stack: RegistryStack;
+
+beforeAll(async () => {
+  stack = await startRegistryStack('registry-test');
+});
+
+afterAll(async () => {
+  await stack?.stop();
+});
+
+async function upload(key: string, body: Uint8Array | string, metadata: Record<string, string> = {}) {
+  await stack.store.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: body, Metadata: metadata }));
+  return { bucket: stack.store.bucket, key };
+}
+
+async function keysUnder(prefix: string): Promise<string[]> {
+  const out = await stack.store.s3.send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: prefix }));
+  return (out.Contents ?? []).map((o) => o.Key!).sort();
+}
+
+async function rejection(uploadKey: string): Promise<{ upload: string; reason: string }> {
+  const bytes = await stack.store.getObjectBytes(rejectionKey(uploadKey));
+  return JSON.parse(Buffer.from(bytes!).toString('utf8'));
+}
+
+describe('register on upload', () => {
+  it('turns an upload into an immutable numbered version with manifest, staged artifact and event, then removes the upload', async () => {
+    const object = await upload('incoming/scale/first.onnx', scaleModel(2), { notes: encodeURIComponent('first cut — doubles') });
+    const outcome = await registerUpload(stack.store, object);
+    expect(outcome.status).toBe('registered');
+    if (outcome.status !== 'registered') return;
+    expect(outcome.manifest.version).toBe('1');
+    expect(outcome.manifest.notes).toBe('first cut — doubles');
+    expect(outcome.manifest.inputs).toEqual([{ name: 'x', datatype: 'FP32', shape: [-1, 2] }]);
+    expect(outcome.manifest.opset).toBe(17);
+    expect(outcome.manifest.producer.name).toBe('ai-mass');
+    expect(Object.keys(outcome.manifest.staged)).toEqual([stagingKey()]);
+    expect(await keysUnder('models/scale/')).toEqual([
+      'models/scale/1/manifest.json',
+      'models/scale/1/model.onnx',
+      `models/scale/1/staged/${stagingKey()}.ort`,
+    ]);
+    expect(await keysUnder('incoming/scale/')).toEqual([]);
+    const record = await stack.store.registry!.getVersion('scale', '1');
+    expect(record).toMatchObject({ model: 'scale', version: '1', status: 'registered', sha256: outcome.manifest.sha256, notes: 'first cut — doubles' });
+    const events = await stack.receiveEvents();
+    expect(events.map((e) => [e.type, e.model, e.version, e.notes])).toEqual([['ModelVersionRegistered', 'scale', '1', 'first cut — doubles']]);
+  });
+
+  it('gives two concurrent uploads two distinct versions', async () => {
+    const a = await upload('incoming/pair/a.onnx', scaleModel(3));
+    const b = await upload('incoming/pair/b.onnx', scaleModel(4));
+    const [ra, rb] = await Promise.all([registerUpload(stack.store, a), registerUpload(stack.store, b)]);
+    const versions = [ra, rb].map((r) => (r.status === 'registered' ? r.manifest.version : r.status)).sort();
+    expect(versions).toEqual(['1', '2']);
+    expect((await stack.store.listVersions('pair'))).toEqual(['1', '2']);
+    await stack.receiveEvents();
+  });
+
+  it('registers a redelivered event once, whether it arrives at the same time or after', async () => {
+    const object = await upload('incoming/redelivered/m.onnx', scaleModel(5));
+    const outcomes = await Promise.all([registerUpload(stack.store, object), registerUpload(stack.store, object)]);
+    const again = await registerUpload(stack.store, object);
+    expect(outcomes.filter((o) => o.status === 'registered').length).toBeGreaterThanOrEqual(1);
+    expect(again.status).toBe('ignored');
+    expect(await stack.store.listVersions('redelivered')).toEqual(['1']);
+    await stack.receiveEvents();
+  });
+
+  it('resumes a registration that crashed part-way under the version it had claimed', async () => {
+    const bytes = scaleModel(6);
+    const object = await upload('incoming/resumed/m.onnx', bytes);
+    const head = await stack.store.s3.send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: object.key }));
+    const eTag = head.Contents![0]!.ETag!.replace(/"/g, '');
+    // The crashed attempt got as far as claiming version 7 for this upload.
+    await stack.store.registry!.claimUpload({ uploadId: `${stack.store.bucket}/${object.key}@${eTag}`, model: 'resumed', version: '7', state: 'pending' });
+    const outcome = await registerUpload(stack.store, object);
+    expect(outcome.status === 'registered' && outcome.manifest.version).toBe('7');
+    expect(await stack.store.listVersions('resumed')).toEqual(['7']);
+    await stack.receiveEvents();
+  });
+
+  describe('refuses a bad upload, registers nothing, and records why', () => {
+    const externalData = () => {
+      const m = decodeModel(scaleModel(2));
+      const k = m.graph!.initializer![0]!;
+      k.rawData = new Uint8Array(0);
+      k.dataLocation = 1; // EXTERNAL
+      k.externalData = [{ key: 'location', value: 'weights.bin' }];
+      return encodeModel(m);
+    };
+    it.each([
+      ['truncated', 'incoming/bad/truncated.onnx', async () => (await readFile('fixtures/models/mnist/model.onnx')).subarray(0, 50_000), /^not an ONNX model: /],
+      ['not ONNX', 'incoming/bad/text.onnx', async () => Buffer.from('this is not a model at all, just some text'), /^not an ONNX model: /],
+      ['external data', 'incoming/bad/external.onnx', async () => externalData(), /^initializer "k" in graph main uses external data; /],
+      ['an unsupported opset', 'incoming/bad/opset.onnx', async () => scaleModel(2, 27, 11), /^opset 27 is not supported: onnxruntime here runs ai\.onnx opsets 7 to 26$/],
+      ['an unsupported IR version', 'incoming/bad/ir.onnx', async () => scaleModel(2, 17, 14), /^IR version 14 is not supported: onnxruntime here loads IR 3 to 13$/],
+      ['a bad model name', 'incoming/Bad_Name/m.onnx', async () => scaleModel(2), /^invalid model name "Bad_Name" in the upload path: /],
+    ])('%s', async (_case, key, body, reason) => {
+      const object = await upload(key, await body());
+      const outcome = await registerUpload(stack.store, object);
+      expect(outcome.status).toBe('rejected');
+      const record = await rejection(key);
+      expect(record.upload).toBe(key);
+      expect(record.reason).toMatch(reason);
+      expect(await keysUnder('models/bad/')).toEqual([]);
+      expect(await stack.store.listVersions('bad')).toEqual([]);
+    });
+
+    it('over the size limit, without downloading it', async () => {
+      const object = await upload('incoming/bad/big.onnx', scaleModel(2));
+      const outcome = await registerUpload(stack.store, object, { maxModelBytes: 10 });
+      expect(outcome.status === 'rejected' && outcome.reason).toMatch(/^model of \d+ bytes exceeds the limit of 10 bytes$/);
+      expect(await stack.store.listVersions('bad')).toEqual([]);
+      expect(await stack.receiveEvents()).toEqual([]);
+    });
+  });
+});
+
+describe('aliases and rollout', () => {
+  beforeAll(async () => {
+    for (const k of [10, 20]) await registerUpload(stack.store, await upload(`incoming/roll/v${k}.onnx`, scaleModel(k)));
+    await stack.receiveEvents();
+  });
+
+  it('lets exactly one of two concurrent promotions from the same revision win; the other gets 409', async () => {
+    const first = await promote({ store: stack.store }, { model: 'roll', version: '1' });
+    expect(first).toMatchObject({ routes: [{ version: '1', weight: 100 }], revision: 1 });
+    const results = await Promise.allSettled([
+      setRoutes({ store: stack.store }, { model: 'roll', alias: 'prod', routes: [{ version: '2', weight: 100 }], revision: 1 }),
+      setRoutes({ store: stack.store }, { model: 'roll', alias: 'prod', routes: [{ version: '1', weight: 50 }, { version: '2', weight: 50 }], revision: 1 }),
+    ]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    expect(lost.reason).toBeInstanceOf(ConflictError);
+    expect(lost.reason.statusCode).toBe(409);
+    expect(lost.reason.message).toBe("alias 'prod' of model 'roll' changed since revision 1: read it again and retry");
+    expect((await stack.store.registry!.getAlias('roll', 'prod'))!.revision).toBe(2);
+  });
+
+  it('splits 1,000 routed requests by the canary weight, and keeps a sticky caller on one side', async () => {
+    const current = await stack.store.registry!.getAlias('roll', 'prod');
+    await setRoutes({ store: stack.store }, { model: 'roll', alias: 'prod', routes: [{ version: '1', weight: 100 }], revision: current!.revision });
+    await promote({ store: stack.store }, { model: 'roll', version: '2', canaryWeight: 10 });
+    const service = new InferenceService({ store: stack.store, sessions: new ModelSessions({ store: stack.store }), serviceVersion: 't' });
+    const counts: Record<string, number> = {};
+    for (let i = 0; i < 1000; i++) {
+      const v = await service.resolveVersion('roll');
+      counts[v] = (counts[v] ?? 0) + 1;
+    }
+    // Binomial(1000, 0.1): standard deviation 9.5, so ±40 is over four of them.
+    expect(counts['2']).toBeGreaterThan(60);
+    expect(counts['2']).toBeLessThan(140);
+    expect(counts['1']! + counts['2']!).toBe(1000);
+    const sticky = new Set<string>();
+    for (let i = 0; i < 50; i++) sticky.add(await service.resolveVersion('roll', undefined, 'caller-42'));
+    expect(sticky.size).toBe(1);
+    // An explicit version still wins over the alias, and an alias works as a version segment.
+    expect(await service.resolveVersion('roll', '1')).toBe('1');
+    expect(['1', '2']).toContain(await service.resolveVersion('roll', 'prod'));
+  });
+
+  it('rolls back to the routes before the last change and announces each step', async () => {
+    await stack.receiveEvents();
+    const before = await stack.store.registry!.getAlias('roll', 'prod');
+    const rolled = await rollback({ store: stack.store }, { model: 'roll' });
+    expect(rolled.routes).toEqual(before!.previous);
+    expect(rolled.revision).toBe(before!.revision + 1);
+    const events = await stack.receiveEvents();
+    expect(events.map((e) => [e.type, e.alias, e.routes])).toEqual([['ModelRolledBack', 'prod', before!.previous]]);
+  });
+
+  it('refuses to promote a version whose latest evaluation failed, unless forced', async () => {
+    await stack.store.s3.send(new PutObjectCommand({
+      Bucket: stack.store.bucket,
+      Key: keys.evalReport('roll', '2', '20261201T000000Z-test'),
+      Body: JSON.stringify({ evaluatedAt: '2026-12-01T00:00:00Z', gate: { passed: false, reasons: ['accuracy dropped 2.1 points; the policy allows 0.5'] } }),
+    }));
+    const deps = { store: stack.store, gate: latestEvaluationVerdict };
+    await expect(promote(deps, { model: 'roll', version: '2', canaryWeight: 20 })).rejects.toMatchObject({
+      statusCode: 422,
+      message: "version '2' of 'roll' failed its latest evaluation (evals/roll/2/20261201T000000Z-test/report.json): accuracy dropped 2.1 points; the policy allows 0.5; promote with force to override",
+    });
+    const forced = await promote(deps, { model: 'roll', version: '2', canaryWeight: 20, force: true });
+    expect(forced.routes).toEqual([{ version: '1', weight: 80 }, { version: '2', weight: 20 }]);
+  });
+
+  it('is seen by a warm environment once the alias cache bound has passed, and not before', async () => {
+    let clock = 1_000_000;
+    const service = new InferenceService({ store: stack.store, sessions: new ModelSessions({ store: stack.store }), serviceVersion: 't', aliasTtlMs: 2_000, now: () => clock });
+    const current = await stack.store.registry!.getAlias('roll', 'prod');
+    await setRoutes({ store: stack.store }, { model: 'roll', alias: 'prod', routes: [{ version: '1', weight: 100 }], revision: current!.revision });
+    expect(await service.resolveVersion('roll')).toBe('1');
+    const next = await stack.store.registry!.getAlias('roll', 'prod');
+    await setRoutes({ store: stack.store }, { model: 'roll', alias: 'prod', routes: [{ version: '2', weight: 100 }], revision: next!.revision });
+    clock += 1_999;
+    expect(await service.resolveVersion('roll')).toBe('1');
+    clock += 2;
+    expect(await service.resolveVersion('roll')).toBe('2');
+  });
+});
+
+describe('staged artifacts', () => {
+  it('serves from the staged artifact when its key matches, from model.onnx when it does not, with equal outputs', async () => {
+    const manifest = await stack.store.getManifest('scale', '1');
+    const staged = await new ModelSessions({ store: stack.store }).get(manifest);
+    const plain = await new ModelSessions({ store: stack.store, stagingKey: 'ort-0.0.0-linux-riscv' }).get(manifest);
+    expect(staged.artifact).toBe('staged');
+    expect(plain.artifact).toBe('onnx');
+    const ort = (await import('onnxruntime-node')).default;
+    const x = new ort.Tensor('float32', new Float32Array([1, 2]), [1, 2]);
+    expect(Array.from((await staged.session.run({ x })).y!.data as Float32Array)).toEqual([2, 4]);
+    expect(Array.from((await plain.session.run({ x })).y!.data as Float32Array)).toEqual([2, 4]);
+  });
+
+  it('falls back to model.onnx when the staged artifact fails its hash check', async () => {
+    const manifest = await stack.store.getManifest('pair', '1');
+    await stack.store.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: keys.staged('pair', '1', stagingKey()), Body: Buffer.from('tampered') }));
+    const fallbacks: string[] = [];
+    const loaded = await new ModelSessions({ store: stack.store, onStagedFallback: (_m, _v, e) => fallbacks.push(e.name) }).get(manifest);
+    expect(loaded.artifact).toBe('onnx');
+    expect(fallbacks).toEqual(['IntegrityError']);
+  });
+});
