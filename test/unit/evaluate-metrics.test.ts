@@ -139,6 +139,8 @@ describe('latency summaries', () => {
 
   it('bins latencies into equal-width bins, the maximum in the last', () => {
     expect(histogram([1, 2, 2, 3], 2)).toEqual({ start: 1, width: 1, counts: [1, 3] });
+    // With an upper bound, a stall lands in the last bin instead of stretching the axis.
+    expect(histogram([1, 2, 2, 3, 100], 2, 3)).toEqual({ start: 1, width: 1, counts: [1, 4] });
   });
 
   it('ranks the top k classes of a row, best first', () => {

@@ -294,8 +294,12 @@ export function summarizeLatencies(ms: ArrayLike<number>): LatencySummary {
   };
 }
 
-/** Histogram of latencies for the report's chart: `bins` equal-width bins from min to max. */
-export function histogram(ms: ArrayLike<number>, bins = 30): { start: number; width: number; counts: number[] } {
+/**
+ * Histogram of latencies for the report's chart: `bins` equal-width bins from the minimum to `upper`
+ * (default the maximum); anything above `upper` lands in the last bin, so one stall on a shared host
+ * does not squeeze the whole distribution into the first bar.
+ */
+export function histogram(ms: ArrayLike<number>, bins = 30, upper?: number): { start: number; width: number; counts: number[] } {
   let min = Infinity;
   let max = -Infinity;
   for (let i = 0; i < ms.length; i++) {
@@ -303,7 +307,8 @@ export function histogram(ms: ArrayLike<number>, bins = 30): { start: number; wi
     max = Math.max(max, ms[i]!);
   }
   if (!Number.isFinite(min)) return { start: 0, width: 0, counts: [] };
-  const width = max > min ? (max - min) / bins : 1;
+  const top = upper !== undefined && upper > min ? Math.min(max, upper) : max;
+  const width = top > min ? (top - min) / bins : 1;
   const counts = new Array<number>(bins).fill(0);
   for (let i = 0; i < ms.length; i++) counts[Math.min(bins - 1, Math.floor((ms[i]! - min) / width))]!++;
   return { start: min, width, counts };
