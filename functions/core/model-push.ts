@@ -6,7 +6,7 @@ import { assertValidName } from './names.ts';
 import type { VersionRecord } from './registry/registry-table.ts';
 import { stageArtifact, stagingKey } from './registry/staging.ts';
 import { DEFAULT_MAX_MODEL_BYTES, validateModel } from './registry/validation.ts';
-import { sha256Hex } from './signature.ts';
+import { sha256Hex } from './hash.ts';
 
 export interface PushModelInput {
   name: string;

@@ -8,7 +8,7 @@ import { modelManifestSchema, type ModelManifest } from './manifest.ts';
 import { assertValidName, compareVersions } from './names.ts';
 import type { ModelEventPublisher } from './registry/events.ts';
 import type { RegistryTable } from './registry/registry-table.ts';
-import { sha256Hex } from './signature.ts';
+import { sha256Hex } from './hash.ts';
 
 export interface ModelStoreOptions {
   s3: S3Client;

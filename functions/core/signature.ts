@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import ort, { type InferenceSession } from './ort.ts';
 import { BadRequestError } from './errors.ts';
+import { sha256Hex } from './hash.ts';
 import { decodeModel, defaultOpsetVersion, int64ToNumber, OnnxFormatError, type ModelProto } from './onnx/model-proto.ts';
 import { v2DatatypeOf } from './v2/datatypes.ts';
 import type { TensorMetadata } from './v2/schemas.ts';
@@ -15,9 +15,6 @@ export interface ModelSignature {
   producer: { name: string; version: string };
 }
 
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
 
 type ValueMetadata = InferenceSession.ValueMetadata;
 

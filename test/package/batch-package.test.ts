@@ -105,7 +105,7 @@ describe('batch functions and queues', () => {
   });
 
   it('submits on S3 Object Created events under batches/incoming/', () => {
-    const rule = Object.values(plain.Resources).find((r) => r.Type === 'AWS::Events::Rule')!;
+    const rule = Object.values(plain.Resources).find((r) => r.Type === 'AWS::Events::Rule' && JSON.stringify(r.Properties.EventPattern).includes('batches/'))!;
     expect(rule.Properties.EventPattern).toEqual({
       source: ['aws.s3'],
       'detail-type': ['Object Created'],

@@ -136,6 +136,7 @@ const V2_ROUTES = [
   'GET /v2/models/{name}',
   'GET /v2/models/{name}/ready',
   'POST /v2/models/{name}/infer',
+  'GET /v2/models/{name}/versions',
   'GET /v2/models/{name}/versions/{version}',
   'GET /v2/models/{name}/versions/{version}/ready',
   'POST /v2/models/{name}/versions/{version}/infer',
@@ -180,7 +181,7 @@ const inference = (t: Template): Resource => {
 };
 
 describe('serverless package (standard tier, IAM auth)', () => {
-  it('routes all nine Open Inference Protocol paths to the inference function with IAM auth', () => {
+  it('routes the Open Inference Protocol paths and the version listing to the inference function with IAM auth', () => {
     const routes = resourcesOfType(standard(), 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties);
     const byKey = new Map(routes.map((r) => [r.RouteKey as string, r]));
 
@@ -218,6 +219,8 @@ describe('serverless package (standard tier, IAM auth)', () => {
       POWERTOOLS_METRICS_NAMESPACE: 'AIMass',
       MAX_BODY_BYTES: '6291456',
       NODE_OPTIONS: '--enable-source-maps',
+      REGISTRY_TABLE: 'ai-mass-test-registry',
+      MODEL_CACHE_BUDGET_BYTES: '536870912',
     });
   });
 
@@ -248,7 +251,14 @@ describe('serverless package (standard tier, IAM auth)', () => {
     ]);
     const actions = statements.flatMap((s) => asArray(s.Action));
     expect(actions.filter((a) => a === '*' || a.endsWith(':*'))).toEqual([]);
-    expect(actions.filter((a) => !a.startsWith('s3:'))).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents']);
+    expect(actions.filter((a) => !a.startsWith('s3:'))).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents', 'dynamodb:GetItem', 'dynamodb:Query']);
+    // Versions and aliases: read-only, on the registry table alone.
+    expect(statements.find((s) => s.Sid === 'ReadRegistry')).toEqual({
+      Sid: 'ReadRegistry',
+      Effect: 'Allow',
+      Action: ['dynamodb:GetItem', 'dynamodb:Query'],
+      Resource: { 'Fn::GetAtt': ['RegistryTable', 'Arn'] },
+    });
     expect(statements.every((s) => s.Effect === 'Allow' && JSON.stringify(s.Resource) !== '"*"')).toBe(true);
     // No shared default role that every function would inherit.
     expect(t.Resources.IamRoleLambdaExecution).toBeUndefined();
@@ -286,6 +296,64 @@ describe('serverless package (standard tier, IAM auth)', () => {
       LogGroupName: `/aws/lambda/ai-mass-${STAGE}-inference`,
       RetentionInDays: 30,
     });
+  });
+});
+
+describe('registry', () => {
+  const roleStatements = (t: Template, role: string) =>
+    (t.Resources[role]!.Properties.Policies as { PolicyDocument: { Statement: Statement[] } }[]).flatMap((p) => p.PolicyDocument.Statement);
+
+  it('registers uploads from EventBridge Object Created events for incoming/*.onnx', () => {
+    const t = standard();
+    const rules = resourcesOfType(t, 'AWS::Events::Rule').map(([, r]) => r.Properties);
+    const rule = rules.find((r) => JSON.stringify(r.EventPattern).includes('incoming/*.onnx'));
+    expect(rule?.EventPattern).toEqual({
+      source: ['aws.s3'],
+      'detail-type': ['Object Created'],
+      detail: { bucket: { name: [{ Ref: 'ModelBucket' }] }, object: { key: [{ wildcard: 'incoming/*.onnx' }] } },
+    });
+    expect(t.Resources.ModelBucket?.Properties.NotificationConfiguration).toEqual({ EventBridgeConfiguration: { EventBridgeEnabled: true } });
+  });
+
+  it('lets the register role touch only uploads, versions, rejections, the registry table and the events topic', () => {
+    const statements = roleStatements(standard(), 'RegisterRole');
+    const resources = statements.filter((s) => s.Sid).map((s) => [s.Sid, asArray(s.Action), s.Resource]);
+    expect(resources).toEqual([
+      ['ReadAndRemoveUploads', ['s3:GetObject', 's3:DeleteObject'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/incoming/*' }],
+      ['WriteVersionsAndRejections', ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'], [
+        { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' },
+        { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/rejections/*' },
+      ]],
+      ['ListVersions', ['s3:ListBucket'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}' }],
+      ['Registry', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
+      ['Announce', ['sns:Publish'], { Ref: 'ModelEventsTopic' }],
+    ]);
+  });
+
+  it('routes alias reads, changes, promotions and rollbacks to the registry function', () => {
+    const routes = resourcesOfType(standard(), 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties);
+    const keysToRegistry = routes
+      .filter((r) => JSON.stringify(r.Target).includes('HttpApiIntegrationRegistry'))
+      .map((r) => r.RouteKey)
+      .sort();
+    expect(keysToRegistry).toEqual([
+      'GET /v2/models/{name}/aliases/{alias}',
+      'POST /v2/models/{name}/aliases/{alias}/promote',
+      'POST /v2/models/{name}/aliases/{alias}/rollback',
+      'PUT /v2/models/{name}/aliases/{alias}',
+    ]);
+  });
+
+  it('keeps the registry table (pk/sk, point-in-time recovery) and an encrypted events topic', () => {
+    const t = standard();
+    expect(t.Resources.RegistryTable?.Properties).toMatchObject({
+      TableName: 'ai-mass-test-registry',
+      BillingMode: 'PAY_PER_REQUEST',
+      KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }, { AttributeName: 'sk', KeyType: 'RANGE' }],
+      PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+    });
+    expect((t.Resources.RegistryTable as { DeletionPolicy?: string } | undefined)?.DeletionPolicy).toBe('Retain');
+    expect(t.Resources.ModelEventsTopic?.Properties).toEqual({ TopicName: 'ai-mass-test-model-events', KmsMasterKeyId: 'alias/aws/sns' });
   });
 });
 

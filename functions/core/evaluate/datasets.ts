@@ -7,7 +7,7 @@ import { keys } from '../keys.ts';
 import type { ModelManifest } from '../manifest.ts';
 import type { ModelStore } from '../model-store.ts';
 import { assertValidName } from '../names.ts';
-import { sha256Hex } from '../signature.ts';
+import { sha256Hex } from '../hash.ts';
 import { decodeJsonTensorData, elementCount, type TensorData } from '../v2/codec.ts';
 import { DATATYPES, isV2Datatype, V2_DATATYPES, type V2Datatype } from '../v2/datatypes.ts';
 

@@ -14,7 +14,7 @@ import type { ModelManifest } from '../manifest.ts';
 import { pushModel } from '../model-push.ts';
 import type { ModelStore } from '../model-store.ts';
 import { assertValidName } from '../names.ts';
-import { sha256Hex } from '../signature.ts';
+import { sha256Hex } from '../hash.ts';
 import type { CalibrationBatches } from './calibration.ts';
 import type { QuantizeReport } from './common.ts';
 import type { QuantizeRequest } from './options.ts';
