@@ -32,9 +32,24 @@ async function mnistLines(count: number): Promise<string[]> {
   });
 }
 
-/** Rows/s of one job through the workers, from submission to the job's end (merge included). */
-async function timeJob(stack: BatchStack, key: string, rows: number, batchSize: number): Promise<{ rowsPerS: number; jobRowsPerS: number | null }> {
+/** CPU seconds (user + system, every thread) a process has used so far, from /proc. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 of stat (utime, stime), in clock ticks of 1/100 s on Linux.
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+const workerPids: number[] = [];
+const workersCpu = async () => (await Promise.all(workerPids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
+
+/**
+ * Rows/s of one job through the workers, from submission to the job's end (merge included), and
+ * rows per CPU-second of the workers, which other load on a shared machine does not change.
+ */
+async function timeJob(stack: BatchStack, key: string, rows: number, batchSize: number): Promise<{ rowsPerS: number; jobRowsPerS: number | null; rowsPerCpuS: number }> {
   const service = stack.runtime.service();
+  const cpuBefore = await workersCpu();
   const started = performance.now();
   const { job } = await service.submit({ model: 'mnist', input: key, worker: 'gpu', batch_size: batchSize, shard_bytes: SHARD_BYTES });
   for (;;) {
@@ -42,7 +57,7 @@ async function timeJob(stack: BatchStack, key: string, rows: number, batchSize: 
     if (view.state === 'succeeded') {
       const ms = performance.now() - started;
       if (view.rows.scored !== rows) throw new Error(`job ${job.id} scored ${view.rows.scored} rows, expected ${rows}`);
-      return { rowsPerS: rows / (ms / 1000), jobRowsPerS: view.rows_per_s };
+      return { rowsPerS: rows / (ms / 1000), jobRowsPerS: view.rows_per_s, rowsPerCpuS: rows / ((await workersCpu()) - cpuBefore) };
     }
     if (view.state !== 'running' && view.state !== 'merging' && view.state !== 'planning') throw new Error(`job ${job.id} ended ${view.state}: ${view.reason}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -50,7 +65,9 @@ async function timeJob(stack: BatchStack, key: string, rows: number, batchSize: 
 }
 
 /** The baseline: the same JSONL lines parsed and scored in this process, one thread, same batch size. */
+let lastRawRowsPerCpuS = 0;
 async function rawLoop(session: ort.InferenceSession, lines: readonly string[], batchSize: number, decode: boolean, decoded?: Float32Array[]): Promise<number> {
+  const cpu = process.cpuUsage();
   const started = performance.now();
   for (let at = 0; at < lines.length; at += batchSize) {
     const n = Math.min(batchSize, lines.length - at);
@@ -61,6 +78,8 @@ async function rawLoop(session: ort.InferenceSession, lines: readonly string[], 
     }
     await session.run({ input: new ort.Tensor('float32', input, [n, PIXELS]) });
   }
+  const used = process.cpuUsage(cpu);
+  lastRawRowsPerCpuS = lines.length / ((used.user + used.system) / 1e6);
   return lines.length / ((performance.now() - started) / 1000);
 }
 
@@ -73,6 +92,7 @@ async function withWorkers<T>(stack: BatchStack, count: number, fn: () => Promis
     INTRA_OP_THREADS: '1',
     WAIT_TIME_SECONDS: '1',
   });
+  workerPids.splice(0, workerPids.length, ...workers.map((w) => w.pid));
   try {
     await Promise.all(workers.map((w) => w.waitFor((l) => l.message === 'worker ready')));
     // Warm-up: every worker loads its session and runs once before anything is timed.
@@ -103,6 +123,8 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
     await rawLoop(session, lines.slice(0, 512), BATCH_SIZE, true);
     const decoded = lines.map((l) => Float32Array.from((JSON.parse(l) as { inputs: { data: number[] }[] }).inputs[0]!.data));
     const raws: number[] = [];
+    const rawCpu: number[] = [];
+    const oneCpu: number[] = [];
     const inferenceOnlys: number[] = [];
     const ones: number[] = [];
     const twos: number[] = [];
@@ -110,6 +132,7 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
     let sweep: Record<string, number> = {};
     for (let round = 0; round < ROUNDS; round++) {
       raws.push(await rawLoop(session, lines, BATCH_SIZE, true));
+      rawCpu.push(lastRawRowsPerCpuS);
       inferenceOnlys.push(await rawLoop(session, lines, BATCH_SIZE, false, decoded));
       const one = await withWorkers(stack, 1, async () => {
         const full = await timeJob(stack, 'batches/inputs/mnist-100k.jsonl', ROWS, BATCH_SIZE);
@@ -123,6 +146,7 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
         return full;
       });
       ones.push(one.rowsPerS);
+      oneCpu.push(one.rowsPerCpuS);
       jobReported.one.push(one.jobRowsPerS);
       const two = await withWorkers(stack, 2, () => timeJob(stack, 'batches/inputs/mnist-100k.jsonl', ROWS, BATCH_SIZE));
       twos.push(two.rowsPerS);
@@ -143,6 +167,9 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
       efficiency: round(oneWorker / raw, 3),
       inference_only_rows_per_s: round(inferenceOnly, 1),
       efficiency_vs_inference_only: round(oneWorker / inferenceOnly, 3),
+      rows_per_cpu_s_1_worker: round(median(oneCpu), 1),
+      raw_rows_per_cpu_s: round(median(rawCpu), 1),
+      cpu_efficiency: round(median(oneCpu) / median(rawCpu), 3),
       rows_per_s_2_workers: round(twoWorkers, 1),
       scaling_2_workers: round(twoWorkers / oneWorker, 3),
       rounds: { raw: raws.map(round2), inference_only: inferenceOnlys.map(round2), one_worker: ones.map(round2), two_workers: twos.map(round2) },
@@ -153,6 +180,8 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
         model: 'mnist MLP 784-2048-1024-10 (3.7M weights), fixtures/models/mnist',
         input: `${ROWS} JSONL rows (V2 tensors, ${Math.round(Buffer.byteLength(text) / 1e6)} MB), shards of ${SHARD_BYTES} bytes, MNIST train images`,
         workers: 'infra/gpu-worker/worker.ts processes, EXECUTION_PROVIDER=cpu, INTRA_OP_THREADS=1, emulators (fauxqs, dynalite) in the bench process',
+        cpu: 'rows per CPU-second: the worker processes (every thread, from /proc) against the plain loop (process.cpuUsage); insensitive to other load on a shared machine, and the emulators are not counted',
+        load_average_at_end: (await import('node:os')).loadavg().map((l) => round(l, 2)),
         timing: 'worker rows/s: submission to job succeeded (planning, ranged reads, scoring, shard writes, merge); raw: the same lines JSON-parsed and run in this process at the same batch size; inference_only: pre-decoded tensors',
         batch_size_sweep: `${SWEEP_ROWS} rows per job, median of ${SWEEP_REPS}, first round`,
         rounds: `${ROUNDS}, interleaved; headline figures are medians over them`,
