@@ -29,10 +29,12 @@ export interface BatchRuntimeOptions {
 }
 
 export function createBatchRuntime(options: BatchRuntimeOptions = {}) {
-  const config: BatchConfig = readBatchConfig(options.env);
-  const s3 = options.s3 ?? createS3Client();
-  const sqs = options.sqs ?? createSqsClient();
-  const dynamo = options.dynamo ?? createDynamoClient();
+  const env = options.env ?? process.env;
+  const config: BatchConfig = readBatchConfig(env);
+  // Endpoints from the same environment as the rest of the configuration (unset in AWS).
+  const s3 = options.s3 ?? createS3Client({ endpoint: env.AWS_ENDPOINT_URL });
+  const sqs = options.sqs ?? createSqsClient({ endpoint: env.AWS_ENDPOINT_URL });
+  const dynamo = options.dynamo ?? createDynamoClient({ endpoint: env.DYNAMODB_ENDPOINT_URL });
   const logger = options.logger;
   const log =
     options.log ?? ((level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger?.[level](message, fields));
