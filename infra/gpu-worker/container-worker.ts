@@ -13,7 +13,9 @@ import { parseShardMessage, type ShardOutcome, type ShardScorer } from '../../fu
  * The long-running batch worker of the GPU containers (and of `mass worker` locally): long-polls the
  * shard queue one message at a time, scores it with the same ShardScorer as the Lambda, keeps the
  * message invisible while it works, and deletes it only after the shard's output is written and
- * counted. On stop (SIGTERM) it takes no new shard, lets the current one finish within the drain
+ * counted. `concurrency` shards run at once in one process: onnxruntime computes on the JS thread
+ * (one intra-op thread), so a second shard adds no compute but fills the first one's waits on S3,
+ * DynamoDB and SQS. On stop (SIGTERM) it takes no new shard, lets the current one finish within the drain
  * time, and otherwise aborts it and makes its message visible again for another worker.
  */
 export type WorkerLog = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
@@ -27,13 +29,15 @@ export interface ContainerWorkerOptions {
   waitTimeSeconds?: number;
   /** After a failure, the shard becomes visible again this much later (not a full visibility timeout). */
   retryDelaySeconds?: number;
+  /** Shards in progress at once in this process (default 2). */
+  concurrency?: number;
   log?: WorkerLog;
 }
 
 export class ContainerWorker {
   private readonly options: ContainerWorkerOptions;
   private readonly polling = new AbortController();
-  private scoring: AbortController | undefined;
+  private readonly scoring = new Set<AbortController>();
   private loop: Promise<void> | undefined;
   shardsScored = 0;
   shardsReleased = 0;
@@ -48,7 +52,7 @@ export class ContainerWorker {
   }
 
   start(): Promise<void> {
-    this.loop ??= this.run();
+    this.loop ??= Promise.all(Array.from({ length: Math.max(1, this.options.concurrency ?? 2) }, () => this.run())).then(() => undefined);
     return this.loop;
   }
 
@@ -65,7 +69,6 @@ export class ContainerWorker {
             VisibilityTimeout: this.options.visibilityTimeout ?? 60,
             MessageSystemAttributeNames: ['ApproximateReceiveCount'],
           }),
-          { abortSignal: this.polling.signal },
         );
         message = out.Messages?.[0];
       } catch (error) {
@@ -73,6 +76,15 @@ export class ContainerWorker {
         this.log('warn', 'receive failed', { error: (error as Error).message });
         await new Promise((resolve) => setTimeout(resolve, 1000));
         continue;
+      }
+      if (message && this.polling.signal.aborted) {
+        // Received while stopping. The receive is not aborted on stop, because an abandoned long
+        // poll can still be handed a message (one another lane just released, say) that then stays
+        // invisible for a whole timeout; instead whatever arrives now goes straight back.
+        await sqs
+          .send(new ChangeMessageVisibilityCommand({ QueueUrl: queueUrl, ReceiptHandle: message.ReceiptHandle!, VisibilityTimeout: 0 }))
+          .catch(() => undefined);
+        break;
       }
       if (message) await this.handle(message);
     }
@@ -82,10 +94,11 @@ export class ContainerWorker {
     const { sqs, queueUrl, scorer } = this.options;
     const receiveCount = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
     const extender = new VisibilityExtender(sqs, queueUrl, message.ReceiptHandle!, this.options.visibilityTimeout ?? 60);
-    this.scoring = new AbortController();
+    const scoring = new AbortController();
+    this.scoring.add(scoring);
     try {
       const shard = parseShardMessage(message.Body ?? '');
-      const outcome = await scorer.score(shard, { signal: this.scoring.signal });
+      const outcome = await scorer.score(shard, { signal: scoring.signal });
       extender.stop();
       await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: message.ReceiptHandle! }));
       this.shardsScored++;
@@ -106,18 +119,21 @@ export class ContainerWorker {
         .catch(() => undefined);
       return undefined;
     } finally {
-      this.scoring = undefined;
+      this.scoring.delete(scoring);
     }
   }
 
   /**
-   * Takes no new shard; the one in progress may finish within `drainMs`, after which it is aborted
-   * (between two batches) and handed back to the queue.
+   * Takes no new shard (a long poll in flight is let finish, at most WaitTimeSeconds); the ones in
+   * progress may finish within `drainMs`, after which they are aborted (between two batches) and
+   * handed back to the queue.
    */
   async stop(drainMs: number): Promise<void> {
     this.polling.abort();
     const loop = this.loop ?? Promise.resolve();
-    const timer = setTimeout(() => this.scoring?.abort(), drainMs);
+    const timer = setTimeout(() => {
+      for (const scoring of this.scoring) scoring.abort();
+    }, drainMs);
     try {
       await loop;
     } finally {

@@ -7,6 +7,7 @@
  *   INTRA_OP_THREADS                   onnxruntime threads per session (default: every CPU)
  *   VISIBILITY_TIMEOUT=60              seconds, renewed while a shard runs
  *   DRAIN_SECONDS=100                  on SIGTERM, how long the current shard may still run (ECS stopTimeout is 120)
+ *   WORKER_CONCURRENCY=2               shards in progress at once (the second fills the first one's I/O waits)
  */
 import { createBatchRuntime } from '../../functions/core/batch/runtime.ts';
 import { ConfigError } from '../../functions/core/errors.ts';
@@ -37,6 +38,7 @@ const worker = new ContainerWorker({
   scorer: runtime.scorer(),
   visibilityTimeout: Number(env.VISIBILITY_TIMEOUT ?? 60),
   waitTimeSeconds: Number(env.WAIT_TIME_SECONDS ?? 20),
+  concurrency: Number(env.WORKER_CONCURRENCY ?? 2),
   log,
 });
 
@@ -54,5 +56,5 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 
-log('info', 'worker ready', { queueUrl, provider, intraOpThreads: runtime.config.intraOpThreads ?? null });
+log('info', 'worker ready', { queueUrl, provider, intraOpThreads: runtime.config.intraOpThreads ?? null, concurrency: Number(env.WORKER_CONCURRENCY ?? 2) });
 await worker.start();

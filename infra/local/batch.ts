@@ -59,7 +59,7 @@ export async function startLocalBatch(options: LocalBatchOptions): Promise<Local
   ];
   const workers = startWorkerProcesses(
     options.workers ?? 0,
-    { ...environment, WORKER_QUEUE_URL: resources.gpuShardQueueUrl, WAIT_TIME_SECONDS: '5', VISIBILITY_TIMEOUT: '30' },
+    { ...environment, WORKER_QUEUE_URL: resources.gpuShardQueueUrl, WAIT_TIME_SECONDS: '2', VISIBILITY_TIMEOUT: '30' },
     options.onWorkerLine,
   );
   return {

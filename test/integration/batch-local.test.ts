@@ -75,7 +75,7 @@ describe('the local batch stack', () => {
 
   it('stops every worker on Ctrl-C', async () => {
     mass.kill('SIGINT');
-    const [code] = (await new Promise((resolve) => mass.once('exit', (...args) => resolve(args)))) as [number];
+    const code = await new Promise<number | null>((resolve) => mass.once('exit', (exitCode) => resolve(exitCode)));
     expect(code).toBe(0);
     expect(massOut.split('\n').filter((l) => l.includes('"message":"stopped"'))).toHaveLength(2);
   });

@@ -184,6 +184,8 @@ export function registerBatchCommands(program: Command): void {
           local,
         ),
         WORKER_QUEUE_URL: queueUrl,
+        // Short polls locally, so Ctrl-C stops the workers within a couple of seconds.
+        WAIT_TIME_SECONDS: '2',
         MODEL_CACHE_DIR: join(process.cwd(), '.local', 'cache'),
         ...(opts.threads ? { INTRA_OP_THREADS: String(opts.threads) } : {}),
       };
