@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
-import { createS3Client } from '../core/clients.ts';
+import { createDynamoClient, createS3Client } from '../core/clients.ts';
+import { RegistryTable } from '../core/registry/registry-table.ts';
 import { ModelStore } from '../core/model-store.ts';
 
 /**
@@ -20,6 +21,7 @@ interface LocalStackFile {
   bucket: string;
   awsEndpoint: string;
   dynamoEndpoint: string;
+  registryTable?: string;
 }
 
 export function localStackFile(cwd = process.cwd()): LocalStackFile | undefined {
@@ -50,11 +52,17 @@ export function cliContext(options: CliOptions) {
   }
   const api = (options.api ?? process.env.MASS_API_URL ?? local?.api ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
   const bucket = options.bucket ?? process.env.MASS_BUCKET ?? local?.bucket;
+  const registryTable = process.env.MASS_REGISTRY_TABLE ?? local?.registryTable;
   return {
     api,
     store(): ModelStore {
       if (!bucket) throw new CliError('no bucket: pass --bucket, set MASS_BUCKET, or run `npm start` for the local stack');
-      return new ModelStore({ s3: createS3Client(), bucket, cacheDir: join(process.cwd(), '.local', 'cache') });
+      return new ModelStore({
+        s3: createS3Client(),
+        bucket,
+        cacheDir: join(process.cwd(), '.local', 'cache'),
+        registry: registryTable ? new RegistryTable(createDynamoClient(), registryTable) : undefined,
+      });
     },
     /** Calls the HTTP API; MASS_AUTH=iam signs with SigV4, MASS_TOKEN sends a JWT bearer token. */
     async request(method: string, path: string, body?: string | Uint8Array, headers: Record<string, string> = {}) {

@@ -1,10 +1,10 @@
 import { Command, CommanderError } from 'commander';
-import { HttpError } from '../core/errors.ts';
 import { registerModelCommands } from './commands/models.ts';
 import { registerDatasetCommands } from './commands/dataset.ts';
 import { registerEvaluateCommands } from './commands/evaluate.ts';
 import { registerBatchCommands } from './commands/batch.ts';
 import { registerQuantizeCommands } from './commands/quantize.ts';
+import { registerRegistryCommands } from './commands/registry.ts';
 import { CliError } from './context.ts';
 
 const program = new Command('mass')
@@ -19,6 +19,7 @@ registerDatasetCommands(program);
 registerEvaluateCommands(program);
 registerBatchCommands(program);
 registerQuantizeCommands(program);
+registerRegistryCommands(program);
 
 try {
   await program.parseAsync(process.argv);
@@ -26,5 +27,5 @@ try {
   if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? 0 : 2);
   const message = error instanceof Error ? error.message : String(error);
   console.error(`error: ${message}`);
-  process.exit(error instanceof CliError ? error.exitCode : error instanceof HttpError ? 1 : 1);
+  process.exit(error instanceof CliError ? error.exitCode : 1);
 }

@@ -19,8 +19,6 @@ const inferenceConfigSchema = z.object({
   cacheDir: z.string().min(1),
   intraOpThreads: z.number().int().positive().optional(),
   serviceVersion: z.string(),
-  /** The registry table (versions, aliases); unset only in bucket-only setups such as some tests. */
-  registryTable: z.string().min(1).optional(),
   aliasTtlMs: z.number().int().nonnegative(),
   defaultAlias: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/),
   /** The tier's /tmp budget: least recently used cached files are evicted beyond it. */
@@ -42,7 +40,6 @@ export function readInferenceConfig(env: NodeJS.ProcessEnv = process.env): Infer
     cacheDir: env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models',
     intraOpThreads: env.INTRA_OP_THREADS ? Number(env.INTRA_OP_THREADS) : undefined,
     serviceVersion: env.SERVICE_VERSION ?? '0.1.0',
-    registryTable: env.REGISTRY_TABLE || undefined,
     aliasTtlMs: env.ALIAS_TTL_MS ? Number(env.ALIAS_TTL_MS) : 5_000,
     defaultAlias: env.DEFAULT_ALIAS ?? 'prod',
     cacheBudgetBytes: env.MODEL_CACHE_BUDGET_BYTES ? Number(env.MODEL_CACHE_BUDGET_BYTES) : 512 * 1024 * 1024,

@@ -55,6 +55,7 @@ export class InferenceService {
   private preload: Promise<void> = Promise.resolve();
   private preloadFailed: string[] = [];
   private preloadDone = true;
+  private lastPreloadAt = 0;
 
   constructor(options: InferenceServiceOptions) {
     this.options = options;
@@ -69,6 +70,17 @@ export class InferenceService {
     return this.preloadDone && this.preloadFailed.length === 0;
   }
 
+  /**
+   * Ready, after retrying pre-warmed models that failed (at most every `retryMs`): a model that was
+   * missing or unreadable at init may be there now, and a readiness probe is what should find out.
+   */
+  async checkReady(retryMs = 10_000): Promise<boolean> {
+    await this.preload;
+    const now = (this.options.now ?? Date.now)();
+    if (this.preloadFailed.length > 0 && now - this.lastPreloadAt >= retryMs) await this.preloadModels([...this.preloadFailed]);
+    return this.isReady();
+  }
+
   notReadyReason(): string {
     if (!this.preloadDone) return 'models are still loading';
     return `pre-warmed models failed to load: ${this.preloadFailed.join(', ')}`;
@@ -79,6 +91,7 @@ export class InferenceService {
    * recorded, not thrown: the environment stays up, reports not ready, and retries on demand.
    */
   preloadModels(refs: readonly string[]): Promise<void> {
+    this.lastPreloadAt = (this.options.now ?? Date.now)();
     this.preloadDone = false;
     this.preloadFailed = [];
     this.preload = Promise.all(

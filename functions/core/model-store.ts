@@ -123,13 +123,14 @@ export class ModelStore {
    * Writes an object of any size: one PUT when small, a parallel multipart upload in 8 MiB parts
    * otherwise (a single PUT is slow for large models, and request size limits differ by endpoint).
    */
-  async putObjectBytes(key: string, bytes: Uint8Array, contentType = 'application/octet-stream'): Promise<void> {
-    await new Upload({
+  async putObjectBytes(key: string, bytes: Uint8Array, contentType = 'application/octet-stream', metadata?: Record<string, string>): Promise<string> {
+    const out = await new Upload({
       client: this.s3,
-      params: { Bucket: this.bucket, Key: key, Body: bytes, ContentType: contentType },
+      params: { Bucket: this.bucket, Key: key, Body: bytes, ContentType: contentType, ...(metadata ? { Metadata: metadata } : {}) },
       partSize: 8 * 1024 * 1024,
       queueSize: 4,
     }).done();
+    return (out.ETag ?? '').replace(/"/g, '');
   }
 
   /**

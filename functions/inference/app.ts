@@ -67,7 +67,7 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     }
     if (path === '/v2/health/ready') {
       allow('GET');
-      if (!service.isReady()) throw new NotReadyError(service.notReadyReason());
+      if (!(await service.checkReady())) throw new NotReadyError(service.notReadyReason());
       return json(200, { ready: true });
     }
     const listing = VERSIONS_ROUTE.exec(path);

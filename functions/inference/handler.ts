@@ -1,12 +1,10 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
-import { createDynamoClient, createS3Client } from '../core/clients.ts';
-import { RegistryTable } from '../core/registry/registry-table.ts';
 import { readInferenceConfig } from '../core/config.ts';
 import { InferenceService } from '../core/inference-service.ts';
 import { ModelSessions } from '../core/model-sessions.ts';
-import { ModelStore } from '../core/model-store.ts';
+import { modelStoreFromEnv } from '../core/model-store-env.ts';
 import { createObservability, MetricUnit } from '../core/observability.ts';
 import { createInferenceHandler } from './app.ts';
 
@@ -14,8 +12,7 @@ import { createInferenceHandler } from './app.ts';
 const initStarted = performance.now();
 const config = readInferenceConfig();
 const { logger, metrics } = createObservability();
-const registry = config.registryTable ? new RegistryTable(createDynamoClient(), config.registryTable) : undefined;
-const store = new ModelStore({ s3: createS3Client(), bucket: config.bucket, cacheDir: config.cacheDir, registry });
+const store = modelStoreFromEnv(config.cacheDir);
 const sessions = new ModelSessions({
   store,
   intraOpThreads: config.intraOpThreads,

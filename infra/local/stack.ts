@@ -3,10 +3,19 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
-import { createS3Client } from '../../functions/core/clients.ts';
+import { CreateTableCommand, ResourceInUseException } from '@aws-sdk/client-dynamodb';
+import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/clients.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
+import { createObservability } from '../../functions/core/observability.ts';
+import { SnsModelEvents } from '../../functions/core/registry/events.ts';
+import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
+import { createRegisterHandler } from '../../functions/register/app.ts';
+import { startLocalBatch, type LocalBatch } from './batch.ts';
 import { assertPortFree, startEmulators, type Emulators } from './emulators.ts';
+import { createLocalEvaluateWorker, ensureEvaluateQueue, pollOnce } from './evaluate-worker.ts';
+import { createLocalRegistryResources } from './registry-resources.ts';
 import { seedDemoModels } from './seed.ts';
+import { watchS3Prefix, type Trigger } from './triggers.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -30,9 +39,14 @@ export interface LocalStack {
   bucket: string;
   awsEndpoint: string;
   dynamoEndpoint: string;
+  registryTable: string;
+  topicArn: string;
   seeded: string[];
   stop(): Promise<void>;
 }
+
+/** Names as the stack's yml files derive them: `${service}-${stage}-...` with the local stage. */
+const PREFIX = 'ai-mass-local';
 
 /** Dummy credentials and no metadata probe: nothing in the local stack may try to reach AWS. */
 export const LOCAL_AWS_ENV = {
@@ -73,7 +87,15 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
 
   const emulators: Emulators = await startEmulators({ awsPort: options.awsPort ?? 4566, dynamoPort: options.dynamoPort ?? 8000 });
   let offline: ChildProcess | undefined;
+  const triggers: Trigger[] = [];
+  let batch: LocalBatch | undefined;
+  let evaluating = true;
+  let evaluateLoop: Promise<void> = Promise.resolve();
   const stop = async () => {
+    evaluating = false;
+    await Promise.all(triggers.map((t) => t.stop()));
+    await batch?.stop();
+    await evaluateLoop;
     if (offline && offline.exitCode === null && offline.pid) {
       const exited = new Promise((r) => offline!.once('exit', r));
       process.kill(-offline.pid, 'SIGTERM');
@@ -85,11 +107,50 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   try {
     log(`emulators: S3+SQS ${emulators.awsEndpoint}, DynamoDB ${emulators.dynamoEndpoint}`);
     const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
+    const dynamo = createDynamoClient({ endpoint: emulators.dynamoEndpoint });
+    const sns = createSnsClient({ endpoint: emulators.awsEndpoint });
+    const sqs = createSqsClient({ endpoint: emulators.awsEndpoint });
     const exists = await s3.send(new HeadBucketCommand({ Bucket: bucket })).then(() => true, () => false);
     if (!exists) await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-    const store = new ModelStore({ s3, bucket, cacheDir: join(root, '.local', 'cache') });
+    const registry = await createLocalRegistryResources({ dynamo, sns, prefix: PREFIX });
+    const store = new ModelStore({
+      s3,
+      bucket,
+      cacheDir: join(root, '.local', 'cache'),
+      registry: new RegistryTable(dynamo, registry.table),
+      events: new SnsModelEvents(sns, registry.topicArn),
+    });
     const seeded = await seedDemoModels(store);
     log(`registered demo models: ${seeded.join(', ')}`);
+
+    // What Lambda's event sources do in AWS: uploads under incoming/ run the register function;
+    // batch uploads and queues run the batch functions; the evaluate queue runs the evaluate worker.
+    const { logger, metrics } = createObservability('ai-mass-local');
+    triggers.push(
+      await watchS3Prefix({ s3, bucket, prefix: 'incoming/', handler: createRegisterHandler({ store, logger, metrics, maxModelBytes: 512 * 1024 * 1024 }), log }),
+    );
+    batch = await startLocalBatch({
+      awsEndpoint: emulators.awsEndpoint,
+      dynamoEndpoint: emulators.dynamoEndpoint,
+      bucket,
+      prefix: PREFIX,
+      cacheDir: join(root, '.local', `tmp-${apiPort}`, 'batch'),
+    });
+    await dynamo.send(new CreateTableCommand({
+      TableName: `${PREFIX}-quantize-jobs`,
+      AttributeDefinitions: [{ AttributeName: 'job', AttributeType: 'S' }],
+      KeySchema: [{ AttributeName: 'job', KeyType: 'HASH' }],
+      BillingMode: 'PAY_PER_REQUEST',
+    })).catch((error: unknown) => {
+      if (!(error instanceof ResourceInUseException)) throw error;
+    });
+    const evaluator = createLocalEvaluateWorker({ awsEndpoint: emulators.awsEndpoint, bucket, cacheDir: join(root, '.local', 'cache') });
+    const evaluateQueueUrl = await ensureEvaluateQueue(evaluator.sqs, `${PREFIX}-evaluate.fifo`);
+    evaluateLoop = (async () => {
+      while (evaluating) {
+        await pollOnce({ sqs: evaluator.sqs, queueUrl: evaluateQueueUrl, handler: evaluator.handler, waitSeconds: 1 }).catch((error: Error) => log(`evaluate worker: ${error.message}`));
+      }
+    })();
 
     const env = {
       ...process.env,
@@ -97,7 +158,11 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       AWS_ENDPOINT_URL: emulators.awsEndpoint,
       DYNAMODB_ENDPOINT_URL: emulators.dynamoEndpoint,
       MODEL_BUCKET: bucket,
+      ...batch.environment,
       MODEL_CACHE_DIR: join(root, '.local', `tmp-${apiPort}`, 'models'),
+      MODEL_EVENTS_TOPIC_ARN: registry.topicArn,
+      // serverless-offline keeps a handler's process alive, so quantization runs beside the API.
+      QUANTIZE_DISPATCH: 'inline',
       // Each stack its own bundle folder, so a package run or a second stack never deletes it.
       AI_MASS_ESBUILD_WORK_FOLDER: `.esbuild-local-${apiPort}`,
     };
@@ -111,6 +176,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         '--param', `preWarmedModels=${options.preload ?? 'mnist,silero-vad'}`,
         ...(options.maxBodyBytes ? ['--param', `maxBodyBytes=${options.maxBodyBytes}`] : []),
         '--host', '127.0.0.1',
+        // Hand the handlers this process's environment (emulator endpoints, queue URLs), not only AWS_*.
+        '--localEnvironment',
         '--httpPort', String(apiPort),
         '--lambdaPort', String(lambdaPort),
       ],
@@ -123,7 +190,15 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     await waitFor(`${api}/v2/health/live`, deadline, offline);
     await waitFor(`${api}/v2/health/ready`, deadline, offline);
 
-    const stack = { api, bucket, awsEndpoint: emulators.awsEndpoint, dynamoEndpoint: emulators.dynamoEndpoint, seeded };
+    const stack = {
+      api,
+      bucket,
+      awsEndpoint: emulators.awsEndpoint,
+      dynamoEndpoint: emulators.dynamoEndpoint,
+      registryTable: registry.table,
+      topicArn: registry.topicArn,
+      seeded,
+    };
     if (options.stateDir) {
       await mkdir(options.stateDir, { recursive: true });
       await writeFile(join(options.stateDir, 'stack.json'), JSON.stringify(stack, null, 2));

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { readFile } from 'node:fs/promises';
-import { createS3Client } from '../../functions/core/clients.ts';
+import { createDynamoClient, createS3Client } from '../../functions/core/clients.ts';
+import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { keys } from '../../functions/core/keys.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import { encodeInferRequest, decodeInferResponse } from '../../functions/core/v2/codec.ts';
@@ -241,9 +242,11 @@ describe('integrity', () => {
   it('refuses to serve a version whose file does not match its manifest, and says so', async () => {
     // Register a good version 2, then replace its file behind the manifest's back.
     const s3 = createS3Client({ endpoint: stack.awsEndpoint });
-    const store = new ModelStore({ s3, bucket: stack.bucket, cacheDir: '/tmp/ai-mass-test-integrity' });
-    const manifest = { ...(await store.getManifest('silero-vad', '1')), version: '2' };
+    const registry = new RegistryTable(createDynamoClient({ endpoint: stack.dynamoEndpoint }), stack.registryTable);
+    const store = new ModelStore({ s3, bucket: stack.bucket, cacheDir: '/tmp/ai-mass-test-integrity', registry });
+    const manifest = { ...(await store.getManifest('silero-vad', '1')), version: '2', staged: {} };
     await store.putManifest(manifest);
+    await registry.putVersion({ model: 'silero-vad', version: '2', status: 'registered', sha256: manifest.sha256, bytes: manifest.bytes, notes: '', lineage: null, created: manifest.created });
     const tampered = Buffer.from(await readFile(DEMO_MODELS['silero-vad'].path));
     tampered.writeUInt8(tampered.readUInt8(tampered.length - 1) ^ 0xff, tampered.length - 1);
     await s3.send(new PutObjectCommand({ Bucket: stack.bucket, Key: keys.modelFile('silero-vad', '2'), Body: tampered }));
@@ -255,5 +258,34 @@ describe('integrity', () => {
     ]);
     const infer = await call('POST', '/v2/models/silero-vad/versions/2/infer', JSON.stringify(sileroRequest()));
     expect(infer.status).toBe(503);
+  });
+});
+
+describe('registry through the local stack', () => {
+  it('registers an upload under incoming/, lists it, and routes traffic to it once promoted', async () => {
+    const uploads = new ModelStore({ s3: createS3Client({ endpoint: stack.awsEndpoint }), bucket: stack.bucket, cacheDir: '/tmp/ai-mass-test-uploads' });
+    await uploads.putObjectBytes('incoming/mnist/retrained.onnx', await readFile(DEMO_MODELS.mnist.path), 'application/octet-stream', { notes: 'retrained' });
+    let listing: { versions: { version: string; notes: string; status: string }[] } = { versions: [] };
+    for (let i = 0; i < 60 && listing.versions.length < 2; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      listing = (await call('GET', '/v2/models/mnist/versions')).json();
+    }
+    expect(listing.versions.map((v) => [v.version, v.status, v.notes])).toEqual([
+      ['1', 'registered', DEMO_MODELS.mnist.notes],
+      ['2', 'registered', 'retrained'],
+    ]);
+    const body = JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: mnistBatch(0, 1) }] });
+    // Without an alias the highest version serves; prod pins it back to 1.
+    expect((await call('POST', '/v2/models/mnist/infer', body)).json().model_version).toBe('2');
+    const promoted = await call('POST', '/v2/models/mnist/aliases/prod/promote', JSON.stringify({ version: '1' }));
+    expect([promoted.status, promoted.json().routes]).toEqual([200, [{ version: '1', weight: 100 }]]);
+    const stale = await call('POST', '/v2/models/mnist/aliases/prod/promote', JSON.stringify({ version: '2', revision: 0 }));
+    expect([stale.status, stale.json()]).toEqual([409, { error: "alias 'prod' of model 'mnist' changed since revision 0: read it again and retry" }]);
+    let served = '';
+    for (let i = 0; i < 40 && served !== '1'; i++) {
+      served = (await call('POST', '/v2/models/mnist/infer', body)).json().model_version;
+      if (served !== '1') await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(served).toBe('1');
   });
 });

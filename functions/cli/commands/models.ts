@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { z } from 'zod';
-import { pushModel } from '../../core/model-push.ts';
-import { warmupTensorSchema } from '../../core/manifest.ts';
+import { basename } from 'node:path';
+import { assertValidName } from '../../core/names.ts';
+import { rejectionKey } from '../../core/registry/register-upload.ts';
 import { cliContext, CliError, type CliOptions } from '../context.ts';
 
 async function readJson(path: string, what: string): Promise<unknown> {
@@ -24,27 +24,43 @@ export function registerModelCommands(program: Command): void {
 
   program
     .command('push')
-    .description('upload an ONNX model as a new version, with its manifest (sha256, signature)')
+    .description('upload an ONNX model to incoming/ and wait until it is a registered version (or print why it was rejected)')
     .argument('<file>', 'path to a .onnx file')
     .requiredOption('--name <name>', 'model name')
-    .option('--version <version>', 'version (default: one above the highest)')
-    .option('--notes <text>', 'release notes')
-    .option('--warmup <file>', 'JSON array of V2 input tensors used for the warm-up run')
-    .action(async (file: string, opts: { name: string; version?: string; notes?: string; warmup?: string }) => {
+    .option('--version <version>', 'version (default: the next number)')
+    .option('--notes <text>', 'release notes, shown to users with the version')
+    .option('--timeout <seconds>', 'how long to wait for registration', '120')
+    .action(async (file: string, opts: { name: string; version?: string; notes?: string; timeout: string }) => {
       const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
         throw new CliError(`cannot read model file ${file}: ${error.code ?? error.message}`);
       });
-      const warmup = opts.warmup ? z.array(warmupTensorSchema).parse(await readJson(opts.warmup, 'warm-up file')) : undefined;
-      const manifest = await pushModel(cliContext(global()).store(), {
-        name: opts.name,
-        version: opts.version,
-        bytes,
-        notes: opts.notes,
-        warmup,
+      const name = assertValidName(opts.name, 'model name');
+      const store = cliContext(global()).store();
+      const key = `incoming/${name}/${Date.now()}-${basename(file).replace(/[^A-Za-z0-9._-]/g, '_').replace(/(\.onnx)?$/, '.onnx')}`;
+      const eTag = await store.putObjectBytes(key, bytes, 'application/octet-stream', {
+        ...(opts.notes ? { notes: encodeURIComponent(opts.notes) } : {}),
+        ...(opts.version ? { version: opts.version } : {}),
       });
-      console.log(`pushed ${manifest.name} version ${manifest.version} (${manifest.bytes} bytes, sha256 ${manifest.sha256})`);
-      for (const t of manifest.inputs) console.log(`  input  ${t.name} ${t.datatype} [${t.shape.join(', ')}]`);
-      for (const t of manifest.outputs) console.log(`  output ${t.name} ${t.datatype} [${t.shape.join(', ')}]`);
+      const uploadId = `${store.bucket}/${key}@${eTag}`;
+      console.error(`uploaded ${key}; waiting for registration...`);
+      const deadline = Date.now() + Number(opts.timeout) * 1000;
+      while (Date.now() < deadline) {
+        const claimed = await store.registry?.getUpload(uploadId);
+        if (claimed?.state === 'registered') {
+          const manifest = await store.getManifest(name, claimed.version);
+          console.log(`registered ${manifest.name} version ${manifest.version} (${manifest.bytes} bytes, sha256 ${manifest.sha256})`);
+          for (const t of manifest.inputs) console.log(`  input  ${t.name} ${t.datatype} [${t.shape.join(', ')}]`);
+          for (const t of manifest.outputs) console.log(`  output ${t.name} ${t.datatype} [${t.shape.join(', ')}]`);
+          return;
+        }
+        const rejected = await store.getObjectBytes(rejectionKey(key));
+        if (rejected) {
+          const record = JSON.parse(Buffer.from(rejected).toString('utf8')) as { reason: string };
+          throw new CliError(`rejected: ${record.reason}`);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      throw new CliError(`no registration within ${opts.timeout} s: is the register function (or \`npm start\`) running?`);
     });
 
   program

@@ -83,7 +83,13 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
 
   // A first delivery takes a version number and records it against the upload; a redelivery after
   // a crash part-way reuses that number, so the retried writes land on the same keys.
-  let version = claimed?.version;
+  // An uploader may ask for a version number (object metadata `version`); otherwise the counter picks.
+  let version = claimed?.version ?? head.Metadata?.version;
+  if (version && !NAME_PATTERN.test(version)) return reject(`invalid version ${JSON.stringify(version.slice(0, 80))} in the upload's metadata`);
+  if (!claimed && version) {
+    const winner = await registry.claimUpload({ uploadId, model, version, state: 'pending' });
+    version = winner?.version ?? version;
+  }
   if (!version) {
     const allocated = await registry.allocateVersion(model);
     const winner = await registry.claimUpload({ uploadId, model, version: allocated, state: 'pending' });
