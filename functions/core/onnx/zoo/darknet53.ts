@@ -2,14 +2,19 @@
  * The Darknet-53 classifier (Redmon & Farhadi, YOLOv3): 52 3x3/1x1 convolutions, each with batch
  * normalization and leaky ReLU (0.1), in residual stages of 1, 2, 8, 8 and 4 blocks, then global
  * average pooling, a fully connected layer and softmax. Written with our own builder, weights random
- * but seeded, so benchmarks and tests get the same conv-heavy model every time.
+ * but seeded, so benchmarks and tests get the same conv-heavy model every time. It is not a trained
+ * ImageNet model: its weights are random but conditioned the way a trained network's are, and its
+ * head is fitted.
  *
- * Random filters alone let activations drift over 52 layers, and a random head sends every image to
- * the same class. So the batch norms get the statistics a trained network's would have: one pass of
- * onnxruntime over seeded sample images, with every BN normalising by its batch's mean and variance,
- * records those as the running statistics; the head is centred the same way on the pooled features.
- * Activations then stay near unit scale everywhere and the predicted class depends on the image.
- * Residual branches end with gamma 0.5 so eight blocks in a row do not blow up the sum.
+ * - Data-dependent initialisation (LSUV with batch norm): one onnxruntime pass over seeded sample
+ *   images, every BN normalising by its batch's mean and variance, records those as the running
+ *   statistics, so every layer's activations are about unit variance per channel.
+ * - Residual branches end with BN gamma 0.25 (`residualGamma`; zero-gamma / Fixup practice), so the
+ *   identity path dominates and 23 residual blocks do not compound the noise of every branch.
+ * - The head is a linear probe: ridge regression from the standardised pooled features of
+ *   `probeImages` synthetic images (`darknetSampleImages`, a seed of their own) to one-hot labels,
+ *   with a temperature fitted by label-smoothed cross-entropy, so the fp32 model has real class margins.
+ *
  * `batchNorm: 'folded'` folds the BNs into the convolutions, as exporters do for inference.
  */
 import ort from '../../ort.ts';
@@ -30,6 +35,12 @@ export interface Darknet53Options {
   batch?: number;
   /** Sample images the BN statistics are measured on (default 16). */
   calibrationImages?: number;
+  /** Sample images the linear-probe head is fitted on (default 64 per class, at most 1024, at least one per class). */
+  probeImages?: number;
+  /** Ridge penalty of the probe per training image, on standardised features (default 0.1). */
+  probeRidge?: number;
+  /** Gamma of the last BN in each residual branch (default 0.25): the identity path stays dominant, as with zero-gamma init. */
+  residualGamma?: number;
 }
 
 const LEAKY_ALPHA = 0.1;
@@ -131,14 +142,13 @@ function convBlock(b: Builder, input: string, inChannels: number, outChannels: n
   return `${prefix}.act`;
 }
 
-interface HeadStats {
-  mean: Float32Array;
-  std: Float32Array;
-  /** [classes, C]: each class's mean standardised feature. */
-  classMeans: Float32Array;
+/** The fitted classifier: logits = weight · features + bias, weight [classes, C]. */
+export interface Head {
+  weight: Float32Array;
+  bias: Float32Array;
 }
 
-function buildGraph(options: Darknet53Options, stats: Builder['stats'], head: HeadStats | undefined): { model: ModelProtoInit; measured: string[] } {
+function buildGraph(options: Darknet53Options, stats: Builder['stats'], head: Head | undefined): { model: ModelProtoInit; measured: string[] } {
   const width = options.widthMultiplier ?? 1;
   const size = options.inputSize ?? 256;
   const classes = options.classes ?? 1000;
@@ -154,29 +164,17 @@ function buildGraph(options: Darknet53Options, stats: Builder['stats'], head: He
     inChannels = out;
     for (let block = 0; block < blocks; block++) {
       const squeeze = convBlock(b, current, out, channels(32 * 2 ** stage), 1, 1, 1);
-      const expand = convBlock(b, squeeze, channels(32 * 2 ** stage), out, 3, 1, 0.5);
+      const expand = convBlock(b, squeeze, channels(32 * 2 ** stage), out, 3, 1, options.residualGamma ?? 0.25);
       const sum = `stage${stage + 1}.block${block}.residual`;
       b.nodes.push(node('Add', [current, expand], [sum], {}, sum));
       current = sum;
     }
   });
 
-  // The head is a nearest-class-mean classifier on standardised features, z = (f - mean) / std:
-  // logit_k = m_k . z - |m_k|^2 / 2, folded into w' = m_k / std, bias = -w' . mean - |m_k|^2 / 2.
-  // The measuring graph has no statistics yet and gets random directions.
-  const fcWeights = new Float32Array(classes * inChannels);
-  const fcBias = new Float32Array(classes);
-  for (let k = 0; k < classes; k++) {
-    let norm = 0;
-    for (let c = 0; c < inChannels; c++) {
-      const m = head ? head.classMeans[k * inChannels + c]! : b.normal() / Math.sqrt(inChannels);
-      const w = m / (head?.std[c] ?? 1);
-      fcWeights[k * inChannels + c] = w;
-      fcBias[k] = fcBias[k]! - w * (head?.mean[c] ?? 0);
-      norm += m * m;
-    }
-    fcBias[k] = fcBias[k]! - norm / 2;
-  }
+  // The head is the linear probe fitted on the pooled features (see fitLinearProbe); the measuring
+  // graphs, which have no features yet, get random directions.
+  const fcWeights = head?.weight ?? Float32Array.from({ length: classes * inChannels }, () => b.normal() / Math.sqrt(inChannels));
+  const fcBias = head?.bias ?? new Float32Array(classes);
   b.initializers.push(
     tensorFromFloat32('fc.weight', [classes, inChannels], fcWeights),
     tensorFromFloat32('fc.bias', [classes], fcBias),
@@ -216,16 +214,14 @@ export async function buildDarknet53(options: Darknet53Options = {}): Promise<Mo
   if (!Number.isInteger(size) || size < 32) throw new RangeError(`inputSize must be an integer of at least 32, got ${size}`);
   const { model: measuring, measured } = buildGraph({ ...options, batch: undefined }, undefined, undefined);
   const classes = options.classes ?? 1000;
-  // BN statistics from one mixed batch; the head from every class's mean pooled feature.
-  const perClass = Math.max(1, Math.ceil((options.calibrationImages ?? 16) / classes));
-  const count = Math.max(options.calibrationImages ?? 16, classes * perClass);
-  const sample = darknetSampleImages(count, size, (options.seed ?? 53) + 1000, classes);
-  const pixels = 3 * size * size;
-  const statsBatch = Math.min(count, options.calibrationImages ?? 16);
+  const seed = options.seed ?? 53;
+  // BN statistics from one mixed batch of sample images.
+  const statsBatch = Math.max(1, options.calibrationImages ?? 16);
+  const statsImages = darknetSampleImages(statsBatch, size, seed + 1000, classes);
   const stats = new Map<string, { mean: Float32Array; variance: Float32Array }>();
   const measuringSession = await ort.InferenceSession.create(encodeModel(measuring), { logSeverityLevel: 3 });
   try {
-    const images = new ort.Tensor('float32', sample.images.subarray(0, statsBatch * pixels), [statsBatch, 3, size, size]);
+    const images = new ort.Tensor('float32', statsImages.images, [statsBatch, 3, size, size]);
     const outputs = await measuringSession.run({ input: images }, measured);
     for (let i = 0; i < measured.length; i += 2) {
       const prefix = measured[i]!.slice(0, measured[i]!.indexOf('.'));
@@ -234,42 +230,29 @@ export async function buildDarknet53(options: Darknet53Options = {}): Promise<Mo
   } finally {
     await measuringSession.release();
   }
-  // The network with those statistics, its pooled features as an extra output.
+  // The network with those statistics, its pooled features as an extra output, run over the probe's
+  // images (a seed of their own, generated a chunk at a time so that large inputs stay in memory).
   const withStats = buildGraph({ ...options, batch: undefined }, stats, undefined).model;
   withStats.graph!.output!.push(valueInfo('features', 'float32'));
+  const count = options.probeImages ?? Math.max(classes, Math.min(1024, 64 * classes));
+  if (!Number.isInteger(count) || count < 1) throw new RangeError(`probeImages must be a positive integer, got ${count}`);
+  const labels = new Int32Array(count);
   const featureSession = await ort.InferenceSession.create(encodeModel(withStats), { logSeverityLevel: 3 });
-  let featureData: Float32Array | undefined;
+  let features: Float32Array | undefined;
   try {
-    for (let start = 0; start < count; start += 16) {
+    for (let start = 0, chunk = 0; start < count; start += 16, chunk++) {
       const n = Math.min(16, count - start);
-      const images = new ort.Tensor('float32', sample.images.subarray(start * pixels, (start + n) * pixels), [n, 3, size, size]);
+      const sample = darknetSampleImages(n, size, seed + 2000 + chunk, classes, start);
+      labels.set(sample.labels, start);
+      const images = new ort.Tensor('float32', sample.images, [n, 3, size, size]);
       const f = (await featureSession.run({ input: images }, ['features'])).features!.data as Float32Array;
-      featureData ??= new Float32Array(count * (f.length / n));
-      featureData.set(f, start * (f.length / n));
+      features ??= new Float32Array(count * (f.length / n));
+      features.set(f, start * (f.length / n));
     }
   } finally {
     await featureSession.release();
   }
-  const c = featureData!.length / count;
-  const head: HeadStats = { mean: new Float32Array(c), std: new Float32Array(c), classMeans: new Float32Array(classes * c) };
-  for (let k = 0; k < c; k++) {
-    let sum = 0;
-    let squares = 0;
-    for (let i = 0; i < count; i++) {
-      sum += featureData![i * c + k]!;
-      squares += featureData![i * c + k]! ** 2;
-    }
-    const mean = sum / count;
-    head.mean[k] = mean;
-    head.std[k] = Math.sqrt(Math.max(squares / count - mean * mean, 0));
-  }
-  // A feature that barely varies would get a huge weight and turn noise into the decision.
-  const typical = [...head.std].sort((a, b) => a - b)[c >> 1]! || 1;
-  for (let k = 0; k < c; k++) head.std[k] = Math.max(head.std[k]!, typical);
-  for (let i = 0; i < count; i++) {
-    const label = sample.labels[i]!;
-    for (let k = 0; k < c; k++) head.classMeans[label * c + k] = head.classMeans[label * c + k]! + (featureData![i * c + k]! - head.mean[k]!) / head.std[k]! / perClass;
-  }
+  const head = fitLinearProbe(features!, labels, classes, options.probeRidge ?? 0.1);
   const built = buildGraph(options, stats, head).model;
   if (options.batchNorm === 'folded') {
     const decoded = decodeModel(encodeModel(built));
@@ -279,6 +262,127 @@ export async function buildDarknet53(options: Darknet53Options = {}): Promise<Mo
   return built;
 }
 
+/**
+ * A linear probe on the pooled features: ridge regression from standardised features to centred
+ * one-hot labels, then one temperature fitted by cross-entropy with label smoothing 0.1 (so that
+ * separable classes still get a finite temperature) so the softmax reads as probabilities.
+ * Folded back to raw features: logits = T (W (f - mean) / std + b).
+ */
+export function fitLinearProbe(features: Float32Array, labels: Int32Array, classes: number, ridge: number): Head {
+  const n = labels.length;
+  const c = features.length / n;
+  const mean = new Float64Array(c);
+  const std = new Float64Array(c);
+  for (let i = 0; i < n; i++) for (let k = 0; k < c; k++) mean[k] = mean[k]! + features[i * c + k]! / n;
+  for (let i = 0; i < n; i++) for (let k = 0; k < c; k++) std[k] = std[k]! + (features[i * c + k]! - mean[k]!) ** 2 / n;
+  for (let k = 0; k < c; k++) std[k] = Math.sqrt(std[k]!);
+  // A feature that barely varies would get a huge weight and turn noise into the decision.
+  const typical = [...std].sort((x, y) => x - y)[c >> 1]! || 1;
+  for (let k = 0; k < c; k++) std[k] = Math.max(std[k]!, typical);
+  const z = new Float64Array(n * c);
+  for (let i = 0; i < n; i++) for (let k = 0; k < c; k++) z[i * c + k] = (features[i * c + k]! - mean[k]!) / std[k]!;
+  const prior = new Float64Array(classes);
+  for (let i = 0; i < n; i++) prior[labels[i]!] = prior[labels[i]!]! + 1 / n;
+  // Normal equations (ZᵀZ + λ n I) W = Zᵀ(Y - prior), by Cholesky.
+  const a = new Float64Array(c * c);
+  for (let i = 0; i < n; i++) {
+    const row = i * c;
+    for (let p = 0; p < c; p++) {
+      const zp = z[row + p]!;
+      if (zp === 0) continue;
+      const base = p * c;
+      for (let q = p; q < c; q++) a[base + q] = a[base + q]! + zp * z[row + q]!;
+    }
+  }
+  for (let p = 0; p < c; p++) {
+    a[p * c + p] = a[p * c + p]! + ridge * n;
+    for (let q = 0; q < p; q++) a[p * c + q] = a[q * c + p]!;
+  }
+  const rhs = new Float64Array(c * classes);
+  for (let i = 0; i < n; i++) {
+    for (let p = 0; p < c; p++) {
+      const zp = z[i * c + p]!;
+      for (let k = 0; k < classes; k++) rhs[p * classes + k] = rhs[p * classes + k]! + zp * ((labels[i] === k ? 1 : 0) - prior[k]!);
+    }
+  }
+  choleskySolve(a, rhs, c, classes);
+  // Raw scores of the training images, for the temperature.
+  const scores = new Float64Array(n * classes);
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < classes; k++) {
+      let s = prior[k]!;
+      for (let p = 0; p < c; p++) s += z[i * c + p]! * rhs[p * classes + k]!;
+      scores[i * classes + k] = s;
+    }
+  }
+  const crossEntropy = (t: number) => {
+    let loss = 0;
+    for (let i = 0; i < n; i++) {
+      let max = -Infinity;
+      for (let k = 0; k < classes; k++) max = Math.max(max, t * scores[i * classes + k]!);
+      let sum = 0;
+      for (let k = 0; k < classes; k++) sum += Math.exp(t * scores[i * classes + k]! - max);
+      const logSum = max + Math.log(sum);
+      // Smoothed target: 0.9 on the label, 0.1 spread over all classes.
+      let mean = 0;
+      for (let k = 0; k < classes; k++) mean += scores[i * classes + k]! / classes;
+      loss += logSum - t * (0.9 * scores[i * classes + labels[i]!]! + 0.1 * mean);
+    }
+    return loss / n;
+  };
+  // Golden-section search over log T in [0, ln 1000].
+  let lo = 0;
+  let hi = Math.log(1000);
+  const phi = (Math.sqrt(5) - 1) / 2;
+  for (let step = 0; step < 40; step++) {
+    const m1 = hi - phi * (hi - lo);
+    const m2 = lo + phi * (hi - lo);
+    if (crossEntropy(Math.exp(m1)) < crossEntropy(Math.exp(m2))) hi = m2;
+    else lo = m1;
+  }
+  const temperature = Math.exp((lo + hi) / 2);
+  const weight = new Float32Array(classes * c);
+  const bias = new Float32Array(classes);
+  for (let k = 0; k < classes; k++) {
+    let b = prior[k]!;
+    for (let p = 0; p < c; p++) {
+      const w = rhs[p * classes + k]! / std[p]!;
+      weight[k * c + p] = temperature * w;
+      b -= w * mean[p]!;
+    }
+    bias[k] = temperature * b;
+  }
+  return { weight, bias };
+}
+
+/** Solves A X = B in place (X into b) for symmetric positive definite A [n, n], B [n, m]. */
+function choleskySolve(a: Float64Array, b: Float64Array, n: number, m: number): void {
+  for (let j = 0; j < n; j++) {
+    let d = a[j * n + j]!;
+    for (let k = 0; k < j; k++) d -= a[j * n + k]! ** 2;
+    if (!(d > 0)) throw new Error('linear probe: normal equations are not positive definite');
+    const l = Math.sqrt(d);
+    a[j * n + j] = l;
+    for (let i = j + 1; i < n; i++) {
+      let s = a[i * n + j]!;
+      for (let k = 0; k < j; k++) s -= a[i * n + k]! * a[j * n + k]!;
+      a[i * n + j] = s / l;
+    }
+  }
+  for (let col = 0; col < m; col++) {
+    for (let i = 0; i < n; i++) {
+      let s = b[i * m + col]!;
+      for (let k = 0; k < i; k++) s -= a[i * n + k]! * b[k * m + col]!;
+      b[i * m + col] = s / a[i * n + i]!;
+    }
+    for (let i = n - 1; i >= 0; i--) {
+      let s = b[i * m + col]!;
+      for (let k = i + 1; k < n; k++) s -= a[k * n + i]! * b[k * m + col]!;
+      b[i * m + col] = s / a[i * n + i]!;
+    }
+  }
+}
+
 export async function darknet53Bytes(options: Darknet53Options = {}): Promise<Uint8Array> {
   return encodeModel(await buildDarknet53(options));
 }
@@ -286,16 +390,16 @@ export async function darknet53Bytes(options: Darknet53Options = {}): Promise<Ui
 export interface SampleImages {
   /** [count, 3, size, size], about zero mean and unit variance overall. */
   images: Float32Array;
-  /** The class each image was drawn from (image n is class n % classes). */
+  /** The class each image was drawn from (image n is class (firstIndex + n) % classes). */
   labels: Int32Array;
 }
 
 /**
  * Deterministic image-like inputs drawn from `classes` synthetic classes. A class is a colour cast,
  * a contrast and a few low-frequency waves per channel (the same for every seed); each image jitters
- * them and adds pixel noise. Image n is of class n % classes.
+ * them and adds pixel noise. Image n is of class (firstIndex + n) % classes.
  */
-export function darknetSampleImages(count: number, size: number, seed = 7, classes = 10): SampleImages {
+export function darknetSampleImages(count: number, size: number, seed = 7, classes = 10, firstIndex = 0): SampleImages {
   const random = seededRandom(seed);
   const normal = gaussian(random);
   const images = new Float32Array(count * 3 * size * size);
@@ -310,7 +414,7 @@ export function darknetSampleImages(count: number, size: number, seed = 7, class
     }));
   });
   for (let n = 0; n < count; n++) {
-    const label = n % classes;
+    const label = (firstIndex + n) % classes;
     labels[n] = label;
     for (let c = 0; c < 3; c++) {
       const p = prototypes[label]![c]!;
