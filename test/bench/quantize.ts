@@ -6,7 +6,9 @@
  * - MNIST MLP, int8-dynamic (DynamicQuantizeMatMul): size, latency at batch 1 and 32, accuracy on
  *   the 10 000-image MNIST test set, top-1 agreement with fp32.
  * - Darknet-53 (width x0.5, 128x128, 10 classes), int8-static QDQ calibrated on 64 sample images
- *   (minmax): size, latency at batch 1 and 32, top-1 agreement on 256 held-out images.
+ *   (minmax): size, latency at batch 1 and 32, top-1 agreement on 256 held-out images, and how far
+ *   those images are from flipping (fp32 logit margin against the logit shift int8 causes); the
+ *   same again with `reduceRange` (7-bit weights).
  * - fp16 of both: size ratio and agreement.
  */
 import { readFile } from 'node:fs/promises';
@@ -53,16 +55,49 @@ function argmaxRows(data: Float32Array, classes: number): Int32Array {
   return out;
 }
 
-async function predict(s: ort.InferenceSession, input: Float32Array, shape: readonly number[], batch: number, classes: number): Promise<Int32Array> {
+async function predict(s: ort.InferenceSession, input: Float32Array, shape: readonly number[], batch: number, classes: number, keep?: Float32Array): Promise<Int32Array> {
   const per = shape.reduce((x, y) => x * y, 1);
   const rows = input.length / per;
   const out = new Int32Array(rows);
   for (let start = 0; start < rows; start += batch) {
     const n = Math.min(batch, rows - start);
     const feeds = { input: new ort.Tensor('float32', input.subarray(start * per, (start + n) * per), [n, ...shape]) };
-    out.set(argmaxRows((await s.run(feeds)).probabilities!.data as Float32Array, classes), start);
+    const probabilities = (await s.run(feeds)).probabilities!.data as Float32Array;
+    keep?.set(probabilities, start * classes);
+    out.set(argmaxRows(probabilities, classes), start);
   }
   return out;
+}
+
+/**
+ * How far each image is from changing its answer, in log-probability (= logit difference) units:
+ * fp32's margin between its top class and the runner-up, and the most that int8 moved any class's
+ * logit relative to that top class. An image can flip only where the shift reaches the margin.
+ */
+function marginStats(p32: Float32Array, p8: Float32Array, classes: number) {
+  const rows = p32.length / classes;
+  const margins: number[] = [];
+  const shifts: number[] = [];
+  const ratios: number[] = [];
+  const log = (x: number) => Math.log(Math.max(x, 1e-30));
+  for (let r = 0; r < rows; r++) {
+    let top = 0;
+    for (let c = 1; c < classes; c++) if (p32[r * classes + c]! > p32[r * classes + top]!) top = c;
+    let margin = Infinity;
+    let shift = 0;
+    for (let c = 0; c < classes; c++) {
+      if (c === top) continue;
+      const d32 = log(p32[r * classes + top]!) - log(p32[r * classes + c]!);
+      const d8 = log(p8[r * classes + top]!) - log(p8[r * classes + c]!);
+      margin = Math.min(margin, d32);
+      shift = Math.max(shift, Math.abs(d8 - d32));
+    }
+    margins.push(margin);
+    shifts.push(shift);
+    ratios.push(margin / Math.max(shift, 1e-9));
+  }
+  const pct = (v: number[], q: number) => [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor(q * v.length))]!;
+  return { marginP1: pct(margins, 0.01), marginP50: pct(margins, 0.5), shiftP50: pct(shifts, 0.5), shiftP99: pct(shifts, 0.99), worstRatio: Math.min(...ratios) };
 }
 
 const agreement = (a: Int32Array, b: Int32Array) => a.reduce((n, v, i) => n + (v === b[i] ? 1 : 0), 0) / a.length;
@@ -116,17 +151,28 @@ export async function runQuantizeBench(): Promise<Record<string, unknown>> {
   const quantizeStarted = performance.now();
   const darknetInt8 = (await quantizeStatic(darknet, batches, { calibration: 'minmax' })).bytes;
   const quantizeMs = performance.now() - quantizeStarted;
+  // The same with 7-bit weights: on AVX2 without VNNI onnxruntime's u8s8 kernels sum pairs of
+  // uint8 x int8 products in int16 (vpmaddubsw), which saturates with full-range weights.
+  const darknetInt8Reduced = (await quantizeStatic(darknet, batches, { calibration: 'minmax', reduceRange: true })).bytes;
   const darknetFp16 = convertToFloat16(darknet).bytes;
   const [d32, d8, d16] = await Promise.all([session(darknet), session(darknetInt8), session(darknetFp16)]);
   const held = darknetSampleImages(256, size, 99);
-  const q32 = await predict(d32, held.images, [3, size, size], 32, 10);
-  const q8 = await predict(d8, held.images, [3, size, size], 32, 10);
+  const probs32 = new Float32Array(256 * 10);
+  const probs8 = new Float32Array(256 * 10);
+  const q32 = await predict(d32, held.images, [3, size, size], 32, 10, probs32);
+  const q8 = await predict(d8, held.images, [3, size, size], 32, 10, probs8);
+  const margins = marginStats(probs32, probs8, 10);
+  const d8r = await session(darknetInt8Reduced);
+  const probs8r = new Float32Array(256 * 10);
+  const q8r = await predict(d8r, held.images, [3, size, size], 32, 10, probs8r);
+  const marginsReduced = marginStats(probs32, probs8r, 10);
+  await d8r.release();
   const q16 = await predict(d16, held.images, [3, size, size], 32, 10);
   const db1 = await sideBySide(d32, d8, { input: new ort.Tensor('float32', held.images.subarray(0, pixels), [1, 3, size, size]) }, 9, 5);
   const db32 = await sideBySide(d32, d8, { input: new ort.Tensor('float32', held.images.subarray(0, 32 * pixels), [32, 3, size, size]) }, 5, 1);
   const dk = {
     method: 'int8-static QDQ (minmax, 64 calibration images, per-channel int8 weights, uint8 activations)',
-    model: `darknet53 width x${width}, ${size}x${size}, 10 classes, seeded random weights`,
+    model: `darknet53 width x${width}, ${size}x${size}, 10 classes: seeded random weights, LSUV/BN-conditioned, residual gamma 0.25, ridge linear-probe head (not trained)`,
     fp32_bytes: darknet.byteLength,
     int8_bytes: darknetInt8.byteLength,
     size_ratio: round(darknet.byteLength / darknetInt8.byteLength),
@@ -140,6 +186,15 @@ export async function runQuantizeBench(): Promise<Record<string, unknown>> {
     top1_agreement: round(agreement(q32, q8), 4),
     fp32_synthetic_accuracy: accuracy(q32, held.labels),
     int8_synthetic_accuracy: accuracy(q8, held.labels),
+    fp32_logit_margin_p1: round(margins.marginP1, 3),
+    fp32_logit_margin_p50: round(margins.marginP50, 3),
+    int8_logit_shift_p50: round(margins.shiftP50, 3),
+    int8_logit_shift_p99: round(margins.shiftP99, 3),
+    worst_margin_over_shift: round(margins.worstRatio, 2),
+    reduce_range_top1_agreement: round(agreement(q32, q8r), 4),
+    reduce_range_int8_logit_shift_p50: round(marginsReduced.shiftP50, 3),
+    reduce_range_int8_logit_shift_p99: round(marginsReduced.shiftP99, 3),
+    reduce_range_worst_margin_over_shift: round(marginsReduced.worstRatio, 2),
     fp16_size_ratio: round(darknet.byteLength / darknetFp16.byteLength),
     fp16_top1_agreement: round(agreement(q32, q16), 4),
   };
