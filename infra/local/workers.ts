@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
  * and the tests that kill workers.
  */
 export const WORKER_ENTRY = fileURLToPath(new URL('../gpu-worker/worker.ts', import.meta.url));
+/** As the container runs it (infra/gpu-worker/Dockerfile): rows allocate a lot of short-lived arrays. */
+export const WORKER_NODE_FLAGS = ['--max-semi-space-size=64'];
 
 export interface WorkerLine {
   level: string;
@@ -28,7 +30,7 @@ export interface WorkerProcess {
 }
 
 export function startWorkerProcess(env: Record<string, string>, onLine?: (line: WorkerLine) => void): WorkerProcess {
-  const child = spawn(process.execPath, [WORKER_ENTRY], {
+  const child = spawn(process.execPath, [...WORKER_NODE_FLAGS, WORKER_ENTRY], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
