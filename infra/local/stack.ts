@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
 import { CreateTableCommand, ResourceInUseException } from '@aws-sdk/client-dynamodb';
-import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/clients.ts';
+import { createDynamoClient, createS3Client, createSnsClient } from '../../functions/core/clients.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import { createObservability } from '../../functions/core/observability.ts';
 import { SnsModelEvents } from '../../functions/core/registry/events.ts';
@@ -109,7 +109,6 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
     const dynamo = createDynamoClient({ endpoint: emulators.dynamoEndpoint });
     const sns = createSnsClient({ endpoint: emulators.awsEndpoint });
-    const sqs = createSqsClient({ endpoint: emulators.awsEndpoint });
     const exists = await s3.send(new HeadBucketCommand({ Bucket: bucket })).then(() => true, () => false);
     if (!exists) await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     const registry = await createLocalRegistryResources({ dynamo, sns, prefix: PREFIX });

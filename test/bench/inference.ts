@@ -7,17 +7,15 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context
 import ort from 'onnxruntime-node';
 import { createS3Client } from '../../functions/core/clients.ts';
 import { readIdxFile } from '../../functions/core/datasets/idx.ts';
-import { keys } from '../../functions/core/keys.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import type { InferenceService } from '../../functions/core/inference-service.ts';
 import { encodeInferRequest } from '../../functions/core/v2/codec.ts';
 import { startEmulators } from '../../infra/local/emulators.ts';
 import { seedDemoModels } from '../../infra/local/seed.ts';
-import { buildDeployedBundle } from './bundle.ts';
-import { BENCH_AWS_ENV, median, printTable, root, round, timeToResult, writeResults } from './common.ts';
+import { measureColdStarts } from './cold-start.ts';
+import { BENCH_AWS_ENV, median, printTable, root, round, writeResults } from './common.ts';
 
 const BUCKET = 'bench-inference';
-const LAYER_MODULES = join(root, 'layers', 'onnxruntime', 'dist', 'nodejs', 'node_modules');
 
 type Handler = (event: APIGatewayProxyEventV2, context: Context) => Promise<APIGatewayProxyStructuredResultV2>;
 
@@ -97,32 +95,17 @@ export async function runInferenceBench(): Promise<Record<string, unknown>> {
     const jsonB64 = await overhead(64, false, 40);
     const binaryB64 = await overhead(64, true, 40);
 
-    // Cold start: fresh processes, alternating, each with an empty /tmp cache.
-    const bundle = await buildDeployedBundle('functions/inference/handler.ts');
-    const first = JSON.stringify(Array.from(images.subarray(0, 784)));
-    const baseEnv = { PATH: process.env.PATH, HOME: process.env.HOME, ...BENCH_AWS_ENV, AWS_ENDPOINT_URL: emulators.awsEndpoint, MODEL_BUCKET: BUCKET, PIXELS: first };
-    const naiveMs: number[] = [];
-    const oursMs: number[] = [];
-    let naiveResult = '';
-    let oursResult = '';
-    for (let i = 0; i < 11; i++) {
-      const naive = await timeToResult(process.execPath, [join(root, 'test/bench/cold-naive.mjs')], {
-        cwd: root, env: { ...baseEnv, MODEL_KEY: keys.modelFile('mnist', '1') },
-      });
-      const ours = await timeToResult(process.execPath, [join(root, 'test/bench/cold-ours.mjs')], {
-        cwd: tmpdir(),
-        env: {
-          ...baseEnv, BUNDLE: pathToFileURL(bundle.file).href, NODE_PATH: LAYER_MODULES, NODE_OPTIONS: bundle.nodeOptions,
-          PRELOAD_MODELS: 'mnist', MODEL_CACHE_DIR: await mkdtemp(join(tmpdir(), 'bench-cold-')), POWERTOOLS_LOG_LEVEL: 'WARN',
-        },
-      });
-      if (i > 0) { naiveMs.push(naive.ms); oursMs.push(ours.ms); } // the first pair warms the page cache
-      naiveResult = naive.line;
-      oursResult = ours.line;
-    }
-    const naiveTop = JSON.parse(naiveResult.slice(7)) as number[];
-    const oursTop = JSON.parse(oursResult.slice(7)) as number[];
-    if (naiveTop.indexOf(Math.max(...naiveTop)) !== oursTop.indexOf(Math.max(...oursTop))) throw new Error('cold-start paths disagree on the answer');
+    const cold = await measureColdStarts({
+      awsEndpoint: emulators.awsEndpoint,
+      dynamoEndpoint: emulators.dynamoEndpoint,
+      bucket: BUCKET,
+      model: 'mnist',
+      version: '1',
+      pixels: Array.from(images.subarray(0, 784)),
+      reps: 10,
+    });
+    const naiveMs = cold.naiveMs;
+    const oursMs = cold.oursMs;
 
     const results = {
       overhead_json_b1: round(jsonB1.ratio),
