@@ -1,12 +1,12 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
-import { createS3Client, createSqsClient } from '../core/clients.ts';
+import { createSqsClient } from '../core/clients.ts';
 import { readEvaluateConfig } from '../core/evaluate/config.ts';
 import { EvaluationService } from '../core/evaluate/jobs.ts';
 import { SqsEvaluationQueue } from '../core/evaluate/queue.ts';
 import { ModelSessions } from '../core/model-sessions.ts';
-import { ModelStore } from '../core/model-store.ts';
+import { modelStoreFromEnv } from '../core/model-store-env.ts';
 import { createObservability } from '../core/observability.ts';
 import { createEvaluateApiHandler, createEvaluateWorkerHandler } from './app.ts';
 
@@ -14,7 +14,7 @@ import { createEvaluateApiHandler, createEvaluateWorkerHandler } from './app.ts'
 // data sets then serve every step this environment runs.
 const config = readEvaluateConfig();
 const { logger, metrics } = createObservability();
-const store = new ModelStore({ s3: createS3Client(), bucket: config.bucket, cacheDir: config.cacheDir });
+const store = modelStoreFromEnv(config.cacheDir);
 const sessions = new ModelSessions({
   store,
   intraOpThreads: config.intraOpThreads,

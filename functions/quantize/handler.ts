@@ -2,16 +2,16 @@ import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { GetQueueUrlCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { createDynamoClient, createS3Client, createSqsClient } from '../core/clients.ts';
+import { createDynamoClient, createSqsClient } from '../core/clients.ts';
 import { requireEnv } from '../core/config.ts';
-import { ModelStore } from '../core/model-store.ts';
+import { modelStoreFromEnv } from '../core/model-store-env.ts';
 import { createObservability } from '../core/observability.ts';
 import { QuantizeJobs } from '../core/quantize/jobs.ts';
 import { createQuantizeApiHandler, createQuantizeWorkerHandler, runJob } from './app.ts';
 
 // Lambda init: clients once per environment.
 const { logger } = createObservability();
-const store = new ModelStore({ s3: createS3Client(), bucket: requireEnv('MODEL_BUCKET'), cacheDir: process.env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models' });
+const store = modelStoreFromEnv('/tmp/ai-mass/models');
 const jobs = new QuantizeJobs({ db: DynamoDBDocumentClient.from(createDynamoClient(), { marshallOptions: { removeUndefinedValues: true } }), table: requireEnv('QUANTIZE_JOBS_TABLE') });
 const log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => logger[level](message, fields ?? {});
 const workerDeps = { store, jobs, log };

@@ -8,6 +8,7 @@ import { ConfigError } from '../errors.ts';
 import { InferenceService } from '../inference-service.ts';
 import { ModelSessions } from '../model-sessions.ts';
 import { ModelStore } from '../model-store.ts';
+import { RegistryTable } from '../registry/registry-table.ts';
 import { readBatchConfig, type BatchConfig } from './config.ts';
 import { BatchJobStore } from './job-store.ts';
 import { BatchService } from './service.ts';
@@ -38,7 +39,9 @@ export function createBatchRuntime(options: BatchRuntimeOptions = {}) {
   const logger = options.logger;
   const log =
     options.log ?? ((level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger?.[level](message, fields));
-  const store = new ModelStore({ s3, bucket: config.bucket, cacheDir: config.cacheDir });
+  // With the registry table (set stack-wide), versions and aliases resolve as the inference API does.
+  const registry = env.REGISTRY_TABLE ? new RegistryTable(dynamo, env.REGISTRY_TABLE) : undefined;
+  const store = new ModelStore({ s3, bucket: config.bucket, cacheDir: config.cacheDir, registry });
   const jobs = new BatchJobStore({ dynamo, table: config.table });
   const sessions = new ModelSessions({
     store,
