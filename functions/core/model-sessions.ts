@@ -3,7 +3,7 @@ import ort, { type InferenceSession, type Tensor } from './ort.ts';
 import type { ModelManifest, WarmupTensor } from './manifest.ts';
 import type { ModelStore } from './model-store.ts';
 import { STAGED_SESSION_EXTRA, stagingKey } from './registry/staging.ts';
-import { tensorMetadataOf } from './signature.ts';
+import { tensorMetadataOf } from './v2/tensor-metadata.ts';
 import { DATATYPES } from './v2/datatypes.ts';
 import { decodeJsonTensorData } from './v2/codec.ts';
 import type { TensorMetadata } from './v2/schemas.ts';

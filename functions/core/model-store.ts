@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -156,9 +157,9 @@ export class ModelStore {
       void utimes(cached, now, now).catch(() => undefined); // recency for the cache budget's eviction
       return { bytes: new Uint8Array(fromCache.buffer, fromCache.byteOffset, fromCache.byteLength), source: 'cache' as const };
     }
-    const bytes = await this.getObjectParallel(key, size);
-    if (!bytes) throw new NotFoundError(`model '${manifest.name}' version '${manifest.version}' has no object ${key}`);
-    const actual = sha256Hex(bytes);
+    const downloaded = await this.download(key, size);
+    if (!downloaded) throw new NotFoundError(`model '${manifest.name}' version '${manifest.version}' has no object ${key}`);
+    const { bytes, sha256: actual } = downloaded;
     if (actual !== sha256) {
       throw new IntegrityError(`model '${manifest.name}' version '${manifest.version}': ${key} has sha256 ${actual}, the manifest says ${sha256}`);
     }
@@ -166,6 +167,36 @@ export class ModelStore {
     // reader never sees half a file; a failed write only costs a later download.
     this.pendingCacheWrite = this.writeCache(cached, bytes).catch(() => undefined);
     return { bytes, source: 'bucket' as const };
+  }
+
+  /**
+   * An object of known size, with its sha256. Below the ranged-GET threshold the body streams into
+   * one buffer of that size and is hashed as it arrives (no concatenation copy, the hash overlapped
+   * with the transfer); above it, parallel ranged GETs, hashed once complete.
+   */
+  private async download(key: string, size: number): Promise<{ bytes: Uint8Array; sha256: string } | undefined> {
+    if (size > RANGED_GET_THRESHOLD) {
+      const bytes = await this.getObjectParallel(key, size);
+      return bytes && { bytes, sha256: sha256Hex(bytes) };
+    }
+    let body: AsyncIterable<Uint8Array>;
+    try {
+      body = (await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))).Body as unknown as AsyncIterable<Uint8Array>;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    const bytes = new Uint8Array(size);
+    const hash = createHash('sha256');
+    let at = 0;
+    for await (const chunk of body) {
+      if (at + chunk.length > size) throw new IntegrityError(`${key} is longer than the ${size} bytes its manifest records`);
+      bytes.set(chunk, at);
+      hash.update(chunk);
+      at += chunk.length;
+    }
+    if (at !== size) throw new IntegrityError(`${key} has ${at} bytes, its manifest records ${size}`);
+    return { bytes, sha256: hash.digest('hex') };
   }
 
   /**

@@ -1,8 +1,8 @@
 import ort, { type InferenceSession } from './ort.ts';
 import { BadRequestError } from './errors.ts';
+import { tensorMetadataOf } from './v2/tensor-metadata.ts';
 import { sha256Hex } from './hash.ts';
 import { decodeModel, defaultOpsetVersion, int64ToNumber, OnnxFormatError, type ModelProto } from './onnx/model-proto.ts';
-import { v2DatatypeOf } from './v2/datatypes.ts';
 import type { TensorMetadata } from './v2/schemas.ts';
 
 export interface ModelSignature {
@@ -15,16 +15,6 @@ export interface ModelSignature {
   producer: { name: string; version: string };
 }
 
-
-type ValueMetadata = InferenceSession.ValueMetadata;
-
-/** onnxruntime's view of one input or output, in V2 terms (-1 for a dynamic dimension). */
-export function tensorMetadataOf(meta: ValueMetadata): TensorMetadata {
-  if (!meta.isTensor) throw new BadRequestError(`'${meta.name}' is not a tensor; only tensor inputs and outputs are served`);
-  const datatype = v2DatatypeOf(meta.type);
-  if (!datatype) throw new BadRequestError(`'${meta.name}' has type ${meta.type}, which the V2 protocol cannot carry`);
-  return { name: meta.name, datatype, shape: meta.shape.map((d) => (typeof d === 'number' ? d : -1)) };
-}
 
 /**
  * Reads what a manifest records about a model file: hash, size, and the signature, checked by really

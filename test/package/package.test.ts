@@ -218,7 +218,6 @@ describe('serverless package (standard tier, IAM auth)', () => {
       POWERTOOLS_SERVICE_NAME: 'ai-mass',
       POWERTOOLS_METRICS_NAMESPACE: 'AIMass',
       MAX_BODY_BYTES: '6291456',
-      NODE_OPTIONS: '--enable-source-maps',
       REGISTRY_TABLE: 'ai-mass-test-registry',
       MODEL_CACHE_BUDGET_BYTES: '536870912',
     });
