@@ -5,23 +5,9 @@ import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
 import type { BatchService } from '../core/batch/service.ts';
 import { keys } from '../core/keys.ts';
-import { MetricUnit, recordMetric } from '../core/observability.ts';
+import { errorResponse, json } from '../http/responses.ts';
 
 type Result = APIGatewayProxyStructuredResultV2;
-
-function json(statusCode: number, body: unknown): Result {
-  return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
-}
-
-function refused(error: unknown, logger: Logger, metrics: Metrics): Result {
-  recordMetric(metrics, 'Errors', MetricUnit.Count, 1, { errorClass: (error as Error)?.name ?? 'Error' });
-  if (error instanceof HttpError && error.expose) {
-    logger.warn('request refused', { statusCode: error.statusCode, error: error.message });
-    return json(error.statusCode, { error: error.message });
-  }
-  logger.error('request failed', { error: error as Error });
-  return json(500, { error: 'internal server error' });
-}
 
 const JOB_ROUTE = /^\/v2\/batches\/([^/]+)\/?$/;
 
@@ -72,7 +58,7 @@ export function createBatchApiHandler(deps: BatchApiHandlerDeps) {
     try {
       return await route(event);
     } catch (error) {
-      return refused(error, logger, metrics);
+      return errorResponse(error, (level, message, fields) => logger[level](message, fields), metrics);
     }
   };
 }

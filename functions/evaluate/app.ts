@@ -4,6 +4,7 @@ import type { Metrics } from '@aws-lambda-powertools/metrics';
 import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
 import type { EvaluationService } from '../core/evaluate/jobs.ts';
 import { stepMessageSchema } from '../core/evaluate/queue.ts';
+import { errorResponse, json, pathSegment } from '../http/responses.ts';
 import { MetricUnit, recordMetric } from '../core/observability.ts';
 
 export interface EvaluateApiDeps {
@@ -17,17 +18,7 @@ type Result = APIGatewayProxyStructuredResultV2;
 
 const ROUTE = /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/(evaluate|evaluations\/([^/]+)(\/report\.html)?)\/?$/;
 
-function json(statusCode: number, body: unknown): Result {
-  return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
-}
 
-function segment(raw: string): string {
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    throw new BadRequestError(`malformed path segment ${JSON.stringify(raw)}`);
-  }
-}
 
 function parseBody(event: APIGatewayProxyEventV2, limit: number): unknown {
   const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
@@ -52,8 +43,8 @@ export function createEvaluateApiHandler(deps: EvaluateApiDeps) {
     const path = event.rawPath;
     const match = ROUTE.exec(path);
     if (!match) throw new NotFoundError(`no route for ${method} ${path}`);
-    const name = segment(match[1]!);
-    const version = segment(match[2]!);
+    const name = pathSegment(match[1]!);
+    const version = pathSegment(match[2]!);
     logger.appendKeys({ model: name, version });
     if (match[3] === 'evaluate') {
       if (method !== 'POST') throw new HttpError(405, `method ${method} is not allowed on ${path}; use POST`);
@@ -66,7 +57,7 @@ export function createEvaluateApiHandler(deps: EvaluateApiDeps) {
       };
     }
     if (method !== 'GET') throw new HttpError(405, `method ${method} is not allowed on ${path}; use GET`);
-    const id = segment(match[4]!);
+    const id = pathSegment(match[4]!);
     if (match[5]) {
       const job = await service.readJob(name, version, id);
       const html = await service.readReportHtml(job);
@@ -81,13 +72,7 @@ export function createEvaluateApiHandler(deps: EvaluateApiDeps) {
     try {
       return await route(event);
     } catch (error) {
-      recordMetric(metrics, 'Errors', MetricUnit.Count, 1, { errorClass: (error as Error)?.name ?? 'Error' });
-      if (error instanceof HttpError && error.expose) {
-        logger.warn('request refused', { statusCode: error.statusCode, error: error.message });
-        return json(error.statusCode, { error: error.message });
-      }
-      logger.error('request failed', { error: error as Error });
-      return json(500, { error: 'internal server error' });
+      return errorResponse(error, (level, message, fields) => logger[level](message, fields), metrics);
     }
   };
 }

@@ -1,9 +1,10 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import { BadRequestError, HttpError, NotFoundError, NotReadyError, PayloadTooLargeError } from '../core/errors.ts';
+import { HttpError, NotFoundError, NotReadyError, PayloadTooLargeError } from '../core/errors.ts';
 import type { InferenceService } from '../core/inference-service.ts';
-import { MetricUnit, recordMetric } from '../core/observability.ts';
+import { MetricUnit } from '../core/observability.ts';
+import { errorResponse, header, json, pathSegment } from '../http/responses.ts';
 import { decodeInferRequest, encodeInferResponse, INFERENCE_HEADER_CONTENT_LENGTH } from '../core/v2/codec.ts';
 
 export interface InferenceHandlerDeps {
@@ -20,22 +21,8 @@ const VERSIONS_ROUTE = /^\/v2\/models\/([^/]+)\/versions\/?$/;
 /** A caller that sends this header always lands on the same side of a canary split. */
 export const STICKY_HEADER = 'x-mass-route-key';
 
-function json(statusCode: number, body: unknown): Result {
-  return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
-}
 
-function segment(raw: string): string {
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    throw new BadRequestError(`malformed path segment ${JSON.stringify(raw)}`);
-  }
-}
 
-function header(event: APIGatewayProxyEventV2, name: string): string | undefined {
-  const headers = event.headers ?? {};
-  return headers[name] ?? Object.entries(headers).find(([k]) => k.toLowerCase() === name)?.[1];
-}
 
 /** The body (text as it came, binary as bytes), refused before any decoding when it is over the limit. */
 function requestBody(event: APIGatewayProxyEventV2, limit: number): string | Buffer {
@@ -73,12 +60,12 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     const listing = VERSIONS_ROUTE.exec(path);
     if (listing) {
       allow('GET');
-      return json(200, await service.versionDetails(segment(listing[1]!)));
+      return json(200, await service.versionDetails(pathSegment(listing[1]!)));
     }
     const match = MODEL_ROUTE.exec(path);
     if (!match) throw new NotFoundError(`no route for ${method} ${path}`);
-    const name = segment(match[1]!);
-    const version = match[2] === undefined ? undefined : segment(match[2]);
+    const name = pathSegment(match[1]!);
+    const version = match[2] === undefined ? undefined : pathSegment(match[2]);
     const action = match[3];
     logger.appendKeys({ model: name, ...(version ? { version } : {}) });
 
@@ -120,14 +107,7 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     try {
       return await route(event);
     } catch (error) {
-      const errorClass = (error as Error)?.name ?? 'Error';
-      recordMetric(metrics, 'Errors', MetricUnit.Count, 1, { errorClass });
-      if (error instanceof HttpError && error.expose) {
-        logger.warn('request refused', { statusCode: error.statusCode, error: error.message });
-        return json(error.statusCode, { error: error.message });
-      }
-      logger.error('request failed', { error: error as Error });
-      return json(500, { error: 'internal server error' });
+      return errorResponse(error, (level, message, fields) => logger[level](message, fields), metrics);
     }
   };
 }

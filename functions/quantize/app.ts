@@ -4,6 +4,7 @@ import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from 
 import type { ModelStore } from '../core/model-store.ts';
 import { assertValidName } from '../core/names.ts';
 import { UnsupportedModelError } from '../core/onnx/graph-toolkit.ts';
+import { errorResponse, json, pathSegment } from '../http/responses.ts';
 import { runQuantizeJob, type QuantizeJob, type QuantizeJobs } from '../core/quantize/jobs.ts';
 import { quantizeRequestSchema, type QuantizeRequest } from '../core/quantize/options.ts';
 import { estimatedMemoryMiB } from '../core/quantize/quantize-model.ts';
@@ -25,17 +26,7 @@ const QUANTIZE_ROUTE = /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/quantize\/?$/
 const JOB_ROUTE = /^\/v2\/models\/([^/]+)\/quantizations\/([^/]+)\/?$/;
 const MAX_BODY = 64 * 1024;
 
-function json(statusCode: number, body: unknown, headers: Record<string, string> = {}): Result {
-  return { statusCode, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) };
-}
 
-function segment(raw: string): string {
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    throw new BadRequestError(`malformed path segment ${JSON.stringify(raw)}`);
-  }
-}
 
 /** The request as the schemas parse it; the re-parse on the worker sees the same defaults. */
 export function parseQuantizeRequest(body: unknown): QuantizeRequest {
@@ -56,8 +47,8 @@ export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
     const start = QUANTIZE_ROUTE.exec(path);
     if (start) {
       if (method !== 'POST') throw new HttpError(405, `method ${method} is not allowed on ${path}; use POST`);
-      const name = assertValidName(segment(start[1]!), 'model name');
-      const version = assertValidName(segment(start[2]!), 'version');
+      const name = assertValidName(pathSegment(start[1]!), 'model name');
+      const version = assertValidName(pathSegment(start[2]!), 'version');
       const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
       if (Buffer.byteLength(raw) > MAX_BODY) throw new PayloadTooLargeError(`request body exceeds ${MAX_BODY} bytes`);
       let body: unknown;
@@ -86,8 +77,8 @@ export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
     const status = JOB_ROUTE.exec(path);
     if (status) {
       if (method !== 'GET') throw new HttpError(405, `method ${method} is not allowed on ${path}; use GET`);
-      const name = assertValidName(segment(status[1]!), 'model name');
-      const id = assertValidName(segment(status[2]!), 'job id');
+      const name = assertValidName(pathSegment(status[1]!), 'model name');
+      const id = assertValidName(pathSegment(status[2]!), 'job id');
       const job = await deps.jobs.get(id);
       if (!job || job.model !== name) throw new NotFoundError(`model '${name}' has no quantization job '${id}'`);
       return json(200, jobView(job));
@@ -99,12 +90,7 @@ export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
     try {
       return await route(event);
     } catch (error) {
-      if (error instanceof HttpError && error.expose) {
-        deps.log('warn', 'request refused', { statusCode: error.statusCode, error: error.message });
-        return json(error.statusCode, { error: error.message });
-      }
-      deps.log('error', 'request failed', { error: (error as Error).message });
-      return json(500, { error: 'internal server error' });
+      return errorResponse(error, deps.log);
     }
   };
 }

@@ -2,6 +2,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from '
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { z } from 'zod';
 import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
+import { errorResponse, json, pathSegment } from '../http/responses.ts';
 import { promote, rollback, setRoutes, type RolloutDeps } from '../core/registry/rollout.ts';
 
 export interface RegistryHandlerDeps extends RolloutDeps {
@@ -24,9 +25,6 @@ const routesSchema = z.object({
 });
 const rollbackSchema = z.object({ revision: z.number().int().nonnegative().optional() });
 
-function json(statusCode: number, body: unknown): Result {
-  return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
-}
 
 function parse<T>(schema: z.ZodType<T>, event: APIGatewayProxyEventV2): T {
   let body: unknown = {};
@@ -51,8 +49,8 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
     const method = event.requestContext.http.method.toUpperCase();
     const match = ALIAS_ROUTE.exec(event.rawPath);
     if (!match) throw new NotFoundError(`no route for ${method} ${event.rawPath}`);
-    const model = decodeURIComponent(match[1]!);
-    const alias = decodeURIComponent(match[2]!);
+    const model = pathSegment(match[1]!);
+    const alias = pathSegment(match[2]!);
     const action = match[3];
     if (action === 'promote' && method === 'POST') {
       const body = parse(promoteSchema, event);
@@ -78,12 +76,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
     try {
       return await route(event);
     } catch (error) {
-      if (error instanceof HttpError && error.expose) {
-        deps.logger.warn('request refused', { statusCode: error.statusCode, error: error.message });
-        return json(error.statusCode, { error: error.message });
-      }
-      deps.logger.error('request failed', { error: error as Error });
-      return json(500, { error: 'internal server error' });
+      return errorResponse(error, (level, message, fields) => deps.logger[level](message, fields));
     }
   };
 }
