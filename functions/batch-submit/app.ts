@@ -5,7 +5,8 @@ import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
 import type { BatchService } from '../core/batch/service.ts';
 import { keys } from '../core/keys.ts';
-import { errorResponse, json } from '../http/responses.ts';
+import { errorResponse, json } from '../adapters/http.ts';
+import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../adapters/s3-events.ts';
 
 type Result = APIGatewayProxyStructuredResultV2;
 
@@ -69,11 +70,6 @@ export interface BatchUploadHandlerDeps {
   logger: Logger;
 }
 
-/** S3 keys in events are URL-encoded, with spaces as '+'. */
-export function decodeS3Key(key: string): string {
-  return decodeURIComponent(key.replace(/\+/g, ' '));
-}
-
 /**
  * Options of an upload to batches/incoming/<job>.jsonl travel in its object metadata
  * (x-amz-meta-model, -version, -batch-size, -shard-bytes, -format, -csv-header, -worker, -outputs).
@@ -99,20 +95,6 @@ export function uploadRequest(key: string, metadata: Record<string, string>): Re
   };
   if (request.model === undefined) throw new BadRequestError('the upload has no x-amz-meta-model metadata naming the model to score with');
   return Object.fromEntries(Object.entries(request).filter(([, v]) => v !== undefined));
-}
-
-/** EventBridge's "Object Created" from S3 (how the deployed stack delivers uploads). */
-export interface S3ObjectCreatedDetailEvent {
-  source: 'aws.s3';
-  'detail-type': 'Object Created';
-  detail: { bucket: { name: string }; object: { key: string } };
-}
-
-/** Uploads named by either an S3 notification or an EventBridge event, keys decoded. */
-export function uploadedObjects(event: S3Event | S3ObjectCreatedDetailEvent): { bucket: string; key: string }[] {
-  if ('Records' in event) return event.Records.map((r) => ({ bucket: r.s3.bucket.name, key: decodeS3Key(r.s3.object.key) }));
-  // EventBridge keys are URL-encoded the same way.
-  return [{ bucket: event.detail.bucket.name, key: decodeS3Key(event.detail.object.key) }];
 }
 
 export function createBatchUploadHandler(deps: BatchUploadHandlerDeps) {

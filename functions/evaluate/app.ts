@@ -4,7 +4,7 @@ import type { Metrics } from '@aws-lambda-powertools/metrics';
 import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
 import type { EvaluationService } from '../core/evaluate/jobs.ts';
 import { stepMessageSchema } from '../core/evaluate/queue.ts';
-import { errorResponse, json, pathSegment } from '../http/responses.ts';
+import { errorResponse, json, pathSegment } from '../adapters/http.ts';
 import { MetricUnit, recordMetric } from '../core/observability.ts';
 
 export interface EvaluateApiDeps {

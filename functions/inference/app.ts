@@ -4,7 +4,7 @@ import type { Metrics } from '@aws-lambda-powertools/metrics';
 import { HttpError, NotFoundError, NotReadyError, PayloadTooLargeError } from '../core/errors.ts';
 import type { InferenceService } from '../core/inference-service.ts';
 import { MetricUnit } from '../core/observability.ts';
-import { errorResponse, header, json, pathSegment } from '../http/responses.ts';
+import { errorResponse, header, json, pathSegment } from '../adapters/http.ts';
 import { decodeInferRequest, encodeInferResponse, INFERENCE_HEADER_CONTENT_LENGTH } from '../core/v2/codec.ts';
 
 export interface InferenceHandlerDeps {

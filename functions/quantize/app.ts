@@ -4,7 +4,7 @@ import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from 
 import type { ModelStore } from '../core/model-store.ts';
 import { assertValidName } from '../core/names.ts';
 import { UnsupportedModelError } from '../core/onnx/graph-toolkit.ts';
-import { errorResponse, json, pathSegment } from '../http/responses.ts';
+import { errorResponse, json, pathSegment } from '../adapters/http.ts';
 import { runQuantizeJob, type QuantizeJob, type QuantizeJobs } from '../core/quantize/jobs.ts';
 import { quantizeRequestSchema, type QuantizeRequest } from '../core/quantize/options.ts';
 import { estimatedMemoryMiB } from '../core/quantize/quantize-model.ts';

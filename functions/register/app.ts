@@ -4,7 +4,7 @@ import type { Metrics } from '@aws-lambda-powertools/metrics';
 import type { ModelStore } from '../core/model-store.ts';
 import { MetricUnit } from '../core/observability.ts';
 import { registerUpload, type UploadOutcome } from '../core/registry/register-upload.ts';
-import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../core/s3-events.ts';
+import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../adapters/s3-events.ts';
 
 export interface RegisterHandlerDeps {
   store: ModelStore;

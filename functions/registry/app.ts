@@ -2,7 +2,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from '
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { z } from 'zod';
 import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
-import { errorResponse, json, pathSegment } from '../http/responses.ts';
+import { errorResponse, json, pathSegment } from '../adapters/http.ts';
 import { promote, rollback, setRoutes, type RolloutDeps } from '../core/registry/rollout.ts';
 
 export interface RegistryHandlerDeps extends RolloutDeps {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { uploadedObjects, uploadRequest } from '../../functions/batch-submit/app.ts';
+import { uploadRequest } from '../../functions/batch-submit/app.ts';
+import { uploadedObjects } from '../../functions/adapters/s3-events.ts';
 import { encodeS3EventKey, s3ObjectCreatedEvent } from '../../infra/local/triggers.ts';
 
 describe('upload events', () => {
@@ -9,11 +10,11 @@ describe('upload events', () => {
     const bridged = {
       source: 'aws.s3' as const,
       'detail-type': 'Object Created' as const,
-      detail: { bucket: { name: 'models' }, object: { key: encodeS3EventKey(key) } },
+      detail: { bucket: { name: 'models' }, object: { key: encodeS3EventKey(key), size: 10, etag: 'abc' } },
     };
     expect(direct.Records[0]!.s3.object.key).toBe('batches/incoming/night+run%2B1.jsonl');
-    expect(uploadedObjects(direct)).toEqual([{ bucket: 'models', key }]);
-    expect(uploadedObjects(bridged)).toEqual([{ bucket: 'models', key }]);
+    expect(uploadedObjects(direct)).toEqual([{ bucket: 'models', key, size: 10, eTag: 'abc' }]);
+    expect(uploadedObjects(bridged)).toEqual([{ bucket: 'models', key, size: 10, eTag: 'abc' }]);
   });
 
   it('take their options from object metadata', () => {

@@ -5,8 +5,15 @@ import type { ModelManifest } from '../manifest.ts';
 import { pushModel } from '../model-push.ts';
 import type { ModelStore } from '../model-store.ts';
 import { NAME_PATTERN } from '../names.ts';
-import type { UploadedObject } from '../s3-events.ts';
 import { assertModelSize, DEFAULT_MAX_MODEL_BYTES } from './validation.ts';
+
+/** An object that landed in the bucket, as an S3 or EventBridge event names it. */
+export interface UploadedObject {
+  bucket: string;
+  key: string;
+  size?: number | undefined;
+  eTag?: string | undefined;
+}
 
 /** incoming/<model>/<anything>.onnx */
 const INCOMING_KEY = /^incoming\/([^/]+)\/(.+\.onnx)$/;

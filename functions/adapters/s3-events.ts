@@ -1,4 +1,5 @@
 import type { S3Event } from 'aws-lambda';
+import type { UploadedObject } from '../core/registry/register-upload.ts';
 
 /** EventBridge's "Object Created" from S3: how the deployed stack delivers uploads of its own bucket. */
 export interface S3ObjectCreatedDetailEvent {
@@ -7,12 +8,6 @@ export interface S3ObjectCreatedDetailEvent {
   detail: { bucket: { name: string }; object: { key: string; size?: number; etag?: string } };
 }
 
-export interface UploadedObject {
-  bucket: string;
-  key: string;
-  size?: number | undefined;
-  eTag?: string | undefined;
-}
 
 /** S3 event keys are URL-encoded with '+' for spaces. */
 export function decodeS3Key(key: string): string {
