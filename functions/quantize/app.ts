@@ -3,22 +3,15 @@ import { z } from 'zod';
 import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
 import type { ModelStore } from '../core/model-store.ts';
 import { assertValidName } from '../core/names.ts';
-import { UnsupportedModelError } from '../core/onnx/graph-toolkit.ts';
 import { errorResponse, json, pathSegment } from '../adapters/http.ts';
 import { runQuantizeJob, type QuantizeJob, type QuantizeJobs } from '../core/quantize/jobs.ts';
 import { quantizeRequestSchema, type QuantizeRequest } from '../core/quantize/options.ts';
-import { estimatedMemoryMiB } from '../core/quantize/quantize-model.ts';
+import { startQuantization, type StartQuantizationDeps } from '../core/quantize/start.ts';
 
 type Result = APIGatewayProxyStructuredResultV2;
 type Log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 
-export interface QuantizeApiDeps {
-  store: ModelStore;
-  jobs: QuantizeJobs;
-  /** Hands a job to the worker: an SQS message in AWS, an in-process run locally. */
-  dispatch: (job: string) => Promise<void>;
-  /** The worker's memory; a model whose estimate exceeds it is refused with the container path. */
-  workerMemoryMiB: number;
+export interface QuantizeApiDeps extends StartQuantizationDeps {
   log: Log;
 }
 
@@ -58,19 +51,7 @@ export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
         throw new BadRequestError(`request body is not JSON: ${(error as Error).message}`);
       }
       const request = parseQuantizeRequest(body);
-      const manifest = await deps.store.getManifest(name, version);
-      if (manifest.lineage && ['int8-dynamic', 'int8-static', 'fp16'].includes(manifest.lineage.method)) {
-        throw new UnsupportedModelError(`model '${name}' version '${version}' is already a ${manifest.lineage.method} variant of version ${manifest.lineage.sourceVersion}; quantize that fp32 version instead`);
-      }
-      const needed = estimatedMemoryMiB(manifest.bytes, request.method);
-      if (needed > deps.workerMemoryMiB) {
-        throw new UnsupportedModelError(
-          `model '${name}' version '${version}' is ${(manifest.bytes / 2 ** 20).toFixed(0)} MiB; ${request.method} needs about ${needed} MiB, beyond the quantize Lambda's ${deps.workerMemoryMiB} MiB. ` +
-            `Run it on the container path instead: \`mass quantize ${name} --version ${version} --method ${request.method} --local\` in the worker image (infra/gpu-worker), which quantizes in-process and registers the result the same way`,
-        );
-      }
-      const { job, created } = await deps.jobs.createOrGet(name, version, request);
-      if (created) await deps.dispatch(job.job);
+      const { job, created } = await startQuantization(deps, name, version, request);
       deps.log('info', created ? 'quantization queued' : 'quantization already known', { job: job.job, model: name, version, method: request.method });
       return json(created ? 202 : 200, jobView(job), { location: `/v2/models/${name}/quantizations/${job.job}` });
     }

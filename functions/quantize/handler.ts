@@ -1,12 +1,12 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
-import { GetQueueUrlCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { createDynamoClient, createSqsClient } from '../core/clients.ts';
 import { requireEnv } from '../core/config.ts';
 import { modelStoreFromEnv } from '../core/model-store-env.ts';
 import { createObservability } from '../core/observability.ts';
 import { QuantizeJobs } from '../core/quantize/jobs.ts';
+import { sqsDispatch } from '../core/quantize/start.ts';
 import { createQuantizeApiHandler, createQuantizeWorkerHandler, runJob } from './app.ts';
 
 // Lambda init: clients once per environment.
@@ -27,13 +27,7 @@ function createDispatch() {
       void runJob(workerDeps, job).catch((error: Error) => logger.error('inline quantization failed', { job, error: error.message }));
     };
   }
-  const sqs = createSqsClient();
-  const queueName = requireEnv('QUANTIZE_QUEUE_NAME');
-  let url: Promise<string> | undefined;
-  return async (job: string) => {
-    url ??= sqs.send(new GetQueueUrlCommand({ QueueName: queueName })).then((out) => out.QueueUrl!);
-    await sqs.send(new SendMessageCommand({ QueueUrl: await url, MessageBody: JSON.stringify({ job }) }));
-  };
+  return sqsDispatch(createSqsClient(), requireEnv('QUANTIZE_QUEUE_NAME'));
 }
 
 export const api = middy(

@@ -11,6 +11,11 @@ export interface RegisterHandlerDeps {
   logger: Logger;
   metrics: Metrics;
   maxModelBytes: number;
+  /**
+   * The tier's default quantization policy: started for every new upload (not for versions our own
+   * code derived). It never routes traffic; a failure is logged and leaves the registration standing.
+   */
+  defaultQuantization?: { method: string; start: (model: string, version: string) => Promise<{ job: { job: string }; created: boolean }> } | undefined;
 }
 
 /**
@@ -29,6 +34,15 @@ export function createRegisterHandler(deps: RegisterHandlerDeps) {
         case 'registered':
           logger.info('model version registered', { model: outcome.manifest.name, version: outcome.manifest.version, sha256: outcome.manifest.sha256, ms });
           metrics.addMetric('RegisterMs', MetricUnit.Milliseconds, ms);
+          if (deps.defaultQuantization && outcome.manifest.lineage === null) {
+            const { name, version } = outcome.manifest;
+            try {
+              const { job, created } = await deps.defaultQuantization.start(name, version);
+              logger.info('default quantization started', { model: name, version, method: deps.defaultQuantization.method, job: job.job, created });
+            } catch (error) {
+              logger.warn('default quantization not started', { model: name, version, error: (error as Error).message });
+            }
+          }
           break;
         case 'rejected':
           logger.warn('upload rejected', { key: object.key, reason: outcome.reason, rejectionKey: outcome.rejectionKey });

@@ -1,7 +1,13 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { createDynamoClient, createSqsClient } from '../core/clients.ts';
+import { requireEnv } from '../core/config.ts';
 import { modelStoreFromEnv } from '../core/model-store-env.ts';
+import { QuantizeJobs } from '../core/quantize/jobs.ts';
+import { quantizeRequestSchema } from '../core/quantize/options.ts';
+import { sqsDispatch, startQuantization } from '../core/quantize/start.ts';
 import { createObservability } from '../core/observability.ts';
 import { DEFAULT_MAX_MODEL_BYTES } from '../core/registry/validation.ts';
 import { createRegisterHandler } from './app.ts';
@@ -10,6 +16,20 @@ const { logger, metrics } = createObservability();
 const store = modelStoreFromEnv('/tmp/ai-mass/register');
 const maxModelBytes = process.env.MAX_MODEL_BYTES ? Number(process.env.MAX_MODEL_BYTES) : DEFAULT_MAX_MODEL_BYTES;
 
-export const handler = middy(createRegisterHandler({ store, logger, metrics, maxModelBytes }))
+/** The tier's DEFAULT_QUANTIZATION (none, int8-dynamic, fp16): a variant requested for each new upload. */
+function defaultQuantization() {
+  const method = process.env.DEFAULT_QUANTIZATION ?? 'none';
+  if (method === 'none') return undefined;
+  const request = quantizeRequestSchema.parse({ method });
+  const deps = {
+    store,
+    jobs: new QuantizeJobs({ db: DynamoDBDocumentClient.from(createDynamoClient(), { marshallOptions: { removeUndefinedValues: true } }), table: requireEnv('QUANTIZE_JOBS_TABLE') }),
+    dispatch: sqsDispatch(createSqsClient(), requireEnv('QUANTIZE_QUEUE_NAME')),
+    workerMemoryMiB: Number(process.env.QUANTIZE_WORKER_MEMORY_MB ?? 3008),
+  };
+  return { method, start: (model: string, version: string) => startQuantization(deps, model, version, request) };
+}
+
+export const handler = middy(createRegisterHandler({ store, logger, metrics, maxModelBytes, defaultQuantization: defaultQuantization() }))
   .use(injectLambdaContext(logger, { resetKeys: true }))
   .use(logMetrics(metrics));

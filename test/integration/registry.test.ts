@@ -11,6 +11,16 @@ import { promote, rollback, setRoutes } from '../../functions/core/registry/roll
 import { stagingKey } from '../../functions/core/registry/staging.ts';
 import { latestEvaluationVerdict } from '../../functions/core/evaluate/gate.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
+import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
+import { CreateQueueCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { createDynamoClient } from '../../functions/core/clients.ts';
+import { createObservability } from '../../functions/core/observability.ts';
+import { jobId, QuantizeJobs } from '../../functions/core/quantize/jobs.ts';
+import { quantizeRequestSchema } from '../../functions/core/quantize/options.ts';
+import { sqsDispatch, startQuantization } from '../../functions/core/quantize/start.ts';
+import { createRegisterHandler } from '../../functions/register/app.ts';
+import { s3ObjectCreatedEvent } from '../../infra/local/triggers.ts';
 
 let stack: RegistryStack;
 
@@ -234,5 +244,37 @@ describe('staged artifacts', () => {
     const loaded = await new ModelSessions({ store: stack.store, onStagedFallback: (_m, _v, e) => fallbacks.push(e.name) }).get(manifest);
     expect(loaded.artifact).toBe('onnx');
     expect(fallbacks).toEqual(['IntegrityError']);
+  });
+});
+
+describe('the tier default quantization policy', () => {
+  it('starts a quantize job for each new upload and queues it for the worker', async () => {
+    const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
+    await dynamo.send(new CreateTableCommand({
+      TableName: 'policy-quantize-jobs',
+      AttributeDefinitions: [{ AttributeName: 'job', AttributeType: 'S' }],
+      KeySchema: [{ AttributeName: 'job', KeyType: 'HASH' }],
+      BillingMode: 'PAY_PER_REQUEST',
+    }));
+    const queueUrl = (await stack.sqs.send(new CreateQueueCommand({ QueueName: 'policy-quantize' }))).QueueUrl!;
+    const jobs = new QuantizeJobs({ db: DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } }), table: 'policy-quantize-jobs' });
+    const request = quantizeRequestSchema.parse({ method: 'int8-dynamic' });
+    const deps = { store: stack.store, jobs, dispatch: sqsDispatch(stack.sqs, 'policy-quantize'), workerMemoryMiB: 3008 };
+    const { logger, metrics } = createObservability('registry-test');
+    logger.setLogLevel('SILENT');
+    const handler = createRegisterHandler({
+      store: stack.store, logger, metrics, maxModelBytes: 1 << 20,
+      defaultQuantization: { method: 'int8-dynamic', start: (model, version) => startQuantization(deps, model, version, request) },
+    });
+    await upload('incoming/policy/m.onnx', scaleModel(9));
+    const [outcome] = await handler(s3ObjectCreatedEvent(stack.store.bucket, { key: 'incoming/policy/m.onnx', size: 1, eTag: '' }));
+    expect(outcome?.status).toBe('registered');
+    const job = await jobs.get(jobId('policy', '1', request));
+    expect(job).toMatchObject({ model: 'policy', sourceVersion: '1', method: 'int8-dynamic', state: 'queued' });
+    const messages = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10 }));
+    expect(messages.Messages?.map((m) => JSON.parse(m.Body!))).toEqual([{ job: job!.job }]);
+    // The policy never routes traffic: no alias exists for the model.
+    expect(await stack.store.registry!.listAliases('policy')).toEqual([]);
+    await stack.receiveEvents();
   });
 });

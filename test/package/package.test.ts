@@ -142,10 +142,10 @@ const V2_ROUTES = [
   'POST /v2/models/{name}/versions/{version}/infer',
 ];
 
-const TIERS: Record<Tier, { memorySize: number; provisionedConcurrency: number | undefined; preload: string }> = {
-  basic: { memorySize: 1024, provisionedConcurrency: undefined, preload: '' },
-  standard: { memorySize: 2048, provisionedConcurrency: 1, preload: 'mnist' },
-  advanced: { memorySize: 4096, provisionedConcurrency: 2, preload: 'mnist,silero-vad' },
+const TIERS: Record<Tier, { memorySize: number; provisionedConcurrency: number | undefined; preload: string; cacheBudget: string; quantization: string }> = {
+  basic: { memorySize: 1024, provisionedConcurrency: undefined, preload: '', cacheBudget: '268435456', quantization: 'none' },
+  standard: { memorySize: 2048, provisionedConcurrency: 1, preload: 'mnist', cacheBudget: '536870912', quantization: 'none' },
+  advanced: { memorySize: 4096, provisionedConcurrency: 2, preload: 'mnist,silero-vad', cacheBudget: '2147483648', quantization: 'int8-dynamic' },
 };
 
 const packaged = {} as Record<Tier | 'jwt', Packaged>;
@@ -326,6 +326,8 @@ describe('registry', () => {
       ['ListVersions', ['s3:ListBucket'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}' }],
       ['Registry', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
       ['Announce', ['sns:Publish'], { Ref: 'ModelEventsTopic' }],
+      ['StartDefaultQuantization', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], { 'Fn::GetAtt': ['QuantizeJobsTable', 'Arn'] }],
+      ['QueueDefaultQuantization', ['sqs:GetQueueUrl', 'sqs:SendMessage'], { 'Fn::GetAtt': ['QuantizeQueue', 'Arn'] }],
     ]);
   });
 
@@ -357,13 +359,17 @@ describe('registry', () => {
 });
 
 describe('tiers', () => {
-  it.each(Object.entries(TIERS))('%s sets memory, provisioned concurrency and pre-warmed models', (tier, expected) => {
+  it.each(Object.entries(TIERS))('%s sets memory, provisioned concurrency, pre-warmed models, cache budget and quantization policy', (tier, expected) => {
     const t = packaged[tier as Tier].template;
     const props = inference(t).Properties;
     const aliases = resourcesOfType(t, 'AWS::Lambda::Alias');
 
     expect(props.MemorySize).toBe(expected.memorySize);
-    expect((props.Environment as { Variables: Record<string, unknown> }).Variables.PRELOAD_MODELS).toBe(expected.preload);
+    const variables = (props.Environment as { Variables: Record<string, unknown> }).Variables;
+    expect(variables.PRELOAD_MODELS).toBe(expected.preload);
+    expect(variables.MODEL_CACHE_BUDGET_BYTES).toBe(expected.cacheBudget);
+    const register = t.Resources.RegisterLambdaFunction!.Properties.Environment as { Variables: Record<string, unknown> };
+    expect(register.Variables.DEFAULT_QUANTIZATION).toBe(expected.quantization);
     if (expected.provisionedConcurrency === undefined) {
       expect(aliases).toEqual([]);
     } else {
