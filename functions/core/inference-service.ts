@@ -52,6 +52,7 @@ export interface InferenceServiceOptions {
 export class InferenceService {
   private readonly options: InferenceServiceOptions;
   private readonly states = new Map<string, ModelState>();
+  private readonly stateReads = new Map<string, Promise<ModelState>>();
   private preload: Promise<void> = Promise.resolve();
   private preloadFailed: string[] = [];
   private preloadDone = true;
@@ -137,22 +138,52 @@ export class InferenceService {
     return highest;
   }
 
+  /**
+   * A segment not known as an alias is most often a version, and its manifest answers without the
+   * registry: on a cold start the registry is read alongside the download instead of before it
+   * (its answer stays cached for the requests that name no version).
+   */
+  private async explicitVersionManifest(name: string, segment: string | undefined): Promise<ModelManifest | undefined> {
+    if (segment === undefined) return undefined;
+    assertValidName(name, 'model name');
+    assertValidName(segment, 'version');
+    const cached = this.states.get(name);
+    if (cached?.aliases.has(segment)) return undefined;
+    const loaded = this.options.sessions.loadedModel(name, segment);
+    if (loaded) return loaded.manifest;
+    if (!cached) void this.modelState(name).catch(() => undefined);
+    try {
+      return await this.options.store.getManifest(name, segment);
+    } catch (error) {
+      if (error instanceof NotFoundError) return undefined; // an alias, or nothing: resolveVersion says which
+      throw error;
+    }
+  }
+
   /** Versions (lowest first) and aliases of a model, from the registry table, cached for aliasTtlMs. */
   private async modelState(name: string, refresh = false): Promise<ModelState> {
     const now = (this.options.now ?? Date.now)();
     const cached = this.states.get(name);
     if (!refresh && cached && now - cached.at < (this.options.aliasTtlMs ?? DEFAULT_ALIAS_TTL_MS)) return cached;
+    // One read at a time per model: a cold start's background read and its first request share it.
+    const inFlight = this.stateReads.get(name);
+    if (inFlight && !refresh) return inFlight;
     const registry = this.options.store.registry;
-    const [versions, aliases] = await Promise.all([
-      this.options.store.listVersions(name),
-      registry ? registry.listAliases(name) : Promise.resolve([]),
-    ]);
-    const state = { versions, aliases: new Map(aliases.map((a) => [a.alias, a])), at: now };
-    this.states.set(name, state);
-    return state;
+    const read = Promise.all([this.options.store.listVersions(name), registry ? registry.listAliases(name) : Promise.resolve([])])
+      .then(([versions, aliases]) => {
+        const state = { versions, aliases: new Map(aliases.map((a) => [a.alias, a])), at: now };
+        this.states.set(name, state);
+        return state;
+      })
+      .finally(() => this.stateReads.delete(name));
+    this.stateReads.set(name, read);
+    return read;
   }
 
+
   private async manifestOf(name: string, version?: string, stickyKey?: string): Promise<ModelManifest> {
+    const direct = await this.explicitVersionManifest(name, version);
+    if (direct) return direct;
     const resolved = await this.resolveVersion(name, version, stickyKey);
     const loaded = this.options.sessions.loadedModel(name, resolved);
     if (loaded) return loaded.manifest;
