@@ -1,4 +1,5 @@
-import { CreateTableCommand, ResourceInUseException, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { createPkSkTable } from '../dynamo-tables.ts';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { BatchJobRecord, BatchShardRecord, JobState } from './schemas.ts';
 
@@ -17,24 +18,7 @@ export function isConditionFailure(error: unknown): boolean {
 
 /** Creates the table as serverless.yml declares it; the local stack and tests call this. */
 export async function createBatchTable(dynamo: DynamoDBClient, tableName: string): Promise<void> {
-  try {
-    await dynamo.send(
-      new CreateTableCommand({
-        TableName: tableName,
-        BillingMode: 'PAY_PER_REQUEST',
-        AttributeDefinitions: [
-          { AttributeName: 'pk', AttributeType: 'S' },
-          { AttributeName: 'sk', AttributeType: 'S' },
-        ],
-        KeySchema: [
-          { AttributeName: 'pk', KeyType: 'HASH' },
-          { AttributeName: 'sk', KeyType: 'RANGE' },
-        ],
-      }),
-    );
-  } catch (error) {
-    if (!(error instanceof ResourceInUseException)) throw error;
-  }
+  await createPkSkTable(dynamo, tableName);
 }
 
 export interface ShardCompletion {

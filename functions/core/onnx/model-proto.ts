@@ -17,7 +17,11 @@ export type TensorProtoInit = OnnxTypes.ITensorProto;
 export type ValueInfoProtoInit = OnnxTypes.IValueInfoProto;
 export type AttributeProtoInit = OnnxTypes.IAttributeProto;
 
-/** An int64 field as protobufjs gives it: a number when encoded from one, a `Long` when decoded. */
+/**
+ * An int64 field as protobufjs gives it: a number when encoded from one, a `Long` when decoded.
+ * protobufjs looks `long` up with a runtime require, which is why `long` is a direct dependency:
+ * without it int64 fields decode as lossy numbers.
+ */
 export type Int64Field = number | { low: number; high: number; unsigned: boolean; toString(radix?: number): string };
 
 /** Bytes that are not a (complete) ONNX model. */

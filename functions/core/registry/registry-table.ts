@@ -1,11 +1,6 @@
-import {
-  ConditionalCheckFailedException,
-  CreateTableCommand,
-  DescribeTableCommand,
-  type DynamoDBClient,
-  ResourceNotFoundException,
-} from '@aws-sdk/client-dynamodb';
+import { ConditionalCheckFailedException, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { createPkSkTable } from '../dynamo-tables.ts';
 import { ConflictError } from '../errors.ts';
 
 /**
@@ -70,25 +65,7 @@ export class RegistryTable {
 
   /** Creates the table when it does not exist (local stack and tests; serverless.yml declares it in AWS). */
   async ensureTable(): Promise<void> {
-    try {
-      await this.client.send(new DescribeTableCommand({ TableName: this.tableName }));
-    } catch (error) {
-      if (!(error instanceof ResourceNotFoundException)) throw error;
-      await this.client.send(
-        new CreateTableCommand({
-          TableName: this.tableName,
-          BillingMode: 'PAY_PER_REQUEST',
-          AttributeDefinitions: [
-            { AttributeName: 'pk', AttributeType: 'S' },
-            { AttributeName: 'sk', AttributeType: 'S' },
-          ],
-          KeySchema: [
-            { AttributeName: 'pk', KeyType: 'HASH' },
-            { AttributeName: 'sk', KeyType: 'RANGE' },
-          ],
-        }),
-      );
-    }
+    await createPkSkTable(this.client, this.tableName);
   }
 
   /** The next version number of a model; unique under any number of concurrent callers. */
