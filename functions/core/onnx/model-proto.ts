@@ -2,6 +2,7 @@
  * The ONNX ModelProto on the wire: decode with a guard that refuses what is not an ONNX model, encode
  * back to bytes, and read the int64 fields protobufjs hands out as `Long` objects.
  */
+import './long-support.ts'; // before onnx-proto: protobufjs picks up Long when it loads
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 
@@ -19,8 +20,7 @@ export type AttributeProtoInit = OnnxTypes.IAttributeProto;
 
 /**
  * An int64 field as protobufjs gives it: a number when encoded from one, a `Long` when decoded.
- * protobufjs looks `long` up with a runtime require, which is why `long` is a direct dependency:
- * without it int64 fields decode as lossy numbers.
+ * `Long` comes from long-support.ts (a runtime require of `long` would fail inside a bundle).
  */
 export type Int64Field = number | { low: number; high: number; unsigned: boolean; toString(radix?: number): string };
 
