@@ -28,6 +28,7 @@ import {
   valueInfo,
 } from '../functions/core/onnx/builder.ts';
 import { encodeModel, type NodeProtoInit, type TensorProtoInit } from '../functions/core/onnx/model-proto.ts';
+import { seededRandom } from '../functions/core/random.ts';
 
 const { values: options } = parseArgs({
   options: {
@@ -59,18 +60,6 @@ const sessionOptions: ort.InferenceSession.SessionOptions = {
   executionMode: 'sequential',
   graphOptimizationLevel: 'all',
 };
-
-/** mulberry32: tiny, seeded, good enough for initialisation and shuffling, and the same on every machine. */
-function seededRandom(seedValue: number): () => number {
-  let state = seedValue >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function standardNormal(random: () => number): number {
   const u = 1 - random();

@@ -7,10 +7,10 @@ import {
   histogram,
   quantileSorted,
   regressionMetrics,
-  seededRandom,
   summarizeLatencies,
   topKIndices,
 } from '../../functions/core/evaluate/metrics.ts';
+import { seededRandom } from '../../functions/core/random.ts';
 
 const boot = { resamples: 500, seed: 7, confidence: 0.95 };
 

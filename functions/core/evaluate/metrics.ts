@@ -2,18 +2,7 @@
  * Quality metrics and their bootstrap confidence intervals. Everything here is a pure function of
  * per-row results, so the chunks of a long evaluation can be computed apart and combined at the end.
  */
-
-/** mulberry32: small, fast and seedable, so a report's intervals are reproducible from its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../random.ts';
 
 export interface Interval {
   /** The point estimate on the full data. */

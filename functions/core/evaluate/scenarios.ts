@@ -1,6 +1,7 @@
 import ort, { type InferenceSession } from '../ort.ts';
 import { batchFeeds, type LoadedDataset } from './datasets.ts';
-import { histogram, quantileSorted, seededRandom, summarizeLatencies, type LatencySummary } from './metrics.ts';
+import { seededRandom } from '../random.ts';
+import { histogram, quantileSorted, summarizeLatencies, type LatencySummary } from './metrics.ts';
 
 /**
  * The MLPerf Inference scenarios, each bounded in time so that one fits in a Lambda invocation:

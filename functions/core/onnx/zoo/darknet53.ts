@@ -21,6 +21,7 @@ import ort from '../../ort.ts';
 import { attr, graph, model, node, tensorFromFloat32, tensorFromInt64, valueInfo } from '../builder.ts';
 import { decodeModel, encodeModel, type ModelProtoInit, type NodeProtoInit, type TensorProtoInit } from '../model-proto.ts';
 import { foldBatchNormalization } from '../graph-toolkit.ts';
+import { seededRandom } from '../../random.ts';
 
 export interface Darknet53Options {
   /** Channel widths are multiplied by this (1 = the paper's 32..1024), at least 1 channel each. */
@@ -46,18 +47,6 @@ export interface Darknet53Options {
 const LEAKY_ALPHA = 0.1;
 const STAGES = [1, 2, 8, 8, 4] as const;
 const BN_EPSILON = 1e-5;
-
-/** mulberry32: small, fast and the same on every platform. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function gaussian(random: () => number): () => number {
   return () => {
