@@ -9,6 +9,16 @@ import type { BatchJobRecord, BatchShardRecord, JobState } from './schemas.ts';
  * a shard counts towards its job only if its index is not yet in the job's done or dead set, and
  * only the writer that claims the `merging` state merges.
  */
+/** Adds `#k = :k` for each defined attribute of `set` (names aliased: several are reserved words). */
+function addSets(set: Record<string, unknown>, names: Record<string, string>, values: Record<string, unknown>, sets: string[]): void {
+  for (const [k, v] of Object.entries(set)) {
+    if (v === undefined) continue;
+    names[`#${k}`] = k;
+    values[`:${k}`] = v;
+    sets.push(`#${k} = :${k}`);
+  }
+}
+
 const jobKey = (jobId: string) => ({ pk: `JOB#${jobId}`, sk: 'JOB' });
 const shardKey = (jobId: string, shard: number) => ({ pk: `JOB#${jobId}`, sk: `SHARD#${String(shard).padStart(6, '0')}` });
 
@@ -90,12 +100,7 @@ export class BatchJobStore {
     const names: Record<string, string> = { '#state': 'state' };
     const values: Record<string, unknown> = { ':from': from, ':to': to };
     const sets = ['#state = :to'];
-    for (const [k, v] of Object.entries(set)) {
-      if (v === undefined) continue;
-      names[`#${k}`] = k;
-      values[`:${k}`] = v;
-      sets.push(`#${k} = :${k}`);
-    }
+    addSets(set, names, values, sets);
     try {
       await this.doc.send(
         new UpdateCommand({
@@ -248,12 +253,7 @@ export class BatchJobStore {
     const names: Record<string, string> = { '#state': 'state' };
     const values: Record<string, unknown> = { ':state': state, ':merging': 'merging', ':token': token, ':now': this.now() };
     const sets = ['#state = :state', 'finishedAt = :now'];
-    for (const [k, v] of Object.entries(set)) {
-      if (v === undefined) continue;
-      names[`#${k}`] = k;
-      values[`:${k}`] = v;
-      sets.push(`#${k} = :${k}`);
-    }
+    addSets(set, names, values, sets);
     try {
       await this.doc.send(
         new UpdateCommand({
