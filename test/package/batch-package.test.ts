@@ -1,62 +1,14 @@
 // `serverless package` of the real service with infra/serverless/batch.yml included, offline, then
 // assertions on the batch part of the CloudFormation template and on the score function's bundle.
-import { execFile, execFileSync } from 'node:child_process';
-import { cp, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packageService, removePackagedServices, type Template } from '../helpers/package-service.ts';
 
-const run = promisify(execFile);
-const root = path.resolve(import.meta.dirname, '..', '..');
-const serverlessBin = createRequire(path.join(root, 'package.json')).resolve('serverless/bin/serverless.js');
-const NOT_COPIED = new Set(['node_modules', '.git', '.serverless', '.esbuild', '.build', '.local', 'scratch', 'tmp', 'bench', 'layers/onnxruntime/dist']);
-
-interface Resource {
-  Type: string;
-  Condition?: string;
-  Properties: Record<string, unknown>;
-}
-interface Template {
-  Resources: Record<string, Resource>;
-  Conditions?: Record<string, unknown>;
-}
 interface Statement {
   Sid?: string;
   Action: string | string[];
   Resource: unknown;
-}
-
-const isolated = (() => {
-  try {
-    execFileSync('unshare', ['-rn', 'true'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
-const work: string[] = [];
-
-async function packageService(params: Record<string, string>): Promise<{ dir: string; template: Template }> {
-  const base = await mkdtemp(path.join(tmpdir(), 'ai-mass-batch-package-'));
-  work.push(base);
-  const service = path.join(base, 'service');
-  const dir = path.join(base, 'out');
-  await cp(root, service, {
-    recursive: true,
-    filter: (source) => !NOT_COPIED.has(path.relative(root, source).split(path.sep).join('/')) && !path.basename(source).startsWith('.esbuild'),
-  });
-  await symlink(path.join(root, 'node_modules'), path.join(service, 'node_modules'), 'dir');
-  const args = [serverlessBin, 'package', '--stage', 'test', '--package', dir, ...Object.entries(params).map(([k, v]) => `--param=${k}=${v}`)];
-  const [file, argv] = isolated ? ['unshare', ['-rn', process.execPath, ...args]] : [process.execPath, args];
-  await run(file, argv, {
-    cwd: service,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' },
-    timeout: 100_000,
-  });
-  return { dir, template: JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template };
 }
 
 function statements(t: Template, role: string): Statement[] {
@@ -72,14 +24,12 @@ let gpuDir: string;
 
 beforeAll(async () => {
   [{ template: plain }, { template: gpu, dir: gpuDir }] = await Promise.all([
-    packageService({}),
-    packageService({ batchGpuWorkers: 'true', batchGpuVpcId: 'vpc-0abc', batchGpuSubnetIds: 'subnet-a,subnet-b' }),
+    packageService('batch-plain', {}),
+    packageService('batch-gpu', { batchGpuWorkers: 'true', batchGpuVpcId: 'vpc-0abc', batchGpuSubnetIds: 'subnet-a,subnet-b' }),
   ]);
 }, 200_000);
 
-afterAll(async () => {
-  await Promise.all(work.map((d) => rm(d, { recursive: true, force: true })));
-});
+afterAll(removePackagedServices);
 
 describe('batch functions and queues', () => {
   it('routes POST /v2/batches and GET /v2/batches/{id} to the batch API function', () => {

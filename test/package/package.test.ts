@@ -1,92 +1,24 @@
 // End to end over `serverless package`, as serverless-esbuild's own tests do: package the real
 // service offline, then assert on the generated CloudFormation and on what is inside each zip.
-import { execFile, execFileSync } from 'node:child_process';
-import { cp, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { inflateRawSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureLayer, type LayerManifest } from '../../layers/onnxruntime/build.ts';
+import { isolated, packageService, removePackagedServices, type Packaged, type Resource, type Template } from '../helpers/package-service.ts';
 
-const execFileAsync = promisify(execFile);
-const root = path.resolve(import.meta.dirname, '..', '..');
-const serverlessBin = createRequire(path.join(root, 'package.json')).resolve('serverless/bin/serverless.js');
 
 /** Lambda's limit on a function's unzipped code plus all its layers. */
 const LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024;
 const STAGE = 'test';
 
 type Tier = 'basic' | 'standard' | 'advanced';
-interface Packaged {
-  dir: string;
-  template: Template;
-}
-interface Resource {
-  Type: string;
-  Properties: Record<string, unknown>;
-}
-interface Template {
-  Resources: Record<string, Resource>;
-  Parameters?: Record<string, { Type: string; Default?: string }>;
-}
 interface Statement {
   Sid?: string;
   Effect: string;
   Action: string | string[];
   Resource: unknown;
   Condition?: unknown;
-}
-
-// Packaging runs in a network namespace with only loopback when the machine allows one, so a single
-// attempt to reach AWS or instance metadata fails the run instead of passing unnoticed. Either way
-// the credentials are dummies and any SDK call is pointed at a closed loopback port.
-const isolated = (() => {
-  try {
-    execFileSync('unshare', ['-rn', 'true'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
-/** Build outputs and local state that a copy of the service must not carry. */
-const workDirs: string[] = [];
-const NOT_COPIED = new Set(['node_modules', '.git', '.serverless', '.esbuild', '.build', '.local', 'scratch', 'tmp', 'layers/onnxruntime/dist']);
-
-/**
- * Packages a copy of the service: serverless-esbuild always stages artifacts in `<service>/.serverless`,
- * whatever --package says, so two runs in one directory (these four, or someone's `npm run package`
- * while the tests run) would overwrite each other's zips.
- */
-async function packageService(name: string, params: Record<string, string>): Promise<Packaged> {
-  const work = await mkdtemp(path.join(tmpdir(), `ai-mass-package-${name}-`));
-  workDirs.push(work);
-  const service = path.join(work, 'service');
-  const dir = path.join(work, 'out');
-  await cp(root, service, {
-    recursive: true,
-    filter: (source) => !NOT_COPIED.has(path.relative(root, source).split(path.sep).join('/')) && !source.endsWith('.lock'),
-  });
-  await symlink(path.join(root, 'node_modules'), path.join(service, 'node_modules'), 'dir');
-  const args = [serverlessBin, 'package', '--stage', STAGE, '--package', dir];
-  for (const [key, value] of Object.entries(params)) args.push(`--param=${key}=${value}`);
-  const [file, argv] = isolated ? ['unshare', ['-rn', process.execPath, ...args]] : [process.execPath, args];
-  await execFileAsync(file, argv, {
-    cwd: service,
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
-      AWS_EC2_METADATA_DISABLED: 'true',
-      AWS_ENDPOINT_URL: 'http://127.0.0.1:9',
-    },
-    timeout: 100_000,
-  });
-  const template = JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template;
-  return { dir, template };
 }
 
 interface ZipEntry {
@@ -169,9 +101,7 @@ beforeAll(async () => {
   console.log(`packaged ${runs.length} stacks ${isolated ? 'in a loopback-only network namespace' : 'with no namespace (unshare unavailable)'}`);
 }, 110_000);
 
-afterAll(async () => {
-  await Promise.all(workDirs.map((dir) => rm(dir, { recursive: true, force: true })));
-});
+afterAll(removePackagedServices);
 
 const standard = (): Template => packaged.standard.template;
 const inference = (t: Template): Resource => {

@@ -1,0 +1,71 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { cp, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+export const root = path.resolve(import.meta.dirname, '..', '..');
+const serverlessBin = createRequire(path.join(root, 'package.json')).resolve('serverless/bin/serverless.js');
+
+export interface Resource {
+  Type: string;
+  Properties: Record<string, unknown>;
+  Condition?: string;
+}
+export interface Template {
+  Resources: Record<string, Resource>;
+  Parameters?: Record<string, { Type: string; Default?: string }>;
+  Conditions?: Record<string, unknown>;
+}
+export interface Packaged {
+  dir: string;
+  template: Template;
+}
+
+// Packaging runs in a network namespace with only loopback when the machine allows one, so a single
+// attempt to reach AWS or instance metadata fails the run instead of passing unnoticed. Either way
+// the credentials are dummies and any SDK call is pointed at a closed loopback port.
+export const isolated = (() => {
+  try {
+    execFileSync('unshare', ['-rn', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** Build outputs and local state that a copy of the service must not carry. */
+const NOT_COPIED = new Set(['node_modules', '.git', '.serverless', '.esbuild', '.build', '.local', 'scratch', 'tmp', 'bench', 'layers/onnxruntime/dist']);
+const workDirs: string[] = [];
+
+/**
+ * Packages a copy of the service with `serverless package`, offline: serverless-esbuild always stages
+ * artifacts in `<service>/.serverless`, whatever --package says, so two runs in one directory (these
+ * tests in parallel, or someone's `npm run package`) would overwrite each other's zips.
+ */
+export async function packageService(name: string, params: Record<string, string>, stage = 'test'): Promise<Packaged> {
+  const work = await mkdtemp(path.join(tmpdir(), `ai-mass-package-${name}-`));
+  workDirs.push(work);
+  const service = path.join(work, 'service');
+  const dir = path.join(work, 'out');
+  await cp(root, service, {
+    recursive: true,
+    filter: (source) =>
+      !NOT_COPIED.has(path.relative(root, source).split(path.sep).join('/')) && !path.basename(source).startsWith('.esbuild') && !source.endsWith('.lock'),
+  });
+  await symlink(path.join(root, 'node_modules'), path.join(service, 'node_modules'), 'dir');
+  const args = [serverlessBin, 'package', '--stage', stage, '--package', dir, ...Object.entries(params).map(([k, v]) => `--param=${k}=${v}`)];
+  const [file, argv] = isolated ? ['unshare', ['-rn', process.execPath, ...args]] : [process.execPath, args];
+  await run(file, argv, {
+    cwd: service,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' },
+    timeout: 100_000,
+  });
+  return { dir, template: JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template };
+}
+
+export async function removePackagedServices(): Promise<void> {
+  await Promise.all(workDirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true })));
+}
