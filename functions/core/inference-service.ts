@@ -99,7 +99,7 @@ export class InferenceService {
       refs.map(async (ref) => {
         const [name, version] = ref.split(':') as [string, string | undefined];
         try {
-          await this.loadModel(name, version);
+          await this.loadModel(name, version, undefined, { prefetch: true });
         } catch (error) {
           this.preloadFailed.push(ref);
           this.options.log?.('error', 'pre-warm failed', { model: name, version, error: (error as Error).message });
@@ -143,7 +143,7 @@ export class InferenceService {
    * registry: on a cold start the registry is read alongside the download instead of before it
    * (its answer stays cached for the requests that name no version).
    */
-  private async explicitVersionManifest(name: string, segment: string | undefined): Promise<ModelManifest | undefined> {
+  private async explicitVersionManifest(name: string, segment: string | undefined, prefetch: boolean): Promise<ModelManifest | undefined> {
     if (segment === undefined) return undefined;
     assertValidName(name, 'model name');
     assertValidName(segment, 'version');
@@ -152,6 +152,7 @@ export class InferenceService {
     const loaded = this.options.sessions.loadedModel(name, segment);
     if (loaded) return loaded.manifest;
     if (!cached) void this.modelState(name).catch(() => undefined);
+    if (prefetch) this.options.sessions.prefetch(name, segment); // an alias segment only costs a 404
     try {
       return await this.options.store.getManifest(name, segment);
     } catch (error) {
@@ -181,12 +182,14 @@ export class InferenceService {
   }
 
 
-  private async manifestOf(name: string, version?: string, stickyKey?: string): Promise<ModelManifest> {
-    const direct = await this.explicitVersionManifest(name, version);
+  /** `prefetch` (preload at init): the staged artifact's download starts alongside the manifest read. */
+  private async manifestOf(name: string, version?: string, stickyKey?: string, { prefetch = false } = {}): Promise<ModelManifest> {
+    const direct = await this.explicitVersionManifest(name, version, prefetch);
     if (direct) return direct;
     const resolved = await this.resolveVersion(name, version, stickyKey);
     const loaded = this.options.sessions.loadedModel(name, resolved);
     if (loaded) return loaded.manifest;
+    if (prefetch && resolved !== version) this.options.sessions.prefetch(name, resolved);
     try {
       return await this.options.store.getManifest(name, resolved);
     } catch (error) {
@@ -201,8 +204,8 @@ export class InferenceService {
     return { name, versions, platform: PLATFORM, inputs: manifest.inputs, outputs: manifest.outputs };
   }
 
-  async loadModel(name: string, version?: string, stickyKey?: string): Promise<LoadedModel> {
-    const manifest = await this.manifestOf(name, version, stickyKey);
+  async loadModel(name: string, version?: string, stickyKey?: string, options: { prefetch?: boolean } = {}): Promise<LoadedModel> {
+    const manifest = await this.manifestOf(name, version, stickyKey, options);
     try {
       return await this.options.sessions.get(manifest);
     } catch (error) {

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { tensorMetadataSchema } from './v2/schemas.ts';
 import { V2_DATATYPES } from './v2/datatypes.ts';
 

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import ort, { type InferenceSession, type Tensor } from './ort.ts';
 import type { ModelManifest, WarmupTensor } from './manifest.ts';
+import { keys } from './keys.ts';
 import type { ModelStore } from './model-store.ts';
 import { STAGED_SESSION_EXTRA, stagingKey } from './registry/staging.ts';
 import { tensorMetadataOf } from './v2/tensor-metadata.ts';
@@ -80,6 +81,30 @@ function emptyTyped(type: Tensor.Type, count: number): Tensor.DataType {
   }
 }
 
+/**
+ * A one-node model (y = x + x) whose session brings onnxruntime up: its environment, thread pools and
+ * CPU kernel registry, about half of a cold first session. Built with functions/core/onnx/builder.ts
+ * (test/unit/runtime-warmup.test.ts rebuilds it and checks these bytes).
+ */
+export const RUNTIME_WARMUP_MODEL = Uint8Array.from(
+  atob('CAgSB2FpLW1hc3MaADpCCg4KAXgKAXgSAXkiA0FkZBIOcnVudGltZS13YXJtdXBaDwoBeBIKCggIARIECgIIAWIPCgF5EgoKCAgBEgQKAggBQgQKABAR'),
+  (c) => c.charCodeAt(0),
+);
+
+let runtimeWarm: Promise<void> | undefined;
+
+/**
+ * Brings onnxruntime up once per process, with the serving options. Cold starts call it while a
+ * model's bytes are still arriving, so that work overlaps the transfer instead of following it.
+ */
+export function warmRuntime(intraOpThreads?: number): Promise<void> {
+  runtimeWarm ??= ort.InferenceSession.create(RUNTIME_WARMUP_MODEL, servingSessionOptions(intraOpThreads)).then(
+    (session) => session.release(),
+    () => undefined, // only an optimization: the model's own session reports any real problem
+  );
+  return runtimeWarm;
+}
+
 export interface ModelSessionsOptions {
   store: ModelStore;
   intraOpThreads?: number | undefined;
@@ -106,6 +131,16 @@ export class ModelSessions {
 
   constructor(options: ModelSessionsOptions) {
     this.options = options;
+  }
+
+  /**
+   * Starts downloading a version's staged artifact before its manifest is read (cold-start preload),
+   * when this runtime would use one; the manifest still checks the bytes before a session is built.
+   */
+  prefetch(name: string, version: string): void {
+    const key = this.options.stagingKey ?? stagingKey();
+    if (key === 'off' || this.loads.has(`${name}/${version}`) || (this.options.executionProviders?.length ?? 0) > 0) return;
+    this.options.store.prefetch(keys.staged(name, version, key));
   }
 
   loadedModel(name: string, version: string): LoadedModel | undefined {
@@ -170,7 +205,9 @@ export class ModelSessions {
     const preferred = this.options.executionProviders;
     if (!preferred || preferred.length === 0) {
       try {
-        const staged = await this.options.store.getStagedBytes(manifest, this.options.stagingKey ?? stagingKey());
+        const fetching = this.options.store.getStagedBytes(manifest, this.options.stagingKey ?? stagingKey());
+        await warmRuntime(this.options.intraOpThreads);
+        const staged = await fetching;
         if (staged) {
           const session = await ort.InferenceSession.create(staged.bytes, { ...options, extra: STAGED_SESSION_EXTRA } as InferenceSession.SessionOptions);
           return { session, source: staged.source, artifact: 'staged' as const, bytes: staged.bytes, executionProviders: undefined };

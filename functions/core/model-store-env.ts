@@ -1,21 +1,21 @@
-import { createDynamoClient, createS3Client, createSnsClient } from './clients.ts';
+import { createDynamoClient, createS3Client } from './clients.ts';
 import { requireEnv } from './config.ts';
 import { ModelStore } from './model-store.ts';
-import { SnsModelEvents } from './registry/events.ts';
+import type { ModelEventPublisher } from './registry/events.ts';
 import { RegistryTable } from './registry/registry-table.ts';
 
 /**
- * The model store every function wires from its environment: MODEL_BUCKET, the registry table
- * (REGISTRY_TABLE, set stack-wide) and, where the function announces changes, the events topic.
+ * The model store every function wires from its environment: MODEL_BUCKET and the registry table
+ * (REGISTRY_TABLE, set stack-wide). Functions that announce changes pass `modelEventsFromEnv()`;
+ * the rest never import the SNS client, which keeps it out of the inference bundle's cold start.
  */
-export function modelStoreFromEnv(cacheDir: string, env: NodeJS.ProcessEnv = process.env): ModelStore {
+export function modelStoreFromEnv(cacheDir: string, options: { events?: ModelEventPublisher | undefined } = {}, env: NodeJS.ProcessEnv = process.env): ModelStore {
   const table = env.REGISTRY_TABLE;
-  const topic = env.MODEL_EVENTS_TOPIC_ARN;
   return new ModelStore({
     s3: createS3Client(),
     bucket: requireEnv('MODEL_BUCKET', env),
     cacheDir: env.MODEL_CACHE_DIR ?? cacheDir,
     registry: table ? new RegistryTable(createDynamoClient(), table) : undefined,
-    events: topic ? new SnsModelEvents(createSnsClient(), topic) : undefined,
+    events: options.events,
   });
 }

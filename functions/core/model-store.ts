@@ -22,13 +22,28 @@ export interface ModelStoreOptions {
   events?: ModelEventPublisher | undefined;
 }
 
-const RANGED_GET_THRESHOLD = 16 * 1024 * 1024;
-const RANGE_PART_BYTES = 8 * 1024 * 1024;
-const RANGE_CONCURRENCY = 4;
+/**
+ * Downloads come in ranged parts over parallel connections: one connection tops out well below what
+ * S3 serves to several (S3's guidance is 8-16 MB per ranged GET), and parts also let a download
+ * start before its size is known.
+ */
+const PART_BYTES = 8 * 1024 * 1024;
+const PART_CONCURRENCY = 4;
+
+/** The object's full size from a Content-Range header such as "bytes 0-8388607/14865636". */
+function totalFromContentRange(header: string | undefined): number | undefined {
+  const total = header?.match(/\/(\d+)$/)?.[1];
+  return total === undefined ? undefined : Number(total);
+}
 
 function isNotFound(error: unknown): boolean {
   const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
   return error instanceof NoSuchKey || e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404;
+}
+
+interface Downloaded {
+  bytes: Uint8Array;
+  sha256: string;
 }
 
 /** Reads registered models from the bucket: versions, manifests, and hash-checked model bytes. */
@@ -40,6 +55,8 @@ export class ModelStore {
   readonly events: ModelEventPublisher | undefined;
   /** The last background cache write (tests await it). */
   pendingCacheWrite: Promise<void> = Promise.resolve();
+  /** Downloads started before their manifest was read (see prefetch), taken once by the artifact read. */
+  private readonly prefetches = new Map<string, Promise<Downloaded | undefined>>();
 
   constructor(options: ModelStoreOptions) {
     this.s3 = options.s3;
@@ -149,17 +166,33 @@ export class ModelStore {
     return this.getArtifact(manifest, keys.staged(manifest.name, manifest.version, stagingKey), staged.sha256, staged.bytes, 'ort');
   }
 
+  /**
+   * Starts downloading an object whose manifest is still being read, so a cold start's two round
+   * trips overlap. The bytes are only used once getModelBytes/getStagedBytes checks them against the
+   * manifest's size and sha256, exactly as a download started then; an object that is missing or
+   * not wanted is dropped. For init only: the local cache is not consulted first.
+   */
+  prefetch(key: string): void {
+    if (this.prefetches.has(key)) return;
+    const download = this.download(key);
+    download.catch(() => undefined); // a failed prefetch falls back to a fresh download, never rejects unseen
+    this.prefetches.set(key, download);
+  }
+
   private async getArtifact(manifest: ModelManifest, key: string, sha256: string, size: number, extension: string) {
     const cached = join(this.cacheDir, manifest.name, manifest.version, `${sha256}.${extension}`);
-    const fromCache = await readFile(cached).catch(() => undefined);
+    const prefetched = this.prefetches.get(key);
+    this.prefetches.delete(key);
+    const fromCache = prefetched ? undefined : await readFile(cached).catch(() => undefined);
     if (fromCache && sha256Hex(fromCache) === sha256) {
       const now = new Date();
       void utimes(cached, now, now).catch(() => undefined); // recency for the cache budget's eviction
       return { bytes: new Uint8Array(fromCache.buffer, fromCache.byteOffset, fromCache.byteLength), source: 'cache' as const };
     }
-    const downloaded = await this.download(key, size);
+    const downloaded = (prefetched && (await prefetched.catch(() => undefined))) ?? (await this.download(key, size));
     if (!downloaded) throw new NotFoundError(`model '${manifest.name}' version '${manifest.version}' has no object ${key}`);
     const { bytes, sha256: actual } = downloaded;
+    if (bytes.length !== size) throw new IntegrityError(`${key} has ${bytes.length} bytes, its manifest records ${size}`);
     if (actual !== sha256) {
       throw new IntegrityError(`model '${manifest.name}' version '${manifest.version}': ${key} has sha256 ${actual}, the manifest says ${sha256}`);
     }
@@ -170,63 +203,65 @@ export class ModelStore {
   }
 
   /**
-   * An object of known size, with its sha256. Below the ranged-GET threshold the body streams into
-   * one buffer of that size and is hashed as it arrives (no concatenation copy, the hash overlapped
-   * with the transfer); above it, parallel ranged GETs, hashed once complete.
+   * An object with its sha256, in ranged parts of PART_BYTES over up to PART_CONCURRENCY connections,
+   * each part streamed into one buffer at its offset (no per-part copies) and hashed in order as the
+   * parts before it complete, so hashing overlaps the transfer. With a known size every part starts
+   * at once; without, the other parts start as soon as the first part's Content-Range tells the size.
+   * Undefined when the object does not exist.
    */
-  private async download(key: string, size: number): Promise<{ bytes: Uint8Array; sha256: string } | undefined> {
-    if (size > RANGED_GET_THRESHOLD) {
-      const bytes = await this.getObjectParallel(key, size);
-      return bytes && { bytes, sha256: sha256Hex(bytes) };
-    }
-    let body: AsyncIterable<Uint8Array>;
+  async download(key: string, knownSize?: number): Promise<Downloaded | undefined> {
+    let size = knownSize;
+    let bytes: Uint8Array | undefined;
+    const hash = createHash('sha256');
+    const complete: boolean[] = [];
+    let hashed = 0;
+    /** Sends one part's GET; resolves once its headers are in, with the promise of its body. */
+    const openPart = async (part: number): Promise<{ body: Promise<void> }> => {
+      const start = part * PART_BYTES;
+      const requestedEnd = (size === undefined ? start + PART_BYTES : Math.min(size, start + PART_BYTES)) - 1;
+      const res = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${requestedEnd}` }));
+      const total = totalFromContentRange(res.ContentRange) ?? (part === 0 ? res.ContentLength : undefined);
+      if (total === undefined) throw new IntegrityError(`${key}: the response to a ranged GET gave no size`);
+      if (size === undefined) size = total;
+      else if (total !== size) throw new IntegrityError(`${key} has ${total} bytes, its manifest records ${size}`);
+      const out = (bytes ??= new Uint8Array(size));
+      const end = Math.min(size, start + PART_BYTES);
+      const body = (async () => {
+        let at = start;
+        for await (const chunk of res.Body as unknown as AsyncIterable<Uint8Array>) {
+          if (at + chunk.length > end) throw new IntegrityError(`${key}: range ${start}-${end - 1} returned more than ${end - start} bytes`);
+          out.set(chunk, at);
+          at += chunk.length;
+        }
+        if (at !== end) throw new IntegrityError(`${key}: range ${start}-${end - 1} returned ${at - start} bytes`);
+        complete[part] = true;
+        while (complete[hashed]) {
+          hash.update(out.subarray(hashed * PART_BYTES, Math.min(out.length, (hashed + 1) * PART_BYTES)));
+          hashed++;
+        }
+      })();
+      return { body };
+    };
+    const fetchParts = async (first: number, connections: number) => {
+      const parts = Math.ceil(size! / PART_BYTES);
+      let next = first;
+      const worker = async () => {
+        while (next < parts) await (await openPart(next++)).body;
+      };
+      await Promise.all(Array.from({ length: Math.max(0, Math.min(connections, parts - first)) }, worker));
+    };
     try {
-      body = (await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))).Body as unknown as AsyncIterable<Uint8Array>;
+      if (size === undefined) {
+        const first = await openPart(0);
+        await Promise.all([first.body, fetchParts(1, PART_CONCURRENCY - 1)]);
+      } else {
+        await fetchParts(0, PART_CONCURRENCY);
+      }
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
     }
-    const bytes = new Uint8Array(size);
-    const hash = createHash('sha256');
-    let at = 0;
-    for await (const chunk of body) {
-      if (at + chunk.length > size) throw new IntegrityError(`${key} is longer than the ${size} bytes its manifest records`);
-      bytes.set(chunk, at);
-      hash.update(chunk);
-      at += chunk.length;
-    }
-    if (at !== size) throw new IntegrityError(`${key} has ${at} bytes, its manifest records ${size}`);
-    return { bytes, sha256: hash.digest('hex') };
-  }
-
-  /**
-   * Large objects come down as parallel ranged GETs (one connection tops out well below what S3
-   * serves to several); small ones in one request.
-   */
-  async getObjectParallel(key: string, size: number): Promise<Uint8Array | undefined> {
-    if (size <= RANGED_GET_THRESHOLD) return this.getObjectBytes(key);
-    const out = new Uint8Array(size);
-    const parts = Math.ceil(size / RANGE_PART_BYTES);
-    let next = 0;
-    let missing = false;
-    const worker = async () => {
-      while (next < parts && !missing) {
-        const part = next++;
-        const start = part * RANGE_PART_BYTES;
-        const end = Math.min(size, start + RANGE_PART_BYTES) - 1;
-        try {
-          const res = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }));
-          const chunk = await res.Body!.transformToByteArray();
-          if (chunk.length !== end - start + 1) throw new IntegrityError(`${key}: range ${start}-${end} returned ${chunk.length} bytes`);
-          out.set(chunk, start);
-        } catch (error) {
-          if (isNotFound(error)) missing = true;
-          else throw error;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(RANGE_CONCURRENCY, parts) }, worker));
-    return missing ? undefined : out;
+    return { bytes: bytes ?? new Uint8Array(0), sha256: hash.digest('hex') };
   }
 
   /**

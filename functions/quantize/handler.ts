@@ -4,6 +4,7 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { createDynamoClient, createSqsClient } from '../core/clients.ts';
 import { requireEnv } from '../core/config.ts';
 import { modelStoreFromEnv } from '../core/model-store-env.ts';
+import { modelEventsFromEnv } from '../core/registry/events.ts';
 import { createObservability } from '../core/observability.ts';
 import { QuantizeJobs } from '../core/quantize/jobs.ts';
 import { sqsDispatch } from '../core/quantize/start.ts';
@@ -11,7 +12,7 @@ import { createQuantizeApiHandler, createQuantizeWorkerHandler, runJob } from '.
 
 // Lambda init: clients once per environment.
 const { logger } = createObservability();
-const store = modelStoreFromEnv('/tmp/ai-mass/models');
+const store = modelStoreFromEnv('/tmp/ai-mass/models', { events: modelEventsFromEnv() });
 const jobs = new QuantizeJobs({ db: DynamoDBDocumentClient.from(createDynamoClient(), { marshallOptions: { removeUndefinedValues: true } }), table: requireEnv('QUANTIZE_JOBS_TABLE') });
 const log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => logger[level](message, fields ?? {});
 const workerDeps = { store, jobs, log };

@@ -5,6 +5,7 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { createDynamoClient, createSqsClient } from '../core/clients.ts';
 import { requireEnv } from '../core/config.ts';
 import { modelStoreFromEnv } from '../core/model-store-env.ts';
+import { modelEventsFromEnv } from '../core/registry/events.ts';
 import { QuantizeJobs } from '../core/quantize/jobs.ts';
 import { quantizeRequestSchema } from '../core/quantize/options.ts';
 import { sqsDispatch, startQuantization } from '../core/quantize/start.ts';
@@ -13,7 +14,7 @@ import { DEFAULT_MAX_MODEL_BYTES } from '../core/registry/validation.ts';
 import { createRegisterHandler } from './app.ts';
 
 const { logger, metrics } = createObservability();
-const store = modelStoreFromEnv('/tmp/ai-mass/register');
+const store = modelStoreFromEnv('/tmp/ai-mass/register', { events: modelEventsFromEnv() });
 const maxModelBytes = process.env.MAX_MODEL_BYTES ? Number(process.env.MAX_MODEL_BYTES) : DEFAULT_MAX_MODEL_BYTES;
 
 /** The tier's DEFAULT_QUANTIZATION (none, int8-dynamic, fp16): a variant requested for each new upload. */

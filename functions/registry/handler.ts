@@ -2,10 +2,11 @@ import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { latestEvaluationVerdict } from '../core/evaluate/gate.ts';
 import { modelStoreFromEnv } from '../core/model-store-env.ts';
+import { modelEventsFromEnv } from '../core/registry/events.ts';
 import { createObservability } from '../core/observability.ts';
 import { createRegistryHandler } from './app.ts';
 
 const { logger } = createObservability();
-const store = modelStoreFromEnv('/tmp/ai-mass/registry');
+const store = modelStoreFromEnv('/tmp/ai-mass/registry', { events: modelEventsFromEnv() });
 
 export const handler = middy(createRegistryHandler({ store, logger, gate: latestEvaluationVerdict })).use(injectLambdaContext(logger, { resetKeys: true }));

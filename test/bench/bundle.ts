@@ -3,13 +3,13 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { build, type BuildOptions } from 'esbuild';
+import { build, type BuildOptions, type Plugin } from 'esbuild';
 import { BENCH_AWS_ENV, root } from './common.ts';
 
 const run = promisify(execFile);
 
 interface PrintedService {
-  custom: { esbuild: BuildOptions & { exclude?: string[]; outputFileExtension?: string; outputWorkFolder?: string } };
+  custom: { esbuild: Omit<BuildOptions, 'plugins'> & { plugins?: string; exclude?: string[]; outputFileExtension?: string; outputWorkFolder?: string } };
   provider: { environment?: Record<string, unknown> };
 }
 
@@ -29,7 +29,8 @@ export async function printService(): Promise<PrintedService> {
  */
 export async function buildDeployedBundle(entry: string): Promise<{ file: string; nodeOptions: string }> {
   const service = await printService();
-  const { exclude = [], outputFileExtension = '.mjs', outputWorkFolder: _work, ...options } = service.custom.esbuild;
+  const { exclude = [], outputFileExtension = '.mjs', outputWorkFolder: _work, plugins: pluginsFile, ...options } = service.custom.esbuild;
+  const plugins = typeof pluginsFile === 'string' ? ((await import(join(root, pluginsFile))) as { default: Plugin[] }).default : [];
   const outdir = await mkdtemp(join(tmpdir(), 'ai-mass-bundle-'));
   await build({
     ...options,
@@ -37,6 +38,7 @@ export async function buildDeployedBundle(entry: string): Promise<{ file: string
     outdir,
     outExtension: { '.js': outputFileExtension },
     external: exclude,
+    plugins,
     logLevel: 'error',
   });
   const name = entry.split('/').pop()!.replace(/\.ts$/, outputFileExtension);

@@ -3,11 +3,16 @@
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import ort from 'onnxruntime-node';
 
+const TYPES = { FP32: ['float32', Float32Array], INT64: ['int64', (values) => BigInt64Array.from(values, BigInt)] };
 const s3 = new S3Client({ endpoint: process.env.AWS_ENDPOINT_URL, forcePathStyle: true, region: 'us-east-1' });
 const out = await s3.send(new GetObjectCommand({ Bucket: process.env.MODEL_BUCKET, Key: process.env.MODEL_KEY }));
 const bytes = await out.Body.transformToByteArray();
 const session = await ort.InferenceSession.create(bytes);
-const pixels = new Float32Array(JSON.parse(process.env.PIXELS));
-const result = await session.run({ input: new ort.Tensor('float32', pixels, [1, 784]) });
-process.stdout.write(`RESULT ${JSON.stringify(Array.from(result.probabilities.data))}\n`);
+const feeds = {};
+for (const t of JSON.parse(process.env.FEEDS)) {
+  const [type, make] = TYPES[t.datatype];
+  feeds[t.name] = new ort.Tensor(type, make === Float32Array ? Float32Array.from(t.data) : make(t.data), t.shape);
+}
+const result = await session.run(feeds);
+process.stdout.write(`RESULT ${JSON.stringify(Array.from(result[process.env.OUTPUT].data))}\n`);
 process.exit(0);

@@ -2,13 +2,14 @@
 // top-level await pre-warms the model; onnxruntime from the layer through NODE_PATH), then serves
 // one infer request through the handler.
 const { handler } = await import(process.env.BUNDLE);
+const path = `/v2/models/${process.env.MODEL}/infer`;
 const event = {
   version: '2.0',
-  rawPath: '/v2/models/mnist/infer',
+  rawPath: path,
   headers: { 'content-type': 'application/json' },
-  requestContext: { http: { method: 'POST', path: '/v2/models/mnist/infer' } },
+  requestContext: { http: { method: 'POST', path } },
   isBase64Encoded: false,
-  body: JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: JSON.parse(process.env.PIXELS) }] }),
+  body: JSON.stringify({ inputs: JSON.parse(process.env.FEEDS), outputs: [{ name: process.env.OUTPUT }] }),
 };
 const context = { functionName: 'bench', awsRequestId: 'cold-1', invokedFunctionArn: 'arn:aws:lambda:us-east-1:000000000000:function:bench', memoryLimitInMB: '2048', functionVersion: '$LATEST', getRemainingTimeInMillis: () => 28000 };
 const write = process.stdout.write.bind(process.stdout);

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { keys } from '../../functions/core/keys.ts';
+import type { WarmupTensor } from '../../functions/core/manifest.ts';
 import { buildDeployedBundle } from './bundle.ts';
 import { BENCH_AWS_ENV, root, timeToResult } from './common.ts';
 
@@ -28,7 +29,10 @@ export async function measureColdStarts(options: {
   registryTable?: string;
   model: string;
   version: string;
-  pixels: number[];
+  /** One request's inputs, as V2 JSON tensors (the naive script builds the same tensors). */
+  feeds: WarmupTensor[];
+  /** The output whose values every path must agree on. */
+  output: string;
   reps: number;
   withPlain?: boolean;
 }): Promise<ColdStartRuns> {
@@ -40,7 +44,9 @@ export async function measureColdStarts(options: {
     AWS_ENDPOINT_URL: options.awsEndpoint,
     DYNAMODB_ENDPOINT_URL: options.dynamoEndpoint,
     MODEL_BUCKET: options.bucket,
-    PIXELS: JSON.stringify(options.pixels),
+    MODEL: options.model,
+    FEEDS: JSON.stringify(options.feeds),
+    OUTPUT: options.output,
   };
   const ours = async (staging: 'on' | 'off') =>
     timeToResult(process.execPath, [join(root, 'test/bench/cold-ours.mjs')], {
@@ -71,13 +77,29 @@ export async function measureColdStarts(options: {
     runs.naiveMs.push(naive.ms);
     runs.oursMs.push(staged.ms);
     if (plain) runs.oursPlainMs.push(plain.ms);
-    answers = new Set([...answers, ...[naive, staged, ...(plain ? [plain] : [])].map((r) => top1(r.line))]);
+    answers = new Set([...answers, ...[naive, staged, ...(plain ? [plain] : [])].map((r) => rounded(r.line))]);
   }
   if (answers.size !== 1) throw new Error(`cold-start paths disagree on the answer: ${[...answers].join(', ')}`);
   return runs;
 }
 
-function top1(line: string): string {
-  const probs = JSON.parse(line.slice('RESULT '.length)) as number[];
-  return String(probs.indexOf(Math.max(...probs)));
+/** The output's values to 4 significant digits: every path runs the same graph on the same input. */
+function rounded(line: string): string {
+  const values = JSON.parse(line.slice('RESULT '.length)) as number[];
+  return JSON.stringify(values.map((v) => Number(v.toPrecision(4))));
+}
+
+/** One MNIST test image as the MLP's input. */
+export function mnistFeeds(images: Uint8Array): WarmupTensor[] {
+  return [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Array.from(images.subarray(0, 784)) }];
+}
+
+/** One 512-sample window of a 440 Hz tone at 16 kHz, with silero-vad's zero state. */
+export function sileroFeeds(): WarmupTensor[] {
+  const window = Array.from({ length: 512 }, (_, i) => Number((0.5 * Math.sin((2 * Math.PI * 440 * i) / 16000)).toFixed(6)));
+  return [
+    { name: 'input', datatype: 'FP32', shape: [1, 512], data: window },
+    { name: 'state', datatype: 'FP32', shape: [2, 1, 128], data: new Array<number>(256).fill(0) },
+    { name: 'sr', datatype: 'INT64', shape: [], data: [16000] },
+  ];
 }

@@ -12,7 +12,7 @@ import type { InferenceService } from '../../functions/core/inference-service.ts
 import { encodeInferRequest } from '../../functions/core/v2/codec.ts';
 import { startEmulators } from '../../infra/local/emulators.ts';
 import { seedDemoModels } from '../../infra/local/seed.ts';
-import { measureColdStarts } from './cold-start.ts';
+import { measureColdStarts, mnistFeeds } from './cold-start.ts';
 import { BENCH_AWS_ENV, median, printTable, root, round, writeResults } from './common.ts';
 
 const BUCKET = 'bench-inference';
@@ -101,7 +101,8 @@ export async function runInferenceBench(): Promise<Record<string, unknown>> {
       bucket: BUCKET,
       model: 'mnist',
       version: '1',
-      pixels: Array.from(images.subarray(0, 784)),
+      feeds: mnistFeeds(images),
+      output: 'probabilities',
       reps: 10,
     });
     const naiveMs = cold.naiveMs;

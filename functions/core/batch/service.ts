@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
-import { z } from 'zod';
+import * as z from 'zod';
 import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../errors.ts';
 import type { InferenceService } from '../inference-service.ts';
 import { keys } from '../keys.ts';

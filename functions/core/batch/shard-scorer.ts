@@ -1,5 +1,5 @@
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { z } from 'zod';
+import * as z from 'zod';
 import { keys } from '../keys.ts';
 import type { ModelSessions } from '../model-sessions.ts';
 import type { ModelStore } from '../model-store.ts';

@@ -1,5 +1,5 @@
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import { z } from 'zod';
+import * as z from 'zod';
 import ort, { type Tensor } from '../ort.ts';
 import { BadRequestError, ConflictError, IntegrityError, NotFoundError } from '../errors.ts';
 import { IdxFormatError, parseIdx } from '../datasets/idx.ts';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
-import { z } from 'zod';
+import * as z from 'zod';
 import ort from '../ort.ts';
 import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../errors.ts';
 import { keys } from '../keys.ts';

@@ -1,5 +1,5 @@
 import { GetQueueUrlCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { EvaluationQueue, StepMessage } from './jobs.ts';
 
 export const stepMessageSchema = z.strictObject({

@@ -2,7 +2,7 @@
  * One source of truth for what a quantization request may say: the API, the worker, the CLI and the
  * tests all parse with these schemas, so an option that one accepts the others understand.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { NAME_PATTERN } from '../names.ts';
 
 export const QUANTIZE_METHODS = ['int8-dynamic', 'int8-static', 'fp16'] as const;

@@ -1,4 +1,5 @@
 import { PublishCommand, type SNSClient } from '@aws-sdk/client-sns';
+import { createSnsClient } from '../clients.ts';
 import type { Lineage } from '../manifest.ts';
 
 /**
@@ -44,4 +45,10 @@ export class SnsModelEvents implements ModelEventPublisher {
       }),
     );
   }
+}
+
+/** The events topic of this stack (MODEL_EVENTS_TOPIC_ARN), for the functions that announce changes. */
+export function modelEventsFromEnv(env: NodeJS.ProcessEnv = process.env): SnsModelEvents | undefined {
+  const topic = env.MODEL_EVENTS_TOPIC_ARN;
+  return topic ? new SnsModelEvents(createSnsClient(), topic) : undefined;
 }

@@ -1,0 +1,127 @@
+import { execFile } from 'node:child_process';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, extname, join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import type { Plugin } from 'esbuild';
+
+const run = promisify(execFile);
+
+/**
+ * ESM imports of node:http and node:https become require() calls. Node builds the ESM facade of a
+ * built-in by reading every export, and node:http's lazy WebSocket/EventSource getters then load all
+ * of undici: measured at about 50 ms of every cold start, for exports nothing here uses. require()
+ * returns the module object without touching those getters.
+ */
+export const builtinsThroughRequire: Plugin = {
+  name: 'builtins-through-require',
+  setup(build) {
+    build.onResolve({ filter: /^(node:)?https?$/ }, (args) =>
+      args.kind === 'import-statement' || args.kind === 'dynamic-import'
+        ? { path: args.path.replace(/^node:/, ''), namespace: 'builtin-through-require' }
+        : undefined,
+    );
+    build.onLoad({ filter: /.*/, namespace: 'builtin-through-require' }, (args) => ({
+      contents: `module.exports = require('node:${args.path}');`,
+      loader: 'js',
+    }));
+  },
+};
+
+/** What a handler file becomes: a shim that turns Node's compile cache on, then loads the bundle. */
+export const COMPILE_CACHE_SUFFIX = '.compile-cache';
+export const APP_SUFFIX = '.app';
+
+function shim(appFile: string, cacheDir: string, exportNames: readonly string[]): string {
+  // A static `export * from` would load the bundle before the cache is on: import it dynamically and
+  // re-export its names (a Lambda handler is a named export).
+  return [
+    '// Generated at packaging (infra/esbuild/plugins.ts): V8 code cache for the bundle, then the bundle.',
+    "import { enableCompileCache } from 'node:module';",
+    "import { fileURLToPath } from 'node:url';",
+    `enableCompileCache({ directory: fileURLToPath(new URL(${JSON.stringify(`./${cacheDir}`)}, import.meta.url)), portable: true });`,
+    `export const { ${exportNames.join(', ')} } = await import(${JSON.stringify(`./${appFile}`)});`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * Ships each handler with Node's compile cache (V8 code cache). Parsing and compiling the bundle was
+ * the largest share of our cold start after onnxruntime itself; with the cache, V8 deserializes
+ * code instead. The bundle moves to `<handler>.app.mjs`, `<handler>.mjs` becomes a shim that enables
+ * the cache from `<handler>.compile-cache/` (portable: keyed by paths relative to the cache, so it
+ * holds in /var/task) and imports the bundle. The cache is made by importing the handler once here
+ * (its init, with dummy credentials and a closed loopback endpoint; an init that throws still leaves
+ * the compiled code). Node checks each entry against its own version, V8 flags and the source's hash,
+ * and compiles as before when any differs: a stale cache costs a lookup, never correctness. The names
+ * start with the handler's, so serverless-esbuild's per-function packaging keeps them in that
+ * function's zip only.
+ */
+export const compileCache: Plugin = {
+  name: 'compile-cache',
+  setup(build) {
+    build.initialOptions.metafile = true; // the bundle's export names, for the shim
+    build.onEnd(async (result) => {
+      const { outdir, entryPoints, outExtension } = build.initialOptions;
+      if (result.errors.length > 0 || !outdir || !Array.isArray(entryPoints) || build.initialOptions.write === false) return;
+      const extension = outExtension?.['.js'] ?? '.js';
+      for (const entry of entryPoints) {
+        if (typeof entry !== 'string') continue;
+        const stem = basename(entry, extname(entry));
+        const cwd = build.initialOptions.absWorkingDir ?? process.cwd();
+        const handlerFile = resolve(cwd, outdir, `${stem}${extension}`);
+        const output = Object.entries(result.metafile?.outputs ?? {}).find(([file]) => resolve(cwd, file) === handlerFile)?.[1];
+        if (!output) continue;
+        const appName = `${stem}${APP_SUFFIX}${extension}`;
+        const cacheName = `${stem}${COMPILE_CACHE_SUFFIX}`;
+        const dir = dirname(handlerFile);
+        const code = await readFile(handlerFile, 'utf8');
+        // esbuild leaves an unchanged output unwritten on a rebuild: the shim and its cache still hold.
+        if (code.includes('Generated at packaging (infra/esbuild/plugins.ts)')) continue;
+        await rm(join(dir, cacheName), { recursive: true, force: true });
+        await writeFile(join(dir, appName), code.replace(`//# sourceMappingURL=${stem}${extension}.map`, `//# sourceMappingURL=${appName}.map`));
+        await rename(`${handlerFile}.map`, join(dir, `${appName}.map`)).catch(() => undefined);
+        await writeFile(handlerFile, shim(appName, cacheName, output.exports.filter((name) => name !== 'default')));
+        await trainCompileCache(handlerFile);
+      }
+    });
+  },
+};
+
+async function trainCompileCache(handlerFile: string): Promise<void> {
+  const script = [
+    "import { flushCompileCache } from 'node:module';",
+    `try { await import(${JSON.stringify(new URL(`file://${handlerFile}`).href)}); } catch {}`,
+    'flushCompileCache();',
+    'process.exit(0);',
+  ].join('\n');
+  try {
+    await run(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: dirname(handlerFile),
+      timeout: 60_000,
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        AWS_ACCESS_KEY_ID: 'compile-cache',
+        AWS_SECRET_ACCESS_KEY: 'compile-cache',
+        AWS_REGION: 'us-east-1',
+        AWS_EC2_METADATA_DISABLED: 'true',
+        AWS_ENDPOINT_URL: 'http://127.0.0.1:9',
+        DYNAMODB_ENDPOINT_URL: 'http://127.0.0.1:9',
+        POWERTOOLS_LOG_LEVEL: 'SILENT',
+        POWERTOOLS_METRICS_DISABLED: 'true',
+        AWS_MAX_ATTEMPTS: '1',
+        MODEL_BUCKET: 'compile-cache-training',
+        // The inference handler's init then runs its preload: a registry query and S3 GETs that
+        // fail at connect, after the SDK's endpoint, signing and middleware code has been compiled
+        // into the cache (the first request's share of a cold start).
+        REGISTRY_TABLE: 'compile-cache-training',
+        PRELOAD_MODELS: 'compile-cache-training:1',
+      },
+    });
+  } catch (error) {
+    // The cache is an optimization: a handler without one works, it only compiles at cold start.
+    console.warn(`compile cache for ${handlerFile} not made: ${(error as Error).message.split('\n')[0]}`);
+  }
+}
+
+export default [builtinsThroughRequire, compileCache];

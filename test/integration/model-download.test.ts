@@ -1,0 +1,111 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createS3Client } from '../../functions/core/clients.ts';
+import { IntegrityError } from '../../functions/core/errors.ts';
+import { sha256Hex } from '../../functions/core/hash.ts';
+import { keys } from '../../functions/core/keys.ts';
+import type { ModelManifest } from '../../functions/core/manifest.ts';
+import { ModelStore } from '../../functions/core/model-store.ts';
+import { registerUpload } from '../../functions/core/registry/register-upload.ts';
+import { stagingKey } from '../../functions/core/registry/staging.ts';
+import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
+
+const MiB = 1024 * 1024;
+let stack: RegistryStack;
+let store: ModelStore;
+/** The Range of every GetObject this store's client sends, in order. */
+let ranges: (string | undefined)[];
+
+function recordRanges(s3: S3Client) {
+  s3.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (context.commandName === 'GetObjectCommand') ranges.push((args.input as { Range?: string }).Range);
+      return next(args);
+    },
+    { step: 'initialize', name: 'recordRanges' },
+  );
+}
+
+beforeAll(async () => {
+  stack = await startRegistryStack('download-test');
+  const s3 = createS3Client({ endpoint: stack.emulators.awsEndpoint });
+  recordRanges(s3);
+  store = new ModelStore({ s3, bucket: stack.store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')), registry: stack.store.registry });
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+beforeEach(() => {
+  ranges = [];
+});
+
+describe('model downloads in ranged parts', () => {
+  const big = new Uint8Array(randomBytes(20 * MiB + 5));
+  const bigKey = 'models/big/1/model.onnx';
+  beforeAll(async () => {
+    await stack.store.putObjectBytes(bigKey, big);
+  });
+
+  it('fetch every 8 MiB part at once when the size is known, hashed in order', async () => {
+    const downloaded = await store.download(bigKey, big.length);
+    expect(downloaded?.sha256).toBe(sha256Hex(big));
+    expect(Buffer.compare(downloaded!.bytes, big)).toBe(0);
+    expect([...ranges].sort()).toEqual(['bytes=0-8388607', 'bytes=16777216-20971524', 'bytes=8388608-16777215']);
+  });
+
+  it('learn the size from the first part when it is not known, then fetch the rest', async () => {
+    const downloaded = await store.download(bigKey);
+    expect(downloaded?.sha256).toBe(sha256Hex(big));
+    expect(Buffer.compare(downloaded!.bytes, big)).toBe(0);
+    expect(ranges[0]).toBe('bytes=0-8388607');
+    expect(ranges.slice(1).sort()).toEqual(['bytes=16777216-20971524', 'bytes=8388608-16777215']);
+  });
+
+  it('give undefined for a missing object and refuse one whose size is not the expected one', async () => {
+    await expect(store.download('models/big/1/none.onnx')).resolves.toBeUndefined();
+    await expect(store.download(bigKey, big.length - 1)).rejects.toThrow(
+      new IntegrityError(`${bigKey} has ${big.length} bytes, its manifest records ${big.length - 1}`),
+    );
+  });
+});
+
+describe('prefetch of a staged artifact during preload', () => {
+  let manifest: ModelManifest;
+  beforeAll(async () => {
+    await stack.store.putObjectBytes('incoming/prefetched/m.onnx', scaleModel(3));
+    const outcome = await registerUpload(stack.store, { bucket: stack.store.bucket, key: 'incoming/prefetched/m.onnx' });
+    if (outcome.status !== 'registered') throw new Error(outcome.status);
+    manifest = outcome.manifest;
+  });
+
+  it('serves the artifact read from the download started before the manifest, with no second GET', async () => {
+    store.prefetch(keys.staged('prefetched', manifest.version, stagingKey()));
+    const staged = await store.getStagedBytes(manifest, stagingKey());
+    expect(staged?.source).toBe('bucket');
+    expect(sha256Hex(staged!.bytes)).toBe(manifest.staged[stagingKey()]!.sha256);
+    expect(ranges).toEqual(['bytes=0-8388607']);
+  });
+
+  it('checks prefetched bytes against the manifest like any download', async () => {
+    const key = keys.staged('prefetched', manifest.version, stagingKey());
+    await stack.store.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: Buffer.from('tampered') }));
+    const fresh = new ModelStore({ s3: store.s3, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
+    fresh.prefetch(key);
+    await expect(fresh.getStagedBytes(manifest, stagingKey())).rejects.toThrow(
+      new IntegrityError(`${key} has 8 bytes, its manifest records ${manifest.staged[stagingKey()]!.bytes}`),
+    );
+    expect(ranges).toEqual(['bytes=0-8388607']);
+  });
+
+  it('falls back to a fresh download when the prefetched object was missing', async () => {
+    const key = keys.staged('prefetched', '99', stagingKey());
+    const fresh = new ModelStore({ s3: store.s3, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
+    fresh.prefetch(key);
+    await expect(fresh.getStagedBytes({ ...manifest, version: '99' }, stagingKey())).rejects.toThrow(`model 'prefetched' version '99' has no object ${key}`);
+    expect(ranges).toEqual(['bytes=0-8388607', `bytes=0-${manifest.staged[stagingKey()]!.bytes - 1}`]);
+  });
+});
