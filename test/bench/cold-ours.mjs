@@ -2,7 +2,8 @@
 // top-level await pre-warms the model; onnxruntime from the layer through NODE_PATH), then serves
 // one infer request through the handler.
 const { handler } = await import(process.env.BUNDLE);
-const path = `/v2/models/${process.env.MODEL}/infer`;
+// The version pre-warmed (and the one the naive script loads), not whatever the registry routes to.
+const path = `/v2/models/${process.env.MODEL}/versions/${process.env.VERSION}/infer`;
 const event = {
   version: '2.0',
   rawPath: path,

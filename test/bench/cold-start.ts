@@ -45,6 +45,7 @@ export async function measureColdStarts(options: {
     DYNAMODB_ENDPOINT_URL: options.dynamoEndpoint,
     MODEL_BUCKET: options.bucket,
     MODEL: options.model,
+    VERSION: options.version,
     FEEDS: JSON.stringify(options.feeds),
     OUTPUT: options.output,
   };
