@@ -205,9 +205,11 @@ export class ModelSessions {
     const preferred = this.options.executionProviders;
     if (!preferred || preferred.length === 0) {
       try {
-        const fetching = this.options.store.getStagedBytes(manifest, this.options.stagingKey ?? stagingKey());
-        await warmRuntime(this.options.intraOpThreads);
-        const staged = await fetching;
+        // onnxruntime comes up while the bytes arrive; Promise.all holds the fetch's rejection from the start.
+        const [staged] = await Promise.all([
+          this.options.store.getStagedBytes(manifest, this.options.stagingKey ?? stagingKey()),
+          warmRuntime(this.options.intraOpThreads),
+        ]);
         if (staged) {
           const session = await ort.InferenceSession.create(staged.bytes, { ...options, extra: STAGED_SESSION_EXTRA } as InferenceSession.SessionOptions);
           return { session, source: staged.source, artifact: 'staged' as const, bytes: staged.bytes, executionProviders: undefined };
