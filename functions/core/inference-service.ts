@@ -107,6 +107,7 @@ export class InferenceService {
       }),
     ).then(() => {
       this.preloadDone = true;
+      this.options.store.discardPrefetches(); // any not taken (an artifact the manifest does not name) only holds memory
     });
     return this.preload;
   }
@@ -140,8 +141,9 @@ export class InferenceService {
 
   /**
    * A segment not known as an alias is most often a version, and its manifest answers without the
-   * registry: on a cold start the registry is read alongside the download instead of before it
-   * (its answer stays cached for the requests that name no version).
+   * registry. A request reads the registry alongside (its answer stays cached for the requests that
+   * name no version); a pre-warm does not: at init that read's SDK work was measured on the cold
+   * start's critical path, and the version it loads needs none.
    */
   private async explicitVersionManifest(name: string, segment: string | undefined, prefetch: boolean): Promise<ModelManifest | undefined> {
     if (segment === undefined) return undefined;
@@ -151,7 +153,7 @@ export class InferenceService {
     if (cached?.aliases.has(segment)) return undefined;
     const loaded = this.options.sessions.loadedModel(name, segment);
     if (loaded) return loaded.manifest;
-    if (!cached) void this.modelState(name).catch(() => undefined);
+    if (!cached && !prefetch) void this.modelState(name).catch(() => undefined);
     if (prefetch) this.options.sessions.prefetch(name, segment); // an alias segment only costs a 404
     try {
       return await this.options.store.getManifest(name, segment);

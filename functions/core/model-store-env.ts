@@ -1,7 +1,6 @@
 import { createDynamoClient, createS3Client } from './clients.ts';
 import { requireEnv } from './config.ts';
-import { ModelStore } from './model-store.ts';
-import type { ModelEventPublisher } from './registry/events.ts';
+import { ModelStore, type ModelStoreOptions } from './model-store.ts';
 import { RegistryTable } from './registry/registry-table.ts';
 
 /**
@@ -9,7 +8,11 @@ import { RegistryTable } from './registry/registry-table.ts';
  * (REGISTRY_TABLE, set stack-wide). Functions that announce changes pass `modelEventsFromEnv()`;
  * the rest never import the SNS client, which keeps it out of the inference bundle's cold start.
  */
-export function modelStoreFromEnv(cacheDir: string, options: { events?: ModelEventPublisher | undefined } = {}, env: NodeJS.ProcessEnv = process.env): ModelStore {
+export function modelStoreFromEnv(
+  cacheDir: string,
+  options: Pick<ModelStoreOptions, 'events' | 'prefetched'> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): ModelStore {
   const table = env.REGISTRY_TABLE;
   return new ModelStore({
     s3: createS3Client(),
@@ -17,5 +20,6 @@ export function modelStoreFromEnv(cacheDir: string, options: { events?: ModelEve
     cacheDir: env.MODEL_CACHE_DIR ?? cacheDir,
     registry: table ? new RegistryTable(createDynamoClient(), table) : undefined,
     events: options.events,
+    prefetched: options.prefetched,
   });
 }

@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { IntegrityError, NotFoundError } from './errors.ts';
@@ -10,6 +10,7 @@ import { assertValidName, compareVersions } from './names.ts';
 import type { ModelEventPublisher } from './registry/events.ts';
 import type { RegistryTable } from './registry/registry-table.ts';
 import { sha256Hex } from './hash.ts';
+import { downloadRanged, totalFromContentRange, type Downloaded } from './ranged-download.ts';
 
 export interface ModelStoreOptions {
   s3: S3Client;
@@ -20,30 +21,16 @@ export interface ModelStoreOptions {
   registry?: RegistryTable | undefined;
   /** Where registrations and rollouts are announced. */
   events?: ModelEventPublisher | undefined;
-}
-
-/**
- * Downloads come in ranged parts over parallel connections: one connection tops out well below what
- * S3 serves to several (S3's guidance is 8-16 MB per ranged GET), and parts also let a download
- * start before its size is known.
- */
-const PART_BYTES = 8 * 1024 * 1024;
-const PART_CONCURRENCY = 4;
-
-/** The object's full size from a Content-Range header such as "bytes 0-8388607/14865636". */
-function totalFromContentRange(header: string | undefined): number | undefined {
-  const total = header?.match(/\/(\d+)$/)?.[1];
-  return total === undefined ? undefined : Number(total);
+  /**
+   * Downloads started before this store existed (the boot fetch), by key: each is taken once, by
+   * the first read of its key, and a failed or missing one falls back to an ordinary GET.
+   */
+  prefetched?: ReadonlyMap<string, Promise<Downloaded | undefined>> | undefined;
 }
 
 function isNotFound(error: unknown): boolean {
   const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
   return error instanceof NoSuchKey || e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404;
-}
-
-interface Downloaded {
-  bytes: Uint8Array;
-  sha256: string;
 }
 
 /** Reads registered models from the bucket: versions, manifests, and hash-checked model bytes. */
@@ -64,9 +51,13 @@ export class ModelStore {
     this.cacheDir = options.cacheDir;
     this.registry = options.registry;
     this.events = options.events;
+    for (const [key, download] of options.prefetched ?? []) this.prefetches.set(key, download);
   }
 
   async getObjectBytes(key: string): Promise<Uint8Array | undefined> {
+    const prefetched = this.takePrefetch(key);
+    const early = prefetched && (await prefetched.catch(() => undefined));
+    if (early) return early.bytes;
     try {
       const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
       return await out.Body!.transformToByteArray();
@@ -179,10 +170,20 @@ export class ModelStore {
     this.prefetches.set(key, download);
   }
 
+  /** Drops downloads started early that no read took. */
+  discardPrefetches(): void {
+    this.prefetches.clear();
+  }
+
+  private takePrefetch(key: string): Promise<Downloaded | undefined> | undefined {
+    const download = this.prefetches.get(key);
+    this.prefetches.delete(key);
+    return download;
+  }
+
   private async getArtifact(manifest: ModelManifest, key: string, sha256: string, size: number, extension: string) {
     const cached = join(this.cacheDir, manifest.name, manifest.version, `${sha256}.${extension}`);
-    const prefetched = this.prefetches.get(key);
-    this.prefetches.delete(key);
+    const prefetched = this.takePrefetch(key);
     const fromCache = prefetched ? undefined : await readFile(cached).catch(() => undefined);
     if (fromCache && sha256Hex(fromCache) === sha256) {
       const now = new Date();
@@ -202,66 +203,22 @@ export class ModelStore {
     return { bytes, source: 'bucket' as const };
   }
 
-  /**
-   * An object with its sha256, in ranged parts of PART_BYTES over up to PART_CONCURRENCY connections,
-   * each part streamed into one buffer at its offset (no per-part copies) and hashed in order as the
-   * parts before it complete, so hashing overlaps the transfer. With a known size every part starts
-   * at once; without, the other parts start as soon as the first part's Content-Range tells the size.
-   * Undefined when the object does not exist.
-   */
-  async download(key: string, knownSize?: number): Promise<Downloaded | undefined> {
-    let size = knownSize;
-    let bytes: Uint8Array | undefined;
-    const hash = createHash('sha256');
-    const complete: boolean[] = [];
-    let hashed = 0;
-    /** Sends one part's GET; resolves once its headers are in, with the promise of its body. */
-    const openPart = async (part: number): Promise<{ body: Promise<void> }> => {
-      const start = part * PART_BYTES;
-      const requestedEnd = (size === undefined ? start + PART_BYTES : Math.min(size, start + PART_BYTES)) - 1;
-      const res = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${requestedEnd}` }));
-      const total = totalFromContentRange(res.ContentRange) ?? (part === 0 ? res.ContentLength : undefined);
-      if (total === undefined) throw new IntegrityError(`${key}: the response to a ranged GET gave no size`);
-      if (size === undefined) size = total;
-      else if (total !== size) throw new IntegrityError(`${key} has ${total} bytes, its manifest records ${size}`);
-      const out = (bytes ??= new Uint8Array(size));
-      const end = Math.min(size, start + PART_BYTES);
-      const body = (async () => {
-        let at = start;
-        for await (const chunk of res.Body as unknown as AsyncIterable<Uint8Array>) {
-          if (at + chunk.length > end) throw new IntegrityError(`${key}: range ${start}-${end - 1} returned more than ${end - start} bytes`);
-          out.set(chunk, at);
-          at += chunk.length;
+  /** An object with its sha256, in parallel ranged GETs (downloadRanged); undefined when it does not exist. */
+  download(key: string, knownSize?: number): Promise<Downloaded | undefined> {
+    return downloadRanged(
+      key,
+      async (start, end) => {
+        try {
+          const res = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }));
+          const total = totalFromContentRange(res.ContentRange) ?? (start === 0 ? res.ContentLength : undefined);
+          return { total, body: res.Body as Readable };
+        } catch (error) {
+          if (isNotFound(error)) return undefined;
+          throw error;
         }
-        if (at !== end) throw new IntegrityError(`${key}: range ${start}-${end - 1} returned ${at - start} bytes`);
-        complete[part] = true;
-        while (complete[hashed]) {
-          hash.update(out.subarray(hashed * PART_BYTES, Math.min(out.length, (hashed + 1) * PART_BYTES)));
-          hashed++;
-        }
-      })();
-      return { body };
-    };
-    const fetchParts = async (first: number, connections: number) => {
-      const parts = Math.ceil(size! / PART_BYTES);
-      let next = first;
-      const worker = async () => {
-        while (next < parts) await (await openPart(next++)).body;
-      };
-      await Promise.all(Array.from({ length: Math.max(0, Math.min(connections, parts - first)) }, worker));
-    };
-    try {
-      if (size === undefined) {
-        const first = await openPart(0);
-        await Promise.all([first.body, fetchParts(1, PART_CONCURRENCY - 1)]);
-      } else {
-        await fetchParts(0, PART_CONCURRENCY);
-      }
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
-    return { bytes: bytes ?? new Uint8Array(0), sha256: hash.digest('hex') };
+      },
+      knownSize,
+    );
   }
 
   /**

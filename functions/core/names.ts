@@ -3,8 +3,12 @@ import { BadRequestError } from './errors.ts';
 /** DESIGN.md: model names and versions; anything else is refused, never turned into a key. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
+export function isValidName(value: string): boolean {
+  return NAME_PATTERN.test(value) && !value.includes('..');
+}
+
 export function assertValidName(value: string, what: 'model name' | 'version' | 'alias' | 'job id' | 'data set'): string {
-  if (!NAME_PATTERN.test(value) || value.includes('..')) {
+  if (!isValidName(value)) {
     throw new BadRequestError(
       `invalid ${what} ${JSON.stringify(value.slice(0, 80))}: must match [a-z0-9][a-z0-9._-]{0,63}`,
     );

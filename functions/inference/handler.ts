@@ -1,3 +1,4 @@
+import { bootFetch } from './boot.ts'; // first: see boot.ts
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
@@ -12,7 +13,7 @@ import { createInferenceHandler } from './app.ts';
 const initStarted = performance.now();
 const config = readInferenceConfig();
 const { logger, metrics } = createObservability();
-const store = modelStoreFromEnv(config.cacheDir);
+const store = modelStoreFromEnv(config.cacheDir, { prefetched: bootFetch.downloads });
 const sessions = new ModelSessions({
   store,
   intraOpThreads: config.intraOpThreads,

@@ -1,0 +1,110 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startBootFetch, type BootFetchEnv } from '../../functions/core/boot-fetch.ts';
+import { createS3Client } from '../../functions/core/clients.ts';
+import { IntegrityError, NotFoundError } from '../../functions/core/errors.ts';
+import { sha256Hex } from '../../functions/core/hash.ts';
+import { keys } from '../../functions/core/keys.ts';
+import type { ModelManifest } from '../../functions/core/manifest.ts';
+import { ModelStore } from '../../functions/core/model-store.ts';
+import type { Downloaded } from '../../functions/core/ranged-download.ts';
+import { registerUpload } from '../../functions/core/registry/register-upload.ts';
+import { stagingKey } from '../../functions/core/registry/staging.ts';
+import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
+
+let stack: RegistryStack;
+let s3: S3Client;
+let env: BootFetchEnv;
+/** The key of every GetObject the store's own (SDK) client sends. */
+let sdkGets: string[];
+
+async function register(model: string, k: number): Promise<ModelManifest> {
+  await stack.store.putObjectBytes(`incoming/${model}/m.onnx`, scaleModel(k));
+  const outcome = await registerUpload(stack.store, { bucket: stack.store.bucket, key: `incoming/${model}/m.onnx` });
+  if (outcome.status !== 'registered') throw new Error(outcome.status);
+  return outcome.manifest;
+}
+
+async function storeWith(prefetched: ReadonlyMap<string, Promise<Downloaded | undefined>>): Promise<ModelStore> {
+  return new ModelStore({ s3, bucket: stack.store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'boot-fetch-test-')), prefetched });
+}
+
+beforeAll(async () => {
+  stack = await startRegistryStack('boot-fetch-test');
+  s3 = createS3Client({ endpoint: stack.emulators.awsEndpoint });
+  s3.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (context.commandName === 'GetObjectCommand') sdkGets.push((args.input as { Key: string }).Key);
+      return next(args);
+    },
+    { step: 'initialize', name: 'recordGets' },
+  );
+  env = {
+    MODEL_BUCKET: stack.store.bucket,
+    AWS_ACCESS_KEY_ID: 'test',
+    AWS_SECRET_ACCESS_KEY: 'test',
+    AWS_REGION: 'us-east-1',
+    AWS_ENDPOINT_URL: stack.emulators.awsEndpoint,
+  };
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+beforeEach(() => {
+  sdkGets = [];
+});
+
+describe('the boot fetch against the S3 emulator', () => {
+  it("fetches a versioned pre-warm's manifest and staged artifact; the store serves both with no GET of its own", async () => {
+    const registered = await register('booted', 5);
+    const staged = keys.staged('booted', registered.version, stagingKey());
+    const boot = startBootFetch({ ...env, PRELOAD_MODELS: `booted:${registered.version}` });
+    await boot.sent;
+    expect([...boot.downloads.keys()]).toEqual([keys.manifest('booted', registered.version), staged]);
+    const store = await storeWith(boot.downloads);
+    const manifest = await store.getManifest('booted', registered.version);
+    expect(manifest).toEqual(registered);
+    const artifact = await store.getStagedBytes(manifest, stagingKey());
+    expect(artifact?.source).toBe('bucket');
+    expect(sha256Hex(artifact!.bytes)).toBe(registered.staged[stagingKey()]!.sha256);
+    expect(Buffer.compare(artifact!.bytes, (await stack.store.getObjectBytes(staged))!)).toBe(0);
+    expect(sdkGets).toEqual([]);
+  });
+
+  it('finds nothing for a version that does not exist, and the store answers exactly as without it', async () => {
+    const boot = startBootFetch({ ...env, PRELOAD_MODELS: 'booted:99' });
+    expect(await Promise.all(boot.downloads.values())).toEqual([undefined, undefined]);
+    const store = await storeWith(boot.downloads);
+    await expect(store.getManifest('booted', '99')).rejects.toThrow(new NotFoundError("model 'booted' has no version '99'"));
+    expect(sdkGets).toEqual([keys.manifest('booted', '99')]);
+  });
+
+  it('when the boot fetch fails (nothing listens at its endpoint), the store falls back to the SDK and loses nothing', async () => {
+    const registered = await register('refused', 7);
+    const boot = startBootFetch({ ...env, AWS_ENDPOINT_URL: 'http://127.0.0.1:9', PRELOAD_MODELS: `refused:${registered.version}` });
+    await boot.sent;
+    for (const download of boot.downloads.values()) await expect(download).rejects.toThrow(/ECONNREFUSED/);
+    const store = await storeWith(boot.downloads);
+    const manifest = await store.getManifest('refused', registered.version);
+    expect(manifest).toEqual(registered);
+    const artifact = await store.getStagedBytes(manifest, stagingKey());
+    expect(sha256Hex(artifact!.bytes)).toBe(registered.staged[stagingKey()]!.sha256);
+    expect(sdkGets).toEqual([keys.manifest('refused', registered.version), keys.staged('refused', registered.version, stagingKey())]);
+  });
+
+  it('refuses boot-fetched bytes that are not the ones its manifest records, as any download', async () => {
+    const registered = await register('tampered', 9);
+    const staged = keys.staged('tampered', registered.version, stagingKey());
+    await stack.store.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: staged, Body: Buffer.from('tampered') }));
+    const boot = startBootFetch({ ...env, PRELOAD_MODELS: `tampered:${registered.version}` });
+    const store = await storeWith(boot.downloads);
+    const manifest = await store.getManifest('tampered', registered.version);
+    await expect(store.getStagedBytes(manifest, stagingKey())).rejects.toThrow(
+      new IntegrityError(`${staged} has 8 bytes, its manifest records ${registered.staged[stagingKey()]!.bytes}`),
+    );
+    expect(sdkGets).toEqual([]);
+  });
+});
