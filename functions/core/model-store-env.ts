@@ -1,12 +1,14 @@
-import { createDynamoClient, createS3Client } from './clients.ts';
 import { requireEnv } from './config.ts';
 import { ModelStore, type ModelStoreOptions } from './model-store.ts';
+import { lazyDynamoClient, lazyS3Client } from './lazy-clients.ts';
 import { RegistryTable } from './registry/registry-table.ts';
 
 /**
  * The model store every function wires from its environment: MODEL_BUCKET and the registry table
  * (REGISTRY_TABLE, set stack-wide). Functions that announce changes pass `modelEventsFromEnv()`;
  * the rest never import the SNS client, which keeps it out of the inference bundle's cold start.
+ * Its S3 and DynamoDB clients are made on first use (lazy-clients.ts); `prefetched` hands it the
+ * downloads a boot fetch started.
  */
 export function modelStoreFromEnv(
   cacheDir: string,
@@ -15,10 +17,10 @@ export function modelStoreFromEnv(
 ): ModelStore {
   const table = env.REGISTRY_TABLE;
   return new ModelStore({
-    s3: createS3Client(),
+    s3: lazyS3Client(),
     bucket: requireEnv('MODEL_BUCKET', env),
     cacheDir: env.MODEL_CACHE_DIR ?? cacheDir,
-    registry: table ? new RegistryTable(createDynamoClient(), table) : undefined,
+    registry: table ? new RegistryTable(lazyDynamoClient(), table) : undefined,
     events: options.events,
     prefetched: options.prefetched,
   });

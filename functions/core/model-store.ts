@@ -1,8 +1,7 @@
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { IntegrityError, NotFoundError } from './errors.ts';
 import { keys } from './keys.ts';
 import { modelManifestSchema, type ModelManifest } from './manifest.ts';
@@ -10,10 +9,12 @@ import { assertValidName, compareVersions } from './names.ts';
 import type { ModelEventPublisher } from './registry/events.ts';
 import type { RegistryTable } from './registry/registry-table.ts';
 import { sha256Hex } from './hash.ts';
+import type { LazyClient } from './lazy-clients.ts';
 import { downloadRanged, totalFromContentRange, type Downloaded } from './ranged-download.ts';
 
 export interface ModelStoreOptions {
-  s3: S3Client;
+  /** A client, or one made on first use (lazy-clients.ts: no SDK code runs until a request needs it). */
+  s3: S3Client | LazyClient<S3Client>;
   bucket: string;
   /** Local file cache (Lambda's /tmp), reused for the life of the environment. */
   cacheDir: string;
@@ -28,14 +29,18 @@ export interface ModelStoreOptions {
   prefetched?: ReadonlyMap<string, Promise<Downloaded | undefined>> | undefined;
 }
 
+/** The SDK's S3 commands, imported when first sent (see lazy-clients.ts). */
+const s3Sdk = () => import('./sdk/s3.ts');
+
 function isNotFound(error: unknown): boolean {
   const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
-  return error instanceof NoSuchKey || e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404;
+  return e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404;
 }
 
 /** Reads registered models from the bucket: versions, manifests, and hash-checked model bytes. */
 export class ModelStore {
-  readonly s3: S3Client;
+  /** The S3 client (made on first use when the store was given a lazy one). */
+  readonly client: LazyClient<S3Client>;
   readonly bucket: string;
   readonly cacheDir: string;
   readonly registry: RegistryTable | undefined;
@@ -46,7 +51,8 @@ export class ModelStore {
   private readonly prefetches = new Map<string, Promise<Downloaded | undefined>>();
 
   constructor(options: ModelStoreOptions) {
-    this.s3 = options.s3;
+    const s3 = options.s3;
+    this.client = typeof s3 === 'function' ? s3 : () => Promise.resolve(s3);
     this.bucket = options.bucket;
     this.cacheDir = options.cacheDir;
     this.registry = options.registry;
@@ -59,7 +65,8 @@ export class ModelStore {
     const early = prefetched && (await prefetched.catch(() => undefined));
     if (early) return early.bytes;
     try {
-      const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      const { GetObjectCommand } = await s3Sdk();
+      const out = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
       return await out.Body!.transformToByteArray();
     } catch (error) {
       if (isNotFound(error)) return undefined;
@@ -75,7 +82,8 @@ export class ModelStore {
   }
 
   async deleteObject(key: string): Promise<void> {
-    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    const { DeleteObjectCommand } = await s3Sdk();
+    await (await this.client()).send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
   }
 
   /** Model names that have at least one version. */
@@ -94,10 +102,11 @@ export class ModelStore {
   }
 
   private async listPrefixes(prefix: string): Promise<string[]> {
+    const { ListObjectsV2Command } = await s3Sdk();
     const names: string[] = [];
     let token: string | undefined;
     do {
-      const page = await this.s3.send(
+      const page = await (await this.client()).send(
         new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }),
       );
       for (const p of page.CommonPrefixes ?? []) {
@@ -118,7 +127,8 @@ export class ModelStore {
   }
 
   async putManifest(manifest: ModelManifest): Promise<void> {
-    await this.s3.send(
+    const { PutObjectCommand } = await s3Sdk();
+    await (await this.client()).send(
       new PutObjectCommand({
         Bucket: this.bucket,
         Key: keys.manifest(manifest.name, manifest.version),
@@ -133,8 +143,9 @@ export class ModelStore {
    * otherwise (a single PUT is slow for large models, and request size limits differ by endpoint).
    */
   async putObjectBytes(key: string, bytes: Uint8Array, contentType = 'application/octet-stream', metadata?: Record<string, string>): Promise<string> {
+    const { Upload } = await s3Sdk();
     const out = await new Upload({
-      client: this.s3,
+      client: await this.client(),
       params: { Bucket: this.bucket, Key: key, Body: bytes, ContentType: contentType, ...(metadata ? { Metadata: metadata } : {}) },
       partSize: 8 * 1024 * 1024,
       queueSize: 4,
@@ -209,7 +220,8 @@ export class ModelStore {
       key,
       async (start, end) => {
         try {
-          const res = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }));
+          const { GetObjectCommand } = await s3Sdk();
+          const res = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }));
           const total = totalFromContentRange(res.ContentRange) ?? (start === 0 ? res.ContentLength : undefined);
           return { total, body: res.Body as Readable };
         } catch (error) {

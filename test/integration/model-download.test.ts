@@ -92,8 +92,8 @@ describe('prefetch of a staged artifact during preload', () => {
 
   it('checks prefetched bytes against the manifest like any download', async () => {
     const key = keys.staged('prefetched', manifest.version, stagingKey());
-    await stack.store.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: Buffer.from('tampered') }));
-    const fresh = new ModelStore({ s3: store.s3, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
+    await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: Buffer.from('tampered') }));
+    const fresh = new ModelStore({ s3: store.client, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
     fresh.prefetch(key);
     await expect(fresh.getStagedBytes(manifest, stagingKey())).rejects.toThrow(
       new IntegrityError(`${key} has 8 bytes, its manifest records ${manifest.staged[stagingKey()]!.bytes}`),
@@ -103,7 +103,7 @@ describe('prefetch of a staged artifact during preload', () => {
 
   it('falls back to a fresh download when the prefetched object was missing', async () => {
     const key = keys.staged('prefetched', '99', stagingKey());
-    const fresh = new ModelStore({ s3: store.s3, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
+    const fresh = new ModelStore({ s3: store.client, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
     fresh.prefetch(key);
     await expect(fresh.getStagedBytes({ ...manifest, version: '99' }, stagingKey())).rejects.toThrow(`model 'prefetched' version '99' has no object ${key}`);
     expect(ranges).toEqual(['bytes=0-8388607', `bytes=0-${manifest.staged[stagingKey()]!.bytes - 1}`]);

@@ -33,12 +33,12 @@ afterAll(async () => {
 });
 
 async function upload(key: string, body: Uint8Array | string, metadata: Record<string, string> = {}) {
-  await stack.store.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: body, Metadata: metadata }));
+  await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: body, Metadata: metadata }));
   return { bucket: stack.store.bucket, key };
 }
 
 async function keysUnder(prefix: string): Promise<string[]> {
-  const out = await stack.store.s3.send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: prefix }));
+  const out = await (await stack.store.client()).send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: prefix }));
   return (out.Contents ?? []).map((o) => o.Key!).sort();
 }
 
@@ -94,7 +94,7 @@ describe('register on upload', () => {
   it('resumes a registration that crashed part-way under the version it had claimed', async () => {
     const bytes = scaleModel(6);
     const object = await upload('incoming/resumed/m.onnx', bytes);
-    const head = await stack.store.s3.send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: object.key }));
+    const head = await (await stack.store.client()).send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: object.key }));
     const eTag = head.Contents![0]!.ETag!.replace(/"/g, '');
     // The crashed attempt got as far as claiming version 7 for this upload.
     await stack.store.registry!.claimUpload({ uploadId: `${stack.store.bucket}/${object.key}@${eTag}`, model: 'resumed', version: '7', state: 'pending' });
@@ -195,7 +195,7 @@ describe('aliases and rollout', () => {
   });
 
   it('refuses to promote a version whose latest evaluation failed, unless forced', async () => {
-    await stack.store.s3.send(new PutObjectCommand({
+    await (await stack.store.client()).send(new PutObjectCommand({
       Bucket: stack.store.bucket,
       Key: keys.evalReport('roll', '2', '20261201T000000Z-test'),
       Body: JSON.stringify({ evaluatedAt: '2026-12-01T00:00:00Z', gate: { passed: false, reasons: ['accuracy dropped 2.1 points; the policy allows 0.5'] } }),
@@ -239,7 +239,7 @@ describe('staged artifacts', () => {
 
   it('falls back to model.onnx when the staged artifact fails its hash check', async () => {
     const manifest = await stack.store.getManifest('pair', '1');
-    await stack.store.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: keys.staged('pair', '1', stagingKey()), Body: Buffer.from('tampered') }));
+    await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: keys.staged('pair', '1', stagingKey()), Body: Buffer.from('tampered') }));
     const fallbacks: string[] = [];
     const loaded = await new ModelSessions({ store: stack.store, onStagedFallback: (_m, _v, e) => fallbacks.push(e.name) }).get(manifest);
     expect(loaded.artifact).toBe('onnx');

@@ -100,7 +100,7 @@ export function registerBatchCommands(program: Command): void {
         for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
         const key = `${keys.batchInputsPrefix}${hash.digest('hex').slice(0, 16)}/${basename(file).replace(/[^A-Za-z0-9._-]/g, '_')}`;
         // In parts above 8 MiB: S3 wants multipart for big objects and the local emulator takes 11 MiB a request.
-        const writer = new S3ObjectWriter({ s3: store.s3, bucket: store.bucket, key, contentType: file.endsWith('.csv') ? 'text/csv' : 'application/x-ndjson' });
+        const writer = new S3ObjectWriter({ s3: await store.client(), bucket: store.bucket, key, contentType: file.endsWith('.csv') ? 'text/csv' : 'application/x-ndjson' });
         for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await writer.write(chunk as Buffer);
         await writer.close();
         input = `s3://${store.bucket}/${key}`;
@@ -150,7 +150,7 @@ export function registerBatchCommands(program: Command): void {
       if (!uri) throw new CliError(`job ${id} is ${job.state}: it has no ${opts.errors ? 'errors file' : 'result'} yet`);
       const { bucket, key } = splitS3(uri);
       const store = ctx.store();
-      const out = await store.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      const out = await (await store.client()).send(new GetObjectCommand({ Bucket: bucket, Key: key }));
       const bytes = await out.Body!.transformToByteArray();
       if (opts.output) {
         await writeFile(opts.output, bytes);

@@ -300,9 +300,9 @@ export async function pushDataset(store: ModelStore, input: PushDatasetInput): P
     throw new ConflictError(`data set '${name}' already exists with different content; data sets are immutable, push it under a new name`);
   }
   for (const file of files) {
-    await store.s3.send(new PutObjectCommand({ Bucket: store.bucket, Key: file.key, Body: file.bytes, ContentType: 'application/octet-stream' }));
+    await (await store.client()).send(new PutObjectCommand({ Bucket: store.bucket, Key: file.key, Body: file.bytes, ContentType: 'application/octet-stream' }));
   }
-  await store.s3.send(
+  await (await store.client()).send(
     new PutObjectCommand({
       Bucket: store.bucket,
       Key: keys.datasetManifest(name),

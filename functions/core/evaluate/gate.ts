@@ -138,7 +138,7 @@ export async function latestEvaluationVerdict(store: ModelStore, model: string, 
   const ids: string[] = [];
   let token: string | undefined;
   do {
-    const page = await store.s3.send(new ListObjectsV2Command({ Bucket: store.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }));
+    const page = await (await store.client()).send(new ListObjectsV2Command({ Bucket: store.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }));
     for (const p of page.CommonPrefixes ?? []) {
       const id = p.Prefix?.slice(prefix.length, -1);
       if (id) ids.push(id);

@@ -279,7 +279,7 @@ export class EvaluationService {
   }
 
   private async putJson(key: string, value: unknown): Promise<void> {
-    await this.store.s3.send(new PutObjectCommand({ Bucket: this.store.bucket, Key: key, Body: JSON.stringify(value), ContentType: 'application/json' }));
+    await (await this.store.client()).send(new PutObjectCommand({ Bucket: this.store.bucket, Key: key, Body: JSON.stringify(value), ContentType: 'application/json' }));
   }
 
   /**
@@ -454,7 +454,7 @@ export class EvaluationService {
     });
     const reportKey = keys.evalReport(job.model, job.version, job.id);
     const reportHtmlKey = keys.evalReportHtml(job.model, job.version, job.id);
-    await this.store.s3.send(
+    await (await this.store.client()).send(
       new PutObjectCommand({ Bucket: this.store.bucket, Key: reportHtmlKey, Body: renderReportHtml(report), ContentType: 'text/html; charset=utf-8' }),
     );
     // report.json last: latestEvaluationVerdict counts an evaluation once its report.json exists.
@@ -469,7 +469,7 @@ export class EvaluationService {
     const latest = new Map<string, string>();
     let token: string | undefined;
     do {
-      const page = await this.store.s3.send(new ListObjectsV2Command({ Bucket: this.store.bucket, Prefix: prefix, ContinuationToken: token }));
+      const page = await (await this.store.client()).send(new ListObjectsV2Command({ Bucket: this.store.bucket, Prefix: prefix, ContinuationToken: token }));
       for (const object of page.Contents ?? []) {
         const match = /^evals\/[^/]+\/([^/]+)\/([^/]+)\/report\.json$/.exec(object.Key ?? '');
         if (!match || match[1] === job.version || match[1] === job.baseline) continue;

@@ -49,7 +49,7 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
 
   const reject = async (reason: string): Promise<UploadOutcome> => {
     const key = rejectionKey(object.key);
-    await store.s3.send(
+    await (await store.client()).send(
       new PutObjectCommand({
         Bucket: store.bucket,
         Key: key,
@@ -65,7 +65,7 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
   }
   let head;
   try {
-    head = await store.s3.send(new HeadObjectCommand({ Bucket: store.bucket, Key: object.key }));
+    head = await (await store.client()).send(new HeadObjectCommand({ Bucket: store.bucket, Key: object.key }));
   } catch (error) {
     if ((error as { name?: string }).name === 'NotFound') return { status: 'ignored', reason: `${object.key} no longer exists` };
     throw error;

@@ -1,7 +1,14 @@
-import { ConditionalCheckFailedException, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { createPkSkTable } from '../dynamo-tables.ts';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { ConflictError } from '../errors.ts';
+import type { LazyClient } from '../lazy-clients.ts';
+
+/** The document client's commands, imported when first sent (see lazy-clients.ts). */
+const docSdk = () => import('../sdk/dynamodb.ts');
+
+function isConditionFailed(error: unknown): boolean {
+  return (error as { name?: string })?.name === 'ConditionalCheckFailedException';
+}
 
 /**
  * The registry's mutable state, one DynamoDB table (pk, sk), changed only by conditional writes and
@@ -54,23 +61,32 @@ const pad = (version: string) => version.padStart(12, '0');
 
 export class RegistryTable {
   readonly tableName: string;
-  private readonly doc: DynamoDBDocumentClient;
-  private readonly client: DynamoDBClient;
+  private readonly client: LazyClient<DynamoDBClient>;
+  private docClient: Promise<DynamoDBDocumentClient> | undefined;
 
-  constructor(client: DynamoDBClient, tableName: string) {
-    this.client = client;
+  /** A client, or one made on first use (lazy-clients.ts). */
+  constructor(client: DynamoDBClient | LazyClient<DynamoDBClient>, tableName: string) {
+    this.client = typeof client === 'function' ? client : () => Promise.resolve(client);
     this.tableName = tableName;
-    this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+  }
+
+  private doc(): Promise<DynamoDBDocumentClient> {
+    this.docClient ??= Promise.all([this.client(), docSdk()]).then(([client, { DynamoDBDocumentClient }]) =>
+      DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } }),
+    );
+    return this.docClient;
   }
 
   /** Creates the table when it does not exist (local stack and tests; serverless.yml declares it in AWS). */
   async ensureTable(): Promise<void> {
-    await createPkSkTable(this.client, this.tableName);
+    const { createPkSkTable } = await import('../dynamo-tables.ts');
+    await createPkSkTable(await this.client(), this.tableName);
   }
 
   /** The next version number of a model; unique under any number of concurrent callers. */
   async allocateVersion(model: string): Promise<string> {
-    const out = await this.doc.send(
+    const { UpdateCommand } = await docSdk();
+    const out = await (await this.doc()).send(
       new UpdateCommand({
         TableName: this.tableName,
         Key: { pk: `MODEL#${model}`, sk: 'COUNTER' },
@@ -85,8 +101,9 @@ export class RegistryTable {
 
   /** Moves the counter up to at least `version`, for versions registered under an explicit number. */
   async reserveVersion(model: string, version: number): Promise<void> {
+    const { UpdateCommand } = await docSdk();
     try {
-      await this.doc.send(
+      await (await this.doc()).send(
         new UpdateCommand({
           TableName: this.tableName,
           Key: { pk: `MODEL#${model}`, sk: 'COUNTER' },
@@ -97,7 +114,7 @@ export class RegistryTable {
         }),
       );
     } catch (error) {
-      if (!(error instanceof ConditionalCheckFailedException)) throw error; // already at or past it
+      if (!(isConditionFailed(error))) throw error; // already at or past it
     }
   }
 
@@ -106,8 +123,9 @@ export class RegistryTable {
    * redelivered event for the same object gets the existing record back.
    */
   async claimUpload(record: UploadRecord): Promise<UploadRecord | undefined> {
+    const { GetCommand, PutCommand } = await docSdk();
     try {
-      await this.doc.send(
+      await (await this.doc()).send(
         new PutCommand({
           TableName: this.tableName,
           Item: { pk: `UPLOAD#${record.uploadId}`, sk: 'UPLOAD', ...record },
@@ -116,19 +134,21 @@ export class RegistryTable {
       );
       return undefined;
     } catch (error) {
-      if (!(error instanceof ConditionalCheckFailedException)) throw error;
-      const existing = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: { pk: `UPLOAD#${record.uploadId}`, sk: 'UPLOAD' } }));
+      if (!(isConditionFailed(error))) throw error;
+      const existing = await (await this.doc()).send(new GetCommand({ TableName: this.tableName, Key: { pk: `UPLOAD#${record.uploadId}`, sk: 'UPLOAD' } }));
       return existing.Item as UploadRecord;
     }
   }
 
   async getUpload(uploadId: string): Promise<UploadRecord | undefined> {
-    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: { pk: `UPLOAD#${uploadId}`, sk: 'UPLOAD' }, ConsistentRead: true }));
+    const { GetCommand } = await docSdk();
+    const out = await (await this.doc()).send(new GetCommand({ TableName: this.tableName, Key: { pk: `UPLOAD#${uploadId}`, sk: 'UPLOAD' }, ConsistentRead: true }));
     return out.Item ? strip<UploadRecord>(out.Item) : undefined;
   }
 
   async markUploadRegistered(uploadId: string): Promise<void> {
-    await this.doc.send(
+    const { UpdateCommand } = await docSdk();
+    await (await this.doc()).send(
       new UpdateCommand({
         TableName: this.tableName,
         Key: { pk: `UPLOAD#${uploadId}`, sk: 'UPLOAD' },
@@ -141,8 +161,9 @@ export class RegistryTable {
 
   /** Records a version; writing the same version twice with the same sha256 is a no-op. */
   async putVersion(record: VersionRecord): Promise<void> {
+    const { PutCommand } = await docSdk();
     try {
-      await this.doc.send(
+      await (await this.doc()).send(
         new PutCommand({
           TableName: this.tableName,
           Item: { pk: `MODEL#${record.model}`, sk: `VERSION#${pad(record.version)}`, ...record },
@@ -151,7 +172,7 @@ export class RegistryTable {
         }),
       );
     } catch (error) {
-      if (error instanceof ConditionalCheckFailedException) {
+      if (isConditionFailed(error)) {
         throw new ConflictError(`model '${record.model}' already has a version '${record.version}' with different content; versions are immutable`);
       }
       throw error;
@@ -159,7 +180,8 @@ export class RegistryTable {
   }
 
   async getVersion(model: string, version: string): Promise<VersionRecord | undefined> {
-    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: { pk: `MODEL#${model}`, sk: `VERSION#${pad(version)}` } }));
+    const { GetCommand } = await docSdk();
+    const out = await (await this.doc()).send(new GetCommand({ TableName: this.tableName, Key: { pk: `MODEL#${model}`, sk: `VERSION#${pad(version)}` } }));
     return out.Item ? strip<VersionRecord>(out.Item) : undefined;
   }
 
@@ -173,7 +195,8 @@ export class RegistryTable {
   }
 
   async getAlias(model: string, alias: string): Promise<AliasRecord | undefined> {
-    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: { pk: `MODEL#${model}`, sk: `ALIAS#${alias}` }, ConsistentRead: true }));
+    const { GetCommand } = await docSdk();
+    const out = await (await this.doc()).send(new GetCommand({ TableName: this.tableName, Key: { pk: `MODEL#${model}`, sk: `ALIAS#${alias}` }, ConsistentRead: true }));
     return out.Item ? strip<AliasRecord>(out.Item) : undefined;
   }
 
@@ -182,9 +205,10 @@ export class RegistryTable {
    * (0 for an alias that does not exist yet); otherwise 409, so no change is ever lost.
    */
   async setAlias(model: string, alias: string, routes: AliasRoute[], expectedRevision: number, previous: AliasRoute[] | null, now: Date): Promise<AliasRecord> {
+    const { PutCommand } = await docSdk();
     const record: AliasRecord = { model, alias, routes, revision: expectedRevision + 1, previous, updated: now.toISOString() };
     try {
-      await this.doc.send(
+      await (await this.doc()).send(
         new PutCommand({
           TableName: this.tableName,
           Item: { pk: `MODEL#${model}`, sk: `ALIAS#${alias}`, ...record },
@@ -193,7 +217,7 @@ export class RegistryTable {
         }),
       );
     } catch (error) {
-      if (error instanceof ConditionalCheckFailedException) {
+      if (isConditionFailed(error)) {
         throw new ConflictError(`alias '${alias}' of model '${model}' changed since revision ${expectedRevision}: read it again and retry`);
       }
       throw error;
@@ -202,10 +226,11 @@ export class RegistryTable {
   }
 
   private async queryPrefix(model: string, prefix: string): Promise<Record<string, unknown>[]> {
+    const { QueryCommand } = await docSdk();
     const items: Record<string, unknown>[] = [];
     let start: Record<string, unknown> | undefined;
     do {
-      const page = await this.doc.send(
+      const page = await (await this.doc()).send(
         new QueryCommand({
           TableName: this.tableName,
           KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
