@@ -5,37 +5,76 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { keys } from './keys.ts';
 import { isValidName } from './names.ts';
 import { downloadRanged, totalFromContentRange, type Downloaded, type RangeReader, type RangeResponse } from './ranged-download.ts';
+import { recordsOfModel, type AliasRecord } from './registry/registry-table.ts';
+import { DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
 
 /**
- * The boot fetch: the GETs a cold start's pre-warm needs, sent before the rest of the bundle is
- * evaluated and without the SDK. For every PRELOAD_MODELS entry that names its version ("mnist:3")
- * the manifest and the staged artifact have fixed keys, so they can be asked for at once; they are
- * signed with the SDK's own SigV4 signer and sent on node:http(s). Measured on a cold start, the
- * SDK's clients, endpoint rules and middleware cost more CPU before the first byte than the 15 MB
- * transfer itself; here the bytes are in before the bundle's init asks for them.
+ * The boot fetch: the requests a cold start's pre-warm needs, sent before the rest of the bundle is
+ * evaluated and without the SDK's clients. A PRELOAD_MODELS entry that names its version ("mnist:3")
+ * has fixed keys, so its manifest and staged artifact are asked for at once; an entry by name
+ * ("mnist") first reads the model's partition of the registry table (one DynamoDB Query), picks the
+ * version as a request without one would go (default alias, else highest), then fetches that. All of
+ * it is signed with the SDK's own SigV4 signer and sent on node:http(s) with the environment's
+ * credentials (a Lambda's role). Measured on a cold start, the SDK's clients, endpoint rules and
+ * middleware were the largest block of our own CPU time before the first byte.
  *
- * It only ever saves time: the store takes each result once, checks it exactly as an SDK download
- * (manifest schema, artifact size and sha256), and falls back to the SDK for anything missing,
- * refused or failed. Entries without a version (resolved through the registry's aliases) and
- * environments without credentials in the environment go the ordinary way.
+ * It only ever saves time: the store takes each download once and checks it exactly as an SDK
+ * download (manifest schema, artifact size and sha256); the service takes the registry read as its
+ * first cached read of the model; anything missing, refused or failed falls back to the SDK.
  */
 export interface BootFetchEnv {
   PRELOAD_MODELS?: string | undefined;
   MODEL_BUCKET?: string | undefined;
   MODEL_STAGING?: string | undefined;
+  REGISTRY_TABLE?: string | undefined;
+  DEFAULT_ALIAS?: string | undefined;
   AWS_REGION?: string | undefined;
   AWS_ENDPOINT_URL?: string | undefined;
   AWS_ENDPOINT_URL_S3?: string | undefined;
+  DYNAMODB_ENDPOINT_URL?: string | undefined;
   AWS_ACCESS_KEY_ID?: string | undefined;
   AWS_SECRET_ACCESS_KEY?: string | undefined;
   AWS_SESSION_TOKEN?: string | undefined;
 }
 
+/** What the boot fetch read of a model pre-warmed by name. */
+export interface BootRegistryRead {
+  /** Registered versions, lowest first, and the aliases: what the service's alias cache holds. */
+  versions: string[];
+  aliases: AliasRecord[];
+  /** The version the pre-warm loads (and whose files were fetched). */
+  version: string;
+  /** When the registry answered (ms since the epoch), for the alias cache's time to live. */
+  at: number;
+}
+
+export interface BootFetch {
+  /**
+   * The downloads by key, for ModelStore's `prefetched`; a name's entries join once its version is
+   * known (before its `registry` read resolves). None rejects unseen.
+   */
+  downloads: Map<string, Promise<Downloaded | undefined>>;
+  /** Registry reads of the models pre-warmed by name; undefined when the read failed or found none. */
+  registry: Map<string, Promise<BootRegistryRead | undefined>>;
+  /** Settles once every first request is written to its socket (or failed): then the bundle may go on. */
+  sent: Promise<void>;
+}
+
 /** A stalled connection gives up after this long (the SDK path then tries). */
 const IDLE_TIMEOUT_MS = 5_000;
+
+/** sha256 of an empty body: a GET's payload hash, as in S3's own signing examples. */
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
+export interface BootCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string | undefined;
+}
 
 /**
  * The staging key of the onnxruntime this process will load (registry/staging.ts's stagingKey(),
@@ -49,49 +88,51 @@ export function bootStagingKey(): string {
   return `ort-${version}-${process.platform}-${process.arch}`;
 }
 
-/** The keys a pre-warm of these models reads first: each versioned entry's manifest and staged artifact. */
-export function bootFetchKeys(preloadModels: string, stagingKey: string | undefined): string[] {
-  const out: string[] = [];
+/** The pre-warm entries the boot fetch can serve: valid names, with their version when one is named. */
+export function bootPreloads(preloadModels: string): { name: string; version?: string }[] {
+  const out: { name: string; version?: string }[] = [];
   for (const ref of preloadModels.split(',').map((s) => s.trim())) {
     const [name, version, extra] = ref.split(':');
-    if (!name || !version || extra !== undefined || !isValidName(name) || !isValidName(version)) continue;
-    out.push(keys.manifest(name, version));
-    if (stagingKey) out.push(keys.staged(name, version, stagingKey));
+    if (!name || extra !== undefined || !isValidName(name) || (version !== undefined && !isValidName(version))) continue;
+    out.push(version === undefined ? { name } : { name, version });
   }
   return out;
 }
 
-/** sha256 of an empty body: a GET's payload hash, as in S3's own signing examples. */
-const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
-
-export interface BootCredentials {
-  accessKeyId: string;
-  secretAccessKey: string;
-  sessionToken?: string | undefined;
+/** What a pre-warm of one version reads first: its manifest, and its staged artifact when staging is on. */
+export function versionKeys(name: string, version: string, stagingKey: string | undefined): string[] {
+  return stagingKey ? [keys.manifest(name, version), keys.staged(name, version, stagingKey)] : [keys.manifest(name, version)];
 }
 
-/** The headers of a SigV4-signed ranged GET of `url` (S3's signing: the path as sent, not escaped again). */
-export async function signedRangeHeaders(
+/** SigV4 headers for a request to `url` (the path signed as sent: S3 and DynamoDB escape nothing again). */
+export async function signedHeaders(
   url: URL,
-  range: string,
+  request: { method: string; headers: Record<string, string>; body?: string },
+  service: 's3' | 'dynamodb',
   region: string,
   credentials: BootCredentials,
   signingDate = new Date(),
 ): Promise<Record<string, string>> {
-  const signer = new SignatureV4({ service: 's3', region, credentials, sha256: Hash.bind(null, 'sha256'), uriEscapePath: false });
+  const signer = new SignatureV4({ service, region, credentials, sha256: Hash.bind(null, 'sha256'), uriEscapePath: false });
   const signed = await signer.sign(
     {
-      method: 'GET',
+      method: request.method,
       protocol: url.protocol,
       hostname: url.hostname,
       ...(url.port ? { port: Number(url.port) } : {}),
       path: url.pathname,
       query: {},
-      headers: { host: url.host, range, 'x-amz-content-sha256': EMPTY_SHA256 },
+      headers: { host: url.host, ...request.headers },
+      ...(request.body !== undefined ? { body: request.body } : {}),
     },
     { signingDate },
   );
   return signed.headers;
+}
+
+/** The headers of a SigV4-signed ranged GET of an S3 object. */
+export function signedRangeHeaders(url: URL, range: string, region: string, credentials: BootCredentials, signingDate = new Date()) {
+  return signedHeaders(url, { method: 'GET', headers: { range, 'x-amz-content-sha256': EMPTY_SHA256 } }, 's3', region, credentials, signingDate);
 }
 
 /** Where an object is fetched: path style at a configured endpoint (as createS3Client), else S3's own host. */
@@ -100,44 +141,51 @@ export function objectUrl(bucket: string, key: string, region: string, endpoint:
   return new URL(key.split('/').map(encodeURIComponent).join('/'), base);
 }
 
-export interface BootFetch {
-  /** The downloads by key, for ModelStore's `prefetched`. None rejects unseen. */
-  downloads: Map<string, Promise<Downloaded | undefined>>;
-  /** Settles once every first request is written to its socket (or failed): then the bundle may go on. */
-  sent: Promise<void>;
+/** Where DynamoDB is reached: its configured endpoint (as createDynamoClient), else the regional one. */
+export function dynamoUrl(region: string, endpoint: string | undefined): URL {
+  return new URL(endpoint ? `${endpoint.replace(/\/$/, '')}/` : `https://dynamodb.${region}.amazonaws.com/`);
 }
 
-/** Starts the boot fetch for this environment; with nothing to fetch, `downloads` is empty. */
+/** Starts the boot fetch for this environment; with nothing to fetch, both maps are empty. */
 export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
   const downloads = new Map<string, Promise<Downloaded | undefined>>();
+  const registry = new Map<string, Promise<BootRegistryRead | undefined>>();
+  const nothing = { downloads, registry, sent: Promise.resolve() };
   const { MODEL_BUCKET: bucket, AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey } = env;
-  if (!env.PRELOAD_MODELS || !bucket || !accessKeyId || !secretAccessKey) return { downloads, sent: Promise.resolve() };
+  if (!env.PRELOAD_MODELS || !bucket || !accessKeyId || !secretAccessKey) return nothing;
+  const table = env.REGISTRY_TABLE;
+  const preloads = bootPreloads(env.PRELOAD_MODELS).filter((p) => p.version !== undefined || table);
+  if (preloads.length === 0) return nothing;
   let stagingKey: string | undefined;
   try {
     stagingKey = env.MODEL_STAGING === 'off' ? undefined : bootStagingKey();
   } catch {
     stagingKey = undefined; // onnxruntime not resolvable from here: the ordinary load will say why
   }
-  const wanted = bootFetchKeys(env.PRELOAD_MODELS, stagingKey);
-  if (wanted.length === 0) return { downloads, sent: Promise.resolve() };
   const region = env.AWS_REGION ?? 'us-east-1';
-  const endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
+  const s3Endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
   const credentials = { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN };
-  const transport = objectUrl(bucket, 'x', region, endpoint).protocol === 'https:' ? https : http;
-  const agent = new transport.Agent({ keepAlive: true, maxSockets: 8 });
+  const agents = { http: new http.Agent({ keepAlive: true, maxSockets: 8 }), https: new https.Agent({ keepAlive: true, maxSockets: 8 }) };
+  const transport = (url: URL) => (url.protocol === 'https:' ? { get: https.get, request: https.request, agent: agents.https } : { get: http.get, request: http.request, agent: agents.http });
   const sent: Promise<void>[] = [];
-  const reader = (key: string): RangeReader => {
-    const url = objectUrl(bucket, key, region, endpoint);
-    // The first call comes synchronously from downloadRanged: its request's write is what `sent` waits for.
-    let markSent: (() => void) | undefined;
-    sent.push(new Promise<void>((done) => (markSent = done)));
+  /** A promise for `sent`, taken synchronously; the request resolves it once written. */
+  const sentMark = () => {
+    let mark!: () => void;
+    sent.push(new Promise<void>((done) => (mark = done)));
+    return mark;
+  };
+
+  const reader = (key: string, markFirst: (() => void) | undefined): RangeReader => {
+    const url = objectUrl(bucket, key, region, s3Endpoint);
+    let wroteFirst = markFirst;
     return async (start, end) => {
-      const wrote = markSent;
-      markSent = undefined;
+      const wrote = wroteFirst;
+      wroteFirst = undefined;
       try {
         const headers = await signedRangeHeaders(url, `bytes=${start}-${end}`, region, credentials);
+        const { get, agent } = transport(url);
         return await new Promise<RangeResponse | undefined>((resolve, reject) => {
-          const request = transport.get(url, { agent, headers, timeout: IDLE_TIMEOUT_MS }, (response) => {
+          const request = get(url, { agent, headers, timeout: IDLE_TIMEOUT_MS }, (response) => {
             const status = response.statusCode ?? 0;
             if (status === 404) {
               response.resume();
@@ -160,12 +208,79 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
       }
     };
   };
-  for (const key of wanted) {
-    const download = downloadRanged(key, reader(key));
-    download.catch(() => undefined); // the store falls back to the SDK; nothing rejects unseen
-    downloads.set(key, download);
+  /** Starts a version's downloads; `sent` waits for their first requests when `awaited` (known at boot). */
+  const fetchVersion = (name: string, version: string, awaited: boolean) => {
+    for (const key of versionKeys(name, version, stagingKey)) {
+      const download = downloadRanged(key, reader(key, awaited ? sentMark() : undefined));
+      download.catch(() => undefined); // the store falls back to the SDK; nothing rejects unseen
+      downloads.set(key, download);
+    }
+  };
+
+  /** One Query of the model's partition; undefined when it needs more than one page (the SDK then reads it). */
+  const queryModel = async (model: string, wrote: () => void): Promise<Record<string, unknown>[] | undefined> => {
+    const url = dynamoUrl(region, env.DYNAMODB_ENDPOINT_URL ?? env.AWS_ENDPOINT_URL);
+    const body = JSON.stringify({
+      TableName: table,
+      KeyConditionExpression: 'pk = :pk',
+      ExpressionAttributeValues: { ':pk': { S: `MODEL#${model}` } },
+    });
+    const headers = await signedHeaders(
+      url,
+      { method: 'POST', headers: { 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'DynamoDB_20120810.Query' }, body },
+      'dynamodb',
+      region,
+      credentials,
+    );
+    const { request: send, agent } = transport(url);
+    const text = await new Promise<string>((resolve, reject) => {
+      const request = send(url, { method: 'POST', agent, headers, timeout: IDLE_TIMEOUT_MS }, (response) => {
+        let answer = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => (answer += chunk));
+        response.on('end', () => (response.statusCode === 200 ? resolve(answer) : reject(new Error(`boot registry read of ${model}: HTTP ${response.statusCode}: ${answer.slice(0, 200)}`))));
+        response.on('error', reject);
+      });
+      request.on('timeout', () => request.destroy(new Error(`boot registry read of ${model}: no data for ${IDLE_TIMEOUT_MS} ms`)));
+      request.on('error', reject);
+      request.once('finish', wrote).once('error', wrote);
+      request.end(body);
+    });
+    const page = JSON.parse(text) as { Items?: Record<string, never>[]; LastEvaluatedKey?: unknown };
+    if (page.LastEvaluatedKey) return undefined;
+    return (page.Items ?? []).map((item) => unmarshall(item));
+  };
+
+  for (const preload of preloads) {
+    if (preload.version !== undefined) {
+      fetchVersion(preload.name, preload.version, true);
+      continue;
+    }
+    const wrote = sentMark();
+    const read = (async (): Promise<BootRegistryRead | undefined> => {
+      try {
+        const items = await queryModel(preload.name, wrote);
+        if (!items) return undefined;
+        const { versions, aliases } = recordsOfModel(items);
+        const registered = versions.filter((v) => v.status === 'registered').map((v) => v.version);
+        const byAlias = new Map(aliases.map((a) => [a.alias, a]));
+        const version = defaultVersion(registered, byAlias, env.DEFAULT_ALIAS ?? DEFAULT_ALIAS);
+        if (!version) return undefined;
+        fetchVersion(preload.name, version, false); // started before this read resolves
+        return { versions: registered, aliases, version, at: Date.now() };
+      } finally {
+        wrote();
+      }
+    })();
+    read.catch(() => undefined); // the service then reads the registry itself
+    registry.set(preload.name, read);
   }
-  // Idle keep-alive sockets would outlive the boot fetch: close them once every download settled.
-  void Promise.allSettled(downloads.values()).then(() => agent.destroy());
-  return { downloads, sent: Promise.all(sent).then(() => undefined) };
+  // Idle keep-alive sockets would outlive the boot fetch: close them once every request settled.
+  void Promise.allSettled(registry.values())
+    .then(() => Promise.allSettled(downloads.values()))
+    .then(() => {
+      agents.http.destroy();
+      agents.https.destroy();
+    });
+  return { downloads, registry, sent: Promise.all(sent).then(() => undefined) };
 }

@@ -2,10 +2,11 @@ import ort, { type InferenceSession, type Tensor } from './ort.ts';
 import { BadRequestError, IntegrityError, NotFoundError, NotReadyError } from './errors.ts';
 import type { ModelManifest } from './manifest.ts';
 import type { LoadedModel, ModelSessions } from './model-sessions.ts';
+import type { BootRegistryRead } from './boot-fetch.ts';
 import type { ModelStore } from './model-store.ts';
 import { assertValidName } from './names.ts';
 import type { AliasRecord } from './registry/registry-table.ts';
-import { chooseRoute } from './registry/routing.ts';
+import { chooseRoute, DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
 import { DATATYPES, v2DatatypeOf } from './v2/datatypes.ts';
 import type { DecodedInferRequest, InferResponse, ResponseTensor } from './v2/codec.ts';
 import type { TensorMetadata } from './v2/schemas.ts';
@@ -13,7 +14,7 @@ import type { TensorMetadata } from './v2/schemas.ts';
 export const SERVER_NAME = 'ai-mass';
 export const PLATFORM = 'onnx_onnxv1';
 export const EXTENSIONS = ['binary_tensor_data'] as const;
-export const DEFAULT_ALIAS = 'prod';
+export { DEFAULT_ALIAS };
 export const DEFAULT_ALIAS_TTL_MS = 5_000;
 
 interface ModelState {
@@ -46,6 +47,8 @@ export interface InferenceServiceOptions {
   defaultAlias?: string;
   now?: () => number;
   log?: (level: 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
+  /** The boot fetch's registry reads of models pre-warmed by name (boot-fetch.ts), each taken once. */
+  bootRegistry?: ReadonlyMap<string, Promise<BootRegistryRead | undefined>> | undefined;
 }
 
 /** The V2 protocol's operations, free of any transport: the handler, CLI and tests call these. */
@@ -57,9 +60,11 @@ export class InferenceService {
   private preloadFailed: string[] = [];
   private preloadDone = true;
   private lastPreloadAt = 0;
+  private readonly bootReads: Map<string, Promise<BootRegistryRead | undefined>>;
 
   constructor(options: InferenceServiceOptions) {
     this.options = options;
+    this.bootReads = new Map(options.bootRegistry ?? []);
   }
 
   serverMetadata() {
@@ -99,7 +104,8 @@ export class InferenceService {
       refs.map(async (ref) => {
         const [name, version] = ref.split(':') as [string, string | undefined];
         try {
-          await this.loadModel(name, version, undefined, { prefetch: true });
+          const booted = version === undefined ? await this.takeBootRead(name) : undefined;
+          await this.loadModel(name, version ?? booted, undefined, { prefetch: true });
         } catch (error) {
           this.preloadFailed.push(ref);
           this.options.log?.('error', 'pre-warm failed', { model: name, version, error: (error as Error).message });
@@ -110,6 +116,19 @@ export class InferenceService {
       this.options.store.discardPrefetches(); // any not taken (an artifact the manifest does not name) only holds memory
     });
     return this.preload;
+  }
+
+  /**
+   * The version the boot fetch chose for a model pre-warmed by name, its registry read kept as this
+   * model's first cached state (as a read of our own would be); undefined when there is none.
+   */
+  private async takeBootRead(name: string): Promise<string | undefined> {
+    const read = this.bootReads.get(name);
+    this.bootReads.delete(name);
+    const booted = await read?.catch(() => undefined);
+    if (!booted || this.states.has(name)) return undefined;
+    this.states.set(name, { versions: booted.versions, aliases: new Map(booted.aliases.map((a) => [a.alias, a])), at: booted.at });
+    return booted.version;
   }
 
   /**
@@ -132,11 +151,9 @@ export class InferenceService {
       if (state.versions.length === 0) throw new NotFoundError(`unknown model '${name}'`);
       throw new NotFoundError(`model '${name}' has no version '${versionOrAlias}'`);
     }
-    const byDefault = state.aliases.get(this.options.defaultAlias ?? DEFAULT_ALIAS);
-    if (byDefault) return chooseRoute(byDefault.routes, stickyKey);
-    const highest = state.versions.at(-1);
-    if (!highest) throw new NotFoundError(`unknown model '${name}'`);
-    return highest;
+    const version = defaultVersion(state.versions, state.aliases, this.options.defaultAlias ?? DEFAULT_ALIAS, stickyKey);
+    if (!version) throw new NotFoundError(`unknown model '${name}'`);
+    return version;
   }
 
   /**

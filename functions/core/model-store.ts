@@ -24,9 +24,10 @@ export interface ModelStoreOptions {
   events?: ModelEventPublisher | undefined;
   /**
    * Downloads started before this store existed (the boot fetch), by key: each is taken once, by
-   * the first read of its key, and a failed or missing one falls back to an ordinary GET.
+   * the first read of its key, and a failed or missing one falls back to an ordinary GET. The map
+   * is read as it grows (a pre-warm by name adds its version's files once the registry answered).
    */
-  prefetched?: ReadonlyMap<string, Promise<Downloaded | undefined>> | undefined;
+  prefetched?: Map<string, Promise<Downloaded | undefined>> | undefined;
 }
 
 /** The SDK's S3 commands, imported when first sent (see lazy-clients.ts). */
@@ -49,6 +50,7 @@ export class ModelStore {
   pendingCacheWrite: Promise<void> = Promise.resolve();
   /** Downloads started before their manifest was read (see prefetch), taken once by the artifact read. */
   private readonly prefetches = new Map<string, Promise<Downloaded | undefined>>();
+  private readonly bootDownloads: Map<string, Promise<Downloaded | undefined>> | undefined;
 
   constructor(options: ModelStoreOptions) {
     const s3 = options.s3;
@@ -57,7 +59,7 @@ export class ModelStore {
     this.cacheDir = options.cacheDir;
     this.registry = options.registry;
     this.events = options.events;
-    for (const [key, download] of options.prefetched ?? []) this.prefetches.set(key, download);
+    this.bootDownloads = options.prefetched;
   }
 
   async getObjectBytes(key: string): Promise<Uint8Array | undefined> {
@@ -175,7 +177,7 @@ export class ModelStore {
    * not wanted is dropped. For init only: the local cache is not consulted first.
    */
   prefetch(key: string): void {
-    if (this.prefetches.has(key)) return;
+    if (this.prefetches.has(key) || this.bootDownloads?.has(key)) return;
     const download = this.download(key);
     download.catch(() => undefined); // a failed prefetch falls back to a fresh download, never rejects unseen
     this.prefetches.set(key, download);
@@ -184,11 +186,13 @@ export class ModelStore {
   /** Drops downloads started early that no read took. */
   discardPrefetches(): void {
     this.prefetches.clear();
+    this.bootDownloads?.clear();
   }
 
   private takePrefetch(key: string): Promise<Downloaded | undefined> | undefined {
-    const download = this.prefetches.get(key);
+    const download = this.prefetches.get(key) ?? this.bootDownloads?.get(key);
     this.prefetches.delete(key);
+    this.bootDownloads?.delete(key);
     return download;
   }
 

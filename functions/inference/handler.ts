@@ -30,6 +30,7 @@ export const service = new InferenceService({
   aliasTtlMs: config.aliasTtlMs,
   defaultAlias: config.defaultAlias,
   log: (level, message, fields) => logger[level](message, fields),
+  bootRegistry: bootFetch.registry,
 });
 
 // Top-level await: pre-warmed models are loaded during init, which provisioned concurrency pre-pays.

@@ -4,14 +4,17 @@ import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startBootFetch, type BootFetchEnv } from '../../functions/core/boot-fetch.ts';
-import { createS3Client } from '../../functions/core/clients.ts';
+import { createDynamoClient, createS3Client } from '../../functions/core/clients.ts';
 import { IntegrityError, NotFoundError } from '../../functions/core/errors.ts';
 import { sha256Hex } from '../../functions/core/hash.ts';
 import { keys } from '../../functions/core/keys.ts';
 import type { ModelManifest } from '../../functions/core/manifest.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import type { Downloaded } from '../../functions/core/ranged-download.ts';
+import { InferenceService } from '../../functions/core/inference-service.ts';
+import { ModelSessions } from '../../functions/core/model-sessions.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
+import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { stagingKey } from '../../functions/core/registry/staging.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 
@@ -20,6 +23,8 @@ let s3: S3Client;
 let env: BootFetchEnv;
 /** The key of every GetObject the store's own (SDK) client sends. */
 let sdkGets: string[];
+/** Every command a recorded registry table's (SDK) client sends. */
+let registryCommands: string[];
 
 async function register(model: string, k: number): Promise<ModelManifest> {
   await stack.store.putObjectBytes(`incoming/${model}/m.onnx`, scaleModel(k));
@@ -28,8 +33,21 @@ async function register(model: string, k: number): Promise<ModelManifest> {
   return outcome.manifest;
 }
 
-async function storeWith(prefetched: ReadonlyMap<string, Promise<Downloaded | undefined>>): Promise<ModelStore> {
-  return new ModelStore({ s3, bucket: stack.store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'boot-fetch-test-')), prefetched });
+async function storeWith(prefetched: Map<string, Promise<Downloaded | undefined>>, registry?: RegistryTable): Promise<ModelStore> {
+  return new ModelStore({ s3, bucket: stack.store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'boot-fetch-test-')), prefetched, registry });
+}
+
+/** A registry table on the emulator whose client records every command it sends. */
+function recordedRegistry(): RegistryTable {
+  const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
+  dynamo.middlewareStack.add(
+    (next, context) => async (args) => {
+      registryCommands.push(String(context.commandName));
+      return next(args);
+    },
+    { step: 'initialize', name: 'recordCommands' },
+  );
+  return new RegistryTable(dynamo, stack.store.registry!.tableName);
 }
 
 beforeAll(async () => {
@@ -55,6 +73,7 @@ afterAll(async () => {
 });
 beforeEach(() => {
   sdkGets = [];
+  registryCommands = [];
 });
 
 describe('the boot fetch against the S3 emulator', () => {
@@ -106,5 +125,53 @@ describe('the boot fetch against the S3 emulator', () => {
       new IntegrityError(`${staged} has 8 bytes, its manifest records ${registered.staged[stagingKey()]!.bytes}`),
     );
     expect(sdkGets).toEqual([]);
+  });
+});
+
+describe('the boot fetch of a model pre-warmed by name', () => {
+  let byName: BootFetchEnv;
+  beforeAll(async () => {
+    byName = { ...env, REGISTRY_TABLE: stack.store.registry!.tableName, DYNAMODB_ENDPOINT_URL: stack.emulators.dynamoEndpoint };
+    await register('named', 2); // version 1
+    await register('named', 3); // version 2
+  });
+
+  it('without a default alias, reads the registry and fetches the highest registered version', async () => {
+    const boot = startBootFetch({ ...byName, PRELOAD_MODELS: 'named' });
+    await boot.sent;
+    const read = await boot.registry.get('named');
+    expect(read).toMatchObject({ versions: ['1', '2'], aliases: [], version: '2' });
+    expect([...boot.downloads.keys()]).toEqual([keys.manifest('named', '2'), keys.staged('named', '2', stagingKey())]);
+  });
+
+  it("follows the default alias, and the service's pre-warm loads that version with no SDK request at all", async () => {
+    await stack.store.registry!.setAlias('named', 'prod', [{ version: '1', weight: 100 }], 0, null, new Date('2026-12-01T00:00:00Z'));
+    const boot = startBootFetch({ ...byName, PRELOAD_MODELS: 'named' });
+    const registry = recordedRegistry();
+    const store = await storeWith(boot.downloads, registry);
+    const service = new InferenceService({ store, sessions: new ModelSessions({ store, intraOpThreads: 1 }), serviceVersion: 't', bootRegistry: boot.registry });
+    await service.preloadModels(['named']);
+    expect(service.isReady()).toBe(true);
+    const read = await boot.registry.get('named');
+    expect(read?.version).toBe('1');
+    expect(read?.aliases.map((a) => [a.alias, a.routes, a.revision])).toEqual([['prod', [{ version: '1', weight: 100 }], 1]]);
+    // The next request without a version is routed from the boot's read (cached), through prod.
+    expect((await service.loadModel('named')).version).toBe('1');
+    expect(sdkGets).toEqual([]);
+    expect(registryCommands).toEqual([]);
+  });
+
+  it('when the registry read fails (no such table), the pre-warm reads the registry and the bucket itself', async () => {
+    const boot = startBootFetch({ ...byName, REGISTRY_TABLE: 'no-such-table', PRELOAD_MODELS: 'named' });
+    await expect(boot.registry.get('named')).rejects.toThrow(/HTTP 400.*ResourceNotFoundException/);
+    expect(boot.downloads.size).toBe(0);
+    const registry = recordedRegistry();
+    const store = await storeWith(boot.downloads, registry);
+    const service = new InferenceService({ store, sessions: new ModelSessions({ store, intraOpThreads: 1 }), serviceVersion: 't', bootRegistry: boot.registry });
+    await service.preloadModels(['named']);
+    expect(service.isReady()).toBe(true);
+    expect((await service.loadModel('named')).version).toBe('1');
+    expect(registryCommands).toEqual(['QueryCommand', 'QueryCommand']);
+    expect(sdkGets).toEqual([keys.staged('named', '1', stagingKey()), keys.manifest('named', '1')]); // the artifact's prefetch starts first
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bootFetchKeys, bootStagingKey, objectUrl, signedRangeHeaders, startBootFetch } from '../../functions/core/boot-fetch.ts';
+import { bootPreloads, bootStagingKey, dynamoUrl, objectUrl, signedRangeHeaders, startBootFetch, versionKeys } from '../../functions/core/boot-fetch.ts';
 import { stagingKey } from '../../functions/core/registry/staging.ts';
 
 describe('boot fetch signing', () => {
@@ -35,6 +35,8 @@ describe('boot fetch signing', () => {
     expect(objectUrl('bkt', 'models/m/1/manifest.json', 'us-east-1', 'http://127.0.0.1:4566').href).toBe('http://127.0.0.1:4566/bkt/models/m/1/manifest.json');
     expect(objectUrl('bkt', 'models/m/1/manifest.json', 'us-east-1', 'http://127.0.0.1:4566/').href).toBe('http://127.0.0.1:4566/bkt/models/m/1/manifest.json');
     expect(objectUrl('bkt', 'models/a b+/1/x.ort', 'eu-west-1', undefined).href).toBe('https://bkt.s3.eu-west-1.amazonaws.com/models/a%20b%2B/1/x.ort');
+    expect(dynamoUrl('eu-west-1', undefined).href).toBe('https://dynamodb.eu-west-1.amazonaws.com/');
+    expect(dynamoUrl('eu-west-1', 'http://127.0.0.1:8000').href).toBe('http://127.0.0.1:8000/');
   });
 });
 
@@ -43,10 +45,11 @@ describe('what the boot fetch asks for', () => {
     expect(bootStagingKey()).toBe(stagingKey());
   });
 
-  it('versioned pre-warm entries only, each manifest and staged artifact; names it would refuse are skipped', () => {
-    expect(bootFetchKeys('mnist:3, silero-vad ,Bad:1,a:b:c,x:1..2', 'ort-k')).toEqual(['models/mnist/3/manifest.json', 'models/mnist/3/staged/ort-k.ort']);
-    expect(bootFetchKeys('mnist:3', undefined)).toEqual(['models/mnist/3/manifest.json']);
-    expect(bootFetchKeys('', 'ort-k')).toEqual([]);
+  it('reads the pre-warm entries it can serve: by name or name:version, names it would refuse skipped', () => {
+    expect(bootPreloads('mnist:3, silero-vad ,Bad:1,a:b:c,x:1..2,ok:Bad')).toEqual([{ name: 'mnist', version: '3' }, { name: 'silero-vad' }]);
+    expect(bootPreloads('')).toEqual([]);
+    expect(versionKeys('mnist', '3', 'ort-k')).toEqual(['models/mnist/3/manifest.json', 'models/mnist/3/staged/ort-k.ort']);
+    expect(versionKeys('mnist', '3', undefined)).toEqual(['models/mnist/3/manifest.json']);
   });
 
   it('starts nothing without credentials in the environment, a bucket, or a versioned entry', async () => {
@@ -56,7 +59,9 @@ describe('what the boot fetch asks for', () => {
       expect(fetch.downloads.size).toBe(0);
       await fetch.sent;
     }
+    // By name it needs the registry table to resolve the version.
     const unversioned = startBootFetch({ ...env, PRELOAD_MODELS: 'mnist' });
     expect(unversioned.downloads.size).toBe(0);
+    expect(unversioned.registry.size).toBe(0);
   });
 });

@@ -245,6 +245,18 @@ export class RegistryTable {
   }
 }
 
+/**
+ * A model's version and alias records from the items of its partition (MODEL#<m>), in sort-key order:
+ * what listVersions and listAliases read, for a caller that queried the partition itself (the boot fetch).
+ */
+export function recordsOfModel(items: readonly Record<string, unknown>[]): { versions: VersionRecord[]; aliases: AliasRecord[] } {
+  const bySk = [...items].sort((a, b) => (String(a.sk) < String(b.sk) ? -1 : String(a.sk) > String(b.sk) ? 1 : 0));
+  return {
+    versions: bySk.filter((i) => String(i.sk).startsWith('VERSION#')).map((i) => strip<VersionRecord>(i)),
+    aliases: bySk.filter((i) => String(i.sk).startsWith('ALIAS#')).map((i) => strip<AliasRecord>(i)),
+  };
+}
+
 function strip<T>(item: Record<string, unknown>): T {
   const { pk: _pk, sk: _sk, ...rest } = item;
   return rest as T;

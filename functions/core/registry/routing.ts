@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import { BadRequestError } from '../errors.ts';
-import type { AliasRoute } from './registry-table.ts';
+import type { AliasRecord, AliasRoute } from './registry-table.ts';
+
+/** The alias a request that names no version goes to, unless configured otherwise (DEFAULT_ALIAS). */
+export const DEFAULT_ALIAS = 'prod';
 
 /** Routes of an alias: at least one, distinct versions, integer weights 0..100 adding up to 100. */
 export function assertValidRoutes(routes: AliasRoute[]): AliasRoute[] {
@@ -37,4 +40,19 @@ export function chooseRoute(routes: readonly AliasRoute[], stickyKey?: string, r
   }
   // Only reachable through rounding at exactly 100: the last route with any weight.
   return [...routes].reverse().find((r) => r.weight > 0)!.version;
+}
+
+/**
+ * The version a request that names none goes to: through the default alias when the model has one,
+ * else its highest registered version (`versions` lowest first); undefined for a model with neither.
+ */
+export function defaultVersion(
+  versions: readonly string[],
+  aliases: ReadonlyMap<string, AliasRecord>,
+  defaultAlias: string,
+  stickyKey?: string,
+): string | undefined {
+  const byDefault = aliases.get(defaultAlias);
+  if (byDefault) return chooseRoute(byDefault.routes, stickyKey);
+  return versions.at(-1);
 }
