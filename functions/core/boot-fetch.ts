@@ -9,7 +9,7 @@ import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { keys } from './keys.ts';
 import { isValidName } from './names.ts';
 import { downloadRanged, totalFromContentRange, type Downloaded, type RangeReader, type RangeResponse } from './ranged-download.ts';
-import { recordsOfModel, type AliasRecord } from './registry/registry-table.ts';
+import { recordsOfModel, registeredVersions, type AliasRecord } from './registry/registry-table.ts';
 import { DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
 
 /**
@@ -43,9 +43,9 @@ export interface BootFetchEnv {
 
 /** What the boot fetch read of a model pre-warmed by name. */
 export interface BootRegistryRead {
-  /** Registered versions, lowest first, and the aliases: what the service's alias cache holds. */
+  /** Registered versions, lowest first, and the aliases by name: what the service's alias cache holds. */
   versions: string[];
-  aliases: AliasRecord[];
+  aliases: Map<string, AliasRecord>;
   /** The version the pre-warm loads (and whose files were fetched). */
   version: string;
   /** When the registry answered (ms since the epoch), for the alias cache's time to live. */
@@ -166,7 +166,6 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
   const s3Endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
   const credentials = { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN };
   const agents = { http: new http.Agent({ keepAlive: true, maxSockets: 8 }), https: new https.Agent({ keepAlive: true, maxSockets: 8 }) };
-  const transport = (url: URL) => (url.protocol === 'https:' ? { get: https.get, request: https.request, agent: agents.https } : { get: http.get, request: http.request, agent: agents.http });
   const sent: Promise<void>[] = [];
   /** A promise for `sent`, taken synchronously; the request resolves it once written. */
   const sentMark = () => {
@@ -174,35 +173,34 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
     sent.push(new Promise<void>((done) => (mark = done)));
     return mark;
   };
+  /** Sends one request; resolves with the response once its headers are in. `wrote` is told when it is on the wire. */
+  const send = (url: URL, method: string, headers: Record<string, string>, what: string, wrote: (() => void) | undefined, body?: string) =>
+    new Promise<http.IncomingMessage>((resolve, reject) => {
+      const secure = url.protocol === 'https:';
+      const request = (secure ? https.request : http.request)(url, { method, headers, agent: secure ? agents.https : agents.http, timeout: IDLE_TIMEOUT_MS }, resolve);
+      request.on('timeout', () => request.destroy(new Error(`${what}: no data for ${IDLE_TIMEOUT_MS} ms`)));
+      request.on('error', reject);
+      if (wrote) request.once('finish', wrote).once('error', wrote);
+      request.end(body);
+    });
 
   const reader = (key: string, markFirst: (() => void) | undefined): RangeReader => {
     const url = objectUrl(bucket, key, region, s3Endpoint);
-    let wroteFirst = markFirst;
     return async (start, end) => {
-      const wrote = wroteFirst;
-      wroteFirst = undefined;
+      const wrote = markFirst;
+      markFirst = undefined;
       try {
         const headers = await signedRangeHeaders(url, `bytes=${start}-${end}`, region, credentials);
-        const { get, agent } = transport(url);
-        return await new Promise<RangeResponse | undefined>((resolve, reject) => {
-          const request = get(url, { agent, headers, timeout: IDLE_TIMEOUT_MS }, (response) => {
-            const status = response.statusCode ?? 0;
-            if (status === 404) {
-              response.resume();
-              resolve(undefined);
-            } else if (status !== 200 && status !== 206) {
-              response.resume();
-              reject(new Error(`boot fetch of ${key}: HTTP ${status}`));
-            } else {
-              const length = response.headers['content-length'];
-              const total = totalFromContentRange(response.headers['content-range']) ?? (start === 0 && length ? Number(length) : undefined);
-              resolve({ total, body: response });
-            }
-          });
-          request.on('timeout', () => request.destroy(new Error(`boot fetch of ${key}: no data for ${IDLE_TIMEOUT_MS} ms`)));
-          request.on('error', reject);
-          if (wrote) request.once('finish', wrote).once('error', wrote);
-        });
+        const response = await send(url, 'GET', headers, `boot fetch of ${key}`, wrote);
+        const status = response.statusCode ?? 0;
+        if (status === 200 || status === 206) {
+          const length = response.headers['content-length'];
+          const total = totalFromContentRange(response.headers['content-range']) ?? (start === 0 && length ? Number(length) : undefined);
+          return { total, body: response } satisfies RangeResponse;
+        }
+        response.resume();
+        if (status === 404) return undefined;
+        throw new Error(`boot fetch of ${key}: HTTP ${status}`);
       } finally {
         wrote?.(); // signing failed, or the request ended before its write was seen: nothing to wait for
       }
@@ -232,20 +230,11 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
       region,
       credentials,
     );
-    const { request: send, agent } = transport(url);
-    const text = await new Promise<string>((resolve, reject) => {
-      const request = send(url, { method: 'POST', agent, headers, timeout: IDLE_TIMEOUT_MS }, (response) => {
-        let answer = '';
-        response.setEncoding('utf8');
-        response.on('data', (chunk: string) => (answer += chunk));
-        response.on('end', () => (response.statusCode === 200 ? resolve(answer) : reject(new Error(`boot registry read of ${model}: HTTP ${response.statusCode}: ${answer.slice(0, 200)}`))));
-        response.on('error', reject);
-      });
-      request.on('timeout', () => request.destroy(new Error(`boot registry read of ${model}: no data for ${IDLE_TIMEOUT_MS} ms`)));
-      request.on('error', reject);
-      request.once('finish', wrote).once('error', wrote);
-      request.end(body);
-    });
+    const response = await send(url, 'POST', headers, `boot registry read of ${model}`, wrote, body);
+    let text = '';
+    response.setEncoding('utf8');
+    for await (const chunk of response) text += chunk as string;
+    if (response.statusCode !== 200) throw new Error(`boot registry read of ${model}: HTTP ${response.statusCode}: ${text.slice(0, 200)}`);
     const page = JSON.parse(text) as { Items?: Record<string, never>[]; LastEvaluatedKey?: unknown };
     if (page.LastEvaluatedKey) return undefined;
     return (page.Items ?? []).map((item) => unmarshall(item));
@@ -261,13 +250,13 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
       try {
         const items = await queryModel(preload.name, wrote);
         if (!items) return undefined;
-        const { versions, aliases } = recordsOfModel(items);
-        const registered = versions.filter((v) => v.status === 'registered').map((v) => v.version);
-        const byAlias = new Map(aliases.map((a) => [a.alias, a]));
-        const version = defaultVersion(registered, byAlias, env.DEFAULT_ALIAS ?? DEFAULT_ALIAS);
+        const records = recordsOfModel(items);
+        const versions = registeredVersions(records.versions);
+        const aliases = new Map(records.aliases.map((a) => [a.alias, a]));
+        const version = defaultVersion(versions, aliases, env.DEFAULT_ALIAS ?? DEFAULT_ALIAS);
         if (!version) return undefined;
         fetchVersion(preload.name, version, false); // started before this read resolves
-        return { versions: registered, aliases, version, at: Date.now() };
+        return { versions, aliases, version, at: Date.now() };
       } finally {
         wrote();
       }

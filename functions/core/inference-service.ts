@@ -127,7 +127,7 @@ export class InferenceService {
     this.bootReads.delete(name);
     const booted = await read?.catch(() => undefined);
     if (!booted || this.states.has(name)) return undefined;
-    this.states.set(name, { versions: booted.versions, aliases: new Map(booted.aliases.map((a) => [a.alias, a])), at: booted.at });
+    this.states.set(name, { versions: booted.versions, aliases: booted.aliases, at: booted.at });
     return booted.version;
   }
 

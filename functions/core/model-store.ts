@@ -7,7 +7,7 @@ import { keys } from './keys.ts';
 import { modelManifestSchema, type ModelManifest } from './manifest.ts';
 import { assertValidName, compareVersions } from './names.ts';
 import type { ModelEventPublisher } from './registry/events.ts';
-import type { RegistryTable } from './registry/registry-table.ts';
+import { registeredVersions, type RegistryTable } from './registry/registry-table.ts';
 import { sha256Hex } from './hash.ts';
 import type { LazyClient } from './lazy-clients.ts';
 import { downloadRanged, totalFromContentRange, type Downloaded } from './ranged-download.ts';
@@ -49,8 +49,7 @@ export class ModelStore {
   /** The last background cache write (tests await it). */
   pendingCacheWrite: Promise<void> = Promise.resolve();
   /** Downloads started before their manifest was read (see prefetch), taken once by the artifact read. */
-  private readonly prefetches = new Map<string, Promise<Downloaded | undefined>>();
-  private readonly bootDownloads: Map<string, Promise<Downloaded | undefined>> | undefined;
+  private readonly prefetches: Map<string, Promise<Downloaded | undefined>>;
 
   constructor(options: ModelStoreOptions) {
     const s3 = options.s3;
@@ -59,7 +58,7 @@ export class ModelStore {
     this.cacheDir = options.cacheDir;
     this.registry = options.registry;
     this.events = options.events;
-    this.bootDownloads = options.prefetched;
+    this.prefetches = options.prefetched ?? new Map(); // the boot fetch's own map: it still adds to it
   }
 
   async getObjectBytes(key: string): Promise<Uint8Array | undefined> {
@@ -97,7 +96,7 @@ export class ModelStore {
   async listVersions(model: string): Promise<string[]> {
     assertValidName(model, 'model name');
     if (this.registry) {
-      return (await this.registry.listVersions(model)).filter((v) => v.status === 'registered').map((v) => v.version);
+      return registeredVersions(await this.registry.listVersions(model));
     }
     const versions = await this.listPrefixes(keys.modelPrefix(model));
     return versions.sort(compareVersions);
@@ -177,7 +176,7 @@ export class ModelStore {
    * not wanted is dropped. For init only: the local cache is not consulted first.
    */
   prefetch(key: string): void {
-    if (this.prefetches.has(key) || this.bootDownloads?.has(key)) return;
+    if (this.prefetches.has(key)) return;
     const download = this.download(key);
     download.catch(() => undefined); // a failed prefetch falls back to a fresh download, never rejects unseen
     this.prefetches.set(key, download);
@@ -186,13 +185,11 @@ export class ModelStore {
   /** Drops downloads started early that no read took. */
   discardPrefetches(): void {
     this.prefetches.clear();
-    this.bootDownloads?.clear();
   }
 
   private takePrefetch(key: string): Promise<Downloaded | undefined> | undefined {
-    const download = this.prefetches.get(key) ?? this.bootDownloads?.get(key);
+    const download = this.prefetches.get(key);
     this.prefetches.delete(key);
-    this.bootDownloads?.delete(key);
     return download;
   }
 

@@ -140,7 +140,7 @@ describe('the boot fetch of a model pre-warmed by name', () => {
     const boot = startBootFetch({ ...byName, PRELOAD_MODELS: 'named' });
     await boot.sent;
     const read = await boot.registry.get('named');
-    expect(read).toMatchObject({ versions: ['1', '2'], aliases: [], version: '2' });
+    expect(read).toMatchObject({ versions: ['1', '2'], aliases: new Map(), version: '2' });
     expect([...boot.downloads.keys()]).toEqual([keys.manifest('named', '2'), keys.staged('named', '2', stagingKey())]);
   });
 
@@ -154,7 +154,7 @@ describe('the boot fetch of a model pre-warmed by name', () => {
     expect(service.isReady()).toBe(true);
     const read = await boot.registry.get('named');
     expect(read?.version).toBe('1');
-    expect(read?.aliases.map((a) => [a.alias, a.routes, a.revision])).toEqual([['prod', [{ version: '1', weight: 100 }], 1]]);
+    expect([...read!.aliases.values()].map((a) => [a.alias, a.routes, a.revision])).toEqual([['prod', [{ version: '1', weight: 100 }], 1]]);
     // The next request without a version is routed from the boot's read (cached), through prod.
     expect((await service.loadModel('named')).version).toBe('1');
     expect(sdkGets).toEqual([]);

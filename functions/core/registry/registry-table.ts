@@ -245,6 +245,11 @@ export class RegistryTable {
   }
 }
 
+/** The versions that serve (not retired), in the records' order. */
+export function registeredVersions(records: readonly VersionRecord[]): string[] {
+  return records.filter((v) => v.status === 'registered').map((v) => v.version);
+}
+
 /**
  * A model's version and alias records from the items of its partition (MODEL#<m>), in sort-key order:
  * what listVersions and listAliases read, for a caller that queried the partition itself (the boot fetch).
