@@ -1,13 +1,13 @@
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { http1Request, type Http1Response } from './http1-client.ts';
 import { keys } from './keys.ts';
 import { isValidName } from './names.ts';
+import { IntegrityError } from './errors.ts';
 import { downloadRanged, totalFromContentRange, type Downloaded, type RangeReader, type RangeResponse } from './ranged-download.ts';
 import { recordsOfModel, registeredVersions, type AliasRecord } from './registry/registry-table.ts';
 import { DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
@@ -18,9 +18,10 @@ import { DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
  * has fixed keys, so its manifest and staged artifact are asked for at once; an entry by name
  * ("mnist") first reads the model's partition of the registry table (one DynamoDB Query), picks the
  * version as a request without one would go (default alias, else highest), then fetches that. All of
- * it is signed with the SDK's own SigV4 signer and sent on node:http(s) with the environment's
- * credentials (a Lambda's role). Measured on a cold start, the SDK's clients, endpoint rules and
- * middleware were the largest block of our own CPU time before the first byte.
+ * it is signed with the SDK's own SigV4 signer, with the environment's credentials (a Lambda's
+ * role), and sent by http1-client.ts, which reads each body straight into the model's buffer.
+ * Measured on a cold start, the SDK's clients, endpoint rules and middleware were the largest block
+ * of our own CPU time before the first byte.
  *
  * It only ever saves time: the store takes each download once and checks it exactly as an SDK
  * download (manifest schema, artifact size and sha256); the service takes the registry read as its
@@ -146,6 +147,16 @@ export function dynamoUrl(region: string, endpoint: string | undefined): URL {
   return new URL(endpoint ? `${endpoint.replace(/\/$/, '')}/` : `https://dynamodb.${region}.amazonaws.com/`);
 }
 
+/** A GET's body into out[at..]: RangeResponse.readInto over http1-client. */
+function readResponseInto(key: string, response: Http1Response, out: Uint8Array, at: number, limit: number): Promise<number> {
+  const length = response.contentLength;
+  if (at + length > limit) {
+    response.discard();
+    return Promise.reject(new IntegrityError(`${key}: range ${at}-${limit - 1} returned ${length} bytes, more than ${limit - at}`));
+  }
+  return response.readInto(out.subarray(at, at + length)).then(() => length);
+}
+
 /** Starts the boot fetch for this environment; with nothing to fetch, both maps are empty. */
 export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
   const downloads = new Map<string, Promise<Downloaded | undefined>>();
@@ -165,7 +176,6 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
   const region = env.AWS_REGION ?? 'us-east-1';
   const s3Endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
   const credentials = { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN };
-  const agents = { http: new http.Agent({ keepAlive: true, maxSockets: 8 }), https: new https.Agent({ keepAlive: true, maxSockets: 8 }) };
   const sent: Promise<void>[] = [];
   /** A promise for `sent`, taken synchronously; the request resolves it once written. */
   const sentMark = () => {
@@ -173,16 +183,9 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
     sent.push(new Promise<void>((done) => (mark = done)));
     return mark;
   };
-  /** Sends one request; resolves with the response once its headers are in. `wrote` is told when it is on the wire. */
-  const send = (url: URL, method: string, headers: Record<string, string>, what: string, wrote: (() => void) | undefined, body?: string) =>
-    new Promise<http.IncomingMessage>((resolve, reject) => {
-      const secure = url.protocol === 'https:';
-      const request = (secure ? https.request : http.request)(url, { method, headers, agent: secure ? agents.https : agents.http, timeout: IDLE_TIMEOUT_MS }, resolve);
-      request.on('timeout', () => request.destroy(new Error(`${what}: no data for ${IDLE_TIMEOUT_MS} ms`)));
-      request.on('error', reject);
-      if (wrote) request.once('finish', wrote).once('error', wrote);
-      request.end(body);
-    });
+  /** Sends one request; resolves with the response once its head is in. `wrote` is told when it is on the wire. */
+  const send = (url: URL, method: string, headers: Record<string, string>, wrote: (() => void) | undefined, body?: string) =>
+    http1Request(url, { method, headers, body, idleTimeoutMs: IDLE_TIMEOUT_MS, onWritten: wrote });
 
   const reader = (key: string, markFirst: (() => void) | undefined): RangeReader => {
     const url = objectUrl(bucket, key, region, s3Endpoint);
@@ -191,14 +194,13 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
       markFirst = undefined;
       try {
         const headers = await signedRangeHeaders(url, `bytes=${start}-${end}`, region, credentials);
-        const response = await send(url, 'GET', headers, `boot fetch of ${key}`, wrote);
-        const status = response.statusCode ?? 0;
+        const response = await send(url, 'GET', headers, wrote);
+        const { status } = response;
         if (status === 200 || status === 206) {
-          const length = response.headers['content-length'];
-          const total = totalFromContentRange(response.headers['content-range']) ?? (start === 0 && length ? Number(length) : undefined);
-          return { total, body: response } satisfies RangeResponse;
+          const total = totalFromContentRange(response.headers.get('content-range')) ?? (start === 0 ? response.contentLength : undefined);
+          return { total, readInto: (out, at, limit) => readResponseInto(key, response, out, at, limit) } satisfies RangeResponse;
         }
-        response.resume();
+        response.discard();
         if (status === 404) return undefined;
         throw new Error(`boot fetch of ${key}: HTTP ${status}`);
       } finally {
@@ -230,11 +232,9 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
       region,
       credentials,
     );
-    const response = await send(url, 'POST', headers, `boot registry read of ${model}`, wrote, body);
-    let text = '';
-    response.setEncoding('utf8');
-    for await (const chunk of response) text += chunk as string;
-    if (response.statusCode !== 200) throw new Error(`boot registry read of ${model}: HTTP ${response.statusCode}: ${text.slice(0, 200)}`);
+    const response = await send(url, 'POST', headers, wrote, body);
+    const text = await response.text();
+    if (response.status !== 200) throw new Error(`boot registry read of ${model}: HTTP ${response.status}: ${text.slice(0, 200)}`);
     const page = JSON.parse(text) as { Items?: Record<string, never>[]; LastEvaluatedKey?: unknown };
     if (page.LastEvaluatedKey) return undefined;
     return (page.Items ?? []).map((item) => unmarshall(item));
@@ -264,12 +264,5 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
     read.catch(() => undefined); // the service then reads the registry itself
     registry.set(preload.name, read);
   }
-  // Idle keep-alive sockets would outlive the boot fetch: close them once every request settled.
-  void Promise.allSettled(registry.values())
-    .then(() => Promise.allSettled(downloads.values()))
-    .then(() => {
-      agents.http.destroy();
-      agents.https.destroy();
-    });
   return { downloads, registry, sent: Promise.all(sent).then(() => undefined) };
 }

@@ -10,7 +10,7 @@ import type { ModelEventPublisher } from './registry/events.ts';
 import { registeredVersions, type RegistryTable } from './registry/registry-table.ts';
 import { sha256Hex } from './hash.ts';
 import type { LazyClient } from './lazy-clients.ts';
-import { downloadRanged, totalFromContentRange, type Downloaded } from './ranged-download.ts';
+import { downloadRanged, readStreamInto, totalFromContentRange, type Downloaded } from './ranged-download.ts';
 
 export interface ModelStoreOptions {
   /** A client, or one made on first use (lazy-clients.ts: no SDK code runs until a request needs it). */
@@ -224,7 +224,7 @@ export class ModelStore {
           const { GetObjectCommand } = await s3Sdk();
           const res = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }));
           const total = totalFromContentRange(res.ContentRange) ?? (start === 0 ? res.ContentLength : undefined);
-          return { total, body: res.Body as Readable };
+          return { total, readInto: (out, at, limit) => readStreamInto(key, res.Body as Readable, out, at, limit) };
         } catch (error) {
           if (isNotFound(error)) return undefined;
           throw error;

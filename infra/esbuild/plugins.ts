@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import type { Plugin } from 'esbuild';
+import { build as esbuild, type Plugin } from 'esbuild';
 
 const run = promisify(execFile);
 
@@ -30,8 +30,11 @@ export const builtinsThroughRequire: Plugin = {
 /** What a handler file becomes: a shim that turns Node's compile cache on, then loads the bundle. */
 export const COMPILE_CACHE_SUFFIX = '.compile-cache';
 export const APP_SUFFIX = '.app';
+export const BOOT_SUFFIX = '.boot';
+/** A handler's boot module: imported by the handler as `./boot.ts`, bundled on its own (see handlerShim). */
+const BOOT_IMPORT = './boot.ts';
 
-function shim(appFile: string, cacheDir: string, exportNames: readonly string[]): string {
+function shim(appFile: string, cacheDir: string, exportNames: readonly string[], bootFile: string | undefined): string {
   // A static `export * from` would load the bundle before the cache is on: import it dynamically and
   // re-export its names (a Lambda handler is a named export).
   return [
@@ -39,13 +42,26 @@ function shim(appFile: string, cacheDir: string, exportNames: readonly string[])
     "import { enableCompileCache } from 'node:module';",
     "import { fileURLToPath } from 'node:url';",
     `enableCompileCache({ directory: fileURLToPath(new URL(${JSON.stringify(`./${cacheDir}`)}, import.meta.url)), portable: true });`,
+    ...(bootFile ? [`await import(${JSON.stringify(`./${bootFile}`)}); // the handler's boot module runs before the bundle is parsed`] : []),
     `export const { ${exportNames.join(', ')} } = await import(${JSON.stringify(`./${appFile}`)});`,
     '',
   ].join('\n');
 }
 
+const exists = (file: string) => access(file).then(() => true, () => false);
+
 /**
- * Ships each handler with Node's compile cache (V8 code cache). Parsing and compiling the bundle was
+ * Ships each handler as a shim, its bundle and Node's compile cache (V8 code cache); a handler that
+ * imports `./boot.ts` also gets that module bundled on its own, which the shim evaluates first.
+ *
+ * Boot module: the handler's import of `./boot.ts` becomes an external import of
+ * `<handler>.boot.mjs`, a bundle of boot.ts alone. The shim imports it before the main bundle, so
+ * it runs before the main bundle is read and parsed (the inference handler's boot fetch puts its
+ * requests on the wire there: they are answered while the rest loads); the bundle's own import
+ * then finds the same, already evaluated module. Code boot.ts shares with the bundle is in both
+ * files: two copies of stateless helpers, and the boot's values cross as plain data.
+ *
+ * Compile cache: parsing and compiling the bundle was
  * the largest share of our cold start after onnxruntime itself; with the cache, V8 deserializes
  * code instead. The bundle moves to `<handler>.app.mjs`, `<handler>.mjs` becomes a shim that enables
  * the cache from `<handler>.compile-cache/` (portable: keyed by paths relative to the cache, so it
@@ -56,10 +72,16 @@ function shim(appFile: string, cacheDir: string, exportNames: readonly string[])
  * start with the handler's, so serverless-esbuild's per-function packaging keeps them in that
  * function's zip only.
  */
-export const compileCache: Plugin = {
-  name: 'compile-cache',
+export const handlerShim: Plugin = {
+  name: 'handler-shim',
   setup(build) {
     build.initialOptions.metafile = true; // the bundle's export names, for the shim
+    const { entryPoints, outExtension } = build.initialOptions;
+    const entries = new Set(Array.isArray(entryPoints) ? entryPoints.filter((e): e is string => typeof e === 'string').map((e) => resolve(build.initialOptions.absWorkingDir ?? process.cwd(), e)) : []);
+    build.onResolve({ filter: /^\.\/boot\.ts$/ }, (args) => {
+      if (args.kind !== 'import-statement' || !entries.has(args.importer)) return undefined;
+      return { path: `./${basename(args.importer, extname(args.importer))}${BOOT_SUFFIX}${outExtension?.['.js'] ?? '.js'}`, external: true };
+    });
     build.onEnd(async (result) => {
       const { outdir, entryPoints, outExtension } = build.initialOptions;
       if (result.errors.length > 0 || !outdir || !Array.isArray(entryPoints) || build.initialOptions.write === false) return;
@@ -80,7 +102,13 @@ export const compileCache: Plugin = {
         await rm(join(dir, cacheName), { recursive: true, force: true });
         await writeFile(join(dir, appName), code.replace(`//# sourceMappingURL=${stem}${extension}.map`, `//# sourceMappingURL=${appName}.map`));
         await rename(`${handlerFile}.map`, join(dir, `${appName}.map`)).catch(() => undefined);
-        await writeFile(handlerFile, shim(appName, cacheName, output.exports.filter((name) => name !== 'default')));
+        const bootSource = join(dirname(resolve(cwd, entry)), BOOT_IMPORT);
+        const bootName = output.imports.some((i) => i.external && i.path === `./${stem}${BOOT_SUFFIX}${extension}`) && (await exists(bootSource)) ? `${stem}${BOOT_SUFFIX}${extension}` : undefined;
+        if (bootName) {
+          const { entryPoints: _entries, outdir: _outdir, outExtension: _ext, metafile: _metafile, plugins: _plugins, ...options } = build.initialOptions;
+          await esbuild({ ...options, entryPoints: [bootSource], outfile: join(dir, bootName), plugins: [builtinsThroughRequire], logLevel: 'error' });
+        }
+        await writeFile(handlerFile, shim(appName, cacheName, output.exports.filter((name) => name !== 'default'), bootName));
         await trainCompileCache(handlerFile);
       }
     });
@@ -124,4 +152,4 @@ async function trainCompileCache(handlerFile: string): Promise<void> {
   }
 }
 
-export default [builtinsThroughRequire, compileCache];
+export default [builtinsThroughRequire, handlerShim];

@@ -352,6 +352,10 @@ describe('artifacts', () => {
         expect(shim!.read().toString('utf8'), zip).toMatch(/^\/\/ Generated at packaging \(infra\/esbuild\/plugins\.ts\)[^]*enableCompileCache\([^]*export const \{ [a-zA-Z, ]+ \} = await import\("\.\/handler\.app\.mjs"\);\n$/);
         expect(names.filter((n) => n.startsWith(`${dir}/handler.compile-cache/${process.version}-`)).length, zip).toBeGreaterThan(0);
         expect(names.filter((n) => n.startsWith('functions/') && !n.startsWith(`${dir}/`)), zip).toEqual([]);
+        // Only the inference handler has a boot module (functions/inference/boot.ts): its shim loads it first.
+        const boot = `${dir}/handler.boot.mjs`;
+        expect(names.includes(boot), zip).toBe(zip === 'inference.zip');
+        expect(shim!.read().toString('utf8').includes('await import("./handler.boot.mjs");'), zip).toBe(zip === 'inference.zip');
         const bundle = entries.find((e) => e.name === `${dir}/handler.app.mjs`);
         expect(bundle, zip).toBeDefined();
         const text = bundle?.read().toString('utf8') ?? '';

@@ -10,9 +10,10 @@ import plugins from '../../infra/esbuild/plugins.ts';
 const BANNER = "import { createRequire as __r } from 'node:module'; const require = __r(import.meta.url);";
 
 /** Bundles one handler as serverless.yml does (ESM, minified, our plugins) into <dir>/build/functions/demo/. */
-async function bundleHandler(source: string) {
+async function bundleHandler(source: string, beside: Record<string, string> = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'esbuild-plugins-'));
   await writeFile(join(dir, 'handler.ts'), source);
+  for (const [name, text] of Object.entries(beside)) await writeFile(join(dir, name), text);
   const outdir = join(dir, 'build', 'functions', 'demo');
   await build({
     entryPoints: [join(dir, 'handler.ts')], bundle: true, minify: true, sourcemap: true, platform: 'node', format: 'esm',
@@ -62,6 +63,33 @@ export const worker = async () => 'worker';`);
     expect(await readFile(join(outdir, 'handler.mjs'), 'utf8')).toContain('export const { api, worker } = await import("./handler.app.mjs");');
     expect(invoke(join(outdir, 'handler.mjs'), {}, 'api').answer).toBe('api');
     expect(invoke(join(outdir, 'handler.mjs'), {}, 'worker').answer).toBe('worker');
+  });
+
+  it("bundle a handler's ./boot.ts on its own, which the shim runs before loading the bundle, as one shared module", async () => {
+    const { outdir } = await bundleHandler(
+      `import { bootOrder } from './boot.ts';
+import { shared } from './shared.ts';
+const g = globalThis as { order?: string[] };
+g.order!.push('app');
+export const handler = async () => ({ bootOrder, order: g.order, shared: shared() });`,
+      {
+        'boot.ts': `import { shared } from './shared.ts';
+const g = globalThis as { order?: string[] };
+(g.order ??= []).push('boot');
+export const bootOrder = 'BOOT_RAN_' + g.order.length + shared();`,
+        'shared.ts': 'export const shared = () => "-shared";',
+      },
+    );
+    expect((await readdir(outdir)).sort()).toEqual(['handler.app.mjs', 'handler.app.mjs.map', 'handler.boot.mjs', 'handler.boot.mjs.map', 'handler.compile-cache', 'handler.mjs']);
+    const shimText = await readFile(join(outdir, 'handler.mjs'), 'utf8');
+    expect(shimText.indexOf('await import("./handler.boot.mjs");')).toBeGreaterThan(shimText.indexOf('enableCompileCache('));
+    expect(shimText.indexOf('await import("./handler.boot.mjs");')).toBeLessThan(shimText.indexOf('await import("./handler.app.mjs");'));
+    const app = await readFile(join(outdir, 'handler.app.mjs'), 'utf8');
+    expect(app).toMatch(/from\s*"\.\/handler\.boot\.mjs"/); // the bundle imports the boot module, not a copy of it
+    expect(app).not.toContain('BOOT_RAN_');
+    expect(await readFile(join(outdir, 'handler.boot.mjs'), 'utf8')).toContain('BOOT_RAN_');
+    // Evaluated once, before the bundle; code both import (shared.ts) is in each file.
+    expect(invoke(join(outdir, 'handler.mjs'), {}).answer).toEqual({ bootOrder: 'BOOT_RAN_1-shared', order: ['boot', 'app'], shared: '-shared' });
   });
 
   it('leave a handler whose source changed after packaging to compile as usual', async () => {
