@@ -184,7 +184,7 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
     return mark;
   };
   /** Sends one request; resolves with the response once its head is in. `wrote` is told when it is on the wire. */
-  const send = (url: URL, method: string, headers: Record<string, string>, wrote: (() => void) | undefined, body?: string) =>
+  const send = (url: URL, method: string, headers: Promise<Record<string, string>>, wrote: (() => void) | undefined, body?: string) =>
     http1Request(url, { method, headers, body, idleTimeoutMs: IDLE_TIMEOUT_MS, onWritten: wrote });
 
   const reader = (key: string, markFirst: (() => void) | undefined): RangeReader => {
@@ -193,8 +193,8 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
       const wrote = markFirst;
       markFirst = undefined;
       try {
-        const headers = await signedRangeHeaders(url, `bytes=${start}-${end}`, region, credentials);
-        const response = await send(url, 'GET', headers, wrote);
+        // Connecting starts now; the request is written once signed.
+        const response = await send(url, 'GET', signedRangeHeaders(url, `bytes=${start}-${end}`, region, credentials), wrote);
         const { status } = response;
         if (status === 200 || status === 206) {
           const total = totalFromContentRange(response.headers.get('content-range')) ?? (start === 0 ? response.contentLength : undefined);
@@ -225,7 +225,7 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
       KeyConditionExpression: 'pk = :pk',
       ExpressionAttributeValues: { ':pk': { S: `MODEL#${model}` } },
     });
-    const headers = await signedHeaders(
+    const headers = signedHeaders(
       url,
       { method: 'POST', headers: { 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'DynamoDB_20120810.Query' }, body },
       'dynamodb',

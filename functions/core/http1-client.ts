@@ -1,5 +1,10 @@
+import { createRequire } from 'node:module';
 import net from 'node:net';
-import tls from 'node:tls';
+import type tlsModule from 'node:tls';
+
+/** node:tls loads on the first https request only: about 9 ms of a cold start that talks plain HTTP. */
+let tls: typeof tlsModule | undefined;
+const loadTls = () => (tls ??= createRequire(import.meta.url)('node:tls') as typeof tlsModule);
 
 /**
  * One HTTP/1.1 request on a connection of its own, whose response body the socket reads straight
@@ -12,8 +17,11 @@ import tls from 'node:tls';
  */
 export interface Http1Request {
   method: string;
-  /** Sent as given, in order; must include host (SigV4 signs it). */
-  headers: Record<string, string>;
+  /**
+   * Sent as given, in order; must include host (SigV4 signs it). A promise lets the connection
+   * (and a TLS handshake) proceed while the headers are signed; its rejection fails the request.
+   */
+  headers: Record<string, string> | Promise<Record<string, string>>;
   body?: string | undefined;
   /** A connection that gets no data for this long fails. */
   idleTimeoutMs: number;
@@ -169,7 +177,7 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
 
     const onread = { buffer: nextBuffer, callback: onRead };
     const socket = secure
-      ? tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'], onread } as tls.ConnectionOptions)
+      ? loadTls().connect({ host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'], onread } as tlsModule.ConnectionOptions)
       : net.connect({ host, port, onread });
     socket.setNoDelay(true);
     socket.setTimeout(request.idleTimeoutMs, () => fail(new Http1Error(`${request.method} ${url.pathname}: no data for ${request.idleTimeoutMs} ms`)));
@@ -179,12 +187,6 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
       else if ((into ? received : early.length) < response.contentLength) fail(new Http1Error(`${request.method} ${url.pathname}: the connection closed after ${received} of ${response.contentLength} body bytes`));
     });
 
-    const lines = [`${request.method} ${url.pathname}${url.search} HTTP/1.1`];
-    for (const [name, value] of Object.entries(request.headers)) lines.push(`${name}: ${value}`);
-    const body = request.body === undefined ? undefined : Buffer.from(request.body, 'utf8');
-    if (body) lines.push(`content-length: ${body.length}`);
-    lines.push('connection: close', '', '');
-    const message = body ? Buffer.concat([Buffer.from(lines.join('\r\n'), 'latin1'), body]) : Buffer.from(lines.join('\r\n'), 'latin1');
     let written = false;
     const wrote = () => {
       if (written) return;
@@ -192,6 +194,18 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
       request.onWritten?.();
     };
     socket.once('close', wrote);
-    socket.write(message, wrote);
+    Promise.resolve(request.headers).then(
+      (headers) => {
+        if (failure) return;
+        const lines = [`${request.method} ${url.pathname}${url.search} HTTP/1.1`];
+        for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
+        const body = request.body === undefined ? undefined : Buffer.from(request.body, 'utf8');
+        if (body) lines.push(`content-length: ${body.length}`);
+        lines.push('connection: close', '', '');
+        const head = Buffer.from(lines.join('\r\n'), 'latin1');
+        socket.write(body ? Buffer.concat([head, body]) : head, wrote);
+      },
+      (error: Error) => fail(error),
+    );
   });
 }

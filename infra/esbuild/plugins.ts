@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { access, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { builtinModules } from 'node:module';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { build as esbuild, type Plugin } from 'esbuild';
@@ -7,19 +8,22 @@ import { build as esbuild, type Plugin } from 'esbuild';
 const run = promisify(execFile);
 
 /**
- * ESM imports of node:http and node:https become require() calls. Node builds the ESM facade of a
- * built-in by reading every export, and node:http's lazy WebSocket/EventSource getters then load all
- * of undici: measured at about 50 ms of every cold start, for exports nothing here uses. require()
- * returns the module object without touching those getters.
+ * ESM imports of Node's built-ins become require() calls. Node builds the ESM facade of a built-in
+ * by reading every export, which runs its lazy getters: node:http's WebSocket and EventSource load
+ * all of undici (about 50 ms of every cold start), node:crypto's webcrypto, node:fs's promises,
+ * node:util's lazy members. require() returns the module object without touching them. Measured in
+ * fresh processes, import against require: crypto 10.4 against 5.8 ms, fs 4.8 against 0.15 ms,
+ * util 5.4 against 0.12 ms.
  */
+const BUILTINS = new Set(builtinModules.filter((name) => !name.startsWith('_')));
 export const builtinsThroughRequire: Plugin = {
   name: 'builtins-through-require',
   setup(build) {
-    build.onResolve({ filter: /^(node:)?https?$/ }, (args) =>
-      args.kind === 'import-statement' || args.kind === 'dynamic-import'
-        ? { path: args.path.replace(/^node:/, ''), namespace: 'builtin-through-require' }
-        : undefined,
-    );
+    build.onResolve({ filter: /^(node:)?[a-z_/]+$/ }, (args) => {
+      const name = args.path.replace(/^node:/, '');
+      if (!BUILTINS.has(name) || (args.kind !== 'import-statement' && args.kind !== 'dynamic-import')) return undefined;
+      return { path: name, namespace: 'builtin-through-require' };
+    });
     build.onLoad({ filter: /.*/, namespace: 'builtin-through-require' }, (args) => ({
       contents: `module.exports = require('node:${args.path}');`,
       loader: 'js',

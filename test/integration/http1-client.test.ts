@@ -141,6 +141,24 @@ describe('http1Request against node:http on loopback', () => {
     expect(seen[0]!.headers['content-length']).toBe(String(Buffer.byteLength('{"TableName":"ü"}')));
   });
 
+  it('connects while its headers are still being made, and fails without sending when they cannot be', async () => {
+    seen = [];
+    const url = new URL('/echo', base);
+    let sign!: (headers: Record<string, string>) => void;
+    const pending = http1Request(url, { method: 'GET', headers: new Promise((resolve) => (sign = resolve)), idleTimeoutMs: 5_000 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(seen).toEqual([]);
+    sign({ host: url.host, 'x-signed': 'yes' });
+    expect(await (await pending).text()).toBe('{"got":""}');
+    expect(seen.map((s) => s.headers['x-signed'])).toEqual(['yes']);
+
+    let written = 0;
+    await expect(http1Request(url, { method: 'GET', headers: Promise.reject(new Error('no credentials')), idleTimeoutMs: 5_000, onWritten: () => written++ })).rejects.toThrow('no credentials');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(seen).toHaveLength(1); // nothing more reached the server
+    expect(written).toBe(1); // told, so a caller waiting for the write goes on
+  });
+
   it('gives a 404 with its length, and discards it unread', async () => {
     const response = await get('/missing');
     expect(response.status).toBe(404);

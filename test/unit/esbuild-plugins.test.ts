@@ -31,14 +31,25 @@ function invoke(handlerFile: string, event: unknown, exportName = 'handler') {
 }
 
 describe('esbuild plugins of the deployed bundles', () => {
-  it('turn ESM imports of node:http and node:https into require(), keeping named and dynamic imports working', async () => {
+  it("turn ESM imports of Node's built-ins into require(), keeping named, default and dynamic imports working", async () => {
     const { outdir } = await bundleHandler(`import { STATUS_CODES } from 'node:http';
 import https from 'https';
-export const handler = async () => ({ ok: STATUS_CODES[200], agent: typeof https.Agent, dynamic: typeof (await import('node:http')).request });`);
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import * as util from 'node:util';
+export const handler = async () => ({
+  ok: STATUS_CODES[200],
+  agent: typeof https.Agent,
+  dynamic: typeof (await import('node:http')).request,
+  hash: createHash('sha256').update('x').digest('hex').slice(0, 8),
+  readFile: typeof readFile,
+  format: util.format('%s!', 'hi'),
+});`);
     const app = await readFile(join(outdir, 'handler.app.mjs'), 'utf8');
-    expect(app).not.toMatch(/from\s*"(node:)?https?"/);
+    expect(app).not.toMatch(/from\s*"(node:)?(https?|crypto|fs\/promises|util)"/);
     expect(app).not.toMatch(/import\(\s*"(node:)?https?"\s*\)/);
-    expect(invoke(join(outdir, 'handler.mjs'), {}).answer).toEqual({ ok: 'OK', agent: 'function', dynamic: 'function' });
+    for (const name of ['http', 'https', 'crypto', 'fs/promises', 'util']) expect(app).toContain(`("node:${name}")`); // require(), renamed by the minifier
+    expect(invoke(join(outdir, 'handler.mjs'), {}).answer).toEqual({ ok: 'OK', agent: 'function', dynamic: 'function', hash: '2d711642', readFile: 'function', format: 'hi!' });
   });
 
   it('ship a handler shim with a portable compile cache that a moved copy (as unpacked in /var/task) accepts', async () => {
