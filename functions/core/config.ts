@@ -1,5 +1,6 @@
 import * as z from 'zod';
 import { ConfigError } from './errors.ts';
+import { PARSED_ONCE } from './zod-options.ts';
 
 /** Fail-fast read of one required variable, as Powertools' example app does. */
 export function requireEnv(name: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -43,7 +44,7 @@ export function readInferenceConfig(env: NodeJS.ProcessEnv = process.env): Infer
     aliasTtlMs: env.ALIAS_TTL_MS ? Number(env.ALIAS_TTL_MS) : 5_000,
     defaultAlias: env.DEFAULT_ALIAS ?? 'prod',
     cacheBudgetBytes: env.MODEL_CACHE_BUDGET_BYTES ? Number(env.MODEL_CACHE_BUDGET_BYTES) : 512 * 1024 * 1024,
-  });
+  }, PARSED_ONCE);
   if (!parsed.success) {
     throw new ConfigError(`invalid inference configuration: ${z.prettifyError(parsed.error)}`);
   }

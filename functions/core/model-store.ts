@@ -10,6 +10,7 @@ import type { ModelEventPublisher } from './registry/events.ts';
 import { registeredVersions, type RegistryTable } from './registry/registry-table.ts';
 import { sha256Hex } from './hash.ts';
 import type { LazyClient } from './lazy-clients.ts';
+import { PARSED_ONCE } from './zod-options.ts';
 import { downloadRanged, readStreamInto, totalFromContentRange, type Downloaded } from './ranged-download.ts';
 
 export interface ModelStoreOptions {
@@ -124,7 +125,7 @@ export class ModelStore {
     assertValidName(version, 'version');
     const bytes = await this.getObjectBytes(keys.manifest(model, version));
     if (!bytes) throw new NotFoundError(`model '${model}' has no version '${version}'`);
-    return modelManifestSchema.parse(JSON.parse(Buffer.from(bytes).toString('utf8')));
+    return modelManifestSchema.parse(JSON.parse(Buffer.from(bytes).toString('utf8')), PARSED_ONCE);
   }
 
   async putManifest(manifest: ModelManifest): Promise<void> {

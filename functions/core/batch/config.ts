@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { requireEnv } from '../config.ts';
 import { ConfigError } from '../errors.ts';
+import { PARSED_ONCE } from '../zod-options.ts';
 
 /** What every batch function and the GPU worker read from their environment. */
 const batchConfigSchema = z.object({
@@ -38,7 +39,7 @@ export function readBatchConfig(env: NodeJS.ProcessEnv = process.env): BatchConf
     gpuThresholdBytes: optionalNumber(env.GPU_THRESHOLD_BYTES),
     cacheDir: env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models',
     intraOpThreads: optionalNumber(env.INTRA_OP_THREADS),
-  });
+  }, PARSED_ONCE);
   if (!parsed.success) throw new ConfigError(`invalid batch configuration: ${z.prettifyError(parsed.error)}`);
   return parsed.data;
 }

@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { requireEnv } from '../config.ts';
 import { ConfigError } from '../errors.ts';
+import { PARSED_ONCE } from '../zod-options.ts';
 
 const evaluateConfigSchema = z.object({
   bucket: z.string().min(1),
@@ -18,7 +19,7 @@ export function readEvaluateConfig(env: NodeJS.ProcessEnv = process.env): Evalua
     cacheDir: env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models',
     intraOpThreads: env.INTRA_OP_THREADS ? Number(env.INTRA_OP_THREADS) : undefined,
     maxBodyBytes: env.MAX_BODY_BYTES ? Number(env.MAX_BODY_BYTES) : 1024 * 1024,
-  });
+  }, PARSED_ONCE);
   if (!parsed.success) throw new ConfigError(`invalid evaluate configuration: ${z.prettifyError(parsed.error)}`);
   return parsed.data;
 }
