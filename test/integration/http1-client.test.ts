@@ -11,7 +11,7 @@ import { http1Request, parseResponseHead, type Http1Request } from '../../functi
 
 // Real servers on loopback: node:http and node:https for well-formed answers, raw sockets for the
 // malformed ones no HTTP server library sends.
-const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'tls');
+const FIXTURES = join(import.meta.dirname, '..', '..', 'fixtures', 'tls');
 const BODY = randomBytes(3 * 1024 * 1024 + 17);
 const NOT_FOUND = '<Error><Code>NoSuchKey</Code></Error>';
 
