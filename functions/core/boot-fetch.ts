@@ -198,7 +198,7 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
         const { status } = response;
         if (status === 200 || status === 206) {
           const total = totalFromContentRange(response.headers.get('content-range')) ?? (start === 0 ? response.contentLength : undefined);
-          return { total, readInto: (out, at, limit) => readResponseInto(key, response, out, at, limit) } satisfies RangeResponse;
+          return { total, readInto: (out, at, limit) => readResponseInto(key, response, out, at, limit), discard: () => response.discard() } satisfies RangeResponse;
         }
         response.discard();
         if (status === 404) return undefined;

@@ -225,7 +225,7 @@ export class ModelStore {
           const { GetObjectCommand } = await s3Sdk();
           const res = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }));
           const total = totalFromContentRange(res.ContentRange) ?? (start === 0 ? res.ContentLength : undefined);
-          return { total, readInto: (out, at, limit) => readStreamInto(key, res.Body as Readable, out, at, limit) };
+          return { total, readInto: (out, at, limit) => readStreamInto(key, res.Body as Readable, out, at, limit), discard: () => (res.Body as Readable).destroy() };
         } catch (error) {
           if (isNotFound(error)) return undefined;
           throw error;

@@ -24,6 +24,8 @@ export interface RangeResponse {
    * IntegrityError) rather than write past `limit`.
    */
   readInto(out: Uint8Array, at: number, limit: number): Promise<number>;
+  /** Drops the body unread (a response refused on its headers), so its connection does not linger. */
+  discard(): void;
 }
 
 /** Sends a GET for bytes start..end (inclusive); undefined when the object does not exist. */
@@ -82,9 +84,13 @@ export async function downloadRanged(key: string, read: RangeReader, knownSize?:
       return { body: Promise.resolve() };
     }
     const total = res.total;
-    if (total === undefined) throw new IntegrityError(`${key}: the response to a ranged GET gave no size`);
+    const refuse = (message: string) => {
+      res.discard();
+      return new IntegrityError(message);
+    };
+    if (total === undefined) throw refuse(`${key}: the response to a ranged GET gave no size`);
     if (size === undefined) size = total;
-    else if (total !== size) throw new IntegrityError(`${key} has ${total} bytes, its manifest records ${size}`);
+    else if (total !== size) throw refuse(`${key} has ${total} bytes, its manifest records ${size}`);
     const out = (bytes ??= new Uint8Array(size));
     const end = Math.min(size, start + PART_BYTES);
     const body = (async () => {
