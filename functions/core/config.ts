@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import * as z from './zod-mini.ts';
 import { ConfigError } from './errors.ts';
 import { PARSED_ONCE } from './zod-options.ts';
 
@@ -9,21 +9,19 @@ export function requireEnv(name: string, env: NodeJS.ProcessEnv = process.env): 
   return value;
 }
 
-const modelRef = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9][a-z0-9._-]{0,63})?$/, 'expected name or name:version');
+const modelRef = z.string().check(z.regex(/^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9][a-z0-9._-]{0,63})?$/, 'expected name or name:version'));
 
 const inferenceConfigSchema = z.object({
-  bucket: z.string().min(1),
+  bucket: z.string().check(z.minLength(1)),
   preloadModels: z.array(modelRef),
-  maxBodyBytes: z.number().int().positive(),
-  cacheDir: z.string().min(1),
-  intraOpThreads: z.number().int().positive().optional(),
+  maxBodyBytes: z.number().check(z.int(), z.positive()),
+  cacheDir: z.string().check(z.minLength(1)),
+  intraOpThreads: z.optional(z.number().check(z.int(), z.positive())),
   serviceVersion: z.string(),
-  aliasTtlMs: z.number().int().nonnegative(),
-  defaultAlias: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/),
+  aliasTtlMs: z.number().check(z.int(), z.nonnegative()),
+  defaultAlias: z.string().check(z.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/)),
   /** The tier's /tmp budget: least recently used cached files are evicted beyond it. */
-  cacheBudgetBytes: z.number().int().positive(),
+  cacheBudgetBytes: z.number().check(z.int(), z.positive()),
 });
 export type InferenceConfig = z.infer<typeof inferenceConfigSchema>;
 

@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import * as z from './zod-mini.ts';
 import { tensorMetadataSchema } from './v2/schemas.ts';
 import { V2_DATATYPES } from './v2/datatypes.ts';
 
@@ -9,14 +9,14 @@ import { V2_DATATYPES } from './v2/datatypes.ts';
 export const warmupTensorSchema = z.object({
   name: z.string(),
   datatype: z.enum(V2_DATATYPES),
-  shape: z.array(z.number().int().nonnegative()),
+  shape: z.array(z.number().check(z.int(), z.nonnegative())),
   data: z.array(z.unknown()),
 });
 
 export const lineageSchema = z.object({
   sourceVersion: z.string(),
   method: z.string(),
-  options: z.record(z.string(), z.unknown()).default({}),
+  options: z._default(z.record(z.string(), z.unknown()), {}),
 });
 
 /**
@@ -25,34 +25,34 @@ export const lineageSchema = z.object({
  * single-stream p50 over the candidate's.
  */
 export const promotionPolicySchema = z.strictObject({
-  maxAccuracyDrop: z.number().min(0).max(1).optional(),
-  minSpeedup: z.number().positive().optional(),
-  maxP99Ms: z.number().positive().optional(),
-  maxErrorRate: z.number().min(0).max(1).optional(),
+  maxAccuracyDrop: z.optional(z.number().check(z.minimum(0), z.maximum(1))),
+  minSpeedup: z.optional(z.number().check(z.positive())),
+  maxP99Ms: z.optional(z.number().check(z.positive())),
+  maxErrorRate: z.optional(z.number().check(z.minimum(0), z.maximum(1))),
 });
 
 export const modelManifestSchema = z.object({
   name: z.string(),
   version: z.string(),
   format: z.literal('onnx'),
-  sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  bytes: z.number().int().positive(),
+  sha256: z.string().check(z.regex(/^[0-9a-f]{64}$/)),
+  bytes: z.number().check(z.int(), z.positive()),
   inputs: z.array(tensorMetadataSchema),
   outputs: z.array(tensorMetadataSchema),
-  irVersion: z.number().int(),
+  irVersion: z.number().check(z.int()),
   /** Opset of the default (ai.onnx) domain. */
-  opset: z.number().int(),
+  opset: z.number().check(z.int()),
   producer: z.object({ name: z.string(), version: z.string() }),
-  tier: z.string().optional(),
-  lineage: lineageSchema.nullable().default(null),
-  notes: z.string().default(''),
+  tier: z.optional(z.string()),
+  lineage: z._default(z.nullable(lineageSchema), null),
+  notes: z._default(z.string(), ''),
   created: z.string(),
   /** Pre-optimized artifacts by staging key (onnxruntime version + platform + arch). */
-  staged: z.record(z.string(), z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().positive() })).default({}),
+  staged: z._default(z.record(z.string(), z.object({ sha256: z.string().check(z.regex(/^[0-9a-f]{64}$/)), bytes: z.number().check(z.int(), z.positive()) })), {}),
   /** A small valid request used for the warm-up run; zeros are used when absent. */
-  warmup: z.array(warmupTensorSchema).optional(),
+  warmup: z.optional(z.array(warmupTensorSchema)),
   /** Promotion policy for this version; absent: the model's `models/<model>/policy.json`, then the default. */
-  policy: promotionPolicySchema.optional(),
+  policy: z.optional(promotionPolicySchema),
 });
 export type ModelManifest = z.infer<typeof modelManifestSchema>;
 export type WarmupTensor = z.infer<typeof warmupTensorSchema>;

@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import * as z from '../zod-mini.ts';
 import { V2_DATATYPES } from './datatypes.ts';
 
 /**
@@ -8,29 +8,23 @@ import { V2_DATATYPES } from './datatypes.ts';
  */
 
 export const requestInputSchema = z.object({
-  name: z.string().min(1),
-  shape: z.array(z.number().int().nonnegative()),
+  name: z.string().check(z.minLength(1)),
+  shape: z.array(z.number().check(z.int(), z.nonnegative())),
   datatype: z.string(),
-  parameters: z
-    .object({ binary_data_size: z.number().int().nonnegative().optional() })
-    .catchall(z.unknown())
-    .optional(),
-  data: z.unknown().optional(),
+  parameters: z.optional(z.catchall(z.object({ binary_data_size: z.optional(z.number().check(z.int(), z.nonnegative())) }), z.unknown())),
+  data: z.optional(z.unknown()),
 });
 
 export const requestOutputSchema = z.object({
-  name: z.string().min(1),
-  parameters: z.object({ binary_data: z.boolean().optional() }).catchall(z.unknown()).optional(),
+  name: z.string().check(z.minLength(1)),
+  parameters: z.optional(z.catchall(z.object({ binary_data: z.optional(z.boolean()) }), z.unknown())),
 });
 
 export const inferRequestHeaderSchema = z.object({
-  id: z.string().optional(),
-  parameters: z
-    .object({ binary_data_output: z.boolean().optional() })
-    .catchall(z.unknown())
-    .optional(),
-  inputs: z.array(requestInputSchema).min(1),
-  outputs: z.array(requestOutputSchema).optional(),
+  id: z.optional(z.string()),
+  parameters: z.optional(z.catchall(z.object({ binary_data_output: z.optional(z.boolean()) }), z.unknown())),
+  inputs: z.array(requestInputSchema).check(z.minLength(1)),
+  outputs: z.optional(z.array(requestOutputSchema)),
 });
 export type InferRequestHeader = z.infer<typeof inferRequestHeaderSchema>;
 
@@ -38,6 +32,6 @@ export const tensorMetadataSchema = z.object({
   name: z.string(),
   datatype: z.enum(V2_DATATYPES),
   /** -1 marks a dynamic dimension, as the V2 protocol has it. */
-  shape: z.array(z.number().int().min(-1)),
+  shape: z.array(z.number().check(z.int(), z.minimum(-1))),
 });
 export type TensorMetadata = z.infer<typeof tensorMetadataSchema>;
