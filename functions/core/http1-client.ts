@@ -1,11 +1,3 @@
-import { createRequire } from 'node:module';
-import net from 'node:net';
-import type tlsModule from 'node:tls';
-
-/** node:tls loads on the first https request only: about 9 ms of a cold start that talks plain HTTP. */
-let tls: typeof tlsModule | undefined;
-const loadTls = () => (tls ??= createRequire(import.meta.url)('node:tls') as typeof tlsModule);
-
 /**
  * One HTTP/1.1 request on a connection of its own, whose response body the socket reads straight
  * into memory the caller owns (net/tls `onread` with a buffer per read). Only the boot fetch uses
@@ -15,6 +7,14 @@ const loadTls = () => (tls ??= createRequire(import.meta.url)('node:tls') as typ
  * most of a cold start's transfer). Deliberately narrow: responses must carry Content-Length (S3
  * and DynamoDB always do); anything else fails, and the boot fetch's caller falls back to the SDK.
  */
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import type tlsModule from 'node:tls';
+
+/** node:tls loads on the first https request only: about 9 ms of a cold start that talks plain HTTP. */
+let tls: typeof tlsModule | undefined;
+const loadTls = () => (tls ??= createRequire(import.meta.url)('node:tls') as typeof tlsModule);
+
 export interface Http1Request {
   method: string;
   /**
@@ -148,11 +148,8 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
       return true;
     };
 
-    const makeResponse = (status: number, headers: Map<string, string>, contentLength: number): Http1Response => ({
-      status,
-      headers,
-      contentLength,
-      readInto(target) {
+    const makeResponse = (status: number, headers: Map<string, string>, contentLength: number): Http1Response => {
+      const readInto = (target: Uint8Array): Promise<void> => {
         if (into) return Promise.reject(new Http1Error('the body was already read'));
         if (target.length !== contentLength) return Promise.reject(new Http1Error(`readInto needs ${contentLength} bytes, got ${target.length}`));
         if (failure) return Promise.reject(failure);
@@ -163,17 +160,23 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
         if (received === contentLength) bodyComplete();
         else socket.resume();
         return body;
-      },
-      async text() {
-        const bytes = new Uint8Array(contentLength);
-        await this.readInto(bytes);
-        return new TextDecoder().decode(bytes);
-      },
-      discard() {
-        failure ??= new Http1Error('discarded');
-        socket.destroy();
-      },
-    });
+      };
+      return {
+        status,
+        headers,
+        contentLength,
+        readInto,
+        async text() {
+          const bytes = new Uint8Array(contentLength);
+          await readInto(bytes);
+          return new TextDecoder().decode(bytes);
+        },
+        discard() {
+          failure ??= new Http1Error('discarded');
+          socket.destroy();
+        },
+      };
+    };
 
     const onread = { buffer: nextBuffer, callback: onRead };
     const socket = secure
@@ -183,8 +186,9 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
     socket.setTimeout(request.idleTimeoutMs, () => fail(new Http1Error(`${request.method} ${url.pathname}: no data for ${request.idleTimeoutMs} ms`)));
     socket.on('error', fail);
     socket.on('close', () => {
-      if (!response) fail(new Http1Error(`${request.method} ${url.pathname}: the connection closed before a response`));
-      else if ((into ? received : early.length) < response.contentLength) fail(new Http1Error(`${request.method} ${url.pathname}: the connection closed after ${received} of ${response.contentLength} body bytes`));
+      if (!response) return fail(new Http1Error(`${request.method} ${url.pathname}: the connection closed before a response`));
+      const got = into ? received : early.length;
+      if (got < response.contentLength) fail(new Http1Error(`${request.method} ${url.pathname}: the connection closed after ${got} of ${response.contentLength} body bytes`));
     });
 
     let written = false;
@@ -198,12 +202,16 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
       (headers) => {
         if (failure) return;
         const lines = [`${request.method} ${url.pathname}${url.search} HTTP/1.1`];
-        for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
+        for (const [name, value] of Object.entries(headers)) {
+          // A line break in a header would end it early and start another (header injection).
+          if (/[\r\n]/.test(name) || /[\r\n]/.test(value)) return fail(new Http1Error(`header ${JSON.stringify(name)} has a line break`));
+          lines.push(`${name}: ${value}`);
+        }
         const body = request.body === undefined ? undefined : Buffer.from(request.body, 'utf8');
         if (body) lines.push(`content-length: ${body.length}`);
         lines.push('connection: close', '', '');
-        const head = Buffer.from(lines.join('\r\n'), 'latin1');
-        socket.write(body ? Buffer.concat([head, body]) : head, wrote);
+        const requestHead = Buffer.from(lines.join('\r\n'), 'latin1');
+        socket.write(body ? Buffer.concat([requestHead, body]) : requestHead, wrote);
       },
       (error: Error) => fail(error),
     );

@@ -159,6 +159,14 @@ describe('http1Request against node:http on loopback', () => {
     expect(written).toBe(1); // told, so a caller waiting for the write goes on
   });
 
+  it('refuses a header with a line break, sending nothing', async () => {
+    seen = [];
+    const url = new URL('/echo', base);
+    await expect(http1Request(url, { method: 'GET', headers: { host: url.host, 'x-a': 'v\r\nx-injected: 1' }, idleTimeoutMs: 5_000 })).rejects.toThrow('header "x-a" has a line break');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(seen).toEqual([]);
+  });
+
   it('gives a 404 with its length, and discards it unread', async () => {
     const response = await get('/missing');
     expect(response.status).toBe(404);
