@@ -1,6 +1,6 @@
 import { createServer } from 'node:net';
 import { once } from 'node:events';
-import { startFauxqs } from 'fauxqs';
+import { buildApp } from 'fauxqs';
 import dynalite from 'dynalite';
 
 /**
@@ -53,17 +53,21 @@ export async function startEmulators(options: { awsPort?: number; dynamoPort?: n
   const dynamoPort = options.dynamoPort ?? 0;
   await assertPortFree(awsPort, 'S3/SQS emulator');
   await assertPortFree(dynamoPort, 'DynamoDB emulator');
-  const fauxqs = await startFauxqs({ port: awsPort, host: '127.0.0.1', logger: false });
+  // fauxqs's own startFauxqs() listens on 0.0.0.0 (every interface); its app, listened on here, stays on loopback.
+  const fauxqs = buildApp({ logger: false, host: '127.0.0.1' });
+  await fauxqs.listen({ port: awsPort, host: '127.0.0.1' });
+  const fauxqsAddress = fauxqs.server.address();
+  if (fauxqsAddress === null || typeof fauxqsAddress === 'string') throw new Error('fauxqs did not bind a port');
   const dynamo = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
   dynamo.listen(dynamoPort, '127.0.0.1');
   await once(dynamo, 'listening');
   const address = dynamo.address();
   if (address === null || typeof address === 'string') throw new Error('dynalite did not bind a port');
   return {
-    awsEndpoint: `http://127.0.0.1:${fauxqs.port}`,
+    awsEndpoint: `http://127.0.0.1:${fauxqsAddress.port}`,
     dynamoEndpoint: `http://127.0.0.1:${address.port}`,
     async stop() {
-      await fauxqs.stop();
+      await fauxqs.close();
       await new Promise<void>((resolve) => dynamo.close(() => resolve()));
     },
   };
