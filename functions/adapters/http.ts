@@ -1,11 +1,11 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import { BadRequestError, HttpError } from '../core/errors.ts';
+import { BadRequestError, HttpError, PayloadTooLargeError } from '../core/errors.ts';
 import { MetricUnit, recordMetric } from '../core/observability.ts';
 
 /**
- * What every HTTP API handler shares: JSON responses, path segments and headers of an API Gateway
- * (payload v2) event, and the one mapping of errors to responses: client errors exposed as
+ * What every HTTP API handler shares: JSON responses, JSON request bodies, path segments and headers
+ * of an API Gateway (payload v2) event, and the one mapping of errors to responses: client errors exposed as
  * `{"error": "..."}`, anything else a plain 500 that never carries the cause.
  */
 export type HttpResult = APIGatewayProxyStructuredResultV2;
@@ -19,6 +19,36 @@ export function pathSegment(raw: string): string {
     return decodeURIComponent(raw);
   } catch {
     throw new BadRequestError(`malformed path segment ${JSON.stringify(raw)}`);
+  }
+}
+
+export interface JsonBodyOptions {
+  /** Larger bodies get 413 before they are parsed. */
+  maxBytes: number;
+  /** Added to the 413's message: where a larger input goes instead. */
+  tooLargeHint?: string;
+  /** What an empty body means; without it, an empty body gets 400. */
+  empty?: unknown;
+  /** Added to the 400 for an empty body: what to send. */
+  emptyHint?: string;
+}
+
+/** A JSON request body, base64-decoded when API Gateway encoded it: 413 over `maxBytes`, 400 when not JSON. */
+export function jsonBody(event: APIGatewayProxyEventV2, options: JsonBodyOptions): unknown {
+  const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
+  const bytes = Buffer.byteLength(raw);
+  if (bytes > options.maxBytes) {
+    const hint = options.tooLargeHint ? `; ${options.tooLargeHint}` : '';
+    throw new PayloadTooLargeError(`request body of ${bytes} bytes exceeds the limit of ${options.maxBytes} bytes${hint}`);
+  }
+  if (raw.trim() === '') {
+    if ('empty' in options) return options.empty;
+    throw new BadRequestError(`request body is empty${options.emptyHint ? `; ${options.emptyHint}` : ''}`);
+  }
+  try {
+    return JSON.parse(raw);
+  } catch (error) {
+    throw new BadRequestError(`request body is not valid JSON: ${(error as Error).message}`);
   }
 }
 

@@ -2,10 +2,10 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, S3Event
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
+import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
 import type { BatchService } from '../core/batch/service.ts';
 import { keys } from '../core/keys.ts';
-import { errorResponse, json } from '../adapters/http.ts';
+import { errorResponse, json, jsonBody } from '../adapters/http.ts';
 import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../adapters/s3-events.ts';
 
 type Result = APIGatewayProxyStructuredResultV2;
@@ -28,16 +28,7 @@ export function createBatchApiHandler(deps: BatchApiHandlerDeps) {
     const path = event.rawPath;
     if (path === '/v2/batches' || path === '/v2/batches/') {
       if (method !== 'POST') throw new HttpError(405, `method ${method} is not allowed on ${path}; use POST`);
-      const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
-      if (Buffer.byteLength(raw) > deps.maxBodyBytes) {
-        throw new PayloadTooLargeError(`request body exceeds ${deps.maxBodyBytes} bytes; upload the rows to the bucket and pass "input"`);
-      }
-      let body: unknown;
-      try {
-        body = JSON.parse(raw);
-      } catch (error) {
-        throw new BadRequestError(`request body is not valid JSON: ${(error as Error).message}`);
-      }
+      const body = jsonBody(event, { maxBytes: deps.maxBodyBytes, tooLargeHint: 'upload the rows to the bucket and pass "input"' });
       const { job, created } = await service.submit(body, { kind: 'api' });
       logger.info(created ? 'batch job submitted' : 'batch job resubmitted', { job: job.id, shards: job.shards.total });
       return json(created ? 202 : 200, job);

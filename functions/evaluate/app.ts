@@ -1,10 +1,10 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
+import { HttpError, NotFoundError } from '../core/errors.ts';
 import type { EvaluationService } from '../core/evaluate/jobs.ts';
 import { stepMessageSchema } from '../core/evaluate/queue.ts';
-import { errorResponse, json, pathSegment } from '../adapters/http.ts';
+import { errorResponse, json, jsonBody, pathSegment } from '../adapters/http.ts';
 import { MetricUnit, recordMetric } from '../core/observability.ts';
 
 export interface EvaluateApiDeps {
@@ -20,16 +20,6 @@ const ROUTE = /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/(evaluate|evaluations\
 
 
 
-function parseBody(event: APIGatewayProxyEventV2, limit: number): unknown {
-  const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
-  if (Buffer.byteLength(raw) > limit) throw new PayloadTooLargeError(`request body of ${Buffer.byteLength(raw)} bytes exceeds the limit of ${limit} bytes`);
-  if (raw.trim() === '') throw new BadRequestError('request body is empty; send JSON with at least {"dataset": "<name>"}');
-  try {
-    return JSON.parse(raw);
-  } catch (error) {
-    throw new BadRequestError(`request body is not valid JSON: ${(error as Error).message}`);
-  }
-}
 
 /**
  * HTTP API adapter: POST .../evaluate starts a job (202 and its id), GET .../evaluations/{id} gives
@@ -48,7 +38,7 @@ export function createEvaluateApiHandler(deps: EvaluateApiDeps) {
     logger.appendKeys({ model: name, version });
     if (match[3] === 'evaluate') {
       if (method !== 'POST') throw new HttpError(405, `method ${method} is not allowed on ${path}; use POST`);
-      const job = await service.create(name, version, parseBody(event, deps.maxBodyBytes));
+      const job = await service.create(name, version, jsonBody(event, { maxBytes: deps.maxBodyBytes, emptyHint: 'send JSON with at least {"dataset": "<name>"}' }));
       recordMetric(metrics, 'EvaluationsStarted', MetricUnit.Count, 1, { model: name });
       const location = `/v2/models/${encodeURIComponent(name)}/versions/${encodeURIComponent(version)}/evaluations/${job.id}`;
       return {

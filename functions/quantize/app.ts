@@ -1,9 +1,9 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import * as z from 'zod';
-import { BadRequestError, HttpError, NotFoundError, PayloadTooLargeError } from '../core/errors.ts';
+import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
 import type { ModelStore } from '../core/model-store.ts';
 import { assertValidName } from '../core/names.ts';
-import { errorResponse, json, pathSegment } from '../adapters/http.ts';
+import { errorResponse, json, jsonBody, pathSegment } from '../adapters/http.ts';
 import { runQuantizeJob, type QuantizeJob, type QuantizeJobs } from '../core/quantize/jobs.ts';
 import { quantizeRequestSchema, type QuantizeRequest } from '../core/quantize/options.ts';
 import { startQuantization, type StartQuantizationDeps } from '../core/quantize/start.ts';
@@ -42,15 +42,7 @@ export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
       if (method !== 'POST') throw new HttpError(405, `method ${method} is not allowed on ${path}; use POST`);
       const name = assertValidName(pathSegment(start[1]!), 'model name');
       const version = assertValidName(pathSegment(start[2]!), 'version');
-      const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
-      if (Buffer.byteLength(raw) > MAX_BODY) throw new PayloadTooLargeError(`request body exceeds ${MAX_BODY} bytes`);
-      let body: unknown;
-      try {
-        body = JSON.parse(raw || '{}');
-      } catch (error) {
-        throw new BadRequestError(`request body is not JSON: ${(error as Error).message}`);
-      }
-      const request = parseQuantizeRequest(body);
+      const request = parseQuantizeRequest(jsonBody(event, { maxBytes: MAX_BODY, empty: {} }));
       const { job, created } = await startQuantization(deps, name, version, request);
       deps.log('info', created ? 'quantization queued' : 'quantization already known', { job: job.job, model: name, version, method: request.method });
       return json(created ? 202 : 200, jobView(job), { location: `/v2/models/${name}/quantizations/${job.job}` });

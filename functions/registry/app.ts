@@ -2,7 +2,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from '
 import type { Logger } from '@aws-lambda-powertools/logger';
 import * as z from 'zod';
 import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
-import { errorResponse, json, pathSegment } from '../adapters/http.ts';
+import { errorResponse, json, jsonBody, pathSegment } from '../adapters/http.ts';
 import { promote, rollback, setRoutes, type RolloutDeps } from '../core/registry/rollout.ts';
 
 export interface RegistryHandlerDeps extends RolloutDeps {
@@ -23,19 +23,13 @@ const routesSchema = z.object({
   routes: z.array(z.object({ version: z.string(), weight: z.number() })),
   revision: z.number().int().nonnegative(),
 });
+/** Registry requests are a few small fields: larger bodies are refused before they are parsed. */
+const MAX_BODY = 64 * 1024;
 const rollbackSchema = z.object({ revision: z.number().int().nonnegative().optional() });
 
 
 function parse<T>(schema: z.ZodType<T>, event: APIGatewayProxyEventV2): T {
-  let body: unknown = {};
-  if (event.body) {
-    try {
-      body = JSON.parse(event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body);
-    } catch (error) {
-      throw new BadRequestError(`request body is not valid JSON: ${(error as Error).message}`);
-    }
-  }
-  const parsed = schema.safeParse(body);
+  const parsed = schema.safeParse(jsonBody(event, { maxBytes: MAX_BODY, empty: {} }));
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new BadRequestError(`invalid request${issue?.path.length ? ` at ${issue.path.join('.')}` : ''}: ${issue?.message}`);
