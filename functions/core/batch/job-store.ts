@@ -1,6 +1,7 @@
+import { isConditionFailure } from '../aws-errors.ts';
 import { createPkSkTable } from '../dynamo-tables.ts';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DynamoDBDocumentClient, GetCommand, PutCommand, type PutCommandInput, QueryCommand, UpdateCommand, type UpdateCommandInput } from '@aws-sdk/lib-dynamodb';
 import type { BatchJobRecord, BatchShardRecord, JobState } from './schemas.ts';
 
 /**
@@ -22,9 +23,6 @@ function addSets(set: Record<string, unknown>, names: Record<string, string>, va
 const jobKey = (jobId: string) => ({ pk: `JOB#${jobId}`, sk: 'JOB' });
 const shardKey = (jobId: string, shard: number) => ({ pk: `JOB#${jobId}`, sk: `SHARD#${String(shard).padStart(6, '0')}` });
 
-export function isConditionFailure(error: unknown): boolean {
-  return (error as { name?: string })?.name === 'ConditionalCheckFailedException';
-}
 
 /** Creates the table as serverless.yml declares it; the local stack and tests call this. */
 export async function createBatchTable(dynamo: DynamoDBClient, tableName: string): Promise<void> {
@@ -54,45 +52,44 @@ export class BatchJobStore {
     this.now = options.now ?? Date.now;
   }
 
+  /** A conditional write's outcome: true when it was made, false when its condition did not hold. */
+  private async conditionally(write: Promise<unknown>): Promise<boolean> {
+    try {
+      await write;
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
+  }
+
   async get(jobId: string): Promise<BatchJobRecord | undefined> {
     const out = await this.doc.send(new GetCommand({ TableName: this.table, Key: jobKey(jobId), ConsistentRead: true }));
     return strip<BatchJobRecord>(out.Item);
   }
 
+  /** Writes the whole job record under `condition`; false when the condition did not hold. */
+  private putJob(job: BatchJobRecord, condition: Pick<PutCommandInput, 'ConditionExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues'>) {
+    return this.conditionally(this.doc.send(new PutCommand({ TableName: this.table, Item: { ...jobKey(job.jobId), ...job }, ...condition })));
+  }
+
+  /** A conditional update of the job record; false when the condition did not hold. */
+  private updateJob(jobId: string, update: Pick<UpdateCommandInput, 'UpdateExpression' | 'ConditionExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues'>) {
+    return this.conditionally(this.doc.send(new UpdateCommand({ TableName: this.table, Key: jobKey(jobId), ...update })));
+  }
+
   /** Creates the job; false when a job with this id already exists (a resubmission). */
   async create(job: BatchJobRecord): Promise<boolean> {
-    try {
-      await this.doc.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: { ...jobKey(job.jobId), ...job },
-          ConditionExpression: 'attribute_not_exists(pk)',
-        }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+    return this.putJob(job, { ConditionExpression: 'attribute_not_exists(pk)' });
   }
 
   /** Replaces the `failed` record of a refused upload when the same name is uploaded again. */
   async replaceRefused(job: BatchJobRecord): Promise<boolean> {
-    try {
-      await this.doc.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: { ...jobKey(job.jobId), ...job },
-          ConditionExpression: '#state = :failed AND requestHash = :refused',
-          ExpressionAttributeNames: { '#state': 'state' },
-          ExpressionAttributeValues: { ':failed': 'failed', ':refused': '' },
-        }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+    return this.putJob(job, {
+      ConditionExpression: '#state = :failed AND requestHash = :refused',
+      ExpressionAttributeNames: { '#state': 'state' },
+      ExpressionAttributeValues: { ':failed': 'failed', ':refused': '' },
+    });
   }
 
   /** Moves a job from one state to another; false when it was not in `from` any more. */
@@ -101,22 +98,12 @@ export class BatchJobStore {
     const values: Record<string, unknown> = { ':from': from, ':to': to };
     const sets = ['#state = :to'];
     addSets(set, names, values, sets);
-    try {
-      await this.doc.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: jobKey(jobId),
-          UpdateExpression: `SET ${sets.join(', ')}`,
-          ConditionExpression: '#state = :from',
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-        }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+    return this.updateJob(jobId, {
+      UpdateExpression: `SET ${sets.join(', ')}`,
+      ConditionExpression: '#state = :from',
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: values,
+    });
   }
 
   /** A worker began (or began again) on a shard: counts the attempt and stamps the job's start once. */
@@ -231,22 +218,12 @@ export class BatchJobStore {
    */
   async claimMerge(jobId: string, token: string, leaseMs: number): Promise<boolean> {
     const now = this.now();
-    try {
-      await this.doc.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: jobKey(jobId),
-          UpdateExpression: 'SET #state = :merging, mergeToken = :token, mergeLeaseUntil = :until',
-          ConditionExpression: '(#state = :running OR (#state = :merging AND mergeLeaseUntil < :now))',
-          ExpressionAttributeNames: { '#state': 'state' },
-          ExpressionAttributeValues: { ':merging': 'merging', ':running': 'running', ':token': token, ':until': now + leaseMs, ':now': now },
-        }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+    return this.updateJob(jobId, {
+      UpdateExpression: 'SET #state = :merging, mergeToken = :token, mergeLeaseUntil = :until',
+      ConditionExpression: '(#state = :running OR (#state = :merging AND mergeLeaseUntil < :now))',
+      ExpressionAttributeNames: { '#state': 'state' },
+      ExpressionAttributeValues: { ':merging': 'merging', ':running': 'running', ':token': token, ':until': now + leaseMs, ':now': now },
+    });
   }
 
   async finish(jobId: string, token: string, state: JobState, set: Partial<BatchJobRecord>): Promise<boolean> {
@@ -254,22 +231,12 @@ export class BatchJobStore {
     const values: Record<string, unknown> = { ':state': state, ':merging': 'merging', ':token': token, ':now': this.now() };
     const sets = ['#state = :state', 'finishedAt = :now'];
     addSets(set, names, values, sets);
-    try {
-      await this.doc.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: jobKey(jobId),
-          UpdateExpression: `SET ${sets.join(', ')} REMOVE mergeToken, mergeLeaseUntil`,
-          ConditionExpression: '#state = :merging AND mergeToken = :token',
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-        }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+    return this.updateJob(jobId, {
+      UpdateExpression: `SET ${sets.join(', ')} REMOVE mergeToken, mergeLeaseUntil`,
+      ConditionExpression: '#state = :merging AND mergeToken = :token',
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: values,
+    });
   }
 
   async shards(jobId: string): Promise<BatchShardRecord[]> {

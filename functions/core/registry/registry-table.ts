@@ -1,14 +1,11 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { isConditionFailure } from '../aws-errors.ts';
 import { ConflictError } from '../errors.ts';
 import type { LazyClient } from '../lazy-clients.ts';
 
 /** The document client's commands, imported when first sent (see lazy-clients.ts). */
 const docSdk = () => import('../sdk/dynamodb.ts');
-
-function isConditionFailed(error: unknown): boolean {
-  return (error as { name?: string })?.name === 'ConditionalCheckFailedException';
-}
 
 /**
  * The registry's mutable state, one DynamoDB table (pk, sk), changed only by conditional writes and
@@ -114,7 +111,7 @@ export class RegistryTable {
         }),
       );
     } catch (error) {
-      if (!(isConditionFailed(error))) throw error; // already at or past it
+      if (!(isConditionFailure(error))) throw error; // already at or past it
     }
   }
 
@@ -134,7 +131,7 @@ export class RegistryTable {
       );
       return undefined;
     } catch (error) {
-      if (!(isConditionFailed(error))) throw error;
+      if (!(isConditionFailure(error))) throw error;
       const existing = await (await this.doc()).send(new GetCommand({ TableName: this.tableName, Key: { pk: `UPLOAD#${record.uploadId}`, sk: 'UPLOAD' } }));
       return existing.Item as UploadRecord;
     }
@@ -172,7 +169,7 @@ export class RegistryTable {
         }),
       );
     } catch (error) {
-      if (isConditionFailed(error)) {
+      if (isConditionFailure(error)) {
         throw new ConflictError(`model '${record.model}' already has a version '${record.version}' with different content; versions are immutable`);
       }
       throw error;
@@ -217,7 +214,7 @@ export class RegistryTable {
         }),
       );
     } catch (error) {
-      if (isConditionFailed(error)) {
+      if (isConditionFailure(error)) {
         throw new ConflictError(`alias '${alias}' of model '${model}' changed since revision ${expectedRevision}: read it again and retry`);
       }
       throw error;
