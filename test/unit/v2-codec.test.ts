@@ -6,6 +6,7 @@ import {
   encodeInferResponse,
 } from '../../functions/core/v2/codec.ts';
 import { BadRequestError } from '../../functions/core/errors.ts';
+import { decodeBase64Body } from '../../functions/inference/app.ts';
 
 const json = (value: unknown) => Buffer.from(JSON.stringify(value));
 
@@ -133,6 +134,25 @@ describe('binary tensor data extension', () => {
     expect(decodeInferRequest(body, String(header.length)).inputs[0]!.data).toEqual(new Float32Array([3.25]));
   });
 
+  it('views an aligned binary tensor in the body itself, and copies an unaligned one', () => {
+    const header = json({ inputs: [{ name: 'f', datatype: 'FP32', shape: [2], parameters: { binary_data_size: 8 } }] });
+    const pad = (8 - (header.length % 8)) % 8;
+    const memory = Buffer.alloc(pad + header.length + 8 + 1);
+    const at = (offset: number) => {
+      const body = memory.subarray(offset, offset + header.length + 8);
+      header.copy(body);
+      Buffer.from(new Float32Array([1.5, -2]).buffer).copy(body, header.length);
+      return { body, data: decodeInferRequest(body, String(header.length)).inputs[0]!.data as Float32Array };
+    };
+    const aligned = at(pad);
+    expect(aligned.data).toEqual(new Float32Array([1.5, -2]));
+    expect(aligned.data.buffer).toBe(memory.buffer); // a view: no copy
+    expect(aligned.data.byteOffset).toBe(memory.byteOffset + pad + header.length);
+    const unaligned = at(pad + 1);
+    expect(unaligned.data).toEqual(new Float32Array([1.5, -2]));
+    expect(unaligned.data.buffer).not.toBe(memory.buffer);
+  });
+
   it.each([
     ['a header length that is not a number', 'abc', 0, 'Inference-Header-Content-Length must be a non-negative integer, got "abc"'],
     ['a header length past the body', '9999', 0, /^Inference-Header-Content-Length is 9999 but the body has only \d+ bytes$/],
@@ -160,6 +180,20 @@ describe('binary tensor data extension', () => {
     expect(refusal(Buffer.concat([header, chunk]), String(header.length))).toBe(
       "input 's': BYTES element of 10 bytes overruns its binary data",
     );
+  });
+});
+
+describe("decodeBase64Body, the inference handler's decoding of API Gateway binary bodies", () => {
+  it('decodes exactly what Buffer.from does, with the binary part after the header 8-byte aligned', () => {
+    const bytes = Buffer.from(Array.from({ length: 61 }, (_, i) => (i * 37) % 256));
+    for (let headerLength = 0; headerLength <= 17; headerLength++) {
+      const decoded = decodeBase64Body(bytes.toString('base64'), String(headerLength));
+      expect(decoded.equals(bytes), `header ${headerLength}`).toBe(true);
+      expect((decoded.byteOffset + headerLength) % 8, `header ${headerLength}`).toBe(0);
+    }
+    // Without a (valid) header length the whole body is the header: nothing to align.
+    expect(decodeBase64Body(bytes.toString('base64'), undefined).equals(bytes)).toBe(true);
+    expect(decodeBase64Body(bytes.toString('base64'), 'abc').equals(bytes)).toBe(true);
   });
 });
 
