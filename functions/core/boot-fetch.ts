@@ -150,6 +150,10 @@ export function dynamoUrl(region: string, endpoint: string | undefined): URL {
 /** A GET's body into out[at..]: RangeResponse.readInto over http1-client. */
 function readResponseInto(key: string, response: Http1Response, out: Uint8Array, at: number, limit: number): Promise<number> {
   const length = response.contentLength;
+  if (length === undefined) {
+    response.discard();
+    return Promise.reject(new Error(`${key}: the response's body is not framed by Content-Length`)); // the SDK path then reads it
+  }
   if (at + length > limit) {
     response.discard();
     return Promise.reject(new IntegrityError(`${key}: range ${at}-${limit - 1} returned ${length} bytes, more than ${limit - at}`));

@@ -4,8 +4,9 @@
  * it, for its few large GETs from S3 and one DynamoDB Query. node:http hands its body over as a new
  * 64 KB Buffer per read, which the caller then copies again: a 15 MB artifact over loopback took
  * 75-92 ms through node:http against 18-25 ms read in place, in fresh processes (the difference is
- * most of a cold start's transfer). Deliberately narrow: responses must carry Content-Length (S3
- * and DynamoDB always do); anything else fails, and the boot fetch's caller falls back to the SDK.
+ * most of a cold start's transfer). Deliberately narrow: a body is read only when it carries
+ * Content-Length (S3 and DynamoDB send it for what the boot fetch reads); a response framed any other
+ * way still gives its status, and reading its body fails: the boot fetch then falls back to the SDK.
  */
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -33,7 +34,8 @@ export interface Http1Response {
   status: number;
   /** Header names in lower case; a repeated header's values joined with ", ". */
   headers: Map<string, string>;
-  contentLength: number;
+  /** Undefined when the body is not framed by Content-Length (chunked, or until close): it cannot be read. */
+  contentLength: number | undefined;
   /** Reads the body into `into`, whose length must be contentLength; resolves once it is all in. */
   readInto(into: Uint8Array): Promise<void>;
   /** The body as UTF-8 text. */
@@ -67,12 +69,19 @@ export function parseResponseHead(head: string): { status: number; headers: Map<
   return { status: Number(match[1]), headers };
 }
 
-/** The body's length; a response framed any other way (chunked, or until close) is refused. */
-function contentLengthOf(headers: Map<string, string>): number {
-  if (headers.has('transfer-encoding')) throw new Http1Error(`unsupported transfer-encoding: ${headers.get('transfer-encoding')}`);
+/** The body's length; undefined when it is framed another way (chunked, or until close). */
+function contentLengthOf(headers: Map<string, string>): number | undefined {
+  if (headers.has('transfer-encoding')) return undefined;
   const value = headers.get('content-length');
-  if (value === undefined || !/^\d+$/.test(value)) throw new Http1Error(`no usable content-length: ${JSON.stringify(value)}`);
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new Http1Error(`malformed content-length: ${JSON.stringify(value)}`);
   return Number(value);
+}
+
+/** Why a body cannot be read: its framing. */
+function unframed(headers: Map<string, string>): Http1Error {
+  const encoding = headers.get('transfer-encoding');
+  return new Http1Error(encoding ? `unsupported transfer-encoding: ${encoding}` : 'no content-length');
 }
 
 export function http1Request(url: URL, request: Http1Request): Promise<Http1Response> {
@@ -124,7 +133,7 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
         const { status, headers } = parseResponseHead(head.toString('latin1', 0, end));
         const contentLength = contentLengthOf(headers);
         early = Buffer.from(head.subarray(end + HEAD_END.length, headLength)); // a copy: head is not kept
-        if (early.length > contentLength) throw new Http1Error(`response sent ${early.length} bytes for a content-length of ${contentLength}`);
+        if (contentLength !== undefined && early.length > contentLength) throw new Http1Error(`response sent ${early.length} bytes for a content-length of ${contentLength}`);
         response = makeResponse(status, headers, contentLength);
       } catch (error) {
         fail(error as Error);
@@ -148,8 +157,12 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
       return true;
     };
 
-    const makeResponse = (status: number, headers: Map<string, string>, contentLength: number): Http1Response => {
+    const makeResponse = (status: number, headers: Map<string, string>, contentLength: number | undefined): Http1Response => {
       const readInto = (target: Uint8Array): Promise<void> => {
+        if (contentLength === undefined) {
+          socket.destroy();
+          return Promise.reject(unframed(headers));
+        }
         if (into) return Promise.reject(new Http1Error('the body was already read'));
         if (target.length !== contentLength) return Promise.reject(new Http1Error(`readInto needs ${contentLength} bytes, got ${target.length}`));
         if (failure) return Promise.reject(failure);
@@ -167,7 +180,7 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
         contentLength,
         readInto,
         async text() {
-          const bytes = new Uint8Array(contentLength);
+          const bytes = new Uint8Array(contentLength ?? 0);
           await readInto(bytes);
           return new TextDecoder().decode(bytes);
         },
@@ -188,7 +201,7 @@ export function http1Request(url: URL, request: Http1Request): Promise<Http1Resp
     socket.on('close', () => {
       if (!response) return fail(new Http1Error(`${request.method} ${url.pathname}: the connection closed before a response`));
       const got = into ? received : early.length;
-      if (got < response.contentLength) fail(new Http1Error(`${request.method} ${url.pathname}: the connection closed after ${got} of ${response.contentLength} body bytes`));
+      if (response.contentLength !== undefined && got < response.contentLength) fail(new Http1Error(`${request.method} ${url.pathname}: the connection closed after ${got} of ${response.contentLength} body bytes`));
     });
 
     let written = false;

@@ -127,7 +127,7 @@ describe('http1Request against node:http on loopback', () => {
 
   it('reads a whole object larger than the socket reads it in', async () => {
     const response = await get('/object');
-    const into = new Uint8Array(response.contentLength);
+    const into = new Uint8Array(response.contentLength!);
     await response.readInto(into);
     expect(Buffer.from(into).equals(BODY)).toBe(true);
   });
@@ -172,16 +172,20 @@ describe('http1Request against node:http on loopback', () => {
     expect(response.status).toBe(404);
     expect(response.contentLength).toBe(NOT_FOUND.length);
     response.discard();
-    await expect(response.readInto(new Uint8Array(response.contentLength))).rejects.toThrow('discarded');
+    await expect(response.readInto(new Uint8Array(response.contentLength!))).rejects.toThrow('discarded');
   });
 
-  it('refuses a chunked answer (the boot fetch then falls back to the SDK)', async () => {
-    await expect(get('/chunked')).rejects.toThrow('unsupported transfer-encoding: chunked');
+  it('gives a chunked answer its status, and refuses to read its body (the boot fetch then falls back to the SDK)', async () => {
+    const response = await get('/chunked');
+    expect([response.status, response.contentLength, response.headers.get('transfer-encoding')]).toEqual([200, undefined, 'chunked']);
+    await expect(response.text()).rejects.toThrow('unsupported transfer-encoding: chunked');
+    await expect(response.readInto(new Uint8Array(18))).rejects.toThrow('unsupported transfer-encoding: chunked');
   });
 
   it('refuses a buffer of the wrong length and a second read', async () => {
     const response = await get('/echo');
-    await expect(response.readInto(new Uint8Array(response.contentLength + 1))).rejects.toThrow(`readInto needs ${response.contentLength} bytes, got ${response.contentLength + 1}`);
+    const length = response.contentLength!;
+    await expect(response.readInto(new Uint8Array(length + 1))).rejects.toThrow(`readInto needs ${length} bytes, got ${length + 1}`);
     expect(await response.text()).toBe('{"got":""}');
     await expect(response.text()).rejects.toThrow('the body was already read');
   });
@@ -207,14 +211,18 @@ describe('http1Request against malformed answers', () => {
     await server.close();
   });
 
-  it('fails an answer without a length, a head over 16 KB, and what is not HTTP', async () => {
-    const noLength = await rawServer((s) => s.end('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close'));
-    await expect(get('/x', {}, noLength.url)).rejects.toThrow('no usable content-length: undefined');
+  it('fails the body of an answer without a length, and an answer with a malformed one, a head over 16 KB, or not HTTP', async () => {
+    const noLength = await rawServer((s) => s.end('HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n\r\nuntil close'));
+    const unframed = await get('/x', {}, noLength.url);
+    expect([unframed.status, unframed.contentLength]).toEqual([404, undefined]);
+    await expect(unframed.text()).rejects.toThrow('no content-length');
+    const badLength = await rawServer((s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 12abc\r\n\r\n'));
+    await expect(get('/x', {}, badLength.url)).rejects.toThrow('malformed content-length: "12abc"');
     const huge = await rawServer((s) => s.write(`HTTP/1.1 200 OK\r\nX-Big: ${'a'.repeat(17_000)}\r\n\r\n`));
     await expect(get('/x', {}, huge.url)).rejects.toThrow('response head over 16384 bytes');
     const notHttp = await rawServer((s) => s.end('SSH-2.0-OpenSSH_9.6\r\n\r\n'));
     await expect(get('/x', {}, notHttp.url)).rejects.toThrow('not an HTTP/1.1 status line');
-    await Promise.all([noLength.close(), huge.close(), notHttp.close()]);
+    await Promise.all([noLength.close(), badLength.close(), huge.close(), notHttp.close()]);
   });
 
   it('gives up on a connection that goes quiet', async () => {
@@ -233,7 +241,7 @@ describe('http1Request over TLS', () => {
     try {
       const response = await get('/object', { headers: { host: new URL(secureBase).host, range: 'bytes=0-1048575' } }, secureBase);
       expect(response.status).toBe(206);
-      const into = new Uint8Array(response.contentLength);
+      const into = new Uint8Array(response.contentLength!);
       await response.readInto(into);
       expect(Buffer.from(into).equals(BODY.subarray(0, 1_048_576))).toBe(true);
     } finally {
