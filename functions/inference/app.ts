@@ -5,7 +5,7 @@ import { HttpError, NotFoundError, NotReadyError, PayloadTooLargeError } from '.
 import type { InferenceService } from '../core/inference-service.ts';
 import { MetricUnit } from '../core/observability.ts';
 import { errorResponse, header, json, pathSegment } from '../adapters/http.ts';
-import { decodeInferRequest, encodeInferResponse, INFERENCE_HEADER_CONTENT_LENGTH } from '../core/v2/codec.ts';
+import { decodeInferRequest, encodeInferResponse, INFERENCE_HEADER_CONTENT_LENGTH, parseHeaderLength } from '../core/v2/codec.ts';
 
 export interface InferenceHandlerDeps {
   service: InferenceService;
@@ -40,7 +40,7 @@ function requestBody(event: APIGatewayProxyEventV2, limit: number): string | Buf
  * (typedArrayFromBytes). Buffer memory itself starts 8-byte aligned.
  */
 export function decodeBase64Body(body: string, headerLength: string | undefined): Buffer {
-  const jsonLength = headerLength !== undefined && /^\d+$/.test(headerLength.trim()) ? Number(headerLength) : 0;
+  const jsonLength = (headerLength !== undefined ? parseHeaderLength(headerLength) : undefined) ?? 0; // a bad one is refused by the decoder
   const pad = (8 - (jsonLength % 8)) % 8;
   const out = Buffer.allocUnsafe(pad + Buffer.byteLength(body, 'base64'));
   const written = out.write(body, pad, 'base64');

@@ -58,6 +58,11 @@ export function elementCount(shape: readonly number[]): number {
   return n;
 }
 
+/** An Inference-Header-Content-Length value as a number; undefined when it is not a non-negative integer. */
+export function parseHeaderLength(value: string): number | undefined {
+  return /^\d+$/.test(value.trim()) ? Number(value) : undefined;
+}
+
 /**
  * Decodes a V2 infer request body. `headerLength` is the value of Inference-Header-Content-Length
  * when the client sent one (binary extension); without it the whole body is JSON. A text body may be
@@ -68,10 +73,11 @@ export function decodeInferRequest(input: Uint8Array | string, headerLength?: st
   const body = typeof input === 'string' ? Buffer.from(input, 'utf8') : input;
   let jsonEnd = body.length;
   if (headerLength !== undefined) {
-    if (!/^\d+$/.test(headerLength.trim())) {
+    const parsed = parseHeaderLength(headerLength);
+    if (parsed === undefined) {
       throw new BadRequestError(`Inference-Header-Content-Length must be a non-negative integer, got ${JSON.stringify(headerLength)}`);
     }
-    jsonEnd = Number(headerLength);
+    jsonEnd = parsed;
     if (jsonEnd > body.length) {
       throw new BadRequestError(`Inference-Header-Content-Length is ${jsonEnd} but the body has only ${body.length} bytes`);
     }
