@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { access, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { builtinModules } from 'node:module';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -52,8 +53,6 @@ function shim(appFile: string, cacheDir: string, exportNames: readonly string[],
   ].join('\n');
 }
 
-const exists = (file: string) => access(file).then(() => true, () => false);
-
 /**
  * Ships each handler as a shim, its bundle and Node's compile cache (V8 code cache); a handler that
  * imports `./boot.ts` also gets that module bundled on its own, which the shim evaluates first.
@@ -83,7 +82,8 @@ export const handlerShim: Plugin = {
     const { entryPoints, outExtension } = build.initialOptions;
     const entries = new Set(Array.isArray(entryPoints) ? entryPoints.filter((e): e is string => typeof e === 'string').map((e) => resolve(build.initialOptions.absWorkingDir ?? process.cwd(), e)) : []);
     build.onResolve({ filter: /^\.\/boot\.ts$/ }, (args) => {
-      if (args.kind !== 'import-statement' || !entries.has(args.importer)) return undefined;
+      // A missing boot.ts is left to esbuild, which reports it as any unresolved import.
+      if (args.kind !== 'import-statement' || !entries.has(args.importer) || !existsSync(join(args.resolveDir, BOOT_IMPORT))) return undefined;
       return { path: `./${basename(args.importer, extname(args.importer))}${BOOT_SUFFIX}${outExtension?.['.js'] ?? '.js'}`, external: true };
     });
     build.onEnd(async (result) => {
@@ -107,7 +107,7 @@ export const handlerShim: Plugin = {
         await writeFile(join(dir, appName), code.replace(`//# sourceMappingURL=${stem}${extension}.map`, `//# sourceMappingURL=${appName}.map`));
         await rename(`${handlerFile}.map`, join(dir, `${appName}.map`)).catch(() => undefined);
         const bootSource = join(dirname(resolve(cwd, entry)), BOOT_IMPORT);
-        const bootName = output.imports.some((i) => i.external && i.path === `./${stem}${BOOT_SUFFIX}${extension}`) && (await exists(bootSource)) ? `${stem}${BOOT_SUFFIX}${extension}` : undefined;
+        const bootName = output.imports.some((i) => i.external && i.path === `./${stem}${BOOT_SUFFIX}${extension}`) ? `${stem}${BOOT_SUFFIX}${extension}` : undefined;
         if (bootName) {
           const { entryPoints: _entries, outdir: _outdir, outExtension: _ext, metafile: _metafile, plugins: _plugins, ...options } = build.initialOptions;
           await esbuild({ ...options, entryPoints: [bootSource], outfile: join(dir, bootName), plugins: [builtinsThroughRequire], logLevel: 'error' });
