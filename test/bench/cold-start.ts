@@ -14,13 +14,16 @@ export interface ColdStartRuns {
   oursMs: number[];
   /** Ours with staged artifacts turned off (MODEL_STAGING=off), when asked for. */
   oursPlainMs: number[];
+  /** The process tuning from serverless.yml that our runs got and the naive script did not. */
+  oursProcessEnv: Record<string, string>;
 }
 
 /**
  * Fresh processes to the first inference result, alternating so load on the machine hits every path
- * alike: the naive script (SDK from node_modules, download, default session, run) against the deployed
- * bundle of the inference handler as Lambda runs it (init pre-warms the model; onnxruntime from the
- * built layer through NODE_PATH; an empty /tmp cache each time). The first round warms the page cache.
+ * alike: the naive script (SDK from node_modules, download, default session, run, with the defaults
+ * of everything) against the deployed bundle of the inference handler as Lambda runs it (init
+ * pre-warms the model; onnxruntime from the built layer through NODE_PATH; the function's process
+ * tuning from serverless.yml; an empty /tmp cache each time). The first round warms the page cache.
  */
 export async function measureColdStarts(options: {
   awsEndpoint: string;
@@ -56,7 +59,7 @@ export async function measureColdStarts(options: {
         ...baseEnv,
         BUNDLE: pathToFileURL(bundle.file).href,
         NODE_PATH: LAYER_MODULES,
-        NODE_OPTIONS: bundle.nodeOptions,
+        ...bundle.processEnv,
         PRELOAD_MODELS: `${options.model}:${options.version}`,
         MODEL_STAGING: staging,
         ...(options.registryTable ? { REGISTRY_TABLE: options.registryTable } : {}),
@@ -65,7 +68,7 @@ export async function measureColdStarts(options: {
         POWERTOOLS_METRICS_DISABLED: 'true',
       },
     });
-  const runs: ColdStartRuns = { naiveMs: [], oursMs: [], oursPlainMs: [] };
+  const runs: ColdStartRuns = { naiveMs: [], oursMs: [], oursPlainMs: [], oursProcessEnv: bundle.processEnv };
   let answers = new Set<string>();
   for (let i = 0; i <= options.reps; i++) {
     const naive = await timeToResult(process.execPath, [join(root, 'test/bench/cold-naive.mjs')], {

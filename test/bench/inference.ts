@@ -118,7 +118,7 @@ export async function runInferenceBench(): Promise<Record<string, unknown>> {
       targets: { overhead_json_b64: '<= 1.25', overhead_binary_b64: '<= 1.05', cold_start_speedup: '>= 1.3' },
       detail: {
         json_b1: jsonB1, json_b64: jsonB64, binary_b64: binaryB64,
-        cold_start_naive_runs_ms: naiveMs.map((v) => round(v, 1)), cold_start_runs_ms: oursMs.map((v) => round(v, 1)),
+        cold_start_naive_runs_ms: naiveMs.map((v) => round(v, 1)), cold_start_runs_ms: oursMs.map((v) => round(v, 1)), cold_start_process_env: cold.oursProcessEnv,
         model: 'mnist MLP 784-2048-1024-10 (3.7M weights)', reps: { b1: 200, b64: 40, cold: 10 },
       },
     };

@@ -81,6 +81,7 @@ export async function runRegistryBench(): Promise<Record<string, unknown>> {
       staged_vs_naive: round(median(runs.naiveMs) / median(runs.oursMs)),
       staged_vs_plain: round(median(runs.oursPlainMs) / median(runs.oursMs)),
       runs: { naive: runs.naiveMs.map((v) => round(v, 1)), staged: runs.oursMs.map((v) => round(v, 1)), plain: runs.oursPlainMs.map((v) => round(v, 1)) },
+      ours_process_env: runs.oursProcessEnv,
     });
     const mnistCold = summary(await coldStart('mnist', mnistFeeds(images), 'probabilities'));
     const sileroCold = summary(await coldStart('silero-vad', sileroFeeds(), 'output'));

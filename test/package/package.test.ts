@@ -150,6 +150,7 @@ describe('serverless package (standard tier, IAM auth)', () => {
       MAX_BODY_BYTES: '6291456',
       REGISTRY_TABLE: 'ai-mass-test-registry',
       MODEL_CACHE_BUDGET_BYTES: '536870912',
+      GLIBC_TUNABLES: 'glibc.malloc.top_pad=67108864',
     });
   });
 
