@@ -33,15 +33,22 @@ export const service = new InferenceService({
   bootRegistry: bootFetch.registry,
 });
 
-// Top-level await: pre-warmed models are loaded during init, which provisioned concurrency pre-pays.
-await service.preloadModels(config.preloadModels);
-void store.pendingCacheWrite.then(() => store.enforceCacheBudget(config.cacheBudgetBytes)).catch(() => undefined);
-const initMs = performance.now() - initStarted;
-logger.info('init complete', { initMs, preloaded: config.preloadModels, ready: service.isReady() });
+let initMs = 0;
+/**
+ * Init's asynchronous part: pre-warmed models are loaded during init, which provisioned concurrency
+ * pre-pays. The packaged shim awaits it in Lambda's init phase (infra/esbuild/script-loader.ts: the
+ * bundle is a CommonJS script, which has no top-level await); the handler awaits it too.
+ */
+export const ready: Promise<void> = service.preloadModels(config.preloadModels).then(() => {
+  void store.pendingCacheWrite.then(() => store.enforceCacheBudget(config.cacheBudgetBytes)).catch(() => undefined);
+  initMs = performance.now() - initStarted;
+  logger.info('init complete', { initMs, preloaded: config.preloadModels, ready: service.isReady() });
+});
 let coldStartReported = false;
 
 export const handler = middy(createInferenceHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics }))
-  .before(() => {
+  .before(async () => {
+    await ready;
     if (!coldStartReported) {
       coldStartReported = true;
       metrics.addMetric('ColdStartInitMs', MetricUnit.Milliseconds, initMs);

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { builtinModules } from 'node:module';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -32,48 +32,51 @@ export const builtinsThroughRequire: Plugin = {
   },
 };
 
-/** What a handler file becomes: a shim that turns Node's compile cache on, then loads the bundle. */
-export const COMPILE_CACHE_SUFFIX = '.compile-cache';
+/** What a handler file becomes: `<handler>.mjs`, a shim that loads `<handler>.app.cjs` (and `<handler>.boot.cjs`). */
 export const APP_SUFFIX = '.app';
 export const BOOT_SUFFIX = '.boot';
+const SCRIPT_EXTENSION = '.cjs';
+const GENERATED = '// Generated at packaging (infra/esbuild/plugins.ts): the handler, loaded as scripts with their V8 code caches.';
 /** A handler's boot module: imported by the handler as `./boot.ts`, bundled on its own (see handlerShim). */
 const BOOT_IMPORT = './boot.ts';
+const here = import.meta.dirname;
+/** Where a function's training run lives when it has one: `cache-training/<function folder>.ts`. */
+const TRAINING_DIR = join(here, 'cache-training');
 
-function shim(appFile: string, cacheDir: string, exportNames: readonly string[], bootFile: string | undefined): string {
-  // A static `export * from` would load the bundle before the cache is on: import it dynamically and
-  // re-export its names (a Lambda handler is a named export).
+/** CommonJS has no import.meta: bundled code that asks for its own URL gets the script's file URL. */
+const SCRIPT_BANNER = "var __aiMassImportMetaUrl = require('node:url').pathToFileURL(__filename).href;";
+
+function shimEntry(appFile: string, bootFile: string | undefined, exportNames: readonly string[]): string {
   return [
-    '// Generated at packaging (infra/esbuild/plugins.ts): V8 code cache for the bundle, then the bundle.',
-    "import { enableCompileCache } from 'node:module';",
-    "import { fileURLToPath } from 'node:url';",
-    `enableCompileCache({ directory: fileURLToPath(new URL(${JSON.stringify(`./${cacheDir}`)}, import.meta.url)), portable: true });`,
-    ...(bootFile ? [`await import(${JSON.stringify(`./${bootFile}`)}); // the handler's boot module runs before the bundle is parsed`] : []),
-    `export const { ${exportNames.join(', ')} } = await import(${JSON.stringify(`./${appFile}`)});`,
+    "import { loadHandler } from './script-loader.ts';",
+    `const app = await loadHandler(import.meta.url, { app: ${JSON.stringify(`./${appFile}`)}${bootFile ? `, boot: ${JSON.stringify(`./${bootFile}`)}` : ''} });`,
+    `export const { ${exportNames.join(', ')} } = app;`,
     '',
   ].join('\n');
 }
 
 /**
- * Ships each handler as a shim, its bundle and Node's compile cache (V8 code cache); a handler that
- * imports `./boot.ts` also gets that module bundled on its own, which the shim evaluates first.
+ * Ships each handler as a shim (`<handler>.mjs`, the file Lambda loads), its bundle as a CommonJS
+ * script (`<handler>.app.cjs`), and the bundle's V8 code cache (`<handler>.app.cjs.v8-cache`); a
+ * handler that imports `./boot.ts` also gets that module as a script of its own, with its cache.
+ * The shim (infra/esbuild/script-loader.ts, bundled in) compiles each script with its cache, runs
+ * the boot script first and awaits its `ready`, then the bundle, and awaits the bundle's `ready`
+ * (a handler's asynchronous init: CommonJS has no top-level await, so handlers export it instead),
+ * all within Lambda's init phase.
  *
- * Boot module: the handler's import of `./boot.ts` becomes an external import of
- * `<handler>.boot.mjs`, a bundle of boot.ts alone. The shim imports it before the main bundle, so
- * it runs before the main bundle is read and parsed (the inference handler's boot fetch puts its
- * requests on the wire there: they are answered while the rest loads); the bundle's own import
- * then finds the same, already evaluated module. Code boot.ts shares with the bundle is in both
- * files: two copies of stateless helpers, and the boot's values cross as plain data.
+ * Boot module: the handler's import of `./boot.ts` becomes a require of `./<handler>.boot.cjs`,
+ * which the shim has already run and registered in require's cache, so the bundle gets that same
+ * module (the inference handler's boot fetch puts its requests on the wire there: they are answered
+ * while the bundle loads). Code boot.ts shares with the bundle is in both files: two copies of
+ * stateless helpers, and the boot's values cross as plain data.
  *
- * Compile cache: parsing and compiling the bundle was
- * the largest share of our cold start after onnxruntime itself; with the cache, V8 deserializes
- * code instead. The bundle moves to `<handler>.app.mjs`, `<handler>.mjs` becomes a shim that enables
- * the cache from `<handler>.compile-cache/` (portable: keyed by paths relative to the cache, so it
- * holds in /var/task) and imports the bundle. The cache is made by importing the handler once here
- * (its init, with dummy credentials and a closed loopback endpoint; an init that throws still leaves
- * the compiled code). Node checks each entry against its own version, V8 flags and the source's hash,
- * and compiles as before when any differs: a stale cache costs a lookup, never correctness. The names
- * start with the handler's, so serverless-esbuild's per-function packaging keeps them in that
- * function's zip only.
+ * Code cache: made after a training run of the packaged handler (`train-code-cache.ts`, in a fresh
+ * process, dummy credentials, endpoints on a closed loopback port unless the function has its own
+ * training in `cache-training/<function folder>.ts`), so it holds every function that run
+ * compiled, not only the top-level code (script-loader.ts says why). The inference function's
+ * training serves a real pre-warm and requests from the local emulators. A failed training run
+ * leaves a handler that compiles at cold start, with a warning. The names start with the handler's,
+ * so serverless-esbuild's per-function packaging keeps them in that function's zip only.
  */
 export const handlerShim: Plugin = {
   name: 'handler-shim',
@@ -90,51 +93,63 @@ export const handlerShim: Plugin = {
       const { outdir, entryPoints, outExtension } = build.initialOptions;
       if (result.errors.length > 0 || !outdir || !Array.isArray(entryPoints) || build.initialOptions.write === false) return;
       const extension = outExtension?.['.js'] ?? '.js';
+      const cwd = build.initialOptions.absWorkingDir ?? process.cwd();
+      const {
+        entryPoints: _entries, outdir: _outdir, outExtension: _ext, metafile: _metafile, plugins: _plugins, splitting: _splitting, chunkNames: _chunks, banner: _banner, format: _format,
+        ...options
+      } = build.initialOptions;
+      const script = { ...options, format: 'cjs' as const, banner: { js: SCRIPT_BANNER }, define: { ...options.define, 'import.meta.url': '__aiMassImportMetaUrl' }, logLevel: 'error' as const };
       for (const entry of entryPoints) {
         if (typeof entry !== 'string') continue;
         const stem = basename(entry, extname(entry));
-        const cwd = build.initialOptions.absWorkingDir ?? process.cwd();
         const handlerFile = resolve(cwd, outdir, `${stem}${extension}`);
         const output = Object.entries(result.metafile?.outputs ?? {}).find(([file]) => resolve(cwd, file) === handlerFile)?.[1];
         if (!output) continue;
-        const appName = `${stem}${APP_SUFFIX}${extension}`;
-        const cacheName = `${stem}${COMPILE_CACHE_SUFFIX}`;
+        // esbuild leaves an unchanged output unwritten on a rebuild: the shim and its caches still hold.
+        if ((await readFile(handlerFile, 'utf8')).startsWith(GENERATED)) continue;
         const dir = dirname(handlerFile);
-        const code = await readFile(handlerFile, 'utf8');
-        // esbuild leaves an unchanged output unwritten on a rebuild: the shim and its cache still hold.
-        if (code.includes('Generated at packaging (infra/esbuild/plugins.ts)')) continue;
-        await rm(join(dir, cacheName), { recursive: true, force: true });
-        await writeFile(join(dir, appName), code.replace(`//# sourceMappingURL=${stem}${extension}.map`, `//# sourceMappingURL=${appName}.map`));
-        await rename(`${handlerFile}.map`, join(dir, `${appName}.map`)).catch(() => undefined);
-        const bootSource = join(dirname(resolve(cwd, entry)), BOOT_IMPORT);
-        const bootName = output.imports.some((i) => i.external && i.path === `./${stem}${BOOT_SUFFIX}${extension}`) ? `${stem}${BOOT_SUFFIX}${extension}` : undefined;
-        if (bootName) {
-          const { entryPoints: _entries, outdir: _outdir, outExtension: _ext, metafile: _metafile, plugins: _plugins, ...options } = build.initialOptions;
-          await esbuild({ ...options, entryPoints: [bootSource], outfile: join(dir, bootName), plugins: [builtinsThroughRequire], logLevel: 'error' });
-        }
-        await writeFile(handlerFile, shim(appName, cacheName, output.exports.filter((name) => name !== 'default'), bootName));
-        await trainCompileCache(handlerFile);
+        const appName = `${stem}${APP_SUFFIX}${SCRIPT_EXTENSION}`;
+        const bootImport = `./${stem}${BOOT_SUFFIX}${extension}`;
+        const bootName = output.imports.some((i) => i.external && i.path === bootImport) ? `${stem}${BOOT_SUFFIX}${SCRIPT_EXTENSION}` : undefined;
+        const bootAsScript: Plugin = {
+          name: 'boot-as-script',
+          setup(b) {
+            b.onResolve({ filter: /^\.\/boot\.ts$/ }, (args) => (bootName && resolve(args.importer) === resolve(cwd, entry) ? { path: `./${bootName}`, external: true } : undefined));
+          },
+        };
+        // Dynamic imports of built-ins (the SDK's HTTP handler has them) become require() here too.
+        await esbuild({ ...script, entryPoints: [resolve(cwd, entry)], outfile: join(dir, appName), plugins: [bootAsScript, builtinsThroughRequire] });
+        if (bootName) await esbuild({ ...script, entryPoints: [join(dirname(resolve(cwd, entry)), BOOT_IMPORT)], outfile: join(dir, bootName), plugins: [builtinsThroughRequire] });
+        await rm(`${handlerFile}.map`, { force: true }); // the map of the ESM build this shim replaces
+        await esbuild({
+          stdin: { contents: shimEntry(appName, bootName, output.exports.filter((name) => name !== 'default' && name !== 'ready')), resolveDir: here, sourcefile: 'handler-shim.ts', loader: 'ts' },
+          bundle: true,
+          format: 'esm',
+          platform: 'node',
+          target: options.target ?? 'node24',
+          outfile: handlerFile,
+          banner: { js: `${GENERATED}\nimport { createRequire as __aiMassCreateRequire } from 'node:module'; const require = __aiMassCreateRequire(import.meta.url);` },
+          plugins: [builtinsThroughRequire],
+          logLevel: 'error',
+        });
+        const training = join(TRAINING_DIR, `${basename(dirname(resolve(cwd, entry)))}.ts`);
+        await trainCodeCache(handlerFile, existsSync(training) ? training : undefined);
       }
     });
   },
 };
 
-async function trainCompileCache(handlerFile: string): Promise<void> {
-  const script = [
-    "import { flushCompileCache } from 'node:module';",
-    `try { await import(${JSON.stringify(new URL(`file://${handlerFile}`).href)}); } catch {}`,
-    'flushCompileCache();',
-    'process.exit(0);',
-  ].join('\n');
+/** Runs the packaged handler once in a fresh process (its training, when it has one) and writes its scripts' code caches. */
+async function trainCodeCache(handlerFile: string, training: string | undefined): Promise<void> {
   try {
-    await run(process.execPath, ['--input-type=module', '-e', script], {
+    await run(process.execPath, [join(here, 'train-code-cache.ts'), handlerFile, ...(training ? [training] : [])], {
       cwd: dirname(handlerFile),
-      timeout: 60_000,
+      timeout: 120_000,
       env: {
         PATH: process.env.PATH,
         HOME: process.env.HOME,
-        AWS_ACCESS_KEY_ID: 'compile-cache',
-        AWS_SECRET_ACCESS_KEY: 'compile-cache',
+        AWS_ACCESS_KEY_ID: 'code-cache',
+        AWS_SECRET_ACCESS_KEY: 'code-cache',
         AWS_REGION: 'us-east-1',
         AWS_EC2_METADATA_DISABLED: 'true',
         AWS_ENDPOINT_URL: 'http://127.0.0.1:9',
@@ -142,17 +157,15 @@ async function trainCompileCache(handlerFile: string): Promise<void> {
         POWERTOOLS_LOG_LEVEL: 'SILENT',
         POWERTOOLS_METRICS_DISABLED: 'true',
         AWS_MAX_ATTEMPTS: '1',
-        MODEL_BUCKET: 'compile-cache-training',
-        // The inference handler's init then runs its preload: a registry query and S3 GETs that
-        // fail at connect, after the SDK's endpoint, signing and middleware code has been compiled
-        // into the cache (the first request's share of a cold start).
-        REGISTRY_TABLE: 'compile-cache-training',
-        PRELOAD_MODELS: 'compile-cache-training:1',
+        MODEL_BUCKET: 'code-cache-training',
+        AI_MASS_CODE_CACHE_TRAINING: '1',
+        // Where Lambda finds the layer's onnxruntime-node (/opt/nodejs/node_modules): here, the project's own.
+        NODE_PATH: join(here, '..', '..', 'node_modules'),
       },
     });
   } catch (error) {
     // The cache is an optimization: a handler without one works, it only compiles at cold start.
-    console.warn(`compile cache for ${handlerFile} not made: ${(error as Error).message.split('\n')[0]}`);
+    console.warn(`code cache for ${handlerFile} not made: ${(error as Error).message.split('\n').slice(0, 3).join(' ')}`);
   }
 }
 

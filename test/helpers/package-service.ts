@@ -24,12 +24,14 @@ export interface Packaged {
   template: Template;
 }
 
-// Packaging runs in a network namespace with only loopback when the machine allows one, so a single
-// attempt to reach AWS or instance metadata fails the run instead of passing unnoticed. Either way
-// the credentials are dummies and any SDK call is pointed at a closed loopback port.
+// Packaging runs in a network namespace with only loopback (brought up: the inference function's
+// code-cache training serves itself from the local emulators) when the machine allows one, so a
+// single attempt to reach AWS or instance metadata fails the run instead of passing unnoticed.
+// Either way the credentials are dummies and any SDK call is pointed at a closed loopback port.
+const LOOPBACK_ONLY = ['-rn', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"'];
 export const isolated = (() => {
   try {
-    execFileSync('unshare', ['-rn', 'true'], { stdio: 'ignore' });
+    execFileSync('unshare', [...LOOPBACK_ONLY, 'true'], { stdio: 'ignore' });
     return true;
   } catch {
     return false;
@@ -57,11 +59,11 @@ export async function packageService(name: string, params: Record<string, string
   });
   await symlink(path.join(root, 'node_modules'), path.join(service, 'node_modules'), 'dir');
   const args = [serverlessBin, 'package', '--stage', stage, '--package', dir, ...Object.entries(params).map(([k, v]) => `--param=${k}=${v}`)];
-  const [file, argv] = isolated ? ['unshare', ['-rn', process.execPath, ...args]] : [process.execPath, args];
+  const [file, argv] = isolated ? ['unshare', [...LOOPBACK_ONLY, process.execPath, ...args]] : [process.execPath, args];
   await run(file, argv, {
     cwd: service,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' },
-    timeout: 100_000,
+    timeout: 300_000,
   });
   return { dir, template: JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template };
 }

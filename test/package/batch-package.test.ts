@@ -27,7 +27,7 @@ beforeAll(async () => {
     packageService('batch-plain', {}),
     packageService('batch-gpu', { batchGpuWorkers: 'true', batchGpuVpcId: 'vpc-0abc', batchGpuSubnetIds: 'subnet-a,subnet-b' }),
   ]);
-}, 200_000);
+}, 400_000);
 
 afterAll(removePackagedServices);
 
