@@ -28,9 +28,8 @@ export interface LoadedModel {
 }
 
 /**
- * Session options for serving. Thread counts are set by the caller (the inference function's tier
- * gives one per vCPU its memory buys), else from the CPUs this environment shows, not left to
- * onnxruntime's guess from the host.
+ * Session options for serving. Thread counts are set from the CPUs this environment really has
+ * (a Lambda's vCPUs follow its memory size), not left to onnxruntime's guess from the host.
  */
 export function servingSessionOptions(intraOpThreads?: number): InferenceSession.SessionOptions {
   return {

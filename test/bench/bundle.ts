@@ -15,12 +15,11 @@ interface PrintedService {
 }
 
 /**
- * Variables of a function's environment that tune how it runs (Node's flags, glibc's malloc, the
- * tier's onnxruntime threads) rather than say what to serve: a benchmark's fresh process gets them
- * as the deployed function (of the default tier) does, and sets the rest (bucket, tables, endpoints)
- * itself.
+ * Variables of a function's environment that tune the process itself (Node's flags, glibc's malloc)
+ * rather than say what to serve: a benchmark's fresh process gets them as the deployed function
+ * does, and sets the rest (bucket, tables, endpoints) itself.
  */
-const PROCESS_TUNING = ['NODE_OPTIONS', 'GLIBC_TUNABLES', 'INTRA_OP_THREADS'] as const;
+const PROCESS_TUNING = ['NODE_OPTIONS', 'GLIBC_TUNABLES'] as const;
 
 /** serverless.yml as `serverless print` resolves it (offline): one source for the bundle options. */
 export async function printService(): Promise<PrintedService> {

@@ -77,10 +77,10 @@ const V2_ROUTES = [
   'POST /v2/models/{name}/versions/{version}/infer',
 ];
 
-const TIERS: Record<Tier, { memorySize: number; intraOpThreads: string; provisionedConcurrency: number | undefined; preload: string; cacheBudget: string; quantization: string }> = {
-  basic: { memorySize: 1024, intraOpThreads: '1', provisionedConcurrency: undefined, preload: '', cacheBudget: '268435456', quantization: 'none' },
-  standard: { memorySize: 2048, intraOpThreads: '1', provisionedConcurrency: 1, preload: 'mnist', cacheBudget: '536870912', quantization: 'none' },
-  advanced: { memorySize: 4096, intraOpThreads: '2', provisionedConcurrency: 2, preload: 'mnist,silero-vad', cacheBudget: '2147483648', quantization: 'int8-dynamic' },
+const TIERS: Record<Tier, { memorySize: number; provisionedConcurrency: number | undefined; preload: string; cacheBudget: string; quantization: string }> = {
+  basic: { memorySize: 1024, provisionedConcurrency: undefined, preload: '', cacheBudget: '268435456', quantization: 'none' },
+  standard: { memorySize: 2048, provisionedConcurrency: 1, preload: 'mnist', cacheBudget: '536870912', quantization: 'none' },
+  advanced: { memorySize: 4096, provisionedConcurrency: 2, preload: 'mnist,silero-vad', cacheBudget: '2147483648', quantization: 'int8-dynamic' },
 };
 
 const packaged = {} as Record<Tier | 'jwt', Packaged>;
@@ -153,7 +153,6 @@ describe('serverless package (standard tier, IAM auth)', () => {
       MAX_BODY_BYTES: '6291456',
       REGISTRY_TABLE: 'ai-mass-test-registry',
       MODEL_CACHE_BUDGET_BYTES: '536870912',
-      INTRA_OP_THREADS: '1',
       GLIBC_TUNABLES: 'glibc.malloc.top_pad=67108864',
     });
   });
@@ -294,7 +293,7 @@ describe('registry', () => {
 });
 
 describe('tiers', () => {
-  it.each(Object.entries(TIERS))('%s sets memory, intra-op threads, provisioned concurrency, pre-warmed models, cache budget and quantization policy', (tier, expected) => {
+  it.each(Object.entries(TIERS))('%s sets memory, provisioned concurrency, pre-warmed models, cache budget and quantization policy', (tier, expected) => {
     const t = packaged[tier as Tier].template;
     const props = inference(t).Properties;
     const aliases = resourcesOfType(t, 'AWS::Lambda::Alias');
@@ -303,7 +302,6 @@ describe('tiers', () => {
     const variables = (props.Environment as { Variables: Record<string, unknown> }).Variables;
     expect(variables.PRELOAD_MODELS).toBe(expected.preload);
     expect(variables.MODEL_CACHE_BUDGET_BYTES).toBe(expected.cacheBudget);
-    expect(variables.INTRA_OP_THREADS).toBe(expected.intraOpThreads);
     const register = t.Resources.RegisterLambdaFunction!.Properties.Environment as { Variables: Record<string, unknown> };
     expect(register.Variables.DEFAULT_QUANTIZATION).toBe(expected.quantization);
     if (expected.provisionedConcurrency === undefined) {
