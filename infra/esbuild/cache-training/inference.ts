@@ -1,4 +1,4 @@
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
@@ -44,13 +44,15 @@ function binaryBody(): { text: string; contentType: string; headerLength: number
 
 export const train: CacheTraining = async (load) => {
   const emulators = await startEmulators();
+  const storeCache = await mkdtemp(join(tmpdir(), 'code-cache-store-'));
+  const functionCache = await mkdtemp(join(tmpdir(), 'code-cache-function-'));
   try {
     const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
     const dynamo = createDynamoClient({ endpoint: emulators.dynamoEndpoint });
     const bucket = 'ai-mass-code-cache-training';
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     const { table } = await createLocalRegistryResources({ dynamo, sns: createSnsClient({ endpoint: emulators.awsEndpoint }), prefix: 'ai-mass-code-cache' });
-    const store = new ModelStore({ s3, bucket, cacheDir: await mkdtemp(join(tmpdir(), 'code-cache-store-')), registry: new RegistryTable(dynamo, table) });
+    const store = new ModelStore({ s3, bucket, cacheDir: storeCache, registry: new RegistryTable(dynamo, table) });
     await pushModel(store, { name: MODEL, bytes: RUNTIME_WARMUP_MODEL, notes: 'code cache training' });
     Object.assign(process.env, {
       AWS_ENDPOINT_URL: emulators.awsEndpoint,
@@ -58,7 +60,7 @@ export const train: CacheTraining = async (load) => {
       MODEL_BUCKET: bucket,
       REGISTRY_TABLE: table,
       PRELOAD_MODELS: MODEL,
-      MODEL_CACHE_DIR: await mkdtemp(join(tmpdir(), 'code-cache-function-')),
+      MODEL_CACHE_DIR: functionCache,
     });
     const { handler } = (await load()) as { handler: Handler };
     const context = { functionName: 'code-cache-training', awsRequestId: 'training', invokedFunctionArn: 'arn:aws:lambda:us-east-1:000000000000:function:code-cache-training', memoryLimitInMB: '2048', functionVersion: '$LATEST', getRemainingTimeInMillis: () => 28_000 };
@@ -75,5 +77,6 @@ export const train: CacheTraining = async (load) => {
     }
   } finally {
     await emulators.stop();
+    await Promise.all([storeCache, functionCache].map((dir) => rm(dir, { recursive: true, force: true })));
   }
 };
