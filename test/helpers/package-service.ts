@@ -22,6 +22,8 @@ export interface Template {
 export interface Packaged {
   dir: string;
   template: Template;
+  /** What `serverless package` printed (stdout, then stderr): its plugins' warnings among it. */
+  output: string;
 }
 
 // Packaging runs in a network namespace with only loopback (brought up: the inference function's
@@ -60,12 +62,12 @@ export async function packageService(name: string, params: Record<string, string
   await symlink(path.join(root, 'node_modules'), path.join(service, 'node_modules'), 'dir');
   const args = [serverlessBin, 'package', '--stage', stage, '--package', dir, ...Object.entries(params).map(([k, v]) => `--param=${k}=${v}`)];
   const [file, argv] = isolated ? ['unshare', [...LOOPBACK_ONLY, process.execPath, ...args]] : [process.execPath, args];
-  await run(file, argv, {
+  const { stdout, stderr } = await run(file, argv, {
     cwd: service,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' },
     timeout: 300_000,
   });
-  return { dir, template: JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template };
+  return { dir, template: JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template, output: `${stdout}${stderr}` };
 }
 
 export async function removePackagedServices(): Promise<void> {

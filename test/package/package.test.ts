@@ -383,6 +383,10 @@ describe('artifacts', () => {
     expect(total).toBeLessThan(LAMBDA_UNZIPPED_LIMIT);
   });
 
+  it('makes every code cache without a warning (each training run, the inference one with its emulators, went through)', () => {
+    for (const [name, run] of Object.entries(packaged)) expect(run.output, name).not.toContain('not made');
+  });
+
   it("ships the inference function with code caches from its training run that a fresh process of this Node accepts", async () => {
     const entries = await zipEntries(path.join(packaged.standard.dir, 'inference.zip'));
     const unpacked = await mkdtemp(path.join(tmpdir(), 'inference-zip-'));
