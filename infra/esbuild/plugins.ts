@@ -33,8 +33,8 @@ export const builtinsThroughRequire: Plugin = {
 };
 
 /** What a handler file becomes: `<handler>.mjs`, a shim that loads `<handler>.app.cjs` (and `<handler>.boot.cjs`). */
-export const APP_SUFFIX = '.app';
-export const BOOT_SUFFIX = '.boot';
+const APP_SUFFIX = '.app';
+const BOOT_SUFFIX = '.boot';
 const SCRIPT_EXTENSION = '.cjs';
 const GENERATED = '// Generated at packaging (infra/esbuild/plugins.ts): the handler, loaded as scripts with their V8 code caches.';
 /** A handler's boot module: imported by the handler as `./boot.ts`, bundled on its own (see handlerShim). */
@@ -82,13 +82,6 @@ export const handlerShim: Plugin = {
   name: 'handler-shim',
   setup(build) {
     build.initialOptions.metafile = true; // the bundle's export names, for the shim
-    const { entryPoints, outExtension } = build.initialOptions;
-    const entries = new Set(Array.isArray(entryPoints) ? entryPoints.filter((e): e is string => typeof e === 'string').map((e) => resolve(build.initialOptions.absWorkingDir ?? process.cwd(), e)) : []);
-    build.onResolve({ filter: /^\.\/boot\.ts$/ }, (args) => {
-      // A missing boot.ts is left to esbuild, which reports it as any unresolved import.
-      if (args.kind !== 'import-statement' || !entries.has(args.importer) || !existsSync(join(args.resolveDir, BOOT_IMPORT))) return undefined;
-      return { path: `./${basename(args.importer, extname(args.importer))}${BOOT_SUFFIX}${outExtension?.['.js'] ?? '.js'}`, external: true };
-    });
     build.onEnd(async (result) => {
       const { outdir, entryPoints, outExtension } = build.initialOptions;
       if (result.errors.length > 0 || !outdir || !Array.isArray(entryPoints) || build.initialOptions.write === false) return;
@@ -101,6 +94,7 @@ export const handlerShim: Plugin = {
       const script = { ...options, format: 'cjs' as const, banner: { js: SCRIPT_BANNER }, define: { ...options.define, 'import.meta.url': '__aiMassImportMetaUrl' }, logLevel: 'error' as const };
       for (const entry of entryPoints) {
         if (typeof entry !== 'string') continue;
+        const source = resolve(cwd, entry);
         const stem = basename(entry, extname(entry));
         const handlerFile = resolve(cwd, outdir, `${stem}${extension}`);
         const output = Object.entries(result.metafile?.outputs ?? {}).find(([file]) => resolve(cwd, file) === handlerFile)?.[1];
@@ -109,20 +103,25 @@ export const handlerShim: Plugin = {
         if ((await readFile(handlerFile, 'utf8')).startsWith(GENERATED)) continue;
         const dir = dirname(handlerFile);
         const appName = `${stem}${APP_SUFFIX}${SCRIPT_EXTENSION}`;
-        const bootImport = `./${stem}${BOOT_SUFFIX}${extension}`;
-        const bootName = output.imports.some((i) => i.external && i.path === bootImport) ? `${stem}${BOOT_SUFFIX}${SCRIPT_EXTENSION}` : undefined;
+        const bootName = `${stem}${BOOT_SUFFIX}${SCRIPT_EXTENSION}`;
+        let hasBoot = false;
         const bootAsScript: Plugin = {
           name: 'boot-as-script',
           setup(b) {
-            b.onResolve({ filter: /^\.\/boot\.ts$/ }, (args) => (bootName && resolve(args.importer) === resolve(cwd, entry) ? { path: `./${bootName}`, external: true } : undefined));
+            b.onResolve({ filter: /^\.\/boot\.ts$/ }, (args) => {
+              // Only the handler's own import; a missing boot.ts is left to esbuild, which reports it as any unresolved import.
+              if (args.kind !== 'import-statement' || resolve(args.importer) !== source || !existsSync(join(args.resolveDir, BOOT_IMPORT))) return undefined;
+              hasBoot = true;
+              return { path: `./${bootName}`, external: true };
+            });
           },
         };
         // Dynamic imports of built-ins (the SDK's HTTP handler has them) become require() here too.
-        await esbuild({ ...script, entryPoints: [resolve(cwd, entry)], outfile: join(dir, appName), plugins: [bootAsScript, builtinsThroughRequire] });
-        if (bootName) await esbuild({ ...script, entryPoints: [join(dirname(resolve(cwd, entry)), BOOT_IMPORT)], outfile: join(dir, bootName), plugins: [builtinsThroughRequire] });
+        await esbuild({ ...script, entryPoints: [source], outfile: join(dir, appName), plugins: [bootAsScript, builtinsThroughRequire] });
+        if (hasBoot) await esbuild({ ...script, entryPoints: [join(dirname(source), BOOT_IMPORT)], outfile: join(dir, bootName), plugins: [builtinsThroughRequire] });
         await rm(`${handlerFile}.map`, { force: true }); // the map of the ESM build this shim replaces
         await esbuild({
-          stdin: { contents: shimEntry(appName, bootName, output.exports.filter((name) => name !== 'default' && name !== 'ready')), resolveDir: here, sourcefile: 'handler-shim.ts', loader: 'ts' },
+          stdin: { contents: shimEntry(appName, hasBoot ? bootName : undefined, output.exports.filter((name) => name !== 'default' && name !== 'ready')), resolveDir: here, sourcefile: 'handler-shim.ts', loader: 'ts' },
           bundle: true,
           format: 'esm',
           platform: 'node',
@@ -132,7 +131,7 @@ export const handlerShim: Plugin = {
           plugins: [builtinsThroughRequire],
           logLevel: 'error',
         });
-        const training = join(TRAINING_DIR, `${basename(dirname(resolve(cwd, entry)))}.ts`);
+        const training = join(TRAINING_DIR, `${basename(dirname(source))}.ts`);
         await trainCodeCache(handlerFile, existsSync(training) ? training : undefined);
       }
     });

@@ -34,7 +34,7 @@ export interface HandlerScript {
 export const SAVE_CODE_CACHE = Symbol.for('ai-mass.save-code-cache');
 
 /** The name of a script's cache, beside it. */
-export function codeCacheFile(scriptFile: string): string {
+function codeCacheFile(scriptFile: string): string {
   return `${scriptFile}.v8-cache`;
 }
 
