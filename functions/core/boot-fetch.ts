@@ -8,7 +8,7 @@ import { http1Request, type Http1Response } from './http1-client.ts';
 import { keys } from './keys.ts';
 import { isValidName } from './names.ts';
 import { IntegrityError } from './errors.ts';
-import { downloadRanged, totalFromContentRange, type Downloaded, type RangeReader, type RangeResponse } from './ranged-download.ts';
+import { ARTIFACT_FIRST_PARTS, downloadRanged, totalFromContentRange, type Downloaded, type RangeReader, type RangeResponse } from './ranged-download.ts';
 import { recordsOfModel, registeredVersions, type AliasRecord } from './registry/registry-table.ts';
 import { DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
 
@@ -181,6 +181,8 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
   const s3Endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
   const credentials = { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN };
   const sent: Promise<void>[] = [];
+  /** True while this function runs: the requests sent meanwhile are the ones `sent` covers. */
+  let starting = true;
   /** A promise for `sent`, taken synchronously; the request resolves it once written. */
   const sentMark = () => {
     let mark!: () => void;
@@ -191,11 +193,11 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
   const send = (url: URL, method: string, headers: Promise<Record<string, string>>, wrote: (() => void) | undefined, body?: string) =>
     http1Request(url, { method, headers, body, idleTimeoutMs: IDLE_TIMEOUT_MS, onWritten: wrote });
 
-  const reader = (key: string, markFirst: (() => void) | undefined): RangeReader => {
+  /** `awaited`: `sent` waits for the requests it sends while the boot fetch starts (every part asked for at once). */
+  const reader = (key: string, awaited: boolean): RangeReader => {
     const url = objectUrl(bucket, key, region, s3Endpoint);
     return async (start, end) => {
-      const wrote = markFirst;
-      markFirst = undefined;
+      const wrote = awaited && starting ? sentMark() : undefined;
       try {
         // Connecting starts now; the request is written once signed.
         const response = await send(url, 'GET', signedRangeHeaders(url, `bytes=${start}-${end}`, region, credentials), wrote);
@@ -206,6 +208,7 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
         }
         response.discard();
         if (status === 404) return undefined;
+        if (status === 416) return 'beyond-end';
         throw new Error(`boot fetch of ${key}: HTTP ${status}`);
       } finally {
         wrote?.(); // signing failed, or the request ended before its write was seen: nothing to wait for
@@ -215,7 +218,8 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
   /** Starts a version's downloads; `sent` waits for their first requests when `awaited` (known at boot). */
   const fetchVersion = (name: string, version: string, awaited: boolean) => {
     for (const key of versionKeys(name, version, stagingKey)) {
-      const download = downloadRanged(key, reader(key, awaited ? sentMark() : undefined));
+      const firstParts = key === keys.manifest(name, version) ? 1 : ARTIFACT_FIRST_PARTS;
+      const download = downloadRanged(key, reader(key, awaited), { firstParts });
       download.catch(() => undefined); // the store falls back to the SDK; nothing rejects unseen
       downloads.set(key, download);
     }
@@ -268,5 +272,6 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
     read.catch(() => undefined); // the service then reads the registry itself
     registry.set(preload.name, read);
   }
+  starting = false;
   return { downloads, registry, sent: Promise.all(sent).then(() => undefined) };
 }

@@ -11,7 +11,7 @@ import { registeredVersions, type RegistryTable } from './registry/registry-tabl
 import { sha256Hex } from './hash.ts';
 import type { LazyClient } from './lazy-clients.ts';
 import { PARSED_ONCE } from './zod-options.ts';
-import { downloadRanged, readStreamInto, totalFromContentRange, type Downloaded } from './ranged-download.ts';
+import { ARTIFACT_FIRST_PARTS, downloadRanged, readStreamInto, totalFromContentRange, type Downloaded, type RangedPlan } from './ranged-download.ts';
 
 export interface ModelStoreOptions {
   /** A client, or one made on first use (lazy-clients.ts: no SDK code runs until a request needs it). */
@@ -37,6 +37,12 @@ const s3Sdk = () => import('./sdk/s3.ts');
 function isNotFound(error: unknown): boolean {
   const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
   return e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404;
+}
+
+/** S3's answer to a range that starts at or past the object's end. */
+function isRangeNotSatisfiable(error: unknown): boolean {
+  const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'InvalidRange' || e?.$metadata?.httpStatusCode === 416;
 }
 
 /** Reads registered models from the bucket: versions, manifests, and hash-checked model bytes. */
@@ -178,7 +184,7 @@ export class ModelStore {
    */
   prefetch(key: string): void {
     if (this.prefetches.has(key)) return;
-    const download = this.download(key);
+    const download = this.download(key, { firstParts: ARTIFACT_FIRST_PARTS });
     download.catch(() => undefined); // a failed prefetch falls back to a fresh download, never rejects unseen
     this.prefetches.set(key, download);
   }
@@ -203,7 +209,7 @@ export class ModelStore {
       void utimes(cached, now, now).catch(() => undefined); // recency for the cache budget's eviction
       return { bytes: new Uint8Array(fromCache.buffer, fromCache.byteOffset, fromCache.byteLength), source: 'cache' as const };
     }
-    const downloaded = (prefetched && (await prefetched.catch(() => undefined))) ?? (await this.download(key, size));
+    const downloaded = (prefetched && (await prefetched.catch(() => undefined))) ?? (await this.download(key, { knownSize: size }));
     if (!downloaded) throw new NotFoundError(`model '${manifest.name}' version '${manifest.version}' has no object ${key}`);
     const { bytes, sha256: actual } = downloaded;
     if (bytes.length !== size) throw new IntegrityError(`${key} has ${bytes.length} bytes, its manifest records ${size}`);
@@ -217,7 +223,7 @@ export class ModelStore {
   }
 
   /** An object with its sha256, in parallel ranged GETs (downloadRanged); undefined when it does not exist. */
-  download(key: string, knownSize?: number): Promise<Downloaded | undefined> {
+  download(key: string, plan: RangedPlan = {}): Promise<Downloaded | undefined> {
     return downloadRanged(
       key,
       async (start, end) => {
@@ -228,10 +234,11 @@ export class ModelStore {
           return { total, readInto: (out, at, limit) => readStreamInto(key, res.Body as Readable, out, at, limit), discard: () => (res.Body as Readable).destroy() };
         } catch (error) {
           if (isNotFound(error)) return undefined;
+          if (isRangeNotSatisfiable(error)) return 'beyond-end';
           throw error;
         }
       },
-      knownSize,
+      plan,
     );
   }
 

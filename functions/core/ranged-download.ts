@@ -28,8 +28,11 @@ export interface RangeResponse {
   discard(): void;
 }
 
-/** Sends a GET for bytes start..end (inclusive); undefined when the object does not exist. */
-export type RangeReader = (start: number, end: number) => Promise<RangeResponse | undefined>;
+/**
+ * Sends a GET for bytes start..end (inclusive): the response; 'beyond-end' when the range starts at
+ * or past the object's end (HTTP 416); undefined when the object does not exist.
+ */
+export type RangeReader = (start: number, end: number) => Promise<RangeResponse | 'beyond-end' | undefined>;
 
 /** The object's full size from a Content-Range header such as "bytes 0-8388607/14865636". */
 export function totalFromContentRange(header: string | undefined): number | undefined {
@@ -60,28 +63,55 @@ export function readStreamInto(key: string, body: Readable, out: Uint8Array, at:
 }
 
 /**
+ * How many parts of a model artifact of unknown size go out at once, each as if the object were
+ * that large: a model of up to 16 MB then arrives without waiting one round trip for the first
+ * part's Content-Range, at the cost of one refused GET (416) for an artifact under 8 MB. Traced on a
+ * cold start, the second part's GET otherwise went out only after onnxruntime's bring-up, 90 ms
+ * after the first (the first part's head waits for the main thread).
+ */
+export const ARTIFACT_FIRST_PARTS = 2;
+
+export interface RangedPlan {
+  /** The object's size, when a manifest says it: then every part starts at once. */
+  knownSize?: number | undefined;
+  /** With the size unknown, how many parts to ask for before a response tells it (default 1). */
+  firstParts?: number | undefined;
+}
+
+/**
  * An object in ranged parts of PART_BYTES over up to PART_CONCURRENCY connections, each part
  * read into one buffer at its offset (no per-part copies) and hashed in order as the parts
  * before it complete, so hashing overlaps the transfer. With a known size every part starts at
- * once; without, the other parts start as soon as the first part's Content-Range tells the size.
- * Undefined when the object does not exist. The transport is the caller's (the SDK, or the boot
- * fetch's signed requests): both get the same part plan and the same checks.
+ * once; without, the first `firstParts` do, and the rest as soon as a Content-Range tells the
+ * size. Undefined when the object does not exist. The transport is the caller's (the SDK, or the
+ * boot fetch's signed requests): both get the same part plan and the same checks.
  */
-export async function downloadRanged(key: string, read: RangeReader, knownSize?: number): Promise<Downloaded | undefined> {
-  let size = knownSize;
+export async function downloadRanged(key: string, read: RangeReader, plan: RangedPlan = {}): Promise<Downloaded | undefined> {
+  let size = plan.knownSize;
+  /** The lowest part start the server refused as past the end. */
+  let beyondEnd = Infinity;
   let bytes: Uint8Array | undefined;
   let missing = false;
+  let failed = false;
   const hash = createHash('sha256');
   const complete: boolean[] = [];
   let hashed = 0;
-  /** Sends one part's GET; resolves once its headers are in, with the promise of its body. */
-  const openPart = async (part: number): Promise<{ body: Promise<void> }> => {
+  let next = 0;
+  const connections: Promise<void>[] = [];
+  const partCount = () => Math.ceil(size! / PART_BYTES);
+  /** Sends one part's GET and reads its body into place. */
+  const fetchPart = async (part: number): Promise<void> => {
     const start = part * PART_BYTES;
     const requestedEnd = (size === undefined ? start + PART_BYTES : Math.min(size, start + PART_BYTES)) - 1;
     const res = await read(start, requestedEnd);
-    if (!res) {
+    if (res === undefined) {
       missing = true;
-      return { body: Promise.resolve() };
+      return;
+    }
+    if (res === 'beyond-end') {
+      beyondEnd = Math.min(beyondEnd, start);
+      if (size !== undefined && beyondEnd < size) throw new IntegrityError(`${key}: range ${start}-${requestedEnd} refused as past the end of ${size} bytes`);
+      return;
     }
     const total = res.total;
     const refuse = (message: string) => {
@@ -89,35 +119,44 @@ export async function downloadRanged(key: string, read: RangeReader, knownSize?:
       return new IntegrityError(message);
     };
     if (total === undefined) throw refuse(`${key}: the response to a ranged GET gave no size`);
-    if (size === undefined) size = total;
-    else if (total !== size) throw refuse(`${key} has ${total} bytes, its manifest records ${size}`);
+    if (size === undefined) {
+      size = total;
+      openConnections(); // the size is known: the remaining parts need not wait
+    } else if (total !== size) throw refuse(`${key} has ${total} bytes, its manifest records ${size}`);
+    if (beyondEnd < size) throw refuse(`${key}: range from ${beyondEnd} refused as past the end of ${size} bytes`);
     const out = (bytes ??= new Uint8Array(size));
     const end = Math.min(size, start + PART_BYTES);
-    const body = (async () => {
-      const written = await res.readInto(out, start, end);
-      if (written !== end - start) throw new IntegrityError(`${key}: range ${start}-${end - 1} returned ${written} bytes`);
-      complete[part] = true;
-      while (complete[hashed]) {
-        hash.update(out.subarray(hashed * PART_BYTES, Math.min(out.length, (hashed + 1) * PART_BYTES)));
-        hashed++;
-      }
-    })();
-    return { body };
+    const written = await res.readInto(out, start, end);
+    if (written !== end - start) throw new IntegrityError(`${key}: range ${start}-${end - 1} returned ${written} bytes`);
+    complete[part] = true;
+    while (complete[hashed]) {
+      hash.update(out.subarray(hashed * PART_BYTES, Math.min(out.length, (hashed + 1) * PART_BYTES)));
+      hashed++;
+    }
   };
-  const fetchParts = async (first: number, connections: number) => {
-    const parts = Math.ceil(size! / PART_BYTES);
-    let next = first;
-    const worker = async () => {
-      while (next < parts && !missing) await (await openPart(next++)).body;
-    };
-    await Promise.all(Array.from({ length: Math.max(0, Math.min(connections, parts - first)) }, worker));
+  /** One connection's loop: the next part while any may be left (with the size unknown, one may be). */
+  const connection = async () => {
+    try {
+      while (!missing && !failed && next * PART_BYTES < beyondEnd && (size === undefined || next < partCount())) await fetchPart(next++);
+    } catch (error) {
+      failed = true; // the other connections stop after their current part
+      throw error;
+    }
   };
-  if (size === undefined) {
-    const first = await openPart(0);
-    if (missing) return undefined;
-    await Promise.all([first.body, fetchParts(1, PART_CONCURRENCY - 1)]);
-  } else {
-    await fetchParts(0, PART_CONCURRENCY);
+  /** Up to PART_CONCURRENCY connections, or the plan's first parts while the size is unknown. */
+  function openConnections() {
+    const wanted = size === undefined ? Math.max(1, Math.min(PART_CONCURRENCY, plan.firstParts ?? 1)) : Math.min(PART_CONCURRENCY, connections.length + partCount() - next);
+    while (connections.length < wanted) {
+      const running = connection();
+      running.catch(() => undefined); // awaited below; one opened late must not reject unseen
+      connections.push(running);
+    }
+  }
+  openConnections();
+  for (let awaited = 0; awaited < connections.length; ) {
+    const batch = connections.slice(awaited);
+    awaited = connections.length;
+    await Promise.all(batch);
   }
   if (missing) return undefined;
   return { bytes: bytes ?? new Uint8Array(0), sha256: hash.digest('hex') };

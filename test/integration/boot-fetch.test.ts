@@ -172,6 +172,7 @@ describe('the boot fetch of a model pre-warmed by name', () => {
     expect(service.isReady()).toBe(true);
     expect((await service.loadModel('named')).version).toBe('1');
     expect(registryCommands).toEqual(['QueryCommand', 'QueryCommand']);
-    expect(sdkGets).toEqual([keys.staged('named', '1', stagingKey()), keys.manifest('named', '1')]); // the artifact's prefetch starts first
+    // The artifact's prefetch starts first, its first two parts at once.
+    expect(sdkGets).toEqual([keys.staged('named', '1', stagingKey()), keys.staged('named', '1', stagingKey()), keys.manifest('named', '1')]);
   });
 });

@@ -11,6 +11,7 @@ import { keys } from '../../functions/core/keys.ts';
 import type { ModelManifest } from '../../functions/core/manifest.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
+import { ARTIFACT_FIRST_PARTS } from '../../functions/core/ranged-download.ts';
 import { stagingKey } from '../../functions/core/registry/staging.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 
@@ -51,7 +52,7 @@ describe('model downloads in ranged parts', () => {
   });
 
   it('fetch every 8 MiB part at once when the size is known, hashed in order', async () => {
-    const downloaded = await store.download(bigKey, big.length);
+    const downloaded = await store.download(bigKey, { knownSize: big.length });
     expect(downloaded?.sha256).toBe(sha256Hex(big));
     expect(Buffer.compare(downloaded!.bytes, big)).toBe(0);
     expect([...ranges].sort()).toEqual(['bytes=0-8388607', 'bytes=16777216-20971524', 'bytes=8388608-16777215']);
@@ -65,9 +66,35 @@ describe('model downloads in ranged parts', () => {
     expect(ranges.slice(1).sort()).toEqual(['bytes=16777216-20971524', 'bytes=8388608-16777215']);
   });
 
+  it('ask for the first two parts of an artifact at once when its size is not known, then for the rest once a part tells it', async () => {
+    const downloaded = await store.download(bigKey, { firstParts: ARTIFACT_FIRST_PARTS });
+    expect(downloaded?.sha256).toBe(sha256Hex(big));
+    expect(Buffer.compare(downloaded!.bytes, big)).toBe(0);
+    expect(ranges.slice(0, 2).sort()).toEqual(['bytes=0-8388607', 'bytes=8388608-16777215']);
+    expect(ranges.slice(2)).toEqual(['bytes=16777216-20971524']);
+  });
+
+  it('take the refused second range of an object under one part (S3 answers 416) as the end of it', async () => {
+    const small = new Uint8Array(randomBytes(3 * MiB + 1));
+    await stack.store.putObjectBytes('models/small/1/model.onnx', small);
+    const downloaded = await store.download('models/small/1/model.onnx', { firstParts: ARTIFACT_FIRST_PARTS });
+    expect(downloaded?.sha256).toBe(sha256Hex(small));
+    expect(Buffer.compare(downloaded!.bytes, small)).toBe(0);
+    expect([...ranges].sort()).toEqual(['bytes=0-8388607', 'bytes=8388608-16777215']);
+  });
+
+  it('fetch an object of exactly one part size in one part, its second range refused', async () => {
+    const exact = new Uint8Array(randomBytes(8 * MiB));
+    await stack.store.putObjectBytes('models/exact/1/model.onnx', exact);
+    const downloaded = await store.download('models/exact/1/model.onnx', { firstParts: ARTIFACT_FIRST_PARTS });
+    expect(downloaded?.sha256).toBe(sha256Hex(exact));
+    expect(downloaded?.bytes.length).toBe(8 * MiB);
+    expect([...ranges].sort()).toEqual(['bytes=0-8388607', 'bytes=8388608-16777215']);
+  });
+
   it('give undefined for a missing object and refuse one whose size is not the expected one', async () => {
     await expect(store.download('models/big/1/none.onnx')).resolves.toBeUndefined();
-    await expect(store.download(bigKey, big.length - 1)).rejects.toThrow(
+    await expect(store.download(bigKey, { knownSize: big.length - 1 })).rejects.toThrow(
       new IntegrityError(`${bigKey} has ${big.length} bytes, its manifest records ${big.length - 1}`),
     );
   });
@@ -87,7 +114,7 @@ describe('prefetch of a staged artifact during preload', () => {
     const staged = await store.getStagedBytes(manifest, stagingKey());
     expect(staged?.source).toBe('bucket');
     expect(sha256Hex(staged!.bytes)).toBe(manifest.staged[stagingKey()]!.sha256);
-    expect(ranges).toEqual(['bytes=0-8388607']);
+    expect([...ranges].sort()).toEqual(['bytes=0-8388607', 'bytes=8388608-16777215']);
   });
 
   it('checks prefetched bytes against the manifest like any download', async () => {
@@ -98,7 +125,7 @@ describe('prefetch of a staged artifact during preload', () => {
     await expect(fresh.getStagedBytes(manifest, stagingKey())).rejects.toThrow(
       new IntegrityError(`${key} has 8 bytes, its manifest records ${manifest.staged[stagingKey()]!.bytes}`),
     );
-    expect(ranges).toEqual(['bytes=0-8388607']);
+    expect([...ranges].sort()).toEqual(['bytes=0-8388607', 'bytes=8388608-16777215']);
   });
 
   it('falls back to a fresh download when the prefetched object was missing', async () => {
@@ -106,6 +133,7 @@ describe('prefetch of a staged artifact during preload', () => {
     const fresh = new ModelStore({ s3: store.client, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
     fresh.prefetch(key);
     await expect(fresh.getStagedBytes({ ...manifest, version: '99' }, stagingKey())).rejects.toThrow(`model 'prefetched' version '99' has no object ${key}`);
-    expect(ranges).toEqual(['bytes=0-8388607', `bytes=0-${manifest.staged[stagingKey()]!.bytes - 1}`]);
+    expect(ranges.slice(0, 2).sort()).toEqual(['bytes=0-8388607', 'bytes=8388608-16777215']);
+    expect(ranges.slice(2)).toEqual([`bytes=0-${manifest.staged[stagingKey()]!.bytes - 1}`]);
   });
 });
