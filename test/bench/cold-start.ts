@@ -1,4 +1,4 @@
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -52,22 +52,28 @@ export async function measureColdStarts(options: {
     FEEDS: JSON.stringify(options.feeds),
     OUTPUT: options.output,
   };
-  const ours = async (staging: 'on' | 'off') =>
-    timeToResult(process.execPath, [join(root, 'test/bench/cold-ours.mjs')], {
-      cwd: tmpdir(),
-      env: {
-        ...baseEnv,
-        BUNDLE: pathToFileURL(bundle.file).href,
-        NODE_PATH: LAYER_MODULES,
-        ...bundle.processEnv,
-        PRELOAD_MODELS: `${options.model}:${options.version}`,
-        MODEL_STAGING: staging,
-        ...(options.registryTable ? { REGISTRY_TABLE: options.registryTable } : {}),
-        MODEL_CACHE_DIR: await mkdtemp(join(tmpdir(), 'bench-cold-')),
-        POWERTOOLS_LOG_LEVEL: 'WARN',
-        POWERTOOLS_METRICS_DISABLED: 'true',
-      },
-    });
+  const ours = async (staging: 'on' | 'off') => {
+    const cacheDir = await mkdtemp(join(tmpdir(), 'bench-cold-'));
+    try {
+      return await timeToResult(process.execPath, [join(root, 'test/bench/cold-ours.mjs')], {
+        cwd: tmpdir(),
+        env: {
+          ...baseEnv,
+          BUNDLE: pathToFileURL(bundle.file).href,
+          NODE_PATH: LAYER_MODULES,
+          ...bundle.processEnv,
+          PRELOAD_MODELS: `${options.model}:${options.version}`,
+          MODEL_STAGING: staging,
+          ...(options.registryTable ? { REGISTRY_TABLE: options.registryTable } : {}),
+          MODEL_CACHE_DIR: cacheDir,
+          POWERTOOLS_LOG_LEVEL: 'WARN',
+          POWERTOOLS_METRICS_DISABLED: 'true',
+        },
+      });
+    } finally {
+      await rm(cacheDir, { recursive: true, force: true });
+    }
+  };
   const runs: ColdStartRuns = { naiveMs: [], oursMs: [], oursPlainMs: [], oursProcessEnv: bundle.processEnv };
   let answers = new Set<string>();
   for (let i = 0; i <= options.reps; i++) {

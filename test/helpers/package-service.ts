@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { cp, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -60,11 +60,15 @@ export async function packageService(name: string, params: Record<string, string
       !NOT_COPIED.has(path.relative(root, source).split(path.sep).join('/')) && !path.basename(source).startsWith('.esbuild') && !source.endsWith('.lock'),
   });
   await symlink(path.join(root, 'node_modules'), path.join(service, 'node_modules'), 'dir');
+  // Packaging's own temporary files (serverless-esbuild leaves its zip staging folders behind) go
+  // under the work folder, which the tests remove.
+  const temp = path.join(work, 'tmp');
+  await mkdir(temp);
   const args = [serverlessBin, 'package', '--stage', stage, '--package', dir, ...Object.entries(params).map(([k, v]) => `--param=${k}=${v}`)];
   const [file, argv] = isolated ? ['unshare', [...LOOPBACK_ONLY, process.execPath, ...args]] : [process.execPath, args];
   const { stdout, stderr } = await run(file, argv, {
     cwd: service,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: temp, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' },
     timeout: 300_000,
   });
   return { dir, template: JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template, output: `${stdout}${stderr}` };
