@@ -55,7 +55,8 @@ export interface InferenceServiceOptions {
 export class InferenceService {
   private readonly options: InferenceServiceOptions;
   private readonly states = new Map<string, ModelState>();
-  private readonly stateReads = new Map<string, Promise<ModelState>>();
+  /** Registry reads in flight, with when each started (the `at` its state will carry). */
+  private readonly stateReads = new Map<string, { at: number; read: Promise<ModelState> }>();
   private preload: Promise<void> = Promise.resolve();
   private preloadFailed: string[] = [];
   private preloadDone = true;
@@ -180,26 +181,44 @@ export class InferenceService {
     }
   }
 
-  /** Versions (lowest first) and aliases of a model, from the registry table, cached for aliasTtlMs. */
+  /**
+   * Versions (lowest first) and aliases of a model, from the registry table, used for aliasTtlMs
+   * after the read that gave them started. Past half that, a request still gets the cached state
+   * but starts the next read in the background, so steady traffic never waits on the registry and
+   * the bound holds: a route is never used once it is aliasTtlMs old.
+   */
   private async modelState(name: string, refresh = false): Promise<ModelState> {
     const now = (this.options.now ?? Date.now)();
+    const ttl = this.options.aliasTtlMs ?? DEFAULT_ALIAS_TTL_MS;
     const cached = this.states.get(name);
-    if (!refresh && cached && now - cached.at < (this.options.aliasTtlMs ?? DEFAULT_ALIAS_TTL_MS)) return cached;
-    // One read at a time per model: a cold start's background read and its first request share it.
     const inFlight = this.stateReads.get(name);
-    if (inFlight && !refresh) return inFlight;
+    // A read that started longer ago than the bound (an environment frozen mid-read) would be stale on arrival.
+    const joinable = inFlight && now - inFlight.at < ttl ? inFlight : undefined;
+    if (!refresh && cached && now - cached.at < ttl) {
+      if (now - cached.at >= ttl / 2 && !joinable) {
+        this.readState(name, now).catch((error: Error) => this.options.log?.('warn', 'registry refresh failed; the cached routes stay in use', { model: name, error: error.message }));
+      }
+      return cached;
+    }
+    // One read at a time per model: a cold start's background read and its first request share it.
+    if (joinable && !refresh) return joinable.read;
+    return this.readState(name, now);
+  }
+
+  private readState(name: string, at: number): Promise<ModelState> {
     const registry = this.options.store.registry;
     const read = Promise.all([this.options.store.listVersions(name), registry ? registry.listAliases(name) : Promise.resolve([])])
       .then(([versions, aliases]) => {
-        const state = { versions, aliases: new Map(aliases.map((a) => [a.alias, a])), at: now };
-        this.states.set(name, state);
+        const state = { versions, aliases: new Map(aliases.map((a) => [a.alias, a])), at };
+        if ((this.states.get(name)?.at ?? -Infinity) <= at) this.states.set(name, state); // never over a newer read
         return state;
       })
-      .finally(() => this.stateReads.delete(name));
-    this.stateReads.set(name, read);
+      .finally(() => {
+        if (this.stateReads.get(name)?.read === read) this.stateReads.delete(name);
+      });
+    this.stateReads.set(name, { at, read });
     return read;
   }
-
 
   /** `prefetch` (preload at init): the staged artifact's download starts alongside the manifest read. */
   private async manifestOf(name: string, version?: string, stickyKey?: string, { prefetch = false } = {}): Promise<ModelManifest> {

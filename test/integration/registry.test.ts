@@ -1,10 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { readFile } from 'node:fs/promises';
 import { ConflictError } from '../../functions/core/errors.ts';
 import { InferenceService } from '../../functions/core/inference-service.ts';
 import { keys } from '../../functions/core/keys.ts';
 import { ModelSessions } from '../../functions/core/model-sessions.ts';
+import { ModelStore } from '../../functions/core/model-store.ts';
+import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { encodeModel, decodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { registerUpload, rejectionKey } from '../../functions/core/registry/register-upload.ts';
 import { promote, rollback, setRoutes } from '../../functions/core/registry/rollout.ts';
@@ -221,6 +223,55 @@ describe('aliases and rollout', () => {
     expect(await service.resolveVersion('roll')).toBe('1');
     clock += 2;
     expect(await service.resolveVersion('roll')).toBe('2');
+  });
+
+  /** A service over a registry client that records each DynamoDB command it sends. */
+  function recordingService(now: () => number) {
+    const commands: string[] = [];
+    const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
+    dynamo.middlewareStack.add(
+      (next, context) => async (args) => {
+        commands.push(String(context.commandName));
+        return next(args);
+      },
+      { step: 'initialize', name: 'recordCommands' },
+    );
+    const store = new ModelStore({ s3: stack.store.client, bucket: stack.store.bucket, cacheDir: stack.store.cacheDir, registry: new RegistryTable(dynamo, stack.store.registry!.tableName) });
+    return { commands, service: new InferenceService({ store, sessions: new ModelSessions({ store }), serviceVersion: 't', aliasTtlMs: 2_000, now }) };
+  }
+  const routeProd = async (version: string) => {
+    const current = await stack.store.registry!.getAlias('roll', 'prod');
+    await setRoutes({ store: stack.store }, { model: 'roll', alias: 'prod', routes: [{ version, weight: 100 }], revision: current!.revision });
+  };
+
+  it('past half the bound, answers from its cache and reads the registry in the background, once: the next requests get the new route', async () => {
+    let clock = 5_000_000;
+    const { commands, service } = recordingService(() => clock);
+    await routeProd('1');
+    expect(await service.resolveVersion('roll')).toBe('1');
+    const perRead = commands.length;
+    expect(perRead).toBeGreaterThan(0);
+    await routeProd('2');
+    clock += 999;
+    expect(await service.resolveVersion('roll')).toBe('1');
+    expect(commands).toHaveLength(perRead); // under half the bound: no read at all
+    clock += 1;
+    expect(await service.resolveVersion('roll')).toBe('1'); // not waiting on the read it started
+    await vi.waitFor(async () => expect(await service.resolveVersion('roll')).toBe('2'));
+    expect(commands).toHaveLength(2 * perRead);
+  });
+
+  it('does not join a registry read that started longer ago than the bound (an environment frozen mid-read): it reads again', async () => {
+    let clock = 7_000_000;
+    const { commands, service } = recordingService(() => clock);
+    await routeProd('1');
+    expect(await service.resolveVersion('roll')).toBe('1');
+    const perRead = commands.length;
+    clock += 1_500;
+    expect(await service.resolveVersion('roll')).toBe('1'); // starts a background read, still in flight below
+    clock += 60_000; // thawed a minute later
+    expect(await service.resolveVersion('roll')).toBe('1');
+    await vi.waitFor(() => expect(commands).toHaveLength(3 * perRead)); // the first read, then two, none joined
   });
 });
 
