@@ -8,6 +8,7 @@ export default defineConfig({
     exclude: ['test/bench/**', 'node_modules/**'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
+    globalSetup: ['test/global-temp.ts'],
     pool: 'forks',
     maxWorkers: 2,
     env: {

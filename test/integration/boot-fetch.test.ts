@@ -17,6 +17,7 @@ import { registerUpload } from '../../functions/core/registry/register-upload.ts
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { stagingKey } from '../../functions/core/registry/staging.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
+import { onCommand } from '../helpers/sdk-commands.ts';
 
 let stack: RegistryStack;
 let s3: S3Client;
@@ -40,26 +41,16 @@ async function storeWith(prefetched: Map<string, Promise<Downloaded | undefined>
 /** A registry table on the emulator whose client records every command it sends. */
 function recordedRegistry(): RegistryTable {
   const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
-  dynamo.middlewareStack.add(
-    (next, context) => async (args) => {
-      registryCommands.push(String(context.commandName));
-      return next(args);
-    },
-    { step: 'initialize', name: 'recordCommands' },
-  );
+  onCommand(dynamo, (name) => registryCommands.push(name));
   return new RegistryTable(dynamo, stack.store.registry!.tableName);
 }
 
 beforeAll(async () => {
   stack = await startRegistryStack('boot-fetch-test');
   s3 = createS3Client({ endpoint: stack.emulators.awsEndpoint });
-  s3.middlewareStack.add(
-    (next, context) => async (args) => {
-      if (context.commandName === 'GetObjectCommand') sdkGets.push((args.input as { Key: string }).Key);
-      return next(args);
-    },
-    { step: 'initialize', name: 'recordGets' },
-  );
+  onCommand(s3, (name, input) => {
+    if (name === 'GetObjectCommand') sdkGets.push(input.Key as string);
+  });
   env = {
     MODEL_BUCKET: stack.store.bucket,
     AWS_ACCESS_KEY_ID: 'test',

@@ -14,6 +14,7 @@ import { registerUpload } from '../../functions/core/registry/register-upload.ts
 import { ARTIFACT_FIRST_PARTS } from '../../functions/core/ranged-download.ts';
 import { stagingKey } from '../../functions/core/registry/staging.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
+import { onCommand } from '../helpers/sdk-commands.ts';
 
 const MiB = 1024 * 1024;
 let stack: RegistryStack;
@@ -22,13 +23,9 @@ let store: ModelStore;
 let ranges: (string | undefined)[];
 
 function recordRanges(s3: S3Client) {
-  s3.middlewareStack.add(
-    (next, context) => async (args) => {
-      if (context.commandName === 'GetObjectCommand') ranges.push((args.input as { Range?: string }).Range);
-      return next(args);
-    },
-    { step: 'initialize', name: 'recordRanges' },
-  );
+  onCommand(s3, (name, input) => {
+    if (name === 'GetObjectCommand') ranges.push(input.Range as string | undefined);
+  });
 }
 
 beforeAll(async () => {

@@ -13,6 +13,7 @@ import { promote, rollback, setRoutes } from '../../functions/core/registry/roll
 import { stagingKey } from '../../functions/core/registry/staging.ts';
 import { latestEvaluationVerdict } from '../../functions/core/evaluate/gate.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
+import { onCommand } from '../helpers/sdk-commands.ts';
 import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import { CreateQueueCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
@@ -229,13 +230,7 @@ describe('aliases and rollout', () => {
   function recordingService(now: () => number) {
     const commands: string[] = [];
     const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
-    dynamo.middlewareStack.add(
-      (next, context) => async (args) => {
-        commands.push(String(context.commandName));
-        return next(args);
-      },
-      { step: 'initialize', name: 'recordCommands' },
-    );
+    onCommand(dynamo, (name) => commands.push(name));
     const store = new ModelStore({ s3: stack.store.client, bucket: stack.store.bucket, cacheDir: stack.store.cacheDir, registry: new RegistryTable(dynamo, stack.store.registry!.tableName) });
     return { commands, service: new InferenceService({ store, sessions: new ModelSessions({ store }), serviceVersion: 't', aliasTtlMs: 2_000, now }) };
   }
