@@ -65,7 +65,8 @@ export function readStreamInto(key: string, body: Readable, out: Uint8Array, at:
 /**
  * How many parts of a model artifact of unknown size go out at once, each as if the object were
  * that large: a model of up to 16 MB then arrives without waiting one round trip for the first
- * part's Content-Range, at the cost of one refused GET (416) for an artifact under 8 MB. Traced on a
+ * part's Content-Range, at the cost of one refused GET (416), and its connection, for an artifact
+ * under 8 MB. Traced on a
  * cold start, the second part's GET otherwise went out only after onnxruntime's bring-up, 90 ms
  * after the first (the first part's head waits for the main thread).
  */
