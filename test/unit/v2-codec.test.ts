@@ -127,6 +127,26 @@ describe('binary tensor data extension', () => {
     );
   });
 
+  it('decodes each fixed-size datatype in binary into the typed array onnxruntime takes for it', () => {
+    const inputs = [
+      { name: 'b', datatype: 'BOOL' as const, shape: [2], data: new Uint8Array([1, 0]) },
+      { name: 'u8', datatype: 'UINT8' as const, shape: [1], data: new Uint8Array([255]) },
+      { name: 'u16', datatype: 'UINT16' as const, shape: [1], data: new Uint16Array([65535]) },
+      { name: 'u32', datatype: 'UINT32' as const, shape: [1], data: new Uint32Array([4294967295]) },
+      { name: 'u64', datatype: 'UINT64' as const, shape: [1], data: new BigUint64Array([18446744073709551615n]) },
+      { name: 'i8', datatype: 'INT8' as const, shape: [1], data: new Int8Array([-128]) },
+      { name: 'i16', datatype: 'INT16' as const, shape: [1], data: new Int16Array([-32768]) },
+      { name: 'i32', datatype: 'INT32' as const, shape: [1], data: new Int32Array([-2147483648]) },
+      { name: 'i64', datatype: 'INT64' as const, shape: [1], data: new BigInt64Array([-9223372036854775808n]) },
+      { name: 'h', datatype: 'FP16' as const, shape: [1], data: new Uint16Array([0x3c00]) },
+      { name: 'f', datatype: 'FP32' as const, shape: [1], data: new Float32Array([-0.5]) },
+      { name: 'd', datatype: 'FP64' as const, shape: [1], data: new Float64Array([1e300]) },
+    ];
+    const encoded = encodeInferRequest(inputs, { binary: true });
+    const decoded = decodeInferRequest(encoded.body, String(encoded.jsonLength));
+    expect(decoded.inputs.map((t) => [t.name, (t.data as object).constructor.name, t.data])).toEqual(inputs.map((t) => [t.name, t.data.constructor.name, t.data]));
+  });
+
   it('decodes a binary tensor that starts at an unaligned offset', () => {
     const header = json({ inputs: [{ name: 'f', datatype: 'FP32', shape: [1], parameters: { binary_data_size: 4 } }] });
     const body = Buffer.concat([header, Buffer.from(new Float32Array([3.25]).buffer)]);

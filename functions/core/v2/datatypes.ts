@@ -13,27 +13,32 @@ export type V2Datatype = (typeof V2_DATATYPES)[number];
 
 type OrtType = Tensor.Type;
 
+/** A typed array over little-endian element bytes, as the binary extension carries them. */
+type ElementArrayConstructor = new (buffer: ArrayBufferLike, byteOffset: number, length: number) => Tensor.DataType;
+
 interface DatatypeInfo {
   ort: OrtType;
   /** Bytes per element in the binary extension; 0 for BYTES (length-prefixed, variable). */
   size: number;
+  /** The typed array onnxruntime takes for it; undefined for BYTES (strings). FP16 travels as raw uint16. */
+  array?: ElementArrayConstructor;
   /** Integer range checked on JSON input; undefined for non-integers. */
   range?: readonly [bigint, bigint];
 }
 
 export const DATATYPES: Record<V2Datatype, DatatypeInfo> = {
-  BOOL: { ort: 'bool', size: 1 },
-  UINT8: { ort: 'uint8', size: 1, range: [0n, 255n] },
-  UINT16: { ort: 'uint16', size: 2, range: [0n, 65535n] },
-  UINT32: { ort: 'uint32', size: 4, range: [0n, 4294967295n] },
-  UINT64: { ort: 'uint64', size: 8, range: [0n, 18446744073709551615n] },
-  INT8: { ort: 'int8', size: 1, range: [-128n, 127n] },
-  INT16: { ort: 'int16', size: 2, range: [-32768n, 32767n] },
-  INT32: { ort: 'int32', size: 4, range: [-2147483648n, 2147483647n] },
-  INT64: { ort: 'int64', size: 8, range: [-9223372036854775808n, 9223372036854775807n] },
-  FP16: { ort: 'float16', size: 2 },
-  FP32: { ort: 'float32', size: 4 },
-  FP64: { ort: 'float64', size: 8 },
+  BOOL: { ort: 'bool', size: 1, array: Uint8Array },
+  UINT8: { ort: 'uint8', size: 1, array: Uint8Array, range: [0n, 255n] },
+  UINT16: { ort: 'uint16', size: 2, array: Uint16Array, range: [0n, 65535n] },
+  UINT32: { ort: 'uint32', size: 4, array: Uint32Array, range: [0n, 4294967295n] },
+  UINT64: { ort: 'uint64', size: 8, array: BigUint64Array, range: [0n, 18446744073709551615n] },
+  INT8: { ort: 'int8', size: 1, array: Int8Array, range: [-128n, 127n] },
+  INT16: { ort: 'int16', size: 2, array: Int16Array, range: [-32768n, 32767n] },
+  INT32: { ort: 'int32', size: 4, array: Int32Array, range: [-2147483648n, 2147483647n] },
+  INT64: { ort: 'int64', size: 8, array: BigInt64Array, range: [-9223372036854775808n, 9223372036854775807n] },
+  FP16: { ort: 'float16', size: 2, array: Uint16Array },
+  FP32: { ort: 'float32', size: 4, array: Float32Array },
+  FP64: { ort: 'float64', size: 8, array: Float64Array },
   BYTES: { ort: 'string', size: 0 },
 };
 
@@ -58,19 +63,5 @@ export function v2DatatypeOf(ortType: string): V2Datatype | undefined {
  */
 export function typedArrayFromBytes(datatype: Exclude<V2Datatype, 'BYTES'>, bytes: Uint8Array, count: number): Tensor.DataType {
   const source = bytes.byteOffset % DATATYPES[datatype].size === 0 ? bytes : new Uint8Array(bytes); // new Uint8Array copies
-  const { buffer, byteOffset } = source;
-  switch (datatype) {
-    case 'BOOL': return new Uint8Array(buffer, byteOffset, count);
-    case 'UINT8': return new Uint8Array(buffer, byteOffset, count);
-    case 'INT8': return new Int8Array(buffer, byteOffset, count);
-    case 'UINT16': return new Uint16Array(buffer, byteOffset, count);
-    case 'INT16': return new Int16Array(buffer, byteOffset, count);
-    case 'FP16': return new Uint16Array(buffer, byteOffset, count);
-    case 'UINT32': return new Uint32Array(buffer, byteOffset, count);
-    case 'INT32': return new Int32Array(buffer, byteOffset, count);
-    case 'FP32': return new Float32Array(buffer, byteOffset, count);
-    case 'UINT64': return new BigUint64Array(buffer, byteOffset, count);
-    case 'INT64': return new BigInt64Array(buffer, byteOffset, count);
-    case 'FP64': return new Float64Array(buffer, byteOffset, count);
-  }
+  return new DATATYPES[datatype].array!(source.buffer, source.byteOffset, count);
 }
