@@ -18,9 +18,6 @@ type Result = APIGatewayProxyStructuredResultV2;
 
 const ROUTE = /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/(evaluate|evaluations\/([^/]+)(\/report\.html)?)\/?$/;
 
-
-
-
 /**
  * HTTP API adapter: POST .../evaluate starts a job (202 and its id), GET .../evaluations/{id} gives
  * its status and, once done, its report; .../report.html the rendered report.

@@ -226,45 +226,45 @@ describe('aliases and rollout', () => {
     expect(await service.resolveVersion('roll')).toBe('2');
   });
 
-  /** A service over a registry client that records each DynamoDB command it sends. */
-  function recordingService(now: () => number) {
-    const commands: string[] = [];
-    const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
-    onCommand(dynamo, (name) => commands.push(name));
-    const store = new ModelStore({ s3: stack.store.client, bucket: stack.store.bucket, cacheDir: stack.store.cacheDir, registry: new RegistryTable(dynamo, stack.store.registry!.tableName) });
-    return { commands, service: new InferenceService({ store, sessions: new ModelSessions({ store }), serviceVersion: 't', aliasTtlMs: 2_000, now }) };
-  }
   const routeProd = async (version: string) => {
     const current = await stack.store.registry!.getAlias('roll', 'prod');
     await setRoutes({ store: stack.store }, { model: 'roll', alias: 'prod', routes: [{ version, weight: 100 }], revision: current!.revision });
   };
 
-  it('past half the bound, answers from its cache and reads the registry in the background, once: the next requests get the new route', async () => {
+  /**
+   * A service on its own clock, over a registry client that records each DynamoDB command it sends,
+   * warmed by one read with prod at version 1: `perRead` is the commands one registry read takes.
+   */
+  async function warmRecordingService() {
     let clock = 5_000_000;
-    const { commands, service } = recordingService(() => clock);
+    const commands: string[] = [];
+    const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
+    onCommand(dynamo, (name) => commands.push(name));
+    const store = new ModelStore({ s3: stack.store.client, bucket: stack.store.bucket, cacheDir: stack.store.cacheDir, registry: new RegistryTable(dynamo, stack.store.registry!.tableName) });
+    const service = new InferenceService({ store, sessions: new ModelSessions({ store }), serviceVersion: 't', aliasTtlMs: 2_000, now: () => clock });
     await routeProd('1');
     expect(await service.resolveVersion('roll')).toBe('1');
-    const perRead = commands.length;
-    expect(perRead).toBeGreaterThan(0);
+    expect(commands.length).toBeGreaterThan(0);
+    return { service, commands, perRead: commands.length, advance: (ms: number) => (clock += ms) };
+  }
+
+  it('past half the bound, answers from its cache and reads the registry in the background, once: the next requests get the new route', async () => {
+    const { service, commands, perRead, advance } = await warmRecordingService();
     await routeProd('2');
-    clock += 999;
+    advance(999);
     expect(await service.resolveVersion('roll')).toBe('1');
     expect(commands).toHaveLength(perRead); // under half the bound: no read at all
-    clock += 1;
+    advance(1);
     expect(await service.resolveVersion('roll')).toBe('1'); // not waiting on the read it started
     await vi.waitFor(async () => expect(await service.resolveVersion('roll')).toBe('2'));
     expect(commands).toHaveLength(2 * perRead);
   });
 
   it('does not join a registry read that started longer ago than the bound (an environment frozen mid-read): it reads again', async () => {
-    let clock = 7_000_000;
-    const { commands, service } = recordingService(() => clock);
-    await routeProd('1');
-    expect(await service.resolveVersion('roll')).toBe('1');
-    const perRead = commands.length;
-    clock += 1_500;
+    const { service, commands, perRead, advance } = await warmRecordingService();
+    advance(1_500);
     expect(await service.resolveVersion('roll')).toBe('1'); // starts a background read, still in flight below
-    clock += 60_000; // thawed a minute later
+    advance(60_000); // thawed a minute later
     expect(await service.resolveVersion('roll')).toBe('1');
     await vi.waitFor(() => expect(commands).toHaveLength(3 * perRead)); // the first read, then two, none joined
   });

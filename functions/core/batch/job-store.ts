@@ -23,7 +23,6 @@ function addSets(set: Record<string, unknown>, names: Record<string, string>, va
 const jobKey = (jobId: string) => ({ pk: `JOB#${jobId}`, sk: 'JOB' });
 const shardKey = (jobId: string, shard: number) => ({ pk: `JOB#${jobId}`, sk: `SHARD#${String(shard).padStart(6, '0')}` });
 
-
 /** Creates the table as serverless.yml declares it; the local stack and tests call this. */
 export async function createBatchTable(dynamo: DynamoDBClient, tableName: string): Promise<void> {
   await createPkSkTable(dynamo, tableName);
