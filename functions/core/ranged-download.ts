@@ -66,9 +66,8 @@ export function readStreamInto(key: string, body: Readable, out: Uint8Array, at:
  * How many parts of a model artifact of unknown size go out at once, each as if the object were
  * that large: a model of up to 16 MB then arrives without waiting one round trip for the first
  * part's Content-Range, at the cost of one refused GET (416), and its connection, for an artifact
- * under 8 MB. Traced on a
- * cold start, the second part's GET otherwise went out only after onnxruntime's bring-up, 90 ms
- * after the first (the first part's head waits for the main thread).
+ * under 8 MB. Traced on a cold start, the second part's GET otherwise went out only after
+ * onnxruntime's bring-up, 90 ms after the first (the first part's head waits for the main thread).
  */
 export const ARTIFACT_FIRST_PARTS = 2;
 
@@ -100,6 +99,8 @@ export async function downloadRanged(key: string, read: RangeReader, plan: Range
   let next = 0;
   const connections: Promise<void>[] = [];
   const partCount = () => Math.ceil(size! / PART_BYTES);
+  /** A refusal below the size another answer gave: the server contradicts itself (either may come first). */
+  const refusedBeforeEnd = () => (size !== undefined && beyondEnd < size ? `${key}: range from ${beyondEnd} refused as past the end of ${size} bytes` : undefined);
   /** Sends one part's GET and reads its body into place. */
   const fetchPart = async (part: number): Promise<void> => {
     const start = part * PART_BYTES;
@@ -111,7 +112,8 @@ export async function downloadRanged(key: string, read: RangeReader, plan: Range
     }
     if (res === 'beyond-end') {
       beyondEnd = Math.min(beyondEnd, start);
-      if (size !== undefined && beyondEnd < size) throw new IntegrityError(`${key}: range ${start}-${requestedEnd} refused as past the end of ${size} bytes`);
+      const contradiction = refusedBeforeEnd();
+      if (contradiction) throw new IntegrityError(contradiction);
       return;
     }
     const total = res.total;
@@ -124,7 +126,8 @@ export async function downloadRanged(key: string, read: RangeReader, plan: Range
       size = total;
       openConnections(); // the size is known: the remaining parts need not wait
     } else if (total !== size) throw refuse(`${key} has ${total} bytes, its manifest records ${size}`);
-    if (beyondEnd < size) throw refuse(`${key}: range from ${beyondEnd} refused as past the end of ${size} bytes`);
+    const contradiction = refusedBeforeEnd();
+    if (contradiction) throw refuse(contradiction);
     const out = (bytes ??= new Uint8Array(size));
     const end = Math.min(size, start + PART_BYTES);
     const written = await res.readInto(out, start, end);

@@ -20,7 +20,7 @@ import { constants, Script } from 'node:vm';
  * so the cache file starts with the sha256 of the source it was made from, and a cache for other
  * source is not used. Either way the script compiles as usual: a stale cache costs a file read,
  * never correctness. Set AI_MASS_CODE_CACHE_DEBUG=1 to have each script say what became of its cache
- * (absent, stale, rejected by V8, accepted). node:crypto is loaded here (~6 ms) where any AWS call
+ * (absent, stale, rejected by V8, accepted). node:crypto is loaded here (~9 ms) where any AWS call
  * would load it anyway.
  */
 
