@@ -6,13 +6,19 @@
  * through here first: the path and the function signature that follows it are removed, the text
  * that explains the failure is kept.
  */
-const SOURCE_PATH = /(?:[A-Za-z]:)?(?:[/\\][\w.+@-]+)+\.(?:cc|cpp|cxx|c|h|hpp|cu|cuh|inc)(?::\d+)?/g;
+const SOURCE_PATH = /(?:(?:[A-Za-z]:)?(?:[/\\][\w.+@-]+)+\.(?:cc|cpp|cxx|c|h|hpp|cu|cuh|inc)(?::\d+)?|\b[\w+-]+\.(?:cc|cpp|cxx|c|h|hpp|cu|cuh|inc):\d+)/g;
 /** A C++ signature right after the path: a return type and/or qualified name, then a parameter list. */
 const SIGNATURE_START = /^\s+(?:[\w:<>,~*&]+\s+)*?[\w~]+(?:::[\w~<>]+)+\s*\(/;
 
-function skipSignature(text: string, from: number): number {
+/** onnxruntime's checks write `file:line function message`; an unqualified function is one word. */
+const BARE_FUNCTION = /^\s+[A-Za-z_~][\w~]*(?=\s)/;
+
+function skipSignature(text: string, from: number, hasLine: boolean): number {
   const head = SIGNATURE_START.exec(text.slice(from));
-  if (!head) return from;
+  if (!head) {
+    const bare = hasLine ? BARE_FUNCTION.exec(text.slice(from)) : null;
+    return bare ? from + bare[0].length : from;
+  }
   let i = from + head[0].length;
   let depth = 1;
   while (i < text.length && depth > 0) {
@@ -32,7 +38,7 @@ export function runtimeMessage(error: unknown): string {
   let last = 0;
   for (const match of text.matchAll(SOURCE_PATH)) {
     out += text.slice(last, match.index);
-    last = skipSignature(text, match.index + match[0].length);
+    last = skipSignature(text, match.index + match[0].length, /:\d+$/.test(match[0]));
   }
   out += text.slice(last);
   return out.replace(/[ \t]{2,}/g, ' ').replace(/\s+$/, '').trim();

@@ -12,9 +12,12 @@ describe('runtimeMessage', () => {
     );
   });
 
-  it('removes a path with no signature and one with a const member function', () => {
-    expect(runtimeMessage('/onnxruntime_src/onnxruntime/core/framework/bfc_arena.cc:360 Failed to allocate memory for requested buffer of size 100000000000')).toBe(
+  it('removes a path with a pointer-returning signature, a bare file name with its function, and a const member function', () => {
+    expect(runtimeMessage('/onnxruntime_src/onnxruntime/core/framework/bfc_arena.cc:376 void* onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, onnxruntime::Stream*, bool, onnxruntime::WaitNotificationFn) Failed to allocate memory for requested buffer of size 100000000000')).toBe(
       'Failed to allocate memory for requested buffer of size 100000000000',
+    );
+    expect(runtimeMessage("Non-zero status code returned while running ConcatFromSequence node. Name:'c' Status Message: concatbase.h:39 PrepareForComputeImpl Must have 1 or more inputs")).toBe(
+      "Non-zero status code returned while running ConcatFromSequence node. Name:'c' Status Message: Must have 1 or more inputs",
     );
     expect(runtimeMessage('D:\\a\\_work\\1\\s\\onnxruntime\\core\\providers\\cpu\\rnn\\deep_cpu_gru.h:56 onnxruntime::DeepCpuGruOp::DeepCpuGruOp(const onnxruntime::OpKernelInfo&) const [with T = float] bad attribute')).toBe(
       'bad attribute',
