@@ -33,7 +33,8 @@ export interface PushModelInput {
  */
 export async function pushModel(store: ModelStore, input: PushModelInput): Promise<ModelManifest> {
   const name = assertValidName(input.name, 'model name');
-  const signature = await validateModel(input.bytes, input.maxBytes ?? DEFAULT_MAX_MODEL_BYTES);
+  // What is stored and served is the admitted graph: the upload, or its non-tensor boundaries mapped.
+  const { bytes, signature } = await validateModel(input.bytes, input.maxBytes ?? DEFAULT_MAX_MODEL_BYTES);
   const version = input.version !== undefined ? assertValidName(input.version, 'version') : await nextVersion(store, name);
   if (input.version !== undefined && store.registry && /^\d+$/.test(version)) await store.registry.reserveVersion(name, Number(version));
 
@@ -51,7 +52,7 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     throw new ConflictError(`model '${name}' already has a version '${version}' with different content; versions are immutable`);
   }
 
-  const staged = await stageArtifact(input.bytes);
+  const staged = await stageArtifact(bytes);
   const key = stagingKey();
   const manifest: ModelManifest = {
     name,
@@ -66,7 +67,7 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     ...(input.warmup ? { warmup: input.warmup } : {}),
   };
   await Promise.all([
-    store.putObjectBytes(keys.modelFile(name, version), input.bytes),
+    store.putObjectBytes(keys.modelFile(name, version), bytes),
     store.putObjectBytes(keys.staged(name, version, key), staged),
   ]);
   await store.putManifest(manifest);
