@@ -52,7 +52,7 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     throw new ConflictError(`model '${name}' already has a version '${version}' with different content; versions are immutable`);
   }
 
-  const staged = await stageArtifact(bytes);
+  const staged = await stageUnlessUnsupported(bytes);
   const key = stagingKey();
   const manifest: ModelManifest = {
     name,
@@ -63,12 +63,12 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     lineage: input.lineage ?? null,
     notes: input.notes ?? '',
     created: (input.now ?? (() => new Date()))().toISOString(),
-    staged: { [key]: { sha256: sha256Hex(staged), bytes: staged.length } },
+    staged: staged ? { [key]: { sha256: sha256Hex(staged), bytes: staged.length } } : {},
     ...(input.warmup ? { warmup: input.warmup } : {}),
   };
   await Promise.all([
     store.putObjectBytes(keys.modelFile(name, version), bytes),
-    store.putObjectBytes(keys.staged(name, version, key), staged),
+    ...(staged ? [store.putObjectBytes(keys.staged(name, version, key), staged)] : []),
   ]);
   await store.putManifest(manifest);
   await store.registry?.putVersion(versionRecord(manifest, input.source));
@@ -81,6 +81,20 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     at: manifest.created,
   });
   return manifest;
+}
+
+/**
+ * onnxruntime runs graphs with optional values but cannot save them in its ORT format ("We do not
+ * support type [9] for now"): such a version has no staged artifact and is served from model.onnx,
+ * as on a server whose staging key differs. Any other staging failure fails the registration.
+ */
+async function stageUnlessUnsupported(bytes: Uint8Array): Promise<Uint8Array | undefined> {
+  try {
+    return await stageArtifact(bytes);
+  } catch (error) {
+    if (error instanceof Error && /^We do not support type \[\d+\] for now/.test(error.message)) return undefined;
+    throw error;
+  }
 }
 
 function versionRecord(manifest: ModelManifest, source: string | undefined): VersionRecord {
