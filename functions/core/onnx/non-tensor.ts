@@ -30,8 +30,11 @@ const DataType = onnx.TensorProto.DataType;
 export interface BoundaryMapping {
   /** The value's type in the original model, in ONNX's notation: `seq(tensor(float))`. */
   onnx_type: string;
-  /** How the tensor served stands for it. */
-  mapping: 'stacked-sequence' | 'required-optional' | 'optional-element' | 'zipmap-probabilities' | 'zipmap-labels';
+  /**
+   * How the tensor served stands for it: `stacked-sequence`, `required-optional`, `optional-element`,
+   * `zipmap-probabilities`, `zipmap-labels`; an optional sequence joins two with `+`.
+   */
+  mapping: string;
   /** For zipmap-probabilities: the output holding the class labels in column order. */
   labels_output?: string;
   /** For zipmap-labels: the output whose columns these labels name. */
@@ -135,14 +138,14 @@ export function serveAsTensors(model: ModelProto): ServedGraph {
     renameValue(model, name, inner);
     const stages = tensorStages(model, 'input', name, original);
     input.type = { tensorType: stages.tensorType };
-    // Tensor in, then each stage wraps it once more: SplitToSequence, Optional.
+    // Tensor in, then wrapped innermost first: SplitToSequence, then Optional.
     let from = name;
-    stages.ops.forEach((op, index) => {
-      const to = index === stages.ops.length - 1 ? inner : names.fresh(`${name}.${op}`);
+    stages.ops.toReversed().forEach((op, index, all) => {
+      const to = index === all.length - 1 ? inner : names.fresh(`${name}.${op}`);
       prologue.push(op === 'sequence' ? node('SplitToSequence', [from], [to], { axis: attr.int(0), keepdims: attr.int(0) }) : node('Optional', [from], [to]));
       from = to;
     });
-    served.inputs.set(name, { onnx_type: typeString(original), mapping: original?.optionalType ? 'required-optional' : 'stacked-sequence' });
+    served.inputs.set(name, { onnx_type: typeString(original), mapping: stages.ops.map((op) => (op === 'optional' ? 'required-optional' : 'stacked-sequence')).join('+') });
   }
 
   for (const output of graph.output ?? []) {
@@ -164,12 +167,12 @@ export function serveAsTensors(model: ModelProto): ServedGraph {
     output.type = { tensorType: stages.tensorType };
     // Unwrapped outermost first: OptionalGetElement, then ConcatFromSequence.
     let from = inner;
-    stages.ops.toReversed().forEach((op, index, all) => {
+    stages.ops.forEach((op, index, all) => {
       const to = index === all.length - 1 ? name : names.fresh(`${name}.${op === 'optional' ? 'element' : 'stacked'}`);
       epilogue.push(op === 'sequence' ? node('ConcatFromSequence', [from], [to], { axis: attr.int(0), new_axis: attr.int(1) }) : node('OptionalGetElement', [from], [to]));
       from = to;
     });
-    served.outputs.set(name, { onnx_type: typeString(original), mapping: original?.optionalType ? 'optional-element' : 'stacked-sequence' });
+    served.outputs.set(name, { onnx_type: typeString(original), mapping: stages.ops.map((op) => (op === 'optional' ? 'optional-element' : 'stacked-sequence')).join('+') });
   }
 
   if (prologue.length > 0 || epilogue.length > 0) {
@@ -198,6 +201,7 @@ function tensorStages(model: ModelProto, side: Side, name: string, type: TypePro
     inner = inner.sequenceType.elemType;
   }
   const element = inner?.tensorType;
+  if (type?.sparseTensorType) throw sparseRefusal(side, name, type);
   if (!element) throw notCarried(side, name, type);
   const opset = opsetVersion(model) ?? 0;
   if (ops.includes('optional') && opset < OPTIONAL_OPSET) throw notCarried(side, name, type, `mapping it needs ai.onnx opset ${OPTIONAL_OPSET} or newer, the model imports ${opset}`);
@@ -273,12 +277,14 @@ function notCarried(side: Side, name: string, type: TypeProto | null | undefined
   );
 }
 
+function sparseRefusal(side: Side, name: string, type: TypeProto): UnsupportedModelError {
+  return new UnsupportedModelError(`${side} '${name}' is ${typeString(type)}; V2 carries dense tensors: densify it at the graph boundary and upload again`);
+}
+
 /** Refuses an input or output whose elements onnxruntime-node cannot hand over, saying what cast fixes it. */
 function assertCarried(side: Side, value: ValueInfoProtoInit): void {
   const name = value.name ?? '';
-  if (value.type?.sparseTensorType) {
-    throw new UnsupportedModelError(`${side} '${name}' is ${typeString(value.type)}; V2 carries dense tensors: densify it at the graph boundary and upload again`);
-  }
+  if (value.type?.sparseTensorType) throw sparseRefusal(side, name, value.type);
   const elemType = value.type?.tensorType?.elemType;
   if (elemType === undefined || elemType === null) throw notCarried(side, name, value.type);
   if (CARRIED_ELEMENTS.has(elemType)) return;
