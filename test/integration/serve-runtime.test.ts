@@ -1,8 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { readFile } from 'node:fs/promises';
 import type { HttpError } from '../../functions/core/errors.ts';
 import { InferenceService } from '../../functions/core/inference-service.ts';
+import { createObservability } from '../../functions/core/observability.ts';
+import { createInferenceHandler } from '../../functions/inference/app.ts';
 import { keys } from '../../functions/core/keys.ts';
 import type { ModelManifest } from '../../functions/core/manifest.ts';
 import { ModelSessions } from '../../functions/core/model-sessions.ts';
@@ -362,5 +365,47 @@ describe('a scikit-learn classifier converted with its default ZipMap', () => {
     expect(served.output_label!.data).toEqual(expected.label.map(BigInt));
     const probabilities = served.output_probability!.data as number[];
     expected.probabilities.flat().forEach((p, i) => expect(probabilities[i]).toBeCloseTo(p, 6));
+  });
+});
+
+describe('over the V2 HTTP handler', () => {
+  function event(method: string, path: string, body?: string): APIGatewayProxyEventV2 {
+    return {
+      version: '2.0',
+      routeKey: '$default',
+      rawPath: path,
+      rawQueryString: '',
+      headers: {},
+      requestContext: { http: { method, path } },
+      ...(body !== undefined ? { body, isBase64Encoded: false } : { isBase64Encoded: false }),
+    } as unknown as APIGatewayProxyEventV2;
+  }
+
+  function handler() {
+    const { logger, metrics } = createObservability('ai-mass-test');
+    logger.setLogLevel('SILENT');
+    return createInferenceHandler({ service, maxBodyBytes: 6 * 1024 * 1024, logger, metrics });
+  }
+
+  it('shows the ZipMap mapping in the model metadata and answers JSON with the labels and probabilities', async () => {
+    const http = handler();
+    const metadata = await http(event('GET', '/v2/models/iris/versions/1'));
+    expect(metadata.statusCode).toBe(200);
+    expect(JSON.parse(metadata.body!).outputs[1]).toEqual({
+      name: 'output_probability',
+      datatype: 'FP32',
+      shape: [-1, 3],
+      parameters: { onnx_type: 'seq(map(int64,tensor(float)))', mapping: 'zipmap-probabilities', labels_output: 'output_probability_labels' },
+    });
+    const row = [5.1, 3.5, 1.4, 0.2];
+    const answer = await http(event('POST', '/v2/models/iris/versions/1/infer', JSON.stringify({ inputs: [{ name: 'float_input', datatype: 'FP32', shape: [1, 4], data: row }] })));
+    expect(answer.statusCode).toBe(200);
+    const outputs = JSON.parse(answer.body!).outputs as { name: string; datatype: string; shape: number[]; data: unknown[] }[];
+    const served = await infer('iris', [{ name: 'float_input', datatype: 'FP32', shape: [1, 4], data: Float32Array.from(row) }]);
+    expect(outputs).toEqual([
+      { name: 'output_label', datatype: 'INT64', shape: [1], data: [0] },
+      { name: 'output_probability', datatype: 'FP32', shape: [1, 3], data: served.output_probability!.data },
+      { name: 'output_probability_labels', datatype: 'INT64', shape: [3], data: [0, 1, 2] },
+    ]);
   });
 });
