@@ -33,7 +33,8 @@ export interface PushModelInput {
  */
 export async function pushModel(store: ModelStore, input: PushModelInput): Promise<ModelManifest> {
   const name = assertValidName(input.name, 'model name');
-  const signature = await validateModel(input.bytes, input.maxBytes ?? DEFAULT_MAX_MODEL_BYTES);
+  // What is stored and served is the admitted graph: the upload, or its non-tensor boundaries mapped.
+  const { bytes, signature } = await validateModel(input.bytes, input.maxBytes ?? DEFAULT_MAX_MODEL_BYTES);
   const version = input.version !== undefined ? assertValidName(input.version, 'version') : await nextVersion(store, name);
   if (input.version !== undefined && store.registry && /^\d+$/.test(version)) await store.registry.reserveVersion(name, Number(version));
 
@@ -51,7 +52,7 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     throw new ConflictError(`model '${name}' already has a version '${version}' with different content; versions are immutable`);
   }
 
-  const staged = await stageArtifact(input.bytes);
+  const staged = await stageUnlessUnsupported(bytes);
   const key = stagingKey();
   const manifest: ModelManifest = {
     name,
@@ -62,12 +63,12 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     lineage: input.lineage ?? null,
     notes: input.notes ?? '',
     created: (input.now ?? (() => new Date()))().toISOString(),
-    staged: { [key]: { sha256: sha256Hex(staged), bytes: staged.length } },
+    staged: staged ? { [key]: { sha256: sha256Hex(staged), bytes: staged.length } } : {},
     ...(input.warmup ? { warmup: input.warmup } : {}),
   };
   await Promise.all([
-    store.putObjectBytes(keys.modelFile(name, version), input.bytes),
-    store.putObjectBytes(keys.staged(name, version, key), staged),
+    store.putObjectBytes(keys.modelFile(name, version), bytes),
+    ...(staged ? [store.putObjectBytes(keys.staged(name, version, key), staged)] : []),
   ]);
   await store.putManifest(manifest);
   await store.registry?.putVersion(versionRecord(manifest, input.source));
@@ -80,6 +81,20 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     at: manifest.created,
   });
   return manifest;
+}
+
+/**
+ * onnxruntime runs graphs with optional values but cannot save them in its ORT format ("We do not
+ * support type [9] for now"): such a version has no staged artifact and is served from model.onnx,
+ * as on a server whose staging key differs. Any other staging failure fails the registration.
+ */
+async function stageUnlessUnsupported(bytes: Uint8Array): Promise<Uint8Array | undefined> {
+  try {
+    return await stageArtifact(bytes);
+  } catch (error) {
+    if (error instanceof Error && /^We do not support type \[\d+\] for now/.test(error.message)) return undefined;
+    throw error;
+  }
 }
 
 function versionRecord(manifest: ModelManifest, source: string | undefined): VersionRecord {

@@ -33,5 +33,7 @@ export const tensorMetadataSchema = z.object({
   datatype: z.enum(V2_DATATYPES),
   /** -1 marks a dynamic dimension, as the V2 protocol has it. */
   shape: z.array(z.number().check(z.int(), z.minimum(-1))),
+  /** Set when the tensor stands for a sequence, map or optional of the model: how (onnx/non-tensor.ts). */
+  parameters: z.optional(z.record(z.string(), z.string())),
 });
 export type TensorMetadata = z.infer<typeof tensorMetadataSchema>;
