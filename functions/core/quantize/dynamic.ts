@@ -231,7 +231,12 @@ function rewriteConv(rw: Rewriter, node: NodeProtoInit, report: QuantizeReport):
 function rewriteLstm(rw: Rewriter, node: NodeProtoInit, report: QuantizeReport): string | undefined {
   const sources = [resolveWeight(rw.scope, node.input?.[1] ?? ''), resolveWeight(rw.scope, node.input?.[2] ?? '')];
   const raw = sources.map(floatWeight);
-  if (!raw[0] || !raw[1]) return 'W or R is not a constant fp32 tensor';
+  if (!raw[0] || !raw[1]) {
+    const computed = [1, 2].map((i) => rw.scope.graph.node?.find((n) => n.output?.includes(node.input?.[i] ?? ''))?.opType).find(Boolean);
+    return computed
+      ? `W or R is computed by a ${computed} node, not stored as a constant; fold constants first (onnxruntime's offline graph optimizer does)`
+      : 'W or R is not a constant fp32 tensor';
+  }
   if (numberAttribute(node, 'layout', 0) !== 0) return 'layout=1 (batch first); DynamicQuantizeLSTM reads sequence-first input';
   const dims = sources.map((w) => tensorDims(w!.tensor));
   if (dims.some((d) => d.length !== 3)) return 'W or R is not 3-D';
