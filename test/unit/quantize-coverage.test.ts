@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
+import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { DataType } from '../../functions/core/onnx/graph-toolkit.ts';
 import { decodeModel, encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { quantizeDynamic } from '../../functions/core/quantize/dynamic.ts';
@@ -130,6 +130,46 @@ describe('a Transformer exported by PyTorch with equal layers', () => {
     const ref = await run(bytes, { input: x }, 'output');
     const got = await run(q, { input: x }, 'output');
     expect(maxAbsDiff(ref, got)).toBeLessThan(0.05 * Math.max(...Array.from(ref, Math.abs)));
+    await checkOnnxModel(q);
+  });
+});
+
+describe('weights passed on through Identity', () => {
+  it('are followed into subgraphs, and a subgraph that returns one still returns it', async () => {
+    // w reaches a MatMul in the then-branch through two Identity nodes; the else-branch returns it through its own.
+    const w = seeded(4 * 4, 13);
+    const thenBranch = graph({
+      name: 'then',
+      nodes: [node('MatMul', ['x', 'w_again'], ['y_then'], {}, 'inner_matmul')],
+      inputs: [],
+      outputs: [valueInfo('y_then', 'float32', [1, 4])],
+    });
+    const elseBranch = graph({ name: 'else', nodes: [node('Identity', ['w_again'], ['w_out'], {}, 'return_w')], inputs: [], outputs: [valueInfo('w_out', 'float32', [4, 4])] });
+    const built = model({
+      graph: graph({
+        name: 'branches',
+        nodes: [
+          node('Identity', ['w'], ['w_shared'], {}, 'share'),
+          node('Identity', ['w_shared'], ['w_again'], {}, 'share_again'),
+          node('If', ['c'], ['y'], { then_branch: attr.graph(thenBranch), else_branch: attr.graph(elseBranch) }, 'branch'),
+        ],
+        inputs: [valueInfo('c', 'bool', []), valueInfo('x', 'float32', [1, 4])],
+        outputs: [valueInfo('y', 'float32', ['rows', 'columns'])],
+        initializers: [tensorFromFloat32('w', [4, 4], w)],
+      }),
+      opset: 13,
+      irVersion: 8,
+    });
+    const bytes = encodeModel(built);
+    const x = new ort.Tensor('float32', seeded(4, 17), [1, 4]);
+    const feeds = (c: boolean) => ({ c: new ort.Tensor('bool', Uint8Array.from([c ? 1 : 0]), []), x });
+
+    const { bytes: q, report } = quantizeDynamic(bytes);
+
+    expect(report.quantized).toEqual([{ node: 'inner_matmul', opType: 'MatMul', graph: 'main/branch.then_branch', as: 'DynamicQuantizeMatMul' }]);
+    expect(report.notes[0]).toBe('2 Identity nodes that pass a weight on were bypassed, so shared weights are found and quantized once');
+    expect(maxAbsDiff(await run(bytes, feeds(true), 'y'), await run(q, feeds(true), 'y'))).toBeLessThan(0.05);
+    expect(Array.from(await run(q, feeds(false), 'y'))).toEqual(Array.from(w));
     await checkOnnxModel(q);
   });
 });

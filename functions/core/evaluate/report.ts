@@ -90,7 +90,8 @@ export interface VariantPoint {
 }
 
 export interface EvaluationReport {
-  schemaVersion: 1;
+  /** 2: errors per scenario with their first failures, and the paired speedup interval. */
+  schemaVersion: 2;
   id: string;
   model: string;
   version: string;
@@ -319,7 +320,7 @@ export function buildReport(input: BuildReportInput): EvaluationReport {
   });
 
   return {
-    schemaVersion: 1,
+    schemaVersion: 2,
     id: input.id,
     model: input.candidate.name,
     version: input.candidate.version,

@@ -43,8 +43,8 @@ export function describeByOpType(summary: OpTypeSummary): string {
  * or through a chain of Identity nodes) read the weight itself, and drops those Identity nodes.
  * torch.onnx.export stores equal parameters once and hands them to the other layers through
  * Identity; without this, those layers' weights look computed and stay fp32, and the shared tensor
- * stays in fp32 beside its quantized copy. An Identity that is a graph output is kept. Returns how
- * many were bypassed.
+ * stays in fp32 beside its quantized copy. An Identity whose output is a graph's output (main graph or
+ * subgraph) is kept. Returns how many were bypassed.
  */
 export function bypassWeightIdentities(model: ModelProto): number {
   const renamed = new Map<string, string>();
@@ -52,8 +52,6 @@ export function bypassWeightIdentities(model: ModelProto): number {
   forEachGraph(model, (scope) => {
     const graph = scope.graph;
     const outputs = new Set((graph.output ?? []).map((o) => o.name));
-    // A subgraph's outputs are matched by position, so one may be renamed; the main graph's are its interface.
-    if (scope.parent) for (const o of graph.output ?? []) o.name = renamed.get(o.name ?? '') ?? o.name;
     const kept = [];
     for (const node of graph.node ?? []) {
       node.input = (node.input ?? []).map((i) => renamed.get(i) ?? i);
@@ -70,7 +68,8 @@ export function bypassWeightIdentities(model: ModelProto): number {
     graph.node = kept;
     graph.valueInfo = (graph.valueInfo ?? []).filter((v) => !renamed.has(v.name ?? ''));
   });
-  // forEachGraph visits a graph before its subgraphs, so a reader inside one sees its parents' renames.
+  // forEachGraph visits a graph before its subgraphs, so a reader inside one sees its parents' renames
+  // (a subgraph never returns an outer name directly: onnxruntime requires an Identity there, kept above).
   return bypassed;
 }
 
