@@ -3,7 +3,11 @@
  * (job planning, the accuracy step, state in the S3 emulator, metrics with 1000-resample bootstrap
  * intervals, report.json and report.html) over a plain onnxruntime loop over the same rows at the same
  * batch size and threads. Runs alternate, evaluator and plain loop, and the medians are compared.
- * Writes bench/results/evaluate.json. Run: node test/bench/evaluate.ts
+ *
+ * Then the speed comparison against a copy: version 2 (the same bytes as version 1) evaluated
+ * single-stream against version 1, COPY_RUNS times; each run's paired speedup and its interval, and
+ * how many would pass a `minSpeedup: 1.2` gate (should be none).
+ * Writes bench/results/evaluate.json. Run: npm run bench -- evaluate
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -25,6 +29,8 @@ const ROWS = 10_000;
 const BATCH = 256;
 const THREADS = 2;
 const RUNS = 5;
+const COPY_RUNS = 5;
+const COPY_QUERIES = 300;
 
 const median = (values: number[]) => {
   const s = [...values].sort((a, b) => a - b);
@@ -99,6 +105,23 @@ export async function runEvaluateBench(): Promise<Record<string, unknown>> {
       }
     }
     await plainSession.release();
+
+    await pushModel(store, { name: 'mnist', version: '2', bytes: modelBytes });
+    const copies: { value: number; low: number; high: number; p50_ratio: number; passes_min_speedup_1_2: boolean }[] = [];
+    for (let i = 0; i < COPY_RUNS; i++) {
+      const job = await service.create('mnist', '2', { dataset: 'mnist-test', baseline: '1', scenarios: ['single-stream'], options: { singleStreamQueries: COPY_QUERIES } });
+      const done = await service.runToCompletion('mnist', '2', job.id);
+      const copy = (await service.readReport(done))!;
+      const interval = copy.comparison!.speedupInterval!;
+      copies.push({
+        value: round(interval.value),
+        low: round(interval.low),
+        high: round(interval.high),
+        // What the gate read before: the ratio of the two p50s, with no interval.
+        p50_ratio: round(copy.baseline!.singleStream!.p50 / copy.candidate.singleStream!.p50),
+        passes_min_speedup_1_2: interval.low >= 1.2,
+      });
+    }
     const accuracy = report!.candidate.classification!.top1.value;
     const results = {
       rows: ROWS,
@@ -116,7 +139,11 @@ export async function runEvaluateBench(): Promise<Record<string, unknown>> {
       accuracy_independent: correct / ROWS,
       correct_independent: correct,
       accuracy_equal: accuracy === correct / ROWS,
-      command: 'node test/bench/evaluate.ts',
+      copy_single_stream_queries: COPY_QUERIES,
+      copy_speedups: copies,
+      copy_speedup_interval_widest: [round(Math.min(...copies.map((c) => c.low))), round(Math.max(...copies.map((c) => c.high)))],
+      copy_runs_passing_min_speedup_1_2: copies.filter((c) => c.passes_min_speedup_1_2).length,
+      command: 'npm run bench -- evaluate',
     };
     await mkdir(join(root, 'bench', 'results'), { recursive: true });
     await writeFile(join(root, 'bench', 'results', 'evaluate.json'), `${JSON.stringify(results, null, 2)}\n`);

@@ -151,7 +151,7 @@ describe('an evaluation through the API and the queue', () => {
     expect(report.comparison!.top1Delta).toEqual({ value: 0, low: 0, high: 0 });
     expect(report.agreement).toMatchObject({ rows: 1000, maxAbsDiff: 0, top1Agreement: { value: 1, low: 1, high: 1 } });
     expect(report.gate).toMatchObject({ passed: true, policySource: 'default', policy: { maxAccuracyDrop: 0.01, maxErrorRate: 0 } });
-    expect(report.candidate.errors).toMatchObject({ errors: 0 });
+    expect(report.candidate.errors.accuracy).toMatchObject({ errors: 0, inferences: 1000, failures: [] });
   });
 
   it('measures every scenario and robustness family at its strengths', () => {
@@ -162,6 +162,11 @@ describe('an evaluation through the API and the queue', () => {
     expect(c.offline!.map((o) => o.batchSize)).toEqual([1, 32]);
     expect(c.server!.issued).toBeGreaterThan(0);
     expect(c.server!.completed).toBe(c.server!.issued);
+    expect(c.server!.min).toBeGreaterThan(0);
+    // Accuracy rows and benchmark queries are counted apart.
+    expect(c.errors.accuracy!.inferences).toBe(1000);
+    expect(c.errors.singleStream!.inferences).toBe(60);
+    expect(report.comparison!.speedupInterval!.pairs).toBe(60);
     expect(c.coldStart!.createMs).toBeGreaterThan(0);
     expect(c.sizeBytes).toBe(modelBytes.length);
     expect(report.memory.peakRssBytes).toBeGreaterThan(0);

@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDynamoClient, createS3Client, createSqsClient } from '../../functions/core/clients.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { pushModel } from '../../functions/core/model-push.ts';
+import { graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
+import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import { QuantizeJobs, type QuantizeJob } from '../../functions/core/quantize/jobs.ts';
 import { createQuantizeApiHandler, createQuantizeWorkerHandler } from '../../functions/quantize/app.ts';
@@ -154,5 +156,75 @@ describe('POST /v2/models/{name}/versions/{v}/quantize', () => {
     expect([variant.statusCode, JSON.parse(variant.body as string).error]).toEqual([422, "model 'mnist' version '2' is already a int8-dynamic variant of version 1; quantize that fp32 version instead"]);
     const missing = await api()(event('GET', '/v2/models/mnist/quantizations/q-nothing'));
     expect(missing.statusCode).toBe(404);
+  });
+});
+
+/** A model of one 3x3 Conv at the given opset: convolutions only. */
+function convBytes(opset: number): Uint8Array {
+  const w = Float32Array.from({ length: 8 * 3 * 3 * 3 }, (_, i) => Math.sin(i) * 0.2);
+  return encodeModel(
+    model({
+      graph: graph({
+        name: 'conv',
+        nodes: [node('Conv', ['x', 'w'], ['y'], {}, 'conv')],
+        inputs: [valueInfo('x', 'float32', ['n', 3, 8, 8])],
+        outputs: [valueInfo('y', 'float32', ['n', 8, 6, 6])],
+        initializers: [tensorFromFloat32('w', [8, 3, 3, 3], w)],
+      }),
+      opset,
+      irVersion: 7,
+    }),
+  );
+}
+
+async function postFor(name: string, body: unknown) {
+  const response = await api()(event('POST', `/v2/models/${name}/versions/1/quantize`, body));
+  return { status: response.statusCode, body: JSON.parse(response.body as string) as QuantizeJob & { error?: string } };
+}
+
+describe('what quantization refuses, and when', () => {
+  it('refuses at submission, with 422, a model whose opset is older than the method needs: no job, no version', async () => {
+    await pushModel(store, { name: 'old-conv', version: '1', bytes: convBytes(9) });
+
+    const refused = await postFor('old-conv', { method: 'int8-dynamic' });
+
+    expect([refused.status, refused.body.error]).toEqual([
+      422,
+      'int8-dynamic needs ai.onnx opset 11 or later, the model imports 9; convert it first (onnx.version_converter.convert_version(model, 11)) and upload it as a new version',
+    ]);
+    const received = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0 }));
+    expect(received.Messages ?? []).toEqual([]);
+    expect(await store.listVersions('old-conv')).toEqual(['1']);
+  });
+
+  it('registers nothing for a convolutional model under the default int8-dynamic, and the failed job says why', async () => {
+    await pushModel(store, { name: 'conv', version: '1', bytes: convBytes(13) });
+
+    const started = await postFor('conv', { method: 'int8-dynamic' });
+    await deliverQueued();
+
+    const job = (await jobs.get(started.body.job))!;
+    expect([started.status, job.state, job.resultVersion]).toEqual([202, 'failed', undefined]);
+    expect(job.error).toBe(
+      'int8-dynamic converted nothing, so no version was registered: Conv: 0 converted, 1 kept (1: Conv is not in opTypes by default: onnxruntime runs ConvInteger slower than fp32 Conv on x86 CPUs; int8-static (QDQ) quantizes convolutions into QLinearConv)',
+    );
+    expect(await store.listVersions('conv')).toEqual(['1']);
+  });
+
+  it('quantizes every layer of a PyTorch Transformer with equal layers and reports, per op type, what it converted and why it kept the rest', async () => {
+    const source = await readFile('fixtures/models/transformer-equal-layers/model.onnx');
+    await pushModel(store, { name: 'encoder', version: '1', bytes: source });
+
+    const started = await postFor('encoder', { method: 'int8-dynamic' });
+    await deliverQueued();
+
+    const job = (await jobs.get(started.body.job))!;
+    expect([job.state, job.resultVersion]).toEqual(['succeeded', '2']);
+    expect(job.report!.byOpType).toEqual({
+      MatMul: { converted: 10, kept: 6, as: { 'DynamicQuantizeMatMul (bias Add fused)': 10 }, reasons: { 'B is not a constant fp32 tensor': 6 } },
+      Gemm: { converted: 3, kept: 0, as: { DynamicQuantizeMatMul: 3 }, reasons: {} },
+    });
+    const variant = await store.getManifest('encoder', '2');
+    expect(source.byteLength / variant.bytes).toBeGreaterThanOrEqual(3);
   });
 });

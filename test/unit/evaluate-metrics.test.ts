@@ -5,6 +5,7 @@ import {
   bootstrapMean,
   classificationMetrics,
   histogram,
+  pairedSpeedup,
   quantileSorted,
   regressionMetrics,
   summarizeLatencies,
@@ -147,5 +148,45 @@ describe('latency summaries', () => {
     const scores = Float32Array.from([0.1, 0.5, 0.2, 0.2, 0.9, 0.05, 0.03, 0.02]);
     expect(topKIndices(scores, 0, 4, 3)).toEqual([1, 2, 3]);
     expect(topKIndices(scores, 1, 4, 2)).toEqual([0, 1]);
+  });
+});
+
+describe('the paired speedup and its sign-test interval', () => {
+  it('is the median of the pair ratios, bounded by the order statistics the binomial gives', () => {
+    // 10 pairs: P(B <= 1) = 11/1024 <= 0.025 < P(B <= 2) = 56/1024, so the interval is [r(2), r(9)].
+    const baseline = [5, 3, 9, 1, 7, 2, 10, 4, 8, 6];
+    const candidate = new Array(10).fill(1);
+
+    expect(pairedSpeedup(baseline, candidate)).toEqual({ value: 5.5, low: 2, high: 9, pairs: 10, confidence: 0.95 });
+  });
+
+  it('needs at least 6 pairs and positive latencies', () => {
+    expect(pairedSpeedup([1, 1, 1, 1, 1], [1, 1, 1, 1, 1])).toBeUndefined();
+    expect(pairedSpeedup([2, 2, 2, 2, 2, 2], [1, 1, 1, 1, 1, 1])).toEqual({ value: 2, low: 2, high: 2, pairs: 6, confidence: 0.95 });
+    expect(pairedSpeedup([1, 1, 1, 1, 1, 1], [1, 1, 0, 1, 1, 1])).toBeUndefined();
+  });
+
+  it('never puts the lower bound of a copy against itself at 1.2x, on a machine whose load comes and goes', () => {
+    let cleared = 0;
+    let excludesOne = 0;
+    for (let seed = 1; seed <= 200; seed++) {
+      const random = seededRandom(seed);
+      const baseline: number[] = [];
+      const candidate: number[] = [];
+      let load = 1;
+      for (let q = 0; q < 60; q++) {
+        // Slow spells of up to 3x that both members of a pair mostly share, plus each query's own jitter.
+        if (random() < 0.1) load = 1 + 2 * random();
+        baseline.push(load * (1 + 0.5 * random()));
+        candidate.push(load * (1 + 0.5 * random()));
+      }
+      const s = pairedSpeedup(baseline, candidate)!;
+      if (s.low >= 1.2) cleared++;
+      if (s.low > 1 || s.high < 1) excludesOne++;
+    }
+
+    expect(cleared).toBe(0);
+    // About 5% of 95% intervals miss the truth.
+    expect(excludesOne).toBeLessThanOrEqual(15);
   });
 });

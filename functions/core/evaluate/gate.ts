@@ -3,6 +3,7 @@ import { keys } from '../keys.ts';
 import { promotionPolicySchema, type ModelManifest, type PromotionPolicy } from '../manifest.ts';
 import type { ModelStore } from '../model-store.ts';
 import { assertValidName } from '../names.ts';
+import type { SpeedupInterval } from './metrics.ts';
 import type { EvaluationReport } from './report.ts';
 
 /**
@@ -44,14 +45,27 @@ export interface GateResult {
   reasons: string[];
 }
 
+/** One scenario's error rate, as the gate reads it. */
+export interface ScenarioErrorRate {
+  /** e.g. "accuracy rows", "single-stream queries". */
+  what: string;
+  errors: number;
+  inferences: number;
+  /** The first failure's reason, when any failed. */
+  firstReason?: string | undefined;
+}
+
 /** What the gate reads from a report: the figures are computed before the gate runs. */
 export interface GateInputs {
   /** candidate top-1 minus baseline top-1 (negative is a drop), with its paired interval. */
   accuracyDelta?: { value: number; low: number; high: number } | undefined;
-  /** baseline single-stream p50 over candidate single-stream p50. */
-  speedup?: number | undefined;
+  /** Median over interleaved query pairs of baseline latency / candidate latency, with its interval. */
+  speedup?: SpeedupInterval | undefined;
+  /** Why a speedup that should have been measured (baseline and single-stream present) was not. */
+  speedupUnavailable?: string | undefined;
   candidateP99Ms?: number | undefined;
-  candidateErrorRate?: number | undefined;
+  /** The candidate's error rate in each scenario that ran; each is held to the limit on its own. */
+  candidateErrors?: ScenarioErrorRate[] | undefined;
   baselineVersion?: string | null | undefined;
 }
 
@@ -78,14 +92,22 @@ export function evaluateGate(policy: PromotionPolicy, source: PolicySource, inpu
   }
   if (policy.minSpeedup !== undefined) {
     const limit = policy.minSpeedup;
-    add(
-      'minSpeedup',
-      limit,
-      inputs.speedup,
-      (s) => s >= limit,
-      (s) => `single-stream p50 speedup ${s.toFixed(3)}x over version ${inputs.baselineVersion}; the policy needs at least ${limit}x`,
-      'speedup not checked: no baseline version or no single-stream scenario',
-    );
+    const s = inputs.speedup;
+    if (!s && inputs.speedupUnavailable) {
+      // A comparison that ran but cannot show a speedup has not shown one: that fails.
+      checks.push({ rule: 'minSpeedup', limit, actual: null, passed: false, skipped: false, detail: `speedup not established: ${inputs.speedupUnavailable}` });
+    } else {
+      // Only the interval's lower bound counts: a noisy machine widens the interval, it never passes a copy.
+      add(
+        'minSpeedup',
+        limit,
+        s?.low,
+        (low) => low >= limit,
+        (low) =>
+          `single-stream speedup ${s!.value.toFixed(3)}x over version ${inputs.baselineVersion} (${Math.round(s!.confidence * 100)}% interval ${low.toFixed(3)}x to ${s!.high.toFixed(3)}x over ${s!.pairs} interleaved query pairs); the policy needs the interval's lower bound at ${limit}x or more`,
+        'speedup not checked: no baseline version or no single-stream scenario',
+      );
+    }
   }
   if (policy.maxP99Ms !== undefined) {
     const limit = policy.maxP99Ms;
@@ -100,12 +122,18 @@ export function evaluateGate(policy: PromotionPolicy, source: PolicySource, inpu
   }
   if (policy.maxErrorRate !== undefined) {
     const limit = policy.maxErrorRate;
+    const ran = (inputs.candidateErrors ?? []).filter((e) => e.inferences > 0);
+    const rate = (e: ScenarioErrorRate) => e.errors / e.inferences;
+    const worst = ran.reduce<ScenarioErrorRate | undefined>((w, e) => (!w || rate(e) > rate(w) ? e : w), undefined);
     add(
       'maxErrorRate',
       limit,
-      inputs.candidateErrorRate,
+      worst ? rate(worst) : undefined,
       (r) => r <= limit,
-      (r) => `error rate ${pct(r)} of inferences; the policy allows at most ${pct(limit)}`,
+      (r) =>
+        worst!.errors === 0
+          ? `error rate 0.00% in every scenario (${ran.map((e) => `${e.inferences} ${e.what}`).join(', ')}); the policy allows at most ${pct(limit)}`
+          : `error rate ${pct(r)} of ${worst!.what} (${worst!.errors} of ${worst!.inferences} failed; first: ${worst!.firstReason}); the policy allows at most ${pct(limit)}`,
       'error rate not checked: no inferences ran',
     );
   }

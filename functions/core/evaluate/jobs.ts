@@ -15,7 +15,7 @@ import { resolvePolicy } from './gate.ts';
 import { DEFAULT_BOOTSTRAP } from './metrics.ts';
 import { renderReportHtml } from './report-html.ts';
 import { buildReport, type EvaluationReport, type StepResult, type VariantPoint } from './report.ts';
-import { predictRange } from './runner.ts';
+import { predictRange, type RowPredictions } from './runner.ts';
 import { coldStart, offline, server, singleStream } from './scenarios.ts';
 
 export const SCENARIOS = ['accuracy', 'robustness', 'single-stream', 'offline', 'server', 'cold-start'] as const;
@@ -29,6 +29,8 @@ const optionsSchema = z.strictObject({
   chunkRows: z.number().int().min(1).max(1_000_000).default(5000),
   topK: z.number().int().min(1).max(100).default(5),
   output: z.string().min(1).optional(),
+  /** Class names in class order, for a model whose label output is a string (label i is class i). */
+  classLabels: z.array(z.string()).min(1).max(100_000).optional(),
   bootstrap: z
     .strictObject({
       resamples: z.number().int().min(1).max(10_000).default(DEFAULT_BOOTSTRAP.resamples),
@@ -353,7 +355,7 @@ export class EvaluationService {
     const rss = () => process.resourceUsage().maxRSS * 1024;
     switch (step.kind) {
       case 'accuracy': {
-        const range = await predictRange(ctx.dataset, step.start, step.end, cand, base, { batchSize, topK: o.topK, output: ctx.output });
+        const range = await predictRange(ctx.dataset, step.start, step.end, cand, base, { batchSize, topK: o.topK, output: ctx.output, classLabels: o.classLabels });
         result = { kind: 'accuracy', start: step.start, end: step.end, result: range, maxRssBytes: rss() };
         break;
       }
@@ -366,8 +368,10 @@ export class EvaluationService {
           batchSize,
           topK: 1,
           output: ctx.output,
+          classLabels: o.classLabels,
           override: new Map([[column.name, augmented]]),
         });
+        const counts = (p: RowPredictions) => ({ errors: p.errors, inferences: p.inferences, failures: p.failures });
         result = {
           kind: 'robustness',
           augmentation: step.augmentation,
@@ -375,6 +379,8 @@ export class EvaluationService {
           rows,
           candidateTop1: range.candidate.ranked!.map((r) => r[0] ?? -1),
           ...(range.baseline ? { baselineTop1: range.baseline.ranked!.map((r) => r[0] ?? -1) } : {}),
+          candidateErrors: counts(range.candidate),
+          ...(range.baseline ? { baselineErrors: counts(range.baseline) } : {}),
           maxRssBytes: rss(),
         };
         break;
@@ -388,11 +394,12 @@ export class EvaluationService {
         break;
       }
       case 'single-stream': {
-        const [candidate, baseline] = await singleStream(base ? [cand, base] : [cand], ctx.dataset, {
+        const { results, speedup } = await singleStream(base ? [cand, base] : [cand], ctx.dataset, {
           queries: o.singleStreamQueries,
           maxSeconds: o.singleStreamSeconds,
         });
-        result = { kind: 'single-stream', candidate: candidate!, ...(baseline ? { baseline } : {}), maxRssBytes: rss() };
+        const [candidate, baseline] = results;
+        result = { kind: 'single-stream', candidate: candidate!, ...(baseline ? { baseline } : {}), ...(speedup ? { speedup } : {}), maxRssBytes: rss() };
         break;
       }
       case 'offline': {

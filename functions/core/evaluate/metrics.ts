@@ -318,3 +318,45 @@ export function topKIndices(scores: ArrayLike<number>, row: number, classes: num
   }
   return best;
 }
+
+/** A speedup with its distribution-free interval, from interleaved candidate/baseline query pairs. */
+export interface SpeedupInterval extends Interval {
+  /** Interleaved pairs the interval rests on. */
+  pairs: number;
+  confidence: number;
+}
+
+/** The fewest pairs whose sign-test interval reaches 95%: 0.5^6 * 2 < 0.05. */
+export const MIN_SPEEDUP_PAIRS = 6;
+
+/**
+ * The speedup as the median over interleaved pairs of baseline latency / candidate latency, and the
+ * sign-test interval of that median: order statistics k and n-k+1 of the sorted ratios, with k the
+ * largest for which P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2. Each pair ran back to back, so
+ * what a busy machine does to one query it does to its pair too, and cancels in the ratio; the
+ * interval needs no assumption about how latencies are distributed. Undefined below
+ * MIN_SPEEDUP_PAIRS pairs or when a latency is not positive.
+ */
+export function pairedSpeedup(baselineMs: ArrayLike<number>, candidateMs: ArrayLike<number>, confidence = 0.95): SpeedupInterval | undefined {
+  const n = Math.min(baselineMs.length, candidateMs.length);
+  if (n < MIN_SPEEDUP_PAIRS) return undefined;
+  const ratios = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    if (!(candidateMs[i]! > 0) || !(baselineMs[i]! > 0)) return undefined;
+    ratios[i] = baselineMs[i]! / candidateMs[i]!;
+  }
+  ratios.sort();
+  const tail = (1 - confidence) / 2;
+  // P(B <= j) accumulated in log space: 0.5^n underflows for a few thousand pairs.
+  let logChoose = 0;
+  let cdf = 0;
+  let k = 0;
+  for (let j = 0; j < n; j++) {
+    cdf += Math.exp(logChoose - n * Math.LN2);
+    if (cdf > tail) break;
+    k = j + 1;
+    logChoose += Math.log(n - j) - Math.log(j + 1);
+  }
+  if (k === 0) return undefined;
+  return { value: quantileSorted(ratios, 0.5), low: ratios[k - 1]!, high: ratios[n - k]!, pairs: n, confidence };
+}

@@ -1,5 +1,5 @@
 import type { Interval } from './metrics.ts';
-import type { EvaluationReport, VariantReport } from './report.ts';
+import { ERROR_UNITS, failureText, type ErrorScenario, type EvaluationReport, type VariantReport } from './report.ts';
 
 /**
  * report.html: one self-contained page (inline CSS and SVG, no script, no CDN), so it opens from S3,
@@ -159,8 +159,22 @@ ${line('offline throughput', (v) => (v.offline ? v.offline.map((o) => `batch ${o
 ${line('server', (v) => (v.server ? `target ${v.server.targetRate}/s, achieved ${v.server.achievedRate.toFixed(1)}/s, p99 ${ms(v.server.p99)}` : '–'))}
 ${line('cold start (create + first run)', (v) => (v.coldStart ? `${ms(v.coldStart.createMs)} + ${ms(v.coldStart.firstRunMs)}` : '–'))}
 ${line('session memory', (v) => (v.coldStart ? bytes(v.coldStart.sessionRssBytes) : '–'))}
-${line('errors', (v) => `${v.errors.errors} of ${v.errors.inferences} (${pct(v.errors.rate)})`)}
+${(Object.keys(ERROR_UNITS) as ErrorScenario[])
+  .filter((k) => vs.some((v) => v.errors[k]))
+  .map((k) => line(`errors: ${ERROR_UNITS[k]}`, (v) => (v.errors[k] ? `${v.errors[k].errors} of ${v.errors[k].inferences} (${pct(v.errors[k].rate)})` : '–')))
+  .join('\n')}
 </tbody></table>`;
+}
+
+/** The first failures of each version and scenario, with their reasons: a failure is shown, never only counted. */
+function failuresSection(report: EvaluationReport): string {
+  const items = [report.candidate, ...(report.baseline ? [report.baseline] : [])].flatMap((v) =>
+    (Object.entries(v.errors) as [ErrorScenario, NonNullable<VariantReport['errors'][ErrorScenario]>][])
+      .filter(([, e]) => e.errors > 0)
+      .map(([k, e]) => `<li>version ${esc(v.version)}, ${esc(ERROR_UNITS[k])}: ${e.errors} of ${e.inferences} failed; first ${e.failures.length}:<ul>${e.failures.map((f) => `<li class="failure">${esc(failureText(f))}</li>`).join('')}</ul></li>`),
+  );
+  if (items.length === 0) return '';
+  return `<h2 id="failures">Failures</h2><ul>${items.join('\n')}</ul>`;
 }
 
 export function renderReportHtml(report: EvaluationReport): string {
@@ -171,7 +185,14 @@ export function renderReportHtml(report: EvaluationReport): string {
 ${row(['top-1 change [95% CI, paired bootstrap]', interval(cmp.top1Delta)])}
 ${row([`top-${report.options.topK as number} change`, interval(cmp.topKDelta)])}
 ${cmp.maeDelta ? row(['MAE change', interval(cmp.maeDelta, (x) => fixed(x, 5))]) : ''}
-${row(['single-stream speedup (baseline p50 / candidate p50)', cmp.speedup === undefined ? '–' : `${cmp.speedup.toFixed(3)}x`])}
+${row([
+  'single-stream speedup (median of interleaved baseline / candidate pairs) [interval]',
+  cmp.speedupInterval
+    ? `${cmp.speedupInterval.value.toFixed(3)}x <span class="ci">[${cmp.speedupInterval.low.toFixed(3)}x, ${cmp.speedupInterval.high.toFixed(3)}x] over ${cmp.speedupInterval.pairs} pairs</span>`
+    : cmp.speedupUnavailable
+      ? `not established: ${esc(cmp.speedupUnavailable)}`
+      : '–',
+])}
 ${row(['p99 change', ms(cmp.p99DeltaMs)])}
 ${row(['offline throughput ratio (largest batch)', cmp.throughputRatio === undefined ? '–' : `${cmp.throughputRatio.toFixed(3)}x`])}
 ${row(['size ratio', `${cmp.sizeRatio.toFixed(3)}x`])}
@@ -211,6 +232,7 @@ ${gate.checks.map((c) => row([esc(c.rule), String(c.limit), c.actual === null ? 
 </tbody></table>
 <h2>Results</h2>
 ${variantTable(report)}
+${failuresSection(report)}
 <p class="meta">peak resident memory of the evaluating process: ${bytes(report.memory.peakRssBytes)}; environment: <code>${esc(JSON.stringify(report.environment))}</code></p>
 ${comparison}
 <h2>Charts</h2>

@@ -6,22 +6,33 @@ import {
   agreementMetrics,
   bootstrapMean,
   classificationMetrics,
+  MIN_SPEEDUP_PAIRS,
   regressionMetrics,
   type AgreementMetrics,
   type BootstrapOptions,
   type ClassificationMetrics,
   type Interval,
   type RegressionMetrics,
+  type SpeedupInterval,
 } from './metrics.ts';
-import type { RangeResult, RowPredictions } from './runner.ts';
+import type { FailureCount, RangeResult, RowFailure, RowPredictions } from './runner.ts';
 import type { ColdStartResult, OfflineResult, ServerResult, SingleStreamResult } from './scenarios.ts';
 
 /** What each step of an evaluation leaves in `evals/.../steps/<n>.json`; the report is built from these alone. */
 export type StepResult = { maxRssBytes: number } & (
   | { kind: 'accuracy'; start: number; end: number; result: RangeResult }
-  | { kind: 'robustness'; augmentation: AugmentationKind; strength: number; rows: number; candidateTop1: number[]; baselineTop1?: number[] | undefined }
+  | {
+      kind: 'robustness';
+      augmentation: AugmentationKind;
+      strength: number;
+      rows: number;
+      candidateTop1: number[];
+      baselineTop1?: number[] | undefined;
+      candidateErrors: FailureCount;
+      baselineErrors?: FailureCount | undefined;
+    }
   | { kind: 'cold-start'; candidate: ColdStartResult; baseline?: ColdStartResult | undefined }
-  | { kind: 'single-stream'; candidate: SingleStreamResult; baseline?: SingleStreamResult | undefined }
+  | { kind: 'single-stream'; candidate: SingleStreamResult; baseline?: SingleStreamResult | undefined; speedup?: SpeedupInterval | undefined }
   | { kind: 'offline'; candidate: OfflineResult[]; baseline?: OfflineResult[] | undefined }
   | { kind: 'server'; candidate: ServerResult; baseline?: ServerResult | undefined }
 );
@@ -36,7 +47,27 @@ export interface VariantReport {
   offline?: OfflineResult[];
   server?: ServerResult;
   coldStart?: ColdStartResult;
-  errors: { errors: number; inferences: number; rate: number };
+  /** Per scenario that ran: accuracy rows are never mixed with benchmark queries. */
+  errors: Partial<Record<ErrorScenario, ErrorSummary>>;
+}
+
+export type ErrorScenario = 'accuracy' | 'robustness' | 'singleStream' | 'offline' | 'server';
+
+/** What each scenario counts: rows, queries or samples. */
+export const ERROR_UNITS: Record<ErrorScenario, string> = {
+  accuracy: 'accuracy rows',
+  robustness: 'augmented rows',
+  singleStream: 'single-stream queries',
+  offline: 'offline samples',
+  server: 'server queries',
+};
+
+export interface ErrorSummary {
+  errors: number;
+  inferences: number;
+  rate: number;
+  /** The first failures, each with its row and reason. */
+  failures: RowFailure[];
 }
 
 export interface RobustnessEntry {
@@ -59,7 +90,8 @@ export interface VariantPoint {
 }
 
 export interface EvaluationReport {
-  schemaVersion: 1;
+  /** 2: errors per scenario with their first failures, and the paired speedup interval. */
+  schemaVersion: 2;
   id: string;
   model: string;
   version: string;
@@ -79,8 +111,12 @@ export interface EvaluationReport {
     topKDelta?: Interval;
     maeDelta?: Interval;
     rmseDelta?: Interval;
-    /** baseline single-stream p50 / candidate p50. */
+    /** Median over interleaved single-stream query pairs of baseline latency / candidate latency. */
     speedup?: number;
+    /** Its sign-test interval; the gate's minSpeedup reads the lower bound. */
+    speedupInterval?: SpeedupInterval;
+    /** Why no speedup was established although both versions ran single-stream. */
+    speedupUnavailable?: string;
     p99DeltaMs?: number;
     /** candidate / baseline offline samples per second at the largest batch size. */
     throughputRatio?: number;
@@ -114,18 +150,36 @@ export interface BuildReportInput {
 // JSON turns NaN into null; read it back as NaN so a failed row stays a failed row.
 const num = (v: number | null | undefined) => (v === null || v === undefined ? Number.NaN : v);
 
+const KEPT_IN_REPORT = 10;
+
+/** Sums failure counts, keeping the first failures in order. */
+function summarize(parts: readonly FailureCount[]): ErrorSummary {
+  const errors = parts.reduce((a, p) => a + p.errors, 0);
+  const inferences = parts.reduce((a, p) => a + p.inferences, 0);
+  return {
+    errors,
+    inferences,
+    rate: inferences === 0 ? Number.NaN : errors / inferences,
+    failures: parts.flatMap((p) => p.failures ?? []).slice(0, KEPT_IN_REPORT),
+  };
+}
+
 function concat(parts: RowPredictions[]) {
   return {
     ranked: parts.flatMap((p) => p.ranked ?? []),
     rowAbs: parts.flatMap((p) => (p.rowAbs ?? []).map(num)),
     rowSq: parts.flatMap((p) => (p.rowSq ?? []).map(num)),
-    errors: parts.reduce((a, p) => a + p.errors, 0),
-    inferences: parts.reduce((a, p) => a + p.inferences, 0),
+    counts: summarize(parts),
   };
 }
 
 function finite(values: number[]): number[] {
   return values.filter((v) => Number.isFinite(v));
+}
+
+/** "row 12: <reason>", or "rows 0-255: <reason>" for a batch that failed as a whole. */
+export function failureText(f: RowFailure): string {
+  return `${f.rows > 1 ? `rows ${f.row}-${f.row + f.rows - 1}` : `row ${f.row}`}: ${f.reason}`;
 }
 
 export function buildReport(input: BuildReportInput): EvaluationReport {
@@ -146,17 +200,14 @@ export function buildReport(input: BuildReportInput): EvaluationReport {
       server: find('server')?.[which],
       coldStart: find('cold-start')?.[which],
     };
-    const counts = [perf.singleStream, ...(perf.offline ?? []), perf.server].filter((c) => c !== undefined);
-    const robustness = steps.filter((s) => s.kind === 'robustness');
-    const errors = (preds?.errors ?? 0) + counts.reduce((a, c) => a + c.errors, 0);
-    const inferences =
-      (preds?.inferences ?? 0) + counts.reduce((a, c) => a + c.inferences, 0) + robustness.reduce((a, s) => a + s.rows, 0);
-    const out: VariantReport = {
-      version: manifest.version,
-      sizeBytes: manifest.bytes,
-      lineage: manifest.lineage,
-      errors: { errors, inferences, rate: inferences === 0 ? Number.NaN : errors / inferences },
-    };
+    const robustness = steps.filter((s) => s.kind === 'robustness').map((s) => (which === 'candidate' ? s.candidateErrors : s.baselineErrors));
+    const errors: VariantReport['errors'] = {};
+    if (preds && accuracy.length > 0) errors.accuracy = preds.counts;
+    if (robustness.length > 0 && robustness.every((r) => r !== undefined)) errors.robustness = summarize(robustness);
+    if (perf.singleStream) errors.singleStream = summarize([perf.singleStream]);
+    if (perf.offline) errors.offline = summarize(perf.offline);
+    if (perf.server) errors.server = summarize([perf.server]);
+    const out: VariantReport = { version: manifest.version, sizeBytes: manifest.bytes, lineage: manifest.lineage, errors };
     if (preds && labels && accuracy.length > 0) out.classification = classificationMetrics(labels, preds.ranked, classes, options.topK, bootstrap);
     if (preds && dataset.labels === 'target' && accuracy.length > 0) out.regression = regressionMetrics(preds.rowAbs, preds.rowSq, bootstrap);
     if (perf.singleStream) out.singleStream = perf.singleStream;
@@ -194,7 +245,17 @@ export function buildReport(input: BuildReportInput): EvaluationReport {
       comparison.rmseDelta = bootstrapMean(cand.rowSq, { ...bootstrap, seed: bootstrap.seed + 6 }, base.rowSq, Math.sqrt);
     }
     if (candidate.singleStream && baseline.singleStream) {
-      comparison.speedup = baseline.singleStream.p50 / candidate.singleStream.p50;
+      const speedup = find('single-stream')?.speedup;
+      if (speedup) {
+        comparison.speedup = speedup.value;
+        comparison.speedupInterval = speedup;
+      } else {
+        const failed = candidate.singleStream.errors + baseline.singleStream.errors;
+        comparison.speedupUnavailable =
+          failed > 0
+            ? `${failed} single-stream queries failed, so their times say nothing about speed`
+            : `${Math.min(candidate.singleStream.count, baseline.singleStream.count)} interleaved query pairs are too few for an interval (at least ${MIN_SPEEDUP_PAIRS} needed)`;
+      }
       comparison.p99DeltaMs = candidate.singleStream.p99 - baseline.singleStream.p99;
     }
     if (candidate.offline?.length && baseline.offline?.length) {
@@ -246,14 +307,20 @@ export function buildReport(input: BuildReportInput): EvaluationReport {
 
   const gate = evaluateGate(input.policy, input.policySource, {
     accuracyDelta: comparison?.top1Delta,
-    speedup: comparison?.speedup,
+    speedup: comparison?.speedupInterval,
+    speedupUnavailable: comparison?.speedupUnavailable,
     candidateP99Ms: candidate.singleStream?.p99,
-    candidateErrorRate: Number.isNaN(candidate.errors.rate) ? undefined : candidate.errors.rate,
+    candidateErrors: (Object.entries(candidate.errors) as [ErrorScenario, ErrorSummary][]).map(([scenario, e]) => ({
+      what: ERROR_UNITS[scenario],
+      errors: e.errors,
+      inferences: e.inferences,
+      firstReason: e.failures[0] ? failureText(e.failures[0]) : undefined,
+    })),
     baselineVersion: input.baseline?.version ?? null,
   });
 
   return {
-    schemaVersion: 1,
+    schemaVersion: 2,
     id: input.id,
     model: input.candidate.name,
     version: input.candidate.version,

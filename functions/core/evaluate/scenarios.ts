@@ -1,7 +1,9 @@
 import ort, { type InferenceSession } from '../ort.ts';
 import { batchFeeds, type LoadedDataset } from './datasets.ts';
 import { seededRandom } from '../random.ts';
-import { histogram, quantileSorted, summarizeLatencies, type LatencySummary } from './metrics.ts';
+import { runtimeMessage } from '../runtime-message.ts';
+import { histogram, pairedSpeedup, quantileSorted, summarizeLatencies, type LatencySummary, type SpeedupInterval } from './metrics.ts';
+import { recordFailure, type FailureCount } from './runner.ts';
 
 /**
  * The MLPerf Inference scenarios, each bounded in time so that one fits in a Lambda invocation:
@@ -9,10 +11,10 @@ import { histogram, quantileSorted, summarizeLatencies, type LatencySummary } fr
  * per batch size) and server (Poisson arrivals at a target rate; achieved rate and tail latency).
  */
 
-export interface ErrorCount {
-  errors: number;
-  inferences: number;
-}
+/** Failed queries (rows, for a batch) against those run, with the first reasons. */
+export type ErrorCount = FailureCount;
+
+const noErrors = (): ErrorCount => ({ errors: 0, inferences: 0, failures: [] });
 
 export interface SingleStreamResult extends LatencySummary, ErrorCount {
   histogram: { start: number; width: number; counts: number[] };
@@ -32,9 +34,12 @@ export interface ServerResult extends ErrorCount {
   issued: number;
   completed: number;
   achievedRate: number;
+  min: number;
   p50: number;
   p99: number;
   max: number;
+  /** The most a query was sent after its due time. */
+  maxSendLagMs: number;
 }
 
 export interface ColdStartResult {
@@ -49,14 +54,16 @@ export interface ColdStartResult {
 
 const WARMUP_RUNS = 10;
 
-async function timedRun(session: InferenceSession, dataset: LoadedDataset, row: number, rows: number, count: ErrorCount): Promise<number> {
+/** One query; a refusal is counted with its reason. `onSend` gets the time it was really sent. */
+async function timedRun(session: InferenceSession, dataset: LoadedDataset, row: number, rows: number, count: ErrorCount, onSend?: (at: number) => void): Promise<number> {
   const feeds = batchFeeds(dataset, row, row + rows);
   count.inferences += rows;
   const started = performance.now();
+  onSend?.(started);
   try {
     await session.run(feeds);
-  } catch {
-    count.errors += rows;
+  } catch (error) {
+    recordFailure(count, { row, rows, reason: runtimeMessage(error) });
   }
   return performance.now() - started;
 }
@@ -69,11 +76,11 @@ export async function singleStream(
   sessions: InferenceSession[],
   dataset: LoadedDataset,
   options: { queries: number; maxSeconds: number },
-): Promise<SingleStreamResult[]> {
+): Promise<{ results: SingleStreamResult[]; speedup?: SpeedupInterval | undefined }> {
   const rows = dataset.manifest.rows;
-  const ignored = { errors: 0, inferences: 0 };
+  const ignored = noErrors();
   for (const session of sessions) for (let i = 0; i < WARMUP_RUNS; i++) await timedRun(session, dataset, i % rows, 1, ignored);
-  const counts = sessions.map((): ErrorCount => ({ errors: 0, inferences: 0 }));
+  const counts = sessions.map(noErrors);
   const latencies = sessions.map((): number[] => []);
   const busy = sessions.map(() => 0);
   const deadline = performance.now() + options.maxSeconds * 1000 * sessions.length;
@@ -85,7 +92,7 @@ export async function singleStream(
       busy[s]! += t;
     }
   }
-  return sessions.map((_, s) => {
+  const results = sessions.map((_, s) => {
     const summary = summarizeLatencies(latencies[s]!);
     return {
       ...summary,
@@ -95,6 +102,10 @@ export async function singleStream(
       queriesPerSecond: latencies[s]!.length / (busy[s]! / 1000),
     };
   });
+  // A failed query's time says nothing about speed: no speedup when any failed.
+  const clean = counts.every((c) => c.errors === 0);
+  const speedup = sessions.length === 2 && clean ? pairedSpeedup(latencies[1]!, latencies[0]!) : undefined;
+  return { results, ...(speedup ? { speedup } : {}) };
 }
 
 /** Back-to-back batches per batch size; sessions alternate batch by batch, each timed on its own runs. */
@@ -107,9 +118,9 @@ export async function offline(
   const results = sessions.map((): OfflineResult[] => []);
   for (const wanted of options.batchSizes) {
     const batchSize = Math.min(wanted, rows);
-    const ignored = { errors: 0, inferences: 0 };
+    const ignored = noErrors();
     for (const session of sessions) await timedRun(session, dataset, 0, batchSize, ignored);
-    const counts = sessions.map((): ErrorCount => ({ errors: 0, inferences: 0 }));
+    const counts = sessions.map(noErrors);
     const samples = sessions.map(() => 0);
     const busy = sessions.map(() => 0);
     let row = 0;
@@ -133,8 +144,10 @@ export async function offline(
 
 /**
  * Queries arrive as a Poisson process (exponential gaps, seeded) and are issued at their arrival
- * time whatever is still running; a query's latency runs from its arrival to its answer, so
- * queueing counts, as in MLPerf's server scenario. Issuing stops at `seconds`; stragglers finish.
+ * time whatever is still running; a query's latency runs from the moment it was really sent (a
+ * timer may wake a little before or after its due time) to its answer, so queueing in the runtime
+ * counts, as in MLPerf's server scenario, and no latency is negative. `maxSendLagMs` says how late
+ * the loop sent its latest query. Issuing stops at `seconds`; stragglers finish.
  */
 export async function server(
   session: InferenceSession,
@@ -148,8 +161,9 @@ export async function server(
     if (t >= options.seconds * 1000) break;
     arrivals.push(t);
   }
-  const count: ErrorCount = { errors: 0, inferences: 0 };
+  const count = noErrors();
   const latencies: number[] = [];
+  let maxSendLagMs = 0;
   const rows = dataset.manifest.rows;
   const started = performance.now();
   const pending: Promise<void>[] = [];
@@ -158,8 +172,10 @@ export async function server(
     const wait = due - performance.now();
     if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
     pending.push(
-      timedRun(session, dataset, q % rows, 1, count).then(() => {
-        latencies.push(performance.now() - due);
+      timedRun(session, dataset, q % rows, 1, count, (sent) => {
+        maxSendLagMs = Math.max(maxSendLagMs, sent - due);
+      }).then((ms) => {
+        latencies.push(ms);
       }),
     );
   }
@@ -172,9 +188,11 @@ export async function server(
     issued: arrivals.length,
     completed: latencies.length - count.errors,
     achievedRate: (latencies.length - count.errors) / elapsed,
+    min: sorted[0] ?? Number.NaN,
     p50: quantileSorted(sorted, 0.5),
     p99: quantileSorted(sorted, 0.99),
     max: sorted[sorted.length - 1] ?? Number.NaN,
+    maxSendLagMs,
     ...count,
   };
 }

@@ -3,7 +3,8 @@
  *
  * MatMul and Gemm become onnxruntime's com.microsoft DynamicQuantizeMatMul (one fused kernel that
  * quantizes A, runs the u8s8 GEMM and rescales, bias included), or with `operatorPattern: 'onnx'`
- * the standard DynamicQuantizeLinear → MatMulInteger → Cast → Mul chain. Conv becomes
+ * the standard DynamicQuantizeLinear → MatMulInteger → Cast → Mul chain. LSTM becomes
+ * com.microsoft DynamicQuantizeLSTM (int8 W and R, per channel). Conv, only when asked for, becomes
  * DynamicQuantizeLinear → ConvInteger → Cast → Mul (→ Add bias).
  */
 import { node as makeNode, tensorFromFloat32, tensorFromInt8, tensorFromUint8, attr } from '../onnx/builder.ts';
@@ -24,8 +25,8 @@ import {
   type WeightSource,
 } from '../onnx/graph-toolkit.ts';
 import type { NodeProtoInit, TensorProtoInit } from '../onnx/model-proto.ts';
-import { finishModel, nodeLabel, prepareModel, type QuantizeReport, type QuantizeResult } from './common.ts';
-import { int8DynamicOptionsSchema, isExcluded, type Int8DynamicOptions } from './options.ts';
+import { bypassWeightIdentities, finishModel, nodeLabel, prepareModel, type QuantizeReport, type QuantizeResult } from './common.ts';
+import { int8DynamicOptionsSchema, isExcluded, minimumOpset, type Int8DynamicOptions } from './options.ts';
 import { quantizeWeights, type QuantizedTensor, type QuantType } from './quant-math.ts';
 
 function quantizedTensor(name: string, dims: number[], q: QuantizedTensor): TensorProtoInit {
@@ -68,6 +69,9 @@ function writeQuantizedWeight(
 ): { q: string; scale: string; zeroPoint: string; scales: Float32Array } {
   const key = `${source.name}|${layoutKey}|${type}|${axis}|${symmetric}`;
   const q = quantizeWeights(data, dims, { type, symmetric, axis, reduceRange: rw.options.reduceRange });
+  if (zeroPointScalar && q.zeroPoints.some((z) => z !== q.zeroPoints[0])) {
+    throw new Error(`per-channel zero points of ${source.name} differ, but the kernel takes one for all channels`);
+  }
   const cached = rw.cache.get(key);
   if (cached) return { ...cached, scales: q.scales };
   const base = source.name.replace(/[^A-Za-z0-9_./-]/g, '_');
@@ -219,11 +223,69 @@ function rewriteConv(rw: Rewriter, node: NodeProtoInit, report: QuantizeReport):
   return undefined;
 }
 
-/** Quantizes MatMul, Gemm and Conv weights of every graph (subgraphs included) to int8. */
+/**
+ * LSTM → DynamicQuantizeLSTM: W [D, 4H, I] and R [D, 4H, H] quantized to int8, symmetric, one scale
+ * per gate row of each direction, then stored transposed ([D, I, 4H], [D, H, 4H]) as the kernel
+ * reads them; the bias, sequence lengths, initial states and peepholes pass through in fp32.
+ */
+function rewriteLstm(rw: Rewriter, node: NodeProtoInit, report: QuantizeReport): string | undefined {
+  const sources = [resolveWeight(rw.scope, node.input?.[1] ?? ''), resolveWeight(rw.scope, node.input?.[2] ?? '')];
+  const raw = sources.map(floatWeight);
+  if (!raw[0] || !raw[1]) {
+    const computed = [1, 2].map((i) => rw.scope.graph.node?.find((n) => n.output?.includes(node.input?.[i] ?? ''))?.opType).find(Boolean);
+    return computed
+      ? `W or R is computed by a ${computed} node, not stored as a constant; fold constants first (onnxruntime's offline graph optimizer does)`
+      : 'W or R is not a constant fp32 tensor';
+  }
+  if (numberAttribute(node, 'layout', 0) !== 0) return 'layout=1 (batch first); DynamicQuantizeLSTM reads sequence-first input';
+  const dims = sources.map((w) => tensorDims(w!.tensor));
+  if (dims.some((d) => d.length !== 3)) return 'W or R is not 3-D';
+  const label = nodeLabel(node);
+  const quantized = sources.map((source, i) => {
+    const [directions, rows, columns] = dims[i] as [number, number, number];
+    const q = quantizeWeights(raw[i]!, [directions * rows, columns], { type: 'int8', symmetric: true, axis: 0, reduceRange: rw.options.reduceRange });
+    const transposed = new Int8Array(q.values.length);
+    for (let d = 0; d < directions; d++) {
+      for (let g = 0; g < rows; g++) for (let c = 0; c < columns; c++) transposed[(d * columns + c) * rows + g] = q.values[(d * rows + g) * columns + c]!;
+    }
+    const base = source!.name.replace(/[^A-Za-z0-9_./-]/g, '_');
+    const names = { q: rw.names.fresh(`${base}_quantized`), scale: rw.names.fresh(`${base}_scale`), zeroPoint: rw.names.fresh(`${base}_zero_point`) };
+    const kind = source!.kind === 'constant' ? 'constant' : 'initializer';
+    const at = source!.kind === 'constant' && source!.owner === rw.scope.graph ? node : undefined;
+    addWeight(source!.owner, kind, tensorFromInt8(names.q, [directions, columns, rows], transposed), at);
+    addWeight(source!.owner, kind, tensorFromFloat32(names.scale, [directions, rows], q.scales), at);
+    addWeight(source!.owner, kind, tensorFromInt8(names.zeroPoint, [directions, rows], Array.from(q.zeroPoints)), at);
+    return names;
+  });
+  const inputs = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => node.input?.[i] ?? '');
+  inputs[1] = quantized[0]!.q;
+  inputs[2] = quantized[1]!.q;
+  inputs.push(quantized[0]!.scale, quantized[0]!.zeroPoint, quantized[1]!.scale, quantized[1]!.zeroPoint);
+  const attributes = (node.attribute ?? []).filter((a) => a.name !== 'layout');
+  replaceNode(rw.scope.graph, node, [{ ...makeNode('DynamicQuantizeLSTM', inputs, node.output ?? [], {}, rw.names.fresh(`${label}_quant`), 'com.microsoft'), attribute: attributes }]);
+  report.quantized.push({ node: label, opType: 'LSTM', graph: rw.scope.path, as: 'DynamicQuantizeLSTM' });
+  return undefined;
+}
+
+/** Why an op with weights that is not in opTypes stays fp32. */
+const NOT_SELECTED: Record<string, string> = {
+  Conv: 'Conv is not in opTypes by default: onnxruntime runs ConvInteger slower than fp32 Conv on x86 CPUs; int8-static (QDQ) quantizes convolutions into QLinearConv',
+  GRU: 'onnxruntime has no dynamically quantized GRU kernel (DynamicQuantizeLSTM covers LSTM only)',
+  RNN: 'onnxruntime has no dynamically quantized RNN kernel (DynamicQuantizeLSTM covers LSTM only)',
+  ConvTranspose: 'onnxruntime has no integer ConvTranspose kernel',
+};
+
+/** Quantizes the weights of MatMul, Gemm and LSTM (and Conv when listed) in every graph, subgraphs included, to int8. */
 export function quantizeDynamic(bytes: Uint8Array, input: Partial<Int8DynamicOptions> = {}): QuantizeResult {
   const options = int8DynamicOptionsSchema.parse(input);
-  const model = prepareModel(bytes, 11, 'int8-dynamic');
+  const model = prepareModel(bytes, minimumOpset({ method: 'int8-dynamic', options }), 'int8-dynamic');
   const report: QuantizeReport = { method: 'int8-dynamic', inputBytes: bytes.byteLength, outputBytes: 0, quantized: [], skipped: [], notes: [] };
+  const bypassed = bypassWeightIdentities(model);
+  if (bypassed > 0) report.notes.push(`${bypassed} Identity nodes that pass a weight on were bypassed, so shared weights are found and quantized once`);
+  report.notes.push(
+    `kernels: ${options.operatorPattern === 'com.microsoft' ? 'DynamicQuantizeMatMul' : 'MatMulInteger'} for ${options.opTypes.filter((o) => o === 'MatMul' || o === 'Gemm').join(' and ') || 'no MatMul or Gemm'}` +
+      `${options.opTypes.includes('LSTM') ? ', DynamicQuantizeLSTM for LSTM' : ''}${options.opTypes.includes('Conv') ? ', ConvInteger for Conv (slower than fp32 on x86 CPUs)' : '; Conv stays fp32 (use int8-static for convolutions)'}`,
+  );
   const names = new NameAllocator(model);
   const uses = useCounts(model);
   const cache = new Map<string, { q: string; scale: string; zeroPoint: string }>();
@@ -231,18 +293,23 @@ export function quantizeDynamic(bytes: Uint8Array, input: Partial<Int8DynamicOpt
     const rw: Rewriter = { scope, names, options, uses, cache, activations: new Map() };
     for (const node of [...(scope.graph.node ?? [])]) {
       const op = node.opType ?? '';
-      if (!(options.opTypes as string[]).includes(op) || (node.domain && node.domain !== 'ai.onnx')) continue;
+      if (node.domain && node.domain !== 'ai.onnx') continue;
+      if (!(options.opTypes as string[]).includes(op)) {
+        const known = NOT_SELECTED[op] ?? (['MatMul', 'Gemm', 'LSTM'].includes(op) ? `${op} is not in opTypes` : undefined);
+        if (known) report.skipped.push({ node: nodeLabel(node), opType: op, graph: scope.path, reason: known });
+        continue;
+      }
       if (!scope.graph.node!.includes(node)) continue; // an Add already fused away
       if (isExcluded(options.exclude, node)) {
         report.skipped.push({ node: nodeLabel(node), opType: op, graph: scope.path, reason: 'excluded' });
         continue;
       }
-      const reason = op === 'Conv' ? rewriteConv(rw, node, report) : rewriteMatMul(rw, node, report);
+      const reason = op === 'Conv' ? rewriteConv(rw, node, report) : op === 'LSTM' ? rewriteLstm(rw, node, report) : rewriteMatMul(rw, node, report);
       if (reason) report.skipped.push({ node: nodeLabel(node), opType: op, graph: scope.path, reason });
     }
   });
   pruneUnusedWeights(model);
-  const out = finishModel(model, 'int8-dynamic', options.operatorPattern === 'com.microsoft' && report.quantized.some((q) => q.as.startsWith('DynamicQuantizeMatMul')) ? { 'com.microsoft': 1 } : {});
+  const out = finishModel(model, 'int8-dynamic', report.quantized.some((q) => q.as.startsWith('DynamicQuantize')) ? { 'com.microsoft': 1 } : {});
   report.outputBytes = out.byteLength;
   return { bytes: out, report };
 }

@@ -16,7 +16,7 @@ import type { ModelStore } from '../model-store.ts';
 import { assertValidName } from '../names.ts';
 import { sha256Hex } from '../hash.ts';
 import type { CalibrationBatches } from './calibration.ts';
-import type { QuantizeReport } from './common.ts';
+import { summarizeByOpType, type OpTypeSummary, type QuantizeReport } from './common.ts';
 import type { QuantizeRequest } from './options.ts';
 import { quantizeModel } from './quantize-model.ts';
 
@@ -35,7 +35,7 @@ export interface QuantizeJob {
   updated: string;
   resultVersion?: string;
   error?: string;
-  report?: Omit<QuantizeReport, 'quantized' | 'skipped'> & { quantizedCount: number; skipped: QuantizeReport['skipped'] };
+  report?: Omit<QuantizeReport, 'quantized' | 'skipped'> & { quantizedCount: number; byOpType: OpTypeSummary; skipped: QuantizeReport['skipped'] };
 }
 
 /** The same request always names the same job: sha256 over model, version, method and the parsed options. */
@@ -166,7 +166,7 @@ export async function runQuantizeJob(deps: RunJobDeps, id: string, parse: (job: 
       state: 'succeeded',
       stage: 'done',
       resultVersion: version,
-      report: { ...summary, quantizedCount: quantized.length, skipped: skipped.slice(0, 100) },
+      report: { ...summary, quantizedCount: quantized.length, byOpType: summarizeByOpType(result.report), skipped: skipped.slice(0, 100) },
     });
     deps.log?.('quantization registered', { job: id, model: running.model, version, bytes: result.bytes.byteLength });
     return done ?? (await deps.jobs.get(id))!;

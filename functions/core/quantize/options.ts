@@ -18,17 +18,25 @@ export const excludeSchema = z
 export type Exclusions = z.infer<typeof excludeSchema>;
 const noExclusions = (): Exclusions => ({ nodes: [], opTypes: [] });
 
+/** Ops int8-dynamic can rewrite: MatMul and Gemm to DynamicQuantizeMatMul, LSTM to DynamicQuantizeLSTM, Conv to ConvInteger. */
+export const DYNAMIC_OP_TYPES = ['MatMul', 'Gemm', 'LSTM', 'Conv'] as const;
+
 export const int8DynamicOptionsSchema = z
   .object({
     /** One scale per output channel (MatMul/Gemm column, Conv filter) rather than one per tensor. */
     perChannel: z.boolean().default(true),
     /** Symmetric weights (zero point 0) or asymmetric (min..max mapped onto the full range). */
     symmetric: z.boolean().default(true),
-    /** Conv weights are always uint8: onnxruntime's ConvInteger kernel takes no int8 filter. */
+    /** Conv weights are always uint8: onnxruntime's ConvInteger kernel takes no int8 filter. LSTM weights are always int8. */
     weightType: z.enum(['int8', 'uint8']).default('int8'),
     /** 7-bit weights, for CPUs whose int8 dot product can saturate (AVX2 without VNNI, when accuracy suffers). */
     reduceRange: z.boolean().default(false),
-    opTypes: z.array(z.enum(['MatMul', 'Gemm', 'Conv'])).default(['MatMul', 'Gemm', 'Conv']),
+    /**
+     * Conv is not in the default: onnxruntime runs ConvInteger slower than fp32 Conv on x86 CPUs, so
+     * a convolutional model would get slower. int8-static (QDQ, fused into QLinearConv) is the
+     * method for convolutions; list Conv here to force ConvInteger anyway.
+     */
+    opTypes: z.array(z.enum(DYNAMIC_OP_TYPES)).default(['MatMul', 'Gemm', 'LSTM']),
     /**
      * com.microsoft: DynamicQuantizeMatMul, onnxruntime's fused kernel (measured fastest, see
      * docs/quantization.md). onnx: DynamicQuantizeLinear + MatMulInteger + Cast + Mul, standard ops only.
@@ -108,4 +116,16 @@ export type QuantizeRequestInput = z.input<typeof quantizeRequestSchema>;
 /** True when a node is excluded from quantization by name or op type. */
 export function isExcluded(exclude: Exclusions, node: { name?: string | null; opType?: string | null }): boolean {
   return (!!node.name && exclude.nodes.includes(node.name)) || exclude.opTypes.includes(node.opType ?? '');
+}
+
+/** The ai.onnx opset a request needs the model to import already (the API refuses older models with 422). */
+export function minimumOpset(request: QuantizeRequest): number {
+  switch (request.method) {
+    case 'int8-dynamic':
+      return 11;
+    case 'int8-static':
+      return request.options.perChannel ? 13 : 10;
+    case 'fp16':
+      return 7;
+  }
 }

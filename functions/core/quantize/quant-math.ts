@@ -23,7 +23,10 @@ export function roundHalfEven(x: number): number {
 
 /**
  * Scale and zero point for a real range. Symmetric ranges put 0 on the zero point of a signed type
- * (and on 128 for uint8) and use ±(qmax) so that -x and x quantize alike.
+ * and on the middle of the range for uint8 (128, or 64 with reduceRange), and use ±(qmax) so that -x
+ * and x quantize alike. The zero point depends only on the type and range for a symmetric tensor,
+ * never on the values: an all-zero channel gets the same zero point as its neighbours, so kernels
+ * that take one zero point for all channels (ConvInteger) stay right. An all-zero range gets scale 1.
  */
 export function quantParams(min: number, max: number, type: QuantType, symmetric: boolean, reduceRange = false): QuantParams {
   const { qmin, qmax } = quantRange(type, reduceRange);
@@ -33,20 +36,20 @@ export function quantParams(min: number, max: number, type: QuantType, symmetric
     const absMax = Math.max(Math.abs(rmin), Math.abs(rmax));
     rmin = -absMax;
     rmax = absMax;
-  }
-  if (rmax === rmin) return { scale: 1, zeroPoint: type === 'uint8' && symmetric ? 128 : 0 };
-  if (symmetric) {
+    const zeroPoint = type === 'int8' ? 0 : Math.ceil((qmax + qmin) / 2);
+    if (absMax === 0) return { scale: 1, zeroPoint };
     const half = type === 'int8' ? qmax : (qmax - qmin) / 2;
-    const scale = Math.fround(rmax / half);
-    return { scale, zeroPoint: type === 'int8' ? 0 : Math.ceil((qmax + qmin) / 2) };
+    return { scale: Math.fround(rmax / half), zeroPoint };
   }
+  // The range holds 0, so an all-zero one is [0, 0]: 0 quantizes to qmin.
+  if (rmax === rmin) return { scale: 1, zeroPoint: qmin };
   const scale = Math.fround((rmax - rmin) / (qmax - qmin));
   const zeroPoint = Math.min(qmax, Math.max(qmin, roundHalfEven(qmin - rmin / scale)));
   return { scale, zeroPoint };
 }
 
-export function quantizeValue(x: number, params: QuantParams, type: QuantType): number {
-  const { qmin, qmax } = quantRange(type);
+export function quantizeValue(x: number, params: QuantParams, type: QuantType, reduceRange = false): number {
+  const { qmin, qmax } = quantRange(type, reduceRange);
   return Math.min(qmax, Math.max(qmin, roundHalfEven(x / params.scale) + params.zeroPoint));
 }
 

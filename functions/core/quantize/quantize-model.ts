@@ -2,14 +2,35 @@
  * One entry point for every method, used by the worker, the CLI's --local mode and the tests: the
  * request (already parsed), the fp32 model's bytes, and where calibration data comes from.
  */
+import { UnsupportedModelError } from '../onnx/graph-toolkit.ts';
 import type { CalibrationBatches } from './calibration.ts';
-import type { QuantizeResult } from './common.ts';
+import { describeByOpType, summarizeByOpType, type QuantizeResult } from './common.ts';
 import { quantizeDynamic } from './dynamic.ts';
 import { convertToFloat16 } from './fp16.ts';
 import type { QuantizeRequest } from './options.ts';
 import { quantizeStatic } from './static-qdq.ts';
 
+/**
+ * Quantizes with the request's method, and refuses (422) a result that is not worth a version: one
+ * that converted nothing, or one not smaller than its source. Both refusals say, per op type, what
+ * was kept and why.
+ */
 export async function quantizeModel(bytes: Uint8Array, request: QuantizeRequest, calibration?: (dataset: string) => Promise<CalibrationBatches>): Promise<QuantizeResult> {
+  const result = await runMethod(bytes, request, calibration);
+  const { report } = result;
+  const byOpType = describeByOpType(summarizeByOpType(report));
+  if (report.quantized.length === 0) {
+    throw new UnsupportedModelError(`${request.method} converted nothing, so no version was registered${byOpType ? `: ${byOpType}` : ': the model has no node the method handles'}`);
+  }
+  if (report.outputBytes >= report.inputBytes) {
+    throw new UnsupportedModelError(
+      `the ${request.method} variant would be ${report.outputBytes} bytes, not smaller than its source's ${report.inputBytes}, so no version was registered: ${byOpType}`,
+    );
+  }
+  return result;
+}
+
+function runMethod(bytes: Uint8Array, request: QuantizeRequest, calibration?: (dataset: string) => Promise<CalibrationBatches>): Promise<QuantizeResult> | QuantizeResult {
   switch (request.method) {
     case 'int8-dynamic':
       return quantizeDynamic(bytes, request.options);
@@ -17,7 +38,7 @@ export async function quantizeModel(bytes: Uint8Array, request: QuantizeRequest,
       return convertToFloat16(bytes, request.options);
     case 'int8-static': {
       if (!calibration) throw new Error('int8-static needs a calibration data source');
-      return quantizeStatic(bytes, await calibration(request.options.dataset), request.options);
+      return calibration(request.options.dataset).then((batches) => quantizeStatic(bytes, batches, request.options));
     }
   }
 }

@@ -2,7 +2,8 @@ import { GetQueueUrlCommand, SendMessageCommand, type SQSClient } from '@aws-sdk
 import type { ModelStore } from '../model-store.ts';
 import { UnsupportedModelError } from '../onnx/graph-toolkit.ts';
 import type { QuantizeJob, QuantizeJobs } from './jobs.ts';
-import type { QuantizeRequest } from './options.ts';
+import { opsetRefusal } from './common.ts';
+import { minimumOpset, type QuantizeRequest } from './options.ts';
 import { estimatedMemoryMiB } from './quantize-model.ts';
 
 export interface StartQuantizationDeps {
@@ -16,7 +17,8 @@ export interface StartQuantizationDeps {
 
 /**
  * Starts (or finds) the quantization of one version: refused for a version that is already a
- * variant, or too big for the quantize Lambda (the message names the container path). Used by the
+ * variant, whose opset is older than the method needs, or too big for the quantize Lambda (the
+ * message names the container path). Used by the
  * API and by a tier's default quantization policy on registration.
  */
 export async function startQuantization(
@@ -29,6 +31,9 @@ export async function startQuantization(
   if (manifest.lineage && ['int8-dynamic', 'int8-static', 'fp16'].includes(manifest.lineage.method)) {
     throw new UnsupportedModelError(`model '${name}' version '${version}' is already a ${manifest.lineage.method} variant of version ${manifest.lineage.sourceVersion}; quantize that fp32 version instead`);
   }
+  // Refused here, with 422, rather than by the worker after a 202.
+  const needsOpset = minimumOpset(request);
+  if (manifest.opset < needsOpset) throw new UnsupportedModelError(opsetRefusal(request.method, needsOpset, manifest.opset));
   const needed = estimatedMemoryMiB(manifest.bytes, request.method);
   if (needed > deps.workerMemoryMiB) {
     throw new UnsupportedModelError(

@@ -27,8 +27,8 @@ import {
 } from '../onnx/graph-toolkit.ts';
 import { encodeModel, type NodeProtoInit } from '../onnx/model-proto.ts';
 import { calibrateRanges, type CalibrationBatches } from './calibration.ts';
-import { finishModel, nodeLabel, prepareModel, type QuantizeReport, type QuantizeResult } from './common.ts';
-import { int8StaticOptionsSchema, isExcluded, type Int8StaticOptions } from './options.ts';
+import { bypassWeightIdentities, finishModel, nodeLabel, prepareModel, type QuantizeReport, type QuantizeResult } from './common.ts';
+import { int8StaticOptionsSchema, isExcluded, minimumOpset, type Int8StaticOptions } from './options.ts';
 import { quantParams, quantizeWeights, roundHalfEven, type QuantParams, type QuantType } from './quant-math.ts';
 
 type StaticInput = Omit<Partial<Int8StaticOptions>, 'dataset'> & { dataset?: string };
@@ -127,8 +127,10 @@ function plan(scope: GraphScope, options: Int8StaticOptions, report: QuantizeRep
 /** Quantizes a model in QDQ form, calibrated on `batches`. */
 export async function quantizeStatic(bytes: Uint8Array, batches: CalibrationBatches, input: StaticInput = {}): Promise<QuantizeResult> {
   const options = int8StaticOptionsSchema.parse({ dataset: 'inline', ...input });
-  const model = prepareModel(bytes, options.perChannel ? 13 : 10, 'int8-static');
+  const model = prepareModel(bytes, minimumOpset({ method: 'int8-static', options }), 'int8-static');
   const report: QuantizeReport = { method: 'int8-static', inputBytes: bytes.byteLength, outputBytes: 0, quantized: [], skipped: [], notes: [] };
+  const bypassed = bypassWeightIdentities(model);
+  if (bypassed > 0) report.notes.push(`${bypassed} Identity nodes that pass a weight on were bypassed, so shared weights are found`);
   if (options.foldBatchNorm) {
     const folded = foldBatchNormalization(model);
     if (folded > 0) report.notes.push(`folded ${folded} BatchNormalization nodes into the Conv before them`);
