@@ -160,6 +160,8 @@ async function trainCodeCache(handlerFile: string, training: string | undefined)
         AI_MASS_CODE_CACHE_TRAINING: '1',
         // Where Lambda finds the layer's onnxruntime-node (/opt/nodejs/node_modules): here, the project's own.
         NODE_PATH: join(here, '..', '..', 'node_modules'),
+        // Where a training that went through leaves its marker (train-code-cache.ts): the package tests set it.
+        ...(process.env.AI_MASS_CODE_CACHE_TRAINED_DIR ? { AI_MASS_CODE_CACHE_TRAINED_DIR: process.env.AI_MASS_CODE_CACHE_TRAINED_DIR } : {}),
       },
     });
   } catch (error) {

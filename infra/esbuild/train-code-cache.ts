@@ -3,7 +3,11 @@
  * fresh process): loads the handler through its shim, lets the function's own training exercise it
  * when it has one, then writes the caches of what that compiled.
  * Usage: node train-code-cache.ts <handler shim> [<training module>]
+ * With AI_MASS_CODE_CACHE_TRAINED_DIR set, a run that went through writes `<function folder>.json`
+ * there: the package tests' proof that each training ran, which a failed run's caches are not.
  */
+import { writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SAVE_CODE_CACHE } from './script-loader.ts';
 
@@ -28,5 +32,10 @@ if (failure) {
   // The caches hold what ran, but the function's training did not go through: say so.
   process.stderr.write(`training of ${shim} failed: ${failure instanceof Error ? failure.stack : String(failure)}\n`);
   process.exit(1);
+}
+const trainedDir = process.env.AI_MASS_CODE_CACHE_TRAINED_DIR;
+if (trainedDir) {
+  const name = basename(dirname(shim));
+  writeFileSync(join(trainedDir, `${name}.json`), JSON.stringify({ function: name, training: training ? basename(training, '.ts') : null }));
 }
 process.exit(0);

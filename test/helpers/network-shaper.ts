@@ -12,8 +12,17 @@ export interface NetworkProfile {
 export interface NetworkShaper {
   /** Where clients connect instead of the upstream, e.g. http://127.0.0.1:40123 */
   url: string;
+  /** Response bytes passed on to clients so far, all connections together. */
+  bytesSent(): number;
   close(): Promise<void>;
 }
+
+/** The time the shaper reads and waits on: the real one, or a test's own to see each wait it asks for. */
+export interface ShaperClock {
+  now(): number;
+  sleep(ms: number): Promise<unknown>;
+}
+const REAL_CLOCK: ShaperClock = { now: () => performance.now(), sleep };
 
 /**
  * A TCP forwarder on 127.0.0.1 that makes a loopback emulator answer like a store across a
@@ -22,9 +31,10 @@ export interface NetworkShaper {
  * ~10 ms, which hides what parallel ranged GETs and early requests are for; the benchmark runs its
  * cold starts through this as well. Only the timing changes: the bytes are the emulator's.
  */
-export async function startNetworkShaper(upstream: string, profile: NetworkProfile): Promise<NetworkShaper> {
+export async function startNetworkShaper(upstream: string, profile: NetworkProfile, clock: ShaperClock = REAL_CLOCK): Promise<NetworkShaper> {
   const { hostname, port } = new URL(upstream);
   const sockets = new Set<net.Socket>();
+  let bytesSent = 0;
   const server = net.createServer((client) => {
     const origin = net.connect({ host: hostname, port: Number(port) });
     for (const socket of [client, origin]) {
@@ -41,15 +51,16 @@ export async function startNetworkShaper(upstream: string, profile: NetworkProfi
       try {
         for await (const chunk of origin as AsyncIterable<Buffer>) {
           if (flowingSince === 0) {
-            await sleep(profile.firstByteMs);
-            flowingSince = performance.now();
+            await clock.sleep(profile.firstByteMs);
+            flowingSince = clock.now();
           }
           if (profile.perConnectionMBps > 0) {
             const due = flowingSince + (sent / (profile.perConnectionMBps * 1e6)) * 1000;
-            const wait = due - performance.now();
-            if (wait >= 1) await sleep(wait);
+            const wait = due - clock.now();
+            if (wait >= 1) await clock.sleep(wait);
           }
           sent += chunk.length;
+          bytesSent += chunk.length;
           if (!client.write(chunk)) await new Promise((drained) => client.once('drain', drained));
         }
         client.end();
@@ -62,6 +73,7 @@ export async function startNetworkShaper(upstream: string, profile: NetworkProfi
   const { port: shaped } = server.address() as net.AddressInfo;
   return {
     url: `http://127.0.0.1:${shaped}`,
+    bytesSent: () => bytesSent,
     close: () =>
       new Promise<void>((closed) => {
         for (const socket of sockets) socket.destroy();

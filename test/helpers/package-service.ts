@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { cp, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -24,6 +24,8 @@ export interface Packaged {
   template: Template;
   /** What `serverless package` printed (stdout, then stderr): its plugins' warnings among it. */
   output: string;
+  /** The code-cache training runs that went through, by the marker each wrote (infra/esbuild/train-code-cache.ts). */
+  codeCachesTrained: { function: string; training: string | null }[];
 }
 
 // Packaging runs in a network namespace with only loopback (brought up: the inference function's
@@ -64,14 +66,18 @@ export async function packageService(name: string, params: Record<string, string
   // under the work folder, which the tests remove.
   const temp = path.join(work, 'tmp');
   await mkdir(temp);
+  const trained = path.join(work, 'code-cache-trained');
+  await mkdir(trained);
   const args = [serverlessBin, 'package', '--stage', stage, '--package', dir, ...Object.entries(params).map(([k, v]) => `--param=${k}=${v}`)];
   const [file, argv] = isolated ? ['unshare', [...LOOPBACK_ONLY, process.execPath, ...args]] : [process.execPath, args];
   const { stdout, stderr } = await run(file, argv, {
     cwd: service,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: temp, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: temp, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AI_MASS_CODE_CACHE_TRAINED_DIR: trained },
     timeout: 300_000,
   });
-  return { dir, template: JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template, output: `${stdout}${stderr}` };
+  const codeCachesTrained = (await Promise.all((await readdir(trained)).map(async (file) => JSON.parse(await readFile(path.join(trained, file), 'utf8')) as Packaged['codeCachesTrained'][number])))
+    .sort((a, b) => a.function.localeCompare(b.function));
+  return { dir, template: JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Template, output: `${stdout}${stderr}`, codeCachesTrained };
 }
 
 export async function removePackagedServices(): Promise<void> {

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
+import { GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VisibilityExtender } from '../../functions/core/batch/queue.ts';
 import { keys } from '../../functions/core/keys.ts';
@@ -53,12 +53,10 @@ describe('a container worker killed mid-shard', () => {
     });
     expect(job).toMatchObject({ worker: 'gpu', shards: { total: 2 } });
 
-    // Act: the first worker dies (SIGKILL: no chance to release) while it is scoring; a second takes over.
+    // Act: the first worker dies (SIGKILL: no chance to release) once it has started a shard; a second takes over.
     const doomed = startWorkerProcess(workerEnv);
     workers.push(doomed);
     const started = await doomed.waitFor((l) => l.message === 'shard started');
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(doomed.lines.some((l) => l.message === 'shard done')).toBe(false);
     doomed.child.kill('SIGKILL');
     expect(await doomed.exited).toBe('SIGKILL');
     const rescuer = startWorkerProcess(workerEnv);
@@ -68,8 +66,9 @@ describe('a container worker killed mid-shard', () => {
       return view.state === 'running' || view.state === 'merging' ? undefined : view;
     }, 90_000, 250);
 
-    // Assert
+    // Assert: the killed worker scored nothing (it died mid-shard), and its shard took a second attempt.
     expect(final).toMatchObject({ state: 'succeeded', shards: { total: 2, done: 2, failed: 0 }, rows: { scored: ROWS, failed: 0 } });
+    expect(doomed.lines.filter((l) => l.message === 'shard done')).toEqual([]);
     const shards = await stack.runtime.jobs.shards(job.id);
     expect(shards.find((s) => s.shard === started.shard)).toMatchObject({ state: 'done', attempts: 2 });
     const rows = (await getText(stack, keys.batchResult(job.id))).trimEnd().split('\n').map((l) => JSON.parse(l));
@@ -89,17 +88,19 @@ describe('the visibility timeout of a long shard', () => {
     const first = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, VisibilityTimeout: 2, WaitTimeSeconds: 1 }));
     const handle = first.Messages![0]!.ReceiptHandle!;
 
-    // Act: hold it for 4.5 s, more than twice its 2 s timeout.
+    // Act: hold it through three extensions, a second apart at the least (the extender's interval for a
+    // 2 s timeout), so past its first timeout: a count to wait for, not a time to hope it fits in.
     const extender = new VisibilityExtender(stack.sqs, queueUrl, handle, 2);
-    await new Promise((resolve) => setTimeout(resolve, 4500));
+    await waitFor('three extensions', () => Promise.resolve(extender.extensions >= 3 ? true : undefined), 30_000, 50);
     const whileHeld = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 0 }));
     await extender.release();
-    const afterRelease = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 1 }));
+    const afterRelease = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 1, MessageSystemAttributeNames: ['ApproximateReceiveCount'] }));
 
-    // Assert
+    // Assert: no one else got it while it was held; released, it is received a second time.
+    expect(extender.lastError).toBeUndefined();
     expect(whileHeld.Messages ?? []).toEqual([]);
-    expect(extender.extensions).toBeGreaterThanOrEqual(4);
     expect(afterRelease.Messages?.[0]?.Body).toBe('long shard');
+    expect(afterRelease.Messages?.[0]?.Attributes?.ApproximateReceiveCount).toBe('2');
   });
 });
 
@@ -112,22 +113,23 @@ describe('a container worker told to stop (SIGTERM) mid-shard', () => {
     const leaving = startWorkerProcess({ ...workerEnv, VISIBILITY_TIMEOUT: '30' });
     workers.push(leaving);
     await leaving.waitFor((l) => l.message === 'shard started' && l.job === job.id);
-    await new Promise((resolve) => setTimeout(resolve, 300));
 
     // Act: DRAIN_SECONDS=0, so the shard is aborted between two batches and released.
     leaving.child.kill('SIGTERM');
     expect(await leaving.exited).toBe(0);
-    const released = leaving.lines.some((l) => l.message === 'shard released for another worker');
-    const startedAt = Date.now();
+    // Held until its 30 s timeout, the shard's message would be in flight now; released, it waits in the queue.
+    const queue = await stack.sqs.send(new GetQueueAttributesCommand({ QueueUrl: workerEnv.WORKER_QUEUE_URL, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
     workers.push(startWorkerProcess(workerEnv));
     const final = await waitFor('the job to finish', async () => {
       const view = await stack.runtime.service().get(job.id);
       return view.state === 'succeeded' ? view : undefined;
     }, 60_000, 250);
 
-    // Assert: another worker finished it well before the 30 s visibility timeout could have expired.
-    expect(released).toBe(true);
-    expect(Date.now() - startedAt).toBeLessThan(25_000);
+    // Assert: the shard went back to the queue at once, and another worker finished it.
+    expect(queue.Attributes).toEqual({ ApproximateNumberOfMessages: '1', ApproximateNumberOfMessagesNotVisible: '0' });
+    expect(leaving.lines.filter((l) => l.message === 'shard released for another worker')).toHaveLength(1);
+    expect(leaving.lines.filter((l) => l.message === 'shard done')).toEqual([]);
     expect(final.rows).toEqual({ scored: 2000, failed: 0 });
+    expect(await stack.runtime.jobs.shards(job.id)).toMatchObject([{ state: 'done', attempts: 2 }]);
   }, 90_000);
 });

