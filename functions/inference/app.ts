@@ -1,10 +1,13 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import { HttpError, NotFoundError, NotReadyError, PayloadTooLargeError } from '../core/errors.ts';
+import { BadRequestError, HttpError, InferenceRuntimeError, NotFoundError, NotReadyError, PayloadTooLargeError } from '../core/errors.ts';
 import type { InferenceService } from '../core/inference-service.ts';
-import { MetricUnit } from '../core/observability.ts';
-import { errorResponse, header, json, pathSegment } from '../adapters/http.ts';
+import { assertValidName } from '../core/names.ts';
+import { MetricUnit, recordMetric } from '../core/observability.ts';
+import {
+  acceptedEncoding, contentEncoding, decodeBody, encodeBody, errorResponse, header, lambdaPayloadBytes, LAMBDA_RESPONSE_LIMIT_BYTES, pathSegment,
+} from '../adapters/http.ts';
 import { decodeInferRequest, encodeInferResponse, INFERENCE_HEADER_CONTENT_LENGTH, parseHeaderLength } from '../core/v2/codec.ts';
 
 export interface InferenceHandlerDeps {
@@ -16,36 +19,83 @@ export interface InferenceHandlerDeps {
 
 type Result = APIGatewayProxyStructuredResultV2;
 
-const MODEL_ROUTE = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer))?\/?$/;
+const MODEL_ROUTE = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer|config))?\/?$/;
 const VERSIONS_ROUTE = /^\/v2\/models\/([^/]+)\/versions\/?$/;
 /** A caller that sends this header always lands on the same side of a canary split. */
 export const STICKY_HEADER = 'x-mass-route-key';
+/** Counted by model and version when onnxruntime fails on a request that passed validation. */
+export const RUNTIME_FAILURE_METRIC = 'InferenceRuntimeFailures';
 
-
-
-
-/** The body (text as it came, binary as bytes), refused before any decoding when it is over the limit. */
-function requestBody(event: APIGatewayProxyEventV2, limit: number): string | Buffer {
+/**
+ * The infer body as the client sent it: a string for a plain JSON body, else bytes. API Gateway
+ * (HTTP API, payload 2.0) base64-encodes every body whose Content-Type is not text (none, octet-stream,
+ * form data...), and passes text types (text/*, JSON, XML, JavaScript) as a string. A body that
+ * declares binary content (the binary extension's header, or a Content-Encoding) and arrived as a
+ * string is only the bytes that were sent if it has no U+FFFD, the character that replaces bytes that
+ * are not UTF-8: otherwise it is refused, never decoded from altered bytes.
+ */
+async function requestBody(event: APIGatewayProxyEventV2, limit: number): Promise<string | Buffer> {
   const body = event.body ?? '';
   const declared = Number(header(event, 'content-length') ?? NaN);
   const size = event.isBase64Encoded ? Math.floor((body.length * 3) / 4) : Buffer.byteLength(body);
   const largest = Number.isFinite(declared) ? Math.max(declared, size) : size;
   if (largest > limit) throw new PayloadTooLargeError(`request body of ${largest} bytes exceeds the limit of ${limit} bytes`);
-  return event.isBase64Encoded ? decodeBase64Body(body, header(event, INFERENCE_HEADER_CONTENT_LENGTH)) : body;
+  const encoding = contentEncoding(event);
+  const headerLength = header(event, INFERENCE_HEADER_CONTENT_LENGTH);
+  if (!event.isBase64Encoded && headerLength === undefined && encoding === 'identity') return body;
+  const alignFor = encoding === 'identity' ? headerLength : undefined;
+  let bytes: Buffer;
+  if (event.isBase64Encoded) {
+    bytes = decodeBase64Body(body, alignFor);
+  } else {
+    if (body.includes('\uFFFD')) {
+      throw new BadRequestError(
+        'the request body arrived as text and is not the bytes that were sent (it contains U+FFFD, which replaces bytes that are not UTF-8): ' +
+          'send binary and compressed requests with Content-Type: application/octet-stream (or none)',
+      );
+    }
+    bytes = alignedBytes(Buffer.byteLength(body), alignFor, (out, at) => out.write(body, at, 'utf8'));
+  }
+  return encoding === 'identity' ? bytes : decodeBody(bytes, encoding, limit);
 }
 
 /**
- * A base64 body (API Gateway's form of a binary one) decoded so that its binary tensor data, after
- * the JSON header, starts 8-byte aligned: the tensors then view the body instead of copying it
+ * Bytes written into a buffer so that the binary tensor data after a JSON header of `headerLength`
+ * bytes starts 8-byte aligned: the tensors then view the body instead of copying it
  * (typedArrayFromBytes). Buffer memory itself starts 8-byte aligned.
  */
-export function decodeBase64Body(body: string, headerLength: string | undefined): Buffer {
+function alignedBytes(size: number, headerLength: string | undefined, write: (out: Buffer, at: number) => number): Buffer {
   const jsonLength = (headerLength !== undefined ? parseHeaderLength(headerLength) : undefined) ?? 0; // a bad one is refused by the decoder
   const pad = (8 - (jsonLength % 8)) % 8;
-  const out = Buffer.allocUnsafe(pad + Buffer.byteLength(body, 'base64'));
-  const written = out.write(body, pad, 'base64');
+  const out = Buffer.allocUnsafe(pad + size);
+  const written = write(out, pad);
   return out.subarray(pad, pad + written);
 }
+
+/** A base64 body (API Gateway's form of a binary one), decoded aligned as alignedBytes says. */
+export function decodeBase64Body(body: string, headerLength: string | undefined): Buffer {
+  return alignedBytes(Buffer.byteLength(body, 'base64'), headerLength, (out, at) => out.write(body, at, 'base64'));
+}
+
+/**
+ * A successful response, compressed when the client accepts gzip or deflate, and refused (413) when
+ * Lambda could not return it: its limit counts the result's JSON, so base64's growth of a binary
+ * body and the escaping of a text one count too.
+ */
+function respond(event: APIGatewayProxyEventV2, statusCode: number, body: Buffer, headers: Record<string, string>, binary: boolean, tooLargeHint: string): Result {
+  const coding = acceptedEncoding(event);
+  const out = coding ? encodeBody(body, coding) : body;
+  const result: Result = coding || binary
+    ? { statusCode, headers: { ...headers, ...(coding ? { 'content-encoding': coding, vary: 'accept-encoding' } : {}) }, body: out.toString('base64'), isBase64Encoded: true }
+    : { statusCode, headers, body: out.toString('utf8') };
+  const bytes = lambdaPayloadBytes(result);
+  if (bytes > LAMBDA_RESPONSE_LIMIT_BYTES) {
+    throw new PayloadTooLargeError(`the response would be ${bytes} bytes, over Lambda's limit of ${LAMBDA_RESPONSE_LIMIT_BYTES} bytes for a response; ${tooLargeHint}`);
+  }
+  return result;
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json' };
 
 /** API Gateway HTTP API (payload v2) adapter for the Open Inference Protocol V2 REST API. */
 export function createInferenceHandler(deps: InferenceHandlerDeps) {
@@ -57,42 +107,48 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     const allow = (m: string) => {
       if (method !== m) throw new HttpError(405, `method ${method} is not allowed on ${path}; use ${m}`);
     };
+    const ok = (body: unknown) => respond(event, 200, Buffer.from(JSON.stringify(body)), JSON_HEADERS, false, 'ask for less');
     if (path === '/v2' || path === '/v2/') {
       allow('GET');
-      return json(200, service.serverMetadata());
+      return ok(service.serverMetadata());
     }
     if (path === '/v2/health/live') {
       allow('GET');
-      return json(200, { live: true });
+      return ok({ live: true });
     }
     if (path === '/v2/health/ready') {
       allow('GET');
       if (!(await service.checkReady())) throw new NotReadyError(service.notReadyReason());
-      return json(200, { ready: true });
+      return ok({ ready: true });
     }
     const listing = VERSIONS_ROUTE.exec(path);
     if (listing) {
       allow('GET');
-      return json(200, await service.versionDetails(pathSegment(listing[1]!)));
+      return ok(await service.versionDetails(assertValidName(pathSegment(listing[1]!), 'model name')));
     }
     const match = MODEL_ROUTE.exec(path);
-    if (!match) throw new NotFoundError(`no route for ${method} ${path}`);
-    const name = pathSegment(match[1]!);
-    const version = match[2] === undefined ? undefined : pathSegment(match[2]);
+    if (!match) throw new NotFoundError(`no route for ${method} ${path.length > 200 ? `${path.slice(0, 200)}...` : path}`);
+    // Checked before anything reads the registry: an invalid name is a 400 that quotes at most its start.
+    const name = assertValidName(pathSegment(match[1]!), 'model name');
+    const version = match[2] === undefined ? undefined : assertValidName(pathSegment(match[2]), 'version');
     const action = match[3];
     logger.appendKeys({ model: name, ...(version ? { version } : {}) });
 
     if (action === undefined) {
       allow('GET');
-      return json(200, await service.modelMetadata(name, version));
+      return ok(await service.modelMetadata(name, version));
     }
     if (action === 'ready') {
       allow('GET');
       const model = await service.loadModel(name, version);
-      return json(200, { name, version: model.version, ready: true });
+      return ok({ name, version: model.version, ready: true });
+    }
+    if (action === 'config') {
+      allow('GET');
+      return ok(await service.modelConfig(name, version));
     }
     allow('POST');
-    const body = requestBody(event, deps.maxBodyBytes);
+    const body = await requestBody(event, deps.maxBodyBytes);
     const request = decodeInferRequest(body, header(event, INFERENCE_HEADER_CONTENT_LENGTH));
     const started = performance.now();
     const { response, binaryOutputs, model } = await service.infer(name, version, request, header(event, STICKY_HEADER));
@@ -101,18 +157,11 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     metrics.addDimensions({ model: name, version: model.version });
     metrics.addMetric('InferenceLatency', MetricUnit.Milliseconds, ms);
     const encoded = encodeInferResponse(response, binaryOutputs);
-    if (encoded.jsonLength === undefined) {
-      return { statusCode: 200, headers: { 'content-type': 'application/json' }, body: encoded.body.toString('utf8') };
-    }
-    return {
-      statusCode: 200,
-      headers: {
-        'content-type': 'application/octet-stream',
-        [INFERENCE_HEADER_CONTENT_LENGTH]: String(encoded.jsonLength),
-      },
-      body: encoded.body.toString('base64'),
-      isBase64Encoded: true,
-    };
+    const hint = encoded.jsonLength === undefined
+      ? 'ask for binary outputs (the binary tensor data extension: "binary_data_output": true) or send a smaller batch'
+      : 'send a smaller batch';
+    if (encoded.jsonLength === undefined) return respond(event, 200, encoded.body, JSON_HEADERS, false, hint);
+    return respond(event, 200, encoded.body, { 'content-type': 'application/octet-stream', [INFERENCE_HEADER_CONTENT_LENGTH]: String(encoded.jsonLength) }, true, hint);
   }
 
   return async function inferenceHandler(event: APIGatewayProxyEventV2): Promise<Result> {
@@ -120,6 +169,9 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     try {
       return await route(event);
     } catch (error) {
+      if (error instanceof InferenceRuntimeError) {
+        recordMetric(metrics, RUNTIME_FAILURE_METRIC, MetricUnit.Count, 1, { model: error.model, version: error.version });
+      }
       return errorResponse(error, (level, message, fields) => logger[level](message, fields), metrics);
     }
   };
