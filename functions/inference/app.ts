@@ -21,6 +21,35 @@ type Result = APIGatewayProxyStructuredResultV2;
 
 const MODEL_ROUTE = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer|config))?\/?$/;
 const VERSIONS_ROUTE = /^\/v2\/models\/([^/]+)\/versions\/?$/;
+/**
+ * The routes of the API's other functions under /v2 (infra/serverless/*.yml; a unit test holds the
+ * two together). Their paths belong to them, so the catch-all, which brings their wrong methods
+ * here, answers those with 405 rather than 404.
+ */
+export const OTHER_FUNCTION_ROUTES = [
+  'POST /v2/batches',
+  'GET /v2/batches/{id}',
+  'POST /v2/models/{name}/versions/{version}/evaluate',
+  'GET /v2/models/{name}/versions/{version}/evaluations/{id}',
+  'GET /v2/models/{name}/versions/{version}/evaluations/{id}/report.html',
+  'POST /v2/models/{name}/versions/{version}/quantize',
+  'GET /v2/models/{name}/quantizations/{job}',
+  'GET /v2/models/{name}/aliases/{alias}',
+  'PUT /v2/models/{name}/aliases/{alias}',
+  'POST /v2/models/{name}/aliases/{alias}/promote',
+  'POST /v2/models/{name}/aliases/{alias}/rollback',
+] as const;
+
+const OTHER_ROUTE_PATTERNS = OTHER_FUNCTION_ROUTES.map((key) => {
+  const [method, path] = key.split(' ') as [string, string];
+  return { method, pattern: new RegExp(`^${path.replace(/\./g, '\\.').replace(/\{[^}]+\}/g, '[^/]+')}/?$`) };
+});
+
+/** The methods another function serves on a path; empty when no other function has it. */
+function otherFunctionMethods(path: string): string[] {
+  return OTHER_ROUTE_PATTERNS.filter((r) => r.pattern.test(path)).map((r) => r.method);
+}
+
 /** A caller that sends this header always lands on the same side of a canary split. */
 export const STICKY_HEADER = 'x-mass-route-key';
 /** Counted by model and version when onnxruntime fails on a request that passed validation. */
@@ -127,6 +156,8 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
       return ok(await service.versionDetails(assertValidName(pathSegment(listing[1]!), 'model name')));
     }
     const match = MODEL_ROUTE.exec(path);
+    const others = otherFunctionMethods(path);
+    if (others.length > 0) throw new HttpError(405, `method ${method} is not allowed on ${path}; use ${others.join(' or ')}`);
     if (!match) throw new NotFoundError(`no route for ${method} ${path.length > 200 ? `${path.slice(0, 200)}...` : path}`);
     // Checked before anything reads the registry: an invalid name is a 400 that quotes at most its start.
     const name = assertValidName(pathSegment(match[1]!), 'model name');

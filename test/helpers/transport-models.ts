@@ -27,6 +27,16 @@ export const TRANSPORT_MODELS: Record<string, Uint8Array> = {
   scores: doubling('float32', ['batch', 4], { labels: JSON.stringify(LABELS) }),
   /** y = x + x, FP32 of any shape: a response as large as the request allows. */
   'double-any': doubling('float32', ['n', 'm']),
+  /** y = Expand(x, shape): an answer many times the size of its request. */
+  expand: encodeModel(model({
+    ...opset,
+    graph: graph({
+      name: 'expand',
+      nodes: [node('Expand', ['x', 'shape'], ['y'])],
+      inputs: [valueInfo('x', 'float32', [1, 'n']), valueInfo('shape', 'int64', [2])],
+      outputs: [valueInfo('y', 'float32', ['rows', 'n'])],
+    }),
+  })),
   /** y = x + x in FP16 [1, 3]. */
   half: doubling('float16', [1, 3]),
   /** Reshape to [2]: a warm-up with a dynamic dimension of 1 fails; a request with 2 elements runs. */

@@ -255,6 +255,8 @@ describe('routes, outputs and inputs', () => {
     expect(statusAndJson(await handler(event('DELETE', '/v2/models/double')))).toEqual([405, { error: 'method DELETE is not allowed on /v2/models/double; use GET' }]);
     expect(statusAndJson(await handler(event('POST', '/v2/models/double/config')))).toEqual([405, { error: 'method POST is not allowed on /v2/models/double/config; use GET' }]);
     expect(statusAndJson(await handler(event('PUT', '/v2/health/live')))).toEqual([405, { error: 'method PUT is not allowed on /v2/health/live; use GET' }]);
+    // Another function's path: the catch-all brings its wrong methods here.
+    expect(statusAndJson(await handler(event('DELETE', '/v2/models/double/aliases/prod')))).toEqual([405, { error: 'method DELETE is not allowed on /v2/models/double/aliases/prod; use GET or PUT' }]);
   });
 
   it('refuses a 2,000-character model name with 400 before any registry read, quoting only its start', async () => {
