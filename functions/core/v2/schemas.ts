@@ -23,6 +23,7 @@ export const requestOutputSchema = z.object({
 export const inferRequestHeaderSchema = z.object({
   id: z.optional(z.string()),
   parameters: z.optional(z.catchall(z.object({ binary_data_output: z.optional(z.boolean()) }), z.unknown())),
+  // Empty for a model without inputs; the service checks the inputs against the model's.
   inputs: z.array(requestInputSchema),
   outputs: z.optional(z.array(requestOutputSchema)),
 });
