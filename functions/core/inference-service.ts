@@ -353,7 +353,7 @@ export class InferenceService {
  */
 const INPUT_REFUSALS = /Got invalid dimensions for input|Invalid rank for input|Unexpected input data type|input with name: '.*' is not expected|Missing Input:/;
 
-function runtimeFailure(model: LoadedModel, error: unknown): Error {
+export function runtimeFailure(model: Pick<LoadedModel, 'name' | 'version'>, error: unknown): Error {
   const message = runtimeMessage(error);
   if (INPUT_REFUSALS.test(message)) {
     return new BadRequestError(`model '${model.name}' version '${model.version}' rejected the input: ${message}`, { cause: error });
