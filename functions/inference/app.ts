@@ -58,11 +58,15 @@ export const RUNTIME_FAILURE_METRIC = 'InferenceRuntimeFailures';
 /**
  * The infer body as the client sent it: a string for a plain JSON body, else bytes. API Gateway
  * (HTTP API, payload 2.0) base64-encodes every body whose Content-Type is not text (none, octet-stream,
- * form data...), and passes text types (text/*, JSON, XML, JavaScript) as a string. A body that
- * declares binary content (the binary extension's header, or a Content-Encoding) and arrived as a
- * string is only the bytes that were sent if it has no U+FFFD, the character that replaces bytes that
- * are not UTF-8: otherwise it is refused, never decoded from altered bytes.
+ * form data...), and passes text types (text/*, JSON, XML, JavaScript) as a string decoded as UTF-8,
+ * where bytes that are not UTF-8 become U+FFFD. A body that arrived as a string is the bytes that were
+ * sent only if it has no U+FFFD: otherwise it is refused, never decoded from altered bytes (a JSON
+ * string that means U+FFFD can say so as \ufffd).
  */
+const ALTERED_TEXT =
+  'the request body arrived as text with U+FFFD in it, the character that replaces bytes that are not UTF-8, so it may not be the bytes that were sent: ' +
+  'send binary and compressed requests with Content-Type: application/octet-stream (or none), and write U+FFFD in a JSON string as \\ufffd';
+
 async function requestBody(event: APIGatewayProxyEventV2, limit: number): Promise<string | Buffer> {
   const body = event.body ?? '';
   const declared = Number(header(event, 'content-length') ?? NaN);
@@ -71,20 +75,12 @@ async function requestBody(event: APIGatewayProxyEventV2, limit: number): Promis
   if (largest > limit) throw new PayloadTooLargeError(`request body of ${largest} bytes exceeds the limit of ${limit} bytes`);
   const encoding = contentEncoding(event);
   const headerLength = header(event, INFERENCE_HEADER_CONTENT_LENGTH);
+  if (!event.isBase64Encoded && body.includes('\uFFFD')) throw new BadRequestError(ALTERED_TEXT);
   if (!event.isBase64Encoded && headerLength === undefined && encoding === 'identity') return body;
   const alignFor = encoding === 'identity' ? headerLength : undefined;
-  let bytes: Buffer;
-  if (event.isBase64Encoded) {
-    bytes = decodeBase64Body(body, alignFor);
-  } else {
-    if (body.includes('\uFFFD')) {
-      throw new BadRequestError(
-        'the request body arrived as text and is not the bytes that were sent (it contains U+FFFD, which replaces bytes that are not UTF-8): ' +
-          'send binary and compressed requests with Content-Type: application/octet-stream (or none)',
-      );
-    }
-    bytes = alignedBytes(Buffer.byteLength(body), alignFor, (out, at) => out.write(body, at, 'utf8'));
-  }
+  const bytes = event.isBase64Encoded
+    ? decodeBase64Body(body, alignFor)
+    : alignedBytes(Buffer.byteLength(body), alignFor, (out, at) => out.write(body, at, 'utf8'));
   return encoding === 'identity' ? bytes : decodeBody(bytes, encoding, limit);
 }
 

@@ -15,6 +15,10 @@ import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 import { registerTransportModels, TRANSPORT_MODELS } from '../helpers/transport-models.ts';
 import { tritonclientRequest } from '../helpers/tritonclient.ts';
 
+const ALTERED_TEXT =
+  'the request body arrived as text with U+FFFD in it, the character that replaces bytes that are not UTF-8, so it may not be the bytes that were sent: ' +
+  'send binary and compressed requests with Content-Type: application/octet-stream (or none), and write U+FFFD in a JSON string as \\ufffd';
+
 // The inference handler in process, with the events API Gateway (HTTP API, payload 2.0) delivers:
 // bodies of a non-text Content-Type (or none) base64-encoded, text types as a string.
 let emulators: Emulators;
@@ -90,9 +94,14 @@ describe('binary bodies are bytes end to end', () => {
     const request = tritonclientRequest('x', [1, 4], 'FP32', Buffer.from(values.buffer));
     // A JSON Content-Type makes the gateway pass the body as UTF-8 text: -1.5's 0xC0 byte becomes U+FFFD.
     const response = await handler(event('POST', '/v2/models/double/infer', request.body, { headers: { ...request.headers, 'content-type': 'application/json' }, as: 'text' }));
-    expect(statusAndJson(response)).toEqual([400, {
-      error: 'the request body arrived as text and is not the bytes that were sent (it contains U+FFFD, which replaces bytes that are not UTF-8): send binary and compressed requests with Content-Type: application/octet-stream (or none)',
-    }]);
+    expect(statusAndJson(response)).toEqual([400, { error: ALTERED_TEXT }]);
+  });
+
+  it('refuses a JSON body that arrived as text with bytes replaced (a BYTES element that was not UTF-8)', async () => {
+    const { handler } = handlerWith();
+    const body = Buffer.concat([Buffer.from('{"inputs":[{"name":"x","datatype":"BYTES","shape":[1],"data":["'), Buffer.from([0xff, 0xfe]), Buffer.from('"]}]}')]);
+    const response = await handler(event('POST', '/v2/models/double/infer', body, { headers: { 'content-type': 'application/json' }, as: 'text' }));
+    expect(statusAndJson(response)).toEqual([400, { error: ALTERED_TEXT }]);
   });
 
   it('takes a binary body that arrived as text when its bytes are valid UTF-8 (nothing was replaced)', async () => {
