@@ -184,6 +184,18 @@ describe('compressed requests and responses', () => {
     expect([response.statusCode, jsonOf(response).outputs[0].data]).toEqual([200, [2, 4, 6, 8]]);
   });
 
+  it("decodes tritonclient's gzip-compressed binary request (the header length counts the uncompressed JSON) and answers in gzip", async () => {
+    const { handler } = handlerWith();
+    const values = Float32Array.of(16.07077, -1.5, 3.25, 0.1);
+    const request = tritonclientRequest('x', [1, 4], 'FP32', Buffer.from(values.buffer));
+    const response = await handler(event('POST', '/v2/models/double/infer', gzipSync(request.body), {
+      headers: { 'inference-header-content-length': request.headers['inference-header-content-length']!, 'content-encoding': 'gzip', 'accept-encoding': 'gzip' },
+    }));
+    expect([response.statusCode, response.headers!['content-encoding']]).toEqual([200, 'gzip']);
+    const decoded = decodeInferResponse(gunzipSync(bodyOf(response)), Number(response.headers!['inference-header-content-length']));
+    expect(Array.from(decoded.outputs[0]!.data as Float32Array)).toEqual(Array.from(values, (v) => Math.fround(v * 2)));
+  });
+
   it('answers a decompression bomb with 413 without inflating it whole', async () => {
     const { handler } = handlerWith([], { maxBodyBytes: 100_000 });
     const bomb = gzipSync(Buffer.alloc(50_000_000, 0x20));
