@@ -84,8 +84,7 @@ export const LAMBDA_RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024;
 export function lambdaPayloadBytes(result: HttpResult): number {
   const body = result.body ?? '';
   const envelope = Buffer.byteLength(JSON.stringify({ ...result, body: '' }));
-  // JSON escaping at most multiplies a string's length by six (\u00XX); below that bound no exact count is needed.
-  if (envelope + Buffer.byteLength(body) * 6 < LAMBDA_RESPONSE_LIMIT_BYTES) return envelope + Buffer.byteLength(body);
+  if (result.isBase64Encoded) return envelope + body.length; // base64 needs no escaping
   return envelope - 2 + Buffer.byteLength(JSON.stringify(body));
 }
 
