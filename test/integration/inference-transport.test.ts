@@ -8,6 +8,7 @@ import { ModelSessions } from '../../functions/core/model-sessions.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import { createObservability } from '../../functions/core/observability.ts';
 import { float32ToFloat16Bits } from '../../functions/core/onnx/builder.ts';
+import { pushModel } from '../../functions/core/model-push.ts';
 import { decodeInferResponse, encodeInferRequest } from '../../functions/core/v2/codec.ts';
 import { createInferenceHandler, RUNTIME_FAILURE_METRIC } from '../../functions/inference/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
@@ -242,6 +243,13 @@ describe("Triton's classification extension", () => {
       name: 'y', datatype: 'BYTES', shape: [2, 4],
       data: ['1.400000:1:dog', '1.400000:3:fish', '0.400000:2:bird', '0.200000:0:cat', '10.000000:0:cat', '8.000000:3:fish', '6.000000:2:bird', '-2.000000:1:dog'],
     }]);
+  });
+  it("takes the manifest's labels before the model's own", async () => {
+    const manifest = await pushModel(store, { name: 'labelled', version: '1', bytes: TRANSPORT_MODELS.scores! });
+    await store.putManifest({ ...manifest, labels: { y: ['zero', 'one', 'two', 'three'] } });
+    const { handler } = handlerWith();
+    const response = await handler(event('POST', '/v2/models/labelled/infer', request('labelled', 1)));
+    expect(jsonOf(response).outputs[0].data).toEqual(['1.400000:1:one', '10.000000:0:zero']);
   });
 });
 
