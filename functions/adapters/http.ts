@@ -1,6 +1,5 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import { deflateSync, gunzip, gzipSync, inflate, inflateRaw } from 'node:zlib';
 import { BadRequestError, HttpError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../core/errors.ts';
 import { MetricUnit, recordMetric } from '../core/observability.ts';
 
@@ -90,6 +89,9 @@ export function lambdaPayloadBytes(result: HttpResult): number {
 
 export type BodyEncoding = 'identity' | 'gzip' | 'deflate';
 
+/** node:zlib on first use: most requests are not compressed, and loading it costs every cold start. */
+const zlib = () => process.getBuiltinModule('node:zlib');
+
 /** The request's Content-Encoding: identity, gzip or deflate; anything else is a 415. */
 export function contentEncoding(event: APIGatewayProxyEventV2): BodyEncoding {
   const value = (header(event, 'content-encoding') ?? 'identity').trim().toLowerCase();
@@ -119,6 +121,7 @@ export function acceptedEncoding(event: APIGatewayProxyEventV2): 'gzip' | 'defla
  */
 export async function decodeBody(bytes: Buffer, encoding: Exclude<BodyEncoding, 'identity'>, maxBytes: number): Promise<Buffer> {
   const options = { maxOutputLength: maxBytes };
+  const { gunzip, inflate, inflateRaw } = zlib();
   const run = (method: typeof gunzip) => new Promise<Buffer>((resolve, reject) => method(bytes, options, (error, out) => (error ? reject(error) : resolve(out))));
   try {
     if (encoding === 'gzip') return await run(gunzip);
@@ -136,5 +139,5 @@ export async function decodeBody(bytes: Buffer, encoding: Exclude<BodyEncoding, 
 
 /** A response body compressed in the encoding the client accepts. */
 export function encodeBody(body: Buffer, encoding: 'gzip' | 'deflate'): Buffer {
-  return encoding === 'gzip' ? gzipSync(body) : deflateSync(body);
+  return encoding === 'gzip' ? zlib().gzipSync(body) : zlib().deflateSync(body);
 }
