@@ -6,11 +6,11 @@
 export class HttpError extends Error {
   readonly statusCode: number;
   readonly expose: boolean;
-  constructor(statusCode: number, message: string, options?: { cause?: unknown }) {
+  constructor(statusCode: number, message: string, options?: { cause?: unknown; expose?: boolean }) {
     super(message, options);
     this.name = 'HttpError';
     this.statusCode = statusCode;
-    this.expose = statusCode < 500 || statusCode === 503;
+    this.expose = options?.expose ?? (statusCode < 500 || statusCode === 503);
   }
 }
 
@@ -53,6 +53,22 @@ export class NotReadyError extends HttpError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(503, message, options);
     this.name = 'NotReadyError';
+  }
+}
+
+/**
+ * onnxruntime failed on a request that passed validation: the server's fault (500), reported with
+ * the runtime's message cleaned of its source paths (runtimeMessage), so the caller knows it was not
+ * their input.
+ */
+export class InferenceRuntimeError extends HttpError {
+  readonly model: string;
+  readonly version: string;
+  constructor(model: string, version: string, message: string, options?: { cause?: unknown }) {
+    super(500, message, { ...options, expose: true });
+    this.name = 'InferenceRuntimeError';
+    this.model = model;
+    this.version = version;
   }
 }
 

@@ -1,7 +1,9 @@
-import ort, { type InferenceSession, type Tensor } from './ort.ts';
-import { BadRequestError, IntegrityError, NotFoundError, NotReadyError } from './errors.ts';
+import type { InferenceSession, Tensor } from './ort.ts';
+import { BadRequestError, InferenceRuntimeError, IntegrityError, NotFoundError, NotReadyError } from './errors.ts';
 import type { ModelManifest } from './manifest.ts';
-import type { LoadedModel, ModelSessions } from './model-sessions.ts';
+import { ortTensor, type LoadedModel, type ModelSessions } from './model-sessions.ts';
+import { runtimeMessage } from './runtime-message.ts';
+import { classCountOf, classify, metadataLabels, modelBatches, tritonModelConfig, type TritonModelConfig } from './triton-extensions.ts';
 import type { BootRegistryRead } from './boot-fetch.ts';
 import type { ModelStore } from './model-store.ts';
 import { assertValidName } from './names.ts';
@@ -13,7 +15,7 @@ import type { TensorMetadata } from './v2/schemas.ts';
 
 export const SERVER_NAME = 'ai-mass';
 export const PLATFORM = 'onnx_onnxv1';
-export const EXTENSIONS = ['binary_tensor_data'] as const;
+export const EXTENSIONS = ['binary_tensor_data', 'classification', 'model_configuration'] as const;
 export { DEFAULT_ALIAS };
 export const DEFAULT_ALIAS_TTL_MS = 5_000;
 
@@ -59,6 +61,9 @@ export class InferenceService {
   private readonly stateReads = new Map<string, { at: number; read: Promise<ModelState> }>();
   private preload: Promise<void> = Promise.resolve();
   private preloadFailed: string[] = [];
+  private readonly preloadReasons = new Map<string, string>();
+  /** Class labels by loaded model, read once (manifest, else the model's metadata_props). */
+  private readonly labels = new WeakMap<LoadedModel, Promise<Record<string, string[]> | string[] | undefined>>();
   private preloadDone = true;
   private lastPreloadAt = 0;
   private readonly bootReads: Map<string, Promise<BootRegistryRead | undefined>>;
@@ -90,7 +95,7 @@ export class InferenceService {
 
   notReadyReason(): string {
     if (!this.preloadDone) return 'models are still loading';
-    return `pre-warmed models failed to load: ${this.preloadFailed.join(', ')}`;
+    return `pre-warmed models failed to load: ${this.preloadFailed.map((ref) => `${ref} (${this.preloadReasons.get(ref) ?? 'unknown reason'})`).join(', ')}`;
   }
 
   /**
@@ -101,6 +106,7 @@ export class InferenceService {
     this.lastPreloadAt = (this.options.now ?? Date.now)();
     this.preloadDone = false;
     this.preloadFailed = [];
+    this.preloadReasons.clear();
     this.preload = Promise.all(
       refs.map(async (ref) => {
         const [name, version] = ref.split(':') as [string, string | undefined];
@@ -109,6 +115,7 @@ export class InferenceService {
           await this.loadModel(name, version ?? booted, undefined, { prefetch: true });
         } catch (error) {
           this.preloadFailed.push(ref);
+          this.preloadReasons.set(ref, runtimeMessage(error));
           this.options.log?.('error', 'pre-warm failed', { model: name, version, error: (error as Error).message });
         }
       }),
@@ -257,6 +264,7 @@ export class InferenceService {
 
   /** Versions with status, notes and lineage, and the aliases that route to them. */
   async versionDetails(name: string) {
+    assertValidName(name, 'model name');
     const state = await this.modelState(name, true);
     if (state.versions.length === 0) throw new NotFoundError(`unknown model '${name}'`);
     const registry = this.options.store.registry;
@@ -279,25 +287,38 @@ export class InferenceService {
     return { name, versions, aliases };
   }
 
+  /** Triton's model configuration of a version (the model-configuration extension). */
+  async modelConfig(name: string, version?: string): Promise<TritonModelConfig> {
+    const manifest = await this.manifestOf(name, version);
+    return tritonModelConfig(name, manifest.version, manifest.inputs, manifest.outputs);
+  }
+
   async infer(name: string, version: string | undefined, request: DecodedInferRequest, stickyKey?: string): Promise<InferenceResult> {
     const model = await this.loadModel(name, version, stickyKey);
     const feeds = buildFeeds(model, request);
-    const requested = request.outputs ?? [...model.outputs.keys()].map((n) => ({ name: n, binary: request.binaryDataOutput }));
+    // No filter, or an empty one, means every output the model has.
+    const requested = request.outputs?.length ? request.outputs : [...model.outputs.keys()].map((n) => ({ name: n, binary: request.binaryDataOutput, parameters: undefined }));
     for (const o of requested) {
       if (!model.outputs.has(o.name)) {
         throw new BadRequestError(`unknown output '${o.name}'; model '${name}' has outputs: ${[...model.outputs.keys()].join(', ')}`);
       }
     }
+    const classCounts = new Map(requested.map((o) => [o.name, classCountOf(o.name, o.parameters)] as const));
     let results: InferenceSession.OnnxValueMapType;
     try {
       results = await model.session.run(feeds, requested.map((o) => o.name));
     } catch (error) {
-      // Inputs already match the signature; what onnxruntime still refuses depends on the values sent.
-      throw new BadRequestError(`model '${name}' version '${model.version}' rejected the input: ${(error as Error).message}`, { cause: error });
+      throw runtimeFailure(model, error);
     }
+    const batched = modelBatches([...model.inputs.values()], [...model.outputs.values()]);
+    const labels = [...classCounts.values()].some((c) => c !== undefined) ? await this.labelsOf(model) : undefined;
     const outputs = requested.map((o): ResponseTensor => {
       const tensor = results[o.name] as Tensor;
-      return { name: o.name, datatype: v2DatatypeOf(tensor.type)!, shape: [...tensor.dims], data: tensor.data as ResponseTensor['data'] };
+      const output = { name: o.name, datatype: v2DatatypeOf(tensor.type)!, shape: [...tensor.dims], data: tensor.data as ResponseTensor['data'] };
+      const count = classCounts.get(o.name);
+      if (count === undefined) return output;
+      const classes = classify(output, count, batched, Array.isArray(labels) ? labels : labels?.[o.name]);
+      return { name: o.name, datatype: 'BYTES', shape: classes.shape, data: classes.data };
     });
     return {
       model,
@@ -310,6 +331,34 @@ export class InferenceService {
       },
     };
   }
+
+  /** Labels for the classification extension: the manifest's, else the ONNX file's metadata_props (read once). */
+  private labelsOf(model: LoadedModel): Promise<Record<string, string[]> | string[] | undefined> {
+    let labels = this.labels.get(model);
+    if (!labels) {
+      labels = model.manifest.labels
+        ? Promise.resolve(model.manifest.labels)
+        : (model.artifact === 'onnx' ? Promise.resolve(model.bytes) : this.options.store.getModelBytes(model.manifest).then((m) => m.bytes)).then(metadataLabels);
+      labels.catch(() => this.labels.delete(model));
+      this.labels.set(model, labels);
+    }
+    return labels;
+  }
+}
+
+/**
+ * What a failed session.run means. Inputs already match the signature (names, datatypes, declared
+ * dimensions), so a runtime failure is the server's (500, with the runtime's cleaned message), except
+ * where onnxruntime's own input checks say the input contradicts the model (then 400).
+ */
+const INPUT_REFUSALS = /Got invalid dimensions for input|Invalid rank for input|Unexpected input data type|input with name: '.*' is not expected|Missing Input:/;
+
+export function runtimeFailure(model: Pick<LoadedModel, 'name' | 'version'>, error: unknown): Error {
+  const message = runtimeMessage(error);
+  if (INPUT_REFUSALS.test(message)) {
+    return new BadRequestError(`model '${model.name}' version '${model.version}' rejected the input: ${message}`, { cause: error });
+  }
+  return new InferenceRuntimeError(model.name, model.version, `model '${model.name}' version '${model.version}' failed while running: ${message}`, { cause: error });
 }
 
 function buildFeeds(model: LoadedModel, request: DecodedInferRequest): Record<string, Tensor> {
@@ -326,7 +375,7 @@ function buildFeeds(model: LoadedModel, request: DecodedInferRequest): Record<st
     if (!fits) {
       throw new BadRequestError(`input '${input.name}' has shape [${input.shape.join(',')}] but the model expects [${spec.shape.join(',')}] (-1 is any size)`);
     }
-    feeds[input.name] = new ort.Tensor(DATATYPES[spec.datatype].ort, input.data as never, input.shape);
+    feeds[input.name] = ortTensor(DATATYPES[spec.datatype].ort, input.data, input.shape);
   }
   const missing = [...model.inputs.keys()].filter((n) => !(n in feeds));
   if (missing.length > 0) throw new BadRequestError(`missing input${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}`);

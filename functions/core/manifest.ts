@@ -51,6 +51,8 @@ export const modelManifestSchema = z.object({
   staged: z._default(z.record(z.string(), z.object({ sha256: z.string().check(z.regex(/^[0-9a-f]{64}$/)), bytes: z.number().check(z.int(), z.positive()) })), {}),
   /** A small valid request used for the warm-up run; zeros are used when absent. */
   warmup: z.optional(z.array(warmupTensorSchema)),
+  /** Class labels by output name, for Triton's classification extension (the model's own metadata_props `labels` otherwise). */
+  labels: z.optional(z.record(z.string(), z.array(z.string()))),
   /** Promotion policy for this version; absent: the model's `models/<model>/policy.json`, then the default. */
   policy: z.optional(promotionPolicySchema),
 });

@@ -8,6 +8,8 @@ import { tensorMetadataOf } from './v2/tensor-metadata.ts';
 import { DATATYPES } from './v2/datatypes.ts';
 import { decodeJsonTensorData } from './v2/codec.ts';
 import type { TensorMetadata } from './v2/schemas.ts';
+import { NotReadyError } from './errors.ts';
+import { runtimeMessage } from './runtime-message.ts';
 
 export interface LoadedModel {
   name: string;
@@ -44,13 +46,27 @@ export function servingSessionOptions(intraOpThreads?: number): InferenceSession
   };
 }
 
+/**
+ * An onnxruntime tensor that the binding can read. Where the JavaScript engine has Float16Array (Node
+ * 24), onnxruntime-common wraps the Uint16Array of a 'float16' tensor in a Float16Array, and the
+ * 1.30 binding reads that as 0 bytes ("not enough space: expected 12, got 0"): the tensor is given
+ * back its Uint16Array (the same memory, the same bits), which the binding reads as float16.
+ */
+export function ortTensor(type: Tensor.Type, data: Tensor.DataType | string[], dims: readonly number[]): Tensor {
+  const tensor = new ort.Tensor(type, data as never, dims);
+  if (type === 'float16' && data instanceof Uint16Array && !(tensor.data instanceof Uint16Array)) {
+    (tensor as unknown as { cpuData: Uint16Array }).cpuData = data;
+  }
+  return tensor;
+}
+
 /** Feeds for the warm-up run: the manifest's example when it has one, else zeros with dynamic dims of 1. */
 export function warmupFeeds(inputs: Iterable<TensorMetadata>, example?: WarmupTensor[]): Record<string, Tensor> {
   const feeds: Record<string, Tensor> = {};
   if (example) {
     for (const t of example) {
       const data = decodeJsonTensorData(t.name, t.datatype, t.data, t.shape.reduce((a, b) => a * b, 1));
-      feeds[t.name] = new ort.Tensor(DATATYPES[t.datatype].ort, data as never, t.shape);
+      feeds[t.name] = ortTensor(DATATYPES[t.datatype].ort, data, t.shape);
     }
     return feeds;
   }
@@ -61,7 +77,7 @@ export function warmupFeeds(inputs: Iterable<TensorMetadata>, example?: WarmupTe
     feeds[input.name] =
       type === 'string'
         ? new ort.Tensor('string', new Array<string>(count).fill(''), shape)
-        : new ort.Tensor(type, emptyTyped(type, count) as never, shape);
+        : ortTensor(type, emptyTyped(type, count), shape);
   }
   return feeds;
 }
@@ -109,6 +125,12 @@ export interface ModelSessionsOptions {
   store: ModelStore;
   intraOpThreads?: number | undefined;
   onWarmupFailure?: (model: string, version: string, error: Error) => void;
+  /**
+   * Serving: a version whose warm-up run fails is not loaded (NotReadyError with the reason), so
+   * readiness reports it instead of a model that fails its first request. Otherwise (batch,
+   * evaluation) the failure is recorded in `warmupError` and the session is kept.
+   */
+  requireWarmup?: boolean | undefined;
   /**
    * Providers in order of preference (the GPU batch worker passes CUDA first). When onnxruntime
    * cannot create a session with them (no GPU, no CUDA libraries), the session falls back to CPU.
@@ -176,8 +198,12 @@ export class ModelSessions {
       // The first run of a session is slow (allocations, kernel selection): pay it here, not in a request.
       await session.run(warmupFeeds(inputs.values(), manifest.warmup));
     } catch (error) {
-      warmupError = (error as Error).message;
+      warmupError = runtimeMessage(error);
       this.options.onWarmupFailure?.(manifest.name, manifest.version, error as Error);
+      if (this.options.requireWarmup) {
+        await session.release();
+        throw new NotReadyError(`model '${manifest.name}' version '${manifest.version}' is not ready: its warm-up run failed: ${warmupError}`, { cause: error });
+      }
     }
     return {
       name: manifest.name,

@@ -18,6 +18,7 @@ const sessions = new ModelSessions({
   store,
   intraOpThreads: config.intraOpThreads,
   onWarmupFailure: (model, version, error) => logger.warn('warm-up run failed', { model, version, error: error.message }),
+  requireWarmup: true,
   onStagedFallback: (model, version, error) => logger.warn('staged artifact not used', { model, version, error: error.message }),
   // MODEL_STAGING=off serves model.onnx even where a staged artifact matches (diagnosis, benchmarks).
   ...(process.env.MODEL_STAGING === 'off' ? { stagingKey: 'off' } : {}),

@@ -11,7 +11,8 @@ import { SnsModelEvents } from '../../functions/core/registry/events.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { createRegisterHandler } from '../../functions/register/app.ts';
 import { startLocalBatch, type LocalBatch } from './batch.ts';
-import { assertPortFree, startEmulators, type Emulators } from './emulators.ts';
+import { startBodyProxy, type BodyProxy } from './body-proxy.ts';
+import { assertPortFree, freePort, startEmulators, type Emulators } from './emulators.ts';
 import { createLocalEvaluateWorker, ensureEvaluateQueue, pollOnce } from './evaluate-worker.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
 import { seedDemoModels } from './seed.ts';
@@ -87,6 +88,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
 
   const emulators: Emulators = await startEmulators({ awsPort: options.awsPort ?? 4566, dynamoPort: options.dynamoPort ?? 8000 });
   let offline: ChildProcess | undefined;
+  let proxy: BodyProxy | undefined;
   const triggers: Trigger[] = [];
   let batch: LocalBatch | undefined;
   let evaluating = true;
@@ -96,6 +98,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     await Promise.all(triggers.map((t) => t.stop()));
     await batch?.stop();
     await evaluateLoop;
+    await proxy?.stop();
     if (offline && offline.exitCode === null && offline.pid) {
       const exited = new Promise((r) => offline!.once('exit', r));
       process.kill(-offline.pid, 'SIGTERM');
@@ -165,6 +168,9 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       // Each stack its own bundle folder, so a package run or a second stack never deletes it.
       AI_MASS_ESBUILD_WORK_FOLDER: `.esbuild-local-${apiPort}`,
     };
+    // serverless-offline listens on a port of its own behind the body proxy (body-proxy.ts), which
+    // makes it pass request bodies to the handlers as API Gateway does: bytes, untouched.
+    const offlinePort = await freePort();
     offline = spawn(
       process.execPath,
       [
@@ -177,13 +183,14 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         '--host', '127.0.0.1',
         // Hand the handlers this process's environment (emulator endpoints, queue URLs), not only AWS_*.
         '--localEnvironment',
-        '--httpPort', String(apiPort),
+        '--httpPort', String(offlinePort),
         '--lambdaPort', String(lambdaPort),
       ],
       { cwd: root, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     offline.stdout!.on('data', (chunk: Buffer) => log(chunk.toString().trimEnd()));
     offline.stderr!.on('data', (chunk: Buffer) => log(chunk.toString().trimEnd()));
+    proxy = await startBodyProxy({ port: apiPort, targetPort: offlinePort });
     const api = `http://127.0.0.1:${apiPort}`;
     const deadline = Date.now() + 120_000;
     await waitFor(`${api}/v2/health/live`, deadline, offline);

@@ -11,6 +11,11 @@ import { freePort } from '../../infra/local/emulators.ts';
 import { DEMO_MODELS } from '../../infra/local/seed.ts';
 import { startLocalStack, type LocalStack } from '../../infra/local/stack.ts';
 import { sileroRequest } from '../helpers/silero.ts';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { request as httpRequest } from 'node:http';
+import { float32ToFloat16Bits } from '../../functions/core/onnx/builder.ts';
+import { registerTransportModels } from '../helpers/transport-models.ts';
+import { tritonclientRequest } from '../helpers/tritonclient.ts';
 
 // The real HTTP path: serverless-offline serving the bundled inference handler, the S3 emulator, and
 // onnxruntime, exactly as `npm start` runs them.
@@ -30,6 +35,8 @@ beforeAll(async () => {
     maxBodyBytes: MAX_BODY,
   });
   api = stack.api;
+  const registry = new RegistryTable(createDynamoClient({ endpoint: stack.dynamoEndpoint }), stack.registryTable);
+  await registerTransportModels(new ModelStore({ s3: createS3Client({ endpoint: stack.awsEndpoint }), bucket: stack.bucket, cacheDir: `${process.env.TMPDIR ?? '/tmp'}/ai-mass-http-transport`, registry }));
 }, 180_000);
 
 afterAll(async () => {
@@ -51,7 +58,7 @@ describe('server endpoints', () => {
     expect((await call('GET', '/v2/health/live')).json()).toEqual({ live: true });
     const ready = await call('GET', '/v2/health/ready');
     expect([ready.status, ready.json()]).toEqual([200, { ready: true }]);
-    expect((await call('GET', '/v2')).json()).toEqual({ name: 'ai-mass', version: '0.1.0', extensions: ['binary_tensor_data'] });
+    expect((await call('GET', '/v2')).json()).toEqual({ name: 'ai-mass', version: '0.1.0', extensions: ['binary_tensor_data', 'classification', 'model_configuration'] });
   });
 });
 
@@ -228,8 +235,15 @@ describe('refusals: each a 4xx with a message that names the problem', () => {
     expect([response.status, response.json()]).toEqual([status, { error: message }]);
   });
 
-  it('answers a route the API does not have with 404 (from the gateway, before the handler)', async () => {
-    expect((await call('GET', '/v2/nothing')).status).toBe(404);
+  it('answers a route the API does not have with 404 and a wrong method with 405, both from the handler as {"error"}', async () => {
+    const missing = await call('GET', '/v2/nothing/here');
+    expect([missing.status, missing.json()]).toEqual([404, { error: 'no route for GET /v2/nothing/here' }]);
+    const wrong = await call('DELETE', '/v2/models/mnist');
+    expect([wrong.status, wrong.json()]).toEqual([405, { error: 'method DELETE is not allowed on /v2/models/mnist; use GET' }]);
+    const root = await call('POST', '/v2', '{}');
+    expect([root.status, root.json()]).toEqual([405, { error: 'method POST is not allowed on /v2; use GET' }]);
+    const alias = await call('DELETE', '/v2/models/mnist/aliases/prod');
+    expect([alias.status, alias.json()]).toEqual([405, { error: 'method DELETE is not allowed on /v2/models/mnist/aliases/prod; use GET or PUT' }]);
   });
 
   it('refuses infer on an unknown model with 404', async () => {
@@ -287,5 +301,83 @@ describe('registry through the local stack', () => {
       if (served !== '1') await new Promise((r) => setTimeout(r, 250));
     }
     expect(served).toBe('1');
+  });
+});
+
+describe('the transport, through the local HTTP path', () => {
+  /** A request as a client sends it: no header added (fetch sets no Content-Type for bytes). */
+  async function raw(path: string, body: Uint8Array, headers: Record<string, string>) {
+    const response = await fetch(api + path, { method: 'POST', headers, body });
+    return { status: response.status, headers: response.headers, bytes: new Uint8Array(await response.arrayBuffer()) };
+  }
+  const values = Float32Array.of(16.07077, -1.5, 3.25, 0.1);
+  const doubled = Array.from(values, (v) => Math.fround(v * 2));
+
+  it.each([
+    ['no Content-Type', {}],
+    ['application/octet-stream', { 'content-type': 'application/octet-stream' }],
+    ['a JSON type with the binary header', { 'content-type': 'application/json' }],
+    ['application/x-www-form-urlencoded (urllib)', { 'content-type': 'application/x-www-form-urlencoded' }],
+  ])("answers tritonclient's request bytes exactly with %s", async (_case, contentType) => {
+    const request = tritonclientRequest('x', [1, 4], 'FP32', Buffer.from(values.buffer));
+    const response = await raw('/v2/models/double/infer', request.body, { 'inference-header-content-length': request.headers['inference-header-content-length']!, ...contentType });
+    expect(response.status).toBe(200);
+    const decoded = decodeInferResponse(response.bytes, Number(response.headers.get('inference-header-content-length')));
+    expect(Array.from(decoded.outputs[0]!.data as Float32Array)).toEqual(doubled);
+  });
+
+  it('runs FP16 inputs through a session', async () => {
+    const encoded = encodeInferRequest([{ name: 'x', datatype: 'FP16', shape: [1, 3], data: Uint16Array.from([1.5, -2, 0.333251953125], float32ToFloat16Bits) }]);
+    const response = await raw('/v2/models/half/infer', encoded.body, { 'inference-header-content-length': String(encoded.jsonLength) });
+    expect(response.status).toBe(200);
+    const decoded = decodeInferResponse(response.bytes, Number(response.headers.get('inference-header-content-length')));
+    expect(Array.from(decoded.outputs[0]!.data as Uint16Array)).toEqual(Array.from([3, -4, 0.66650390625], float32ToFloat16Bits));
+  });
+
+  it('takes a gzip request with a JSON Content-Type and answers in gzip when asked', async () => {
+    const body = gzipSync(JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] }));
+    // node:http, not fetch: fetch would inflate the answer before the test could see it compressed.
+    const response = await new Promise<{ status: number; encoding: string | undefined; bytes: Buffer }>((resolve, reject) => {
+      const sent = httpRequest(`${api}/v2/models/double/infer`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', 'accept-encoding': 'gzip' } }, (answer) => {
+        const chunks: Buffer[] = [];
+        answer.on('data', (c: Buffer) => chunks.push(c));
+        answer.on('end', () => resolve({ status: answer.statusCode!, encoding: answer.headers['content-encoding'], bytes: Buffer.concat(chunks) }));
+      });
+      sent.on('error', reject);
+      sent.end(body);
+    });
+    expect([response.status, response.encoding]).toEqual([200, 'gzip']);
+    expect(JSON.parse(gunzipSync(response.bytes).toString()).outputs[0].data).toEqual([2, 4, 6, 8]);
+  });
+
+  it('answers class_count with and without labels', async () => {
+    const request = (count: number) => JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [0.1, 0.7, 0.2, 0.4] }], outputs: [{ name: 'y', parameters: { classification: count } }] });
+    expect((await call('POST', '/v2/models/double/infer', request(2))).json().outputs).toEqual([{ name: 'y', datatype: 'BYTES', shape: [1, 2], data: ['1.400000:1', '0.800000:3'] }]);
+    expect((await call('POST', '/v2/models/scores/infer', request(2))).json().outputs).toEqual([{ name: 'y', datatype: 'BYTES', shape: [1, 2], data: ['1.400000:1:dog', '0.800000:3:fish'] }]);
+  });
+
+  it("gives mnist's model configuration for perf_analyzer", async () => {
+    const response = await call('GET', '/v2/models/mnist/config');
+    expect([response.status, response.json()]).toEqual([200, {
+      name: 'mnist', platform: 'onnxruntime_onnx', backend: 'onnxruntime', version_policy: { specific: { versions: [1] } }, max_batch_size: 1024,
+      input: [{ name: 'input', data_type: 'TYPE_FP32', dims: [784] }], output: [{ name: 'probabilities', data_type: 'TYPE_FP32', dims: [10] }],
+      default_model_filename: 'model.onnx',
+    }]);
+  });
+
+  it('serves a model without inputs', async () => {
+    const response = await call('POST', '/v2/models/constant/infer', JSON.stringify({ inputs: [], outputs: [] }));
+    expect([response.status, response.json()]).toEqual([200, { model_name: 'constant', model_version: '1', outputs: [{ name: 'y', datatype: 'FP32', shape: [2], data: [1.5, -2.25] }] }]);
+  });
+
+  it("refuses an answer over Lambda's limit with 413 before sending it", async () => {
+    // 1,000 values expanded to 2,000 rows: a 10 kB request, a JSON answer of tens of MB.
+    const request = JSON.stringify({
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 1000], data: Array.from({ length: 1000 }, (_, i) => Math.fround(i / 7)) }, { name: 'shape', datatype: 'INT64', shape: [2], data: [2000, 1000] }],
+    });
+    // identity: fetch asks for gzip by default, and this answer's repeated rows compress below the limit.
+    const response = await call('POST', '/v2/models/expand/infer', request, { 'accept-encoding': 'identity' });
+    expect(response.status).toBe(413);
+    expect(response.json().error).toMatch(/^the response would be \d+ bytes, over Lambda's limit of 6291456 bytes for a response; ask for binary outputs/);
   });
 });

@@ -1,6 +1,6 @@
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
-import { jsonBody } from '../../functions/adapters/http.ts';
+import { acceptedEncoding, jsonBody, lambdaPayloadBytes, LAMBDA_RESPONSE_LIMIT_BYTES, type HttpResult } from '../../functions/adapters/http.ts';
 import { BadRequestError, PayloadTooLargeError } from '../../functions/core/errors.ts';
 
 const event = (body: string | undefined, isBase64Encoded = false) => ({ body, isBase64Encoded }) as APIGatewayProxyEventV2;
@@ -29,5 +29,31 @@ describe('jsonBody, the one reader of JSON request bodies', () => {
   it('refuses what is not JSON with 400', () => {
     expect(() => jsonBody(event('{"a":'), { maxBytes: 10 })).toThrow(BadRequestError);
     expect(() => jsonBody(event('{"a":'), { maxBytes: 10 })).toThrow(/^request body is not valid JSON: /);
+  });
+});
+
+describe('lambdaPayloadBytes, what Lambda counts against its response limit', () => {
+  it('is the byte length of the result as JSON, escapes included, for text and base64 bodies', () => {
+    const results: HttpResult[] = [
+      { statusCode: 200, headers: { 'content-type': 'application/json' }, body: '{"a":"é\\n"}' },
+      { statusCode: 200, headers: { 'content-type': 'application/octet-stream' }, body: Buffer.alloc(300, 7).toString('base64'), isBase64Encoded: true },
+      // Every quote of the body is escaped: twice its length.
+      { statusCode: 200, headers: {}, body: '"'.repeat(LAMBDA_RESPONSE_LIMIT_BYTES / 4) },
+    ];
+    for (const result of results) expect(lambdaPayloadBytes(result)).toBe(Buffer.byteLength(JSON.stringify(result)));
+  });
+});
+
+describe('acceptedEncoding', () => {
+  const withHeader = (value: string) => ({ headers: { 'Accept-Encoding': value } }) as unknown as APIGatewayProxyEventV2;
+  it.each([
+    ['gzip, deflate', 'gzip'],
+    ['deflate', 'deflate'],
+    ['gzip;q=0, deflate', 'deflate'],
+    ['br', undefined],
+    ['identity', undefined],
+    ['*', 'gzip'],
+  ])('answers %j in %s', (value, coding) => {
+    expect(acceptedEncoding(withHeader(value))).toBe(coding);
   });
 });

@@ -18,6 +18,8 @@ export interface RequestTensor {
 export interface RequestedOutput {
   name: string;
   binary: boolean;
+  /** The output's parameters other than binary_data, as sent (e.g. Triton's `classification`). */
+  parameters?: Record<string, unknown> | undefined;
 }
 
 export interface DecodedInferRequest {
@@ -125,7 +127,8 @@ function decodeHeader(header: InferRequestHeader, binary: Uint8Array): DecodedIn
   const outputs = header.outputs?.map((o): RequestedOutput => {
     if (outputNames.has(o.name)) throw new BadRequestError(`output '${o.name}' is requested more than once`);
     outputNames.add(o.name);
-    return { name: o.name, binary: o.parameters?.binary_data ?? header.parameters?.binary_data_output ?? false };
+    const { binary_data: binaryData, ...others } = o.parameters ?? {};
+    return { name: o.name, binary: binaryData ?? header.parameters?.binary_data_output ?? false, ...(Object.keys(others).length > 0 ? { parameters: others } : {}) };
   });
   return {
     id: header.id,
