@@ -49,7 +49,7 @@ export function warmupFeeds(inputs: Iterable<TensorMetadata>, example?: WarmupTe
   const feeds: Record<string, Tensor> = {};
   if (example) {
     for (const t of example) {
-      const data = decodeJsonTensorData(t.name, t.datatype, t.data, t.shape.reduce((a, b) => a * b, 1));
+      const data = decodeJsonTensorData(t.name, t.datatype, t.data, t.shape);
       feeds[t.name] = new ort.Tensor(DATATYPES[t.datatype].ort, data as never, t.shape);
     }
     return feeds;

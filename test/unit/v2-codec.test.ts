@@ -82,7 +82,6 @@ describe('decodeInferRequest, JSON tensors', () => {
 
   it.each([
     ['malformed JSON', Buffer.from('{"inputs": ['), /^request body is not valid JSON: /],
-    ['no inputs', json({ inputs: [] }), /^invalid inference request at inputs: /],
     ['negative dimension', json({ inputs: [{ name: 'x', datatype: 'FP32', shape: [-1], data: [] }] }), /^invalid inference request at inputs\.0\.shape\.0: /],
   ])('refuses %s', (_case, body, message) => {
     expect(refusal(body)).toMatch(message);
@@ -96,7 +95,6 @@ describe('decodeInferRequest, JSON tensors', () => {
     [{ name: 'x', datatype: 'UINT8', shape: [1], data: [256] }, "input 'x': element 0 is 256, expected an integer in [0, 255] for UINT8"],
     [{ name: 'x', datatype: 'BOOL', shape: [1], data: [1] }, "input 'x': element 0 is 1, expected true or false for BOOL"],
     [{ name: 'x', datatype: 'BYTES', shape: [1], data: [7] }, "input 'x': element 0 is 7, expected a string for BYTES"],
-    [{ name: 'x', datatype: 'FP16', shape: [1], data: [1] }, "input 'x' is FP16, which JSON cannot carry: send it with the binary tensor data extension"],
     [{ name: 'x', datatype: 'FP32', shape: [1], data: 1 }, "input 'x': data must be an array"],
     [{ name: 'x', datatype: 'FP32', shape: [1] }, "input 'x' has neither data nor binary_data_size"],
   ])('refuses the bad tensor %j', (input, message) => {
@@ -247,11 +245,13 @@ describe('encodeInferResponse', () => {
     expect(decoded.outputs[2]!.data).toEqual(new Float32Array([0.25, 0.75]));
   });
 
-  it('always sends FP16 outputs as binary', () => {
-    const encoded = encodeInferResponse(
-      { model_name: 'm', model_version: '1', outputs: [{ name: 'h', datatype: 'FP16', shape: [1], data: new Uint16Array([0x3c00]) }] },
-      new Set(),
-    );
-    expect(encoded.jsonLength).toBe(encoded.body.length - 2);
+  it('sends FP16 outputs as binary when asked, and as JSON numbers otherwise', () => {
+    const response = { model_name: 'm', model_version: '1', outputs: [{ name: 'h', datatype: 'FP16' as const, shape: [2], data: new Uint16Array([0x3c00, 0x2e66]) }] };
+    const binary = encodeInferResponse(response, new Set(['h']));
+    expect(binary.jsonLength).toBe(binary.body.length - 4);
+    expect(binary.body.subarray(binary.jsonLength)).toEqual(Buffer.from([0x00, 0x3c, 0x66, 0x2e]));
+    const text = encodeInferResponse(response, new Set());
+    expect(text.jsonLength).toBeUndefined();
+    expect(text.body.toString()).toBe('{"model_name":"m","model_version":"1","outputs":[{"name":"h","datatype":"FP16","shape":[2],"data":[1,0.1]}]}');
   });
 });

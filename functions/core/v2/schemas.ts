@@ -23,7 +23,8 @@ export const requestOutputSchema = z.object({
 export const inferRequestHeaderSchema = z.object({
   id: z.optional(z.string()),
   parameters: z.optional(z.catchall(z.object({ binary_data_output: z.optional(z.boolean()) }), z.unknown())),
-  inputs: z.array(requestInputSchema).check(z.minLength(1)),
+  // Empty for a model without inputs; the service checks the inputs against the model's.
+  inputs: z.array(requestInputSchema),
   outputs: z.optional(z.array(requestOutputSchema)),
 });
 export type InferRequestHeader = z.infer<typeof inferRequestHeaderSchema>;
