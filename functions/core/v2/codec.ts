@@ -426,6 +426,7 @@ function decodeJson(name: string, datatype: V2Datatype, flat: unknown[], shape: 
           continue;
         }
         if (typeof v !== 'number') bad(i, 'an integer');
+        else if (Number.isSafeInteger(v)) bad(i, `an integer in [${min}, ${max}]`);
         else if (mode === 'plain' && (v - v !== 0 || (wide && Number.isInteger(v)))) throw new NeedsExactParse();
         else if (!Number.isInteger(v)) bad(i, 'an integer');
         else if (wide) bad(i, `an integer whose exact value is known (a double holds integers exactly up to 2^53)`);
