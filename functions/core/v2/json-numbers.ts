@@ -110,36 +110,47 @@ function decimalText(m: number, k: number): string {
   return `${length === 1 ? digits : `${digits[0]}.${digits.slice(1)}`}e${e < 0 ? '-' : '+'}${Math.abs(e)}`;
 }
 
-/** The decimal m·10^-k nearest to `a` with the fewest places k that still lies strictly between lo and hi. */
-function shortestDecimalBetween(a: number, lo: number, hi: number): [m: number, k: number] {
-  const candidate = (k: number): number | undefined => {
-    let l: number;
-    let h: number;
-    let m: number;
-    if (k >= 0) {
-      const scale = k < POWERS_OF_TEN.length ? POWERS_OF_TEN[k]! : 10 ** k;
-      l = Math.ceil(lo * scale);
-      h = Math.floor(hi * scale);
-      m = Math.round(a * scale);
-    } else {
-      const scale = -k < POWERS_OF_TEN.length ? POWERS_OF_TEN[-k]! : 10 ** -k;
-      l = Math.ceil(lo / scale);
-      h = Math.floor(hi / scale);
-      m = Math.round(a / scale);
-    }
-    if (l > h) return undefined;
-    return m < l ? l : m > h ? h : m;
-  };
-  // Having a decimal in the interval only gets easier with more places: search between one place
-  // coarser than the leading digit (none) and ten places finer (always, for 24 or fewer bits).
+/** The last candidate digits found by decimalWithPlaces (module scope: no allocation per value on the hot path). */
+let candidateDigits = 0;
+
+/** Whether some decimal with k places lies between lo and hi; if so candidateDigits holds the one nearest `a` (times 10^k). */
+function decimalWithPlaces(a: number, lo: number, hi: number, k: number): boolean {
+  let l: number;
+  let h: number;
+  let m: number;
+  if (k >= 0) {
+    const scale = k < POWERS_OF_TEN.length ? POWERS_OF_TEN[k]! : 10 ** k;
+    l = Math.ceil(lo * scale);
+    h = Math.floor(hi * scale);
+    if (l > h) return false;
+    m = Math.round(a * scale);
+  } else {
+    const scale = -k < POWERS_OF_TEN.length ? POWERS_OF_TEN[-k]! : 10 ** -k;
+    l = Math.ceil(lo / scale);
+    h = Math.floor(hi / scale);
+    if (l > h) return false;
+    m = Math.round(a / scale);
+  }
+  candidateDigits = m < l ? l : m > h ? h : m;
+  return true;
+}
+
+/**
+ * The fewest decimal places k for which a decimal lies between lo and hi (the digits of the one
+ * nearest `a` left in candidateDigits). Having one only gets easier with more places, so a binary
+ * search between one place coarser than the leading digit (none) and eleven finer (always one, for
+ * 24 or fewer significant bits).
+ */
+function fewestPlacesBetween(a: number, lo: number, hi: number): number {
   let none = -Math.floor(Math.log10(a)) - 2;
   let some = none + 11;
   while (some - none > 1) {
     const mid = (some + none) >> 1;
-    if (candidate(mid) !== undefined) some = mid;
+    if (decimalWithPlaces(a, lo, hi, mid)) some = mid;
     else none = mid;
   }
-  return [candidate(some)!, some];
+  decimalWithPlaces(a, lo, hi, some);
+  return some;
 }
 
 function decimalValue(m: number, k: number): number {
@@ -185,7 +196,8 @@ export function float32Text(v: number): string {
   const down = f32[0]!;
   // Halfway to each neighbour, exact in a double. Above FLT_MAX the neighbour is Infinity: the bound then
   // is too wide and the check below sends the value to the exact fallback.
-  const [m, k] = shortestDecimalBetween(a, (a + down) / 2, (a + up) / 2);
+  const k = fewestPlacesBetween(a, (a + down) / 2, (a + up) / 2);
+  const m = candidateDigits;
   if (Math.fround(decimalValue(m, k)) !== a) return shortestByPrecision(v, Math.fround);
   return v < 0 ? `-${decimalText(m, k)}` : decimalText(m, k);
 }
@@ -204,7 +216,8 @@ export function float16Text(v: number): string {
   const up = f16[0]!;
   f16Bits[0] = bits - 1;
   const down = f16[0]!;
-  const [m, k] = shortestDecimalBetween(a, (a + down) / 2, (a + up) / 2);
+  const k = fewestPlacesBetween(a, (a + down) / 2, (a + up) / 2);
+  const m = candidateDigits;
   if (f16round(decimalValue(m, k)) !== a) return shortestByPrecision(v, f16round);
   return v < 0 ? `-${decimalText(m, k)}` : decimalText(m, k);
 }
