@@ -456,8 +456,8 @@ describe('nested data', () => {
     expect(refusal(tensorRequest('FP32', shape, data))).toBe(message);
   });
 
-  it('refuses nesting deeper than the reviver can walk as a 400, when the exact parse is needed', () => {
-    expect(refusal(tensorRequest('FP32', [2], `[NaN,${'['.repeat(100_000)}${']'.repeat(100_000)}]`))).toBe('request body is not valid JSON: nested too deeply');
+  it('walks deep nesting without recursion on the exact parse too', () => {
+    expect(refusal(tensorRequest('FP32', [2], `[NaN,${'['.repeat(100_000)}${']'.repeat(100_000)}]`))).toBe("input 'x': element 1 is an array, expected a number for FP32");
   });
 
   it('takes nesting that mirrors the shape, and flat data whatever the shape', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { exactInteger, f16round, float16Text, float32Text, float64Text, NumberText, parseJsonExact } from '../../functions/core/v2/json-numbers.ts';
+import { exactInteger, f16round, float16Text, float32Text, float64Text, NumberText, parseJsonExact, parseJsonExactWithReviver } from '../../functions/core/v2/json-numbers.ts';
 
 /** The definition, slowly: the fewest significant digits whose decimal reads back as v, written as a double. */
 function shortestByDefinition(v: number, round: (x: number) => number): string {
@@ -97,6 +97,39 @@ describe('parseJsonExact', () => {
   });
 
   it('tells a token from the same literal sent by the client', () => {
-    expect(parseJsonExact('[NaN, 1e99990, 1e99991, 1e99992]')).toEqual([Number.NaN, new NumberText('1e99990'), new NumberText('1e99991'), new NumberText('1e99992')]);
+    expect(parseJsonExactWithReviver('[NaN, 1e99990, 1e99991, 1e99992]')).toEqual([Number.NaN, new NumberText('1e99990'), new NumberText('1e99991'), new NumberText('1e99992')]);
+  });
+
+  const body =
+    '{"__proto__":NaN,"a":[[-Infinity,0.30000000000000004,12345678901234567890,1.5e10,-9.2e18,1e-400,7]],' +
+    '"s":["NaN","\\u0000N1","\\u0001x"],"n":{"deep":[Infinity]}}';
+  const expected = (parsed: unknown) => {
+    const value = parsed as Record<string, unknown>;
+    expect(Object.getPrototypeOf(value)).toBe(Object.prototype);
+    expect(Object.getOwnPropertyDescriptor(value, '__proto__')?.value).toBeNaN();
+    expect(value.a).toEqual([[-Infinity, new NumberText('0.30000000000000004'), new NumberText('12345678901234567890'), new NumberText('1.5e10'), new NumberText('-9.2e18'), 0, 7]]);
+    expect(value.s).toEqual(['NaN', '\u0000N1', '\u0001x']);
+    expect(value.n).toEqual({ deep: [Infinity] });
+  };
+
+  it('marks tokens and long numbers outside strings only, and leaves a __proto__ key an own property', () => {
+    expected(parseJsonExact(body));
+  });
+
+  it('falls back to the reviver when the body escapes every control character it could mark with', () => {
+    const escapes = Array.from({ length: 32 }, (_, c) => `\\u${c.toString(16).padStart(4, '0')}`).join('');
+    const parsed = parseJsonExact(`{"e":"${escapes}","a":[NaN,9223372036854775807]}`) as { e: string; a: unknown[] };
+    expect(parsed.e).toBe(Array.from({ length: 32 }, (_, c) => String.fromCharCode(c)).join(''));
+    expect(parsed.a).toEqual([Number.NaN, new NumberText('9223372036854775807')]);
+    // The reviver agrees with the marking parse on the same body, values for values.
+    const viaReviver = parseJsonExactWithReviver(body) as Record<string, unknown>;
+    expect((viaReviver.a as unknown[][])[0]!.slice(0, 3)).toEqual([-Infinity, 0.30000000000000004, new NumberText('12345678901234567890')]);
+  });
+
+  it('keeps JSON.parse\'s refusal of what is not JSON, quoting the tokens as sent', () => {
+    expect(() => parseJsonExact('[NaN, 12345678901234567890,]')).toThrow(new SyntaxError('Unexpected token \']\', ..."234567890,]" is not valid JSON'));
+    expect(() => parseJsonExact('[NaN, 1, NaN,,]')).toThrow(new SyntaxError('Unexpected token \',\', ...", NaN,,]" is not valid JSON'));
+    expect(() => parseJsonExact('[1.2.3.4.5.6.7.8.9.1.2.3.4.5.6.7.8]')).toThrow(SyntaxError);
+    expect(() => parseJsonExact('[01234567890123456789]')).toThrow(SyntaxError);
   });
 });

@@ -18,17 +18,98 @@ export class NumberText {
 /** Node 24 passes the reviver the number's source text; ES2024's lib does not declare it yet. */
 type SourceReviver = (this: unknown, key: string, value: unknown, context?: { source?: string }) => unknown;
 
-/** A JSON string (kept as it is) or a bare non-finite token outside any string. */
-const STRING_OR_TOKEN = /"(?:[^"\\]|\\.)*"|(-Infinity|Infinity|NaN)/g;
-
 const TOKEN_VALUES: Record<string, number> = { NaN: Number.NaN, Infinity: Number.POSITIVE_INFINITY, '-Infinity': Number.NEGATIVE_INFINITY };
 
 /**
+ * A JSON string (kept as it is), a bare non-finite token (group 1), or a number literal whose double
+ * may not be exact or finite (group 2): 16 or more significant digits, or a positive exponent of two
+ * or more digits. Numbers inside strings are never seen: each string is consumed whole.
+ */
+const EXACT_SCAN =
+  /"[^"\\]*(?:\\.[^"\\]*)*"|(-Infinity|Infinity|NaN)|(?<![\d.eE+-])(-?(?:(?=(?:\.?\d){16})(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|(?:0|[1-9]\d*)(?:\.\d+)?[eE]\+?\d{2,}))/g;
+
+/** Control characters a JSON string can hold only as a \u00XX escape (\b, \t, \n, \f and \r have their own). */
+const MARKER_CODES = [0, 1, 2, 3, 4, 5, 6, 7, 0x0b, ...Array.from({ length: 0x20 - 0x0e }, (_, i) => 0x0e + i)];
+
+/**
  * Parses JSON that may hold bare `NaN`, `Infinity` and `-Infinity` tokens (as Python's json module
- * writes them) and keeps numbers a double cannot carry as NumberText. Slower than JSON.parse (a
- * reviver sees every value): callers take it only when a plain parse failed or lost something.
+ * writes them) and keeps numbers a double cannot carry as NumberText (their source text). Callers
+ * take it only when a plain parse failed or lost something. Each token or long number becomes a
+ * string that starts with a control character no string of the body holds (JSON can only escape
+ * one, and the body has no such escape), then one plain JSON.parse and a walk that turns those
+ * strings back: a few times the cost of JSON.parse, where a reviver with source text costs tens.
  */
 export function parseJsonExact(text: string): unknown {
+  const code = MARKER_CODES.find((c) => {
+    const hex = c.toString(16).padStart(4, '0');
+    return !text.includes(`\\u${hex}`) && !text.includes(`\\u${hex.toUpperCase()}`);
+  });
+  if (code === undefined) return parseJsonExactWithReviver(text);
+  const escape = `\\u${code.toString(16).padStart(4, '0')}`;
+  const parts: string[] = [];
+  let last = 0;
+  EXACT_SCAN.lastIndex = 0;
+  for (let match = EXACT_SCAN.exec(text); match !== null; match = EXACT_SCAN.exec(text)) {
+    const [, token, number] = match;
+    if (token === undefined && number === undefined) continue;
+    parts.push(text.slice(last, match.index), token !== undefined ? `"${escape}T${token}"` : `"${escape}N${number}"`);
+    last = match.index + match[0].length;
+  }
+  if (parts.length === 0) return JSON.parse(text);
+  parts.push(text.slice(last));
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(parts.join(''));
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+    // Its message quotes our strings, perhaps cut short; the reviver's parse fails at the same place
+    // (before any reviving, so at JSON.parse's cost) with a message that shows what the client sent.
+    return parseJsonExactWithReviver(text);
+  }
+  return restoreMarkers(parsed, String.fromCharCode(code));
+}
+
+function markerValue(marked: string): number | NumberText {
+  const body = marked.slice(2);
+  return marked[1] === 'T' ? TOKEN_VALUES[body]! : new NumberText(body);
+}
+
+/** Replaces the marker strings in a parsed value, walking it without recursion (nesting may be deep). */
+function restoreMarkers(root: unknown, marker: string): unknown {
+  const code = marker.charCodeAt(0);
+  if (typeof root === 'string') return root.charCodeAt(0) === code ? markerValue(root) : root;
+  const pending: object[] = root !== null && typeof root === 'object' ? [root] : [];
+  while (pending.length > 0) {
+    const container = pending.pop()!;
+    if (Array.isArray(container)) {
+      for (let i = 0; i < container.length; i++) {
+        const v: unknown = container[i];
+        if (typeof v === 'string') {
+          if (v.charCodeAt(0) === code) container[i] = markerValue(v);
+        } else if (v !== null && typeof v === 'object') pending.push(v);
+      }
+      continue;
+    }
+    const record = container as Record<string, unknown>;
+    for (const key of Object.keys(record)) {
+      const v = record[key];
+      if (typeof v === 'string') {
+        // defineProperty: a key named __proto__ is an own property here, never the prototype.
+        if (v.charCodeAt(0) === code) Object.defineProperty(record, key, { value: markerValue(v), writable: true, enumerable: true, configurable: true });
+      } else if (v !== null && typeof v === 'object') pending.push(v);
+    }
+  }
+  return root;
+}
+
+/** A JSON string (kept as it is) or a bare non-finite token outside any string. */
+const STRING_OR_TOKEN = /"[^"\\]*(?:\\.[^"\\]*)*"|(-Infinity|Infinity|NaN)/g;
+
+/**
+ * parseJsonExact by a reviver with the numbers' source text: slow (the reviver sees every value and
+ * recurses), kept for bodies whose strings escape every control character parseJsonExact could mark with.
+ */
+export function parseJsonExactWithReviver(text: string): unknown {
   // Each token becomes a number literal the body does not already hold, recognised by its source text.
   let exponent = 99990;
   while (text.includes(`1e${exponent}`) || text.includes(`1e${exponent + 1}`) || text.includes(`1e${exponent + 2}`)) exponent += 3;
