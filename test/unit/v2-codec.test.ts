@@ -291,6 +291,21 @@ describe('64-bit integers in JSON, exact over their whole range', () => {
     );
   });
 
+  it('reads integers written as long literals on the exact path, for every integer datatype', () => {
+    const body = text(
+      '{"inputs":[{"name":"nan","datatype":"FP32","shape":[1],"data":[NaN]},' +
+        '{"name":"i32","datatype":"INT32","shape":[3],"data":[1.0000000000000000,2e+01,-0.0000000001e10]},' +
+        '{"name":"u8","datatype":"UINT8","shape":[1],"data":[25.50000000000000e1]},' +
+        '{"name":"i64","datatype":"INT64","shape":[1],"data":[1.0000000000000000]}]}',
+    );
+    expect(decodeInferRequest(body).inputs.map((t) => t.data)).toEqual([
+      new Float32Array([Number.NaN]),
+      new Int32Array([1, 20, -1]),
+      new Uint8Array([255]),
+      new BigInt64Array([1n]),
+    ]);
+  });
+
   it.each([
     ['INT64', '[9223372036854775808]', "input 'x': element 0 is 9223372036854775808, expected an integer in [-9223372036854775808, 9223372036854775807] for INT64"],
     ['INT64', '[-9223372036854775809]', "input 'x': element 0 is -9223372036854775809, expected an integer in [-9223372036854775808, 9223372036854775807] for INT64"],

@@ -432,7 +432,8 @@ function decodeJson(name: string, datatype: V2Datatype, flat: unknown[], shape: 
         else if (wide) bad(i, `an integer whose exact value is known (a double holds integers exactly up to 2^53)`);
         else bad(i, `an integer in [${min}, ${max}]`);
       }
-      const ints = flat as number[];
+      // Long literals on the exact path (1.0000000000000000, 2e+01) arrive as text: their exact values.
+      const ints = (exactValues && !wide ? flat.map((v, i) => { const e = exactValues.get(i); return e === undefined ? v : Number(e); }) : flat) as number[];
       switch (datatype) {
         case 'UINT8': return new Uint8Array(ints);
         case 'INT8': return new Int8Array(ints);
