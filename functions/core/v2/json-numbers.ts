@@ -5,8 +5,9 @@
  */
 
 /**
- * A JSON number whose value a double cannot carry: an integer literal beyond 2^53 in magnitude, or
- * a literal beyond FP64's range such as `1e400`. Kept as its source text for the datatype to judge.
+ * A JSON number a double may not carry: an integer beyond 2^53 in magnitude, a literal beyond FP64's
+ * range such as `1e400`, or (from parseJsonExact, which picks them by their text) any literal of 16
+ * or more significant digits or with a large exponent. Kept as its source text for the datatype to judge.
  */
 export class NumberText {
   readonly source: string;
