@@ -65,7 +65,7 @@ export function warmupFeeds(inputs: Iterable<TensorMetadata>, example?: WarmupTe
   const feeds: Record<string, Tensor> = {};
   if (example) {
     for (const t of example) {
-      const data = decodeJsonTensorData(t.name, t.datatype, t.data, t.shape.reduce((a, b) => a * b, 1));
+      const data = decodeJsonTensorData(t.name, t.datatype, t.data, t.shape);
       feeds[t.name] = ortTensor(DATATYPES[t.datatype].ort, data, t.shape);
     }
     return feeds;

@@ -93,6 +93,31 @@ export async function runInferenceBench(): Promise<Record<string, unknown>> {
       }
       return { ratio: median(handlerMs) / median(rawMs), handler_ms: median(handlerMs), raw_ms: median(rawMs) };
     };
+    /**
+     * Bytes of the JSON answer for a 64-row request: the handler's (shortest float32 text) against
+     * the same outputs as the codec wrote them before (JSON.stringify of the float32 values as
+     * doubles, up to 17 digits), from the raw session's own run. Both must read back as the same float32.
+     */
+    const responseBytes = async (batch: number) => {
+      const data = pixels(batch);
+      const request = encodeInferRequest([{ name: 'input', datatype: 'FP32', shape: [batch, 784], data }]);
+      const response = await quiet(() => handler(inferEvent(request.body, false), context));
+      if (response.statusCode !== 200) throw new Error(`handler answered ${response.statusCode}: ${response.body}`);
+      const raw = await (await service.loadModel('mnist')).session.run({ input: new ort.Tensor('float32', data, [batch, 784]) });
+      const answer = JSON.parse(response.body!) as { model_name: string; model_version: string; outputs: { name: string; datatype: string; shape: number[]; data: number[] }[] };
+      const before = JSON.stringify({
+        model_name: answer.model_name,
+        model_version: answer.model_version,
+        outputs: answer.outputs.map((o) => {
+          const values = raw[o.name]!.data as Float32Array;
+          if (!Float32Array.from(o.data).every((v, i) => Object.is(v, values[i]))) throw new Error(`output '${o.name}' does not read back as the session's float32 values`);
+          return { name: o.name, datatype: o.datatype, shape: o.shape, data: Array.from(values) };
+        }),
+      });
+      return { before: Buffer.byteLength(before), after: Buffer.byteLength(response.body!) };
+    };
+    const jsonResponseBytes = await responseBytes(64);
+
     const jsonB1 = await overhead(1, false, 200);
     const jsonB64 = await overhead(64, false, 40);
     const binaryB64 = await overhead(64, true, 40);
@@ -114,6 +139,7 @@ export async function runInferenceBench(): Promise<Record<string, unknown>> {
       overhead_json_b1: round(jsonB1.ratio),
       overhead_json_b64: round(jsonB64.ratio),
       overhead_binary_b64: round(binaryB64.ratio),
+      json_response_bytes_fp32_b64: jsonResponseBytes,
       cold_start_naive_ms: round(median(naiveMs), 1),
       cold_start_ms: round(median(oursMs), 1),
       cold_start_speedup: round(median(naiveMs) / median(oursMs)),

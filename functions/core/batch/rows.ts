@@ -120,8 +120,7 @@ function decodeInputs(inputs: unknown, specs: readonly InputSpec[]): DecodedRow[
       throw new BadRequestError(`input '${spec.name}' has datatype ${String(t.datatype)} but the model expects ${spec.datatype}`);
     }
     const shape = rowShapeOf(spec, t.shape);
-    const count = shape.reduce((a, b) => a * b, 1);
-    return { data: decodeJsonTensorData(spec.name, spec.datatype, t.data, count), shape };
+    return { data: decodeJsonTensorData(spec.name, spec.datatype, t.data, shape, { nesting: 'any' }), shape };
   });
 }
 
@@ -142,7 +141,7 @@ export function decodeCsvRow(line: string, spec: InputSpec): DecodedRow {
   });
   const count = spec.rowElements!;
   if (values.length !== count) throw new BadRequestError(`row has ${values.length} columns but input '${spec.name}' needs ${count}`);
-  return { tensors: [{ data: decodeJsonTensorData(spec.name, spec.datatype, values, count), shape: spec.rowShape }] };
+  return { tensors: [{ data: decodeJsonTensorData(spec.name, spec.datatype, values, spec.rowShape), shape: spec.rowShape }] };
 }
 
 export function decodeRow(line: string, format: BatchFormat, specs: readonly InputSpec[]): DecodedRow {

@@ -158,7 +158,7 @@ export function parseJsonlDataset(name: string, bytes: Uint8Array, options: Json
       if (rowInputs.some((i) => i.name === input.name)) throw new BadRequestError(`${where}: input '${input.name}' appears more than once`);
       let data: TensorData;
       try {
-        data = decodeJsonTensorData(input.name, input.datatype, input.data, elementCount(input.shape));
+        data = decodeJsonTensorData(input.name, input.datatype, input.data, input.shape);
       } catch (error) {
         throw new BadRequestError(`${where}: ${(error as Error).message}`);
       }

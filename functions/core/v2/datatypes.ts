@@ -2,8 +2,8 @@ import type { Tensor } from 'onnxruntime-node';
 
 /**
  * The one mapping between Open Inference Protocol V2 datatypes and onnxruntime tensor types.
- * BF16 has no onnxruntime-node tensor type and is not listed; FP16 travels in binary only, because
- * JSON has no half-precision number.
+ * BF16 has no onnxruntime-node tensor type and is not listed. FP16 travels as its raw 16-bit
+ * patterns (binary, or JSON numbers rounded to the nearest half).
  */
 export const V2_DATATYPES = [
   'BOOL', 'UINT8', 'UINT16', 'UINT32', 'UINT64', 'INT8', 'INT16', 'INT32', 'INT64',

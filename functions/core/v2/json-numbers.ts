@@ -1,0 +1,310 @@
+/**
+ * Numbers in V2 JSON bodies, exactly: what plain JSON.parse and JSON.stringify lose (64-bit integers
+ * beyond 2^53, the NaN/Infinity tokens Python's json module reads and writes, float32 and float16
+ * values written with a double's digits) is kept or written here.
+ */
+
+/**
+ * A JSON number a double may not carry: an integer beyond 2^53 in magnitude, a literal beyond FP64's
+ * range such as `1e400`, or (from parseJsonExact, which picks them by their text) any literal of 16
+ * or more significant digits or with a large exponent. Kept as its source text for the datatype to judge.
+ */
+export class NumberText {
+  readonly source: string;
+  constructor(source: string) {
+    this.source = source;
+  }
+}
+
+/** Node 24 passes the reviver the number's source text; ES2024's lib does not declare it yet. */
+type SourceReviver = (this: unknown, key: string, value: unknown, context?: { source?: string }) => unknown;
+
+const TOKEN_VALUES: Record<string, number> = { NaN: Number.NaN, Infinity: Number.POSITIVE_INFINITY, '-Infinity': Number.NEGATIVE_INFINITY };
+
+/**
+ * A JSON string (kept as it is), a bare non-finite token (group 1), or a number literal whose double
+ * may not be exact or finite (group 2): 16 or more significant digits, or a positive exponent of two
+ * or more digits. Numbers inside strings are never seen: each string is consumed whole.
+ */
+const EXACT_SCAN =
+  /"[^"\\]*(?:\\.[^"\\]*)*"|(-Infinity|Infinity|NaN)|(?<![\d.eE+-])(-?(?:(?=(?:\.?\d){16})(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|(?:0|[1-9]\d*)(?:\.\d+)?[eE]\+?\d{2,}))/g;
+
+/** Control characters a JSON string can hold only as a \u00XX escape (\b, \t, \n, \f and \r have their own). */
+const MARKER_CODES = [0, 1, 2, 3, 4, 5, 6, 7, 0x0b, ...Array.from({ length: 0x20 - 0x0e }, (_, i) => 0x0e + i)];
+
+/**
+ * Parses JSON that may hold bare `NaN`, `Infinity` and `-Infinity` tokens (as Python's json module
+ * writes them) and keeps numbers a double cannot carry as NumberText (their source text). Callers
+ * take it only when a plain parse failed or lost something. Each token or long number becomes a
+ * string that starts with a control character no string of the body holds (JSON can only escape
+ * one, and the body has no such escape), then one plain JSON.parse and a walk that turns those
+ * strings back: a few times the cost of JSON.parse, where a reviver with source text costs tens.
+ */
+export function parseJsonExact(text: string): unknown {
+  const code = MARKER_CODES.find((c) => {
+    const hex = c.toString(16).padStart(4, '0');
+    return !text.includes(`\\u${hex}`) && !text.includes(`\\u${hex.toUpperCase()}`);
+  });
+  if (code === undefined) return parseJsonExactWithReviver(text);
+  const escape = `\\u${code.toString(16).padStart(4, '0')}`;
+  const parts: string[] = [];
+  let last = 0;
+  EXACT_SCAN.lastIndex = 0;
+  for (let match = EXACT_SCAN.exec(text); match !== null; match = EXACT_SCAN.exec(text)) {
+    const [, token, number] = match;
+    if (token === undefined && number === undefined) continue;
+    parts.push(text.slice(last, match.index), token !== undefined ? `"${escape}T${token}"` : `"${escape}N${number}"`);
+    last = match.index + match[0].length;
+  }
+  if (parts.length === 0) return JSON.parse(text);
+  parts.push(text.slice(last));
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(parts.join(''));
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+    // Its message quotes our strings, perhaps cut short; the reviver's parse fails at the same place
+    // (before any reviving, so at JSON.parse's cost) with a message that shows what the client sent.
+    return parseJsonExactWithReviver(text);
+  }
+  return restoreMarkers(parsed, String.fromCharCode(code));
+}
+
+function markerValue(marked: string): number | NumberText {
+  const body = marked.slice(2);
+  return marked[1] === 'T' ? TOKEN_VALUES[body]! : new NumberText(body);
+}
+
+/** Replaces the marker strings in a parsed value, walking it without recursion (nesting may be deep). */
+function restoreMarkers(root: unknown, marker: string): unknown {
+  const code = marker.charCodeAt(0);
+  if (typeof root === 'string') return root.charCodeAt(0) === code ? markerValue(root) : root;
+  const pending: object[] = root !== null && typeof root === 'object' ? [root] : [];
+  while (pending.length > 0) {
+    const container = pending.pop()!;
+    if (Array.isArray(container)) {
+      for (let i = 0; i < container.length; i++) {
+        const v: unknown = container[i];
+        if (typeof v === 'string') {
+          if (v.charCodeAt(0) === code) container[i] = markerValue(v);
+        } else if (v !== null && typeof v === 'object') pending.push(v);
+      }
+      continue;
+    }
+    const record = container as Record<string, unknown>;
+    for (const key of Object.keys(record)) {
+      const v = record[key];
+      if (typeof v === 'string') {
+        // defineProperty: a key named __proto__ is an own property here, never the prototype.
+        if (v.charCodeAt(0) === code) Object.defineProperty(record, key, { value: markerValue(v), writable: true, enumerable: true, configurable: true });
+      } else if (v !== null && typeof v === 'object') pending.push(v);
+    }
+  }
+  return root;
+}
+
+/** A JSON string (kept as it is) or a bare non-finite token outside any string. */
+const STRING_OR_TOKEN = /"[^"\\]*(?:\\.[^"\\]*)*"|(-Infinity|Infinity|NaN)/g;
+
+/**
+ * parseJsonExact by a reviver with the numbers' source text: slow (the reviver sees every value and
+ * recurses), kept for bodies whose strings escape every control character parseJsonExact could mark with.
+ */
+export function parseJsonExactWithReviver(text: string): unknown {
+  // Each token becomes a number literal the body does not already hold, recognised by its source text.
+  let exponent = 99990;
+  while (text.includes(`1e${exponent}`) || text.includes(`1e${exponent + 1}`) || text.includes(`1e${exponent + 2}`)) exponent += 3;
+  const literals: Record<string, string> = { NaN: `1e${exponent}`, Infinity: `1e${exponent + 1}`, '-Infinity': `1e${exponent + 2}` };
+  const tokenOf = new Map(Object.entries(literals).map(([token, literal]) => [literal, token]));
+  let replaced = false;
+  const substituted = text.replace(STRING_OR_TOKEN, (match, token: string | undefined) => {
+    if (token === undefined) return match;
+    replaced = true;
+    return literals[token]!;
+  });
+  const reviver: SourceReviver = (_key, value, context) => {
+    if (typeof value !== 'number' || Number.isSafeInteger(value) || (Number.isFinite(value) && !Number.isInteger(value))) return value;
+    const source = context?.source ?? String(value);
+    const token = tokenOf.get(source);
+    return token !== undefined ? TOKEN_VALUES[token] : new NumberText(source);
+  };
+  try {
+    return JSON.parse(substituted, reviver as (key: string, value: unknown) => unknown);
+  } catch (error) {
+    if (!replaced || !(error instanceof SyntaxError)) throw error;
+    // The message quotes the text around the fault: show the tokens the client sent, not our literals.
+    let message = error.message;
+    for (const [literal, token] of tokenOf) message = message.replaceAll(literal, token);
+    throw new SyntaxError(message, { cause: error });
+  }
+}
+
+/**
+ * The exact integer a JSON number literal denotes, or undefined when it is not an integer
+ * (`1.5`, `1e-3`). `12e2` and `1.0` are integers. Literals beyond any 64-bit range are answered
+ * with a value just beyond it rather than computed in full (`1e999999999` would take gigabytes).
+ */
+export function exactInteger(source: string): bigint | undefined {
+  const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(source);
+  if (!match) return undefined;
+  const [, sign, whole, fraction = '', exponentText = '0'] = match;
+  let digits = (whole! + fraction).replace(/^0+(?=\d)/, '');
+  let exponent = Number(exponentText) - fraction.length;
+  if (/^0+$/.test(digits)) return 0n;
+  while (exponent < 0 && digits.endsWith('0')) {
+    digits = digits.slice(0, -1);
+    exponent++;
+  }
+  if (exponent < 0) return undefined;
+  const magnitude = digits.length + exponent > 40 ? 10n ** 40n : BigInt(digits) * 10n ** BigInt(exponent);
+  return sign === '-' ? -magnitude : magnitude;
+}
+
+// Finite values from here up round to Infinity in the narrower type (round half to even at FLT_MAX + half an ulp).
+export const FP32_OVERFLOW = 2 ** 128 - 2 ** 103;
+export const FP16_OVERFLOW = 65520;
+
+interface Float16ArrayLike extends ArrayLike<number> {
+  [index: number]: number;
+  readonly buffer: ArrayBufferLike;
+  readonly byteOffset: number;
+}
+type Float16ArrayConstructorLike = new (...args: [number] | [ArrayBufferLike, number, number]) => Float16ArrayLike;
+/** Node 24 has Float16Array and Math.f16round; ES2024's lib does not declare them yet. */
+export const Float16 = (globalThis as unknown as { Float16Array: Float16ArrayConstructorLike }).Float16Array;
+export const f16round = (Math as unknown as { f16round: (x: number) => number }).f16round;
+
+const POWERS_OF_TEN = Array.from({ length: 23 }, (_, i) => 10 ** i); // exact in a double
+
+/** m·10^-k as JavaScript's Number#toString writes the double it denotes (no trailing zeros). */
+function decimalText(m: number, k: number): string {
+  let digits = String(m);
+  while (digits.length > 1 && digits.endsWith('0')) {
+    digits = digits.slice(0, -1);
+    k--;
+  }
+  const length = digits.length;
+  const point = length - k; // digits before the decimal point
+  if (point >= length && point <= 21) return digits + '0'.repeat(point - length);
+  if (point > 0 && point <= 21) return `${digits.slice(0, point)}.${digits.slice(point)}`;
+  if (point > -6 && point <= 0) return `0.${'0'.repeat(-point)}${digits}`;
+  const e = point - 1;
+  return `${length === 1 ? digits : `${digits[0]}.${digits.slice(1)}`}e${e < 0 ? '-' : '+'}${Math.abs(e)}`;
+}
+
+/** The last candidate digits found by decimalWithPlaces (module scope: no allocation per value on the hot path). */
+let candidateDigits = 0;
+
+/** Whether some decimal with k places lies between lo and hi; if so candidateDigits holds the one nearest `a` (times 10^k). */
+function decimalWithPlaces(a: number, lo: number, hi: number, k: number): boolean {
+  let l: number;
+  let h: number;
+  let m: number;
+  if (k >= 0) {
+    const scale = k < POWERS_OF_TEN.length ? POWERS_OF_TEN[k]! : 10 ** k;
+    l = Math.ceil(lo * scale);
+    h = Math.floor(hi * scale);
+    if (l > h) return false;
+    m = Math.round(a * scale);
+  } else {
+    const scale = -k < POWERS_OF_TEN.length ? POWERS_OF_TEN[-k]! : 10 ** -k;
+    l = Math.ceil(lo / scale);
+    h = Math.floor(hi / scale);
+    if (l > h) return false;
+    m = Math.round(a / scale);
+  }
+  candidateDigits = m < l ? l : m > h ? h : m;
+  return true;
+}
+
+/**
+ * The fewest decimal places k for which a decimal lies between lo and hi (the digits of the one
+ * nearest `a` left in candidateDigits). Having one only gets easier with more places, so a binary
+ * search between one place coarser than the leading digit (none) and eleven finer (always one, for
+ * 24 or fewer significant bits).
+ */
+function fewestPlacesBetween(a: number, lo: number, hi: number): number {
+  let none = -Math.floor(Math.log10(a)) - 2;
+  let some = none + 11;
+  while (some - none > 1) {
+    const mid = (some + none) >> 1;
+    if (decimalWithPlaces(a, lo, hi, mid)) some = mid;
+    else none = mid;
+  }
+  decimalWithPlaces(a, lo, hi, some);
+  return some;
+}
+
+function decimalValue(m: number, k: number): number {
+  if (k >= 0 && k < POWERS_OF_TEN.length) return m / POWERS_OF_TEN[k]!; // one correctly rounded division
+  if (k < 0 && -k < POWERS_OF_TEN.length) return m * POWERS_OF_TEN[-k]!;
+  return Number(`${m}e${-k}`);
+}
+
+/** Shortest text by trying each precision: exact, and the fallback where floating-point bounds are too coarse. */
+function shortestByPrecision(v: number, round: (x: number) => number): string {
+  for (let p = 1; p < 17; p++) {
+    const n = Number(v.toPrecision(p));
+    if (round(n) === v) return String(n);
+  }
+  return String(v);
+}
+
+/** Text for values JSON has no number for: the tokens Python's json module writes, and -0 as a float. */
+function specialText(v: number): string | undefined {
+  if (v === 0) return 1 / v < 0 ? '-0.0' : '0';
+  if (v !== v) return 'NaN';
+  if (v === Infinity) return 'Infinity';
+  if (v === -Infinity) return '-Infinity';
+  return undefined;
+}
+
+const f32 = new Float32Array(1);
+const f32Bits = new Uint32Array(f32.buffer);
+
+/**
+ * The shortest decimal text that reads back (as a double, then rounded to float32) as this float32
+ * value, as JavaScript would write that decimal; NaN and ±Infinity as bare tokens.
+ */
+export function float32Text(v: number): string {
+  const special = specialText(v);
+  if (special !== undefined) return special;
+  const a = v < 0 ? -v : v;
+  f32[0] = a;
+  const bits = f32Bits[0]!;
+  f32Bits[0] = bits + 1;
+  const up = f32[0]!;
+  f32Bits[0] = bits - 1;
+  const down = f32[0]!;
+  // Halfway to each neighbour, exact in a double. Above FLT_MAX the neighbour is Infinity: the bound then
+  // is too wide and the check below sends the value to the exact fallback.
+  const k = fewestPlacesBetween(a, (a + down) / 2, (a + up) / 2);
+  const m = candidateDigits;
+  if (Math.fround(decimalValue(m, k)) !== a) return shortestByPrecision(v, Math.fround);
+  return v < 0 ? `-${decimalText(m, k)}` : decimalText(m, k);
+}
+
+const f16 = new Float16(1);
+const f16Bits = new Uint16Array(f16.buffer, 0, 1);
+
+/** As float32Text, for a float16 value. */
+export function float16Text(v: number): string {
+  const special = specialText(v);
+  if (special !== undefined) return special;
+  const a = v < 0 ? -v : v;
+  f16[0] = a;
+  const bits = f16Bits[0]!;
+  f16Bits[0] = bits + 1;
+  const up = f16[0]!;
+  f16Bits[0] = bits - 1;
+  const down = f16[0]!;
+  const k = fewestPlacesBetween(a, (a + down) / 2, (a + up) / 2);
+  const m = candidateDigits;
+  if (f16round(decimalValue(m, k)) !== a) return shortestByPrecision(v, f16round);
+  return v < 0 ? `-${decimalText(m, k)}` : decimalText(m, k);
+}
+
+/** A double as JavaScript writes it, with NaN and ±Infinity as bare tokens and -0 kept. */
+export function float64Text(v: number): string {
+  return specialText(v) ?? String(v);
+}
