@@ -123,12 +123,24 @@ describe('FP16 through a real session', () => {
   it('runs FP16 binary inputs and returns FP16 outputs bit-exact', async () => {
     const { handler } = handlerWith(['half']);
     const bits = Uint16Array.from([1.5, -2, 0.333251953125], float32ToFloat16Bits);
-    const encoded = encodeInferRequest([{ name: 'x', datatype: 'FP16', shape: [1, 3], data: bits }]);
+    const encoded = encodeInferRequest([{ name: 'x', datatype: 'FP16', shape: [1, 3], data: bits }], { binary: true, binaryDataOutput: true });
     const response = await handler(event('POST', '/v2/models/half/infer', encoded.body, { headers: { 'inference-header-content-length': String(encoded.jsonLength) } }));
     expect(response.statusCode).toBe(200);
     const decoded = decodeInferResponse(bodyOf(response), Number(response.headers!['inference-header-content-length']));
     expect(decoded.outputs[0]!.datatype).toBe('FP16');
     expect(Array.from(decoded.outputs[0]!.data as Uint16Array)).toEqual(Array.from([3, -4, 0.66650390625], float32ToFloat16Bits));
+  });
+});
+
+describe('FP16 in JSON through a real session', () => {
+  it('reads FP16 JSON values into the session and writes the answer as the shortest FP16 text', async () => {
+    const { handler } = handlerWith(['half']);
+    const body = JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP16', shape: [1, 3], data: [1.5, -2, 0.333251953125] }] });
+    const response = await handler(event('POST', '/v2/models/half/infer', body, { headers: { 'content-type': 'application/json' }, as: 'text' }));
+    expect(response.statusCode).toBe(200);
+    const answer = JSON.parse(response.body!) as { outputs: { datatype: string; data: number[] }[] };
+    expect(answer.outputs[0]!.datatype).toBe('FP16');
+    expect(answer.outputs[0]!.data).toEqual([3, -4, 0.6665]);
   });
 });
 
