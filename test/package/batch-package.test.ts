@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageService, removePackagedServices, type Template } from '../helpers/package-service.ts';
+import { deployInvariantViolations } from '../helpers/template-invariants.ts';
 
 interface Statement {
   Sid?: string;
@@ -118,6 +119,15 @@ describe('the GPU service', () => {
       StepScalingPolicyConfiguration: { AdjustmentType: 'ExactCapacity', StepAdjustments: [{ MetricIntervalUpperBound: 0, ScalingAdjustment: 0 }] },
     });
     expect(gpu.Resources.BatchGpuQueueEmptyAlarm!.Properties).toMatchObject({ EvaluationPeriods: 15, AlarmActions: [{ Ref: 'BatchGpuScaleToZeroPolicy' }] });
+  });
+});
+
+describe('what AWS checks at deploy', () => {
+  it('holds with and without the GPU service (the GPU alarms act on their scaling policies)', () => {
+    expect(deployInvariantViolations(plain)).toEqual([]);
+    expect(deployInvariantViolations(gpu)).toEqual([]);
+    expect(plain.Resources.BatchShardDeadLetterQueue!.Properties.VisibilityTimeout).toBe(1800);
+    expect(plain.Resources.BatchDeadLetterLambdaFunction!.Properties.Timeout).toBe(300);
   });
 });
 
