@@ -162,7 +162,7 @@ describe('serverless package (standard tier, IAM auth)', () => {
     });
   });
 
-  it('gives the inference role only GetObject under models/ and a models/-prefixed ListBucket', () => {
+  it('gives the inference role only GetObject under models/ and a Query of the registry table', () => {
     const t = standard();
     const role = inference(t).Properties.Role as { 'Fn::GetAtt': [string, string] };
     const roleResource = t.Resources[role['Fn::GetAtt'][0]];
@@ -179,22 +179,15 @@ describe('serverless package (standard tier, IAM auth)', () => {
         Action: 's3:GetObject',
         Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' },
       },
-      {
-        Sid: 'ListModels',
-        Effect: 'Allow',
-        Action: 's3:ListBucket',
-        Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}' },
-        Condition: { StringLike: { 's3:prefix': 'models/*' } },
-      },
     ]);
     const actions = statements.flatMap((s) => asArray(s.Action));
     expect(actions.filter((a) => a === '*' || a.endsWith(':*'))).toEqual([]);
-    expect(actions.filter((a) => !a.startsWith('s3:'))).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents', 'dynamodb:GetItem', 'dynamodb:Query']);
-    // Versions and aliases: read-only, on the registry table alone.
+    expect(actions.filter((a) => !a.startsWith('s3:'))).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents', 'dynamodb:Query']);
+    // Versions and aliases: one Query of the model's partition, on the registry table alone.
     expect(statements.find((s) => s.Sid === 'ReadRegistry')).toEqual({
       Sid: 'ReadRegistry',
       Effect: 'Allow',
-      Action: ['dynamodb:GetItem', 'dynamodb:Query'],
+      Action: 'dynamodb:Query',
       Resource: { 'Fn::GetAtt': ['RegistryTable', 'Arn'] },
     });
     expect(statements.every((s) => s.Effect === 'Allow' && JSON.stringify(s.Resource) !== '"*"')).toBe(true);
@@ -253,20 +246,18 @@ describe('registry', () => {
     expect(t.Resources.ModelBucket?.Properties.NotificationConfiguration).toEqual({ EventBridgeConfiguration: { EventBridgeEnabled: true } });
   });
 
-  it('lets the register role touch only uploads, versions, rejections, the registry table and the events topic', () => {
+  it('lets the register role touch only uploads, versions, rejections, the registry table, the events topic and its failure queue', () => {
     const statements = roleStatements(standard(), 'RegisterRole');
     const resources = statements.filter((s) => s.Sid).map((s) => [s.Sid, asArray(s.Action), s.Resource]);
     expect(resources).toEqual([
       ['ReadAndRemoveUploads', ['s3:GetObject', 's3:DeleteObject'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/incoming/*' }],
-      ['WriteVersionsAndRejections', ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'], [
-        { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' },
-        { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/rejections/*' },
-      ]],
-      ['ListVersions', ['s3:ListBucket'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}' }],
-      ['Registry', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
+      ['WriteVersions', ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' }],
+      ['WriteRejections', ['s3:PutObject'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/rejections/*' }],
+      ['Registry', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
       ['Announce', ['sns:Publish'], { Ref: 'ModelEventsTopic' }],
-      ['StartDefaultQuantization', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], { 'Fn::GetAtt': ['QuantizeJobsTable', 'Arn'] }],
+      ['StartDefaultQuantization', ['dynamodb:GetItem', 'dynamodb:PutItem'], { 'Fn::GetAtt': ['QuantizeJobsTable', 'Arn'] }],
       ['QueueDefaultQuantization', ['sqs:GetQueueUrl', 'sqs:SendMessage'], { 'Fn::GetAtt': ['QuantizeQueue', 'Arn'] }],
+      ['OnFailureDestination', ['sqs:SendMessage'], { 'Fn::GetAtt': ['RegisterFailuresQueue', 'Arn'] }],
     ]);
   });
 
