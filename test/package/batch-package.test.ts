@@ -28,7 +28,7 @@ beforeAll(async () => {
     packageService('batch-plain', {}),
     packageService('batch-gpu', { batchGpuWorkers: 'true', batchGpuVpcId: 'vpc-0abc', batchGpuSubnetIds: 'subnet-a,subnet-b' }),
   ]);
-}, 400_000);
+}, 700_000);
 
 afterAll(removePackagedServices);
 
