@@ -198,6 +198,8 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     } catch (error) {
       if (error instanceof InferenceRuntimeError) {
         recordMetric(metrics, RUNTIME_FAILURE_METRIC, MetricUnit.Count, 1, { model: error.model, version: error.version });
+        // Once more with the service dimension alone: the one series the stack's alarm can name.
+        recordMetric(metrics, RUNTIME_FAILURE_METRIC, MetricUnit.Count, 1, {});
       }
       return errorResponse(error, (level, message, fields) => logger[level](message, fields), metrics);
     }

@@ -73,7 +73,8 @@ export async function packageService(name: string, params: Record<string, string
   const { stdout, stderr } = await run(file, argv, {
     cwd: service,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, TMPDIR: temp, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AI_MASS_CODE_CACHE_TRAINED_DIR: trained },
-    timeout: 300_000,
+    // Four stacks package at once in package.test.ts; on a shared two-core machine one took over 300 s.
+    timeout: 600_000,
   });
   const codeCachesTrained = (await Promise.all((await readdir(trained)).map(async (file) => JSON.parse(await readFile(path.join(trained, file), 'utf8')) as Packaged['codeCachesTrained'][number])))
     .sort((a, b) => a.function.localeCompare(b.function));

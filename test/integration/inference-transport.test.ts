@@ -178,7 +178,11 @@ describe('runtime failures', () => {
     expect(message).toMatch(/^model 'reshape-two' version '1' failed while running: .*Reshape/);
     expect(message).not.toMatch(/\.cc|\.h:|onnxruntime::|\/onnxruntime_src/);
     const metrics = written.filter((line) => line.includes('"_aws"')).map((line) => JSON.parse(line));
-    expect(metrics.find((m) => RUNTIME_FAILURE_METRIC in m)).toMatchObject({ [RUNTIME_FAILURE_METRIC]: 1, model: 'reshape-two', version: '1' });
+    const runtimeFailures = metrics.filter((m) => RUNTIME_FAILURE_METRIC in m);
+    expect(runtimeFailures.map((m) => m._aws.CloudWatchMetrics[0].Dimensions[0])).toEqual([['service', 'model', 'version'], ['service']]);
+    expect(runtimeFailures[0]).toMatchObject({ [RUNTIME_FAILURE_METRIC]: 1, model: 'reshape-two', version: '1' });
+    // The series the stack's alarm names: the service dimension alone (serverless.yml, InferenceRuntimeFailuresAlarm).
+    expect(runtimeFailures[1]).toMatchObject({ [RUNTIME_FAILURE_METRIC]: 1, service: 'ai-mass-test' });
     expect(metrics.find((m) => 'Errors' in m)).toMatchObject({ Errors: 1, errorClass: 'InferenceRuntimeError' });
     const fine = await handler(event('POST', '/v2/models/reshape-two/infer', JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [2], data: [1, 2] }] })));
     expect([fine.statusCode, jsonOf(fine).outputs[0].data]).toEqual([200, [1, 2]]);

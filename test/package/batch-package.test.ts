@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageService, removePackagedServices, type Template } from '../helpers/package-service.ts';
+import { deployInvariantViolations } from '../helpers/template-invariants.ts';
 
 interface Statement {
   Sid?: string;
@@ -27,7 +28,7 @@ beforeAll(async () => {
     packageService('batch-plain', {}),
     packageService('batch-gpu', { batchGpuWorkers: 'true', batchGpuVpcId: 'vpc-0abc', batchGpuSubnetIds: 'subnet-a,subnet-b' }),
   ]);
-}, 400_000);
+}, 700_000);
 
 afterAll(removePackagedServices);
 
@@ -74,14 +75,14 @@ describe('least privilege', () => {
   it('gives each batch function its own role with only what it does', () => {
     expect(plain.Resources.BatchScoreLambdaFunction!.Properties.Role).toEqual({ 'Fn::GetAtt': ['BatchScoreRole', 'Arn'] });
     expect(actions(plain, 'BatchApiRole')).toEqual([
-      'dynamodb:GetItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Query', 'dynamodb:UpdateItem',
+      'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Query', 'dynamodb:UpdateItem',
       'logs:CreateLogStream', 'logs:PutLogEvents',
-      's3:AbortMultipartUpload', 's3:GetObject', 's3:GetObject', 's3:ListBucket', 's3:PutObject',
+      's3:AbortMultipartUpload', 's3:GetObject', 's3:GetObject', 's3:PutObject',
       'sqs:GetQueueUrl', 'sqs:SendMessage',
     ]);
     // Versions and aliases are read from the registry table, never written.
     expect(statements(plain, 'BatchApiRole').find((st) => st.Sid === 'ReadRegistry')).toEqual({
-      Sid: 'ReadRegistry', Effect: 'Allow', Action: ['dynamodb:GetItem', 'dynamodb:Query'], Resource: { 'Fn::GetAtt': ['RegistryTable', 'Arn'] },
+      Sid: 'ReadRegistry', Effect: 'Allow', Action: 'dynamodb:Query', Resource: { 'Fn::GetAtt': ['RegistryTable', 'Arn'] },
     });
     // The score function cannot send messages or create jobs; it writes only under batches/.
     const score = actions(plain, 'BatchScoreRole');
@@ -118,6 +119,15 @@ describe('the GPU service', () => {
       StepScalingPolicyConfiguration: { AdjustmentType: 'ExactCapacity', StepAdjustments: [{ MetricIntervalUpperBound: 0, ScalingAdjustment: 0 }] },
     });
     expect(gpu.Resources.BatchGpuQueueEmptyAlarm!.Properties).toMatchObject({ EvaluationPeriods: 15, AlarmActions: [{ Ref: 'BatchGpuScaleToZeroPolicy' }] });
+  });
+});
+
+describe('what AWS checks at deploy', () => {
+  it('holds with and without the GPU service (the GPU alarms act on their scaling policies)', () => {
+    expect(deployInvariantViolations(plain)).toEqual([]);
+    expect(deployInvariantViolations(gpu)).toEqual([]);
+    expect(plain.Resources.BatchShardDeadLetterQueue!.Properties.VisibilityTimeout).toBe(1800);
+    expect(plain.Resources.BatchDeadLetterLambdaFunction!.Properties.Timeout).toBe(300);
   });
 });
 

@@ -9,6 +9,7 @@ import { inflateRawSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureLayer, type LayerManifest } from '../../layers/onnxruntime/build.ts';
 import { isolated, packageService, removePackagedServices, type Packaged, type Resource, type Template } from '../helpers/package-service.ts';
+import { deployInvariantViolations } from '../helpers/template-invariants.ts';
 
 
 /** Lambda's limit on a function's unzipped code plus all its layers. */
@@ -97,12 +98,16 @@ beforeAll(async () => {
           authorizer: 'jwt',
           jwtIssuerUrl: 'https://issuer.example.test/',
           jwtAudience: 'ai-mass-test',
+          jwtScopePrefix: 'ai-mass',
+          httpApiRateLimit: '5',
+          httpApiBurstLimit: '10',
+          alarmEmail: 'ops@example.test',
         }),
       ] as const)(),
   ]);
   for (const [name, result] of runs) packaged[name] = result;
   console.log(`packaged ${runs.length} stacks ${isolated ? 'in a loopback-only network namespace' : 'with no namespace (unshare unavailable)'}`);
-}, 400_000);
+}, 700_000);
 
 afterAll(removePackagedServices);
 
@@ -157,7 +162,7 @@ describe('serverless package (standard tier, IAM auth)', () => {
     });
   });
 
-  it('gives the inference role only GetObject under models/ and a models/-prefixed ListBucket', () => {
+  it('gives the inference role only GetObject under models/ and a Query of the registry table', () => {
     const t = standard();
     const role = inference(t).Properties.Role as { 'Fn::GetAtt': [string, string] };
     const roleResource = t.Resources[role['Fn::GetAtt'][0]];
@@ -174,22 +179,15 @@ describe('serverless package (standard tier, IAM auth)', () => {
         Action: 's3:GetObject',
         Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' },
       },
-      {
-        Sid: 'ListModels',
-        Effect: 'Allow',
-        Action: 's3:ListBucket',
-        Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}' },
-        Condition: { StringLike: { 's3:prefix': 'models/*' } },
-      },
     ]);
     const actions = statements.flatMap((s) => asArray(s.Action));
     expect(actions.filter((a) => a === '*' || a.endsWith(':*'))).toEqual([]);
-    expect(actions.filter((a) => !a.startsWith('s3:'))).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents', 'dynamodb:GetItem', 'dynamodb:Query']);
-    // Versions and aliases: read-only, on the registry table alone.
+    expect(actions.filter((a) => !a.startsWith('s3:'))).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents', 'dynamodb:Query']);
+    // Versions and aliases: one Query of the model's partition, on the registry table alone.
     expect(statements.find((s) => s.Sid === 'ReadRegistry')).toEqual({
       Sid: 'ReadRegistry',
       Effect: 'Allow',
-      Action: ['dynamodb:GetItem', 'dynamodb:Query'],
+      Action: 'dynamodb:Query',
       Resource: { 'Fn::GetAtt': ['RegistryTable', 'Arn'] },
     });
     expect(statements.every((s) => s.Effect === 'Allow' && JSON.stringify(s.Resource) !== '"*"')).toBe(true);
@@ -248,20 +246,18 @@ describe('registry', () => {
     expect(t.Resources.ModelBucket?.Properties.NotificationConfiguration).toEqual({ EventBridgeConfiguration: { EventBridgeEnabled: true } });
   });
 
-  it('lets the register role touch only uploads, versions, rejections, the registry table and the events topic', () => {
+  it('lets the register role touch only uploads, versions, rejections, the registry table, the events topic and its failure queue', () => {
     const statements = roleStatements(standard(), 'RegisterRole');
     const resources = statements.filter((s) => s.Sid).map((s) => [s.Sid, asArray(s.Action), s.Resource]);
     expect(resources).toEqual([
       ['ReadAndRemoveUploads', ['s3:GetObject', 's3:DeleteObject'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/incoming/*' }],
-      ['WriteVersionsAndRejections', ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'], [
-        { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' },
-        { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/rejections/*' },
-      ]],
-      ['ListVersions', ['s3:ListBucket'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}' }],
-      ['Registry', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
+      ['WriteVersions', ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' }],
+      ['WriteRejections', ['s3:PutObject'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/rejections/*' }],
+      ['Registry', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
       ['Announce', ['sns:Publish'], { Ref: 'ModelEventsTopic' }],
-      ['StartDefaultQuantization', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], { 'Fn::GetAtt': ['QuantizeJobsTable', 'Arn'] }],
+      ['StartDefaultQuantization', ['dynamodb:GetItem', 'dynamodb:PutItem'], { 'Fn::GetAtt': ['QuantizeJobsTable', 'Arn'] }],
       ['QueueDefaultQuantization', ['sqs:GetQueueUrl', 'sqs:SendMessage'], { 'Fn::GetAtt': ['QuantizeQueue', 'Arn'] }],
+      ['OnFailureDestination', ['sqs:SendMessage'], { 'Fn::GetAtt': ['RegisterFailuresQueue', 'Arn'] }],
     ]);
   });
 
@@ -334,6 +330,116 @@ describe('authorizer=jwt', () => {
         AuthorizerId: { Ref: authorizerId },
       });
     }
+  });
+
+  it('asks for a read, infer or manage scope by route (prefix by parameter); iam mode has no scopes', () => {
+    const scopes = (t: Template) =>
+      Object.fromEntries(resourcesOfType(t, 'AWS::ApiGatewayV2::Route').map(([, r]) => [r.Properties.RouteKey as string, r.Properties.AuthorizationScopes ?? null]));
+    const read = ['ai-mass/read'];
+    const infer = ['ai-mass/infer'];
+    const manage = ['ai-mass/manage'];
+    expect(scopes(packaged.jwt.template)).toEqual({
+      'GET /v2': read,
+      'GET /v2/health/live': read,
+      'GET /v2/health/ready': read,
+      'GET /v2/models/{name}': read,
+      'GET /v2/models/{name}/ready': read,
+      'GET /v2/models/{name}/versions': read,
+      'GET /v2/models/{name}/versions/{version}': read,
+      'GET /v2/models/{name}/versions/{version}/ready': read,
+      'POST /v2/models/{name}/infer': infer,
+      'POST /v2/models/{name}/versions/{version}/infer': infer,
+      'GET /v2/models/{name}/aliases/{alias}': manage,
+      'PUT /v2/models/{name}/aliases/{alias}': manage,
+      'POST /v2/models/{name}/aliases/{alias}/promote': manage,
+      'POST /v2/models/{name}/aliases/{alias}/rollback': manage,
+      'POST /v2/models/{name}/versions/{version}/evaluate': manage,
+      'GET /v2/models/{name}/versions/{version}/evaluations/{id}': manage,
+      'GET /v2/models/{name}/versions/{version}/evaluations/{id}/report.html': manage,
+      'POST /v2/models/{name}/versions/{version}/quantize': manage,
+      'GET /v2/models/{name}/quantizations/{job}': manage,
+      'POST /v2/batches': manage,
+      'GET /v2/batches/{id}': manage,
+    });
+    expect(Object.values(scopes(standard())).every((s) => s === null)).toBe(true);
+  });
+});
+
+describe('what AWS checks at deploy', () => {
+  it('holds for every packaged configuration: queues outlast their consumers sixfold, mappings and destinations agree with their roles, every alarm acts', () => {
+    for (const [name, run] of Object.entries(packaged)) expect(deployInvariantViolations(run.template), name).toEqual([]);
+  });
+
+  it('catches the shard dead-letter queue at the default 30 s visibility, an alarm with no action and a role that cannot poll its queue', () => {
+    const t = structuredClone(standard());
+    delete t.Resources.BatchShardDeadLetterQueue!.Properties.VisibilityTimeout;
+    delete t.Resources.BatchDeadShardsAlarm!.Properties.AlarmActions;
+    const consume = (t.Resources.BatchScoreRole!.Properties.Policies as { PolicyDocument: { Statement: Statement[] } }[])[0]!.PolicyDocument.Statement.find((s) => s.Sid === 'ConsumeShards')!;
+    consume.Action = (consume.Action as string[]).filter((a) => a !== 'sqs:DeleteMessage');
+
+    expect(deployInvariantViolations(t)).toEqual([
+      "BatchScoreEventSourceMappingSQSBatchShardQueue: BatchScoreLambdaFunction's role does not allow sqs:DeleteMessage on BatchShardQueue",
+      "BatchDeadLetterEventSourceMappingSQSBatchShardDeadLetterQueue: BatchShardDeadLetterQueue has a visibility timeout of 30 s, below six times BatchDeadLetterLambdaFunction's timeout of 300 s (1800 s)",
+      'BatchDeadShardsAlarm: has no alarm action',
+    ]);
+  });
+
+  it('sends failed register and batch-upload events to a dead-letter queue of their own, each with an alarm', () => {
+    const t = standard();
+    for (const [fn, queue, alarm] of [
+      ['RegisterLambdaFunction', 'RegisterFailuresQueue', 'RegisterFailuresAlarm'],
+      ['BatchUploadLambdaFunction', 'BatchUploadFailuresQueue', 'BatchUploadFailuresAlarm'],
+    ] as const) {
+      const config = resourcesOfType(t, 'AWS::Lambda::EventInvokeConfig').find(([, r]) => JSON.stringify(r.Properties.FunctionName) === JSON.stringify({ Ref: fn }));
+      expect(config?.[1].Properties.DestinationConfig, fn).toEqual({ OnFailure: { Destination: { 'Fn::GetAtt': [queue, 'Arn'] } } });
+      expect(t.Resources[queue]?.Properties.MessageRetentionPeriod).toBe(1209600);
+      expect(t.Resources[alarm]?.Properties).toMatchObject({
+        Namespace: 'AWS/SQS',
+        MetricName: 'ApproximateNumberOfMessagesVisible',
+        Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [queue, 'QueueName'] } }],
+        Threshold: 0,
+        ComparisonOperator: 'GreaterThanThreshold',
+        AlarmActions: [{ Ref: 'AlarmTopic' }],
+      });
+    }
+  });
+});
+
+describe('operations', () => {
+  it('throttles the HTTP API stage by parameter, 100 requests/s with bursts of 200 by default', () => {
+    expect(standard().Resources.HttpApiStage?.Properties.DefaultRouteSettings).toEqual({ ThrottlingRateLimit: 100, ThrottlingBurstLimit: 200 });
+    expect(packaged.jwt.template.Resources.HttpApiStage?.Properties.DefaultRouteSettings).toEqual({ ThrottlingRateLimit: '5', ThrottlingBurstLimit: '10' });
+  });
+
+  it('writes a JSON access log line per request (request id, route, status, latency) to a log group with retention', () => {
+    const stage = standard().Resources.HttpApiStage!.Properties.AccessLogSettings as { DestinationArn: unknown; Format: string };
+    expect(stage.DestinationArn).toEqual({ 'Fn::GetAtt': ['HttpApiLogGroup', 'Arn'] });
+    expect(JSON.parse(stage.Format)).toMatchObject({
+      requestId: '$context.requestId',
+      routeKey: '$context.routeKey',
+      status: '$context.status',
+      responseLatency: '$context.responseLatency',
+      integrationLatency: '$context.integrationLatency',
+    });
+    expect(standard().Resources.HttpApiLogGroup?.Properties).toEqual({ LogGroupName: `/aws/http-api/ai-mass-${STAGE}`, RetentionInDays: 30 });
+  });
+
+  it('sends every alarm to one alarm topic, subscribed by email only when alarmEmail is given', () => {
+    const t = standard();
+    expect(t.Resources.AlarmTopic?.Properties).toEqual({ TopicName: `ai-mass-${STAGE}-alarms` });
+    // The GPU service's alarms (only with batchGpuWorkers=true) act on its scaling policies instead.
+    const notifying = resourcesOfType(t, 'AWS::CloudWatch::Alarm').filter(([, alarm]) => alarm.Condition !== 'BatchGpuEnabled');
+    expect(notifying.map(([id]) => id).sort()).toEqual([
+      'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'EvaluateDeadLetterAlarm', 'QuantizeDeadLetterAlarm', 'RegisterFailuresAlarm',
+    ]);
+    for (const [id, alarm] of notifying) expect(alarm.Properties.AlarmActions, id).toEqual([{ Ref: 'AlarmTopic' }]);
+    expect(t.Conditions?.AlarmEmailGiven).toEqual({ 'Fn::Not': [{ 'Fn::Equals': ['', ''] }] });
+    expect(packaged.jwt.template.Conditions?.AlarmEmailGiven).toEqual({ 'Fn::Not': [{ 'Fn::Equals': ['ops@example.test', ''] }] });
+    expect(packaged.jwt.template.Resources.AlarmEmailSubscription).toEqual({
+      Type: 'AWS::SNS::Subscription',
+      Condition: 'AlarmEmailGiven',
+      Properties: { TopicArn: { Ref: 'AlarmTopic' }, Protocol: 'email', Endpoint: 'ops@example.test' },
+    });
   });
 });
 

