@@ -205,6 +205,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         '--stage', 'local',
         '--param', 'runtimeTarget=local',
         '--param', `preWarmedModels=${options.preload ?? 'mnist,silero-vad'}`,
+        // The batch API takes GPU jobs: the GPU queue exists locally and `mass worker` consumes it.
+        '--param', 'batchGpuWorkers=true',
         ...(options.maxBodyBytes ? ['--param', `maxBodyBytes=${options.maxBodyBytes}`] : []),
         '--host', '127.0.0.1',
         // Hand the handlers this process's environment (emulator endpoints, queue URLs), not only AWS_*.
