@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
@@ -132,6 +132,10 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     }
     watchdog?.stdin?.end();
     await emulators.stop();
+    // The bundle is rebuilt on every start; a stack without kept state (tests, on random ports) also
+    // leaves no caches behind, so repeated runs do not pile up folders under .local.
+    await rm(join(root, localBundleFolder(apiPort)), { recursive: true, force: true });
+    if (!options.dataDir) await rm(join(root, '.local', `tmp-${apiPort}`), { recursive: true, force: true });
   };
   try {
     log(`emulators: S3+SQS ${emulators.awsEndpoint}, DynamoDB ${emulators.dynamoEndpoint}`);
