@@ -69,8 +69,8 @@ export interface EmulatorOptions {
   dynamoPort?: number;
   /**
    * Keep the emulators' state in this folder and find it again on the next start: S3 objects as
-   * files under s3/, SQS and SNS in sqs/fauxqs.db (SQLite), DynamoDB in dynamodb/ (LevelDB). Every
-   * write reaches the disk before it is acknowledged, so a killed process loses nothing it answered.
+   * files under s3/, SQS and SNS in sqs/ (SQLite), DynamoDB in dynamodb/ (LevelDB). Every write
+   * reaches the file system before it is answered, so a killed process loses nothing it answered.
    * Undefined keeps everything in memory (tests).
    */
   dataDir?: string | undefined;
