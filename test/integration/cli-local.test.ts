@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { keys } from '../../functions/core/keys.ts';
 import { pushModel } from '../../functions/core/model-push.ts';
+import { freePort } from '../../infra/local/emulators.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 
 // The CLI as a user runs it from a folder inside a project whose local stack wrote .local/stack.json:
@@ -55,6 +56,15 @@ async function mass(cwd: string, ...args: string[]): Promise<{ code: number; std
 describe('mass from a subfolder of the project', () => {
   it('finds the local stack in the nearest .local/stack.json above it', async () => {
     expect(await mass(subfolder, 'models')).toEqual({ code: 0, stdout: 'scale\tversions: 1\n', stderr: '' });
+  });
+
+  it('says the local stack is not running when its emulators refuse the connection', async () => {
+    const stopped = await mkdtemp(join(tmpdir(), 'stopped-project-'));
+    const port = await freePort();
+    await mkdir(join(stopped, '.local'));
+    await writeFile(join(stopped, '.local', 'stack.json'), JSON.stringify({ api: `http://127.0.0.1:${port}`, bucket: 'b', awsEndpoint: `http://127.0.0.1:${port}`, dynamoEndpoint: `http://127.0.0.1:${port}` }));
+    const result = await mass(stopped, 'models');
+    expect([result.code, result.stderr]).toEqual([1, `error: connect ECONNREFUSED 127.0.0.1:${port} (the local stack in ${stopped} is not running: \`npm start\` there)\n`]);
   });
 
   it('says there is no bucket outside any project', async () => {
