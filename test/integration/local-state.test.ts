@@ -1,7 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -42,6 +42,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const child of running) child.kill('SIGKILL');
+  // A stack that keeps state keeps its caches under the repository's .local; this one is a test's.
+  await rm(join(ROOT, '.local', `tmp-${env.API_PORT}`), { recursive: true, force: true });
 });
 
 /** Starts `infra/local/start.ts` and resolves once it says it is running. */
