@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
@@ -24,11 +24,31 @@ interface LocalStackFile {
   registryTable?: string;
 }
 
-export function localStackFile(cwd = process.cwd()): LocalStackFile | undefined {
-  try {
-    return JSON.parse(readFileSync(join(cwd, '.local', 'stack.json'), 'utf8')) as LocalStackFile;
-  } catch {
-    return undefined;
+export interface FoundLocalStack extends LocalStackFile {
+  /** The project folder that holds .local/stack.json. */
+  root: string;
+}
+
+/**
+ * The local stack `npm start` wrote to .local/stack.json, in `cwd` or the nearest folder above it
+ * (the CLI works from any subfolder of the project). A file that is there but unreadable is an error.
+ */
+export function localStackFile(cwd = process.cwd()): FoundLocalStack | undefined {
+  for (let dir = cwd; ; dir = dirname(dir)) {
+    const file = join(dir, '.local', 'stack.json');
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' && (error as NodeJS.ErrnoException).code !== 'ENOTDIR') throw error;
+      if (dirname(dir) === dir) return undefined;
+      continue;
+    }
+    try {
+      return { ...(JSON.parse(text) as LocalStackFile), root: dir };
+    } catch (error) {
+      throw new CliError(`${file} is not valid JSON (${(error as Error).message}): restart the local stack with \`npm start\``);
+    }
   }
 }
 
@@ -55,12 +75,14 @@ export function cliContext(options: CliOptions) {
   const registryTable = process.env.MASS_REGISTRY_TABLE ?? local?.registryTable;
   return {
     api,
+    /** The local stack's project folder when the CLI talks to one. */
+    localRoot: local?.root,
     store(): ModelStore {
       if (!bucket) throw new CliError('no bucket: pass --bucket, set MASS_BUCKET, or run `npm start` for the local stack');
       return new ModelStore({
         s3: createS3Client(),
         bucket,
-        cacheDir: join(process.cwd(), '.local', 'cache'),
+        cacheDir: join(local?.root ?? process.cwd(), '.local', 'cache'),
         registry: registryTable ? new RegistryTable(createDynamoClient(), registryTable) : undefined,
       });
     },

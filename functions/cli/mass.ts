@@ -5,7 +5,7 @@ import { registerEvaluateCommands } from './commands/evaluate.ts';
 import { registerBatchCommands } from './commands/batch.ts';
 import { registerQuantizeCommands } from './commands/quantize.ts';
 import { registerRegistryCommands } from './commands/registry.ts';
-import { CliError } from './context.ts';
+import { CliError, localStackFile } from './context.ts';
 
 const program = new Command('mass')
   .description('AI Mass: serve ONNX models with the Open Inference Protocol V2')
@@ -25,7 +25,10 @@ try {
   await program.parseAsync(process.argv);
 } catch (error) {
   if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? 0 : 2);
-  const message = error instanceof Error ? error.message : String(error);
+  let message = error instanceof Error ? error.message : String(error);
+  // Refused on loopback while the CLI followed .local/stack.json (read fine by then): the stack is down.
+  const local = (error as NodeJS.ErrnoException).code === 'ECONNREFUSED' && !process.env.MASS_BUCKET ? localStackFile() : undefined;
+  if (local) message += ` (the local stack in ${local.root} is not running: \`npm start\` there)`;
   console.error(`error: ${message}`);
   process.exit(error instanceof CliError ? error.exitCode : 1);
 }

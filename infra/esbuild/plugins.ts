@@ -131,6 +131,10 @@ export const handlerShim: Plugin = {
           plugins: [builtinsThroughRequire],
           logLevel: 'error',
         });
+        // The local stack skips the training: a cold start there is not measured, and each training run
+        // is a fresh process (the inference one with emulators), most of a local start on a busy machine.
+        // Without a cache the shim compiles the script as usual.
+        if (process.env.AI_MASS_SKIP_CODE_CACHE_TRAINING === '1') continue;
         const training = join(TRAINING_DIR, `${basename(dirname(source))}.ts`);
         await trainCodeCache(handlerFile, existsSync(training) ? training : undefined);
       }

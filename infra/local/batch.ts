@@ -25,6 +25,8 @@ export interface LocalBatchOptions {
   /** Concurrent invocations of the score function, as Lambda would scale out. */
   lambdaConcurrency?: number;
   cacheDir: string;
+  /** Batch uploads already under batches/incoming/ at start: skipped, or delivered (a stack that keeps its state). */
+  existingUploads?: 'skip' | 'deliver';
   onWorkerLine?: (line: WorkerLine) => void;
 }
 
@@ -47,7 +49,13 @@ export async function startLocalBatch(options: LocalBatchOptions): Promise<Local
   const service = runtime.service();
   const scorer = runtime.scorer();
   const triggers: Trigger[] = [
-    await watchS3Prefix({ s3, bucket: resources.bucket, prefix: keys.batchIncomingPrefix, handler: createBatchUploadHandler({ service, s3, logger }) }),
+    await watchS3Prefix({
+      s3,
+      bucket: resources.bucket,
+      prefix: keys.batchIncomingPrefix,
+      existing: options.existingUploads ?? 'skip',
+      handler: createBatchUploadHandler({ service, s3, logger }),
+    }),
     await pollSqsQueue({ sqs, queueUrl: resources.submitQueueUrl, handler: createBatchSubmitQueueHandler({ service, logger }) }),
     await pollSqsQueue({
       sqs,

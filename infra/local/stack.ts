@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
@@ -32,6 +32,11 @@ export interface LocalStackOptions {
   maxBodyBytes?: number;
   /** Where stack.json (read by the CLI) is written; undefined writes none. */
   stateDir?: string | undefined;
+  /**
+   * Where the emulators keep S3, SQS, SNS and DynamoDB state, found again on the next start (and
+   * uploads left under incoming/ by a stack that stopped are registered then); undefined: in memory.
+   */
+  dataDir?: string | undefined;
   log?: (line: string) => void;
 }
 
@@ -44,6 +49,11 @@ export interface LocalStack {
   topicArn: string;
   seeded: string[];
   stop(): Promise<void>;
+}
+
+/** The local stack's serverless-esbuild work folder, relative to the repository (never `.esbuild`, which `serverless package` uses). */
+export function localBundleFolder(apiPort: number): string {
+  return join('.local', `esbuild-${apiPort}`);
 }
 
 /** Names as the stack's yml files derive them: `${service}-${stage}-...` with the local stage. */
@@ -74,6 +84,23 @@ async function waitFor(url: string, deadline: number, child: ChildProcess): Prom
 }
 
 /**
+ * serverless-offline runs in a process group of its own (so that stopping it reaches its workers);
+ * if this process is killed outright (kill -9) nothing would stop it, and the next start would find
+ * the API port taken. A small process holds a pipe from this one: when the pipe closes, however this
+ * process ended, it kills that group.
+ */
+function outliveGuard(groupId: number): ChildProcess {
+  const script = `process.stdin.resume(); process.stdin.on('end', () => {
+    // The group is usually gone already after a clean stop (ESRCH): nothing left to do then.
+    try { process.kill(-${groupId}, 'SIGKILL'); } catch (error) { if (error.code !== 'ESRCH') throw error; }
+  });`;
+  const guard = spawn(process.execPath, ['-e', script], { detached: true, stdio: ['pipe', 'ignore', 'inherit'] });
+  guard.unref();
+  (guard.stdin as unknown as { unref(): void }).unref();
+  return guard;
+}
+
+/**
  * The whole system on one machine: S3/SQS and DynamoDB emulators on loopback, the demo models
  * registered, and the HTTP API served by serverless-offline from the same handler code as in AWS.
  */
@@ -86,9 +113,10 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   await assertPortFree(apiPort, 'HTTP API');
   await assertPortFree(lambdaPort, 'serverless-offline Lambda endpoint');
 
-  const emulators: Emulators = await startEmulators({ awsPort: options.awsPort ?? 4566, dynamoPort: options.dynamoPort ?? 8000 });
+  const emulators: Emulators = await startEmulators({ awsPort: options.awsPort ?? 4566, dynamoPort: options.dynamoPort ?? 8000, dataDir: options.dataDir });
   let offline: ChildProcess | undefined;
   let proxy: BodyProxy | undefined;
+  let watchdog: ChildProcess | undefined;
   const triggers: Trigger[] = [];
   let batch: LocalBatch | undefined;
   let evaluating = true;
@@ -105,7 +133,12 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
       if (offline.exitCode === null) process.kill(-offline.pid, 'SIGKILL');
     }
+    watchdog?.stdin?.end();
     await emulators.stop();
+    // The bundle is rebuilt on every start; a stack without kept state (tests, on random ports) also
+    // leaves no caches behind, so repeated runs do not pile up folders under .local.
+    await rm(join(root, localBundleFolder(apiPort)), { recursive: true, force: true });
+    if (!options.dataDir) await rm(join(root, '.local', `tmp-${apiPort}`), { recursive: true, force: true });
   };
   try {
     log(`emulators: S3+SQS ${emulators.awsEndpoint}, DynamoDB ${emulators.dynamoEndpoint}`);
@@ -129,7 +162,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     // batch uploads and queues run the batch functions; the evaluate queue runs the evaluate worker.
     const { logger, metrics } = createObservability('ai-mass-local');
     triggers.push(
-      await watchS3Prefix({ s3, bucket, prefix: 'incoming/', handler: createRegisterHandler({ store, logger, metrics, maxModelBytes: 512 * 1024 * 1024 }), log }),
+      // Uploads already there were in flight when a stack with the same state stopped: register them now.
+      await watchS3Prefix({ s3, bucket, prefix: 'incoming/', existing: 'deliver', handler: createRegisterHandler({ store, logger, metrics, maxModelBytes: 512 * 1024 * 1024 }), log }),
     );
     batch = await startLocalBatch({
       awsEndpoint: emulators.awsEndpoint,
@@ -137,6 +171,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       bucket,
       prefix: PREFIX,
       cacheDir: join(root, '.local', `tmp-${apiPort}`, 'batch'),
+      existingUploads: 'deliver',
     });
     await dynamo.send(new CreateTableCommand({
       TableName: `${PREFIX}-quantize-jobs`,
@@ -165,8 +200,11 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       MODEL_EVENTS_TOPIC_ARN: registry.topicArn,
       // serverless-offline keeps a handler's process alive, so quantization runs beside the API.
       QUANTIZE_DISPATCH: 'inline',
-      // Each stack its own bundle folder, so a package run or a second stack never deletes it.
-      AI_MASS_ESBUILD_WORK_FOLDER: `.esbuild-local-${apiPort}`,
+      // Each stack its own bundle folder (serverless.yml's esbuild.outputWorkFolder reads it), so a
+      // `serverless package` run (.esbuild) or a second stack never deletes it.
+      AI_MASS_ESBUILD_WORK_FOLDER: localBundleFolder(apiPort),
+      // No V8 code-cache training locally (infra/esbuild/plugins.ts says why).
+      AI_MASS_SKIP_CODE_CACHE_TRAINING: '1',
     };
     // serverless-offline listens on a port of its own behind the body proxy (body-proxy.ts), which
     // makes it pass request bodies to the handlers as API Gateway does: bytes, untouched.
@@ -179,6 +217,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         '--stage', 'local',
         '--param', 'runtimeTarget=local',
         '--param', `preWarmedModels=${options.preload ?? 'mnist,silero-vad'}`,
+        // The batch API takes GPU jobs: the GPU queue exists locally and `mass worker` consumes it.
+        '--param', 'batchGpuWorkers=true',
         ...(options.maxBodyBytes ? ['--param', `maxBodyBytes=${options.maxBodyBytes}`] : []),
         '--host', '127.0.0.1',
         // Hand the handlers this process's environment (emulator endpoints, queue URLs), not only AWS_*.
@@ -188,11 +228,13 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       ],
       { cwd: root, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
     );
+    watchdog = outliveGuard(offline.pid!);
     offline.stdout!.on('data', (chunk: Buffer) => log(chunk.toString().trimEnd()));
     offline.stderr!.on('data', (chunk: Buffer) => log(chunk.toString().trimEnd()));
     proxy = await startBodyProxy({ port: apiPort, targetPort: offlinePort });
     const api = `http://127.0.0.1:${apiPort}`;
-    const deadline = Date.now() + 120_000;
+    // Generous: serverless-offline bundles every function first, slow on a busy machine.
+    const deadline = Date.now() + 300_000;
     await waitFor(`${api}/v2/health/live`, deadline, offline);
     await waitFor(`${api}/v2/health/ready`, deadline, offline);
 

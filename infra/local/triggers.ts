@@ -62,7 +62,10 @@ export interface S3PrefixWatcherOptions {
   prefix: string;
   handler: (event: S3Event) => Promise<unknown>;
   intervalMs?: number;
-  /** Objects already there at start: skipped (as S3 notifications would) unless 'deliver'. */
+  /**
+   * Objects already there at start: skipped (as S3 notifications would), or delivered: a stack that
+   * keeps its state delivers them, so an upload that was in flight when it stopped is handled.
+   */
   existing?: 'skip' | 'deliver';
   /** Attempts per event, like S3's asynchronous invocation (1 + 2 retries). */
   attempts?: number;
@@ -71,7 +74,9 @@ export interface S3PrefixWatcherOptions {
 
 /**
  * Lists the prefix every `intervalMs` and delivers one ObjectCreated event per new key or new ETag
- * (an overwrite is a new object to S3 too). Events are delivered one at a time, in key order.
+ * (an overwrite is a new object to S3 too). A key that leaves the listing (a handler consumed it) is
+ * forgotten, so the same bytes uploaded to it again are a new object, as S3 would notify.
+ * Events are delivered one at a time, in key order.
  */
 export async function watchS3Prefix(options: S3PrefixWatcherOptions): Promise<Trigger> {
   const { s3, bucket, prefix, handler } = options;
@@ -93,7 +98,10 @@ export async function watchS3Prefix(options: S3PrefixWatcherOptions): Promise<Tr
   const loop = (async () => {
     while (!controller.signal.aborted) {
       try {
-        for (const object of await list()) {
+        const objects = await list();
+        const listed = new Set(objects.map((o) => o.key));
+        for (const key of seen.keys()) if (!listed.has(key)) seen.delete(key);
+        for (const object of objects) {
           if (controller.signal.aborted) break;
           if (seen.get(object.key) === object.eTag) continue;
           seen.set(object.key, object.eTag);

@@ -1,7 +1,16 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { CreateQueueCommand, ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
+import { CreateTopicCommand, ListTopicsCommand } from '@aws-sdk/client-sns';
+import { CreateTableCommand, GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/clients.ts';
+import { DEFAULT_MAX_MODEL_BYTES } from '../../functions/core/registry/validation.ts';
+import { LOCAL_S3_MAX_PUT_BYTES, startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 
 let emulators: Emulators;
 beforeAll(async () => {
@@ -43,6 +52,65 @@ describe('the local emulators', () => {
       const port = Number(new URL(endpoint).port);
       expect(await tryConnect('127.0.0.1', port)).toBe('connected');
       for (const address of probed) expect(await tryConnect(address, port), `${address}:${port}`).toBe('ECONNREFUSED');
+    }
+  });
+});
+
+describe('the local S3', () => {
+  it('takes a single PUT of 20 MB through the SDK and gives the same bytes back', async () => {
+    const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
+    await s3.send(new CreateBucketCommand({ Bucket: 'large-put' }));
+    const body = randomBytes(20_000_000);
+    await s3.send(new PutObjectCommand({ Bucket: 'large-put', Key: 'incoming/big/model.onnx', Body: body }));
+    const got = await (await s3.send(new GetObjectCommand({ Bucket: 'large-put', Key: 'incoming/big/model.onnx' }))).Body!.transformToByteArray();
+    expect([got.byteLength, createHash('sha256').update(got).digest('hex')]).toEqual([20_000_000, createHash('sha256').update(body).digest('hex')]);
+    s3.destroy();
+  });
+
+  it('takes single PUTs as large as the model size limit', () => {
+    expect(LOCAL_S3_MAX_PUT_BYTES).toBeGreaterThan(DEFAULT_MAX_MODEL_BYTES);
+  });
+});
+
+describe('emulators with a data folder', () => {
+  it('find their S3 objects, queues, messages, topics and tables again after a restart', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'emulator-state-'));
+    const first = await startEmulators({ dataDir });
+    const clients = (e: Emulators) => ({
+      s3: createS3Client({ endpoint: e.awsEndpoint }),
+      sqs: createSqsClient({ endpoint: e.awsEndpoint }),
+      sns: createSnsClient({ endpoint: e.awsEndpoint }),
+      dynamo: createDynamoClient({ endpoint: e.dynamoEndpoint }),
+    });
+    const before = clients(first);
+    await before.s3.send(new CreateBucketCommand({ Bucket: 'kept' }));
+    await before.s3.send(new PutObjectCommand({ Bucket: 'kept', Key: 'models/m/1/model.onnx', Body: 'weights' }));
+    const { QueueUrl } = await before.sqs.send(new CreateQueueCommand({ QueueName: 'kept-queue' }));
+    await before.sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'job 1' }));
+    const { TopicArn } = await before.sns.send(new CreateTopicCommand({ Name: 'kept-topic' }));
+    await before.dynamo.send(new CreateTableCommand({
+      TableName: 'kept-table',
+      AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+      KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+      BillingMode: 'PAY_PER_REQUEST',
+    }));
+    await before.dynamo.send(new PutItemCommand({ TableName: 'kept-table', Item: { pk: { S: 'alias#prod' }, version: { S: '3' } } }));
+    for (const client of Object.values(before)) client.destroy();
+    await first.stop();
+
+    const second = await startEmulators({ dataDir });
+    const after = clients(second);
+    try {
+      const object = await after.s3.send(new GetObjectCommand({ Bucket: 'kept', Key: 'models/m/1/model.onnx' }));
+      expect(await object.Body!.transformToString()).toBe('weights');
+      const received = await after.sqs.send(new ReceiveMessageCommand({ QueueUrl, WaitTimeSeconds: 0 }));
+      expect(received.Messages?.map((m) => m.Body)).toEqual(['job 1']);
+      expect((await after.sns.send(new ListTopicsCommand({}))).Topics?.map((t) => t.TopicArn)).toEqual([TopicArn]);
+      const item = await after.dynamo.send(new GetItemCommand({ TableName: 'kept-table', Key: { pk: { S: 'alias#prod' } } }));
+      expect(item.Item).toEqual({ pk: { S: 'alias#prod' }, version: { S: '3' } });
+    } finally {
+      for (const client of Object.values(after)) client.destroy();
+      await second.stop();
     }
   });
 });

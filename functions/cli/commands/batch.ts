@@ -10,15 +10,9 @@ import { keys } from '../../core/keys.ts';
 import { S3ObjectWriter } from '../../core/batch/output.ts';
 import { FINAL_STATES, type BatchJobView } from '../../core/batch/schemas.ts';
 import { cliContext, CliError, localStackFile, type CliContext, type CliOptions } from '../context.ts';
+import { choiceOption, intervalOption, positiveInteger, sleep } from '../options.ts';
 
 /** `mass batch submit | status | fetch` and `mass worker`. */
-function integer(name: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0) throw new CliError(`${name} must be a non-negative integer, got ${JSON.stringify(value)}`, 2);
-    return n;
-  };
-}
 
 async function getJob(ctx: CliContext, id: string): Promise<BatchJobView> {
   const { bytes } = await ctx.request('GET', `/v2/batches/${encodeURIComponent(id)}`);
@@ -46,7 +40,7 @@ function summary(job: BatchJobView): string {
   ].join('\n');
 }
 
-async function watch(ctx: CliContext, id: string, intervalMs: number): Promise<BatchJobView> {
+async function watch(ctx: CliContext, id: string, intervalSeconds: number): Promise<BatchJobView> {
   const tty = process.stderr.isTTY;
   let last = '';
   for (;;) {
@@ -60,7 +54,7 @@ async function watch(ctx: CliContext, id: string, intervalMs: number): Promise<B
       if (tty) process.stderr.write('\n');
       return job;
     }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    await sleep(intervalSeconds);
   }
 }
 
@@ -80,14 +74,15 @@ export function registerBatchCommands(program: Command): void {
     .argument('<file>', 'local file, or s3://<bucket>/batches/inputs/... already uploaded')
     .requiredOption('--model <name>', 'model name')
     .option('--version <version>', 'version or alias (default: the latest)')
-    .option('--batch-size <n>', 'rows per tensor', integer('--batch-size'))
-    .option('--shard-bytes <n>', 'bytes of input per shard', integer('--shard-bytes'))
-    .option('--format <format>', 'jsonl or csv (default: from the file name)')
+    .option('--batch-size <n>', 'rows per tensor', positiveInteger('--batch-size'))
+    .option('--shard-bytes <n>', 'bytes of input per shard', positiveInteger('--shard-bytes'))
+    .addOption(choiceOption('--format <format>', 'jsonl or csv (default: from the file name)', ['jsonl', 'csv']))
     .option('--csv-header', 'the CSV file starts with a header line')
-    .option('--worker <worker>', 'auto, lambda or gpu', 'auto')
+    .addOption(choiceOption('--worker <worker>', 'auto, lambda or gpu', ['auto', 'lambda', 'gpu']).default('auto'))
     .option('--idempotency-key <key>', 'resubmitting with the same key returns the same job')
     .option('--watch', 'show progress until the job ends')
-    .action(async (file: string, opts: { model: string; version?: string; batchSize?: number; shardBytes?: number; format?: string; csvHeader?: boolean; worker: string; idempotencyKey?: string; watch?: boolean }) => {
+    .addOption(intervalOption('with --watch', 1))
+    .action(async (file: string, opts: { model: string; version?: string; batchSize?: number; shardBytes?: number; format?: string; csvHeader?: boolean; worker: string; idempotencyKey?: string; watch?: boolean; interval: number }) => {
       const ctx = cliContext(global());
       let input = file;
       if (!file.startsWith('s3://')) {
@@ -120,7 +115,7 @@ export function registerBatchCommands(program: Command): void {
       const { response, bytes } = await ctx.request('POST', '/v2/batches', JSON.stringify(body));
       const job = JSON.parse(Buffer.from(bytes).toString('utf8')) as BatchJobView;
       console.log(response.status === 200 ? `job ${job.id} already existed` : `submitted job ${job.id}: ${job.shards.total} shard(s) on the ${job.worker} worker`);
-      if (opts.watch) console.log(summary(await watch(ctx, job.id, 1000)));
+      if (opts.watch) console.log(summary(await watch(ctx, job.id, opts.interval)));
     });
 
   batch
@@ -128,7 +123,7 @@ export function registerBatchCommands(program: Command): void {
     .description("show a job's state, shards done of total, rows scored and failed, rows/s")
     .argument('<id>', 'job id')
     .option('--watch', 'redraw a progress bar until the job ends')
-    .option('--interval <ms>', 'poll interval with --watch', integer('--interval'), 1000)
+    .addOption(intervalOption('with --watch', 1))
     .option('--json', 'print the job as JSON')
     .action(async (id: string, opts: { watch?: boolean; interval: number; json?: boolean }) => {
       const ctx = cliContext(global());
@@ -163,9 +158,9 @@ export function registerBatchCommands(program: Command): void {
   program
     .command('worker')
     .description('run container batch workers on this machine against the local stack (the GPU image, on CPU)')
-    .option('--count <n>', 'worker processes', integer('--count'), 1)
-    .option('--queue <queue>', 'gpu (the container queue) or lambda (the score function queue)', 'gpu')
-    .option('--threads <n>', 'onnxruntime intra-op threads per worker', integer('--threads'))
+    .option('--count <n>', 'worker processes', positiveInteger('--count'), 1)
+    .addOption(choiceOption('--queue <queue>', 'gpu (the container queue) or lambda (the score function queue)', ['gpu', 'lambda']).default('gpu'))
+    .option('--threads <n>', 'onnxruntime intra-op threads per worker', positiveInteger('--threads'))
     .action(async (opts: { count: number; queue: string; threads?: number }) => {
       const local = localStackFile();
       if (!local) throw new CliError('no local stack: run `npm start` first (it writes .local/stack.json)');
@@ -186,7 +181,7 @@ export function registerBatchCommands(program: Command): void {
         WORKER_QUEUE_URL: queueUrl,
         // Short polls locally, so Ctrl-C stops the workers within a couple of seconds.
         WAIT_TIME_SECONDS: '2',
-        MODEL_CACHE_DIR: join(process.cwd(), '.local', 'cache'),
+        MODEL_CACHE_DIR: join(local.root, '.local', 'cache'),
         ...(opts.threads ? { INTRA_OP_THREADS: String(opts.threads) } : {}),
       };
       const workers = startWorkerProcesses(opts.count, env, (line) => console.log(JSON.stringify(line)));

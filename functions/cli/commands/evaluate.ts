@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { SCENARIOS } from '../../core/evaluate/jobs.ts';
 import type { EvaluationReport } from '../../core/evaluate/report.ts';
 import { cliContext, CliError, type CliContext, type CliOptions } from '../context.ts';
+import { intervalOption, sleep } from '../options.ts';
 
 interface StatusBody {
   id: string;
@@ -59,20 +60,23 @@ export function registerEvaluateCommands(program: Command): void {
     .option('--id <id>', 'job id, making a retried command idempotent')
     .option('--watch', 'follow progress until the report is ready; exit 4 when the gate fails')
     .option('--html <file>', 'with --watch: save report.html here')
-    .option('--interval <seconds>', 'with --watch: seconds between polls', '2')
-    .action(async (name: string, opts: { version: string; dataset: string; baseline?: string | false; scenarios?: string; options?: string; id?: string; watch?: boolean; html?: string; interval: string }) => {
+    .addOption(intervalOption('with --watch', 2))
+    .action(async (name: string, opts: { version: string; dataset: string; baseline?: string | false; scenarios?: string; options?: string; id?: string; watch?: boolean; html?: string; interval: number }) => {
       let options: unknown;
       if (opts.options) {
         try {
           options = JSON.parse(opts.options);
         } catch (error) {
-          throw new CliError(`--options is not valid JSON: ${(error as Error).message}`);
+          throw new CliError(`--options is not valid JSON: ${(error as Error).message}`, 2);
         }
       }
+      const scenarios = opts.scenarios?.split(',').map((s) => s.trim()).filter(Boolean);
+      const unknown = scenarios?.filter((s) => !(SCENARIOS as readonly string[]).includes(s)) ?? [];
+      if (scenarios?.length === 0 || unknown.length > 0) throw new CliError(`--scenarios takes a comma-separated list of ${SCENARIOS.join(', ')}, got ${JSON.stringify(opts.scenarios)}`, 2);
       const body = {
         dataset: opts.dataset,
         ...(opts.baseline === false ? { baseline: null } : opts.baseline ? { baseline: opts.baseline } : {}),
-        ...(opts.scenarios ? { scenarios: opts.scenarios.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
+        ...(scenarios ? { scenarios } : {}),
         ...(options !== undefined ? { options } : {}),
         ...(opts.id ? { id: opts.id } : {}),
       };
@@ -81,7 +85,6 @@ export function registerEvaluateCommands(program: Command): void {
       const started = JSON.parse(Buffer.from(bytes).toString('utf8')) as { id: string; baseline: string | null; steps: number };
       console.log(`evaluation ${started.id} of ${name} version ${opts.version}${started.baseline ? ` against version ${started.baseline}` : ''}: ${started.steps} steps queued`);
       if (!opts.watch) return;
-      const every = Math.max(0.2, Number(opts.interval)) * 1000;
       let last = '';
       for (;;) {
         const status = await getStatus(ctx, name, opts.version, started.id);
@@ -99,7 +102,7 @@ export function registerEvaluateCommands(program: Command): void {
           if (status.verdict && !status.verdict.passed) throw new CliError(`evaluation ${status.id} failed the promotion gate`, GATE_FAILED_EXIT);
           return;
         }
-        await new Promise((resolve) => setTimeout(resolve, every));
+        await sleep(opts.interval);
       }
     });
 

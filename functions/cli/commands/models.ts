@@ -4,6 +4,7 @@ import { basename } from 'node:path';
 import { assertValidName } from '../../core/names.ts';
 import { rejectionKey } from '../../core/registry/register-upload.ts';
 import { cliContext, CliError, type CliOptions } from '../context.ts';
+import { intervalOption, sleep, timeoutOption } from '../options.ts';
 
 async function readJson(path: string, what: string): Promise<unknown> {
   let text: string;
@@ -29,8 +30,9 @@ export function registerModelCommands(program: Command): void {
     .requiredOption('--name <name>', 'model name')
     .option('--version <version>', 'version (default: the next number)')
     .option('--notes <text>', 'release notes, shown to users with the version')
-    .option('--timeout <seconds>', 'how long to wait for registration', '120')
-    .action(async (file: string, opts: { name: string; version?: string; notes?: string; timeout: string }) => {
+    .addOption(timeoutOption('for the registration', 120))
+    .addOption(intervalOption('for the registration', 0.5))
+    .action(async (file: string, opts: { name: string; version?: string; notes?: string; timeout: number; interval: number }) => {
       const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
         throw new CliError(`cannot read model file ${file}: ${error.code ?? error.message}`);
       });
@@ -43,7 +45,7 @@ export function registerModelCommands(program: Command): void {
       });
       const uploadId = `${store.bucket}/${key}@${eTag}`;
       console.error(`uploaded ${key}; waiting for registration...`);
-      const deadline = Date.now() + Number(opts.timeout) * 1000;
+      const deadline = Date.now() + opts.timeout * 1000;
       while (Date.now() < deadline) {
         const claimed = await store.registry?.getUpload(uploadId);
         if (claimed?.state === 'registered') {
@@ -58,7 +60,7 @@ export function registerModelCommands(program: Command): void {
           const record = JSON.parse(Buffer.from(rejected).toString('utf8')) as { reason: string };
           throw new CliError(`rejected: ${record.reason}`);
         }
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(opts.interval);
       }
       throw new CliError(`no registration within ${opts.timeout} s: is the register function (or \`npm start\`) running?`);
     });

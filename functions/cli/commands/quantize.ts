@@ -5,6 +5,7 @@ import { datasetCalibration } from '../../core/quantize/jobs.ts';
 import { QUANTIZE_METHODS, quantizeRequestSchema, type QuantizeRequest } from '../../core/quantize/options.ts';
 import { quantizeModel } from '../../core/quantize/quantize-model.ts';
 import { cliContext, CliError, type CliOptions } from '../context.ts';
+import { choiceOption, intervalOption, sleep, timeoutOption } from '../options.ts';
 
 interface QuantizeFlags {
   version: string;
@@ -18,8 +19,8 @@ interface QuantizeFlags {
   local?: boolean;
   output?: string;
   wait: boolean;
-  intervalMs: string;
-  timeoutS: string;
+  interval: number;
+  timeout: number;
 }
 
 interface JobView {
@@ -70,7 +71,7 @@ export function registerQuantizeCommands(program: Command): void {
     .description('make an int8 or fp16 variant of a version; it is registered as a new version with lineage and never routed automatically')
     .argument('<name>', 'model name')
     .requiredOption('--version <version>', 'the fp32 version to quantize')
-    .requiredOption('--method <method>', QUANTIZE_METHODS.join(' | '))
+    .addOption(choiceOption('--method <method>', QUANTIZE_METHODS.join(' | '), QUANTIZE_METHODS).makeOptionMandatory())
     .option('--options <json|file>', 'method options as JSON (see docs/quantization.md)')
     .option('--dataset <name>', 'int8-static: calibration data set in the bucket (datasets/<name>/)')
     .option('--calibration <method>', 'int8-static: minmax | percentile | entropy')
@@ -80,8 +81,8 @@ export function registerQuantizeCommands(program: Command): void {
     .option('--local', 'quantize in this process (the container path for models beyond the Lambda budget) and register the result')
     .option('--output <file>', 'with --local: also write the quantized model here')
     .option('--no-wait', 'print the job and return without waiting')
-    .option('--interval-ms <ms>', 'status poll interval', '1000')
-    .option('--timeout-s <s>', 'give up waiting after this long', '1800')
+    .addOption(intervalOption('for the job', 1))
+    .addOption(timeoutOption('for the job', 1800))
     .action(async (name: string, flags: QuantizeFlags) => {
       const request = await parseOptions(flags);
       const ctx = cliContext(global());
@@ -119,8 +120,8 @@ export function registerQuantizeCommands(program: Command): void {
         if (interactive) process.stderr.write(`\r${SPINNER[tick++ % SPINNER.length]} ${line} (${elapsed} s)\x1b[K`);
         else if (line !== lastLine) process.stderr.write(`${line}\n`);
         lastLine = line;
-        if (Date.now() - started > Number(flags.timeoutS) * 1000) throw new CliError(`gave up waiting after ${flags.timeoutS} s; the job goes on: GET ${job.links.self}`);
-        await new Promise((r) => setTimeout(r, Number(flags.intervalMs)));
+        if (Date.now() - started > flags.timeout * 1000) throw new CliError(`gave up waiting after ${flags.timeout} s; the job goes on: GET ${job.links.self}`);
+        await sleep(flags.interval);
         job = JSON.parse(Buffer.from((await ctx.request('GET', job.links.self)).bytes).toString('utf8')) as JobView;
       }
       if (interactive) process.stderr.write('\r\x1b[K');

@@ -299,9 +299,8 @@ export async function pushDataset(store: ModelStore, input: PushDatasetInput): P
     if (existing.sha256 === sha256) return existing;
     throw new ConflictError(`data set '${name}' already exists with different content; data sets are immutable, push it under a new name`);
   }
-  for (const file of files) {
-    await (await store.client()).send(new PutObjectCommand({ Bucket: store.bucket, Key: file.key, Body: file.bytes, ContentType: 'application/octet-stream' }));
-  }
+  // In parts (lib-storage's Upload): a data set can be far larger than one request should carry.
+  for (const file of files) await store.putObjectBytes(file.key, file.bytes);
   await (await store.client()).send(
     new PutObjectCommand({
       Bucket: store.bucket,

@@ -71,9 +71,15 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
     throw error;
   }
   const eTag = (head.ETag ?? object.eTag ?? '').replace(/"/g, '');
-  const uploadId = `${store.bucket}/${object.key}@${eTag}`;
+  let uploadId = `${store.bucket}/${object.key}@${eTag}`;
 
-  const claimed = await registry.getUpload(uploadId);
+  let claimed = await registry.getUpload(uploadId);
+  if (claimed?.state === 'registered' && head.LastModified && head.LastModified > new Date((await store.getManifest(claimed.model, claimed.version)).created)) {
+    // The same bytes uploaded again to a key whose first upload was registered (and removed): a new
+    // object, written after that version was made, so a new upload; its id carries its write time.
+    uploadId = `${uploadId}@${head.LastModified.toISOString()}`;
+    claimed = await registry.getUpload(uploadId);
+  }
   if (claimed?.state === 'registered') {
     await store.deleteObject(object.key);
     return { status: 'already-registered', model: claimed.model, version: claimed.version };
