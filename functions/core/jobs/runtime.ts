@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
+import { BadRequestError, ConflictError } from '../errors.ts';
 import { assertValidName } from '../names.ts';
 import { runtimeMessage } from '../runtime-message.ts';
+import { cancelJob, readJob } from './control.ts';
 import type { JobTable } from './job-table.ts';
 import { defaultTerminalRule, JobCancelledError, type JobKind, type JobKinds, LeaseLostError, type StepContext, type StepOutcome, type TerminalDecision } from './kinds.ts';
 import { isTerminal, type JobParent, type JobRecord, type Json, type StepMessage, type StepRecord } from './record.ts';
@@ -102,11 +103,8 @@ export class JobRuntime {
   }
 
   /** The job, or 404; 400 for an id that is not a valid name. */
-  async get(id: string): Promise<JobRecord> {
-    assertValidName(id, 'job id');
-    const job = await this.table.getJob(id);
-    if (!job) throw new NotFoundError(`no job '${id}'`);
-    return job;
+  get(id: string): Promise<JobRecord> {
+    return readJob(this.table, id);
   }
 
   async submit(submission: SubmitRequest): Promise<{ job: JobRecord; created: boolean }> {
@@ -157,15 +155,9 @@ export class JobRuntime {
 
   /** Cancels a queued or running job: its pending steps do nothing, a running one stops at its next progress report. */
   async cancel(id: string): Promise<JobRecord> {
-    const job = await this.get(id);
-    if (job.state === 'cancelled') return job;
-    if (isTerminal(job.state)) throw new ConflictError(`job '${id}' has already ended (${job.state}); only a queued or running job can be cancelled`);
-    const cancelled = await this.table.transition(id, ['queued', 'running'], 'cancelled', { error: 'cancelled by request' }, this.now());
-    if (cancelled) {
-      this.log('info', 'job cancelled', { job: id, kind: job.kind });
-      return cancelled;
-    }
-    return this.cancel(id); // it ended or was cancelled in between: answer from its new state
+    const job = await cancelJob(this.table, id, this.now);
+    this.log('info', 'job cancelled', { job: id, kind: job.kind });
+    return job;
   }
 
   private async enqueue(job: JobRecord, steps: readonly { name: string; handler: string; input?: Json }[]): Promise<void> {

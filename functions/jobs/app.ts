@@ -1,0 +1,46 @@
+import { Router } from '@aws-lambda-powertools/event-handler/http';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
+import { BadRequestError, NotFoundError } from '../core/errors.ts';
+import { cancelJob, readJob } from '../core/jobs/control.ts';
+import type { JobTable } from '../core/jobs/job-table.ts';
+import { jobView } from '../core/jobs/record.ts';
+import { errorResponse, json, type ErrorLog } from '../adapters/http.ts';
+
+export interface JobsApiDeps {
+  table: JobTable;
+  log: ErrorLog & ((level: 'info', message: string, fields: Record<string, unknown>) => void);
+  now?: () => number;
+}
+
+/**
+ * The jobs API, one for every kind: GET /v2/jobs/{id} reads a job, POST /v2/jobs/{id}/cancel
+ * cancels it. Routes are declared once, with Powertools' router; errors map to responses in
+ * adapters/http.ts as in every other API function.
+ */
+export function createJobsApiHandler(deps: JobsApiDeps) {
+  const app = new Router();
+  // Handlers return API Gateway results, which the router passes through as they are.
+  const result = (r: APIGatewayProxyStructuredResultV2) => r as never;
+
+  app.get('/v2/jobs/:id', async ({ params }) => result(json(200, jobView(await readJob(deps.table, params.id!)))));
+
+  app.post('/v2/jobs/:id/cancel', async ({ params }) => {
+    const job = await cancelJob(deps.table, params.id!, deps.now);
+    deps.log('info', 'job cancel requested', { job: job.id, kind: job.kind, state: job.state });
+    return result(json(200, jobView(job)));
+  });
+
+  app.notFound(async (_error, { event }) => {
+    const { method, path } = (event as APIGatewayProxyEventV2).requestContext.http;
+    return result(errorResponse(new NotFoundError(`no route for ${method} ${path}`), deps.log));
+  });
+  // The router decodes path parameters itself: a malformed %-escape is the client's error.
+  app.errorHandler(URIError, async (_error, { event }) =>
+    result(errorResponse(new BadRequestError(`malformed percent-encoding in path ${JSON.stringify((event as APIGatewayProxyEventV2).rawPath.slice(0, 200))}`), deps.log)),
+  );
+  app.errorHandler(Error, async (error) => result(errorResponse(error, deps.log)));
+
+  return async function jobsApiHandler(event: APIGatewayProxyEventV2, context: Context): Promise<APIGatewayProxyStructuredResultV2> {
+    return app.resolve(event, context);
+  };
+}
