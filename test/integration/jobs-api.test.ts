@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
@@ -15,6 +16,7 @@ import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
 import { createJobsApiHandler } from '../../functions/jobs/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { apiEvent, waitFor } from '../helpers/batch-stack.ts';
+import { onCommand } from '../helpers/sdk-commands.ts';
 
 // GET /v2/jobs/{id}, POST /v2/jobs/{id}/cancel, and `mass jobs status --watch` against them, with
 // the records in dynalite and the steps on fauxqs.
@@ -150,6 +152,25 @@ describe('POST /v2/jobs/{id}/cancel', () => {
     await deliverAll();
     const refused = await api(apiEvent('POST', `/v2/jobs/${ended.id}/cancel`), context);
     expect([refused.statusCode, JSON.parse(refused.body!)]).toEqual([409, { error: `job '${ended.id}' has already ended (succeeded); only a queued or running job can be cancelled` }]);
+  });
+});
+
+describe('the jobs API role', () => {
+  it('allows exactly the DynamoDB calls the function makes', async () => {
+    const { job } = await runtime.submit({ kind: 'count', request: { n: 1 } });
+    const made = new Set<string>();
+    const client = createDynamoClient({ endpoint: emulators.dynamoEndpoint });
+    onCommand(client, (name) => made.add(`dynamodb:${name.replace(/Command$/, '')}`));
+    const observed = createJobsApiHandler({ table: new JobTable(client, 'jobs-api-registry'), log });
+
+    expect((await observed(apiEvent('GET', `/v2/jobs/${job.id}`), context)).statusCode).toBe(200);
+    expect((await observed(apiEvent('POST', `/v2/jobs/${job.id}/cancel`), context)).statusCode).toBe(200);
+    client.destroy();
+
+    const yml = await readFile('infra/serverless/jobs.yml', 'utf8');
+    const allowed = [...yml.matchAll(/^\s+- (dynamodb:\w+)$/gm)].map((m) => m[1]);
+    expect([...made].sort()).toEqual(['dynamodb:GetItem', 'dynamodb:UpdateItem']);
+    expect(allowed.sort()).toEqual([...made].sort());
   });
 });
 

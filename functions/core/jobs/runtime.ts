@@ -36,7 +36,6 @@ export type StepRunOutcome =
   | 'failed'
   | 'continued'
   | 'cancelled'
-  | 'lease-lost'
   | 'already-finished'
   | 'job-ended'
   | 'unknown-job'
@@ -48,6 +47,14 @@ export class StepRetryError extends Error {
     super(message);
     this.name = 'StepRetryError';
   }
+}
+
+/**
+ * Another worker took the step while this one ran (its lease had run out). The message is not
+ * deleted: it may be the new owner's own delivery, which only the worker that finishes may end.
+ */
+function leaseLost(job: string, step: string): never {
+  throw new StepRetryError(`step ${step} of job ${job} is now held by another worker; this attempt's work is dropped`);
 }
 
 export interface SubmitRequest {
@@ -201,11 +208,11 @@ export class JobRuntime {
       return 'job-ended';
     }
 
-    let leaseLost = false;
+    let leaseTaken = false;
     const heartbeat = setInterval(
       () => {
         void (async () => {
-          if (!(await this.table.renewLease(job.id, step.name, owner, leaseMs, this.now()))) leaseLost = true;
+          if (!(await this.table.renewLease(job.id, step.name, owner, leaseMs, this.now()))) leaseTaken = true;
           else if (delivery.receiptHandle) await this.queue.setVisibility(kind.name, delivery.receiptHandle, this.visibilitySeconds);
         })().catch((error: unknown) => this.log('warn', 'lease renewal failed', { ...message, error: (error as Error).message }));
       },
@@ -220,7 +227,7 @@ export class JobRuntime {
       checkpoint: taken.checkpoint,
       remainingMs: () => delivery.remainingMs() - this.reserveMs,
       progress: async (done, total, stage) => {
-        if (leaseLost) throw new LeaseLostError(job.id, step.name);
+        if (leaseTaken) throw new LeaseLostError(job.id, step.name);
         firstDone ??= done;
         const seconds = (this.now() - began) / 1000;
         const progress = { done, total, ratePerSecond: seconds > 0 ? (done - firstDone) / seconds : 0, ...(stage !== undefined ? { stage } : {}), updated: new Date(this.now()).toISOString() };
@@ -242,7 +249,7 @@ export class JobRuntime {
     }
     if ('continue' in outcome) {
       assertSmall(`the checkpoint of step ${step.name}`, outcome.continue);
-      if (!(await this.table.releaseStep(job.id, step.name, owner, { checkpoint: outcome.continue }, this.now()))) return 'lease-lost';
+      if (!(await this.table.releaseStep(job.id, step.name, owner, { checkpoint: outcome.continue }, this.now()))) leaseLost(job.id, step.name);
       await this.queue.send(kind.name, [{ job: job.id, step: step.name }]);
       this.log('info', 'step checkpointed; continues in a new invocation', { ...message, segment: taken.segments });
       return 'continued';
@@ -254,7 +261,7 @@ export class JobRuntime {
       await this.table.createStep({ job: job.id, name: spec.name, handler: spec.handler, ...(spec.input !== undefined ? { input: spec.input } : {}), state: 'pending', leaseUntil: 0, attempts: 0, segments: 1, updated: new Date(this.now()).toISOString() });
     }
     const finished = await this.table.finishStep(job.id, step.name, owner, { state: 'succeeded', ...(outcome.result !== undefined ? { result: outcome.result } : {}), next: next.map((s) => s.name) }, this.now());
-    if (!finished) return 'lease-lost';
+    if (!finished) return leaseLost(job.id, step.name);
     await this.settle(kind, running, finished);
     return 'succeeded';
   }
@@ -275,7 +282,7 @@ export class JobRuntime {
   }
 
   private async stepFailed(kind: JobKind, job: JobRecord, step: StepRecord, owner: string, error: unknown, delivery: StepDelivery): Promise<StepRunOutcome> {
-    if (error instanceof LeaseLostError) return 'lease-lost';
+    if (error instanceof LeaseLostError) leaseLost(job.id, step.name);
     if (error instanceof JobCancelledError) {
       await this.table.finishStep(job.id, step.name, owner, { state: 'cancelled' }, this.now());
       this.log('info', 'step stopped: its job ended', { job: job.id, step: step.name });
@@ -287,11 +294,11 @@ export class JobRuntime {
     this.log('error', 'step attempt failed', { job: job.id, step: step.name, attempt: step.attempts, maxAttempts, error: (error as Error).message });
     if (step.attempts >= maxAttempts) {
       const failed = await this.table.finishStep(job.id, step.name, owner, { state: 'failed', lastError: `${reason} (after ${step.attempts} attempts)` }, this.now());
-      if (!failed) return 'lease-lost';
+      if (!failed) return leaseLost(job.id, step.name);
       await this.settle(kind, job, failed);
       return 'failed';
     }
-    if (!(await this.table.releaseStep(job.id, step.name, owner, { lastError: reason }, this.now()))) return 'lease-lost';
+    if (!(await this.table.releaseStep(job.id, step.name, owner, { lastError: reason }, this.now()))) leaseLost(job.id, step.name);
     if (delivery.receiptHandle) await this.queue.setVisibility(kind.name, delivery.receiptHandle, this.retryDelaySeconds);
     throw new StepRetryError(`step ${step.name} of job ${job.id} failed (attempt ${step.attempts} of ${maxAttempts}): ${reason}`);
   }
