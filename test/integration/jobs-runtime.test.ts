@@ -93,6 +93,24 @@ const fanning: JobKind = {
   },
 };
 
+/** Runs until the runtime has renewed its lease three times, then looks whether its message is visible. */
+const slow: JobKind = {
+  name: 'slow',
+  parseRequest: (body) => body as Json,
+  plan: () => [{ name: 'long', handler: 'long' }],
+  steps: {
+    async long(ctx) {
+      const leases = new Set<number>([ctx.step.leaseUntil]);
+      while (leases.size < 4) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        leases.add((await table.getStep(ctx.job.id, 'long'))!.leaseUntil);
+      }
+      const visible = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 0 }));
+      return { result: { renewals: leases.size - 1, visibleWhileRunning: visible.Messages?.length ?? 0 } };
+    },
+  },
+};
+
 /** A Lambda context whose remaining time runs out after `calls` looks (deterministic, no clock). */
 function budget(calls: number) {
   let left = calls;
@@ -161,7 +179,7 @@ beforeAll(async () => {
   table = new JobTable(dynamo, 'jobs-test-registry');
   runtime = new JobRuntime({
     table,
-    kinds: new JobKinds([counting, failing, fanning]),
+    kinds: new JobKinds([counting, failing, fanning, slow]),
     queue: new SqsStepQueue(sqs, () => 'jobs-steps'),
     visibilitySeconds: VISIBILITY_SECONDS,
     retryDelaySeconds: 0,
@@ -269,6 +287,16 @@ describe('step leases', () => {
     // The killed worker, had it come back, can no longer end the step.
     expect(await table.finishStep(job.id, 'sum', 'killed-worker', { state: 'succeeded', result: { sum: -1 } }, Date.now())).toBeUndefined();
     expect((await runtime.get(job.id)).result).toEqual({ sum: 10 });
+    expect(await queueDepth(queueUrl)).toBe(0);
+  });
+
+  it('keeps renewing the lease and the message visibility while a step runs longer than the visibility timeout', async () => {
+    const { job } = await runtime.submit({ kind: 'slow', request: {} });
+
+    const ended = await runToEnd(job.id);
+
+    // Three renewals take three seconds: without them the message would have been visible again after two.
+    expect(ended).toMatchObject({ state: 'succeeded', result: { renewals: 3, visibleWhileRunning: 0 }, attempts: 1 });
     expect(await queueDepth(queueUrl)).toBe(0);
   });
 });
