@@ -6,6 +6,16 @@ import type { JobTable } from '../core/jobs/job-table.ts';
 import { jobView } from '../core/jobs/record.ts';
 import { errorResponse, json, type ErrorLog } from '../adapters/http.ts';
 
+/** Fields API Gateway leaves out when empty, and serverless-offline (the local stack) sends as null. */
+const OPTIONAL_FIELDS = ['body', 'pathParameters', 'queryStringParameters', 'stageVariables', 'cookies'] as const;
+
+/** The event as API Gateway sends it: the router refuses a null where it expects a field to be absent. */
+function withoutNulls(event: APIGatewayProxyEventV2): APIGatewayProxyEventV2 {
+  const copy: Record<string, unknown> = { ...event };
+  for (const field of OPTIONAL_FIELDS) if (copy[field] === null) delete copy[field];
+  return copy as unknown as APIGatewayProxyEventV2;
+}
+
 export interface JobsApiDeps {
   table: JobTable;
   log: ErrorLog & ((level: 'info', message: string, fields: Record<string, unknown>) => void);
@@ -41,6 +51,6 @@ export function createJobsApiHandler(deps: JobsApiDeps) {
   app.errorHandler(Error, async (error) => result(errorResponse(error, deps.log)));
 
   return async function jobsApiHandler(event: APIGatewayProxyEventV2, context: Context): Promise<APIGatewayProxyStructuredResultV2> {
-    return app.resolve(event, context);
+    return app.resolve(withoutNulls(event), context);
   };
 }

@@ -124,6 +124,15 @@ describe('GET /v2/jobs/{id}', () => {
     });
   });
 
+  it('reads the event as the local stack (serverless-offline) sends it, with null for absent fields', async () => {
+    const { job } = await runtime.submit({ kind: 'count', request: { n: 1 } });
+    const event = { ...apiEvent('GET', `/v2/jobs/${job.id}`), body: null, pathParameters: null, queryStringParameters: null, stageVariables: null };
+
+    const response = await api(event as never, context);
+
+    expect([response.statusCode, JSON.parse(response.body!).id]).toEqual([200, job.id]);
+  });
+
   it('answers 404 for an unknown job, 400 for an invalid or malformed id, and 404 for a route it does not serve', async () => {
     const unknown = await api(apiEvent('GET', '/v2/jobs/j-0123456789abcdef'), context);
     const invalid = await api(apiEvent('GET', '/v2/jobs/Not_A_Job'), context);
