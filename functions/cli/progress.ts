@@ -22,7 +22,8 @@ export function progressLine(p: ProgressSnapshot): string {
     parts.push(`[${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}]`, `${Math.floor(fraction * 100)}%`, `${p.done}/${p.total}`);
     if (p.ratePerSecond !== undefined && p.ratePerSecond > 0) {
       parts.push(`${p.ratePerSecond.toFixed(1)}/s`);
-      if (p.done < p.total) parts.push(`eta ${formatSeconds((p.total - p.done) / p.ratePerSecond)}`);
+      // Time left only while it runs: a job that ended (or waits) has none.
+      if (p.done < p.total && p.state === 'running') parts.push(`eta ${formatSeconds((p.total - p.done) / p.ratePerSecond)}`);
     }
   }
   if (p.stage) parts.push(p.stage);

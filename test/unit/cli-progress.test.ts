@@ -12,10 +12,11 @@ describe('progressLine', () => {
     expect(progressLine({ label: 'j-1', state: 'running', done: 3, total: 4, ratePerSecond: 0.75 })).toBe('j-1 running [###############-----] 75% 3/4 0.8/s eta 2s');
   });
 
-  it('leaves out what it does not know: no rate yet, no total, and no time left once done', () => {
+  it('leaves out what it does not know: no rate yet, no total, and no time left once done or ended', () => {
     expect(progressLine({ label: 'j-1', state: 'running', done: 1, total: 4, ratePerSecond: 0 })).toBe('j-1 running [#####---------------] 25% 1/4');
     expect(progressLine({ label: 'j-1', state: 'queued' })).toBe('j-1 queued');
     expect(progressLine({ label: 'j-1', state: 'succeeded', done: 4, total: 4, ratePerSecond: 2 })).toBe('j-1 succeeded [####################] 100% 4/4 2.0/s');
+    expect(progressLine({ label: 'j-1', state: 'cancelled', done: 30, total: 120, ratePerSecond: 3, stage: 'demo' })).toBe('j-1 cancelled [#####---------------] 25% 30/120 3.0/s demo');
   });
 });
 
