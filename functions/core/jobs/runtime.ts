@@ -1,11 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { BadRequestError, ConflictError } from '../errors.ts';
-import { assertValidName } from '../names.ts';
+import { assertValidName, isValidName } from '../names.ts';
 import { runtimeMessage } from '../runtime-message.ts';
 import { cancelJob, readJob } from './control.ts';
 import type { JobTable } from './job-table.ts';
 import { defaultTerminalRule, JobCancelledError, type JobKind, type JobKinds, LeaseLostError, type StepContext, type StepOutcome, type TerminalDecision } from './kinds.ts';
-import { isTerminal, type JobParent, type JobRecord, type Json, type StepMessage, type StepRecord } from './record.ts';
+import { isTerminal, type JobParent, type JobRecord, type StepMessage, type StepRecord, type StepSpec } from './record.ts';
 import type { StepQueue } from './step-queue.ts';
 
 type Log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
@@ -74,6 +74,12 @@ function canonical(value: unknown): string {
   const sort = (v: unknown): unknown =>
     Array.isArray(v) ? v.map(sort) : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sort((v as Record<string, unknown>)[k])])) : v;
   return JSON.stringify(sort(value));
+}
+
+/** A step a kind planned: a name that can be a key, an input that fits the record. */
+function assertStep(spec: StepSpec): void {
+  if (!isValidName(spec.name)) throw new Error(`step name ${JSON.stringify(spec.name.slice(0, 80))} must match [a-z0-9][a-z0-9._-]{0,63}`);
+  if (spec.input !== undefined) assertSmall(`the input of step ${spec.name}`, spec.input);
 }
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
@@ -145,6 +151,7 @@ export class JobRuntime {
     };
     const steps = kind.plan(request, job);
     if (steps.length === 0) throw new Error(`job kind '${kind.name}' planned no steps`);
+    steps.forEach(assertStep);
     job.stepsTotal = steps.length;
     if (await this.table.createJob(job)) {
       await this.enqueue(job, steps.map((s) => ({ ...s })));
@@ -167,11 +174,9 @@ export class JobRuntime {
     return job;
   }
 
-  private async enqueue(job: JobRecord, steps: readonly { name: string; handler: string; input?: Json }[]): Promise<void> {
+  private async enqueue(job: JobRecord, steps: readonly StepSpec[]): Promise<void> {
     const stamp = new Date(this.now()).toISOString();
     for (const spec of steps) {
-      assertValidName(spec.name, 'job id');
-      if (spec.input !== undefined) assertSmall(`the input of step ${spec.name}`, spec.input);
       await this.table.createStep({ job: job.id, name: spec.name, handler: spec.handler, ...(spec.input !== undefined ? { input: spec.input } : {}), state: 'pending', leaseUntil: 0, attempts: 0, segments: 1, updated: stamp });
     }
     await this.queue.send(job.kind, steps.map((s) => ({ job: job.id, step: s.name })));
@@ -255,9 +260,8 @@ export class JobRuntime {
       return 'continued';
     }
     const next = outcome.next ?? [];
-    for (const spec of next) if (spec.input !== undefined) assertSmall(`the input of step ${spec.name}`, spec.input);
+    next.forEach(assertStep);
     for (const spec of next) {
-      assertValidName(spec.name, 'job id');
       await this.table.createStep({ job: job.id, name: spec.name, handler: spec.handler, ...(spec.input !== undefined ? { input: spec.input } : {}), state: 'pending', leaseUntil: 0, attempts: 0, segments: 1, updated: new Date(this.now()).toISOString() });
     }
     const finished = await this.table.finishStep(job.id, step.name, owner, { state: 'succeeded', ...(outcome.result !== undefined ? { result: outcome.result } : {}), next: next.map((s) => s.name) }, this.now());
