@@ -214,7 +214,7 @@ describe('submission', () => {
       message: `idempotency key 'order-17' was used for a different count request (job ${first.job.id})`,
     });
     await expect(runtime.submit({ kind: 'count', request: { n: 0 } })).rejects.toThrow('n must be a positive integer');
-    await expect(runtime.submit({ kind: 'nope', request: {} })).rejects.toMatchObject({ statusCode: 400, message: 'unknown job kind "nope"; known: count, fail, fan' });
+    await expect(runtime.submit({ kind: 'nope', request: {} })).rejects.toMatchObject({ statusCode: 400, message: 'unknown job kind "nope"; known: count, fail, fan, slow' });
     await expect(runtime.submit({ kind: 'count', key: 'has space', request: { n: 1 } })).rejects.toMatchObject({ statusCode: 400 });
   });
 
