@@ -36,3 +36,31 @@ export function createJobStepHandler(runtime: JobRuntime, log: Log = () => undef
     return processPartialResponse(event, recordHandler, processor, { throwOnFullBatchFailure: false });
   };
 }
+
+/**
+ * The dead-letter queue's consumer: each message there is a step no delivery could end, which the
+ * runtime ends `failed` with that reason (the job then ends by its kind's rule). A message that is
+ * not a step message is logged and dropped: there is no job to tell.
+ */
+export function createJobDeadLetterHandler(runtime: JobRuntime, log: Log = () => undefined) {
+  const processor = new BatchProcessor(EventType.SQS);
+  return async function jobDeadLetterHandler(event: SQSEvent): Promise<SQSBatchResponse> {
+    const recordHandler = async (record: SQSRecord) => {
+      let parsed: ReturnType<typeof stepMessageSchema.safeParse>;
+      try {
+        parsed = stepMessageSchema.safeParse(JSON.parse(record.body));
+      } catch (error) {
+        log('error', 'dead-letter message is not JSON; dropped', { messageId: record.messageId, error: (error as Error).message });
+        return 'dropped';
+      }
+      if (!parsed.success) {
+        log('error', 'dead-letter message is not a step message; dropped', { messageId: record.messageId, body: record.body.slice(0, 200) });
+        return 'dropped';
+      }
+      const outcome = await runtime.deadLetter(parsed.data);
+      log('warn', 'dead-lettered step handled', { ...parsed.data, outcome });
+      return outcome;
+    };
+    return processPartialResponse(event, recordHandler, processor, { throwOnFullBatchFailure: false });
+  };
+}

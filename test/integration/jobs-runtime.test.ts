@@ -9,7 +9,7 @@ import { JobKinds, JobStepError, type JobKind, type StepContext } from '../../fu
 import type { JobRecord, Json } from '../../functions/core/jobs/record.ts';
 import { JobRuntime } from '../../functions/core/jobs/runtime.ts';
 import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
-import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
+import { createJobDeadLetterHandler, createJobStepHandler } from '../../functions/adapters/job-steps.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 
 // The job runtime on the emulators: dynalite holds the records, fauxqs delivers the steps, the real
@@ -341,6 +341,25 @@ describe('failures', () => {
     expect(await deliver(handler, roomy(), 1)).toEqual({ received: 0, failures: [] });
     const dead = await sqs.send(new ReceiveMessageCommand({ QueueUrl: dlqUrl, WaitTimeSeconds: 1 }));
     expect(dead.Messages?.map((m) => m.Body)).toEqual(['{"job": 7}']);
+  });
+
+  it("ends the job failed when a step's message reaches the dead-letter queue (here: a worker that lacks the kind)", async () => {
+    const { job } = await runtime.submit({ kind: 'count', request: { n: 2 } });
+    const misconfigured = createJobStepHandler(new JobRuntime({ table, kinds: new JobKinds([failing]), queue: new SqsStepQueue(sqs, () => 'jobs-steps'), visibilitySeconds: VISIBILITY_SECONDS }));
+    for (let i = 0; i < MAX_RECEIVE_COUNT; i++) {
+      const delivered = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 1 }));
+      expect((await misconfigured(sqsEvent(delivered.Messages ?? []), roomy())).batchItemFailures).toHaveLength(1);
+      await sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: queueUrl, ReceiptHandle: delivered.Messages![0]!.ReceiptHandle!, VisibilityTimeout: 0 }));
+    }
+    expect(await deliver(misconfigured, roomy(), 1)).toEqual({ received: 0, failures: [] });
+    const dead = await sqs.send(new ReceiveMessageCommand({ QueueUrl: dlqUrl, WaitTimeSeconds: 1 }));
+
+    const response = await createJobDeadLetterHandler(runtime)(sqsEvent(dead.Messages ?? []));
+
+    expect(response.batchItemFailures).toEqual([]);
+    expect(await runtime.get(job.id)).toMatchObject({ state: 'failed', error: 'step sum failed: its message went to the dead-letter queue: no delivery could run it', stepsFailed: 1 });
+    expect(await table.getStep(job.id, 'sum')).toMatchObject({ state: 'failed', attempts: 0 });
+    expect(log.runs).toBe(0);
   });
 });
 

@@ -171,6 +171,18 @@ export class JobTable {
     });
   }
 
+  /**
+   * Ends a step that is not finished, whoever holds it: for a step whose messages went to the
+   * dead-letter queue. A holder that is still at work then loses its lease and its result is dropped.
+   */
+  failUnfinishedStep(id: string, step: string, lastError: string, now: number): Promise<StepRecord | undefined> {
+    return this.update<StepRecord>(stepKey(id, step), {
+      UpdateExpression: 'SET #state = :failed, #lastError = :error, #leaseUntil = :zero, #updated = :updated REMOVE #owner',
+      ConditionExpression: '#state IN (:pending, :running)',
+      ExpressionAttributeValues: { ':failed': 'failed', ':error': lastError, ':zero': 0, ':updated': new Date(now).toISOString(), ':pending': 'pending', ':running': 'running' },
+    });
+  }
+
   /** queued → running at a step's first take, counting the attempt; undefined when the job is terminal. */
   startAttempt(id: string, now: number): Promise<JobRecord | undefined> {
     return this.update<JobRecord>(jobKey(id), {

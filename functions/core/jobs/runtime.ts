@@ -270,6 +270,25 @@ export class JobRuntime {
     return 'succeeded';
   }
 
+  /**
+   * A step message the queue gave up on (maxReceiveCount deliveries, none of which could end the
+   * step: the table unreachable, the kind missing on this worker): the step fails with that reason
+   * and the job ends by its kind's rule, instead of waiting for a step that will never come back.
+   */
+  async deadLetter(message: StepMessage): Promise<StepRunOutcome> {
+    const job = await this.table.getJob(message.job);
+    if (!job) return 'unknown-job';
+    if (isTerminal(job.state)) return 'job-ended';
+    const kind = this.kinds.get(job.kind);
+    const step = await this.table.getStep(job.id, message.step);
+    if (!step) return 'unknown-step';
+    const reason = `its message went to the dead-letter queue: no delivery could run it${step.lastError ? ` (last error: ${step.lastError})` : ''}`;
+    const failed = (await this.table.failUnfinishedStep(job.id, step.name, reason, this.now())) ?? (await this.table.getStep(job.id, step.name))!;
+    this.log('error', 'step given up by the queue', { ...message });
+    await this.settle(kind, job, failed);
+    return failed.state === 'failed' ? 'failed' : 'already-finished';
+  }
+
   /** Another worker's write landed first: either the step is finished, or it is held by a live lease. */
   private async lostTake(kind: JobKind, job: JobRecord, message: StepMessage, delivery: StepDelivery): Promise<StepRunOutcome> {
     const step = (await this.table.getStep(job.id, message.step))!;
