@@ -5,6 +5,7 @@ import { registerEvaluateCommands } from './commands/evaluate.ts';
 import { registerBatchCommands } from './commands/batch.ts';
 import { registerQuantizeCommands } from './commands/quantize.ts';
 import { registerRegistryCommands } from './commands/registry.ts';
+import { registerJobsCommands } from './commands/jobs.ts';
 import { CliError, localStackFile } from './context.ts';
 
 const program = new Command('mass')
@@ -20,6 +21,7 @@ registerEvaluateCommands(program);
 registerBatchCommands(program);
 registerQuantizeCommands(program);
 registerRegistryCommands(program);
+registerJobsCommands(program);
 
 try {
   await program.parseAsync(process.argv);
