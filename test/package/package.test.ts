@@ -347,6 +347,11 @@ describe('authorizer=jwt', () => {
       'GET /v2/models/{name}/versions': read,
       'GET /v2/models/{name}/versions/{version}': read,
       'GET /v2/models/{name}/versions/{version}/ready': read,
+      'GET /v2/models/{name}/config': read,
+      'GET /v2/models/{name}/versions/{version}/config': read,
+      // Every other method and path under /v2 reaches the inference handler for its 404 or 405.
+      'ANY /v2': read,
+      'ANY /v2/{proxy+}': read,
       'POST /v2/models/{name}/infer': infer,
       'POST /v2/models/{name}/versions/{version}/infer': infer,
       'GET /v2/models/{name}/aliases/{alias}': manage,
@@ -360,6 +365,8 @@ describe('authorizer=jwt', () => {
       'GET /v2/models/{name}/quantizations/{job}': manage,
       'POST /v2/batches': manage,
       'GET /v2/batches/{id}': manage,
+      'GET /v2/jobs/{id}': manage,
+      'POST /v2/jobs/{id}/cancel': manage,
     });
     expect(Object.values(scopes(standard())).every((s) => s === null)).toBe(true);
   });
@@ -430,8 +437,12 @@ describe('operations', () => {
     // The GPU service's alarms (only with batchGpuWorkers=true) act on its scaling policies instead.
     const notifying = resourcesOfType(t, 'AWS::CloudWatch::Alarm').filter(([, alarm]) => alarm.Condition !== 'BatchGpuEnabled');
     expect(notifying.map(([id]) => id).sort()).toEqual([
-      'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'EvaluateDeadLetterAlarm', 'QuantizeDeadLetterAlarm', 'RegisterFailuresAlarm',
+      'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'EvaluateDeadLetterAlarm', 'InferenceRuntimeFailuresAlarm', 'QuantizeDeadLetterAlarm', 'RegisterFailuresAlarm',
     ]);
+    // The series the inference function emits with the service dimension alone (functions/inference/app.ts).
+    expect(t.Resources.InferenceRuntimeFailuresAlarm!.Properties).toMatchObject({
+      Namespace: 'AIMass', MetricName: 'InferenceRuntimeFailures', Dimensions: [{ Name: 'service', Value: 'ai-mass' }], Statistic: 'Sum', Threshold: 1,
+    });
     for (const [id, alarm] of notifying) expect(alarm.Properties.AlarmActions, id).toEqual([{ Ref: 'AlarmTopic' }]);
     expect(t.Conditions?.AlarmEmailGiven).toEqual({ 'Fn::Not': [{ 'Fn::Equals': ['', ''] }] });
     expect(packaged.jwt.template.Conditions?.AlarmEmailGiven).toEqual({ 'Fn::Not': [{ 'Fn::Equals': ['ops@example.test', ''] }] });
