@@ -34,7 +34,10 @@ function batchSize(w: GraphWriter, prediction: string): string {
 function crossEntropy(w: GraphWriter, logits: string, smoothing: number): LossParts {
   const logProbabilities = w.op('LogSoftmax', [logits], 'loss.ce.log_probabilities', { axis: attr.int(-1) });
   const classes = w.dim(logits, -1, 'loss.ce.classes');
-  let target = w.op('OneHot', [lossInputs['cross-entropy'], classes, w.float([0, 1])], 'loss.ce.one_hot', { axis: attr.int(-1) });
+  // One-hot by comparison with 0..C-1: onnxruntime's OneHot has no FP64 kernel.
+  const classIndices = w.op('Range', [w.intScalar(0), w.op('Reshape', [classes, w.ints([])], 'loss.ce.class_count'), w.intScalar(1)], 'loss.ce.class_indices');
+  const hits = w.op('Equal', [w.op('Unsqueeze', [lossInputs['cross-entropy'], w.ints([1])], 'loss.ce.label_column'), classIndices], 'loss.ce.hits');
+  let target = w.op('Cast', [hits], 'loss.ce.one_hot', { to: attr.int(floatDataType[w.floatType]) });
   if (smoothing > 0) {
     const classesFloat = w.op('Cast', [classes], 'loss.ce.classes_float', { to: attr.int(floatDataType[w.floatType]) });
     const spread = w.op('Div', [w.float(smoothing), classesFloat], 'loss.ce.smoothing_share');

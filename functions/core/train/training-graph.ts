@@ -202,7 +202,9 @@ export function buildTrainingGraph(source: Uint8Array | ModelProto, options: Tra
     if ((node.domain ?? '') !== '' && node.domain !== 'ai.onnx') {
       throw new TrainingGraphError(`${nodeLabel(node)} of domain "${node.domain}" has no gradient; training supports ${supportedOps.join(', ')}`);
     }
-    if (!opGradients[node.opType ?? '']) throw new TrainingGraphError(`${nodeLabel(node)}: op ${node.opType} has no gradient; training supports ${supportedOps.join(', ')}`);
+    if (!opGradients[node.opType ?? '']) {
+      throw new TrainingGraphError(`op ${node.opType} (node "${node.name || (node.output ?? [])[0]}") has no gradient rule; training supports ${supportedOps.join(', ')}`);
+    }
     for (const output of node.output ?? []) if (contributes.has(output)) needsGrad.add(output);
   }
 
