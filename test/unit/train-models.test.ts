@@ -113,7 +113,7 @@ describe('training whole models', () => {
     const trained = withTrainedValues(modelBytes, session.trainedValues());
     await checkOnnxModel(trained);
     const written = decodeModel(trained);
-    expect(Array.from(readFloat32Tensor(written.graph?.initializer.find((t) => t.name === 'head.weight') ?? {}))).toEqual(Array.from(session.value('head.weight')));
+    expect(Array.from(readFloat32Tensor((written.graph?.initializer ?? []).find((t) => t.name === 'head.weight') ?? {}))).toEqual(Array.from(session.value('head.weight') as Float32Array));
     const before = await ort.InferenceSession.create(modelBytes);
     const after = await ort.InferenceSession.create(trained);
     const lossBefore = crossEntropyOf((await before.run({ input: mlpBatch.input })).probabilities?.data as Float32Array);
@@ -130,13 +130,13 @@ describe('training whole models', () => {
     expect(losses[losses.length - 1]).toBeLessThan((losses[0] as number) * 0.7);
     await checkOnnxModel(session.graph.bytes);
     expect(session.graph.state.filter((entry) => entry.role === 'buffer').map((entry) => entry.input)).toEqual(['bn1.mean', 'bn1.var']);
-    const runningMean = Array.from(session.value('bn1.mean'));
+    const runningMean = Array.from(session.value('bn1.mean') as Float32Array);
     expect(runningMean.some((value) => value !== 0)).toBe(true);
 
     const trained = withTrainedValues(modelBytes, session.trainedValues());
     await checkOnnxModel(trained);
     const written = decodeModel(trained);
-    expect(Array.from(readFloat32Tensor(written.graph?.initializer.find((t) => t.name === 'bn1.mean') ?? {}))).toEqual(runningMean);
+    expect(Array.from(readFloat32Tensor((written.graph?.initializer ?? []).find((t) => t.name === 'bn1.mean') ?? {}))).toEqual(runningMean);
     const inference = await ort.InferenceSession.create(trained);
     const logits = (await inference.run({ image: cnnBatch.image })).logits?.data as Float32Array;
     expect(logits).toHaveLength(batchSize * 3);
@@ -152,7 +152,7 @@ describe('training whole models', () => {
     expect(losses[losses.length - 1]).toBeLessThan(losses[0] as number);
     const written = decodeModel(withTrainedValues(modelBytes, session.trainedValues()));
     const original = decodeModel(modelBytes);
-    const data = (proto: typeof written, name: string) => Array.from(readFloat32Tensor(proto.graph?.initializer.find((t) => t.name === name) ?? {}));
+    const data = (proto: typeof written, name: string) => Array.from(readFloat32Tensor((proto.graph?.initializer ?? []).find((t) => t.name === name) ?? {}));
     expect(data(written, 'body.weight')).toEqual(data(original, 'body.weight'));
     expect(data(written, 'head.weight')).not.toEqual(data(original, 'head.weight'));
     await session.release();
