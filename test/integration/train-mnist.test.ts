@@ -13,18 +13,20 @@ import ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readIdxFile } from '../../functions/core/datasets/idx.ts';
 import { decodeModel, int64ToNumber, type ModelProto } from '../../functions/core/onnx/model-proto.ts';
+import type { onnx as OnnxTypes } from 'onnx-proto';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 
 const execFileAsync = promisify(execFile);
 const steps = 20;
 
 function structure(proto: ModelProto) {
-  const graphProto = proto.graph;
+  // A decoded model's repeated fields are arrays, never null.
+  const graphProto = proto.graph as OnnxTypes.GraphProto;
   return {
-    nodes: graphProto?.node.map((n) => [n.opType, n.name, n.input.join(','), n.output.join(',')]),
-    inputs: graphProto?.input.map((info) => [info.name, JSON.stringify(info.type)]),
-    outputs: graphProto?.output.map((info) => [info.name, JSON.stringify(info.type)]),
-    initializers: graphProto?.initializer.map((tensor) => [tensor.name, tensor.dataType, tensor.dims.map((dim) => int64ToNumber(dim)).join('x')]),
+    nodes: graphProto.node.map((n) => [n.opType, n.name, (n.input ?? []).join(','), (n.output ?? []).join(',')]),
+    inputs: graphProto.input.map((info) => [info.name, JSON.stringify(info.type)]),
+    outputs: graphProto.output.map((info) => [info.name, JSON.stringify(info.type)]),
+    initializers: graphProto.initializer.map((tensor) => [tensor.name, tensor.dataType, (tensor.dims ?? []).map((dim) => int64ToNumber(dim)).join('x')]),
   };
 }
 
