@@ -31,6 +31,8 @@ interface GradientCase {
   /** Inputs of the node in order ('' skips an optional one); default the parameters' names. */
   inputs?: string[];
   constants?: TensorProtoInit[];
+  /** Nodes before the tested one (their outputs may feed it). */
+  before?: ReturnType<typeof node>[];
   outputDims: number[];
 }
 
@@ -54,7 +56,7 @@ async function checkGradients(testCase: GradientCase): Promise<void> {
       opset: 17,
       graph: graph({
         name: `${testCase.op}_gradient_check`,
-        nodes: [node(testCase.op, testCase.inputs ?? testCase.parameters.map((parameter) => parameter.name), ['y'], testCase.attributes ?? {}, 'tested')],
+        nodes: [...(testCase.before ?? []), node(testCase.op, testCase.inputs ?? testCase.parameters.map((parameter) => parameter.name), ['y'], testCase.attributes ?? {}, 'tested')],
         inputs: [],
         outputs: [valueInfo('y', testCase.type, testCase.outputDims)],
         initializers: [...testCase.parameters.map((parameter) => tensorFromFloat(testCase.type, parameter.name, parameter.dims, values.get(parameter.name) as number[])), ...(testCase.constants ?? [])],
@@ -109,6 +111,18 @@ const cases: GradientCase[] = [
     attributes: { transA: attr.int(1), transB: attr.int(1), alpha: attr.float(0.7), beta: attr.float(1.5) }, outputDims: [3, 5],
   },
   { op: 'Add', title: 'Add [2,3,4] + [3,1]', type: f64, parameters: [{ name: 'a', dims: [2, 3, 4] }, { name: 'b', dims: [3, 1] }], outputDims: [2, 3, 4] },
+  {
+    // Reshape hides the shape, so the broadcast operand's gradient is summed by axes found at run time.
+    op: 'Add', title: 'Add of a [2,1] of unknown shape (run-time axes) + [2,3]', type: f64,
+    parameters: [{ name: 'a', dims: [2] }, { name: 'b', dims: [2, 3] }],
+    before: [node('Reshape', ['a', 'column'], ['hidden'])], inputs: ['hidden', 'b'], constants: [tensorFromInt64('column', [2], [2, 1])], outputDims: [2, 3],
+  },
+  {
+    op: 'Mul', title: 'Mul of a [3] + [2,3] where neither shape is known (run-time axes both ways)', type: f64,
+    parameters: [{ name: 'a', dims: [3] }, { name: 'b', dims: [6] }],
+    before: [node('Reshape', ['a', 'row'], ['ha']), node('Reshape', ['b', 'grid'], ['hb'])], inputs: ['ha', 'hb'],
+    constants: [tensorFromInt64('row', [1], [3]), tensorFromInt64('grid', [2], [2, 3])], outputDims: [2, 3],
+  },
   { op: 'Sub', title: 'Sub [2,3,4] - [4]', type: f64, parameters: [{ name: 'a', dims: [2, 3, 4] }, { name: 'b', dims: [4] }], outputDims: [2, 3, 4] },
   { op: 'Mul', title: 'Mul [3] * [2,3]', type: f64, parameters: [{ name: 'a', dims: [3] }, { name: 'b', dims: [2, 3] }], outputDims: [2, 3] },
   { op: 'Div', title: 'Div [2,3] / [2,1]', type: f64, parameters: [{ name: 'a', dims: [2, 3] }, { name: 'b', dims: [2, 1], low: 0.5, high: 2 }], outputDims: [2, 3] },

@@ -20,6 +20,8 @@ export interface GradientContext {
   writer: GraphWriter;
   /** Rank of a tensor when the graph says it, else undefined. */
   rank(name: string): number | undefined;
+  /** Shape of a tensor as far as the graph says it (null for an unknown dim), else undefined. */
+  shape(name: string): readonly (number | string | null)[] | undefined;
   /** Fixed dims of an initializer (parameter or constant), else undefined. */
   staticDims(name: string): number[] | undefined;
   requiresGrad(name: string): boolean;
@@ -52,9 +54,17 @@ function requireRank(context: GradientContext, node: NodeProtoInit, name: string
   return rank;
 }
 
-/** Sums `grad` (shaped like the broadcast result, of rank `resultRank`) back to the shape of `operand`. */
-export function unbroadcast(context: GradientContext, grad: string, operand: string, resultRank: number | undefined): string {
+function sameKnownShape(a: readonly (number | string | null)[] | undefined, b: readonly (number | string | null)[] | undefined): boolean {
+  return !!a && !!b && a.length === b.length && a.every((dim, axis) => dim !== null && dim === b[axis]);
+}
+
+/**
+ * Sums `grad` (shaped like the broadcast result `result`, of rank `resultRank`) back to the shape of
+ * `operand`; nothing to do when both shapes are known and equal.
+ */
+export function unbroadcast(context: GradientContext, grad: string, operand: string, resultRank: number | undefined, result?: string): string {
   const w = context.writer;
+  if (result !== undefined && sameKnownShape(context.shape(operand), context.shape(result))) return grad;
   const dims = context.staticDims(operand);
   if (dims && resultRank !== undefined && resultRank >= dims.length) {
     const lead = resultRank - dims.length;
@@ -103,9 +113,10 @@ function elementwise(rule: (context: GradientContext, node: NodeProtoInit, dY: s
       const [a, b] = [inputOf(node, 0), inputOf(node, 1)];
       const [dA, dB] = rule(context, node, dY as string);
       const resultRank = binaryResultRank(context, node);
+      const result = (node.output ?? [])[0] as string;
       return [
-        context.requiresGrad(a) && dA ? unbroadcast(context, dA, a, resultRank) : undefined,
-        context.requiresGrad(b) && dB ? unbroadcast(context, dB, b, resultRank) : undefined,
+        context.requiresGrad(a) && dA ? unbroadcast(context, dA, a, resultRank, result) : undefined,
+        context.requiresGrad(b) && dB ? unbroadcast(context, dB, b, resultRank, result) : undefined,
       ];
     },
   };
@@ -334,7 +345,7 @@ export const opGradients: Record<string, OpGradient> = {
         context.requiresGrad(a) ? (transA ? gemm(b, dy, transB, 1, `${a}.grad.part`) : gemm(dy, b, 0, transB ? 0 : 1, `${a}.grad.part`)) : undefined,
         context.requiresGrad(b) ? (transB ? gemm(dy, a, 1, transA, `${b}.grad.part`) : gemm(a, dy, transA ? 0 : 1, 0, `${b}.grad.part`)) : undefined,
         c && context.requiresGrad(c)
-          ? unbroadcast(context, beta === 1 ? dy : w.op('Mul', [dy, w.float(beta)], `${c}.grad.scaled`), c, 2)
+          ? unbroadcast(context, beta === 1 ? dy : w.op('Mul', [dy, w.float(beta)], `${c}.grad.scaled`), c, 2, (node.output ?? [])[0] as string)
           : undefined,
       ];
     },

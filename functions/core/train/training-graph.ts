@@ -78,11 +78,10 @@ const nonDifferentiableInputs: Record<string, readonly number[]> = {
 };
 const differentiableSlot = (node: NodeProtoInit, index: number) => !(nonDifferentiableInputs[node.opType ?? '']?.includes(index) ?? false);
 
-/** Ops whose output has the rank of their first input. */
-const rankOfFirstInput = new Set([
-  'Identity', 'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Softmax', 'LogSoftmax', 'Conv', 'BatchNormalization', 'MaxPool',
-  'AveragePool', 'GlobalAveragePool', 'Transpose', 'Concat', 'Dropout', 'Neg', 'Exp', 'Log', 'Sqrt', 'Cast', 'Clip', 'Abs',
-]);
+/** Ops whose output has the shape of their first input. */
+const sameShapeOps = new Set(['Identity', 'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Softmax', 'LogSoftmax', 'BatchNormalization', 'Dropout', 'Neg', 'Exp', 'Log', 'Sqrt', 'Cast', 'Clip', 'Abs']);
+/** Ops whose output has the rank of their first input (shape not followed here). */
+const rankOfFirstInput = new Set(['Conv', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'Transpose', 'Concat']);
 const elementwiseBinary = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Equal', 'Greater', 'Less', 'Where']);
 const trainingOpset = 17;
 
@@ -102,31 +101,58 @@ export function readFloatInitializer(tensor: TensorProtoInit): Float32Array | Fl
   return floatTypeOf(tensor) === 'float64' ? readFloat64Tensor(tensor) : readFloat32Tensor(tensor);
 }
 
-function inferRanks(graphProto: OnnxTypes.GraphProto, initializers: Map<string, TensorProtoInit>): Map<string, number> {
-  const ranks = new Map<string, number>();
+/** A dimension as far as the graph tells it: a number, a named symbolic dimension, or null (unknown). */
+export type KnownDim = number | string | null;
+
+function broadcastDims(a: readonly KnownDim[], b: readonly KnownDim[]): KnownDim[] {
+  const rank = Math.max(a.length, b.length);
+  return Array.from({ length: rank }, (_, axis) => {
+    const x = axis - (rank - a.length) >= 0 ? a[axis - (rank - a.length)] : 1;
+    const y = axis - (rank - b.length) >= 0 ? b[axis - (rank - b.length)] : 1;
+    if (x === y) return x ?? null;
+    if (x === 1) return y ?? null;
+    if (y === 1) return x ?? null;
+    return null;
+  });
+}
+
+/** Output shapes from the inputs' declared shapes and the initializers, for the ops whose shape rule is simple. */
+function inferShapes(graphProto: OnnxTypes.GraphProto, initializers: Map<string, TensorProtoInit>): Map<string, KnownDim[]> {
+  const shapes = new Map<string, KnownDim[]>();
   for (const info of [...graphProto.input, ...graphProto.valueInfo, ...graphProto.output]) {
     const shape = info.type?.tensorType?.shape;
-    if (info.name && shape) ranks.set(info.name, (shape.dim ?? []).length);
-  }
-  for (const [name, tensor] of initializers) ranks.set(name, (tensor.dims ?? []).length);
-  for (const node of graphProto.node) {
-    const inputRanks = (node.input ?? []).map((input) => ranks.get(input));
-    const output = (node.output ?? [])[0];
-    if (!output || ranks.has(output)) continue;
-    let rank: number | undefined;
-    const opType = node.opType ?? '';
-    if (rankOfFirstInput.has(opType)) rank = inputRanks[0];
-    else if (elementwiseBinary.has(opType) || opType === 'MatMul') rank = inputRanks.some((r) => r === undefined) ? undefined : Math.max(...(inputRanks as number[]));
-    else if (opType === 'Gemm' || opType === 'Flatten') rank = 2;
-    else if (opType === 'Shape') rank = 1;
-    else if (opType === 'Size') rank = 0;
-    else if (opType === 'Reshape') {
-      const shape = initializers.get((node.input ?? [])[1] ?? '');
-      if (shape) rank = tensorDims(shape)[0];
+    if (info.name && shape) {
+      shapes.set(info.name, (shape.dim ?? []).map((dim) => (dim.dimParam ? dim.dimParam : dim.dimValue !== undefined && dim.dimValue !== null && Number(dim.dimValue) > 0 ? Number(dim.dimValue) : null)));
     }
-    if (rank !== undefined) ranks.set(output, rank);
   }
-  return ranks;
+  for (const [name, tensor] of initializers) shapes.set(name, tensorDims(tensor));
+  const unknown = (rank: number | undefined) => (rank === undefined ? undefined : new Array<KnownDim>(rank).fill(null));
+  for (const node of graphProto.node) {
+    const inputShapes = (node.input ?? []).map((input) => shapes.get(input));
+    const output = (node.output ?? [])[0];
+    if (!output || shapes.has(output)) continue;
+    const opType = node.opType ?? '';
+    const [a, b] = inputShapes;
+    let shape: KnownDim[] | undefined;
+    if (sameShapeOps.has(opType)) shape = a;
+    else if (rankOfFirstInput.has(opType)) shape = unknown(a?.length);
+    else if (elementwiseBinary.has(opType)) shape = inputShapes.every(Boolean) ? (inputShapes as KnownDim[][]).reduce(broadcastDims) : undefined;
+    else if (opType === 'MatMul' && a && b && a.length >= 2 && b.length >= 2) {
+      shape = [...broadcastDims(a.slice(0, -2), b.slice(0, -2)), a[a.length - 2] ?? null, b[b.length - 1] ?? null];
+    } else if (opType === 'Gemm' && a && b) {
+      const transA = Number(node.attribute?.find((x) => x.name === 'transA')?.i ?? 0);
+      const transB = Number(node.attribute?.find((x) => x.name === 'transB')?.i ?? 0);
+      shape = [(transA ? a[1] : a[0]) ?? null, (transB ? b[0] : b[1]) ?? null];
+    } else if (opType === 'Flatten') shape = unknown(2);
+    else if (opType === 'Shape') shape = unknown(1);
+    else if (opType === 'Size') shape = [];
+    else if (opType === 'Reshape') {
+      const target = initializers.get((node.input ?? [])[1] ?? '');
+      if (target) shape = unknown(tensorDims(target)[0]);
+    }
+    if (shape) shapes.set(output, shape);
+  }
+  return shapes;
 }
 
 /** Builds the training-step (or gradient) graph; throws TrainingGraphError naming what it refuses. */
@@ -142,7 +168,8 @@ export function buildTrainingGraph(source: Uint8Array | ModelProto, options: Tra
   const initializers = new Map(graphProto.initializer.map((tensor) => [tensor.name ?? '', tensor as TensorProtoInit]));
   const producers = new Map<string, NodeProtoInit>();
   for (const node of graphProto.node) for (const output of node.output ?? []) producers.set(output, node);
-  const ranks = inferRanks(graphProto, initializers);
+  const shapes = inferShapes(graphProto, initializers);
+  const ranks = new Map([...shapes].map(([name, shape]) => [name, shape.length]));
 
   // The tensor the loss reads.
   let prediction = options.output ?? graphProto.output[0]?.name ?? '';
@@ -223,6 +250,7 @@ export function buildTrainingGraph(source: Uint8Array | ModelProto, options: Tra
   const context: GradientContext = {
     writer: w,
     rank: (name) => ranks.get(name),
+    shape: (name) => shapes.get(name),
     staticDims: (name) => {
       const tensor = initializers.get(name);
       return tensor ? tensorDims(tensor) : undefined;
