@@ -22,6 +22,7 @@ import { readIdxFile } from '../functions/core/datasets/idx.ts';
 import { attr, graph, model, node, scalarFloat32, tensorFromFloat32, valueInfo } from '../functions/core/onnx/builder.ts';
 import { encodeModel, type NodeProtoInit, type TensorProtoInit } from '../functions/core/onnx/model-proto.ts';
 import { seededRandom } from '../functions/core/random.ts';
+import { learningRateAt } from '../functions/core/train/loop.ts';
 import { buildTrainingGraph } from '../functions/core/train/training-graph.ts';
 import { TrainingSession } from '../functions/core/train/training-session.ts';
 
@@ -141,12 +142,6 @@ function inferenceModelBytes(layers: DenseLayer[], metadata: Record<string, stri
   );
 }
 
-function learningRateAt(step: number, totalSteps: number): number {
-  if (step < warmupSteps) return (peakLearningRate * (step + 1)) / warmupSteps;
-  const progress = (step - warmupSteps) / Math.max(1, totalSteps - warmupSteps);
-  return peakLearningRate * 0.5 * (1 + Math.cos(Math.PI * progress));
-}
-
 function argmaxRows(values: Float32Array, rows: number, columns: number): number[] {
   const result: number[] = [];
   for (let row = 0; row < rows; row++) {
@@ -232,7 +227,7 @@ async function main(): Promise<void> {
         batchPixels.set(trainImages!.data.subarray(sample * pixelCount, (sample + 1) * pixelCount), row * pixelCount);
         batchLabels[row] = BigInt(trainLabels!.data[sample] as number);
       }
-      const loss = await trainingSession.step(batch, learningRateAt(step, totalSteps));
+      const loss = await trainingSession.step(batch, learningRateAt(peakLearningRate, { kind: 'cosine', warmupSteps }, step, totalSteps));
       if (!Number.isFinite(loss)) throw new Error(`training diverged: loss ${loss} at step ${step}`);
       lossSum += loss;
       if ((batchIndex + 1) % 100 === 0) {
