@@ -2,13 +2,13 @@
  * The training loop on a small IDX data set read by the evaluation's reader: a seeded validation
  * split, schedules at exact steps, learning to high validation accuracy, the same bits from the same
  * seed, a run cut into invocations, and a worker killed mid-epoch, each resuming from its checkpoint
- * to the same bits, and early stopping that keeps the best weights.
+ * to the same bits, early stopping that keeps the best weights, and regression from JSONL rows.
  */
 import { describe, expect, it } from 'vitest';
 import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { decodeModel, encodeModel, readFloat32Tensor } from '../../functions/core/onnx/model-proto.ts';
 import { seededRandom } from '../../functions/core/random.ts';
-import { parseIdxDataset } from '../../functions/core/evaluate/datasets.ts';
+import { parseIdxDataset, parseJsonlDataset } from '../../functions/core/evaluate/datasets.ts';
 import { learningRateAt, runTrainingLoop, validationSplit, type LoopOptions, type LoopState } from '../../functions/core/train/loop.ts';
 import { buildTrainingGraph } from '../../functions/core/train/training-graph.ts';
 import { TrainingSession } from '../../functions/core/train/training-session.ts';
@@ -165,5 +165,36 @@ describe('the training loop', () => {
     expect(result.state.history).toHaveLength(3);
     expect(result.state.epochsWithoutImprovement).toBe(2);
     expect(weights(result.model).w1).toEqual(weights(modelBytes).w1);
+  });
+
+  it('fits regression targets from JSONL rows (MSE): the validation score is minus the held-out MSE', async () => {
+    const random = seededRandom(3);
+    const lines = Array.from({ length: 200 }, () => {
+      const [a, b] = [random() * 2 - 1, random() * 2 - 1];
+      return JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], data: [a, b] }], target: 2 * a - b + 0.5 });
+    });
+    const rowsData = parseJsonlDataset('linear', new TextEncoder().encode(lines.join('\n')));
+    const linear = encodeModel(
+      model({
+        irVersion: 8,
+        opset: 17,
+        graph: graph({
+          name: 'linear',
+          nodes: [node('Gemm', ['x', 'w', 'b'], ['y'])],
+          inputs: [valueInfo('x', 'float32', ['batch', 2])],
+          outputs: [valueInfo('y', 'float32', ['batch', 1])],
+          initializers: [tensorFromFloat32('w', [2, 1], [0, 0]), tensorFromFloat32('b', [1], [0])],
+        }),
+      }),
+    );
+    const session = await TrainingSession.create(buildTrainingGraph(linear, { loss: { kind: 'mse' }, optimizer: { kind: 'sgd', momentum: 0.9 } }));
+    const result = await runTrainingLoop(session, linear, rowsData, { epochs: 8, batchSize: 10, learningRate: 0.1, schedule: { kind: 'constant' }, seed: 1, validationFraction: 0.2 });
+    const scores = result.state.history.map((entry) => entry.validationScore);
+    expect(scores[0]).toBeLessThan(0);
+    expect(scores[scores.length - 1]).toBeGreaterThan(-1e-4);
+    const fitted = weights(result.model);
+    expect(fitted.w?.[0]).toBeCloseTo(2, 2);
+    expect(fitted.w?.[1]).toBeCloseTo(-1, 2);
+    expect(fitted.b?.[0]).toBeCloseTo(0.5, 2);
   });
 });
