@@ -9,6 +9,7 @@ import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../fu
 import { decodeModel, encodeModel, readFloat32Tensor } from '../../functions/core/onnx/model-proto.ts';
 import { seededRandom } from '../../functions/core/random.ts';
 import { parseIdxDataset, parseJsonlDataset } from '../../functions/core/evaluate/datasets.ts';
+import { CheckpointFormatError, decodeCheckpoint, encodeCheckpoint } from '../../functions/core/train/checkpoint.ts';
 import { learningRateAt, runTrainingLoop, validationSplit, type LoopOptions, type LoopState } from '../../functions/core/train/loop.ts';
 import { buildTrainingGraph } from '../../functions/core/train/training-graph.ts';
 import { TrainingSession } from '../../functions/core/train/training-session.ts';
@@ -133,11 +134,11 @@ describe('the training loop', () => {
     expect(result.state.session).toEqual(first.state.session);
   });
 
-  it('a worker killed mid-epoch continues from its last checkpoint (every 4 steps) to the same bits', async () => {
+  it('a worker killed mid-epoch continues from its last checkpoint (every 4 steps, stored as bytes) to the same bits', async () => {
     const reference = await runTrainingLoop(await TrainingSession.create(graphOf()), modelBytes, data, options);
-    let saved: LoopState | undefined;
+    let stored: Uint8Array | undefined;
     const killed = new Error('worker killed');
-    const onCheckpoint = async (state: LoopState) => void (saved = state);
+    const onCheckpoint = async (state: LoopState) => void (stored = encodeCheckpoint(state));
     await expect(
       runTrainingLoop(await TrainingSession.create(graphOf()), modelBytes, data, {
         ...options,
@@ -148,6 +149,8 @@ describe('the training loop', () => {
         },
       }),
     ).rejects.toBe(killed);
+    const saved = decodeCheckpoint(stored as Uint8Array);
+    expect(decodeCheckpoint(encodeCheckpoint(saved))).toEqual(saved);
     expect(saved?.step).toBe(16);
     expect(saved?.epoch).toBe(1);
     expect(saved?.batch).toBe(5);
@@ -155,6 +158,18 @@ describe('the training loop', () => {
     expect(weights(resumed.model)).toEqual(weights(reference.model));
     // The best weights may come from an epoch before the kill: compare the last step's state too.
     expect(resumed.state.session).toEqual(reference.state.session);
+  });
+
+  it('refuses a truncated checkpoint, naming where it ends', async () => {
+    const session = await TrainingSession.create(graphOf());
+    const bytes = encodeCheckpoint({ epoch: 0, batch: 0, step: 0, bestScore: null, epochsWithoutImprovement: 0, bestValues: null, history: [], session: session.saveState(), done: false });
+    const headerLength = new DataView(bytes.buffer).getUint32(0, true);
+    const firstArrayEnd = Math.ceil((4 + headerLength) / 8) * 8 + 16 * 8 * 4;
+    expect(() => decodeCheckpoint(bytes.subarray(0, firstArrayEnd - 1))).toThrow(
+      new CheckpointFormatError(`truncated training checkpoint: array "w1" ends at byte ${firstArrayEnd} of ${firstArrayEnd - 1}`),
+    );
+    expect(() => decodeCheckpoint(new Uint8Array(2))).toThrow(new CheckpointFormatError('not a training checkpoint: 2 bytes'));
+    await session.release();
   });
 
   it('stops early when validation stops improving and keeps the best weights', async () => {
