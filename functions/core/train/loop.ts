@@ -5,7 +5,7 @@
  * learning-rate schedules, validation each epoch with early stopping, and a checkpoint state object
  * from which a later invocation continues.
  */
-import ort from 'onnxruntime-node';
+import ort, { type Tensor } from '../ort.ts';
 import type { DatasetColumn } from '../evaluate/datasets.ts';
 import { seededRandom } from '../random.ts';
 import { withTrainedValues } from './export.ts';
@@ -71,8 +71,8 @@ function rowCount(data: TrainingData): number {
 }
 
 /** The batch of `rows` (indices into the data set) as feeds: the model's inputs and the loss's input. */
-export function gatherBatch(data: TrainingData, rows: ArrayLike<number>, floatType: 'float32' | 'float64'): Record<string, ort.Tensor> {
-  const feeds: Record<string, ort.Tensor> = {};
+export function gatherBatch(data: TrainingData, rows: ArrayLike<number>, floatType: 'float32' | 'float64'): Record<string, Tensor> {
+  const feeds: Record<string, Tensor> = {};
   const count = rows.length;
   for (const column of data.columns) {
     const source = column.data;
@@ -152,7 +152,7 @@ export async function validationScore(modelBytes: Uint8Array, data: TrainingData
     for (let start = 0; start < rows.length; start += batchSize) {
       const chosen = rows.subarray(start, Math.min(rows.length, start + batchSize));
       const feeds = gatherBatch(data, chosen, floatType);
-      const inputs = Object.fromEntries(session.inputNames.map((name) => [name, feeds[name] as ort.Tensor]));
+      const inputs = Object.fromEntries(session.inputNames.map((name) => [name, feeds[name] as Tensor]));
       const values = (await session.run(inputs))[output]?.data as Float32Array;
       const width = values.length / chosen.length;
       for (let row = 0; row < chosen.length; row++) {

@@ -4,7 +4,7 @@
  * and onnxruntime writes its outputs straight into set B, the next step the other way round, so no
  * step allocates or copies state.
  */
-import ort from 'onnxruntime-node';
+import ort, { type InferenceSession, type Tensor } from '../ort.ts';
 import type { StateTensor, StateValues, TrainingGraph } from './training-graph.ts';
 
 /** A copy of every carried tensor, by graph input name: what a checkpoint stores. */
@@ -19,12 +19,12 @@ function cloneValues(values: StateValues): StateValues {
 
 export class TrainingSession {
   readonly graph: TrainingGraph;
-  private readonly session: ort.InferenceSession;
-  private current: Map<string, ort.Tensor>;
-  private spare: Map<string, ort.Tensor>;
+  private readonly session: InferenceSession;
+  private current: Map<string, Tensor>;
+  private spare: Map<string, Tensor>;
   private steps = 0;
 
-  private constructor(graph: TrainingGraph, session: ort.InferenceSession) {
+  private constructor(graph: TrainingGraph, session: InferenceSession) {
     this.graph = graph;
     this.session = session;
     const tensors = (entry: StateTensor) => new ort.Tensor(entry.type, cloneValues(entry.initial), entry.dims);
@@ -32,7 +32,7 @@ export class TrainingSession {
     this.spare = new Map(graph.state.map((entry) => [entry.input, tensors(entry)]));
   }
 
-  static async create(graph: TrainingGraph, options: ort.InferenceSession.SessionOptions = {}): Promise<TrainingSession> {
+  static async create(graph: TrainingGraph, options: InferenceSession.SessionOptions = {}): Promise<TrainingSession> {
     if (!graph.learningRateInput) throw new Error('this graph has no optimizer: build it with one to train, or run it as a gradient graph');
     return new TrainingSession(graph, await ort.InferenceSession.create(graph.bytes, options));
   }
@@ -43,19 +43,19 @@ export class TrainingSession {
   }
 
   /** One optimizer step on a batch (model inputs plus the loss's inputs); returns the batch's loss. */
-  async step(batch: Readonly<Record<string, ort.Tensor>>, learningRate: number): Promise<number> {
+  async step(batch: Readonly<Record<string, Tensor>>, learningRate: number): Promise<number> {
     if (!(learningRate >= 0) || !Number.isFinite(learningRate)) throw new RangeError(`learning rate ${learningRate} is not a finite number >= 0`);
     const rate = this.graph.floatType === 'float32' ? Float32Array.of(learningRate) : Float64Array.of(learningRate);
-    const feeds: Record<string, ort.Tensor> = { ...batch, [this.graph.learningRateInput as string]: new ort.Tensor(this.graph.floatType, rate, []) };
-    const fetches: Record<string, ort.Tensor | null> = { [this.graph.lossOutput]: null };
+    const feeds: Record<string, Tensor> = { ...batch, [this.graph.learningRateInput as string]: new ort.Tensor(this.graph.floatType, rate, []) };
+    const fetches: Record<string, Tensor | null> = { [this.graph.lossOutput]: null };
     for (const entry of this.graph.state) {
-      feeds[entry.input] = this.current.get(entry.input) as ort.Tensor;
-      fetches[entry.output] = this.spare.get(entry.input) as ort.Tensor;
+      feeds[entry.input] = this.current.get(entry.input) as Tensor;
+      fetches[entry.output] = this.spare.get(entry.input) as Tensor;
     }
     const result = await this.session.run(feeds, fetches);
     [this.current, this.spare] = [this.spare, this.current];
     this.steps++;
-    return Number((result[this.graph.lossOutput] as ort.Tensor).data[0]);
+    return Number((result[this.graph.lossOutput] as Tensor).data[0]);
   }
 
   /** The current value of one carried tensor (a view, valid until the next step). */
@@ -81,7 +81,7 @@ export class TrainingSession {
   restoreState(state: TrainingState): void {
     for (const entry of this.graph.state) {
       const values = state.values[entry.input];
-      const tensor = this.current.get(entry.input) as ort.Tensor;
+      const tensor = this.current.get(entry.input) as Tensor;
       if (!values || values.length !== tensor.data.length || values.constructor !== tensor.data.constructor) {
         throw new Error(`the saved state does not match this training graph at "${entry.input}"`);
       }
