@@ -1,11 +1,13 @@
 /**
  * Trains the demo MNIST classifier and writes it with our ONNX builder.
  *
- *   node scripts/train-mnist.ts [--epochs N] [--out fixtures/models/mnist]
+ *   node scripts/train-mnist.ts [--epochs N] [--out fixtures/models/mnist] [--max-steps N] [--warmup-steps N]
  *
- * The training step is itself an ONNX graph (forward, softmax cross-entropy gradient, backprop, SGD
- * with momentum) run in onnxruntime, because MLAS does the matrix products far faster than any
- * JavaScript loop could; JavaScript only shuffles, batches and carries the weights between steps.
+ * The training step is an ONNX graph that the training engine (functions/core/train) builds from the
+ * inference model itself (forward, softmax cross-entropy, backward, SGD with momentum and weight decay)
+ * and onnxruntime runs, because MLAS does the matrix products far faster than any JavaScript loop
+ * could; JavaScript only shuffles, batches and feeds each step's weights to the next.
+ * `--max-steps` stops early (a short run for tests); the defaults reproduce the committed model.
  *
  * The written model is a contract others depend on: input `input` FP32 [batch, 784] of RAW pixel
  * intensities 0..255 (the graph scales by 1/255 itself, so JSON requests stay short), an MLP
@@ -17,26 +19,23 @@ import { parseArgs } from 'node:util';
 import ort from 'onnxruntime-node';
 import packageJson from '../package.json' with { type: 'json' };
 import { readIdxFile } from '../functions/core/datasets/idx.ts';
-import {
-  attr,
-  graph,
-  model,
-  node,
-  scalarFloat32,
-  tensorFromFloat32,
-  tensorFromInt64,
-  valueInfo,
-} from '../functions/core/onnx/builder.ts';
+import { attr, graph, model, node, scalarFloat32, tensorFromFloat32, valueInfo } from '../functions/core/onnx/builder.ts';
 import { encodeModel, type NodeProtoInit, type TensorProtoInit } from '../functions/core/onnx/model-proto.ts';
 import { seededRandom } from '../functions/core/random.ts';
+import { learningRateAt } from '../functions/core/train/loop.ts';
+import { buildTrainingGraph } from '../functions/core/train/training-graph.ts';
+import { TrainingSession } from '../functions/core/train/training-session.ts';
 
 const { values: options } = parseArgs({
   options: {
     epochs: { type: 'string', default: '12' },
     out: { type: 'string', default: 'fixtures/models/mnist' },
     seed: { type: 'string', default: '20240601' },
+    'max-steps': { type: 'string' },
+    'warmup-steps': { type: 'string', default: '200' },
   },
 });
+const maxSteps = options['max-steps'] === undefined ? Number.POSITIVE_INFINITY : Number(options['max-steps']);
 const epochs = Number(options.epochs);
 const seed = Number(options.seed);
 const outDirectory = options.out;
@@ -46,7 +45,7 @@ const classCount = 10;
 const layerSizes = [pixelCount, 2048, 1024, classCount] as const;
 const batchSize = 128;
 const peakLearningRate = 0.05;
-const warmupSteps = 200;
+const warmupSteps = Number(options['warmup-steps']);
 const momentum = 0.9;
 const weightDecay = 5e-4;
 const evalBatchSize = 1000;
@@ -73,8 +72,6 @@ interface DenseLayer {
   outputSize: number;
   weight: Float32Array;
   bias: Float32Array;
-  weightVelocity: Float32Array;
-  biasVelocity: Float32Array;
 }
 
 function initialLayers(random: () => number): DenseLayer[] {
@@ -89,8 +86,6 @@ function initialLayers(random: () => number): DenseLayer[] {
       outputSize,
       weight,
       bias: new Float32Array(outputSize),
-      weightVelocity: new Float32Array(weight.length),
-      biasVelocity: new Float32Array(outputSize),
     };
   });
 }
@@ -102,7 +97,7 @@ const activationName = (layer: DenseLayer) => `${layer.name}.activation`;
 const logitsName = 'logits';
 const scaledInputName = 'input.scaled';
 
-/** The forward pass shared by the served model and the training step, so the two cannot drift apart. */
+/** The served model's forward pass; the training engine derives the training step from this same graph. */
 function forwardNodes(layers: DenseLayer[]): NodeProtoInit[] {
   const nodes = [node('Mul', ['input', 'pixel_scale'], [scaledInputName], {}, 'scale_pixels')];
   let previous = scaledInputName;
@@ -145,107 +140,6 @@ function inferenceModelBytes(layers: DenseLayer[], metadata: Record<string, stri
       }),
     }),
   );
-}
-
-const updated = (name: string) => `${name}.updated`;
-const velocity = (name: string) => `${name}.velocity`;
-
-/**
- * One SGD-with-momentum step as a graph: inputs are a batch, the learning rate and every parameter
- * with its velocity; outputs are the mean loss and every updated parameter and velocity.
- */
-function trainingStepModelBytes(layers: DenseLayer[]): Uint8Array {
-  const nodes = forwardNodes(layers);
-  const add = (opType: string, inputs: string[], output: string, attributes = {}) => {
-    nodes.push(node(opType, inputs, [output], attributes, output.replaceAll('.', '_')));
-    return output;
-  };
-  // Loss: mean cross-entropy; LogSoftmax keeps it finite where Softmax would underflow to log(0).
-  const logProbabilities = add('LogSoftmax', [logitsName], 'log_probabilities', { axis: attr.int(1) });
-  const labelLogProbabilities = add('Mul', ['labels_one_hot', logProbabilities], 'label_log_probabilities');
-  const summedLogLikelihood = add('ReduceSum', [labelLogProbabilities], 'summed_log_likelihood', { keepdims: attr.int(0) });
-  const negatedSum = add('Neg', [summedLogLikelihood], 'negated_log_likelihood');
-  add('Mul', [negatedSum, 'inverse_batch_size'], 'loss');
-  // d(loss)/d(logits) = (softmax - one_hot) / batch.
-  const probabilities = add('Exp', [logProbabilities], 'probabilities');
-  const logitsError = add('Sub', [probabilities, 'labels_one_hot'], 'logits_error');
-  let upstream = add('Mul', [logitsError, 'inverse_batch_size'], 'logits.grad');
-
-  const outputs: string[] = ['loss'];
-  const sgdUpdate = (parameter: string, gradient: string, decays: boolean) => {
-    let fullGradient = gradient;
-    if (decays) {
-      const decay = add('Mul', [parameter, 'weight_decay'], `${parameter}.decay`);
-      fullGradient = add('Add', [gradient, decay], `${parameter}.grad_with_decay`);
-    }
-    const keptVelocity = add('Mul', [velocity(parameter), 'momentum'], `${parameter}.kept_velocity`);
-    const newVelocity = add('Add', [keptVelocity, fullGradient], updated(velocity(parameter)));
-    const step = add('Mul', [newVelocity, 'learning_rate'], `${parameter}.step`);
-    add('Sub', [parameter, step], updated(parameter));
-    outputs.push(updated(parameter), updated(velocity(parameter)));
-  };
-
-  for (let index = layers.length - 1; index >= 0; index--) {
-    const layer = layers[index] as DenseLayer;
-    const layerInput = index === 0 ? scaledInputName : activationName(layers[index - 1] as DenseLayer);
-    const transposedInput = add('Transpose', [layerInput], `${layerInput}.transposed`, { perm: attr.ints([1, 0]) });
-    const weightGradient = add('MatMul', [transposedInput, upstream], `${weightName(layer)}.grad`);
-    const biasGradient = add('ReduceSum', [upstream, 'batch_axis'], `${biasName(layer)}.grad`, { keepdims: attr.int(0) });
-    if (index > 0) {
-      const previous = layers[index - 1] as DenseLayer;
-      const transposedWeight = add('Transpose', [weightName(layer)], `${weightName(layer)}.transposed`, { perm: attr.ints([1, 0]) });
-      const activationGradient = add('MatMul', [upstream, transposedWeight], `${activationName(previous)}.grad`);
-      const active = add('Greater', [preactivationName(previous), 'zero'], `${previous.name}.active`);
-      upstream = add('Where', [active, activationGradient, 'zero'], `${preactivationName(previous)}.grad`);
-    }
-    sgdUpdate(weightName(layer), weightGradient, true);
-    sgdUpdate(biasName(layer), biasGradient, false);
-  }
-
-  const parameterInputs = layers.flatMap((layer) => [
-    valueInfo(weightName(layer), 'float32', [layer.inputSize, layer.outputSize]),
-    valueInfo(velocity(weightName(layer)), 'float32', [layer.inputSize, layer.outputSize]),
-    valueInfo(biasName(layer), 'float32', [layer.outputSize]),
-    valueInfo(velocity(biasName(layer)), 'float32', [layer.outputSize]),
-  ]);
-  const shapeOf = new Map(parameterInputs.map((info) => [info.name, info]));
-  return encodeModel(
-    model({
-      irVersion,
-      opset,
-      producerVersion: packageJson.version,
-      graph: graph({
-        name: 'mnist_mlp_training_step',
-        nodes,
-        inputs: [
-          valueInfo('input', 'float32', ['batch', pixelCount]),
-          valueInfo('labels_one_hot', 'float32', ['batch', classCount]),
-          valueInfo('inverse_batch_size', 'float32', []),
-          valueInfo('learning_rate', 'float32', []),
-          ...parameterInputs,
-        ],
-        outputs: outputs.map((name) => {
-          if (name === 'loss') return valueInfo(name, 'float32', []);
-          const source = shapeOf.get(name.replace(/\.updated$/, ''));
-          const dims = source?.type?.tensorType?.shape?.dim?.map((dim) => Number(dim.dimValue)) ?? [];
-          return valueInfo(name, 'float32', dims);
-        }),
-        initializers: [
-          pixelScale,
-          scalarFloat32('momentum', momentum),
-          scalarFloat32('weight_decay', weightDecay),
-          scalarFloat32('zero', 0),
-          tensorFromInt64('batch_axis', [1], [0]),
-        ],
-      }),
-    }),
-  );
-}
-
-function learningRateAt(step: number, totalSteps: number): number {
-  if (step < warmupSteps) return (peakLearningRate * (step + 1)) / warmupSteps;
-  const progress = (step - warmupSteps) / Math.max(1, totalSteps - warmupSteps);
-  return peakLearningRate * 0.5 * (1 + Math.cos(Math.PI * progress));
 }
 
 function argmaxRows(values: Float32Array, rows: number, columns: number): number[] {
@@ -295,13 +189,29 @@ async function main(): Promise<void> {
   const weightCount = layers.reduce((sum, layer) => sum + layer.weight.length + layer.bias.length, 0);
   console.log(`MLP ${layerSizes.join('-')}: ${weightCount} weights`);
 
-  const trainingSession = await ort.InferenceSession.create(trainingStepModelBytes(layers), sessionOptions);
-  const stepsPerEpoch = Math.floor(trainCount / batchSize);
+  // Only the dense layers train; the pixel scale stays a constant. Weight decay touches the matrices,
+  // not the biases, and the loss reads the logits under the final Softmax.
+  const trainingGraph = buildTrainingGraph(inferenceModelBytes(layers, {}), {
+    loss: { kind: 'cross-entropy' },
+    trainable: { prefix: 'dense' },
+    optimizer: { kind: 'sgd', momentum, weightDecay },
+  });
+  const trainingSession = await TrainingSession.create(trainingGraph, sessionOptions);
+  const copyWeightsOut = () => {
+    for (const layer of layers) {
+      layer.weight = trainingSession.value(weightName(layer)).slice() as Float32Array;
+      layer.bias = trainingSession.value(biasName(layer)).slice() as Float32Array;
+    }
+  };
+  const stepsPerEpoch = Math.min(Math.floor(trainCount / batchSize), maxSteps);
   const totalSteps = stepsPerEpoch * epochs;
   const order = Uint32Array.from({ length: trainCount }, (_, index) => index);
   const batchPixels = new Float32Array(batchSize * pixelCount);
-  const batchLabels = new Float32Array(batchSize * classCount);
-  const tensor = (data: Float32Array, dims: readonly number[]) => new ort.Tensor('float32', data, dims);
+  const batchLabels = new BigInt64Array(batchSize);
+  const batch = {
+    input: new ort.Tensor('float32', batchPixels, [batchSize, pixelCount]),
+    labels: new ort.Tensor('int64', batchLabels, [batchSize]),
+  };
   let step = 0;
 
   for (let epoch = 1; epoch <= epochs; epoch++) {
@@ -311,41 +221,21 @@ async function main(): Promise<void> {
       [order[index], order[other]] = [order[other] as number, order[index] as number];
     }
     let lossSum = 0;
-    for (let batch = 0; batch < stepsPerEpoch; batch++, step++) {
-      batchLabels.fill(0);
+    for (let batchIndex = 0; batchIndex < stepsPerEpoch; batchIndex++, step++) {
       for (let row = 0; row < batchSize; row++) {
-        const sample = order[batch * batchSize + row] as number;
+        const sample = order[batchIndex * batchSize + row] as number;
         batchPixels.set(trainImages!.data.subarray(sample * pixelCount, (sample + 1) * pixelCount), row * pixelCount);
-        batchLabels[row * classCount + (trainLabels!.data[sample] as number)] = 1;
+        batchLabels[row] = BigInt(trainLabels!.data[sample] as number);
       }
-      const feeds: Record<string, ort.Tensor> = {
-        input: tensor(batchPixels, [batchSize, pixelCount]),
-        labels_one_hot: tensor(batchLabels, [batchSize, classCount]),
-        inverse_batch_size: tensor(Float32Array.of(1 / batchSize), []),
-        learning_rate: tensor(Float32Array.of(learningRateAt(step, totalSteps)), []),
-      };
-      for (const layer of layers) {
-        feeds[weightName(layer)] = tensor(layer.weight, [layer.inputSize, layer.outputSize]);
-        feeds[velocity(weightName(layer))] = tensor(layer.weightVelocity, [layer.inputSize, layer.outputSize]);
-        feeds[biasName(layer)] = tensor(layer.bias, [layer.outputSize]);
-        feeds[velocity(biasName(layer))] = tensor(layer.biasVelocity, [layer.outputSize]);
-      }
-      const result = await trainingSession.run(feeds);
-      const output = (name: string) => result[name]!.data as Float32Array;
-      for (const layer of layers) {
-        layer.weight = output(updated(weightName(layer)));
-        layer.weightVelocity = output(updated(velocity(weightName(layer))));
-        layer.bias = output(updated(biasName(layer)));
-        layer.biasVelocity = output(updated(velocity(biasName(layer))));
-      }
-      const loss = output('loss')[0] as number;
+      const loss = await trainingSession.step(batch, learningRateAt(peakLearningRate, { kind: 'cosine', warmupSteps }, step, totalSteps));
       if (!Number.isFinite(loss)) throw new Error(`training diverged: loss ${loss} at step ${step}`);
       lossSum += loss;
-      if ((batch + 1) % 100 === 0) {
+      if ((batchIndex + 1) % 100 === 0) {
         const elapsed = (performance.now() - epochStartedAt) / 1000;
-        console.log(`  epoch ${epoch} step ${batch + 1}/${stepsPerEpoch}  loss ${(lossSum / (batch + 1)).toFixed(4)}  ${elapsed.toFixed(1)} s`);
+        console.log(`  epoch ${epoch} step ${batchIndex + 1}/${stepsPerEpoch}  loss ${(lossSum / (batchIndex + 1)).toFixed(4)}  ${elapsed.toFixed(1)} s`);
       }
     }
+    copyWeightsOut();
     const accuracy = await testAccuracy(inferenceModelBytes(layers, {}), testImages!.data, testLabels!.data);
     console.log(
       `epoch ${epoch}/${epochs}: mean loss ${(lossSum / stepsPerEpoch).toFixed(4)}, test accuracy ${(accuracy * 100).toFixed(2)}%, ` +
@@ -373,6 +263,7 @@ async function main(): Promise<void> {
   const seconds = Math.round((performance.now() - startedAt) / 100) / 10;
   const training = {
     epochs,
+    ...(Number.isFinite(maxSteps) ? { steps_per_epoch: stepsPerEpoch } : {}),
     test_accuracy: fileAccuracy,
     seconds,
     weights: weightCount,
