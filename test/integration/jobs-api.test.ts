@@ -186,7 +186,7 @@ describe('the jobs API role', () => {
 describe('mass jobs status --watch', () => {
   it('shows one progress line per change until the job ends, then prints its result', async () => {
     const { job } = await runtime.submit({ kind: 'count', request: { n: 4 } });
-    const cli = spawn(process.execPath, ['functions/cli/mass.ts', '--api', apiUrl, 'jobs', 'status', job.id, '--watch', '--interval-ms', '20'], {
+    const cli = spawn(process.execPath, ['functions/cli/mass.ts', '--api', apiUrl, 'jobs', 'status', job.id, '--watch', '--interval', '0.02'], {
       env: { ...process.env, MASS_AUTH: '', MASS_TOKEN: '' },
     });
     let stdout = '';

@@ -2,23 +2,18 @@ import type { Command } from 'commander';
 import type { JobView } from '../../core/jobs/record.ts';
 import { isValidName } from '../../core/names.ts';
 import { cliContext, CliError, type CliOptions } from '../context.ts';
+import { intervalOption, sleep, timeoutOption } from '../options.ts';
 import { ProgressDisplay, type ProgressSnapshot } from '../progress.ts';
 
 interface StatusFlags {
   watch?: boolean;
-  intervalMs: string;
-  timeoutS: string;
+  interval: number;
+  timeout: number;
 }
 
 function jobId(id: string): string {
   if (!isValidName(id)) throw new CliError(`invalid job id ${JSON.stringify(id.slice(0, 80))}: must match [a-z0-9][a-z0-9._-]{0,63}`, 2);
   return id;
-}
-
-function positiveInteger(flag: string, value: string, max: number): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || n < 1 || n > max) throw new CliError(`${flag} must be a whole number from 1 to ${max}, not ${JSON.stringify(value)}`, 2);
-  return n;
 }
 
 /** The job's own progress when its steps report one, else its steps counted. */
@@ -38,12 +33,10 @@ export function registerJobsCommands(program: Command): void {
     .description('print a job; with --watch, follow its progress until it ends')
     .argument('<id>', 'job id')
     .option('--watch', 'show one progress line until the job ends; exit 0 only if it succeeded')
-    .option('--interval-ms <ms>', 'how often --watch asks', '1000')
-    .option('--timeout-s <s>', 'give up watching after this long', '86400')
+    .addOption(intervalOption('with --watch', 1))
+    .addOption(timeoutOption('with --watch', 86_400))
     .action(async (rawId: string, flags: StatusFlags) => {
       const id = jobId(rawId);
-      const intervalMs = positiveInteger('--interval-ms', flags.intervalMs, 600_000);
-      const timeoutS = positiveInteger('--timeout-s', flags.timeoutS, 7 * 86_400);
       const ctx = cliContext(global());
       const read = async () => JSON.parse(Buffer.from((await ctx.request('GET', `/v2/jobs/${id}`)).bytes).toString('utf8')) as JobView;
       let job = await read();
@@ -55,11 +48,11 @@ export function registerJobsCommands(program: Command): void {
       const started = Date.now();
       display.update(snapshotOf(job));
       while (job.state === 'queued' || job.state === 'running') {
-        if (Date.now() - started > timeoutS * 1000) {
+        if (Date.now() - started > flags.timeout * 1000) {
           display.stop();
-          throw new CliError(`gave up watching after ${timeoutS} s; the job goes on: mass jobs status ${id}`);
+          throw new CliError(`gave up watching after ${flags.timeout} s; the job goes on: mass jobs status ${id}`);
         }
-        await new Promise((resolve) => setTimeout(resolve, intervalMs));
+        await sleep(flags.interval);
         job = await read();
         display.update(snapshotOf(job));
       }
