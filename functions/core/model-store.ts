@@ -1,3 +1,4 @@
+import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -5,7 +6,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { IntegrityError, NotFoundError } from './errors.ts';
 import { keys } from './keys.ts';
 import { modelManifestSchema, type ModelManifest } from './manifest.ts';
-import { assertValidName, compareVersions } from './names.ts';
+import { assertValidName, assertValidVersion, compareVersions, isCanonicalVersion } from './names.ts';
 import type { ModelEventPublisher } from './registry/events.ts';
 import { registeredVersions, type RegistryTable } from './registry/registry-table.ts';
 import { sha256Hex } from './hash.ts';
@@ -106,7 +107,7 @@ export class ModelStore {
       return registeredVersions(await this.registry.listVersions(model));
     }
     const versions = await this.listPrefixes(keys.modelPrefix(model));
-    return versions.sort(compareVersions);
+    return versions.filter(isCanonicalVersion).sort(compareVersions);
   }
 
   private async listPrefixes(prefix: string): Promise<string[]> {
@@ -126,11 +127,27 @@ export class ModelStore {
     return names;
   }
 
+  /**
+   * The manifest of a registered version. With a registry, a manifest is only an answer when the
+   * registry records the version as registered (read alongside, not after): files under
+   * models/<m>/<v>/ that no registration finished, or that someone put there, are never served.
+   * Anything that is not a canonical version number (an alias, `01`) has no manifest: 404.
+   */
   async getManifest(model: string, version: string): Promise<ModelManifest> {
     assertValidName(model, 'model name');
-    assertValidName(version, 'version');
+    const missing = () => new NotFoundError(`model '${model}' has no version '${version.length > 80 ? `${version.slice(0, 80)}...` : version}'`);
+    if (!isCanonicalVersion(version)) throw missing();
+    const [manifest, record] = await Promise.all([this.readManifestObject(model, version), this.registry?.getVersion(model, version)]);
+    if (!manifest || (this.registry && record?.status !== 'registered')) throw missing();
+    return manifest;
+  }
+
+  /** The manifest object as stored, registered or not (registration's own retry check); undefined when absent. */
+  async readManifestObject(model: string, version: string): Promise<ModelManifest | undefined> {
+    assertValidName(model, 'model name');
+    assertValidVersion(version);
     const bytes = await this.getObjectBytes(keys.manifest(model, version));
-    if (!bytes) throw new NotFoundError(`model '${model}' has no version '${version}'`);
+    if (!bytes) return undefined;
     return modelManifestSchema.parse(JSON.parse(Buffer.from(bytes).toString('utf8')), PARSED_ONCE);
   }
 
@@ -155,6 +172,18 @@ export class ModelStore {
     const out = await new Upload({
       client: await this.client(),
       params: { Bucket: this.bucket, Key: key, Body: bytes, ContentType: contentType, ...(metadata ? { Metadata: metadata } : {}) },
+      partSize: 8 * 1024 * 1024,
+      queueSize: 4,
+    }).done();
+    return (out.ETag ?? '').replace(/"/g, '');
+  }
+
+  /** Writes a local file as an object, read as a stream (multipart beyond 8 MiB): the file is never held in memory whole. */
+  async putObjectFile(key: string, path: string, contentType = 'application/octet-stream'): Promise<string> {
+    const { Upload } = await s3Sdk();
+    const out = await new Upload({
+      client: await this.client(),
+      params: { Bucket: this.bucket, Key: key, Body: createReadStream(path), ContentType: contentType },
       partSize: 8 * 1024 * 1024,
       queueSize: 4,
     }).done();

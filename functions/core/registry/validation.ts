@@ -1,7 +1,8 @@
 import { BadRequestError, PayloadTooLargeError } from '../errors.ts';
-import { assertNoExternalData, UnsupportedModelError } from '../onnx/graph-toolkit.ts';
+import { sha256Hex } from '../hash.ts';
+import { findExternalData } from '../onnx/external-data.ts';
 import { decodeModel, defaultOpsetVersion, int64ToNumber, OnnxFormatError } from '../onnx/model-proto.ts';
-import { readModelSignature, type ModelSignature } from '../signature.ts';
+import { examineCandidate, type ExaminedModel } from './candidate-session.ts';
 
 /**
  * What the layer's onnxruntime (1.30) loads: IR versions up to 13 and ai.onnx opsets 7 to 26
@@ -25,23 +26,35 @@ export function assertModelSize(bytes: number, maxBytes: number): void {
   if (bytes === 0) throw new ModelRejectedError('not an ONNX model: the upload is empty (0 bytes)');
 }
 
+/** A model that keeps any tensor in a file beside it is refused: such a file would be read from wherever onnxruntime runs. */
+export function assertNoExternalData(bytes: Uint8Array): void {
+  const [use] = findExternalData(bytes);
+  if (use) {
+    throw new ModelRejectedError(
+      `${use.where} uses external data; save the model with its weights inside the .onnx file (onnx.save(model, path, save_as_external_data=False)) and upload that`,
+    );
+  }
+}
+
+export interface ValidateOptions {
+  /** The file's sha256 when the caller has it already (a ranged download hashes as it reads). */
+  sha256?: string | undefined;
+}
+
 /**
  * Every check a model passes before it becomes a version: size, a guarded protobuf parse, weights
- * inside the file, IR and opset within what onnxruntime supports, and a real load in onnxruntime.
+ * inside the file, IR and opset within what onnxruntime supports, and a real load in onnxruntime
+ * (examineCandidate: the one session that also gives the signature and the staged artifact; the
+ * caller disposes of the result).
  */
-export async function validateModel(bytes: Uint8Array, maxBytes = DEFAULT_MAX_MODEL_BYTES): Promise<ModelSignature> {
+export async function validateModel(bytes: Uint8Array, maxBytes = DEFAULT_MAX_MODEL_BYTES, options: ValidateOptions = {}): Promise<ExaminedModel> {
   assertModelSize(bytes.length, maxBytes);
   let model;
   try {
     model = decodeModel(bytes);
+    assertNoExternalData(bytes);
   } catch (error) {
     if (error instanceof OnnxFormatError) throw new ModelRejectedError(error.message, { cause: error });
-    throw error;
-  }
-  try {
-    assertNoExternalData(model);
-  } catch (error) {
-    if (error instanceof UnsupportedModelError) throw new ModelRejectedError(error.message, { cause: error });
     throw error;
   }
   const ir = int64ToNumber(model.irVersion);
@@ -54,7 +67,7 @@ export async function validateModel(bytes: Uint8Array, maxBytes = DEFAULT_MAX_MO
     throw new ModelRejectedError(`opset ${opset} is not supported: onnxruntime here runs ai.onnx opsets ${SUPPORTED_OPSETS.min} to ${SUPPORTED_OPSETS.max}`);
   }
   try {
-    return await readModelSignature(bytes);
+    return await examineCandidate(bytes, model, options.sha256 ?? sha256Hex(bytes));
   } catch (error) {
     if (error instanceof BadRequestError) throw new ModelRejectedError(error.message, { cause: error });
     throw error;
