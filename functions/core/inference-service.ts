@@ -4,7 +4,7 @@ import type { ModelManifest } from './manifest.ts';
 import type { LoadedModel, ModelSessions } from './model-sessions.ts';
 import type { BootRegistryRead } from './boot-fetch.ts';
 import type { ModelStore } from './model-store.ts';
-import { assertValidName } from './names.ts';
+import { assertValidName, assertVersionOrAlias } from './names.ts';
 import type { AliasRecord } from './registry/registry-table.ts';
 import { chooseRoute, DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
 import { DATATYPES, v2DatatypeOf } from './v2/datatypes.ts';
@@ -19,6 +19,8 @@ export const DEFAULT_ALIAS_TTL_MS = 5_000;
 
 interface ModelState {
   versions: string[];
+  /** The versions a user uploaded: where a request without a version goes when there is no default alias. */
+  uploaded: string[];
   aliases: Map<string, AliasRecord>;
   at: number;
 }
@@ -128,7 +130,7 @@ export class InferenceService {
     this.bootReads.delete(name);
     const booted = await read?.catch(() => undefined);
     if (!booted || this.states.has(name)) return undefined;
-    this.states.set(name, { versions: booted.versions, aliases: booted.aliases, at: booted.at });
+    this.states.set(name, { versions: booted.versions, uploaded: booted.uploaded, aliases: booted.aliases, at: booted.at });
     return booted.version;
   }
 
@@ -140,7 +142,7 @@ export class InferenceService {
    */
   async resolveVersion(name: string, versionOrAlias?: string, stickyKey?: string): Promise<string> {
     assertValidName(name, 'model name');
-    if (versionOrAlias !== undefined) assertValidName(versionOrAlias, 'version');
+    if (versionOrAlias !== undefined) assertVersionOrAlias(versionOrAlias);
     let state = await this.modelState(name);
     if (versionOrAlias !== undefined && !state.versions.includes(versionOrAlias) && !state.aliases.has(versionOrAlias)) {
       state = await this.modelState(name, true); // registered since the last look?
@@ -152,7 +154,7 @@ export class InferenceService {
       if (state.versions.length === 0) throw new NotFoundError(`unknown model '${name}'`);
       throw new NotFoundError(`model '${name}' has no version '${versionOrAlias}'`);
     }
-    const version = defaultVersion(state.versions, state.aliases, this.options.defaultAlias ?? DEFAULT_ALIAS, stickyKey);
+    const version = defaultVersion(state.uploaded, state.aliases, this.options.defaultAlias ?? DEFAULT_ALIAS, stickyKey);
     if (!version) throw new NotFoundError(`unknown model '${name}'`);
     return version;
   }
@@ -174,7 +176,7 @@ export class InferenceService {
     if (!cached && !prefetch) void this.modelState(name).catch(() => undefined);
     if (prefetch) this.options.sessions.prefetch(name, segment); // an alias segment only costs a 404
     try {
-      return await this.options.store.getManifest(name, segment);
+      return await this.options.store.getManifest(name, segment, { listedAsRegistered: cached?.versions.includes(segment) ?? false });
     } catch (error) {
       if (error instanceof NotFoundError) return undefined; // an alias, or nothing: resolveVersion says which
       throw error;
@@ -207,9 +209,9 @@ export class InferenceService {
 
   private readState(name: string, at: number): Promise<ModelState> {
     const registry = this.options.store.registry;
-    const read = Promise.all([this.options.store.listVersions(name), registry ? registry.listAliases(name) : Promise.resolve([])])
-      .then(([versions, aliases]) => {
-        const state = { versions, aliases: new Map(aliases.map((a) => [a.alias, a])), at };
+    const read = Promise.all([this.options.store.listRoutableVersions(name), registry ? registry.listAliases(name) : Promise.resolve([])])
+      .then(([{ versions, uploaded }, aliases]) => {
+        const state = { versions, uploaded, aliases: new Map(aliases.map((a) => [a.alias, a])), at };
         if ((this.states.get(name)?.at ?? -Infinity) <= at) this.states.set(name, state); // never over a newer read
         return state;
       })
@@ -229,7 +231,7 @@ export class InferenceService {
     if (loaded) return loaded.manifest;
     if (prefetch && resolved !== version) this.options.sessions.prefetch(name, resolved);
     try {
-      return await this.options.store.getManifest(name, resolved);
+      return await this.options.store.getManifest(name, resolved, { listedAsRegistered: true }); // resolveVersion answered from the registry's versions or routes
     } catch (error) {
       if (error instanceof NotFoundError && version === undefined) throw new NotFoundError(`unknown model '${name}'`);
       throw error;

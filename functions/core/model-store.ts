@@ -8,7 +8,7 @@ import { keys } from './keys.ts';
 import { modelManifestSchema, type ModelManifest } from './manifest.ts';
 import { assertValidName, assertValidVersion, compareVersions, isCanonicalVersion } from './names.ts';
 import type { ModelEventPublisher } from './registry/events.ts';
-import { registeredVersions, type RegistryTable } from './registry/registry-table.ts';
+import { registeredVersions, uploadedVersions, type RegistryTable } from './registry/registry-table.ts';
 import { sha256Hex } from './hash.ts';
 import type { LazyClient } from './lazy-clients.ts';
 import { PARSED_ONCE } from './zod-options.ts';
@@ -110,6 +110,20 @@ export class ModelStore {
     return versions.filter(isCanonicalVersion).sort(compareVersions);
   }
 
+  /**
+   * Registered versions of one model, lowest first, with those a user uploaded (no lineage): what
+   * routing needs from one registry read. Without a registry, versions come from the bucket and all count as uploaded.
+   */
+  async listRoutableVersions(model: string): Promise<{ versions: string[]; uploaded: string[] }> {
+    assertValidName(model, 'model name');
+    if (!this.registry) {
+      const versions = await this.listVersions(model);
+      return { versions, uploaded: versions };
+    }
+    const records = await this.registry.listVersions(model);
+    return { versions: registeredVersions(records), uploaded: uploadedVersions(records) };
+  }
+
   private async listPrefixes(prefix: string): Promise<string[]> {
     const { ListObjectsV2Command } = await s3Sdk();
     const names: string[] = [];
@@ -132,13 +146,16 @@ export class ModelStore {
    * registry records the version as registered (read alongside, not after): files under
    * models/<m>/<v>/ that no registration finished, or that someone put there, are never served.
    * Anything that is not a canonical version number (an alias, `01`) has no manifest: 404.
+   * `listedAsRegistered`: the caller holds a registry read that lists this version as registered
+   * (the serving path's cached versions), so the record is not read again.
    */
-  async getManifest(model: string, version: string): Promise<ModelManifest> {
+  async getManifest(model: string, version: string, { listedAsRegistered = false } = {}): Promise<ModelManifest> {
     assertValidName(model, 'model name');
     const missing = () => new NotFoundError(`model '${model}' has no version '${version.length > 80 ? `${version.slice(0, 80)}...` : version}'`);
     if (!isCanonicalVersion(version)) throw missing();
-    const [manifest, record] = await Promise.all([this.readManifestObject(model, version), this.registry?.getVersion(model, version)]);
-    if (!manifest || (this.registry && record?.status !== 'registered')) throw missing();
+    const checkRecord = this.registry && !listedAsRegistered;
+    const [manifest, record] = await Promise.all([this.readManifestObject(model, version), checkRecord ? this.registry!.getVersion(model, version) : undefined]);
+    if (!manifest || (checkRecord && record?.status !== 'registered')) throw missing();
     return manifest;
   }
 

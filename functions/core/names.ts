@@ -37,6 +37,25 @@ export function assertValidVersion(value: string): string {
   return value;
 }
 
+/**
+ * Aliases are names that are not numbers: a segment of digits always means a version, so `01` can
+ * never be an alias that shadows (or a typo that reaches) version 1.
+ */
+export function assertValidAlias(value: string): string {
+  assertValidName(value, 'alias');
+  if (/^[0-9]+$/.test(value)) throw new BadRequestError(`invalid alias ${shown(value)}: an alias cannot be a number, numbers name versions`);
+  return value;
+}
+
+/**
+ * A path segment that names a version or an alias: digits are a version and must be canonical
+ * (`01` is refused, not looked up), anything else must be a valid alias name.
+ */
+export function assertVersionOrAlias(value: string): string {
+  if (/^[0-9]+$/.test(value)) return assertValidVersion(value);
+  return assertValidName(value, 'version');
+}
+
 /** Versions are numbered 1, 2, 3...; numeric order, not string order, decides which is highest. */
 export function compareVersions(a: string, b: string): number {
   const na = Number(a);

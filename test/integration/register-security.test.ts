@@ -71,10 +71,11 @@ describe('a model cannot read a file of ours through external data', () => {
     expect(await canaryWasRead()).toBe(true);
   });
 
-  it.each([
-    ...READING.map(([name, build, , reason]) => [name, build, reason] as const),
+  const refused: [string, (location: string) => Uint8Array, string][] = [
+    ...READING.map(([name, build, , reason]): [string, (location: string) => Uint8Array, string] => [name, build, reason]),
     ['a function attribute default (a field our decoder drops)', functionAttributeDefaultModel, `the default of attribute "weights" in function "withdefault" ${HINT}`],
-  ])('%s: the upload is refused with where the tensor is, registers nothing, and the canary is never opened', async (_case, build, reason) => {
+  ];
+  it.each(refused)('%s: the upload is refused with where the tensor is, registers nothing, and the canary is never opened', async (_case, build, reason) => {
     const model = `hostile-${_case.toLowerCase().replace(/\W+/g, '-').slice(0, 40)}`;
     const key = `incoming/${model}/m.onnx`;
     await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: build('canary.bin') }));

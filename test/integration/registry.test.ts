@@ -19,10 +19,14 @@ import { CreateQueueCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { createDynamoClient } from '../../functions/core/clients.ts';
 import { createObservability } from '../../functions/core/observability.ts';
-import { jobId, QuantizeJobs } from '../../functions/core/quantize/jobs.ts';
+import { jobId, QuantizeJobs, runQuantizeJob } from '../../functions/core/quantize/jobs.ts';
+import { pushModel } from '../../functions/core/model-push.ts';
+import { NotFoundError } from '../../functions/core/errors.ts';
 import { quantizeRequestSchema } from '../../functions/core/quantize/options.ts';
 import { sqsDispatch, startQuantization } from '../../functions/core/quantize/start.ts';
 import { createRegisterHandler } from '../../functions/register/app.ts';
+import { createRegistryHandler } from '../../functions/registry/app.ts';
+import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { s3ObjectCreatedEvent } from '../../infra/local/triggers.ts';
 
 let stack: RegistryStack;
@@ -322,5 +326,146 @@ describe('the tier default quantization policy', () => {
     // The policy never routes traffic: no alias exists for the model.
     expect(await stack.store.registry!.listAliases('policy')).toEqual([]);
     await stack.receiveEvents();
+  });
+});
+
+const VERSION_RULE = 'versions are canonical decimal numbers (1, 2, 3, ...; no leading zeros, at most 12 digits)';
+
+describe('versions are canonical decimal numbers everywhere', () => {
+  it.each(['01', '0001', 'prod', '1.0'])('an upload asking for version %s is refused, writes nothing under models/ and takes no number', async (version) => {
+    const model = `meta-${version.replace(/\W/g, 'x')}`;
+    const key = `incoming/${model}/m.onnx`;
+    const outcome = await registerUpload(stack.store, await upload(key, scaleModel(2), { version }));
+    const reason = `invalid version ${JSON.stringify(version)} in the upload's metadata: ${VERSION_RULE}`;
+    expect(outcome).toEqual({ status: 'rejected', reason, rejectionKey: rejectionKey(key) });
+    expect((await rejection(key)).reason).toBe(reason);
+    expect(await keysUnder(`models/${model}/`)).toEqual([]);
+    expect(await stack.store.registry!.allocateVersion(model)).toBe('1');
+  });
+
+  it('a refused upload burns no version number: the next good upload is version 1', async () => {
+    expect((await registerUpload(stack.store, await upload('incoming/burn/bad.onnx', 'not a model'))).status).toBe('rejected');
+    expect((await registerUpload(stack.store, await upload('incoming/burn/bad2.onnx', scaleModel(2, 17, 14)))).status).toBe('rejected');
+    const good = await registerUpload(stack.store, await upload('incoming/burn/good.onnx', scaleModel(2)));
+    expect(good.status === 'registered' && good.manifest.version).toBe('1');
+    await stack.receiveEvents();
+  });
+
+  it('alias routes refuse padded and non-numeric versions and numeric aliases with 400 naming the rule', async () => {
+    const deps = { store: stack.store };
+    await expect(promote(deps, { model: 'scale', version: '01' })).rejects.toMatchObject({ statusCode: 400, message: `invalid version "01": ${VERSION_RULE}` });
+    await expect(setRoutes(deps, { model: 'scale', alias: 'prod', routes: [{ version: '0001', weight: 100 }], revision: 0 })).rejects.toMatchObject({
+      statusCode: 400,
+      message: `invalid version "0001": ${VERSION_RULE}`,
+    });
+    await expect(setRoutes(deps, { model: 'scale', alias: 'prod', routes: [{ version: 'prod', weight: 100 }], revision: 0 })).rejects.toMatchObject({
+      statusCode: 400,
+      message: `invalid version "prod": ${VERSION_RULE}`,
+    });
+    await expect(promote(deps, { model: 'scale', version: '1', alias: '01' })).rejects.toMatchObject({
+      statusCode: 400,
+      message: 'invalid alias "01": an alias cannot be a number, numbers name versions',
+    });
+    expect(await stack.store.registry!.listAliases('scale')).toEqual([]);
+  });
+
+  it('inference refuses a padded version with 400 and serves only versions the registry records', async () => {
+    const service = new InferenceService({ store: stack.store, sessions: new ModelSessions({ store: stack.store }), serviceVersion: 't' });
+    await expect(service.resolveVersion('scale', '01')).rejects.toMatchObject({ statusCode: 400, message: `invalid version "01": ${VERSION_RULE}` });
+    // Files under models/ghost/1/ that no registration wrote (or finished): a manifest, the model, no record.
+    const manifest = await stack.store.getManifest('scale', '1');
+    await stack.store.putManifest({ ...manifest, name: 'ghost' });
+    await stack.store.putObjectBytes(keys.modelFile('ghost', '1'), scaleModel(2));
+    await expect(stack.store.getManifest('ghost', '1')).rejects.toThrow(new NotFoundError("model 'ghost' has no version '1'"));
+    await expect(service.loadModel('ghost', '1')).rejects.toMatchObject({ statusCode: 404, message: "unknown model 'ghost'" });
+    await expect(service.loadModel('ghost')).rejects.toMatchObject({ statusCode: 404, message: "unknown model 'ghost'" });
+  });
+});
+
+describe('a version the platform made is never served to a request without a version until promoted', () => {
+  it('after a quantize job, unversioned requests still go to the source, with and without a prod alias; the variant inherits the warm-up', async () => {
+    const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
+    await dynamo.send(new CreateTableCommand({
+      TableName: 'routing-quantize-jobs',
+      AttributeDefinitions: [{ AttributeName: 'job', AttributeType: 'S' }],
+      KeySchema: [{ AttributeName: 'job', KeyType: 'HASH' }],
+      BillingMode: 'PAY_PER_REQUEST',
+    }));
+    await stack.sqs.send(new CreateQueueCommand({ QueueName: 'routing-quantize' }));
+    const jobs = new QuantizeJobs({ db: DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } }), table: 'routing-quantize-jobs' });
+    const store = stack.store;
+    const mnist = new Uint8Array(await readFile('fixtures/models/mnist/model.onnx'));
+    const warmup = [{ name: 'input', datatype: 'FP32' as const, shape: [1, 784], data: Array.from({ length: 784 }, (_, i) => i % 256) }];
+    const source = await pushModel(store, { name: 'surprise', bytes: mnist, warmup });
+    expect(source.inputs.map((i) => i.name)).toEqual(['input']);
+    const request = quantizeRequestSchema.parse({ method: 'int8-dynamic' });
+    const { job } = await startQuantization({ store, jobs, dispatch: sqsDispatch(stack.sqs, 'routing-quantize'), workerMemoryMiB: 3008 }, 'surprise', '1', request);
+    const done = await runQuantizeJob({ store, jobs }, job.job, () => request);
+    expect(done).toMatchObject({ state: 'succeeded', resultVersion: '2' });
+    const variant = await store.getManifest('surprise', '2');
+    expect(variant.lineage).toMatchObject({ sourceVersion: '1', method: 'int8-dynamic' });
+    expect(variant.warmup).toEqual(warmup);
+    expect((await new ModelSessions({ store }).get(variant)).version).toBe('2'); // its warm-up runs
+
+    const service = new InferenceService({ store, sessions: new ModelSessions({ store }), serviceVersion: 't', aliasTtlMs: 0 });
+    const unversioned = async () => {
+      const seen = new Set<string>();
+      for (let i = 0; i < 20; i++) seen.add(await service.resolveVersion('surprise', undefined, `caller-${i}`));
+      return [...seen].sort();
+    };
+    // No prod alias: the highest version a user uploaded, never the variant.
+    expect(await unversioned()).toEqual(['1']);
+    expect(await service.resolveVersion('surprise', '2')).toBe('2'); // asked for by number, it serves
+    // Another alias pointing at the variant changes nothing for requests without a version.
+    await promote({ store }, { model: 'surprise', version: '2', alias: 'staging' });
+    expect(await unversioned()).toEqual(['1']);
+    // A later upload by the user is the new default; the variant still is not.
+    const third = await pushModel(store, { name: 'surprise', bytes: mnist.slice(), notes: 'same weights, uploaded again' });
+    expect(third.version).toBe('3');
+    expect(await unversioned()).toEqual(['3']);
+    // With a prod alias, its routes alone decide; promoting the variant into them is what serves it.
+    await promote({ store }, { model: 'surprise', version: '1' });
+    expect(await unversioned()).toEqual(['1']);
+    await promote({ store }, { model: 'surprise', version: '2' });
+    expect(await unversioned()).toEqual(['2']);
+    await stack.receiveEvents();
+  });
+});
+
+describe('the registry API checks names before any table call', () => {
+  function registryApi() {
+    const commands: string[] = [];
+    const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
+    onCommand(dynamo, (name) => commands.push(name));
+    const store = new ModelStore({ s3: stack.store.client, bucket: stack.store.bucket, cacheDir: stack.store.cacheDir, registry: new RegistryTable(dynamo, stack.store.registry!.tableName) });
+    const { logger } = createObservability('registry-test');
+    logger.setLogLevel('SILENT');
+    const handler = createRegistryHandler({ store, logger });
+    const call = async (method: string, rawPath: string, body?: string) => {
+      const event = { rawPath, body, isBase64Encoded: false, headers: {}, requestContext: { http: { method } } } as unknown as APIGatewayProxyEventV2;
+      const response = await handler(event);
+      return { status: response.statusCode, body: JSON.parse(String(response.body)) as { error?: string } };
+    };
+    return { call, commands };
+  }
+
+  const long = 'a'.repeat(2000);
+  it.each([
+    ['GET', `/v2/models/${long}/aliases/prod`, undefined, `invalid model name "${'a'.repeat(80)}...": must match [a-z0-9][a-z0-9._-]{0,63}`],
+    ['GET', `/v2/models/scale/aliases/${long}`, undefined, `invalid alias "${'a'.repeat(80)}...": must match [a-z0-9][a-z0-9._-]{0,63}`],
+    ['GET', '/v2/models/Bad_Name/aliases/prod', undefined, 'invalid model name "Bad_Name": must match [a-z0-9][a-z0-9._-]{0,63}'],
+    ['GET', '/v2/models/scale/aliases/01', undefined, 'invalid alias "01": an alias cannot be a number, numbers name versions'],
+    ['POST', `/v2/models/${long}/aliases/prod/promote`, JSON.stringify({ version: '1' }), `invalid model name "${'a'.repeat(80)}...": must match [a-z0-9][a-z0-9._-]{0,63}`],
+    ['PUT', '/v2/models/scale/aliases/prod', JSON.stringify({ routes: [{ version: '01', weight: 100 }], revision: 0 }), `invalid version "01": ${VERSION_RULE}`],
+    ['POST', '/v2/models/scale/aliases/prod/promote', JSON.stringify({ version: 'prod' }), `invalid version "prod": ${VERSION_RULE}`],
+  ])('%s %s: 400 with the rule, nothing sent to the table', async (method, path, body, error) => {
+    const { call, commands } = registryApi();
+    expect(await call(method, path, body)).toEqual({ status: 400, body: { error } });
+    expect(commands).toEqual([]);
+  });
+
+  it('a valid name with no such alias is a 404', async () => {
+    const { call } = registryApi();
+    expect(await call('GET', '/v2/models/scale/aliases/nothing')).toEqual({ status: 404, body: { error: "model 'scale' has no alias 'nothing'" } });
   });
 });
