@@ -26,6 +26,7 @@ import { quantizeRequestSchema } from '../../functions/core/quantize/options.ts'
 import { sqsDispatch, startQuantization } from '../../functions/core/quantize/start.ts';
 import { createRegisterHandler } from '../../functions/register/app.ts';
 import { createRegistryHandler } from '../../functions/registry/app.ts';
+import { createRegisterFailureHandler } from '../../functions/register/failure-app.ts';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { s3ObjectCreatedEvent } from '../../infra/local/triggers.ts';
 
@@ -127,6 +128,9 @@ describe('register on upload', () => {
       ['an unsupported opset', 'incoming/bad/opset.onnx', async () => scaleModel(2, 27, 11), /^opset 27 is not supported: onnxruntime here runs ai\.onnx opsets 7 to 26$/],
       ['an unsupported IR version', 'incoming/bad/ir.onnx', async () => scaleModel(2, 17, 14), /^IR version 14 is not supported: onnxruntime here loads IR 3 to 13$/],
       ['a bad model name', 'incoming/Bad_Name/m.onnx', async () => scaleModel(2), /^invalid model name "Bad_Name" in the upload path: /],
+      ['opset 2^62', 'incoming/bad/opset62.onnx', async () => scaleModel(2, 2 ** 62), /^the model could not be examined: int64 value 4611686018427387904 is outside the safe integer range of a number$/],
+      ['IR version 2^62', 'incoming/bad/ir62.onnx', async () => scaleModel(2, 17, 2 ** 62), /^the model could not be examined: int64 value 4611686018427387904 is outside the safe integer range of a number$/],
+      ['a key outside incoming/<model>/', 'incoming/x.onnx', async () => scaleModel(2), /^"incoming\/x\.onnx" is not where a model registers: upload it as incoming\/<model>\/<file>\.onnx \(a folder named after the model, then a file ending in \.onnx\)$/],
     ])('%s', async (_case, key, body, reason) => {
       const object = await upload(key, await body());
       const outcome = await registerUpload(stack.store, object);
@@ -467,5 +471,40 @@ describe('the registry API checks names before any table call', () => {
   it('a valid name with no such alias is a 404', async () => {
     const { call } = registryApi();
     expect(await call('GET', '/v2/models/scale/aliases/nothing')).toEqual({ status: 404, body: { error: "model 'scale' has no alias 'nothing'" } });
+  });
+});
+
+describe('an upload whose registration failed every retry still gets an answer', () => {
+  const failureHandler = () => {
+    const { logger } = createObservability('registry-test');
+    logger.setLogLevel('SILENT');
+    return createRegisterFailureHandler({ store: stack.store, logger });
+  };
+
+  it('the on-failure destination writes a rejection record that says registration failed on the server', async () => {
+    const key = 'incoming/crashed/m.onnx';
+    await upload(key, scaleModel(2));
+    const outcomes = await failureHandler()({
+      requestContext: { condition: 'RetriesExhausted', approximateInvokeCount: 3 },
+      requestPayload: s3ObjectCreatedEvent(stack.store.bucket, { key, size: 1, eTag: 'abc' }),
+      responsePayload: { errorType: 'Runtime.OutOfMemory', errorMessage: 'Runtime exited with error: signal: killed' },
+    });
+    const reason = 'registration failed on the server after its retries (Runtime.OutOfMemory: Runtime exited with error: signal: killed (3 attempts)); upload the model again, and if it fails again, report it';
+    expect(outcomes).toEqual([{ status: 'rejected', reason, rejectionKey: rejectionKey(key) }]);
+    expect((await rejection(key)).reason).toBe(reason);
+  });
+
+  it('writes nothing for an upload that did get registered, and keeps an earlier rejection as it is', async () => {
+    const key = 'incoming/late/m.onnx';
+    const put = await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: scaleModel(3) }));
+    expect((await registerUpload(stack.store, { bucket: stack.store.bucket, key })).status).toBe('registered');
+    const handler = failureHandler();
+    const record = (k: string, eTag: string) => ({ requestPayload: s3ObjectCreatedEvent(stack.store.bucket, { key: k, size: 1, eTag }), responsePayload: { errorType: 'Error', errorMessage: 'timeout' } });
+    expect(await handler(record(key, put.ETag!))).toEqual([{ status: 'already-registered', model: 'late', version: '1' }]);
+    expect(await stack.store.getObjectBytes(rejectionKey(key))).toBeUndefined();
+    const refusedKey = 'incoming/late/refused.onnx';
+    const refused = await registerUpload(stack.store, await upload(refusedKey, 'not a model'));
+    expect(await handler(record(refusedKey, 'x'))).toEqual([refused]);
+    await stack.receiveEvents();
   });
 });
