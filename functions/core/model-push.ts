@@ -12,7 +12,8 @@ export interface PushModelInput {
   name: string;
   /** Defaults to the next number from the registry's counter. */
   version?: string | undefined;
-  bytes: Uint8Array;
+  /** The model file; may be left out when `examined` is given (its file is uploaded then). */
+  bytes?: Uint8Array | undefined;
   notes?: string | undefined;
   tier?: string | undefined;
   warmup?: WarmupTensor[] | undefined;
@@ -36,7 +37,8 @@ export interface PushModelInput {
 export async function pushModel(store: ModelStore, input: PushModelInput): Promise<ModelManifest> {
   const name = assertValidName(input.name, 'model name');
   if (input.version !== undefined) assertValidVersion(input.version);
-  const examined = input.examined ?? (await validateModel(input.bytes, input.maxBytes ?? DEFAULT_MAX_MODEL_BYTES));
+  if (!input.examined && !input.bytes) throw new Error('pushModel needs the model: bytes, or an examined model');
+  const examined = input.examined ?? (await validateModel(input.bytes!, input.maxBytes ?? DEFAULT_MAX_MODEL_BYTES));
   try {
     return await pushExamined(store, name, input, examined);
   } finally {
@@ -74,7 +76,7 @@ async function pushExamined(store: ModelStore, name: string, input: PushModelInp
     ...(warmup ? { warmup } : {}),
   };
   await Promise.all([
-    store.putObjectBytes(keys.modelFile(name, version), input.bytes),
+    input.bytes ? store.putObjectBytes(keys.modelFile(name, version), input.bytes) : store.putObjectFile(keys.modelFile(name, version), examined.modelFile),
     store.putObjectFile(keys.staged(name, version, staged.key), staged.path),
   ]);
   await store.putManifest(manifest);

@@ -1,4 +1,7 @@
-import { createReadStream } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -193,6 +196,33 @@ export class ModelStore {
       queueSize: 4,
     }).done();
     return (out.ETag ?? '').replace(/"/g, '');
+  }
+
+  /**
+   * An object streamed to a local file, hashed on the way: never held in memory whole (registration
+   * of a model near the size limit). Undefined when the object does not exist.
+   */
+  async downloadToFile(key: string, path: string): Promise<{ sha256: string; bytes: number } | undefined> {
+    const { GetObjectCommand } = await s3Sdk();
+    let body: Readable;
+    try {
+      const out = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      body = out.Body as Readable;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    const hash = createHash('sha256');
+    let bytes = 0;
+    const count = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        hash.update(chunk);
+        bytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+    await pipeline(body, count, createWriteStream(path));
+    return { sha256: hash.digest('hex'), bytes };
   }
 
   /** Writes a local file as an object, read as a stream (multipart beyond 8 MiB): the file is never held in memory whole. */

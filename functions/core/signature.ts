@@ -1,6 +1,5 @@
 import type { InferenceSession } from './ort.ts';
 import { tensorMetadataOf } from './v2/tensor-metadata.ts';
-import { defaultOpsetVersion, int64ToNumber, type ModelProto } from './onnx/model-proto.ts';
 import type { TensorMetadata } from './v2/schemas.ts';
 
 export interface ModelSignature {
@@ -13,18 +12,23 @@ export interface ModelSignature {
   producer: { name: string; version: string };
 }
 
+/** What the model file itself says about its format and origin. */
+export interface ModelFacts {
+  irVersion: number;
+  opset: number;
+  producer: { name: string; version: string };
+}
+
 /**
  * What a manifest records about a model file: hash, size, and the signature as onnxruntime reads it
  * from a session over the model (registry/candidate-session.ts opens the one session registration uses).
  */
-export function signatureOf(session: InferenceSession, model: ModelProto, sha256: string, bytes: number): ModelSignature {
+export function signatureOf(session: InferenceSession, facts: ModelFacts, sha256: string, bytes: number): ModelSignature {
   return {
     sha256,
     bytes,
     inputs: session.inputMetadata.map(tensorMetadataOf),
     outputs: session.outputMetadata.map(tensorMetadataOf),
-    irVersion: int64ToNumber(model.irVersion),
-    opset: defaultOpsetVersion(model) ?? 0,
-    producer: { name: model.producerName ?? '', version: model.producerVersion ?? '' },
+    ...facts,
   };
 }

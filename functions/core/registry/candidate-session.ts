@@ -1,15 +1,50 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { BadRequestError } from '../errors.ts';
 import { sha256Hex } from '../hash.ts';
-import { decodeModel, type ModelProto } from '../onnx/model-proto.ts';
+import { decodeModel, defaultOpsetVersion, int64ToNumber, type ModelProto } from '../onnx/model-proto.ts';
 import ort, { type InferenceSession } from '../ort.ts';
 import { runtimeMessage } from '../runtime-message.ts';
-import { signatureOf, type ModelSignature } from '../signature.ts';
+import { signatureOf, type ModelFacts, type ModelSignature } from '../signature.ts';
 import { stagingKey } from './staging.ts';
+
+/**
+ * A model file no one has vetted yet, alone in a private folder: onnxruntime loads it from there, so
+ * a tensor whose data claims to live in a file beside the model can only name this folder, which
+ * holds nothing but the model itself (onnxruntime refuses absolute paths and paths that leave the
+ * model's folder). Nothing of ours (the function package, the repository, credentials in the working
+ * directory) is reachable, even should findExternalData miss something.
+ */
+export interface CandidateFile {
+  path: string;
+  bytes: number;
+  /** Removes the folder and everything in it. */
+  dispose(): Promise<void>;
+}
+
+/** A private folder for one candidate; `write` puts the model at its path. */
+export async function candidateFolder(): Promise<{ dir: string; path: string; dispose: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'ai-mass-candidate-'));
+  const modelDir = join(dir, 'model');
+  await mkdir(modelDir);
+  return { dir, path: join(modelDir, 'model.onnx'), dispose: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export async function candidateFromBytes(bytes: Uint8Array): Promise<CandidateFile> {
+  const folder = await candidateFolder();
+  try {
+    await writeFile(folder.path, bytes);
+  } catch (error) {
+    await folder.dispose();
+    throw error;
+  }
+  return { path: folder.path, bytes: bytes.length, dispose: folder.dispose };
+}
 
 /** The pre-optimized artifact of a model, on local disk until it is uploaded. */
 export interface StagedFile {
@@ -23,24 +58,33 @@ export interface StagedFile {
 /** What one onnxruntime session over a candidate model gave: its signature and its staged artifact. */
 export interface ExaminedModel {
   signature: ModelSignature;
+  /** The model file itself, for the upload to models/<m>/<v>/model.onnx. */
+  modelFile: string;
   staged: StagedFile;
-  /** Removes the staged file and its folder. */
+  /** Removes the candidate's folder: model file and staged artifact. */
   dispose(): Promise<void>;
 }
 
-/**
- * Session options for a model no one has vetted yet. onnxruntime gets the model as a buffer, so it
- * has no model path; a tensor with external data would then resolve against the process's working
- * directory (the function package, the repository locally). So external data may only come from a
- * folder made empty for this load (`model_external_initializers_file_folder_path`), which onnxruntime
- * also refuses to leave ("escapes model directory", absolute paths refused): should a location get
- * past findExternalData, it reads nothing of ours.
- */
-export function candidateSessionOptions(emptyFolder: string, extra: Record<string, string> = {}): InferenceSession.SessionOptions {
+export function factsOf(model: ModelProto): ModelFacts {
   return {
-    logSeverityLevel: 3,
-    extra: { session: { model_external_initializers_file_folder_path: emptyFolder, ...extra } },
-  } as InferenceSession.SessionOptions;
+    irVersion: int64ToNumber(model.irVersion),
+    opset: defaultOpsetVersion(model) ?? 0,
+    producer: { name: model.producerName ?? '', version: model.producerVersion ?? '' },
+  };
+}
+
+let collect: (() => void) | undefined;
+/**
+ * A full garbage collection, so the model bytes the checks read (dropped by then) are returned to
+ * the system before onnxruntime reads the model again: V8 does not see onnxruntime's native
+ * allocations, so without this it would keep them while the session doubles the model.
+ */
+export function releaseDroppedMemory(): void {
+  if (!collect) {
+    setFlagsFromString('--expose-gc');
+    collect = runInNewContext('gc') as () => void;
+  }
+  collect();
 }
 
 async function sha256OfFile(path: string): Promise<string> {
@@ -51,48 +95,48 @@ async function sha256OfFile(path: string): Promise<string> {
 
 /**
  * Loads a candidate model in onnxruntime once (a file onnxruntime cannot load is not a model we can
- * serve), and from that one session reads the signature and saves the staged artifact: optimizations
- * up to 'extended' only, since 'all' adds layout changes tuned to the CPU that ran it and the
- * registering function may run on another CPU model. The session is released before this returns;
- * the staged file stays on disk (never read whole into memory) until `dispose`.
+ * serve), and from that one session reads the signature and saves the staged artifact beside it:
+ * optimizations up to 'extended' only, since 'all' adds layout changes tuned to the CPU that ran
+ * it and the registering function may run on another CPU model. Weights are not pre-packed (a
+ * serving session packs its own; here it would only add a copy of the weights). The session is
+ * released before this returns; the staged file stays on disk, never read whole into memory.
  */
-export async function examineCandidate(bytes: Uint8Array, model: ModelProto, sha256: string): Promise<ExaminedModel> {
-  const dir = await mkdtemp(join(tmpdir(), 'ai-mass-candidate-'));
-  const dispose = () => rm(dir, { recursive: true, force: true });
+export async function examineCandidate(candidate: CandidateFile, facts: ModelFacts, sha256: string): Promise<ExaminedModel> {
+  const staged = join(candidate.path, '..', '..', 'staged.ort');
+  let session: InferenceSession;
   try {
-    const emptyFolder = join(dir, 'nothing-here');
-    await mkdir(emptyFolder);
-    const path = join(dir, 'staged.ort');
-    let session: InferenceSession;
-    try {
-      session = await ort.InferenceSession.create(bytes, {
-        ...candidateSessionOptions(emptyFolder, { save_model_format: 'ORT' }),
-        graphOptimizationLevel: 'extended',
-        optimizedModelFilePath: path,
-      });
-    } catch (cause) {
-      throw new BadRequestError(`onnxruntime cannot load the model: ${runtimeMessage(cause)}`, { cause });
-    }
-    let signature: ModelSignature;
-    try {
-      signature = signatureOf(session, model, sha256, bytes.length);
-    } finally {
-      await session.release();
-    }
-    const staged = { key: stagingKey(), path, sha256: await sha256OfFile(path), bytes: (await stat(path)).size };
-    return { signature, staged, dispose };
-  } catch (error) {
-    await dispose();
-    throw error;
+    session = await ort.InferenceSession.create(candidate.path, {
+      logSeverityLevel: 3,
+      graphOptimizationLevel: 'extended',
+      optimizedModelFilePath: staged,
+      extra: { session: { save_model_format: 'ORT', disable_prepacking: '1' } },
+    } as InferenceSession.SessionOptions);
+  } catch (cause) {
+    // Paths inside the candidate's folder are shown relative to it: the uploader's names, not our folders.
+    const message = runtimeMessage(cause).replaceAll(`${dirname(candidate.path)}/`, '');
+    throw new BadRequestError(`onnxruntime cannot load the model: ${message}`, { cause });
   }
+  let signature: ModelSignature;
+  try {
+    signature = signatureOf(session, facts, sha256, candidate.bytes);
+  } finally {
+    await session.release();
+  }
+  return {
+    signature,
+    modelFile: candidate.path,
+    staged: { key: stagingKey(), path: staged, sha256: await sha256OfFile(staged), bytes: (await stat(staged)).size },
+    dispose: candidate.dispose,
+  };
 }
 
 /** The staged artifact of a model, in memory (benchmarks, tools); registration keeps it on disk. */
 export async function stageArtifact(modelBytes: Uint8Array): Promise<Uint8Array> {
-  const examined = await examineCandidate(modelBytes, decodeModel(modelBytes), sha256Hex(modelBytes));
+  const candidate = await candidateFromBytes(modelBytes);
   try {
+    const examined = await examineCandidate(candidate, factsOf(decodeModel(modelBytes)), sha256Hex(modelBytes));
     return new Uint8Array(await readFile(examined.staged.path));
   } finally {
-    await examined.dispose();
+    await candidate.dispose();
   }
 }

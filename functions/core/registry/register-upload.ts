@@ -7,7 +7,7 @@ import { pushModel } from '../model-push.ts';
 import type { ModelStore } from '../model-store.ts';
 import { isCanonicalVersion, isValidName, shown, VERSION_RULE } from '../names.ts';
 import { runtimeMessage } from '../runtime-message.ts';
-import type { ExaminedModel } from './candidate-session.ts';
+import { candidateFolder, type ExaminedModel } from './candidate-session.ts';
 import { assertModelSize, DEFAULT_MAX_MODEL_BYTES, validateModel } from './validation.ts';
 
 /** An object that landed in the bucket, as an S3 or EventBridge event names it. */
@@ -100,14 +100,20 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
     if (error instanceof HttpError && error.expose) return reject(error.message);
     throw error;
   }
-  const downloaded = await store.download(object.key, { knownSize: head.ContentLength });
-  if (!downloaded) return { status: 'ignored', reason: `${object.key} no longer exists` };
-
-  // Examined before a version number is taken, so a refused upload uses none.
+  // Streamed to a private folder, never held in memory whole; examined there before a version
+  // number is taken, so a refused upload uses none.
+  const folder = await candidateFolder();
   let examined: ExaminedModel;
   try {
-    examined = await validateModel(downloaded.bytes, options.maxModelBytes ?? DEFAULT_MAX_MODEL_BYTES, { sha256: downloaded.sha256 });
+    const downloaded = await store.downloadToFile(object.key, folder.path);
+    if (!downloaded) {
+      await folder.dispose();
+      return { status: 'ignored', reason: `${object.key} no longer exists` };
+    }
+    const candidate = { path: folder.path, bytes: downloaded.bytes, dispose: folder.dispose };
+    examined = await validateModel(candidate, options.maxModelBytes ?? DEFAULT_MAX_MODEL_BYTES, { sha256: downloaded.sha256 });
   } catch (error) {
+    await folder.dispose();
     if (error instanceof HttpError && error.expose) return reject(error.message);
     // Anything else thrown while reading the model (a value no check foresaw) is still this upload's answer.
     return reject(`the model could not be examined: ${runtimeMessage(error)}`);
@@ -126,7 +132,6 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
       manifest = await pushModel(store, {
         name: model,
         version,
-        bytes: downloaded.bytes,
         examined,
         notes: decodeMetadata(head.Metadata?.notes ?? ''),
         tier: head.Metadata?.tier,

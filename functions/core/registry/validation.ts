@@ -1,8 +1,10 @@
+import { readFile } from 'node:fs/promises';
 import { BadRequestError, PayloadTooLargeError } from '../errors.ts';
 import { sha256Hex } from '../hash.ts';
 import { findExternalData } from '../onnx/external-data.ts';
 import { decodeModel, defaultOpsetVersion, int64ToNumber, OnnxFormatError } from '../onnx/model-proto.ts';
-import { examineCandidate, type ExaminedModel } from './candidate-session.ts';
+import type { ModelFacts } from '../signature.ts';
+import { candidateFromBytes, examineCandidate, factsOf, releaseDroppedMemory, type CandidateFile, type ExaminedModel } from './candidate-session.ts';
 
 /**
  * What the layer's onnxruntime (1.30) loads: IR versions up to 13 and ai.onnx opsets 7 to 26
@@ -37,18 +39,40 @@ export function assertNoExternalData(bytes: Uint8Array): void {
 }
 
 export interface ValidateOptions {
-  /** The file's sha256 when the caller has it already (a ranged download hashes as it reads). */
+  /** The file's sha256 when the caller has it already (a download hashes as it reads). */
   sha256?: string | undefined;
 }
 
 /**
  * Every check a model passes before it becomes a version: size, a guarded protobuf parse, weights
  * inside the file, IR and opset within what onnxruntime supports, and a real load in onnxruntime
- * (examineCandidate: the one session that also gives the signature and the staged artifact; the
- * caller disposes of the result).
+ * (examineCandidate: the one session that also gives the signature and the staged artifact).
+ * A CandidateFile is this call's to dispose of when it throws, the result's once it returns;
+ * bytes are written to a candidate folder of their own first.
  */
-export async function validateModel(bytes: Uint8Array, maxBytes = DEFAULT_MAX_MODEL_BYTES, options: ValidateOptions = {}): Promise<ExaminedModel> {
-  assertModelSize(bytes.length, maxBytes);
+export async function validateModel(input: Uint8Array | CandidateFile, maxBytes = DEFAULT_MAX_MODEL_BYTES, options: ValidateOptions = {}): Promise<ExaminedModel> {
+  const inMemory = input instanceof Uint8Array;
+  if (inMemory) assertModelSize(input.length, maxBytes);
+  const candidate = inMemory ? await candidateFromBytes(input) : input;
+  try {
+    assertModelSize(candidate.bytes, maxBytes);
+    const { facts, sha256 } = checkModelBytes(inMemory ? input : await readFile(candidate.path), options.sha256);
+    // The bytes read for the checks are garbage now: returned before onnxruntime reads the model again.
+    if (!inMemory) releaseDroppedMemory();
+    try {
+      return await examineCandidate(candidate, facts, sha256);
+    } catch (error) {
+      if (error instanceof BadRequestError) throw new ModelRejectedError(error.message, { cause: error });
+      throw error;
+    }
+  } catch (error) {
+    await candidate.dispose();
+    throw error;
+  }
+}
+
+/** The checks that read the file itself, before onnxruntime does; what the manifest needs of it. */
+function checkModelBytes(bytes: Uint8Array, knownSha256: string | undefined): { facts: ModelFacts; sha256: string } {
   let model;
   try {
     model = decodeModel(bytes);
@@ -66,10 +90,5 @@ export async function validateModel(bytes: Uint8Array, maxBytes = DEFAULT_MAX_MO
   if (opset < SUPPORTED_OPSETS.min || opset > SUPPORTED_OPSETS.max) {
     throw new ModelRejectedError(`opset ${opset} is not supported: onnxruntime here runs ai.onnx opsets ${SUPPORTED_OPSETS.min} to ${SUPPORTED_OPSETS.max}`);
   }
-  try {
-    return await examineCandidate(bytes, model, options.sha256 ?? sha256Hex(bytes));
-  } catch (error) {
-    if (error instanceof BadRequestError) throw new ModelRejectedError(error.message, { cause: error });
-    throw error;
-  }
+  return { facts: factsOf(model), sha256: knownSha256 ?? sha256Hex(bytes) };
 }
