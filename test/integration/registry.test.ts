@@ -27,6 +27,7 @@ import { sqsDispatch, startQuantization } from '../../functions/core/quantize/st
 import { createRegisterHandler } from '../../functions/register/app.ts';
 import { createRegistryHandler } from '../../functions/registry/app.ts';
 import { createRegisterFailureHandler } from '../../functions/register/failure-app.ts';
+import { graph as graphOf, model as modelOf, node as nodeOf, tensorFromInt64, valueInfo } from '../../functions/core/onnx/builder.ts';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { s3ObjectCreatedEvent } from '../../infra/local/triggers.ts';
 
@@ -506,5 +507,46 @@ describe('an upload whose registration failed every retry still gets an answer',
     const refused = await registerUpload(stack.store, await upload(refusedKey, 'not a model'));
     expect(await handler(record(refusedKey, 'x'))).toEqual([refused]);
     await stack.receiveEvents();
+  });
+});
+
+describe('a model the tier cannot hold is refused at registration, with the reason', () => {
+  const refusal = async (key: string, body: Uint8Array, servingMemoryMiB?: number) => {
+    await stack.store.putObjectBytes(key, body);
+    const outcome = await registerUpload(stack.store, { bucket: stack.store.bucket, key }, { servingMemoryMiB });
+    expect(outcome.status).toBe('rejected');
+    expect(await stack.store.listVersions(key.split('/')[1]!)).toEqual([]);
+    return outcome.status === 'rejected' ? outcome.reason : '';
+  };
+  const encoded = (nodes: ReturnType<typeof nodeOf>[], outputs: ReturnType<typeof valueInfo>[], initializers: Parameters<typeof graphOf>[0]['initializers'] = [], valueInfos: ReturnType<typeof valueInfo>[] = []) =>
+    encodeModel(modelOf({ graph: { ...graphOf({ name: 'g', nodes, inputs: [], outputs, initializers }), valueInfo: valueInfos }, opset: 17, irVersion: 8 }));
+
+  it('a ConstantOfShape of 100 GB from a constant shape (a file of a few hundred bytes)', async () => {
+    const body = encoded([nodeOf('ConstantOfShape', ['shape'], ['y'], {}, 'big')], [valueInfo('y', 'float32', ['a', 'b'])], [tensorFromInt64('shape', [2], [25, 1_000_000_000])]);
+    expect(await refusal('incoming/alloc-cos/m.onnx', body)).toBe(
+      'the output of node "big" (ConstantOfShape) in graph main declares 95367 MiB, more than the 2048 MiB of memory this deployment\'s tier serves with',
+    );
+  });
+
+  it('a sparse initializer whose dense shape is 4 TB', async () => {
+    const m = modelOf({ graph: graphOf({ name: 'g', nodes: [nodeOf('Identity', ['s'], ['y'])], inputs: [], outputs: [valueInfo('y', 'float32', ['a', 'b'])] }), opset: 17, irVersion: 8 });
+    m.graph!.sparseInitializer = [{ values: { name: 's', dataType: 1, dims: [1], floatData: [1] }, indices: { dataType: 7, dims: [1], int64Data: [0] }, dims: [1_000_000, 1_000_000] }];
+    expect(await refusal('incoming/alloc-sparse/m.onnx', encodeModel(m))).toBe(
+      'sparse initializer "s" in graph main declares 3814697 MiB, more than the 2048 MiB of memory this deployment\'s tier serves with',
+    );
+  });
+
+  it('a graph output of a static shape larger than memory', async () => {
+    const body = encoded([nodeOf('Identity', ['k'], ['y'])], [valueInfo('y', 'float32', [4])], [tensorFromInt64('k', [1], [1])], [valueInfo('huge', 'float32', [1_000_000, 1_000])]);
+    expect(await refusal('incoming/alloc-value/m.onnx', body, 1024)).toBe(
+      'value "huge" in graph main declares 3815 MiB, more than the 1024 MiB of memory this deployment\'s tier serves with',
+    );
+  });
+
+  it('a model file larger than the tier serves', async () => {
+    const mnist = new Uint8Array(await readFile('fixtures/models/mnist/model.onnx'));
+    expect(await refusal('incoming/too-big/m.onnx', mnist, 160)).toBe(
+      'model of 14 MiB is larger than this deployment\'s tier serves: at most 3 MiB with 160 MiB of memory (README "Tiers"); use a larger tier or a smaller model',
+    );
   });
 });

@@ -8,6 +8,7 @@ import type { ModelStore } from '../model-store.ts';
 import { isCanonicalVersion, isValidName, shown, VERSION_RULE } from '../names.ts';
 import { runtimeMessage } from '../runtime-message.ts';
 import { candidateFolder, type ExaminedModel } from './candidate-session.ts';
+import { DEFAULT_SERVING_MEMORY_MIB } from './capacity.ts';
 import { assertModelSize, DEFAULT_MAX_MODEL_BYTES, validateModel } from './validation.ts';
 
 /** An object that landed in the bucket, as an S3 or EventBridge event names it. */
@@ -34,6 +35,8 @@ export function rejectionKey(uploadKey: string): string {
 
 export interface RegisterUploadOptions {
   maxModelBytes?: number;
+  /** Memory of the function that serves the deployment's models (its tier); default DEFAULT_SERVING_MEMORY_MIB. */
+  servingMemoryMiB?: number | undefined;
   now?: () => Date;
 }
 
@@ -111,7 +114,10 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
       return { status: 'ignored', reason: `${object.key} no longer exists` };
     }
     const candidate = { path: folder.path, bytes: downloaded.bytes, dispose: folder.dispose };
-    examined = await validateModel(candidate, options.maxModelBytes ?? DEFAULT_MAX_MODEL_BYTES, { sha256: downloaded.sha256 });
+    examined = await validateModel(candidate, options.maxModelBytes ?? DEFAULT_MAX_MODEL_BYTES, {
+      sha256: downloaded.sha256,
+      servingMemoryMiB: options.servingMemoryMiB ?? DEFAULT_SERVING_MEMORY_MIB,
+    });
   } catch (error) {
     await folder.dispose();
     if (error instanceof HttpError && error.expose) return reject(error.message);

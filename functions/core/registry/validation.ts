@@ -4,6 +4,7 @@ import { sha256Hex } from '../hash.ts';
 import { findExternalData } from '../onnx/external-data.ts';
 import { decodeModel, defaultOpsetVersion, int64ToNumber, OnnxFormatError } from '../onnx/model-proto.ts';
 import type { ModelFacts } from '../signature.ts';
+import { assertFitsTier } from './capacity.ts';
 import { candidateFromBytes, examineCandidate, factsOf, releaseDroppedMemory, type CandidateFile, type ExaminedModel } from './candidate-session.ts';
 
 /**
@@ -41,6 +42,8 @@ export function assertNoExternalData(bytes: Uint8Array): void {
 export interface ValidateOptions {
   /** The file's sha256 when the caller has it already (a download hashes as it reads). */
   sha256?: string | undefined;
+  /** The memory of the function that will serve it (the deployment's tier): a model it cannot hold is refused (capacity.ts). */
+  servingMemoryMiB?: number | undefined;
 }
 
 /**
@@ -56,7 +59,7 @@ export async function validateModel(input: Uint8Array | CandidateFile, maxBytes 
   const candidate = inMemory ? await candidateFromBytes(input) : input;
   try {
     assertModelSize(candidate.bytes, maxBytes);
-    const { facts, sha256 } = checkModelBytes(inMemory ? input : await readFile(candidate.path), options.sha256);
+    const { facts, sha256 } = checkModelBytes(inMemory ? input : await readFile(candidate.path), options);
     // The bytes read for the checks are garbage now: returned before onnxruntime reads the model again.
     if (!inMemory) releaseDroppedMemory();
     try {
@@ -72,7 +75,7 @@ export async function validateModel(input: Uint8Array | CandidateFile, maxBytes 
 }
 
 /** The checks that read the file itself, before onnxruntime does; what the manifest needs of it. */
-function checkModelBytes(bytes: Uint8Array, knownSha256: string | undefined): { facts: ModelFacts; sha256: string } {
+function checkModelBytes(bytes: Uint8Array, options: ValidateOptions): { facts: ModelFacts; sha256: string } {
   let model;
   try {
     model = decodeModel(bytes);
@@ -90,5 +93,6 @@ function checkModelBytes(bytes: Uint8Array, knownSha256: string | undefined): { 
   if (opset < SUPPORTED_OPSETS.min || opset > SUPPORTED_OPSETS.max) {
     throw new ModelRejectedError(`opset ${opset} is not supported: onnxruntime here runs ai.onnx opsets ${SUPPORTED_OPSETS.min} to ${SUPPORTED_OPSETS.max}`);
   }
-  return { facts: factsOf(model), sha256: knownSha256 ?? sha256Hex(bytes) };
+  if (options.servingMemoryMiB !== undefined) assertFitsTier(model, bytes.length, options.servingMemoryMiB);
+  return { facts: factsOf(model), sha256: options.sha256 ?? sha256Hex(bytes) };
 }
