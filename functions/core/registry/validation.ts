@@ -59,7 +59,7 @@ export async function validateModel(input: Uint8Array | CandidateFile, maxBytes 
   const candidate = inMemory ? await candidateFromBytes(input) : input;
   try {
     assertModelSize(candidate.bytes, maxBytes);
-    const { facts, sha256 } = checkModelBytes(inMemory ? input : await readFile(candidate.path), options);
+    const { facts, sha256 } = inMemory ? checkModelBytes(input, options) : await checkModelFile(candidate.path, options);
     // The bytes read for the checks are garbage now: returned before onnxruntime reads the model again.
     if (!inMemory) releaseDroppedMemory();
     try {
@@ -72,6 +72,11 @@ export async function validateModel(input: Uint8Array | CandidateFile, maxBytes 
     await candidate.dispose();
     throw error;
   }
+}
+
+/** checkModelBytes on a file, read in a frame of its own so that nothing holds the bytes once it returns. */
+async function checkModelFile(path: string, options: ValidateOptions): Promise<{ facts: ModelFacts; sha256: string }> {
+  return checkModelBytes(await readFile(path), options);
 }
 
 /** The checks that read the file itself, before onnxruntime does; what the manifest needs of it. */
