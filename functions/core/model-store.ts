@@ -1,8 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -15,7 +13,7 @@ import { registeredVersions, uploadedVersions, type RegistryTable } from './regi
 import { sha256Hex } from './hash.ts';
 import type { LazyClient } from './lazy-clients.ts';
 import { PARSED_ONCE } from './zod-options.ts';
-import { ARTIFACT_FIRST_PARTS, downloadRanged, readStreamInto, totalFromContentRange, type Downloaded, type RangedPlan } from './ranged-download.ts';
+import { ARTIFACT_FIRST_PARTS, downloadRanged, PART_BYTES, PART_CONCURRENCY, readStreamInto, totalFromContentRange, type Downloaded, type RangedPlan } from './ranged-download.ts';
 
 export interface ModelStoreOptions {
   /** A client, or one made on first use (lazy-clients.ts: no SDK code runs until a request needs it). */
@@ -199,30 +197,53 @@ export class ModelStore {
   }
 
   /**
-   * An object streamed to a local file, hashed on the way: never held in memory whole (registration
+   * An object of known size written to a local file in ranged parts (PART_BYTES, PART_CONCURRENCY at
+   * a time), each written at its offset and hashed in order: never held in memory whole (registration
    * of a model near the size limit). Undefined when the object does not exist.
    */
-  async downloadToFile(key: string, path: string): Promise<{ sha256: string; bytes: number } | undefined> {
+  async downloadToFile(key: string, path: string, size: number): Promise<{ sha256: string; bytes: number } | undefined> {
     const { GetObjectCommand } = await s3Sdk();
-    let body: Readable;
+    const file = await open(path, 'w');
     try {
-      const out = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
-      body = out.Body as Readable;
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
+      const hash = createHash('sha256');
+      const parts = Math.ceil(size / PART_BYTES);
+      const done = new Map<number, Uint8Array>();
+      let hashed = 0;
+      let next = 0;
+      let missing = false;
+      const worker = async () => {
+        while (next < parts && !missing) {
+          const part = next++;
+          const start = part * PART_BYTES;
+          const length = Math.min(PART_BYTES, size - start);
+          let body: Readable;
+          try {
+            const res = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${start + length - 1}` }));
+            body = res.Body as Readable;
+          } catch (error) {
+            if (isNotFound(error)) {
+              missing = true;
+              return;
+            }
+            throw error;
+          }
+          const buffer = new Uint8Array(length);
+          const written = await readStreamInto(key, body, buffer, 0, length);
+          if (written !== length) throw new IntegrityError(`${key}: range ${start}-${start + length - 1} returned ${written} bytes`);
+          await file.write(buffer, 0, length, start);
+          done.set(part, buffer);
+          for (let b = done.get(hashed); b; b = done.get(hashed)) {
+            hash.update(b);
+            done.delete(hashed++);
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, Math.max(1, parts)) }, worker));
+      if (missing) return undefined;
+      return { sha256: hash.digest('hex'), bytes: size };
+    } finally {
+      await file.close();
     }
-    const hash = createHash('sha256');
-    let bytes = 0;
-    const count = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        hash.update(chunk);
-        bytes += chunk.length;
-        done(null, chunk);
-      },
-    });
-    await pipeline(body, count, createWriteStream(path));
-    return { sha256: hash.digest('hex'), bytes };
   }
 
   /** Writes a local file as an object, read as a stream (multipart beyond 8 MiB): the file is never held in memory whole. */

@@ -108,7 +108,7 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
   const folder = await candidateFolder();
   let examined: ExaminedModel;
   try {
-    const downloaded = await store.downloadToFile(object.key, folder.path);
+    const downloaded = await store.downloadToFile(object.key, folder.path, head.ContentLength ?? 0);
     if (!downloaded) {
       await folder.dispose();
       return { status: 'ignored', reason: `${object.key} no longer exists` };
