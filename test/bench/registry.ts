@@ -220,6 +220,7 @@ export async function runRegistryBench(): Promise<Record<string, unknown>> {
       cold_start: { mnist: mnistCold, 'silero-vad': sileroCold },
       cold_start_s3_like_network: shaped,
       register_runs_ms: registerMs.map((v) => round(v, 1)),
+      ...(await measureMemoryPeaks()),
     };
     await writeResults('registry', results);
     printTable('registry (bench/results/registry.json)', results);

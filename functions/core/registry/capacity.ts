@@ -17,9 +17,13 @@ import type { onnx as OnnxTypes } from 'onnx-proto';
 /** The tier the register function assumes when the deployment does not say (serverless.yml's default tier, standard). */
 export const DEFAULT_SERVING_MEMORY_MIB = 2048;
 /** Serving memory besides the model: Node, onnxruntime, the SDK clients (bench registry: serve_base_rss_mb). */
-export const SERVING_BASE_MIB = 150;
-/** Peak serving memory per byte of model, from a fresh process loading it (bench registry: serve_peak_rss_ratio). */
-export const SERVING_MODEL_FACTOR = 3;
+export const SERVING_BASE_MIB = 125;
+/**
+ * Peak serving memory per byte of model above that base, from a fresh process loading it as the
+ * inference function does (bench registry: memory.*.serve_peak_rss_mb): the downloaded artifact,
+ * the session's packed weights and onnxruntime's working memory. The larger of the measured models.
+ */
+export const SERVING_MODEL_FACTOR = 4.3;
 
 const MIB = 1024 * 1024;
 
