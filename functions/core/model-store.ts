@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -10,7 +9,7 @@ import { modelManifestSchema, type ModelManifest } from './manifest.ts';
 import { assertValidName, assertValidVersion, compareVersions, isCanonicalVersion } from './names.ts';
 import type { ModelEventPublisher } from './registry/events.ts';
 import { registeredVersions, uploadedVersions, type RegistryTable } from './registry/registry-table.ts';
-import { sha256Hex } from './hash.ts';
+import { sha256Hex, sha256OfFile } from './hash.ts';
 import type { LazyClient } from './lazy-clients.ts';
 import { PARSED_ONCE } from './zod-options.ts';
 import { ARTIFACT_FIRST_PARTS, downloadRanged, PART_BYTES, PART_CONCURRENCY, readStreamInto, totalFromContentRange, type Downloaded, type RangedPlan } from './ranged-download.ts';
@@ -198,23 +197,21 @@ export class ModelStore {
 
   /**
    * An object of known size written to a local file in ranged parts (PART_BYTES, PART_CONCURRENCY at
-   * a time), each written at its offset and hashed in order: never held in memory whole (registration
-   * of a model near the size limit). Undefined when the object does not exist.
+   * a time), each through its connection's one reused buffer, then hashed from the file: a few parts
+   * in memory and no garbage, however large the model (registration near the size limit).
+   * Undefined when the object does not exist.
    */
   async downloadToFile(key: string, path: string, size: number): Promise<{ sha256: string; bytes: number } | undefined> {
     const { GetObjectCommand } = await s3Sdk();
     const file = await open(path, 'w');
+    let missing = false;
     try {
-      const hash = createHash('sha256');
       const parts = Math.ceil(size / PART_BYTES);
-      const done = new Map<number, Uint8Array>();
-      let hashed = 0;
       let next = 0;
-      let missing = false;
       const worker = async () => {
+        const buffer = new Uint8Array(Math.min(PART_BYTES, size));
         while (next < parts && !missing) {
-          const part = next++;
-          const start = part * PART_BYTES;
+          const start = next++ * PART_BYTES;
           const length = Math.min(PART_BYTES, size - start);
           let body: Readable;
           try {
@@ -227,23 +224,16 @@ export class ModelStore {
             }
             throw error;
           }
-          const buffer = new Uint8Array(length);
           const written = await readStreamInto(key, body, buffer, 0, length);
           if (written !== length) throw new IntegrityError(`${key}: range ${start}-${start + length - 1} returned ${written} bytes`);
           await file.write(buffer, 0, length, start);
-          done.set(part, buffer);
-          for (let b = done.get(hashed); b; b = done.get(hashed)) {
-            hash.update(b);
-            done.delete(hashed++);
-          }
         }
       };
       await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, Math.max(1, parts)) }, worker));
-      if (missing) return undefined;
-      return { sha256: hash.digest('hex'), bytes: size };
     } finally {
       await file.close();
     }
+    return missing ? undefined : { sha256: await sha256OfFile(path), bytes: size };
   }
 
   /** Writes a local file as an object, read as a stream (multipart beyond 8 MiB): the file is never held in memory whole. */

@@ -25,9 +25,10 @@ const store = new ModelStore({
   registry: new RegistryTable(createDynamoClient({ endpoint: env('MEMORY_PEAK_DYNAMO_ENDPOINT') }), env('MEMORY_PEAK_TABLE')),
 });
 const started = performance.now();
+const servingMemoryMiB = process.env.MEMORY_PEAK_SERVING_MB ? Number(process.env.MEMORY_PEAK_SERVING_MB) : undefined;
 let detail: Record<string, unknown>;
 if (process.argv[2] === 'register') {
-  const outcome = await registerUpload(store, { bucket: store.bucket, key: env('MEMORY_PEAK_KEY') }, { maxModelBytes: Number(env('MEMORY_PEAK_MAX_BYTES')) });
+  const outcome = await registerUpload(store, { bucket: store.bucket, key: env('MEMORY_PEAK_KEY') }, { maxModelBytes: Number(env('MEMORY_PEAK_MAX_BYTES')), servingMemoryMiB });
   detail = outcome.status === 'registered' ? { status: outcome.status, version: outcome.manifest.version, bytes: outcome.manifest.bytes } : { ...outcome };
 } else {
   const manifest = await store.getManifest(env('MEMORY_PEAK_MODEL'), '1');

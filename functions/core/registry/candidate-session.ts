@@ -1,12 +1,10 @@
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { BadRequestError } from '../errors.ts';
-import { sha256Hex } from '../hash.ts';
+import { sha256Hex, sha256OfFile } from '../hash.ts';
 import { decodeModel, defaultOpsetVersion, int64ToNumber, type ModelProto } from '../onnx/model-proto.ts';
 import ort, { type InferenceSession } from '../ort.ts';
 import { runtimeMessage } from '../runtime-message.ts';
@@ -85,12 +83,6 @@ export function releaseDroppedMemory(): void {
     collect = runInNewContext('gc') as () => void;
   }
   collect();
-}
-
-async function sha256OfFile(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /**
