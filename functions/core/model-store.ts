@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { IntegrityError, NotFoundError } from './errors.ts';
 import { keys } from './keys.ts';
+import { releaseDroppedMemory } from './memory.ts';
 import { modelManifestSchema, type ModelManifest } from './manifest.ts';
 import { assertValidName, assertValidVersion, compareVersions, isCanonicalVersion } from './names.ts';
 import type { ModelEventPublisher } from './registry/events.ts';
@@ -236,15 +237,28 @@ export class ModelStore {
     return missing ? undefined : { sha256: await sha256OfFile(path), bytes: size };
   }
 
-  /** Writes a local file as an object, read as a stream (multipart beyond 8 MiB): the file is never held in memory whole. */
+  /**
+   * Writes a local file as an object, read as a stream (multipart beyond 8 MiB): the file is never
+   * held in memory whole, and the parts already sent are collected as it goes (memory.ts), so a
+   * large model's upload does not pile them up.
+   */
   async putObjectFile(key: string, path: string, contentType = 'application/octet-stream'): Promise<string> {
     const { Upload } = await s3Sdk();
-    const out = await new Upload({
+    const upload = new Upload({
       client: await this.client(),
       params: { Bucket: this.bucket, Key: key, Body: createReadStream(path), ContentType: contentType },
       partSize: 8 * 1024 * 1024,
       queueSize: 4,
-    }).done();
+    });
+    let sinceCollection = 0;
+    upload.on('httpUploadProgress', (progress) => {
+      sinceCollection += progress.part ? 8 * 1024 * 1024 : 0;
+      if (sinceCollection >= 64 * 1024 * 1024) {
+        sinceCollection = 0;
+        releaseDroppedMemory();
+      }
+    });
+    const out = await upload.done();
     return (out.ETag ?? '').replace(/"/g, '');
   }
 

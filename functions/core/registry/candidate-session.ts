@@ -1,8 +1,6 @@
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { BadRequestError } from '../errors.ts';
 import { sha256Hex, sha256OfFile } from '../hash.ts';
 import { decodeModel, defaultOpsetVersion, int64ToNumber, type ModelProto } from '../onnx/model-proto.ts';
@@ -69,20 +67,6 @@ export function factsOf(model: ModelProto): ModelFacts {
     opset: defaultOpsetVersion(model) ?? 0,
     producer: { name: model.producerName ?? '', version: model.producerVersion ?? '' },
   };
-}
-
-let collect: (() => void) | undefined;
-/**
- * A full garbage collection, so the model bytes the checks read (dropped by then) are returned to
- * the system before onnxruntime reads the model again: V8 does not see onnxruntime's native
- * allocations, so without this it would keep them while the session doubles the model.
- */
-export function releaseDroppedMemory(): void {
-  if (!collect) {
-    setFlagsFromString('--expose-gc');
-    collect = runInNewContext('gc') as () => void;
-  }
-  collect();
 }
 
 /**

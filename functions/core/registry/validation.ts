@@ -5,7 +5,8 @@ import { findExternalData } from '../onnx/external-data.ts';
 import { decodeModel, defaultOpsetVersion, int64ToNumber, OnnxFormatError } from '../onnx/model-proto.ts';
 import type { ModelFacts } from '../signature.ts';
 import { assertFitsTier } from './capacity.ts';
-import { candidateFromBytes, examineCandidate, factsOf, releaseDroppedMemory, type CandidateFile, type ExaminedModel } from './candidate-session.ts';
+import { releaseDroppedMemory } from '../memory.ts';
+import { candidateFromBytes, examineCandidate, factsOf, type CandidateFile, type ExaminedModel } from './candidate-session.ts';
 
 /**
  * What the layer's onnxruntime (1.30) loads: IR versions up to 13 and ai.onnx opsets 7 to 26
