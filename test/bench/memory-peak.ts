@@ -3,8 +3,10 @@
  * `register` registers the upload at MEMORY_PEAK_KEY (registerUpload, as the register function
  * runs it); `serve` loads MEMORY_PEAK_MODEL version 1 as the inference function does (ModelSessions,
  * staged artifact, warm-up). Prints `RESULT {...}` with the resident set after imports (`baseRssBytes`)
- * and the process's peak (`peakRssBytes`, getrusage's maxrss).
+ * and the process's peak (`peakRssBytes`: VmHWM, the high-water mark of this process's own memory;
+ * getrusage's maxrss would start from the spawning process's, which Linux carries across exec).
  */
+import { readFileSync } from 'node:fs';
 import { createDynamoClient, createS3Client } from '../../functions/core/clients.ts';
 import { ModelSessions } from '../../functions/core/model-sessions.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
@@ -36,5 +38,6 @@ if (process.argv[2] === 'register') {
   detail = { status: 'served', artifact: loaded.artifact, bytes: manifest.bytes };
 }
 const ms = performance.now() - started;
-console.log(`RESULT ${JSON.stringify({ ...detail, ms, baseRssBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024 })}`);
+const highWaterKiB = Number(/^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]);
+console.log(`RESULT ${JSON.stringify({ ...detail, ms, baseRssBytes, peakRssBytes: highWaterKiB * 1024 })}`);
 process.exit(0);
