@@ -545,8 +545,8 @@ describe('a model the tier cannot hold is refused at registration, with the reas
 
   it('a model file larger than the tier serves', async () => {
     const mnist = new Uint8Array(await readFile('fixtures/models/mnist/model.onnx'));
-    expect(await refusal('incoming/too-big/m.onnx', mnist, 160)).toBe(
-      'model of 14 MiB is larger than this deployment\'s tier serves: at most 8 MiB with 160 MiB of memory (README "Tiers"); use a larger tier or a smaller model',
+    expect(await refusal('incoming/too-big/m.onnx', mnist, 150)).toBe(
+      'model of 14 MiB is larger than this deployment\'s tier serves: at most 10 MiB with 150 MiB of memory (README "Tiers"); use a larger tier or a smaller model',
     );
   });
 });

@@ -3,9 +3,9 @@ import { largestServableModelBytes } from '../../functions/core/registry/capacit
 
 describe('the largest model each tier serves (README "Tiers")', () => {
   it.each([
-    [1024, 195],
-    [2048, 418],
-    [4096, 863],
+    [1024, 374],
+    [2048, 801],
+    [4096, 1654],
   ])('%i MiB of memory: %i MiB', (memoryMiB, largestMiB) => {
     expect(Math.floor(largestServableModelBytes(memoryMiB) / 2 ** 20)).toBe(largestMiB);
   });

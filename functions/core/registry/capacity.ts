@@ -23,7 +23,7 @@ export const SERVING_BASE_MIB = 125;
  * inference function does (bench registry: memory.*.serve_peak_rss_mb): the downloaded artifact,
  * the session's packed weights and onnxruntime's working memory. The larger of the measured models.
  */
-export const SERVING_MODEL_FACTOR = 4.6;
+export const SERVING_MODEL_FACTOR = 2.4;
 
 const MIB = 1024 * 1024;
 
