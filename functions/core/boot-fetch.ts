@@ -9,7 +9,7 @@ import { keys } from './keys.ts';
 import { isValidName } from './names.ts';
 import { IntegrityError } from './errors.ts';
 import { ARTIFACT_FIRST_PARTS, downloadRanged, totalFromContentRange, type Downloaded, type RangeReader, type RangeResponse } from './ranged-download.ts';
-import { recordsOfModel, registeredVersions, type AliasRecord } from './registry/registry-table.ts';
+import { recordsOfModel, registeredVersions, uploadedVersions, type AliasRecord } from './registry/registry-table.ts';
 import { DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
 
 /**
@@ -46,6 +46,8 @@ export interface BootFetchEnv {
 export interface BootRegistryRead {
   /** Registered versions, lowest first, and the aliases by name: what the service's alias cache holds. */
   versions: string[];
+  /** The versions a user uploaded (registry-table.ts uploadedVersions): the default route without a default alias. */
+  uploaded: string[];
   aliases: Map<string, AliasRecord>;
   /** The version the pre-warm loads (and whose files were fetched). */
   version: string;
@@ -260,11 +262,12 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
         if (!items) return undefined;
         const records = recordsOfModel(items);
         const versions = registeredVersions(records.versions);
+        const uploaded = uploadedVersions(records.versions);
         const aliases = new Map(records.aliases.map((a) => [a.alias, a]));
-        const version = defaultVersion(versions, aliases, env.DEFAULT_ALIAS ?? DEFAULT_ALIAS);
+        const version = defaultVersion(uploaded, aliases, env.DEFAULT_ALIAS ?? DEFAULT_ALIAS);
         if (!version) return undefined;
         fetchVersion(preload.name, version, false); // started before this read resolves
-        return { versions, aliases, version, at: Date.now() };
+        return { versions, uploaded, aliases, version, at: Date.now() };
       } finally {
         wrote();
       }

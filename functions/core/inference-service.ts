@@ -6,7 +6,7 @@ import { runtimeMessage } from './runtime-message.ts';
 import { classCountOf, classify, metadataLabels, modelBatches, tritonModelConfig, type TritonModelConfig } from './triton-extensions.ts';
 import type { BootRegistryRead } from './boot-fetch.ts';
 import type { ModelStore } from './model-store.ts';
-import { assertValidName } from './names.ts';
+import { assertValidName, assertVersionOrAlias } from './names.ts';
 import type { AliasRecord } from './registry/registry-table.ts';
 import { chooseRoute, DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
 import { DATATYPES, v2DatatypeOf } from './v2/datatypes.ts';
@@ -21,6 +21,8 @@ export const DEFAULT_ALIAS_TTL_MS = 5_000;
 
 interface ModelState {
   versions: string[];
+  /** The versions a user uploaded: where a request without a version goes when there is no default alias. */
+  uploaded: string[];
   aliases: Map<string, AliasRecord>;
   at: number;
 }
@@ -135,7 +137,7 @@ export class InferenceService {
     this.bootReads.delete(name);
     const booted = await read?.catch(() => undefined);
     if (!booted || this.states.has(name)) return undefined;
-    this.states.set(name, { versions: booted.versions, aliases: booted.aliases, at: booted.at });
+    this.states.set(name, { versions: booted.versions, uploaded: booted.uploaded, aliases: booted.aliases, at: booted.at });
     return booted.version;
   }
 
@@ -147,7 +149,7 @@ export class InferenceService {
    */
   async resolveVersion(name: string, versionOrAlias?: string, stickyKey?: string): Promise<string> {
     assertValidName(name, 'model name');
-    if (versionOrAlias !== undefined) assertValidName(versionOrAlias, 'version');
+    if (versionOrAlias !== undefined) assertVersionOrAlias(versionOrAlias);
     let state = await this.modelState(name);
     if (versionOrAlias !== undefined && !state.versions.includes(versionOrAlias) && !state.aliases.has(versionOrAlias)) {
       state = await this.modelState(name, true); // registered since the last look?
@@ -159,7 +161,7 @@ export class InferenceService {
       if (state.versions.length === 0) throw new NotFoundError(`unknown model '${name}'`);
       throw new NotFoundError(`model '${name}' has no version '${versionOrAlias}'`);
     }
-    const version = defaultVersion(state.versions, state.aliases, this.options.defaultAlias ?? DEFAULT_ALIAS, stickyKey);
+    const version = defaultVersion(state.uploaded, state.aliases, this.options.defaultAlias ?? DEFAULT_ALIAS, stickyKey);
     if (!version) throw new NotFoundError(`unknown model '${name}'`);
     return version;
   }
@@ -181,7 +183,7 @@ export class InferenceService {
     if (!cached && !prefetch) void this.modelState(name).catch(() => undefined);
     if (prefetch) this.options.sessions.prefetch(name, segment); // an alias segment only costs a 404
     try {
-      return await this.options.store.getManifest(name, segment);
+      return await this.options.store.getManifest(name, segment, { listedAsRegistered: cached?.versions.includes(segment) ?? false });
     } catch (error) {
       if (error instanceof NotFoundError) return undefined; // an alias, or nothing: resolveVersion says which
       throw error;
@@ -214,9 +216,9 @@ export class InferenceService {
 
   private readState(name: string, at: number): Promise<ModelState> {
     const registry = this.options.store.registry;
-    const read = Promise.all([this.options.store.listVersions(name), registry ? registry.listAliases(name) : Promise.resolve([])])
-      .then(([versions, aliases]) => {
-        const state = { versions, aliases: new Map(aliases.map((a) => [a.alias, a])), at };
+    const read = Promise.all([this.options.store.listRoutableVersions(name), registry ? registry.listAliases(name) : Promise.resolve([])])
+      .then(([{ versions, uploaded }, aliases]) => {
+        const state = { versions, uploaded, aliases: new Map(aliases.map((a) => [a.alias, a])), at };
         if ((this.states.get(name)?.at ?? -Infinity) <= at) this.states.set(name, state); // never over a newer read
         return state;
       })
@@ -236,7 +238,7 @@ export class InferenceService {
     if (loaded) return loaded.manifest;
     if (prefetch && resolved !== version) this.options.sessions.prefetch(name, resolved);
     try {
-      return await this.options.store.getManifest(name, resolved);
+      return await this.options.store.getManifest(name, resolved, { listedAsRegistered: true }); // resolveVersion answered from the registry's versions or routes
     } catch (error) {
       if (error instanceof NotFoundError && version === undefined) throw new NotFoundError(`unknown model '${name}'`);
       throw error;
@@ -352,10 +354,16 @@ export class InferenceService {
  * where onnxruntime's own input checks say the input contradicts the model (then 400).
  */
 const INPUT_REFUSALS = /Got invalid dimensions for input|Invalid rank for input|Unexpected input data type|input with name: '.*' is not expected|Missing Input:/;
+/**
+ * Answers that this input gives and V2 cannot carry through the mapping of non-tensor outputs
+ * (onnx/non-tensor.ts): an optional output left empty, a sequence that is empty or ragged where it is
+ * stacked into one tensor. The model ran as designed; the request is what the README documents as a 400.
+ */
+const UNCARRIED_ANSWERS = /OptionalGetElement on an optional type OrtValue which contains no data|running ConcatFromSequence node/;
 
 export function runtimeFailure(model: Pick<LoadedModel, 'name' | 'version'>, error: unknown): Error {
   const message = runtimeMessage(error);
-  if (INPUT_REFUSALS.test(message)) {
+  if (INPUT_REFUSALS.test(message) || UNCARRIED_ANSWERS.test(message)) {
     return new BadRequestError(`model '${model.name}' version '${model.version}' rejected the input: ${message}`, { cause: error });
   }
   return new InferenceRuntimeError(model.name, model.version, `model '${model.name}' version '${model.version}' failed while running: ${message}`, { cause: error });

@@ -2,17 +2,18 @@ import { ConflictError, NotFoundError } from './errors.ts';
 import { keys } from './keys.ts';
 import type { Lineage, ModelManifest, WarmupTensor } from './manifest.ts';
 import type { ModelStore } from './model-store.ts';
-import { assertValidName } from './names.ts';
+import { assertValidName, assertValidVersion, isCanonicalVersion } from './names.ts';
+import type { ModelSignature } from './signature.ts';
 import type { VersionRecord } from './registry/registry-table.ts';
-import { stageArtifact, stagingKey } from './registry/staging.ts';
+import type { ExaminedModel } from './registry/candidate-session.ts';
 import { DEFAULT_MAX_MODEL_BYTES, validateModel } from './registry/validation.ts';
-import { sha256Hex } from './hash.ts';
 
 export interface PushModelInput {
   name: string;
   /** Defaults to the next number from the registry's counter. */
   version?: string | undefined;
-  bytes: Uint8Array;
+  /** The model file; may be left out when `examined` is given (its file is uploaded then). */
+  bytes?: Uint8Array | undefined;
   notes?: string | undefined;
   tier?: string | undefined;
   warmup?: WarmupTensor[] | undefined;
@@ -21,6 +22,8 @@ export interface PushModelInput {
   /** The upload it came from (bucket/key@etag), for the version record. */
   source?: string | undefined;
   maxBytes?: number | undefined;
+  /** The result of validateModel on these bytes, when the caller validated them already (it disposes of it). */
+  examined?: ExaminedModel | undefined;
   now?: () => Date;
 }
 
@@ -33,15 +36,22 @@ export interface PushModelInput {
  */
 export async function pushModel(store: ModelStore, input: PushModelInput): Promise<ModelManifest> {
   const name = assertValidName(input.name, 'model name');
-  // What is stored and served is the admitted graph: the upload, or its non-tensor boundaries mapped.
-  const { bytes, signature } = await validateModel(input.bytes, input.maxBytes ?? DEFAULT_MAX_MODEL_BYTES);
-  const version = input.version !== undefined ? assertValidName(input.version, 'version') : await nextVersion(store, name);
-  if (input.version !== undefined && store.registry && /^\d+$/.test(version)) await store.registry.reserveVersion(name, Number(version));
+  if (input.version !== undefined) assertValidVersion(input.version);
+  if (!input.examined && !input.bytes) throw new Error('pushModel needs the model: bytes, or an examined model');
+  const examined = input.examined ?? (await validateModel(input.bytes!, input.maxBytes ?? DEFAULT_MAX_MODEL_BYTES));
+  try {
+    return await pushExamined(store, name, input, examined);
+  } finally {
+    if (!input.examined) await examined.dispose();
+  }
+}
 
-  const existing = await store.getManifest(name, version).catch((error: unknown) => {
-    if (error instanceof NotFoundError) return undefined;
-    throw error;
-  });
+async function pushExamined(store: ModelStore, name: string, input: PushModelInput, examined: ExaminedModel): Promise<ModelManifest> {
+  const { signature, staged } = examined;
+  const version = input.version ?? (await nextVersion(store, name));
+  if (input.version !== undefined) await store.registry?.reserveVersion(name, Number(version));
+
+  const existing = await store.readManifestObject(name, version);
   if (existing) {
     if (existing.sha256 === signature.sha256) {
       // The same file again (a retry after a crash part-way, or a repeated push): make sure the
@@ -52,8 +62,7 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     throw new ConflictError(`model '${name}' already has a version '${version}' with different content; versions are immutable`);
   }
 
-  const staged = await stageUnlessUnsupported(bytes);
-  const key = stagingKey();
+  const warmup = input.warmup ?? (input.lineage ? await inheritedWarmup(store, name, input.lineage.sourceVersion, signature) : undefined);
   const manifest: ModelManifest = {
     name,
     version,
@@ -63,12 +72,13 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
     lineage: input.lineage ?? null,
     notes: input.notes ?? '',
     created: (input.now ?? (() => new Date()))().toISOString(),
-    staged: staged ? { [key]: { sha256: sha256Hex(staged), bytes: staged.length } } : {},
-    ...(input.warmup ? { warmup: input.warmup } : {}),
+    staged: staged ? { [staged.key]: { sha256: staged.sha256, bytes: staged.bytes } } : {},
+    ...(warmup ? { warmup } : {}),
   };
+  // The candidate's file, not the caller's bytes: it is the served graph (non-tensor boundaries mapped).
   await Promise.all([
-    store.putObjectBytes(keys.modelFile(name, version), bytes),
-    ...(staged ? [store.putObjectBytes(keys.staged(name, version, key), staged)] : []),
+    store.putObjectFile(keys.modelFile(name, version), examined.modelFile),
+    ...(staged ? [store.putObjectFile(keys.staged(name, version, staged.key), staged.path)] : []),
   ]);
   await store.putManifest(manifest);
   await store.registry?.putVersion(versionRecord(manifest, input.source));
@@ -84,17 +94,18 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
 }
 
 /**
- * onnxruntime runs graphs with optional values but cannot save them in its ORT format ("We do not
- * support type [9] for now"): such a version has no staged artifact and is served from model.onnx,
- * as on a server whose staging key differs. Any other staging failure fails the registration.
+ * A variant (quantized, fine-tuned...) has the inputs of its source, so the source's warm-up request
+ * fits it too: without it, the variant's first session would warm up on zeros, which some models refuse.
  */
-async function stageUnlessUnsupported(bytes: Uint8Array): Promise<Uint8Array | undefined> {
-  try {
-    return await stageArtifact(bytes);
-  } catch (error) {
-    if (error instanceof Error && /^We do not support type \[\d+\] for now/.test(error.message)) return undefined;
+async function inheritedWarmup(store: ModelStore, name: string, sourceVersion: string, variant: ModelSignature): Promise<WarmupTensor[] | undefined> {
+  const source = await store.getManifest(name, sourceVersion).catch((error: unknown) => {
+    if (error instanceof NotFoundError) return undefined;
     throw error;
-  }
+  });
+  const warmup = source?.warmup;
+  // Only when every tensor still fits: a variant that changed an input's type (fp16 inputs) warms up on zeros.
+  const fits = warmup?.every((t) => variant.inputs.some((i) => i.name === t.name && i.datatype === t.datatype));
+  return fits ? warmup : undefined;
 }
 
 function versionRecord(manifest: ModelManifest, source: string | undefined): VersionRecord {
@@ -114,5 +125,5 @@ function versionRecord(manifest: ModelManifest, source: string | undefined): Ver
 async function nextVersion(store: ModelStore, name: string): Promise<string> {
   if (store.registry) return store.registry.allocateVersion(name);
   const versions = await store.listVersions(name);
-  return String(versions.reduce((max, v) => (/^\d+$/.test(v) ? Math.max(max, Number(v)) : max), 0) + 1);
+  return String(versions.filter(isCanonicalVersion).reduce((max, v) => Math.max(max, Number(v)), 0) + 1);
 }

@@ -1,17 +1,19 @@
-import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { IntegrityError, NotFoundError } from './errors.ts';
 import { keys } from './keys.ts';
+import { releaseDroppedMemory } from './memory.ts';
 import { modelManifestSchema, type ModelManifest } from './manifest.ts';
-import { assertValidName, compareVersions } from './names.ts';
+import { assertValidName, assertValidVersion, compareVersions, isCanonicalVersion } from './names.ts';
 import type { ModelEventPublisher } from './registry/events.ts';
-import { registeredVersions, type RegistryTable } from './registry/registry-table.ts';
-import { sha256Hex } from './hash.ts';
+import { registeredVersions, uploadedVersions, type RegistryTable } from './registry/registry-table.ts';
+import { sha256Hex, sha256OfFile } from './hash.ts';
 import type { LazyClient } from './lazy-clients.ts';
 import { PARSED_ONCE } from './zod-options.ts';
-import { ARTIFACT_FIRST_PARTS, downloadRanged, readStreamInto, totalFromContentRange, type Downloaded, type RangedPlan } from './ranged-download.ts';
+import { ARTIFACT_FIRST_PARTS, downloadRanged, PART_BYTES, PART_CONCURRENCY, readStreamInto, totalFromContentRange, type Downloaded, type RangedPlan } from './ranged-download.ts';
 
 export interface ModelStoreOptions {
   /** A client, or one made on first use (lazy-clients.ts: no SDK code runs until a request needs it). */
@@ -106,7 +108,21 @@ export class ModelStore {
       return registeredVersions(await this.registry.listVersions(model));
     }
     const versions = await this.listPrefixes(keys.modelPrefix(model));
-    return versions.sort(compareVersions);
+    return versions.filter(isCanonicalVersion).sort(compareVersions);
+  }
+
+  /**
+   * Registered versions of one model, lowest first, with those a user uploaded (no lineage): what
+   * routing needs from one registry read. Without a registry, versions come from the bucket and all count as uploaded.
+   */
+  async listRoutableVersions(model: string): Promise<{ versions: string[]; uploaded: string[] }> {
+    assertValidName(model, 'model name');
+    if (!this.registry) {
+      const versions = await this.listVersions(model);
+      return { versions, uploaded: versions };
+    }
+    const records = await this.registry.listVersions(model);
+    return { versions: registeredVersions(records), uploaded: uploadedVersions(records) };
   }
 
   private async listPrefixes(prefix: string): Promise<string[]> {
@@ -126,11 +142,30 @@ export class ModelStore {
     return names;
   }
 
-  async getManifest(model: string, version: string): Promise<ModelManifest> {
+  /**
+   * The manifest of a registered version. With a registry, a manifest is only an answer when the
+   * registry records the version as registered (read alongside, not after): files under
+   * models/<m>/<v>/ that no registration finished, or that someone put there, are never served.
+   * Anything that is not a canonical version number (an alias, `01`) has no manifest: 404.
+   * `listedAsRegistered`: the caller holds a registry read that lists this version as registered
+   * (the serving path's cached versions), so the record is not read again.
+   */
+  async getManifest(model: string, version: string, { listedAsRegistered = false } = {}): Promise<ModelManifest> {
     assertValidName(model, 'model name');
-    assertValidName(version, 'version');
+    const missing = () => new NotFoundError(`model '${model}' has no version '${version.length > 80 ? `${version.slice(0, 80)}...` : version}'`);
+    if (!isCanonicalVersion(version)) throw missing();
+    const checkRecord = this.registry && !listedAsRegistered;
+    const [manifest, record] = await Promise.all([this.readManifestObject(model, version), checkRecord ? this.registry!.getVersion(model, version) : undefined]);
+    if (!manifest || (checkRecord && record?.status !== 'registered')) throw missing();
+    return manifest;
+  }
+
+  /** The manifest object as stored, registered or not (registration's own retry check); undefined when absent. */
+  async readManifestObject(model: string, version: string): Promise<ModelManifest | undefined> {
+    assertValidName(model, 'model name');
+    assertValidVersion(version);
     const bytes = await this.getObjectBytes(keys.manifest(model, version));
-    if (!bytes) throw new NotFoundError(`model '${model}' has no version '${version}'`);
+    if (!bytes) return undefined;
     return modelManifestSchema.parse(JSON.parse(Buffer.from(bytes).toString('utf8')), PARSED_ONCE);
   }
 
@@ -158,6 +193,72 @@ export class ModelStore {
       partSize: 8 * 1024 * 1024,
       queueSize: 4,
     }).done();
+    return (out.ETag ?? '').replace(/"/g, '');
+  }
+
+  /**
+   * An object of known size written to a local file in ranged parts (PART_BYTES, PART_CONCURRENCY at
+   * a time), each through its connection's one reused buffer, then hashed from the file: a few parts
+   * in memory and no garbage, however large the model (registration near the size limit).
+   * Undefined when the object does not exist.
+   */
+  async downloadToFile(key: string, path: string, size: number): Promise<{ sha256: string; bytes: number } | undefined> {
+    const { GetObjectCommand } = await s3Sdk();
+    const file = await open(path, 'w');
+    let missing = false;
+    try {
+      const parts = Math.ceil(size / PART_BYTES);
+      let next = 0;
+      const worker = async () => {
+        const buffer = new Uint8Array(Math.min(PART_BYTES, size));
+        while (next < parts && !missing) {
+          const start = next++ * PART_BYTES;
+          const length = Math.min(PART_BYTES, size - start);
+          let body: Readable;
+          try {
+            const res = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${start + length - 1}` }));
+            body = res.Body as Readable;
+          } catch (error) {
+            if (isNotFound(error)) {
+              missing = true;
+              return;
+            }
+            throw error;
+          }
+          const written = await readStreamInto(key, body, buffer, 0, length);
+          if (written !== length) throw new IntegrityError(`${key}: range ${start}-${start + length - 1} returned ${written} bytes`);
+          await file.write(buffer, 0, length, start);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, Math.max(1, parts)) }, worker));
+    } finally {
+      await file.close();
+    }
+    return missing ? undefined : { sha256: await sha256OfFile(path), bytes: size };
+  }
+
+  /**
+   * Writes a local file as an object, read as a stream (multipart beyond 8 MiB): the file is never
+   * held in memory whole, and the parts already sent are collected as it goes (memory.ts), so a
+   * large model's upload does not pile them up.
+   */
+  async putObjectFile(key: string, path: string, contentType = 'application/octet-stream'): Promise<string> {
+    const { Upload } = await s3Sdk();
+    const upload = new Upload({
+      client: await this.client(),
+      params: { Bucket: this.bucket, Key: key, Body: createReadStream(path), ContentType: contentType },
+      partSize: 8 * 1024 * 1024,
+      queueSize: 4,
+    });
+    let sinceCollection = 0;
+    upload.on('httpUploadProgress', (progress) => {
+      sinceCollection += progress.part ? 8 * 1024 * 1024 : 0;
+      if (sinceCollection >= 64 * 1024 * 1024) {
+        sinceCollection = 0;
+        releaseDroppedMemory();
+      }
+    });
+    const out = await upload.done();
     return (out.ETag ?? '').replace(/"/g, '');
   }
 

@@ -6,7 +6,7 @@
  * through here first: the path and the function signature that follows it are removed, the text
  * that explains the failure is kept.
  */
-const SOURCE_PATH = /(?:(?:[A-Za-z]:)?(?:[/\\][\w.+@-]+)+\.(?:cc|cpp|cxx|c|h|hpp|cu|cuh|inc)(?::\d+)?|\b[\w+-]+\.(?:cc|cpp|cxx|c|h|hpp|cu|cuh|inc):\d+)/g;
+const SOURCE_PATH = /(?:(?:\b[A-Za-z]:)?(?:[/\\][\w.+@-]+)+\.(?:cc|cpp|cxx|c|h|hpp|cu|cuh|inc)(?::\d+)?|\b[\w+-]+\.(?:cc|cpp|cxx|c|h|hpp|cu|cuh|inc):\d+)/g;
 /** A C++ signature right after the path: a return type and/or qualified name, then a parameter list. */
 const SIGNATURE_START = /^\s+(?:[\w:<>,~*&]+\s+)*?[\w~]+(?:::[\w~<>]+)+\s*\(/;
 

@@ -11,6 +11,8 @@ export interface RegisterHandlerDeps {
   logger: Logger;
   metrics: Metrics;
   maxModelBytes: number;
+  /** Memory of the inference function (the deployment's tier): what a model must fit to be registered. */
+  servingMemoryMiB?: number | undefined;
   /**
    * The tier's default quantization policy: started for every new upload (not for versions our own
    * code derived). It never routes traffic; a failure is logged and leaves the registration standing.
@@ -28,7 +30,7 @@ export function createRegisterHandler(deps: RegisterHandlerDeps) {
     const outcomes: UploadOutcome[] = [];
     for (const object of uploadedObjects(event)) {
       const started = performance.now();
-      const outcome = await registerUpload(store, object, { maxModelBytes: deps.maxModelBytes });
+      const outcome = await registerUpload(store, object, { maxModelBytes: deps.maxModelBytes, servingMemoryMiB: deps.servingMemoryMiB });
       const ms = performance.now() - started;
       switch (outcome.status) {
         case 'registered':

@@ -16,6 +16,8 @@ import { createRegisterHandler } from './app.ts';
 const { logger, metrics } = createObservability();
 const store = modelStoreFromEnv('/tmp/ai-mass/register', { events: modelEventsFromEnv() });
 const maxModelBytes = process.env.MAX_MODEL_BYTES ? Number(process.env.MAX_MODEL_BYTES) : DEFAULT_MAX_MODEL_BYTES;
+/** The inference function's memory in this deployment (the tier's memorySize), set by serverless.yml. */
+const servingMemoryMiB = process.env.SERVING_MEMORY_MB ? Number(process.env.SERVING_MEMORY_MB) : undefined;
 
 /** The tier's DEFAULT_QUANTIZATION (none, int8-dynamic, fp16): a variant requested for each new upload. */
 function defaultQuantization() {
@@ -31,6 +33,6 @@ function defaultQuantization() {
   return { method, start: (model: string, version: string) => startQuantization(deps, model, version, request) };
 }
 
-export const handler = middy(createRegisterHandler({ store, logger, metrics, maxModelBytes, defaultQuantization: defaultQuantization() }))
+export const handler = middy(createRegisterHandler({ store, logger, metrics, maxModelBytes, servingMemoryMiB, defaultQuantization: defaultQuantization() }))
   .use(injectLambdaContext(logger, { resetKeys: true }))
   .use(logMetrics(metrics));

@@ -2,7 +2,8 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from '
 import type { Logger } from '@aws-lambda-powertools/logger';
 import * as z from 'zod';
 import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
-import { errorResponse, json, jsonBody, pathSegment } from '../adapters/http.ts';
+import { errorResponse, json, jsonBody } from '../adapters/http.ts';
+import { assertValidAlias, assertValidName, shown } from '../core/names.ts';
 import { promote, rollback, setRoutes, type RolloutDeps } from '../core/registry/rollout.ts';
 
 export interface RegistryHandlerDeps extends RolloutDeps {
@@ -28,6 +29,23 @@ const MAX_BODY = 64 * 1024;
 const rollbackSchema = z.object({ revision: z.number().int().nonnegative().optional() });
 
 
+/** Longer than any valid name even fully percent-encoded (64 characters, 3 bytes each): refused undecoded. */
+const MAX_SEGMENT = 3 * 64;
+
+/**
+ * A model or alias name from the path, checked before any table call (a key over DynamoDB's limit
+ * would be a 500): 400 for anything invalid, with at most 80 characters of it in the message.
+ */
+function nameSegment(raw: string, what: 'model name' | 'alias'): string {
+  let value: string;
+  try {
+    value = raw.length > MAX_SEGMENT ? raw : decodeURIComponent(raw);
+  } catch {
+    throw new BadRequestError(`invalid ${what} ${shown(raw)}: not a valid percent-encoded path segment`);
+  }
+  return what === 'alias' ? assertValidAlias(value) : assertValidName(value, what);
+}
+
 function parse<T>(schema: z.ZodType<T>, event: APIGatewayProxyEventV2): T {
   const parsed = schema.safeParse(jsonBody(event, { maxBytes: MAX_BODY, empty: {} }));
   if (!parsed.success) {
@@ -43,8 +61,8 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
     const method = event.requestContext.http.method.toUpperCase();
     const match = ALIAS_ROUTE.exec(event.rawPath);
     if (!match) throw new NotFoundError(`no route for ${method} ${event.rawPath}`);
-    const model = pathSegment(match[1]!);
-    const alias = pathSegment(match[2]!);
+    const model = nameSegment(match[1]!, 'model name');
+    const alias = nameSegment(match[2]!, 'alias');
     const action = match[3];
     if (action === 'promote' && method === 'POST') {
       const body = parse(promoteSchema, event);

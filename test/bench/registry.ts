@@ -1,18 +1,22 @@
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import ort from 'onnxruntime-node';
 import { readIdxFile } from '../../functions/core/datasets/idx.ts';
 import { ModelSessions, servingSessionOptions } from '../../functions/core/model-sessions.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
-import { stageArtifact, STAGED_SESSION_EXTRA } from '../../functions/core/registry/staging.ts';
+import { stageArtifact } from '../../functions/core/registry/candidate-session.ts';
+import { STAGED_SESSION_EXTRA } from '../../functions/core/registry/staging.ts';
 import type { WarmupTensor } from '../../functions/core/manifest.ts';
 import { pushModel } from '../../functions/core/model-push.ts';
 import { DEMO_MODELS, SILERO_WARMUP } from '../../infra/local/seed.ts';
 import { startNetworkShaper, type NetworkProfile } from '../helpers/network-shaper.ts';
 import { startRegistryStack } from '../helpers/registry-stack.ts';
 import { measureColdStarts, mnistFeeds, sileroFeeds, type ColdStartRuns } from './cold-start.ts';
-import { BENCH_AWS_ENV, median, printTable, root, round, writeResults } from './common.ts';
+import { BENCH_AWS_ENV, median, printTable, root, round, timeToResult, writeResults } from './common.ts';
+import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
+import { graph, model, node, valueInfo } from '../../functions/core/onnx/builder.ts';
 
 /**
  * The network the second set of cold starts goes through (test/helpers/network-shaper.ts): an
@@ -42,6 +46,87 @@ async function sessionCreation(bytes: Uint8Array, reps: number) {
     }
   }
   return { plain: median(plainMs), staged: median(stagedMs), bytes: bytes.length, stagedBytes: staged.length };
+}
+
+/** x [1, 2048] through `layers` MatMuls with [2048, 2048] FP32 weights (16 MiB each): a model of about 16 MiB x layers. */
+function largeModel(layers: number): Uint8Array {
+  const width = 2048;
+  const nodes = [];
+  const initializers = [];
+  for (let i = 0; i < layers; i++) {
+    const weights = new Float32Array(width * width);
+    for (let j = 0; j < weights.length; j++) weights[j] = ((j * 7 + i) % 1000) * 1e-6;
+    initializers.push({ name: `w${i}`, dataType: 1, dims: [width, width], rawData: new Uint8Array(weights.buffer) });
+    nodes.push(node('MatMul', [i === 0 ? 'x' : `h${i}`, `w${i}`], [i === layers - 1 ? 'y' : `h${i + 1}`]));
+  }
+  return encodeModel(model({ graph: graph({ name: 'large', nodes, inputs: [valueInfo('x', 'float32', [1, width])], outputs: [valueInfo('y', 'float32', [1, width])], initializers }), opset: 17, irVersion: 8 }));
+}
+
+/**
+ * Peak resident memory of registering a large model, and of serving it, each in a fresh process
+ * (memory-peak.ts) against the bench's emulators: the figures behind the tiers' largest servable
+ * model (registry/capacity.ts) and the register function's memory.
+ */
+export async function measureMemoryPeaks(): Promise<Record<string, unknown>> {
+  Object.assign(process.env, BENCH_AWS_ENV);
+  const stack = await startRegistryStack('bench-memory');
+  const cacheDir = await mkdtemp(join(tmpdir(), 'bench-memory-'));
+  const figures: Record<string, Record<string, number>> = {};
+  try {
+    for (const layers of [16, 31]) {
+      let bytes: Uint8Array | undefined = largeModel(layers);
+      const size = bytes.length;
+      const name = `large-${layers}`;
+      const label = `${Math.round(size / 2 ** 20)}MiB`;
+      await stack.store.putObjectBytes(`incoming/${name}/model.onnx`, bytes);
+      bytes = undefined; // not held by the parent while the children measure
+      const run = async (mode: 'register' | 'serve') => {
+        const { line } = await timeToResult(process.execPath, [join(root, 'test/bench/memory-peak.ts'), mode], {
+          cwd: root,
+          env: {
+            ...process.env,
+            ...BENCH_AWS_ENV,
+            MEMORY_PEAK_AWS_ENDPOINT: stack.emulators.awsEndpoint,
+            MEMORY_PEAK_DYNAMO_ENDPOINT: stack.emulators.dynamoEndpoint,
+            MEMORY_PEAK_BUCKET: stack.store.bucket,
+            MEMORY_PEAK_TABLE: stack.store.registry!.tableName,
+            MEMORY_PEAK_CACHE_DIR: join(cacheDir, mode),
+            MEMORY_PEAK_KEY: `incoming/${name}/model.onnx`,
+            MEMORY_PEAK_MODEL: name,
+            MEMORY_PEAK_MAX_BYTES: String(512 * 2 ** 20),
+            // The advanced tier, whose functions serve both sizes (README "Tiers").
+            MEMORY_PEAK_SERVING_MB: '4096',
+          },
+        });
+        const result = JSON.parse(line.slice('RESULT '.length)) as { status: string; peakRssBytes: number; baseRssBytes: number; ms: number };
+        if (result.status !== 'registered' && result.status !== 'served') throw new Error(`${mode} ${name}: ${line}`);
+        return result;
+      };
+      const registered = await run('register');
+      const served = await run('serve');
+      figures[label] = {
+        model_bytes: size,
+        register_peak_rss_mb: round(registered.peakRssBytes / 2 ** 20, 1),
+        register_base_rss_mb: round(registered.baseRssBytes / 2 ** 20, 1),
+        register_peak_rss_ratio: round(registered.peakRssBytes / size),
+        register_budget_mb: round((2 * size) / 2 ** 20 + 300, 1),
+        register_ms: round(registered.ms, 0),
+        serve_peak_rss_mb: round(served.peakRssBytes / 2 ** 20, 1),
+        serve_base_rss_mb: round(served.baseRssBytes / 2 ** 20, 1),
+        serve_peak_rss_ratio: round(served.peakRssBytes / size),
+      };
+      console.log(label, JSON.stringify(figures[label]));
+    }
+  } finally {
+    await stack.stop();
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+  return {
+    register_peak_rss_ratio: Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, v.register_peak_rss_ratio])),
+    register_within_budget: Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, v.register_peak_rss_mb! <= v.register_budget_mb!])),
+    serve_peak_rss_ratio: Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, v.serve_peak_rss_ratio])),
+    memory: figures,
+  };
 }
 
 export async function runRegistryBench(): Promise<Record<string, unknown>> {
@@ -137,6 +222,7 @@ export async function runRegistryBench(): Promise<Record<string, unknown>> {
       cold_start: { mnist: mnistCold, 'silero-vad': sileroCold },
       cold_start_s3_like_network: shaped,
       register_runs_ms: registerMs.map((v) => round(v, 1)),
+      ...(await measureMemoryPeaks()),
     };
     await writeResults('registry', results);
     printTable('registry (bench/results/registry.json)', results);

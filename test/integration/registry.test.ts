@@ -19,10 +19,16 @@ import { CreateQueueCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { createDynamoClient } from '../../functions/core/clients.ts';
 import { createObservability } from '../../functions/core/observability.ts';
-import { jobId, QuantizeJobs } from '../../functions/core/quantize/jobs.ts';
+import { jobId, QuantizeJobs, runQuantizeJob } from '../../functions/core/quantize/jobs.ts';
+import { pushModel } from '../../functions/core/model-push.ts';
+import { NotFoundError } from '../../functions/core/errors.ts';
 import { quantizeRequestSchema } from '../../functions/core/quantize/options.ts';
 import { sqsDispatch, startQuantization } from '../../functions/core/quantize/start.ts';
 import { createRegisterHandler } from '../../functions/register/app.ts';
+import { createRegistryHandler } from '../../functions/registry/app.ts';
+import { createRegisterFailureHandler } from '../../functions/register/failure-app.ts';
+import { graph as graphOf, model as modelOf, node as nodeOf, tensorFromInt64, valueInfo } from '../../functions/core/onnx/builder.ts';
+import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { s3ObjectCreatedEvent } from '../../infra/local/triggers.ts';
 
 let stack: RegistryStack;
@@ -123,6 +129,9 @@ describe('register on upload', () => {
       ['an opset onnxruntime does not load', 'incoming/bad/opset.onnx', async () => scaleModel(2, 27, 11), /^onnxruntime cannot load the model: ONNX Runtime only \*guarantees\* support for models stamped with official released onnx opset versions\. Opset 27 is under development /],
       ['an IR version onnxruntime does not load', 'incoming/bad/ir.onnx', async () => scaleModel(2, 17, 14), /^onnxruntime cannot load the model: Unsupported model IR version: 14, max supported IR version: 13$/],
       ['a bad model name', 'incoming/Bad_Name/m.onnx', async () => scaleModel(2), /^invalid model name "Bad_Name" in the upload path: /],
+      ['opset 2^62', 'incoming/bad/opset62.onnx', async () => scaleModel(2, 2 ** 62), /^the model could not be examined: int64 value 4611686018427387904 is outside the safe integer range of a number$/],
+      ['IR version 2^62', 'incoming/bad/ir62.onnx', async () => scaleModel(2, 17, 2 ** 62), /^the model could not be examined: int64 value 4611686018427387904 is outside the safe integer range of a number$/],
+      ['a key outside incoming/<model>/', 'incoming/x.onnx', async () => scaleModel(2), /^"incoming\/x\.onnx" is not where a model registers: upload it as incoming\/<model>\/<file>\.onnx \(a folder named after the model, then a file ending in \.onnx\)$/],
     ])('%s', async (_case, key, body, reason) => {
       const object = await upload(key, await body());
       const outcome = await registerUpload(stack.store, object);
@@ -322,5 +331,222 @@ describe('the tier default quantization policy', () => {
     // The policy never routes traffic: no alias exists for the model.
     expect(await stack.store.registry!.listAliases('policy')).toEqual([]);
     await stack.receiveEvents();
+  });
+});
+
+const VERSION_RULE = 'versions are canonical decimal numbers (1, 2, 3, ...; no leading zeros, at most 12 digits)';
+
+describe('versions are canonical decimal numbers everywhere', () => {
+  it.each(['01', '0001', 'prod', '1.0'])('an upload asking for version %s is refused, writes nothing under models/ and takes no number', async (version) => {
+    const model = `meta-${version.replace(/\W/g, 'x')}`;
+    const key = `incoming/${model}/m.onnx`;
+    const outcome = await registerUpload(stack.store, await upload(key, scaleModel(2), { version }));
+    const reason = `invalid version ${JSON.stringify(version)} in the upload's metadata: ${VERSION_RULE}`;
+    expect(outcome).toEqual({ status: 'rejected', reason, rejectionKey: rejectionKey(key) });
+    expect((await rejection(key)).reason).toBe(reason);
+    expect(await keysUnder(`models/${model}/`)).toEqual([]);
+    expect(await stack.store.registry!.allocateVersion(model)).toBe('1');
+  });
+
+  it('a refused upload burns no version number: the next good upload is version 1', async () => {
+    expect((await registerUpload(stack.store, await upload('incoming/burn/bad.onnx', 'not a model'))).status).toBe('rejected');
+    expect((await registerUpload(stack.store, await upload('incoming/burn/bad2.onnx', scaleModel(2, 17, 14)))).status).toBe('rejected');
+    const good = await registerUpload(stack.store, await upload('incoming/burn/good.onnx', scaleModel(2)));
+    expect(good.status === 'registered' && good.manifest.version).toBe('1');
+    await stack.receiveEvents();
+  });
+
+  it('alias routes refuse padded and non-numeric versions and numeric aliases with 400 naming the rule', async () => {
+    const deps = { store: stack.store };
+    await expect(promote(deps, { model: 'scale', version: '01' })).rejects.toMatchObject({ statusCode: 400, message: `invalid version "01": ${VERSION_RULE}` });
+    await expect(setRoutes(deps, { model: 'scale', alias: 'prod', routes: [{ version: '0001', weight: 100 }], revision: 0 })).rejects.toMatchObject({
+      statusCode: 400,
+      message: `invalid version "0001": ${VERSION_RULE}`,
+    });
+    await expect(setRoutes(deps, { model: 'scale', alias: 'prod', routes: [{ version: 'prod', weight: 100 }], revision: 0 })).rejects.toMatchObject({
+      statusCode: 400,
+      message: `invalid version "prod": ${VERSION_RULE}`,
+    });
+    await expect(promote(deps, { model: 'scale', version: '1', alias: '01' })).rejects.toMatchObject({
+      statusCode: 400,
+      message: 'invalid alias "01": an alias cannot be a number, numbers name versions',
+    });
+    expect(await stack.store.registry!.listAliases('scale')).toEqual([]);
+  });
+
+  it('inference refuses a padded version with 400 and serves only versions the registry records', async () => {
+    const service = new InferenceService({ store: stack.store, sessions: new ModelSessions({ store: stack.store }), serviceVersion: 't' });
+    await expect(service.resolveVersion('scale', '01')).rejects.toMatchObject({ statusCode: 400, message: `invalid version "01": ${VERSION_RULE}` });
+    // Files under models/ghost/1/ that no registration wrote (or finished): a manifest, the model, no record.
+    const manifest = await stack.store.getManifest('scale', '1');
+    await stack.store.putManifest({ ...manifest, name: 'ghost' });
+    await stack.store.putObjectBytes(keys.modelFile('ghost', '1'), scaleModel(2));
+    await expect(stack.store.getManifest('ghost', '1')).rejects.toThrow(new NotFoundError("model 'ghost' has no version '1'"));
+    await expect(service.loadModel('ghost', '1')).rejects.toMatchObject({ statusCode: 404, message: "unknown model 'ghost'" });
+    await expect(service.loadModel('ghost')).rejects.toMatchObject({ statusCode: 404, message: "unknown model 'ghost'" });
+  });
+});
+
+describe('a version the platform made is never served to a request without a version until promoted', () => {
+  it('after a quantize job, unversioned requests still go to the source, with and without a prod alias; the variant inherits the warm-up', async () => {
+    const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
+    await dynamo.send(new CreateTableCommand({
+      TableName: 'routing-quantize-jobs',
+      AttributeDefinitions: [{ AttributeName: 'job', AttributeType: 'S' }],
+      KeySchema: [{ AttributeName: 'job', KeyType: 'HASH' }],
+      BillingMode: 'PAY_PER_REQUEST',
+    }));
+    await stack.sqs.send(new CreateQueueCommand({ QueueName: 'routing-quantize' }));
+    const jobs = new QuantizeJobs({ db: DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } }), table: 'routing-quantize-jobs' });
+    const store = stack.store;
+    const mnist = new Uint8Array(await readFile('fixtures/models/mnist/model.onnx'));
+    const warmup = [{ name: 'input', datatype: 'FP32' as const, shape: [1, 784], data: Array.from({ length: 784 }, (_, i) => i % 256) }];
+    const source = await pushModel(store, { name: 'surprise', bytes: mnist, warmup });
+    expect(source.inputs.map((i) => i.name)).toEqual(['input']);
+    const request = quantizeRequestSchema.parse({ method: 'int8-dynamic' });
+    const { job } = await startQuantization({ store, jobs, dispatch: sqsDispatch(stack.sqs, 'routing-quantize'), workerMemoryMiB: 3008 }, 'surprise', '1', request);
+    const done = await runQuantizeJob({ store, jobs }, job.job, () => request);
+    expect(done).toMatchObject({ state: 'succeeded', resultVersion: '2' });
+    const variant = await store.getManifest('surprise', '2');
+    expect(variant.lineage).toMatchObject({ sourceVersion: '1', method: 'int8-dynamic' });
+    expect(variant.warmup).toEqual(warmup);
+    expect((await new ModelSessions({ store }).get(variant)).version).toBe('2'); // its warm-up runs
+
+    const service = new InferenceService({ store, sessions: new ModelSessions({ store }), serviceVersion: 't', aliasTtlMs: 0 });
+    const unversioned = async () => {
+      const seen = new Set<string>();
+      for (let i = 0; i < 20; i++) seen.add(await service.resolveVersion('surprise', undefined, `caller-${i}`));
+      return [...seen].sort();
+    };
+    // No prod alias: the highest version a user uploaded, never the variant.
+    expect(await unversioned()).toEqual(['1']);
+    expect(await service.resolveVersion('surprise', '2')).toBe('2'); // asked for by number, it serves
+    // Another alias pointing at the variant changes nothing for requests without a version.
+    await promote({ store }, { model: 'surprise', version: '2', alias: 'staging' });
+    expect(await unversioned()).toEqual(['1']);
+    // A later upload by the user is the new default; the variant still is not.
+    const third = await pushModel(store, { name: 'surprise', bytes: mnist.slice(), notes: 'same weights, uploaded again' });
+    expect(third.version).toBe('3');
+    expect(await unversioned()).toEqual(['3']);
+    // With a prod alias, its routes alone decide; promoting the variant into them is what serves it.
+    await promote({ store }, { model: 'surprise', version: '1' });
+    expect(await unversioned()).toEqual(['1']);
+    await promote({ store }, { model: 'surprise', version: '2' });
+    expect(await unversioned()).toEqual(['2']);
+    await stack.receiveEvents();
+  });
+});
+
+describe('the registry API checks names before any table call', () => {
+  function registryApi() {
+    const commands: string[] = [];
+    const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
+    onCommand(dynamo, (name) => commands.push(name));
+    const store = new ModelStore({ s3: stack.store.client, bucket: stack.store.bucket, cacheDir: stack.store.cacheDir, registry: new RegistryTable(dynamo, stack.store.registry!.tableName) });
+    const { logger } = createObservability('registry-test');
+    logger.setLogLevel('SILENT');
+    const handler = createRegistryHandler({ store, logger });
+    const call = async (method: string, rawPath: string, body?: string) => {
+      const event = { rawPath, body, isBase64Encoded: false, headers: {}, requestContext: { http: { method } } } as unknown as APIGatewayProxyEventV2;
+      const response = await handler(event);
+      return { status: response.statusCode, body: JSON.parse(String(response.body)) as { error?: string } };
+    };
+    return { call, commands };
+  }
+
+  const long = 'a'.repeat(2000);
+  it.each([
+    ['GET', `/v2/models/${long}/aliases/prod`, undefined, `invalid model name "${'a'.repeat(80)}...": must match [a-z0-9][a-z0-9._-]{0,63}`],
+    ['GET', `/v2/models/scale/aliases/${long}`, undefined, `invalid alias "${'a'.repeat(80)}...": must match [a-z0-9][a-z0-9._-]{0,63}`],
+    ['GET', '/v2/models/Bad_Name/aliases/prod', undefined, 'invalid model name "Bad_Name": must match [a-z0-9][a-z0-9._-]{0,63}'],
+    ['GET', '/v2/models/scale/aliases/01', undefined, 'invalid alias "01": an alias cannot be a number, numbers name versions'],
+    ['POST', `/v2/models/${long}/aliases/prod/promote`, JSON.stringify({ version: '1' }), `invalid model name "${'a'.repeat(80)}...": must match [a-z0-9][a-z0-9._-]{0,63}`],
+    ['PUT', '/v2/models/scale/aliases/prod', JSON.stringify({ routes: [{ version: '01', weight: 100 }], revision: 0 }), `invalid version "01": ${VERSION_RULE}`],
+    ['POST', '/v2/models/scale/aliases/prod/promote', JSON.stringify({ version: 'prod' }), `invalid version "prod": ${VERSION_RULE}`],
+  ])('%s %s: 400 with the rule, nothing sent to the table', async (method, path, body, error) => {
+    const { call, commands } = registryApi();
+    expect(await call(method, path, body)).toEqual({ status: 400, body: { error } });
+    expect(commands).toEqual([]);
+  });
+
+  it('a valid name with no such alias is a 404', async () => {
+    const { call } = registryApi();
+    expect(await call('GET', '/v2/models/scale/aliases/nothing')).toEqual({ status: 404, body: { error: "model 'scale' has no alias 'nothing'" } });
+  });
+});
+
+describe('an upload whose registration failed every retry still gets an answer', () => {
+  const failureHandler = () => {
+    const { logger } = createObservability('registry-test');
+    logger.setLogLevel('SILENT');
+    return createRegisterFailureHandler({ store: stack.store, logger });
+  };
+
+  it('the on-failure destination writes a rejection record that says registration failed on the server', async () => {
+    const key = 'incoming/crashed/m.onnx';
+    await upload(key, scaleModel(2));
+    const outcomes = await failureHandler()({
+      requestContext: { condition: 'RetriesExhausted', approximateInvokeCount: 3 },
+      requestPayload: s3ObjectCreatedEvent(stack.store.bucket, { key, size: 1, eTag: 'abc' }),
+      responsePayload: { errorType: 'Runtime.OutOfMemory', errorMessage: 'Runtime exited with error: signal: killed' },
+    });
+    const reason = 'registration failed on the server after its retries (Runtime.OutOfMemory: Runtime exited with error: signal: killed (3 attempts)); upload the model again, and if it fails again, report it';
+    expect(outcomes).toEqual([{ status: 'rejected', reason, rejectionKey: rejectionKey(key) }]);
+    expect((await rejection(key)).reason).toBe(reason);
+  });
+
+  it('writes nothing for an upload that did get registered, and keeps an earlier rejection as it is', async () => {
+    const key = 'incoming/late/m.onnx';
+    const put = await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: scaleModel(3) }));
+    expect((await registerUpload(stack.store, { bucket: stack.store.bucket, key })).status).toBe('registered');
+    const handler = failureHandler();
+    const record = (k: string, eTag: string) => ({ requestPayload: s3ObjectCreatedEvent(stack.store.bucket, { key: k, size: 1, eTag }), responsePayload: { errorType: 'Error', errorMessage: 'timeout' } });
+    expect(await handler(record(key, put.ETag!))).toEqual([{ status: 'already-registered', model: 'late', version: '1' }]);
+    expect(await stack.store.getObjectBytes(rejectionKey(key))).toBeUndefined();
+    const refusedKey = 'incoming/late/refused.onnx';
+    const refused = await registerUpload(stack.store, await upload(refusedKey, 'not a model'));
+    expect(await handler(record(refusedKey, 'x'))).toEqual([refused]);
+    await stack.receiveEvents();
+  });
+});
+
+describe('a model the tier cannot hold is refused at registration, with the reason', () => {
+  const refusal = async (key: string, body: Uint8Array, servingMemoryMiB?: number) => {
+    await stack.store.putObjectBytes(key, body);
+    const outcome = await registerUpload(stack.store, { bucket: stack.store.bucket, key }, { servingMemoryMiB });
+    expect(outcome.status).toBe('rejected');
+    expect(await stack.store.listVersions(key.split('/')[1]!)).toEqual([]);
+    return outcome.status === 'rejected' ? outcome.reason : '';
+  };
+  const encoded = (nodes: ReturnType<typeof nodeOf>[], outputs: ReturnType<typeof valueInfo>[], initializers: Parameters<typeof graphOf>[0]['initializers'] = [], valueInfos: ReturnType<typeof valueInfo>[] = []) =>
+    encodeModel(modelOf({ graph: { ...graphOf({ name: 'g', nodes, inputs: [], outputs, initializers }), valueInfo: valueInfos }, opset: 17, irVersion: 8 }));
+
+  it('a ConstantOfShape of 100 GB from a constant shape (a file of a few hundred bytes)', async () => {
+    const body = encoded([nodeOf('ConstantOfShape', ['shape'], ['y'], {}, 'big')], [valueInfo('y', 'float32', ['a', 'b'])], [tensorFromInt64('shape', [2], [25, 1_000_000_000])]);
+    expect(await refusal('incoming/alloc-cos/m.onnx', body)).toBe(
+      'the output of node "big" (ConstantOfShape) in graph main declares 95367 MiB, more than the 2048 MiB of memory this deployment\'s tier serves with',
+    );
+  });
+
+  it('a sparse initializer whose dense shape is 4 TB', async () => {
+    const m = modelOf({ graph: graphOf({ name: 'g', nodes: [nodeOf('Identity', ['s'], ['y'])], inputs: [], outputs: [valueInfo('y', 'float32', ['a', 'b'])] }), opset: 17, irVersion: 8 });
+    m.graph!.sparseInitializer = [{ values: { name: 's', dataType: 1, dims: [1], floatData: [1] }, indices: { dataType: 7, dims: [1], int64Data: [0] }, dims: [1_000_000, 1_000_000] }];
+    expect(await refusal('incoming/alloc-sparse/m.onnx', encodeModel(m))).toBe(
+      'sparse initializer "s" in graph main declares 3814697 MiB, more than the 2048 MiB of memory this deployment\'s tier serves with',
+    );
+  });
+
+  it('a graph output of a static shape larger than memory', async () => {
+    const body = encoded([nodeOf('Identity', ['k'], ['y'])], [valueInfo('y', 'float32', [4])], [tensorFromInt64('k', [1], [1])], [valueInfo('huge', 'float32', [1_000_000, 1_000])]);
+    expect(await refusal('incoming/alloc-value/m.onnx', body, 1024)).toBe(
+      'value "huge" in graph main declares 3815 MiB, more than the 1024 MiB of memory this deployment\'s tier serves with',
+    );
+  });
+
+  it('a model file larger than the tier serves', async () => {
+    const mnist = new Uint8Array(await readFile('fixtures/models/mnist/model.onnx'));
+    expect(await refusal('incoming/too-big/m.onnx', mnist, 150)).toBe(
+      'model of 14 MiB is larger than this deployment\'s tier serves: at most 10 MiB with 150 MiB of memory (README "Tiers"); use a larger tier or a smaller model',
+    );
   });
 });

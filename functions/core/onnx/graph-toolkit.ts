@@ -6,6 +6,7 @@
  *
  * Everything works on the decoded ModelProto in place; callers decode, rewrite, then encode.
  */
+import type { onnx as OnnxTypes } from 'onnx-proto';
 import { HttpError } from '../errors.ts';
 import { tensorFromFloat32 } from './builder.ts';
 import {
@@ -163,24 +164,49 @@ function tensorUsesExternalData(tensor: TensorProtoInit | null | undefined): boo
   return !!tensor && (tensor.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL || (tensor.externalData ?? []).length > 0);
 }
 
-/** Refuses a model whose tensors live in files beside it: the quantizer only ever sees the .onnx bytes. */
+/**
+ * Refuses a model whose tensors live in files beside it: the quantizer only ever sees the .onnx
+ * bytes, and onnxruntime would read such a file from wherever it runs. Looks everywhere a tensor can
+ * be in a decoded model: initializers and sparse initializers, tensor and sparse-tensor attributes,
+ * model-local functions, training graphs, and every subgraph (registration checks the raw bytes with
+ * findExternalData, which also sees fields this decoder does not know).
+ */
 export function assertNoExternalData(model: ModelProtoInit): void {
-  forEachGraph(model, ({ graph, path }) => {
-    for (const tensor of graph.initializer ?? []) {
-      if (tensorUsesExternalData(tensor)) {
-        throw new UnsupportedModelError(
-          `initializer "${tensor.name}" in graph ${path} uses external data; save the model with its weights inside the .onnx file (onnx.save(model, path, save_as_external_data=False)) and upload that`,
-        );
-      }
-    }
-    for (const node of graph.node ?? []) {
+  const refuse = (where: string): never => {
+    throw new UnsupportedModelError(
+      `${where} uses external data; save the model with its weights inside the .onnx file (onnx.save(model, path, save_as_external_data=False)) and upload that`,
+    );
+  };
+  const sparseUsesExternalData = (sparse: OnnxTypes.ISparseTensorProto | null | undefined) =>
+    !!sparse && (tensorUsesExternalData(sparse.values) || tensorUsesExternalData(sparse.indices));
+  const checkNodes = (nodes: readonly NodeProtoInit[], scope: string, path: string): void => {
+    for (const node of nodes) {
       for (const attribute of node.attribute ?? []) {
-        if (tensorUsesExternalData(attribute.t) || (attribute.tensors ?? []).some(tensorUsesExternalData)) {
-          throw new UnsupportedModelError(`node "${node.name}" (${node.opType}) in graph ${path} holds a tensor in external data; embed the weights and upload again`);
-        }
+        const held =
+          tensorUsesExternalData(attribute.t) ||
+          (attribute.tensors ?? []).some(tensorUsesExternalData) ||
+          sparseUsesExternalData(attribute.sparseTensor) ||
+          (attribute.sparseTensors ?? []).some(sparseUsesExternalData);
+        if (held) refuse(`attribute ${JSON.stringify(attribute.name ?? '')} of node ${JSON.stringify(node.name ?? '')} (${node.opType}) in ${scope}`);
       }
+      for (const { attribute, graph } of subgraphsOf(node)) checkGraph(graph, `${path}/${node.name || node.opType}.${attribute}`);
     }
-  });
+  };
+  const checkGraph = (graph: GraphProtoInit, path: string): void => {
+    for (const tensor of graph.initializer ?? []) {
+      if (tensorUsesExternalData(tensor)) refuse(`initializer ${JSON.stringify(tensor.name ?? '')} in graph ${path}`);
+    }
+    for (const sparse of graph.sparseInitializer ?? []) {
+      if (sparseUsesExternalData(sparse)) refuse(`sparse initializer ${JSON.stringify(sparse.values?.name ?? '')} in graph ${path}`);
+    }
+    checkNodes(graph.node ?? [], `graph ${path}`, path);
+  };
+  checkGraph(model.graph!, 'main');
+  for (const training of model.trainingInfo ?? []) {
+    if (training.initialization) checkGraph(training.initialization, 'training.initialization');
+    if (training.algorithm) checkGraph(training.algorithm, 'training.algorithm');
+  }
+  for (const fn of model.functions ?? []) checkNodes(fn.node ?? [], `function ${JSON.stringify(fn.name ?? '')}`, `function:${fn.name ?? ''}`);
 }
 
 /** Ops that only exist in models someone has already quantized. */

@@ -1,11 +1,15 @@
 import { createHash } from 'node:crypto';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { HttpError } from '../errors.ts';
+import { keys } from '../keys.ts';
 import type { ModelManifest } from '../manifest.ts';
 import { pushModel } from '../model-push.ts';
 import type { ModelStore } from '../model-store.ts';
-import { NAME_PATTERN } from '../names.ts';
-import { assertModelSize, DEFAULT_MAX_MODEL_BYTES } from './validation.ts';
+import { isCanonicalVersion, isValidName, shown, VERSION_RULE } from '../names.ts';
+import { runtimeMessage } from '../runtime-message.ts';
+import { candidateFolder, type ExaminedModel } from './candidate-session.ts';
+import { DEFAULT_SERVING_MEMORY_MIB } from './capacity.ts';
+import { assertModelSize, DEFAULT_MAX_MODEL_BYTES, validateModel } from './validation.ts';
 
 /** An object that landed in the bucket, as an S3 or EventBridge event names it. */
 export interface UploadedObject {
@@ -31,37 +35,46 @@ export function rejectionKey(uploadKey: string): string {
 
 export interface RegisterUploadOptions {
   maxModelBytes?: number;
+  /** Memory of the function that serves the deployment's models (its tier); default DEFAULT_SERVING_MEMORY_MIB. */
+  servingMemoryMiB?: number | undefined;
   now?: () => Date;
+}
+
+/** Writes the rejection record of an upload: what `mass push` and the uploader read. */
+async function writeRejection(store: ModelStore, object: UploadedObject, reason: string, now: Date): Promise<UploadOutcome> {
+  const key = rejectionKey(object.key);
+  await (await store.client()).send(
+    new PutObjectCommand({
+      Bucket: store.bucket,
+      Key: key,
+      ContentType: 'application/json',
+      Body: JSON.stringify({ upload: object.key, eTag: object.eTag ?? null, reason, rejected: now.toISOString() }, null, 2),
+    }),
+  );
+  return { status: 'rejected', reason, rejectionKey: key };
 }
 
 /**
  * Registers one upload under incoming/: a redelivered event for an upload already registered does
- * nothing; a bad upload registers nothing and leaves a rejection record the uploader can read
- * (`mass push` prints it). The upload is removed only after the version is registered.
+ * nothing; a bad upload registers nothing, takes no version number, and leaves a rejection record
+ * the uploader can read (`mass push` prints it). Whatever goes wrong while the model itself is
+ * examined is the upload's answer, not a crash. The upload is removed only after the version is
+ * registered.
  */
 export async function registerUpload(store: ModelStore, object: UploadedObject, options: RegisterUploadOptions = {}): Promise<UploadOutcome> {
-  const match = INCOMING_KEY.exec(object.key);
-  if (!match) return { status: 'ignored', reason: `${object.key} is not incoming/<model>/<file>.onnx` };
+  if (!object.key.startsWith(keys.incomingPrefix)) return { status: 'ignored', reason: `${object.key} is not under ${keys.incomingPrefix}` };
   const registry = store.registry;
   if (!registry) throw new Error('registering uploads needs the registry table (REGISTRY_TABLE)');
-  const model = match[1]!;
   const now = options.now ?? (() => new Date());
+  const reject = (reason: string) => writeRejection(store, object, reason, now());
 
-  const reject = async (reason: string): Promise<UploadOutcome> => {
-    const key = rejectionKey(object.key);
-    await (await store.client()).send(
-      new PutObjectCommand({
-        Bucket: store.bucket,
-        Key: key,
-        ContentType: 'application/json',
-        Body: JSON.stringify({ upload: object.key, eTag: object.eTag ?? null, reason, rejected: now().toISOString() }, null, 2),
-      }),
-    );
-    return { status: 'rejected', reason, rejectionKey: key };
-  };
-
-  if (!NAME_PATTERN.test(model) || model.includes('..')) {
-    return reject(`invalid model name ${JSON.stringify(model.slice(0, 80))} in the upload path: must match [a-z0-9][a-z0-9._-]{0,63}`);
+  const match = INCOMING_KEY.exec(object.key);
+  if (!match) {
+    return reject(`${shown(object.key)} is not where a model registers: upload it as incoming/<model>/<file>.onnx (a folder named after the model, then a file ending in .onnx)`);
+  }
+  const model = match[1]!;
+  if (!isValidName(model)) {
+    return reject(`invalid model name ${shown(model)} in the upload path: must match [a-z0-9][a-z0-9._-]{0,63}`);
   }
   let head;
   try {
@@ -84,6 +97,11 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
     await store.deleteObject(object.key);
     return { status: 'already-registered', model: claimed.model, version: claimed.version };
   }
+  // An uploader may ask for a version number (object metadata `version`); otherwise the counter picks.
+  const requested = head.Metadata?.version;
+  if (!claimed && requested !== undefined && !isCanonicalVersion(requested)) {
+    return reject(`invalid version ${shown(requested)} in the upload's metadata: ${VERSION_RULE}`);
+  }
 
   try {
     assertModelSize(head.ContentLength ?? 0, options.maxModelBytes ?? DEFAULT_MAX_MODEL_BYTES);
@@ -91,43 +109,76 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
     if (error instanceof HttpError && error.expose) return reject(error.message);
     throw error;
   }
-  const bytes = await store.getObjectBytes(object.key);
-  if (!bytes) return { status: 'ignored', reason: `${object.key} no longer exists` };
-
-  // A first delivery takes a version number and records it against the upload; a redelivery after
-  // a crash part-way reuses that number, so the retried writes land on the same keys.
-  // An uploader may ask for a version number (object metadata `version`); otherwise the counter picks.
-  let version = claimed?.version ?? head.Metadata?.version;
-  if (version && !NAME_PATTERN.test(version)) return reject(`invalid version ${JSON.stringify(version.slice(0, 80))} in the upload's metadata`);
-  if (!claimed && version) {
-    const winner = await registry.claimUpload({ uploadId, model, version, state: 'pending' });
-    version = winner?.version ?? version;
-  }
-  if (!version) {
-    const allocated = await registry.allocateVersion(model);
-    const winner = await registry.claimUpload({ uploadId, model, version: allocated, state: 'pending' });
-    version = winner?.version ?? allocated;
-  }
-  const notes = head.Metadata?.notes ?? '';
-  let manifest: ModelManifest;
+  // Streamed to a private folder, never held in memory whole; examined there before a version
+  // number is taken, so a refused upload uses none.
+  const folder = await candidateFolder();
+  let examined: ExaminedModel;
   try {
-    manifest = await pushModel(store, {
-      name: model,
-      version,
-      bytes,
-      notes: decodeMetadata(notes),
-      tier: head.Metadata?.tier,
-      source: uploadId,
-      maxBytes: options.maxModelBytes,
-      now,
+    const downloaded = await store.downloadToFile(object.key, folder.path, head.ContentLength ?? 0);
+    if (!downloaded) {
+      await folder.dispose();
+      return { status: 'ignored', reason: `${object.key} no longer exists` };
+    }
+    const candidate = { path: folder.path, bytes: downloaded.bytes, dispose: folder.dispose };
+    examined = await validateModel(candidate, options.maxModelBytes ?? DEFAULT_MAX_MODEL_BYTES, {
+      sha256: downloaded.sha256,
+      servingMemoryMiB: options.servingMemoryMiB ?? DEFAULT_SERVING_MEMORY_MIB,
     });
   } catch (error) {
+    await folder.dispose();
     if (error instanceof HttpError && error.expose) return reject(error.message);
-    throw error;
+    // Anything else thrown while reading the model (a value no check foresaw) is still this upload's answer.
+    return reject(`the model could not be examined: ${runtimeMessage(error)}`);
   }
-  await registry.markUploadRegistered(uploadId);
-  await store.deleteObject(object.key);
-  return { status: 'registered', manifest };
+  try {
+    // A first delivery takes a version number and records it against the upload; a redelivery after
+    // a crash part-way reuses that number, so the retried writes land on the same keys.
+    let version = claimed?.version;
+    if (!version) {
+      const wanted = requested ?? (await registry.allocateVersion(model));
+      const winner = await registry.claimUpload({ uploadId, model, version: wanted, state: 'pending' });
+      version = winner?.version ?? wanted;
+    }
+    let manifest: ModelManifest;
+    try {
+      manifest = await pushModel(store, {
+        name: model,
+        version,
+        examined,
+        notes: decodeMetadata(head.Metadata?.notes ?? ''),
+        tier: head.Metadata?.tier,
+        source: uploadId,
+        now,
+      });
+    } catch (error) {
+      if (error instanceof HttpError && error.expose) return reject(error.message);
+      throw error;
+    }
+    await registry.markUploadRegistered(uploadId);
+    await store.deleteObject(object.key);
+    return { status: 'registered', manifest };
+  } finally {
+    await examined.dispose();
+  }
+}
+
+/**
+ * The last word on an upload whose registration failed every retry (the register function's
+ * on-failure destination calls this): a rejection record that says so, unless the upload did get
+ * registered after all or was answered already.
+ */
+export async function recordRegistrationFailure(store: ModelStore, object: UploadedObject, failure: string, now = new Date()): Promise<UploadOutcome> {
+  const registry = store.registry;
+  if (!object.key.startsWith(keys.incomingPrefix)) return { status: 'ignored', reason: `${object.key} is not under ${keys.incomingPrefix}` };
+  const eTag = (object.eTag ?? '').replace(/"/g, '');
+  const claimed = eTag && registry ? await registry.getUpload(`${store.bucket}/${object.key}@${eTag}`) : undefined;
+  if (claimed?.state === 'registered') return { status: 'already-registered', model: claimed.model, version: claimed.version };
+  const existing = await store.getObjectBytes(rejectionKey(object.key));
+  if (existing) {
+    const record = JSON.parse(Buffer.from(existing).toString('utf8')) as { reason: string };
+    return { status: 'rejected', reason: record.reason, rejectionKey: rejectionKey(object.key) };
+  }
+  return writeRejection(store, object, `registration failed on the server after its retries (${failure.slice(0, 300)}); upload the model again, and if it fails again, report it`, now);
 }
 
 /** S3 user metadata is ASCII; clients (the CLI) send UTF-8 notes URI-encoded. */

@@ -247,6 +247,11 @@ export function registeredVersions(records: readonly VersionRecord[]): string[] 
   return records.filter((v) => v.status === 'registered').map((v) => v.version);
 }
 
+/** The registered versions a user uploaded (no lineage), in the records' order: the default route without a default alias. */
+export function uploadedVersions(records: readonly VersionRecord[]): string[] {
+  return records.filter((v) => v.status === 'registered' && !v.lineage).map((v) => v.version);
+}
+
 /**
  * A model's version and alias records from the items of its partition (MODEL#<m>), in sort-key order:
  * what listVersions and listAliases read, for a caller that queried the partition itself (the boot fetch).

@@ -1,8 +1,8 @@
 import { ConflictError, HttpError, NotFoundError } from '../errors.ts';
 import type { ModelStore } from '../model-store.ts';
-import { assertValidName } from '../names.ts';
+import { assertValidAlias, assertValidName, assertValidVersion } from '../names.ts';
 import type { AliasRecord, AliasRoute, RegistryTable } from './registry-table.ts';
-import { assertValidRoutes } from './routing.ts';
+import { assertValidRoutes, DEFAULT_ALIAS } from './routing.ts';
 
 /** The latest evaluation's verdict on a version (the evaluation gate); undefined when never evaluated. */
 export type EvaluationGate = (store: ModelStore, model: string, version: string) => Promise<{ passed: boolean; reportKey: string; reasons: string[] } | undefined>;
@@ -48,8 +48,8 @@ export interface PromoteInput {
  */
 export async function promote(deps: RolloutDeps, input: PromoteInput): Promise<AliasRecord> {
   const model = assertValidName(input.model, 'model name');
-  const version = assertValidName(input.version, 'version');
-  const alias = assertValidName(input.alias ?? 'prod', 'alias');
+  const version = assertValidVersion(input.version);
+  const alias = assertValidAlias(input.alias ?? DEFAULT_ALIAS);
   const registry = registryOf(deps.store);
   await assertRegistered(deps.store, model, version);
   if (deps.gate && !input.force) {
@@ -93,8 +93,8 @@ export async function promote(deps: RolloutDeps, input: PromoteInput): Promise<A
 /** Sets an alias's routes and weights exactly as given (compare-and-set on its revision). */
 export async function setRoutes(deps: RolloutDeps, input: { model: string; alias: string; routes: AliasRoute[]; revision: number }): Promise<AliasRecord> {
   const model = assertValidName(input.model, 'model name');
-  const alias = assertValidName(input.alias, 'alias');
-  const routes = assertValidRoutes(input.routes.map((r) => ({ version: assertValidName(r.version, 'version'), weight: r.weight })));
+  const alias = assertValidAlias(input.alias);
+  const routes = assertValidRoutes(input.routes.map((r) => ({ version: assertValidVersion(r.version), weight: r.weight })));
   for (const r of routes) await assertRegistered(deps.store, model, r.version);
   const registry = registryOf(deps.store);
   const current = await registry.getAlias(model, alias);
@@ -106,7 +106,7 @@ export async function setRoutes(deps: RolloutDeps, input: { model: string; alias
 /** Restores an alias's routes from before its last change. */
 export async function rollback(deps: RolloutDeps, input: { model: string; alias?: string | undefined; revision?: number | undefined }): Promise<AliasRecord> {
   const model = assertValidName(input.model, 'model name');
-  const alias = assertValidName(input.alias ?? 'prod', 'alias');
+  const alias = assertValidAlias(input.alias ?? DEFAULT_ALIAS);
   const registry = registryOf(deps.store);
   const current = await registry.getAlias(model, alias);
   if (!current) throw new NotFoundError(`model '${model}' has no alias '${alias}'`);

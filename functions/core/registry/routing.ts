@@ -44,15 +44,18 @@ export function chooseRoute(routes: readonly AliasRoute[], stickyKey?: string, r
 
 /**
  * The version a request that names none goes to: through the default alias when the model has one,
- * else its highest registered version (`versions` lowest first); undefined for a model with neither.
+ * else the highest version a user uploaded (`uploaded`, lowest first: uploadedVersions). A version
+ * the platform made (a quantized variant, later fine-tuned, distilled, federated, tuned ones) has a
+ * lineage and is never in `uploaded`: it serves such requests only once promoted into the default
+ * alias's routes. Undefined for a model with neither.
  */
 export function defaultVersion(
-  versions: readonly string[],
+  uploaded: readonly string[],
   aliases: ReadonlyMap<string, AliasRecord>,
   defaultAlias: string,
   stickyKey?: string,
 ): string | undefined {
   const byDefault = aliases.get(defaultAlias);
   if (byDefault) return chooseRoute(byDefault.routes, stickyKey);
-  return versions.at(-1);
+  return uploaded.at(-1);
 }

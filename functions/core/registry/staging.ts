@@ -1,7 +1,4 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import ort, { type InferenceSession } from '../ort.ts';
+import ort from '../ort.ts';
 
 /**
  * A staged artifact is the model pre-optimized into onnxruntime's own format by the very onnxruntime
@@ -10,27 +7,6 @@ import ort, { type InferenceSession } from '../ort.ts';
  */
 export function stagingKey(): string {
   return `ort-${ort.env.versions.node ?? ort.env.versions.common}-${process.platform}-${process.arch}`;
-}
-
-/**
- * Optimizations up to 'extended' only: 'all' adds layout changes tuned to the CPU that ran it (ORT
- * warns the result is hardware specific), and the registering Lambda may run on another CPU model.
- */
-export async function stageArtifact(modelBytes: Uint8Array): Promise<Uint8Array> {
-  const dir = await mkdtemp(join(tmpdir(), 'ai-mass-stage-'));
-  const file = join(dir, 'model.ort');
-  try {
-    const session = await ort.InferenceSession.create(modelBytes, {
-      graphOptimizationLevel: 'extended',
-      optimizedModelFilePath: file,
-      logSeverityLevel: 3,
-      extra: { session: { save_model_format: 'ORT' } },
-    } as InferenceSession.SessionOptions);
-    await session.release();
-    return new Uint8Array(await readFile(file));
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
 }
 
 /**
