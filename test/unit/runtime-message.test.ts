@@ -24,6 +24,12 @@ describe('runtimeMessage', () => {
     );
   });
 
+  it('reads no drive letter inside a word ("failed:/path")', () => {
+    expect(runtimeMessage('Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:181 onnxruntime::Model::Model(...) Unsupported model IR version: 14')).toBe(
+      'Load model from m.onnx failed: Unsupported model IR version: 14',
+    );
+  });
+
   it('leaves a message without paths as it is', () => {
     expect(runtimeMessage(new Error('Got invalid dimensions for input: input'))).toBe('Got invalid dimensions for input: input');
   });
