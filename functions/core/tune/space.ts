@@ -47,7 +47,7 @@ const categoricalSchema = z.strictObject({
 const parameterSchema = z.discriminatedUnion('type', [floatSchema, intSchema, categoricalSchema]);
 
 export const searchSpaceSchema = z.strictObject({
-  parameters: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/, 'a parameter name is a letter or _ then up to 63 of [A-Za-z0-9_.-]'), parameterSchema),
+  parameters: z.record(z.string(), parameterSchema),
 });
 
 export type FloatParameter = z.infer<typeof floatSchema>;
@@ -86,6 +86,7 @@ function checkParameter(space: SearchSpace, name: string, index: number, names: 
   const fail = (message: string) => {
     throw new InvalidSpaceError(`parameter '${name}': ${message}`);
   };
+  if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/.test(name)) fail('a name is a letter or _ then up to 63 of A-Z a-z 0-9 _ . -');
   if (p.type === 'categorical') {
     const keys = p.choices.map((c) => JSON.stringify(c));
     if (new Set(keys).size !== keys.length) fail('choices must be distinct');
