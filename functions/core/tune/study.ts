@@ -175,9 +175,13 @@ export class Study {
     return [...this.byNumber.values()].sort((a, b) => a.number - b.number);
   }
 
-  /** The configuration trial `number` gets, from the trials other than it; undefined when there is none left. */
+  /**
+   * The configuration trial `number` gets, from the trials other than it; undefined when there is
+   * none left. The budget counts every trial but failed ones (a failed trial gives its place back).
+   */
   propose(number: number): Configuration | undefined {
-    if (this.config.maxTrials !== undefined && number >= this.config.maxTrials) return undefined;
+    const spent = this.trials.filter((t) => t.number !== number && t.state !== 'failed').length;
+    if (this.config.maxTrials !== undefined && spent >= this.config.maxTrials) return undefined;
     const params = this.sampler.sample({
       space: this.config.space,
       directions: this.directions,
