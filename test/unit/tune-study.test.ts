@@ -36,9 +36,12 @@ describe('study', () => {
     ]);
   });
 
-  it('stops at its trial budget', () => {
+  it('stops at its trial budget, where a failed trial gives its place back', () => {
     const study = Study.create(config);
     for (let i = 0; i < 5; i++) expect(study.ask()!.number).toBe(i);
+    expect(study.ask()).toBeUndefined();
+    study.fail(3);
+    expect(study.ask()).toMatchObject({ number: 5, params: { q: 'fp16', threads: 2 } });
     expect(study.ask()).toBeUndefined();
   });
 
