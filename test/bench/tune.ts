@@ -6,7 +6,10 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Study, type StudyConfigInput } from '../../functions/core/tune/study.ts';
 import type { Configuration } from '../../functions/core/tune/space.ts';
-import { median, printTable, root, round, writeResults } from './common.ts';
+import { median, printTable, root, writeResults } from './common.ts';
+
+/** Three significant digits: regrets span from 1e-5 to 1. */
+const significant = (v: number) => Number(v.toPrecision(3));
 
 interface Problem {
   space: StudyConfigInput['space'];
@@ -65,8 +68,8 @@ export async function runTuneBench(): Promise<Record<string, unknown>> {
     const row: Record<string, Record<string, number>> = { regret_50: {}, regret_100: {} };
     for (const [samplerName, sampler] of Object.entries(samplers)) {
       const runs = Array.from({ length: seeds }, (_, seed) => regrets(problem, sampler, seed));
-      row.regret_50![samplerName] = round(median(runs.map((r) => r.at50)), 4);
-      row.regret_100![samplerName] = round(median(runs.map((r) => r.at100)), 4);
+      row.regret_50![samplerName] = significant(median(runs.map((r) => r.at50)));
+      row.regret_100![samplerName] = significant(median(runs.map((r) => r.at100)));
       console.log(`${name} ${samplerName}: regret_50 ${row.regret_50![samplerName]} regret_100 ${row.regret_100![samplerName]}`);
     }
     results[name] = row;
@@ -75,7 +78,7 @@ export async function runTuneBench(): Promise<Record<string, unknown>> {
   const optuna = execFileSync(python, [join(root, 'test', 'bench', 'tune-optuna.py'), String(seeds)], { encoding: 'utf8', maxBuffer: 1 << 20 });
   results.optuna = JSON.parse(optuna) as unknown;
   for (const [fn, bySampler] of Object.entries(results.optuna as Record<string, Record<string, Record<string, number>>>)) {
-    for (const [sampler, r] of Object.entries(bySampler)) console.log(`optuna ${fn} ${sampler}: regret_50 ${round(r.regret_50!, 4)} regret_100 ${round(r.regret_100!, 4)}`);
+    for (const [sampler, r] of Object.entries(bySampler)) console.log(`optuna ${fn} ${sampler}: regret_50 ${significant(r.regret_50!)} regret_100 ${significant(r.regret_100!)}`);
   }
   printTable('tune (median regret)', results);
   await writeResults('tune', results);
