@@ -6,6 +6,7 @@ import { runEvaluateBench } from './evaluate.ts';
 import { runInferenceBench } from './inference.ts';
 import { runQuantizeBench } from './quantize.ts';
 import { runRegistryBench } from './registry.ts';
+import { runTuneBench } from './tune.ts';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   inference: runInferenceBench,
@@ -13,6 +14,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   batch: runBatchBench,
   quantize: runQuantizeBench,
   evaluate: runEvaluateBench,
+  tune: runTuneBench,
 };
 
 const asked = process.argv.slice(2);

@@ -1,0 +1,184 @@
+import { internalBounds, isActive, roundSignificant, toInternal, type CategoricalParameter, type Configuration, type NumericParameter, type ParamValue } from '../space.ts';
+import { compareForObjective, type Trial } from '../trial.ts';
+import { logSumExp, normalMass, normalPdf, pickWeighted, truncatedNormal } from '../math.ts';
+import { sampleUniform } from './random.ts';
+import { completed, type SampleContext, type Sampler } from './sampler.ts';
+
+export interface TpeOptions {
+  /** Trials drawn at random before the estimators take over (Optuna: 10). */
+  startupTrials?: number;
+  /** Candidates drawn from the good estimator, of which the best ratio wins (Optuna: 24). */
+  eiCandidates?: number;
+  /** Weight of the prior kernel, a wide one centred on the range (Optuna: 1). */
+  priorWeight?: number;
+}
+
+/** Optuna's default gamma: the best 10% of trials (rounded up), at most 25, are the good ones. */
+export const defaultGamma = (n: number) => Math.min(Math.ceil(0.1 * n), 25);
+
+/** Optuna's default weights: the latest 25 observations weigh 1, older ones ramp down from 1/n. */
+export function defaultWeights(n: number): number[] {
+  if (n < 25) return new Array<number>(n).fill(1);
+  const rampLength = n - 25;
+  const ramp = Array.from({ length: rampLength }, (_, i) => (rampLength === 1 ? 1 / n : 1 / n + ((1 - 1 / n) * i) / (rampLength - 1)));
+  return [...ramp, ...new Array<number>(25).fill(1)];
+}
+
+/** A mixture of truncated normals in a parameter's internal space (log for a log scale). */
+export interface NumericEstimator {
+  mus: number[];
+  sigmas: number[];
+  weights: number[];
+  low: number;
+  high: number;
+  /** Grid step of a discrete parameter, in internal units; the estimator then gives masses. */
+  step?: number;
+}
+
+/**
+ * Optuna's univariate Parzen estimator: one kernel per observation plus the prior (centre of the
+ * range, width the range); each kernel's bandwidth is the larger gap to its sorted neighbours (the
+ * range ends count as neighbours, except that the outermost kernels take their inner gap), clipped
+ * to [range / min(100, 1 + kernels), range].
+ */
+export function numericEstimator(p: NumericParameter, observations: readonly number[], priorWeight: number): NumericEstimator {
+  let [low, high] = internalBounds(p);
+  const step = p.log ? undefined : (p.step ?? (p.type === 'int' ? 1 : undefined));
+  if (p.type === 'int' && p.log) [low, high] = [Math.log(p.low - 0.5), Math.log(p.high + 0.5)];
+  if (step !== undefined) [low, high] = [low - step / 2, high + step / 2];
+  const range = high - low;
+  const mus = [...observations.map((v) => toInternal(p, v)), (low + high) / 2];
+  const order = [...mus.keys()].sort((a, b) => mus[a]! - mus[b]! || a - b);
+  const sorted = [low, ...order.map((i) => mus[i]!), high];
+  const sortedSigmas = order.map((_, r) => Math.max(sorted[r + 1]! - sorted[r]!, sorted[r + 2]! - sorted[r + 1]!));
+  if (sorted.length >= 4) {
+    sortedSigmas[0] = sorted[2]! - sorted[1]!;
+    sortedSigmas[sortedSigmas.length - 1] = sorted[sorted.length - 2]! - sorted[sorted.length - 3]!;
+  }
+  const minSigma = range / Math.min(100, 1 + mus.length);
+  const sigmas = new Array<number>(mus.length);
+  order.forEach((i, r) => (sigmas[i] = Math.min(range, Math.max(minSigma, sortedSigmas[r]!))));
+  sigmas[mus.length - 1] = range;
+  return { mus, sigmas, weights: normalized([...defaultWeights(observations.length), priorWeight]), low, high, step };
+}
+
+export function sampleNumeric(e: NumericEstimator, random: () => number): number {
+  const k = pickWeighted(e.weights, random);
+  const x = truncatedNormal(e.mus[k]!, e.sigmas[k]!, e.low, e.high, random);
+  if (e.step === undefined) return x;
+  const first = e.low + e.step / 2;
+  const last = e.high - e.step / 2;
+  return Math.min(last, Math.max(first, first + Math.round((x - first) / e.step) * e.step));
+}
+
+/** Log density (or, for a discrete parameter, log probability mass) of the mixture at x. */
+export function numericLogPdf(e: NumericEstimator, x: number): number {
+  const terms = e.mus.map((mu, k) => {
+    const sigma = e.sigmas[k]!;
+    const z = normalMass((e.low - mu) / sigma, (e.high - mu) / sigma);
+    const p = e.step === undefined
+      ? normalPdf((x - mu) / sigma) / sigma
+      : normalMass((x - e.step / 2 - mu) / sigma, (x + e.step / 2 - mu) / sigma);
+    return Math.log(e.weights[k]!) + Math.log(Math.max(p, 1e-300)) - Math.log(z);
+  });
+  return logSumExp(terms);
+}
+
+/**
+ * Optuna's categorical estimator: each observation is a kernel that puts weight 1 on its choice plus
+ * priorWeight / (n + 1) on every choice, normalized; the prior kernel is uniform. The mixture's
+ * probabilities are returned directly.
+ */
+export function categoricalProbabilities(p: CategoricalParameter, observations: readonly ParamValue[], priorWeight: number): number[] {
+  const n = observations.length;
+  const c = p.choices.length;
+  const weights = normalized([...defaultWeights(n), priorWeight]);
+  const floor = priorWeight / (n + 1);
+  const probs = new Array<number>(c).fill(0);
+  observations.forEach((v, k) => {
+    const index = p.choices.indexOf(v);
+    const rowTotal = 1 + floor * c;
+    for (let j = 0; j < c; j++) probs[j]! += (weights[k]! * ((j === index ? 1 : 0) + floor)) / rowTotal;
+  });
+  for (let j = 0; j < c; j++) probs[j]! += weights[n]! / c;
+  return probs;
+}
+
+/**
+ * Tree-structured Parzen Estimator, univariate as Optuna's default: completed trials split into good
+ * (the best gamma(n), feasible first) and bad; each active parameter gets l(x) from the good trials
+ * that have it and g(x) from the bad ones; of eiCandidates draws from l, the one with the highest
+ * l(x) / g(x) (the expected-improvement ratio) is taken. Only the first objective is used.
+ */
+export class TpeSampler implements Sampler {
+  readonly name = 'tpe';
+  readonly startupTrials: number;
+  readonly eiCandidates: number;
+  readonly priorWeight: number;
+
+  constructor(options: TpeOptions = {}) {
+    this.startupTrials = options.startupTrials ?? 10;
+    this.eiCandidates = options.eiCandidates ?? 24;
+    this.priorWeight = options.priorWeight ?? 1;
+  }
+
+  sample(context: SampleContext): Configuration {
+    const { space, random } = context;
+    const done = completed(context.trials);
+    const out: Configuration = {};
+    if (done.length < this.startupTrials) {
+      for (const [name, p] of Object.entries(space.parameters)) if (isActive(p, out)) out[name] = sampleUniform(p, random);
+      return out;
+    }
+    const ranked = [...done].sort((a, b) => compareForObjective(a, b, context.directions[0]!));
+    const nBelow = defaultGamma(ranked.length);
+    const byNumber = (a: Trial, b: Trial) => a.number - b.number;
+    const below = ranked.slice(0, nBelow).sort(byNumber);
+    const above = ranked.slice(nBelow).sort(byNumber);
+    for (const [name, p] of Object.entries(space.parameters)) {
+      if (!isActive(p, out)) continue;
+      const good = below.filter((t) => name in t.params).map((t) => t.params[name]!);
+      const bad = above.filter((t) => name in t.params).map((t) => t.params[name]!);
+      out[name] = p.type === 'categorical' ? this.pickCategorical(p, good, bad, random) : this.pickNumeric(p, good as number[], bad as number[], random);
+    }
+    return out;
+  }
+
+  private pickNumeric(p: NumericParameter, good: number[], bad: number[], random: () => number): number {
+    const l = numericEstimator(p, good, this.priorWeight);
+    const g = numericEstimator(p, bad, this.priorWeight);
+    let best = NaN;
+    let bestScore = -Infinity;
+    for (let i = 0; i < this.eiCandidates; i++) {
+      const x = sampleNumeric(l, random);
+      const score = numericLogPdf(l, x) - numericLogPdf(g, x);
+      if (score > bestScore) [best, bestScore] = [x, score];
+    }
+    return fromTpeInternal(p, best);
+  }
+
+  private pickCategorical(p: CategoricalParameter, good: ParamValue[], bad: ParamValue[], random: () => number): ParamValue {
+    const l = categoricalProbabilities(p, good, this.priorWeight);
+    const g = categoricalProbabilities(p, bad, this.priorWeight);
+    let best = 0;
+    let bestScore = -Infinity;
+    for (let i = 0; i < this.eiCandidates; i++) {
+      const j = pickWeighted(l, random);
+      const score = Math.log(l[j]!) - Math.log(g[j]!);
+      if (score > bestScore) [best, bestScore] = [j, score];
+    }
+    return p.choices[best]!;
+  }
+}
+
+function fromTpeInternal(p: NumericParameter, x: number): number {
+  let v = p.log ? Math.exp(x) : x;
+  if (p.type === 'int') v = Math.round(v);
+  else if (p.step !== undefined) v = roundSignificant(p.low + Math.round((v - p.low) / p.step) * p.step);
+  return Math.min(p.high, Math.max(p.low, v));
+}
+
+function normalized(ws: number[]): number[] {
+  const total = ws.reduce((a, b) => a + b, 0);
+  return ws.map((w) => w / total);
+}

@@ -1,0 +1,316 @@
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { isConditionFailure } from '../aws-errors.ts';
+import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
+import type { LazyClient } from '../lazy-clients.ts';
+import { NAME_PATTERN } from '../names.ts';
+import { evaluateMetrics, parseStudyConfig, Study, type StudyConfig } from './study.ts';
+import type { Trial, TrialState } from './trial.ts';
+
+const docSdk = () => import('../sdk/dynamodb.ts');
+
+/**
+ * Studies and their trials in the registry table, so any number of workers (Lambda trial workers,
+ * the container worker) run one study with no server to keep. Changed only by conditional writes and
+ * atomic counters:
+ *   STUDY#<id> / STUDY              the configuration (as JSON, so every value comes back exactly) and created
+ *   STUDY#<id> / COUNTER            next: the next trial number (atomic ADD, never reused);
+ *                                   issued: trials that count against the budget (ADD under a condition)
+ *   STUDY#<id> / TRIAL#<number, 12> one trial: params, state, worker, lease, intermediate values by step
+ * A worker asks: the counter gives it a number and a place in the budget in one conditional update,
+ * the study rebuilt from the stored trials proposes that number's configuration (samplers keep no
+ * state), and a put on the condition that no trial has that number records it.
+ */
+export interface StoredTrial extends Trial {
+  worker: string;
+  /** Epoch milliseconds after which a running trial whose worker stopped reporting is failed. */
+  leaseUntil: number;
+}
+
+export interface StudyTableOptions {
+  /** Milliseconds a worker holds a trial between two of its calls (ask, report). */
+  leaseMs?: number;
+  now?: () => number;
+}
+
+const pad = (n: number) => String(n).padStart(12, '0');
+const studyKey = (id: string) => `STUDY#${id}`;
+
+export class StudyTable {
+  readonly tableName: string;
+  private readonly client: LazyClient<DynamoDBClient>;
+  private readonly leaseMs: number;
+  private readonly now: () => number;
+  private docClient: Promise<DynamoDBDocumentClient> | undefined;
+
+  constructor(client: DynamoDBClient | LazyClient<DynamoDBClient>, tableName: string, options: StudyTableOptions = {}) {
+    this.client = typeof client === 'function' ? client : () => Promise.resolve(client);
+    this.tableName = tableName;
+    this.leaseMs = options.leaseMs ?? 15 * 60 * 1000;
+    this.now = options.now ?? Date.now;
+  }
+
+  private doc(): Promise<DynamoDBDocumentClient> {
+    this.docClient ??= Promise.all([this.client(), docSdk()]).then(([client, { DynamoDBDocumentClient }]) =>
+      DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } }),
+    );
+    return this.docClient;
+  }
+
+  /** Records a new study; its configuration is checked first, and an id already taken is a conflict. */
+  async createStudy(id: string, input: unknown): Promise<StudyConfig> {
+    if (!NAME_PATTERN.test(id)) throw new BadRequestError(`study id '${id}' must match [a-z0-9][a-z0-9._-]{0,63}`);
+    const config = parseStudyConfig(input);
+    const { PutCommand } = await docSdk();
+    try {
+      await (await this.doc()).send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { pk: studyKey(id), sk: 'STUDY', id, config: JSON.stringify(config), created: new Date(this.now()).toISOString() },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+    } catch (error) {
+      if (isConditionFailure(error)) throw new ConflictError(`study '${id}' already exists`);
+      throw error;
+    }
+    return config;
+  }
+
+  async getConfig(id: string): Promise<StudyConfig> {
+    const { GetCommand } = await docSdk();
+    const out = await (await this.doc()).send(new GetCommand({ TableName: this.tableName, Key: { pk: studyKey(id), sk: 'STUDY' }, ConsistentRead: true }));
+    if (!out.Item) throw new NotFoundError(`study '${id}' does not exist`);
+    return JSON.parse(out.Item.config as string) as StudyConfig;
+  }
+
+  /** Every trial of a study in number order, read consistently. */
+  async listTrials(id: string): Promise<StoredTrial[]> {
+    const { QueryCommand } = await docSdk();
+    const trials: StoredTrial[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await (await this.doc()).send(
+        new QueryCommand({
+          TableName: this.tableName,
+          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :trial)',
+          ExpressionAttributeValues: { ':pk': studyKey(id), ':trial': 'TRIAL#' },
+          ConsistentRead: true,
+          ExclusiveStartKey: start,
+        }),
+      );
+      trials.push(...(out.Items ?? []).map(fromItem));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return trials;
+  }
+
+  /** The study as a worker rebuilds it: its configuration and stored trials. */
+  async loadStudy(id: string): Promise<Study> {
+    const [config, trials] = await Promise.all([this.getConfig(id), this.listTrials(id)]);
+    return new Study(config, trials);
+  }
+
+  /**
+   * Starts the next trial for `worker`: undefined when the budget is spent or the sampler has nothing
+   * left. Concurrent callers never share a number and never together exceed the budget.
+   */
+  async ask(id: string, worker: string): Promise<StoredTrial | undefined> {
+    const config = await this.getConfig(id);
+    const number = await this.allocate(id, config.maxTrials);
+    if (number === undefined) return undefined;
+    // The counter already holds this trial's place in the budget, so the study's own budget check,
+    // which may read trials that other workers have since failed, is not repeated here.
+    const params = new Study({ ...config, maxTrials: undefined }, await this.listTrials(id)).propose(number);
+    if (!params) {
+      await this.returnPlace(id);
+      return undefined;
+    }
+    const trial: StoredTrial = { number, params, state: 'running', intermediate: {}, worker, leaseUntil: this.now() + this.leaseMs };
+    const { PutCommand } = await docSdk();
+    try {
+      await (await this.doc()).send(
+        new PutCommand({ TableName: this.tableName, Item: toItem(id, trial), ConditionExpression: 'attribute_not_exists(pk)' }),
+      );
+    } catch (error) {
+      if (isConditionFailure(error)) throw new ConflictError(`study '${id}' already has a trial ${number}`);
+      throw error;
+    }
+    return trial;
+  }
+
+  /**
+   * Records an intermediate value of the worker's running trial and renews its lease; when the
+   * study's pruner says so the trial ends as pruned and the answer says to stop.
+   */
+  async report(id: string, number: number, worker: string, step: number, value: number): Promise<{ prune: boolean }> {
+    if (!Number.isInteger(step) || step < 0) throw new BadRequestError(`trial ${number}: step must be an integer of at least 0, got ${step}`);
+    if (!Number.isFinite(value)) throw new BadRequestError(`trial ${number}: intermediate value ${value} is not a finite number`);
+    const { UpdateCommand } = await docSdk();
+    await this.updateRunning(id, number, worker, (condition) =>
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
+        UpdateExpression: 'SET #intermediate.#step = :value, #lease = :lease',
+        ConditionExpression: condition,
+        ExpressionAttributeNames: { '#intermediate': 'intermediate', '#step': String(step), '#lease': 'leaseUntil', '#state': 'state', '#worker': 'worker' },
+        ExpressionAttributeValues: { ':value': value, ':lease': this.now() + this.leaseMs, ':running': 'running', ':worker': worker },
+      }),
+    );
+    const study = await this.loadStudy(id);
+    if (!study.pruner) return { prune: false };
+    const trial = study.trials.find((t) => t.number === number)!;
+    const decision = study.pruner.decide(trial, study.trials.filter((t) => t.number !== number), study.directions[0]!);
+    if (decision.prune || decision.rungs) {
+      await this.updateRunning(id, number, worker, (condition) =>
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
+          UpdateExpression: decision.prune ? 'SET #rungs = :rungs, #state = :pruned' : 'SET #rungs = :rungs',
+          ConditionExpression: condition,
+          ExpressionAttributeNames: { '#rungs': 'rungs', '#state': 'state', '#worker': 'worker' },
+          ExpressionAttributeValues: { ':rungs': decision.rungs ?? trial.rungs ?? [], ':running': 'running', ':worker': worker, ...(decision.prune ? { ':pruned': 'pruned' } : {}) },
+        }),
+      );
+    }
+    return { prune: decision.prune };
+  }
+
+  /** Completes the worker's running trial with its measured metrics. */
+  async tell(id: string, number: number, worker: string, metrics: Record<string, number>): Promise<StoredTrial> {
+    const config = await this.getConfig(id);
+    const { values, violations } = evaluateMetrics(config, number, metrics);
+    const { UpdateCommand } = await docSdk();
+    const out = await this.updateRunning(id, number, worker, (condition) =>
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
+        UpdateExpression: 'SET #state = :complete, #metrics = :metrics, #values = :values, #violations = :violations',
+        ConditionExpression: condition,
+        ExpressionAttributeNames: { '#state': 'state', '#metrics': 'metrics', '#values': 'values', '#violations': 'violations', '#worker': 'worker' },
+        ExpressionAttributeValues: {
+          ':complete': 'complete',
+          ':metrics': JSON.stringify(metrics),
+          ':values': JSON.stringify(values),
+          ':violations': JSON.stringify(violations),
+          ':running': 'running',
+          ':worker': worker,
+        },
+        ReturnValues: 'ALL_NEW',
+      }),
+    );
+    return fromItem(out!);
+  }
+
+  /**
+   * Fails every running trial whose lease has passed (its worker died or hung) and gives its place
+   * in the budget back. Returns the numbers it failed. A place is returned after the trial is failed:
+   * a process stopped between the two writes loses that one place, never counts one twice.
+   */
+  async failExpired(id: string): Promise<number[]> {
+    const now = this.now();
+    const expired = (await this.listTrials(id)).filter((t) => t.state === 'running' && t.leaseUntil < now);
+    const failed: number[] = [];
+    const { UpdateCommand } = await docSdk();
+    for (const trial of expired) {
+      try {
+        await (await this.doc()).send(
+          new UpdateCommand({
+            TableName: this.tableName,
+            Key: { pk: studyKey(id), sk: `TRIAL#${pad(trial.number)}` },
+            UpdateExpression: 'SET #state = :failed',
+            ConditionExpression: '#state = :running AND #lease < :now',
+            ExpressionAttributeNames: { '#state': 'state', '#lease': 'leaseUntil' },
+            ExpressionAttributeValues: { ':failed': 'failed', ':running': 'running', ':now': now },
+          }),
+        );
+      } catch (error) {
+        if (isConditionFailure(error)) continue; // reported or finished meanwhile, or failed by another caller
+        throw error;
+      }
+      await this.returnPlace(id);
+      failed.push(trial.number);
+    }
+    return failed;
+  }
+
+  /** Takes a trial number and, under a budget, a place in it, in one conditional update. */
+  private async allocate(id: string, maxTrials: number | undefined): Promise<number | undefined> {
+    const { UpdateCommand } = await docSdk();
+    try {
+      const out = await (await this.doc()).send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: { pk: studyKey(id), sk: 'COUNTER' },
+          UpdateExpression: 'ADD #next :one, #issued :one',
+          ...(maxTrials === undefined ? {} : { ConditionExpression: 'attribute_not_exists(#issued) OR #issued < :max' }),
+          ExpressionAttributeNames: { '#next': 'next', '#issued': 'issued' },
+          ExpressionAttributeValues: { ':one': 1, ...(maxTrials === undefined ? {} : { ':max': maxTrials }) },
+          ReturnValues: 'UPDATED_NEW',
+        }),
+      );
+      return (out.Attributes!.next as number) - 1;
+    } catch (error) {
+      if (isConditionFailure(error)) return undefined;
+      throw error;
+    }
+  }
+
+  private async returnPlace(id: string): Promise<void> {
+    const { UpdateCommand } = await docSdk();
+    await (await this.doc()).send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: { pk: studyKey(id), sk: 'COUNTER' },
+        UpdateExpression: 'ADD #issued :minus',
+        ExpressionAttributeNames: { '#issued': 'issued' },
+        ExpressionAttributeValues: { ':minus': -1 },
+      }),
+    );
+  }
+
+  /** Sends an update conditioned on the trial running under this worker; otherwise says why not. */
+  private async updateRunning(id: string, number: number, worker: string, command: (condition: string) => UpdateCommand): Promise<Record<string, unknown> | undefined> {
+    try {
+      const out = await (await this.doc()).send(command('#state = :running AND #worker = :worker'));
+      return out.Attributes;
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+      const { GetCommand } = await docSdk();
+      const current = await (await this.doc()).send(new GetCommand({ TableName: this.tableName, Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` }, ConsistentRead: true }));
+      if (!current.Item) throw new NotFoundError(`study '${id}' has no trial ${number}`);
+      const trial = fromItem(current.Item);
+      if (trial.state !== 'running') throw new ConflictError(`trial ${number} is ${trial.state}, not running`);
+      throw new ConflictError(`trial ${number} belongs to worker '${trial.worker}', not '${worker}'`);
+    }
+  }
+}
+
+function toItem(id: string, t: StoredTrial): Record<string, unknown> {
+  return {
+    pk: studyKey(id),
+    sk: `TRIAL#${pad(t.number)}`,
+    number: t.number,
+    params: JSON.stringify(t.params),
+    state: t.state,
+    intermediate: t.intermediate,
+    worker: t.worker,
+    leaseUntil: t.leaseUntil,
+  };
+}
+
+function fromItem(item: Record<string, unknown>): StoredTrial {
+  const parse = <T>(key: string) => (item[key] === undefined ? undefined : (JSON.parse(item[key] as string) as T));
+  const trial: StoredTrial = {
+    number: item.number as number,
+    params: parse<Trial['params']>('params')!,
+    state: item.state as TrialState,
+    intermediate: (item.intermediate ?? {}) as Record<string, number>,
+    worker: item.worker as string,
+    leaseUntil: item.leaseUntil as number,
+  };
+  const metrics = parse<Record<string, number>>('metrics');
+  if (metrics) Object.assign(trial, { metrics, values: parse<number[]>('values'), violations: parse<number[]>('violations') });
+  if (item.rungs) trial.rungs = item.rungs as number[];
+  return trial;
+}

@@ -1,0 +1,88 @@
+// `npm run bench -- tune`: median regret of our samplers on Branin and Hartmann-6 (known optima)
+// after 50 and 100 trials over TUNE_BENCH_SEEDS seeds (default 20), beside Optuna's samplers on the
+// same functions, budgets and seeds (tune-optuna.py, Debian's python3-optuna under PYTHON, default
+// /usr/bin/python3). Writes bench/results/tune.json.
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { Study, type StudyConfigInput } from '../../functions/core/tune/study.ts';
+import type { Configuration } from '../../functions/core/tune/space.ts';
+import { median, printTable, root, writeResults } from './common.ts';
+
+/** Three significant digits: regrets span from 1e-5 to 1. */
+const significant = (v: number) => Number(v.toPrecision(3));
+
+interface Problem {
+  space: StudyConfigInput['space'];
+  optimum: number;
+  f: (p: Configuration) => number;
+}
+
+const branin: Problem = {
+  space: { parameters: { x1: { type: 'float', low: -5, high: 10 }, x2: { type: 'float', low: 0, high: 15 } } },
+  optimum: 0.397887357729738,
+  f: (p) => {
+    const x1 = p.x1 as number;
+    const x2 = p.x2 as number;
+    const b = 5.1 / (4 * Math.PI ** 2);
+    const c = 5 / Math.PI;
+    return (x2 - b * x1 * x1 + c * x1 - 6) ** 2 + 10 * (1 - 1 / (8 * Math.PI)) * Math.cos(x1) + 10;
+  },
+};
+
+const A = [[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]];
+const P = [
+  [1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+  [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381],
+].map((row) => row.map((v) => v * 1e-4));
+const ALPHA = [1, 1.2, 3, 3.2];
+const hartmann6: Problem = {
+  space: { parameters: Object.fromEntries(Array.from({ length: 6 }, (_, i) => [`x${i}`, { type: 'float', low: 0, high: 1 }])) },
+  optimum: -3.322368011415515,
+  f: (p) => -ALPHA.reduce((s, a, i) => s + a * Math.exp(-A[i]!.reduce((t, aij, j) => t + aij * ((p[`x${j}`] as number) - P[i]![j]!) ** 2, 0)), 0),
+};
+
+const samplers: Record<string, StudyConfigInput['sampler']> = {
+  random: { type: 'random' },
+  tpe: { type: 'tpe' },
+  gp: { type: 'gp' },
+  genetic: { type: 'nsga2', populationSize: 20 },
+};
+
+function regrets(problem: Problem, sampler: StudyConfigInput['sampler'], seed: number): { at50: number; at100: number } {
+  const study = Study.create({ space: problem.space, objectives: [{ metric: 'f', direction: 'minimize' }], sampler, seed, maxTrials: 100 });
+  let best = Infinity;
+  let at50 = Infinity;
+  for (let trial = study.ask(); trial; trial = study.ask()) {
+    const value = problem.f(trial.params);
+    study.tell(trial.number, { f: value });
+    best = Math.min(best, value);
+    if (trial.number === 49) at50 = best - problem.optimum;
+  }
+  return { at50, at100: best - problem.optimum };
+}
+
+export async function runTuneBench(): Promise<Record<string, unknown>> {
+  const seeds = Number(process.env.TUNE_BENCH_SEEDS ?? 20);
+  const results: Record<string, unknown> = { seeds, trials: 100, genetic: 'nsga2, population 20' };
+  for (const [name, problem] of Object.entries({ branin, hartmann6 })) {
+    const row: Record<string, Record<string, number>> = { regret_50: {}, regret_100: {} };
+    for (const [samplerName, sampler] of Object.entries(samplers)) {
+      const runs = Array.from({ length: seeds }, (_, seed) => regrets(problem, sampler, seed));
+      row.regret_50![samplerName] = significant(median(runs.map((r) => r.at50)));
+      row.regret_100![samplerName] = significant(median(runs.map((r) => r.at100)));
+      console.log(`${name} ${samplerName}: regret_50 ${row.regret_50![samplerName]} regret_100 ${row.regret_100![samplerName]}`);
+    }
+    results[name] = row;
+  }
+  const python = process.env.PYTHON ?? '/usr/bin/python3';
+  const optuna = execFileSync(python, [join(root, 'test', 'bench', 'tune-optuna.py'), String(seeds)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  results.optuna = JSON.parse(optuna) as unknown;
+  for (const [fn, bySampler] of Object.entries(results.optuna as Record<string, Record<string, Record<string, number>>>)) {
+    for (const [sampler, r] of Object.entries(bySampler)) console.log(`optuna ${fn} ${sampler}: regret_50 ${significant(r.regret_50!)} regret_100 ${significant(r.regret_100!)}`);
+  }
+  printTable('tune (median regret)', results);
+  await writeResults('tune', results);
+  return results;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await runTuneBench();
