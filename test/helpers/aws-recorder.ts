@@ -59,7 +59,10 @@ function dynamoCall(operation: string, body: Record<string, unknown>, names: Res
     case 'Scan':
     case 'DescribeTable': {
       const table = body.TableName as string;
-      return { operation: `dynamodb ${operation}`, target: table, permissions: [{ action: action(operation), resource: on(table, body.IndexName as string | undefined), context: {} }] };
+      // The partition key an item request names, for policies that confine a role to some partitions
+      // (dynamodb:LeadingKeys); a Query or Scan names none here, so such a condition never holds for it.
+      const pk = (body.Key as Record<string, { S?: string }> | undefined)?.pk?.S ?? (body.Item as Record<string, { S?: string }> | undefined)?.pk?.S;
+      return { operation: `dynamodb ${operation}`, target: table, permissions: [{ action: action(operation), resource: on(table, body.IndexName as string | undefined), context: pk !== undefined ? { 'dynamodb:LeadingKeys': pk } : {} }] };
     }
     case 'TransactWriteItems': {
       const items = body.TransactItems as Record<string, { TableName: string }>[];

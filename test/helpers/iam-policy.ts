@@ -119,8 +119,11 @@ export function roleStatements(template: Template, roleLogicalId: string): Resol
       if (s.NotAction !== undefined || s.NotResource !== undefined) throw new Error(`${roleLogicalId}: NotAction/NotResource are not supported`);
       const condition: ResolvedStatement['condition'] = {};
       for (const [operator, keys] of Object.entries(s.Condition ?? {})) {
-        if (operator !== 'StringLike' && operator !== 'StringEquals') throw new Error(`${roleLogicalId}: condition operator ${operator} is not supported`);
-        condition[operator] = Object.fromEntries(Object.entries(keys).map(([k, v]) => [k, asArray(v)]));
+        // A request here carries one value per key, so ForAllValues:StringLike is StringLike on it (and,
+        // stricter than IAM, which lets a request without the key through, fails when the key is absent).
+        const plain = operator === 'ForAllValues:StringLike' ? 'StringLike' : operator;
+        if (plain !== 'StringLike' && plain !== 'StringEquals') throw new Error(`${roleLogicalId}: condition operator ${operator} is not supported`);
+        condition[plain] = Object.fromEntries(Object.entries(keys).map(([k, v]) => [k, asArray(v)]));
       }
       return {
         sid: s.Sid ?? `${policy.PolicyName}[${i}]`,

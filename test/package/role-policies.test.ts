@@ -345,8 +345,8 @@ beforeAll(async () => {
   // jobs: the one route of every kind reads a job record and cancels it (seeded: no kind runs on the runtime yet).
   const stamp = new Date().toISOString();
   await new JobTable(dynamo, registryTable).createJob({ id: 'j-role-test', kind: 'role-test', state: 'queued', requestHash: '0', request: {}, attempts: 0, stepsTotal: 1, stepsSucceeded: 0, stepsFailed: 0, created: stamp, updated: stamp });
-  await call('JobsLambdaFunction', 'GET', '/v2/jobs/j-role-test');
-  await call('JobsLambdaFunction', 'POST', '/v2/jobs/j-role-test/cancel');
+  await call('JobsApiLambdaFunction', 'GET', '/v2/jobs/j-role-test');
+  await call('JobsApiLambdaFunction', 'POST', '/v2/jobs/j-role-test/cancel');
 }, 900_000);
 
 afterAll(async () => {
@@ -378,7 +378,7 @@ describe('the recorded paths', () => {
 });
 
 describe('each role against what its function did', () => {
-  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsLambdaFunction'])(
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction'])(
     '%s: every request allowed, every grant used or reviewed',
     (fn) => {
       const role = functionRole(template, fn)!;
