@@ -437,7 +437,7 @@ describe('operations', () => {
     // The GPU service's alarms (only with batchGpuWorkers=true) act on its scaling policies instead.
     const notifying = resourcesOfType(t, 'AWS::CloudWatch::Alarm').filter(([, alarm]) => alarm.Condition !== 'BatchGpuEnabled');
     expect(notifying.map(([id]) => id).sort()).toEqual([
-      'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'EvaluateDeadLetterAlarm', 'InferenceRuntimeFailuresAlarm', 'QuantizeDeadLetterAlarm', 'RegisterFailuresAlarm',
+      'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'EvaluateDeadLetterAlarm', 'InferenceRuntimeFailuresAlarm', 'QuantizeDeadLetterAlarm', 'RegisterFailuresAlarm', 'RegisterFailuresDeadLetterAlarm',
     ]);
     // The series the inference function emits with the service dimension alone (functions/inference/app.ts).
     expect(t.Resources.InferenceRuntimeFailuresAlarm!.Properties).toMatchObject({

@@ -10,7 +10,7 @@
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CreateBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import { CreateTableCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -23,6 +23,7 @@ import { pushModel } from '../../functions/core/model-push.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
+import { rejectionKey } from '../../functions/core/registry/register-upload.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { awsCallOf, startRecorder, type AwsCall, type IamRequest, type Recorder } from '../helpers/aws-recorder.ts';
 import { doublingModel, doublingRow } from '../helpers/batch-stack.ts';
@@ -292,6 +293,14 @@ beforeAll(async () => {
   await deliver('QuantizeWorkerLambdaFunction', 'QuantizeQueue');
   await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'incoming/mnist/broken.onnx', Body: 'not a model' }));
   seen.RegisterLambdaFunction.push(await register.invoke(objectCreated('incoming/mnist/broken.onnx', 11)));
+  // registerFailures: an upload whose registration failed every retry (as Lambda's on-failure
+  // destination puts it on the queue) gets a rejection record.
+  await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'incoming/mnist/crashed.onnx', Body: mnist }));
+  await sqs.send(new SendMessageCommand({
+    QueueUrl: queueUrls.get('RegisterFailuresQueue')!,
+    MessageBody: JSON.stringify({ requestContext: { condition: 'RetriesExhausted', approximateInvokeCount: 3 }, requestPayload: objectCreated('incoming/mnist/crashed.onnx', mnist.length), responsePayload: { errorType: 'Runtime.OutOfMemory', errorMessage: 'Runtime exited with error: signal: killed' } }),
+  }));
+  await deliver('RegisterFailuresLambdaFunction', 'RegisterFailuresQueue');
   // quantizeApi: start an int8-static job calibrated on a data set and read it back; the worker runs it.
   const started = await call('QuantizeApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/quantize', { method: 'int8-static', options: { dataset: 'mnist-small', samples: 40, batchSize: 20 } });
   await deliver('QuantizeWorkerLambdaFunction', 'QuantizeQueue');
@@ -377,8 +386,18 @@ describe('the recorded paths', () => {
   });
 });
 
+describe('an upload the register function failed on after its retries', () => {
+  it('has a rejection record written by registerFailures, naming the failure', async () => {
+    const out = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: rejectionKey('incoming/mnist/crashed.onnx') }));
+    const record = JSON.parse(await out.Body!.transformToString()) as { reason: string };
+    expect(record.reason).toBe(
+      'registration failed on the server after its retries (Runtime.OutOfMemory: Runtime exited with error: signal: killed (3 attempts)); upload the model again, and if it fails again, report it',
+    );
+  });
+});
+
 describe('each role against what its function did', () => {
-  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction'])(
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction'])(
     '%s: every request allowed, every grant used or reviewed',
     (fn) => {
       const role = functionRole(template, fn)!;
