@@ -38,6 +38,8 @@ export const OTHER_FUNCTION_ROUTES = [
   'PUT /v2/models/{name}/aliases/{alias}',
   'POST /v2/models/{name}/aliases/{alias}/promote',
   'POST /v2/models/{name}/aliases/{alias}/rollback',
+  'GET /v2/jobs/{id}',
+  'POST /v2/jobs/{id}/cancel',
 ] as const;
 
 const OTHER_ROUTE_PATTERNS = OTHER_FUNCTION_ROUTES.map((key) => {

@@ -328,7 +328,7 @@ describe('the transport, through the local HTTP path', () => {
   });
 
   it('runs FP16 inputs through a session', async () => {
-    const encoded = encodeInferRequest([{ name: 'x', datatype: 'FP16', shape: [1, 3], data: Uint16Array.from([1.5, -2, 0.333251953125], float32ToFloat16Bits) }]);
+    const encoded = encodeInferRequest([{ name: 'x', datatype: 'FP16', shape: [1, 3], data: Uint16Array.from([1.5, -2, 0.333251953125], float32ToFloat16Bits) }], { binary: true, binaryDataOutput: true });
     const response = await raw('/v2/models/half/infer', encoded.body, { 'inference-header-content-length': String(encoded.jsonLength) });
     expect(response.status).toBe(200);
     const decoded = decodeInferResponse(response.bytes, Number(response.headers.get('inference-header-content-length')));

@@ -75,7 +75,7 @@ describe('least privilege', () => {
   it('gives each batch function its own role with only what it does', () => {
     expect(plain.Resources.BatchScoreLambdaFunction!.Properties.Role).toEqual({ 'Fn::GetAtt': ['BatchScoreRole', 'Arn'] });
     expect(actions(plain, 'BatchApiRole')).toEqual([
-      'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Query', 'dynamodb:UpdateItem',
+      'dynamodb:GetItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Query', 'dynamodb:UpdateItem',
       'logs:CreateLogStream', 'logs:PutLogEvents',
       's3:AbortMultipartUpload', 's3:GetObject', 's3:GetObject', 's3:PutObject',
       'sqs:GetQueueUrl', 'sqs:SendMessage',
@@ -83,6 +83,9 @@ describe('least privilege', () => {
     // Versions and aliases are read from the registry table, never written.
     expect(statements(plain, 'BatchApiRole').find((st) => st.Sid === 'ReadRegistry')).toEqual({
       Sid: 'ReadRegistry', Effect: 'Allow', Action: 'dynamodb:Query', Resource: { 'Fn::GetAtt': ['RegistryTable', 'Arn'] },
+    });
+    expect(statements(plain, 'BatchApiRole').find((st) => st.Sid === 'ReadRegisteredVersions')).toEqual({
+      Sid: 'ReadRegisteredVersions', Effect: 'Allow', Action: 'dynamodb:GetItem', Resource: { 'Fn::GetAtt': ['RegistryTable', 'Arn'] },
     });
     // The score function cannot send messages or create jobs; it writes only under batches/.
     const score = actions(plain, 'BatchScoreRole');
