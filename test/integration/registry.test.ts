@@ -26,7 +26,7 @@ import { quantizeRequestSchema } from '../../functions/core/quantize/options.ts'
 import { sqsDispatch, startQuantization } from '../../functions/core/quantize/start.ts';
 import { createRegisterHandler } from '../../functions/register/app.ts';
 import { createRegistryHandler } from '../../functions/registry/app.ts';
-import { createRegisterFailureHandler } from '../../functions/register/failure-app.ts';
+import { createRegisterFailureHandler } from '../../functions/register-failures/app.ts';
 import { graph as graphOf, model as modelOf, node as nodeOf, tensorFromInt64, valueInfo } from '../../functions/core/onnx/builder.ts';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { s3ObjectCreatedEvent } from '../../infra/local/triggers.ts';

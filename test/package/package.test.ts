@@ -393,22 +393,28 @@ describe('what AWS checks at deploy', () => {
 
   it('sends failed register and batch-upload events to a dead-letter queue of their own, each with an alarm', () => {
     const t = standard();
-    for (const [fn, queue, alarm] of [
-      ['RegisterLambdaFunction', 'RegisterFailuresQueue', 'RegisterFailuresAlarm'],
-      ['BatchUploadLambdaFunction', 'BatchUploadFailuresQueue', 'BatchUploadFailuresAlarm'],
+    // registerFailures drains the register function's queue (a rejection record per failed upload), so
+    // its alarm counts messages sent to it; batch-upload's queue is only read by people.
+    for (const [fn, queue, alarm, metric, statistic] of [
+      ['RegisterLambdaFunction', 'RegisterFailuresQueue', 'RegisterFailuresAlarm', 'NumberOfMessagesSent', 'Sum'],
+      ['BatchUploadLambdaFunction', 'BatchUploadFailuresQueue', 'BatchUploadFailuresAlarm', 'ApproximateNumberOfMessagesVisible', 'Maximum'],
     ] as const) {
       const config = resourcesOfType(t, 'AWS::Lambda::EventInvokeConfig').find(([, r]) => JSON.stringify(r.Properties.FunctionName) === JSON.stringify({ Ref: fn }));
       expect(config?.[1].Properties.DestinationConfig, fn).toEqual({ OnFailure: { Destination: { 'Fn::GetAtt': [queue, 'Arn'] } } });
       expect(t.Resources[queue]?.Properties.MessageRetentionPeriod).toBe(1209600);
       expect(t.Resources[alarm]?.Properties).toMatchObject({
         Namespace: 'AWS/SQS',
-        MetricName: 'ApproximateNumberOfMessagesVisible',
+        MetricName: metric,
+        Statistic: statistic,
         Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [queue, 'QueueName'] } }],
         Threshold: 0,
         ComparisonOperator: 'GreaterThanThreshold',
         AlarmActions: [{ Ref: 'AlarmTopic' }],
       });
     }
+    // What registerFailures cannot record goes on to a dead-letter queue of its own, which alarms.
+    expect(t.Resources.RegisterFailuresQueue?.Properties.RedrivePolicy).toEqual({ deadLetterTargetArn: { 'Fn::GetAtt': ['RegisterFailuresDeadLetterQueue', 'Arn'] }, maxReceiveCount: 5 });
+    expect(t.Resources.RegisterFailuresDeadLetterAlarm?.Properties).toMatchObject({ MetricName: 'ApproximateNumberOfMessagesVisible', AlarmActions: [{ Ref: 'AlarmTopic' }] });
   });
 });
 

@@ -4,7 +4,7 @@ import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-p
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { modelStoreFromEnv } from '../core/model-store-env.ts';
 import { createObservability } from '../core/observability.ts';
-import { createRegisterFailureHandler, type FailedInvocationRecord } from './failure-app.ts';
+import { createRegisterFailureHandler, type FailedInvocationRecord } from './app.ts';
 
 const { logger } = createObservability();
 const store = modelStoreFromEnv('/tmp/ai-mass/register-failure');
