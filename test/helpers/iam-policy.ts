@@ -62,8 +62,6 @@ function ref(template: Template, name: string): string {
       return REGION;
     case 'AWS::AccountId':
       return ACCOUNT;
-    case 'AWS::URLSuffix':
-      return 'amazonaws.com';
   }
   const resource: Resource | undefined = template.Resources[name];
   if (!resource) throw new Error(`Ref to ${name}, which the template does not define`);

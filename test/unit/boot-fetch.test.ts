@@ -1,7 +1,10 @@
 import { DynamoDBClient, QueryCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { bootPreloads, bootStagingKey, dynamoUrl, objectUrl, signedRangeHeaders, startBootFetch, versionKeys } from '../../functions/core/boot-fetch.ts';
+import { bootPreloads, bootStagingKey, dynamoUrl, objectUrl, signedHeaders, signedRangeHeaders, startBootFetch, versionKeys } from '../../functions/core/boot-fetch.ts';
+
+/** sha256 of an empty body, as AWS's example publishes it for a GET. */
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 import { stagingKey } from '../../functions/core/registry/staging.ts';
 
 const EXAMPLE_CREDENTIALS = { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' };
@@ -23,14 +26,17 @@ async function sdkRequestUrl(client: S3Client | DynamoDBClient, send: () => Prom
 
 describe('boot fetch signing', () => {
   it("signs AWS's published example request to its published signature (S3 API Reference, Authenticating Requests: Using the Authorization Header, Example: GET Object)", async () => {
-    // https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html: the first 10 bytes
-    // of test.txt in examplebucket, us-east-1, with the documentation's example credentials and date.
-    const url = new URL('https://examplebucket.s3.amazonaws.com/test.txt');
-    const headers = await signedRangeHeaders(url, 'bytes=0-9', 'us-east-1', EXAMPLE_CREDENTIALS, new Date('2013-05-24T00:00:00Z'));
+    // AWS's S3 API Reference (sig-v4-header-based-auth): the first 10 bytes of test.txt in examplebucket,
+    // us-east-1, with the documentation's example credentials and date. Nothing is sent, and the URL is
+    // a loopback one: the published Host is only the header value the published signature covers (a
+    // caller's headers win over the URL's host in signedHeaders), never an address the test reaches.
+    const url = new URL('http://127.0.0.1:9/test.txt');
+    const host = 'examplebucket.s3.amazonaws.com';
+    const headers = await signedHeaders(url, { method: 'GET', headers: { host, range: 'bytes=0-9', 'x-amz-content-sha256': EMPTY_SHA256 } }, 's3', 'us-east-1', EXAMPLE_CREDENTIALS, new Date('2013-05-24T00:00:00Z'));
     expect(headers).toMatchObject({
-      host: 'examplebucket.s3.amazonaws.com',
+      host,
       range: 'bytes=0-9',
-      'x-amz-content-sha256': 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+      'x-amz-content-sha256': EMPTY_SHA256,
       'x-amz-date': '20130524T000000Z',
     });
     // As published, but for the ", " between the parts, which the SDK's signer writes and AWS accepts.
