@@ -15,7 +15,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import { CreateTableCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateTopicCommand } from '@aws-sdk/client-sns';
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSEvent } from 'aws-lambda';
+import type { APIGatewayProxyStructuredResultV2, Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/clients.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
@@ -26,7 +26,7 @@ import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { rejectionKey } from '../../functions/core/registry/register-upload.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { awsCallOf, startRecorder, type AwsCall, type IamRequest, type Recorder } from '../helpers/aws-recorder.ts';
-import { doublingModel, doublingRow } from '../helpers/batch-stack.ts';
+import { apiEvent, doublingModel, doublingRow } from '../helpers/batch-stack.ts';
 import { ACCOUNT, canonicalArn, grantId, isAllowed, PARTITION, REGION, roleStatements, unusedGrants, wildcardMatch } from '../helpers/iam-policy.ts';
 import { packageService, removePackagedServices, type Template } from '../helpers/package-service.ts';
 import { functionEnvironment, functionRole } from '../helpers/template-invariants.ts';
@@ -157,19 +157,6 @@ async function lambda(fn: string, overrides: Record<string, string> = {}): Promi
   };
   invokers.set(fn, invoker);
   return invoker;
-}
-
-function apiEvent(method: string, path: string, body?: unknown): APIGatewayProxyEventV2 {
-  return {
-    version: '2.0',
-    routeKey: `${method} ${path}`,
-    rawPath: path,
-    rawQueryString: '',
-    headers: { 'content-type': 'application/json' },
-    isBase64Encoded: false,
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    requestContext: { http: { method, path, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: 'test' }, requestId: 'test', routeKey: `${method} ${path}`, stage: '$default' },
-  } as unknown as APIGatewayProxyEventV2;
 }
 
 async function call(fn: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> | string }> {
