@@ -1,7 +1,7 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import { BadRequestError, HttpError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../core/errors.ts';
-import { MetricUnit, recordMetric } from '../core/observability.ts';
+import { BadRequestError, HttpError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../core/platform/errors.ts';
+import { MetricUnit, recordMetric } from '../core/platform/observability.ts';
 
 /**
  * What every HTTP API handler shares: JSON responses, JSON request bodies, path segments and headers

@@ -2,7 +2,7 @@ import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
 import { InvalidShardMessageError, parseShardMessage, type ShardScorer } from '../core/batch/shard-scorer.ts';
-import { MetricUnit, recordMetric } from '../core/observability.ts';
+import { MetricUnit, recordMetric } from '../core/platform/observability.ts';
 
 export interface BatchScoreHandlerDeps {
   scorer: ShardScorer;

@@ -2,7 +2,7 @@ import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { createBatchRuntime } from '../core/batch/runtime.ts';
-import { createObservability } from '../core/observability.ts';
+import { createObservability } from '../core/platform/observability.ts';
 import { createBatchDeadLetterHandler, createBatchScoreHandler } from './app.ts';
 
 // Lambda init: one session per model version for the life of the environment (ModelSessions).

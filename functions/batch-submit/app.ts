@@ -2,9 +2,9 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, S3Event
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
+import { BadRequestError, HttpError, NotFoundError } from '../core/platform/errors.ts';
 import type { BatchService } from '../core/batch/service.ts';
-import { keys } from '../core/keys.ts';
+import { keys } from '../core/artifacts/keys.ts';
 import { errorResponse, json, jsonBody } from '../adapters/http.ts';
 import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../adapters/s3-events.ts';
 

@@ -3,8 +3,8 @@ import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { createBatchRuntime } from '../core/batch/runtime.ts';
 import type { BatchService } from '../core/batch/service.ts';
-import { DEFAULT_MAX_BODY_BYTES } from '../core/config.ts';
-import { createObservability } from '../core/observability.ts';
+import { DEFAULT_MAX_BODY_BYTES } from '../core/platform/config.ts';
+import { createObservability } from '../core/platform/observability.ts';
 import { createBatchApiHandler, createBatchSubmitQueueHandler, createBatchUploadHandler } from './app.ts';
 
 // Lambda init: clients and the service once per environment. Three functions share this module,

@@ -3,9 +3,9 @@ import { dirname, join } from 'node:path';
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
-import { createDynamoClient, createS3Client } from '../core/clients.ts';
+import { createDynamoClient, createS3Client } from '../core/aws/clients.ts';
 import { RegistryTable } from '../core/registry/registry-table.ts';
-import { ModelStore } from '../core/model-store.ts';
+import { ModelRepository } from '../core/registry/repository.ts';
 
 /**
  * What every command needs: where the API and the bucket are. Flags win, then environment, then the
@@ -77,9 +77,9 @@ export function cliContext(options: CliOptions) {
     api,
     /** The local stack's project folder when the CLI talks to one. */
     localRoot: local?.root,
-    store(): ModelStore {
+    store(): ModelRepository {
       if (!bucket) throw new CliError('no bucket: pass --bucket, set MASS_BUCKET, or run `npm start` for the local stack');
-      return new ModelStore({
+      return new ModelRepository({
         s3: createS3Client(),
         bucket,
         cacheDir: join(local?.root ?? process.cwd(), '.local', 'cache'),

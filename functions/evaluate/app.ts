@@ -1,11 +1,11 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import { HttpError, NotFoundError } from '../core/errors.ts';
+import { HttpError, NotFoundError } from '../core/platform/errors.ts';
 import type { EvaluationService } from '../core/evaluate/jobs.ts';
 import { stepMessageSchema } from '../core/evaluate/queue.ts';
 import { errorResponse, json, jsonBody, pathSegment } from '../adapters/http.ts';
-import { MetricUnit, recordMetric } from '../core/observability.ts';
+import { MetricUnit, recordMetric } from '../core/platform/observability.ts';
 
 export interface EvaluateApiDeps {
   service: EvaluationService;

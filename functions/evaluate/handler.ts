@@ -1,13 +1,13 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
-import { createSqsClient } from '../core/clients.ts';
+import { createSqsClient } from '../core/aws/clients.ts';
 import { readEvaluateConfig } from '../core/evaluate/config.ts';
 import { EvaluationService } from '../core/evaluate/jobs.ts';
 import { SqsEvaluationQueue } from '../core/evaluate/queue.ts';
-import { ModelSessions } from '../core/model-sessions.ts';
-import { modelStoreFromEnv } from '../core/model-store-env.ts';
-import { createObservability } from '../core/observability.ts';
+import { ModelSessions } from '../core/serving/model-sessions.ts';
+import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
+import { createObservability } from '../core/platform/observability.ts';
 import { createEvaluateApiHandler, createEvaluateWorkerHandler } from './app.ts';
 
 // Lambda init: clients, store and sessions are created once per environment; sessions and decoded

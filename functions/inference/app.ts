@@ -1,10 +1,10 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import { BadRequestError, HttpError, InferenceRuntimeError, NotFoundError, NotReadyError, PayloadTooLargeError } from '../core/errors.ts';
-import type { InferenceService } from '../core/inference-service.ts';
-import { assertValidName } from '../core/names.ts';
-import { MetricUnit, recordMetric } from '../core/observability.ts';
+import { BadRequestError, HttpError, InferenceRuntimeError, NotFoundError, NotReadyError, PayloadTooLargeError } from '../core/platform/errors.ts';
+import type { InferenceService } from '../core/serving/inference-service.ts';
+import { assertValidName } from '../core/artifacts/names.ts';
+import { MetricUnit, recordMetric } from '../core/platform/observability.ts';
 import {
   acceptedEncoding, contentEncoding, decodeBody, encodeBody, errorResponse, header, lambdaPayloadBytes, LAMBDA_RESPONSE_LIMIT_BYTES, pathSegment,
 } from '../adapters/http.ts';

@@ -1,5 +1,5 @@
 /**
- * The handler's boot module: the pre-warm's requests (core/boot-fetch.ts) go on the wire here, and
+ * The handler's boot module: the pre-warm's requests (core/coldstart/boot-fetch.ts) go on the wire here, and
  * are answered while the rest of the function loads. Packaged, it is a script of its own that the
  * handler's shim runs before the main bundle is even read and compiled, and whose `ready` it awaits
  * first (infra/esbuild/plugins.ts); unpackaged (tests, tools), it is handler.ts's first import,
@@ -7,7 +7,7 @@
  * are written, or BOOT_SEND_WAIT_MS at most (a slow DNS answer or TLS handshake must not hold init
  * up longer).
  */
-import { startBootFetch } from '../core/boot-fetch.ts';
+import { startBootFetch } from '../core/coldstart/boot-fetch.ts';
 
 /**
  * Signing and connecting take 10-16 ms of a cold start here (node:crypto and node:net load on the

@@ -2,11 +2,11 @@ import { bootFetch } from './boot.ts'; // first: see boot.ts
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
-import { readInferenceConfig } from '../core/config.ts';
-import { InferenceService } from '../core/inference-service.ts';
-import { ModelSessions } from '../core/model-sessions.ts';
-import { modelStoreFromEnv } from '../core/model-store-env.ts';
-import { createObservability, MetricUnit } from '../core/observability.ts';
+import { readInferenceConfig } from '../core/platform/config.ts';
+import { InferenceService } from '../core/serving/inference-service.ts';
+import { ModelSessions } from '../core/serving/model-sessions.ts';
+import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
+import { createObservability, MetricUnit } from '../core/platform/observability.ts';
 import { createInferenceHandler } from './app.ts';
 
 // Lambda init: everything below runs once per environment, before the first request.

@@ -1,6 +1,6 @@
 import { Router } from '@aws-lambda-powertools/event-handler/http';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
-import { BadRequestError, NotFoundError } from '../core/errors.ts';
+import { BadRequestError, NotFoundError } from '../core/platform/errors.ts';
 import { cancelJob, readJob } from '../core/jobs/control.ts';
 import type { JobTable } from '../core/jobs/job-table.ts';
 import { jobView } from '../core/jobs/record.ts';

@@ -1,9 +1,9 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
-import { createDynamoClient } from '../core/clients.ts';
+import { createDynamoClient } from '../core/aws/clients.ts';
 import { readJobsApiConfig } from '../core/jobs/config.ts';
 import { JobTable } from '../core/jobs/job-table.ts';
-import { createObservability } from '../core/observability.ts';
+import { createObservability } from '../core/platform/observability.ts';
 import { createJobsApiHandler } from './app.ts';
 
 // Lambda init: configuration checked and clients made once per environment.

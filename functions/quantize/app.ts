@@ -1,8 +1,8 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import * as z from 'zod';
-import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
-import type { ModelStore } from '../core/model-store.ts';
-import { assertValidName } from '../core/names.ts';
+import { BadRequestError, HttpError, NotFoundError } from '../core/platform/errors.ts';
+import type { ModelRepository } from '../core/registry/repository.ts';
+import { assertValidName } from '../core/artifacts/names.ts';
 import { errorResponse, json, jsonBody, pathSegment } from '../adapters/http.ts';
 import { runQuantizeJob, type QuantizeJob, type QuantizeJobs } from '../core/quantize/jobs.ts';
 import { quantizeRequestSchema, type QuantizeRequest } from '../core/quantize/options.ts';
@@ -69,7 +69,7 @@ export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
 }
 
 export interface QuantizeWorkerDeps {
-  store: ModelStore;
+  store: ModelRepository;
   jobs: QuantizeJobs;
   log: Log;
 }

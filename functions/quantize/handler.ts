@@ -1,11 +1,11 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { createDynamoClient, createSqsClient } from '../core/clients.ts';
-import { requireEnv } from '../core/config.ts';
-import { modelStoreFromEnv } from '../core/model-store-env.ts';
+import { createDynamoClient, createSqsClient } from '../core/aws/clients.ts';
+import { requireEnv } from '../core/platform/config.ts';
+import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { modelEventsFromEnv } from '../core/registry/events.ts';
-import { createObservability } from '../core/observability.ts';
+import { createObservability } from '../core/platform/observability.ts';
 import { QuantizeJobs } from '../core/quantize/jobs.ts';
 import { sqsDispatch } from '../core/quantize/start.ts';
 import { createQuantizeApiHandler, createQuantizeWorkerHandler, runJob } from './app.ts';

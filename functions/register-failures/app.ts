@@ -1,8 +1,8 @@
 import type { S3Event } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
-import type { ModelStore } from '../core/model-store.ts';
+import type { ModelRepository } from '../core/registry/repository.ts';
 import { recordRegistrationFailure, type UploadOutcome } from '../core/registry/register-upload.ts';
-import { runtimeMessage } from '../core/runtime-message.ts';
+import { runtimeMessage } from '../core/onnx/runtime-message.ts';
 import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../adapters/s3-events.ts';
 
 /**
@@ -16,7 +16,7 @@ export interface FailedInvocationRecord {
 }
 
 export interface RegisterFailureHandlerDeps {
-  store: ModelStore;
+  store: ModelRepository;
   logger: Logger;
 }
 

@@ -2,8 +2,8 @@ import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
-import { modelStoreFromEnv } from '../core/model-store-env.ts';
-import { createObservability } from '../core/observability.ts';
+import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
+import { createObservability } from '../core/platform/observability.ts';
 import { createRegisterFailureHandler, type FailedInvocationRecord } from './app.ts';
 
 const { logger } = createObservability();

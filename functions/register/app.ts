@@ -1,13 +1,13 @@
 import type { S3Event } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import type { ModelStore } from '../core/model-store.ts';
-import { MetricUnit } from '../core/observability.ts';
+import type { ModelRepository } from '../core/registry/repository.ts';
+import { MetricUnit } from '../core/platform/observability.ts';
 import { registerUpload, type UploadOutcome } from '../core/registry/register-upload.ts';
 import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../adapters/s3-events.ts';
 
 export interface RegisterHandlerDeps {
-  store: ModelStore;
+  store: ModelRepository;
   logger: Logger;
   metrics: Metrics;
   maxModelBytes: number;

@@ -1,9 +1,9 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import * as z from 'zod';
-import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
+import { BadRequestError, HttpError, NotFoundError } from '../core/platform/errors.ts';
 import { errorResponse, json, jsonBody } from '../adapters/http.ts';
-import { assertValidAlias, assertValidName, shown } from '../core/names.ts';
+import { assertValidAlias, assertValidName, shown } from '../core/artifacts/names.ts';
 import { promote, rollback, setRoutes, type RolloutDeps } from '../core/registry/rollout.ts';
 
 export interface RegistryHandlerDeps extends RolloutDeps {

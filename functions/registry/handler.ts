@@ -1,9 +1,9 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { latestEvaluationVerdict } from '../core/evaluate/gate.ts';
-import { modelStoreFromEnv } from '../core/model-store-env.ts';
+import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { modelEventsFromEnv } from '../core/registry/events.ts';
-import { createObservability } from '../core/observability.ts';
+import { createObservability } from '../core/platform/observability.ts';
 import { createRegistryHandler } from './app.ts';
 
 const { logger } = createObservability();

@@ -10,7 +10,7 @@
  *   WORKER_CONCURRENCY=2               shards in progress at once (the second fills the first one's I/O waits)
  */
 import { createBatchRuntime } from '../../functions/core/batch/runtime.ts';
-import { ConfigError } from '../../functions/core/errors.ts';
+import { ConfigError } from '../../functions/core/platform/errors.ts';
 import { ContainerWorker, type WorkerLog } from './container-worker.ts';
 
 const log: WorkerLog = (level, message, fields = {}) => {

@@ -1,7 +1,7 @@
-import { createDynamoClient, createS3Client, createSqsClient } from '../../functions/core/clients.ts';
+import { createDynamoClient, createS3Client, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { createBatchRuntime } from '../../functions/core/batch/runtime.ts';
-import { keys } from '../../functions/core/keys.ts';
-import { createObservability } from '../../functions/core/observability.ts';
+import { keys } from '../../functions/core/artifacts/keys.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
 import { createBatchSubmitQueueHandler, createBatchUploadHandler } from '../../functions/batch-submit/app.ts';
 import { createBatchDeadLetterHandler, createBatchScoreHandler } from '../../functions/batch-score/app.ts';
 import { batchEnvironment, createLocalBatchResources, type LocalBatchResources } from './batch-resources.ts';

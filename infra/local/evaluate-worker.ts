@@ -2,11 +2,11 @@ import { join } from 'node:path';
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { Logger } from '@aws-lambda-powertools/logger';
-import { createS3Client, createSqsClient } from '../../functions/core/clients.ts';
+import { createS3Client, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { EvaluationService } from '../../functions/core/evaluate/jobs.ts';
 import { SqsEvaluationQueue } from '../../functions/core/evaluate/queue.ts';
-import { ModelSessions } from '../../functions/core/model-sessions.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
+import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { createEvaluateWorkerHandler } from '../../functions/evaluate/app.ts';
 
 /**
@@ -60,7 +60,7 @@ export async function drainEvaluateQueue(options: PollOptions): Promise<number> 
 export function createLocalEvaluateWorker(env: { awsEndpoint: string; bucket: string; queueName?: string; cacheDir?: string; intraOpThreads?: number }) {
   const s3 = createS3Client({ endpoint: env.awsEndpoint });
   const sqs = createSqsClient({ endpoint: env.awsEndpoint });
-  const store = new ModelStore({ s3, bucket: env.bucket, cacheDir: env.cacheDir ?? join(process.cwd(), '.local', 'cache') });
+  const store = new ModelRepository({ s3, bucket: env.bucket, cacheDir: env.cacheDir ?? join(process.cwd(), '.local', 'cache') });
   const queue = new SqsEvaluationQueue(sqs, env.queueName ?? LOCAL_EVALUATE_QUEUE);
   const sessions = new ModelSessions({ store, intraOpThreads: env.intraOpThreads });
   const service = new EvaluationService({ store, sessions, queue, intraOpThreads: env.intraOpThreads });

@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { WarmupTensor } from '../../functions/core/manifest.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
-import type { ModelStore } from '../../functions/core/model-store.ts';
+import type { WarmupTensor } from '../../functions/core/artifacts/manifest.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
+import type { ModelRepository } from '../../functions/core/registry/repository.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -28,7 +28,7 @@ export const DEMO_MODELS = {
 } as const;
 
 /** Registers the demo models as version 1 unless they are already there (pushModel is idempotent). */
-export async function seedDemoModels(store: ModelStore): Promise<string[]> {
+export async function seedDemoModels(store: ModelRepository): Promise<string[]> {
   const seeded: string[] = [];
   for (const [name, demo] of Object.entries(DEMO_MODELS)) {
     const bytes = await readFile(demo.path);

@@ -4,9 +4,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
 import { CreateTableCommand, ResourceInUseException } from '@aws-sdk/client-dynamodb';
-import { createDynamoClient, createS3Client, createSnsClient } from '../../functions/core/clients.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
-import { createObservability } from '../../functions/core/observability.ts';
+import { createDynamoClient, createS3Client, createSnsClient } from '../../functions/core/aws/clients.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
 import { SnsModelEvents } from '../../functions/core/registry/events.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { createRegisterHandler } from '../../functions/register/app.ts';
@@ -148,7 +148,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     const exists = await s3.send(new HeadBucketCommand({ Bucket: bucket })).then(() => true, () => false);
     if (!exists) await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     const registry = await createLocalRegistryResources({ dynamo, sns, prefix: PREFIX });
-    const store = new ModelStore({
+    const store = new ModelRepository({
       s3,
       bucket,
       cacheDir: join(root, '.local', 'cache'),

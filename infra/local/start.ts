@@ -2,7 +2,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { readIdxFile } from '../../functions/core/datasets/idx.ts';
+import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
 import { PortInUseError } from './emulators.ts';
 import { startLocalStack } from './stack.ts';
 

@@ -8,8 +8,8 @@
 import { readFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import ort from 'onnxruntime-node';
-import { readIdxFile } from '../../functions/core/datasets/idx.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
+import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { startWorkerProcesses, stopWorkerProcesses, type WorkerProcess } from '../../infra/local/workers.ts';
 import { putText, startBatchStack, type BatchStack } from '../helpers/batch-stack.ts';
 import { BENCH_AWS_ENV, median, printTable, round, writeResults } from './common.ts';

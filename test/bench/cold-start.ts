@@ -2,8 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { keys } from '../../functions/core/keys.ts';
-import type { WarmupTensor } from '../../functions/core/manifest.ts';
+import { keys } from '../../functions/core/artifacts/keys.ts';
+import type { WarmupTensor } from '../../functions/core/artifacts/manifest.ts';
 import { buildDeployedBundle } from './bundle.ts';
 import { BENCH_AWS_ENV, root, timeToResult } from './common.ts';
 

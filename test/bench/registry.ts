@@ -3,13 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import ort from 'onnxruntime-node';
-import { readIdxFile } from '../../functions/core/datasets/idx.ts';
-import { ModelSessions, servingSessionOptions } from '../../functions/core/model-sessions.ts';
+import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
+import { ModelSessions, servingSessionOptions } from '../../functions/core/serving/model-sessions.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
-import { stageArtifact } from '../../functions/core/registry/candidate-session.ts';
-import { STAGED_SESSION_EXTRA } from '../../functions/core/registry/staging.ts';
-import type { WarmupTensor } from '../../functions/core/manifest.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
+import { stageArtifact } from '../../functions/core/artifacts/candidate-session.ts';
+import { STAGED_SESSION_EXTRA } from '../../functions/core/artifacts/staging.ts';
+import type { WarmupTensor } from '../../functions/core/artifacts/manifest.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { DEMO_MODELS, SILERO_WARMUP } from '../../infra/local/seed.ts';
 import { startNetworkShaper, type NetworkProfile } from '../helpers/network-shaper.ts';
 import { startRegistryStack } from '../helpers/registry-stack.ts';
@@ -65,7 +65,7 @@ function largeModel(layers: number): Uint8Array {
 /**
  * Peak resident memory of registering a large model, and of serving it, each in a fresh process
  * (memory-peak.ts) against the bench's emulators: the figures behind the tiers' largest servable
- * model (registry/capacity.ts) and the register function's memory.
+ * model (artifacts/capacity.ts) and the register function's memory.
  */
 export async function measureMemoryPeaks(): Promise<Record<string, unknown>> {
   Object.assign(process.env, BENCH_AWS_ENV);

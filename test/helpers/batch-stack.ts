@@ -5,11 +5,11 @@ import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/clie
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { createDynamoClient, createS3Client, createSqsClient } from '../../functions/core/clients.ts';
+import { createDynamoClient, createS3Client, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { createBatchRuntime, type BatchRuntime } from '../../functions/core/batch/runtime.ts';
 import { S3ObjectWriter } from '../../functions/core/batch/output.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { graph, model, node, scalarFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
@@ -43,7 +43,7 @@ export interface BatchStack {
   dynamo: DynamoDBClient;
   resources: LocalBatchResources;
   env: Record<string, string>;
-  store: ModelStore;
+  store: ModelRepository;
   runtime: BatchRuntime;
   cacheDir: string;
   stop(): Promise<void>;
@@ -57,7 +57,7 @@ export async function startBatchStack(options: { visibilityTimeout?: number; max
   const resources = await createLocalBatchResources({ s3, sqs, dynamo, prefix: 'test', ...options });
   const cacheDir = await mkdtemp(join(tmpdir(), 'ai-mass-batch-'));
   const env = { ...batchEnvironment(resources, emulators), MODEL_CACHE_DIR: cacheDir, INTRA_OP_THREADS: '1' };
-  const store = new ModelStore({ s3, bucket: resources.bucket, cacheDir });
+  const store = new ModelRepository({ s3, bucket: resources.bucket, cacheDir });
   const runtime = createBatchRuntime({ env, s3, sqs, dynamo });
   return {
     emulators,

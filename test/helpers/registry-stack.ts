@@ -4,8 +4,8 @@ import { SubscribeCommand } from '@aws-sdk/client-sns';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/clients.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
+import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/aws/clients.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { SnsModelEvents, type ModelEvent } from '../../functions/core/registry/events.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
@@ -16,7 +16,7 @@ import { createLocalRegistryResources } from '../../infra/local/registry-resourc
 /** Emulators with a bucket, the registry table, the events topic, and a queue subscribed to it. */
 export interface RegistryStack {
   emulators: Emulators;
-  store: ModelStore;
+  store: ModelRepository;
   sqs: SQSClient;
   eventsQueueUrl: string;
   /** Events published so far (drains the subscribed queue). */
@@ -36,7 +36,7 @@ export async function startRegistryStack(name: string): Promise<RegistryStack> {
   const eventsQueueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: `${name}-events` }))).QueueUrl!;
   const queueArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: eventsQueueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
   await sns.send(new SubscribeCommand({ TopicArn: topicArn, Protocol: 'sqs', Endpoint: queueArn, Attributes: { RawMessageDelivery: 'true' } }));
-  const store = new ModelStore({
+  const store = new ModelRepository({
     s3,
     bucket,
     cacheDir: await mkdtemp(join(tmpdir(), `${name}-cache-`)),

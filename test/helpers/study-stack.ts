@@ -1,5 +1,5 @@
-import { createDynamoClient } from '../../functions/core/clients.ts';
-import { createPkSkTable } from '../../functions/core/dynamo-tables.ts';
+import { createDynamoClient } from '../../functions/core/aws/clients.ts';
+import { createPkSkTable } from '../../functions/core/aws/dynamo-tables.ts';
 import { StudyTable, type StudyTableOptions } from '../../functions/core/tune/study-table.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 

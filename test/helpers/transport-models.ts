@@ -5,8 +5,8 @@
  */
 import { attr, graph, model, node, tensorFromFloat32, tensorFromInt64, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
-import type { ModelStore } from '../../functions/core/model-store.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
+import type { ModelRepository } from '../../functions/core/registry/repository.ts';
 
 const opset = { irVersion: 8, opset: 17, producerName: 'ai-mass-test' };
 
@@ -62,6 +62,6 @@ export const TRANSPORT_MODELS: Record<string, Uint8Array> = {
   })),
 };
 
-export async function registerTransportModels(store: ModelStore): Promise<void> {
+export async function registerTransportModels(store: ModelRepository): Promise<void> {
   for (const [name, bytes] of Object.entries(TRANSPORT_MODELS)) await pushModel(store, { name, version: '1', bytes });
 }

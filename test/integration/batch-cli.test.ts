@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBatchApiHandler } from '../../functions/batch-submit/app.ts';
 import { createBatchScoreHandler } from '../../functions/batch-score/app.ts';
-import { createObservability } from '../../functions/core/observability.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
 import { pollSqsQueue, type Trigger } from '../../infra/local/triggers.ts';
 import { apiEvent, doublingRow, pushDoublingModel, startBatchStack, type BatchStack } from '../helpers/batch-stack.ts';
 

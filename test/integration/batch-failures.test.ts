@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBatchDeadLetterHandler, createBatchScoreHandler } from '../../functions/batch-score/app.ts';
-import { createS3Client } from '../../functions/core/clients.ts';
+import { createS3Client } from '../../functions/core/aws/clients.ts';
 import { createBatchRuntime } from '../../functions/core/batch/runtime.ts';
-import { keys } from '../../functions/core/keys.ts';
-import { createObservability } from '../../functions/core/observability.ts';
+import { keys } from '../../functions/core/artifacts/keys.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
 import { pollSqsQueue, type Trigger } from '../../infra/local/triggers.ts';
 import { doublingRow, getText, pushDoublingModel, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 

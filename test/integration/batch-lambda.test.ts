@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBatchApiHandler } from '../../functions/batch-submit/app.ts';
 import { createBatchDeadLetterHandler, createBatchScoreHandler } from '../../functions/batch-score/app.ts';
-import { keys } from '../../functions/core/keys.ts';
-import { createObservability } from '../../functions/core/observability.ts';
+import { keys } from '../../functions/core/artifacts/keys.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
 import { pollSqsQueue, type Trigger } from '../../infra/local/triggers.ts';
 import { apiEvent, doublingRow, getText, pushDoublingModel, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 

@@ -1,7 +1,7 @@
 import { GetQueueAttributesCommand, PurgeQueueCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createBatchApiHandler, createBatchSubmitQueueHandler, createBatchUploadHandler } from '../../functions/batch-submit/app.ts';
-import { createObservability } from '../../functions/core/observability.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
 import { pollSqsQueue, watchS3Prefix, type Trigger } from '../../infra/local/triggers.ts';
 import { apiEvent, doublingRow, pushDoublingModel, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 

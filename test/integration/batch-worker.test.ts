@@ -2,9 +2,9 @@ import { readFile } from 'node:fs/promises';
 import { GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VisibilityExtender } from '../../functions/core/batch/queue.ts';
-import { keys } from '../../functions/core/keys.ts';
-import { readIdxFile } from '../../functions/core/datasets/idx.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
+import { keys } from '../../functions/core/artifacts/keys.ts';
+import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/local/workers.ts';
 import { getText, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 

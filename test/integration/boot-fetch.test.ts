@@ -3,19 +3,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startBootFetch, type BootFetchEnv } from '../../functions/core/boot-fetch.ts';
-import { createDynamoClient, createS3Client } from '../../functions/core/clients.ts';
-import { IntegrityError, NotFoundError } from '../../functions/core/errors.ts';
-import { sha256Hex } from '../../functions/core/hash.ts';
-import { keys } from '../../functions/core/keys.ts';
-import type { ModelManifest } from '../../functions/core/manifest.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
-import type { Downloaded } from '../../functions/core/ranged-download.ts';
-import { InferenceService } from '../../functions/core/inference-service.ts';
-import { ModelSessions } from '../../functions/core/model-sessions.ts';
+import { startBootFetch, type BootFetchEnv } from '../../functions/core/coldstart/boot-fetch.ts';
+import { createDynamoClient, createS3Client } from '../../functions/core/aws/clients.ts';
+import { IntegrityError, NotFoundError } from '../../functions/core/platform/errors.ts';
+import { sha256Hex } from '../../functions/core/platform/hash.ts';
+import { keys } from '../../functions/core/artifacts/keys.ts';
+import type { ModelManifest } from '../../functions/core/artifacts/manifest.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
+import type { Downloaded } from '../../functions/core/artifacts/ranged-download.ts';
+import { InferenceService } from '../../functions/core/serving/inference-service.ts';
+import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
-import { stagingKey } from '../../functions/core/registry/staging.ts';
+import { stagingKey } from '../../functions/core/artifacts/staging.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 import { onCommand } from '../helpers/sdk-commands.ts';
 
@@ -34,8 +34,8 @@ async function register(model: string, k: number): Promise<ModelManifest> {
   return outcome.manifest;
 }
 
-async function storeWith(prefetched: Map<string, Promise<Downloaded | undefined>>, registry?: RegistryTable): Promise<ModelStore> {
-  return new ModelStore({ s3, bucket: stack.store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'boot-fetch-test-')), prefetched, registry });
+async function storeWith(prefetched: Map<string, Promise<Downloaded | undefined>>, registry?: RegistryTable): Promise<ModelRepository> {
+  return new ModelRepository({ s3, bucket: stack.store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'boot-fetch-test-')), prefetched, registry });
 }
 
 /** A registry table on the emulator whose client records every command it sends. */

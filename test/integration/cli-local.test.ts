@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
-import { keys } from '../../functions/core/keys.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
+import { keys } from '../../functions/core/artifacts/keys.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { freePort } from '../../infra/local/emulators.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 

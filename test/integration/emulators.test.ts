@@ -8,8 +8,8 @@ import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sd
 import { CreateQueueCommand, ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import { CreateTopicCommand, ListTopicsCommand } from '@aws-sdk/client-sns';
 import { CreateTableCommand, GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
-import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/clients.ts';
-import { DEFAULT_MAX_MODEL_BYTES } from '../../functions/core/registry/validation.ts';
+import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/aws/clients.ts';
+import { DEFAULT_MAX_MODEL_BYTES } from '../../functions/core/artifacts/validation.ts';
 import { LOCAL_S3_MAX_PUT_BYTES, startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 
 let emulators: Emulators;

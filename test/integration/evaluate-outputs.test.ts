@@ -9,7 +9,7 @@ import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { loadDataset, pushDataset, readDatasetManifest } from '../../functions/core/evaluate/datasets.ts';
 import type { EvaluationReport } from '../../functions/core/evaluate/report.ts';
 import { server } from '../../functions/core/evaluate/scenarios.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { createLocalEvaluateWorker, ensureEvaluateQueue } from '../../infra/local/evaluate-worker.ts';
 

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { readFile } from 'node:fs/promises';
-import { createDynamoClient, createS3Client } from '../../functions/core/clients.ts';
+import { createDynamoClient, createS3Client } from '../../functions/core/aws/clients.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
-import { keys } from '../../functions/core/keys.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
+import { keys } from '../../functions/core/artifacts/keys.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { encodeInferRequest, decodeInferResponse } from '../../functions/core/v2/codec.ts';
-import { readIdxFile } from '../../functions/core/datasets/idx.ts';
+import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
 import { freePort } from '../../infra/local/emulators.ts';
 import { DEMO_MODELS } from '../../infra/local/seed.ts';
 import { startLocalStack, type LocalStack } from '../../infra/local/stack.ts';
@@ -36,7 +36,7 @@ beforeAll(async () => {
   });
   api = stack.api;
   const registry = new RegistryTable(createDynamoClient({ endpoint: stack.dynamoEndpoint }), stack.registryTable);
-  await registerTransportModels(new ModelStore({ s3: createS3Client({ endpoint: stack.awsEndpoint }), bucket: stack.bucket, cacheDir: `${process.env.TMPDIR ?? '/tmp'}/ai-mass-http-transport`, registry }));
+  await registerTransportModels(new ModelRepository({ s3: createS3Client({ endpoint: stack.awsEndpoint }), bucket: stack.bucket, cacheDir: `${process.env.TMPDIR ?? '/tmp'}/ai-mass-http-transport`, registry }));
 }, 180_000);
 
 afterAll(async () => {
@@ -258,7 +258,7 @@ describe('integrity', () => {
     // Register a good version 2, then replace its file behind the manifest's back.
     const s3 = createS3Client({ endpoint: stack.awsEndpoint });
     const registry = new RegistryTable(createDynamoClient({ endpoint: stack.dynamoEndpoint }), stack.registryTable);
-    const store = new ModelStore({ s3, bucket: stack.bucket, cacheDir: '/tmp/ai-mass-test-integrity', registry });
+    const store = new ModelRepository({ s3, bucket: stack.bucket, cacheDir: '/tmp/ai-mass-test-integrity', registry });
     const manifest = { ...(await store.getManifest('silero-vad', '1')), version: '2', staged: {} };
     await store.putManifest(manifest);
     await registry.putVersion({ model: 'silero-vad', version: '2', status: 'registered', sha256: manifest.sha256, bytes: manifest.bytes, notes: '', lineage: null, created: manifest.created });
@@ -278,7 +278,7 @@ describe('integrity', () => {
 
 describe('registry through the local stack', () => {
   it('registers an upload under incoming/, lists it, and routes traffic to it once promoted', async () => {
-    const uploads = new ModelStore({ s3: createS3Client({ endpoint: stack.awsEndpoint }), bucket: stack.bucket, cacheDir: '/tmp/ai-mass-test-uploads' });
+    const uploads = new ModelRepository({ s3: createS3Client({ endpoint: stack.awsEndpoint }), bucket: stack.bucket, cacheDir: '/tmp/ai-mass-test-uploads' });
     await uploads.putObjectBytes('incoming/mnist/retrained.onnx', await readFile(DEMO_MODELS.mnist.path), 'application/octet-stream', { notes: 'retrained' });
     let listing: { versions: { version: string; notes: string; status: string }[] } = { versions: [] };
     for (let i = 0; i < 60 && listing.versions.length < 2; i++) {

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { http1Request, parseResponseHead, type Http1Request } from '../../functions/core/http1-client.ts';
+import { http1Request, parseResponseHead, type Http1Request } from '../../functions/core/coldstart/http1-client.ts';
 
 // Real servers on loopback: node:http and node:https for well-formed answers, raw sockets for the
 // malformed ones no HTTP server library sends.

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
-import { createS3Client } from '../../functions/core/clients.ts';
-import { InferenceService } from '../../functions/core/inference-service.ts';
-import { ModelSessions } from '../../functions/core/model-sessions.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
-import { createObservability } from '../../functions/core/observability.ts';
+import { createS3Client } from '../../functions/core/aws/clients.ts';
+import { InferenceService } from '../../functions/core/serving/inference-service.ts';
+import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
 import { encodeInferRequest } from '../../functions/core/v2/codec.ts';
 import { createInferenceHandler } from '../../functions/inference/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
@@ -15,7 +15,7 @@ import { sileroRequest } from '../helpers/silero.ts';
 // The handler in process with real dependencies (S3 emulator, onnxruntime): the paths that the HTTP
 // gateway would answer before the handler, and API Gateway's base64 bodies.
 let emulators: Emulators;
-let store: ModelStore;
+let store: ModelRepository;
 
 function event(method: string, path: string, body?: string | Buffer, headers: Record<string, string> = {}): APIGatewayProxyEventV2 {
   const binary = Buffer.isBuffer(body);
@@ -42,7 +42,7 @@ beforeAll(async () => {
   emulators = await startEmulators();
   const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
   await s3.send(new CreateBucketCommand({ Bucket: 'handler-test' }));
-  store = new ModelStore({ s3, bucket: 'handler-test', cacheDir: '/tmp/ai-mass-handler-test' });
+  store = new ModelRepository({ s3, bucket: 'handler-test', cacheDir: '/tmp/ai-mass-handler-test' });
   await seedDemoModels(store);
 });
 

@@ -2,13 +2,13 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { gunzipSync, gzipSync, deflateSync } from 'node:zlib';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
-import { createS3Client } from '../../functions/core/clients.ts';
-import { InferenceService } from '../../functions/core/inference-service.ts';
-import { ModelSessions } from '../../functions/core/model-sessions.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
-import { createObservability } from '../../functions/core/observability.ts';
+import { createS3Client } from '../../functions/core/aws/clients.ts';
+import { InferenceService } from '../../functions/core/serving/inference-service.ts';
+import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
 import { float32ToFloat16Bits } from '../../functions/core/onnx/builder.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { decodeInferResponse, encodeInferRequest } from '../../functions/core/v2/codec.ts';
 import { createInferenceHandler, RUNTIME_FAILURE_METRIC } from '../../functions/inference/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
@@ -23,7 +23,7 @@ const ALTERED_TEXT =
 // The inference handler in process, with the events API Gateway (HTTP API, payload 2.0) delivers:
 // bodies of a non-text Content-Type (or none) base64-encoded, text types as a string.
 let emulators: Emulators;
-let store: ModelStore;
+let store: ModelRepository;
 
 interface EventOptions {
   headers?: Record<string, string>;
@@ -61,7 +61,7 @@ beforeAll(async () => {
   emulators = await startEmulators();
   const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
   await s3.send(new CreateBucketCommand({ Bucket: 'transport-test' }));
-  store = new ModelStore({ s3, bucket: 'transport-test', cacheDir: `${process.env.TMPDIR ?? '/tmp'}/ai-mass-transport-test` });
+  store = new ModelRepository({ s3, bucket: 'transport-test', cacheDir: `${process.env.TMPDIR ?? '/tmp'}/ai-mass-transport-test` });
   await registerTransportModels(store);
 });
 

@@ -7,8 +7,8 @@ import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, type S
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context } from 'aws-lambda';
 import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
-import { createDynamoClient, createSqsClient } from '../../functions/core/clients.ts';
-import { createPkSkTable } from '../../functions/core/dynamo-tables.ts';
+import { createDynamoClient, createSqsClient } from '../../functions/core/aws/clients.ts';
+import { createPkSkTable } from '../../functions/core/aws/dynamo-tables.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { JobKinds, type JobKind } from '../../functions/core/jobs/kinds.ts';
 import { JobRuntime } from '../../functions/core/jobs/runtime.ts';

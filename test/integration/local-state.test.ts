@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import { createS3Client } from '../../functions/core/clients.ts';
+import { createS3Client } from '../../functions/core/aws/clients.ts';
 import { freePort } from '../../infra/local/emulators.ts';
 import { scaleModel } from '../helpers/registry-stack.ts';
 

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateBucketCommand, DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { S3Event } from 'aws-lambda';
-import { createS3Client } from '../../functions/core/clients.ts';
-import { createObservability } from '../../functions/core/observability.ts';
+import { createS3Client } from '../../functions/core/aws/clients.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
 import { createRegisterHandler } from '../../functions/register/app.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { watchS3Prefix, type Trigger } from '../../infra/local/triggers.ts';

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readIdxFile, type IdxArray } from '../../functions/core/datasets/idx.ts';
+import { readIdxFile, type IdxArray } from '../../functions/core/evaluate/idx.ts';
 import {
   decodeModel,
   defaultOpsetVersion,

@@ -4,21 +4,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createS3Client } from '../../functions/core/clients.ts';
-import { IntegrityError } from '../../functions/core/errors.ts';
-import { sha256Hex } from '../../functions/core/hash.ts';
-import { keys } from '../../functions/core/keys.ts';
-import type { ModelManifest } from '../../functions/core/manifest.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
+import { createS3Client } from '../../functions/core/aws/clients.ts';
+import { IntegrityError } from '../../functions/core/platform/errors.ts';
+import { sha256Hex } from '../../functions/core/platform/hash.ts';
+import { keys } from '../../functions/core/artifacts/keys.ts';
+import type { ModelManifest } from '../../functions/core/artifacts/manifest.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
-import { ARTIFACT_FIRST_PARTS } from '../../functions/core/ranged-download.ts';
-import { stagingKey } from '../../functions/core/registry/staging.ts';
+import { ARTIFACT_FIRST_PARTS } from '../../functions/core/artifacts/ranged-download.ts';
+import { stagingKey } from '../../functions/core/artifacts/staging.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 import { onCommand } from '../helpers/sdk-commands.ts';
 
 const MiB = 1024 * 1024;
 let stack: RegistryStack;
-let store: ModelStore;
+let store: ModelRepository;
 /** The Range of every GetObject this store's client sends, in order. */
 let ranges: (string | undefined)[];
 
@@ -32,7 +32,7 @@ beforeAll(async () => {
   stack = await startRegistryStack('download-test');
   const s3 = createS3Client({ endpoint: stack.emulators.awsEndpoint });
   recordRanges(s3);
-  store = new ModelStore({ s3, bucket: stack.store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')), registry: stack.store.registry });
+  store = new ModelRepository({ s3, bucket: stack.store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')), registry: stack.store.registry });
 });
 afterAll(async () => {
   await stack?.stop();
@@ -117,7 +117,7 @@ describe('prefetch of a staged artifact during preload', () => {
   it('checks prefetched bytes against the manifest like any download', async () => {
     const key = keys.staged('prefetched', manifest.version, stagingKey());
     await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: Buffer.from('tampered') }));
-    const fresh = new ModelStore({ s3: store.client, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
+    const fresh = new ModelRepository({ s3: store.client, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
     fresh.prefetch(key);
     await expect(fresh.getStagedBytes(manifest, stagingKey())).rejects.toThrow(
       new IntegrityError(`${key} has 8 bytes, its manifest records ${manifest.staged[stagingKey()]!.bytes}`),
@@ -127,7 +127,7 @@ describe('prefetch of a staged artifact during preload', () => {
 
   it('falls back to a fresh download when the prefetched object was missing', async () => {
     const key = keys.staged('prefetched', '99', stagingKey());
-    const fresh = new ModelStore({ s3: store.client, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
+    const fresh = new ModelRepository({ s3: store.client, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
     fresh.prefetch(key);
     await expect(fresh.getStagedBytes({ ...manifest, version: '99' }, stagingKey())).rejects.toThrow(`model 'prefetched' version '99' has no object ${key}`);
     expect(ranges.slice(0, 2).sort()).toEqual(['bytes=0-8388607', 'bytes=8388608-16777215']);

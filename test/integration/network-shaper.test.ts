@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createS3Client } from '../../functions/core/clients.ts';
+import { createS3Client } from '../../functions/core/aws/clients.ts';
 import { startNetworkShaper, type NetworkShaper, type ShaperClock } from '../helpers/network-shaper.ts';
 import { startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 

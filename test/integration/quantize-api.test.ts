@@ -9,12 +9,12 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { APIGatewayProxyEventV2, SQSEvent } from 'aws-lambda';
 import ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDynamoClient, createS3Client, createSqsClient } from '../../functions/core/clients.ts';
+import { createDynamoClient, createS3Client, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { QuantizeJobs, type QuantizeJob } from '../../functions/core/quantize/jobs.ts';
 import { createQuantizeApiHandler, createQuantizeWorkerHandler } from '../../functions/quantize/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
@@ -23,7 +23,7 @@ import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 // The API handler and the SQS worker on real emulators (S3 + SQS, DynamoDB) and real onnxruntime:
 // POST enqueues, the message is received from the queue and handed to the worker as Lambda would.
 let emulators: Emulators;
-let store: ModelStore;
+let store: ModelRepository;
 let jobs: QuantizeJobs;
 let sqs: SQSClient;
 let queueUrl: string;
@@ -35,7 +35,7 @@ beforeAll(async () => {
   cacheDir = await mkdtemp(join(tmpdir(), 'quantize-api-'));
   const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
   await s3.send(new CreateBucketCommand({ Bucket: 'quantize-test' }));
-  store = new ModelStore({ s3, bucket: 'quantize-test', cacheDir });
+  store = new ModelRepository({ s3, bucket: 'quantize-test', cacheDir });
   const dynamo = createDynamoClient({ endpoint: emulators.dynamoEndpoint });
   await dynamo.send(
     new CreateTableCommand({

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readIdxFile } from '../../functions/core/datasets/idx.ts';
+import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
 import { decodeModel, int64ToNumber, type ModelProto } from '../../functions/core/onnx/model-proto.ts';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';

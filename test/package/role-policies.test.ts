@@ -17,10 +17,10 @@ import { CreateTableCommand, type DynamoDBClient } from '@aws-sdk/client-dynamod
 import { CreateTopicCommand } from '@aws-sdk/client-sns';
 import type { APIGatewayProxyStructuredResultV2, Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/clients.ts';
+import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
-import { pushModel } from '../../functions/core/model-push.ts';
-import { ModelStore } from '../../functions/core/model-store.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { rejectionKey } from '../../functions/core/registry/register-upload.ts';
@@ -87,7 +87,7 @@ let recorder: Recorder;
 let s3: S3Client;
 let sqs: SQSClient;
 let dynamo: DynamoDBClient;
-let store: ModelStore;
+let store: ModelRepository;
 let topicArn: string;
 const queueUrls = new Map<string, string>();
 /** Logical id of each function to what its scenario saw, for the assertions below. */
@@ -255,7 +255,7 @@ beforeAll(async () => {
   await createStackResources();
   recorder = startRecorder({ ...emulators, names: resourceNames(template) });
   const registryTable = template.Resources.RegistryTable!.Properties.TableName as string;
-  store = new ModelStore({ s3, bucket: BUCKET, cacheDir: await mkdtemp(join(work, 'seed-')), registry: new RegistryTable(dynamo, registryTable) });
+  store = new ModelRepository({ s3, bucket: BUCKET, cacheDir: await mkdtemp(join(work, 'seed-')), registry: new RegistryTable(dynamo, registryTable) });
 
   // Seed what users upload by other paths: a batch model, batch input, an evaluation data set.
   await pushModel(store, { name: 'double', bytes: doublingModel() });

@@ -1,11 +1,11 @@
 import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { BadRequestError } from '../../functions/core/errors.ts';
+import { BadRequestError } from '../../functions/core/platform/errors.ts';
 import type { RowError } from '../../functions/core/batch/rows.ts';
 import { batchIncompatibility, concatRows, decodeCsvRow, decodeJsonlRow, inputSpecs } from '../../functions/core/batch/rows.ts';
 import { scoreRows } from '../../functions/core/batch/scoring.ts';
 import { jobView, type BatchJobRecord } from '../../functions/core/batch/schemas.ts';
-import type { LoadedModel } from '../../functions/core/model-sessions.ts';
+import type { LoadedModel } from '../../functions/core/serving/model-sessions.ts';
 import { doublingModel } from '../helpers/batch-stack.ts';
 
 const specs = inputSpecs([{ name: 'x', datatype: 'FP32', shape: [-1, 4] }]);

@@ -1,11 +1,11 @@
 import { DynamoDBClient, QueryCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { bootPreloads, bootStagingKey, dynamoUrl, objectUrl, signedHeaders, signedRangeHeaders, startBootFetch, versionKeys } from '../../functions/core/boot-fetch.ts';
+import { bootPreloads, bootStagingKey, dynamoUrl, objectUrl, signedHeaders, signedRangeHeaders, startBootFetch, versionKeys } from '../../functions/core/coldstart/boot-fetch.ts';
 
 /** sha256 of an empty body, as AWS's example publishes it for a GET. */
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
-import { stagingKey } from '../../functions/core/registry/staging.ts';
+import { stagingKey } from '../../functions/core/artifacts/staging.ts';
 
 const EXAMPLE_CREDENTIALS = { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' };
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { largestServableModelBytes } from '../../functions/core/registry/capacity.ts';
+import { largestServableModelBytes } from '../../functions/core/artifacts/capacity.ts';
 
 describe('the largest model each tier serves (README "Tiers")', () => {
   it.each([

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { augmentImages } from '../../functions/core/evaluate/augment.ts';
 import { matchDatasetToModel, parseIdxDataset, parseJsonlDataset, type DatasetManifest } from '../../functions/core/evaluate/datasets.ts';
-import type { ModelManifest } from '../../functions/core/manifest.ts';
+import type { ModelManifest } from '../../functions/core/artifacts/manifest.ts';
 
 const row = (data: number[], extra: Record<string, unknown>) =>
   JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, data.length], data }], ...extra });

@@ -11,7 +11,7 @@ import {
   summarizeLatencies,
   topKIndices,
 } from '../../functions/core/evaluate/metrics.ts';
-import { seededRandom } from '../../functions/core/random.ts';
+import { seededRandom } from '../../functions/core/platform/random.ts';
 
 const boot = { resamples: 500, seed: 7, confidence: 0.95 };
 

@@ -1,7 +1,7 @@
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
 import { acceptedEncoding, jsonBody, lambdaPayloadBytes, LAMBDA_RESPONSE_LIMIT_BYTES, type HttpResult } from '../../functions/adapters/http.ts';
-import { BadRequestError, PayloadTooLargeError } from '../../functions/core/errors.ts';
+import { BadRequestError, PayloadTooLargeError } from '../../functions/core/platform/errors.ts';
 
 const event = (body: string | undefined, isBase64Encoded = false) => ({ body, isBase64Encoded }) as APIGatewayProxyEventV2;
 

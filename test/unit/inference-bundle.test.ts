@@ -52,7 +52,7 @@ describe("the inference function's bundle", () => {
     expect(atImport.some((file) => file.includes('node_modules/@smithy/signature-v4/'))).toBe(true);
   });
 
-  it('carries zod/mini and one locale, not classic zod (functions/core/zod-mini.ts), and its messages are English', async () => {
+  it('carries zod/mini and one locale, not classic zod (functions/core/platform/zod-mini.ts), and its messages are English', async () => {
     const { outputs } = (await bundleInference()).metafile;
     // What ends up in the output (tree shaking leaves the other locales parsed, with no bytes in it).
     const zod = Object.values(outputs)

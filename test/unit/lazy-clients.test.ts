@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createS3Client } from '../../functions/core/clients.ts';
-import { lazyDynamoClient, lazyS3Client } from '../../functions/core/lazy-clients.ts';
+import { createS3Client } from '../../functions/core/aws/clients.ts';
+import { lazyDynamoClient, lazyS3Client } from '../../functions/core/aws/lazy-clients.ts';
 
 describe('clients made on first use', () => {
   it('make one client however many callers ask at once, configured as the eager factories make them', async () => {

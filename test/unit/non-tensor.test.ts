@@ -3,8 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { attr, graph, model, node, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { decodeModel, encodeModel, onnx, type ModelProtoInit, type ValueInfoProtoInit } from '../../functions/core/onnx/model-proto.ts';
 import { typeString } from '../../functions/core/onnx/non-tensor.ts';
-import ort from '../../functions/core/ort.ts';
-import { ModelRejectedError, validateModel } from '../../functions/core/registry/validation.ts';
+import ort from '../../functions/core/onnx/ort.ts';
+import { ModelRejectedError, validateModel } from '../../functions/core/artifacts/validation.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 
 // The mapping of non-tensor inputs and outputs at admission (functions/core/onnx/non-tensor.ts):

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { IntegrityError } from '../../functions/core/errors.ts';
-import { ARTIFACT_FIRST_PARTS, downloadRanged, PART_BYTES, type RangeReader, type RangeResponse } from '../../functions/core/ranged-download.ts';
+import { IntegrityError } from '../../functions/core/platform/errors.ts';
+import { ARTIFACT_FIRST_PARTS, downloadRanged, PART_BYTES, type RangeReader, type RangeResponse } from '../../functions/core/artifacts/ranged-download.ts';
 
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { graph, model, node, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
-import { ModelRejectedError, validateModel } from '../../functions/core/registry/validation.ts';
+import { ModelRejectedError, validateModel } from '../../functions/core/artifacts/validation.ts';
 import { scaleModel } from '../helpers/registry-stack.ts';
 
 // Admission has no IR or opset window of its own: what the layer's onnxruntime (1.30) loads is

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import ort from 'onnxruntime-node';
-import { BadRequestError, InferenceRuntimeError } from '../../functions/core/errors.ts';
-import { runtimeFailure } from '../../functions/core/inference-service.ts';
+import { BadRequestError, InferenceRuntimeError } from '../../functions/core/platform/errors.ts';
+import { runtimeFailure } from '../../functions/core/serving/inference-service.ts';
 import { TRANSPORT_MODELS } from '../helpers/transport-models.ts';
 
 const model = { name: 'm', version: '1' };

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import ort from '../../functions/core/ort.ts';
-import { runtimeMessage } from '../../functions/core/runtime-message.ts';
+import ort from '../../functions/core/onnx/ort.ts';
+import { runtimeMessage } from '../../functions/core/onnx/runtime-message.ts';
 
 describe('runtimeMessage', () => {
   it('removes the source path and the C++ signature that follows it, keeping the explanation', () => {

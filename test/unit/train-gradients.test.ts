@@ -9,7 +9,7 @@ import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { attr, graph, model, node, tensorFromInt64, valueInfo, type AttributeValue } from '../../functions/core/onnx/builder.ts';
 import { encodeModel, type TensorProtoInit } from '../../functions/core/onnx/model-proto.ts';
-import { seededRandom } from '../../functions/core/random.ts';
+import { seededRandom } from '../../functions/core/platform/random.ts';
 import { tensorFromFloat, type FloatType } from '../../functions/core/train/graph-writer.ts';
 import { buildTrainingGraph, type TrainingGraph } from '../../functions/core/train/training-graph.ts';
 

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { decodeModel, encodeModel, readFloat32Tensor } from '../../functions/core/onnx/model-proto.ts';
-import { seededRandom } from '../../functions/core/random.ts';
+import { seededRandom } from '../../functions/core/platform/random.ts';
 import { parseIdxDataset, parseJsonlDataset } from '../../functions/core/evaluate/datasets.ts';
 import { CheckpointFormatError, decodeCheckpoint, encodeCheckpoint } from '../../functions/core/train/checkpoint.ts';
 import { learningRateAt, runTrainingLoop, validationSplit, type LoopOptions, type LoopState } from '../../functions/core/train/loop.ts';

@@ -8,7 +8,7 @@ import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { decodeModel, encodeModel, readFloat32Tensor } from '../../functions/core/onnx/model-proto.ts';
-import { seededRandom } from '../../functions/core/random.ts';
+import { seededRandom } from '../../functions/core/platform/random.ts';
 import { withTrainedValues } from '../../functions/core/train/export.ts';
 import { buildTrainingGraph, type TrainingGraphOptions } from '../../functions/core/train/training-graph.ts';
 import { TrainingSession } from '../../functions/core/train/training-session.ts';

@@ -9,7 +9,7 @@ import {
   MAX_JSON_NESTING,
   type ResponseTensor,
 } from '../../functions/core/v2/codec.ts';
-import { BadRequestError } from '../../functions/core/errors.ts';
+import { BadRequestError } from '../../functions/core/platform/errors.ts';
 import { decodeBase64Body } from '../../functions/inference/app.ts';
 
 const json = (value: unknown) => Buffer.from(JSON.stringify(value));

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { JobView } from '../../core/jobs/record.ts';
-import { isValidName } from '../../core/names.ts';
+import { isValidName } from '../../core/artifacts/names.ts';
 import { cliContext, CliError, type CliOptions } from '../context.ts';
 import { intervalOption, sleep, timeoutOption } from '../options.ts';
 import { ProgressDisplay, type ProgressSnapshot } from '../progress.ts';

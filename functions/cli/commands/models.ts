@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { basename } from 'node:path';
-import { assertValidName } from '../../core/names.ts';
+import { assertValidName } from '../../core/artifacts/names.ts';
 import { rejectionKey } from '../../core/registry/register-upload.ts';
 import { cliContext, CliError, type CliOptions } from '../context.ts';
 import { intervalOption, sleep, timeoutOption } from '../options.ts';

@@ -1,6 +1,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { pushModel } from '../../core/model-push.ts';
+import { pushModel } from '../../core/registry/model-push.ts';
 import { datasetCalibration } from '../../core/quantize/jobs.ts';
 import { QUANTIZE_METHODS, quantizeRequestSchema, type QuantizeRequest } from '../../core/quantize/options.ts';
 import { quantizeModel } from '../../core/quantize/quantize-model.ts';

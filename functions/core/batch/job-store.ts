@@ -1,5 +1,5 @@
-import { isConditionFailure } from '../aws-errors.ts';
-import { createPkSkTable } from '../dynamo-tables.ts';
+import { isConditionFailure } from '../aws/errors.ts';
+import { createPkSkTable } from '../aws/dynamo-tables.ts';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, PutCommand, type PutCommandInput, QueryCommand, UpdateCommand, type UpdateCommandInput } from '@aws-sdk/lib-dynamodb';
 import type { BatchJobRecord, BatchShardRecord, JobState } from './schemas.ts';

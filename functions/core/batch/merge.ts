@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { keys } from '../keys.ts';
+import { keys } from '../artifacts/keys.ts';
 import { planShards, readShardLines } from './input.ts';
 import type { BatchJobStore } from './job-store.ts';
 import { S3ObjectWriter } from './output.ts';

@@ -1,4 +1,4 @@
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError } from '../platform/errors.ts';
 import type { V2Datatype } from '../v2/datatypes.ts';
 import { decodeJsonTensorData, type TensorData } from '../v2/codec.ts';
 import type { TensorMetadata } from '../v2/schemas.ts';

@@ -3,11 +3,11 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type ort from 'onnxruntime-node';
-import { createDynamoClient, createS3Client, createSqsClient } from '../clients.ts';
-import { ConfigError } from '../errors.ts';
-import { InferenceService } from '../inference-service.ts';
-import { ModelSessions } from '../model-sessions.ts';
-import { ModelStore } from '../model-store.ts';
+import { createDynamoClient, createS3Client, createSqsClient } from '../aws/clients.ts';
+import { ConfigError } from '../platform/errors.ts';
+import { InferenceService } from '../serving/inference-service.ts';
+import { ModelSessions } from '../serving/model-sessions.ts';
+import { ModelRepository } from '../registry/repository.ts';
 import { RegistryTable } from '../registry/registry-table.ts';
 import { readBatchConfig, type BatchConfig } from './config.ts';
 import { BatchJobStore } from './job-store.ts';
@@ -41,7 +41,7 @@ export function createBatchRuntime(options: BatchRuntimeOptions = {}) {
     options.log ?? ((level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger?.[level](message, fields));
   // With the registry table (set stack-wide), versions and aliases resolve as the inference API does.
   const registry = env.REGISTRY_TABLE ? new RegistryTable(dynamo, env.REGISTRY_TABLE) : undefined;
-  const store = new ModelStore({ s3, bucket: config.bucket, cacheDir: config.cacheDir, registry });
+  const store = new ModelRepository({ s3, bucket: config.bucket, cacheDir: config.cacheDir, registry });
   const jobs = new BatchJobStore({ dynamo, table: config.table });
   const sessions = new ModelSessions({
     store,

@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { NAME_PATTERN } from '../names.ts';
+import { NAME_PATTERN } from '../artifacts/names.ts';
 
 /**
  * The batch contracts: what a client submits, what a shard message carries, and how a job looks to

@@ -2,11 +2,11 @@ import { createHash, randomUUID } from 'node:crypto';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import * as z from 'zod';
-import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../errors.ts';
-import type { InferenceService } from '../inference-service.ts';
-import { keys } from '../keys.ts';
-import type { ModelStore } from '../model-store.ts';
-import { assertValidName } from '../names.ts';
+import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../platform/errors.ts';
+import type { InferenceService } from '../serving/inference-service.ts';
+import { keys } from '../artifacts/keys.ts';
+import type { ModelRepository } from '../registry/repository.ts';
+import { assertValidName } from '../artifacts/names.ts';
 import { headInput, planShards, type InputObject } from './input.ts';
 import type { BatchJobStore } from './job-store.ts';
 import { finishIfComplete, type FinishDeps } from './merge.ts';
@@ -36,7 +36,7 @@ export interface BatchServiceOptions {
   s3: S3Client;
   sqs: SQSClient;
   jobs: BatchJobStore;
-  store: ModelStore;
+  store: ModelRepository;
   /** Resolves versions and aliases the same way the inference API does. */
   inference: Pick<InferenceService, 'resolveVersion'>;
   bucket: string;

@@ -1,8 +1,8 @@
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import * as z from 'zod';
-import { keys } from '../keys.ts';
-import type { ModelSessions } from '../model-sessions.ts';
-import type { ModelStore } from '../model-store.ts';
+import { keys } from '../artifacts/keys.ts';
+import type { ModelSessions } from '../serving/model-sessions.ts';
+import type { ModelRepository } from '../registry/repository.ts';
 import { readShardLines } from './input.ts';
 import type { BatchJobStore } from './job-store.ts';
 import { finishIfComplete, type FinishDeps } from './merge.ts';
@@ -18,7 +18,7 @@ export interface ShardScorerOptions {
   s3: S3Client;
   bucket: string;
   jobs: BatchJobStore;
-  store: ModelStore;
+  store: ModelRepository;
   sessions: ModelSessions;
   mergeLeaseMs?: number;
   log?: FinishDeps['log'];

@@ -1,5 +1,5 @@
 import type { ImageLayout } from './datasets.ts';
-import { seededRandom } from '../random.ts';
+import { seededRandom } from '../platform/random.ts';
 
 /**
  * The robustness families the product's design names, each at stated strengths. Strengths are in the

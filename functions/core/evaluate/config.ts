@@ -1,7 +1,7 @@
 import * as z from 'zod';
-import { requireEnv } from '../config.ts';
-import { ConfigError } from '../errors.ts';
-import { PARSED_ONCE } from '../zod-options.ts';
+import { requireEnv } from '../platform/config.ts';
+import { ConfigError } from '../platform/errors.ts';
+import { PARSED_ONCE } from '../platform/zod-options.ts';
 
 const evaluateConfigSchema = z.object({
   bucket: z.string().min(1),

@@ -1,13 +1,13 @@
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import * as z from 'zod';
-import ort, { type Tensor } from '../ort.ts';
-import { BadRequestError, ConflictError, IntegrityError, NotFoundError } from '../errors.ts';
-import { IdxFormatError, parseIdx } from '../datasets/idx.ts';
-import { keys } from '../keys.ts';
-import type { ModelManifest } from '../manifest.ts';
-import type { ModelStore } from '../model-store.ts';
-import { assertValidName } from '../names.ts';
-import { sha256Hex } from '../hash.ts';
+import ort, { type Tensor } from '../onnx/ort.ts';
+import { BadRequestError, ConflictError, IntegrityError, NotFoundError } from '../platform/errors.ts';
+import { IdxFormatError, parseIdx } from './idx.ts';
+import { keys } from '../artifacts/keys.ts';
+import type { ModelManifest } from '../artifacts/manifest.ts';
+import type { ModelRepository } from '../registry/repository.ts';
+import { assertValidName } from '../artifacts/names.ts';
+import { sha256Hex } from '../platform/hash.ts';
 import { decodeJsonTensorData, elementCount, type TensorData } from '../v2/codec.ts';
 import { DATATYPES, isV2Datatype, V2_DATATYPES, type V2Datatype } from '../v2/datatypes.ts';
 
@@ -261,7 +261,7 @@ export interface PushDatasetInput {
  * Validates a data set completely, then writes its files and, last, its manifest. Data sets are
  * immutable like model versions: the same content again is a no-op, different content a conflict.
  */
-export async function pushDataset(store: ModelStore, input: PushDatasetInput): Promise<DatasetManifest> {
+export async function pushDataset(store: ModelRepository, input: PushDatasetInput): Promise<DatasetManifest> {
   const name = assertValidName(input.name, 'data set');
   const { upload } = input;
   const files: { key: string; bytes: Uint8Array }[] =
@@ -316,7 +316,7 @@ function datasetSha256(parts: Uint8Array[]): string {
   return sha256Hex(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
 }
 
-export async function readDatasetManifest(store: ModelStore, name: string): Promise<DatasetManifest> {
+export async function readDatasetManifest(store: ModelRepository, name: string): Promise<DatasetManifest> {
   assertValidName(name, 'data set');
   const bytes = await store.getObjectBytes(keys.datasetManifest(name));
   if (!bytes) throw new NotFoundError(`unknown data set '${name}'`);
@@ -327,7 +327,7 @@ export async function readDatasetManifest(store: ModelStore, name: string): Prom
 const loaded = new Map<string, Promise<LoadedDataset>>();
 
 /** Reads and decodes a data set, checking its files against the manifest's sha256. */
-export function loadDataset(store: ModelStore, manifest: DatasetManifest): Promise<LoadedDataset> {
+export function loadDataset(store: ModelRepository, manifest: DatasetManifest): Promise<LoadedDataset> {
   const cacheKey = `${store.bucket}/${manifest.name}/${manifest.sha256}`;
   let load = loaded.get(cacheKey);
   if (!load) {
@@ -338,7 +338,7 @@ export function loadDataset(store: ModelStore, manifest: DatasetManifest): Promi
   return load;
 }
 
-async function readDataset(store: ModelStore, manifest: DatasetManifest): Promise<LoadedDataset> {
+async function readDataset(store: ModelRepository, manifest: DatasetManifest): Promise<LoadedDataset> {
   const parts: Uint8Array[] = [];
   for (const key of manifest.files) {
     const bytes = await store.getObjectBytes(key);

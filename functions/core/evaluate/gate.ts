@@ -1,10 +1,15 @@
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { keys } from '../keys.ts';
-import { promotionPolicySchema, type ModelManifest, type PromotionPolicy } from '../manifest.ts';
-import type { ModelStore } from '../model-store.ts';
-import { assertValidName } from '../names.ts';
+import { keys } from '../artifacts/keys.ts';
+import { promotionPolicySchema, type ModelManifest, type PromotionPolicy } from '../artifacts/manifest.ts';
+import type { ModelRepository } from '../registry/repository.ts';
+import { assertValidName } from '../artifacts/names.ts';
 import type { SpeedupInterval } from './metrics.ts';
-import type { EvaluationReport } from './report.ts';
+
+/** The part of a stored report.json the gate reads back (report.ts writes it; the gate decides it). */
+interface StoredGateVerdict {
+  evaluatedAt: string;
+  gate: Pick<GateResult, 'passed' | 'reasons'>;
+}
 
 /**
  * The promotion gate. The policy comes from the candidate version's manifest (`policy`), else from
@@ -16,7 +21,7 @@ export const DEFAULT_POLICY: PromotionPolicy = { maxAccuracyDrop: 0.01, maxError
 
 export type PolicySource = 'manifest' | 'model' | 'default';
 
-export async function resolvePolicy(store: ModelStore, manifest: ModelManifest): Promise<{ policy: PromotionPolicy; source: PolicySource }> {
+export async function resolvePolicy(store: ModelRepository, manifest: ModelManifest): Promise<{ policy: PromotionPolicy; source: PolicySource }> {
   if (manifest.policy) return { policy: manifest.policy, source: 'manifest' };
   const bytes = await store.getObjectBytes(keys.modelPolicy(manifest.name));
   if (bytes) {
@@ -159,7 +164,7 @@ export interface EvaluationVerdict {
  * start with their UTC start time, so they sort by it); undefined when none has. Running and failed
  * evaluations have no report and are passed over. `mass promote` refuses a canary on `passed: false`.
  */
-export async function latestEvaluationVerdict(store: ModelStore, model: string, version: string): Promise<EvaluationVerdict | undefined> {
+export async function latestEvaluationVerdict(store: ModelRepository, model: string, version: string): Promise<EvaluationVerdict | undefined> {
   assertValidName(model, 'model name');
   assertValidName(version, 'version');
   const prefix = keys.evalVersionPrefix(model, version);
@@ -178,7 +183,7 @@ export async function latestEvaluationVerdict(store: ModelStore, model: string, 
     const reportKey = keys.evalReport(model, version, id);
     const bytes = await store.getObjectBytes(reportKey);
     if (!bytes) continue;
-    const report = JSON.parse(Buffer.from(bytes).toString('utf8')) as EvaluationReport;
+    const report = JSON.parse(Buffer.from(bytes).toString('utf8')) as StoredGateVerdict;
     return { passed: report.gate.passed, reportKey, evaluatedAt: report.evaluatedAt, reasons: report.gate.reasons };
   }
   return undefined;

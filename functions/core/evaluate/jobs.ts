@@ -2,13 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import * as z from 'zod';
-import ort from '../ort.ts';
-import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../errors.ts';
-import { keys } from '../keys.ts';
-import type { ModelManifest } from '../manifest.ts';
-import { servingSessionOptions, type ModelSessions } from '../model-sessions.ts';
-import type { ModelStore } from '../model-store.ts';
-import { assertValidName, compareVersions } from '../names.ts';
+import ort from '../onnx/ort.ts';
+import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../platform/errors.ts';
+import { keys } from '../artifacts/keys.ts';
+import type { ModelManifest } from '../artifacts/manifest.ts';
+import { servingSessionOptions, type ModelSessions } from '../serving/model-sessions.ts';
+import type { ModelRepository } from '../registry/repository.ts';
+import { assertValidName, compareVersions } from '../artifacts/names.ts';
 import { AUGMENTATIONS, augmentImages, type AugmentationKind } from './augment.ts';
 import { loadDataset, matchDatasetToModel, readDatasetManifest, type DatasetManifest, type LoadedDataset } from './datasets.ts';
 import { resolvePolicy } from './gate.ts';
@@ -97,7 +97,7 @@ export interface EvaluationQueue {
 }
 
 export interface EvaluationServiceOptions {
-  store: ModelStore;
+  store: ModelRepository;
   sessions: ModelSessions;
   queue: EvaluationQueue;
   intraOpThreads?: number | undefined;
@@ -152,7 +152,7 @@ export class EvaluationService {
     return (this.options.now ?? (() => new Date()))();
   }
 
-  private get store(): ModelStore {
+  private get store(): ModelRepository {
     return this.options.store;
   }
 

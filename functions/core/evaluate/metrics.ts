@@ -2,7 +2,7 @@
  * Quality metrics and their bootstrap confidence intervals. Everything here is a pure function of
  * per-row results, so the chunks of a long evaluation can be computed apart and combined at the end.
  */
-import { seededRandom } from '../random.ts';
+import { seededRandom } from '../platform/random.ts';
 
 export interface Interval {
   /** The point estimate on the full data. */

@@ -1,4 +1,4 @@
-import type { Lineage, ModelManifest, PromotionPolicy } from '../manifest.ts';
+import type { Lineage, ModelManifest, PromotionPolicy } from '../artifacts/manifest.ts';
 import { AUGMENTATIONS, type AugmentationKind } from './augment.ts';
 import type { DatasetManifest } from './datasets.ts';
 import { evaluateGate, type GateResult, type PolicySource } from './gate.ts';

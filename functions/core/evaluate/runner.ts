@@ -1,6 +1,6 @@
-import type { InferenceSession, Tensor } from '../ort.ts';
+import type { InferenceSession, Tensor } from '../onnx/ort.ts';
 import { float16BitsToNumber } from '../onnx/builder.ts';
-import { runtimeMessage } from '../runtime-message.ts';
+import { runtimeMessage } from '../onnx/runtime-message.ts';
 import type { TensorData } from '../v2/codec.ts';
 import { batchFeeds, type LoadedDataset } from './datasets.ts';
 import { topKIndices } from './metrics.ts';

@@ -1,7 +1,7 @@
-import ort, { type InferenceSession } from '../ort.ts';
+import ort, { type InferenceSession } from '../onnx/ort.ts';
 import { batchFeeds, type LoadedDataset } from './datasets.ts';
-import { seededRandom } from '../random.ts';
-import { runtimeMessage } from '../runtime-message.ts';
+import { seededRandom } from '../platform/random.ts';
+import { runtimeMessage } from '../onnx/runtime-message.ts';
 import { histogram, pairedSpeedup, quantileSorted, summarizeLatencies, type LatencySummary, type SpeedupInterval } from './metrics.ts';
 import { recordFailure, type FailureCount } from './runner.ts';
 

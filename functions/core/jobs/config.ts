@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { ConfigError } from '../errors.ts';
+import { ConfigError } from '../platform/errors.ts';
 
 const jobsApiConfigSchema = z.strictObject({
   /** The registry table, where job records live (serverless.yml sets REGISTRY_TABLE stack-wide). */

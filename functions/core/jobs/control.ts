@@ -1,5 +1,5 @@
-import { ConflictError, NotFoundError } from '../errors.ts';
-import { assertValidName } from '../names.ts';
+import { ConflictError, NotFoundError } from '../platform/errors.ts';
+import { assertValidName } from '../artifacts/names.ts';
 import type { JobTable } from './job-table.ts';
 import { isTerminal, type JobRecord } from './record.ts';
 

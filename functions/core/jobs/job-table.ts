@@ -1,6 +1,6 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand, type UpdateCommandInput } from '@aws-sdk/lib-dynamodb';
-import { isConditionFailure } from '../aws-errors.ts';
+import { isConditionFailure } from '../aws/errors.ts';
 import type { JobProgress, JobRecord, JobState, Json, StepRecord, StepState } from './record.ts';
 
 const jobKey = (id: string) => ({ pk: `JOB#${id}`, sk: 'JOB' });

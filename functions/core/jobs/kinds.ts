@@ -1,4 +1,4 @@
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError } from '../platform/errors.ts';
 import type { JobRecord, JobState, Json, StepRecord, StepSpec } from './record.ts';
 
 /**

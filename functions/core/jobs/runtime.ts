@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { BadRequestError, ConflictError } from '../errors.ts';
-import { assertValidName, isValidName } from '../names.ts';
-import { runtimeMessage } from '../runtime-message.ts';
+import { BadRequestError, ConflictError } from '../platform/errors.ts';
+import { assertValidName, isValidName } from '../artifacts/names.ts';
+import { runtimeMessage } from '../onnx/runtime-message.ts';
 import { cancelJob, readJob } from './control.ts';
 import type { JobTable } from './job-table.ts';
 import { defaultTerminalRule, JobCancelledError, type JobKind, type JobKinds, LeaseLostError, type StepContext, type StepOutcome, type TerminalDecision } from './kinds.ts';

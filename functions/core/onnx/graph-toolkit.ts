@@ -7,7 +7,7 @@
  * Everything works on the decoded ModelProto in place; callers decode, rewrite, then encode.
  */
 import type { onnx as OnnxTypes } from 'onnx-proto';
-import { HttpError } from '../errors.ts';
+import { HttpError } from '../platform/errors.ts';
 import { tensorFromFloat32 } from './builder.ts';
 import {
   int64ToNumber,

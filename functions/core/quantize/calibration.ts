@@ -9,7 +9,7 @@
  *
  * Percentile and entropy need the range before they can bin, so they read the data twice.
  */
-import ort, { type InferenceSession, type Tensor } from '../ort.ts';
+import ort, { type InferenceSession, type Tensor } from '../onnx/ort.ts';
 import { valueInfo } from '../onnx/builder.ts';
 import { decodeModel, encodeModel } from '../onnx/model-proto.ts';
 

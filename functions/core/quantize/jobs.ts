@@ -7,14 +7,14 @@
 import { createHash } from 'node:crypto';
 import { GetCommand, PutCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
-import ort from '../ort.ts';
-import { NotFoundError } from '../errors.ts';
+import ort from '../onnx/ort.ts';
+import { NotFoundError } from '../platform/errors.ts';
 import { batchFeeds, loadDataset, matchDatasetToModel, readDatasetManifest } from '../evaluate/datasets.ts';
-import type { ModelManifest } from '../manifest.ts';
-import { pushModel } from '../model-push.ts';
-import type { ModelStore } from '../model-store.ts';
-import { assertValidName } from '../names.ts';
-import { sha256Hex } from '../hash.ts';
+import type { ModelManifest } from '../artifacts/manifest.ts';
+import { pushModel } from '../registry/model-push.ts';
+import type { ModelRepository } from '../registry/repository.ts';
+import { assertValidName } from '../artifacts/names.ts';
+import { sha256Hex } from '../platform/hash.ts';
 import type { CalibrationBatches } from './calibration.ts';
 import { summarizeByOpType, type OpTypeSummary, type QuantizeReport } from './common.ts';
 import type { QuantizeRequest } from './options.ts';
@@ -120,7 +120,7 @@ export class QuantizeJobs {
 }
 
 /** Calibration batches from a data set in the bucket (the evaluation data sets: JSONL rows or IDX images). */
-export function datasetCalibration(store: ModelStore, manifest: ModelManifest, samples: number, batchSize: number) {
+export function datasetCalibration(store: ModelRepository, manifest: ModelManifest, samples: number, batchSize: number) {
   return async (name: string): Promise<CalibrationBatches> => {
     const datasetManifest = await readDatasetManifest(store, name);
     const { batchable } = matchDatasetToModel(datasetManifest, manifest);
@@ -134,7 +134,7 @@ export function datasetCalibration(store: ModelStore, manifest: ModelManifest, s
 }
 
 export interface RunJobDeps {
-  store: ModelStore;
+  store: ModelRepository;
   jobs: QuantizeJobs;
   log?: (message: string, fields?: Record<string, unknown>) => void;
 }
@@ -180,7 +180,7 @@ export async function runQuantizeJob(deps: RunJobDeps, id: string, parse: (job: 
 }
 
 /** Registers the bytes as the model's next version, unless a version with these bytes and this lineage exists. */
-async function registerOnce(store: ModelStore, job: QuantizeJob, bytes: Uint8Array, request: QuantizeRequest): Promise<string> {
+async function registerOnce(store: ModelRepository, job: QuantizeJob, bytes: Uint8Array, request: QuantizeRequest): Promise<string> {
   const sha256 = sha256Hex(bytes);
   for (const version of (await store.listVersions(job.model)).reverse()) {
     const manifest = await store.getManifest(job.model, version).catch(() => undefined);

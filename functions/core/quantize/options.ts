@@ -3,7 +3,7 @@
  * tests all parse with these schemas, so an option that one accepts the others understand.
  */
 import * as z from 'zod';
-import { NAME_PATTERN } from '../names.ts';
+import { NAME_PATTERN } from '../artifacts/names.ts';
 
 export const QUANTIZE_METHODS = ['int8-dynamic', 'int8-static', 'fp16'] as const;
 export type QuantizeMethod = (typeof QUANTIZE_METHODS)[number];

@@ -1,5 +1,5 @@
 import { GetQueueUrlCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import type { ModelStore } from '../model-store.ts';
+import type { ModelRepository } from '../registry/repository.ts';
 import { UnsupportedModelError } from '../onnx/graph-toolkit.ts';
 import type { QuantizeJob, QuantizeJobs } from './jobs.ts';
 import { opsetRefusal } from './common.ts';
@@ -7,7 +7,7 @@ import { minimumOpset, type QuantizeRequest } from './options.ts';
 import { estimatedMemoryMiB } from './quantize-model.ts';
 
 export interface StartQuantizationDeps {
-  store: ModelStore;
+  store: ModelRepository;
   jobs: QuantizeJobs;
   /** Hands a job to the worker: an SQS message in AWS, an in-process run locally. */
   dispatch: (job: string) => Promise<void>;

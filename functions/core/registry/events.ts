@@ -1,6 +1,6 @@
 import { PublishCommand, type SNSClient } from '@aws-sdk/client-sns';
-import { createSnsClient } from '../clients.ts';
-import type { Lineage } from '../manifest.ts';
+import { createSnsClient } from '../aws/clients.ts';
+import type { Lineage } from '../artifacts/manifest.ts';
 
 /**
  * What users hear about: every registration, promotion and rollback, published to one SNS topic

@@ -1,15 +1,15 @@
 import { createHash } from 'node:crypto';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { HttpError } from '../errors.ts';
-import { keys } from '../keys.ts';
-import type { ModelManifest } from '../manifest.ts';
-import { pushModel } from '../model-push.ts';
-import type { ModelStore } from '../model-store.ts';
-import { isCanonicalVersion, isValidName, shown, VERSION_RULE } from '../names.ts';
-import { runtimeMessage } from '../runtime-message.ts';
-import { candidateFolder, type ExaminedModel } from './candidate-session.ts';
-import { DEFAULT_SERVING_MEMORY_MIB } from './capacity.ts';
-import { assertModelSize, DEFAULT_MAX_MODEL_BYTES, validateModel } from './validation.ts';
+import { HttpError } from '../platform/errors.ts';
+import { keys } from '../artifacts/keys.ts';
+import type { ModelManifest } from '../artifacts/manifest.ts';
+import { pushModel } from './model-push.ts';
+import type { ModelRepository } from './repository.ts';
+import { isCanonicalVersion, isValidName, shown, VERSION_RULE } from '../artifacts/names.ts';
+import { runtimeMessage } from '../onnx/runtime-message.ts';
+import { candidateFolder, type ExaminedModel } from '../artifacts/candidate-session.ts';
+import { DEFAULT_SERVING_MEMORY_MIB } from '../artifacts/capacity.ts';
+import { assertModelSize, DEFAULT_MAX_MODEL_BYTES, validateModel } from '../artifacts/validation.ts';
 
 /** An object that landed in the bucket, as an S3 or EventBridge event names it. */
 export interface UploadedObject {
@@ -41,7 +41,7 @@ export interface RegisterUploadOptions {
 }
 
 /** Writes the rejection record of an upload: what `mass push` and the uploader read. */
-async function writeRejection(store: ModelStore, object: UploadedObject, reason: string, now: Date): Promise<UploadOutcome> {
+async function writeRejection(store: ModelRepository, object: UploadedObject, reason: string, now: Date): Promise<UploadOutcome> {
   const key = rejectionKey(object.key);
   await (await store.client()).send(
     new PutObjectCommand({
@@ -61,7 +61,7 @@ async function writeRejection(store: ModelStore, object: UploadedObject, reason:
  * examined is the upload's answer, not a crash. The upload is removed only after the version is
  * registered.
  */
-export async function registerUpload(store: ModelStore, object: UploadedObject, options: RegisterUploadOptions = {}): Promise<UploadOutcome> {
+export async function registerUpload(store: ModelRepository, object: UploadedObject, options: RegisterUploadOptions = {}): Promise<UploadOutcome> {
   if (!object.key.startsWith(keys.incomingPrefix)) return { status: 'ignored', reason: `${object.key} is not under ${keys.incomingPrefix}` };
   const registry = store.registry;
   if (!registry) throw new Error('registering uploads needs the registry table (REGISTRY_TABLE)');
@@ -167,7 +167,7 @@ export async function registerUpload(store: ModelStore, object: UploadedObject, 
  * on-failure destination calls this): a rejection record that says so, unless the upload did get
  * registered after all or was answered already.
  */
-export async function recordRegistrationFailure(store: ModelStore, object: UploadedObject, failure: string, now = new Date()): Promise<UploadOutcome> {
+export async function recordRegistrationFailure(store: ModelRepository, object: UploadedObject, failure: string, now = new Date()): Promise<UploadOutcome> {
   const registry = store.registry;
   if (!object.key.startsWith(keys.incomingPrefix)) return { status: 'ignored', reason: `${object.key} is not under ${keys.incomingPrefix}` };
   const eTag = (object.eTag ?? '').replace(/"/g, '');

@@ -1,11 +1,11 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { isConditionFailure } from '../aws-errors.ts';
-import { ConflictError } from '../errors.ts';
-import type { LazyClient } from '../lazy-clients.ts';
+import { isConditionFailure } from '../aws/errors.ts';
+import { ConflictError } from '../platform/errors.ts';
+import type { LazyClient } from '../aws/lazy-clients.ts';
 
 /** The document client's commands, imported when first sent (see lazy-clients.ts). */
-const docSdk = () => import('../sdk/dynamodb.ts');
+const docSdk = () => import('../aws/sdk/dynamodb.ts');
 
 /**
  * The registry's mutable state, one DynamoDB table (pk, sk), changed only by conditional writes and
@@ -76,7 +76,7 @@ export class RegistryTable {
 
   /** Creates the table when it does not exist (local stack and tests; serverless.yml declares it in AWS). */
   async ensureTable(): Promise<void> {
-    const { createPkSkTable } = await import('../dynamo-tables.ts');
+    const { createPkSkTable } = await import('../aws/dynamo-tables.ts');
     await createPkSkTable(await this.client(), this.tableName);
   }
 
@@ -240,16 +240,6 @@ export class RegistryTable {
     } while (start);
     return items;
   }
-}
-
-/** The versions that serve (not retired), in the records' order. */
-export function registeredVersions(records: readonly VersionRecord[]): string[] {
-  return records.filter((v) => v.status === 'registered').map((v) => v.version);
-}
-
-/** The registered versions a user uploaded (no lineage), in the records' order: the default route without a default alias. */
-export function uploadedVersions(records: readonly VersionRecord[]): string[] {
-  return records.filter((v) => v.status === 'registered' && !v.lineage).map((v) => v.version);
 }
 
 /**

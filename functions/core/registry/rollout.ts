@@ -1,11 +1,11 @@
-import { ConflictError, HttpError, NotFoundError } from '../errors.ts';
-import type { ModelStore } from '../model-store.ts';
-import { assertValidAlias, assertValidName, assertValidVersion } from '../names.ts';
+import { ConflictError, HttpError, NotFoundError } from '../platform/errors.ts';
+import type { ModelRepository } from './repository.ts';
+import { assertValidAlias, assertValidName, assertValidVersion } from '../artifacts/names.ts';
 import type { AliasRecord, AliasRoute, RegistryTable } from './registry-table.ts';
 import { assertValidRoutes, DEFAULT_ALIAS } from './routing.ts';
 
 /** The latest evaluation's verdict on a version (the evaluation gate); undefined when never evaluated. */
-export type EvaluationGate = (store: ModelStore, model: string, version: string) => Promise<{ passed: boolean; reportKey: string; reasons: string[] } | undefined>;
+export type EvaluationGate = (store: ModelRepository, model: string, version: string) => Promise<{ passed: boolean; reportKey: string; reasons: string[] } | undefined>;
 
 export class PromotionRefusedError extends HttpError {
   constructor(message: string) {
@@ -15,17 +15,17 @@ export class PromotionRefusedError extends HttpError {
 }
 
 export interface RolloutDeps {
-  store: ModelStore;
+  store: ModelRepository;
   gate?: EvaluationGate | undefined;
   now?: () => Date;
 }
 
-function registryOf(store: ModelStore): RegistryTable {
+function registryOf(store: ModelRepository): RegistryTable {
   if (!store.registry) throw new Error('rollouts need the registry table (REGISTRY_TABLE)');
   return store.registry;
 }
 
-async function assertRegistered(store: ModelStore, model: string, version: string): Promise<void> {
+async function assertRegistered(store: ModelRepository, model: string, version: string): Promise<void> {
   const record = await registryOf(store).getVersion(model, version);
   if (!record || record.status !== 'registered') throw new NotFoundError(`model '${model}' has no version '${version}'`);
 }

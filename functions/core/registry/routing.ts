@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError } from '../platform/errors.ts';
 import type { AliasRecord, AliasRoute } from './registry-table.ts';
 
 /** The alias a request that names no version goes to, unless configured otherwise (DEFAULT_ALIAS). */

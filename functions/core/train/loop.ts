@@ -5,9 +5,9 @@
  * learning-rate schedules, validation each epoch with early stopping, and a checkpoint state object
  * from which a later invocation continues.
  */
-import ort, { type Tensor } from '../ort.ts';
+import ort, { type Tensor } from '../onnx/ort.ts';
 import type { DatasetColumn } from '../evaluate/datasets.ts';
-import { seededRandom } from '../random.ts';
+import { seededRandom } from '../platform/random.ts';
 import { withTrainedValues } from './export.ts';
 import type { TrainingSession, TrainingState } from './training-session.ts';
 

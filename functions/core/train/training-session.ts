@@ -4,7 +4,7 @@
  * and onnxruntime writes its outputs straight into set B, the next step the other way round, so no
  * step allocates or copies state.
  */
-import ort, { type InferenceSession, type Tensor } from '../ort.ts';
+import ort, { type InferenceSession, type Tensor } from '../onnx/ort.ts';
 import type { StateTensor, StateValues, TrainingGraph } from './training-graph.ts';
 
 /** A copy of every carried tensor, by graph input name: what a checkpoint stores. */

@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError } from '../platform/errors.ts';
 
 /**
  * A search space in JSON: parameters by name, in the order they are sampled. A parameter with

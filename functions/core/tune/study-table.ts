@@ -1,13 +1,13 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { isConditionFailure } from '../aws-errors.ts';
-import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
-import type { LazyClient } from '../lazy-clients.ts';
-import { NAME_PATTERN } from '../names.ts';
+import { isConditionFailure } from '../aws/errors.ts';
+import { BadRequestError, ConflictError, NotFoundError } from '../platform/errors.ts';
+import type { LazyClient } from '../aws/lazy-clients.ts';
+import { NAME_PATTERN } from '../artifacts/names.ts';
 import { evaluateMetrics, parseStudyConfig, Study, type StudyConfig } from './study.ts';
 import type { Trial, TrialState } from './trial.ts';
 
-const docSdk = () => import('../sdk/dynamodb.ts');
+const docSdk = () => import('../aws/sdk/dynamodb.ts');
 
 /**
  * Studies and their trials in the registry table, so any number of workers (Lambda trial workers,

@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
+import { BadRequestError, ConflictError, NotFoundError } from '../platform/errors.ts';
 import { MedianPruner, SuccessiveHalvingPruner, type Pruner } from './pruners.ts';
 import { GpSampler } from './samplers/gp.ts';
 import { GridSampler } from './samplers/grid.ts';

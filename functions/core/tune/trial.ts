@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError } from '../platform/errors.ts';
 import type { Configuration } from './space.ts';
 
 export type Direction = 'minimize' | 'maximize';

@@ -1,5 +1,5 @@
 import type { Tensor } from 'onnxruntime-node';
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError } from '../platform/errors.ts';
 import { DATATYPES, isV2Datatype, typedArrayFromBytes, type V2Datatype } from './datatypes.ts';
 import { exactInteger, float16Text, float32Text, float64Text, Float16, FP16_OVERFLOW, FP32_OVERFLOW, NumberText, parseJsonExact } from './json-numbers.ts';
 import { inferRequestHeaderSchema, type InferRequestHeader } from './schemas.ts';

@@ -1,4 +1,4 @@
-import * as z from '../zod-mini.ts';
+import * as z from '../platform/zod-mini.ts';
 import { V2_DATATYPES } from './datatypes.ts';
 
 /**

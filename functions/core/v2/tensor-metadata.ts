@@ -1,6 +1,6 @@
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError } from '../platform/errors.ts';
 import type { BoundaryMapping } from '../onnx/non-tensor.ts';
-import type { InferenceSession } from '../ort.ts';
+import type { InferenceSession } from '../onnx/ort.ts';
 import { v2DatatypeOf } from './datatypes.ts';
 import type { TensorMetadata } from './schemas.ts';
 

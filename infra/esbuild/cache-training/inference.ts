@@ -2,10 +2,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
-import { createDynamoClient, createS3Client, createSnsClient } from '../../../functions/core/clients.ts';
-import { pushModel } from '../../../functions/core/model-push.ts';
-import { RUNTIME_WARMUP_MODEL } from '../../../functions/core/model-sessions.ts';
-import { ModelStore } from '../../../functions/core/model-store.ts';
+import { createDynamoClient, createS3Client, createSnsClient } from '../../../functions/core/aws/clients.ts';
+import { pushModel } from '../../../functions/core/registry/model-push.ts';
+import { RUNTIME_WARMUP_MODEL } from '../../../functions/core/serving/model-sessions.ts';
+import { ModelRepository } from '../../../functions/core/registry/repository.ts';
 import { RegistryTable } from '../../../functions/core/registry/registry-table.ts';
 import { startEmulators } from '../../local/emulators.ts';
 import { createLocalRegistryResources } from '../../local/registry-resources.ts';
@@ -52,7 +52,7 @@ export const train: CacheTraining = async (load) => {
     const bucket = 'ai-mass-code-cache-training';
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     const { table } = await createLocalRegistryResources({ dynamo, sns: createSnsClient({ endpoint: emulators.awsEndpoint }), prefix: 'ai-mass-code-cache' });
-    const store = new ModelStore({ s3, bucket, cacheDir: storeCache, registry: new RegistryTable(dynamo, table) });
+    const store = new ModelRepository({ s3, bucket, cacheDir: storeCache, registry: new RegistryTable(dynamo, table) });
     await pushModel(store, { name: MODEL, bytes: RUNTIME_WARMUP_MODEL, notes: 'code cache training' });
     Object.assign(process.env, {
       AWS_ENDPOINT_URL: emulators.awsEndpoint,

@@ -1,4 +1,4 @@
-import { BadRequestError } from '../../errors.ts';
+import { BadRequestError } from '../../platform/errors.ts';
 import { gridValues, isActive, type Configuration, type ParamValue, type SearchSpace } from '../space.ts';
 import type { SampleContext, Sampler } from './sampler.ts';
 

@@ -1,4 +1,4 @@
-import { BadRequestError } from '../../errors.ts';
+import { BadRequestError } from '../../platform/errors.ts';
 import { activeConfiguration, gridValues, type Configuration, type ParamValue, type SearchSpace } from '../space.ts';
 import { compareForObjective } from '../trial.ts';
 import { completed, type SampleContext, type Sampler } from './sampler.ts';

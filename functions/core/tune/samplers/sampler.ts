@@ -1,4 +1,4 @@
-import { seededRandom } from '../../random.ts';
+import { seededRandom } from '../../platform/random.ts';
 import type { Configuration, SearchSpace } from '../space.ts';
 import type { Direction, Trial } from '../trial.ts';
 

@@ -1,4 +1,4 @@
-import { BadRequestError } from './errors.ts';
+import { BadRequestError } from '../platform/errors.ts';
 
 /** DESIGN.md: model names and versions; anything else is refused, never turned into a key. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;

@@ -1,14 +1,14 @@
 import { readFile } from 'node:fs/promises';
-import { BadRequestError, PayloadTooLargeError } from '../errors.ts';
-import { sha256Hex } from '../hash.ts';
+import { BadRequestError, PayloadTooLargeError } from '../platform/errors.ts';
+import { sha256Hex } from '../platform/hash.ts';
 import { findExternalData } from '../onnx/external-data.ts';
 import { UnsupportedModelError } from '../onnx/graph-toolkit.ts';
 import { decodeModel, encodeModel, OnnxFormatError } from '../onnx/model-proto.ts';
 import { serveAsTensors, type BoundaryMapping } from '../onnx/non-tensor.ts';
-import type { ModelFacts } from '../signature.ts';
+import type { ModelFacts } from './signature.ts';
 import { withMapping } from '../v2/tensor-metadata.ts';
 import { assertFitsTier } from './capacity.ts';
-import { releaseDroppedMemory } from '../memory.ts';
+import { releaseDroppedMemory } from '../platform/memory.ts';
 import { candidateFromBytes, examineCandidate, factsOf, replaceCandidate, type CandidateFile, type ExaminedModel } from './candidate-session.ts';
 
 export const DEFAULT_MAX_MODEL_BYTES = 512 * 1024 * 1024;

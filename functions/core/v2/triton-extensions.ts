@@ -3,9 +3,9 @@
  * on a requested output) and model configuration (`GET .../config`, which perf_analyzer and Model
  * Analyzer read at startup). Free of any transport.
  */
-import { BadRequestError } from './errors.ts';
-import type { V2Datatype } from './v2/datatypes.ts';
-import type { TensorMetadata } from './v2/schemas.ts';
+import { BadRequestError } from '../platform/errors.ts';
+import type { V2Datatype } from './datatypes.ts';
+import type { TensorMetadata } from './schemas.ts';
 
 /**
  * A model "batches" in Triton's sense (max_batch_size > 0) when every input and output has a

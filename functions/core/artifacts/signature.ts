@@ -1,6 +1,6 @@
-import type { InferenceSession } from './ort.ts';
-import { tensorMetadataOf } from './v2/tensor-metadata.ts';
-import type { TensorMetadata } from './v2/schemas.ts';
+import type { InferenceSession } from '../onnx/ort.ts';
+import { tensorMetadataOf } from '../v2/tensor-metadata.ts';
+import type { TensorMetadata } from '../v2/schemas.ts';
 
 export interface ModelSignature {
   sha256: string;

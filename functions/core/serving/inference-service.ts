@@ -1,17 +1,17 @@
-import type { InferenceSession, Tensor } from './ort.ts';
-import { BadRequestError, InferenceRuntimeError, IntegrityError, NotFoundError, NotReadyError } from './errors.ts';
-import type { ModelManifest } from './manifest.ts';
+import type { InferenceSession, Tensor } from '../onnx/ort.ts';
+import { BadRequestError, InferenceRuntimeError, IntegrityError, NotFoundError, NotReadyError } from '../platform/errors.ts';
+import type { ModelManifest } from '../artifacts/manifest.ts';
 import { ortTensor, type LoadedModel, type ModelSessions } from './model-sessions.ts';
-import { runtimeMessage } from './runtime-message.ts';
-import { classCountOf, classify, metadataLabels, modelBatches, tritonModelConfig, type TritonModelConfig } from './triton-extensions.ts';
-import type { BootRegistryRead } from './boot-fetch.ts';
-import type { ModelStore } from './model-store.ts';
-import { assertValidName, assertVersionOrAlias } from './names.ts';
-import type { AliasRecord } from './registry/registry-table.ts';
-import { chooseRoute, DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
-import { DATATYPES, v2DatatypeOf } from './v2/datatypes.ts';
-import type { DecodedInferRequest, InferResponse, ResponseTensor } from './v2/codec.ts';
-import type { TensorMetadata } from './v2/schemas.ts';
+import { runtimeMessage } from '../onnx/runtime-message.ts';
+import { classCountOf, classify, metadataLabels, modelBatches, tritonModelConfig, type TritonModelConfig } from '../v2/triton-extensions.ts';
+import type { BootRegistryRead } from '../coldstart/boot-fetch.ts';
+import type { ModelRepository } from '../registry/repository.ts';
+import { assertValidName, assertVersionOrAlias } from '../artifacts/names.ts';
+import type { AliasRecord } from '../registry/registry-table.ts';
+import { chooseRoute, DEFAULT_ALIAS, defaultVersion } from '../registry/routing.ts';
+import { DATATYPES, v2DatatypeOf } from '../v2/datatypes.ts';
+import type { DecodedInferRequest, InferResponse, ResponseTensor } from '../v2/codec.ts';
+import type { TensorMetadata } from '../v2/schemas.ts';
 
 export const SERVER_NAME = 'ai-mass';
 export const PLATFORM = 'onnx_onnxv1';
@@ -42,7 +42,7 @@ export interface InferenceResult {
 }
 
 export interface InferenceServiceOptions {
-  store: ModelStore;
+  store: ModelRepository;
   sessions: ModelSessions;
   serviceVersion: string;
   /** How long versions and aliases are reused before the registry is read again. */

@@ -3,16 +3,14 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } f
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { IntegrityError, NotFoundError } from './errors.ts';
+import { IntegrityError, NotFoundError } from '../platform/errors.ts';
 import { keys } from './keys.ts';
-import { releaseDroppedMemory } from './memory.ts';
+import { releaseDroppedMemory } from '../platform/memory.ts';
 import { modelManifestSchema, type ModelManifest } from './manifest.ts';
 import { assertValidName, assertValidVersion, compareVersions, isCanonicalVersion } from './names.ts';
-import type { ModelEventPublisher } from './registry/events.ts';
-import { registeredVersions, uploadedVersions, type RegistryTable } from './registry/registry-table.ts';
-import { sha256Hex, sha256OfFile } from './hash.ts';
-import type { LazyClient } from './lazy-clients.ts';
-import { PARSED_ONCE } from './zod-options.ts';
+import { sha256Hex, sha256OfFile } from '../platform/hash.ts';
+import type { LazyClient } from '../aws/lazy-clients.ts';
+import { PARSED_ONCE } from '../platform/zod-options.ts';
 import { ARTIFACT_FIRST_PARTS, downloadRanged, PART_BYTES, PART_CONCURRENCY, readStreamInto, totalFromContentRange, type Downloaded, type RangedPlan } from './ranged-download.ts';
 
 export interface ModelStoreOptions {
@@ -22,9 +20,7 @@ export interface ModelStoreOptions {
   /** Local file cache (Lambda's /tmp), reused for the life of the environment. */
   cacheDir: string;
   /** The registry's table: version numbers, status and aliases. Without one, versions are listed from the bucket. */
-  registry?: RegistryTable | undefined;
-  /** Where registrations and rollouts are announced. */
-  events?: ModelEventPublisher | undefined;
+  registry?: VersionIndex | undefined;
   /**
    * Downloads started before this store existed (the boot fetch), by key: each is taken once, by
    * the first read of its key, and a failed or missing one falls back to an ordinary GET. The map
@@ -33,8 +29,36 @@ export interface ModelStoreOptions {
   prefetched?: Map<string, Promise<Downloaded | undefined>> | undefined;
 }
 
+/** A version as the store needs to know it: whether it serves, and whether a user uploaded it (no lineage). */
+export interface IndexedVersion {
+  version: string;
+  status: string;
+  lineage?: unknown;
+}
+
+/**
+ * What the store asks of the registry: the registry table implements it, and the registry's
+ * repository (registry/repository.ts) joins the store, the table and the events. The dependency
+ * points from the registry to the artifacts, never back.
+ */
+export interface VersionIndex {
+  /** Versions lowest first. */
+  listVersions(model: string): Promise<readonly IndexedVersion[]>;
+  getVersion(model: string, version: string): Promise<IndexedVersion | undefined>;
+}
+
+/** The versions that serve (not retired), in the records' order. */
+export function registeredVersions(records: readonly IndexedVersion[]): string[] {
+  return records.filter((v) => v.status === 'registered').map((v) => v.version);
+}
+
+/** The serving versions a user uploaded (no lineage): the default route of a model without a default alias. */
+export function uploadedVersions(records: readonly IndexedVersion[]): string[] {
+  return records.filter((v) => v.status === 'registered' && !v.lineage).map((v) => v.version);
+}
+
 /** The SDK's S3 commands, imported when first sent (see lazy-clients.ts). */
-const s3Sdk = () => import('./sdk/s3.ts');
+const s3Sdk = () => import('../aws/sdk/s3.ts');
 
 function isNotFound(error: unknown): boolean {
   const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
@@ -53,8 +77,7 @@ export class ModelStore {
   readonly client: LazyClient<S3Client>;
   readonly bucket: string;
   readonly cacheDir: string;
-  readonly registry: RegistryTable | undefined;
-  readonly events: ModelEventPublisher | undefined;
+  readonly registry: VersionIndex | undefined;
   /** The last background cache write (tests await it). */
   pendingCacheWrite: Promise<void> = Promise.resolve();
   /** Downloads started before their manifest was read (see prefetch), taken once by the artifact read. */
@@ -66,7 +89,6 @@ export class ModelStore {
     this.bucket = options.bucket;
     this.cacheDir = options.cacheDir;
     this.registry = options.registry;
-    this.events = options.events;
     this.prefetches = options.prefetched ?? new Map(); // the boot fetch's own map: it still adds to it
   }
 

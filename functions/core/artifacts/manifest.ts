@@ -1,6 +1,6 @@
-import * as z from './zod-mini.ts';
-import { tensorMetadataSchema } from './v2/schemas.ts';
-import { V2_DATATYPES } from './v2/datatypes.ts';
+import * as z from '../platform/zod-mini.ts';
+import { tensorMetadataSchema } from '../v2/schemas.ts';
+import { V2_DATATYPES } from '../v2/datatypes.ts';
 
 /**
  * `models/<model>/<version>/manifest.json`: the one description of a registered version. The serving

@@ -5,12 +5,13 @@ import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { http1Request, type Http1Response } from './http1-client.ts';
-import { keys } from './keys.ts';
-import { isValidName } from './names.ts';
-import { IntegrityError } from './errors.ts';
-import { ARTIFACT_FIRST_PARTS, downloadRanged, totalFromContentRange, type Downloaded, type RangeReader, type RangeResponse } from './ranged-download.ts';
-import { recordsOfModel, registeredVersions, uploadedVersions, type AliasRecord } from './registry/registry-table.ts';
-import { DEFAULT_ALIAS, defaultVersion } from './registry/routing.ts';
+import { keys } from '../artifacts/keys.ts';
+import { isValidName } from '../artifacts/names.ts';
+import { IntegrityError } from '../platform/errors.ts';
+import { ARTIFACT_FIRST_PARTS, downloadRanged, totalFromContentRange, type Downloaded, type RangeReader, type RangeResponse } from '../artifacts/ranged-download.ts';
+import { registeredVersions, uploadedVersions } from '../artifacts/model-store.ts';
+import { recordsOfModel, type AliasRecord } from '../registry/registry-table.ts';
+import { DEFAULT_ALIAS, defaultVersion } from '../registry/routing.ts';
 
 /**
  * The boot fetch: the requests a cold start's pre-warm needs, sent before the rest of the bundle is

@@ -1,7 +1,7 @@
-import { requireEnv } from './config.ts';
-import { ModelStore, type ModelStoreOptions } from './model-store.ts';
-import { lazyDynamoClient, lazyS3Client } from './lazy-clients.ts';
-import { RegistryTable } from './registry/registry-table.ts';
+import { requireEnv } from '../platform/config.ts';
+import { lazyDynamoClient, lazyS3Client } from '../aws/lazy-clients.ts';
+import { RegistryTable } from './registry-table.ts';
+import { ModelRepository, type ModelRepositoryOptions } from './repository.ts';
 
 /**
  * The model store every function wires from its environment: MODEL_BUCKET and the registry table
@@ -12,11 +12,11 @@ import { RegistryTable } from './registry/registry-table.ts';
  */
 export function modelStoreFromEnv(
   cacheDir: string,
-  options: Pick<ModelStoreOptions, 'events' | 'prefetched'> = {},
+  options: Pick<ModelRepositoryOptions, 'events' | 'prefetched'> = {},
   env: NodeJS.ProcessEnv = process.env,
-): ModelStore {
+): ModelRepository {
   const table = env.REGISTRY_TABLE;
-  return new ModelStore({
+  return new ModelRepository({
     s3: lazyS3Client(),
     bucket: requireEnv('MODEL_BUCKET', env),
     cacheDir: env.MODEL_CACHE_DIR ?? cacheDir,

@@ -1,12 +1,12 @@
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { BadRequestError } from '../errors.ts';
-import { sha256Hex, sha256OfFile } from '../hash.ts';
+import { BadRequestError } from '../platform/errors.ts';
+import { sha256Hex, sha256OfFile } from '../platform/hash.ts';
 import { decodeModel, defaultOpsetVersion, int64ToNumber, type ModelProto } from '../onnx/model-proto.ts';
-import ort, { type InferenceSession } from '../ort.ts';
-import { runtimeMessage } from '../runtime-message.ts';
-import { signatureOf, type ModelFacts, type ModelSignature } from '../signature.ts';
+import ort, { type InferenceSession } from '../onnx/ort.ts';
+import { runtimeMessage } from '../onnx/runtime-message.ts';
+import { signatureOf, type ModelFacts, type ModelSignature } from './signature.ts';
 import { stagingKey } from './staging.ts';
 
 /**

@@ -1,12 +1,12 @@
-import { ConflictError, NotFoundError } from './errors.ts';
-import { keys } from './keys.ts';
-import type { Lineage, ModelManifest, WarmupTensor } from './manifest.ts';
-import type { ModelStore } from './model-store.ts';
-import { assertValidName, assertValidVersion, isCanonicalVersion } from './names.ts';
-import type { ModelSignature } from './signature.ts';
-import type { VersionRecord } from './registry/registry-table.ts';
-import type { ExaminedModel } from './registry/candidate-session.ts';
-import { DEFAULT_MAX_MODEL_BYTES, validateModel } from './registry/validation.ts';
+import { ConflictError, NotFoundError } from '../platform/errors.ts';
+import { keys } from '../artifacts/keys.ts';
+import type { Lineage, ModelManifest, WarmupTensor } from '../artifacts/manifest.ts';
+import type { ModelRepository } from './repository.ts';
+import { assertValidName, assertValidVersion, isCanonicalVersion } from '../artifacts/names.ts';
+import type { ModelSignature } from '../artifacts/signature.ts';
+import type { VersionRecord } from './registry-table.ts';
+import type { ExaminedModel } from '../artifacts/candidate-session.ts';
+import { DEFAULT_MAX_MODEL_BYTES, validateModel } from '../artifacts/validation.ts';
 
 export interface PushModelInput {
   name: string;
@@ -34,7 +34,7 @@ export interface PushModelInput {
  * once it does), records the version and announces it. Registering the same bytes under the same
  * version again changes nothing.
  */
-export async function pushModel(store: ModelStore, input: PushModelInput): Promise<ModelManifest> {
+export async function pushModel(store: ModelRepository, input: PushModelInput): Promise<ModelManifest> {
   const name = assertValidName(input.name, 'model name');
   if (input.version !== undefined) assertValidVersion(input.version);
   if (!input.examined && !input.bytes) throw new Error('pushModel needs the model: bytes, or an examined model');
@@ -46,7 +46,7 @@ export async function pushModel(store: ModelStore, input: PushModelInput): Promi
   }
 }
 
-async function pushExamined(store: ModelStore, name: string, input: PushModelInput, examined: ExaminedModel): Promise<ModelManifest> {
+async function pushExamined(store: ModelRepository, name: string, input: PushModelInput, examined: ExaminedModel): Promise<ModelManifest> {
   const { signature, staged } = examined;
   const version = input.version ?? (await nextVersion(store, name));
   if (input.version !== undefined) await store.registry?.reserveVersion(name, Number(version));
@@ -97,7 +97,7 @@ async function pushExamined(store: ModelStore, name: string, input: PushModelInp
  * A variant (quantized, fine-tuned...) has the inputs of its source, so the source's warm-up request
  * fits it too: without it, the variant's first session would warm up on zeros, which some models refuse.
  */
-async function inheritedWarmup(store: ModelStore, name: string, sourceVersion: string, variant: ModelSignature): Promise<WarmupTensor[] | undefined> {
+async function inheritedWarmup(store: ModelRepository, name: string, sourceVersion: string, variant: ModelSignature): Promise<WarmupTensor[] | undefined> {
   const source = await store.getManifest(name, sourceVersion).catch((error: unknown) => {
     if (error instanceof NotFoundError) return undefined;
     throw error;
@@ -122,7 +122,7 @@ function versionRecord(manifest: ModelManifest, source: string | undefined): Ver
   };
 }
 
-async function nextVersion(store: ModelStore, name: string): Promise<string> {
+async function nextVersion(store: ModelRepository, name: string): Promise<string> {
   if (store.registry) return store.registry.allocateVersion(name);
   const versions = await store.listVersions(name);
   return String(versions.filter(isCanonicalVersion).reduce((max, v) => Math.max(max, Number(v)), 0) + 1);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { IntegrityError } from './errors.ts';
+import { IntegrityError } from '../platform/errors.ts';
 
 /**
  * Downloads come in ranged parts over parallel connections: one connection tops out well below what

@@ -1,4 +1,4 @@
-import ort from '../ort.ts';
+import ort from '../onnx/ort.ts';
 
 /**
  * A staged artifact is the model pre-optimized into onnxruntime's own format by the very onnxruntime

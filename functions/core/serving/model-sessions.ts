@@ -1,15 +1,15 @@
 import { availableParallelism } from 'node:os';
-import ort, { type InferenceSession, type Tensor } from './ort.ts';
-import type { ModelManifest, WarmupTensor } from './manifest.ts';
-import { keys } from './keys.ts';
-import type { ModelStore } from './model-store.ts';
-import { STAGED_SESSION_EXTRA, stagingKey } from './registry/staging.ts';
-import { tensorMetadataOf } from './v2/tensor-metadata.ts';
-import { DATATYPES } from './v2/datatypes.ts';
-import { decodeJsonTensorData } from './v2/codec.ts';
-import type { TensorMetadata } from './v2/schemas.ts';
-import { NotReadyError } from './errors.ts';
-import { runtimeMessage } from './runtime-message.ts';
+import ort, { type InferenceSession, type Tensor } from '../onnx/ort.ts';
+import type { ModelManifest, WarmupTensor } from '../artifacts/manifest.ts';
+import { keys } from '../artifacts/keys.ts';
+import type { ModelRepository } from '../registry/repository.ts';
+import { STAGED_SESSION_EXTRA, stagingKey } from '../artifacts/staging.ts';
+import { tensorMetadataOf } from '../v2/tensor-metadata.ts';
+import { DATATYPES } from '../v2/datatypes.ts';
+import { decodeJsonTensorData } from '../v2/codec.ts';
+import type { TensorMetadata } from '../v2/schemas.ts';
+import { NotReadyError } from '../platform/errors.ts';
+import { runtimeMessage } from '../onnx/runtime-message.ts';
 
 export interface LoadedModel {
   name: string;
@@ -122,7 +122,7 @@ export function warmRuntime(intraOpThreads?: number): Promise<void> {
 }
 
 export interface ModelSessionsOptions {
-  store: ModelStore;
+  store: ModelRepository;
   intraOpThreads?: number | undefined;
   onWarmupFailure?: (model: string, version: string, error: Error) => void;
   /**

@@ -10,7 +10,7 @@
  *   graph output with a static shape) larger than the tier's memory, or constant data that together
  *   is, can never be allocated there (a 100 GB ConstantOfShape in a 1 KB file).
  */
-import { BadRequestError } from '../errors.ts';
+import { BadRequestError } from '../platform/errors.ts';
 import { onnx, type AttributeProtoInit, type GraphProtoInit, type ModelProto, type NodeProtoInit, type TensorProtoInit, type ValueInfoProtoInit } from '../onnx/model-proto.ts';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 
