@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { snapshotOf } from '../../functions/cli/commands/jobs.ts';
-import { progressLine } from '../../functions/cli/progress.ts';
+import { Writable } from 'node:stream';
+import { progressLine, ProgressDisplay } from '../../functions/cli/progress.ts';
 import { jobView, type JobRecord } from '../../functions/core/jobs/record.ts';
 
 describe('progressLine', () => {
@@ -42,5 +43,39 @@ describe('snapshotOf', () => {
   it("uses the job's own progress when it has one", () => {
     const progress = { done: 40, total: 50, ratePerSecond: 4, stage: 'summing', updated: '2026-01-01T00:00:10.000Z' };
     expect(snapshotOf(jobView({ ...job, progress }))).toEqual({ label: 'j-1', state: 'running', done: 40, total: 50, ratePerSecond: 4, stage: 'summing' });
+  });
+});
+
+describe('ProgressDisplay', () => {
+  /** A stream that says what a terminal or a pipe says about itself, and keeps what was written. */
+  function stream(isTTY: boolean): NodeJS.WriteStream & { text(): string } {
+    const chunks: string[] = [];
+    const fake = new Writable({ write: (chunk, _encoding, done) => (chunks.push(String(chunk)), done()) }) as unknown as NodeJS.WriteStream & { text(): string };
+    Object.assign(fake, { isTTY, columns: 120, cursorTo: () => true, clearLine: () => true, moveCursor: () => true, text: () => chunks.join('') });
+    return fake;
+  }
+
+  it('prints one line per change to a pipe, and nothing for an unchanged snapshot', () => {
+    const out = stream(false);
+    const display = new ProgressDisplay(out);
+    display.update({ label: 'j-1', state: 'running', done: 1, total: 4 });
+    display.update({ label: 'j-1', state: 'running', done: 1, total: 4 });
+    display.update({ label: 'j-1', state: 'succeeded', done: 4, total: 4 });
+    display.stop();
+    expect(out.text()).toBe('j-1 running [#####---------------] 25% 1/4\nj-1 succeeded [####################] 100% 4/4\n');
+  });
+
+  it("draws cli-progress's bar in place on a terminal, the cursor hidden until it stops", () => {
+    const out = stream(true);
+    const display = new ProgressDisplay(out);
+    display.update({ label: 'j-1', state: 'running', done: 1, total: 4 });
+    display.update({ label: 'j-1', state: 'succeeded', done: 4, total: 4 });
+    display.stop();
+    const text = out.text();
+    expect(text).toContain('\x1b[?25l'); // hidden while drawing
+    expect(text.indexOf('j-1 running [#####---------------] 25% 1/4')).toBeLessThan(text.indexOf('j-1 succeeded [####################] 100% 4/4'));
+    expect(text.endsWith('\n')).toBe(true);
+    expect(text.lastIndexOf('\x1b[?25h')).toBeGreaterThan(text.indexOf('succeeded')); // shown again at the end
+    expect(text.split('\n')).toHaveLength(2); // one line redrawn, then the newline that leaves it on screen
   });
 });
