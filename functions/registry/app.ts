@@ -1,18 +1,15 @@
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import * as z from 'zod';
-import { BadRequestError, HttpError, NotFoundError } from '../core/platform/errors.ts';
-import { errorResponse, json, jsonBody } from '../adapters/http.ts';
-import { assertValidAlias, assertValidName, shown } from '../core/artifacts/names.ts';
+import { BadRequestError, NotFoundError } from '../core/platform/errors.ts';
+import { json, jsonBody, type ErrorLog } from '../adapters/http.ts';
+import { ApiRouter } from '../adapters/router.ts';
+import { assertValidAlias, assertValidName } from '../core/artifacts/names.ts';
 import { promote, rollback, setRoutes, type RolloutDeps } from '../core/registry/rollout.ts';
 
 export interface RegistryHandlerDeps extends RolloutDeps {
   logger: Logger;
 }
-
-type Result = APIGatewayProxyStructuredResultV2;
-
-const ALIAS_ROUTE = /^\/v2\/models\/([^/]+)\/aliases\/([^/]+)(?:\/(promote|rollback))?\/?$/;
 
 const promoteSchema = z.object({
   version: z.string(),
@@ -29,20 +26,12 @@ const MAX_BODY = 64 * 1024;
 const rollbackSchema = z.object({ revision: z.number().int().nonnegative().optional() });
 
 
-/** Longer than any valid name even fully percent-encoded (64 characters, 3 bytes each): refused undecoded. */
-const MAX_SEGMENT = 3 * 64;
-
 /**
- * A model or alias name from the path, checked before any table call (a key over DynamoDB's limit
- * would be a 500): 400 for anything invalid, with at most 80 characters of it in the message.
+ * A model or alias name from the path (the router decoded it), checked before any table call (a key
+ * over DynamoDB's limit would be a 500): 400 for anything invalid, with at most 80 characters of it
+ * in the message.
  */
-function nameSegment(raw: string, what: 'model name' | 'alias'): string {
-  let value: string;
-  try {
-    value = raw.length > MAX_SEGMENT ? raw : decodeURIComponent(raw);
-  } catch {
-    throw new BadRequestError(`invalid ${what} ${shown(raw)}: not a valid percent-encoded path segment`);
-  }
+function nameSegment(value: string, what: 'model name' | 'alias'): string {
   return what === 'alias' ? assertValidAlias(value) : assertValidName(value, what);
 }
 
@@ -57,38 +46,29 @@ function parse<T>(schema: z.ZodType<T>, event: APIGatewayProxyEventV2): T {
 
 /** Rollouts over the HTTP API: read an alias, set its routes, promote (fully or as a canary), roll back. */
 export function createRegistryHandler(deps: RegistryHandlerDeps) {
-  async function route(event: APIGatewayProxyEventV2): Promise<Result> {
-    const method = event.requestContext.http.method.toUpperCase();
-    const match = ALIAS_ROUTE.exec(event.rawPath);
-    if (!match) throw new NotFoundError(`no route for ${method} ${event.rawPath}`);
-    const model = nameSegment(match[1]!, 'model name');
-    const alias = nameSegment(match[2]!, 'alias');
-    const action = match[3];
-    if (action === 'promote' && method === 'POST') {
-      const body = parse(promoteSchema, event);
-      return json(200, await promote(deps, { model, alias, version: body.version, canaryWeight: body.canary_weight, revision: body.revision, force: body.force }));
-    }
-    if (action === 'rollback' && method === 'POST') {
-      const body = parse(rollbackSchema, event);
-      return json(200, await rollback(deps, { model, alias, revision: body.revision }));
-    }
-    if (action === undefined && method === 'PUT') {
-      const body = parse(routesSchema, event);
-      return json(200, await setRoutes(deps, { model, alias, routes: body.routes, revision: body.revision }));
-    }
-    if (action === undefined && method === 'GET') {
+  const log: ErrorLog = (level, message, fields) => deps.logger[level](message, fields);
+  const target = (params: Record<string, string>) => ({ model: nameSegment(params.name!, 'model name'), alias: nameSegment(params.alias!, 'alias') });
+  return new ApiRouter(log)
+    .on('GET', '/v2/models/:name/aliases/:alias', async ({ params }) => {
+      const { model, alias } = target(params);
       const record = await deps.store.registry!.getAlias(model, alias);
       if (!record) throw new NotFoundError(`model '${model}' has no alias '${alias}'`);
       return json(200, record);
-    }
-    throw new HttpError(405, `method ${method} is not allowed on ${event.rawPath}`);
-  }
-
-  return async function registryHandler(event: APIGatewayProxyEventV2): Promise<Result> {
-    try {
-      return await route(event);
-    } catch (error) {
-      return errorResponse(error, (level, message, fields) => deps.logger[level](message, fields));
-    }
-  };
+    })
+    .on('PUT', '/v2/models/:name/aliases/:alias', async ({ params, event }) => {
+      const { model, alias } = target(params);
+      const body = parse(routesSchema, event);
+      return json(200, await setRoutes(deps, { model, alias, routes: body.routes, revision: body.revision }));
+    })
+    .on('POST', '/v2/models/:name/aliases/:alias/promote', async ({ params, event }) => {
+      const { model, alias } = target(params);
+      const body = parse(promoteSchema, event);
+      return json(200, await promote(deps, { model, alias, version: body.version, canaryWeight: body.canary_weight, revision: body.revision, force: body.force }));
+    })
+    .on('POST', '/v2/models/:name/aliases/:alias/rollback', async ({ params, event }) => {
+      const { model, alias } = target(params);
+      const body = parse(rollbackSchema, event);
+      return json(200, await rollback(deps, { model, alias, revision: body.revision }));
+    })
+    .handler();
 }

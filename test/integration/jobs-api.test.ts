@@ -133,16 +133,18 @@ describe('GET /v2/jobs/{id}', () => {
     expect([response.statusCode, JSON.parse(response.body!).id]).toEqual([200, job.id]);
   });
 
-  it('answers 404 for an unknown job, 400 for an invalid or malformed id, and 404 for a route it does not serve', async () => {
+  it('answers 404 for an unknown job, 400 for an invalid or malformed id, 405 for a method its path does not have, and 404 for a path it does not serve', async () => {
     const unknown = await api(apiEvent('GET', '/v2/jobs/j-0123456789abcdef'), context);
     const invalid = await api(apiEvent('GET', '/v2/jobs/Not_A_Job'), context);
-    const noRoute = await api(apiEvent('DELETE', '/v2/jobs/j-0123456789abcdef'), context);
+    const wrongMethod = await api(apiEvent('DELETE', '/v2/jobs/j-0123456789abcdef'), context);
+    const noRoute = await api(apiEvent('GET', '/v2/jobs/j-0123456789abcdef/steps'), context);
     const malformed = await api(apiEvent('GET', '/v2/jobs/j-%zz'), context);
 
     expect([unknown.statusCode, JSON.parse(unknown.body!)]).toEqual([404, { error: "no job 'j-0123456789abcdef'" }]);
     expect([invalid.statusCode, JSON.parse(invalid.body!)]).toEqual([400, { error: 'invalid job id "Not_A_Job": must match [a-z0-9][a-z0-9._-]{0,63}' }]);
     expect([malformed.statusCode, JSON.parse(malformed.body!)]).toEqual([400, { error: 'malformed percent-encoding in path "/v2/jobs/j-%zz"' }]);
-    expect([noRoute.statusCode, JSON.parse(noRoute.body!)]).toEqual([404, { error: 'no route for DELETE /v2/jobs/j-0123456789abcdef' }]);
+    expect([wrongMethod.statusCode, JSON.parse(wrongMethod.body!)]).toEqual([405, { error: 'method DELETE is not allowed on /v2/jobs/j-0123456789abcdef; use GET' }]);
+    expect([noRoute.statusCode, JSON.parse(noRoute.body!)]).toEqual([404, { error: 'no route for GET /v2/jobs/j-0123456789abcdef/steps' }]);
   });
 });
 

@@ -14,6 +14,7 @@ import { stagingKey } from '../../functions/core/artifacts/staging.ts';
 import { latestEvaluationVerdict } from '../../functions/core/evaluate/gate.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 import { onCommand } from '../helpers/sdk-commands.ts';
+import { apiEvent } from '../helpers/batch-stack.ts';
 import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import { CreateQueueCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
@@ -28,7 +29,7 @@ import { createRegisterHandler } from '../../functions/register/app.ts';
 import { createRegistryHandler } from '../../functions/registry/app.ts';
 import { createRegisterFailureHandler } from '../../functions/register-failures/app.ts';
 import { graph as graphOf, model as modelOf, node as nodeOf, tensorFromInt64, valueInfo } from '../../functions/core/onnx/builder.ts';
-import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import type { Context } from 'aws-lambda';
 import { s3ObjectCreatedEvent } from '../../infra/local/triggers.ts';
 
 let stack: RegistryStack;
@@ -447,8 +448,7 @@ describe('the registry API checks names before any table call', () => {
     logger.setLogLevel('SILENT');
     const handler = createRegistryHandler({ store, logger });
     const call = async (method: string, rawPath: string, body?: string) => {
-      const event = { rawPath, body, isBase64Encoded: false, headers: {}, requestContext: { http: { method } } } as unknown as APIGatewayProxyEventV2;
-      const response = await handler(event);
+      const response = await handler(apiEvent(method, rawPath, body), {} as Context);
       return { status: response.statusCode, body: JSON.parse(String(response.body)) as { error?: string } };
     };
     return { call, commands };
