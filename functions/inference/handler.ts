@@ -20,8 +20,7 @@ const sessions = new ModelSessions({
   onWarmupFailure: (model, version, error) => logger.warn('warm-up run failed', { model, version, error: error.message }),
   requireWarmup: true,
   onStagedFallback: (model, version, error) => logger.warn('staged artifact not used', { model, version, error: error.message }),
-  // MODEL_STAGING=off serves model.onnx even where a staged artifact matches (diagnosis, benchmarks).
-  ...(process.env.MODEL_STAGING === 'off' ? { stagingKey: 'off' } : {}),
+  ...(config.modelStaging === 'off' ? { stagingKey: 'off' } : {}),
 });
 /** Exported for benchmarks that compare the handler with its own session's raw run. */
 export const service = new InferenceService({

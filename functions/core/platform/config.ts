@@ -22,6 +22,8 @@ const inferenceConfigSchema = z.object({
   defaultAlias: z.string().check(z.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/)),
   /** The tier's /tmp budget: least recently used cached files are evicted beyond it. */
   cacheBudgetBytes: z.number().check(z.int(), z.positive()),
+  /** MODEL_STAGING=off serves model.onnx even where a staged artifact matches (diagnosis, benchmarks). */
+  modelStaging: z.enum(['on', 'off']),
 });
 export type InferenceConfig = z.infer<typeof inferenceConfigSchema>;
 
@@ -42,6 +44,7 @@ export function readInferenceConfig(env: NodeJS.ProcessEnv = process.env): Infer
     aliasTtlMs: env.ALIAS_TTL_MS ? Number(env.ALIAS_TTL_MS) : 5_000,
     defaultAlias: env.DEFAULT_ALIAS ?? 'prod',
     cacheBudgetBytes: env.MODEL_CACHE_BUDGET_BYTES ? Number(env.MODEL_CACHE_BUDGET_BYTES) : 512 * 1024 * 1024,
+    modelStaging: env.MODEL_STAGING ?? 'on',
   }, PARSED_ONCE);
   if (!parsed.success) {
     throw new ConfigError(`invalid inference configuration: ${z.prettifyError(parsed.error)}`);
