@@ -1,4 +1,7 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, DeleteObjectCommand } from '@aws-sdk/client-s3';
@@ -13,7 +16,7 @@ import { createEvaluateApiHandler } from '../../functions/evaluate/app.ts';
 import { createJobsApiHandler } from '../../functions/jobs/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { createLocalEvaluateWorker, drainEvaluateQueue, pollOnce } from '../../infra/local/evaluate-worker.ts';
-import { apiEvent } from '../helpers/batch-stack.ts';
+import { apiEvent, waitFor } from '../helpers/batch-stack.ts';
 
 // Evaluation as a job of the job runtime: the job record in dynalite read through both routes (the
 // per-version one and GET /v2/jobs/{id}), its step continued from its checkpoint across invocations
@@ -39,6 +42,8 @@ let queueUrl: string;
 let evaluateApi: ReturnType<typeof createEvaluateApiHandler>;
 let jobsApi: ReturnType<typeof createJobsApiHandler>;
 let cacheDir: string;
+let server: Server;
+let apiUrl: string;
 
 async function call(api: 'evaluate' | 'jobs', method: string, path: string, body?: unknown) {
   const event = apiEvent(method, path, body);
@@ -70,9 +75,23 @@ beforeAll(async () => {
   const rows = await readFile(`${irisDir}/iris.jsonl`);
   await pushDataset(worker.store, { name: 'iris', upload: { format: 'jsonl', rows } });
   await pushDataset(worker.store, { name: 'iris-doomed', upload: { format: 'jsonl', rows } });
+  // Both APIs over HTTP for the CLI, routed as API Gateway routes them to their functions.
+  server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks).toString('utf8');
+    const path = new URL(req.url!, 'http://x').pathname;
+    const event = apiEvent(req.method!, path, body === '' ? undefined : body);
+    const result = path.startsWith('/v2/jobs/') ? await jobsApi(event, {} as Context) : await evaluateApi(event);
+    res.writeHead(result.statusCode!, result.headers as Record<string, string>).end(result.body);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  apiUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 }, 120_000);
 
 afterAll(async () => {
+  server?.close();
   await emulators?.stop();
   if (cacheDir) await rm(cacheDir, { recursive: true, force: true });
 });
@@ -183,5 +202,53 @@ describe('an evaluation job', () => {
     expect((await call('jobs', 'GET', `/v2/jobs/${job}`)).json).toMatchObject({ state: 'failed', error, attempts: 4, stepsFailed: 1 });
     expect((await call('evaluate', 'GET', `/v2/models/iris/versions/1/evaluations/${id}`)).json).toMatchObject({ status: 'failed', error, progress: { done: 1, total: 4 } });
     expect(await worker.store.getObjectBytes(keys.evalStep('iris', '1', id, 0))).toBeDefined();
+    // The continuation the first invocation queued finds the job ended, and is deleted.
+    expect(await invoke(TIGHT_MS)).toBe(true);
+    expect(await invoke(TIGHT_MS)).toBe(false);
+    expect((await call('jobs', 'GET', `/v2/jobs/${job}`)).json).toMatchObject({ state: 'failed', attempts: 4 });
   });
+});
+
+describe('mass evaluate --watch', () => {
+  it("shows the job's progress line as it changes until the evaluation ends, then the report's summary", async () => {
+    const cli = spawn(
+      process.execPath,
+      ['functions/cli/mass.ts', '--api', apiUrl, 'evaluate', 'iris', '--version', '2', '--dataset', 'iris', '--no-baseline', '--scenarios', 'accuracy', '--options', JSON.stringify(REQUEST.options), '--watch', '--interval', '0.02'],
+      { env: { ...process.env, MASS_AUTH: '', MASS_TOKEN: '' } },
+    );
+    let stdout = '';
+    let stderr = '';
+    cli.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    cli.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = once(cli, 'exit');
+    await waitFor('the CLI to show the queued job', async () => (stderr.includes('queued') ? true : undefined), 60_000, 10);
+    // One planned step per invocation, each shown before the next runs.
+    for (let done = 1; done <= 4; done++) {
+      expect(await invoke(TIGHT_MS)).toBe(true);
+      const shown = done < 4 ? ` ${done}/4 ` : 'succeeded';
+      await waitFor(`the CLI to show ${shown}`, async () => (stderr.includes(shown) ? true : undefined), 60_000, 10);
+    }
+    const [code] = await exited;
+
+    const id = /^evaluation (\S+) of iris version 2: 4 steps queued \(job j-[0-9a-f]{32}\)$/m.exec(stdout)?.[1];
+    expect(id).toBeDefined();
+    // Rates and times left depend on the machine (a line that changed only in them is one line here);
+    // the counts, bar and stage do not. Moments the CLI may or may not catch (running before the first
+    // progress report, before the first step, after the last) are left out.
+    const lines = stderr
+      .trimEnd()
+      .split('\n')
+      .map((line) => line.replace(/ \d+\.\d\/s( eta \S+)?/, ''))
+      .filter((line, i, all) => line !== all[i - 1] && !/ running \S+ (0|100)% ([04]\/4|0\/1)/.test(line));
+    expect(lines).toEqual([
+      `evaluation ${id} queued [--------------------] 0% 0/1`,
+      `evaluation ${id} running [#####---------------] 25% 1/4 accuracy rows 50-100`,
+      `evaluation ${id} running [##########----------] 50% 2/4 accuracy rows 100-150`,
+      `evaluation ${id} running [###############-----] 75% 3/4 report`,
+      `evaluation ${id} succeeded [####################] 100% 4/4`,
+    ]);
+    expect(stdout).toContain(`version 2 on iris (150 rows)\n  top-1 ${((expected.sklearn_correct / 150) * 100).toFixed(2)}% [`);
+    expect(stdout).toContain('gate: PASS (policy from default)');
+    expect(code).toBe(0);
+  }, 120_000); // the CLI's own start-up is slow on a loaded machine
 });
