@@ -5,10 +5,12 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, DeleteObjectCommand } from '@aws-sdk/client-s3';
-import type { Context } from 'aws-lambda';
+import { DeleteMessageCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
+import type { Context, SQSRecord } from 'aws-lambda';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createJobDeadLetterHandler } from '../../functions/adapters/job-steps.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { keys } from '../../functions/core/keys.ts';
 import { pushModel } from '../../functions/core/model-push.ts';
@@ -24,6 +26,7 @@ import { apiEvent, waitFor } from '../helpers/batch-stack.ts';
 // accuracy scenario only: four planned steps (three chunks of 50 rows and the report).
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
 process.env.POWERTOOLS_LOG_LEVEL = 'SILENT';
+process.env.EVALUATE_WORKER_LOG_LEVEL = 'SILENT';
 const BUCKET = 'evaluate-jobs-test';
 const irisDir = 'fixtures/models/iris-label';
 const expected = JSON.parse(await readFile(`${irisDir}/expected.json`, 'utf8')) as { rows: number; sklearn_correct: number };
@@ -206,6 +209,25 @@ describe('an evaluation job', () => {
     expect(await invoke(TIGHT_MS)).toBe(true);
     expect(await invoke(TIGHT_MS)).toBe(false);
     expect((await call('jobs', 'GET', `/v2/jobs/${job}`)).json).toMatchObject({ state: 'failed', attempts: 4 });
+  });
+});
+
+describe('the dead-letter consumer', () => {
+  it('ends an evaluation failed, with that reason, when its step message reached the dead-letter queue', async () => {
+    const { json } = await call('evaluate', 'POST', '/v2/models/iris/versions/1/evaluate', REQUEST);
+    const received = await worker.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 1 }));
+    const message = received.Messages![0]!;
+    await worker.sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: message.ReceiptHandle! }));
+    const record = { messageId: message.MessageId!, receiptHandle: message.ReceiptHandle!, body: message.Body!, attributes: {}, messageAttributes: {} } as SQSRecord;
+
+    const response = await createJobDeadLetterHandler(worker.service.runtime)({ Records: [record] });
+
+    expect(response.batchItemFailures).toEqual([]);
+    expect((await call('evaluate', 'GET', `/v2/models/iris/versions/1/evaluations/${json.id}`)).json).toMatchObject({
+      status: 'failed',
+      error: 'step evaluation failed: its message went to the dead-letter queue: no delivery could run it',
+      progress: { done: 0, total: 4, next: 'accuracy rows 0-50' },
+    });
   });
 });
 
