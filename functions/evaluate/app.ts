@@ -1,9 +1,8 @@
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
 import { HttpError, NotFoundError } from '../core/platform/errors.ts';
 import type { EvaluationService } from '../core/evaluate/jobs.ts';
-import { stepMessageSchema } from '../core/evaluate/queue.ts';
 import { errorResponse, json, jsonBody, pathSegment } from '../adapters/http.ts';
 import { MetricUnit, recordMetric } from '../core/platform/observability.ts';
 
@@ -20,7 +19,9 @@ const ROUTE = /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/(evaluate|evaluations\
 
 /**
  * HTTP API adapter: POST .../evaluate starts a job (202 and its id), GET .../evaluations/{id} gives
- * its status and, once done, its report; .../report.html the rendered report.
+ * its status and, once done, its report; .../report.html the rendered report. The job itself is one
+ * of the job runtime's (`job` in the answers: GET /v2/jobs/{job}); its worker is the runtime's
+ * step handler (functions/adapters/job-steps.ts).
  */
 export function createEvaluateApiHandler(deps: EvaluateApiDeps) {
   const { service, logger, metrics } = deps;
@@ -39,7 +40,7 @@ export function createEvaluateApiHandler(deps: EvaluateApiDeps) {
       recordMetric(metrics, 'EvaluationsStarted', MetricUnit.Count, 1, { model: name });
       const location = `/v2/models/${encodeURIComponent(name)}/versions/${encodeURIComponent(version)}/evaluations/${job.id}`;
       return {
-        ...json(202, { id: job.id, model: name, version, baseline: job.baseline, status: job.status, steps: job.steps.length, location }),
+        ...json(202, { id: job.id, job: job.job, model: name, version, baseline: job.baseline, status: job.status, steps: job.steps.length, location }),
         headers: { 'content-type': 'application/json', location },
       };
     }
@@ -61,42 +62,5 @@ export function createEvaluateApiHandler(deps: EvaluateApiDeps) {
     } catch (error) {
       return errorResponse(error, (level, message, fields) => logger[level](message, fields), metrics);
     }
-  };
-}
-
-export interface EvaluateWorkerDeps {
-  service: EvaluationService;
-  logger: Logger;
-  /** Time kept back for writing state and queueing the continuation. */
-  reserveMs?: number;
-}
-
-/**
- * SQS adapter: each message continues one evaluation from one step, for as long as this
- * invocation's remaining time allows, then queues the rest. A malformed message is dropped (logged)
- * rather than retried forever; any other failure is reported so SQS redelivers it.
- */
-export function createEvaluateWorkerHandler(deps: EvaluateWorkerDeps) {
-  const reserve = deps.reserveMs ?? 15_000;
-  return async function evaluateWorkerHandler(event: SQSEvent, context?: Pick<Context, 'getRemainingTimeInMillis'>): Promise<SQSBatchResponse> {
-    const failures: SQSBatchResponse['batchItemFailures'] = [];
-    for (const record of event.Records) {
-      let message;
-      try {
-        message = stepMessageSchema.parse(JSON.parse(record.body));
-      } catch (error) {
-        deps.logger.error('dropping malformed evaluation message', { messageId: record.messageId, error: (error as Error).message });
-        continue;
-      }
-      try {
-        const remaining = () => (context ? context.getRemainingTimeInMillis() - reserve : Infinity);
-        const { job, ran } = await deps.service.continueJob(message, remaining);
-        deps.logger.info('evaluation continued', { id: job.id, ran, nextStep: job.nextStep, steps: job.steps.length, status: job.status });
-      } catch (error) {
-        deps.logger.error('evaluation step could not run', { messageId: record.messageId, error: error as Error });
-        failures.push({ itemIdentifier: record.messageId });
-      }
-    }
-    return { batchItemFailures: failures };
   };
 }

@@ -1,19 +1,22 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
-import { createSqsClient } from '../core/aws/clients.ts';
+import { createJobDeadLetterHandler, createJobStepHandler } from '../adapters/job-steps.ts';
+import { createDynamoClient, createSqsClient } from '../core/aws/clients.ts';
 import { readEvaluateConfig } from '../core/evaluate/config.ts';
 import { EvaluationService } from '../core/evaluate/jobs.ts';
-import { SqsEvaluationQueue } from '../core/evaluate/queue.ts';
+import { JobTable } from '../core/jobs/job-table.ts';
+import { SqsStepQueue } from '../core/jobs/step-queue.ts';
 import { ModelSessions } from '../core/serving/model-sessions.ts';
 import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { createObservability } from '../core/platform/observability.ts';
-import { createEvaluateApiHandler, createEvaluateWorkerHandler } from './app.ts';
+import { createEvaluateApiHandler } from './app.ts';
 
 // Lambda init: clients, store and sessions are created once per environment; sessions and decoded
 // data sets then serve every step this environment runs.
 const config = readEvaluateConfig();
 const { logger, metrics } = createObservability();
+const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
 const store = modelStoreFromEnv(config.cacheDir);
 const sessions = new ModelSessions({
   store,
@@ -23,9 +26,10 @@ const sessions = new ModelSessions({
 const service = new EvaluationService({
   store,
   sessions,
-  queue: new SqsEvaluationQueue(createSqsClient(), config.queueName),
+  table: new JobTable(createDynamoClient({ endpoint: config.dynamoEndpoint }), config.table),
+  queue: new SqsStepQueue(createSqsClient(), () => config.stepQueueName),
   intraOpThreads: config.intraOpThreads,
-  log: (level, message, fields) => logger[level](message, fields),
+  log,
 });
 
 /** HTTP API: start an evaluation, read its status and report. */
@@ -33,5 +37,8 @@ export const api = middy(createEvaluateApiHandler({ service, maxBodyBytes: confi
   .use(injectLambdaContext(logger, { resetKeys: true }))
   .use(logMetrics(metrics));
 
-/** SQS (FIFO): run an evaluation's steps within this invocation's time, queue the rest. */
-export const worker = middy(createEvaluateWorkerHandler({ service, logger })).use(injectLambdaContext(logger, { resetKeys: true }));
+/** SQS: the evaluate kind's steps, each run while this invocation's time allows and continued from its checkpoint. */
+export const worker = middy(createJobStepHandler(service.runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
+
+/** SQS: step messages no delivery could run end their job failed, with that reason. */
+export const deadLetter = middy(createJobDeadLetterHandler(service.runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));

@@ -1,27 +1,32 @@
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { join } from 'node:path';
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { Logger } from '@aws-lambda-powertools/logger';
-import { createS3Client, createSqsClient } from '../../functions/core/aws/clients.ts';
+import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
+import { createDynamoClient, createS3Client, createSqsClient } from '../../functions/core/aws/clients.ts';
+import { createPkSkTable } from '../../functions/core/aws/dynamo-tables.ts';
 import { EvaluationService } from '../../functions/core/evaluate/jobs.ts';
-import { SqsEvaluationQueue } from '../../functions/core/evaluate/queue.ts';
+import { JobTable } from '../../functions/core/jobs/job-table.ts';
+import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
 import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
-import { ModelRepository } from '../../functions/core/registry/repository.ts';
-import { createEvaluateWorkerHandler } from '../../functions/evaluate/app.ts';
 
 /**
  * The evaluate worker on this machine: what Lambda's SQS event source does in AWS (receive, invoke
- * the handler with an SQS event, delete what succeeded), against the local emulator. serverless-offline
- * serves HTTP events only, so the local stack runs this beside it; the tests drive it directly.
+ * the job runtime's step handler with an SQS event, delete what succeeded), against the local
+ * emulators. serverless-offline serves HTTP events only, so the local stack runs this beside it; the
+ * tests drive it directly.
  */
-export const LOCAL_EVALUATE_QUEUE = 'ai-mass-local-evaluate.fifo';
+export const LOCAL_EVALUATE_QUEUE = 'ai-mass-local-evaluate-steps';
+/** The local step queue's visibility timeout, and so the step lease (the stack's queue has 5400 s). */
+export const LOCAL_EVALUATE_VISIBILITY_SECONDS = 960;
 
-export async function ensureEvaluateQueue(sqs: SQSClient, name: string): Promise<string> {
-  const out = await sqs.send(new CreateQueueCommand({ QueueName: name, Attributes: { FifoQueue: 'true', VisibilityTimeout: '960' } }));
+export async function ensureEvaluateQueue(sqs: SQSClient, name: string, visibilitySeconds = LOCAL_EVALUATE_VISIBILITY_SECONDS): Promise<string> {
+  const out = await sqs.send(new CreateQueueCommand({ QueueName: name, Attributes: { VisibilityTimeout: String(visibilitySeconds) } }));
   return out.QueueUrl!;
 }
 
-type WorkerHandler = ReturnType<typeof createEvaluateWorkerHandler>;
+type WorkerHandler = ReturnType<typeof createJobStepHandler>;
 
 export interface PollOptions {
   sqs: SQSClient;
@@ -39,7 +44,7 @@ export async function pollOnce(options: PollOptions): Promise<boolean> {
   );
   const message = out.Messages?.[0];
   if (!message) return false;
-  const record = { messageId: message.MessageId!, receiptHandle: message.ReceiptHandle!, body: message.Body! } as SQSRecord;
+  const record = { messageId: message.MessageId!, receiptHandle: message.ReceiptHandle!, body: message.Body!, attributes: {}, messageAttributes: {} } as SQSRecord;
   const event: SQSEvent = { Records: [record] };
   const started = Date.now();
   const budget = options.remainingMs ?? 900_000;
@@ -57,26 +62,57 @@ export async function drainEvaluateQueue(options: PollOptions): Promise<number> 
   return invocations;
 }
 
-export function createLocalEvaluateWorker(env: { awsEndpoint: string; bucket: string; queueName?: string; cacheDir?: string; intraOpThreads?: number }) {
+export interface LocalEvaluateWorkerOptions {
+  awsEndpoint: string;
+  dynamoEndpoint: string;
+  bucket: string;
+  /** The table of job records (the registry table); default ai-mass-local-registry. */
+  table?: string;
+  queueName?: string;
+  visibilitySeconds?: number;
+  cacheDir?: string;
+  intraOpThreads?: number;
+}
+
+export function createLocalEvaluateWorker(env: LocalEvaluateWorkerOptions) {
   const s3 = createS3Client({ endpoint: env.awsEndpoint });
   const sqs = createSqsClient({ endpoint: env.awsEndpoint });
+  const dynamo = createDynamoClient({ endpoint: env.dynamoEndpoint });
+  const tableName = env.table ?? 'ai-mass-local-registry';
+  const queueName = env.queueName ?? LOCAL_EVALUATE_QUEUE;
+  const visibilitySeconds = env.visibilitySeconds ?? LOCAL_EVALUATE_VISIBILITY_SECONDS;
   const store = new ModelRepository({ s3, bucket: env.bucket, cacheDir: env.cacheDir ?? join(process.cwd(), '.local', 'cache') });
-  const queue = new SqsEvaluationQueue(sqs, env.queueName ?? LOCAL_EVALUATE_QUEUE);
+  const table = new JobTable(dynamo, tableName);
   const sessions = new ModelSessions({ store, intraOpThreads: env.intraOpThreads });
-  const service = new EvaluationService({ store, sessions, queue, intraOpThreads: env.intraOpThreads });
   const logger = new Logger({ serviceName: 'ai-mass-evaluate-local', logLevel: (process.env.EVALUATE_WORKER_LOG_LEVEL ?? 'WARN') as 'WARN' });
-  const handler = createEvaluateWorkerHandler({ service, logger });
-  return { s3, sqs, store, queue, service, handler };
+  const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
+  const queue = new SqsStepQueue(sqs, () => queueName);
+  const service = new EvaluationService({ store, sessions, table, queue, visibilitySeconds, intraOpThreads: env.intraOpThreads, log });
+  const handler = createJobStepHandler(service.runtime, log);
+  return {
+    s3,
+    sqs,
+    dynamo,
+    store,
+    table,
+    service,
+    handler,
+    /** Creates the table (when missing) and the step queue; returns the queue's URL. */
+    async ensureResources(): Promise<string> {
+      await createPkSkTable(dynamo, tableName);
+      return ensureEvaluateQueue(sqs, queueName, visibilitySeconds);
+    },
+  };
 }
 
 if (import.meta.main) {
-  // Long-polls the local stack's evaluate queue (from .local/stack.json) until interrupted.
+  // Long-polls the local stack's evaluate step queue (from .local/stack.json) until interrupted.
   const { localStackFile } = await import('../../functions/cli/context.ts');
   const local = localStackFile();
   if (!local) throw new Error('no .local/stack.json: start the local stack first (npm start)');
   Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true' });
-  const worker = createLocalEvaluateWorker({ awsEndpoint: local.awsEndpoint, bucket: local.bucket });
-  const queueUrl = await ensureEvaluateQueue(worker.sqs, LOCAL_EVALUATE_QUEUE);
+  const worker = createLocalEvaluateWorker({ awsEndpoint: local.awsEndpoint, dynamoEndpoint: local.dynamoEndpoint, table: local.registryTable, bucket: local.bucket });
+  const queueUrl = await worker.ensureResources();
   console.log(`evaluate worker polling ${queueUrl}`);
   for (;;) await pollOnce({ sqs: worker.sqs, queueUrl, handler: worker.handler, waitSeconds: 10 });
 }

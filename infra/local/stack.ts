@@ -13,7 +13,7 @@ import { createRegisterHandler } from '../../functions/register/app.ts';
 import { startLocalBatch, type LocalBatch } from './batch.ts';
 import { startBodyProxy, type BodyProxy } from './body-proxy.ts';
 import { assertPortFree, freePort, startEmulators, type Emulators } from './emulators.ts';
-import { createLocalEvaluateWorker, ensureEvaluateQueue, pollOnce } from './evaluate-worker.ts';
+import { createLocalEvaluateWorker, pollOnce } from './evaluate-worker.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
 import { seedDemoModels } from './seed.ts';
 import { watchS3Prefix, type Trigger } from './triggers.ts';
@@ -181,8 +181,16 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     })).catch((error: unknown) => {
       if (!(error instanceof ResourceInUseException)) throw error;
     });
-    const evaluator = createLocalEvaluateWorker({ awsEndpoint: emulators.awsEndpoint, bucket, cacheDir: join(root, '.local', 'cache') });
-    const evaluateQueueUrl = await ensureEvaluateQueue(evaluator.sqs, `${PREFIX}-evaluate.fifo`);
+    // Evaluation jobs: records in the registry table, steps on the queue evaluate.yml names.
+    const evaluator = createLocalEvaluateWorker({
+      awsEndpoint: emulators.awsEndpoint,
+      dynamoEndpoint: emulators.dynamoEndpoint,
+      table: registry.table,
+      queueName: `${PREFIX}-evaluate-steps`,
+      bucket,
+      cacheDir: join(root, '.local', 'cache'),
+    });
+    const evaluateQueueUrl = await evaluator.ensureResources();
     evaluateLoop = (async () => {
       while (evaluating) {
         await pollOnce({ sqs: evaluator.sqs, queueUrl: evaluateQueueUrl, handler: evaluator.handler, waitSeconds: 1 }).catch((error: Error) => log(`evaluate worker: ${error.message}`));

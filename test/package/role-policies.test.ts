@@ -23,6 +23,7 @@ import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
+import type { JobRecord } from '../../functions/core/jobs/record.ts';
 import { rejectionKey } from '../../functions/core/registry/register-upload.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { awsCallOf, startRecorder, type AwsCall, type IamRequest, type Recorder } from '../helpers/aws-recorder.ts';
@@ -47,6 +48,8 @@ const REVIEWED_UNUSED: Record<string, string> = {
   'BatchSubmitQueueRole WriteInlineRowsAndResults s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
   'BatchScoreRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
   'BatchDeadLetterRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
+  'EvaluateWorkerRole ConsumeAndContinueSteps sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:EvaluateQueue':
+    "the job runtime renews a running step's message visibility every third of the visibility timeout (30 min here) and hands a failed attempt's message back after its retry delay; these paths have neither",
   ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
@@ -93,6 +96,8 @@ const queueUrls = new Map<string, string>();
 /** Logical id of each function to what its scenario saw, for the assertions below. */
 const seen: Record<string, unknown[]> = {};
 let work: string;
+/** The evaluation job whose step message the dead-letter consumer handled. */
+let deadLetteredEvaluation: JobRecord | undefined;
 
 const lambdaContext = (fn: string, remainingMs: number): Context => {
   const deadline = Date.now() + remainingMs;
@@ -310,6 +315,14 @@ beforeAll(async () => {
   const evaluationId = (evaluation.body as { id: string }).id;
   await call('EvaluateApiLambdaFunction', 'GET', `/v2/models/mnist/versions/2/evaluations/${evaluationId}`);
   await call('EvaluateApiLambdaFunction', 'GET', `/v2/models/mnist/versions/2/evaluations/${evaluationId}/report.html`);
+  // evaluateDeadLetter: another evaluation's step message reaches the dead-letter queue (as after
+  // every receive failed); the consumer ends its job failed.
+  const doomed = await call('EvaluateApiLambdaFunction', 'POST', '/v2/models/mnist/versions/2/evaluate', { dataset: 'mnist-small', scenarios: ['accuracy'], options: { rows: 40, bootstrap: { resamples: 20 } } });
+  const step = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('EvaluateQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
+  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('EvaluateDeadLetterQueue')!, MessageBody: step.Messages![0]!.Body! }));
+  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('EvaluateQueue')!, ReceiptHandle: step.Messages![0]!.ReceiptHandle! }));
+  await deliver('EvaluateDeadLetterLambdaFunction', 'EvaluateDeadLetterQueue');
+  deadLetteredEvaluation = await new JobTable(dynamo, registryTable).getJob((doomed.body as { job: string }).job);
 
   // registry: set an alias, read it, promote version 2 (its evaluation is read as the gate), roll back.
   await call('RegistryLambdaFunction', 'PUT', '/v2/models/mnist/aliases/prod', { routes: [{ version: '1', weight: 100 }], revision: 0 });
@@ -363,6 +376,7 @@ describe('the recorded paths', () => {
     const finalStates = (fn: string) => (seen[fn] as { route?: string; state?: string }[]).filter((r) => r.route?.startsWith('GET') && r.state).map((r) => r.state);
     expect(finalStates('QuantizeApiLambdaFunction')).toEqual(['succeeded']);
     expect(finalStates('EvaluateApiLambdaFunction')).toEqual(['succeeded']);
+    expect(deadLetteredEvaluation).toMatchObject({ kind: 'evaluate', state: 'failed', error: 'step evaluation failed: its message went to the dead-letter queue: no delivery could run it' });
     expect(finalStates('BatchApiLambdaFunction')).toEqual(['partial']);
     for (const [fn, results] of Object.entries(seen).filter(([fn]) => fn !== 'RegisterLambdaFunction')) {
       for (const result of results as { status?: number; failures?: number }[]) {
@@ -384,7 +398,7 @@ describe('an upload the register function failed on after its retries', () => {
 });
 
 describe('each role against what its function did', () => {
-  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction'])(
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction'])(
     '%s: every request allowed, every grant used or reviewed',
     (fn) => {
       const role = functionRole(template, fn)!;
@@ -433,6 +447,7 @@ describe('the evaluator', () => {
       ['s3:GetObject', 'arn:aws:s3:::b/src key'],
     ]);
     expect(map('POST', '/', { 'x-amz-target': 'DynamoDB_20120810.TransactWriteItems' }, JSON.stringify({ TransactItems: [{ Put: { TableName: 't' } }, { ConditionCheck: { TableName: 'u' } }] })).permissions.map((p) => p.action)).toEqual(['dynamodb:PutItem', 'dynamodb:ConditionCheckItem']);
+    expect(map('POST', '/', { 'x-amz-target': 'DynamoDB_20120810.Query' }, JSON.stringify({ TableName: 't', KeyConditionExpression: '#k = :pk AND begins_with(sk, :step)', ExpressionAttributeNames: { '#k': 'pk' }, ExpressionAttributeValues: { ':pk': { S: 'JOB#j-1' }, ':step': { S: 'STEP#' } } })).permissions).toEqual([{ action: 'dynamodb:Query', resource: 'table/t', context: { 'dynamodb:LeadingKeys': 'JOB#j-1' } }]);
     expect(map('POST', '/', { 'x-amz-target': 'AmazonSQS.SendMessageBatch' }, JSON.stringify({ QueueUrl: 'http://h/000000000000/q' })).permissions).toEqual([{ action: 'sqs:SendMessage', resource: 'queue/q', context: {} }]);
     expect(map('POST', '/', { 'content-type': 'application/x-www-form-urlencoded' }, 'Action=Publish&TopicArn=arn%3Aaws%3Asns%3Ar%3A1%3At').permissions).toEqual([{ action: 'sns:Publish', resource: 'arn:aws:sns:r:1:t', context: {} }]);
     expect(() => map('GET', '/b/k?acl')).toThrow('no IAM mapping for S3 GET k?acl');

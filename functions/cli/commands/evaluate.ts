@@ -2,12 +2,16 @@ import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { SCENARIOS } from '../../core/evaluate/jobs.ts';
 import type { EvaluationReport } from '../../core/evaluate/report.ts';
+import type { JobState, JobView } from '../../core/jobs/record.ts';
 import { cliContext, CliError, type CliContext, type CliOptions } from '../context.ts';
 import { intervalOption, sleep } from '../options.ts';
+import { ProgressDisplay } from '../progress.ts';
+import { snapshotOf } from './jobs.ts';
 
 interface StatusBody {
   id: string;
-  status: 'queued' | 'running' | 'succeeded' | 'failed';
+  job: string;
+  status: JobState;
   progress: { done: number; total: number; next?: string };
   error?: string;
   verdict?: { passed: boolean; reasons: string[] };
@@ -57,7 +61,7 @@ export function registerEvaluateCommands(program: Command): void {
     .option('--no-baseline', 'no comparison')
     .option('--scenarios <list>', `comma-separated: ${SCENARIOS.join(', ')} (default: all that apply)`)
     .option('--options <json>', 'evaluation options as JSON, e.g. {"rows": 1000, "serverRate": 100}')
-    .option('--id <id>', 'job id, making a retried command idempotent')
+    .option('--id <id>', 'evaluation id (one per version), making a retried command idempotent')
     .option('--watch', 'follow progress until the report is ready; exit 4 when the gate fails')
     .option('--html <file>', 'with --watch: save report.html here')
     .addOption(intervalOption('with --watch', 2))
@@ -82,28 +86,27 @@ export function registerEvaluateCommands(program: Command): void {
       };
       const ctx = cliContext(global());
       const { bytes } = await ctx.request('POST', path(name, opts.version, 'evaluate'), JSON.stringify(body));
-      const started = JSON.parse(Buffer.from(bytes).toString('utf8')) as { id: string; baseline: string | null; steps: number };
-      console.log(`evaluation ${started.id} of ${name} version ${opts.version}${started.baseline ? ` against version ${started.baseline}` : ''}: ${started.steps} steps queued`);
+      const started = JSON.parse(Buffer.from(bytes).toString('utf8')) as { id: string; job: string; baseline: string | null; steps: number };
+      console.log(`evaluation ${started.id} of ${name} version ${opts.version}${started.baseline ? ` against version ${started.baseline}` : ''}: ${started.steps} steps queued (job ${started.job})`);
       if (!opts.watch) return;
-      let last = '';
+      // The job's own progress (steps done, rate, the step running), as `mass jobs status --watch` shows it.
+      const display = new ProgressDisplay();
       for (;;) {
-        const status = await getStatus(ctx, name, opts.version, started.id);
-        const line = `[${status.progress.done}/${status.progress.total}] ${status.status}${status.progress.next ? `: ${status.progress.next}` : ''}`;
-        if (line !== last) console.log(line);
-        last = line;
-        if (status.status === 'failed') throw new CliError(`evaluation ${status.id} failed: ${status.error ?? 'unknown error'}`);
-        if (status.status === 'succeeded') {
-          if (status.report) for (const l of summary(status.report)) console.log(l);
-          if (opts.html) {
-            const html = await ctx.request('GET', path(name, opts.version, `evaluations/${encodeURIComponent(status.id)}/report.html`));
-            await writeFile(opts.html, html.bytes);
-            console.log(`report written to ${opts.html}`);
-          }
-          if (status.verdict && !status.verdict.passed) throw new CliError(`evaluation ${status.id} failed the promotion gate`, GATE_FAILED_EXIT);
-          return;
-        }
+        const job = JSON.parse(Buffer.from((await ctx.request('GET', `/v2/jobs/${encodeURIComponent(started.job)}`)).bytes).toString('utf8')) as JobView;
+        display.update({ ...snapshotOf(job), label: `evaluation ${started.id}` });
+        if (job.state !== 'queued' && job.state !== 'running') break;
         await sleep(opts.interval);
       }
+      display.stop();
+      const status = await getStatus(ctx, name, opts.version, started.id);
+      if (status.status !== 'succeeded') throw new CliError(`evaluation ${status.id} ${status.status}: ${status.error ?? 'no reason recorded'}`);
+      if (status.report) for (const l of summary(status.report)) console.log(l);
+      if (opts.html) {
+        const html = await ctx.request('GET', path(name, opts.version, `evaluations/${encodeURIComponent(status.id)}/report.html`));
+        await writeFile(opts.html, html.bytes);
+        console.log(`report written to ${opts.html}`);
+      }
+      if (status.verdict && !status.verdict.passed) throw new CliError(`evaluation ${status.id} failed the promotion gate`, GATE_FAILED_EXIT);
     });
 
   program

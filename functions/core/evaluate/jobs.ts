@@ -1,14 +1,20 @@
-import { randomBytes } from 'node:crypto';
+import type { ModelRepository } from '../registry/repository.ts';
+import { createHash, randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import * as z from 'zod';
 import ort from '../onnx/ort.ts';
 import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../platform/errors.ts';
+import type { JobTable } from '../jobs/job-table.ts';
+import { JobKinds, JobStepError, type JobKind, type StepContext, type StepOutcome } from '../jobs/kinds.ts';
+import { isTerminal, type JobRecord, type JobState, type Json } from '../jobs/record.ts';
+import { jobIdForKey, JobRuntime, StepRetryError } from '../jobs/runtime.ts';
+import type { StepQueue } from '../jobs/step-queue.ts';
 import { keys } from '../artifacts/keys.ts';
 import type { ModelManifest } from '../artifacts/manifest.ts';
 import { servingSessionOptions, type ModelSessions } from '../serving/model-sessions.ts';
-import type { ModelRepository } from '../registry/repository.ts';
 import { assertValidName, compareVersions } from '../artifacts/names.ts';
+import { runtimeMessage } from '../onnx/runtime-message.ts';
 import { AUGMENTATIONS, augmentImages, type AugmentationKind } from './augment.ts';
 import { loadDataset, matchDatasetToModel, readDatasetManifest, type DatasetManifest, type LoadedDataset } from './datasets.ts';
 import { resolvePolicy } from './gate.ts';
@@ -65,17 +71,43 @@ export type EvaluationStep =
   | { kind: 'robustness'; augmentation: AugmentationKind; strength: number }
   | { kind: 'cold-start' | 'single-stream' | 'offline' | 'server' | 'report' };
 
-export interface EvaluationJob {
-  id: string;
-  model: string;
-  version: string;
-  baseline: string | null;
-  dataset: { name: string; sha256: string; rows: number };
-  scenarios: Scenario[];
-  options: EvaluationOptions;
+/** The job kind evaluations run as, and its one step (continued from invocation to invocation). */
+export const EVALUATE_KIND = 'evaluate';
+const EVALUATION_STEP = 'evaluation';
+/** The step queue's visibility timeout: six times the worker's 900 s (AWS's advice for an SQS event source), and so the step lease. */
+export const EVALUATE_VISIBILITY_SECONDS = 5400;
+
+/**
+ * What an evaluation runs: the request resolved when it was made (the baseline chosen, the data
+ * set's version pinned, defaults filled). It is the job record's `request`; its steps are planned
+ * from it again wherever they are needed, so the record holds no step list.
+ */
+const planSchema = z.strictObject({
+  id: z.string().min(1),
+  model: z.string().min(1),
+  version: z.string().min(1),
+  baseline: z.string().min(1).nullable(),
+  dataset: z.strictObject({ name: z.string().min(1), sha256: z.string().min(1), rows: z.number().int().positive() }),
+  scenarios: z.array(z.enum(SCENARIOS)).min(1),
+  options: optionsSchema,
+});
+export type EvaluationPlan = z.infer<typeof planSchema>;
+
+/** What a finished evaluation job holds as its result. */
+export interface EvaluationResult {
+  reportKey: string;
+  reportHtmlKey: string;
+  verdict: { passed: boolean; reasons: string[] };
+}
+
+/** An evaluation as the per-model routes show it: its plan, its steps, and its job's state. */
+export interface EvaluationJob extends EvaluationPlan {
+  /** The job record's id: GET /v2/jobs/{job} serves the same job. */
+  job: string;
   steps: EvaluationStep[];
+  /** Steps done so far. */
   nextStep: number;
-  status: 'queued' | 'running' | 'succeeded' | 'failed';
+  status: JobState;
   createdAt: string;
   updatedAt: string;
   error?: string;
@@ -84,25 +116,22 @@ export interface EvaluationJob {
   verdict?: { passed: boolean; reasons: string[] };
 }
 
-/** The message that asks a worker to continue a job from `step`. */
-export interface StepMessage {
-  model: string;
-  version: string;
-  id: string;
-  step: number;
-}
-
-export interface EvaluationQueue {
-  send(message: StepMessage): Promise<void>;
-}
+type Log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
 
 export interface EvaluationServiceOptions {
   store: ModelRepository;
   sessions: ModelSessions;
-  queue: EvaluationQueue;
+  /** Where evaluation jobs live: the job runtime's records in the registry table. */
+  table: JobTable;
+  /** The evaluate kind's step queue. */
+  queue: StepQueue;
+  /** The step queue's visibility timeout, which is also the step lease. */
+  visibilitySeconds?: number;
+  /** Time kept back from an invocation for the checkpoint and the continuation message. */
+  reserveMs?: number;
   intraOpThreads?: number | undefined;
   now?: () => Date;
-  log?: (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
+  log?: Log;
 }
 
 /** How long a step may take at most, so a worker starts it only with that much time left. */
@@ -131,21 +160,53 @@ function newJobId(now: Date): string {
   return `${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
+/**
+ * The idempotency key of evaluation `id` of a model version. Evaluation ids are per version (a
+ * client may choose one) and sort by time, which the gate relies on; the job's id is derived from
+ * this key, so the per-version routes find the job from the path alone.
+ */
+function evaluationKey(model: string, version: string, id: string): string {
+  return `evaluation-${createHash('sha256').update(`${model}\n${version}\n${id}`).digest('hex').slice(0, 48)}`;
+}
+
+/** The job id of evaluation `id` of a model version. */
+export function evaluationJobId(model: string, version: string, id: string): string {
+  return jobIdForKey(EVALUATE_KIND, evaluationKey(model, version, id));
+}
+
 function numeric(dataset: DatasetManifest): boolean {
   return dataset.inputs.length === 1 && dataset.inputs[0]!.datatype !== 'BYTES' && dataset.inputs[0]!.datatype !== 'BOOL';
 }
 
+/** A failed evaluation step's reason, for the job's error: a refusal as it is, anything else with the step it broke. */
+function stepFailure(step: EvaluationStep, error: unknown): JobStepError {
+  const reason = error instanceof HttpError && error.expose ? error.message : `${stepLabel(step)} failed: ${runtimeMessage(error)}`;
+  return new JobStepError(reason, { cause: error });
+}
+
 /**
- * Evaluation jobs: planned into steps when created, run step by step by workers (each continuing
- * where the last left off, within its own time limit), and reported when the last step is done.
- * State lives in the bucket under `evals/<model>/<version>/<id>/`: job.json (status, next step),
- * steps/<n>.json (each step's raw results), report.json and report.html.
+ * Evaluation jobs on the job runtime (docs/jobs.md): a job of kind `evaluate` with one step that
+ * runs the planned evaluation steps in order while the invocation's time allows, then checkpoints
+ * the next one and continues in a new invocation. Its state (progress, result, error) is the job
+ * record in the registry table; the artifacts live in the bucket under
+ * `evals/<model>/<version>/<id>/`: steps/<n>.json (each step's raw results), report.json and report.html.
  */
 export class EvaluationService {
   private readonly options: EvaluationServiceOptions;
+  /** The runtime that submits and runs evaluation jobs; its worker is `createJobStepHandler(service.runtime)`. */
+  readonly runtime: JobRuntime;
 
   constructor(options: EvaluationServiceOptions) {
     this.options = options;
+    this.runtime = new JobRuntime({
+      table: options.table,
+      kinds: new JobKinds([this.jobKind()]),
+      queue: options.queue,
+      visibilitySeconds: options.visibilitySeconds ?? EVALUATE_VISIBILITY_SECONDS,
+      reserveMs: options.reserveMs ?? 15_000,
+      now: () => this.now().getTime(),
+      ...(options.log ? { log: options.log } : {}),
+    });
   }
 
   private now(): Date {
@@ -154,6 +215,19 @@ export class EvaluationService {
 
   private get store(): ModelRepository {
     return this.options.store;
+  }
+
+  private jobKind(): JobKind {
+    return {
+      name: EVALUATE_KIND,
+      parseRequest: (body) => {
+        const parsed = planSchema.safeParse(body);
+        if (!parsed.success) throw new BadRequestError(`invalid evaluation plan: ${z.prettifyError(parsed.error)}`);
+        return parsed.data as unknown as Json;
+      },
+      plan: () => [{ name: EVALUATION_STEP, handler: EVALUATION_STEP }],
+      steps: { [EVALUATION_STEP]: (ctx) => this.runSteps(ctx) },
+    };
   }
 
   async create(model: string, version: string, body: unknown): Promise<EvaluationJob> {
@@ -188,38 +262,16 @@ export class EvaluationService {
       throw new BadRequestError(`model '${model}' version '${version}' has no output '${options.output}'; it has: ${candidate.outputs.map((o) => o.name).join(', ')}`);
     }
     const rows = Math.min(options.rows ?? dataset.rows, dataset.rows);
-    const steps = planSteps(scenarios, rows, options);
-
-    const now = this.now();
-    const id = request.id !== undefined ? assertValidName(request.id, 'job id') : newJobId(now);
-    const job: EvaluationJob = {
-      id,
-      model,
-      version,
-      baseline,
-      dataset: { name: dataset.name, sha256: dataset.sha256, rows },
-      scenarios,
-      options,
-      steps,
-      nextStep: 0,
-      status: 'queued',
-      createdAt: now.toISOString(),
-      updatedAt: now.toISOString(),
-    };
-    if (request.id !== undefined) {
-      const existing = await this.readJob(model, version, id).catch((error: unknown) => {
-        if (error instanceof NotFoundError) return undefined;
-        throw error;
-      });
-      if (existing) {
-        const same = JSON.stringify([existing.baseline, existing.dataset, existing.scenarios, existing.options]) === JSON.stringify([baseline, job.dataset, scenarios, options]);
-        if (!same) throw new ConflictError(`evaluation '${id}' already exists with a different request`);
-        return existing;
-      }
+    const id = request.id !== undefined ? assertValidName(request.id, 'job id') : newJobId(this.now());
+    const plan: EvaluationPlan = { id, model, version, baseline, dataset: { name: dataset.name, sha256: dataset.sha256, rows }, scenarios, options };
+    try {
+      // The same id and request again (a retried POST) gives the job back as it is now.
+      const { job } = await this.runtime.submit({ kind: EVALUATE_KIND, key: evaluationKey(model, version, id), request: plan, parent: { model, version } });
+      return this.view(job);
+    } catch (error) {
+      if (error instanceof ConflictError) throw new ConflictError(`evaluation '${id}' already exists with a different request`, { cause: error });
+      throw error;
     }
-    await this.writeJob(job);
-    await this.options.queue.send({ model, version, id, step: 0 });
-    return job;
   }
 
   /** The version this one is compared with by default: the one it was derived from, else the one before. */
@@ -234,9 +286,27 @@ export class EvaluationService {
     assertValidName(model, 'model name');
     assertValidName(version, 'version');
     assertValidName(id, 'job id');
-    const bytes = await this.store.getObjectBytes(keys.evalJob(model, version, id));
-    if (!bytes) throw new NotFoundError(`model '${model}' version '${version}' has no evaluation '${id}'`);
-    return JSON.parse(Buffer.from(bytes).toString('utf8')) as EvaluationJob;
+    const job = await this.options.table.getJob(evaluationJobId(model, version, id));
+    if (!job || job.kind !== EVALUATE_KIND) throw new NotFoundError(`model '${model}' version '${version}' has no evaluation '${id}'`);
+    return this.view(job);
+  }
+
+  /** The job record as an evaluation: steps planned from its request, done steps from its progress. */
+  private view(job: JobRecord): EvaluationJob {
+    const plan = job.request as unknown as EvaluationPlan;
+    const steps = planSteps(plan.scenarios, plan.dataset.rows, plan.options);
+    const result = job.result as unknown as EvaluationResult | undefined;
+    return {
+      ...plan,
+      job: job.id,
+      steps,
+      nextStep: job.state === 'succeeded' ? steps.length : Math.min(job.progress?.done ?? 0, steps.length),
+      status: job.state,
+      createdAt: job.created,
+      updatedAt: job.updated,
+      ...(job.error ? { error: job.error } : {}),
+      ...(result ? { reportKey: result.reportKey, reportHtmlKey: result.reportHtmlKey, verdict: result.verdict } : {}),
+    };
   }
 
   async readReport(job: EvaluationJob): Promise<EvaluationReport | undefined> {
@@ -257,6 +327,7 @@ export class EvaluationService {
     const report = job.status === 'succeeded' ? await this.readReport(job) : undefined;
     return {
       id: job.id,
+      job: job.job,
       model: job.model,
       version: job.version,
       baseline: job.baseline,
@@ -276,57 +347,55 @@ export class EvaluationService {
     };
   }
 
-  private async writeJob(job: EvaluationJob): Promise<void> {
-    await this.putJson(keys.evalJob(job.model, job.version, job.id), job);
-  }
-
   private async putJson(key: string, value: unknown): Promise<void> {
     await (await this.store.client()).send(new PutObjectCommand({ Bucket: this.store.bucket, Key: key, Body: JSON.stringify(value), ContentType: 'application/json' }));
   }
 
   /**
-   * Runs the job from `message.step` while time allows, then queues the rest. A message for a step
-   * already done (a redelivery) does nothing; a step that is retried rewrites the same object.
+   * The evaluation step: runs the planned steps from the checkpoint on while the invocation's time
+   * allows (each step at least once per invocation), then checkpoints the next one. A step that runs
+   * again (a redelivery, a retry) rewrites the same objects.
    */
-  async continueJob(message: StepMessage, remainingMs: () => number = () => Infinity): Promise<{ job: EvaluationJob; ran: number }> {
-    let job = await this.readJob(message.model, message.version, message.id);
-    if (job.status === 'succeeded' || job.status === 'failed' || job.nextStep !== message.step) return { job, ran: 0 };
-    let ran = 0;
-    try {
-      while (job.nextStep < job.steps.length) {
-        const step = job.steps[job.nextStep]!;
-        if (ran > 0 && remainingMs() < stepBudgetMs(step, job.options, job.baseline !== null)) break;
-        job = { ...job, status: 'running', updatedAt: this.now().toISOString() };
-        await this.runStep(job, job.nextStep);
-        job = { ...job, nextStep: job.nextStep + 1, updatedAt: this.now().toISOString() };
-        if (job.nextStep === job.steps.length) {
-          const report = await this.readReport(job);
-          job = { ...job, status: 'succeeded', ...(report ? { verdict: { passed: report.gate.passed, reasons: report.gate.reasons } } : {}) };
-        }
-        await this.writeJob(job);
-        ran++;
+  private async runSteps(ctx: StepContext): Promise<StepOutcome> {
+    const plan = ctx.job.request as unknown as EvaluationPlan;
+    const steps = planSteps(plan.scenarios, plan.dataset.rows, plan.options);
+    let next = Math.min((ctx.checkpoint as { next?: number } | undefined)?.next ?? 0, steps.length - 1);
+    let result: EvaluationResult | undefined;
+    await ctx.progress(next, steps.length, stepLabel(steps[next]!));
+    for (let ran = 0; next < steps.length; ran++) {
+      const step = steps[next]!;
+      if (ran > 0 && ctx.remainingMs() < stepBudgetMs(step, plan.options, plan.baseline !== null)) return { continue: { next } };
+      try {
+        result = await this.runStep(plan, ctx.job.created, next);
+      } catch (error) {
+        throw stepFailure(step, error);
       }
-    } catch (error) {
-      const message = error instanceof HttpError && error.expose ? error.message : `step ${stepLabel(job.steps[job.nextStep]!)} failed: ${(error as Error).message}`;
-      this.options.log?.('error', 'evaluation step failed', { id: job.id, step: job.nextStep, error: (error as Error).message });
-      job = { ...job, status: 'failed', error: message, updatedAt: this.now().toISOString() };
-      await this.writeJob(job);
-      return { job, ran };
+      next++;
+      await ctx.progress(next, steps.length, next < steps.length ? stepLabel(steps[next]!) : undefined);
     }
-    if (job.nextStep < job.steps.length) await this.options.queue.send({ model: job.model, version: job.version, id: job.id, step: job.nextStep });
-    return { job, ran };
+    // The report is the last step, so it ran in this invocation.
+    if (!result) throw new Error(`evaluation ${plan.id} ended without its report`);
+    return { result: result as unknown as Json };
   }
 
-  /** Runs a job start to end in this process, with no queue in between (local runs, the benchmark). */
+  /**
+   * Runs a job start to end in this process (local runs, the tests without a queue, the benchmark):
+   * the runtime's own step runner, given all the time it asks for, retried as a redelivery would be.
+   */
   async runToCompletion(model: string, version: string, id: string): Promise<EvaluationJob> {
-    for (;;) {
+    for (let round = 0; round < 10; round++) {
       const job = await this.readJob(model, version, id);
-      if (job.status === 'succeeded' || job.status === 'failed') return job;
-      await this.continueJob({ model, version, id, step: job.nextStep });
+      if (isTerminal(job.status)) return job;
+      try {
+        await this.runtime.runStep({ job: job.job, step: EVALUATION_STEP }, { remainingMs: () => Number.POSITIVE_INFINITY });
+      } catch (error) {
+        if (!(error instanceof StepRetryError)) throw error;
+      }
     }
+    throw new Error(`evaluation '${id}' of model '${model}' version '${version}' did not end in 10 rounds`);
   }
 
-  private async context(job: EvaluationJob) {
+  private async context(job: EvaluationPlan) {
     const candidateManifest = await this.store.getManifest(job.model, job.version);
     const baselineManifest = job.baseline !== null ? await this.store.getManifest(job.model, job.baseline) : undefined;
     const datasetManifest = await readDatasetManifest(this.store, job.dataset.name);
@@ -339,14 +408,13 @@ export class EvaluationService {
     return { candidateManifest, baselineManifest, datasetManifest, dataset, batchable, candidate, baseline, output };
   }
 
-  private async runStep(job: EvaluationJob, index: number): Promise<void> {
-    const step = job.steps[index]!;
+  /** Runs step `index` of the plan and stores its results; the report step returns the job's result. */
+  private async runStep(job: EvaluationPlan, startedAt: string, index: number): Promise<EvaluationResult | undefined> {
+    const steps = planSteps(job.scenarios, job.dataset.rows, job.options);
+    const step = steps[index]!;
     const o = job.options;
     const key = keys.evalStep(job.model, job.version, job.id, index);
-    if (step.kind === 'report') {
-      await this.writeReport(job);
-      return;
-    }
+    if (step.kind === 'report') return this.writeReport(job, steps, startedAt);
     const ctx = await this.context(job);
     const cand = ctx.candidate.session;
     const base = ctx.baseline?.session;
@@ -417,20 +485,21 @@ export class EvaluationService {
       }
     }
     await this.putJson(key, result);
+    return undefined;
   }
 
-  private async readSteps(job: EvaluationJob): Promise<StepResult[]> {
+  private async readSteps(job: EvaluationPlan, steps: readonly EvaluationStep[]): Promise<StepResult[]> {
     const results: StepResult[] = [];
-    for (let i = 0; i < job.steps.length; i++) {
-      if (job.steps[i]!.kind === 'report') continue;
+    for (let i = 0; i < steps.length; i++) {
+      if (steps[i]!.kind === 'report') continue;
       const bytes = await this.store.getObjectBytes(keys.evalStep(job.model, job.version, job.id, i));
-      if (!bytes) throw new Error(`step ${i} (${stepLabel(job.steps[i]!)}) has no result`);
+      if (!bytes) throw new Error(`step ${i} (${stepLabel(steps[i]!)}) has no result`);
       results.push(JSON.parse(Buffer.from(bytes).toString('utf8')) as StepResult);
     }
     return results;
   }
 
-  private async writeReport(job: EvaluationJob): Promise<void> {
+  private async writeReport(job: EvaluationPlan, steps: readonly EvaluationStep[], startedAt: string): Promise<EvaluationResult> {
     const candidate = await this.store.getManifest(job.model, job.version);
     const baseline = job.baseline !== null ? await this.store.getManifest(job.model, job.baseline) : undefined;
     const datasetManifest = await readDatasetManifest(this.store, job.dataset.name);
@@ -445,7 +514,7 @@ export class EvaluationService {
       labels: dataset?.labels,
       scenarios: job.scenarios,
       options: job.options as unknown as Record<string, unknown> & EvaluationOptions,
-      steps: await this.readSteps(job),
+      steps: await this.readSteps(job, steps),
       policy,
       policySource: source,
       otherVariants: await this.otherVariants(job),
@@ -456,7 +525,7 @@ export class EvaluationService {
         intraOpThreads: this.options.intraOpThreads ?? availableParallelism(),
         lambdaMemoryMb: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE ? Number(process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE) : null,
       },
-      startedAt: job.createdAt,
+      startedAt,
       now: this.now(),
     });
     const reportKey = keys.evalReport(job.model, job.version, job.id);
@@ -466,12 +535,11 @@ export class EvaluationService {
     );
     // report.json last: latestEvaluationVerdict counts an evaluation once its report.json exists.
     await this.putJson(reportKey, report);
-    job.reportKey = reportKey;
-    job.reportHtmlKey = reportHtmlKey;
+    return { reportKey, reportHtmlKey, verdict: { passed: report.gate.passed, reasons: report.gate.reasons } };
   }
 
   /** The latest report of each other version of the model on the same data set. */
-  private async otherVariants(job: EvaluationJob): Promise<VariantPoint[]> {
+  private async otherVariants(job: EvaluationPlan): Promise<VariantPoint[]> {
     const prefix = `evals/${job.model}/`;
     const latest = new Map<string, string>();
     let token: string | undefined;

@@ -84,6 +84,9 @@ function assertStep(spec: StepSpec): void {
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
+/** The id of the job submitted under an idempotency key: a kind can find its job again from the key alone. */
+export const jobIdForKey = (kind: string, key: string): string => `j-${sha256(`${kind}\n${key}`).slice(0, 32)}`;
+
 function assertSmall(what: string, value: unknown): void {
   const bytes = Buffer.byteLength(JSON.stringify(value) ?? '');
   if (bytes > MAX_JSON_BYTES) throw new BadRequestError(`${what} is ${bytes} bytes; at most ${MAX_JSON_BYTES} fit in the job record (larger state goes to S3 under jobs/<job>/)`);
@@ -132,7 +135,7 @@ export class JobRuntime {
     const request = kind.parseRequest(submission.request);
     assertSmall('the job request', request);
     const requestHash = sha256(canonical({ kind: kind.name, request, parent: submission.parent ?? null }));
-    const id = submission.key !== undefined ? `j-${sha256(`${kind.name}\n${submission.key}`).slice(0, 32)}` : `j-${randomBytes(16).toString('hex')}`;
+    const id = submission.key !== undefined ? jobIdForKey(kind.name, submission.key) : `j-${randomBytes(16).toString('hex')}`;
     const stamp = new Date(this.now()).toISOString();
     const job: JobRecord = {
       id,
