@@ -1,6 +1,7 @@
 import { PublishCommand, type SNSClient } from '@aws-sdk/client-sns';
 import { createSnsClient } from '../aws/clients.ts';
 import type { Lineage } from '../artifacts/manifest.ts';
+import { readEnv } from '../platform/env.ts';
 
 /**
  * What users hear about: every registration, promotion and rollback, published to one SNS topic
@@ -49,6 +50,6 @@ export class SnsModelEvents implements ModelEventPublisher {
 
 /** The events topic of this stack (MODEL_EVENTS_TOPIC_ARN), for the functions that announce changes. */
 export function modelEventsFromEnv(env: NodeJS.ProcessEnv = process.env): SnsModelEvents | undefined {
-  const topic = env.MODEL_EVENTS_TOPIC_ARN;
+  const topic = readEnv(['MODEL_EVENTS_TOPIC_ARN'], env).MODEL_EVENTS_TOPIC_ARN;
   return topic ? new SnsModelEvents(createSnsClient(), topic) : undefined;
 }

@@ -1,4 +1,4 @@
-import { requireEnv } from '../platform/config.ts';
+import { readEnv } from '../platform/env.ts';
 import { lazyDynamoClient, lazyS3Client } from '../aws/lazy-clients.ts';
 import { RegistryTable } from './registry-table.ts';
 import { ModelRepository, type ModelRepositoryOptions } from './repository.ts';
@@ -15,12 +15,12 @@ export function modelStoreFromEnv(
   options: Pick<ModelRepositoryOptions, 'events' | 'prefetched'> = {},
   env: NodeJS.ProcessEnv = process.env,
 ): ModelRepository {
-  const table = env.REGISTRY_TABLE;
+  const vars = readEnv(['MODEL_BUCKET', 'REGISTRY_TABLE', 'MODEL_CACHE_DIR'], env);
   return new ModelRepository({
     s3: lazyS3Client(),
-    bucket: requireEnv('MODEL_BUCKET', env),
-    cacheDir: env.MODEL_CACHE_DIR ?? cacheDir,
-    registry: table ? new RegistryTable(lazyDynamoClient(), table) : undefined,
+    bucket: vars.MODEL_BUCKET,
+    cacheDir: vars.MODEL_CACHE_DIR ?? cacheDir,
+    registry: vars.REGISTRY_TABLE ? new RegistryTable(lazyDynamoClient(), vars.REGISTRY_TABLE) : undefined,
     events: options.events,
     prefetched: options.prefetched,
   });
