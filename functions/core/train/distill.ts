@@ -7,6 +7,7 @@
 import ort, { type InferenceSession, type Tensor } from '../ort.ts';
 import { decodeModel, encodeModel } from '../onnx/model-proto.ts';
 import { valueInfo } from '../onnx/builder.ts';
+import type { onnx as OnnxTypes } from 'onnx-proto';
 import { TrainingGraphError } from './gradients.ts';
 import { gatherBatch, type LoopOptions, type TrainingData } from './loop.ts';
 import type { LossTerm } from './losses.ts';
@@ -56,13 +57,15 @@ export class Teacher {
 
   static async create(bytes: Uint8Array, options: InferenceSession.SessionOptions = {}): Promise<Teacher> {
     const proto = decodeModel(bytes);
-    const output = proto.graph?.output?.[0];
+    const g = proto.graph as OnnxTypes.GraphProto;
+    const output = g.output[0];
     if (!output?.name) throw new TrainingGraphError('the teacher has no output');
-    const producer = proto.graph?.node?.find((n) => n.output?.includes(output.name));
-    let logitsName = output.name;
+    const outputName = output.name;
+    const producer = g.node.find((n) => (n.output ?? []).includes(outputName));
+    let logitsName = outputName;
     if (producer?.opType === 'Softmax') {
-      logitsName = producer.input[0] as string;
-      if (!proto.graph!.output.some((o) => o.name === logitsName)) proto.graph!.output.push(valueInfo(logitsName, 'float32') as never);
+      logitsName = producer.input?.[0] as string;
+      if (!g.output.some((o) => o.name === logitsName)) g.output.push(valueInfo(logitsName, 'float32') as OnnxTypes.ValueInfoProto);
     }
     const classes = Number(output.type?.tensorType?.shape?.dim?.at(-1)?.dimValue ?? 0);
     if (!(classes > 0)) throw new TrainingGraphError(`the teacher's output "${output.name}" has no static class dimension`);

@@ -108,7 +108,8 @@ export interface LoopOptions {
   /** Save a checkpoint every this many steps (and at each epoch's end). */
   checkpointEvery?: number;
   onCheckpoint?: (state: LoopState) => Promise<void>;
-  onProgress?: (progress: LoopProgress) => void;
+  /** Awaited: a job reports progress here (and learns there that it was cancelled). */
+  onProgress?: (progress: LoopProgress) => void | Promise<void>;
   /** Stop after this many steps in this invocation (a Lambda's time budget); the state says where to go on. */
   maxStepsThisRun?: number;
   /**
@@ -231,7 +232,7 @@ export async function runTrainingLoop(session: TrainingSession, modelBytes: Uint
       lossSum += loss;
       state.step++;
       stepsThisRun++;
-      options.onProgress?.({ epoch: state.epoch, step: state.step, loss });
+      await options.onProgress?.({ epoch: state.epoch, step: state.step, loss });
       if (options.checkpointEvery && state.step % options.checkpointEvery === 0 && state.batch + 1 < batchesPerEpoch) {
         state.batch++;
         await checkpoint();
@@ -241,7 +242,7 @@ export async function runTrainingLoop(session: TrainingSession, modelBytes: Uint
     const trained = session.trainedValues();
     const score = split.validation.length ? await validationScore(withTrainedValues(modelBytes, trained), data, split.validation, options.batchSize, session.graph.floatType) : Number.NaN;
     state.history.push({ epoch: state.epoch, meanLoss: lossSum / Math.max(1, batchesPerEpoch - lossesBefore), validationScore: score });
-    options.onProgress?.({ epoch: state.epoch, step: state.step, loss: lossSum / Math.max(1, batchesPerEpoch - lossesBefore), validationScore: score });
+    await options.onProgress?.({ epoch: state.epoch, step: state.step, loss: lossSum / Math.max(1, batchesPerEpoch - lossesBefore), validationScore: score });
     if (!Number.isNaN(score) && (state.bestScore === null || score > state.bestScore + (options.earlyStopping?.minDelta ?? 0))) {
       state.bestScore = score;
       state.bestValues = Object.fromEntries(trained);

@@ -9,13 +9,14 @@
 import { tensorFromFloat32 } from '../onnx/builder.ts';
 import { tensorDims } from '../onnx/graph-toolkit.ts';
 import { decodeModel, encodeModel, int64ToNumber, readFloat32Tensor, type ModelProto, type NodeProtoInit } from '../onnx/model-proto.ts';
+import type { onnx as OnnxTypes } from 'onnx-proto';
 import { TrainingGraphError } from './gradients.ts';
 
 const LAYER_OPS = new Set(['MatMul', 'Gemm', 'Conv']);
 /** Ops a channel passes through unchanged in position (their output channel c depends on input channel c only). */
 const PER_CHANNEL_OPS = new Set(['Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Identity', 'Dropout', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'BatchNormalization', 'Add']);
 
-type Graph = NonNullable<ModelProto['graph']>;
+type Graph = OnnxTypes.GraphProto;
 
 function attributeInt(node: NodeProtoInit, name: string, fallback: number): number {
   const a = node.attribute?.find((x) => x.name === name);
@@ -24,7 +25,9 @@ function attributeInt(node: NodeProtoInit, name: string, fallback: number): numb
 
 class Weights {
   readonly byName: Map<string, { dims: number[]; values: Float32Array; index: number }>;
-  constructor(private readonly graph: Graph) {
+  private readonly graph: Graph;
+  constructor(graph: Graph) {
+    this.graph = graph;
     this.byName = new Map(
       graph.initializer.flatMap((t, index) => (t.dataType === 1 && t.name ? [[t.name, { dims: tensorDims(t), values: readFloat32Tensor(t), index }] as const] : [])),
     );
@@ -36,7 +39,7 @@ class Weights {
     const entry = this.byName.get(name)!;
     entry.dims = dims;
     entry.values = values;
-    this.graph.initializer[entry.index] = tensorFromFloat32(name, dims, values) as never;
+    this.graph.initializer[entry.index] = tensorFromFloat32(name, dims, values) as OnnxTypes.TensorProto;
   }
 }
 
@@ -100,7 +103,7 @@ function maskBelow(values: Float32Array, threshold: number, budget: { left: numb
 export function magnitudePrune(source: Uint8Array, options: MagnitudeOptions): MagnitudeResult {
   if (!(options.sparsity >= 0 && options.sparsity < 1)) throw new RangeError(`sparsity must be in [0, 1), got ${options.sparsity}`);
   const proto = decodeModel(source);
-  const g = proto.graph!;
+  const g = proto.graph as Graph;
   const weights = new Weights(g);
   const names = [...new Set(g.node.filter((n) => LAYER_OPS.has(n.opType ?? '')).map((n) => layerWeight(n)?.name).filter((n): n is string => !!n && weights.byName.has(n)))];
   if (names.length === 0) throw new TrainingGraphError('the model has no MatMul, Gemm or Conv weight stored as an FP32 initializer to prune');
@@ -156,7 +159,7 @@ function slice(values: Float32Array, dims: number[], axis: number, keep: readonl
 
 /** The unit chains of a model: producer layer, per-channel ops, consumer layer; each a candidate for structured pruning. */
 export function unitChains(proto: ModelProto): UnitChain[] {
-  const g = proto.graph!;
+  const g = proto.graph as Graph;
   const weights = new Weights(g);
   const consumers = new Map<string, NodeProtoInit[]>();
   for (const n of g.node) for (const input of n.input ?? []) if (input) consumers.set(input, [...(consumers.get(input) ?? []), n]);
@@ -226,7 +229,7 @@ const parameterCount = (g: Graph) => g.initializer.reduce((n, t) => n + tensorDi
  */
 export function structuredPrune(source: Uint8Array, options: StructuredOptions): StructuredResult {
   const proto = decodeModel(source);
-  const g = proto.graph!;
+  const g = proto.graph as Graph;
   const parametersBefore = parameterCount(g);
   const chains = unitChains(proto);
   if (chains.length === 0) throw new TrainingGraphError('the model has no hidden units to prune: no MatMul, Gemm or Conv feeds another through per-channel ops only');
@@ -244,7 +247,10 @@ export function structuredPrune(source: Uint8Array, options: StructuredOptions):
     const norms = (values: Float32Array, dims: number[], axis: number) => {
       const out = new Float64Array(dims[axis] as number);
       const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
-      for (let i = 0; i < values.length; i++) out[Math.floor(i / inner) % (dims[axis] as number)] += (values[i] as number) ** 2;
+      for (let i = 0; i < values.length; i++) {
+        const unit = Math.floor(i / inner) % (dims[axis] as number);
+        out[unit] = (out[unit] as number) + (values[i] as number) ** 2;
+      }
       return out.map(Math.sqrt);
     };
     const incoming = norms(p.values, p.dims, pw.outAxis);
@@ -284,7 +290,7 @@ export function structuredPrune(source: Uint8Array, options: StructuredOptions):
   }
   // Shapes recorded for tensors inside the pruned chains no longer hold; onnxruntime infers them again.
   const inside = new Set(chains.flatMap((c) => [c.producer, ...c.between].flatMap((n) => n.output ?? [])));
-  g.valueInfo = g.valueInfo.filter((v) => !inside.has(v.name));
+  g.valueInfo = g.valueInfo.filter((v) => !inside.has(v.name ?? ''));
   return { bytes: encodeModel(proto), layers, parametersBefore, parametersAfter: parameterCount(g) };
 }
 

@@ -8,6 +8,7 @@ import { attr, graph, model, node, scalarFloat32, tensorFromFloat32, valueInfo, 
 import { decodeModel, encodeModel, readFloat32Tensor, type ModelProto, type NodeProtoInit, type TensorProtoInit } from '../onnx/model-proto.ts';
 import { buildDarknet53 } from '../onnx/zoo/darknet53.ts';
 import { seededRandom } from '../random.ts';
+import type { onnx as OnnxTypes } from 'onnx-proto';
 import { TrainingGraphError } from './gradients.ts';
 
 export type StudentSpec =
@@ -34,7 +35,7 @@ function inputScaleOf(proto: ModelProto, input: string): number {
   const g = proto.graph;
   const first = g?.node?.find((n) => n.input?.includes(input));
   if (first?.opType !== 'Mul') return 1;
-  const other = first.input.find((name) => name !== input);
+  const other = (first.input ?? []).find((name) => name !== input);
   const scalar = g?.initializer?.find((t) => t.name === other && (t.dims ?? []).length === 0);
   return scalar ? (readFloat32Tensor(scalar)[0] ?? 1) : 1;
 }
@@ -123,11 +124,12 @@ export async function buildDarknetStudent(signature: TeacherSignature, widthMult
   const built = await buildDarknet53({ widthMultiplier, inputSize: height as number, classes: signature.classes, seed, probeImages: signature.classes, calibrationImages: 4 });
   const proto = decodeModel(encodeModel(built));
   const rename = new Map([['input', signature.inputName], ['probabilities', signature.outputName]]);
-  for (const n of proto.graph?.node ?? []) {
-    n.input = n.input.map((name) => rename.get(name) ?? name);
-    n.output = n.output.map((name) => rename.get(name) ?? name);
+  const g = proto.graph as OnnxTypes.GraphProto;
+  for (const n of g.node) {
+    n.input = (n.input ?? []).map((name) => rename.get(name) ?? name);
+    n.output = (n.output ?? []).map((name) => rename.get(name) ?? name);
   }
-  for (const v of [...(proto.graph?.input ?? []), ...(proto.graph?.output ?? [])]) v.name = rename.get(v.name) ?? v.name;
+  for (const v of [...g.input, ...g.output]) v.name = rename.get(v.name ?? '') ?? v.name ?? '';
   return encodeModel(proto);
 }
 
@@ -142,7 +144,7 @@ export async function buildStudent(signature: TeacherSignature, spec: StudentSpe
  */
 export function defaultTrainable(source: Uint8Array | ModelProto): string[] {
   const proto = source instanceof Uint8Array ? decodeModel(source) : source;
-  const g = proto.graph;
-  const statistics = new Set(g?.node?.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => n.input.slice(3)));
-  return (g?.initializer ?? []).filter((t) => (t.dataType === 1 || t.dataType === 11) && (t.dims ?? []).length > 0 && !statistics.has(t.name)).map((t) => t.name);
+  const g = proto.graph as OnnxTypes.GraphProto;
+  const statistics = new Set(g.node.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => (n.input ?? []).slice(3)));
+  return g.initializer.filter((t) => (t.dataType === 1 || t.dataType === 11) && (t.dims ?? []).length > 0 && !statistics.has(t.name ?? '')).map((t) => t.name ?? '');
 }
