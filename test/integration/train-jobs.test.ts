@@ -6,7 +6,10 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CreateQueueCommand, GetQueueAttributesCommand, PurgeQueueCommand } from '@aws-sdk/client-sqs';
-import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { Context } from 'aws-lambda';
 import { createDynamoClient } from '../../functions/core/clients.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
@@ -23,6 +26,8 @@ import type { LoopState } from '../../functions/core/train/loop.ts';
 import { buildMlpStudent } from '../../functions/core/train/student.ts';
 import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
 import { createTrainApiHandler } from '../../functions/train/app.ts';
+import { createJobsApiHandler } from '../../functions/jobs/app.ts';
+import { apiEvent } from '../helpers/batch-stack.ts';
 import { deliverStep } from '../helpers/job-delivery.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 import { startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
@@ -34,28 +39,18 @@ const NAME = 'train-jobs';
 let stack: RegistryStack;
 let queueUrl: string;
 let runtime: JobRuntime;
+let table: JobTable;
+let server: Server;
+let apiUrl: string;
 /** What the worker's checkpoint hook does, per test. */
 let onCheckpoint: TrainDeps['onCheckpointStored'];
 
 const silent = () => undefined;
 const deps = (): TrainDeps => ({ store: stack.store, pauseMarginMs: 0, progressSeconds: 0, onCheckpointStored: (...args) => onCheckpoint?.(...args) });
 
-function post(path: string, body: unknown): APIGatewayProxyEventV2 {
-  return {
-    version: '2.0',
-    routeKey: `POST ${path}`,
-    rawPath: path,
-    rawQueryString: '',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    isBase64Encoded: false,
-    requestContext: { http: { method: 'POST', path } },
-  } as unknown as APIGatewayProxyEventV2;
-}
-
 async function submit(version: string, body: unknown): Promise<{ statusCode: number; body: Record<string, unknown> }> {
   const api = createTrainApiHandler({ store: stack.store, runtime, log: silent });
-  const out = await api(post(`/v2/models/quad/versions/${version}/train`, body));
+  const out = await api(apiEvent('POST', `/v2/models/quad/versions/${version}/train`, body));
   return { statusCode: out.statusCode!, body: JSON.parse(out.body as string) as Record<string, unknown> };
 }
 
@@ -80,8 +75,9 @@ const finetune = { method: 'finetune', dataset: 'quadrants', training: { epochs:
 beforeAll(async () => {
   stack = await startRegistryStack(NAME);
   queueUrl = (await stack.sqs.send(new CreateQueueCommand({ QueueName: `${NAME}-train-steps`, Attributes: { VisibilityTimeout: '30' } }))).QueueUrl!;
+  table = new JobTable(createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint }), `${NAME}-registry`);
   runtime = new JobRuntime({
-    table: new JobTable(createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint }), `${NAME}-registry`),
+    table,
     kinds: new JobKinds([trainJobKind(deps())]),
     queue: new SqsStepQueue(stack.sqs, () => `${NAME}-train-steps`),
     visibilitySeconds: 30,
@@ -108,6 +104,21 @@ beforeAll(async () => {
       }),
     ),
   });
+  // The HTTP API as the CLI reaches it: the train route and the jobs routes.
+  const train = createTrainApiHandler({ store: stack.store, runtime, log: silent });
+  const jobs = createJobsApiHandler({ table, log: silent });
+  server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks).toString('utf8');
+    const path = new URL(req.url!, 'http://x').pathname;
+    const event = apiEvent(req.method!, path, body === '' ? undefined : body);
+    const result = path.startsWith('/v2/jobs/') ? await jobs(event, {} as Context) : await train(event);
+    res.writeHead(result.statusCode!, result.headers as Record<string, string>).end(result.body);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  apiUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
   const { images, labels } = quadrantIdx();
   await pushDataset(stack.store, { name: 'quadrants', upload: { format: 'idx', images, labels, shape: [1, 16] } });
 });
@@ -118,6 +129,7 @@ beforeEach(async () => {
 });
 
 afterAll(async () => {
+  server?.close();
   await stack?.stop();
 });
 
@@ -211,5 +223,39 @@ describe('train jobs', () => {
     const weights = new Map((decodeModel(bytes).graph?.initializer ?? []).map((t) => [t.name, tensorDims(t)]));
     expect([weights.get('w1'), weights.get('b1'), weights.get('w2')]).toEqual([[16, 4], [4], [4, 4]]);
     await checkOnnxModel(bytes);
+  });
+});
+
+/** The CLI as a user runs it against the API; steps are delivered meanwhile, until it exits. */
+async function mass(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const cli = spawn(process.execPath, ['functions/cli/mass.ts', '--api', apiUrl, ...args], { env: { ...process.env, MASS_AUTH: '', MASS_TOKEN: '' } });
+  let stdout = '';
+  let stderr = '';
+  cli.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  cli.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  let exited = false;
+  const exit = once(cli, 'exit').then(([code]) => {
+    exited = true;
+    return code as number;
+  });
+  const handler = createJobStepHandler(runtime);
+  while (!exited) await deliverStep(stack.sqs, queueUrl, handler, { getRemainingTimeInMillis: () => 900_000 }, 1);
+  return { code: await exit, stdout, stderr };
+}
+
+describe('mass train | distill | prune', () => {
+  it('distills with --watch: a progress line, then the registered version', async () => {
+    const out = await mass('distill', 'quad', '--version', '1', '--dataset', 'quadrants', '--student', 'mlp:8', '--epochs', '2', '--batch-size', '16', '--learning-rate', '0.05', '--watch', '--interval', '0.05');
+    expect(out.code).toBe(0);
+    expect(out.stderr).toContain('running');
+    expect(out.stdout).toMatch(/^registered quad version \d+: distill of version 1, final loss [0-9.e-]+, validation accuracy [0-9.]+; not routed until you promote it\n$/);
+  });
+
+  it('refuses bad flags before sending anything (exit 2), and shows the API\'s refusal (exit 1)', async () => {
+    expect(await mass('prune', 'quad', '--version', '1', '--dataset', 'quadrants')).toMatchObject({ code: 2, stderr: 'error: give exactly one of --structured <fraction> and --sparsity <fraction>\n' });
+    expect(await mass('train', 'quad', '--version', '1', '--dataset', 'quadrants', '--epochs', '0')).toMatchObject({ code: 2, stderr: 'error: invalid finetune request: training.epochs: Too small: expected number to be >=1\n' });
+    const refused = await mass('train', 'quad', '--version', '3', '--dataset', 'quadrants');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('op Erf (node "gelu_erf") has no gradient rule');
   });
 });

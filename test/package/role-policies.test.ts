@@ -338,11 +338,25 @@ beforeAll(async () => {
   await deliver('BatchDeadLetterLambdaFunction', 'BatchShardDeadLetterQueue');
   await call('BatchApiLambdaFunction', 'GET', `/v2/batches/${(job.body as { id: string }).id}`);
 
-  // jobs: the one route of every kind reads a job record and cancels it (seeded: no kind runs on the runtime yet).
+  // jobs: the one route of every kind reads a job record and cancels it (a seeded record here; the train jobs below too).
   const stamp = new Date().toISOString();
   await new JobTable(dynamo, registryTable).createJob({ id: 'j-role-test', kind: 'role-test', state: 'queued', requestHash: '0', request: {}, attempts: 0, stepsTotal: 1, stepsSucceeded: 0, stepsFailed: 0, created: stamp, updated: stamp });
   await call('JobsApiLambdaFunction', 'GET', '/v2/jobs/j-role-test');
   await call('JobsApiLambdaFunction', 'POST', '/v2/jobs/j-role-test/cancel');
+
+  // train: fine-tune version 1 on the data set (one short epoch); the worker runs the job's step,
+  // checkpointing under jobs/, and registers the result; the jobs API reads it back. A second job's
+  // step message is moved to the dead-letter queue, whose consumer ends the step and the job failed.
+  const training = { method: 'finetune', dataset: 'mnist-small', training: { epochs: 1, batchSize: 10, validationFraction: 0.25, checkpointEvery: 1 } };
+  const trained = await call('TrainApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/train', training);
+  await deliver('TrainWorkerLambdaFunction', 'TrainStepsQueue');
+  await call('JobsApiLambdaFunction', 'GET', `/v2/jobs/${(trained.body as { id: string }).id}`);
+  const doomed = await call('TrainApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/train', { ...training, training: { ...training.training, seed: 2 } });
+  const step = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('TrainStepsQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
+  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('TrainStepsDeadLetterQueue')!, MessageBody: step.Messages![0]!.Body! }));
+  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('TrainStepsQueue')!, ReceiptHandle: step.Messages![0]!.ReceiptHandle! }));
+  await deliver('TrainDeadLettersLambdaFunction', 'TrainStepsDeadLetterQueue');
+  await call('JobsApiLambdaFunction', 'GET', `/v2/jobs/${(doomed.body as { id: string }).id}`);
 }, 900_000);
 
 afterAll(async () => {
@@ -364,6 +378,8 @@ describe('the recorded paths', () => {
     expect(finalStates('QuantizeApiLambdaFunction')).toEqual(['succeeded']);
     expect(finalStates('EvaluateApiLambdaFunction')).toEqual(['succeeded']);
     expect(finalStates('BatchApiLambdaFunction')).toEqual(['partial']);
+    // The seeded job, the train job the worker finished, the one whose step was dead-lettered.
+    expect(finalStates('JobsApiLambdaFunction')).toEqual(['queued', 'succeeded', 'failed']);
     for (const [fn, results] of Object.entries(seen).filter(([fn]) => fn !== 'RegisterLambdaFunction')) {
       for (const result of results as { status?: number; failures?: number }[]) {
         if ('status' in result) expect(result.status, `${fn} ${JSON.stringify(result)}`).toBeLessThan(300);
@@ -384,7 +400,7 @@ describe('an upload the register function failed on after its retries', () => {
 });
 
 describe('each role against what its function did', () => {
-  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction'])(
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction'])(
     '%s: every request allowed, every grant used or reviewed',
     (fn) => {
       const role = functionRole(template, fn)!;
