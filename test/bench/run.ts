@@ -6,6 +6,7 @@ import { runEvaluateBench } from './evaluate.ts';
 import { runInferenceBench } from './inference.ts';
 import { runQuantizeBench } from './quantize.ts';
 import { runRegistryBench } from './registry.ts';
+import { runTrainBench } from './train.ts';
 import { runTuneBench } from './tune.ts';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -15,6 +16,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   quantize: runQuantizeBench,
   evaluate: runEvaluateBench,
   tune: runTuneBench,
+  train: runTrainBench,
 };
 
 const asked = process.argv.slice(2);
