@@ -21,6 +21,7 @@ const store = modelStoreFromEnv('/tmp/ai-mass/models', { events: modelEventsFrom
 const kind = trainJobKind({
   store,
   sessionOptions: { intraOpNumThreads: config.intraOpThreads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' },
+  pauseMarginMs: config.pauseMarginSeconds * 1000,
   log: (message, fields) => log('info', message, fields),
 });
 const runtime = new JobRuntime({

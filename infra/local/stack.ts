@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
 import { CreateTableCommand, ResourceInUseException } from '@aws-sdk/client-dynamodb';
-import { createDynamoClient, createS3Client, createSnsClient } from '../../functions/core/clients.ts';
+import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/clients.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import { createObservability } from '../../functions/core/observability.ts';
 import { SnsModelEvents } from '../../functions/core/registry/events.ts';
@@ -16,6 +16,7 @@ import { assertPortFree, freePort, startEmulators, type Emulators } from './emul
 import { createLocalEvaluateWorker, ensureEvaluateQueue, pollOnce } from './evaluate-worker.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
 import { seedDemoModels } from './seed.ts';
+import { startLocalTrainWorker } from './train-worker.ts';
 import { watchS3Prefix, type Trigger } from './triggers.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -181,6 +182,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     })).catch((error: unknown) => {
       if (!(error instanceof ResourceInUseException)) throw error;
     });
+    // Train jobs (the job runtime's train kind): the API under serverless-offline, the worker here.
+    triggers.push(...(await startLocalTrainWorker({ sqs: createSqsClient({ endpoint: emulators.awsEndpoint }), dynamo, store, table: registry.table, prefix: PREFIX })));
     const evaluator = createLocalEvaluateWorker({ awsEndpoint: emulators.awsEndpoint, bucket, cacheDir: join(root, '.local', 'cache') });
     const evaluateQueueUrl = await ensureEvaluateQueue(evaluator.sqs, `${PREFIX}-evaluate.fifo`);
     evaluateLoop = (async () => {

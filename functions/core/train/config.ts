@@ -11,6 +11,8 @@ const trainConfigSchema = z.strictObject({
   visibilitySeconds: z.coerce.number().int().min(30).max(43_200),
   /** onnxruntime threads of the training session (0: onnxruntime's default, one per core). */
   intraOpThreads: z.coerce.number().int().min(0).max(64),
+  /** Time a step keeps back, beyond the runtime's reserve, for its last checkpoint before it continues in a new invocation. */
+  pauseMarginSeconds: z.coerce.number().min(0).max(900),
 });
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 
@@ -22,6 +24,7 @@ export function readTrainConfig(env: NodeJS.ProcessEnv = process.env): TrainConf
     stepQueue: env.TRAIN_STEPS_QUEUE_NAME ?? '',
     visibilitySeconds: env.TRAIN_VISIBILITY_SECONDS ?? 960,
     intraOpThreads: env.TRAIN_INTRA_OP_THREADS ?? 0,
+    pauseMarginSeconds: env.TRAIN_PAUSE_MARGIN_SECONDS ?? 20,
   });
   if (!parsed.success) throw new ConfigError(`invalid train configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   return parsed.data;
