@@ -34,6 +34,7 @@ export const OTHER_FUNCTION_ROUTES = [
   'GET /v2/models/{name}/versions/{version}/evaluations/{id}/report.html',
   'POST /v2/models/{name}/versions/{version}/quantize',
   'GET /v2/models/{name}/quantizations/{job}',
+  'POST /v2/models/{name}/versions/{version}/train',
   'GET /v2/models/{name}/aliases/{alias}',
   'PUT /v2/models/{name}/aliases/{alias}',
   'POST /v2/models/{name}/aliases/{alias}/promote',

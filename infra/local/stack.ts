@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
 import { CreateTableCommand, ResourceInUseException } from '@aws-sdk/client-dynamodb';
-import { createDynamoClient, createS3Client, createSnsClient } from '../../functions/core/aws/clients.ts';
+import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
 import { SnsModelEvents } from '../../functions/core/registry/events.ts';
@@ -16,6 +16,7 @@ import { assertPortFree, freePort, startEmulators, type Emulators } from './emul
 import { createLocalEvaluateWorker, pollOnce } from './evaluate-worker.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
 import { seedDemoModels } from './seed.ts';
+import { startLocalTrainWorker } from './train-worker.ts';
 import { watchS3Prefix, type Trigger } from './triggers.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -191,6 +192,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       cacheDir: join(root, '.local', 'cache'),
     });
     const evaluateQueueUrl = await evaluator.ensureResources();
+    // Train jobs (the job runtime's train kind): the API under serverless-offline, the worker here.
+    triggers.push(...(await startLocalTrainWorker({ sqs: createSqsClient({ endpoint: emulators.awsEndpoint }), dynamo, store, table: registry.table, prefix: PREFIX })));
     evaluateLoop = (async () => {
       while (evaluating) {
         await pollOnce({ sqs: evaluator.sqs, queueUrl: evaluateQueueUrl, handler: evaluator.handler, waitSeconds: 1 }).catch((error: Error) => log(`evaluate worker: ${error.message}`));

@@ -7,6 +7,7 @@ import { runInferenceBench } from './inference.ts';
 import { runQuantizeBench } from './quantize.ts';
 import { runRegistryBench } from './registry.ts';
 import { runRouterBench } from './router.ts';
+import { runTrainBench } from './train.ts';
 import { runTuneBench } from './tune.ts';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -17,6 +18,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   evaluate: runEvaluateBench,
   tune: runTuneBench,
   router: runRouterBench,
+  train: runTrainBench,
 };
 
 const asked = process.argv.slice(2);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ChangeMessageVisibilityCommand, CreateQueueCommand, DeleteMessageCommand, GetQueueAttributesCommand, PurgeQueueCommand, ReceiveMessageCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import type { SQSBatchResponse } from 'aws-lambda';
 import { createDynamoClient, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { createPkSkTable } from '../../functions/core/aws/dynamo-tables.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
@@ -11,6 +11,7 @@ import { JobRuntime } from '../../functions/core/jobs/runtime.ts';
 import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
 import { createJobDeadLetterHandler, createJobStepHandler } from '../../functions/adapters/job-steps.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
+import { deliverStep, sqsEvent } from '../helpers/job-delivery.ts';
 
 // The job runtime on the emulators: dynalite holds the records, fauxqs delivers the steps, the real
 // SDK talks to both, and Powertools' BatchProcessor turns each delivery into a partial-batch response.
@@ -120,30 +121,8 @@ function budget(calls: number) {
 const roomy = () => ({ getRemainingTimeInMillis: () => 900_000 });
 
 /** One Lambda invocation as the SQS event source makes it: receive, invoke, delete what did not fail. */
-async function deliver(handler: ReturnType<typeof createJobStepHandler>, context = roomy(), wait = 0): Promise<{ received: number; failures: string[] }> {
-  const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: wait, MessageSystemAttributeNames: ['ApproximateReceiveCount'] }));
-  const messages = out.Messages ?? [];
-  if (messages.length === 0) return { received: 0, failures: [] };
-  const response = await handler(sqsEvent(messages), context);
-  const failures = response.batchItemFailures.map((f) => f.itemIdentifier);
-  for (const m of messages) if (!failures.includes(m.MessageId!)) await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle! }));
-  return { received: messages.length, failures };
-}
-
-function sqsEvent(messages: { MessageId?: string; ReceiptHandle?: string; Body?: string; Attributes?: Record<string, string> }[]): SQSEvent {
-  return {
-    Records: messages.map((m) => ({
-      messageId: m.MessageId!,
-      receiptHandle: m.ReceiptHandle!,
-      body: m.Body!,
-      attributes: { ApproximateReceiveCount: m.Attributes?.ApproximateReceiveCount ?? '1', SentTimestamp: '0', SenderId: 'test', ApproximateFirstReceiveTimestamp: '0' },
-      messageAttributes: {},
-      md5OfBody: '',
-      eventSource: 'aws:sqs',
-      eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:jobs-steps',
-      awsRegion: 'us-east-1',
-    })),
-  };
+function deliver(handler: ReturnType<typeof createJobStepHandler>, context: { getRemainingTimeInMillis(): number } = roomy(), wait = 0): Promise<{ received: number; failures: string[] }> {
+  return deliverStep(sqs, queueUrl, handler, context, wait);
 }
 
 /** Delivers until the job ends (each round waits up to a second for a message to become visible). */

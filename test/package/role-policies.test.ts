@@ -50,6 +50,10 @@ const REVIEWED_UNUSED: Record<string, string> = {
   'BatchDeadLetterRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
   'EvaluateWorkerRole ConsumeAndContinueSteps sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:EvaluateQueue':
     "the job runtime renews a running step's message visibility every third of the visibility timeout (30 min here) and hands a failed attempt's message back after its retry delay; these paths have neither",
+  'TrainWorkerRole ListModelsAndJobs s3:ListBucket arn:aws:s3:::ModelBucket':
+    "S3 answers a GetObject of a missing key with 403 rather than 404 without it, and the worker looks for checkpoints and phase results that do not exist yet (the emulator answers 404 either way)",
+  'TrainWorkerRole StepQueue sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:TrainStepsQueue':
+    "the job runtime renews a running step's message every third of the 5400 s visibility timeout; this scenario's invocations end long before",
   ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
@@ -351,11 +355,28 @@ beforeAll(async () => {
   await deliver('BatchDeadLetterLambdaFunction', 'BatchShardDeadLetterQueue');
   await call('BatchApiLambdaFunction', 'GET', `/v2/batches/${(job.body as { id: string }).id}`);
 
-  // jobs: the one route of every kind reads a job record and cancels it (seeded: no kind runs on the runtime yet).
+  // jobs: the one route of every kind reads a job record and cancels it (a seeded record here; the train jobs below too).
   const stamp = new Date().toISOString();
   await new JobTable(dynamo, registryTable).createJob({ id: 'j-role-test', kind: 'role-test', state: 'queued', requestHash: '0', request: {}, attempts: 0, stepsTotal: 1, stepsSucceeded: 0, stepsFailed: 0, created: stamp, updated: stamp });
   await call('JobsApiLambdaFunction', 'GET', '/v2/jobs/j-role-test');
   await call('JobsApiLambdaFunction', 'POST', '/v2/jobs/j-role-test/cancel');
+
+  // train: fine-tune version 1 on the data set (one short epoch); the worker runs the job's step,
+  // checkpointing under jobs/, and registers the result; the jobs API reads it back. A second job's
+  // step message is moved to the dead-letter queue, whose consumer ends the step and the job failed.
+  const training = { method: 'finetune', dataset: 'mnist-small', training: { epochs: 1, batchSize: 10, validationFraction: 0.25, checkpointEvery: 1 } };
+  const trained = await call('TrainApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/train', training);
+  // Told to keep 569.9 s of its 600 s (beside the runtime's 30 s reserve) for its checkpoint, each
+  // invocation runs one step and continues the job in the next (the step's message sent again).
+  await lambda('TrainWorkerLambdaFunction', { TRAIN_PAUSE_MARGIN_SECONDS: '569.9' });
+  await deliver('TrainWorkerLambdaFunction', 'TrainStepsQueue', { remainingMs: 600_000 });
+  await call('JobsApiLambdaFunction', 'GET', `/v2/jobs/${(trained.body as { id: string }).id}`);
+  const doomedTraining = await call('TrainApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/train', { ...training, training: { ...training.training, seed: 2 } });
+  const trainStep = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('TrainStepsQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
+  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('TrainStepsDeadLetterQueue')!, MessageBody: trainStep.Messages![0]!.Body! }));
+  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('TrainStepsQueue')!, ReceiptHandle: trainStep.Messages![0]!.ReceiptHandle! }));
+  await deliver('TrainDeadLettersLambdaFunction', 'TrainStepsDeadLetterQueue');
+  await call('JobsApiLambdaFunction', 'GET', `/v2/jobs/${(doomedTraining.body as { id: string }).id}`);
 }, 900_000);
 
 afterAll(async () => {
@@ -378,6 +399,8 @@ describe('the recorded paths', () => {
     expect(finalStates('EvaluateApiLambdaFunction')).toEqual(['succeeded']);
     expect(deadLetteredEvaluation).toMatchObject({ kind: 'evaluate', state: 'failed', error: 'step evaluation failed: its message went to the dead-letter queue: no delivery could run it' });
     expect(finalStates('BatchApiLambdaFunction')).toEqual(['partial']);
+    // The seeded job, the train job the worker finished, the one whose step was dead-lettered.
+    expect(finalStates('JobsApiLambdaFunction')).toEqual(['queued', 'succeeded', 'failed']);
     for (const [fn, results] of Object.entries(seen).filter(([fn]) => fn !== 'RegisterLambdaFunction')) {
       for (const result of results as { status?: number; failures?: number }[]) {
         if ('status' in result) expect(result.status, `${fn} ${JSON.stringify(result)}`).toBeLessThan(300);
@@ -398,7 +421,7 @@ describe('an upload the register function failed on after its retries', () => {
 });
 
 describe('each role against what its function did', () => {
-  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction'])(
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction'])(
     '%s: every request allowed, every grant used or reviewed',
     (fn) => {
       const role = functionRole(template, fn)!;

@@ -24,6 +24,29 @@ export function snapshotOf(job: JobView): ProgressSnapshot {
     : { label: job.id, state: job.state, done: job.stepsSucceeded + job.stepsFailed, total: job.stepsTotal };
 }
 
+/**
+ * Follows a job with one progress line until it ends; throws unless it succeeded. Every command
+ * that starts a job on the runtime (`mass jobs status --watch`, `mass train --watch`) watches here.
+ */
+export async function watchJob(read: () => Promise<JobView>, first: JobView, flags: { interval: number; timeout: number }): Promise<JobView> {
+  let job = first;
+  const display = new ProgressDisplay();
+  const started = Date.now();
+  display.update(snapshotOf(job));
+  while (job.state === 'queued' || job.state === 'running') {
+    if (Date.now() - started > flags.timeout * 1000) {
+      display.stop();
+      throw new CliError(`gave up watching after ${flags.timeout} s; the job goes on: mass jobs status ${job.id}`);
+    }
+    await sleep(flags.interval);
+    job = await read();
+    display.update(snapshotOf(job));
+  }
+  display.stop();
+  if (job.state !== 'succeeded') throw new CliError(`job ${job.id} ${job.state}: ${job.error ?? 'no reason recorded'}`);
+  return job;
+}
+
 export function registerJobsCommands(program: Command): void {
   const global = () => program.opts<CliOptions>();
   const jobs = program.command('jobs').description('follow and cancel jobs of every kind (GET /v2/jobs/{id})');
@@ -39,26 +62,12 @@ export function registerJobsCommands(program: Command): void {
       const id = jobId(rawId);
       const ctx = cliContext(global());
       const read = async () => JSON.parse(Buffer.from((await ctx.request('GET', `/v2/jobs/${id}`)).bytes).toString('utf8')) as JobView;
-      let job = await read();
+      const job = await read();
       if (!flags.watch) {
         console.log(JSON.stringify(job, null, 2));
         return;
       }
-      const display = new ProgressDisplay();
-      const started = Date.now();
-      display.update(snapshotOf(job));
-      while (job.state === 'queued' || job.state === 'running') {
-        if (Date.now() - started > flags.timeout * 1000) {
-          display.stop();
-          throw new CliError(`gave up watching after ${flags.timeout} s; the job goes on: mass jobs status ${id}`);
-        }
-        await sleep(flags.interval);
-        job = await read();
-        display.update(snapshotOf(job));
-      }
-      display.stop();
-      if (job.state !== 'succeeded') throw new CliError(`job ${id} ${job.state}: ${job.error ?? 'no reason recorded'}`);
-      console.log(JSON.stringify(job.result ?? null));
+      console.log(JSON.stringify((await watchJob(read, job, flags)).result ?? null));
     });
 
   jobs

@@ -108,9 +108,19 @@ export interface LoopOptions {
   /** Save a checkpoint every this many steps (and at each epoch's end). */
   checkpointEvery?: number;
   onCheckpoint?: (state: LoopState) => Promise<void>;
-  onProgress?: (progress: LoopProgress) => void;
+  /** Awaited: a job reports progress here (and learns there that it was cancelled). */
+  onProgress?: (progress: LoopProgress) => void | Promise<void>;
   /** Stop after this many steps in this invocation (a Lambda's time budget); the state says where to go on. */
   maxStepsThisRun?: number;
+  /**
+   * Changes or completes a batch before its step (augmentation, a teacher's probabilities); `step`
+   * is the global step, so a seeded hook gives a resumed run the same batches as an uninterrupted one.
+   */
+  prepareBatch?: (feeds: Record<string, Tensor>, rows: Uint32Array, step: number) => Promise<Record<string, Tensor>> | Record<string, Tensor>;
+  /** Runs after each step on the session's state (pruning masks keep pruned weights at zero). */
+  afterStep?: (session: TrainingSession) => void;
+  /** Stops the run early (a Lambda's clock); checked before each step, like maxStepsThisRun. */
+  shouldPause?: () => boolean;
 }
 
 export interface LoopProgress {
@@ -171,6 +181,17 @@ export async function validationScore(modelBytes: Uint8Array, data: TrainingData
   return total / rows.length;
 }
 
+/** The feeds a graph reads: data sets may carry labels a loss does not use (distillation without labels). */
+function pick(feeds: Record<string, Tensor>, names: readonly string[]): Record<string, Tensor> {
+  const picked: Record<string, Tensor> = {};
+  for (const name of names) {
+    const tensor = feeds[name];
+    if (!tensor) throw new RangeError(`the batch has no "${name}" for the training graph`);
+    picked[name] = tensor;
+  }
+  return picked;
+}
+
 export function initialLoopState(session: TrainingSession): LoopState {
   return { epoch: 0, batch: 0, step: 0, bestScore: null, epochsWithoutImprovement: 0, bestValues: null, history: [], session: session.saveState(), done: false };
 }
@@ -183,6 +204,7 @@ export async function runTrainingLoop(session: TrainingSession, modelBytes: Uint
   if (batchesPerEpoch === 0) throw new RangeError(`${split.train.length} training rows do not fill one batch of ${options.batchSize}`);
   if (data.labels && split.validation.length === 0 && options.earlyStopping) throw new RangeError('early stopping needs a validation split');
   const totalSteps = batchesPerEpoch * options.epochs;
+  const graphInputs = [...session.graph.dataInputs, ...session.graph.lossInputs];
   const state = resume ? structuredClone(resume) : initialLoopState(session);
   if (resume) session.restoreState(state.session);
   let stepsThisRun = 0;
@@ -197,16 +219,20 @@ export async function runTrainingLoop(session: TrainingSession, modelBytes: Uint
     let lossSum = 0;
     const lossesBefore = state.batch;
     for (; state.batch < batchesPerEpoch; state.batch++) {
-      if (options.maxStepsThisRun !== undefined && stepsThisRun >= options.maxStepsThisRun) {
+      if ((options.maxStepsThisRun !== undefined && stepsThisRun >= options.maxStepsThisRun) || (stepsThisRun > 0 && options.shouldPause?.())) {
         await checkpoint();
         return { state, model: withTrainedValues(modelBytes, session.trainedValues()) };
       }
-      const loss = await session.step(gatherBatch(data, rowsOf(state.batch), session.graph.floatType), learningRateAt(options.learningRate, options.schedule, state.step, totalSteps));
+      const rows = rowsOf(state.batch);
+      let feeds = gatherBatch(data, rows, session.graph.floatType);
+      if (options.prepareBatch) feeds = await options.prepareBatch(feeds, rows, state.step);
+      const loss = await session.step(pick(feeds, graphInputs), learningRateAt(options.learningRate, options.schedule, state.step, totalSteps));
+      options.afterStep?.(session);
       if (!Number.isFinite(loss)) throw new Error(`training diverged: loss ${loss} at step ${state.step}`);
       lossSum += loss;
       state.step++;
       stepsThisRun++;
-      options.onProgress?.({ epoch: state.epoch, step: state.step, loss });
+      await options.onProgress?.({ epoch: state.epoch, step: state.step, loss });
       if (options.checkpointEvery && state.step % options.checkpointEvery === 0 && state.batch + 1 < batchesPerEpoch) {
         state.batch++;
         await checkpoint();
@@ -216,7 +242,7 @@ export async function runTrainingLoop(session: TrainingSession, modelBytes: Uint
     const trained = session.trainedValues();
     const score = split.validation.length ? await validationScore(withTrainedValues(modelBytes, trained), data, split.validation, options.batchSize, session.graph.floatType) : Number.NaN;
     state.history.push({ epoch: state.epoch, meanLoss: lossSum / Math.max(1, batchesPerEpoch - lossesBefore), validationScore: score });
-    options.onProgress?.({ epoch: state.epoch, step: state.step, loss: lossSum / Math.max(1, batchesPerEpoch - lossesBefore), validationScore: score });
+    await options.onProgress?.({ epoch: state.epoch, step: state.step, loss: lossSum / Math.max(1, batchesPerEpoch - lossesBefore), validationScore: score });
     if (!Number.isNaN(score) && (state.bestScore === null || score > state.bestScore + (options.earlyStopping?.minDelta ?? 0))) {
       state.bestScore = score;
       state.bestValues = Object.fromEntries(trained);
