@@ -126,8 +126,8 @@ export class FederationClient {
     return JSON.parse(text) as T;
   }
 
-  create(request: unknown): Promise<FederationRecord> {
-    return this.call('POST', '/v2/federations', request);
+  async create(request: unknown): Promise<FederationRecord> {
+    return (await this.call<FederationStatus>('POST', '/v2/federations', request)).federation;
   }
 
   status(id: string): Promise<FederationStatus> {

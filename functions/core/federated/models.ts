@@ -43,6 +43,8 @@ export function mlpClassifier(sizes: readonly number[], seed: number, name = 'ml
         inputs: [valueInfo('input', 'float32', ['batch', sizes[0] as number])],
         outputs: [valueInfo('probabilities', 'float32', ['batch', sizes.at(-1) as number])],
         initializers,
+        // The training engine follows shapes from declared ones: the Constant's is a scalar.
+        valueInfo: [valueInfo('pixel_scale', 'float32', [])],
       }),
     }),
   );
