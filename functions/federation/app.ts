@@ -25,10 +25,11 @@ export interface FederationApiDeps {
 
 const MAX_BODY = 64 * 1024;
 
-function bearer(event: APIGatewayProxyEventV2): string | undefined {
-  const value = header(event, 'authorization');
-  const match = value ? /^Bearer\s+(\S+)$/i.exec(value) : null;
-  return match?.[1];
+/** The client token join issued, in its own header: Authorization is the gateway's (JWT or SigV4). */
+export const CLIENT_TOKEN_HEADER = 'x-mass-client-token';
+
+function clientToken(event: APIGatewayProxyEventV2): string | undefined {
+  return header(event, CLIENT_TOKEN_HEADER);
 }
 
 function roundNumber(raw: string): number {
@@ -76,10 +77,10 @@ export function createFederationApiHandler(deps: FederationApiDeps) {
     return result(json(201, await service.join(params.id!, body.data)));
   });
   app.get('/v2/federations/:id/clients/:client/task', async ({ params, event }) =>
-    result(json(200, await service.task(params.id!, params.client!, bearer(event as APIGatewayProxyEventV2)))),
+    result(json(200, await service.task(params.id!, params.client!, clientToken(event as APIGatewayProxyEventV2)))),
   );
   app.post('/v2/federations/:id/rounds/:round/updates/:client', async ({ params, event }) =>
-    result(json(200, await service.submit(params.id!, roundNumber(params.round!), params.client!, bearer(event as APIGatewayProxyEventV2)))),
+    result(json(200, await service.submit(params.id!, roundNumber(params.round!), params.client!, clientToken(event as APIGatewayProxyEventV2)))),
   );
 
   app.notFound(async (_error, { event }) => {

@@ -1,16 +1,8 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { createDynamoClient, createS3Client, createSqsClient } from '../core/clients.ts';
-import { federatedRoundKind } from '../core/federated/aggregation.ts';
 import { readFederationConfig } from '../core/federated/config.ts';
-import { SqsDeadlineQueue } from '../core/federated/deadline-queue.ts';
-import { FederationTable } from '../core/federated/federation-table.ts';
-import { s3Presigner } from '../core/federated/presign.ts';
-import { FederationService } from '../core/federated/rounds.ts';
-import { JobTable } from '../core/jobs/job-table.ts';
-import { JobKinds } from '../core/jobs/kinds.ts';
-import { JobRuntime } from '../core/jobs/runtime.ts';
-import { SqsStepQueue } from '../core/jobs/step-queue.ts';
+import { wireFederation } from '../core/federated/wiring.ts';
 import { ModelStore } from '../core/model-store.ts';
 import { createObservability } from '../core/observability.ts';
 import { modelEventsFromEnv } from '../core/registry/events.ts';
@@ -24,20 +16,8 @@ const { logger } = createObservability();
 const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown> = {}) => logger[level](message, fields);
 const dynamo = createDynamoClient({ endpoint: config.dynamoEndpoint });
 const s3 = createS3Client();
-const sqs = createSqsClient();
 const store = new ModelStore({ s3, bucket: config.bucket, cacheDir: config.cacheDir, registry: new RegistryTable(dynamo, config.table), events: modelEventsFromEnv() });
-const table = new FederationTable(dynamo, config.table);
-const kinds = new JobKinds();
-const runtime = new JobRuntime({ table: new JobTable(dynamo, config.table), kinds, queue: new SqsStepQueue(sqs, () => config.stepQueueName), visibilitySeconds: config.visibilitySeconds, log });
-const service = new FederationService({
-  table,
-  store,
-  presigner: s3Presigner({ bucket: config.bucket, region: config.region, endpoint: config.s3Endpoint, credentials: () => s3.config.credentials() }),
-  deadlines: new SqsDeadlineQueue(sqs, config.deadlineQueueName),
-  submitJob: (submission) => runtime.submit(submission),
-  log,
-});
-kinds.register(federatedRoundKind(() => ({ table, store, service, log })));
+const { service, runtime } = wireFederation({ dynamo, s3, sqs: createSqsClient(), store, tableName: config.table, region: config.region, s3Endpoint: config.s3Endpoint, deadlineQueueName: config.deadlineQueueName, stepQueueName: config.stepQueueName, visibilitySeconds: config.visibilitySeconds, log });
 
 export const api = middy(createFederationApiHandler({ service, log })).use(injectLambdaContext(logger, { resetKeys: true }));
 export const deadlines = middy(createDeadlineHandler(service, log)).use(injectLambdaContext(logger, { resetKeys: true }));

@@ -14,6 +14,7 @@ import { startLocalBatch, type LocalBatch } from './batch.ts';
 import { startBodyProxy, type BodyProxy } from './body-proxy.ts';
 import { assertPortFree, freePort, startEmulators, type Emulators } from './emulators.ts';
 import { createLocalEvaluateWorker, ensureEvaluateQueue, pollOnce } from './evaluate-worker.ts';
+import { startLocalFederation } from './federation.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
 import { seedDemoModels } from './seed.ts';
 import { watchS3Prefix, type Trigger } from './triggers.ts';
@@ -181,6 +182,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     })).catch((error: unknown) => {
       if (!(error instanceof ResourceInUseException)) throw error;
     });
+    // Federations: round deadlines and aggregation steps (infra/serverless/federated.yml's queues).
+    triggers.push(...(await startLocalFederation({ awsEndpoint: emulators.awsEndpoint, dynamoEndpoint: emulators.dynamoEndpoint, store, registryTable: registry.table, prefix: PREFIX, log })));
     const evaluator = createLocalEvaluateWorker({ awsEndpoint: emulators.awsEndpoint, bucket, cacheDir: join(root, '.local', 'cache') });
     const evaluateQueueUrl = await ensureEvaluateQueue(evaluator.sqs, `${PREFIX}-evaluate.fifo`);
     evaluateLoop = (async () => {

@@ -7,15 +7,10 @@
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { Context, SQSEvent } from 'aws-lambda';
 import { createDynamoClient } from '../../functions/core/clients.ts';
-import { federatedRoundKind } from '../../functions/core/federated/aggregation.ts';
-import { SqsDeadlineQueue } from '../../functions/core/federated/deadline-queue.ts';
-import { FederationTable } from '../../functions/core/federated/federation-table.ts';
-import { s3Presigner } from '../../functions/core/federated/presign.ts';
-import { FederationService } from '../../functions/core/federated/rounds.ts';
-import { JobTable } from '../../functions/core/jobs/job-table.ts';
-import { JobKinds } from '../../functions/core/jobs/kinds.ts';
-import { JobRuntime } from '../../functions/core/jobs/runtime.ts';
-import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
+import type { FederationTable } from '../../functions/core/federated/federation-table.ts';
+import type { FederationService } from '../../functions/core/federated/rounds.ts';
+import { wireFederation } from '../../functions/core/federated/wiring.ts';
+import type { JobRuntime } from '../../functions/core/jobs/runtime.ts';
 import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
 import { createDeadlineHandler, createFederationApiHandler } from '../../functions/federation/app.ts';
 import { apiEvent } from './batch-stack.ts';
@@ -49,19 +44,7 @@ export async function startFederationStack(name: string): Promise<FederationStac
   const stepUrl = (await sqs.send(new CreateQueueCommand({ QueueName: stepQueue, Attributes: { VisibilityTimeout: '60' } }))).QueueUrl!;
   let offset = 0;
   const now = () => Date.now() + offset;
-  const table = new FederationTable(dynamo, tableName);
-  const kinds = new JobKinds();
-  const runtime = new JobRuntime({ table: new JobTable(dynamo, tableName), kinds, queue: new SqsStepQueue(sqs, () => stepQueue), visibilitySeconds: 60 });
-  const s3 = await stack.store.client();
-  const service = new FederationService({
-    table,
-    store: stack.store,
-    presigner: s3Presigner({ bucket: stack.store.bucket, region: 'us-east-1', endpoint: stack.emulators.awsEndpoint, credentials: () => s3.config.credentials() }),
-    deadlines: new SqsDeadlineQueue(sqs, deadlineQueue),
-    submitJob: (submission) => runtime.submit(submission),
-    now,
-  });
-  kinds.register(federatedRoundKind(() => ({ table, store: stack.store, service })));
+  const { table, service, runtime } = wireFederation({ dynamo, s3: await stack.store.client(), sqs, store: stack.store, tableName, region: 'us-east-1', s3Endpoint: stack.emulators.awsEndpoint, deadlineQueueName: deadlineQueue, stepQueueName: stepQueue, visibilitySeconds: 60, now });
   const api = createFederationApiHandler({ service, log: quiet });
   const deadlines = createDeadlineHandler(service, quiet);
   const steps = createJobStepHandler(runtime);

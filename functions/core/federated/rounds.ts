@@ -169,7 +169,7 @@ export class FederationService {
   }
 
   private async authenticate(id: string, client: string, token: string | undefined): Promise<ClientRecord> {
-    if (!token) throw new UnauthorizedError('a client token is required (Authorization: Bearer <token>, as join returned it)');
+    if (!token) throw new UnauthorizedError('a client token is required (header x-mass-client-token, as join returned it)');
     assertValidName(client, 'job id');
     const record = await this.deps.table.getClient(id, client);
     const given = Buffer.from(sha256(token), 'hex');
