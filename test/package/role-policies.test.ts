@@ -53,11 +53,12 @@ const REVIEWED_UNUSED: Record<string, string> = {
   'BatchDeadLetterRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
   'FederationApiRole ScheduleDeadlinesAndSteps sqs:GetQueueUrl arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'a reported update that completes its round submits the aggregation job; in this scenario the deadline closes the round',
   'FederationApiRole ScheduleDeadlinesAndSteps sqs:SendMessage arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'a reported update that completes its round submits the aggregation job; in this scenario the deadline closes the round',
+  'FederationApiRole SignUpdateUploads s3:PutObject arn:aws:s3:::ModelBucket/federated/*/rounds/*/updates/*': 'only signed by this role (the task\'s pre-signed PUT): the data owner\'s upload uses it, and S3 checks it against this role then',
   'FederationWorkerRole Queues sqs:GetQueueUrl arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'a step that runs out of time re-enqueues itself (the job runtime\'s continuation)',
   'FederationWorkerRole Queues sqs:SendMessage arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'a step that runs out of time re-enqueues itself (the job runtime\'s continuation)',
   'FederationWorkerRole RenewStepVisibility sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'the job runtime renews a running step\'s message every third of the visibility (320 s); this aggregation is shorter',
   'FederationDeadLetterRole EndSteps dynamodb:UpdateItem arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'a dead-lettered step of a running job is ended failed and counted; this message is for a job that ended',
-  'FederationDeadLetterRole EndSteps dynamodb:Query arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'the job\'s terminal rule lists its steps once the dead-lettered one is counted; this message is for a job that ended',
+  'FederationDeadLetterRole ListSteps dynamodb:Query arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'the job\'s terminal rule lists its steps once the dead-lettered one is counted; this message is for a job that ended',
   ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
@@ -370,7 +371,9 @@ beforeAll(async () => {
   const task = (await asOwner('GET', `/v2/federations/${federationId}/clients/${owner.client}/task`, owner.token)) as unknown as ClientTask;
   const globalBytes = (await store.getModelBytes(await store.getManifest('fed', task.globalVersion))).bytes;
   const ownRows = { columns: [{ name: 'input', datatype: 'FP32' as const, rowShape: [1, 784], rowSize: 784, data: new Float32Array(20 * 784).fill(128) }], labels: Int32Array.from({ length: 20 }, (_, i) => i % 10) };
-  const uploaded = await fetch(task.updateUrl, { method: 'PUT', body: await trainLocalUpdate(task, owner.client, globalBytes, ownRows) });
+  // The data owner's PUT goes to S3 itself (the emulator), not through this function's recorder.
+  const updateUrl = new URL(task.updateUrl);
+  const uploaded = await fetch(`${emulators.awsEndpoint}${updateUrl.pathname}${updateUrl.search}`, { method: 'PUT', body: await trainLocalUpdate(task, owner.client, globalBytes, ownRows) });
   expect(uploaded.status).toBe(200);
   await asOwner('POST', `/v2/federations/${federationId}/rounds/1/updates/${owner.client}`, owner.token);
   const idle = await call(federationApi, 'POST', '/v2/federations', { model: 'fed', rounds: 1, clientsPerRound: 1, roundTimeoutSeconds: 1, maxRetries: 1 });
