@@ -6,6 +6,7 @@ import { registerBatchCommands } from './commands/batch.ts';
 import { registerQuantizeCommands } from './commands/quantize.ts';
 import { registerRegistryCommands } from './commands/registry.ts';
 import { registerJobsCommands } from './commands/jobs.ts';
+import { registerFederationCommands } from './commands/federation.ts';
 import { registerTrainCommands } from './commands/train.ts';
 import { CliError, localStackFile } from './context.ts';
 
@@ -24,6 +25,7 @@ registerQuantizeCommands(program);
 registerRegistryCommands(program);
 registerJobsCommands(program);
 registerTrainCommands(program);
+registerFederationCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -41,6 +41,13 @@ export const OTHER_FUNCTION_ROUTES = [
   'POST /v2/models/{name}/aliases/{alias}/rollback',
   'GET /v2/jobs/{id}',
   'POST /v2/jobs/{id}/cancel',
+  'POST /v2/federations',
+  'GET /v2/federations/{id}',
+  'GET /v2/federations/{id}/rounds/{round}',
+  'POST /v2/federations/{id}/resume',
+  'POST /v2/federations/{id}/clients',
+  'GET /v2/federations/{id}/clients/{client}/task',
+  'POST /v2/federations/{id}/rounds/{round}/updates/{client}',
 ] as const;
 
 const OTHER_ROUTE_PATTERNS = OTHER_FUNCTION_ROUTES.map((key) => {

@@ -14,6 +14,7 @@ import { startLocalBatch, type LocalBatch } from './batch.ts';
 import { startBodyProxy, type BodyProxy } from './body-proxy.ts';
 import { assertPortFree, freePort, startEmulators, type Emulators } from './emulators.ts';
 import { createLocalEvaluateWorker, pollOnce } from './evaluate-worker.ts';
+import { startLocalFederation } from './federation.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
 import { seedDemoModels } from './seed.ts';
 import { startLocalTrainWorker } from './train-worker.ts';
@@ -194,6 +195,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     const evaluateQueueUrl = await evaluator.ensureResources();
     // Train jobs (the job runtime's train kind): the API under serverless-offline, the worker here.
     triggers.push(...(await startLocalTrainWorker({ sqs: createSqsClient({ endpoint: emulators.awsEndpoint }), dynamo, store, table: registry.table, prefix: PREFIX })));
+    // Federations: round deadlines and aggregation steps (infra/serverless/federated.yml's queues).
+    triggers.push(...(await startLocalFederation({ awsEndpoint: emulators.awsEndpoint, dynamoEndpoint: emulators.dynamoEndpoint, store, registryTable: registry.table, prefix: PREFIX, log })));
     evaluateLoop = (async () => {
       while (evaluating) {
         await pollOnce({ sqs: evaluator.sqs, queueUrl: evaluateQueueUrl, handler: evaluator.handler, waitSeconds: 1 }).catch((error: Error) => log(`evaluate worker: ${error.message}`));

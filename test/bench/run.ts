@@ -3,6 +3,7 @@
 // measured side by side in the same run.
 import { runBatchBench } from './batch.ts';
 import { runEvaluateBench } from './evaluate.ts';
+import { runFederatedBench } from './federated.ts';
 import { runInferenceBench } from './inference.ts';
 import { runQuantizeBench } from './quantize.ts';
 import { runRegistryBench } from './registry.ts';
@@ -19,6 +20,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   tune: runTuneBench,
   router: runRouterBench,
   train: runTrainBench,
+  federated: runFederatedBench,
 };
 
 const asked = process.argv.slice(2);

@@ -368,6 +368,13 @@ describe('authorizer=jwt', () => {
       'GET /v2/batches/{id}': manage,
       'GET /v2/jobs/{id}': manage,
       'POST /v2/jobs/{id}/cancel': manage,
+      'POST /v2/federations': manage,
+      'GET /v2/federations/{id}': manage,
+      'GET /v2/federations/{id}/rounds/{round}': manage,
+      'POST /v2/federations/{id}/resume': manage,
+      'POST /v2/federations/{id}/clients': infer,
+      'GET /v2/federations/{id}/clients/{client}/task': infer,
+      'POST /v2/federations/{id}/rounds/{round}/updates/{client}': infer,
     });
     expect(Object.values(scopes(standard())).every((s) => s === null)).toBe(true);
   });

@@ -7,6 +7,7 @@
 // Recorded in this run, not read from a committed fixture: a fixture goes stale the day a handler
 // changes and nobody reruns the tests that wrote it; here the code, the template and the recording
 // are always the same commit.
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,9 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
+import { trainLocalUpdate } from '../../functions/core/federated/client.ts';
+import { mlpClassifier } from '../../functions/core/federated/models.ts';
+import type { ClientTask } from '../../functions/core/federated/rounds.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
@@ -54,6 +58,14 @@ const REVIEWED_UNUSED: Record<string, string> = {
     "S3 answers a GetObject of a missing key with 403 rather than 404 without it, and the worker looks for checkpoints and phase results that do not exist yet (the emulator answers 404 either way)",
   'TrainWorkerRole StepQueue sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:TrainStepsQueue':
     "the job runtime renews a running step's message every third of the 5400 s visibility timeout; this scenario's invocations end long before",
+  'FederationApiRole ScheduleDeadlinesAndSteps sqs:GetQueueUrl arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'a reported update that completes its round submits the aggregation job; in this scenario the deadline closes the round',
+  'FederationApiRole ScheduleDeadlinesAndSteps sqs:SendMessage arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'a reported update that completes its round submits the aggregation job; in this scenario the deadline closes the round',
+  'FederationApiRole SignUpdateUploads s3:PutObject arn:aws:s3:::ModelBucket/federated/*/rounds/*/updates/*': 'only signed by this role (the task\'s pre-signed PUT): the data owner\'s upload uses it, and S3 checks it against this role then',
+  'FederationWorkerRole Queues sqs:GetQueueUrl arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'a step that runs out of time re-enqueues itself (the job runtime\'s continuation)',
+  'FederationWorkerRole Queues sqs:SendMessage arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'a step that runs out of time re-enqueues itself (the job runtime\'s continuation)',
+  'FederationWorkerRole RenewStepVisibility sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'the job runtime renews a running step\'s message every third of the visibility (320 s); this aggregation is shorter',
+  'FederationDeadLetterRole EndSteps dynamodb:UpdateItem arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'a dead-lettered step of a running job is ended failed and counted; this message is for a job that ended',
+  'FederationDeadLetterRole ListSteps dynamodb:Query arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'the job\'s terminal rule lists its steps once the dead-lettered one is counted; this message is for a job that ended',
   ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
@@ -355,6 +367,43 @@ beforeAll(async () => {
   await deliver('BatchDeadLetterLambdaFunction', 'BatchShardDeadLetterQueue');
   await call('BatchApiLambdaFunction', 'GET', `/v2/batches/${(job.body as { id: string }).id}`);
 
+  // federation: a manager creates one (2 clients a round, at least 1), two owners join, one reports an
+  // update through its pre-signed PUT; the deadline closes the round, the worker aggregates it
+  // (FedAvgM: server state), evaluates it and opens round 2. A second federation nobody serves is
+  // retried and paused by its deadlines; a dead-lettered step of an ended job is dropped.
+  await pushModel(store, { name: 'fed', bytes: mlpClassifier([784, 16, 10], 7) });
+  const federationApi = 'FederationApiLambdaFunction';
+  const created = await call(federationApi, 'POST', '/v2/federations', { model: 'fed', rounds: 2, clientsPerRound: 2, minClients: 1, roundTimeoutSeconds: 1, strategy: { kind: 'fedavgm' }, evalDataset: 'mnist-small', local: { epochs: 1, batchSize: 10, learningRate: 0.05 } });
+  const federationId = (created.body as { federation: { id: string } }).federation.id;
+  const owners = [] as { client: string; token: string }[];
+  for (let n = 0; n < 2; n++) owners.push((await call(federationApi, 'POST', `/v2/federations/${federationId}/clients`, {})).body as { client: string; token: string });
+  const asOwner = async (method: string, path: string, token: string) => {
+    const event = apiEvent(method, path, method === 'POST' ? {} : undefined);
+    event.headers = { ...event.headers, 'x-mass-client-token': token };
+    const result = await (await lambda(federationApi)).invoke<APIGatewayProxyStructuredResultV2>(event);
+    (seen[federationApi] ??= []).push({ route: `${method} ${path}`, status: result.statusCode });
+    return JSON.parse(result.body ?? '{}') as Record<string, unknown>;
+  };
+  const owner = owners[0]!;
+  const task = (await asOwner('GET', `/v2/federations/${federationId}/clients/${owner.client}/task`, owner.token)) as unknown as ClientTask;
+  const globalBytes = (await store.getModelBytes(await store.getManifest('fed', task.globalVersion))).bytes;
+  const ownRows = { columns: [{ name: 'input', datatype: 'FP32' as const, rowShape: [1, 784], rowSize: 784, data: new Float32Array(20 * 784).fill(128) }], labels: Int32Array.from({ length: 20 }, (_, i) => i % 10) };
+  // The data owner's PUT goes to S3 itself (the emulator), not through this function's recorder.
+  const updateUrl = new URL(task.updateUrl);
+  const uploaded = await fetch(`${emulators.awsEndpoint}${updateUrl.pathname}${updateUrl.search}`, { method: 'PUT', body: await trainLocalUpdate(task, owner.client, globalBytes, ownRows) });
+  expect(uploaded.status).toBe(200);
+  await asOwner('POST', `/v2/federations/${federationId}/rounds/1/updates/${owner.client}`, owner.token);
+  const idle = await call(federationApi, 'POST', '/v2/federations', { model: 'fed', rounds: 1, clientsPerRound: 1, roundTimeoutSeconds: 1, maxRetries: 1 });
+  await call(federationApi, 'POST', `/v2/federations/${(idle.body as { federation: { id: string } }).federation.id}/clients`, {});
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await deliver('FederationDeadlinesLambdaFunction', 'FederationDeadlineQueue');
+  await deliver('FederationWorkerLambdaFunction', 'FederationStepQueue');
+  await call(federationApi, 'GET', `/v2/federations/${federationId}`);
+  await call(federationApi, 'GET', `/v2/federations/${federationId}/rounds/1`);
+  const roundJob = `j-${createHash('sha256').update(`federated-round\n${federationId}.r1.a1`).digest('hex').slice(0, 32)}`;
+  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('FederationStepDeadLetterQueue')!, MessageBody: JSON.stringify({ job: roundJob, step: 'aggregate' }) }));
+  await deliver('FederationDeadLettersLambdaFunction', 'FederationStepDeadLetterQueue');
+
   // jobs: the one route of every kind reads a job record and cancels it (a seeded record here; the train jobs below too).
   const stamp = new Date().toISOString();
   await new JobTable(dynamo, registryTable).createJob({ id: 'j-role-test', kind: 'role-test', state: 'queued', requestHash: '0', request: {}, attempts: 0, stepsTotal: 1, stepsSucceeded: 0, stepsFailed: 0, created: stamp, updated: stamp });
@@ -421,7 +470,7 @@ describe('an upload the register function failed on after its retries', () => {
 });
 
 describe('each role against what its function did', () => {
-  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction'])(
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction', 'FederationApiLambdaFunction', 'FederationDeadlinesLambdaFunction', 'FederationWorkerLambdaFunction', 'FederationDeadLettersLambdaFunction'])(
     '%s: every request allowed, every grant used or reviewed',
     (fn) => {
       const role = functionRole(template, fn)!;

@@ -4,7 +4,7 @@
  * when an optimizer is given, its update. Plain onnxruntime runs it; parameters, optimizer state and
  * BatchNormalization running statistics are graph inputs whose next values are graph outputs.
  */
-import { graph, model, valueInfo, type TensorElementType } from '../onnx/builder.ts';
+import { attr, graph, model, valueInfo, type TensorElementType } from '../onnx/builder.ts';
 import { assertNoExternalData, tensorDims } from '../onnx/graph-toolkit.ts';
 import {
   decodeModel,
@@ -39,6 +39,12 @@ export interface TrainingGraphOptions {
   optimizer?: OptimizerSpec;
   /** Also output every parameter's gradient as `<parameter>.grad`. */
   exposeGradients?: boolean;
+  /**
+   * FedProx's proximal term: the loss adds mu/2 |w - w0|^2 over the trainable parameters, w0 their
+   * values when the graph was built (carried as optimizer state `<p>.proximal_anchor`, so a session
+   * can be pointed at a new anchor with restoreState).
+   */
+  proximal?: { mu: number };
 }
 
 export type StateValues = Float32Array | Float64Array | BigInt64Array;
@@ -153,6 +159,23 @@ function inferShapes(graphProto: OnnxTypes.GraphProto, initializers: Map<string,
     if (shape) shapes.set(output, shape);
   }
   return shapes;
+}
+
+/** mu/2 sum |p - anchor|^2 and its gradient mu (p - anchor) per parameter; each anchor is carried state. */
+function writeProximalTerm(w: GraphWriter, trainable: readonly string[], mu: number) {
+  if (!(mu >= 0) || !Number.isFinite(mu)) throw new TrainingGraphError(`proximal mu ${mu} must be a finite number >= 0`);
+  const anchors: { parameter: string; input: string; output: string }[] = [];
+  const gradients = new Map<string, string>();
+  const squares: string[] = [];
+  for (const parameter of trainable) {
+    const input = w.fresh(`${parameter}.proximal_anchor`);
+    const difference = w.op('Sub', [parameter, input], `${parameter}.proximal_difference`);
+    anchors.push({ parameter, input, output: w.op('Identity', [input], `${input}.kept`) });
+    gradients.set(parameter, w.op('Mul', [difference, w.float(mu)], `${parameter}.proximal_grad`));
+    squares.push(w.op('ReduceSum', [w.op('Mul', [difference, difference], `${parameter}.proximal_squared`)], `${parameter}.proximal_sum`, { keepdims: attr.int(0) }));
+  }
+  const total = squares.length === 1 ? (squares[0] as string) : w.op('Sum', squares, 'loss.proximal_sum');
+  return { anchors, gradients, loss: w.op('Mul', [total, w.float(mu / 2)], 'loss.proximal') };
 }
 
 /** Builds the training-step (or gradient) graph; throws TrainingGraphError naming what it refuses. */
@@ -270,7 +293,10 @@ export function buildTrainingGraph(source: Uint8Array | ModelProto, options: Tra
   }
 
   // Loss and backward.
-  const { loss, grad } = writeLoss(w, prediction, ranks.get(prediction), terms);
+  const written = writeLoss(w, prediction, ranks.get(prediction), terms);
+  const { grad } = written;
+  const proximal = options.proximal ? writeProximalTerm(w, trainable, options.proximal.mu) : undefined;
+  const loss = proximal ? w.op('Add', [written.loss, proximal.loss], 'loss.with_proximal') : written.loss;
   const lossOutput = w.op('Identity', [loss], 'loss');
   const contributions = new Map<string, string[]>([[prediction, [grad]]]);
   const gradientOf = (name: string): string | undefined => {
@@ -291,6 +317,7 @@ export function buildTrainingGraph(source: Uint8Array | ModelProto, options: Tra
     });
   }
   const gradients = new Map(trainable.map((name) => [name, gradientOf(name) as string]));
+  if (proximal) for (const [name, pull] of proximal.gradients) gradients.set(name, w.op('Add', [gradients.get(name) as string, pull], `${name}.grad_with_proximal`));
 
   // Outputs, state and the optimizer.
   const elementType = (type: FloatType | 'int64'): TensorElementType => type;
@@ -324,6 +351,9 @@ export function buildTrainingGraph(source: Uint8Array | ModelProto, options: Tra
     for (const parameter of trainable) {
       state.push({ input: parameter, output: parameter, role: 'parameter', type: floatType, dims: dimsOf(parameter), initial: readFloatInitializer(initializers.get(parameter) as TensorProtoInit) });
     }
+  }
+  for (const anchor of proximal?.anchors ?? []) {
+    state.push({ input: anchor.input, output: anchor.output, role: 'optimizer', type: floatType, dims: dimsOf(anchor.parameter), initial: readFloatInitializer(initializers.get(anchor.parameter) as TensorProtoInit) });
   }
   for (const buffer of buffers) {
     const tensor = initializers.get(buffer.input);

@@ -1,0 +1,120 @@
+import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
+import { Router } from '@aws-lambda-powertools/event-handler/http';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import * as z from 'zod';
+import { BadRequestError, NotFoundError } from '../core/platform/errors.ts';
+import type { FederationRecord, RoundRecord } from '../core/federated/federation-table.ts';
+import type { FederationService } from '../core/federated/rounds.ts';
+import { errorResponse, header, json, jsonBody, type ErrorLog } from '../adapters/http.ts';
+
+/** Fields API Gateway leaves out when empty, and serverless-offline (the local stack) sends as null. */
+const OPTIONAL_FIELDS = ['body', 'pathParameters', 'queryStringParameters', 'stageVariables', 'cookies'] as const;
+
+function withoutNulls(event: APIGatewayProxyEventV2): APIGatewayProxyEventV2 {
+  const copy: Record<string, unknown> = { ...event };
+  for (const field of OPTIONAL_FIELDS) if (copy[field] === null) delete copy[field];
+  return copy as unknown as APIGatewayProxyEventV2;
+}
+
+type Log = ErrorLog & ((level: 'info', message: string, fields: Record<string, unknown>) => void);
+
+export interface FederationApiDeps {
+  service: FederationService;
+  log: Log;
+}
+
+const MAX_BODY = 64 * 1024;
+
+/** The client token join issued, in its own header: Authorization is the gateway's (JWT or SigV4). */
+export const CLIENT_TOKEN_HEADER = 'x-mass-client-token';
+
+function clientToken(event: APIGatewayProxyEventV2): string | undefined {
+  return header(event, CLIENT_TOKEN_HEADER);
+}
+
+function roundNumber(raw: string): number {
+  if (!/^[1-9][0-9]{0,5}$/.test(raw)) throw new BadRequestError(`round ${JSON.stringify(raw.slice(0, 20))} is not a round number`);
+  return Number(raw);
+}
+
+export function federationView(federation: FederationRecord, round?: RoundRecord) {
+  const base = `/v2/federations/${federation.id}`;
+  return { federation, ...(round ? { round } : {}), links: { self: base, join: `${base}/clients`, ...(federation.state === 'paused' ? { resume: `${base}/resume` } : {}) } };
+}
+
+/**
+ * The federation API: create and read federations (managers), join, fetch a task and report an
+ * update (data owners, with the token join gave them). Routes are declared once with Powertools'
+ * router; errors map to responses in adapters/http.ts as in every other API function.
+ */
+export function createFederationApiHandler(deps: FederationApiDeps) {
+  const app = new Router();
+  const result = (r: APIGatewayProxyStructuredResultV2) => r as never;
+  const { service } = deps;
+  const status = async (id: string) => {
+    const federation = await service.get(id);
+    const round = federation.round > 0 ? await service.getRound(id, federation.round) : undefined;
+    return federationView(federation, round);
+  };
+
+  app.post('/v2/federations', async ({ event }) => {
+    const federation = await service.create(jsonBody(event as APIGatewayProxyEventV2, { maxBytes: MAX_BODY }));
+    deps.log('info', 'federation created', { federation: federation.id });
+    return result(json(201, federationView(federation), { location: `/v2/federations/${federation.id}` }));
+  });
+  app.get('/v2/federations/:id', async ({ params }) => result(json(200, await status(params.id!))));
+  app.get('/v2/federations/:id/rounds/:round', async ({ params }) => {
+    await service.get(params.id!);
+    return result(json(200, await service.getRound(params.id!, roundNumber(params.round!))));
+  });
+  app.post('/v2/federations/:id/resume', async ({ params }) => {
+    await service.resume(params.id!);
+    return result(json(200, await status(params.id!)));
+  });
+  app.post('/v2/federations/:id/clients', async ({ params, event }) => {
+    const body = z.strictObject({ publicKey: z.string().optional() }).safeParse(jsonBody(event as APIGatewayProxyEventV2, { maxBytes: MAX_BODY, empty: {} }));
+    if (!body.success) throw new BadRequestError(`invalid join request: ${z.prettifyError(body.error)}`);
+    return result(json(201, await service.join(params.id!, body.data)));
+  });
+  app.get('/v2/federations/:id/clients/:client/task', async ({ params, event }) =>
+    result(json(200, await service.task(params.id!, params.client!, clientToken(event as APIGatewayProxyEventV2)))),
+  );
+  app.post('/v2/federations/:id/rounds/:round/updates/:client', async ({ params, event }) =>
+    result(json(200, await service.submit(params.id!, roundNumber(params.round!), params.client!, clientToken(event as APIGatewayProxyEventV2)))),
+  );
+
+  app.notFound(async (_error, { event }) => {
+    const { method, path } = (event as APIGatewayProxyEventV2).requestContext.http;
+    return result(errorResponse(new NotFoundError(`no route for ${method} ${path}`), deps.log));
+  });
+  app.errorHandler(URIError, async (_error, { event }) =>
+    result(errorResponse(new BadRequestError(`malformed percent-encoding in path ${JSON.stringify((event as APIGatewayProxyEventV2).rawPath.slice(0, 200))}`), deps.log)),
+  );
+  app.errorHandler(Error, async (error) => result(errorResponse(error, deps.log)));
+
+  return async function federationApiHandler(event: APIGatewayProxyEventV2, context: Context): Promise<APIGatewayProxyStructuredResultV2> {
+    return app.resolve(withoutNulls(event), context);
+  };
+}
+
+const deadlineSchema = z.strictObject({ federation: z.string().min(1).max(64), round: z.number().int().positive(), attempt: z.number().int().positive() });
+
+/** The deadline queue's consumer: each message closes, retries or pauses a round (service.deadline). */
+export function createDeadlineHandler(service: FederationService, log: Log) {
+  const processor = new BatchProcessor(EventType.SQS);
+  return async function deadlineHandler(event: SQSEvent): Promise<SQSBatchResponse> {
+    const recordHandler = async (record: SQSRecord) => {
+      let body: unknown;
+      try {
+        body = JSON.parse(record.body);
+      } catch (error) {
+        throw new Error(`deadline message ${record.messageId} is not JSON`, { cause: error });
+      }
+      const message = deadlineSchema.parse(body);
+      const outcome = await service.deadline(message);
+      log('info', 'round deadline handled', { ...message, outcome });
+      return outcome;
+    };
+    return processPartialResponse(event, recordHandler, processor, { throwOnFullBatchFailure: false });
+  };
+}
