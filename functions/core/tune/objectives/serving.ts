@@ -28,7 +28,7 @@ import { zodRefusal, type ObjectiveContext, type ObjectiveDefinition, type Prepa
 export const LAMBDA_PRICE = { usdPerGbSecond: 0.0000166667, usdPerMillionRequests: 0.2, region: 'us-east-1', architecture: 'x86_64' } as const;
 
 export const SERVING_PARAMETERS = ['quantization', 'perChannel', 'reduceRange', 'calibration', 'graphOptimizationLevel', 'intraOpThreads', 'batchSize', 'memoryMiB'] as const;
-export const SERVING_METRICS = ['p50_ms', 'p99_ms', 'throughput', 'accuracy', 'accuracy_drop', 'size_mb', 'cost_per_million', 'memory_mib'] as const;
+export const SERVING_METRICS = ['p50_ms', 'p99_ms', 'mean_ms', 'throughput', 'accuracy', 'accuracy_drop', 'size_mb', 'cost_per_million', 'memory_mib'] as const;
 
 const servingOptionsSchema = z.strictObject({
   model: z.string().regex(NAME_PATTERN, 'a model name: [a-z0-9][a-z0-9._-]{0,63}'),
@@ -235,6 +235,7 @@ export const servingObjective: ObjectiveDefinition = {
             metrics: {
               p50_ms: latency.p50Ms,
               p99_ms: latency.p99Ms,
+              mean_ms: latency.meanMs,
               throughput: latency.throughput,
               accuracy,
               accuracy_drop: (await baseline) - accuracy,
