@@ -40,6 +40,8 @@ export const OTHER_FUNCTION_ROUTES = [
   'POST /v2/models/{name}/aliases/{alias}/rollback',
   'GET /v2/jobs/{id}',
   'POST /v2/jobs/{id}/cancel',
+  'POST /v2/studies',
+  'GET /v2/studies/{id}',
 ] as const;
 
 const OTHER_ROUTE_PATTERNS = OTHER_FUNCTION_ROUTES.map((key) => {

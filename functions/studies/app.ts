@@ -3,6 +3,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context
 import { BadRequestError, NotFoundError } from '../core/errors.ts';
 import type { JobTable } from '../core/jobs/job-table.ts';
 import type { JobRuntime } from '../core/jobs/runtime.ts';
+import type { ModelStore } from '../core/model-store.ts';
 import { readStudy, startStudy } from '../core/tune/service.ts';
 import type { StudyTable } from '../core/tune/study-table.ts';
 import { errorResponse, json, jsonBody, type ErrorLog } from '../adapters/http.ts';
@@ -20,6 +21,7 @@ export interface StudiesApiDeps {
   studies: StudyTable;
   jobs: JobTable;
   runtime: JobRuntime;
+  store: ModelStore;
   log: ErrorLog & ((level: 'info', message: string, fields: Record<string, unknown>) => void);
 }
 

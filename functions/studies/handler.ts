@@ -20,8 +20,8 @@ const config = readTuneConfig();
 const { logger } = createObservability();
 const dynamo = createDynamoClient({ endpoint: config.dynamoEndpoint });
 const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
-// A trial's lease is its lane's: a lane that died is redelivered after the visibility timeout and finds its trial expired.
-const studies = new StudyTable(dynamo, config.table, { leaseMs: config.visibilitySeconds * 1000 });
+// A trial's lease outlasts one invocation: a trial whose lane died is failed by the other lanes or the sweep.
+const studies = new StudyTable(dynamo, config.table, { leaseMs: config.trialLeaseSeconds * 1000 });
 const jobs = new JobTable(dynamo, config.table);
 const store = modelStoreFromEnv('/tmp/ai-mass/models', { events: modelEventsFromEnv() });
 const runtime = new JobRuntime({
@@ -32,7 +32,7 @@ const runtime = new JobRuntime({
   log,
 });
 
-export const api = middy(createStudiesApiHandler({ studies, jobs, runtime, log })).use(injectLambdaContext(logger, { resetKeys: true }));
+export const api = middy(createStudiesApiHandler({ studies, jobs, runtime, store, log })).use(injectLambdaContext(logger, { resetKeys: true }));
 export const worker = middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
 export const deadLetters = middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
 

@@ -44,7 +44,7 @@ const serving = (options: Record<string, unknown> = {}) => ({ type: 'serving', m
 
 beforeAll(async () => {
   stack = await startTuneStack('tune-jobs');
-  api = createStudiesApiHandler({ studies: stack.studies, jobs: stack.jobs, runtime: stack.runtime, log: () => undefined });
+  api = createStudiesApiHandler({ studies: stack.studies, jobs: stack.jobs, runtime: stack.runtime, store: stack.registry.store, log: () => undefined });
   await pushModel(stack.registry.store, { name: 'quad', version: '1', bytes: source });
   const { images, labels } = quadrantIdx(400);
   await pushDataset(stack.registry.store, { name: 'quads', upload: { format: 'idx', images, labels, inputName: 'input', shape: [1, 16] } });
@@ -254,6 +254,9 @@ describe('refusals', () => {
       const r = await call('POST', '/v2/studies', body);
       expect([r.status, r.json().error]).toEqual([400, error]);
     }
+    const unknownVersion = await call('POST', '/v2/studies', { ...base, objective: serving({ version: '9' }) });
+    const unknownDataset = await call('POST', '/v2/studies', { ...base, objective: serving({ dataset: 'nope' }) });
+    expect([unknownVersion.status, unknownVersion.json().error, unknownDataset.status, unknownDataset.json().error]).toEqual([404, "model 'quad' has no version '9'", 404, "unknown data set 'nope'"]);
     const missing = await call('GET', '/v2/studies/refused');
     expect([missing.status, missing.json().error]).toEqual([404, "no study 'refused'"]);
     expect((await call('POST', '/v2/studies', 'not json')).status).toBe(400);

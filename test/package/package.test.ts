@@ -367,6 +367,8 @@ describe('authorizer=jwt', () => {
       'GET /v2/batches/{id}': manage,
       'GET /v2/jobs/{id}': manage,
       'POST /v2/jobs/{id}/cancel': manage,
+      'POST /v2/studies': manage,
+      'GET /v2/studies/{id}': manage,
     });
     expect(Object.values(scopes(standard())).every((s) => s === null)).toBe(true);
   });

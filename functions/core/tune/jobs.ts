@@ -143,7 +143,12 @@ export function createTuneKind(deps: TuneDeps): JobKind {
           await deps.studies.fail(request.study, trial.number, worker, `its job stopped: ${(error as Error).message}`);
           throw error;
         }
-        if (error instanceof ConflictError) throw error; // the trial is no longer this worker's (failed after its lease): nothing to record
+        if (error instanceof ConflictError) {
+          // The trial is no longer this worker's (failed after its lease ran out): it is counted there.
+          log('warn', 'trial taken from this worker', { study: request.study, trial: trial.number, error: error.message });
+          counts.failed++;
+          continue;
+        }
         const reason = trialFailure(error);
         log('error', 'trial failed', { study: request.study, trial: trial.number, error: (error as Error).message });
         await deps.studies.fail(request.study, trial.number, worker, reason);

@@ -4,7 +4,8 @@ import type { JobTable } from '../jobs/job-table.ts';
 import type { JobRecord, Json } from '../jobs/record.ts';
 import type { JobRuntime } from '../jobs/runtime.ts';
 import { isValidName } from '../names.ts';
-import { parseStudyRequest, TUNE_KIND, type TuneJobRequest } from './jobs.ts';
+import type { ModelStore } from '../model-store.ts';
+import { objectiveOf, parseStudyRequest, TUNE_KIND, type TuneJobRequest } from './jobs.ts';
 import { parseStudyConfig, type StudyConfig } from './study.ts';
 import type { StoredTrial, StudyTable } from './study-table.ts';
 
@@ -17,8 +18,9 @@ const canonical = (value: unknown): string =>
  * the study, and submits its tune job (keyed by the study id). The same request again with the same
  * id gives the same study and job; the same id with another request is a 409.
  */
-export async function startStudy(deps: { studies: StudyTable; runtime: JobRuntime }, body: unknown): Promise<{ id: string; job: JobRecord; created: boolean }> {
+export async function startStudy(deps: { studies: StudyTable; runtime: JobRuntime; store: ModelStore }, body: unknown): Promise<{ id: string; job: JobRecord; created: boolean }> {
   const parsed = parseStudyRequest(body);
+  await objectiveOf(parsed.job.objective.type).checkReferences(parsed.job.objective.options, deps.store);
   const id = parsed.id ?? `s-${randomBytes(8).toString('hex')}`;
   const request: TuneJobRequest = { ...parsed.job, study: id };
   const extra = { objective: request.objective, parallel: request.parallel, register: request.register };

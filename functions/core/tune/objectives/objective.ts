@@ -36,6 +36,8 @@ export interface ObjectiveDefinition {
   /** Parameters the objective reads from a configuration; a space may hold only these. */
   parameters: readonly string[];
   parseOptions(input: unknown): Json;
+  /** At submission: the model version and data set exist and fit each other (404 / 400 otherwise). */
+  checkReferences(options: Json, store: ModelStore): Promise<void>;
   /** The space searched when the request gives none. */
   defaultSpace(options: Json): unknown;
   prepare(options: Json, context: ObjectiveContext): Promise<PreparedObjective>;

@@ -147,6 +147,16 @@ export async function measureLatency(session: InferenceSession, dataset: LoadedD
   return { p50Ms: quantileSorted(sorted, 0.5), p99Ms: quantileSorted(sorted, 0.99), meanMs: total / runs, throughput: (runs * batch * 1000) / total };
 }
 
+/**
+ * Whether a key exists, by listing it: a GetObject of a missing key is a 403, not a 404, to a role
+ * without s3:ListBucket, and the worker's ListBucket is held to its jobs/ prefix.
+ */
+async function objectExists(store: ModelStore, key: string): Promise<boolean> {
+  const { ListObjectsV2Command } = await import('../../sdk/s3.ts');
+  const out = await (await store.client()).send(new ListObjectsV2Command({ Bucket: store.bucket, Prefix: key, MaxKeys: 1 }));
+  return (out.Contents ?? []).some((o) => o.Key === key);
+}
+
 /** Options checked at submission; the model, version and data set are read when the first trial runs. */
 function parseServingOptions(input: unknown): ServingOptions {
   const parsed = servingOptionsSchema.safeParse(input);
@@ -158,7 +168,6 @@ async function readModel(store: ModelStore, options: ServingOptions): Promise<{ 
   const manifest = await store.getManifest(options.model, options.version);
   const datasetManifest = await readDatasetManifest(store, options.dataset);
   const { batchable } = matchDatasetToModel(datasetManifest, manifest);
-  if (datasetManifest.labels !== 'label') throw new BadRequestError(`the serving objective measures accuracy on labelled rows; data set '${options.dataset}' has ${datasetManifest.labels === 'target' ? 'targets' : 'no labels'}`);
   const [{ bytes }, dataset] = await Promise.all([store.getModelBytes(manifest), loadDataset(store, datasetManifest)]);
   return { manifest, bytes, dataset, batchable };
 }
@@ -168,6 +177,13 @@ export const servingObjective: ObjectiveDefinition = {
   metrics: SERVING_METRICS,
   parameters: SERVING_PARAMETERS,
   parseOptions: (input) => parseServingOptions(input) as unknown as Json,
+  async checkReferences(raw, store) {
+    const options = parseServingOptions(raw);
+    const manifest = await store.getManifest(options.model, options.version);
+    const dataset = await readDatasetManifest(store, options.dataset);
+    matchDatasetToModel(dataset, manifest);
+    if (dataset.labels !== 'label') throw new BadRequestError(`the serving objective measures accuracy on labelled rows; data set '${options.dataset}' has ${dataset.labels === 'target' ? 'targets' : 'no labels'}`);
+  },
   defaultSpace: () => ({
     parameters: {
       quantization: { type: 'categorical', choices: ['none', 'int8-dynamic', 'fp16'] },
@@ -192,8 +208,7 @@ export const servingObjective: ObjectiveDefinition = {
       let built = variants.get(key);
       if (!built) {
         built = (async () => {
-          const stored = await context.store.getObjectBytes(key);
-          if (stored) return stored;
+          if (await objectExists(context.store, key)) return (await context.store.getObjectBytes(key))!;
           const calibration = request.method === 'int8-static' ? datasetCalibration(context.store, source.manifest, request.options.samples, request.options.batchSize) : undefined;
           const { bytes } = await quantizeModel(source.bytes, request, calibration);
           await context.store.putObjectBytes(key, bytes);

@@ -77,6 +77,13 @@ export const trainingObjective: ObjectiveDefinition = {
   metrics: TRAINING_METRICS,
   parameters: TRAINING_PARAMETERS,
   parseOptions: (input) => parseTrainingOptions(input) as unknown as Json,
+  async checkReferences(raw, store) {
+    const options = parseTrainingOptions(raw);
+    const manifest = await store.getManifest(options.model, options.version);
+    const dataset = await readDatasetManifest(store, options.dataset);
+    matchDatasetToModel(dataset, manifest);
+    if (dataset.labels !== 'label') throw new BadRequestError(`the training objective scores validation accuracy on labelled rows; data set '${options.dataset}' has none`);
+  },
   defaultSpace: () => ({
     parameters: {
       learningRate: { type: 'float', low: 0.001, high: 0.3, log: true },
@@ -91,8 +98,6 @@ export const trainingObjective: ObjectiveDefinition = {
     const options = parseTrainingOptions(raw);
     const manifest = await context.store.getManifest(options.model, options.version);
     const datasetManifest = await readDatasetManifest(context.store, options.dataset);
-    matchDatasetToModel(datasetManifest, manifest);
-    if (datasetManifest.labels !== 'label') throw new BadRequestError(`the training objective scores validation accuracy on labelled rows; data set '${options.dataset}' has none`);
     const [{ bytes }, dataset] = await Promise.all([context.store.getModelBytes(manifest), loadDataset(context.store, datasetManifest)]);
     const data = firstRows(dataset, Math.min(options.rows ?? datasetManifest.rows, datasetManifest.rows));
 
