@@ -103,8 +103,8 @@ function sqsEvent(messages: { MessageId?: string; ReceiptHandle?: string; Body?:
   };
 }
 
-/** 4x4 images whose bright quadrant is the class (0..3), with seeded noise, as IDX files. */
-export function quadrantIdx(rows: number, seed = 5): { images: Uint8Array; labels: Uint8Array } {
+/** 4x4 images whose bright quadrant (by `contrast` over noise of 100) is the class (0..3), as IDX files. */
+export function quadrantIdx(rows: number, seed = 5, contrast = 150): { images: Uint8Array; labels: Uint8Array } {
   const random = seededRandom(seed);
   const header = (type: number[], dims: number[]) => {
     const bytes = new Uint8Array(4 + dims.length * 4);
@@ -123,7 +123,7 @@ export function quadrantIdx(rows: number, seed = 5): { images: Uint8Array; label
     for (let y = 0; y < 4; y++) {
       for (let x = 0; x < 4; x++) {
         const quadrant = (y >= 2 ? 2 : 0) + (x >= 2 ? 1 : 0);
-        images[16 + row * 16 + y * 4 + x] = Math.floor((quadrant === label ? 150 : 0) + random() * 100);
+        images[16 + row * 16 + y * 4 + x] = Math.floor((quadrant === label ? contrast : 0) + random() * 100);
       }
     }
   }
