@@ -64,7 +64,21 @@ function regrets(problem: Problem, sampler: StudyConfigInput['sampler'], seed: n
 }
 
 export async function runTuneBench(): Promise<Record<string, unknown>> {
-  if (process.env.TUNE_BENCH_ONLY === 'search') {
+  // TUNE_BENCH_ONLY=tpe (a sampler's name): rerun that sampler of ours only, keeping every other figure.
+  const only = process.env.TUNE_BENCH_ONLY;
+  if (only && only in samplers) {
+    const kept = JSON.parse(await readFile(join(resultsDir, 'tune.json'), 'utf8')) as Record<string, Record<string, Record<string, number>>>;
+    const seeds = kept.seeds as unknown as number;
+    for (const [name, problem] of Object.entries({ branin, hartmann6 })) {
+      const runs = Array.from({ length: seeds }, (_, seed) => regrets(problem, samplers[only]!, seed));
+      kept[name]!.regret_50![only] = significant(median(runs.map((r) => r.at50)));
+      kept[name]!.regret_100![only] = significant(median(runs.map((r) => r.at100)));
+      console.log(`${name} ${only}: regret_50 ${kept[name]!.regret_50![only]} regret_100 ${kept[name]!.regret_100![only]}`);
+    }
+    await writeResults('tune', kept);
+    return kept;
+  }
+  if (only === 'search') {
     const kept = JSON.parse(await readFile(join(resultsDir, 'tune.json'), 'utf8')) as Record<string, unknown>;
     const results = { ...kept, ...(await runTuneSearchBench()) };
     printTable('tune (studies)', results);
