@@ -8,6 +8,7 @@ import { registerRegistryCommands } from './commands/registry.ts';
 import { registerJobsCommands } from './commands/jobs.ts';
 import { registerFederationCommands } from './commands/federation.ts';
 import { registerTrainCommands } from './commands/train.ts';
+import { registerTuneCommands } from './commands/tune.ts';
 import { CliError, localStackFile } from './context.ts';
 
 const program = new Command('mass')
@@ -26,6 +27,7 @@ registerRegistryCommands(program);
 registerJobsCommands(program);
 registerTrainCommands(program);
 registerFederationCommands(program);
+registerTuneCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -48,6 +48,8 @@ export const OTHER_FUNCTION_ROUTES = [
   'POST /v2/federations/{id}/clients',
   'GET /v2/federations/{id}/clients/{client}/task',
   'POST /v2/federations/{id}/rounds/{round}/updates/{client}',
+  'POST /v2/studies',
+  'GET /v2/studies/{id}',
 ] as const;
 
 const OTHER_ROUTE_PATTERNS = OTHER_FUNCTION_ROUTES.map((key) => {

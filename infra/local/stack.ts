@@ -15,6 +15,7 @@ import { startBodyProxy, type BodyProxy } from './body-proxy.ts';
 import { assertPortFree, freePort, startEmulators, type Emulators } from './emulators.ts';
 import { createLocalEvaluateWorker, pollOnce } from './evaluate-worker.ts';
 import { startLocalFederation } from './federation.ts';
+import { startLocalTuneWorker } from './tune-worker.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
 import { seedDemoModels } from './seed.ts';
 import { startLocalTrainWorker } from './train-worker.ts';
@@ -202,6 +203,9 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         await pollOnce({ sqs: evaluator.sqs, queueUrl: evaluateQueueUrl, handler: evaluator.handler, waitSeconds: 1 }).catch((error: Error) => log(`evaluate worker: ${error.message}`));
       }
     })();
+
+    // The studies API (serverless-offline) sends tune lanes to this queue; this process runs them.
+    triggers.push(await startLocalTuneWorker({ sqs: evaluator.sqs, dynamo, table: registry.table, store, queueName: `${PREFIX}-tune-steps`, log }));
 
     const env = {
       ...process.env,

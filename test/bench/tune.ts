@@ -6,7 +6,9 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Study, type StudyConfigInput } from '../../functions/core/tune/study.ts';
 import type { Configuration } from '../../functions/core/tune/space.ts';
-import { median, printTable, root, writeResults } from './common.ts';
+import { readFile } from 'node:fs/promises';
+import { median, printTable, resultsDir, root, writeResults } from './common.ts';
+import { runTuneSearchBench } from './tune-search.ts';
 
 /** Three significant digits: regrets span from 1e-5 to 1. */
 const significant = (v: number) => Number(v.toPrecision(3));
@@ -62,6 +64,27 @@ function regrets(problem: Problem, sampler: StudyConfigInput['sampler'], seed: n
 }
 
 export async function runTuneBench(): Promise<Record<string, unknown>> {
+  // TUNE_BENCH_ONLY=tpe (a sampler's name): rerun that sampler of ours only, keeping every other figure.
+  const only = process.env.TUNE_BENCH_ONLY;
+  if (only && only in samplers) {
+    const kept = JSON.parse(await readFile(join(resultsDir, 'tune.json'), 'utf8')) as Record<string, Record<string, Record<string, number>>>;
+    const seeds = kept.seeds as unknown as number;
+    for (const [name, problem] of Object.entries({ branin, hartmann6 })) {
+      const runs = Array.from({ length: seeds }, (_, seed) => regrets(problem, samplers[only]!, seed));
+      kept[name]!.regret_50![only] = significant(median(runs.map((r) => r.at50)));
+      kept[name]!.regret_100![only] = significant(median(runs.map((r) => r.at100)));
+      console.log(`${name} ${only}: regret_50 ${kept[name]!.regret_50![only]} regret_100 ${kept[name]!.regret_100![only]}`);
+    }
+    await writeResults('tune', kept);
+    return kept;
+  }
+  if (only === 'search') {
+    const kept = JSON.parse(await readFile(join(resultsDir, 'tune.json'), 'utf8')) as Record<string, unknown>;
+    const results = { ...kept, ...(await runTuneSearchBench()) };
+    printTable('tune (studies)', results);
+    await writeResults('tune', results);
+    return results;
+  }
   const seeds = Number(process.env.TUNE_BENCH_SEEDS ?? 20);
   const results: Record<string, unknown> = { seeds, trials: 100, genetic: 'nsga2, population 20' };
   for (const [name, problem] of Object.entries({ branin, hartmann6 })) {
@@ -80,6 +103,7 @@ export async function runTuneBench(): Promise<Record<string, unknown>> {
   for (const [fn, bySampler] of Object.entries(results.optuna as Record<string, Record<string, Record<string, number>>>)) {
     for (const [sampler, r] of Object.entries(bySampler)) console.log(`optuna ${fn} ${sampler}: regret_50 ${significant(r.regret_50!)} regret_100 ${significant(r.regret_100!)}`);
   }
+  Object.assign(results, await runTuneSearchBench());
   printTable('tune (median regret)', results);
   await writeResults('tune', results);
   return results;

@@ -107,3 +107,20 @@ describe('studies in the registry table', () => {
     expect(study.bestTrial()!.number).toBe(2);
   });
 });
+
+describe('time budget', () => {
+  it('starts no trial once the time budget has passed; running trials may still finish', async () => {
+    let clock = Date.parse('2026-01-01T00:00:00Z');
+    const table = stack.worker({ now: () => clock });
+    await table.createStudy('timed', { space, objectives, sampler: { type: 'random' }, timeBudgetSeconds: 60 });
+    const first = (await table.ask('timed', 'a'))!;
+    clock += 59_999;
+    const second = (await table.ask('timed', 'b'))!;
+    clock += 1;
+
+    expect(await table.ask('timed', 'c')).toBeUndefined();
+    expect((await table.getStudyRecord('timed')).deadline).toBe(Date.parse('2026-01-01T00:01:00Z'));
+    await table.tell('timed', second.number, 'b', { loss: 1 });
+    expect((await table.tell('timed', first.number, 'a', { loss: 2 })).state).toBe('complete');
+  });
+});

@@ -375,6 +375,8 @@ describe('authorizer=jwt', () => {
       'POST /v2/federations/{id}/clients': infer,
       'GET /v2/federations/{id}/clients/{client}/task': infer,
       'POST /v2/federations/{id}/rounds/{round}/updates/{client}': infer,
+      'POST /v2/studies': manage,
+      'GET /v2/studies/{id}': manage,
     });
     expect(Object.values(scopes(standard())).every((s) => s === null)).toBe(true);
   });

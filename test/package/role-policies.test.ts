@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
-import { CreateTableCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, PutItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateTopicCommand } from '@aws-sdk/client-sns';
 import type { APIGatewayProxyStructuredResultV2, Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -28,6 +28,7 @@ import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import type { JobRecord } from '../../functions/core/jobs/record.ts';
+import { StudyTable } from '../../functions/core/tune/study-table.ts';
 import { rejectionKey } from '../../functions/core/registry/register-upload.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { awsCallOf, startRecorder, type AwsCall, type IamRequest, type Recorder } from '../helpers/aws-recorder.ts';
@@ -66,6 +67,8 @@ const REVIEWED_UNUSED: Record<string, string> = {
   'FederationWorkerRole RenewStepVisibility sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:FederationStepQueue': 'the job runtime renews a running step\'s message every third of the visibility (320 s); this aggregation is shorter',
   'FederationDeadLetterRole EndSteps dynamodb:UpdateItem arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'a dead-lettered step of a running job is ended failed and counted; this message is for a job that ended',
   'FederationDeadLetterRole ListSteps dynamodb:Query arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'the job\'s terminal rule lists its steps once the dead-lettered one is counted; this message is for a job that ended',
+  'TuneWorkerRole StepsQueue sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:TuneStepsQueue':
+    "the runtime renews a running lane's message every third of the visibility timeout (30 min) and hands a failed attempt back with it; these paths are shorter and fail none",
   ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
@@ -426,6 +429,35 @@ beforeAll(async () => {
   await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('TrainStepsQueue')!, ReceiptHandle: trainStep.Messages![0]!.ReceiptHandle! }));
   await deliver('TrainDeadLettersLambdaFunction', 'TrainStepsDeadLetterQueue');
   await call('JobsApiLambdaFunction', 'GET', `/v2/jobs/${(doomedTraining.body as { id: string }).id}`);
+  // tune: two serving studies of the MNIST model. The first runs both lanes on the worker (variants
+  // built, one reused, the winner registered); the second's second lane goes to the dead-letter
+  // function, which ends the study (report, winner). The sweep fails a trial whose lease ran out.
+  const study = (id: string) => ({
+    id,
+    objective: { type: 'serving', model: 'mnist', version: '1', dataset: 'mnist-small', accuracyRows: 20, latencyRuns: 5, warmupRuns: 1 },
+    space: { parameters: { quantization: { type: 'categorical', choices: ['none', 'int8-dynamic'] }, batchSize: { type: 'categorical', choices: [1, 2] } } },
+    objectives: [{ metric: 'size_mb', direction: 'minimize' }],
+    sampler: { type: 'grid' },
+    parallel: 2,
+    register: true,
+  });
+  await call('StudiesApiLambdaFunction', 'POST', '/v2/studies', study('role-tune'));
+  // Told it has less time left than the runtime keeps back, a lane runs one trial per invocation and
+  // continues in the next, whose new preparation finds the variant an earlier one built.
+  await deliver('TuneWorkerLambdaFunction', 'TuneStepsQueue', { remainingMs: 20_000 });
+  await call('StudiesApiLambdaFunction', 'GET', '/v2/studies/role-tune');
+  await call('StudiesApiLambdaFunction', 'POST', '/v2/studies', study('role-tune-dead'));
+  const lane = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('TuneStepsQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
+  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('TuneStepsDeadLetterQueue')!, MessageBody: lane.Messages![0]!.Body! }));
+  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('TuneStepsQueue')!, ReceiptHandle: lane.Messages![0]!.ReceiptHandle! }));
+  await deliver('TuneWorkerLambdaFunction', 'TuneStepsQueue');
+  await deliver('TuneDeadLettersLambdaFunction', 'TuneStepsDeadLetterQueue');
+  await call('StudiesApiLambdaFunction', 'GET', '/v2/studies/role-tune-dead');
+  const expiring = new StudyTable(dynamo, registryTable, { leaseMs: 1 });
+  await expiring.createStudy('role-sweep', { space: { parameters: { x: { type: 'float', low: 0, high: 1 } } }, objectives: [{ metric: 'y', direction: 'minimize' }], sampler: { type: 'random' }, maxTrials: 1 });
+  await expiring.ask('role-sweep', 'gone');
+  await dynamo.send(new PutItemCommand({ TableName: registryTable, Item: { pk: { S: 'STUDIES' }, sk: { S: 'ACTIVE#never-written' }, id: { S: 'never-written' } } }));
+  seen.TuneSweepLambdaFunction = [await (await lambda('TuneSweepLambdaFunction')).invoke({ source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {} })];
 }, 900_000);
 
 afterAll(async () => {
@@ -450,6 +482,8 @@ describe('the recorded paths', () => {
     expect(finalStates('BatchApiLambdaFunction')).toEqual(['partial']);
     // The seeded job, the train job the worker finished, the one whose step was dead-lettered.
     expect(finalStates('JobsApiLambdaFunction')).toEqual(['queued', 'succeeded', 'failed']);
+    expect(finalStates('StudiesApiLambdaFunction')).toEqual(['succeeded', 'partial']);
+    expect(seen.TuneSweepLambdaFunction).toEqual([{ failed: 1 }]);
     for (const [fn, results] of Object.entries(seen).filter(([fn]) => fn !== 'RegisterLambdaFunction')) {
       for (const result of results as { status?: number; failures?: number }[]) {
         if ('status' in result) expect(result.status, `${fn} ${JSON.stringify(result)}`).toBeLessThan(300);
@@ -470,7 +504,7 @@ describe('an upload the register function failed on after its retries', () => {
 });
 
 describe('each role against what its function did', () => {
-  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction', 'FederationApiLambdaFunction', 'FederationDeadlinesLambdaFunction', 'FederationWorkerLambdaFunction', 'FederationDeadLettersLambdaFunction'])(
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction', 'FederationApiLambdaFunction', 'FederationDeadlinesLambdaFunction', 'FederationWorkerLambdaFunction', 'FederationDeadLettersLambdaFunction', 'StudiesApiLambdaFunction', 'TuneWorkerLambdaFunction', 'TuneDeadLettersLambdaFunction', 'TuneSweepLambdaFunction'])(
     '%s: every request allowed, every grant used or reviewed',
     (fn) => {
       const role = functionRole(template, fn)!;

@@ -143,6 +143,16 @@ describe('TPE', () => {
     expect(numericLogPdf(numericEstimator(space.parameters.i as never, [], 1), 1)).toBeCloseTo(-1.6498593707377676, 6);
   });
 
+  it("scores TPE candidates with Optuna 3.1's bandwidth-weighted log density (its truncnorm logpdf leaves out log sigma)", () => {
+    const space = parseSearchSpace({ parameters: { x: { type: 'float', low: -5, high: 10 } } });
+    const e = numericEstimator(space.parameters.x as never, [1, -2, 7.5, 3.3, 9.9, 0.1, 5], 1);
+    // (our erfc agrees to about 1e-7) optuna 3.1 (Debian python3-optuna): _ParzenEstimator({'x': obs}, {'x': FloatDistribution(-5, 10)}, TPESampler()'s parameters).log_pdf
+    const optuna = [-1.8264693814149282, -1.310225292648504, -1.2746429591431196, -1.328724117764473, -1.3272911579815299];
+    [-4, 0, 2.5, 6, 9.5].forEach((x, i) => expect(numericLogPdf(e, x, true)).toBeCloseTo(optuna[i]!, 6));
+    // the exact density differs from it by each kernel's 1 / sigma
+    expect(numericLogPdf(e, -4)).toBeCloseTo(-3.569557453071963, 6);
+  });
+
   it("mixes categorical kernels as Optuna does (1 on the observed choice, prior / (n + 1) on each, normalized)", () => {
     const space = parseSearchSpace({ parameters: { c: { type: 'categorical', choices: ['a', 'b', 'c'] } } });
     const probs = categoricalProbabilities(space.parameters.c as never, ['a'], 1);

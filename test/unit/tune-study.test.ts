@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Study } from '../../functions/core/tune/study.ts';
+import { Study, withLies } from '../../functions/core/tune/study.ts';
+import { trialRandom } from '../../functions/core/tune/samplers/sampler.ts';
 
 const config = {
   space: { parameters: { q: { type: 'categorical', choices: ['int8', 'fp16', 'none'] }, threads: { type: 'int', low: 1, high: 4 } } },
@@ -78,5 +79,47 @@ describe('study', () => {
     // two workers given numbers 5 and 4 by a shared counter, asking in that order
     expect(rebuilt.ask(5)).toEqual(study.ask(5));
     expect(rebuilt.ask(4)).toEqual(study.ask(4));
+  });
+});
+
+describe('parallel asks', () => {
+  const tpe = {
+    space: { parameters: { x: { type: 'float', low: -5, high: 5 }, y: { type: 'float', low: -5, high: 5 } } },
+    objectives: [{ metric: 'loss', direction: 'minimize' }],
+    sampler: { type: 'tpe', startupTrials: 4 },
+    seed: 7,
+  };
+  const loss = (p: Record<string, unknown>) => ((p.x as number) - 1) ** 2 + ((p.y as number) + 2) ** 2;
+
+  it('tells the sampler each running trial as the worst value so far (constant liar)', () => {
+    const study = Study.create(tpe);
+    for (let i = 0; i < 6; i++) {
+      const t = study.ask()!;
+      study.tell(t.number, { loss: loss(t.params) });
+    }
+    const running = study.ask()!; // a parallel worker's trial, not told yet
+    const worst = Math.max(...study.trials.filter((t) => t.state === 'complete').map((t) => t.values![0]!));
+
+    const seen = withLies(study.trials, ['minimize']);
+
+    expect(seen.find((t) => t.number === running.number)).toMatchObject({ state: 'complete', values: [worst], violations: [] });
+    expect(seen.filter((t) => t.number !== running.number)).toEqual(study.trials.filter((t) => t.number !== running.number));
+    // The next ask sees the lie; without the liar it would not, and proposes another configuration.
+    const liar = Study.fromState(study.toState()).propose(running.number + 1);
+    const honest = new Study({ ...study.config, constantLiar: false }, study.trials).propose(running.number + 1);
+    const expected = study.sampler.sample({ space: study.config.space, directions: ['minimize'], trials: seen, trialNumber: running.number + 1, random: trialRandom(7, running.number + 1) });
+    expect(liar).toEqual(expected);
+    expect(honest).not.toEqual(liar);
+  });
+
+  it('changes nothing for a sequential study, and gives the worst of each direction', () => {
+    const trials = [
+      { number: 0, params: {}, state: 'complete' as const, values: [3, 0.9], violations: [0], intermediate: {} },
+      { number: 1, params: {}, state: 'complete' as const, values: [5, 0.7], violations: [0.2], intermediate: {} },
+      { number: 2, params: {}, state: 'running' as const, intermediate: {} },
+    ];
+    expect(withLies(trials.slice(0, 2), ['minimize', 'maximize'])).toEqual(trials.slice(0, 2));
+    expect(withLies([trials[2]!], ['minimize', 'maximize'])).toEqual([trials[2]]);
+    expect(withLies(trials, ['minimize', 'maximize'])[2]).toEqual({ number: 2, params: {}, state: 'complete', values: [5, 0.7], violations: [0], intermediate: {} });
   });
 });

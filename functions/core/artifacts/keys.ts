@@ -37,4 +37,9 @@ export const keys = {
     `evals/${model}/${version}/${id}/steps/${String(step).padStart(4, '0')}.json`,
   evalReport: (model: string, version: string, id: string) => `evals/${model}/${version}/${id}/report.json`,
   evalReportHtml: (model: string, version: string, id: string) => `evals/${model}/${version}/${id}/report.html`,
+  /** A tuning study's variants, trial models and report, under the job that ran it. */
+  tuneVariant: (job: string, hash: string) => `jobs/${job}/variants/${hash}.onnx`,
+  tuneTrialModel: (job: string, trial: number) => `jobs/${job}/trials/${String(trial).padStart(6, '0')}/model.onnx`,
+  tuneReport: (job: string) => `jobs/${job}/report.json`,
+  tuneReportHtml: (job: string) => `jobs/${job}/report.html`,
 } as const;

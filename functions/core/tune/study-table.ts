@@ -33,7 +33,24 @@ export interface StudyTableOptions {
   now?: () => number;
 }
 
+export interface StudyRecord {
+  id: string;
+  config: StudyConfig;
+  created: string;
+  /** Epoch milliseconds after which no trial starts (a time budget). */
+  deadline?: number;
+  extra?: Record<string, unknown>;
+  /** The job running the study. */
+  job?: string;
+  /** Written when the study ended. */
+  outcome?: { report: string; reportHtml: string; registered?: { model: string; version: string } };
+}
+
+const ANNOTATIONS = ['job', 'outcome'] as const;
+
 const pad = (n: number) => String(n).padStart(12, '0');
+/** The active studies' list: one item per study whose job has not ended. */
+const ACTIVE_KEY = 'STUDIES';
 const studyKey = (id: string) => `STUDY#${id}`;
 
 export class StudyTable {
@@ -57,16 +74,30 @@ export class StudyTable {
     return this.docClient;
   }
 
-  /** Records a new study; its configuration is checked first, and an id already taken is a conflict. */
-  async createStudy(id: string, input: unknown): Promise<StudyConfig> {
+  /**
+   * Records a new study; its configuration is checked first, and an id already taken is a conflict.
+   * `extra` (the objective, the job that runs it) is kept beside the configuration as JSON. The study
+   * joins the active list first, so the scheduled sweep finds every study that may have trials.
+   */
+  async createStudy(id: string, input: unknown, extra?: Record<string, unknown>): Promise<StudyConfig> {
     if (!NAME_PATTERN.test(id)) throw new BadRequestError(`study id '${id}' must match [a-z0-9][a-z0-9._-]{0,63}`);
     const config = parseStudyConfig(input);
     const { PutCommand } = await docSdk();
+    const created = this.now();
+    await (await this.doc()).send(new PutCommand({ TableName: this.tableName, Item: { pk: ACTIVE_KEY, sk: `ACTIVE#${id}`, id } }));
     try {
       await (await this.doc()).send(
         new PutCommand({
           TableName: this.tableName,
-          Item: { pk: studyKey(id), sk: 'STUDY', id, config: JSON.stringify(config), created: new Date(this.now()).toISOString() },
+          Item: {
+            pk: studyKey(id),
+            sk: 'STUDY',
+            id,
+            config: JSON.stringify(config),
+            created: new Date(created).toISOString(),
+            ...(config.timeBudgetSeconds !== undefined ? { deadline: created + config.timeBudgetSeconds * 1000 } : {}),
+            ...(extra ? { extra: JSON.stringify(extra) } : {}),
+          },
           ConditionExpression: 'attribute_not_exists(pk)',
         }),
       );
@@ -78,10 +109,82 @@ export class StudyTable {
   }
 
   async getConfig(id: string): Promise<StudyConfig> {
+    return (await this.getStudyRecord(id)).config;
+  }
+
+  /** The study's record: configuration, creation time, deadline (epoch ms, with a time budget) and extra. */
+  async getStudyRecord(id: string): Promise<StudyRecord> {
     const { GetCommand } = await docSdk();
     const out = await (await this.doc()).send(new GetCommand({ TableName: this.tableName, Key: { pk: studyKey(id), sk: 'STUDY' }, ConsistentRead: true }));
     if (!out.Item) throw new NotFoundError(`study '${id}' does not exist`);
-    return JSON.parse(out.Item.config as string) as StudyConfig;
+    return {
+      id,
+      config: JSON.parse(out.Item.config as string) as StudyConfig,
+      created: out.Item.created as string,
+      ...(out.Item.deadline !== undefined ? { deadline: out.Item.deadline as number } : {}),
+      ...(out.Item.extra !== undefined ? { extra: JSON.parse(out.Item.extra as string) as Record<string, unknown> } : {}),
+      ...Object.fromEntries(ANNOTATIONS.filter((k) => out.Item![k] !== undefined).map((k) => [k, JSON.parse(out.Item![k] as string) as unknown])),
+    };
+  }
+
+  /** Records on the study what ran it and what came of it (the job, the report's keys, a registered winner). */
+  async annotate(id: string, fields: Record<string, unknown>): Promise<void> {
+    const { UpdateCommand } = await docSdk();
+    const names: Record<string, string> = {};
+    const values: Record<string, unknown> = {};
+    const sets = Object.entries(fields).map(([key, value], i) => {
+      names[`#k${i}`] = key;
+      values[`:v${i}`] = JSON.stringify(value);
+      return `#k${i} = :v${i}`;
+    });
+    await (await this.doc()).send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: { pk: studyKey(id), sk: 'STUDY' },
+        UpdateExpression: `SET ${sets.join(', ')}`,
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+      }),
+    );
+  }
+
+  /** Ids of the studies that may still have running trials (the scheduled sweep's list). */
+  async listActive(): Promise<string[]> {
+    const { QueryCommand } = await docSdk();
+    const ids: string[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await (await this.doc()).send(
+        new QueryCommand({ TableName: this.tableName, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': ACTIVE_KEY }, ConsistentRead: true, ExclusiveStartKey: start }),
+      );
+      ids.push(...(out.Items ?? []).map((item) => item.id as string));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return ids;
+  }
+
+  /** Takes a study off the active list once its job has ended (its trials are all over). */
+  async deactivate(id: string): Promise<void> {
+    const { DeleteCommand } = await docSdk();
+    await (await this.doc()).send(new DeleteCommand({ TableName: this.tableName, Key: { pk: ACTIVE_KEY, sk: `ACTIVE#${id}` } }));
+  }
+
+  /**
+   * The scheduled sweep: fails the expired trials of every active study (their budget places come
+   * back) and drops from the list a study that was never written (its create failed after the list).
+   */
+  async sweep(): Promise<Record<string, number[]>> {
+    const failed: Record<string, number[]> = {};
+    for (const id of await this.listActive()) {
+      try {
+        failed[id] = await this.failExpired(id);
+      } catch (error) {
+        if (!(error instanceof NotFoundError)) throw error;
+        await this.deactivate(id);
+      }
+    }
+    return failed;
   }
 
   /** Every trial of a study in number order, read consistently. */
@@ -116,7 +219,8 @@ export class StudyTable {
    * left. Concurrent callers never share a number and never together exceed the budget.
    */
   async ask(id: string, worker: string): Promise<StoredTrial | undefined> {
-    const config = await this.getConfig(id);
+    const { config, deadline } = await this.getStudyRecord(id);
+    if (deadline !== undefined && this.now() >= deadline) return undefined;
     const number = await this.allocate(id, config.maxTrials);
     if (number === undefined) return undefined;
     // The counter already holds this trial's place in the budget, so the study's own budget check,
@@ -218,10 +322,10 @@ export class StudyTable {
           new UpdateCommand({
             TableName: this.tableName,
             Key: { pk: studyKey(id), sk: `TRIAL#${pad(trial.number)}` },
-            UpdateExpression: 'SET #state = :failed',
+            UpdateExpression: 'SET #state = :failed, #error = :error',
             ConditionExpression: '#state = :running AND #lease < :now',
-            ExpressionAttributeNames: { '#state': 'state', '#lease': 'leaseUntil' },
-            ExpressionAttributeValues: { ':failed': 'failed', ':running': 'running', ':now': now },
+            ExpressionAttributeNames: { '#state': 'state', '#lease': 'leaseUntil', '#error': 'error' },
+            ExpressionAttributeValues: { ':failed': 'failed', ':running': 'running', ':now': now, ':error': `worker '${trial.worker}' stopped reporting; its lease ran out` },
           }),
         );
       } catch (error) {
@@ -232,6 +336,25 @@ export class StudyTable {
       failed.push(trial.number);
     }
     return failed;
+  }
+
+  /**
+   * Fails the worker's running trial with the reason its objective gave, and gives its place in the
+   * budget back (as for an expired lease).
+   */
+  async fail(id: string, number: number, worker: string, reason: string): Promise<void> {
+    const { UpdateCommand } = await docSdk();
+    await this.updateRunning(id, number, worker, (condition) =>
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
+        UpdateExpression: 'SET #state = :failed, #error = :error',
+        ConditionExpression: condition,
+        ExpressionAttributeNames: { '#state': 'state', '#error': 'error', '#worker': 'worker' },
+        ExpressionAttributeValues: { ':failed': 'failed', ':error': reason.slice(0, 1000), ':running': 'running', ':worker': worker },
+      }),
+    );
+    await this.returnPlace(id);
   }
 
   /** Takes a trial number and, under a budget, a place in it, in one conditional update. */
@@ -312,5 +435,6 @@ function fromItem(item: Record<string, unknown>): StoredTrial {
   const metrics = parse<Record<string, number>>('metrics');
   if (metrics) Object.assign(trial, { metrics, values: parse<number[]>('values'), violations: parse<number[]>('violations') });
   if (item.rungs) trial.rungs = item.rungs as number[];
+  if (item.error !== undefined) trial.error = item.error as string;
   return trial;
 }

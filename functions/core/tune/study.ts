@@ -63,6 +63,13 @@ export const studyConfigSchema = z.strictObject({
   seed: z.number().int().min(0).max(0xffffffff).default(0),
   /** Trials the study runs at most; a grid also stops when it is enumerated. */
   maxTrials: count.optional(),
+  /** Seconds after the study's creation when no new trial starts (trials already running finish). */
+  timeBudgetSeconds: count.optional(),
+  /**
+   * Constant liar (default on): a model-based sampler (TPE, GP) sees every other running trial as
+   * complete with the worst value so far, so workers asking at once get configurations apart.
+   */
+  constantLiar: z.boolean().optional(),
 });
 export type StudyConfigInput = z.input<typeof studyConfigSchema>;
 export type StudyConfig = Omit<z.infer<typeof studyConfigSchema>, 'space'> & { space: SearchSpace };
@@ -182,10 +189,11 @@ export class Study {
   propose(number: number): Configuration | undefined {
     const spent = this.trials.filter((t) => t.number !== number && t.state !== 'failed').length;
     if (this.config.maxTrials !== undefined && spent >= this.config.maxTrials) return undefined;
+    const others = this.trials.filter((t) => t.number !== number);
     const params = this.sampler.sample({
       space: this.config.space,
       directions: this.directions,
-      trials: this.trials.filter((t) => t.number !== number),
+      trials: this.config.constantLiar !== false && LIAR_SAMPLERS.has(this.config.sampler.type) ? withLies(others, this.directions) : others,
       trialNumber: number,
       random: trialRandom(this.config.seed, number),
     });
@@ -265,6 +273,24 @@ export class Study {
     if (trial.state !== 'running') throw new ConflictError(`trial ${number} is ${trial.state}, not running`);
     return trial;
   }
+}
+
+const LIAR_SAMPLERS = new Set(['tpe', 'gp']);
+
+/**
+ * The trials as a model-based sampler sees them under the constant liar: each running trial is told
+ * the worst value of the completed ones (and no violation), so its neighbourhood looks bad and a
+ * parallel ask goes elsewhere. Nothing changes before the first trial completes.
+ */
+export function withLies(trials: readonly Trial[], directions: readonly Direction[]): Trial[] {
+  const done = trials.filter((t) => t.state === 'complete' && t.values !== undefined);
+  if (done.length === 0) return [...trials];
+  const worst = directions.map((d, i) => {
+    const values = done.map((t) => t.values![i]!);
+    return d === 'maximize' ? Math.min(...values) : Math.max(...values);
+  });
+  const violations = done[0]!.violations?.map(() => 0) ?? [];
+  return trials.map((t) => (t.state === 'running' ? { ...t, state: 'complete', values: [...worst], violations: [...violations] } : t));
 }
 
 /** Objective values and constraint violations from a trial's metrics; a missing or non-finite metric is refused. */

@@ -35,6 +35,8 @@ export interface Trial {
   intermediate: Record<string, number>;
   /** Values recorded at each successive-halving rung this trial reached. */
   rungs?: number[];
+  /** Why a failed trial failed (its objective's error, or its lease running out). */
+  error?: string;
 }
 
 /** Parses "p99_ms:min, accuracy:max" (the CLI's form). */

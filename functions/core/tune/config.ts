@@ -1,0 +1,28 @@
+import * as z from 'zod';
+import { ConfigError } from '../platform/errors.ts';
+
+const tuneConfigSchema = z.strictObject({
+  /** The registry table: studies, trials and job records (REGISTRY_TABLE, set stack-wide). */
+  table: z.string().min(3, 'REGISTRY_TABLE environment variable is not set'),
+  /** The tune kind's step queue, found by name (TUNE_STEPS_QUEUE_NAME). */
+  stepsQueue: z.string().min(1, 'TUNE_STEPS_QUEUE_NAME environment variable is not set'),
+  /** The step queue's visibility timeout: a lane's lease (TUNE_VISIBILITY_SECONDS). */
+  visibilitySeconds: z.coerce.number().int().min(1).max(43_200),
+  /** How long a trial is its worker's without a report (TUNE_TRIAL_LEASE_SECONDS); above the worker's timeout. */
+  trialLeaseSeconds: z.coerce.number().int().min(1).max(43_200),
+  dynamoEndpoint: z.string().url().optional(),
+});
+export type TuneConfig = z.infer<typeof tuneConfigSchema>;
+
+/** The studies function's configuration, checked once at init: a missing setting fails the cold start, not a request. */
+export function readTuneConfig(env: NodeJS.ProcessEnv = process.env): TuneConfig {
+  const parsed = tuneConfigSchema.safeParse({
+    table: env.REGISTRY_TABLE ?? '',
+    stepsQueue: env.TUNE_STEPS_QUEUE_NAME ?? '',
+    visibilitySeconds: env.TUNE_VISIBILITY_SECONDS ?? '5400',
+    trialLeaseSeconds: env.TUNE_TRIAL_LEASE_SECONDS ?? '960',
+    ...(env.DYNAMODB_ENDPOINT_URL ? { dynamoEndpoint: env.DYNAMODB_ENDPOINT_URL } : {}),
+  });
+  if (!parsed.success) throw new ConfigError(`invalid tuning configuration: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+  return parsed.data;
+}
