@@ -1,0 +1,36 @@
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { SQSClient } from '@aws-sdk/client-sqs';
+import { JobTable } from '../jobs/job-table.ts';
+import { JobKinds } from '../jobs/kinds.ts';
+import { JobRuntime } from '../jobs/runtime.ts';
+import { SqsStepQueue } from '../jobs/step-queue.ts';
+import type { ModelStore } from '../model-store.ts';
+import { createQuantizeKind } from './jobs.ts';
+
+export interface QuantizeRuntimeOptions {
+  store: ModelStore;
+  dynamo: DynamoDBClient;
+  sqs: SQSClient;
+  /** The registry table, where job records live. */
+  table: string;
+  /** The step queue's name or URL. */
+  stepQueue: string;
+  visibilitySeconds: number;
+  retryDelaySeconds?: number;
+  log?: (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
+}
+
+/** The job runtime with the quantize kind, as the quantize API and worker, the register function's policy and the local stack use it. */
+export function createQuantizeRuntime(options: QuantizeRuntimeOptions): { runtime: JobRuntime; table: JobTable } {
+  const table = new JobTable(options.dynamo, options.table);
+  const log = options.log;
+  const runtime = new JobRuntime({
+    table,
+    kinds: new JobKinds([createQuantizeKind({ store: options.store, ...(log ? { log: (message, fields) => log('info', message, fields ?? {}) } : {}) })]),
+    queue: new SqsStepQueue(options.sqs, () => options.stepQueue),
+    visibilitySeconds: options.visibilitySeconds,
+    ...(options.retryDelaySeconds !== undefined ? { retryDelaySeconds: options.retryDelaySeconds } : {}),
+    ...(log ? { log } : {}),
+  });
+  return { runtime, table };
+}
