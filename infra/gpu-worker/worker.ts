@@ -23,6 +23,8 @@ const provider = (env.EXECUTION_PROVIDER ?? 'cuda').toLowerCase();
 if (provider !== 'cuda' && provider !== 'cpu') throw new ConfigError(`EXECUTION_PROVIDER must be cuda or cpu, got ${provider}`);
 
 const runtime = createBatchRuntime({
+  // A job's merge step goes back to the queue this worker polls.
+  env: { ...env, GPU_SHARD_QUEUE_URL: env.GPU_SHARD_QUEUE_URL || env.WORKER_QUEUE_URL || '' },
   log,
   // CUDA first, CPU for the nodes CUDA does not take; ModelSessions falls back to CPU alone when
   // the CUDA provider cannot load (no GPU, no driver, or an image built without it).

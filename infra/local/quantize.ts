@@ -16,8 +16,8 @@ export interface LocalQuantize {
   stop(): Promise<void>;
 }
 
-/** As quantize.yml: the visibility (the step lease) covers the worker's 900 s timeout; more receives than the kind's 3 attempts. */
-const VISIBILITY_SECONDS = 960;
+/** As quantize.yml: the visibility (the step lease) is six times the worker's 900 s timeout; more receives than the kind's 3 attempts. */
+const VISIBILITY_SECONDS = 5400;
 const MAX_RECEIVE_COUNT = 5;
 
 export async function startLocalQuantize(options: { awsEndpoint: string; dynamoEndpoint: string; store: ModelStore; registryTable: string; prefix: string }): Promise<LocalQuantize> {

@@ -47,6 +47,12 @@ function queueNameOf(input: { QueueUrl?: string; QueueName?: string }): string {
   throw new UnmappedRequestError('an SQS request without QueueUrl or QueueName');
 }
 
+/** The partition a Query's key condition names (`pk = :name`), as IAM reads it for dynamodb:LeadingKeys. */
+function queriedPartition(body: Record<string, unknown>): string | undefined {
+  const value = /(?:^|\W)pk\s*=\s*(:\w+)/.exec((body.KeyConditionExpression as string | undefined) ?? '')?.[1];
+  return value === undefined ? undefined : (body.ExpressionAttributeValues as Record<string, { S?: string }> | undefined)?.[value]?.S;
+}
+
 function dynamoCall(operation: string, body: Record<string, unknown>, names: ResourceNames): AwsCall {
   const action = (op: string) => `dynamodb:${op}`;
   const on = (table: string, index?: string) => names.tableArn(table) + (index ? `/index/${index}` : '');
@@ -59,9 +65,9 @@ function dynamoCall(operation: string, body: Record<string, unknown>, names: Res
     case 'Scan':
     case 'DescribeTable': {
       const table = body.TableName as string;
-      // The partition key an item request names, for policies that confine a role to some partitions
-      // (dynamodb:LeadingKeys); a Query or Scan names none here, so such a condition never holds for it.
-      const pk = (body.Key as Record<string, { S?: string }> | undefined)?.pk?.S ?? (body.Item as Record<string, { S?: string }> | undefined)?.pk?.S;
+      // The partition key a request names, for policies that confine a role to some partitions
+      // (dynamodb:LeadingKeys): an item's key, or a Query's `pk = :value` key condition; a Scan names none.
+      const pk = (body.Key as Record<string, { S?: string }> | undefined)?.pk?.S ?? (body.Item as Record<string, { S?: string }> | undefined)?.pk?.S ?? queriedPartition(body);
       return { operation: `dynamodb ${operation}`, target: table, permissions: [{ action: action(operation), resource: on(table, body.IndexName as string | undefined), context: pk !== undefined ? { 'dynamodb:LeadingKeys': pk } : {} }] };
     }
     case 'TransactWriteItems': {

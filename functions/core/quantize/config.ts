@@ -25,7 +25,7 @@ export function readQuantizeConfig(env: NodeJS.ProcessEnv = process.env): Quanti
     table: env.REGISTRY_TABLE ?? '',
     stepQueue: env.QUANTIZE_STEP_QUEUE ?? '',
     workerMemoryMiB: number(env.QUANTIZE_WORKER_MEMORY_MB, 3008),
-    visibilitySeconds: number(env.QUANTIZE_VISIBILITY_SECONDS, 960),
+    visibilitySeconds: number(env.QUANTIZE_VISIBILITY_SECONDS, 5400),
     ...(env.DYNAMODB_ENDPOINT_URL ? { dynamoEndpoint: env.DYNAMODB_ENDPOINT_URL } : {}),
     ...(env.AWS_ENDPOINT_URL ? { sqsEndpoint: env.AWS_ENDPOINT_URL } : {}),
   }, PARSED_ONCE);
