@@ -1,11 +1,10 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
-import { createDynamoClient, createSqsClient } from '../core/clients.ts';
 import { modelStoreFromEnv } from '../core/model-store-env.ts';
 import { modelEventsFromEnv } from '../core/registry/events.ts';
 import { createObservability } from '../core/observability.ts';
 import { readQuantizeConfig } from '../core/quantize/config.ts';
-import { createQuantizeRuntime } from '../core/quantize/runtime.ts';
+import { quantizeRuntimeFromConfig } from '../core/quantize/runtime.ts';
 import { createQuantizeApiHandler, createQuantizeDeadLetterHandler, createQuantizeWorkerHandler } from './app.ts';
 
 // Lambda init: configuration checked and clients made once per environment. Three functions share
@@ -14,15 +13,7 @@ const config = readQuantizeConfig();
 const { logger } = createObservability();
 const store = modelStoreFromEnv('/tmp/ai-mass/models', { events: modelEventsFromEnv() });
 const log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => logger[level](message, fields ?? {});
-const { runtime, table } = createQuantizeRuntime({
-  store,
-  dynamo: createDynamoClient({ endpoint: config.dynamoEndpoint }),
-  sqs: createSqsClient({ endpoint: config.sqsEndpoint }),
-  table: config.table,
-  stepQueue: config.stepQueue,
-  visibilitySeconds: config.visibilitySeconds,
-  log,
-});
+const { runtime, table } = quantizeRuntimeFromConfig(config, store, log);
 
 export const api = middy(createQuantizeApiHandler({ store, runtime, table, workerMemoryMiB: config.workerMemoryMiB, log })).use(
   injectLambdaContext(logger, { resetKeys: true }),

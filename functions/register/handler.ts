@@ -1,12 +1,11 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
-import { createDynamoClient, createSqsClient } from '../core/clients.ts';
 import { modelStoreFromEnv } from '../core/model-store-env.ts';
 import { modelEventsFromEnv } from '../core/registry/events.ts';
 import { readQuantizeConfig } from '../core/quantize/config.ts';
 import { quantizeRequestSchema } from '../core/quantize/options.ts';
-import { createQuantizeRuntime } from '../core/quantize/runtime.ts';
+import { quantizeRuntimeFromConfig } from '../core/quantize/runtime.ts';
 import { startQuantization } from '../core/quantize/start.ts';
 import { createObservability } from '../core/observability.ts';
 import { DEFAULT_MAX_MODEL_BYTES } from '../core/registry/validation.ts';
@@ -25,14 +24,7 @@ function defaultQuantization() {
   const request = quantizeRequestSchema.parse({ method });
   const config = readQuantizeConfig();
   // Submits jobs only: the quantize worker runs them (its kind needs only the store here).
-  const { runtime } = createQuantizeRuntime({
-    store,
-    dynamo: createDynamoClient({ endpoint: config.dynamoEndpoint }),
-    sqs: createSqsClient({ endpoint: config.sqsEndpoint }),
-    table: config.table,
-    stepQueue: config.stepQueue,
-    visibilitySeconds: config.visibilitySeconds,
-  });
+  const { runtime } = quantizeRuntimeFromConfig(config, store);
   const deps = { store, runtime, workerMemoryMiB: config.workerMemoryMiB };
   return {
     method,

@@ -17,7 +17,7 @@ import { pushModel } from '../../functions/core/model-push.ts';
 import { graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
-import { quantizeJobView, type QuantizeJob } from '../../functions/core/quantize/jobs.ts';
+import { jobId, parseQuantizeRequest, quantizeJobView, type QuantizeJob } from '../../functions/core/quantize/jobs.ts';
 import { createQuantizeRuntime } from '../../functions/core/quantize/runtime.ts';
 import { createQuantizeApiHandler, createQuantizeWorkerHandler } from '../../functions/quantize/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
@@ -250,6 +250,23 @@ describe('a quantize job cancelled', () => {
     expect([status.statusCode, JSON.parse(status.body as string)]).toEqual([200, expect.objectContaining({ job: started.body.job, state: 'cancelled', stage: 'cancelled', error: 'cancelled by request' })]);
     expect((await table.getStep(started.body.job, 'quantize'))?.state).toBe('pending');
     expect(await store.listVersions('to-cancel')).toEqual(['1']);
+  });
+
+  it('is retried under the next id when the same request comes again, which then registers the variant', async () => {
+    // Prepare: the job cancelled above.
+    const cancelled = jobId('to-cancel', '1', parseQuantizeRequest({ method: 'fp16' }));
+    expect((await jobs.get(cancelled))?.state).toBe('cancelled');
+
+    // Act: the same request again, delivered; then once more.
+    const retried = await postFor('to-cancel', { method: 'fp16' });
+    await deliverQueued();
+    const again = await postFor('to-cancel', { method: 'fp16' });
+
+    // Assert: a new job, which succeeded; the same request now finds it.
+    expect([retried.status, retried.body.job, retried.body.state]).toEqual([202, `${cancelled}-r1`, 'queued']);
+    expect(await jobs.get(retried.body.job)).toMatchObject({ state: 'succeeded', resultVersion: '2', sourceVersion: '1' });
+    expect([again.status, again.body.job, again.body.state]).toEqual([200, `${cancelled}-r1`, 'succeeded']);
+    expect(await store.listVersions('to-cancel')).toEqual(['1', '2']);
   });
 
   it('stops a running job at its next stage: the step ends cancelled and no version is registered', async () => {

@@ -1,10 +1,12 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { SQSClient } from '@aws-sdk/client-sqs';
+import { createDynamoClient, createSqsClient } from '../clients.ts';
 import { JobTable } from '../jobs/job-table.ts';
 import { JobKinds } from '../jobs/kinds.ts';
 import { JobRuntime } from '../jobs/runtime.ts';
 import { SqsStepQueue } from '../jobs/step-queue.ts';
 import type { ModelStore } from '../model-store.ts';
+import type { QuantizeConfig } from './config.ts';
 import { createQuantizeKind } from './jobs.ts';
 
 export interface QuantizeRuntimeOptions {
@@ -33,4 +35,17 @@ export function createQuantizeRuntime(options: QuantizeRuntimeOptions): { runtim
     ...(log ? { log } : {}),
   });
   return { runtime, table };
+}
+
+/** The runtime as a function configured by its environment makes it (functions/quantize, the register function's policy). */
+export function quantizeRuntimeFromConfig(config: QuantizeConfig, store: ModelStore, log?: QuantizeRuntimeOptions['log']) {
+  return createQuantizeRuntime({
+    store,
+    dynamo: createDynamoClient({ endpoint: config.dynamoEndpoint }),
+    sqs: createSqsClient({ endpoint: config.sqsEndpoint }),
+    table: config.table,
+    stepQueue: config.stepQueue,
+    visibilitySeconds: config.visibilitySeconds,
+    ...(log ? { log } : {}),
+  });
 }

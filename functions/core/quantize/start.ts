@@ -41,10 +41,16 @@ export async function startQuantization(
         `Run it on the container path instead: \`mass quantize ${name} --version ${version} --method ${request.method} --local\` in the worker image (infra/gpu-worker), which quantizes in-process and registers the result the same way`,
     );
   }
-  return deps.runtime.submit({
-    kind: QUANTIZE_KIND,
-    id: jobId(name, version, request),
-    request: { model: name, sourceVersion: version, method: request.method, options: request.options },
-    parent: { model: name, version },
-  });
+  // The same request is the same job while it is queued, running or succeeded. A job that ended failed
+  // or cancelled stays as it ended (a job ends once); asking again starts a retry under the next id.
+  const base = jobId(name, version, request);
+  for (let retry = 0; ; retry++) {
+    const started = await deps.runtime.submit({
+      kind: QUANTIZE_KIND,
+      id: retry === 0 ? base : `${base}-r${retry}`,
+      request: { model: name, sourceVersion: version, method: request.method, options: request.options },
+      parent: { model: name, version },
+    });
+    if (started.created || (started.job.state !== 'failed' && started.job.state !== 'cancelled')) return started;
+  }
 }
