@@ -1,9 +1,21 @@
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import * as z from 'zod';
+import type { StepMessage } from '../core/jobs/record.ts';
 import type { JobRuntime } from '../core/jobs/runtime.ts';
 
 const stepMessageSchema = z.strictObject({ job: z.string().min(1), step: z.string().min(1) });
+
+/** A step message's body, as every consumer of a step queue reads it (the Lambda adapter below, the GPU container's own poller). */
+export function parseStepMessage(body: string, messageId: string): StepMessage {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch (error) {
+    throw new Error(`step message ${messageId} is not JSON`, { cause: error });
+  }
+  return stepMessageSchema.parse(parsed);
+}
 
 /**
  * The SQS side of the job runtime, for every kind's worker: Powertools' BatchProcessor runs each
@@ -17,13 +29,7 @@ export function createJobStepHandler(runtime: JobRuntime, log: Log = () => undef
   const processor = new BatchProcessor(EventType.SQS);
   return async function jobStepHandler(event: SQSEvent, context: Pick<Context, 'getRemainingTimeInMillis'>): Promise<SQSBatchResponse> {
     const recordHandler = async (record: SQSRecord) => {
-      let body: unknown;
-      try {
-        body = JSON.parse(record.body);
-      } catch (error) {
-        throw new Error(`step message ${record.messageId} is not JSON`, { cause: error });
-      }
-      const message = stepMessageSchema.parse(body);
+      const message = parseStepMessage(record.body, record.messageId);
       try {
         const outcome = await runtime.runStep(message, { receiptHandle: record.receiptHandle, remainingMs: () => context.getRemainingTimeInMillis() });
         log('info', 'step message handled', { ...message, outcome });

@@ -1,71 +1,37 @@
-import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
-import type { Logger } from '@aws-lambda-powertools/logger';
+import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import { InvalidShardMessageError, parseShardMessage, type ShardScorer } from '../core/batch/shard-scorer.ts';
 import { MetricUnit, recordMetric } from '../core/platform/observability.ts';
+import { createJobDeadLetterHandler, createJobStepHandler } from '../adapters/job-steps.ts';
+import type { ShardOutcome } from '../core/batch/shard-scorer.ts';
+import type { JobRuntime } from '../core/jobs/runtime.ts';
 
-export interface BatchScoreHandlerDeps {
-  scorer: ShardScorer;
-  logger: Logger;
-  metrics: Metrics;
-}
+type Log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
+
+/** An SQS event source's invocation; the local stack's pollers pass no context, and get Lambda's 15 minutes. */
+type Invocation = Pick<Context, 'getRemainingTimeInMillis'>;
+const LOCAL_INVOCATION: Invocation = { getRemainingTimeInMillis: () => 900_000 };
 
 /**
- * The shard queue's event source: each record is one shard, scored in turn (one onnxruntime session
- * already uses every vCPU). A shard that throws is reported in batchItemFailures, so only it is
- * redelivered, and after maxReceiveCount it moves to the dead-letter queue.
+ * The shard queue's event source: each record is one step of a batch job (a shard, or the merge),
+ * run by the job runtime (docs/jobs.md) through its SQS adapter, one after another (one
+ * onnxruntime session already uses every vCPU). A step that fails is reported in batchItemFailures
+ * and retried by the runtime's rule; a message no delivery could handle ends in the dead-letter queue.
  */
-export function createBatchScoreHandler(deps: BatchScoreHandlerDeps) {
-  const { scorer, logger, metrics } = deps;
-  return async function batchScoreHandler(event: SQSEvent): Promise<SQSBatchResponse> {
-    const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
-    for (const record of event.Records) {
-      try {
-        const message = parseShardMessage(record.body);
-        logger.appendKeys({ job: message.job, shard: message.shard });
-        const outcome = await scorer.score(message);
-        if (outcome.status === 'scored') {
-          recordMetric(metrics, 'BatchRowsScored', MetricUnit.Count, outcome.rows - outcome.failed, { model: message.model });
-          recordMetric(metrics, 'BatchRowsFailed', MetricUnit.Count, outcome.failed, { model: message.model });
-          recordMetric(metrics, 'BatchShardMs', MetricUnit.Milliseconds, outcome.ms, { model: message.model });
-        } else {
-          logger.info('shard skipped', { reason: outcome.reason });
-        }
-      } catch (error) {
-        const level = error instanceof InvalidShardMessageError ? 'error' : 'warn';
-        logger[level]('shard failed; it will be redelivered', { messageId: record.messageId, receiveCount: record.attributes?.ApproximateReceiveCount, error: error as Error });
-        batchItemFailures.push({ itemIdentifier: record.messageId });
-      } finally {
-        logger.removeKeys(['job', 'shard']);
-      }
-    }
-    return { batchItemFailures };
-  };
+export function createBatchScoreHandler(deps: { runtime: JobRuntime; log: Log }) {
+  const steps = createJobStepHandler(deps.runtime, deps.log);
+  return (event: SQSEvent, context?: Invocation): Promise<SQSBatchResponse> => steps(event, context ?? LOCAL_INVOCATION);
 }
 
-/** The dead-letter queue's event source: each record is a shard that exhausted its receives. */
-export function createBatchDeadLetterHandler(deps: Omit<BatchScoreHandlerDeps, 'metrics'> & { metrics: Metrics }) {
-  const { scorer, logger, metrics } = deps;
-  return async function batchDeadLetterHandler(event: SQSEvent): Promise<SQSBatchResponse> {
-    const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
-    for (const record of event.Records) {
-      let message;
-      try {
-        message = parseShardMessage(record.body);
-      } catch (error) {
-        // Not a shard: nothing to account for; the log keeps the body for whoever investigates.
-        logger.error('dead-letter message is not a shard; dropped', { messageId: record.messageId, body: record.body.slice(0, 1000), error: (error as Error).message });
-        continue;
-      }
-      try {
-        const outcome = await scorer.deadLetter(message);
-        recordMetric(metrics, 'BatchShardsDead', MetricUnit.Count, 1, { model: message.model });
-        logger.warn('dead shard recorded', { job: message.job, shard: message.shard, ...outcome });
-      } catch (error) {
-        logger.error('dead shard could not be recorded', { job: message.job, shard: message.shard, error: error as Error });
-        batchItemFailures.push({ itemIdentifier: record.messageId });
-      }
-    }
-    return { batchItemFailures };
+/** The dead-letter queue's event source: each record is a step no delivery could end; its job ends by the batch rule. */
+export function createBatchDeadLetterHandler(deps: { runtime: JobRuntime; log: Log }) {
+  return createJobDeadLetterHandler(deps.runtime, deps.log);
+}
+
+/** Rows and time of each scored shard, as metrics per model. */
+export function shardMetrics(metrics: Metrics) {
+  return (outcome: ShardOutcome, model: string): void => {
+    recordMetric(metrics, 'BatchRowsScored', MetricUnit.Count, outcome.rows - outcome.failed, { model });
+    recordMetric(metrics, 'BatchRowsFailed', MetricUnit.Count, outcome.failed, { model });
+    recordMetric(metrics, 'BatchShardMs', MetricUnit.Milliseconds, outcome.ms, { model });
   };
 }

@@ -1,17 +1,20 @@
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, SQSBatchResponse, SQSEvent } from 'aws-lambda';
-import * as z from 'zod';
-import { BadRequestError, HttpError, NotFoundError } from '../core/platform/errors.ts';
-import type { ModelRepository } from '../core/registry/repository.ts';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, SQSBatchResponse, SQSEvent, Context } from 'aws-lambda';
+import { HttpError, NotFoundError } from '../core/platform/errors.ts';
 import { assertValidName } from '../core/artifacts/names.ts';
+import type { JobTable } from '../core/jobs/job-table.ts';
+import type { JobRecord } from '../core/jobs/record.ts';
+import type { JobRuntime } from '../core/jobs/runtime.ts';
 import { errorResponse, json, jsonBody, pathSegment } from '../adapters/http.ts';
-import { runQuantizeJob, type QuantizeJob, type QuantizeJobs } from '../core/quantize/jobs.ts';
-import { quantizeRequestSchema, type QuantizeRequest } from '../core/quantize/options.ts';
+import { createJobDeadLetterHandler, createJobStepHandler } from '../adapters/job-steps.ts';
+import { parseQuantizeRequest, QUANTIZE_KIND, quantizeJobView } from '../core/quantize/jobs.ts';
 import { startQuantization, type StartQuantizationDeps } from '../core/quantize/start.ts';
 
 type Result = APIGatewayProxyStructuredResultV2;
 type Log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 
 export interface QuantizeApiDeps extends StartQuantizationDeps {
+  /** Where the job records are read from (the runtime's table). */
+  table: JobTable;
   log: Log;
 }
 
@@ -19,20 +22,23 @@ const QUANTIZE_ROUTE = /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/quantize\/?$/
 const JOB_ROUTE = /^\/v2\/models\/([^/]+)\/quantizations\/([^/]+)\/?$/;
 const MAX_BODY = 64 * 1024;
 
+export { parseQuantizeRequest };
 
-
-/** The request as the schemas parse it; the re-parse on the worker sees the same defaults. */
-export function parseQuantizeRequest(body: unknown): QuantizeRequest {
-  const parsed = quantizeRequestSchema.safeParse(body);
-  if (!parsed.success) throw new BadRequestError(`invalid quantize request: ${z.prettifyError(parsed.error)}`);
-  return parsed.data;
+/** A quantize job as the quantize routes answer: its view, a link to itself, to the version it made, and to the job runtime's record. */
+export function jobView(record: JobRecord) {
+  const job = quantizeJobView(record);
+  return {
+    ...job,
+    links: {
+      self: `/v2/models/${job.model}/quantizations/${job.job}`,
+      ...(job.resultVersion ? { result: `/v2/models/${job.model}/versions/${job.resultVersion}` } : {}),
+      job: `/v2/jobs/${job.job}`,
+      cancel: `/v2/jobs/${job.job}/cancel`,
+    },
+  };
 }
 
-export function jobView(job: QuantizeJob) {
-  return { ...job, links: { self: `/v2/models/${job.model}/quantizations/${job.job}`, ...(job.resultVersion ? { result: `/v2/models/${job.model}/versions/${job.resultVersion}` } : {}) } };
-}
-
-/** HTTP API: POST .../versions/{v}/quantize starts (or finds) a job, GET .../quantizations/{job} reads it. */
+/** HTTP API: POST .../versions/{v}/quantize starts (or finds) a job, GET .../quantizations/{job} reads it (as does GET /v2/jobs/{job}). */
 export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
   async function route(event: APIGatewayProxyEventV2): Promise<Result> {
     const method = event.requestContext.http.method.toUpperCase();
@@ -44,16 +50,16 @@ export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
       const version = assertValidName(pathSegment(start[2]!), 'version');
       const request = parseQuantizeRequest(jsonBody(event, { maxBytes: MAX_BODY, empty: {} }));
       const { job, created } = await startQuantization(deps, name, version, request);
-      deps.log('info', created ? 'quantization queued' : 'quantization already known', { job: job.job, model: name, version, method: request.method });
-      return json(created ? 202 : 200, jobView(job), { location: `/v2/models/${name}/quantizations/${job.job}` });
+      deps.log('info', created ? 'quantization queued' : 'quantization already known', { job: job.id, model: name, version, method: request.method });
+      return json(created ? 202 : 200, jobView(job), { location: `/v2/models/${name}/quantizations/${job.id}` });
     }
     const status = JOB_ROUTE.exec(path);
     if (status) {
       if (method !== 'GET') throw new HttpError(405, `method ${method} is not allowed on ${path}; use GET`);
       const name = assertValidName(pathSegment(status[1]!), 'model name');
       const id = assertValidName(pathSegment(status[2]!), 'job id');
-      const job = await deps.jobs.get(id);
-      if (!job || job.model !== name) throw new NotFoundError(`model '${name}' has no quantization job '${id}'`);
+      const job = await deps.table.getJob(id);
+      if (!job || job.kind !== QUANTIZE_KIND || quantizeJobView(job).model !== name) throw new NotFoundError(`model '${name}' has no quantization job '${id}'`);
       return json(200, jobView(job));
     }
     throw new NotFoundError(`no route for ${method} ${path}`);
@@ -68,33 +74,17 @@ export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
   };
 }
 
-export interface QuantizeWorkerDeps {
-  store: ModelRepository;
-  jobs: QuantizeJobs;
-  log: Log;
+/** An SQS event source's invocation; the local stack's poller and the tests pass none, and get Lambda's 15 minutes. */
+type Invocation = Pick<Context, 'getRemainingTimeInMillis'>;
+const LOCAL_INVOCATION: Invocation = { getRemainingTimeInMillis: () => 900_000 };
+
+/** The step queue's worker: the job runtime runs the quantize step (retried by its rule, ended by the kind's). */
+export function createQuantizeWorkerHandler(runtime: JobRuntime, log: Log) {
+  const steps = createJobStepHandler(runtime, (level, message, fields) => log(level, message, fields));
+  return (event: SQSEvent, context?: Invocation): Promise<SQSBatchResponse> => steps(event, context ?? LOCAL_INVOCATION);
 }
 
-const messageSchema = z.object({ job: z.string() });
-
-/** Runs a job from its id; the API's parser decides what the stored options mean. */
-export function runJob(deps: QuantizeWorkerDeps, job: string): Promise<QuantizeJob> {
-  return runQuantizeJob({ store: deps.store, jobs: deps.jobs, log: (m, f) => deps.log('info', m, f) }, job, (j) => parseQuantizeRequest({ method: j.method, options: j.options }));
-}
-
-/** SQS worker: one job per message. A job that fails is recorded as failed (not retried); an error before that is retried by SQS. */
-export function createQuantizeWorkerHandler(deps: QuantizeWorkerDeps) {
-  return async function quantizeWorkerHandler(event: SQSEvent): Promise<SQSBatchResponse> {
-    const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
-    for (const record of event.Records) {
-      try {
-        const { job } = messageSchema.parse(JSON.parse(record.body));
-        const result = await runJob(deps, job);
-        deps.log('info', 'quantization job finished', { job, state: result.state, version: result.resultVersion });
-      } catch (error) {
-        deps.log('error', 'quantization message failed', { messageId: record.messageId, error: (error as Error).message });
-        batchItemFailures.push({ itemIdentifier: record.messageId });
-      }
-    }
-    return { batchItemFailures };
-  };
+/** The dead-letter queue's consumer: a step no delivery could run ends its job failed, with that reason. */
+export function createQuantizeDeadLetterHandler(runtime: JobRuntime, log: Log) {
+  return createJobDeadLetterHandler(runtime, (level, message, fields) => log(level, message, fields));
 }

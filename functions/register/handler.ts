@@ -1,16 +1,14 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { createDynamoClient, createSqsClient } from '../core/aws/clients.ts';
-import { requireEnv } from '../core/platform/config.ts';
 import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { modelEventsFromEnv } from '../core/registry/events.ts';
-import { QuantizeJobs } from '../core/quantize/jobs.ts';
+import { readQuantizeConfig } from '../core/quantize/config.ts';
 import { quantizeRequestSchema } from '../core/quantize/options.ts';
-import { sqsDispatch, startQuantization } from '../core/quantize/start.ts';
+import { startQuantization } from '../core/quantize/start.ts';
 import { createObservability } from '../core/platform/observability.ts';
 import { DEFAULT_MAX_MODEL_BYTES } from '../core/artifacts/validation.ts';
+import { quantizeRuntimeFromConfig } from '../core/quantize/runtime.ts';
 import { createRegisterHandler } from './app.ts';
 
 const { logger, metrics } = createObservability();
@@ -24,13 +22,17 @@ function defaultQuantization() {
   const method = process.env.DEFAULT_QUANTIZATION ?? 'none';
   if (method === 'none') return undefined;
   const request = quantizeRequestSchema.parse({ method });
-  const deps = {
-    store,
-    jobs: new QuantizeJobs({ db: DynamoDBDocumentClient.from(createDynamoClient(), { marshallOptions: { removeUndefinedValues: true } }), table: requireEnv('QUANTIZE_JOBS_TABLE') }),
-    dispatch: sqsDispatch(createSqsClient(), requireEnv('QUANTIZE_QUEUE_NAME')),
-    workerMemoryMiB: Number(process.env.QUANTIZE_WORKER_MEMORY_MB ?? 3008),
+  const config = readQuantizeConfig();
+  // Submits jobs only: the quantize worker runs them (its kind needs only the store here).
+  const { runtime } = quantizeRuntimeFromConfig(config, store);
+  const deps = { store, runtime, workerMemoryMiB: config.workerMemoryMiB };
+  return {
+    method,
+    start: async (model: string, version: string) => {
+      const { job, created } = await startQuantization(deps, model, version, request);
+      return { job: { job: job.id }, created };
+    },
   };
-  return { method, start: (model: string, version: string) => startQuantization(deps, model, version, request) };
 }
 
 export const handler = middy(createRegisterHandler({ store, logger, metrics, maxModelBytes, servingMemoryMiB, defaultQuantization: defaultQuantization() }))

@@ -1,35 +1,30 @@
-import {
-  ChangeMessageVisibilityCommand,
-  DeleteMessageCommand,
-  ReceiveMessageCommand,
-  type Message,
-  type SQSClient,
-} from '@aws-sdk/client-sqs';
-import { VisibilityExtender } from '../../functions/core/batch/queue.ts';
-import { ShardAbortedError } from '../../functions/core/batch/scoring.ts';
-import { parseShardMessage, type ShardOutcome, type ShardScorer } from '../../functions/core/batch/shard-scorer.ts';
+import { ChangeMessageVisibilityCommand, DeleteMessageCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
+import { parseStepMessage } from '../../functions/adapters/job-steps.ts';
+import { StepReleasedError, StepRetryError, type JobRuntime, type StepRunOutcome } from '../../functions/core/jobs/runtime.ts';
 
 /**
  * The long-running batch worker of the GPU containers (and of `mass worker` locally): long-polls the
- * shard queue one message at a time, scores it with the same ShardScorer as the Lambda, keeps the
- * message invisible while it works, and deletes it only after the shard's output is written and
- * counted. `concurrency` shards run at once in one process: onnxruntime computes on the JS thread
+ * GPU shard queue one message at a time and runs each step (a shard, or a job's merge) with the job
+ * runtime's own step execution (`runStep`: the step lease, the lease and visibility renewals, the
+ * bookkeeping), as the Lambda worker does, and deletes the message only once the runtime is done
+ * with it. `concurrency` steps run at once in one process: onnxruntime computes on the JS thread
  * (one intra-op thread), so a second shard adds no compute but fills the first one's waits on S3,
- * DynamoDB and SQS. On stop (SIGTERM) it takes no new shard, lets the current one finish within the drain
- * time, and otherwise aborts it and makes its message visible again for another worker.
+ * DynamoDB and SQS. On stop (SIGTERM) it takes no new step, lets the current ones finish within the
+ * drain time, and otherwise aborts them: the runtime hands them back to the queue for another worker.
  */
 export type WorkerLog = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 
 export interface ContainerWorkerOptions {
   sqs: SQSClient;
   queueUrl: string;
-  scorer: ShardScorer;
-  /** Seconds a received shard stays invisible, renewed every third of it while the shard runs. */
+  /** The job runtime with the batch kind, whose step queue for GPU jobs is `queueUrl`. */
+  runtime: JobRuntime;
+  /** Seconds a received message stays invisible before the runtime takes over renewing it with the step lease. */
   visibilityTimeout?: number;
   waitTimeSeconds?: number;
-  /** After a failure, the shard becomes visible again this much later (not a full visibility timeout). */
+  /** A message that is not a step the runtime could try is visible again this much later. */
   retryDelaySeconds?: number;
-  /** Shards in progress at once in this process (default 2). */
+  /** Steps in progress at once in this process (default 2). */
   concurrency?: number;
   log?: WorkerLog;
 }
@@ -37,7 +32,7 @@ export interface ContainerWorkerOptions {
 export class ContainerWorker {
   private readonly options: ContainerWorkerOptions;
   private readonly polling = new AbortController();
-  private readonly scoring = new Set<AbortController>();
+  private readonly running = new Set<AbortController>();
   private loop: Promise<void> | undefined;
   shardsScored = 0;
   shardsReleased = 0;
@@ -81,58 +76,60 @@ export class ContainerWorker {
         // Received while stopping. The receive is not aborted on stop, because an abandoned long
         // poll can still be handed a message (one another lane just released, say) that then stays
         // invisible for a whole timeout; instead whatever arrives now goes straight back.
-        await sqs
-          .send(new ChangeMessageVisibilityCommand({ QueueUrl: queueUrl, ReceiptHandle: message.ReceiptHandle!, VisibilityTimeout: 0 }))
-          .catch(() => undefined);
+        await this.setVisibility(message, 0);
         break;
       }
       if (message) await this.handle(message);
     }
   }
 
-  private async handle(message: Message): Promise<ShardOutcome | undefined> {
-    const { sqs, queueUrl, scorer } = this.options;
+  private async setVisibility(message: Message, seconds: number): Promise<void> {
+    await this.options.sqs
+      .send(new ChangeMessageVisibilityCommand({ QueueUrl: this.options.queueUrl, ReceiptHandle: message.ReceiptHandle!, VisibilityTimeout: seconds }))
+      .catch((error: unknown) => this.log('warn', 'could not hand the message back', { messageId: message.MessageId, error: (error as Error).message }));
+  }
+
+  private async handle(message: Message): Promise<StepRunOutcome | undefined> {
+    const { sqs, queueUrl, runtime } = this.options;
     const receiveCount = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
-    const extender = new VisibilityExtender(sqs, queueUrl, message.ReceiptHandle!, this.options.visibilityTimeout ?? 60);
-    const scoring = new AbortController();
-    this.scoring.add(scoring);
+    const stopping = new AbortController();
+    this.running.add(stopping);
+    let step: { job: string; step: string } | undefined;
     try {
-      const shard = parseShardMessage(message.Body ?? '');
-      const outcome = await scorer.score(shard, { signal: scoring.signal });
-      extender.stop();
+      step = parseStepMessage(message.Body ?? '', message.MessageId ?? '');
+      // No invocation limit here: a step never needs to checkpoint for time.
+      const outcome = await runtime.runStep(step, { receiptHandle: message.ReceiptHandle!, remainingMs: () => Number.POSITIVE_INFINITY, signal: stopping.signal });
       await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: message.ReceiptHandle! }));
-      this.shardsScored++;
-      this.log('info', 'shard done', { ...outcome, receiveCount, visibilityExtensions: extender.extensions });
+      if (outcome === 'succeeded') this.shardsScored++;
+      this.log('info', step.step.startsWith('shard-') ? 'shard done' : 'step done', { ...step, outcome, receiveCount });
       return outcome;
     } catch (error) {
-      if (error instanceof ShardAbortedError) {
-        await extender.release().catch((e: unknown) => this.log('warn', 'could not release the shard', { error: (e as Error).message }));
+      if (error instanceof StepReleasedError) {
         this.shardsReleased++;
-        this.log('warn', 'shard released for another worker', { messageId: message.MessageId });
+        this.log('warn', 'shard released for another worker', { ...step, messageId: message.MessageId });
         return undefined;
       }
-      extender.stop();
       this.shardsFailed++;
-      this.log('error', 'shard failed; it will be redelivered', { messageId: message.MessageId, receiveCount, error: (error as Error).message });
-      await sqs
-        .send(new ChangeMessageVisibilityCommand({ QueueUrl: queueUrl, ReceiptHandle: message.ReceiptHandle!, VisibilityTimeout: this.options.retryDelaySeconds ?? 5 }))
-        .catch(() => undefined);
+      this.log('error', 'shard failed; it will be redelivered', { ...step, messageId: message.MessageId, receiveCount, error: (error as Error).message });
+      // The runtime has set when a step it tried comes back; anything else (not a step message, the
+      // table unreachable) comes back after the retry delay, and ends in the dead-letter queue.
+      if (!(error instanceof StepRetryError)) await this.setVisibility(message, this.options.retryDelaySeconds ?? 5);
       return undefined;
     } finally {
-      this.scoring.delete(scoring);
+      this.running.delete(stopping);
     }
   }
 
   /**
-   * Takes no new shard (a long poll in flight is let finish, at most WaitTimeSeconds); the ones in
-   * progress may finish within `drainMs`, after which they are aborted (between two batches) and
-   * handed back to the queue.
+   * Takes no new step (a long poll in flight is let finish, at most WaitTimeSeconds); the ones in
+   * progress may finish within `drainMs`, after which they are aborted (a shard between two
+   * batches) and handed back to the queue.
    */
   async stop(drainMs: number): Promise<void> {
     this.polling.abort();
     const loop = this.loop ?? Promise.resolve();
     const timer = setTimeout(() => {
-      for (const scoring of this.scoring) scoring.abort();
+      for (const stopping of this.running) stopping.abort();
     }, drainMs);
     try {
       await loop;

@@ -45,9 +45,9 @@ export async function startLocalBatch(options: LocalBatchOptions): Promise<Local
   const resources = await createLocalBatchResources({ s3, sqs, dynamo, bucket: options.bucket, prefix: options.prefix ?? 'ai-mass-local' });
   const environment = { ...batchEnvironment(resources, options), MODEL_CACHE_DIR: options.cacheDir };
   const runtime = createBatchRuntime({ env: environment, s3, sqs, dynamo });
-  const { logger, metrics } = createObservability('ai-mass-local-batch');
+  const { logger } = createObservability('ai-mass-local-batch');
   const service = runtime.service();
-  const scorer = runtime.scorer();
+  const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
   const triggers: Trigger[] = [
     await watchS3Prefix({
       s3,
@@ -60,10 +60,10 @@ export async function startLocalBatch(options: LocalBatchOptions): Promise<Local
     await pollSqsQueue({
       sqs,
       queueUrl: resources.shardQueueUrl,
-      handler: createBatchScoreHandler({ scorer, logger, metrics }),
+      handler: createBatchScoreHandler({ runtime: runtime.jobs, log }),
       concurrency: options.lambdaConcurrency ?? 1,
     }),
-    await pollSqsQueue({ sqs, queueUrl: resources.deadLetterQueueUrl, handler: createBatchDeadLetterHandler({ scorer, logger, metrics }) }),
+    await pollSqsQueue({ sqs, queueUrl: resources.deadLetterQueueUrl, handler: createBatchDeadLetterHandler({ runtime: runtime.jobs, log }) }),
   ];
   const workers = startWorkerProcesses(
     options.workers ?? 0,

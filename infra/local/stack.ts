@@ -3,7 +3,6 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
-import { CreateTableCommand, ResourceInUseException } from '@aws-sdk/client-dynamodb';
 import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
@@ -16,6 +15,7 @@ import { assertPortFree, freePort, startEmulators, type Emulators } from './emul
 import { createLocalEvaluateWorker, pollOnce } from './evaluate-worker.ts';
 import { startLocalFederation } from './federation.ts';
 import { startLocalTuneWorker } from './tune-worker.ts';
+import { startLocalQuantize, type LocalQuantize } from './quantize.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
 import { seedDemoModels } from './seed.ts';
 import { startLocalTrainWorker } from './train-worker.ts';
@@ -122,12 +122,14 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   let watchdog: ChildProcess | undefined;
   const triggers: Trigger[] = [];
   let batch: LocalBatch | undefined;
+  let quantize: LocalQuantize | undefined;
   let evaluating = true;
   let evaluateLoop: Promise<void> = Promise.resolve();
   const stop = async () => {
     evaluating = false;
     await Promise.all(triggers.map((t) => t.stop()));
     await batch?.stop();
+    await quantize?.stop();
     await evaluateLoop;
     await proxy?.stop();
     if (offline && offline.exitCode === null && offline.pid) {
@@ -176,14 +178,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       cacheDir: join(root, '.local', `tmp-${apiPort}`, 'batch'),
       existingUploads: 'deliver',
     });
-    await dynamo.send(new CreateTableCommand({
-      TableName: `${PREFIX}-quantize-jobs`,
-      AttributeDefinitions: [{ AttributeName: 'job', AttributeType: 'S' }],
-      KeySchema: [{ AttributeName: 'job', KeyType: 'HASH' }],
-      BillingMode: 'PAY_PER_REQUEST',
-    })).catch((error: unknown) => {
-      if (!(error instanceof ResourceInUseException)) throw error;
-    });
+    quantize = await startLocalQuantize({ awsEndpoint: emulators.awsEndpoint, dynamoEndpoint: emulators.dynamoEndpoint, store, registryTable: registry.table, prefix: PREFIX });
     // Evaluation jobs: records in the registry table, steps on the queue evaluate.yml names.
     const evaluator = createLocalEvaluateWorker({
       awsEndpoint: emulators.awsEndpoint,
@@ -214,10 +209,9 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       DYNAMODB_ENDPOINT_URL: emulators.dynamoEndpoint,
       MODEL_BUCKET: bucket,
       ...batch.environment,
+      ...quantize.environment,
       MODEL_CACHE_DIR: join(root, '.local', `tmp-${apiPort}`, 'models'),
       MODEL_EVENTS_TOPIC_ARN: registry.topicArn,
-      // serverless-offline keeps a handler's process alive, so quantization runs beside the API.
-      QUANTIZE_DISPATCH: 'inline',
       // Each stack its own bundle folder (serverless.yml's esbuild.outputWorkFolder reads it), so a
       // `serverless package` run (.esbuild) or a second stack never deletes it.
       AI_MASS_ESBUILD_WORK_FOLDER: localBundleFolder(apiPort),

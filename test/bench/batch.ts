@@ -59,7 +59,7 @@ async function timeJob(stack: BatchStack, key: string, rows: number, batchSize: 
       if (view.rows.scored !== rows) throw new Error(`job ${job.id} scored ${view.rows.scored} rows, expected ${rows}`);
       return { rowsPerS: rows / (ms / 1000), jobRowsPerS: view.rows_per_s, rowsPerCpuS: rows / ((await workersCpu()) - cpuBefore) };
     }
-    if (view.state !== 'running' && view.state !== 'merging' && view.state !== 'planning') throw new Error(`job ${job.id} ended ${view.state}: ${view.reason}`);
+    if (view.state !== 'running') throw new Error(`job ${job.id} ended ${view.state}: ${view.reason}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }

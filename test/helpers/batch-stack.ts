@@ -10,6 +10,7 @@ import { createBatchRuntime, type BatchRuntime } from '../../functions/core/batc
 import { S3ObjectWriter } from '../../functions/core/batch/output.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
+import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { graph, model, node, scalarFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
@@ -57,7 +58,8 @@ export async function startBatchStack(options: { visibilityTimeout?: number; max
   const resources = await createLocalBatchResources({ s3, sqs, dynamo, prefix: 'test', ...options });
   const cacheDir = await mkdtemp(join(tmpdir(), 'ai-mass-batch-'));
   const env = { ...batchEnvironment(resources, emulators), MODEL_CACHE_DIR: cacheDir, INTRA_OP_THREADS: '1' };
-  const store = new ModelRepository({ s3, bucket: resources.bucket, cacheDir });
+  // Versions registered in the registry table, where the batch functions look them up (and keep their jobs).
+  const store = new ModelRepository({ s3, bucket: resources.bucket, cacheDir, registry: new RegistryTable(dynamo, resources.table) });
   const runtime = createBatchRuntime({ env, s3, sqs, dynamo });
   return {
     emulators,

@@ -38,7 +38,8 @@ beforeAll(async () => {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  triggers.push(await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.shardQueueUrl, handler: createBatchScoreHandler({ scorer: stack.runtime.scorer(), logger, metrics }) }));
+  const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
+  triggers.push(await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.shardQueueUrl, handler: createBatchScoreHandler({ runtime: stack.runtime.jobs, log }) }));
   dir = await mkdtemp(join(tmpdir(), 'ai-mass-cli-'));
 });
 

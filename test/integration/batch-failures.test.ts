@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBatchDeadLetterHandler, createBatchScoreHandler } from '../../functions/batch-score/app.ts';
 import { createS3Client } from '../../functions/core/aws/clients.ts';
+import { shardStepName } from '../../functions/core/batch/merge.ts';
 import { createBatchRuntime } from '../../functions/core/batch/runtime.ts';
 import { keys } from '../../functions/core/artifacts/keys.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
@@ -8,7 +9,8 @@ import { pollSqsQueue, type Trigger } from '../../infra/local/triggers.ts';
 import { doublingRow, getText, pushDoublingModel, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 
 // What goes wrong in a job: bad rows become error lines beside the good ones; a shard that fails on
-// every receive reaches the dead-letter queue, and the job ends `partial` and says why.
+// every attempt is failed by the job runtime after the kind's attempts, and the job ends `partial`
+// and says why.
 process.env.POWERTOOLS_LOG_LEVEL = 'SILENT';
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
 const POISON_KEY = 'batches/inputs/poison.jsonl';
@@ -17,16 +19,20 @@ let stack: BatchStack;
 const triggers: Trigger[] = [];
 
 beforeAll(async () => {
-  stack = await startBatchStack({ visibilityTimeout: 1, maxReceiveCount: 2 });
+  stack = await startBatchStack({ visibilityTimeout: 2 });
   await pushDoublingModel(stack);
-  const { logger, metrics } = createObservability('batch-test');
-  // The score function's S3 client fails every read of the poison input's second shard, as a lost
-  // disk or a revoked permission would; everything else is the real SDK against the emulator.
+  const { logger } = createObservability('batch-test');
+  const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
+  // The score function's S3 client fails the reads of the poison input's second shard on each of
+  // its three attempts (the batch kind's maxAttempts), as a lost disk would; the merge that follows
+  // reads it to list its rows. Everything else is the real SDK against the emulator.
   const s3 = createS3Client({ endpoint: stack.emulators.awsEndpoint });
+  let poisoned = 3;
   s3.middlewareStack.add(
     (next, context) => async (args) => {
       const input = args.input as { Key?: string; Range?: string };
-      if (context.commandName === 'GetObjectCommand' && input.Key === POISON_KEY && input.Range?.startsWith(`bytes=${SHARD_BYTES - 1}-`)) {
+      if (context.commandName === 'GetObjectCommand' && input.Key === POISON_KEY && input.Range?.startsWith(`bytes=${SHARD_BYTES - 1}-`) && poisoned > 0) {
+        poisoned--;
         throw new Error('simulated read failure');
       }
       return next(args);
@@ -35,8 +41,8 @@ beforeAll(async () => {
   );
   const scoreRuntime = createBatchRuntime({ env: stack.env, s3, sqs: stack.sqs, dynamo: stack.dynamo });
   triggers.push(
-    await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.shardQueueUrl, handler: createBatchScoreHandler({ scorer: scoreRuntime.scorer(), logger, metrics }) }),
-    await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.deadLetterQueueUrl, handler: createBatchDeadLetterHandler({ scorer: stack.runtime.scorer(), logger, metrics }) }),
+    await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.shardQueueUrl, handler: createBatchScoreHandler({ runtime: scoreRuntime.jobs, log }) }),
+    await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.deadLetterQueueUrl, handler: createBatchDeadLetterHandler({ runtime: stack.runtime.jobs, log }) }),
   );
 });
 
@@ -101,8 +107,8 @@ describe('malformed rows', () => {
   });
 });
 
-describe('a shard that fails on every receive', () => {
-  it('lands in the dead-letter queue, and the job ends partial with the reason and every row accounted for', async () => {
+describe('a shard that fails on every attempt', () => {
+  it('fails after its attempts, and the job ends partial with the reason and every row accounted for', async () => {
     // Prepare: three shards; the second cannot be read.
     const lines = Array.from({ length: 60 }, (_, i) => doublingRow(i));
     const input = `${lines.join('\n')}\n`;
@@ -114,10 +120,9 @@ describe('a shard that fails on every receive', () => {
 
     // Assert
     expect(job.shards.total).toBe(Math.ceil(Buffer.byteLength(input) / SHARD_BYTES));
-    const shards = await stack.runtime.jobs.shards(job.id);
-    const dead = shards.find((s) => s.shard === 1)!;
-    expect(dead).toMatchObject({ state: 'dead', lastError: 'simulated read failure' });
-    expect(dead.attempts).toBeGreaterThanOrEqual(2);
+    const steps = await stack.runtime.table.listSteps(job.id);
+    const dead = steps.find((s) => s.name === shardStepName(1))!;
+    expect(dead).toMatchObject({ state: 'failed', lastError: 'simulated read failure (after 3 attempts)', attempts: 3 });
     const result = (await getText(stack, keys.batchResult(job.id))).trimEnd().split('\n').map((l) => JSON.parse(l));
     expect(result.map((r) => r.row)).toEqual(lines.map((_, i) => i));
     const deadRows = result.filter((r) => r.error !== undefined);
@@ -127,7 +132,7 @@ describe('a shard that fails on every receive', () => {
       state: 'partial',
       shards: { total: job.shards.total, done: job.shards.total - 1, failed: 1 },
       rows: { scored: lines.length - deadRows.length, failed: deadRows.length },
-      reason: `1 of ${job.shards.total} shard(s) went to the dead-letter queue after repeated failures; their ${deadRows.length} row(s) are listed in errors.jsonl: shard 1 failed: simulated read failure`,
+      reason: `1 of ${job.shards.total} shard(s) failed after repeated attempts; their ${deadRows.length} row(s) are listed in errors.jsonl: shard 1 failed: simulated read failure`,
     });
   });
 });

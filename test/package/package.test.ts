@@ -255,8 +255,8 @@ describe('registry', () => {
       ['WriteRejections', ['s3:PutObject'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/rejections/*' }],
       ['Registry', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
       ['Announce', ['sns:Publish'], { Ref: 'ModelEventsTopic' }],
-      ['StartDefaultQuantization', ['dynamodb:GetItem', 'dynamodb:PutItem'], { 'Fn::GetAtt': ['QuantizeJobsTable', 'Arn'] }],
-      ['QueueDefaultQuantization', ['sqs:GetQueueUrl', 'sqs:SendMessage'], { 'Fn::GetAtt': ['QuantizeQueue', 'Arn'] }],
+      ['StartDefaultQuantization', ['dynamodb:GetItem', 'dynamodb:PutItem'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
+      ['QueueDefaultQuantization', ['sqs:GetQueueUrl', 'sqs:SendMessage'], { 'Fn::GetAtt': ['QuantizeStepQueue', 'Arn'] }],
       ['OnFailureDestination', ['sqs:SendMessage'], { 'Fn::GetAtt': ['RegisterFailuresQueue', 'Arn'] }],
     ]);
   });

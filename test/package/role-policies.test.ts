@@ -47,12 +47,8 @@ const BUCKET = `ai-mass-${STAGE}-models`;
  */
 const REVIEWED_UNUSED: Record<string, string> = {
   'RegisterRole WriteVersions s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/models/*': "lib-storage's Upload aborts the multipart upload of a version that fails midway",
-  'RegisterRole StartDefaultQuantization dynamodb:GetItem arn:aws:dynamodb:us-east-1:123456789012:table/QuantizeJobsTable': "QuantizeJobs.createOrGet reads the job when its conditional put finds it there already (a start retried after the put)",
-  'BatchApiRole WriteInlineRowsAndResults s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
-  'BatchUploadRole WriteInlineRowsAndResults s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
-  'BatchSubmitQueueRole WriteInlineRowsAndResults s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
+  'RegisterRole StartDefaultQuantization dynamodb:GetItem arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'JobRuntime.submit reads the job when its conditional put finds it there already (a start retried after the put)',
   'BatchScoreRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
-  'BatchDeadLetterRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
   'EvaluateWorkerRole ConsumeAndContinueSteps sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:EvaluateQueue':
     "the job runtime renews a running step's message visibility every third of the visibility timeout (30 min here) and hands a failed attempt's message back after its retry delay; these paths have neither",
   'TrainWorkerRole ListModelsAndJobs s3:ListBucket arn:aws:s3:::ModelBucket':
@@ -69,6 +65,23 @@ const REVIEWED_UNUSED: Record<string, string> = {
   'FederationDeadLetterRole ListSteps dynamodb:Query arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'the job\'s terminal rule lists its steps once the dead-lettered one is counted; this message is for a job that ended',
   'TuneWorkerRole StepsQueue sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:TuneStepsQueue':
     "the runtime renews a running lane's message every third of the visibility timeout (30 min) and hands a failed attempt back with it; these paths are shorter and fail none",
+  'BatchScoreRole ConsumeShards sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:BatchShardQueue':
+    'the job runtime renews a running step’s visibility every third of the 5400 s timeout, and sets when a failed attempt comes back; these steps are short and never fail',
+  'BatchDeadLetterRole BatchJobSteps dynamodb:Query arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable':
+    "a dead merge step ends its job by the batch rule, which lists the job's steps; here a shard died",
+  'QuantizeWorkerRole ConsumeQueue sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:QuantizeStepQueue':
+    'the job runtime renews a running step’s visibility every third of the 960 s timeout, and sets when a failed attempt comes back; these steps are short and never fail',
+  'QuantizeWorkerRole ConsumeQueue sqs:GetQueueUrl arn:aws:sqs:us-east-1:123456789012:QuantizeStepQueue': 'the job runtime finds the queue by name to renew or set a visibility (above)',
+  'BatchDeadLetterRole SendMergeSteps sqs:GetQueueUrl arn:aws:sqs:us-east-1:123456789012:BatchGpuShardQueue':
+    "a GPU job's merge step goes to the GPU queue, used only with --param batchGpuWorkers=true; this stack is packaged without it",
+  'BatchDeadLetterRole SendMergeSteps sqs:SendMessage arn:aws:sqs:us-east-1:123456789012:BatchGpuShardQueue':
+    "a GPU job's merge step goes to the GPU queue, used only with --param batchGpuWorkers=true; this stack is packaged without it",
+  ...Object.fromEntries(
+    ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].map((role) => [
+      `${role} BatchJobRecords dynamodb:UpdateItem arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable`,
+      'a submission whose shards SQS refused is marked failed (BatchService.submit); SQS took them all here',
+    ]),
+  ),
   ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
@@ -301,7 +314,7 @@ beforeAll(async () => {
   seen.RegisterLambdaFunction = [await register.invoke(objectCreated('incoming/mnist/model.onnx', mnist.length))];
 
   // quantizeWorker: the job the register function queued registers version 2 (model, manifest, staged artifact).
-  await deliver('QuantizeWorkerLambdaFunction', 'QuantizeQueue');
+  await deliver('QuantizeWorkerLambdaFunction', 'QuantizeStepQueue');
   await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'incoming/mnist/broken.onnx', Body: 'not a model' }));
   seen.RegisterLambdaFunction.push(await register.invoke(objectCreated('incoming/mnist/broken.onnx', 11)));
   // registerFailures: an upload whose registration failed every retry (as Lambda's on-failure
@@ -314,8 +327,14 @@ beforeAll(async () => {
   await deliver('RegisterFailuresLambdaFunction', 'RegisterFailuresQueue');
   // quantizeApi: start an int8-static job calibrated on a data set and read it back; the worker runs it.
   const started = await call('QuantizeApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/quantize', { method: 'int8-static', options: { dataset: 'mnist-small', samples: 40, batchSize: 20 } });
-  await deliver('QuantizeWorkerLambdaFunction', 'QuantizeQueue');
+  await deliver('QuantizeWorkerLambdaFunction', 'QuantizeStepQueue');
   await call('QuantizeApiLambdaFunction', 'GET', (started.body as { links: { self: string } }).links.self);
+  // quantizeDeadLetter: a job whose step message went to the dead-letter queue (no delivery could run it) ends failed.
+  await call('QuantizeApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/quantize', { method: 'fp16' });
+  const undeliverable = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('QuantizeStepQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
+  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('QuantizeDeadLetterQueue')!, MessageBody: undeliverable.Messages![0]!.Body! }));
+  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('QuantizeStepQueue')!, ReceiptHandle: undeliverable.Messages![0]!.ReceiptHandle! }));
+  await deliver('QuantizeDeadLetterLambdaFunction', 'QuantizeDeadLetterQueue');
 
   // inference: pre-warmed at init (the boot fetch), then metadata, versions, readiness and an inference.
   await lambda('InferenceLambdaFunction', { PRELOAD_MODELS: 'mnist' });
@@ -349,11 +368,11 @@ beforeAll(async () => {
   await call('RegistryLambdaFunction', 'POST', '/v2/models/mnist/aliases/prod/promote', { version: '2' });
   await call('RegistryLambdaFunction', 'POST', '/v2/models/mnist/aliases/prod/rollback', {});
 
-  // batch: a job from the API (file input), one from an upload, one from the submit queue and one
-  // inline; one shard goes to the dead-letter function as if it had failed every receive.
+  // batch: a job from the API (file input), one from an upload, ones from the submit queue and one
+  // inline; one shard goes to the dead-letter function as if no delivery could run it.
   const job = await call('BatchApiLambdaFunction', 'POST', '/v2/batches', { model: 'double', input: 'batches/inputs/rows.jsonl', shard_bytes: 1024 });
   await call('BatchApiLambdaFunction', 'POST', '/v2/batches', { model: 'double', rows: [JSON.parse(doublingRow(1)), JSON.parse(doublingRow(2))] });
-  // An empty input finishes at submission: each door merges it and writes its (empty) result.
+  // An empty input has no shards: its merge step is sent at submission, and writes its (empty) result.
   await call('BatchApiLambdaFunction', 'POST', '/v2/batches', { model: 'double', input: 'batches/inputs/empty.jsonl' });
   for (const key of ['batches/incoming/upload-one.jsonl', 'batches/incoming/upload-empty.jsonl']) {
     await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: key.includes('empty') ? '' : doublingRow(7) + '\n', Metadata: { model: 'double' } }));
@@ -362,12 +381,15 @@ beforeAll(async () => {
   for (const input of ['batches/inputs/rows.jsonl', 'batches/inputs/empty.jsonl']) {
     await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('BatchSubmitQueue')!, MessageBody: JSON.stringify({ model: 'double', input, idempotency_key: input.includes('empty') ? 'from-queue-empty' : 'from-queue' }) }));
   }
+  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('BatchSubmitQueue')!, MessageBody: JSON.stringify({ model: 'double', rows: [JSON.parse(doublingRow(3))], idempotency_key: 'from-queue-inline' }) }));
   await deliver('BatchSubmitQueueLambdaFunction', 'BatchSubmitQueue');
   const dead = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('BatchShardQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
   await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('BatchShardDeadLetterQueue')!, MessageBody: dead.Messages![0]!.Body! }));
   await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('BatchShardQueue')!, ReceiptHandle: dead.Messages![0]!.ReceiptHandle! }));
   await deliver('BatchScoreLambdaFunction', 'BatchShardQueue');
+  // The dead shard was its job's last: the dead-letter function sends the merge step, which the score function runs.
   await deliver('BatchDeadLetterLambdaFunction', 'BatchShardDeadLetterQueue');
+  await deliver('BatchScoreLambdaFunction', 'BatchShardQueue');
   await call('BatchApiLambdaFunction', 'GET', `/v2/batches/${(job.body as { id: string }).id}`);
 
   // federation: a manager creates one (2 clients a round, at least 1), two owners join, one reports an
@@ -504,7 +526,7 @@ describe('an upload the register function failed on after its retries', () => {
 });
 
 describe('each role against what its function did', () => {
-  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction', 'FederationApiLambdaFunction', 'FederationDeadlinesLambdaFunction', 'FederationWorkerLambdaFunction', 'FederationDeadLettersLambdaFunction', 'StudiesApiLambdaFunction', 'TuneWorkerLambdaFunction', 'TuneDeadLettersLambdaFunction', 'TuneSweepLambdaFunction'])(
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction', 'FederationApiLambdaFunction', 'FederationDeadlinesLambdaFunction', 'FederationWorkerLambdaFunction', 'FederationDeadLettersLambdaFunction', 'StudiesApiLambdaFunction', 'TuneWorkerLambdaFunction', 'TuneDeadLettersLambdaFunction', 'TuneSweepLambdaFunction', 'QuantizeDeadLetterLambdaFunction'])(
     '%s: every request allowed, every grant used or reviewed',
     (fn) => {
       const role = functionRole(template, fn)!;

@@ -1,6 +1,6 @@
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { describe, expect, it } from 'vitest';
-import { EnqueueError, sendAllMessages } from '../../functions/core/batch/queue.ts';
+import { EnqueueError, sendAllMessages } from '../../functions/core/jobs/step-queue.ts';
 import { planShards } from '../../functions/core/batch/input.ts';
 import { MAX_SHARDS } from '../../functions/core/batch/schemas.ts';
 

@@ -4,8 +4,9 @@ import { BadRequestError } from '../../functions/core/platform/errors.ts';
 import type { RowError } from '../../functions/core/batch/rows.ts';
 import { batchIncompatibility, concatRows, decodeCsvRow, decodeJsonlRow, inputSpecs } from '../../functions/core/batch/rows.ts';
 import { scoreRows } from '../../functions/core/batch/scoring.ts';
-import { jobView, type BatchJobRecord } from '../../functions/core/batch/schemas.ts';
+import { jobView } from '../../functions/core/batch/schemas.ts';
 import type { LoadedModel } from '../../functions/core/serving/model-sessions.ts';
+import type { JobRecord } from '../../functions/core/jobs/record.ts';
 import { doublingModel } from '../helpers/batch-stack.ts';
 
 const specs = inputSpecs([{ name: 'x', datatype: 'FP32', shape: [-1, 4] }]);
@@ -101,7 +102,16 @@ describe('scoreRows', () => {
 
 describe('jobView', () => {
   it('reports rows per second over the time since the first shard started', () => {
-    const job = { jobId: 'j', state: 'running', model: 'm', version: '1', format: 'jsonl', batchSize: 64, worker: 'lambda', inputBucket: 'b', inputKey: 'batches/inputs/a.jsonl', shardsTotal: 4, shardsDone: 2, shardsDead: 0, rowsScored: 900, rowsFailed: 100, createdAt: 0, startedAt: 1000 } as BatchJobRecord;
+    const job = {
+      id: 'j',
+      kind: 'batch',
+      state: 'running',
+      request: { model: 'm', version: '1', format: 'jsonl', batchSize: 64, worker: 'lambda', inputBucket: 'b', inputKey: 'batches/inputs/a.jsonl', shardsTotal: 4 },
+      counters: { shardsDone: 2, rowsScored: 900, rowsFailed: 100 },
+      stepsFailed: 0,
+      created: '1970-01-01T00:00:00.000Z',
+      started: '1970-01-01T00:00:01.000Z',
+    } as unknown as JobRecord;
     expect(jobView(job, 3000)).toMatchObject({ shards: { total: 4, done: 2, failed: 0 }, rows: { scored: 900, failed: 100 }, rows_per_s: 500, started: '1970-01-01T00:00:01.000Z' });
   });
 });

@@ -175,7 +175,8 @@ export function registerBatchCommands(program: Command): void {
       })).QueueUrl!;
       const env = {
         ...batchEnvironment(
-          { bucket, table: 'ai-mass-local-batch', shardQueueUrl: queueUrl, gpuShardQueueUrl: queueUrl, deadLetterQueueUrl: '', submitQueueUrl: '' },
+          // The local stack's registry table (infra/local/registry-resources.ts) and its shard queues' visibility (batch-resources.ts).
+          { bucket, table: 'ai-mass-local-registry', visibilitySeconds: 30, shardQueueUrl: queueUrl, gpuShardQueueUrl: queueUrl, deadLetterQueueUrl: '', submitQueueUrl: '' },
           local,
         ),
         WORKER_QUEUE_URL: queueUrl,

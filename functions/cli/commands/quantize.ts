@@ -5,6 +5,7 @@ import { datasetCalibration } from '../../core/quantize/jobs.ts';
 import { QUANTIZE_METHODS, quantizeRequestSchema, type QuantizeRequest } from '../../core/quantize/options.ts';
 import { quantizeModel } from '../../core/quantize/quantize-model.ts';
 import { cliContext, CliError, type CliOptions } from '../context.ts';
+import { ProgressDisplay } from '../progress.ts';
 import { choiceOption, intervalOption, sleep, timeoutOption } from '../options.ts';
 
 interface QuantizeFlags {
@@ -53,8 +54,6 @@ async function parseOptions(flags: QuantizeFlags): Promise<QuantizeRequest> {
   if (!parsed.success) throw new CliError(`invalid quantize options: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; ')}`, 2);
   return parsed.data;
 }
-
-const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 function summary(job: JobView): string {
   const r = job.report;
@@ -111,21 +110,20 @@ export function registerQuantizeCommands(program: Command): void {
         return;
       }
       const started = Date.now();
-      const interactive = process.stderr.isTTY;
-      let tick = 0;
-      let lastLine = '';
-      while (job.state === 'queued' || job.state === 'running') {
-        const elapsed = ((Date.now() - started) / 1000).toFixed(0);
-        const line = `${job.job} ${job.state}: ${job.stage ?? ''}`;
-        if (interactive) process.stderr.write(`\r${SPINNER[tick++ % SPINNER.length]} ${line} (${elapsed} s)\x1b[K`);
-        else if (line !== lastLine) process.stderr.write(`${line}\n`);
-        lastLine = line;
-        if (Date.now() - started > flags.timeout * 1000) throw new CliError(`gave up waiting after ${flags.timeout} s; the job goes on: GET ${job.links.self}`);
-        await sleep(flags.interval);
-        job = JSON.parse(Buffer.from((await ctx.request('GET', job.links.self)).bytes).toString('utf8')) as JobView;
+      // The one progress display of every job command (functions/cli/progress.ts).
+      const display = new ProgressDisplay();
+      try {
+        while (job.state === 'queued' || job.state === 'running') {
+          display.update({ label: job.job, state: job.state, stage: job.stage });
+          if (Date.now() - started > flags.timeout * 1000) throw new CliError(`gave up waiting after ${flags.timeout} s; the job goes on: GET ${job.links.self}`);
+          await sleep(flags.interval);
+          job = JSON.parse(Buffer.from((await ctx.request('GET', job.links.self)).bytes).toString('utf8')) as JobView;
+        }
+        display.update({ label: job.job, state: job.state, stage: job.stage });
+      } finally {
+        display.stop();
       }
-      if (interactive) process.stderr.write('\r\x1b[K');
-      if (job.state === 'failed') throw new CliError(`quantization ${job.job} failed: ${job.error ?? 'no reason recorded'}`);
+      if (job.state === 'failed' || job.state === 'cancelled') throw new CliError(`quantization ${job.job} ${job.state}: ${job.error ?? 'no reason recorded'}`);
       console.log(`registered ${name} version ${job.resultVersion}: ${request.method} of version ${flags.version}${summary(job)}; not routed until you promote it`);
     });
 }

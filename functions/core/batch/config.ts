@@ -6,15 +6,19 @@ import { PARSED_ONCE } from '../platform/zod-options.ts';
 /** What every batch function and the GPU worker read from their environment. */
 const batchConfigSchema = z.object({
   bucket: z.string().min(1),
+  /** The registry table, where the job runtime keeps job records (serverless.yml sets REGISTRY_TABLE stack-wide). */
   table: z.string().min(1),
-  shardQueueUrl: z.string().min(1).optional(),
-  gpuShardQueueUrl: z.string().min(1).optional(),
-  /** Names instead of URLs: resolved with GetQueueUrl at init (serverless-offline cannot pass a CloudFormation Ref). */
-  shardQueueName: z.string().min(1).optional(),
-  gpuShardQueueName: z.string().min(1).optional(),
+  /** The shard queues, each by URL or by name (serverless-offline cannot pass a CloudFormation Ref; a name is found with GetQueueUrl). */
+  shardQueue: z.string().min(1).optional(),
+  gpuShardQueue: z.string().min(1).optional(),
   gpuThresholdBytes: z.number().int().positive().optional(),
+  /** The shard queues' VisibilityTimeout, which is also the step lease (docs/jobs.md). */
+  visibilitySeconds: z.number().int().positive(),
+  /** How long a failed shard attempt waits before it is handed out again. */
+  retryDelaySeconds: z.number().int().nonnegative(),
   cacheDir: z.string().min(1),
   intraOpThreads: z.number().int().positive().optional(),
+  serviceVersion: z.string().min(1),
 });
 export type BatchConfig = z.infer<typeof batchConfigSchema>;
 
@@ -31,14 +35,15 @@ export function readBatchConfig(env: NodeJS.ProcessEnv = process.env): BatchConf
   const gpu = env.GPU_WORKERS !== 'false';
   const parsed = batchConfigSchema.safeParse({
     bucket: requireEnv('MODEL_BUCKET', env),
-    table: requireEnv('BATCH_TABLE', env),
-    shardQueueUrl: optionalString(env.SHARD_QUEUE_URL),
-    gpuShardQueueUrl: gpu ? optionalString(env.GPU_SHARD_QUEUE_URL) : undefined,
-    shardQueueName: optionalString(env.SHARD_QUEUE_NAME),
-    gpuShardQueueName: gpu ? optionalString(env.GPU_SHARD_QUEUE_NAME) : undefined,
+    table: requireEnv('REGISTRY_TABLE', env),
+    shardQueue: optionalString(env.SHARD_QUEUE_URL) ?? optionalString(env.SHARD_QUEUE_NAME),
+    gpuShardQueue: gpu ? (optionalString(env.GPU_SHARD_QUEUE_URL) ?? optionalString(env.GPU_SHARD_QUEUE_NAME)) : undefined,
     gpuThresholdBytes: optionalNumber(env.GPU_THRESHOLD_BYTES),
+    visibilitySeconds: optionalNumber(env.SHARD_VISIBILITY_SECONDS) ?? 360,
+    retryDelaySeconds: optionalNumber(env.SHARD_RETRY_DELAY_SECONDS) ?? 10,
     cacheDir: env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models',
     intraOpThreads: optionalNumber(env.INTRA_OP_THREADS),
+    serviceVersion: env.SERVICE_VERSION ?? '0.1.0',
   }, PARSED_ONCE);
   if (!parsed.success) throw new ConfigError(`invalid batch configuration: ${z.prettifyError(parsed.error)}`);
   return parsed.data;

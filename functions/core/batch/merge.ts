@@ -1,30 +1,24 @@
-import { randomUUID } from 'node:crypto';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { keys } from '../artifacts/keys.ts';
+import type { StepRecord } from '../jobs/record.ts';
 import { planShards, readShardLines } from './input.ts';
-import type { BatchJobStore } from './job-store.ts';
 import { S3ObjectWriter } from './output.ts';
 import { errorLine } from './scoring.ts';
-import { FINAL_STATES, type BatchJobRecord, type JobState } from './schemas.ts';
+import type { MergeResult, PlannedBatch, ShardResult } from './schemas.ts';
 
 /**
- * The end of a job: once every shard is counted (scored or dead), one caller claims the merge and
- * writes `result.jsonl` (every input row once, in input order, scored or with its error) and
- * `errors.jsonl` (the error lines alone), renumbering each shard's rows from where the previous
- * shard's ended. Both keys are fixed, so a merge redone after a crash overwrites, never duplicates.
+ * The end of a job, its final step once every shard step has finished: writes `result.jsonl`
+ * (every input row once, in input order, scored or with its error) and `errors.jsonl` (the error
+ * lines alone), renumbering each shard's rows from where the previous shard's ended. Both keys are
+ * fixed, so a merge redone after a crash overwrites, never duplicates.
  */
-export interface FinishDeps {
+export interface MergeDeps {
   s3: S3Client;
-  bucket: string;
-  jobs: BatchJobStore;
-  /** How long a merger may hold the job before another may take over; longer than any merge. */
-  mergeLeaseMs?: number;
   log?: (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
 }
 
-export function isComplete(job: BatchJobRecord): boolean {
-  return job.shardsDone + job.shardsDead >= job.shardsTotal;
-}
+/** The step name of each shard, in input order. */
+export const shardStepName = (shard: number) => `shard-${String(shard).padStart(6, '0')}`;
 
 async function getText(s3: S3Client, bucket: string, key: string): Promise<string> {
   const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
@@ -47,95 +41,83 @@ function renumber(text: string, base: number): string {
   return result;
 }
 
-export interface MergeOutcome {
-  deadRows: number;
-  deadShards: { shard: number; rows: number | undefined; error: string }[];
+interface DeadShard {
+  shard: number;
+  rows: number | undefined;
+  error: string;
 }
 
-export async function mergeJob(deps: FinishDeps, job: BatchJobRecord): Promise<MergeOutcome> {
-  const records = new Map((await deps.jobs.shards(job.jobId)).map((s) => [s.shard, s]));
-  const ranges = planShards(job.inputBytes, job.shardBytes);
-  const result = new S3ObjectWriter({ s3: deps.s3, bucket: deps.bucket, key: keys.batchResult(job.jobId) });
-  const errors = new S3ObjectWriter({ s3: deps.s3, bucket: deps.bucket, key: keys.batchErrors(job.jobId) });
-  const outcome: MergeOutcome = { deadRows: 0, deadShards: [] };
+/** The reason a failed step recorded, less the runtime's attempt count (the job's reason gives it). */
+function shardError(step: StepRecord | undefined): string {
+  return (step?.lastError ?? 'it ended without recording an error').replace(/ \(after \d+ attempts\)$/, '');
+}
+
+export async function mergeJob(deps: MergeDeps, jobId: string, plan: PlannedBatch, steps: readonly StepRecord[]): Promise<MergeResult> {
+  const bucket = plan.inputBucket;
+  const records = new Map(steps.map((s) => [s.name, s]));
+  const scored = (shard: number) => records.get(shardStepName(shard))?.state === 'succeeded';
+  const ranges = planShards(plan.inputBytes, plan.shardBytes);
+  const result = new S3ObjectWriter({ s3: deps.s3, bucket, key: keys.batchResult(jobId) });
+  const errors = new S3ObjectWriter({ s3: deps.s3, bucket, key: keys.batchErrors(jobId) });
+  const dead: DeadShard[] = [];
+  let deadRows = 0;
   // Shard outputs are fetched a few ahead of the one being written, in order, memory bounded.
   const AHEAD = 4;
   const fetches = new Map<number, Promise<[string, string]>>();
   const fetchShard = (shard: number) => {
-    if (shard >= ranges.length || fetches.has(shard) || !job.doneShards?.has(shard)) return;
+    if (shard >= ranges.length || fetches.has(shard) || !scored(shard)) return;
     const pending = Promise.all([
-      getText(deps.s3, deps.bucket, keys.batchShardOutput(job.jobId, shard)),
-      getText(deps.s3, deps.bucket, keys.batchShardErrors(job.jobId, shard)),
+      getText(deps.s3, bucket, keys.batchShardOutput(jobId, shard)),
+      getText(deps.s3, bucket, keys.batchShardErrors(jobId, shard)),
     ]);
     pending.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
     fetches.set(shard, pending);
   };
   let base = 0;
   for (const range of ranges) {
-    const record = records.get(range.shard);
+    const record = records.get(shardStepName(range.shard));
     for (let next = range.shard; next <= range.shard + AHEAD; next++) fetchShard(next);
-    if (job.doneShards?.has(range.shard)) {
+    if (scored(range.shard)) {
       const [lines, errs] = await fetches.get(range.shard)!;
       fetches.delete(range.shard);
       await result.write(renumber(lines, base));
       await errors.write(renumber(errs, base));
-      base += record?.rows ?? 0;
+      base += (record?.result as ShardResult | undefined)?.rows ?? 0;
       continue;
     }
-    // A dead shard: its rows are still listed, each with the reason, so numbering stays that of the input.
-    const error = `shard ${range.shard} failed: ${record?.lastError ?? 'it exhausted its receives without recording an error'}`;
+    // A failed shard: its rows are still listed, each with the reason, so numbering stays that of the input.
+    const error = `shard ${range.shard} failed: ${shardError(record)}`;
     let rows: number | undefined;
     try {
-      rows = (
-        await readShardLines(deps.s3, { bucket: job.inputBucket, key: job.inputKey, etag: job.inputEtag, size: job.inputBytes }, range.start, range.end)
-      ).length;
+      let lines = await readShardLines(deps.s3, { bucket, key: plan.inputKey, etag: plan.inputEtag, size: plan.inputBytes }, range.start, range.end);
+      if (plan.format === 'csv' && plan.csvHeader && range.start === 0) lines = lines.slice(1);
+      rows = lines.length;
     } catch (cause) {
-      deps.log?.('warn', 'rows of a dead shard could not be counted', { job: job.jobId, shard: range.shard, error: (cause as Error).message });
+      deps.log?.('warn', 'rows of a failed shard could not be counted', { job: jobId, shard: range.shard, error: (cause as Error).message });
     }
-    outcome.deadShards.push({ shard: range.shard, rows, error });
+    dead.push({ shard: range.shard, rows, error });
     if (rows === undefined) continue;
     let text = '';
     for (let i = 0; i < rows; i++) text += `${errorLine(base + i, error)}\n`;
     await result.write(text);
     await errors.write(text);
     base += rows;
-    outcome.deadRows += rows;
+    deadRows += rows;
   }
   await result.close();
   await errors.close();
-  return outcome;
+  return {
+    resultKey: keys.batchResult(jobId),
+    errorsKey: keys.batchErrors(jobId),
+    shardsFailed: dead.length,
+    deadRows,
+    ...(dead.length > 0 ? { reason: failedReason(plan, dead, deadRows) } : {}),
+  };
 }
 
-function deadReason(job: BatchJobRecord, outcome: MergeOutcome): string {
-  const first = outcome.deadShards.slice(0, 3).map((d) => d.error).join('; ');
-  const more = outcome.deadShards.length > 3 ? `; and ${outcome.deadShards.length - 3} more` : '';
-  const uncounted = outcome.deadShards.some((d) => d.rows === undefined)
-    ? ' (some of their rows could not be counted, so row numbers after them are shifted)'
-    : '';
-  return (
-    `${outcome.deadShards.length} of ${job.shardsTotal} shard(s) went to the dead-letter queue after repeated failures; ` +
-    `their ${outcome.deadRows} row(s) are listed in errors.jsonl${uncounted}: ${first}${more}`
-  );
-}
-
-/**
- * Merges and finishes the job when every shard is counted and nobody else holds the merge. Returns
- * the state the job ended in, or undefined when this caller did not finish it.
- */
-export async function finishIfComplete(deps: FinishDeps, job: BatchJobRecord): Promise<JobState | undefined> {
-  if (FINAL_STATES.has(job.state) || job.state === 'planning' || !isComplete(job)) return undefined;
-  const token = randomUUID();
-  if (!(await deps.jobs.claimMerge(job.jobId, token, deps.mergeLeaseMs ?? 5 * 60_000))) return undefined;
-  const current = (await deps.jobs.get(job.jobId))!;
-  const outcome = await mergeJob(deps, current);
-  const state: JobState =
-    outcome.deadShards.length === 0 ? 'succeeded' : current.rowsScored === 0 ? 'failed' : 'partial';
-  const finished = await deps.jobs.finish(job.jobId, token, state, {
-    rowsFailed: current.rowsFailed + outcome.deadRows,
-    resultKey: keys.batchResult(job.jobId),
-    errorsKey: keys.batchErrors(job.jobId),
-    ...(outcome.deadShards.length > 0 ? { reason: deadReason(current, outcome) } : {}),
-  });
-  deps.log?.('info', 'batch job finished', { job: job.jobId, state, finished, deadShards: outcome.deadShards.length });
-  return finished ? state : undefined;
+function failedReason(plan: PlannedBatch, dead: readonly DeadShard[], deadRows: number): string {
+  const first = dead.slice(0, 3).map((d) => d.error).join('; ');
+  const more = dead.length > 3 ? `; and ${dead.length - 3} more` : '';
+  const uncounted = dead.some((d) => d.rows === undefined) ? ' (some of their rows could not be counted, so row numbers after them are shifted)' : '';
+  return `${dead.length} of ${plan.shardsTotal} shard(s) failed after repeated attempts; their ${deadRows} row(s) are listed in errors.jsonl${uncounted}: ${first}${more}`;
 }

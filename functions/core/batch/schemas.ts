@@ -1,5 +1,6 @@
 import * as z from 'zod';
 import { NAME_PATTERN } from '../artifacts/names.ts';
+import type { JobRecord } from '../jobs/record.ts';
 
 /**
  * The batch contracts: what a client submits, what a shard message carries, and how a job looks to
@@ -13,9 +14,10 @@ export type BatchWorkerChoice = (typeof BATCH_WORKERS)[number];
 /** Where the shards of a job are scored: the Lambda shard queue or the GPU containers' queue. */
 export type BatchWorker = Exclude<BatchWorkerChoice, 'auto'>;
 
-export const JOB_STATES = ['planning', 'running', 'merging', 'succeeded', 'partial', 'failed'] as const;
+/** A batch job's state as `GET /v2/batches/{id}` shows it: the runtime's, with `queued` (shards enqueued, none started yet) shown as running. */
+export const JOB_STATES = ['running', 'succeeded', 'partial', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
-export const FINAL_STATES: ReadonlySet<JobState> = new Set(['succeeded', 'partial', 'failed']);
+export const FINAL_STATES: ReadonlySet<JobState> = new Set(['succeeded', 'partial', 'failed', 'cancelled']);
 
 export const DEFAULT_BATCH_SIZE = 64;
 export const MAX_BATCH_SIZE = 4096;
@@ -74,54 +76,49 @@ export const shardMessageSchema = z.object({
 });
 export type ShardMessage = z.infer<typeof shardMessageSchema>;
 
-/** The job item in DynamoDB (pk `JOB#<id>`, sk `JOB`). */
-export interface BatchJobRecord {
-  jobId: string;
-  state: JobState;
-  model: string;
-  version: string;
+/**
+ * The planned job, kept as its record's `request` in the job runtime (docs/jobs.md): everything a
+ * shard step needs besides its byte range, fixed at submission.
+ */
+export const plannedBatchSchema = z.strictObject({
+  model: z.string(),
+  version: z.string(),
   /** What the client asked for (a version, an alias, or nothing for the latest). */
-  requestedVersion?: string;
-  format: BatchFormat;
-  csvHeader: boolean;
-  batchSize: number;
-  shardBytes: number;
-  worker: BatchWorker;
-  outputs?: string[];
-  inputBucket: string;
-  inputKey: string;
-  inputEtag: string;
-  inputBytes: number;
-  shardsTotal: number;
-  shardsDone: number;
-  shardsDead: number;
-  doneShards?: Set<number>;
-  deadShards?: Set<number>;
-  rowsScored: number;
-  rowsFailed: number;
-  requestHash: string;
-  idempotencyKey?: string;
-  createdAt: number;
-  plannedAt?: number;
-  startedAt?: number;
-  finishedAt?: number;
-  reason?: string;
-  resultKey?: string;
-  errorsKey?: string;
-  mergeToken?: string;
-  mergeLeaseUntil?: number;
+  requestedVersion: z.string().optional(),
+  format: z.enum(BATCH_FORMATS),
+  csvHeader: z.boolean(),
+  batchSize: z.number().int().nonnegative(),
+  shardBytes: z.number().int().nonnegative(),
+  worker: z.enum(['lambda', 'gpu']),
+  outputs: z.array(z.string()).optional(),
+  inputBucket: z.string(),
+  inputKey: z.string(),
+  inputEtag: z.string(),
+  inputBytes: z.number().int().nonnegative(),
+  shardsTotal: z.number().int().nonnegative().max(MAX_SHARDS),
+  /** sha256 of the submission as the client made it: the same job id with another request is a 409. */
+  requestHash: z.string(),
+  idempotencyKey: z.string().optional(),
+});
+export type PlannedBatch = z.infer<typeof plannedBatchSchema>;
+
+/** The job's counters, each added once per step by the runtime. */
+export const BATCH_COUNTERS = ['shardsDone', 'rowsScored', 'rowsFailed'] as const;
+export type BatchCounters = Record<(typeof BATCH_COUNTERS)[number], number>;
+
+/** What a shard step records: its rows, for the merge to number the next shard's from. */
+export interface ShardResult {
+  rows: number;
+  failed: number;
 }
 
-/** The shard item (pk `JOB#<id>`, sk `SHARD#<index>`), written by workers as they go. */
-export interface BatchShardRecord {
-  shard: number;
-  state: 'running' | 'done' | 'dead';
-  attempts: number;
-  rows?: number;
-  rowsFailed?: number;
-  lastError?: string;
-  startedAt?: number;
-  finishedAt?: number;
+/** What the merge step records, and the finished job's result. */
+export interface MergeResult {
+  resultKey: string;
+  errorsKey: string;
+  shardsFailed: number;
+  deadRows: number;
+  reason?: string;
 }
 
 /** `GET /v2/batches/{id}` */
@@ -145,26 +142,34 @@ export interface BatchJobView {
   errors?: string;
 }
 
-export function jobView(job: BatchJobRecord, now: number): BatchJobView {
-  const rows = job.rowsScored + job.rowsFailed;
-  const elapsedMs = job.startedAt !== undefined ? (job.finishedAt ?? now) - job.startedAt : 0;
+/** A batch job as its clients see it, from the runtime's record. */
+export function jobView(job: JobRecord, now: number): BatchJobView {
+  const plan = job.request as unknown as PlannedBatch;
+  const counters = (job.counters ?? {}) as Partial<BatchCounters>;
+  const merged = job.result as unknown as MergeResult | undefined;
+  const rowsScored = counters.rowsScored ?? 0;
+  const rowsFailed = counters.rowsFailed ?? 0;
+  const started = job.started !== undefined ? Date.parse(job.started) : undefined;
+  const finished = job.finished !== undefined ? Date.parse(job.finished) : undefined;
+  const elapsedMs = started !== undefined ? (finished ?? now) - started : 0;
   return {
-    id: job.jobId,
-    state: job.state,
-    model: job.model,
-    version: job.version,
-    input: `s3://${job.inputBucket}/${job.inputKey}`,
-    format: job.format,
-    batch_size: job.batchSize,
-    worker: job.worker,
-    shards: { total: job.shardsTotal, done: job.shardsDone, failed: job.shardsDead },
-    rows: { scored: job.rowsScored, failed: job.rowsFailed },
-    rows_per_s: elapsedMs > 0 ? Math.round((rows / elapsedMs) * 1000 * 10) / 10 : null,
-    created: new Date(job.createdAt).toISOString(),
-    ...(job.startedAt !== undefined ? { started: new Date(job.startedAt).toISOString() } : {}),
-    ...(job.finishedAt !== undefined ? { finished: new Date(job.finishedAt).toISOString() } : {}),
-    ...(job.reason !== undefined ? { reason: job.reason } : {}),
-    ...(job.resultKey !== undefined ? { result: `s3://${job.inputBucket}/${job.resultKey}` } : {}),
-    ...(job.errorsKey !== undefined ? { errors: `s3://${job.inputBucket}/${job.errorsKey}` } : {}),
+    id: job.id,
+    state: job.state === 'queued' ? 'running' : job.state,
+    model: plan.model,
+    version: plan.version,
+    input: `s3://${plan.inputBucket}/${plan.inputKey}`,
+    format: plan.format,
+    batch_size: plan.batchSize,
+    worker: plan.worker,
+    // Until the merge, every failed step is a shard.
+    shards: { total: plan.shardsTotal, done: counters.shardsDone ?? 0, failed: merged?.shardsFailed ?? job.stepsFailed },
+    rows: { scored: rowsScored, failed: rowsFailed },
+    rows_per_s: elapsedMs > 0 ? Math.round(((rowsScored + rowsFailed) / elapsedMs) * 1000 * 10) / 10 : null,
+    created: job.created,
+    ...(job.started !== undefined ? { started: job.started } : {}),
+    ...(job.finished !== undefined ? { finished: job.finished } : {}),
+    ...(job.error !== undefined ? { reason: job.error } : {}),
+    ...(merged?.resultKey !== undefined ? { result: `s3://${plan.inputBucket}/${merged.resultKey}` } : {}),
+    ...(merged?.errorsKey !== undefined ? { errors: `s3://${plan.inputBucket}/${merged.errorsKey}` } : {}),
   };
 }

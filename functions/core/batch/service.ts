@@ -1,16 +1,17 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import type { SQSClient } from '@aws-sdk/client-sqs';
 import * as z from 'zod';
 import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../platform/errors.ts';
 import type { InferenceService } from '../serving/inference-service.ts';
 import { keys } from '../artifacts/keys.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { assertValidName } from '../artifacts/names.ts';
+import type { JobTable } from '../jobs/job-table.ts';
+import type { JobRecord, Json } from '../jobs/record.ts';
+import type { JobRuntime } from '../jobs/runtime.ts';
+import { EnqueueError } from '../jobs/step-queue.ts';
 import { headInput, planShards, type InputObject } from './input.ts';
-import type { BatchJobStore } from './job-store.ts';
-import { finishIfComplete, type FinishDeps } from './merge.ts';
-import { EnqueueError, sendAllMessages, type SendOptions } from './queue.ts';
+import { BATCH_KIND } from './kind.ts';
 import { batchIncompatibility } from './rows.ts';
 import {
   DEFAULT_BATCH_SIZE,
@@ -19,37 +20,33 @@ import {
   jobView,
   submitBatchRequestSchema,
   type BatchFormat,
-  type BatchJobRecord,
   type BatchJobView,
   type BatchWorker,
-  type ShardMessage,
+  type PlannedBatch,
   type SubmitBatchRequest,
 } from './schemas.ts';
 
 /**
  * Submission and status, free of any transport: the API, the upload trigger and the submit queue
- * all call `submit`, which validates, plans shards by byte range, writes the job record and fans
- * the shards out on SQS. A resubmission (same idempotency key, or the same upload) returns the job
- * that exists.
+ * all call `submit`, which validates, plans shards by byte range and submits the job to the job
+ * runtime, which writes its record and sends its shard steps. A resubmission (same idempotency key,
+ * or the same upload) returns the job that exists.
  */
 export interface BatchServiceOptions {
   s3: S3Client;
-  sqs: SQSClient;
-  jobs: BatchJobStore;
+  /** The job runtime with the batch kind, and its table to read jobs from. */
+  runtime: JobRuntime;
+  table: JobTable;
   store: ModelRepository;
   /** Resolves versions and aliases the same way the inference API does. */
   inference: Pick<InferenceService, 'resolveVersion'>;
   bucket: string;
-  shardQueueUrl: string;
-  /** The GPU containers' queue; without it every job runs on Lambda. */
-  gpuShardQueueUrl?: string | undefined;
+  /** Whether GPU containers consume the GPU queue; without them every job runs on Lambda. */
+  gpuWorkers?: boolean;
   /** Inputs at least this large go to the GPU queue when the client leaves the choice to us. */
   gpuThresholdBytes?: number | undefined;
-  send?: SendOptions;
-  /** How long a job may stay `planning` before a resubmission takes the planning over. */
-  planningLeaseMs?: number;
   now?: () => number;
-  log?: FinishDeps['log'];
+  log?: (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
 }
 
 export type SubmissionSource =
@@ -90,14 +87,14 @@ export class BatchService {
     return (this.options.now ?? Date.now)();
   }
 
-  private get finishDeps(): FinishDeps {
-    const { s3, bucket, jobs, log } = this.options;
-    return { s3, bucket, jobs, ...(log ? { log } : {}) };
+  private async find(jobId: string): Promise<JobRecord | undefined> {
+    const job = await this.options.table.getJob(jobId);
+    return job?.kind === BATCH_KIND ? job : undefined;
   }
 
   async get(jobId: string): Promise<BatchJobView> {
     assertValidName(jobId, 'job id');
-    const job = await this.options.jobs.get(jobId);
+    const job = await this.find(jobId);
     if (!job) throw new NotFoundError(`unknown batch job '${jobId}'`);
     return jobView(job, this.now());
   }
@@ -139,9 +136,7 @@ export class BatchService {
     } catch {
       return;
     }
-    await this.options.jobs.create({
-      jobId: file,
-      state: 'failed',
+    const refused: PlannedBatch = {
       model: '',
       version: '',
       format: key.endsWith('.csv') ? 'csv' : 'jsonl',
@@ -154,20 +149,14 @@ export class BatchService {
       inputEtag: '',
       inputBytes: 0,
       shardsTotal: 0,
-      shardsDone: 0,
-      shardsDead: 0,
-      rowsScored: 0,
-      rowsFailed: 0,
       requestHash: '',
-      createdAt: this.now(),
-      finishedAt: this.now(),
-      reason: `the upload was refused: ${reason}`,
-    });
+    };
+    await this.options.runtime.refuse({ kind: BATCH_KIND, id: file, request: refused as Json, error: `the upload was refused: ${reason}` });
   }
 
   async submit(body: unknown, source: SubmissionSource = { kind: 'api' }): Promise<SubmitResult> {
     const request = parseSubmitRequest(body);
-    const { jobs, store, inference, s3 } = this.options;
+    const { store, inference, s3 } = this.options;
     const idempotencyKey = request.idempotency_key ?? (source.kind === 'queue' ? `sqs:${source.messageId}` : undefined);
 
     const version = await inference.resolveVersion(request.model, request.version);
@@ -196,10 +185,10 @@ export class BatchService {
       }
     }
 
-    let existing = await jobs.get(jobId);
+    let existing = await this.options.table.getJob(jobId);
+    if (existing && existing.kind !== BATCH_KIND) throw new ConflictError(`job '${jobId}' exists and is a ${existing.kind} job; use another ${source.kind === 'upload' ? 'file name' : 'idempotency key'}`);
     // A refused upload left a `failed` record under its name; uploading it again (fixed) replaces it.
-    const refused = existing !== undefined && existing.state === 'failed' && existing.requestHash === '' && source.kind === 'upload';
-    if (refused) existing = undefined;
+    if (existing?.refused && source.kind === 'upload') existing = undefined;
     if (existing && !inline) {
       // Same job id: the same request again is the same job; anything else is a conflict.
       return this.resume(existing, source, await this.requestHash(request, version, inputKey, rowsHash, source));
@@ -214,9 +203,7 @@ export class BatchService {
     const worker = this.workerFor(request, manifest.tier, input);
     const shardBytes = Math.max(request.shard_bytes ?? DEFAULT_SHARD_BYTES, Math.ceil(input.size / MAX_SHARDS));
     const shards = planShards(input.size, shardBytes);
-    const record: BatchJobRecord = {
-      jobId,
-      state: 'planning',
+    const plan: PlannedBatch = {
       model: request.model,
       version,
       ...(request.version !== undefined ? { requestedVersion: request.version } : {}),
@@ -231,20 +218,25 @@ export class BatchService {
       inputEtag: input.etag,
       inputBytes: input.size,
       shardsTotal: shards.length,
-      shardsDone: 0,
-      shardsDead: 0,
-      rowsScored: 0,
-      rowsFailed: 0,
       requestHash,
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
-      createdAt: this.now(),
     };
-    if (!(refused ? await jobs.replaceRefused(record) : await jobs.create(record))) {
-      // Lost a race with an identical submission: answer as a resubmission.
-      return this.resume((await jobs.get(jobId))!, source, requestHash);
+    let submitted: { job: JobRecord; created: boolean };
+    try {
+      submitted = await this.options.runtime.submit({ kind: BATCH_KIND, id: jobId, request: plan as Json });
+    } catch (error) {
+      if (error instanceof ConflictError) {
+        // Lost a race with another submission under this id: answer as a resubmission.
+        return this.resume((await this.find(jobId))!, source, requestHash);
+      }
+      if (!(error instanceof EnqueueError)) throw error;
+      this.options.log?.('error', 'shards could not be enqueued', { job: jobId, error: error.message });
+      await this.options.table.transition(jobId, ['queued'], 'failed', { error: `shards could not be enqueued: ${error.message}` }, this.now());
+      throw new HttpError(503, `batch job '${jobId}' could not be started: ${error.message}; submit it again`, { cause: error });
     }
+    if (!submitted.created) return this.resume(submitted.job, source, requestHash);
     this.options.log?.('info', 'batch job planned', { job: jobId, shards: shards.length, bytes: input.size, worker, model: request.model, version });
-    return { job: await this.enqueue(record), created: true };
+    return { job: jobView(submitted.job, this.now()), created: true };
   }
 
   private async requestHash(
@@ -276,7 +268,7 @@ export class BatchService {
   }
 
   private workerFor(request: SubmitBatchRequest, tier: string | undefined, input: InputObject): BatchWorker {
-    const gpu = this.options.gpuShardQueueUrl;
+    const gpu = this.options.gpuWorkers ?? false;
     const choice = request.worker ?? 'auto';
     if (choice === 'gpu' && !gpu) throw new BadRequestError('this deployment has no GPU workers; submit with worker "lambda" or "auto"');
     if (choice !== 'auto') return choice;
@@ -284,59 +276,18 @@ export class BatchService {
     return tier === 'gpu' || input.size >= (this.options.gpuThresholdBytes ?? Number.POSITIVE_INFINITY) ? 'gpu' : 'lambda';
   }
 
-  private async resume(existing: BatchJobRecord, source: SubmissionSource, requestHash: string): Promise<SubmitResult> {
-    if (existing.requestHash !== requestHash) {
-      const what = source.kind === 'upload' ? `an upload named '${existing.jobId}'` : 'this idempotency key';
-      throw new ConflictError(`batch job '${existing.jobId}' already exists for ${what} with a different request; use a new ${source.kind === 'upload' ? 'file name' : 'idempotency key'}`);
+  private async resume(existing: JobRecord, source: SubmissionSource, requestHash: string): Promise<SubmitResult> {
+    const plan = existing.request as unknown as PlannedBatch;
+    if (plan.requestHash !== requestHash) {
+      const what = source.kind === 'upload' ? `an upload named '${existing.id}'` : 'this idempotency key';
+      throw new ConflictError(`batch job '${existing.id}' already exists for ${what} with a different request; use a new ${source.kind === 'upload' ? 'file name' : 'idempotency key'}`);
     }
-    if (existing.state === 'planning') {
-      // A submission that died while planning is finished by whoever resubmits it later; one that is
-      // still planning (a concurrent duplicate) is left to finish its own work.
-      if (this.now() - existing.createdAt > (this.options.planningLeaseMs ?? 120_000)) return { job: await this.enqueue(existing), created: false };
-      return { job: jobView(existing, this.now()), created: false };
+    // A submission that died between its record and its shards is finished by whoever resubmits it
+    // later: the runtime sends a job's steps again once it has been queued long enough.
+    if (existing.state === 'queued') {
+      const again = await this.options.runtime.submit({ kind: BATCH_KIND, id: existing.id, request: existing.request });
+      return { job: jobView(again.job, this.now()), created: false };
     }
-    await finishIfComplete(this.finishDeps, existing);
-    return { job: jobView((await this.options.jobs.get(existing.jobId)) ?? existing, this.now()), created: false };
-  }
-
-  /** Sends every shard (again, when resuming: a duplicate shard is scored once), then starts the job. */
-  private async enqueue(job: BatchJobRecord): Promise<BatchJobView> {
-    const { sqs, jobs } = this.options;
-    const queueUrl = job.worker === 'gpu' ? this.options.gpuShardQueueUrl! : this.options.shardQueueUrl;
-    const shards = planShards(job.inputBytes, job.shardBytes);
-    const messages = shards.map((range) => {
-      const message: ShardMessage = {
-        v: 1,
-        job: job.jobId,
-        shard: range.shard,
-        shards: shards.length,
-        bucket: job.inputBucket,
-        key: job.inputKey,
-        etag: job.inputEtag,
-        size: job.inputBytes,
-        start: range.start,
-        end: range.end,
-        model: job.model,
-        version: job.version,
-        format: job.format,
-        csvHeader: job.csvHeader,
-        batchSize: job.batchSize,
-        ...(job.outputs ? { outputs: job.outputs } : {}),
-      };
-      return { id: `s${range.shard}`, body: JSON.stringify(message) };
-    });
-    try {
-      await sendAllMessages(sqs, queueUrl, messages, this.options.send);
-    } catch (error) {
-      if (!(error instanceof EnqueueError)) throw error;
-      this.options.log?.('error', 'shards could not be enqueued', { job: job.jobId, error: error.message });
-      await jobs.transition(job.jobId, 'planning', 'failed', { reason: `shards could not be enqueued: ${error.message}`, finishedAt: this.now() });
-      throw new HttpError(503, `batch job '${job.jobId}' could not be started: ${error.message}; submit it again`, { cause: error });
-    }
-    await jobs.transition(job.jobId, 'planning', 'running', { plannedAt: this.now() });
-    const current = (await jobs.get(job.jobId))!;
-    // An empty input, or shards that all finished before the job left `planning`.
-    await finishIfComplete(this.finishDeps, current);
-    return jobView((await jobs.get(job.jobId))!, this.now());
+    return { job: jobView(existing, this.now()), created: false };
   }
 }

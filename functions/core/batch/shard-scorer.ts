@@ -1,51 +1,32 @@
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import * as z from 'zod';
 import { keys } from '../artifacts/keys.ts';
 import type { ModelSessions } from '../serving/model-sessions.ts';
 import type { ModelRepository } from '../registry/repository.ts';
+import { JobStepError } from '../jobs/kinds.ts';
 import { readShardLines } from './input.ts';
-import type { BatchJobStore } from './job-store.ts';
-import { finishIfComplete, type FinishDeps } from './merge.ts';
 import { scoreRows } from './scoring.ts';
-import { FINAL_STATES, shardMessageSchema, type JobState, type ShardMessage } from './schemas.ts';
+import type { ShardMessage } from './schemas.ts';
 
 /**
- * One shard, end to end, for either worker: read its byte range, score its rows, write its output
- * and error objects under fixed keys, count it once, and merge the job if it was the last. The
- * Lambda handler and the GPU container call this with their own sessions (CPU or CUDA).
+ * One shard's work, for either worker: read its byte range, score its rows, write its output and
+ * error objects under fixed keys (a rerun overwrites them). The batch job kind's shard step calls
+ * this (kind.ts); counting the shard and merging are the job runtime's and the merge step's. The
+ * Lambda worker and the GPU container run it with their own sessions (CPU or CUDA).
  */
 export interface ShardScorerOptions {
   s3: S3Client;
   bucket: string;
-  jobs: BatchJobStore;
   store: ModelRepository;
   sessions: ModelSessions;
-  mergeLeaseMs?: number;
-  log?: FinishDeps['log'];
+  log?: (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
 }
 
-export type ShardOutcome =
-  | { status: 'scored'; job: string; shard: number; rows: number; failed: number; ms: number; counted: boolean; attempt: number; finished?: JobState }
-  | { status: 'skipped'; job: string; shard: number; reason: string };
-
-/** A message that can never be scored (not a shard message at all). */
-export class InvalidShardMessageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'InvalidShardMessageError';
-  }
-}
-
-export function parseShardMessage(body: string): ShardMessage {
-  let json: unknown;
-  try {
-    json = JSON.parse(body);
-  } catch {
-    throw new InvalidShardMessageError(`not a shard message: the body is not JSON (${body.slice(0, 80)})`);
-  }
-  const parsed = shardMessageSchema.safeParse(json);
-  if (!parsed.success) throw new InvalidShardMessageError(`not a shard message: ${z.prettifyError(parsed.error)}`);
-  return parsed.data;
+export interface ShardOutcome {
+  job: string;
+  shard: number;
+  rows: number;
+  failed: number;
+  ms: number;
 }
 
 export class ShardScorer {
@@ -55,19 +36,9 @@ export class ShardScorer {
     this.options = options;
   }
 
-  private get finishDeps(): FinishDeps {
-    const { s3, bucket, jobs, mergeLeaseMs, log } = this.options;
-    return { s3, bucket, jobs, ...(mergeLeaseMs !== undefined ? { mergeLeaseMs } : {}), ...(log ? { log } : {}) };
-  }
-
   async score(message: ShardMessage, options: { signal?: AbortSignal } = {}): Promise<ShardOutcome> {
-    const { s3, bucket, jobs, store, sessions } = this.options;
-    const job = await jobs.get(message.job);
-    if (!job) return { status: 'skipped', job: message.job, shard: message.shard, reason: 'the job does not exist' };
-    if (FINAL_STATES.has(job.state)) return { status: 'skipped', job: message.job, shard: message.shard, reason: `the job is already ${job.state}` };
+    const { s3, bucket, store, sessions } = this.options;
     const started = performance.now();
-    const attempt = await jobs.shardStarted(message.job, message.shard);
-    this.options.log?.('info', 'shard started', { job: message.job, shard: message.shard, attempt });
     try {
       const manifest = await store.getManifest(message.model, message.version);
       const model = await sessions.get(manifest);
@@ -88,48 +59,20 @@ export class ShardScorer {
         s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys.batchShardOutput(message.job, message.shard), Body: body(scored.lines), ContentType: 'application/x-ndjson' })),
         s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys.batchShardErrors(message.job, message.shard), Body: body(scored.errorLines), ContentType: 'application/x-ndjson' })),
       ]);
-      const written = performance.now();
-      const completion = await jobs.completeShard(message.job, message.shard, scored.rows, scored.failed);
-      const finished = await finishIfComplete(this.finishDeps, completion.job);
       const ms = performance.now() - started;
       const phases = {
         setupMs: Math.round(loaded - started),
         readMs: Math.round(read - loaded),
         scoreMs: Math.round(scoredAt - read),
-        writeMs: Math.round(written - scoredAt),
-        countAndMergeMs: Math.round(performance.now() - written),
+        writeMs: Math.round(ms - (scoredAt - started)),
       };
-      this.options.log?.('info', 'shard scored', { job: message.job, shard: message.shard, rows: scored.rows, failed: scored.failed, ms, ...phases, counted: completion.counted, finished });
-      return {
-        status: 'scored',
-        job: message.job,
-        shard: message.shard,
-        rows: scored.rows,
-        failed: scored.failed,
-        ms,
-        counted: completion.counted,
-        attempt,
-        ...(finished ? { finished } : {}),
-      };
+      this.options.log?.('info', 'shard scored', { job: message.job, shard: message.shard, rows: scored.rows, failed: scored.failed, ms, ...phases });
+      return { job: message.job, shard: message.shard, rows: scored.rows, failed: scored.failed, ms };
     } catch (error) {
-      await jobs.shardFailed(message.job, message.shard, (error as Error).message).catch(() => undefined);
-      throw error;
+      // A shard's failure is reported to its client as it happened (the job's reason, the merged
+      // rows' errors); a shard aborted because its worker stops is handed back as it is.
+      if (options.signal?.aborted) throw error;
+      throw new JobStepError((error as Error).message, { cause: error });
     }
-  }
-
-  /**
-   * A shard the dead-letter queue received: counted as dead (once), and the job merged and ended
-   * `partial` (or `failed`) when it was the last one outstanding.
-   */
-  async deadLetter(message: ShardMessage): Promise<{ counted: boolean; finished?: JobState }> {
-    if (!(await this.options.jobs.get(message.job))) {
-      // Nothing to account for (the job record is gone); keeping the message would retry it for weeks.
-      this.options.log?.('warn', 'dead shard of a job that does not exist; dropped', { job: message.job, shard: message.shard });
-      return { counted: false };
-    }
-    const dead = await this.options.jobs.markShardDead(message.job, message.shard);
-    this.options.log?.('warn', 'shard is dead', { job: message.job, shard: message.shard, counted: dead.counted, lastError: dead.lastError });
-    const finished = await finishIfComplete(this.finishDeps, dead.job);
-    return { counted: dead.counted, ...(finished ? { finished } : {}) };
   }
 }

@@ -41,9 +41,18 @@ export class JobTable {
     }
   }
 
-  private async putIfAbsent(item: Record<string, unknown>): Promise<boolean> {
+  private async putIfAbsent(item: Record<string, unknown>, orRefused = false): Promise<boolean> {
     try {
-      await this.doc.send(new PutCommand({ TableName: this.tableName, Item: item, ConditionExpression: 'attribute_not_exists(pk)' }));
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: item,
+          // A refused submission's record (no steps) gives way to a real job under its id.
+          ...(orRefused
+            ? { ConditionExpression: 'attribute_not_exists(pk) OR refused = :refused', ExpressionAttributeValues: { ':refused': true } }
+            : { ConditionExpression: 'attribute_not_exists(pk)' }),
+        }),
+      );
       return true;
     } catch (error) {
       if (isConditionFailure(error)) return false;
@@ -82,9 +91,9 @@ export class JobTable {
     return steps;
   }
 
-  /** Creates the job; false when a job with this id exists (a resubmission under the same key). */
+  /** Creates the job (or replaces a refused one); false when a job with this id exists (a resubmission under the same key). */
   createJob(job: JobRecord): Promise<boolean> {
-    return this.putIfAbsent({ ...jobKey(job.id), ...job });
+    return this.putIfAbsent({ ...jobKey(job.id), ...job }, true);
   }
 
   /** Creates a step as pending; false when it exists (a redelivered or repeated enqueue). */
@@ -151,13 +160,13 @@ export class JobTable {
     id: string,
     step: string,
     owner: string,
-    end: { state: Exclude<StepState, 'pending' | 'running'>; result?: Json; lastError?: string; next?: string[] },
+    end: { state: Exclude<StepState, 'pending' | 'running'>; result?: Json; lastError?: string; next?: string[]; count?: Record<string, number> },
     now: number,
   ): Promise<StepRecord | undefined> {
     const names: Record<string, string> = { '#owner': 'owner', '#state': 'state' };
     const values: Record<string, unknown> = { ':owner': owner, ':running': 'running', ':end': end.state, ':zero': 0, ':updated': new Date(now).toISOString() };
     const sets = ['#state = :end', '#leaseUntil = :zero', '#updated = :updated'];
-    for (const field of ['result', 'lastError', 'next'] as const) {
+    for (const field of ['result', 'lastError', 'next', 'count'] as const) {
       if (end[field] === undefined) continue;
       names[`#${field}`] = field;
       values[`:${field}`] = end[field];
@@ -186,7 +195,7 @@ export class JobTable {
   /** queued → running at a step's first take, counting the attempt; undefined when the job is terminal. */
   startAttempt(id: string, now: number): Promise<JobRecord | undefined> {
     return this.update<JobRecord>(jobKey(id), {
-      UpdateExpression: 'SET #state = :running, #updated = :updated ADD #attempts :one',
+      UpdateExpression: 'SET #state = :running, #updated = :updated, #started = if_not_exists(#started, :updated) ADD #attempts :one',
       ConditionExpression: '#state IN (:queued, :running)',
       ExpressionAttributeNames: { '#state': 'state' },
       ExpressionAttributeValues: { ':running': 'running', ':queued': 'queued', ':one': 1, ':updated': new Date(now).toISOString() },
@@ -207,12 +216,28 @@ export class JobTable {
    * Counts a finished step towards its job, once: the step's name joins the job's set of finished
    * steps in the same write that adds to the counters, and `added` steps it enqueued join the total.
    */
-  async countStep(id: string, step: string, outcome: 'succeeded' | 'failed', added: number, now: number): Promise<{ counted: boolean; job: JobRecord }> {
+  async countStep(
+    id: string,
+    step: string,
+    outcome: 'succeeded' | 'failed',
+    added: number,
+    now: number,
+    count: Record<string, number> = {},
+  ): Promise<{ counted: boolean; job: JobRecord }> {
     const counter = outcome === 'succeeded' ? 'stepsSucceeded' : 'stepsFailed';
+    // The kind's counters are a map made at submission (ADD takes top-level attributes only, so SET adds).
+    const names: Record<string, string> = {};
+    const values: Record<string, unknown> = {};
+    const adds = Object.entries(count).map(([name, value], i) => {
+      names[`#c${i}`] = name;
+      values[`:c${i}`] = value;
+      return `#counters.#c${i} = #counters.#c${i} + :c${i}`;
+    });
     const job = await this.update<JobRecord>(jobKey(id), {
-      UpdateExpression: `ADD #finishedSteps :set, #${counter} :one, #stepsTotal :added SET #updated = :updated`,
+      UpdateExpression: `ADD #finishedSteps :set, #${counter} :one, #stepsTotal :added SET ${['#updated = :updated', ...adds].join(', ')}`,
       ConditionExpression: 'attribute_exists(pk) AND NOT contains(#finishedSteps, :step)',
-      ExpressionAttributeValues: { ':set': new Set([step]), ':one': 1, ':added': added, ':step': step, ':updated': new Date(now).toISOString() },
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: { ':set': new Set([step]), ':one': 1, ':added': added, ':step': step, ':updated': new Date(now).toISOString(), ...values },
     });
     if (job) return { counted: true, job: omitFinished(job) };
     const current = await this.getJob(id);

@@ -21,13 +21,20 @@ export interface StepContext {
    * the job is cancelled and LeaseLostError once another worker holds the step: the step stops there.
    */
   progress(done: number, total: number, stage?: string): Promise<void>;
+  /** Every step of the job as recorded (for a final step that joins the others' results). */
+  steps(): Promise<StepRecord[]>;
+  /** Aborted when the worker is stopping: a step that then throws is handed back to the queue, not counted as failed. */
+  signal: AbortSignal;
 }
 
 export type StepOutcome =
   /** Out of time: the runtime stores the checkpoint and enqueues the same step again. */
   | { continue: Json }
-  /** The step is done; `next` are the steps it enqueues (a fan-out, or the next phase). */
-  | { result?: Json; next?: StepSpec[] };
+  /**
+   * The step is done; `next` are the steps it enqueues (a fan-out, or the next phase); `count` is
+   * added to the job's counters in the same write that counts the step, so exactly once.
+   */
+  | { result?: Json; next?: StepSpec[]; count?: Record<string, number> };
 
 export type StepFunction = (context: StepContext) => Promise<StepOutcome>;
 
@@ -48,6 +55,12 @@ export interface JobKind {
   /** The first steps of a new job. */
   plan(request: Json, job: JobRecord): StepSpec[];
   steps: Record<string, StepFunction>;
+  /** A step that runs once every other step has finished, whatever their outcome (batch's in-order merge). */
+  finalStep?(request: Json, job: JobRecord): StepSpec;
+  /** The queue a job's steps go to (default: the kind's name); for a kind whose jobs run on different workers. */
+  queue?(request: Json): string;
+  /** Names of the job's counters, each starting at 0, that steps add to with `count`. */
+  counters?: readonly string[];
   /** Attempts of one step segment before the step fails for good; below the queue's maxReceiveCount. */
   maxAttempts?: number;
   /** true (the default): the first failed step ends the job `failed`, and its other steps do nothing. */

@@ -40,6 +40,14 @@ export interface JobRecord {
   requestHash: string;
   request: Json;
   parent?: JobParent;
+  /** The queue its steps go to, when its kind has several (batch: Lambda or GPU workers); else the kind's. */
+  queue?: string;
+  /** The kind's final step: planned with the job, sent once every other step has finished (a fan-in). */
+  finalStep?: string;
+  /** The kind's counters (rows scored, ...): each step's `count` is added once, when the step is counted. */
+  counters?: Record<string, number>;
+  /** A submission refused before it could run (an upload with bad options): failed, with no steps; a later submission under its id replaces it. */
+  refused?: boolean;
   /** Step attempts taken, every step and every retry. */
   attempts: number;
   stepsTotal: number;
@@ -50,6 +58,8 @@ export interface JobRecord {
   error?: string;
   created: string;
   updated: string;
+  /** When its first step began. */
+  started?: string;
   finished?: string;
 }
 
@@ -73,6 +83,8 @@ export interface StepRecord {
   segments: number;
   lastError?: string;
   result?: Json;
+  /** What it adds to the job's counters (kept so a redelivery can finish its bookkeeping). */
+  count?: Record<string, number>;
   /** Steps this one enqueued when it finished (kept so a redelivery can finish its bookkeeping). */
   next?: string[];
   updated: string;

@@ -5,7 +5,7 @@ import { runtimeMessage } from '../onnx/runtime-message.ts';
 import { cancelJob, readJob } from './control.ts';
 import type { JobTable } from './job-table.ts';
 import { defaultTerminalRule, JobCancelledError, type JobKind, type JobKinds, LeaseLostError, type StepContext, type StepOutcome, type TerminalDecision } from './kinds.ts';
-import { isTerminal, type JobParent, type JobRecord, type StepMessage, type StepRecord, type StepSpec } from './record.ts';
+import { isTerminal, type JobParent, type JobRecord, type Json, type StepMessage, type StepRecord, type StepSpec } from './record.ts';
 import type { StepQueue } from './step-queue.ts';
 
 type Log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
@@ -20,6 +20,11 @@ export interface JobRuntimeOptions {
   retryDelaySeconds?: number;
   /** Time kept back from the invocation's remaining time to checkpoint and enqueue. */
   reserveMs?: number;
+  /**
+   * A duplicate submission of a job still queued sends its first steps again only once the job has
+   * been queued this long (default 0: at once), so concurrent duplicates do not multiply messages.
+   */
+  resendQueuedAfterMs?: number;
   now?: () => number;
   log?: Log;
 }
@@ -28,6 +33,8 @@ export interface JobRuntimeOptions {
 export interface StepDelivery {
   receiptHandle?: string;
   remainingMs(): number;
+  /** Aborted when the worker stops (a container told to scale in): the step is handed back, not failed. */
+  signal?: AbortSignal;
 }
 
 /** What a delivery did; every outcome but a retry deletes the message. */
@@ -41,11 +48,22 @@ export type StepRunOutcome =
   | 'unknown-job'
   | 'unknown-step';
 
+/** Step records written at once when a job starts (a batch job plans up to 10,000 shards). */
+const STEP_WRITE_CONCURRENCY = 16;
+
 /** Thrown for a delivery SQS must hand out again (a failed attempt, or a step another worker holds). */
 export class StepRetryError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'StepRetryError';
+  }
+}
+
+/** Thrown for a step handed back because its worker is stopping: visible again at once, for another worker. */
+export class StepReleasedError extends StepRetryError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StepReleasedError';
   }
 }
 
@@ -62,6 +80,8 @@ export interface SubmitRequest {
   request: unknown;
   /** Idempotency key: the same key and request give the same job; the same key and another request, 409. */
   key?: string;
+  /** The job's id, for a kind that names its jobs itself (a batch upload by its file name); else derived from the key. */
+  id?: string;
   parent?: JobParent;
 }
 
@@ -104,6 +124,7 @@ export class JobRuntime {
   private readonly visibilitySeconds: number;
   private readonly retryDelaySeconds: number;
   private readonly reserveMs: number;
+  private readonly resendQueuedAfterMs: number;
   private readonly now: () => number;
   private readonly log: Log;
 
@@ -114,6 +135,7 @@ export class JobRuntime {
     this.visibilitySeconds = options.visibilitySeconds;
     this.retryDelaySeconds = options.retryDelaySeconds ?? 10;
     this.reserveMs = options.reserveMs ?? 30_000;
+    this.resendQueuedAfterMs = options.resendQueuedAfterMs ?? 0;
     this.now = options.now ?? Date.now;
     this.log = options.log ?? (() => undefined);
   }
@@ -135,7 +157,8 @@ export class JobRuntime {
     const request = kind.parseRequest(submission.request);
     assertSmall('the job request', request);
     const requestHash = sha256(canonical({ kind: kind.name, request, parent: submission.parent ?? null }));
-    const id = submission.key !== undefined ? jobIdForKey(kind.name, submission.key) : `j-${randomBytes(16).toString('hex')}`;
+    if (submission.id !== undefined) assertValidName(submission.id, 'job id');
+    const id = submission.id ?? (submission.key !== undefined ? jobIdForKey(kind.name, submission.key) : `j-${randomBytes(16).toString('hex')}`);
     const stamp = new Date(this.now()).toISOString();
     const job: JobRecord = {
       id,
@@ -145,6 +168,8 @@ export class JobRuntime {
       requestHash,
       request,
       ...(submission.parent ? { parent: submission.parent } : {}),
+      ...(kind.queue ? { queue: kind.queue(request) } : {}),
+      ...(kind.counters ? { counters: Object.fromEntries(kind.counters.map((name) => [name, 0])) } : {}),
       attempts: 0,
       stepsTotal: 0,
       stepsSucceeded: 0,
@@ -152,9 +177,12 @@ export class JobRuntime {
       created: stamp,
       updated: stamp,
     };
-    const steps = kind.plan(request, job);
+    const planned = kind.plan(request, job);
+    const final = kind.finalStep?.(request, job);
+    const steps = final ? [...planned, final] : planned;
     if (steps.length === 0) throw new Error(`job kind '${kind.name}' planned no steps`);
     steps.forEach(assertStep);
+    if (final) job.finalStep = final.name;
     job.stepsTotal = steps.length;
     if (await this.table.createJob(job)) {
       await this.enqueue(job, steps.map((s) => ({ ...s })));
@@ -166,8 +194,36 @@ export class JobRuntime {
       throw new ConflictError(`idempotency key '${submission.key}' was used for a different ${kind.name} request (job ${id})`);
     }
     // A submission that died between its record and its messages left the job queued: send them again.
-    if (existing.state === 'queued') await this.enqueue(existing, steps);
+    if (existing.state === 'queued' && this.now() - Date.parse(existing.updated) >= this.resendQueuedAfterMs) await this.enqueue(existing, steps);
     return { job: existing, created: false };
+  }
+
+  /**
+   * Records a submission refused before it could run, for a client nobody can answer (an upload):
+   * a failed job with the reason and no steps, which a later submission under the same id replaces.
+   * Leaves any other job under that id as it is.
+   */
+  async refuse(submission: { kind: string; id: string; request: Json; error: string }): Promise<void> {
+    const kind = this.kinds.get(submission.kind);
+    assertValidName(submission.id, 'job id');
+    const stamp = new Date(this.now()).toISOString();
+    const created = await this.table.createJob({
+      id: submission.id,
+      kind: kind.name,
+      state: 'failed',
+      refused: true,
+      requestHash: '',
+      request: submission.request,
+      attempts: 0,
+      stepsTotal: 0,
+      stepsSucceeded: 0,
+      stepsFailed: 0,
+      error: submission.error,
+      created: stamp,
+      updated: stamp,
+      finished: stamp,
+    });
+    if (created) this.log('info', 'submission refused', { job: submission.id, kind: kind.name, error: submission.error });
   }
 
   /** Cancels a queued or running job: its pending steps do nothing, a running one stops at its next progress report. */
@@ -177,12 +233,26 @@ export class JobRuntime {
     return job;
   }
 
+  /** Where a job's steps go: its own queue when its kind spreads jobs over several, else its kind's. */
+  private queueOf(job: JobRecord): string {
+    return job.queue ?? job.kind;
+  }
+
+  /** Creates the steps (many at once: a batch job has thousands) and sends all but a final step that still waits for others. */
   private async enqueue(job: JobRecord, steps: readonly StepSpec[]): Promise<void> {
     const stamp = new Date(this.now()).toISOString();
-    for (const spec of steps) {
-      await this.table.createStep({ job: job.id, name: spec.name, handler: spec.handler, ...(spec.input !== undefined ? { input: spec.input } : {}), state: 'pending', leaseUntil: 0, attempts: 0, segments: 1, updated: stamp });
-    }
-    await this.queue.send(job.kind, steps.map((s) => ({ job: job.id, step: s.name })));
+    let next = 0;
+    const lanes = Array.from({ length: Math.min(STEP_WRITE_CONCURRENCY, steps.length) }, async () => {
+      while (next < steps.length) {
+        const spec = steps[next++]!;
+        await this.table.createStep({ job: job.id, name: spec.name, handler: spec.handler, ...(spec.input !== undefined ? { input: spec.input } : {}), state: 'pending', leaseUntil: 0, attempts: 0, segments: 1, updated: stamp });
+      }
+    });
+    await Promise.all(lanes);
+    const others = steps.filter((s) => s.name !== job.finalStep);
+    // A final step is sent once every other step has finished: at once when there are none.
+    const send = others.length > 0 ? others : steps;
+    await this.queue.send(this.queueOf(job), send.map((s) => ({ job: job.id, step: s.name })));
   }
 
   /**
@@ -221,14 +291,17 @@ export class JobRuntime {
       () => {
         void (async () => {
           if (!(await this.table.renewLease(job.id, step.name, owner, leaseMs, this.now()))) leaseTaken = true;
-          else if (delivery.receiptHandle) await this.queue.setVisibility(kind.name, delivery.receiptHandle, this.visibilitySeconds);
+          else if (delivery.receiptHandle) await this.queue.setVisibility(this.queueOf(job), delivery.receiptHandle, this.visibilitySeconds);
         })().catch((error: unknown) => this.log('warn', 'lease renewal failed', { ...message, error: (error as Error).message }));
       },
       Math.max(1, Math.floor(this.visibilitySeconds / 3)) * 1000,
     );
     const began = this.now();
     let firstDone: number | undefined;
+    const signal = delivery.signal ?? new AbortController().signal;
     const context: StepContext = {
+      signal,
+      steps: () => this.table.listSteps(job.id),
       job: running,
       step: taken,
       input: taken.input,
@@ -251,6 +324,7 @@ export class JobRuntime {
       if (!handler) throw new Error(`job kind '${kind.name}' has no step function '${taken.handler}'`);
       outcome = await handler(context);
     } catch (error) {
+      if (signal.aborted && !(error instanceof LeaseLostError) && !(error instanceof JobCancelledError)) return await this.released(running, taken, owner, delivery);
       return await this.stepFailed(kind, running, taken, owner, error, delivery);
     } finally {
       clearInterval(heartbeat);
@@ -258,7 +332,7 @@ export class JobRuntime {
     if ('continue' in outcome) {
       assertSmall(`the checkpoint of step ${step.name}`, outcome.continue);
       if (!(await this.table.releaseStep(job.id, step.name, owner, { checkpoint: outcome.continue }, this.now()))) leaseLost(job.id, step.name);
-      await this.queue.send(kind.name, [{ job: job.id, step: step.name }]);
+      await this.queue.send(this.queueOf(job), [{ job: job.id, step: step.name }]);
       this.log('info', 'step checkpointed; continues in a new invocation', { ...message, segment: taken.segments });
       return 'continued';
     }
@@ -267,7 +341,13 @@ export class JobRuntime {
     for (const spec of next) {
       await this.table.createStep({ job: job.id, name: spec.name, handler: spec.handler, ...(spec.input !== undefined ? { input: spec.input } : {}), state: 'pending', leaseUntil: 0, attempts: 0, segments: 1, updated: new Date(this.now()).toISOString() });
     }
-    const finished = await this.table.finishStep(job.id, step.name, owner, { state: 'succeeded', ...(outcome.result !== undefined ? { result: outcome.result } : {}), next: next.map((s) => s.name) }, this.now());
+    const finished = await this.table.finishStep(
+      job.id,
+      step.name,
+      owner,
+      { state: 'succeeded', ...(outcome.result !== undefined ? { result: outcome.result } : {}), ...(outcome.count ? { count: outcome.count } : {}), next: next.map((s) => s.name) },
+      this.now(),
+    );
     if (!finished) return leaseLost(job.id, step.name);
     await this.settle(kind, running, finished);
     return 'succeeded';
@@ -302,7 +382,7 @@ export class JobRuntime {
     // Back when the holder's lease would run out: then either the step is done, or its holder died.
     if (delivery.receiptHandle) {
       const seconds = Math.min(43_200, Math.max(1, Math.ceil((step.leaseUntil - this.now()) / 1000)));
-      await this.queue.setVisibility(kind.name, delivery.receiptHandle, seconds);
+      await this.queue.setVisibility(this.queueOf(job), delivery.receiptHandle, seconds);
     }
     throw new StepRetryError(`step ${message.step} of job ${message.job} is held by another worker`);
   }
@@ -325,8 +405,16 @@ export class JobRuntime {
       return 'failed';
     }
     if (!(await this.table.releaseStep(job.id, step.name, owner, { lastError: reason }, this.now()))) leaseLost(job.id, step.name);
-    if (delivery.receiptHandle) await this.queue.setVisibility(kind.name, delivery.receiptHandle, this.retryDelaySeconds);
+    if (delivery.receiptHandle) await this.queue.setVisibility(this.queueOf(job), delivery.receiptHandle, this.retryDelaySeconds);
     throw new StepRetryError(`step ${step.name} of job ${job.id} failed (attempt ${step.attempts} of ${maxAttempts}): ${reason}`);
+  }
+
+  /** Its worker is stopping: the step goes back to pending and its message is visible again at once. */
+  private async released(job: JobRecord, step: StepRecord, owner: string, delivery: StepDelivery): Promise<never> {
+    if (!(await this.table.releaseStep(job.id, step.name, owner, { lastError: 'handed back: its worker stopped' }, this.now()))) leaseLost(job.id, step.name);
+    if (delivery.receiptHandle) await this.queue.setVisibility(this.queueOf(job), delivery.receiptHandle, 0);
+    this.log('info', 'step handed back: its worker is stopping', { job: job.id, step: step.name });
+    throw new StepReleasedError(`step ${step.name} of job ${job.id} was handed back: its worker is stopping`);
   }
 
   /**
@@ -335,13 +423,20 @@ export class JobRuntime {
    */
   private async settle(kind: JobKind, job: JobRecord, step: StepRecord): Promise<void> {
     if (step.state === 'cancelled') return;
-    if (step.next?.length) await this.queue.send(kind.name, step.next.map((name) => ({ job: job.id, step: name })));
-    const { job: counted } = await this.table.countStep(job.id, step.name, step.state === 'succeeded' ? 'succeeded' : 'failed', step.next?.length ?? 0, this.now());
+    if (step.next?.length) await this.queue.send(this.queueOf(job), step.next.map((name) => ({ job: job.id, step: name })));
+    const { job: counted } = await this.table.countStep(job.id, step.name, step.state === 'succeeded' ? 'succeeded' : 'failed', step.next?.length ?? 0, this.now(), step.count);
     if (isTerminal(counted.state)) return;
+    const finishedSteps = counted.stepsSucceeded + counted.stepsFailed;
+    if (counted.finalStep && step.name !== counted.finalStep && finishedSteps === counted.stepsTotal - 1 && !(step.state === 'failed' && kind.failFast !== false)) {
+      // Every other step has finished: the final one may run. Sent by each settle that sees this (a
+      // redelivery repeats it); the step's lease runs it once.
+      await this.queue.send(this.queueOf(job), [{ job: job.id, step: counted.finalStep }]);
+      return;
+    }
     let decision: TerminalDecision | undefined;
     if (step.state === 'failed' && kind.failFast !== false) {
       decision = { state: 'failed', error: `step ${step.name} failed: ${step.lastError ?? 'no reason recorded'}` };
-    } else if (counted.stepsSucceeded + counted.stepsFailed === counted.stepsTotal) {
+    } else if (finishedSteps === counted.stepsTotal) {
       decision = (kind.terminal ?? defaultTerminalRule)(counted, await this.table.listSteps(job.id));
     }
     if (!decision) return;

@@ -1,41 +1,66 @@
 /**
- * Quantization jobs: the record in DynamoDB (state changes by conditional writes), and the work
- * itself, which is idempotent end to end: the job id is a hash of the request, quantizing is
- * deterministic, and a version already registered with the same bytes and lineage is reused, so a
- * redelivered message or a retried request never registers a second version.
+ * Quantization as a kind of the job runtime (docs/jobs.md): one step that reads the source version,
+ * quantizes it, checks the result loads and registers it as a new, unrouted version. The work is
+ * idempotent end to end: the job id is a hash of the request, quantizing is deterministic, and a
+ * version already registered with the same bytes and lineage is reused, so a redelivered step or a
+ * retried request never registers a second version.
  */
 import { createHash } from 'node:crypto';
-import { GetCommand, PutCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import ort from '../onnx/ort.ts';
-import { NotFoundError } from '../platform/errors.ts';
+import { BadRequestError } from '../platform/errors.ts';
 import { batchFeeds, loadDataset, matchDatasetToModel, readDatasetManifest } from '../evaluate/datasets.ts';
 import type { ModelManifest } from '../artifacts/manifest.ts';
 import { pushModel } from '../registry/model-push.ts';
 import type { ModelRepository } from '../registry/repository.ts';
-import { assertValidName } from '../artifacts/names.ts';
+import { NAME_PATTERN } from '../artifacts/names.ts';
 import { sha256Hex } from '../platform/hash.ts';
+import * as z from 'zod';
+import { JobCancelledError, LeaseLostError, type JobKind, type TerminalRule } from '../jobs/kinds.ts';
+import type { JobRecord, Json } from '../jobs/record.ts';
 import type { CalibrationBatches } from './calibration.ts';
 import { summarizeByOpType, type OpTypeSummary, type QuantizeReport } from './common.ts';
-import type { QuantizeRequest } from './options.ts';
+import { quantizeRequestSchema, type QuantizeRequest } from './options.ts';
 import { quantizeModel } from './quantize-model.ts';
 
-export type JobState = 'queued' | 'running' | 'succeeded' | 'failed';
+export const QUANTIZE_KIND = 'quantize';
+const STEP = 'quantize';
 
+/** The request as the schemas parse it; the worker re-parses the stored options and sees the same defaults. */
+export function parseQuantizeRequest(body: unknown): QuantizeRequest {
+  const parsed = quantizeRequestSchema.safeParse(body);
+  if (!parsed.success) throw new BadRequestError(`invalid quantize request: ${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}
+
+/** A job's request, as its record keeps it. */
+const quantizeJobRequestSchema = z.strictObject({
+  model: z.string().regex(NAME_PATTERN),
+  sourceVersion: z.string().regex(NAME_PATTERN),
+  method: z.string(),
+  options: z.record(z.string(), z.unknown()),
+});
+type QuantizeJobRequest = z.infer<typeof quantizeJobRequestSchema>;
+
+type QuantizeJobReport = Omit<QuantizeReport, 'quantized' | 'skipped'> & { quantizedCount: number; byOpType: OpTypeSummary; skipped: QuantizeReport['skipped'] };
+
+/** What the step records: the registered version and its report, or why the model cannot be quantized. */
+type QuantizeStepResult = { resultVersion: string; report: QuantizeJobReport } | { error: string };
+
+/** `GET /v2/models/{name}/quantizations/{job}`, as before the job runtime: the request, the stage, the result. */
 export interface QuantizeJob {
   job: string;
   model: string;
   sourceVersion: string;
   method: QuantizeRequest['method'];
   options: Record<string, unknown>;
-  state: JobState;
+  state: JobRecord['state'];
   /** What the worker is doing now, for the CLI's progress line. */
   stage?: string;
   created: string;
   updated: string;
   resultVersion?: string;
   error?: string;
-  report?: Omit<QuantizeReport, 'quantized' | 'skipped'> & { quantizedCount: number; byOpType: OpTypeSummary; skipped: QuantizeReport['skipped'] };
+  report?: QuantizeJobReport;
 }
 
 /** The same request always names the same job: sha256 over model, version, method and the parsed options. */
@@ -50,73 +75,25 @@ function sortKeys(value: unknown): unknown {
   return value;
 }
 
-export class QuantizeJobs {
-  readonly db: DynamoDBDocumentClient;
-  readonly table: string;
-  readonly now: () => Date;
-
-  constructor(options: { db: DynamoDBDocumentClient; table: string; now?: () => Date }) {
-    this.db = options.db;
-    this.table = options.table;
-    this.now = options.now ?? (() => new Date());
-  }
-
-  async get(job: string): Promise<QuantizeJob | undefined> {
-    const out = await this.db.send(new GetCommand({ TableName: this.table, Key: { job }, ConsistentRead: true }));
-    return out.Item as QuantizeJob | undefined;
-  }
-
-  /** Creates the job, or returns the existing one (re-queued when it had failed). `created` says which. */
-  async createOrGet(model: string, version: string, request: QuantizeRequest): Promise<{ job: QuantizeJob; created: boolean }> {
-    const id = jobId(model, version, request);
-    const now = this.now().toISOString();
-    const job: QuantizeJob = { job: id, model, sourceVersion: version, method: request.method, options: request.options as Record<string, unknown>, state: 'queued', stage: 'queued', created: now, updated: now };
-    try {
-      await this.db.send(new PutCommand({ TableName: this.table, Item: job, ConditionExpression: 'attribute_not_exists(job)' }));
-      return { job, created: true };
-    } catch (error) {
-      if (!(error instanceof ConditionalCheckFailedException || (error as Error).name === 'ConditionalCheckFailedException')) throw error;
-    }
-    const existing = (await this.get(id))!;
-    if (existing.state !== 'failed') return { job: existing, created: false };
-    const requeued = await this.transition(id, ['failed'], { state: 'queued', stage: 'queued', error: null });
-    return { job: requeued ?? existing, created: requeued !== undefined };
-  }
-
-  /** Moves a job to new attributes if it is in one of `from`; undefined when it was not (someone else moved it). */
-  async transition(id: string, from: JobState[], set: Partial<Record<keyof QuantizeJob, unknown>>): Promise<QuantizeJob | undefined> {
-    const entries = Object.entries({ ...set, updated: this.now().toISOString() });
-    const names: Record<string, string> = { '#state': 'state' };
-    const values: Record<string, unknown> = {};
-    const sets: string[] = [];
-    const removes: string[] = [];
-    entries.forEach(([key, value], i) => {
-      names[`#k${i}`] = key;
-      if (value === null) removes.push(`#k${i}`);
-      else {
-        values[`:v${i}`] = value;
-        sets.push(`#k${i} = :v${i}`);
-      }
-    });
-    from.forEach((state, i) => (values[`:from${i}`] = state));
-    try {
-      const out = await this.db.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: { job: id },
-          UpdateExpression: `SET ${sets.join(', ')}${removes.length ? ` REMOVE ${removes.join(', ')}` : ''}`,
-          ConditionExpression: `#state IN (${from.map((_, i) => `:from${i}`).join(', ')})`,
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      return out.Attributes as QuantizeJob;
-    } catch (error) {
-      if (error instanceof ConditionalCheckFailedException || (error as Error).name === 'ConditionalCheckFailedException') return undefined;
-      throw error;
-    }
-  }
+/** The job's record in the shape the quantize routes have always answered with. */
+export function quantizeJobView(record: JobRecord): QuantizeJob {
+  const request = record.request as unknown as QuantizeJobRequest;
+  const result = record.result as unknown as { resultVersion?: string; report?: QuantizeJobReport } | undefined;
+  const stage = record.state === 'queued' ? 'queued' : record.state === 'succeeded' ? 'done' : record.state === 'running' ? record.progress?.stage : record.state;
+  return {
+    job: record.id,
+    model: request.model,
+    sourceVersion: request.sourceVersion,
+    method: request.method as QuantizeRequest['method'],
+    options: request.options,
+    state: record.state,
+    ...(stage !== undefined ? { stage } : {}),
+    created: record.created,
+    updated: record.updated,
+    ...(result?.resultVersion !== undefined ? { resultVersion: result.resultVersion } : {}),
+    ...(record.error !== undefined ? { error: record.error } : {}),
+    ...(result?.report !== undefined ? { report: result.report } : {}),
+  };
 }
 
 /** Calibration batches from a data set in the bucket (the evaluation data sets: JSONL rows or IDX images). */
@@ -133,54 +110,73 @@ export function datasetCalibration(store: ModelRepository, manifest: ModelManife
   };
 }
 
-export interface RunJobDeps {
+/** A failure that is the model's or the request's, not the worker's: the job fails with it, unretried. */
+function isRequestError(error: unknown): boolean {
+  return Boolean((error as { expose?: boolean }).expose) || (error as Error).name === 'OnnxFormatError' || (error as Error).name === 'ZodError';
+}
+
+/** A quantize step that ended with the model's or the request's error fails the job with that reason. */
+const quantizeTerminalRule: TerminalRule = (_job, steps) => {
+  const result = steps.find((s) => s.name === STEP)?.result as QuantizeStepResult | undefined;
+  if (!result) return { state: 'failed', error: 'the quantize step recorded no result' };
+  if ('error' in result) return { state: 'failed', error: result.error };
+  return { state: 'succeeded', result: result as unknown as Json };
+};
+
+export interface QuantizeKindDeps {
   store: ModelRepository;
-  jobs: QuantizeJobs;
   log?: (message: string, fields?: Record<string, unknown>) => void;
 }
 
-/** Runs one job to completion. Safe to call again for the same job: a finished job is left as it is. */
-export async function runQuantizeJob(deps: RunJobDeps, id: string, parse: (job: QuantizeJob) => QuantizeRequest): Promise<QuantizeJob> {
-  assertValidName(id, 'job id');
-  const current = await deps.jobs.get(id);
-  if (!current) throw new NotFoundError(`no quantization job '${id}'`);
-  if (current.state === 'succeeded' || current.state === 'failed') return current;
-  // 'running' too: a worker that died mid-job leaves it running, and the redelivered message resumes it.
-  const running = await deps.jobs.transition(id, ['queued', 'running'], { state: 'running', stage: 'reading the model' });
-  if (!running) return (await deps.jobs.get(id))!;
-  const stage = (text: string) => deps.jobs.transition(id, ['running'], { stage: text });
-  try {
-    const request = parse(running);
-    const manifest = await deps.store.getManifest(running.model, running.sourceVersion);
-    const { bytes } = await deps.store.getModelBytes(manifest);
-    await stage(request.method === 'int8-static' ? 'calibrating and quantizing' : 'quantizing');
-    const calibration = request.method === 'int8-static' ? datasetCalibration(deps.store, manifest, request.options.samples, request.options.batchSize) : undefined;
-    const result = await quantizeModel(bytes, request, calibration);
-    await stage('checking the result loads in onnxruntime');
-    const session = await ort.InferenceSession.create(result.bytes, { logSeverityLevel: 3 });
-    await session.release();
-    await stage('registering the new version');
-    const version = await registerOnce(deps.store, running, result.bytes, request);
-    const { quantized, skipped, ...summary } = result.report;
-    const done = await deps.jobs.transition(id, ['running'], {
-      state: 'succeeded',
-      stage: 'done',
-      resultVersion: version,
-      report: { ...summary, quantizedCount: quantized.length, byOpType: summarizeByOpType(result.report), skipped: skipped.slice(0, 100) },
-    });
-    deps.log?.('quantization registered', { job: id, model: running.model, version, bytes: result.bytes.byteLength });
-    return done ?? (await deps.jobs.get(id))!;
-  } catch (error) {
-    const exposed = (error as { expose?: boolean }).expose || (error as Error).name === 'OnnxFormatError' || (error as Error).name === 'ZodError';
-    const message = exposed ? (error as Error).message : `internal error (${(error as Error).name ?? 'Error'}); see the worker's logs`;
-    deps.log?.('quantization failed', { job: id, error: (error as Error).message });
-    const failed = await deps.jobs.transition(id, ['running'], { state: 'failed', stage: 'failed', error: message });
-    return failed ?? (await deps.jobs.get(id))!;
-  }
+export function createQuantizeKind(deps: QuantizeKindDeps): JobKind {
+  return {
+    name: QUANTIZE_KIND,
+    parseRequest(body) {
+      const parsed = quantizeJobRequestSchema.safeParse(body);
+      if (!parsed.success) throw new BadRequestError(`invalid quantize job: ${z.prettifyError(parsed.error)}`);
+      parseQuantizeRequest({ method: parsed.data.method, options: parsed.data.options });
+      return parsed.data as Json;
+    },
+    plan: () => [{ name: STEP, handler: STEP }],
+    // A worker that dies (or a transient AWS error) is retried; a model that cannot be quantized is not.
+    maxAttempts: 3,
+    terminal: quantizeTerminalRule,
+    steps: {
+      async [STEP](ctx) {
+        const job = ctx.job.request as unknown as QuantizeJobRequest;
+        const stages = 4;
+        try {
+          const request = parseQuantizeRequest({ method: job.method, options: job.options });
+          await ctx.progress(0, stages, 'reading the model');
+          const manifest = await deps.store.getManifest(job.model, job.sourceVersion);
+          const { bytes } = await deps.store.getModelBytes(manifest);
+          await ctx.progress(1, stages, request.method === 'int8-static' ? 'calibrating and quantizing' : 'quantizing');
+          const calibration = request.method === 'int8-static' ? datasetCalibration(deps.store, manifest, request.options.samples, request.options.batchSize) : undefined;
+          const result = await quantizeModel(bytes, request, calibration);
+          await ctx.progress(2, stages, 'checking the result loads in onnxruntime');
+          const session = await ort.InferenceSession.create(result.bytes, { logSeverityLevel: 3 });
+          await session.release();
+          await ctx.progress(3, stages, 'registering the new version');
+          const version = await registerOnce(deps.store, ctx.job.id, job, result.bytes, request);
+          const { quantized, skipped, ...summary } = result.report;
+          deps.log?.('quantization registered', { job: ctx.job.id, model: job.model, version, bytes: result.bytes.byteLength });
+          const done: QuantizeStepResult = {
+            resultVersion: version,
+            report: { ...summary, quantizedCount: quantized.length, byOpType: summarizeByOpType(result.report), skipped: skipped.slice(0, 100) },
+          };
+          return { result: done as unknown as Json };
+        } catch (error) {
+          if (error instanceof JobCancelledError || error instanceof LeaseLostError || !isRequestError(error)) throw error;
+          deps.log?.('quantization refused', { job: ctx.job.id, error: (error as Error).message });
+          return { result: { error: (error as Error).message } };
+        }
+      },
+    },
+  };
 }
 
 /** Registers the bytes as the model's next version, unless a version with these bytes and this lineage exists. */
-async function registerOnce(store: ModelRepository, job: QuantizeJob, bytes: Uint8Array, request: QuantizeRequest): Promise<string> {
+async function registerOnce(store: ModelRepository, id: string, job: QuantizeJobRequest, bytes: Uint8Array, request: QuantizeRequest): Promise<string> {
   const sha256 = sha256Hex(bytes);
   for (const version of (await store.listVersions(job.model)).reverse()) {
     const manifest = await store.getManifest(job.model, version).catch(() => undefined);
@@ -189,8 +185,8 @@ async function registerOnce(store: ModelRepository, job: QuantizeJob, bytes: Uin
   const manifest = await pushModel(store, {
     name: job.model,
     bytes,
-    notes: `${request.method} of version ${job.sourceVersion} (job ${job.job}); not routed until evaluated and promoted`,
-    lineage: { sourceVersion: job.sourceVersion, method: request.method, options: { ...(request.options as Record<string, unknown>), job: job.job } },
+    notes: `${request.method} of version ${job.sourceVersion} (job ${id}); not routed until evaluated and promoted`,
+    lineage: { sourceVersion: job.sourceVersion, method: request.method, options: { ...(request.options as Record<string, unknown>), job: id } },
   });
   return manifest.version;
 }

@@ -1,16 +1,16 @@
-import { GetQueueUrlCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { ModelRepository } from '../registry/repository.ts';
+import type { JobRecord } from '../jobs/record.ts';
+import type { JobRuntime } from '../jobs/runtime.ts';
 import { UnsupportedModelError } from '../onnx/graph-toolkit.ts';
-import type { QuantizeJob, QuantizeJobs } from './jobs.ts';
+import { jobId, QUANTIZE_KIND } from './jobs.ts';
 import { opsetRefusal } from './common.ts';
 import { minimumOpset, type QuantizeRequest } from './options.ts';
 import { estimatedMemoryMiB } from './quantize-model.ts';
 
 export interface StartQuantizationDeps {
   store: ModelRepository;
-  jobs: QuantizeJobs;
-  /** Hands a job to the worker: an SQS message in AWS, an in-process run locally. */
-  dispatch: (job: string) => Promise<void>;
+  /** The job runtime with the quantize kind: it writes the record and sends the step to the worker's queue. */
+  runtime: Pick<JobRuntime, 'submit'>;
   /** The worker's memory; a model whose estimate exceeds it is refused with the container path. */
   workerMemoryMiB: number;
 }
@@ -26,7 +26,7 @@ export async function startQuantization(
   name: string,
   version: string,
   request: QuantizeRequest,
-): Promise<{ job: QuantizeJob; created: boolean }> {
+): Promise<{ job: JobRecord; created: boolean }> {
   const manifest = await deps.store.getManifest(name, version);
   if (manifest.lineage && ['int8-dynamic', 'int8-static', 'fp16'].includes(manifest.lineage.method)) {
     throw new UnsupportedModelError(`model '${name}' version '${version}' is already a ${manifest.lineage.method} variant of version ${manifest.lineage.sourceVersion}; quantize that fp32 version instead`);
@@ -41,16 +41,16 @@ export async function startQuantization(
         `Run it on the container path instead: \`mass quantize ${name} --version ${version} --method ${request.method} --local\` in the worker image (infra/gpu-worker), which quantizes in-process and registers the result the same way`,
     );
   }
-  const started = await deps.jobs.createOrGet(name, version, request);
-  if (started.created) await deps.dispatch(started.job.job);
-  return started;
-}
-
-/** Dispatch through the quantize queue, found by name so serverless-offline needs no CloudFormation reference. */
-export function sqsDispatch(sqs: SQSClient, queueName: string): (job: string) => Promise<void> {
-  let url: Promise<string> | undefined;
-  return async (job: string) => {
-    url ??= sqs.send(new GetQueueUrlCommand({ QueueName: queueName })).then((out) => out.QueueUrl!);
-    await sqs.send(new SendMessageCommand({ QueueUrl: await url, MessageBody: JSON.stringify({ job }) }));
-  };
+  // The same request is the same job while it is queued, running or succeeded. A job that ended failed
+  // or cancelled stays as it ended (a job ends once); asking again starts a retry under the next id.
+  const base = jobId(name, version, request);
+  for (let retry = 0; ; retry++) {
+    const started = await deps.runtime.submit({
+      kind: QUANTIZE_KIND,
+      id: retry === 0 ? base : `${base}-r${retry}`,
+      request: { model: name, sourceVersion: version, method: request.method, options: request.options },
+      parent: { model: name, version },
+    });
+    if (started.created || (started.job.state !== 'failed' && started.job.state !== 'cancelled')) return started;
+  }
 }

@@ -1,0 +1,101 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+import * as z from 'zod';
+import { BadRequestError } from '../platform/errors.ts';
+import type { JobKind, TerminalRule } from '../jobs/kinds.ts';
+import type { Json } from '../jobs/record.ts';
+import { planShards } from './input.ts';
+import { mergeJob, shardStepName } from './merge.ts';
+import { BATCH_COUNTERS, plannedBatchSchema, type BatchCounters, type MergeResult, type PlannedBatch, type ShardMessage } from './schemas.ts';
+import type { ShardOutcome, ShardScorer } from './shard-scorer.ts';
+
+/**
+ * Batch scoring as a kind of the job runtime (docs/jobs.md, docs/batch.md): one step per shard,
+ * each scored exactly once as far as the job can tell (the runtime counts a step once, with its
+ * rows), then the in-order merge as the final step once every shard has finished, scored or failed.
+ * A job whose shards all scored succeeds; one with failed shards ends `partial` (or `failed` when
+ * nothing scored), its reason listing them.
+ */
+export const BATCH_KIND = 'batch';
+/** The GPU containers' queue; jobs with `worker: gpu` send their steps there (docs/jobs.md, job queues). */
+export const BATCH_GPU_QUEUE = 'batch-gpu';
+export const MERGE_STEP = 'merge';
+
+const shardInputSchema = z.strictObject({ shard: z.number().int().nonnegative(), start: z.number().int().nonnegative(), end: z.number().int().positive() });
+
+export interface BatchKindDeps {
+  s3: S3Client;
+  /** Made on first use: only the workers load models. */
+  scorer: () => ShardScorer;
+  /** Each scored shard, for metrics. */
+  onShardScored?: (outcome: ShardOutcome, model: string) => void;
+  log?: (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
+}
+
+export const batchTerminalRule: TerminalRule = (job, steps) => {
+  const merge = steps.find((s) => s.name === MERGE_STEP);
+  if (merge?.state !== 'succeeded') return { state: 'failed', error: `the merge failed: ${merge?.lastError ?? 'no reason recorded'}` };
+  const merged = merge.result as unknown as MergeResult;
+  const scored = ((job.counters ?? {}) as Partial<BatchCounters>).rowsScored ?? 0;
+  const state = merged.shardsFailed === 0 ? 'succeeded' : scored === 0 ? 'failed' : 'partial';
+  return { state, result: merge.result!, ...(merged.reason !== undefined ? { error: merged.reason } : {}) };
+};
+
+export function createBatchKind(deps: BatchKindDeps): JobKind {
+  return {
+    name: BATCH_KIND,
+    parseRequest(body) {
+      const parsed = plannedBatchSchema.safeParse(body);
+      if (!parsed.success) throw new BadRequestError(`invalid batch plan: ${z.prettifyError(parsed.error)}`);
+      return parsed.data as Json;
+    },
+    plan: (request) => {
+      const plan = request as unknown as PlannedBatch;
+      return planShards(plan.inputBytes, plan.shardBytes).map(({ shard, start, end }) => ({ name: shardStepName(shard), handler: 'shard', input: { shard, start, end } }));
+    },
+    finalStep: () => ({ name: MERGE_STEP, handler: 'merge' }),
+    queue: (request) => ((request as unknown as PlannedBatch).worker === 'gpu' ? BATCH_GPU_QUEUE : BATCH_KIND),
+    counters: BATCH_COUNTERS,
+    // The queues' maxReceiveCount (batch.yml, batch-resources.ts) is above this.
+    maxAttempts: 3,
+    failFast: false,
+    terminal: batchTerminalRule,
+    steps: {
+      async shard(ctx) {
+        const plan = ctx.job.request as unknown as PlannedBatch;
+        const range = shardInputSchema.parse(ctx.input);
+        deps.log?.('info', 'shard started', { job: ctx.job.id, shard: range.shard, attempt: ctx.step.attempts });
+        const message: ShardMessage = {
+          v: 1,
+          job: ctx.job.id,
+          shard: range.shard,
+          shards: plan.shardsTotal,
+          bucket: plan.inputBucket,
+          key: plan.inputKey,
+          etag: plan.inputEtag,
+          size: plan.inputBytes,
+          start: range.start,
+          end: range.end,
+          model: plan.model,
+          version: plan.version,
+          format: plan.format,
+          csvHeader: plan.csvHeader,
+          batchSize: plan.batchSize,
+          ...(plan.outputs ? { outputs: plan.outputs } : {}),
+        };
+        const outcome = await deps.scorer().score(message, { signal: ctx.signal });
+        deps.onShardScored?.(outcome, plan.model);
+        return {
+          result: { rows: outcome.rows, failed: outcome.failed },
+          count: { shardsDone: 1, rowsScored: outcome.rows - outcome.failed, rowsFailed: outcome.failed },
+        };
+      },
+      async merge(ctx) {
+        const plan = ctx.job.request as unknown as PlannedBatch;
+        const merged = await mergeJob({ s3: deps.s3, ...(deps.log ? { log: deps.log } : {}) }, ctx.job.id, plan, await ctx.steps());
+        deps.log?.('info', 'batch job merged', { job: ctx.job.id, shardsFailed: merged.shardsFailed, deadRows: merged.deadRows });
+        // The failed shards' rows are counted here, once, as the merge lists them.
+        return { result: merged as unknown as Json, count: { rowsFailed: merged.deadRows } };
+      },
+    },
+  };
+}
