@@ -56,7 +56,7 @@ const succeeded = (id: string) =>
   waitFor(`job ${id} to succeed`, async () => {
     const view = await runtime.service().get(id).catch(() => undefined);
     return view?.state === 'succeeded' ? view : undefined;
-  }, 30_000);
+  }, 120_000);
 
 describe('the local batch stack', () => {
   it('scores GPU-queue jobs on `mass worker` processes, Lambda-queue jobs on the score function, uploads by the watcher', async () => {
@@ -73,7 +73,7 @@ describe('the local batch stack', () => {
     const gpuShards = done.filter((l) => l.message === 'shard done' && l.job === gpu.job.id);
     expect(gpuShards).toHaveLength(gpu.job.shards.total);
     expect(done.some((l) => l.message === 'shard done' && l.job === lambda.job.id)).toBe(false);
-  });
+  }, 300_000);
 
   it('stops every worker on Ctrl-C', async () => {
     mass.kill('SIGINT');

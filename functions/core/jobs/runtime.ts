@@ -191,7 +191,11 @@ export class JobRuntime {
     }
     const existing = (await this.table.getJob(id))!;
     if (existing.requestHash !== requestHash) {
-      throw new ConflictError(`idempotency key '${submission.key}' was used for a different ${kind.name} request (job ${id})`);
+      throw new ConflictError(
+        submission.key !== undefined
+          ? `idempotency key '${submission.key}' was used for a different ${kind.name} request (job ${id})`
+          : `job '${id}' exists for a different ${kind.name} request`,
+      );
     }
     // A submission that died between its record and its messages left the job queued: send them again.
     if (existing.state === 'queued' && this.now() - Date.parse(existing.updated) >= this.resendQueuedAfterMs) await this.enqueue(existing, steps);
