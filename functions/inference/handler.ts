@@ -7,6 +7,7 @@ import { InferenceService } from '../core/inference-service.ts';
 import { ModelSessions } from '../core/model-sessions.ts';
 import { modelStoreFromEnv } from '../core/model-store-env.ts';
 import { createObservability, MetricUnit } from '../core/observability.ts';
+import { captureFromEnv } from '../core/monitor/capture-env.ts';
 import { createInferenceHandler } from './app.ts';
 
 // Lambda init: everything below runs once per environment, before the first request.
@@ -47,7 +48,8 @@ export const ready: Promise<void> = service.preloadModels(config.preloadModels).
 });
 let coldStartReported = false;
 
-export const handler = middy(createInferenceHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics }))
+const capture = captureFromEnv(store, logger, metrics);
+export const handler = middy(createInferenceHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics, capture }))
   .before(async () => {
     await ready;
     if (!coldStartReported) {
