@@ -43,3 +43,19 @@ export function batchOf(pixels: Float32Array, indices: readonly number[], shift:
   indices.forEach((index, i) => out.set(shiftedImage(pixels, index, shift), i * PIXELS));
   return out;
 }
+
+/** IDX files (images and all-zero labels) of the rows `indices`, for a data set the evaluation readers load. */
+export function idxFiles(pixels: Float32Array, indices: readonly number[]): { images: Buffer; labels: Buffer } {
+  const images = Buffer.alloc(16 + indices.length * PIXELS);
+  images.writeUInt32BE(0x00000803, 0);
+  images.writeUInt32BE(indices.length, 4);
+  images.writeUInt32BE(28, 8);
+  images.writeUInt32BE(28, 12);
+  indices.forEach((index, i) => {
+    for (let p = 0; p < PIXELS; p++) images[16 + i * PIXELS + p] = pixels[index * PIXELS + p]!;
+  });
+  const labels = Buffer.alloc(8 + indices.length);
+  labels.writeUInt32BE(0x00000801, 0);
+  labels.writeUInt32BE(indices.length, 4);
+  return { images, labels };
+}
