@@ -50,8 +50,8 @@ export function judgeCanary(stable: VersionFigures, canary: VersionFigures, poli
   if (increase > policy.maxErrorRateIncrease) {
     reasons.push(`error rate ${(canary.errorRate * 100).toFixed(2)}% against ${(stable.errorRate * 100).toFixed(2)}% (more than ${(policy.maxErrorRateIncrease * 100).toFixed(2)} points higher)`);
   }
-  if (canary.p99Ms !== null && stable.p99Ms !== null && canary.p99Ms > stable.p99Ms * policy.maxP99Ratio) {
-    reasons.push(`p99 latency ${canary.p99Ms.toFixed(1)} ms against ${stable.p99Ms.toFixed(1)} ms (over ${policy.maxP99Ratio}x)`);
+  if (canary.p99Ms !== null && stable.p99Ms !== null && canary.p99Ms > stable.p99Ms * policy.maxP99Ratio && canary.p99Ms - stable.p99Ms > policy.minP99IncreaseMs) {
+    reasons.push(`p99 latency ${canary.p99Ms.toFixed(1)} ms against ${stable.p99Ms.toFixed(1)} ms (over ${policy.maxP99Ratio}x and ${policy.minP99IncreaseMs} ms more)`);
   }
   return { outcome: reasons.length ? 'breach' : 'healthy', reasons };
 }

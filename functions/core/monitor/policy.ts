@@ -48,6 +48,8 @@ export const guardPolicySchema = z.strictObject({
   maxErrorRateIncrease: z._default(z.number().check(z.minimum(0), z.maximum(1)), 0.02),
   /** ... or its p99 latency exceeds the stable one's times this. */
   maxP99Ratio: z._default(z.number().check(z.minimum(1)), 1.5),
+  /** ... and by more than this many milliseconds, so that jitter on a fast model is no breach. */
+  minP99IncreaseMs: z._default(z.number().check(z.minimum(0)), 20),
 });
 export type GuardPolicy = z.infer<typeof guardPolicySchema>;
 
