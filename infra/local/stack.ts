@@ -15,6 +15,7 @@ import { startBodyProxy, type BodyProxy } from './body-proxy.ts';
 import { assertPortFree, freePort, startEmulators, type Emulators } from './emulators.ts';
 import { createLocalEvaluateWorker, ensureEvaluateQueue, pollOnce } from './evaluate-worker.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
+import { createLocalMonitor, localMonitorQueue, type LocalMonitor } from './monitor.ts';
 import { seedDemoModels } from './seed.ts';
 import { watchS3Prefix, type Trigger } from './triggers.ts';
 
@@ -48,6 +49,9 @@ export interface LocalStack {
   registryTable: string;
   topicArn: string;
   seeded: string[];
+  /** The functions' EMF metrics as the stack keeps them (`mass monitor`, the canary guard). */
+  metricsFile: string;
+  monitorQueue: string;
   stop(): Promise<void>;
 }
 
@@ -58,6 +62,8 @@ export function localBundleFolder(apiPort: number): string {
 
 /** Names as the stack's yml files derive them: `${service}-${stage}-...` with the local stage. */
 const PREFIX = 'ai-mass-local';
+/** How often the local canary guard looks (the deployed one runs every minute). */
+const LOCAL_GUARD_EVERY_MS = 5_000;
 
 /** Dummy credentials and no metadata probe: nothing in the local stack may try to reach AWS. */
 export const LOCAL_AWS_ENV = {
@@ -121,11 +127,14 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   let batch: LocalBatch | undefined;
   let evaluating = true;
   let evaluateLoop: Promise<void> = Promise.resolve();
+  let monitor: LocalMonitor | undefined;
+  let monitorLoop: Promise<void> = Promise.resolve();
   const stop = async () => {
     evaluating = false;
     await Promise.all(triggers.map((t) => t.stop()));
     await batch?.stop();
     await evaluateLoop;
+    await monitorLoop;
     await proxy?.stop();
     if (offline && offline.exitCode === null && offline.pid) {
       const exited = new Promise((r) => offline!.once('exit', r));
@@ -189,6 +198,28 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       }
     })();
 
+    // Monitoring (docs/monitoring.md): the EMF lines the functions print are kept in metricsFile for
+    // `mass monitor` and the canary guard, which runs every few seconds; the monitor kind's steps run here.
+    const metricsFile = join(options.stateDir ?? join(root, '.local', `tmp-${apiPort}`), 'metrics.jsonl');
+    monitor = await createLocalMonitor({ store, sqs: evaluator.sqs, dynamo, table: registry.table, prefix: PREFIX, metricsFile, log });
+    const localMonitor = monitor;
+    monitorLoop = (async () => {
+      let guardedAt = 0;
+      while (evaluating) {
+        await localMonitor.pollOnce(1).catch((error: Error) => log(`monitor worker: ${error.message}`));
+        if (Date.now() - guardedAt >= LOCAL_GUARD_EVERY_MS) {
+          guardedAt = Date.now();
+          const verdicts = await localMonitor.guard().catch((error: Error) => {
+            log(`canary guard: ${error.message}`);
+            return [];
+          });
+          for (const v of verdicts.filter((x) => x.outcome === 'rolled-back' || x.outcome === 'rollback-failed')) {
+            log(`canary guard: ${v.model} ${v.alias} ${v.outcome}: ${v.reasons.join('; ')}${v.error ? ` (${v.error})` : ''}`);
+          }
+        }
+      }
+    })();
+
     const env = {
       ...process.env,
       ...LOCAL_AWS_ENV,
@@ -229,7 +260,10 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       { cwd: root, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     watchdog = outliveGuard(offline.pid!);
-    offline.stdout!.on('data', (chunk: Buffer) => log(chunk.toString().trimEnd()));
+    offline.stdout!.on('data', (chunk: Buffer) => {
+      log(chunk.toString().trimEnd());
+      monitor?.metricsStore.ingest(chunk.toString());
+    });
     offline.stderr!.on('data', (chunk: Buffer) => log(chunk.toString().trimEnd()));
     proxy = await startBodyProxy({ port: apiPort, targetPort: offlinePort });
     const api = `http://127.0.0.1:${apiPort}`;
@@ -246,6 +280,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       registryTable: registry.table,
       topicArn: registry.topicArn,
       seeded,
+      metricsFile,
+      monitorQueue: localMonitorQueue(PREFIX),
     };
     if (options.stateDir) {
       await mkdir(options.stateDir, { recursive: true });

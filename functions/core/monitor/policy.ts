@@ -7,9 +7,9 @@ import { PARSED_ONCE } from '../zod-options.ts';
 
 /**
  * A model's monitoring settings: data capture (opt-in), the drift thresholds, and the canary guard
- * of each alias (off unless enabled). Model-wide in `models/<model>/monitoring.json` (written by
- * `mass monitor ...`, i.e. the API a user has), and per version in the manifest's `monitoring`
- * (the policy the version was registered with), which wins section by section.
+ * of each alias (off unless enabled). Model-wide in the registry table (written by `mass monitor
+ * capture|guard`; see readModelMonitoring), and per version in the manifest's `monitoring` (the
+ * policy the version was registered with), which wins section by section.
  */
 const FIELD = /^(id|parameters|(inputs|outputs)\.[^/]{1,128})$/;
 
@@ -65,6 +65,8 @@ export const DEFAULT_CAPTURE: CaptureConfig = captureConfigSchema.parse({});
 export const DEFAULT_DRIFT: DriftPolicy = driftPolicySchema.parse({});
 export const DEFAULT_GUARD: GuardPolicy = guardPolicySchema.parse({});
 
+export const MONITORING_SETTING = 'monitoring';
+/** Where the config lives for a store without a registry table. */
 export const monitoringConfigKey = (model: string) => `models/${model}/monitoring.json`;
 
 /** Checks a monitoring config; a bad one is the caller's 400, naming the field. */
@@ -77,9 +79,19 @@ export function parseMonitoringConfig(value: unknown, where: string): Monitoring
   return parsed.data;
 }
 
-/** The model-wide config, or an empty one when the model has none. */
+/**
+ * The model-wide config, or an empty one when the model has none: the registry table's
+ * `MODEL#<model> / SETTING#monitoring` item (mutable state lives in DynamoDB, and a missing item is
+ * no error for a role without s3:ListBucket, where a missing S3 object is a 403); without a table
+ * (tools on a bare bucket), `models/<model>/monitoring.json`.
+ */
 export async function readModelMonitoring(store: ModelStore, model: string): Promise<MonitoringConfig> {
-  const key = monitoringConfigKey(assertValidName(model, 'model name'));
+  const name = assertValidName(model, 'model name');
+  if (store.registry) {
+    const value = await store.registry.getModelSetting(name, MONITORING_SETTING);
+    return value === undefined ? {} : parseMonitoringConfig(value, `the monitoring setting of '${name}'`);
+  }
+  const key = monitoringConfigKey(name);
   const bytes = await store.getObjectBytes(key);
   if (!bytes) return {};
   let json: unknown;
@@ -92,11 +104,12 @@ export async function readModelMonitoring(store: ModelStore, model: string): Pro
 }
 
 /** Writes the model-wide config (checked first); the model must exist. */
-export async function writeModelMonitoring(store: ModelStore, model: string, config: MonitoringConfigInput): Promise<MonitoringConfig> {
+export async function writeModelMonitoring(store: ModelStore, model: string, config: MonitoringConfigInput, now = new Date()): Promise<MonitoringConfig> {
   const name = assertValidName(model, 'model name');
   const parsed = parseMonitoringConfig(config, 'the config');
   if ((await store.listVersions(name)).length === 0) throw new NotFoundError(`unknown model '${name}'`);
-  await store.putObjectBytes(monitoringConfigKey(name), Buffer.from(`${JSON.stringify(parsed, null, 2)}\n`), 'application/json');
+  if (store.registry) await store.registry.putModelSetting(name, MONITORING_SETTING, parsed, now);
+  else await store.putObjectBytes(monitoringConfigKey(name), Buffer.from(`${JSON.stringify(parsed, null, 2)}\n`), 'application/json');
   return parsed;
 }
 
