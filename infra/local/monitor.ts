@@ -18,7 +18,8 @@ import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
  * canary guard every few seconds against the stored metrics. Tests drive the same pieces directly.
  */
 export const localMonitorQueue = (prefix: string) => `${prefix}-monitor-steps`;
-export const localMetricsFile = (root: string) => `${root}/.local/metrics.jsonl`;
+/** How often the local stack's canary guard looks (the deployed one runs every minute). */
+export const LOCAL_GUARD_EVERY_MS = 5_000;
 
 export interface LocalMonitorOptions {
   store: ModelStore;

@@ -15,7 +15,7 @@ import { startBodyProxy, type BodyProxy } from './body-proxy.ts';
 import { assertPortFree, freePort, startEmulators, type Emulators } from './emulators.ts';
 import { createLocalEvaluateWorker, ensureEvaluateQueue, pollOnce } from './evaluate-worker.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
-import { createLocalMonitor, localMonitorQueue, type LocalMonitor } from './monitor.ts';
+import { createLocalMonitor, LOCAL_GUARD_EVERY_MS, localMonitorQueue, type LocalMonitor } from './monitor.ts';
 import { seedDemoModels } from './seed.ts';
 import { watchS3Prefix, type Trigger } from './triggers.ts';
 
@@ -62,8 +62,6 @@ export function localBundleFolder(apiPort: number): string {
 
 /** Names as the stack's yml files derive them: `${service}-${stage}-...` with the local stage. */
 const PREFIX = 'ai-mass-local';
-/** How often the local canary guard looks (the deployed one runs every minute). */
-const LOCAL_GUARD_EVERY_MS = 5_000;
 
 /** Dummy credentials and no metadata probe: nothing in the local stack may try to reach AWS. */
 export const LOCAL_AWS_ENV = {
