@@ -31,7 +31,8 @@ import { DEFAULT_DRIFT, readModelMonitoring, writeModelMonitoring } from '../../
 import { promote, setRoutes } from '../../functions/core/registry/rollout.ts';
 import { createInferenceHandler, STICKY_HEADER } from '../../functions/inference/app.ts';
 import { createLocalMonitor, LOCAL_GUARD_EVERY_MS } from '../../infra/local/monitor.ts';
-import { gatherModel } from '../helpers/emf.ts';
+import { apiEvent } from '../helpers/batch-stack.ts';
+import { gatherModel } from '../helpers/monitor-models.ts';
 import { batchOf, loadMnist, permutation, PIXELS, type Shift } from '../helpers/mnist-drift.ts';
 import { scaleModel, startRegistryStack } from '../helpers/registry-stack.ts';
 import { median, printTable, round, writeResults } from './common.ts';
@@ -43,8 +44,10 @@ const SEEDS = 20;
 const FALSE_ALARM_SEEDS = 100;
 const BASELINE_ROWS = 3000;
 
-const event = (path: string, body: string, headers: Record<string, string> = {}): APIGatewayProxyEventV2 =>
-  ({ version: '2.0', routeKey: '$default', rawPath: path, rawQueryString: '', headers, requestContext: { http: { method: 'POST', path } }, body, isBase64Encoded: false }) as unknown as APIGatewayProxyEventV2;
+const event = (path: string, body: string, headers: Record<string, string> = {}): APIGatewayProxyEventV2 => {
+  const e = apiEvent('POST', path, body);
+  return { ...e, headers: { ...e.headers, ...headers } };
+};
 
 async function captureOverhead(stack: Awaited<ReturnType<typeof startRegistryStack>>, mnist: Awaited<ReturnType<typeof loadMnist>>): Promise<Record<string, number>> {
   const { store } = stack;

@@ -8,26 +8,8 @@ import { createS3Client } from '../../functions/core/clients.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import { pushModel } from '../../functions/core/model-push.ts';
 import { parseEmfLine, type EmfSample } from '../../functions/core/monitor/metrics-source.ts';
-import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
-import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { startEmulators } from '../../infra/local/emulators.ts';
-
-/** y = data[int(x)]: answers for x in {0, 1}; onnxruntime fails (a 500) for any other value. */
-export function gatherModel(): Uint8Array {
-  return encodeModel(
-    model({
-      graph: graph({
-        name: 'gather',
-        nodes: [node('Cast', ['x'], ['i'], { to: attr.int(7) }), node('Gather', ['data', 'i'], ['y'], { axis: attr.int(0) })],
-        inputs: [valueInfo('x', 'float32', ['n', 2])],
-        outputs: [valueInfo('y', 'float32', ['n', 2])],
-        initializers: [tensorFromFloat32('data', [2], [10, 20])],
-      }),
-      opset: 17,
-      irVersion: 8,
-    }),
-  );
-}
+import { gatherModel } from './monitor-models.ts';
 
 const event = (method: string, path: string, body?: unknown): APIGatewayProxyEventV2 =>
   ({ version: '2.0', routeKey: '$default', rawPath: path, rawQueryString: '', headers: {}, requestContext: { http: { method, path } }, isBase64Encoded: false, ...(body === undefined ? {} : { body: JSON.stringify(body) }) }) as unknown as APIGatewayProxyEventV2;

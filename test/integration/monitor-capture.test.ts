@@ -3,7 +3,6 @@ import { readFile, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { createS3Client } from '../../functions/core/clients.ts';
 import { InferenceService } from '../../functions/core/inference-service.ts';
 import { ModelSessions } from '../../functions/core/model-sessions.ts';
@@ -15,6 +14,7 @@ import { CaptureWriter, type CaptureOffer, type CaptureRecord } from '../../func
 import { monitoringConfigKey, readModelMonitoring, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
 import { createInferenceHandler } from '../../functions/inference/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
+import { apiEvent } from '../helpers/batch-stack.ts';
 
 // Data capture against the S3 emulator, alone and behind the real inference handler.
 let emulators: Emulators;
@@ -53,10 +53,6 @@ const offer = (i: number): CaptureOffer => ({
   request: { id: `r${i}`, parameters: { tenant: 'a' }, inputs: [{ name: 'a', datatype: 'FP32', shape: [1, 2], data: new Float32Array([i, i + 1]) }, { name: 'b', datatype: 'INT64', shape: [1, 1], data: new BigInt64Array([7n]) }] },
   outputs: [{ name: 'y', datatype: 'FP32', shape: [1, 3], data: new Float32Array([0.1, 0.8, 0.1]) }, { name: 'z', datatype: 'FP32', shape: [1, 1], data: new Float32Array([2.5]) }],
 });
-
-function apiEvent(path: string, body: unknown): APIGatewayProxyEventV2 {
-  return { version: '2.0', routeKey: '$default', rawPath: path, rawQueryString: '', headers: {}, requestContext: { http: { method: 'POST', path } }, body: JSON.stringify(body), isBase64Encoded: false } as unknown as APIGatewayProxyEventV2;
-}
 
 beforeAll(async () => {
   emulators = await startEmulators();
@@ -149,8 +145,8 @@ describe('data capture', () => {
     const withCapture = createInferenceHandler({ service, maxBodyBytes: 1 << 20, logger, metrics, capture });
     const without = createInferenceHandler({ service, maxBodyBytes: 1 << 20, logger, metrics });
     const body = { id: 'req-1', inputs: [{ name: 'input', datatype: 'FP32', shape: [2, 784], data: Array.from({ length: 1568 }, (_, i) => (i % 784) / 784) }] };
-    const a = await withCapture(apiEvent('/v2/models/mnist/infer', body));
-    const b = await without(apiEvent('/v2/models/mnist/infer', body));
+    const a = await withCapture(apiEvent('POST', '/v2/models/mnist/infer', body));
+    const b = await without(apiEvent('POST', '/v2/models/mnist/infer', body));
     expect(a).toEqual(b);
     expect(a.statusCode).toBe(200);
     await capture.flush();

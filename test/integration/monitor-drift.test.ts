@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
-import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import ort from '../../functions/core/ort.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { InferenceService } from '../../functions/core/inference-service.ts';
@@ -18,6 +17,7 @@ import { createLocalMonitor, type LocalMonitor } from '../../infra/local/monitor
 import { createDynamoClient, createSqsClient } from '../../functions/core/clients.ts';
 import { batchOf, idxFiles, loadMnist, permutation, PIXELS, type Shift } from '../helpers/mnist-drift.ts';
 import { startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
+import { apiEvent } from '../helpers/batch-stack.ts';
 
 // Drift on MNIST, with the fixture model and MNIST's test images: a baseline from 3000 random
 // images, captured samples of 200 from the other 7000, as they are (a fresh sample of the same
@@ -92,10 +92,6 @@ describe('the drift job on the job runtime', () => {
   let monitor: LocalMonitor;
   const today = new Date().toISOString().slice(0, 10);
 
-  function apiEvent(path: string, body: unknown): APIGatewayProxyEventV2 {
-    return { version: '2.0', routeKey: '$default', rawPath: path, rawQueryString: '', headers: {}, requestContext: { http: { method: 'POST', path } }, body: JSON.stringify(body), isBase64Encoded: false } as unknown as APIGatewayProxyEventV2;
-  }
-
   beforeAll(async () => {
     stack = await startRegistryStack('drift-job');
     const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
@@ -132,7 +128,7 @@ describe('the drift job on the job runtime', () => {
     for (const [version, shift] of [['1', 'inverted'], ['2', 'none']] as const) {
       for (let s = 0; s < sample.length; s += 20) {
         const rows = sample.slice(s, s + 20);
-        const response = await handler(apiEvent(`/v2/models/mnist/versions/${version}/infer`, { inputs: [{ name: 'input', datatype: 'FP32', shape: [rows.length, PIXELS], data: Array.from(batchOf(mnist.pixels, rows, shift)) }] }));
+        const response = await handler(apiEvent('POST', `/v2/models/mnist/versions/${version}/infer`, { inputs: [{ name: 'input', datatype: 'FP32', shape: [rows.length, PIXELS], data: Array.from(batchOf(mnist.pixels, rows, shift)) }] }));
         expect(response.statusCode).toBe(200);
       }
     }

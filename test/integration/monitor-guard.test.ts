@@ -2,19 +2,18 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { InferenceService } from '../../functions/core/inference-service.ts';
 import { ModelSessions } from '../../functions/core/model-sessions.ts';
 import { pushModel } from '../../functions/core/model-push.ts';
 import { createObservability } from '../../functions/core/observability.ts';
-import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
-import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { judgeCanary, runCanaryGuard } from '../../functions/core/monitor/guard.ts';
 import { LocalMetricsStore, parseEmfLine } from '../../functions/core/monitor/metrics-source.ts';
 import { DEFAULT_GUARD, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
 import { promote, setRoutes } from '../../functions/core/registry/rollout.ts';
 import { createInferenceHandler, STICKY_HEADER } from '../../functions/inference/app.ts';
 import { startRegistryStack, scaleModel, type RegistryStack } from '../helpers/registry-stack.ts';
+import { apiEvent } from '../helpers/batch-stack.ts';
+import { gatherModel } from '../helpers/monitor-models.ts';
 
 // The canary guard against the registry on the emulators, fed with the EMF lines the real
 // inference handler prints (Powertools' output parsed into the local stack's metrics store).
@@ -23,32 +22,12 @@ let metricsStore: LocalMetricsStore;
 let handler: ReturnType<typeof createInferenceHandler>;
 let publish: () => void;
 
-/** y = data[int(x)]: answers for x in {0, 1} and fails in onnxruntime (a 500) for any other value. */
-function gatherModel(): Uint8Array {
-  return encodeModel(
-    model({
-      graph: graph({
-        name: 'gather',
-        nodes: [node('Cast', ['x'], ['i'], { to: attr.int(7) }), node('Gather', ['data', 'i'], ['y'], { axis: attr.int(0) })],
-        inputs: [valueInfo('x', 'float32', ['n', 2])],
-        outputs: [valueInfo('y', 'float32', ['n', 2])],
-        initializers: [tensorFromFloat32('data', [2], [10, 20])],
-      }),
-      opset: 17,
-      irVersion: 8,
-    }),
-  );
-}
-
-function apiEvent(path: string, body: unknown, key: string): APIGatewayProxyEventV2 {
-  return { version: '2.0', routeKey: '$default', rawPath: path, rawQueryString: '', headers: { [STICKY_HEADER]: key }, requestContext: { http: { method: 'POST', path } }, body: JSON.stringify(body), isBase64Encoded: false } as unknown as APIGatewayProxyEventV2;
-}
-
 /** Requests to the alias from `count` callers (sticky keys: each caller lands on one side). */
 async function traffic(count: number, x: number): Promise<number[]> {
   const statuses: number[] = [];
   for (let i = 0; i < count; i++) {
-    const response = await handler(apiEvent('/v2/models/scale/versions/prod/infer', { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], data: [x, x] }] }, `caller-${i}`));
+    const event = apiEvent('POST', '/v2/models/scale/versions/prod/infer', { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], data: [x, x] }] });
+    const response = await handler({ ...event, headers: { ...event.headers, [STICKY_HEADER]: `caller-${i}` } });
     publish();
     statuses.push(response.statusCode!);
   }
@@ -58,8 +37,7 @@ async function traffic(count: number, x: number): Promise<number[]> {
 
 /** Loads a version before its traffic: a first request that loads the model is slow (docs/monitoring.md). */
 async function warm(version: string): Promise<void> {
-  const path = `/v2/models/scale/versions/${version}/ready`;
-  const response = await handler({ version: '2.0', rawPath: path, rawQueryString: '', headers: {}, requestContext: { http: { method: 'GET', path } }, isBase64Encoded: false } as unknown as APIGatewayProxyEventV2);
+  const response = await handler(apiEvent('GET', `/v2/models/scale/versions/${version}/ready`));
   expect(response.statusCode).toBe(200);
 }
 
