@@ -35,7 +35,7 @@ import { apiEvent } from '../helpers/batch-stack.ts';
 import { gatherModel } from '../helpers/monitor-models.ts';
 import { batchOf, loadMnist, permutation, PIXELS, type Shift } from '../helpers/mnist-drift.ts';
 import { scaleModel, startRegistryStack } from '../helpers/registry-stack.ts';
-import { median, printTable, round, writeResults } from './common.ts';
+import { BENCH_AWS_ENV, median, printTable, round, writeResults } from './common.ts';
 
 const BLOCK = 40;
 const PAIRS = 15;
@@ -53,6 +53,8 @@ async function captureOverhead(stack: Awaited<ReturnType<typeof startRegistrySta
   const { store } = stack;
   await pushModel(store, { name: 'mnist', version: '1', bytes: await readFile('fixtures/models/mnist/model.onnx') });
   const service = new InferenceService({ store, sessions: new ModelSessions({ store, intraOpThreads: 1 }), serviceVersion: 'bench' });
+  // Metrics taken and dropped per request, as the middleware would publish them, without the output.
+  process.env.POWERTOOLS_METRICS_DISABLED = 'true';
   const { logger, metrics } = createObservability('ai-mass-bench');
   logger.setLogLevel('SILENT');
   const without = createInferenceHandler({ service, maxBodyBytes: 16 << 20, logger, metrics });
@@ -73,6 +75,7 @@ async function captureOverhead(stack: Awaited<ReturnType<typeof startRegistrySta
         const started = performance.now();
         for (const body of bodies) {
           const response = await handler(event('/v2/models/mnist/versions/1/infer', body));
+          metrics.publishStoredMetrics();
           if (response.statusCode !== 200) throw new Error(`inference answered ${response.statusCode}`);
         }
         return performance.now() - started;
@@ -197,6 +200,7 @@ async function canaryRollback(): Promise<{ canary_rollback_s: number; runs: numb
 }
 
 export async function runMonitorBench(): Promise<Record<string, unknown>> {
+  Object.assign(process.env, BENCH_AWS_ENV);
   const mnist = await loadMnist();
   const stack = await startRegistryStack('bench-capture');
   let overhead: Record<string, number>;

@@ -57,6 +57,7 @@ const REVIEWED_UNUSED: Record<string, string> = {
   'BatchDeadLetterRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
   'MonitorWorkerRole RetrySteps sqs:GetQueueUrl arn:aws:sqs:us-east-1:123456789012:MonitorStepQueue': 'the job runtime hands a failed attempt back with ChangeMessageVisibility (and renews a long step\'s lease every third of the visibility timeout); these steps succeed at once',
   'MonitorWorkerRole RetrySteps sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:MonitorStepQueue': 'the job runtime hands a failed attempt back with ChangeMessageVisibility (and renews a long step\'s lease every third of the visibility timeout); these steps succeed at once',
+  'MonitorScheduleRole VersionsAndJobs dynamodb:GetItem arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'a schedule delivered twice finds its keyed drift job there already and reads it back (JobRuntime.submit)',
   'CanaryGuardRole ReadMetrics cloudwatch:GetMetricData *': 'no CloudWatch emulator: the role test runs the guard on the local stack\'s EMF metrics store (METRICS_SOURCE=local), the same figures',
   ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
