@@ -180,7 +180,7 @@ describe('serverless package (standard tier, IAM auth)', () => {
     });
   });
 
-  it('gives the inference role only GetObject under models/ and a Query of the registry table', () => {
+  it('gives the inference role only GetObject under models/, PutObject under capture/ and a Query of the registry table', () => {
     const t = standard();
     const role = inference(t).Properties.Role as { 'Fn::GetAtt': [string, string] };
     const roleResource = t.Resources[role['Fn::GetAtt'][0]];
@@ -196,6 +196,13 @@ describe('serverless package (standard tier, IAM auth)', () => {
         Effect: 'Allow',
         Action: 's3:GetObject',
         Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' },
+      },
+      // Data capture (docs/monitoring.md).
+      {
+        Sid: 'WriteCapture',
+        Effect: 'Allow',
+        Action: 's3:PutObject',
+        Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/capture/*' },
       },
     ]);
     const actions = statements.flatMap((s) => asArray(s.Action));
@@ -255,7 +262,8 @@ describe('registry', () => {
   it('registers uploads from EventBridge Object Created events for incoming/*.onnx', () => {
     const t = standard();
     const rules = resourcesOfType(t, 'AWS::Events::Rule').map(([, r]) => r.Properties);
-    const rule = rules.find((r) => JSON.stringify(r.EventPattern).includes('incoming/*.onnx'));
+    // Schedules (monitoring.yml) are rules without a pattern.
+    const rule = rules.find((r) => (JSON.stringify(r.EventPattern) ?? '').includes('incoming/*.onnx'));
     expect(rule?.EventPattern).toEqual({
       source: ['aws.s3'],
       'detail-type': ['Object Created'],
