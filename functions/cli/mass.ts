@@ -9,6 +9,7 @@ import { registerJobsCommands } from './commands/jobs.ts';
 import { registerFederationCommands } from './commands/federation.ts';
 import { registerTrainCommands } from './commands/train.ts';
 import { registerTuneCommands } from './commands/tune.ts';
+import { registerMonitorCommands } from './commands/monitor.ts';
 import { CliError, localStackFile } from './context.ts';
 
 const program = new Command('mass')
@@ -28,6 +29,7 @@ registerJobsCommands(program);
 registerTrainCommands(program);
 registerFederationCommands(program);
 registerTuneCommands(program);
+registerMonitorCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -9,12 +9,15 @@ import {
   acceptedEncoding, contentEncoding, decodeBody, encodeBody, errorResponse, header, lambdaPayloadBytes, LAMBDA_RESPONSE_LIMIT_BYTES, pathSegment,
 } from '../adapters/http.ts';
 import { decodeInferRequest, encodeInferResponse, INFERENCE_HEADER_CONTENT_LENGTH, parseHeaderLength } from '../core/v2/codec.ts';
+import type { CaptureWriter } from '../core/monitor/capture.ts';
 
 export interface InferenceHandlerDeps {
   service: InferenceService;
   maxBodyBytes: number;
   logger: Logger;
   metrics: Metrics;
+  /** Data capture (monitor/capture.ts): takes each answered request; returns at once, never throws. */
+  capture?: Pick<CaptureWriter, 'offer'> | undefined;
 }
 
 type Result = APIGatewayProxyStructuredResultV2;
@@ -194,8 +197,10 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     const ms = performance.now() - started;
     logger.appendKeys({ version: model.version });
     metrics.addDimensions({ model: name, version: model.version });
+    metrics.addDimensions({}); // the service-wide series too: the one the stack's latency alarm can name
     metrics.addMetric('InferenceLatency', MetricUnit.Milliseconds, ms);
     const encoded = encodeInferResponse(response, binaryOutputs);
+    deps.capture?.offer({ model: name, version: model.version, manifest: model.manifest, request, outputs: response.outputs });
     const hint = encoded.jsonLength === undefined
       ? 'ask for binary outputs (the binary tensor data extension: "binary_data_output": true) or send a smaller batch'
       : 'send a smaller batch';

@@ -7,6 +7,7 @@ import { InferenceService } from '../core/serving/inference-service.ts';
 import { ModelSessions } from '../core/serving/model-sessions.ts';
 import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { createObservability, MetricUnit } from '../core/platform/observability.ts';
+import { captureFromEnv } from '../core/monitor/capture-env.ts';
 import { createInferenceHandler } from './app.ts';
 
 // Lambda init: everything below runs once per environment, before the first request.
@@ -46,7 +47,8 @@ export const ready: Promise<void> = service.preloadModels(config.preloadModels).
 });
 let coldStartReported = false;
 
-export const handler = middy(createInferenceHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics }))
+const capture = captureFromEnv(store, logger, metrics);
+export const handler = middy(createInferenceHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics, capture }))
   .before(async () => {
     await ready;
     if (!coldStartReported) {

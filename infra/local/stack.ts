@@ -17,6 +17,7 @@ import { startLocalFederation } from './federation.ts';
 import { startLocalTuneWorker } from './tune-worker.ts';
 import { startLocalQuantize, type LocalQuantize } from './quantize.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
+import { createLocalMonitor, LOCAL_GUARD_EVERY_MS, localMonitorQueue, type LocalMonitor } from './monitor.ts';
 import { seedDemoModels } from './seed.ts';
 import { startLocalTrainWorker } from './train-worker.ts';
 import { watchS3Prefix, type Trigger } from './triggers.ts';
@@ -51,6 +52,9 @@ export interface LocalStack {
   registryTable: string;
   topicArn: string;
   seeded: string[];
+  /** The functions' EMF metrics as the stack keeps them (`mass monitor`, the canary guard). */
+  metricsFile: string;
+  monitorQueue: string;
   stop(): Promise<void>;
 }
 
@@ -125,12 +129,15 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   let quantize: LocalQuantize | undefined;
   let evaluating = true;
   let evaluateLoop: Promise<void> = Promise.resolve();
+  let monitor: LocalMonitor | undefined;
+  let monitorLoop: Promise<void> = Promise.resolve();
   const stop = async () => {
     evaluating = false;
     await Promise.all(triggers.map((t) => t.stop()));
     await batch?.stop();
     await quantize?.stop();
     await evaluateLoop;
+    await monitorLoop;
     await proxy?.stop();
     if (offline && offline.exitCode === null && offline.pid) {
       const exited = new Promise((r) => offline!.once('exit', r));
@@ -201,6 +208,27 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
 
     // The studies API (serverless-offline) sends tune lanes to this queue; this process runs them.
     triggers.push(await startLocalTuneWorker({ sqs: evaluator.sqs, dynamo, table: registry.table, store, queueName: `${PREFIX}-tune-steps`, log }));
+    // Monitoring (docs/monitoring.md): the EMF lines the functions print are kept in metricsFile for
+    // `mass monitor` and the canary guard, which runs every few seconds; the monitor kind's steps run here.
+    const metricsFile = join(options.stateDir ?? join(root, '.local', `tmp-${apiPort}`), 'metrics.jsonl');
+    monitor = await createLocalMonitor({ store, sqs: evaluator.sqs, dynamo, table: registry.table, prefix: PREFIX, metricsFile, log });
+    const localMonitor = monitor;
+    monitorLoop = (async () => {
+      let guardedAt = 0;
+      while (evaluating) {
+        await localMonitor.pollOnce(1).catch((error: Error) => log(`monitor worker: ${error.message}`));
+        if (Date.now() - guardedAt >= LOCAL_GUARD_EVERY_MS) {
+          guardedAt = Date.now();
+          const verdicts = await localMonitor.guard().catch((error: Error) => {
+            log(`canary guard: ${error.message}`);
+            return [];
+          });
+          for (const v of verdicts.filter((x) => x.outcome === 'rolled-back' || x.outcome === 'rollback-failed')) {
+            log(`canary guard: ${v.model} ${v.alias} ${v.outcome}: ${v.reasons.join('; ')}${v.error ? ` (${v.error})` : ''}`);
+          }
+        }
+      }
+    })();
 
     const env = {
       ...process.env,
@@ -241,7 +269,10 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       { cwd: root, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     watchdog = outliveGuard(offline.pid!);
-    offline.stdout!.on('data', (chunk: Buffer) => log(chunk.toString().trimEnd()));
+    offline.stdout!.on('data', (chunk: Buffer) => {
+      log(chunk.toString().trimEnd());
+      monitor?.metricsStore.ingest(chunk.toString());
+    });
     offline.stderr!.on('data', (chunk: Buffer) => log(chunk.toString().trimEnd()));
     proxy = await startBodyProxy({ port: apiPort, targetPort: offlinePort });
     const api = `http://127.0.0.1:${apiPort}`;
@@ -258,6 +289,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       registryTable: registry.table,
       topicArn: registry.topicArn,
       seeded,
+      metricsFile,
+      monitorQueue: localMonitorQueue(PREFIX),
     };
     if (options.stateDir) {
       await mkdir(options.stateDir, { recursive: true });

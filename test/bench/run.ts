@@ -5,6 +5,7 @@ import { runBatchBench } from './batch.ts';
 import { runEvaluateBench } from './evaluate.ts';
 import { runFederatedBench } from './federated.ts';
 import { runInferenceBench } from './inference.ts';
+import { runMonitorBench } from './monitor.ts';
 import { runQuantizeBench } from './quantize.ts';
 import { runRegistryBench } from './registry.ts';
 import { runRouterBench } from './router.ts';
@@ -21,6 +22,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   router: runRouterBench,
   train: runTrainBench,
   federated: runFederatedBench,
+  monitor: runMonitorBench,
 };
 
 const asked = process.argv.slice(2);

@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureLayer, type LayerManifest } from '../../layers/onnxruntime/build.ts';
 import { isolated, packageService, removePackagedServices, type Packaged, type Resource, type Template } from '../helpers/package-service.ts';
 import { deployInvariantViolations } from '../helpers/template-invariants.ts';
+import { inferenceHandlerEmf } from '../helpers/emf.ts';
+import { hasSeries, type EmfSample } from '../../functions/core/monitor/metrics-source.ts';
 
 
 /** Lambda's limit on a function's unzipped code plus all its layers. */
@@ -102,6 +104,7 @@ beforeAll(async () => {
           httpApiRateLimit: '5',
           httpApiBurstLimit: '10',
           alarmEmail: 'ops@example.test',
+          tracing: 'Active',
         }),
       ] as const)(),
   ]);
@@ -112,6 +115,21 @@ beforeAll(async () => {
 afterAll(removePackagedServices);
 
 const standard = (): Template => packaged.standard.template;
+const lambdaFunctionIds = (t: Template): string[] => resourcesOfType(t, 'AWS::Lambda::Function').filter(([id, r]) => id.endsWith('LambdaFunction') && r.Condition === undefined).map(([id]) => id);
+
+/** The AIMass metrics an alarm reads (directly, or in its metric math), with their dimensions. */
+function alarmMetrics(alarm: Resource): { name: string; dimensions: { Name: string; Value: unknown }[] }[] {
+  const p = alarm.Properties as { Namespace?: string; MetricName?: string; Dimensions?: { Name: string; Value: unknown }[]; Metrics?: { MetricStat?: { Metric: { Namespace: string; MetricName: string; Dimensions?: { Name: string; Value: unknown }[] } } }[] };
+  const direct = p.Namespace === 'AIMass' ? [{ name: p.MetricName!, dimensions: p.Dimensions ?? [] }] : [];
+  const math = (p.Metrics ?? []).flatMap((m) => (m.MetricStat?.Metric.Namespace === 'AIMass' ? [{ name: m.MetricStat.Metric.MetricName, dimensions: m.MetricStat.Metric.Dimensions ?? [] }] : []));
+  return [...direct, ...math];
+}
+
+/** Whether samples hold the series: the metric with exactly these dimension names and these values. */
+function emits(samples: readonly EmfSample[], name: string, dimensions: readonly { Name: string; Value: unknown }[]): boolean {
+  const names = dimensions.map((d) => d.Name).filter((n) => n !== 'service');
+  return samples.some((s) => s.name === name && hasSeries(s, names) && s.dimensionSets.some((set) => set.includes('service')) && dimensions.every((d) => s.dimensions[d.Name] === d.Value));
+}
 const inference = (t: Template): Resource => {
   const fn = t.Resources.InferenceLambdaFunction;
   if (!fn) throw new Error('InferenceLambdaFunction is missing');
@@ -162,7 +180,7 @@ describe('serverless package (standard tier, IAM auth)', () => {
     });
   });
 
-  it('gives the inference role only GetObject under models/ and a Query of the registry table', () => {
+  it('gives the inference role only GetObject under models/, PutObject under capture/ and a Query of the registry table', () => {
     const t = standard();
     const role = inference(t).Properties.Role as { 'Fn::GetAtt': [string, string] };
     const roleResource = t.Resources[role['Fn::GetAtt'][0]];
@@ -178,6 +196,13 @@ describe('serverless package (standard tier, IAM auth)', () => {
         Effect: 'Allow',
         Action: 's3:GetObject',
         Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' },
+      },
+      // Data capture (docs/monitoring.md).
+      {
+        Sid: 'WriteCapture',
+        Effect: 'Allow',
+        Action: 's3:PutObject',
+        Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/capture/*' },
       },
     ]);
     const actions = statements.flatMap((s) => asArray(s.Action));
@@ -237,7 +262,8 @@ describe('registry', () => {
   it('registers uploads from EventBridge Object Created events for incoming/*.onnx', () => {
     const t = standard();
     const rules = resourcesOfType(t, 'AWS::Events::Rule').map(([, r]) => r.Properties);
-    const rule = rules.find((r) => JSON.stringify(r.EventPattern).includes('incoming/*.onnx'));
+    // Schedules (monitoring.yml) are rules without a pattern.
+    const rule = rules.find((r) => (JSON.stringify(r.EventPattern) ?? '').includes('incoming/*.onnx'));
     expect(rule?.EventPattern).toEqual({
       source: ['aws.s3'],
       'detail-type': ['Object Created'],
@@ -452,8 +478,11 @@ describe('operations', () => {
     expect(t.Resources.AlarmTopic?.Properties).toEqual({ TopicName: `ai-mass-${STAGE}-alarms` });
     // The GPU service's alarms (only with batchGpuWorkers=true) act on its scaling policies instead.
     const notifying = resourcesOfType(t, 'AWS::CloudWatch::Alarm').filter(([, alarm]) => alarm.Condition !== 'BatchGpuEnabled');
-    expect(notifying.map(([id]) => id).sort()).toEqual([
-      'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'EvaluateDeadLetterAlarm', 'InferenceRuntimeFailuresAlarm', 'QuantizeDeadLetterAlarm', 'RegisterFailuresAlarm', 'RegisterFailuresDeadLetterAlarm',
+    // Every function's errors and throttles (infra/serverless/monitoring-plugin.mjs), asserted below.
+    const functionAlarms = new Set(lambdaFunctionIds(t).flatMap((id) => [id.replace(/LambdaFunction$/, 'ErrorsAlarm'), id.replace(/LambdaFunction$/, 'ThrottlesAlarm')]));
+    expect(notifying.map(([id]) => id).filter((id) => !functionAlarms.has(id)).sort()).toEqual([
+      'AccountConcurrencyAlarm', 'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'CanaryRollbackAlarm', 'CaptureFailuresAlarm', 'EvaluateDeadLetterAlarm', 'Http5xxRateAlarm',
+      'InferenceColdStartRateAlarm', 'InferenceLatencyP99Alarm', 'InferenceProvisionedSpilloverAlarm', 'InferenceRuntimeFailuresAlarm', 'ModelDriftAlarm', 'MonitorStepDeadLetterQueueDepthAlarm', 'QuantizeDeadLetterAlarm', 'RegisterFailuresAlarm', 'RegisterFailuresDeadLetterAlarm',
     ]);
     // The series the inference function emits with the service dimension alone (functions/inference/app.ts).
     expect(t.Resources.InferenceRuntimeFailuresAlarm!.Properties).toMatchObject({
@@ -467,6 +496,79 @@ describe('operations', () => {
       Condition: 'AlarmEmailGiven',
       Properties: { TopicArn: { Ref: 'AlarmTopic' }, Protocol: 'email', Endpoint: 'ops@example.test' },
     });
+  });
+});
+
+describe('monitoring', () => {
+  it("alarms on every function's errors and throttles and on every dead-letter queue's depth", () => {
+    const t = standard();
+    for (const id of lambdaFunctionIds(t)) {
+      const name = t.Resources[id]!.Properties.FunctionName;
+      for (const [suffix, metric] of [['ErrorsAlarm', 'Errors'], ['ThrottlesAlarm', 'Throttles']]) {
+        expect(t.Resources[id.replace(/LambdaFunction$/, suffix!)]?.Properties, `${id} ${metric}`).toMatchObject({
+          Namespace: 'AWS/Lambda', MetricName: metric, Dimensions: [{ Name: 'FunctionName', Value: name }], Statistic: 'Sum', Threshold: 1, AlarmActions: [{ Ref: 'AlarmTopic' }],
+        });
+      }
+    }
+    const deadLetterQueues = new Set(resourcesOfType(t, 'AWS::SQS::Queue').map(([, q]) => (q.Properties.RedrivePolicy as { deadLetterTargetArn?: { 'Fn::GetAtt'?: string[] } } | undefined)?.deadLetterTargetArn?.['Fn::GetAtt']?.[0]).filter(Boolean));
+    expect(deadLetterQueues.size).toBeGreaterThan(5);
+    for (const queue of deadLetterQueues) {
+      const watched = resourcesOfType(t, 'AWS::CloudWatch::Alarm').some(([, a]) => a.Properties.Namespace === 'AWS/SQS' && JSON.stringify(a.Properties.Dimensions).includes(`"${queue}"`));
+      expect(watched, `${queue} has a depth alarm`).toBe(true);
+    }
+  });
+
+  it('names the metrics and dimensions the inference handler really emits (its EMF output), and those the monitor functions emit', async () => {
+    const t = standard();
+    const emitted = await inferenceHandlerEmf(`ai-mass-${STAGE}-inference`);
+    const referenced = resourcesOfType(t, 'AWS::CloudWatch::Alarm').flatMap(([id, a]) => alarmMetrics(a).map((m) => ({ id, ...m })));
+    // Emitted by the drift job and the canary guard, each with the service dimension alone beside its per-model series (monitor tests).
+    const monitorSeries = ['ModelDrift', 'CanaryRollbacks'];
+    expect([...new Set(referenced.map((r) => r.name))].sort()).toEqual(['CanaryRollbacks', 'CaptureFailures', 'ColdStart', 'InferenceLatency', 'InferenceRuntimeFailures', 'ModelDrift']);
+    for (const r of referenced) {
+      if (monitorSeries.includes(r.name)) expect(r.dimensions, r.id).toEqual([{ Name: 'service', Value: 'ai-mass' }]);
+      else expect(emits(emitted, r.name, r.dimensions), `${r.id}: ${r.name} ${JSON.stringify(r.dimensions)} in ${JSON.stringify(emitted.map((e) => [e.name, e.dimensionSets]))}`).toBe(true);
+    }
+  }, 120_000);
+
+  it('has one dashboard of per-model requests, latency percentiles, errors, cold starts and drift', () => {
+    const body = (standard().Resources.MonitoringDashboard!.Properties.DashboardBody as { 'Fn::Sub': string })['Fn::Sub'];
+    const dashboard = JSON.parse(body.replaceAll('${AWS::Region}', 'us-east-1').replaceAll('${AWS::StackName}', 'ai-mass-test')) as { widgets: { properties: { title: string; metrics: unknown[] } }[] };
+    expect(dashboard.widgets.map((w) => w.properties.title)).toEqual([
+      'Requests by model and version',
+      'Latency p50 / p90 / p99 by model (ms)',
+      'Runtime failures (500) by model and errors by class',
+      'Cold starts and init time (ms)',
+      'Drift (1 = drifted) and largest drift score by model and version',
+      'Lambda errors and throttles, canary rollbacks, capture failures',
+    ]);
+    const searched = [...body.matchAll(/MetricName=\\"([A-Za-z]+)\\"/g)].map((m) => m[1]);
+    expect(new Set(searched)).toEqual(new Set(['InferenceLatency', 'InferenceRuntimeFailures', 'Errors', 'ColdStart', 'ColdStartInitMs', 'ModelDrift', 'DriftScore']));
+    expect(standard().Resources.MonitoringDashboard!.Properties.DashboardName).toBe(`ai-mass-${STAGE}`);
+  });
+
+  it("turns X-Ray on by parameter, and then lets every function's role send traces", () => {
+    for (const id of lambdaFunctionIds(standard())) expect(standard().Resources[id]!.Properties.TracingConfig, id).toEqual({ Mode: 'PassThrough' });
+    const active = packaged.jwt.template;
+    for (const id of lambdaFunctionIds(active)) expect(active.Resources[id]!.Properties.TracingConfig, id).toEqual({ Mode: 'Active' });
+    expect(active.Conditions?.TracingActive).toEqual({ 'Fn::Equals': ['Active', 'Active'] });
+    expect(standard().Conditions?.TracingActive).toEqual({ 'Fn::Equals': ['PassThrough', 'Active'] });
+    const roles = [...new Set(lambdaFunctionIds(active).map((id) => (active.Resources[id]!.Properties.Role as { 'Fn::GetAtt': string[] })['Fn::GetAtt'][0]))].sort();
+    expect(active.Resources.TracingPolicy).toMatchObject({ Condition: 'TracingActive', Properties: { Roles: roles.map((r) => ({ Ref: r })) } });
+  });
+
+  it("keeps a retention on every function's log group", () => {
+    const groups = resourcesOfType(standard(), 'AWS::Logs::LogGroup');
+    expect(groups.length).toBeGreaterThanOrEqual(lambdaFunctionIds(standard()).length);
+    for (const [id, group] of groups) expect(group.Properties.RetentionInDays, id).toBe(30);
+  });
+
+  it('runs drift reports on a schedule and the canary guard every minute', () => {
+    const rules = resourcesOfType(standard(), 'AWS::Events::Rule').map(([, r]) => [r.Properties.ScheduleExpression, JSON.stringify(r.Properties.Targets)]);
+    expect(rules).toEqual(expect.arrayContaining([
+      ['rate(1 day)', expect.stringContaining('MonitorScheduleLambdaFunction')],
+      ['rate(1 minute)', expect.stringContaining('CanaryGuardLambdaFunction')],
+    ]));
   });
 });
 

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import { CreateTableCommand, PutItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -29,10 +29,18 @@ import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import type { JobRecord } from '../../functions/core/jobs/record.ts';
 import { StudyTable } from '../../functions/core/tune/study-table.ts';
+import { JobKinds } from '../../functions/core/jobs/kinds.ts';
+import { JobRuntime } from '../../functions/core/jobs/runtime.ts';
+import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
+import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { monitorJobKind } from '../../functions/core/monitor/jobs.ts';
+import { LocalMetricsStore, parseEmfLine } from '../../functions/core/monitor/metrics-source.ts';
+import { writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
+import { promote } from '../../functions/core/registry/rollout.ts';
 import { rejectionKey } from '../../functions/core/registry/register-upload.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { awsCallOf, startRecorder, type AwsCall, type IamRequest, type Recorder } from '../helpers/aws-recorder.ts';
-import { apiEvent, doublingModel, doublingRow } from '../helpers/batch-stack.ts';
+import { apiEvent, doublingModel, doublingRow, waitFor } from '../helpers/batch-stack.ts';
 import { ACCOUNT, canonicalArn, grantId, isAllowed, PARTITION, REGION, roleStatements, unusedGrants, wildcardMatch } from '../helpers/iam-policy.ts';
 import { packageService, removePackagedServices, type Template } from '../helpers/package-service.ts';
 import { functionEnvironment, functionRole } from '../helpers/template-invariants.ts';
@@ -82,6 +90,10 @@ const REVIEWED_UNUSED: Record<string, string> = {
       'a submission whose shards SQS refused is marked failed (BatchService.submit); SQS took them all here',
     ]),
   ),
+  'MonitorWorkerRole RetrySteps sqs:GetQueueUrl arn:aws:sqs:us-east-1:123456789012:MonitorStepQueue': 'the job runtime hands a failed attempt back with ChangeMessageVisibility (and renews a long step\'s lease every third of the visibility timeout); these steps succeed at once',
+  'MonitorWorkerRole RetrySteps sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:MonitorStepQueue': 'the job runtime hands a failed attempt back with ChangeMessageVisibility (and renews a long step\'s lease every third of the visibility timeout); these steps succeed at once',
+  'MonitorScheduleRole VersionsAndJobs dynamodb:GetItem arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'a schedule delivered twice finds its keyed drift job there already and reads it back (JobRuntime.submit)',
+  'CanaryGuardRole ReadMetrics cloudwatch:GetMetricData *': 'no CloudWatch emulator: the role test runs the guard on the local stack\'s EMF metrics store (METRICS_SOURCE=local), the same figures',
   ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
@@ -336,12 +348,18 @@ beforeAll(async () => {
   await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('QuantizeStepQueue')!, ReceiptHandle: undeliverable.Messages![0]!.ReceiptHandle! }));
   await deliver('QuantizeDeadLetterLambdaFunction', 'QuantizeDeadLetterQueue');
 
-  // inference: pre-warmed at init (the boot fetch), then metadata, versions, readiness and an inference.
-  await lambda('InferenceLambdaFunction', { PRELOAD_MODELS: 'mnist' });
+  // monitoring settings (as `mass monitor capture|guard` writes them): capture every mnist request,
+  // judge drift on a single row, guard the prod alias.
+  await writeModelMonitoring(store, 'mnist', { capture: { enabled: true, samplingRate: 1 }, drift: { minSamples: 1 }, guards: { prod: { enabled: true, minRequests: 5 } } });
+
+  // inference: pre-warmed at init (the boot fetch), then metadata, versions, readiness and an inference
+  // (captured: one record per object here, so the write happens now, after the answer).
+  await lambda('InferenceLambdaFunction', { PRELOAD_MODELS: 'mnist', CAPTURE_BATCH_RECORDS: '1' });
   await call('InferenceLambdaFunction', 'GET', '/v2/health/ready');
   await call('InferenceLambdaFunction', 'GET', '/v2/models/mnist');
   await call('InferenceLambdaFunction', 'GET', '/v2/models/mnist/versions');
   await call('InferenceLambdaFunction', 'POST', '/v2/models/mnist/versions/1/infer', { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Array.from({ length: 784 }, () => 0.5) }] });
+  await waitFor('the captured request', async () => ((await s3.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 'capture/mnist/1/' }))).KeyCount ? true : undefined));
 
   // evaluate: the API starts an evaluation of version 2 against its source, the worker runs every step.
   const evaluation = await call('EvaluateApiLambdaFunction', 'POST', '/v2/models/mnist/versions/2/evaluate', {
@@ -429,6 +447,42 @@ beforeAll(async () => {
   await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('FederationStepDeadLetterQueue')!, MessageBody: JSON.stringify({ job: roundJob, step: 'aggregate' }) }));
   await deliver('FederationDeadLettersLambdaFunction', 'FederationStepDeadLetterQueue');
 
+  // monitor: a baseline job submitted as `mass monitor baseline` does, run by the worker; the
+  // schedule (fired tomorrow: today is the finished day) submits the drift job of today's capture,
+  // which the worker runs (drift on one row of 0.5s: report, metric, ModelDriftDetected); a job
+  // whose step message went to the dead-letter queue is ended there.
+  const monitorRuntime = new JobRuntime({
+    table: new JobTable(dynamo, registryTable),
+    kinds: new JobKinds([monitorJobKind({ store, sessions: new ModelSessions({ store }), metric: () => undefined })]),
+    queue: new SqsStepQueue(sqs, () => template.Resources.MonitorStepQueue!.Properties.QueueName as string),
+    visibilitySeconds: 5400,
+  });
+  const baseline = await monitorRuntime.submit({ kind: 'monitor', request: { task: 'baseline', model: 'mnist', version: '1', dataset: 'mnist-small' } });
+  await deliver('MonitorWorkerLambdaFunction', 'MonitorStepQueue');
+  const scheduled = await (await lambda('MonitorScheduleLambdaFunction')).invoke<{ submitted: { job: string }[] }>({ time: new Date(Date.now() + 86_400_000).toISOString() });
+  seen.MonitorScheduleLambdaFunction = [{ submitted: scheduled.submitted.length }];
+  await deliver('MonitorWorkerLambdaFunction', 'MonitorStepQueue');
+  seen.MonitorJobs = await Promise.all([baseline.job.id, ...scheduled.submitted.map((j) => j.job)].map(async (id) => {
+    const job = await monitorRuntime.get(id);
+    return { state: job.state, task: (job.request as { task: string }).task, drift: (job.result as { drift?: boolean } | undefined)?.drift };
+  }));
+  await monitorRuntime.submit({ kind: 'monitor', request: { task: 'drift', model: 'mnist', version: '1' } });
+  const lost = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('MonitorStepQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
+  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('MonitorStepDeadLetterQueue')!, MessageBody: lost.Messages![0]!.Body! }));
+  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('MonitorStepQueue')!, ReceiptHandle: lost.Messages![0]!.ReceiptHandle! }));
+  await deliver('MonitorDeadLettersLambdaFunction', 'MonitorStepDeadLetterQueue');
+
+  // canaryGuard: a canary of version 2 beside version 1 whose metrics (the local stack's EMF store,
+  // lines as the inference function prints them) show it failing: rolled back and announced.
+  await promote({ store }, { model: 'mnist', version: '2', alias: 'prod', canaryWeight: 50, force: true });
+  const metricsFile = join(work, 'metrics.jsonl');
+  const emf = (version: string, name: string) =>
+    JSON.stringify({ _aws: { Timestamp: Date.now(), CloudWatchMetrics: [{ Namespace: 'AIMass', Dimensions: [['service', 'model', 'version']], Metrics: [{ Name: name, Unit: name === 'InferenceLatency' ? 'Milliseconds' : 'Count' }] }] }, service: 'ai-mass', model: 'mnist', version, [name]: 1 });
+  await new LocalMetricsStore(metricsFile).append(Array.from({ length: 5 }, () => [...parseEmfLine(emf('1', 'InferenceLatency')), ...parseEmfLine(emf('2', 'InferenceRuntimeFailures'))]).flat());
+  const guarded = await (await lambda('CanaryGuardLambdaFunction', { METRICS_SOURCE: 'local', LOCAL_METRICS_FILE: metricsFile })).invoke<{ verdicts: { outcome: string }[] }>({});
+  seen.CanaryGuardLambdaFunction = guarded.verdicts.map((v) => ({ outcome: v.outcome }));
+
+  // jobs: the one route of every kind reads a job record and cancels it (seeded: no kind runs on the runtime yet).
   // jobs: the one route of every kind reads a job record and cancels it (a seeded record here; the train jobs below too).
   const stamp = new Date().toISOString();
   await new JobTable(dynamo, registryTable).createJob({ id: 'j-role-test', kind: 'role-test', state: 'queued', requestHash: '0', request: {}, attempts: 0, stepsTotal: 1, stepsSucceeded: 0, stepsFailed: 0, created: stamp, updated: stamp });
@@ -506,6 +560,9 @@ describe('the recorded paths', () => {
     expect(finalStates('JobsApiLambdaFunction')).toEqual(['queued', 'succeeded', 'failed']);
     expect(finalStates('StudiesApiLambdaFunction')).toEqual(['succeeded', 'partial']);
     expect(seen.TuneSweepLambdaFunction).toEqual([{ failed: 1 }]);
+    expect(seen.MonitorScheduleLambdaFunction).toEqual([{ submitted: 1 }]);
+    expect(seen.MonitorJobs).toEqual([{ state: 'succeeded', task: 'baseline', drift: undefined }, { state: 'succeeded', task: 'drift', drift: true }]);
+    expect(seen.CanaryGuardLambdaFunction).toEqual([{ outcome: 'rolled-back' }]);
     for (const [fn, results] of Object.entries(seen).filter(([fn]) => fn !== 'RegisterLambdaFunction')) {
       for (const result of results as { status?: number; failures?: number }[]) {
         if ('status' in result) expect(result.status, `${fn} ${JSON.stringify(result)}`).toBeLessThan(300);
@@ -526,7 +583,7 @@ describe('an upload the register function failed on after its retries', () => {
 });
 
 describe('each role against what its function did', () => {
-  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction', 'FederationApiLambdaFunction', 'FederationDeadlinesLambdaFunction', 'FederationWorkerLambdaFunction', 'FederationDeadLettersLambdaFunction', 'StudiesApiLambdaFunction', 'TuneWorkerLambdaFunction', 'TuneDeadLettersLambdaFunction', 'TuneSweepLambdaFunction', 'QuantizeDeadLetterLambdaFunction'])(
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction', 'FederationApiLambdaFunction', 'FederationDeadlinesLambdaFunction', 'FederationWorkerLambdaFunction', 'FederationDeadLettersLambdaFunction', 'StudiesApiLambdaFunction', 'TuneWorkerLambdaFunction', 'TuneDeadLettersLambdaFunction', 'TuneSweepLambdaFunction', 'QuantizeDeadLetterLambdaFunction', 'MonitorWorkerLambdaFunction', 'MonitorDeadLettersLambdaFunction', 'MonitorScheduleLambdaFunction', 'CanaryGuardLambdaFunction'])(
     '%s: every request allowed, every grant used or reviewed',
     (fn) => {
       const role = functionRole(template, fn)!;

@@ -55,6 +55,8 @@ export const modelManifestSchema = z.object({
   labels: z.optional(z.record(z.string(), z.array(z.string()))),
   /** Promotion policy for this version; absent: the model's `models/<model>/policy.json`, then the default. */
   policy: z.optional(promotionPolicySchema),
+  /** Monitoring settings of this version (capture, drift thresholds, guards), checked by monitor/policy.ts. */
+  monitoring: z.optional(z.unknown()),
 });
 export type ModelManifest = z.infer<typeof modelManifestSchema>;
 export type WarmupTensor = z.infer<typeof warmupTensorSchema>;

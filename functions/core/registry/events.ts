@@ -7,7 +7,15 @@ import { readEnv } from '../platform/env.ts';
  * What users hear about: every registration, promotion and rollback, published to one SNS topic
  * (subscribe email, SQS, a Lambda or a webhook). The message attribute `type` lets subscribers filter.
  */
-export type ModelEventType = 'ModelVersionRegistered' | 'ModelPromoted' | 'ModelRolledBack' | 'ModelTrafficChanged';
+export type ModelEventType =
+  | 'ModelVersionRegistered'
+  | 'ModelPromoted'
+  | 'ModelRolledBack'
+  | 'ModelTrafficChanged'
+  /** A drift report found drift (monitor/jobs.ts); `details` has the report's key and drifted features. */
+  | 'ModelDriftDetected'
+  /** The canary guard rolled a canary back (monitor/guard.ts); `details` has both versions' figures. */
+  | 'ModelCanaryRolledBack';
 
 export interface ModelEvent {
   type: ModelEventType;
@@ -17,6 +25,7 @@ export interface ModelEvent {
   lineage?: Lineage | null;
   alias?: string;
   routes?: { version: string; weight: number }[];
+  details?: Record<string, unknown>;
   at: string;
 }
 

@@ -222,6 +222,20 @@ export class RegistryTable {
     return record;
   }
 
+  /**
+   * A model-wide setting (`MODEL#<m> / SETTING#<name>`: monitoring, ...), undefined when unset. Read
+   * by Query, which every role that routes a model's requests already has (a missing item is no error).
+   */
+  async getModelSetting(model: string, name: string): Promise<unknown> {
+    const item = (await this.queryPrefix(model, `SETTING#${name}`)).find((i) => i.sk === `SETTING#${name}`);
+    return item?.value;
+  }
+
+  async putModelSetting(model: string, name: string, value: unknown, now: Date): Promise<void> {
+    const { PutCommand } = await docSdk();
+    await (await this.doc()).send(new PutCommand({ TableName: this.tableName, Item: { pk: `MODEL#${model}`, sk: `SETTING#${name}`, value, updated: now.toISOString() } }));
+  }
+
   private async queryPrefix(model: string, prefix: string): Promise<Record<string, unknown>[]> {
     const { QueryCommand } = await docSdk();
     const items: Record<string, unknown>[] = [];

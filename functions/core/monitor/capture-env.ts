@@ -1,0 +1,40 @@
+import type { Logger } from '@aws-lambda-powertools/logger';
+import type { Metrics } from '@aws-lambda-powertools/metrics';
+import * as z from '../platform/zod-mini.ts';
+import { ConfigError } from '../platform/errors.ts';
+import type { ModelRepository } from '../registry/repository.ts';
+import { MetricUnit, recordMetric } from '../platform/observability.ts';
+import { PARSED_ONCE } from '../platform/zod-options.ts';
+import { CaptureWriter } from './capture.ts';
+import { readModelMonitoring } from './policy.ts';
+
+/** Counted service-wide when a capture batch or a model's monitoring config cannot be read or written. */
+export const CAPTURE_FAILURE_METRIC = 'CaptureFailures';
+
+const captureEnvSchema = z.object({
+  /** Records per written object (fewer when a batch grows old; see capture.ts). */
+  batchRecords: z.number().check(z.int(), z.positive()),
+  batchMaxAgeMs: z.number().check(z.int(), z.positive()),
+});
+
+/** The inference function's capture writer: objects through the model store, failures logged and counted. */
+export function captureFromEnv(store: ModelRepository, logger: Logger, metrics: Metrics, env: NodeJS.ProcessEnv = process.env): CaptureWriter {
+  const parsed = captureEnvSchema.safeParse(
+    {
+      batchRecords: env.CAPTURE_BATCH_RECORDS ? Number(env.CAPTURE_BATCH_RECORDS) : 200,
+      batchMaxAgeMs: env.CAPTURE_BATCH_MAX_AGE_MS ? Number(env.CAPTURE_BATCH_MAX_AGE_MS) : 60_000,
+    },
+    PARSED_ONCE,
+  );
+  if (!parsed.success) throw new ConfigError(`invalid capture configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return new CaptureWriter({
+    put: (key, body) => store.putObjectBytes(key, body, 'application/x-ndjson'),
+    modelConfig: (model) => readModelMonitoring(store, model),
+    maxRecords: parsed.data.batchRecords,
+    maxAgeMs: parsed.data.batchMaxAgeMs,
+    onError: (what, error, fields) => {
+      logger.error(what === 'write' ? 'captured records lost: the batch could not be written' : 'monitoring config unreadable: capture off for this model', { ...fields, error: error.message });
+      recordMetric(metrics, CAPTURE_FAILURE_METRIC, MetricUnit.Count, 1, {});
+    },
+  });
+}

@@ -1,0 +1,120 @@
+import * as z from '../platform/zod-mini.ts';
+import { BadRequestError, NotFoundError } from '../platform/errors.ts';
+import type { ModelManifest } from '../artifacts/manifest.ts';
+import type { ModelRepository } from '../registry/repository.ts';
+import { assertValidName } from '../artifacts/names.ts';
+import { PARSED_ONCE } from '../platform/zod-options.ts';
+
+/**
+ * A model's monitoring settings: data capture (opt-in), the drift thresholds, and the canary guard
+ * of each alias (off unless enabled). Model-wide in the registry table (written by `mass monitor
+ * capture|guard`; see readModelMonitoring), and per version in the manifest's `monitoring` (the
+ * policy the version was registered with), which wins section by section.
+ */
+const FIELD = /^(id|parameters|(inputs|outputs)\.[^/]{1,128})$/;
+
+export const captureConfigSchema = z.strictObject({
+  enabled: z._default(z.boolean(), false),
+  /** Share of requests captured, 0..1. */
+  samplingRate: z._default(z.number().check(z.minimum(0), z.maximum(1)), 0.1),
+  /** summary: per-row features (what drift needs, small); whole: every tensor's data as sent. */
+  tensors: z._default(z.enum(['summary', 'whole']), 'summary'),
+  /** What a captured record leaves out: `id`, `parameters`, `inputs.<name>`, `outputs.<name>`. */
+  dropFields: z._default(z.array(z.string().check(z.regex(FIELD, 'a dropped field is id, parameters, inputs.<name> or outputs.<name>'))), []),
+});
+export type CaptureConfig = z.infer<typeof captureConfigSchema>;
+
+export const driftPolicySchema = z.strictObject({
+  /** A feature drifts when its population stability index reaches this (0.2: "significant shift"). */
+  psi: z._default(z.number().check(z.positive()), 0.2),
+  /** ... or its Jensen-Shannon divergence in bits reaches this. */
+  jensenShannon: z._default(z.number().check(z.positive(), z.maximum(1)), 0.1),
+  /** ... or its KS p-value is below this, divided among the numeric features (Bonferroni). */
+  ksAlpha: z._default(z.number().check(z.positive(), z.maximum(0.5)), 0.01),
+  /** Fewer captured rows than this: the report says so and finds no drift. PSI has a small-sample bias of about (bins - 1) / n (0.045 at 200 rows against the 0.2 threshold). */
+  minSamples: z._default(z.number().check(z.int(), z.positive()), 200),
+  /** Days of capture one report reads (ending with its date). */
+  windowDays: z._default(z.number().check(z.int(), z.positive(), z.maximum(31)), 1),
+});
+export type DriftPolicy = z.infer<typeof driftPolicySchema>;
+
+export const guardPolicySchema = z.strictObject({
+  enabled: z._default(z.boolean(), false),
+  /** The sliding window both versions are compared over. */
+  windowSeconds: z._default(z.number().check(z.int(), z.minimum(30), z.maximum(3600)), 300),
+  /** Requests the canary (and the stable version) must have served in the window before a verdict. */
+  minRequests: z._default(z.number().check(z.int(), z.positive()), 50),
+  /** Rolled back when the canary's error rate exceeds the stable one's by more than this. */
+  maxErrorRateIncrease: z._default(z.number().check(z.minimum(0), z.maximum(1)), 0.02),
+  /** ... or its p99 latency exceeds the stable one's times this. */
+  maxP99Ratio: z._default(z.number().check(z.minimum(1)), 1.5),
+  /** ... and by more than this many milliseconds, so that jitter on a fast model is no breach. */
+  minP99IncreaseMs: z._default(z.number().check(z.minimum(0)), 20),
+});
+export type GuardPolicy = z.infer<typeof guardPolicySchema>;
+
+export const monitoringConfigSchema = z.strictObject({
+  capture: z.optional(captureConfigSchema),
+  drift: z.optional(driftPolicySchema),
+  guards: z.optional(z.record(z.string().check(z.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'an alias name')), guardPolicySchema)),
+});
+export type MonitoringConfig = z.infer<typeof monitoringConfigSchema>;
+export type MonitoringConfigInput = z.input<typeof monitoringConfigSchema>;
+
+export const DEFAULT_CAPTURE: CaptureConfig = captureConfigSchema.parse({});
+export const DEFAULT_DRIFT: DriftPolicy = driftPolicySchema.parse({});
+export const DEFAULT_GUARD: GuardPolicy = guardPolicySchema.parse({});
+
+export const MONITORING_SETTING = 'monitoring';
+/** Where the config lives for a store without a registry table. */
+export const monitoringConfigKey = (model: string) => `models/${model}/monitoring.json`;
+
+/** Checks a monitoring config; a bad one is the caller's 400, naming the field. */
+export function parseMonitoringConfig(value: unknown, where: string): MonitoringConfig {
+  const parsed = monitoringConfigSchema.safeParse(value, PARSED_ONCE);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new BadRequestError(`${where} is not a valid monitoring config: ${issue.path.join('.') || '(top)'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * The model-wide config, or an empty one when the model has none: the registry table's
+ * `MODEL#<model> / SETTING#monitoring` item (mutable state lives in DynamoDB, and a missing item is
+ * no error for a role without s3:ListBucket, where a missing S3 object is a 403); without a table
+ * (tools on a bare bucket), `models/<model>/monitoring.json`.
+ */
+export async function readModelMonitoring(store: ModelRepository, model: string): Promise<MonitoringConfig> {
+  const name = assertValidName(model, 'model name');
+  if (store.registry) {
+    const value = await store.registry.getModelSetting(name, MONITORING_SETTING);
+    return value === undefined ? {} : parseMonitoringConfig(value, `the monitoring setting of '${name}'`);
+  }
+  const key = monitoringConfigKey(name);
+  const bytes = await store.getObjectBytes(key);
+  if (!bytes) return {};
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (error) {
+    throw new BadRequestError(`${key} is not JSON: ${(error as Error).message}`, { cause: error });
+  }
+  return parseMonitoringConfig(json, key);
+}
+
+/** Writes the model-wide config (checked first); the model must exist. */
+export async function writeModelMonitoring(store: ModelRepository, model: string, config: MonitoringConfigInput, now = new Date()): Promise<MonitoringConfig> {
+  const name = assertValidName(model, 'model name');
+  const parsed = parseMonitoringConfig(config, 'the config');
+  if ((await store.listVersions(name)).length === 0) throw new NotFoundError(`unknown model '${name}'`);
+  if (store.registry) await store.registry.putModelSetting(name, MONITORING_SETTING, parsed, now);
+  else await store.putObjectBytes(monitoringConfigKey(name), Buffer.from(`${JSON.stringify(parsed, null, 2)}\n`), 'application/json');
+  return parsed;
+}
+
+/** A version's settings: its manifest's `monitoring` sections over the model-wide ones. */
+export function effectiveMonitoring(modelWide: MonitoringConfig, manifest: Pick<ModelManifest, 'name' | 'version'> & { monitoring?: unknown }): MonitoringConfig {
+  const own = manifest.monitoring === undefined ? {} : parseMonitoringConfig(manifest.monitoring, `the manifest of ${manifest.name} ${manifest.version}`);
+  return { ...modelWide, ...own };
+}

@@ -1,0 +1,224 @@
+/**
+ * Monitoring costs and reactions (docs/monitoring.md):
+ * - capture_overhead_<rate>_b<batch>: the inference handler's time for a block of MNIST requests with
+ *   data capture (summaries, the given sampling rate) over the same handler without capture, blocks
+ *   interleaved, median of the per-pair ratios. The capture's own work (features, JSON, batching,
+ *   S3 writes) runs after each answer on the same thread, so it lands in the next requests' time.
+ * - drift_detection_requests: the fewest captured requests (batch 1) at which the drift job, with the
+ *   default thresholds and its minimum set to that many rows, flags the stated shift in at least 95%
+ *   of 20 seeds while raising no more than 5% false alarms on fresh samples.
+ * - false_alarm_rate: share of 100 fresh samples (default policy: 200 rows) flagged as drift.
+ * - canary_rollback_s: from the first failed answer of a bad canary (50% split, real handler, its
+ *   EMF lines in the local metrics store) to the rollback by the local stack's guard loop (every
+ *   LOCAL_GUARD_EVERY_MS, minRequests 50), median of 3 runs. Deployed, the guard runs every minute.
+ * Writes bench/results/monitor.json. Run: npm run bench -- monitor
+ */
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import ort from '../../functions/core/onnx/ort.ts';
+import { createDynamoClient, createSqsClient } from '../../functions/core/aws/clients.ts';
+import { InferenceService } from '../../functions/core/serving/inference-service.ts';
+import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
+import { summarizeFeature, type Baseline } from '../../functions/core/monitor/baseline.ts';
+import { CaptureWriter } from '../../functions/core/monitor/capture.ts';
+import { compareWithBaseline } from '../../functions/core/monitor/drift.ts';
+import { FeatureTable, inputFeatures, predictionFeatures } from '../../functions/core/monitor/features.ts';
+import { DEFAULT_DRIFT, readModelMonitoring, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
+import { promote, setRoutes } from '../../functions/core/registry/rollout.ts';
+import { createInferenceHandler, STICKY_HEADER } from '../../functions/inference/app.ts';
+import { createLocalMonitor, LOCAL_GUARD_EVERY_MS } from '../../infra/local/monitor.ts';
+import { apiEvent } from '../helpers/batch-stack.ts';
+import { gatherModel } from '../helpers/monitor-models.ts';
+import { batchOf, loadMnist, permutation, PIXELS, type Shift } from '../helpers/mnist-drift.ts';
+import { scaleModel, startRegistryStack } from '../helpers/registry-stack.ts';
+import { BENCH_AWS_ENV, median, printTable, round, writeResults } from './common.ts';
+
+const BLOCK = 40;
+const PAIRS = 15;
+const LADDER = [25, 50, 75, 100, 150, 200, 300];
+const SEEDS = 20;
+const FALSE_ALARM_SEEDS = 100;
+const BASELINE_ROWS = 3000;
+
+const event = (path: string, body: string, headers: Record<string, string> = {}): APIGatewayProxyEventV2 => {
+  const e = apiEvent('POST', path, body);
+  return { ...e, headers: { ...e.headers, ...headers } };
+};
+
+async function captureOverhead(stack: Awaited<ReturnType<typeof startRegistryStack>>, mnist: Awaited<ReturnType<typeof loadMnist>>): Promise<Record<string, number>> {
+  const { store } = stack;
+  await pushModel(store, { name: 'mnist', version: '1', bytes: await readFile('fixtures/models/mnist/model.onnx') });
+  const service = new InferenceService({ store, sessions: new ModelSessions({ store, intraOpThreads: 1 }), serviceVersion: 'bench' });
+  // Metrics taken and dropped per request, as the middleware would publish them, without the output.
+  process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+  const { logger, metrics } = createObservability('ai-mass-bench');
+  logger.setLogLevel('SILENT');
+  const without = createInferenceHandler({ service, maxBodyBytes: 16 << 20, logger, metrics });
+  const results: Record<string, number> = {};
+  for (const rate of [0.1, 1]) {
+    await writeModelMonitoring(store, 'mnist', { capture: { enabled: true, samplingRate: rate } });
+    const capture = new CaptureWriter({
+      put: (key, body) => store.putObjectBytes(key, body),
+      modelConfig: (m) => readModelMonitoring(store, m),
+      onError: (what, error) => console.error(`capture ${what} failed: ${error.message}`),
+    });
+    const withCapture = createInferenceHandler({ service, maxBodyBytes: 16 << 20, logger, metrics, capture });
+    for (const batch of [1, 64]) {
+      const bodies = Array.from({ length: BLOCK }, (_, i) =>
+        JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [batch, PIXELS], data: Array.from(batchOf(mnist.pixels, Array.from({ length: batch }, (_, r) => (i * batch + r) % mnist.rows), 'none')) }] }),
+      );
+      const block = async (handler: typeof without) => {
+        const started = performance.now();
+        for (const body of bodies) {
+          const response = await handler(event('/v2/models/mnist/versions/1/infer', body));
+          metrics.publishStoredMetrics();
+          if (response.statusCode !== 200) throw new Error(`inference answered ${response.statusCode}`);
+        }
+        return performance.now() - started;
+      };
+      for (let i = 0; i < 3; i++) {
+        await block(without); // warm both paths
+        await block(withCapture);
+      }
+      const ratios: number[] = [];
+      for (let pair = 0; pair < PAIRS; pair++) {
+        // Alternate which runs first, so a drift in the machine's load favours neither.
+        let plain: number;
+        let captured: number;
+        if (pair % 2 === 0) {
+          plain = await block(without);
+          captured = await block(withCapture);
+        } else {
+          captured = await block(withCapture);
+          plain = await block(without);
+        }
+        ratios.push(captured / plain);
+      }
+      await capture.flush();
+      results[`capture_overhead_${Math.round(rate * 100)}pct_b${batch}`] = round(median(ratios));
+    }
+  }
+  return results;
+}
+
+async function driftFigures(mnist: Awaited<ReturnType<typeof loadMnist>>) {
+  const order = permutation(mnist.rows, 1);
+  const features = async (indices: readonly number[], shift: Shift) => {
+    const inputs = new FeatureTable();
+    const predictions = new FeatureTable();
+    for (let s = 0; s < indices.length; s += 500) {
+      const part = indices.slice(s, s + 500);
+      const data = batchOf(mnist.pixels, part, shift);
+      const out = await mnist.session.run({ input: new ort.Tensor('float32', data, [part.length, PIXELS]) });
+      inputs.add(inputFeatures({ name: 'input', datatype: 'FP32', shape: [part.length, PIXELS], data }));
+      predictions.add(predictionFeatures({ name: 'probabilities', datatype: 'FP32', shape: out.probabilities!.dims, data: out.probabilities!.data as Float32Array }));
+    }
+    return { inputs, predictions, rows: indices.length };
+  };
+  const base = await features(order.slice(0, BASELINE_ROWS), 'none');
+  const baseline: Baseline = {
+    model: 'mnist', version: '1', dataset: { name: 'bench', sha256: '', rows: BASELINE_ROWS }, created: '', rows: BASELINE_ROWS,
+    inputs: [...base.inputs.columns.values()].map(summarizeFeature),
+    predictions: [...base.predictions.columns.values()].map(summarizeFeature),
+  };
+  const rest = order.slice(BASELINE_ROWS);
+  const sample = (seed: number, n: number) => permutation(rest.length, 1000 + seed).slice(0, n).map((i) => rest[i]!);
+  const flagged = async (n: number, shift: Shift, seeds: number) => {
+    let count = 0;
+    for (let seed = 0; seed < seeds; seed++) if (compareWithBaseline(baseline, await features(sample(seed, n), shift), { ...DEFAULT_DRIFT, minSamples: n }).drift) count++;
+    return count / seeds;
+  };
+  const detection: Record<string, number | null> = {};
+  const ladder: Record<string, unknown>[] = [];
+  for (const n of LADDER) {
+    const row = { n, false_alarms: await flagged(n, 'none', SEEDS), inverted: await flagged(n, 'inverted', SEEDS), rotated: await flagged(n, 'rotated', SEEDS) };
+    ladder.push(row);
+    for (const shift of ['inverted', 'rotated'] as const) if (detection[shift] === undefined && row[shift] >= 0.95 && row.false_alarms <= 0.05) detection[shift] = n;
+  }
+  return {
+    drift_detection_requests: { rotated_90: detection.rotated ?? null, inverted: detection.inverted ?? null },
+    false_alarm_rate: await flagged(DEFAULT_DRIFT.minSamples, 'none', FALSE_ALARM_SEEDS),
+    drift_ladder: ladder,
+  };
+}
+
+async function canaryRollback(): Promise<{ canary_rollback_s: number; runs: number[] }> {
+  const stack = await startRegistryStack('bench-canary');
+  try {
+    for (const [version, bytes] of [['1', scaleModel(2)], ['2', gatherModel()]] as const) await pushModel(stack.store, { name: 'scale', version, bytes });
+    await writeModelMonitoring(stack.store, 'scale', { guards: { prod: { enabled: true } } });
+    const runs: number[] = [];
+    for (let run = 0; run < 3; run++) {
+      const monitor = await createLocalMonitor({
+        store: stack.store,
+        sqs: createSqsClient({ endpoint: stack.emulators.awsEndpoint }),
+        dynamo: createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint }),
+        table: stack.store.registry!.tableName,
+        prefix: 'bench-canary',
+        metricsFile: join(await mkdtemp(join(tmpdir(), 'bench-canary-')), 'metrics.jsonl'),
+      });
+      // Powertools prints EMF through the global console in dev mode; the local stack's store reads it.
+      Object.assign(process.env, { POWERTOOLS_DEV: 'true', POWERTOOLS_METRICS_DISABLED: 'false', POWERTOOLS_LOG_LEVEL: 'SILENT' });
+      const original = console.log;
+      console.log = (line: unknown) => monitor.metricsStore.ingest(`${String(line)}\n`);
+      try {
+        const { logger, metrics } = createObservability('ai-mass');
+        const service = new InferenceService({ store: stack.store, sessions: new ModelSessions({ store: stack.store, intraOpThreads: 1 }), serviceVersion: 'bench', aliasTtlMs: 0 });
+        const handler = createInferenceHandler({ service, maxBodyBytes: 1 << 20, logger, metrics });
+        const current = await stack.store.registry!.getAlias('scale', 'prod');
+        await setRoutes({ store: stack.store }, { model: 'scale', alias: 'prod', routes: [{ version: '1', weight: 100 }], revision: current?.revision ?? 0 });
+        await promote({ store: stack.store }, { model: 'scale', version: '2', alias: 'prod', canaryWeight: 50 });
+        const body = JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], data: [5, 5] }] });
+        let firstFailure: number | undefined;
+        let rolledBack: number | undefined;
+        const guardLoop = (async () => {
+          while (rolledBack === undefined) {
+            await new Promise((resolve) => setTimeout(resolve, LOCAL_GUARD_EVERY_MS));
+            if ((await monitor.guard()).some((v) => v.outcome === 'rolled-back')) rolledBack = performance.now();
+          }
+        })();
+        for (let i = 0; rolledBack === undefined && i < 100_000; i++) {
+          const response = await handler(event('/v2/models/scale/versions/prod/infer', body, { [STICKY_HEADER]: `run${run}-caller-${i}` }));
+          metrics.publishStoredMetrics();
+          if (response.statusCode === 500 && firstFailure === undefined) firstFailure = performance.now();
+          await new Promise((resolve) => setTimeout(resolve, 20)); // about 50 requests a second
+        }
+        await guardLoop;
+        runs.push(round((rolledBack! - firstFailure!) / 1000, 2));
+      } finally {
+        console.log = original;
+      }
+    }
+    return { canary_rollback_s: median(runs), runs };
+  } finally {
+    await stack.stop();
+  }
+}
+
+export async function runMonitorBench(): Promise<Record<string, unknown>> {
+  Object.assign(process.env, BENCH_AWS_ENV);
+  const mnist = await loadMnist();
+  const stack = await startRegistryStack('bench-capture');
+  let overhead: Record<string, number>;
+  try {
+    overhead = await captureOverhead(stack, mnist);
+  } finally {
+    await stack.stop();
+  }
+  const drift = await driftFigures(mnist);
+  const canary = await canaryRollback();
+  const results = {
+    ...overhead,
+    ...drift,
+    canary_rollback_s: canary.canary_rollback_s,
+    canary_rollback_runs_s: canary.runs,
+    notes: `capture: ${PAIRS} interleaved pairs of ${BLOCK}-request blocks per figure, S3 emulator in process; drift: baseline ${BASELINE_ROWS} MNIST test images, ${SEEDS} seeds per ladder step; canary: local guard every ${LOCAL_GUARD_EVERY_MS} ms, minRequests 50, ~50 requests/s at a 50% split; machine shared and loaded`,
+  };
+  printTable('monitor', results);
+  await writeResults('monitor', results);
+  return results;
+}
