@@ -12,6 +12,7 @@ import { chooseRoute, DEFAULT_ALIAS, defaultVersion } from './registry/routing.t
 import { DATATYPES, v2DatatypeOf } from './v2/datatypes.ts';
 import type { DecodedInferRequest, InferResponse, ResponseTensor } from './v2/codec.ts';
 import type { TensorMetadata } from './v2/schemas.ts';
+import { PipelineServing } from './pipeline/serving.ts';
 
 export const SERVER_NAME = 'ai-mass';
 export const PLATFORM = 'onnx_onnxv1';
@@ -27,10 +28,13 @@ interface ModelState {
   at: number;
 }
 
+/** Triton's platform name for a model composed of others (a pipeline's version). */
+export const PIPELINE_PLATFORM = 'ensemble';
+
 export interface ModelMetadata {
   name: string;
   versions: string[];
-  platform: typeof PLATFORM;
+  platform: typeof PLATFORM | typeof PIPELINE_PLATFORM;
   inputs: TensorMetadata[];
   outputs: TensorMetadata[];
 }
@@ -38,7 +42,7 @@ export interface ModelMetadata {
 export interface InferenceResult {
   response: InferResponse;
   binaryOutputs: Set<string>;
-  model: LoadedModel;
+  model: Pick<LoadedModel, 'name' | 'version'>;
 }
 
 export interface InferenceServiceOptions {
@@ -69,10 +73,13 @@ export class InferenceService {
   private preloadDone = true;
   private lastPreloadAt = 0;
   private readonly bootReads: Map<string, Promise<BootRegistryRead | undefined>>;
+  private readonly pipelines: PipelineServing;
 
   constructor(options: InferenceServiceOptions) {
     this.options = options;
     this.bootReads = new Map(options.bootRegistry ?? []);
+    // A pipeline's steps load as requests for their models would: versions, aliases, canaries, one session each.
+    this.pipelines = new PipelineServing({ store: options.store, loadModel: (model, version, key) => this.loadModel(model, version, key), runtimeFailure });
   }
 
   serverMetadata() {
@@ -114,7 +121,7 @@ export class InferenceService {
         const [name, version] = ref.split(':') as [string, string | undefined];
         try {
           const booted = version === undefined ? await this.takeBootRead(name) : undefined;
-          await this.loadModel(name, version ?? booted, undefined, { prefetch: true });
+          await this.load(name, version ?? booted, undefined, { prefetch: true });
         } catch (error) {
           this.preloadFailed.push(ref);
           this.preloadReasons.set(ref, runtimeMessage(error));
@@ -248,11 +255,23 @@ export class InferenceService {
   async modelMetadata(name: string, version?: string): Promise<ModelMetadata> {
     const manifest = await this.manifestOf(name, version);
     const versions = version === undefined ? (await this.modelState(name)).versions : [manifest.version];
-    return { name, versions, platform: PLATFORM, inputs: manifest.inputs, outputs: manifest.outputs };
+    return { name, versions, platform: manifest.format === 'pipeline' ? PIPELINE_PLATFORM : PLATFORM, inputs: manifest.inputs, outputs: manifest.outputs };
+  }
+
+  /** A model's session or a pipeline with every step's sessions: what readiness and pre-warming load. */
+  async load(name: string, version?: string, stickyKey?: string, options: { prefetch?: boolean } = {}): Promise<Pick<LoadedModel, 'name' | 'version'>> {
+    const manifest = await this.manifestOf(name, version, stickyKey, options);
+    return manifest.format === 'pipeline' ? this.pipelines.load(manifest) : this.sessionOf(manifest);
   }
 
   async loadModel(name: string, version?: string, stickyKey?: string, options: { prefetch?: boolean } = {}): Promise<LoadedModel> {
     const manifest = await this.manifestOf(name, version, stickyKey, options);
+    if (manifest.format === 'pipeline') throw new BadRequestError(`'${name}' version '${manifest.version}' is a pipeline, not a model`);
+    return this.sessionOf(manifest);
+  }
+
+  private async sessionOf(manifest: ModelManifest): Promise<LoadedModel> {
+    const name = manifest.name;
     try {
       return await this.options.sessions.get(manifest);
     } catch (error) {
@@ -296,7 +315,9 @@ export class InferenceService {
   }
 
   async infer(name: string, version: string | undefined, request: DecodedInferRequest, stickyKey?: string): Promise<InferenceResult> {
-    const model = await this.loadModel(name, version, stickyKey);
+    const manifest = await this.manifestOf(name, version, stickyKey);
+    if (manifest.format === 'pipeline') return this.pipelines.infer(manifest, request, stickyKey);
+    const model = await this.sessionOf(manifest);
     const feeds = buildFeeds(model, request);
     // No filter, or an empty one, means every output the model has.
     const requested = request.outputs?.length ? request.outputs : [...model.outputs.keys()].map((n) => ({ name: n, binary: request.binaryDataOutput, parameters: undefined }));

@@ -169,7 +169,7 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     }
     if (action === 'ready') {
       allow('GET');
-      const model = await service.loadModel(name, version);
+      const model = await service.load(name, version);
       return ok({ name, version: model.version, ready: true });
     }
     if (action === 'config') {

@@ -1,0 +1,133 @@
+import { sha256Hex } from '../hash.ts';
+import { ConflictError, IntegrityError, NotFoundError } from '../errors.ts';
+import { keys } from '../keys.ts';
+import type { ModelManifest } from '../manifest.ts';
+import type { ModelStore } from '../model-store.ts';
+import { assertValidName, assertValidVersion, isCanonicalVersion } from '../names.ts';
+import { DEFAULT_ALIAS } from '../registry/routing.ts';
+import { parsePipelineSpec, type PipelineSpec, type StepTarget } from './spec.ts';
+import { validatePipeline, type PipelineResolver, type ResolvedPipeline, type ResolvedTarget } from './validate.ts';
+
+/** What a pipeline's manifest says of its producer: it was written by this code, not by an exporter. */
+export const PIPELINE_PRODUCER = { name: 'ai-mass-pipeline', version: '1' } as const;
+
+/**
+ * Resolves step targets against the registry as serving would: a version must be registered (not
+ * retired); an alias is followed to every route with traffic; no version means the default alias's
+ * routes, else the highest uploaded version.
+ */
+export function storeResolver(store: ModelStore, defaultAlias = DEFAULT_ALIAS): PipelineResolver {
+  return {
+    async resolve(target: StepTarget): Promise<ResolvedTarget> {
+      const [{ versions, uploaded }, aliases] = await Promise.all([
+        store.listRoutableVersions(target.model),
+        store.registry ? store.registry.listAliases(target.model) : Promise.resolve([]),
+      ]);
+      if (versions.length === 0) return { problem: 'does not exist (no registered version)' };
+      let chosen: string[];
+      if (target.version === undefined) {
+        const byDefault = aliases.find((a) => a.alias === defaultAlias);
+        chosen = byDefault ? byDefault.routes.filter((r) => r.weight > 0).map((r) => r.version) : uploaded.slice(-1);
+        if (chosen.length === 0) return { problem: `has no default route (no alias '${defaultAlias}' and no uploaded version)` };
+      } else if (isCanonicalVersion(target.version)) {
+        if (!versions.includes(target.version)) return { problem: 'does not exist or is retired' };
+        chosen = [target.version];
+      } else {
+        const alias = aliases.find((a) => a.alias === target.version);
+        if (!alias) return { problem: `has no version or alias '${target.version}'` };
+        chosen = alias.routes.filter((r) => r.weight > 0).map((r) => r.version);
+      }
+      const manifests = await Promise.all(chosen.map((v) => store.getManifest(target.model, v, { listedAsRegistered: versions.includes(v) })));
+      return { manifests };
+    },
+  };
+}
+
+export interface PushPipelineInput {
+  name: string;
+  /** The spec as the user sent it (checked here). */
+  spec: unknown;
+  version?: string | undefined;
+  notes?: string | undefined;
+  /** The upload it came from (bucket/key@etag), for the version record. */
+  source?: string | undefined;
+  now?: () => Date;
+}
+
+export interface PushedPipeline {
+  manifest: ModelManifest;
+  resolved: ResolvedPipeline;
+}
+
+/** The stored form of a spec: canonical JSON, so the same spec always has the same sha256. */
+export function pipelineBytes(spec: PipelineSpec): Uint8Array {
+  return Buffer.from(`${JSON.stringify(spec, null, 2)}\n`);
+}
+
+/**
+ * Checks a pipeline and registers it as the next version of `name` (one counter with the model
+ * versions of that name, so a pipeline can replace a model or stand behind its canary). Writes
+ * pipeline.json, then the manifest (a version exists for readers once it does), records the version
+ * and announces it. Nothing is written when the spec is refused.
+ */
+export async function pushPipeline(store: ModelStore, input: PushPipelineInput): Promise<PushedPipeline> {
+  const name = assertValidName(input.name, 'model name');
+  if (input.version !== undefined) assertValidVersion(input.version);
+  const spec = parsePipelineSpec(input.spec);
+  const resolved = await validatePipeline(spec, storeResolver(store));
+  const bytes = pipelineBytes(spec);
+  const sha256 = sha256Hex(bytes);
+  const version = input.version ?? (store.registry ? await store.registry.allocateVersion(name) : String((await store.listVersions(name)).length + 1));
+  if (input.version !== undefined) await store.registry?.reserveVersion(name, Number(version));
+  const existing = await store.readManifestObject(name, version);
+  if (existing) {
+    if (existing.sha256 !== sha256) throw new ConflictError(`model '${name}' already has a version '${version}' with different content; versions are immutable`);
+    await store.registry?.putVersion(versionRecord(existing, input.source));
+    return { manifest: existing, resolved };
+  }
+  const manifest: ModelManifest = {
+    name,
+    version,
+    format: 'pipeline',
+    sha256,
+    bytes: bytes.byteLength,
+    inputs: resolved.inputs,
+    outputs: resolved.outputs,
+    irVersion: 0,
+    opset: 0,
+    producer: { ...PIPELINE_PRODUCER },
+    lineage: null,
+    notes: input.notes ?? spec.description ?? '',
+    created: (input.now ?? (() => new Date()))().toISOString(),
+    staged: {},
+  };
+  await store.putObjectBytes(keys.pipelineFile(name, version), bytes, 'application/json');
+  await store.putManifest(manifest);
+  await store.registry?.putVersion(versionRecord(manifest, input.source));
+  await store.events?.publish({ type: 'ModelVersionRegistered', model: name, version, notes: manifest.notes, lineage: null, at: manifest.created });
+  return { manifest, resolved };
+}
+
+function versionRecord(manifest: ModelManifest, source: string | undefined) {
+  return {
+    model: manifest.name,
+    version: manifest.version,
+    status: 'registered' as const,
+    sha256: manifest.sha256,
+    bytes: manifest.bytes,
+    notes: manifest.notes,
+    lineage: manifest.lineage,
+    created: manifest.created,
+    ...(source ? { source } : {}),
+  };
+}
+
+/** A pipeline version's spec, trusted only when its bytes hash to the manifest's sha256. */
+export async function readPipelineSpec(store: ModelStore, manifest: ModelManifest): Promise<PipelineSpec> {
+  const bytes = await store.getObjectBytes(keys.pipelineFile(manifest.name, manifest.version));
+  if (!bytes) throw new NotFoundError(`pipeline '${manifest.name}' version '${manifest.version}' has no pipeline.json`);
+  if (sha256Hex(bytes) !== manifest.sha256) {
+    throw new IntegrityError(`pipeline.json of '${manifest.name}' version '${manifest.version}' does not match its manifest's sha256`);
+  }
+  return parsePipelineSpec(JSON.parse(Buffer.from(bytes).toString('utf8')));
+}
