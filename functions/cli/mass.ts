@@ -6,6 +6,7 @@ import { registerBatchCommands } from './commands/batch.ts';
 import { registerQuantizeCommands } from './commands/quantize.ts';
 import { registerRegistryCommands } from './commands/registry.ts';
 import { registerJobsCommands } from './commands/jobs.ts';
+import { registerPipelineCommands } from './commands/pipeline.ts';
 import { CliError, localStackFile } from './context.ts';
 
 const program = new Command('mass')
@@ -22,6 +23,7 @@ registerBatchCommands(program);
 registerQuantizeCommands(program);
 registerRegistryCommands(program);
 registerJobsCommands(program);
+registerPipelineCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -5,6 +5,7 @@ import { BadRequestError, HttpError, NotFoundError } from '../core/errors.ts';
 import { errorResponse, json, jsonBody } from '../adapters/http.ts';
 import { assertValidAlias, assertValidName, shown } from '../core/names.ts';
 import { promote, rollback, setRoutes, type RolloutDeps } from '../core/registry/rollout.ts';
+import { describePipeline, pushPipeline } from '../core/pipeline/registry.ts';
 
 export interface RegistryHandlerDeps extends RolloutDeps {
   logger: Logger;
@@ -13,6 +14,7 @@ export interface RegistryHandlerDeps extends RolloutDeps {
 type Result = APIGatewayProxyStructuredResultV2;
 
 const ALIAS_ROUTE = /^\/v2\/models\/([^/]+)\/aliases\/([^/]+)(?:\/(promote|rollback))?\/?$/;
+const PIPELINE_ROUTE = /^\/v2\/pipelines\/([^/]+)(?:\/versions\/([^/]+))?\/?$/;
 
 const promoteSchema = z.object({
   version: z.string(),
@@ -59,6 +61,8 @@ function parse<T>(schema: z.ZodType<T>, event: APIGatewayProxyEventV2): T {
 export function createRegistryHandler(deps: RegistryHandlerDeps) {
   async function route(event: APIGatewayProxyEventV2): Promise<Result> {
     const method = event.requestContext.http.method.toUpperCase();
+    const pipeline = PIPELINE_ROUTE.exec(event.rawPath);
+    if (pipeline) return pipelineRoute(method, event, nameSegment(pipeline[1]!, 'model name'), pipeline[2] === undefined ? undefined : nameSegment(pipeline[2], 'model name'));
     const match = ALIAS_ROUTE.exec(event.rawPath);
     if (!match) throw new NotFoundError(`no route for ${method} ${event.rawPath}`);
     const model = nameSegment(match[1]!, 'model name');
@@ -82,6 +86,16 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
       return json(200, record);
     }
     throw new HttpError(405, `method ${method} is not allowed on ${event.rawPath}`);
+  }
+
+  /** PUT registers a pipeline version (201); GET shows the latest pipeline version, or the one named. */
+  async function pipelineRoute(method: string, event: APIGatewayProxyEventV2, name: string, version: string | undefined): Promise<Result> {
+    if (method === 'PUT' && version === undefined) {
+      const { manifest, resolved } = await pushPipeline(deps.store, { name, spec: jsonBody(event, { maxBytes: MAX_BODY }) });
+      return json(201, { name, version: manifest.version, created: manifest.created, inputs: manifest.inputs, outputs: manifest.outputs, resolved: resolved.resolved });
+    }
+    if (method === 'GET') return json(200, await describePipeline(deps.store, name, version));
+    throw new HttpError(405, `method ${method} is not allowed on ${event.rawPath}; use ${version === undefined ? 'GET or PUT' : 'GET'}`);
   }
 
   return async function registryHandler(event: APIGatewayProxyEventV2): Promise<Result> {

@@ -131,3 +131,46 @@ export async function readPipelineSpec(store: ModelStore, manifest: ModelManifes
   }
   return parsePipelineSpec(JSON.parse(Buffer.from(bytes).toString('utf8')));
 }
+
+/** Only checks a spec (what registration does before it takes a version number): its resolved form, or a 400. */
+export async function checkPipeline(store: ModelStore, raw: unknown): Promise<ResolvedPipeline> {
+  return validatePipeline(parsePipelineSpec(raw), storeResolver(store));
+}
+
+export interface PipelineDescription {
+  name: string;
+  version: string;
+  created: string;
+  notes: string;
+  inputs: ModelManifest['inputs'];
+  outputs: ModelManifest['outputs'];
+  spec: PipelineSpec;
+  /** Every registered pipeline version of the name, lowest first. */
+  versions: string[];
+}
+
+/**
+ * A pipeline version as `GET /v2/pipelines/{name}` shows it: the given version, else the highest
+ * registered version of the name that is a pipeline.
+ */
+export async function describePipeline(store: ModelStore, name: string, version?: string): Promise<PipelineDescription> {
+  assertValidName(name, 'model name');
+  if (version !== undefined) assertValidVersion(version);
+  const registered = await store.listVersions(name);
+  const manifests = await Promise.all(registered.map((v) => store.getManifest(name, v, { listedAsRegistered: true })));
+  const pipelines = manifests.filter((m) => m.format === 'pipeline');
+  const manifest = version === undefined ? pipelines.at(-1) : pipelines.find((m) => m.version === version);
+  if (!manifest) {
+    throw new NotFoundError(version === undefined ? `no pipeline named '${name}'` : `'${name}' has no pipeline version '${version}'`);
+  }
+  return {
+    name,
+    version: manifest.version,
+    created: manifest.created,
+    notes: manifest.notes,
+    inputs: manifest.inputs,
+    outputs: manifest.outputs,
+    spec: await readPipelineSpec(store, manifest),
+    versions: pipelines.map((m) => m.version),
+  };
+}
