@@ -38,6 +38,9 @@ export const OTHER_FUNCTION_ROUTES = [
   'PUT /v2/models/{name}/aliases/{alias}',
   'POST /v2/models/{name}/aliases/{alias}/promote',
   'POST /v2/models/{name}/aliases/{alias}/rollback',
+  'PUT /v2/pipelines/{name}',
+  'GET /v2/pipelines/{name}',
+  'GET /v2/pipelines/{name}/versions/{version}',
   'GET /v2/jobs/{id}',
   'POST /v2/jobs/{id}/cancel',
 ] as const;

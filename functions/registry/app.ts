@@ -91,8 +91,16 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
   /** PUT registers a pipeline version (201); GET shows the latest pipeline version, or the one named. */
   async function pipelineRoute(method: string, event: APIGatewayProxyEventV2, name: string, version: string | undefined): Promise<Result> {
     if (method === 'PUT' && version === undefined) {
-      const { manifest, resolved } = await pushPipeline(deps.store, { name, spec: jsonBody(event, { maxBytes: MAX_BODY }) });
-      return json(201, { name, version: manifest.version, created: manifest.created, inputs: manifest.inputs, outputs: manifest.outputs, resolved: resolved.resolved });
+      const { manifest, resolved, fused } = await pushPipeline(deps.store, { name, spec: jsonBody(event, { maxBytes: MAX_BODY }) });
+      return json(201, {
+        name,
+        version: manifest.version,
+        created: manifest.created,
+        inputs: manifest.inputs,
+        outputs: manifest.outputs,
+        resolved: resolved.resolved,
+        ...(fused ? { fused: { version: fused.manifest.version, lineage: fused.manifest.lineage, max_abs_diff: fused.maxAbsDiff, deduplicated_initializers: fused.deduplicated } } : {}),
+      });
     }
     if (method === 'GET') return json(200, await describePipeline(deps.store, name, version));
     throw new HttpError(405, `method ${method} is not allowed on ${event.rawPath}; use ${version === undefined ? 'GET or PUT' : 'GET'}`);

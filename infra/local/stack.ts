@@ -15,7 +15,7 @@ import { startBodyProxy, type BodyProxy } from './body-proxy.ts';
 import { assertPortFree, freePort, startEmulators, type Emulators } from './emulators.ts';
 import { createLocalEvaluateWorker, ensureEvaluateQueue, pollOnce } from './evaluate-worker.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
-import { seedDemoModels } from './seed.ts';
+import { seedDemoModels, seedDemoPipeline } from './seed.ts';
 import { watchS3Prefix, type Trigger } from './triggers.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -157,6 +157,9 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     });
     const seeded = await seedDemoModels(store);
     log(`registered demo models: ${seeded.join(', ')}`);
+    const pipelines = await seedDemoPipeline(store);
+    log(`registered demo pipeline: ${pipelines.join(', ')}`);
+    seeded.push(pipelines.at(-1)!);
 
     // What Lambda's event sources do in AWS: uploads under incoming/ run the register function;
     // batch uploads and queues run the batch functions; the evaluate queue runs the evaluate worker.

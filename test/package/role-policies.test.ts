@@ -293,12 +293,24 @@ beforeAll(async () => {
   await deliver('QuantizeWorkerLambdaFunction', 'QuantizeQueue');
   await call('QuantizeApiLambdaFunction', 'GET', (started.body as { links: { self: string } }).links.self);
 
+  // registry and register: a pipeline registered over the API and read back, another uploaded as incoming/<name>/pipeline.json.
+  const pipelineSpec = JSON.stringify({
+    inputs: [{ name: 'input', datatype: 'FP32', shape: [-1, 784] }],
+    outputs: [{ name: 'probabilities', source: 'classify.probabilities' }],
+    steps: [{ id: 'classify', model: 'mnist', version: '1', inputs: { input: '$request.input' } }],
+  });
+  await call('RegistryLambdaFunction', 'PUT', '/v2/pipelines/mnist-chain', JSON.parse(pipelineSpec));
+  await call('RegistryLambdaFunction', 'GET', '/v2/pipelines/mnist-chain');
+  await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'incoming/mnist-uploaded/pipeline.json', Body: pipelineSpec }));
+  seen.RegisterLambdaFunction.push(await register.invoke(objectCreated('incoming/mnist-uploaded/pipeline.json', pipelineSpec.length)));
+
   // inference: pre-warmed at init (the boot fetch), then metadata, versions, readiness and an inference.
   await lambda('InferenceLambdaFunction', { PRELOAD_MODELS: 'mnist' });
   await call('InferenceLambdaFunction', 'GET', '/v2/health/ready');
   await call('InferenceLambdaFunction', 'GET', '/v2/models/mnist');
   await call('InferenceLambdaFunction', 'GET', '/v2/models/mnist/versions');
   await call('InferenceLambdaFunction', 'POST', '/v2/models/mnist/versions/1/infer', { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Array.from({ length: 784 }, () => 0.5) }] });
+  await call('InferenceLambdaFunction', 'POST', '/v2/models/mnist-chain/infer', { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Array.from({ length: 784 }, () => 0.5) }] });
 
   // evaluate: the API starts an evaluation of version 2 against its source, the worker runs every step.
   const evaluation = await call('EvaluateApiLambdaFunction', 'POST', '/v2/models/mnist/versions/2/evaluate', {
@@ -358,7 +370,7 @@ describe('the recorded paths', () => {
     console.log(JSON.stringify(seen));
     expect(recorder.errors.map((e) => e.message)).toEqual([]);
     expect(recorder.functions().sort()).toEqual(lambdaFunctions().sort());
-    expect(seen.RegisterLambdaFunction).toMatchObject([[{ status: 'registered' }], [{ status: 'rejected' }]]);
+    expect(seen.RegisterLambdaFunction).toMatchObject([[{ status: 'registered' }], [{ status: 'rejected' }], [{ status: 'registered', manifest: { name: 'mnist-uploaded', format: 'pipeline' } }]]);
     // The jobs the paths started finished: quantized, evaluated, scored (one shard dead: partial).
     const finalStates = (fn: string) => (seen[fn] as { route?: string; state?: string }[]).filter((r) => r.route?.startsWith('GET') && r.state).map((r) => r.state);
     expect(finalStates('QuantizeApiLambdaFunction')).toEqual(['succeeded']);

@@ -1,11 +1,14 @@
 import { sha256Hex } from '../hash.ts';
-import { ConflictError, IntegrityError, NotFoundError } from '../errors.ts';
+import { BadRequestError, ConflictError, IntegrityError, NotFoundError } from '../errors.ts';
 import { keys } from '../keys.ts';
 import type { ModelManifest } from '../manifest.ts';
 import type { ModelStore } from '../model-store.ts';
 import { assertValidName, assertValidVersion, isCanonicalVersion } from '../names.ts';
+import { pushModel } from '../model-push.ts';
 import { DEFAULT_ALIAS } from '../registry/routing.ts';
-import { parsePipelineSpec, type PipelineSpec, type StepTarget } from './spec.ts';
+import { fusePipeline, fuseRefusal } from './fuse.ts';
+import { checkFusedEqual } from './fuse-check.ts';
+import { parsePipelineSpec, stepTargets, type PipelineSpec, type StepTarget } from './spec.ts';
 import { validatePipeline, type PipelineResolver, type ResolvedPipeline, type ResolvedTarget } from './validate.ts';
 
 /** What a pipeline's manifest says of its producer: it was written by this code, not by an exporter. */
@@ -57,6 +60,29 @@ export interface PushPipelineInput {
 export interface PushedPipeline {
   manifest: ModelManifest;
   resolved: ResolvedPipeline;
+  /** With `"fuse": true`: the fused model's version (lineage: this pipeline version and its steps). */
+  fused?: { manifest: ModelManifest; maxAbsDiff: number; deduplicated: number } | undefined;
+}
+
+/** The lineage method of a fused pipeline's model version. */
+export const FUSE_METHOD = 'pipeline-fuse';
+
+/** Compiles a validated pipeline and checks it against the unfused steps; nothing is written. */
+async function compileFused(store: ModelStore, resolved: ResolvedPipeline, name: string) {
+  const refusal = fuseRefusal(resolved.spec);
+  if (refusal) throw new BadRequestError(`cannot fuse: ${refusal}`);
+  const steps = new Map(
+    await Promise.all(
+      resolved.spec.steps.map(async (step) => {
+        const target = stepTargets(step)[0]!; // one pinned model per step: fuseRefusal said so
+        const manifest = await store.getManifest(target.model, target.version!);
+        return [step.id, { manifest, bytes: (await store.getModelBytes(manifest)).bytes }] as const;
+      }),
+    ),
+  );
+  const { bytes, deduplicated } = fusePipeline(resolved.spec, resolved.order, new Map([...steps].map(([id, s]) => [id, s.bytes])), resolved.inputs, resolved.outputs);
+  const { maxAbsDiff } = await checkFusedEqual({ name, version: '(unregistered)', spec: resolved.spec, order: resolved.order }, steps, bytes, resolved.inputs);
+  return { bytes, deduplicated, maxAbsDiff };
 }
 
 /** The stored form of a spec: canonical JSON, so the same spec always has the same sha256. */
@@ -75,6 +101,8 @@ export async function pushPipeline(store: ModelStore, input: PushPipelineInput):
   if (input.version !== undefined) assertValidVersion(input.version);
   const spec = parsePipelineSpec(input.spec);
   const resolved = await validatePipeline(spec, storeResolver(store));
+  // Compiled and compared before anything is written: a pipeline that cannot be fused registers nothing.
+  const fused = spec.fuse ? await compileFused(store, resolved, name) : undefined;
   const bytes = pipelineBytes(spec);
   const sha256 = sha256Hex(bytes);
   const version = input.version ?? (store.registry ? await store.registry.allocateVersion(name) : String((await store.listVersions(name)).length + 1));
@@ -83,7 +111,7 @@ export async function pushPipeline(store: ModelStore, input: PushPipelineInput):
   if (existing) {
     if (existing.sha256 !== sha256) throw new ConflictError(`model '${name}' already has a version '${version}' with different content; versions are immutable`);
     await store.registry?.putVersion(versionRecord(existing, input.source));
-    return { manifest: existing, resolved };
+    return { manifest: existing, resolved, ...(fused ? { fused: await pushFused(store, existing, resolved, fused) } : {}) };
   }
   const manifest: ModelManifest = {
     name,
@@ -105,7 +133,28 @@ export async function pushPipeline(store: ModelStore, input: PushPipelineInput):
   await store.putManifest(manifest);
   await store.registry?.putVersion(versionRecord(manifest, input.source));
   await store.events?.publish({ type: 'ModelVersionRegistered', model: name, version, notes: manifest.notes, lineage: null, at: manifest.created });
-  return { manifest, resolved };
+  return { manifest, resolved, ...(fused ? { fused: await pushFused(store, manifest, resolved, fused) } : {}) };
+}
+
+/**
+ * The fused model as the next version of the pipeline's name, with lineage to the pipeline version
+ * and its steps. Like every version the platform makes, it serves a request that names no version
+ * only once promoted (`mass promote <name> <version>`). Registering the same pipeline again finds
+ * the same fused bytes and writes nothing new.
+ */
+async function pushFused(store: ModelStore, pipeline: ModelManifest, resolved: ResolvedPipeline, fused: { bytes: Uint8Array; deduplicated: number; maxAbsDiff: number }) {
+  const lineage = { sourceVersion: pipeline.version, method: FUSE_METHOD, options: { steps: resolved.resolved } };
+  const sha256 = sha256Hex(fused.bytes);
+  const records = store.registry ? await store.registry.listVersions(pipeline.name) : [];
+  const same = records.find((r) => r.sha256 === sha256 && r.lineage?.method === FUSE_METHOD && r.lineage.sourceVersion === pipeline.version);
+  const manifest = await pushModel(store, {
+    name: pipeline.name,
+    ...(same ? { version: same.version } : {}),
+    bytes: fused.bytes,
+    lineage,
+    notes: `pipeline version ${pipeline.version} fused into one graph`,
+  });
+  return { manifest, maxAbsDiff: fused.maxAbsDiff, deduplicated: fused.deduplicated };
 }
 
 function versionRecord(manifest: ModelManifest, source: string | undefined) {
