@@ -6,6 +6,7 @@ import { readEvaluateConfig } from '../core/evaluate/config.ts';
 import { EvaluationService } from '../core/evaluate/jobs.ts';
 import { SqsEvaluationQueue } from '../core/evaluate/queue.ts';
 import { ModelSessions } from '../core/model-sessions.ts';
+import { pipelineSessionLoader } from '../core/pipeline/session.ts';
 import { modelStoreFromEnv } from '../core/model-store-env.ts';
 import { createObservability } from '../core/observability.ts';
 import { createEvaluateApiHandler, createEvaluateWorkerHandler } from './app.ts';
@@ -19,6 +20,7 @@ const sessions = new ModelSessions({
   store,
   intraOpThreads: config.intraOpThreads,
   onWarmupFailure: (model, version, error) => logger.warn('warm-up run failed', { model, version, error: error.message }),
+  composite: pipelineSessionLoader(store),
 });
 const service = new EvaluationService({
   store,

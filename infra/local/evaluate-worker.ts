@@ -6,6 +6,7 @@ import { createS3Client, createSqsClient } from '../../functions/core/clients.ts
 import { EvaluationService } from '../../functions/core/evaluate/jobs.ts';
 import { SqsEvaluationQueue } from '../../functions/core/evaluate/queue.ts';
 import { ModelSessions } from '../../functions/core/model-sessions.ts';
+import { pipelineSessionLoader } from '../../functions/core/pipeline/session.ts';
 import { ModelStore } from '../../functions/core/model-store.ts';
 import { createEvaluateWorkerHandler } from '../../functions/evaluate/app.ts';
 
@@ -62,7 +63,7 @@ export function createLocalEvaluateWorker(env: { awsEndpoint: string; bucket: st
   const sqs = createSqsClient({ endpoint: env.awsEndpoint });
   const store = new ModelStore({ s3, bucket: env.bucket, cacheDir: env.cacheDir ?? join(process.cwd(), '.local', 'cache') });
   const queue = new SqsEvaluationQueue(sqs, env.queueName ?? LOCAL_EVALUATE_QUEUE);
-  const sessions = new ModelSessions({ store, intraOpThreads: env.intraOpThreads });
+  const sessions = new ModelSessions({ store, intraOpThreads: env.intraOpThreads, composite: pipelineSessionLoader(store) });
   const service = new EvaluationService({ store, sessions, queue, intraOpThreads: env.intraOpThreads });
   const logger = new Logger({ serviceName: 'ai-mass-evaluate-local', logLevel: (process.env.EVALUATE_WORKER_LOG_LEVEL ?? 'WARN') as 'WARN' });
   const handler = createEvaluateWorkerHandler({ service, logger });

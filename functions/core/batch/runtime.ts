@@ -7,6 +7,7 @@ import { createDynamoClient, createS3Client, createSqsClient } from '../clients.
 import { ConfigError } from '../errors.ts';
 import { InferenceService } from '../inference-service.ts';
 import { ModelSessions } from '../model-sessions.ts';
+import { pipelineSessionLoader } from '../pipeline/session.ts';
 import { ModelStore } from '../model-store.ts';
 import { RegistryTable } from '../registry/registry-table.ts';
 import { readBatchConfig, type BatchConfig } from './config.ts';
@@ -50,6 +51,7 @@ export function createBatchRuntime(options: BatchRuntimeOptions = {}) {
     onWarmupFailure: (model, version, error) => log('warn', 'warm-up run failed', { model, version, error: error.message }),
     onProviderFallback: (model, version, error) =>
       log('warn', 'preferred execution providers unavailable; scoring on CPU', { model, version, error: error.message }),
+    composite: pipelineSessionLoader(store),
   });
   const inference = new InferenceService({ store, sessions, serviceVersion: process.env.SERVICE_VERSION ?? '0.1.0' });
   let service: BatchService | undefined;
