@@ -185,8 +185,8 @@ export class InferenceService {
     assertValidName(segment, 'version');
     const cached = this.states.get(name);
     if (cached?.aliases.has(segment)) return undefined;
-    const loaded = this.options.sessions.loadedModel(name, segment);
-    if (loaded) return loaded.manifest;
+    const loaded = this.options.sessions.loadedModel(name, segment)?.manifest ?? this.pipelines.loadedManifest(name, segment);
+    if (loaded) return loaded;
     if (!cached && !prefetch) void this.modelState(name).catch(() => undefined);
     if (prefetch) this.options.sessions.prefetch(name, segment); // an alias segment only costs a 404
     try {
@@ -241,8 +241,8 @@ export class InferenceService {
     const direct = await this.explicitVersionManifest(name, version, prefetch);
     if (direct) return direct;
     const resolved = await this.resolveVersion(name, version, stickyKey);
-    const loaded = this.options.sessions.loadedModel(name, resolved);
-    if (loaded) return loaded.manifest;
+    const loaded = this.options.sessions.loadedModel(name, resolved)?.manifest ?? this.pipelines.loadedManifest(name, resolved);
+    if (loaded) return loaded;
     if (prefetch && resolved !== version) this.options.sessions.prefetch(name, resolved);
     try {
       return await this.options.store.getManifest(name, resolved, { listedAsRegistered: true }); // resolveVersion answered from the registry's versions or routes

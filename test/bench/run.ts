@@ -4,6 +4,7 @@
 import { runBatchBench } from './batch.ts';
 import { runEvaluateBench } from './evaluate.ts';
 import { runInferenceBench } from './inference.ts';
+import { runPipelineBench } from './pipeline.ts';
 import { runQuantizeBench } from './quantize.ts';
 import { runRegistryBench } from './registry.ts';
 import { runTuneBench } from './tune.ts';
@@ -15,6 +16,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   quantize: runQuantizeBench,
   evaluate: runEvaluateBench,
   tune: runTuneBench,
+  pipeline: runPipelineBench,
 };
 
 const asked = process.argv.slice(2);

@@ -38,17 +38,31 @@ export interface PipelineInferResult {
 export class PipelineServing {
   private readonly options: PipelineServingOptions;
   private readonly loads = new Map<string, Promise<LoadedPipeline>>();
+  private readonly loaded = new Map<string, LoadedPipeline>();
 
   constructor(options: PipelineServingOptions) {
     this.options = options;
+  }
+
+  /** The manifest of a pipeline version already loaded: requests for it need no manifest read. */
+  loadedManifest(name: string, version: string): ModelManifest | undefined {
+    return this.loaded.get(`${name}/${version}`)?.manifest;
   }
 
   load(manifest: ModelManifest): Promise<LoadedPipeline> {
     const key = `${manifest.name}/${manifest.version}`;
     let load = this.loads.get(key);
     if (!load) {
-      load = this.read(manifest);
-      load.catch(() => this.loads.delete(key)); // a failed load is retried by the next request
+      load = this.read(manifest).then(
+        (pipeline) => {
+          this.loaded.set(key, pipeline);
+          return pipeline;
+        },
+        (error: unknown) => {
+          this.loads.delete(key); // a failed load is retried by the next request
+          throw error;
+        },
+      );
       this.loads.set(key, load);
     }
     return load;
