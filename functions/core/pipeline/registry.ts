@@ -1,5 +1,5 @@
 import { sha256Hex } from '../hash.ts';
-import { BadRequestError, ConflictError, IntegrityError, NotFoundError } from '../errors.ts';
+import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { keys } from '../keys.ts';
 import type { ModelManifest } from '../manifest.ts';
 import type { ModelStore } from '../model-store.ts';
@@ -8,6 +8,7 @@ import { pushModel } from '../model-push.ts';
 import { DEFAULT_ALIAS } from '../registry/routing.ts';
 import { fusePipeline, fuseRefusal } from './fuse.ts';
 import { checkFusedEqual } from './fuse-check.ts';
+import { readPipelineSpec } from './read.ts';
 import { parsePipelineSpec, stepTargets, type PipelineSpec, type StepTarget } from './spec.ts';
 import { validatePipeline, type PipelineResolver, type ResolvedPipeline, type ResolvedTarget } from './validate.ts';
 
@@ -169,16 +170,6 @@ function versionRecord(manifest: ModelManifest, source: string | undefined) {
     created: manifest.created,
     ...(source ? { source } : {}),
   };
-}
-
-/** A pipeline version's spec, trusted only when its bytes hash to the manifest's sha256. */
-export async function readPipelineSpec(store: ModelStore, manifest: ModelManifest): Promise<PipelineSpec> {
-  const bytes = await store.getObjectBytes(keys.pipelineFile(manifest.name, manifest.version));
-  if (!bytes) throw new NotFoundError(`pipeline '${manifest.name}' version '${manifest.version}' has no pipeline.json`);
-  if (sha256Hex(bytes) !== manifest.sha256) {
-    throw new IntegrityError(`pipeline.json of '${manifest.name}' version '${manifest.version}' does not match its manifest's sha256`);
-  }
-  return parsePipelineSpec(JSON.parse(Buffer.from(bytes).toString('utf8')));
 }
 
 /** Only checks a spec (what registration does before it takes a version number): its resolved form, or a 400. */

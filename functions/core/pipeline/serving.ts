@@ -8,7 +8,7 @@ import { classCountOf, classify, modelBatches } from '../triton-extensions.ts';
 import { DATATYPES, v2DatatypeOf } from '../v2/datatypes.ts';
 import type { DecodedInferRequest, InferResponse, ResponseTensor } from '../v2/codec.ts';
 import { executePipeline, type ExecutorDeps, type RunnablePipeline } from './executor.ts';
-import { readPipelineSpec } from './registry.ts';
+import { readPipelineSpec } from './read.ts';
 import { stepTargets } from './spec.ts';
 import { executionOrder } from './validate.ts';
 

@@ -6,7 +6,8 @@ import type { ModelStore } from '../model-store.ts';
 import { isCanonicalVersion } from '../names.ts';
 import { runtimeMessage } from '../runtime-message.ts';
 import { executePipeline, type ExecutorDeps, type RunnablePipeline } from './executor.ts';
-import { readPipelineSpec, storeResolver } from './registry.ts';
+import { readPipelineSpec } from './read.ts';
+import { storeResolver } from './registry.ts';
 import { stepTargets, type StepTarget } from './spec.ts';
 import { executionOrder } from './validate.ts';
 
