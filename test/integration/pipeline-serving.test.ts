@@ -120,6 +120,14 @@ describe('a 3-step chain (pre-processing, MNIST, top-3) served as one model', ()
     expect(plain.response.parameters).toBeUndefined();
   });
 
+  it('is pre-warmed when the preload list names it: every step session loads at init', async () => {
+    const sessions = new ModelSessions({ store: stack.store, intraOpThreads: 1, requireWarmup: true });
+    const fresh = new InferenceService({ store: stack.store, sessions, serviceVersion: 't' });
+    await fresh.preloadModels(['chain']);
+    expect(fresh.isReady()).toBe(true);
+    expect(['pre', 'mnist', 'post'].map((m) => sessions.loadedModel(m, '1')?.version)).toEqual(['1', '1', '1']);
+  });
+
   it('serves metadata, readiness and a tritonclient-style binary request through the handler', async () => {
     const { logger, metrics } = createObservability('ai-mass-test');
     logger.setLogLevel('SILENT');
@@ -264,6 +272,11 @@ describe('failures name their step', () => {
     const error = (await fresh.infer('uses-fragile', undefined, { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], data: Float32Array.from([1, 2]) }], binaryDataOutput: false }).catch((e: unknown) => e)) as HttpError;
     expect(error.statusCode).toBe(503);
     expect(error.message).toMatch(/^pipeline 'uses-fragile' version '1' step 'b' cannot be served: /);
+    // Named in the preload list, it leaves the environment not ready, saying which step.
+    const preloading = new InferenceService({ store: stack.store, sessions: new ModelSessions({ store: stack.store, intraOpThreads: 1 }), serviceVersion: 't' });
+    await preloading.preloadModels(['uses-fragile']);
+    expect(preloading.isReady()).toBe(false);
+    expect(preloading.notReadyReason()).toMatch(/^pre-warmed models failed to load: uses-fragile \(pipeline 'uses-fragile' version '1' step 'b' cannot be served: /);
   });
 
   it('answers 500 naming the step when a step fails while running', async () => {
