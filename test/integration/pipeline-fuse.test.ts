@@ -60,10 +60,7 @@ describe('"fuse": true', () => {
     // A platform-made version: requests that name no version still get the pipeline until it is promoted.
     expect((await service.infer('top3', undefined, request)).response.model_version).toBe('1');
 
-    // The same spec again: a new pipeline version, whose fused model is new too (its lineage names it).
-    const again = await pushPipeline(stack.store, { name: 'top3', spec: { ...MNIST_TOP3.spec, fuse: true } });
-    expect([again.manifest.version, again.fused!.manifest.version]).toEqual(['3', '4']);
-  });
+  }, 300_000);
 
   it('keeps an initializer two steps share once', async () => {
     const { fused } = await pushPipeline(stack.store, {

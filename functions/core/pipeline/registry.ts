@@ -4,10 +4,7 @@ import { keys } from '../keys.ts';
 import type { ModelManifest } from '../manifest.ts';
 import type { ModelStore } from '../model-store.ts';
 import { assertValidName, assertValidVersion, isCanonicalVersion } from '../names.ts';
-import { pushModel } from '../model-push.ts';
 import { DEFAULT_ALIAS } from '../registry/routing.ts';
-import { fusePipeline, fuseRefusal } from './fuse.ts';
-import { checkFusedEqual } from './fuse-check.ts';
 import { readPipelineSpec } from './read.ts';
 import { parsePipelineSpec, stepTargets, type PipelineSpec, type StepTarget } from './spec.ts';
 import { validatePipeline, type PipelineResolver, type ResolvedPipeline, type ResolvedTarget } from './validate.ts';
@@ -70,6 +67,8 @@ export const FUSE_METHOD = 'pipeline-fuse';
 
 /** Compiles a validated pipeline and checks it against the unfused steps; nothing is written. */
 async function compileFused(store: ModelStore, resolved: ResolvedPipeline, name: string) {
+  // Loaded only for fused mode: onnxruntime and the ONNX writer stay out of every other registry call's init.
+  const [{ fusePipeline, fuseRefusal }, { checkFusedEqual }] = await Promise.all([import('./fuse.ts'), import('./fuse-check.ts')]);
   const refusal = fuseRefusal(resolved.spec);
   if (refusal) throw new BadRequestError(`cannot fuse: ${refusal}`);
   const steps = new Map(
@@ -148,6 +147,7 @@ async function pushFused(store: ModelStore, pipeline: ModelManifest, resolved: R
   const sha256 = sha256Hex(fused.bytes);
   const records = store.registry ? await store.registry.listVersions(pipeline.name) : [];
   const same = records.find((r) => r.sha256 === sha256 && r.lineage?.method === FUSE_METHOD && r.lineage.sourceVersion === pipeline.version);
+  const { pushModel } = await import('../model-push.ts');
   const manifest = await pushModel(store, {
     name: pipeline.name,
     ...(same ? { version: same.version } : {}),
