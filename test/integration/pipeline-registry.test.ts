@@ -1,7 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { createDynamoClient } from '../../functions/core/clients.ts';
 import { InferenceService } from '../../functions/core/inference-service.ts';
+import { QuantizeJobs } from '../../functions/core/quantize/jobs.ts';
+import { quantizeRequestSchema } from '../../functions/core/quantize/options.ts';
+import { sqsDispatch, startQuantization } from '../../functions/core/quantize/start.ts';
 import { keys } from '../../functions/core/keys.ts';
 import { pushModel } from '../../functions/core/model-push.ts';
 import { ModelSessions } from '../../functions/core/model-sessions.ts';
@@ -108,6 +113,20 @@ describe('PUT /v2/pipelines/{name}', () => {
 });
 
 describe('pipelines among model versions', () => {
+  it('refuses to quantize a pipeline version (422), saying what to quantize instead', async () => {
+    await pushPipeline(stack.store, { name: 'not-quantized', spec: chain({ model: 'triple', version: '1' }) });
+    const deps = {
+      store: stack.store,
+      jobs: new QuantizeJobs({ db: DynamoDBDocumentClient.from(createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint })), table: 'pipeline-registry-quantize-jobs' }),
+      dispatch: sqsDispatch(stack.sqs, 'pipeline-registry-quantize'),
+      workerMemoryMiB: 3008,
+    };
+    await expect(startQuantization(deps, 'not-quantized', '1', quantizeRequestSchema.parse({ method: 'int8-dynamic' }))).rejects.toMatchObject({
+      statusCode: 422,
+      message: `'not-quantized' version '1' is a pipeline; quantize its step models, or its fused version ("fuse": true)`,
+    });
+  });
+
   it('follows an alias a step names, and stands behind a canary like a model version', async () => {
     await pushModel(stack.store, { name: 'scaler', version: '1', bytes: scaleModel(10) });
     await pushModel(stack.store, { name: 'scaler', version: '2', bytes: scaleModel(100) });
