@@ -10,6 +10,7 @@ import { registerFederationCommands } from './commands/federation.ts';
 import { registerTrainCommands } from './commands/train.ts';
 import { registerTuneCommands } from './commands/tune.ts';
 import { registerMonitorCommands } from './commands/monitor.ts';
+import { registerPipelineCommands } from './commands/pipeline.ts';
 import { CliError, localStackFile } from './context.ts';
 
 const program = new Command('mass')
@@ -30,6 +31,7 @@ registerTrainCommands(program);
 registerFederationCommands(program);
 registerTuneCommands(program);
 registerMonitorCommands(program);
+registerPipelineCommands(program);
 
 try {
   await program.parseAsync(process.argv);

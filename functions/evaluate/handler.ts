@@ -7,10 +7,11 @@ import { readEvaluateConfig } from '../core/evaluate/config.ts';
 import { EvaluationService } from '../core/evaluate/jobs.ts';
 import { JobTable } from '../core/jobs/job-table.ts';
 import { SqsStepQueue } from '../core/jobs/step-queue.ts';
-import { ModelSessions } from '../core/serving/model-sessions.ts';
+import { ModelSessions } from '../core/sessions/model-sessions.ts';
 import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { createObservability } from '../core/platform/observability.ts';
 import { createEvaluateApiHandler } from './app.ts';
+import { pipelineSessionLoader } from '../core/pipelines/session.ts';
 
 // Lambda init: clients, store and sessions are created once per environment; sessions and decoded
 // data sets then serve every step this environment runs.
@@ -22,6 +23,7 @@ const sessions = new ModelSessions({
   store,
   intraOpThreads: config.intraOpThreads,
   onWarmupFailure: (model, version, error) => logger.warn('warm-up run failed', { model, version, error: error.message }),
+  composite: pipelineSessionLoader(store),
 });
 const service = new EvaluationService({
   store,

@@ -42,6 +42,9 @@ export const OTHER_FUNCTION_ROUTES = [
   'PUT /v2/models/{name}/aliases/{alias}',
   'POST /v2/models/{name}/aliases/{alias}/promote',
   'POST /v2/models/{name}/aliases/{alias}/rollback',
+  'PUT /v2/pipelines/{name}',
+  'GET /v2/pipelines/{name}',
+  'GET /v2/pipelines/{name}/versions/{version}',
   'GET /v2/jobs/{id}',
   'POST /v2/jobs/{id}/cancel',
   'POST /v2/federations',
@@ -182,7 +185,7 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     }
     if (action === 'ready') {
       allow('GET');
-      const model = await service.loadModel(name, version);
+      const model = await service.load(name, version);
       return ok({ name, version: model.version, ready: true });
     }
     if (action === 'config') {
@@ -193,14 +196,14 @@ export function createInferenceHandler(deps: InferenceHandlerDeps) {
     const body = await requestBody(event, deps.maxBodyBytes);
     const request = decodeInferRequest(body, header(event, INFERENCE_HEADER_CONTENT_LENGTH));
     const started = performance.now();
-    const { response, binaryOutputs, model } = await service.infer(name, version, request, header(event, STICKY_HEADER));
+    const { response, binaryOutputs, model, manifest } = await service.infer(name, version, request, header(event, STICKY_HEADER));
     const ms = performance.now() - started;
     logger.appendKeys({ version: model.version });
     metrics.addDimensions({ model: name, version: model.version });
     metrics.addDimensions({}); // the service-wide series too: the one the stack's latency alarm can name
     metrics.addMetric('InferenceLatency', MetricUnit.Milliseconds, ms);
     const encoded = encodeInferResponse(response, binaryOutputs);
-    deps.capture?.offer({ model: name, version: model.version, manifest: model.manifest, request, outputs: response.outputs });
+    deps.capture?.offer({ model: name, version: model.version, manifest, request, outputs: response.outputs });
     const hint = encoded.jsonLength === undefined
       ? 'ask for binary outputs (the binary tensor data extension: "binary_data_output": true) or send a smaller batch'
       : 'send a smaller batch';

@@ -4,7 +4,7 @@ import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { readInferenceConfig } from '../core/platform/config.ts';
 import { InferenceService } from '../core/serving/inference-service.ts';
-import { ModelSessions } from '../core/serving/model-sessions.ts';
+import { ModelSessions } from '../core/sessions/model-sessions.ts';
 import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { createObservability, MetricUnit } from '../core/platform/observability.ts';
 import { captureFromEnv } from '../core/monitor/capture-env.ts';

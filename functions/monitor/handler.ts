@@ -5,7 +5,7 @@ import { JobTable } from '../core/jobs/job-table.ts';
 import { JobKinds } from '../core/jobs/kinds.ts';
 import { JobRuntime } from '../core/jobs/runtime.ts';
 import { SqsStepQueue } from '../core/jobs/step-queue.ts';
-import { ModelSessions } from '../core/serving/model-sessions.ts';
+import { ModelSessions } from '../core/sessions/model-sessions.ts';
 import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { MONITOR_VISIBILITY_SECONDS, readMonitorConfig } from '../core/monitor/config.ts';
 import { monitorJobKind } from '../core/monitor/jobs.ts';

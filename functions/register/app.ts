@@ -4,6 +4,7 @@ import type { Metrics } from '@aws-lambda-powertools/metrics';
 import type { ModelRepository } from '../core/registry/repository.ts';
 import { MetricUnit } from '../core/platform/observability.ts';
 import { registerUpload, type UploadOutcome } from '../core/registry/register-upload.ts';
+import { isPipelineUpload, registerPipelineUpload } from '../core/pipelines/upload.ts';
 import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../adapters/s3-events.ts';
 
 export interface RegisterHandlerDeps {
@@ -30,13 +31,15 @@ export function createRegisterHandler(deps: RegisterHandlerDeps) {
     const outcomes: UploadOutcome[] = [];
     for (const object of uploadedObjects(event)) {
       const started = performance.now();
-      const outcome = await registerUpload(store, object, { maxModelBytes: deps.maxModelBytes, servingMemoryMiB: deps.servingMemoryMiB });
+      const outcome = isPipelineUpload(object.key)
+        ? await registerPipelineUpload(store, object)
+        : await registerUpload(store, object, { maxModelBytes: deps.maxModelBytes, servingMemoryMiB: deps.servingMemoryMiB });
       const ms = performance.now() - started;
       switch (outcome.status) {
         case 'registered':
           logger.info('model version registered', { model: outcome.manifest.name, version: outcome.manifest.version, sha256: outcome.manifest.sha256, ms });
           metrics.addMetric('RegisterMs', MetricUnit.Milliseconds, ms);
-          if (deps.defaultQuantization && outcome.manifest.lineage === null) {
+          if (deps.defaultQuantization && outcome.manifest.lineage === null && outcome.manifest.format === 'onnx') {
             const { name, version } = outcome.manifest;
             try {
               const { job, created } = await deps.defaultQuantization.start(name, version);

@@ -6,6 +6,7 @@ import { json, jsonBody, type ErrorLog } from '../adapters/http.ts';
 import { ApiRouter } from '../adapters/router.ts';
 import { assertValidAlias, assertValidName } from '../core/artifacts/names.ts';
 import { promote, rollback, setRoutes, type RolloutDeps } from '../core/registry/rollout.ts';
+import { describePipeline, pushPipeline } from '../core/pipelines/registry.ts';
 
 export interface RegistryHandlerDeps extends RolloutDeps {
   logger: Logger;
@@ -70,5 +71,23 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
       const body = parse(rollbackSchema, event);
       return json(200, await rollback(deps, { model, alias, revision: body.revision }));
     })
+    .on('PUT', '/v2/pipelines/:name', async ({ params, event }) => {
+      const name = nameSegment(params.name!, 'model name');
+      const { manifest, resolved, fused } = await pushPipeline(deps.store, { name, spec: jsonBody(event, { maxBytes: MAX_BODY }) });
+      return json(201, {
+        name,
+        version: manifest.version,
+        created: manifest.created,
+        inputs: manifest.inputs,
+        outputs: manifest.outputs,
+        resolved: resolved.resolved,
+        ...(fused ? { fused: { version: fused.manifest.version, lineage: fused.manifest.lineage, max_abs_diff: fused.maxAbsDiff, deduplicated_initializers: fused.deduplicated } } : {}),
+      });
+    })
+    // GET shows the latest pipeline version, or the one named.
+    .on('GET', '/v2/pipelines/:name', async ({ params }) => json(200, await describePipeline(deps.store, nameSegment(params.name!, 'model name'), undefined)))
+    .on('GET', '/v2/pipelines/:name/versions/:version', async ({ params }) =>
+      json(200, await describePipeline(deps.store, nameSegment(params.name!, 'model name'), nameSegment(params.version!, 'model name'))),
+    )
     .handler();
 }

@@ -9,7 +9,9 @@ import { createPkSkTable } from '../../functions/core/aws/dynamo-tables.ts';
 import { EvaluationService } from '../../functions/core/evaluate/jobs.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
+import { pipelineSessionLoader } from '../../functions/core/pipelines/session.ts';
+
 
 /**
  * The evaluate worker on this machine: what Lambda's SQS event source does in AWS (receive, invoke
@@ -83,7 +85,7 @@ export function createLocalEvaluateWorker(env: LocalEvaluateWorkerOptions) {
   const visibilitySeconds = env.visibilitySeconds ?? LOCAL_EVALUATE_VISIBILITY_SECONDS;
   const store = new ModelRepository({ s3, bucket: env.bucket, cacheDir: env.cacheDir ?? join(process.cwd(), '.local', 'cache') });
   const table = new JobTable(dynamo, tableName);
-  const sessions = new ModelSessions({ store, intraOpThreads: env.intraOpThreads });
+  const sessions = new ModelSessions({ store, intraOpThreads: env.intraOpThreads, composite: pipelineSessionLoader(store) });
   const logger = new Logger({ serviceName: 'ai-mass-evaluate-local', logLevel: (process.env.EVALUATE_WORKER_LOG_LEVEL ?? 'WARN') as 'WARN' });
   const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
   const queue = new SqsStepQueue(sqs, () => queueName);

@@ -5,7 +5,7 @@ import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { JobKinds } from '../../functions/core/jobs/kinds.ts';
 import { JobRuntime } from '../../functions/core/jobs/runtime.ts';
 import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import type { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { runCanaryGuard, type GuardVerdict } from '../../functions/core/monitor/guard.ts';
 import { monitorJobKind, MONITOR_KIND, type MonitorRequest } from '../../functions/core/monitor/jobs.ts';

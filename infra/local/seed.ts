@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import type { WarmupTensor } from '../../functions/core/artifacts/manifest.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import type { ModelRepository } from '../../functions/core/registry/repository.ts';
+import { MNIST_TOP3 } from '../../functions/core/pipelines/demo.ts';
+import { pushPipeline } from '../../functions/core/pipelines/registry.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -35,5 +37,21 @@ export async function seedDemoModels(store: ModelRepository): Promise<string[]> 
     const manifest = await pushModel(store, { name, version: '1', bytes, notes: demo.notes, warmup: demo.warmup });
     seeded.push(`${manifest.name}:${manifest.version}`);
   }
+  return seeded;
+}
+
+/**
+ * The demo pipeline `mnist-top3` (pre-processing, `mnist`, top-3) and its two step models, each
+ * version 1 unless already there: the step graphs are built the same way every time, so a restart
+ * writes nothing. Run after seedDemoModels (its middle step is `mnist` version 1).
+ */
+export async function seedDemoPipeline(store: ModelRepository): Promise<string[]> {
+  const seeded: string[] = [];
+  for (const [name, step] of Object.entries(MNIST_TOP3.steps)) {
+    const manifest = await pushModel(store, { name, version: '1', bytes: step.build(), notes: step.notes });
+    seeded.push(`${manifest.name}:${manifest.version}`);
+  }
+  const { manifest } = await pushPipeline(store, { name: 'mnist-top3', version: '1', spec: MNIST_TOP3.spec });
+  seeded.push(`${manifest.name}:${manifest.version}`);
   return seeded;
 }

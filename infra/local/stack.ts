@@ -18,7 +18,7 @@ import { startLocalTuneWorker } from './tune-worker.ts';
 import { startLocalQuantize, type LocalQuantize } from './quantize.ts';
 import { createLocalRegistryResources } from './registry-resources.ts';
 import { createLocalMonitor, LOCAL_GUARD_EVERY_MS, localMonitorQueue, type LocalMonitor } from './monitor.ts';
-import { seedDemoModels } from './seed.ts';
+import { seedDemoModels, seedDemoPipeline } from './seed.ts';
 import { startLocalTrainWorker } from './train-worker.ts';
 import { watchS3Prefix, type Trigger } from './triggers.ts';
 
@@ -169,6 +169,9 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     });
     const seeded = await seedDemoModels(store);
     log(`registered demo models: ${seeded.join(', ')}`);
+    const pipelines = await seedDemoPipeline(store);
+    log(`registered demo pipeline: ${pipelines.join(', ')}`);
+    seeded.push(pipelines.at(-1)!);
 
     // What Lambda's event sources do in AWS: uploads under incoming/ run the register function;
     // batch uploads and queues run the batch functions; the evaluate queue runs the evaluate worker.

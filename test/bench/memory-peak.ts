@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createDynamoClient, createS3Client } from '../../functions/core/aws/clients.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import ort from 'onnxruntime-node';
 import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
-import { ModelSessions, servingSessionOptions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions, servingSessionOptions } from '../../functions/core/sessions/model-sessions.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
 import { stageArtifact } from '../../functions/core/artifacts/candidate-session.ts';
 import { STAGED_SESSION_EXTRA } from '../../functions/core/artifacts/staging.ts';

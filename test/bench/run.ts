@@ -6,6 +6,7 @@ import { runEvaluateBench } from './evaluate.ts';
 import { runFederatedBench } from './federated.ts';
 import { runInferenceBench } from './inference.ts';
 import { runMonitorBench } from './monitor.ts';
+import { runPipelineBench } from './pipeline.ts';
 import { runQuantizeBench } from './quantize.ts';
 import { runRegistryBench } from './registry.ts';
 import { runRouterBench } from './router.ts';
@@ -23,6 +24,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   train: runTrainBench,
   federated: runFederatedBench,
   monitor: runMonitorBench,
+  pipeline: runPipelineBench,
 };
 
 const asked = process.argv.slice(2);

@@ -12,7 +12,7 @@ import type { ModelManifest } from '../../functions/core/artifacts/manifest.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import type { Downloaded } from '../../functions/core/artifacts/ranged-download.ts';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { registerUpload } from '../../functions/core/registry/register-upload.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { stagingKey } from '../../functions/core/artifacts/staging.ts';

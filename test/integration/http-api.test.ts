@@ -120,6 +120,30 @@ describe('inference over JSON', () => {
     expect(predicted).toEqual([7, 2, 1, 0, 4, 1, 4, 9, 5, 9, 0, 6, 9, 0, 1, 5]);
   });
 
+  it('serves the demo pipeline mnist-top3: UINT8 images in, the three likeliest digits out, over JSON and tritonclient binary', async () => {
+    const count = 4;
+    const pixels = mnistImages.subarray(0, count * 784);
+    const response = await call('POST', '/v2/models/mnist-top3/infer', JSON.stringify({ inputs: [{ name: 'image', datatype: 'UINT8', shape: [count, 28, 28], data: Array.from(pixels) }] }));
+    expect(response.status).toBe(200);
+    const body = response.json();
+    expect(body.outputs.map((o: { name: string; datatype: string; shape: number[] }) => [o.name, o.datatype, o.shape])).toEqual([['labels', 'INT64', [count, 3]], ['scores', 'FP32', [count, 3]]]);
+    const labels: number[] = body.outputs[0].data;
+    const scores: number[] = body.outputs[1].data;
+    expect(Array.from({ length: count }, (_, i) => labels[i * 3])).toEqual(Array.from(mnistLabels.subarray(0, count)));
+    for (let i = 0; i < count; i += 1) expect(scores[i * 3]! >= scores[i * 3 + 1]! && scores[i * 3 + 1]! >= scores[i * 3 + 2]!).toBe(true);
+    // The same answer as mnist's own probabilities, sorted.
+    const direct = (await call('POST', '/v2/models/mnist/infer', JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Array.from(pixels.subarray(0, 784)) }] }))).json();
+    const sorted = [...(direct.outputs[0].data as number[])].sort((a, b) => b - a).slice(0, 3);
+    expect(scores.slice(0, 3)).toEqual(sorted);
+
+    const { body: binary, headers } = tritonclientRequest('image', [count, 28, 28], 'UINT8', Uint8Array.from(pixels));
+    const viaBinary = await call('POST', '/v2/models/mnist-top3/infer', binary, { 'content-type': 'application/octet-stream', 'inference-header-content-length': headers['inference-header-content-length']! });
+    expect(viaBinary.status).toBe(200);
+    const decoded = decodeInferResponse(viaBinary.bytes, Number(viaBinary.headers.get('inference-header-content-length')));
+    expect(Array.from(decoded.outputs[0]!.data as BigInt64Array, Number)).toEqual(labels);
+    expect(Array.from(decoded.outputs[1]!.data as Float32Array)).toEqual(scores.map(Math.fround)); // JSON carries the shortest text of each float32
+  });
+
   it('accepts nested data', async () => {
     const rows = [mnistBatch(0, 1), mnistBatch(1, 1)];
     const response = await call('POST', '/v2/models/mnist/versions/1/infer', JSON.stringify({

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { CreateBucketCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../functions/core/aws/clients.ts';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import ort from '../../functions/core/onnx/ort.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
 import { summarizeFeature, type Baseline } from '../../functions/core/monitor/baseline.ts';

@@ -3,7 +3,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
 import { judgeCanary, runCanaryGuard } from '../../functions/core/monitor/guard.ts';

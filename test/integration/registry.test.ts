@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { ConflictError, NotFoundError } from '../../functions/core/platform/errors.ts';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
 import { keys } from '../../functions/core/artifacts/keys.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { encodeModel, decodeModel } from '../../functions/core/onnx/model-proto.ts';

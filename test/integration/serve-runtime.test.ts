@@ -8,7 +8,7 @@ import { createObservability } from '../../functions/core/platform/observability
 import { createInferenceHandler } from '../../functions/inference/app.ts';
 import { keys } from '../../functions/core/artifacts/keys.ts';
 import type { ModelManifest } from '../../functions/core/artifacts/manifest.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { decodeModel, encodeModel, onnx, type ModelProtoInit, type ValueInfoProtoInit } from '../../functions/core/onnx/model-proto.ts';
 import ort, { type Tensor } from '../../functions/core/onnx/ort.ts';

@@ -7,7 +7,7 @@ import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { createS3Client } from '../../functions/core/aws/clients.ts';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';

@@ -259,7 +259,7 @@ describe('registry', () => {
   const roleStatements = (t: Template, role: string) =>
     (t.Resources[role]!.Properties.Policies as { PolicyDocument: { Statement: Statement[] } }[]).flatMap((p) => p.PolicyDocument.Statement);
 
-  it('registers uploads from EventBridge Object Created events for incoming/*.onnx', () => {
+  it('registers uploads from EventBridge Object Created events for incoming/*.onnx and incoming/*/pipeline.json', () => {
     const t = standard();
     const rules = resourcesOfType(t, 'AWS::Events::Rule').map(([, r]) => r.Properties);
     // Schedules (monitoring.yml) are rules without a pattern.
@@ -267,7 +267,7 @@ describe('registry', () => {
     expect(rule?.EventPattern).toEqual({
       source: ['aws.s3'],
       'detail-type': ['Object Created'],
-      detail: { bucket: { name: [{ Ref: 'ModelBucket' }] }, object: { key: [{ wildcard: 'incoming/*.onnx' }] } },
+      detail: { bucket: { name: [{ Ref: 'ModelBucket' }] }, object: { key: [{ wildcard: 'incoming/*.onnx' }, { wildcard: 'incoming/*/pipeline.json' }] } },
     });
     expect(t.Resources.ModelBucket?.Properties.NotificationConfiguration).toEqual({ EventBridgeConfiguration: { EventBridgeEnabled: true } });
   });
@@ -279,7 +279,7 @@ describe('registry', () => {
       ['ReadAndRemoveUploads', ['s3:GetObject', 's3:DeleteObject'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/incoming/*' }],
       ['WriteVersions', ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/models/*' }],
       ['WriteRejections', ['s3:PutObject'], { 'Fn::Sub': 'arn:${AWS::Partition}:s3:::${ModelBucket}/rejections/*' }],
-      ['Registry', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
+      ['Registry', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
       ['Announce', ['sns:Publish'], { Ref: 'ModelEventsTopic' }],
       ['StartDefaultQuantization', ['dynamodb:GetItem', 'dynamodb:PutItem'], { 'Fn::GetAtt': ['RegistryTable', 'Arn'] }],
       ['QueueDefaultQuantization', ['sqs:GetQueueUrl', 'sqs:SendMessage'], { 'Fn::GetAtt': ['QuantizeStepQueue', 'Arn'] }],
@@ -295,9 +295,12 @@ describe('registry', () => {
       .sort();
     expect(keysToRegistry).toEqual([
       'GET /v2/models/{name}/aliases/{alias}',
+      'GET /v2/pipelines/{name}',
+      'GET /v2/pipelines/{name}/versions/{version}',
       'POST /v2/models/{name}/aliases/{alias}/promote',
       'POST /v2/models/{name}/aliases/{alias}/rollback',
       'PUT /v2/models/{name}/aliases/{alias}',
+      'PUT /v2/pipelines/{name}',
     ]);
   });
 
@@ -384,6 +387,9 @@ describe('authorizer=jwt', () => {
       'PUT /v2/models/{name}/aliases/{alias}': manage,
       'POST /v2/models/{name}/aliases/{alias}/promote': manage,
       'POST /v2/models/{name}/aliases/{alias}/rollback': manage,
+      'PUT /v2/pipelines/{name}': manage,
+      'GET /v2/pipelines/{name}': manage,
+      'GET /v2/pipelines/{name}/versions/{version}': manage,
       'POST /v2/models/{name}/versions/{version}/evaluate': manage,
       'GET /v2/models/{name}/versions/{version}/evaluations/{id}': manage,
       'GET /v2/models/{name}/versions/{version}/evaluations/{id}/report.html': manage,

@@ -32,7 +32,7 @@ import { StudyTable } from '../../functions/core/tune/study-table.ts';
 import { JobKinds } from '../../functions/core/jobs/kinds.ts';
 import { JobRuntime } from '../../functions/core/jobs/runtime.ts';
 import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
-import { ModelSessions } from '../../functions/core/serving/model-sessions.ts';
+import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { monitorJobKind } from '../../functions/core/monitor/jobs.ts';
 import { LocalMetricsStore, parseEmfLine } from '../../functions/core/monitor/metrics-source.ts';
 import { writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
@@ -352,6 +352,17 @@ beforeAll(async () => {
   // judge drift on a single row, guard the prod alias.
   await writeModelMonitoring(store, 'mnist', { capture: { enabled: true, samplingRate: 1 }, drift: { minSamples: 1 }, guards: { prod: { enabled: true, minRequests: 5 } } });
 
+  // registry and register: a pipeline registered over the API and read back, another uploaded as incoming/<name>/pipeline.json.
+  const pipelineSpec = JSON.stringify({
+    inputs: [{ name: 'input', datatype: 'FP32', shape: [-1, 784] }],
+    outputs: [{ name: 'probabilities', source: 'classify.probabilities' }],
+    steps: [{ id: 'classify', model: 'mnist', version: '1', inputs: { input: '$request.input' } }],
+  });
+  await call('RegistryLambdaFunction', 'PUT', '/v2/pipelines/mnist-chain', JSON.parse(pipelineSpec));
+  await call('RegistryLambdaFunction', 'GET', '/v2/pipelines/mnist-chain');
+  await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'incoming/mnist-uploaded/pipeline.json', Body: pipelineSpec }));
+  seen.RegisterLambdaFunction.push(await register.invoke(objectCreated('incoming/mnist-uploaded/pipeline.json', pipelineSpec.length)));
+
   // inference: pre-warmed at init (the boot fetch), then metadata, versions, readiness and an inference
   // (captured: one record per object here, so the write happens now, after the answer).
   await lambda('InferenceLambdaFunction', { PRELOAD_MODELS: 'mnist', CAPTURE_BATCH_RECORDS: '1' });
@@ -359,6 +370,7 @@ beforeAll(async () => {
   await call('InferenceLambdaFunction', 'GET', '/v2/models/mnist');
   await call('InferenceLambdaFunction', 'GET', '/v2/models/mnist/versions');
   await call('InferenceLambdaFunction', 'POST', '/v2/models/mnist/versions/1/infer', { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Array.from({ length: 784 }, () => 0.5) }] });
+  await call('InferenceLambdaFunction', 'POST', '/v2/models/mnist-chain/infer', { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 784], data: Array.from({ length: 784 }, () => 0.5) }] });
   await waitFor('the captured request', async () => ((await s3.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 'capture/mnist/1/' }))).KeyCount ? true : undefined));
 
   // evaluate: the API starts an evaluation of version 2 against its source, the worker runs every step.
@@ -549,7 +561,7 @@ describe('the recorded paths', () => {
     console.log(JSON.stringify(seen));
     expect(recorder.errors.map((e) => e.message)).toEqual([]);
     expect(recorder.functions().sort()).toEqual(lambdaFunctions().sort());
-    expect(seen.RegisterLambdaFunction).toMatchObject([[{ status: 'registered' }], [{ status: 'rejected' }]]);
+    expect(seen.RegisterLambdaFunction).toMatchObject([[{ status: 'registered' }], [{ status: 'rejected' }], [{ status: 'registered', manifest: { name: 'mnist-uploaded', format: 'pipeline' } }]]);
     // The jobs the paths started finished: quantized, evaluated, scored (one shard dead: partial).
     const finalStates = (fn: string) => (seen[fn] as { route?: string; state?: string }[]).filter((r) => r.route?.startsWith('GET') && r.state).map((r) => r.state);
     expect(finalStates('QuantizeApiLambdaFunction')).toEqual(['succeeded']);

@@ -5,7 +5,7 @@ import type { RowError } from '../../functions/core/batch/rows.ts';
 import { batchIncompatibility, concatRows, decodeCsvRow, decodeJsonlRow, inputSpecs } from '../../functions/core/batch/rows.ts';
 import { scoreRows } from '../../functions/core/batch/scoring.ts';
 import { jobView } from '../../functions/core/batch/schemas.ts';
-import type { LoadedModel } from '../../functions/core/serving/model-sessions.ts';
+import type { LoadedModel } from '../../functions/core/sessions/model-sessions.ts';
 import type { JobRecord } from '../../functions/core/jobs/record.ts';
 import { doublingModel } from '../helpers/batch-stack.ts';
 

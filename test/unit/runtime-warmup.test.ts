@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import ort from 'onnxruntime-node';
-import { RUNTIME_WARMUP_MODEL } from '../../functions/core/serving/model-sessions.ts';
+import { RUNTIME_WARMUP_MODEL } from '../../functions/core/sessions/model-sessions.ts';
 import { graph, model, node, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';

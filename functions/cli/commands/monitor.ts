@@ -4,7 +4,7 @@ import { JobTable } from '../../core/jobs/job-table.ts';
 import { JobKinds } from '../../core/jobs/kinds.ts';
 import { JobRuntime } from '../../core/jobs/runtime.ts';
 import { SqsStepQueue } from '../../core/jobs/step-queue.ts';
-import { ModelSessions } from '../../core/serving/model-sessions.ts';
+import { ModelSessions } from '../../core/sessions/model-sessions.ts';
 import { MONITOR_VISIBILITY_SECONDS } from '../../core/monitor/config.ts';
 import { monitorJobKind, MONITOR_KIND, type MonitorRequest } from '../../core/monitor/jobs.ts';
 import { liveRows, renderLiveTable } from '../../core/monitor/live.ts';

@@ -9,6 +9,8 @@ export const keys = {
   versionPrefix: (model: string, version: string) => `models/${model}/${version}/`,
   modelFile: (model: string, version: string) => `models/${model}/${version}/model.onnx`,
   manifest: (model: string, version: string) => `models/${model}/${version}/manifest.json`,
+  /** A pipeline's version: its spec, where a model's version has model.onnx. */
+  pipelineFile: (model: string, version: string) => `models/${model}/${version}/pipeline.json`,
   staged: (model: string, version: string, stagingKey: string) =>
     `models/${model}/${version}/staged/${stagingKey}.ort`,
   /** Uploads here submit a batch job named after the file. */

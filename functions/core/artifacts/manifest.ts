@@ -34,7 +34,8 @@ export const promotionPolicySchema = z.strictObject({
 export const modelManifestSchema = z.object({
   name: z.string(),
   version: z.string(),
-  format: z.literal('onnx'),
+  /** A pipeline's version holds pipeline.json instead of model.onnx (functions/core/pipelines/). */
+  format: z.enum(['onnx', 'pipeline']),
   sha256: z.string().check(z.regex(/^[0-9a-f]{64}$/)),
   bytes: z.number().check(z.int(), z.positive()),
   inputs: z.array(tensorMetadataSchema),

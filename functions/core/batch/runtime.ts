@@ -6,12 +6,13 @@ import type ort from 'onnxruntime-node';
 import { createDynamoClient, createS3Client, createSqsClient } from '../aws/clients.ts';
 import { ConfigError } from '../platform/errors.ts';
 import { InferenceService } from '../serving/inference-service.ts';
-import { ModelSessions } from '../serving/model-sessions.ts';
+import { ModelSessions } from '../sessions/model-sessions.ts';
 import { ModelRepository } from '../registry/repository.ts';
 import { JobTable } from '../jobs/job-table.ts';
 import { JobKinds } from '../jobs/kinds.ts';
 import { JobRuntime } from '../jobs/runtime.ts';
 import { SqsStepQueue } from '../jobs/step-queue.ts';
+import { pipelineSessionLoader } from '../pipelines/session.ts';
 import { RegistryTable } from '../registry/registry-table.ts';
 import { readBatchConfig, type BatchConfig } from './config.ts';
 import { BATCH_GPU_QUEUE, BATCH_KIND, createBatchKind, type BatchKindDeps } from './kind.ts';
@@ -58,6 +59,7 @@ export function createBatchRuntime(options: BatchRuntimeOptions = {}) {
     onWarmupFailure: (model, version, error) => log('warn', 'warm-up run failed', { model, version, error: error.message }),
     onProviderFallback: (model, version, error) =>
       log('warn', 'preferred execution providers unavailable; scoring on CPU', { model, version, error: error.message }),
+    composite: pipelineSessionLoader(store),
   });
   let scorer: ShardScorer | undefined;
   const makeScorer = () => (scorer ??= new ShardScorer({ s3, bucket: config.bucket, store, sessions, log }));

@@ -1,6 +1,6 @@
 import ort from 'onnxruntime-node';
 import { BadRequestError } from '../platform/errors.ts';
-import type { LoadedModel } from '../serving/model-sessions.ts';
+import type { LoadedModel } from '../sessions/model-sessions.ts';
 import { DATATYPES, v2DatatypeOf } from '../v2/datatypes.ts';
 import type { TensorData } from '../v2/codec.ts';
 import { concatRows, decodeRow, inputSpecs, jsonRowValues, RowError, type DecodedRow, type InputSpec } from './rows.ts';

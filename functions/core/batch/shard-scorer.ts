@@ -1,6 +1,6 @@
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { keys } from '../artifacts/keys.ts';
-import type { ModelSessions } from '../serving/model-sessions.ts';
+import type { ModelSessions } from '../sessions/model-sessions.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { JobStepError } from '../jobs/kinds.ts';
 import { readShardLines } from './input.ts';

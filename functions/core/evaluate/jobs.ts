@@ -12,7 +12,7 @@ import { jobIdForKey, JobRuntime, StepRetryError } from '../jobs/runtime.ts';
 import type { StepQueue } from '../jobs/step-queue.ts';
 import { keys } from '../artifacts/keys.ts';
 import type { ModelManifest } from '../artifacts/manifest.ts';
-import { servingSessionOptions, type ModelSessions } from '../serving/model-sessions.ts';
+import { servingSessionOptions, type ModelSessions } from '../sessions/model-sessions.ts';
 import { assertValidName, compareVersions } from '../artifacts/names.ts';
 import { runtimeMessage } from '../onnx/runtime-message.ts';
 import { AUGMENTATIONS, augmentImages, type AugmentationKind } from './augment.ts';

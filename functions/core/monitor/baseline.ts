@@ -1,6 +1,6 @@
 import type { Tensor } from '../onnx/ort.ts';
 import { NotFoundError } from '../platform/errors.ts';
-import type { ModelSessions } from '../serving/model-sessions.ts';
+import type { ModelSessions } from '../sessions/model-sessions.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { assertValidName, assertValidVersion } from '../artifacts/names.ts';
 import { v2DatatypeOf } from '../v2/datatypes.ts';

@@ -4,7 +4,7 @@ import { BadRequestError, NotFoundError } from '../platform/errors.ts';
 import type { JobKind, StepContext, StepOutcome } from '../jobs/kinds.ts';
 import { JobStepError } from '../jobs/kinds.ts';
 import type { Json } from '../jobs/record.ts';
-import type { ModelSessions } from '../serving/model-sessions.ts';
+import type { ModelSessions } from '../sessions/model-sessions.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { assertValidName, assertValidVersion } from '../artifacts/names.ts';
 import type { ModelEventPublisher } from '../registry/events.ts';

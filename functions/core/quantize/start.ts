@@ -28,6 +28,7 @@ export async function startQuantization(
   request: QuantizeRequest,
 ): Promise<{ job: JobRecord; created: boolean }> {
   const manifest = await deps.store.getManifest(name, version);
+  if (manifest.format === 'pipeline') throw new UnsupportedModelError(`'${name}' version '${version}' is a pipeline; quantize its step models, or its fused version ("fuse": true)`);
   if (manifest.lineage && ['int8-dynamic', 'int8-static', 'fp16'].includes(manifest.lineage.method)) {
     throw new UnsupportedModelError(`model '${name}' version '${version}' is already a ${manifest.lineage.method} variant of version ${manifest.lineage.sourceVersion}; quantize that fp32 version instead`);
   }

@@ -41,7 +41,7 @@ export interface RegisterUploadOptions {
 }
 
 /** Writes the rejection record of an upload: what `mass push` and the uploader read. */
-async function writeRejection(store: ModelRepository, object: UploadedObject, reason: string, now: Date): Promise<UploadOutcome> {
+export async function writeRejection(store: ModelRepository, object: UploadedObject, reason: string, now: Date): Promise<UploadOutcome> {
   const key = rejectionKey(object.key);
   await (await store.client()).send(
     new PutObjectCommand({

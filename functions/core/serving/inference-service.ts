@@ -1,7 +1,7 @@
 import type { InferenceSession, Tensor } from '../onnx/ort.ts';
 import { BadRequestError, InferenceRuntimeError, IntegrityError, NotFoundError, NotReadyError } from '../platform/errors.ts';
 import type { ModelManifest } from '../artifacts/manifest.ts';
-import { ortTensor, type LoadedModel, type ModelSessions } from './model-sessions.ts';
+import { ortTensor, type LoadedModel, type ModelSessions } from '../sessions/model-sessions.ts';
 import { runtimeMessage } from '../onnx/runtime-message.ts';
 import { classCountOf, classify, metadataLabels, modelBatches, tritonModelConfig, type TritonModelConfig } from '../v2/triton-extensions.ts';
 import type { BootRegistryRead } from '../coldstart/boot-fetch.ts';
@@ -12,6 +12,7 @@ import { chooseRoute, DEFAULT_ALIAS, defaultVersion } from '../registry/routing.
 import { DATATYPES, v2DatatypeOf } from '../v2/datatypes.ts';
 import type { DecodedInferRequest, InferResponse, ResponseTensor } from '../v2/codec.ts';
 import type { TensorMetadata } from '../v2/schemas.ts';
+import { PipelineServing } from '../pipelines/serving.ts';
 
 export const SERVER_NAME = 'ai-mass';
 export const PLATFORM = 'onnx_onnxv1';
@@ -27,10 +28,13 @@ interface ModelState {
   at: number;
 }
 
+/** Triton's platform name for a model composed of others (a pipeline's version). */
+export const PIPELINE_PLATFORM = 'ensemble';
+
 export interface ModelMetadata {
   name: string;
   versions: string[];
-  platform: typeof PLATFORM;
+  platform: typeof PLATFORM | typeof PIPELINE_PLATFORM;
   inputs: TensorMetadata[];
   outputs: TensorMetadata[];
 }
@@ -38,7 +42,9 @@ export interface ModelMetadata {
 export interface InferenceResult {
   response: InferResponse;
   binaryOutputs: Set<string>;
-  model: LoadedModel;
+  model: Pick<LoadedModel, 'name' | 'version'>;
+  /** The manifest of the version that answered (a model's or a pipeline's): what data capture reads its settings from. */
+  manifest: ModelManifest;
 }
 
 export interface InferenceServiceOptions {
@@ -69,10 +75,13 @@ export class InferenceService {
   private preloadDone = true;
   private lastPreloadAt = 0;
   private readonly bootReads: Map<string, Promise<BootRegistryRead | undefined>>;
+  private readonly pipelines: PipelineServing;
 
   constructor(options: InferenceServiceOptions) {
     this.options = options;
     this.bootReads = new Map(options.bootRegistry ?? []);
+    // A pipeline's steps load as requests for their models would: versions, aliases, canaries, one session each.
+    this.pipelines = new PipelineServing({ store: options.store, loadModel: (model, version, key) => this.loadModel(model, version, key), runtimeFailure });
   }
 
   serverMetadata() {
@@ -114,7 +123,7 @@ export class InferenceService {
         const [name, version] = ref.split(':') as [string, string | undefined];
         try {
           const booted = version === undefined ? await this.takeBootRead(name) : undefined;
-          await this.loadModel(name, version ?? booted, undefined, { prefetch: true });
+          await this.load(name, version ?? booted, undefined, { prefetch: true });
         } catch (error) {
           this.preloadFailed.push(ref);
           this.preloadReasons.set(ref, runtimeMessage(error));
@@ -178,8 +187,8 @@ export class InferenceService {
     assertValidName(segment, 'version');
     const cached = this.states.get(name);
     if (cached?.aliases.has(segment)) return undefined;
-    const loaded = this.options.sessions.loadedModel(name, segment);
-    if (loaded) return loaded.manifest;
+    const loaded = this.options.sessions.loadedModel(name, segment)?.manifest ?? this.pipelines.loadedManifest(name, segment);
+    if (loaded) return loaded;
     if (!cached && !prefetch) void this.modelState(name).catch(() => undefined);
     if (prefetch) this.options.sessions.prefetch(name, segment); // an alias segment only costs a 404
     try {
@@ -234,8 +243,8 @@ export class InferenceService {
     const direct = await this.explicitVersionManifest(name, version, prefetch);
     if (direct) return direct;
     const resolved = await this.resolveVersion(name, version, stickyKey);
-    const loaded = this.options.sessions.loadedModel(name, resolved);
-    if (loaded) return loaded.manifest;
+    const loaded = this.options.sessions.loadedModel(name, resolved)?.manifest ?? this.pipelines.loadedManifest(name, resolved);
+    if (loaded) return loaded;
     if (prefetch && resolved !== version) this.options.sessions.prefetch(name, resolved);
     try {
       return await this.options.store.getManifest(name, resolved, { listedAsRegistered: true }); // resolveVersion answered from the registry's versions or routes
@@ -248,11 +257,23 @@ export class InferenceService {
   async modelMetadata(name: string, version?: string): Promise<ModelMetadata> {
     const manifest = await this.manifestOf(name, version);
     const versions = version === undefined ? (await this.modelState(name)).versions : [manifest.version];
-    return { name, versions, platform: PLATFORM, inputs: manifest.inputs, outputs: manifest.outputs };
+    return { name, versions, platform: manifest.format === 'pipeline' ? PIPELINE_PLATFORM : PLATFORM, inputs: manifest.inputs, outputs: manifest.outputs };
+  }
+
+  /** A model's session or a pipeline with every step's sessions: what readiness and pre-warming load. */
+  async load(name: string, version?: string, stickyKey?: string, options: { prefetch?: boolean } = {}): Promise<Pick<LoadedModel, 'name' | 'version'>> {
+    const manifest = await this.manifestOf(name, version, stickyKey, options);
+    return manifest.format === 'pipeline' ? this.pipelines.load(manifest) : this.sessionOf(manifest);
   }
 
   async loadModel(name: string, version?: string, stickyKey?: string, options: { prefetch?: boolean } = {}): Promise<LoadedModel> {
     const manifest = await this.manifestOf(name, version, stickyKey, options);
+    if (manifest.format === 'pipeline') throw new BadRequestError(`'${name}' version '${manifest.version}' is a pipeline, not a model`);
+    return this.sessionOf(manifest);
+  }
+
+  private async sessionOf(manifest: ModelManifest): Promise<LoadedModel> {
+    const name = manifest.name;
     try {
       return await this.options.sessions.get(manifest);
     } catch (error) {
@@ -296,7 +317,9 @@ export class InferenceService {
   }
 
   async infer(name: string, version: string | undefined, request: DecodedInferRequest, stickyKey?: string): Promise<InferenceResult> {
-    const model = await this.loadModel(name, version, stickyKey);
+    const manifest = await this.manifestOf(name, version, stickyKey);
+    if (manifest.format === 'pipeline') return { ...(await this.pipelines.infer(manifest, request, stickyKey)), manifest };
+    const model = await this.sessionOf(manifest);
     const feeds = buildFeeds(model, request);
     // No filter, or an empty one, means every output the model has.
     const requested = request.outputs?.length ? request.outputs : [...model.outputs.keys()].map((n) => ({ name: n, binary: request.binaryDataOutput, parameters: undefined }));
@@ -324,6 +347,7 @@ export class InferenceService {
     });
     return {
       model,
+      manifest,
       binaryOutputs: new Set(requested.filter((o) => o.binary).map((o) => o.name)),
       response: {
         model_name: name,

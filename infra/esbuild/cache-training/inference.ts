@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { createDynamoClient, createS3Client, createSnsClient } from '../../../functions/core/aws/clients.ts';
 import { pushModel } from '../../../functions/core/registry/model-push.ts';
-import { RUNTIME_WARMUP_MODEL } from '../../../functions/core/serving/model-sessions.ts';
+import { RUNTIME_WARMUP_MODEL } from '../../../functions/core/sessions/model-sessions.ts';
 import { ModelRepository } from '../../../functions/core/registry/repository.ts';
 import { RegistryTable } from '../../../functions/core/registry/registry-table.ts';
 import { startEmulators } from '../../local/emulators.ts';

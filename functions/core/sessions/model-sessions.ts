@@ -140,6 +140,11 @@ export interface ModelSessionsOptions {
   /** Which staged artifact this runtime can use; defaults to its own onnxruntime version and CPU. */
   stagingKey?: string | undefined;
   onStagedFallback?: (model: string, version: string, error: Error) => void;
+  /**
+   * Loads a version that is not one ONNX file (a pipeline: pipeline/session.ts), for runtimes that
+   * take one wherever they take a model (batch scoring, evaluation). Without it such a version is refused.
+   */
+  composite?: ((manifest: ModelManifest, sessions: ModelSessions) => Promise<LoadedModel>) | undefined;
 }
 
 /**
@@ -189,6 +194,10 @@ export class ModelSessions {
   }
 
   private async load(manifest: ModelManifest): Promise<LoadedModel> {
+    if (manifest.format !== 'onnx') {
+      if (!this.options.composite) throw new NotReadyError(`'${manifest.name}' version '${manifest.version}' is a ${manifest.format}, which this runtime does not load`);
+      return this.options.composite(manifest, this);
+    }
     const started = performance.now();
     const { session, source, artifact, bytes, executionProviders } = await this.createSession(manifest);
     const inputs = new Map(session.inputMetadata.map((m) => [m.name, tensorMetadataOf(m)] as const));
