@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { keys } from '../keys.ts';
 import { planShards, readShardLines } from './input.ts';
 import type { BatchJobStore } from './job-store.ts';
 import { S3ObjectWriter } from './output.ts';
 import { errorLine } from './scoring.ts';
+import { isColumnarFormat, loadPlan, type PlannedShard } from './formats/plan.ts';
+import { parquetShardKey } from './formats/score.ts';
 import { FINAL_STATES, type BatchJobRecord, type JobState } from './schemas.ts';
 
 /**
@@ -48,23 +50,33 @@ function renumber(text: string, base: number): string {
 }
 
 export interface MergeOutcome {
+  /** Where the result is: result.jsonl, or for Parquet output the folder of its parts. */
+  resultKey?: string;
   deadRows: number;
   deadShards: { shard: number; rows: number | undefined; error: string }[];
 }
 
 export async function mergeJob(deps: FinishDeps, job: BatchJobRecord): Promise<MergeOutcome> {
   const records = new Map((await deps.jobs.shards(job.jobId)).map((s) => [s.shard, s]));
-  const ranges = planShards(job.inputBytes, job.shardBytes);
-  const result = new S3ObjectWriter({ s3: deps.s3, bucket: deps.bucket, key: keys.batchResult(job.jobId) });
+  // Columnar jobs keep their shards in their plan; Parquet results are the shards' parts, in order.
+  const plan = isColumnarFormat(job.format) ? await loadPlan(deps.s3, deps.bucket, job.jobId) : undefined;
+  const parquetOut = plan?.outputFormat === 'parquet';
+  const ranges = plan?.shards ?? planShards(job.inputBytes, job.shardBytes);
+  const resultKey = parquetOut ? `${keys.batchPrefix(job.jobId)}result/` : keys.batchResult(job.jobId);
+  const result = parquetOut ? undefined : new S3ObjectWriter({ s3: deps.s3, bucket: deps.bucket, key: resultKey });
   const errors = new S3ObjectWriter({ s3: deps.s3, bucket: deps.bucket, key: keys.batchErrors(job.jobId) });
-  const outcome: MergeOutcome = { deadRows: 0, deadShards: [] };
+  const outcome: MergeOutcome = { resultKey, deadRows: 0, deadShards: [] };
   // Shard outputs are fetched a few ahead of the one being written, in order, memory bounded.
   const AHEAD = 4;
   const fetches = new Map<number, Promise<[string, string]>>();
   const fetchShard = (shard: number) => {
     if (shard >= ranges.length || fetches.has(shard) || !job.doneShards?.has(shard)) return;
     const pending = Promise.all([
-      getText(deps.s3, deps.bucket, keys.batchShardOutput(job.jobId, shard)),
+      parquetOut
+        ? deps.s3
+            .send(new CopyObjectCommand({ Bucket: deps.bucket, Key: `${resultKey}part-${String(shard).padStart(6, '0')}.parquet`, CopySource: `${deps.bucket}/${parquetShardKey(job.jobId, shard)}` }))
+            .then(() => '')
+        : getText(deps.s3, deps.bucket, keys.batchShardOutput(job.jobId, shard)),
       getText(deps.s3, deps.bucket, keys.batchShardErrors(job.jobId, shard)),
     ]);
     pending.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
@@ -77,16 +89,17 @@ export async function mergeJob(deps: FinishDeps, job: BatchJobRecord): Promise<M
     if (job.doneShards?.has(range.shard)) {
       const [lines, errs] = await fetches.get(range.shard)!;
       fetches.delete(range.shard);
-      await result.write(renumber(lines, base));
+      await result?.write(renumber(lines, base));
       await errors.write(renumber(errs, base));
       base += record?.rows ?? 0;
       continue;
     }
     // A dead shard: its rows are still listed, each with the reason, so numbering stays that of the input.
     const error = `shard ${range.shard} failed: ${record?.lastError ?? 'it exhausted its receives without recording an error'}`;
-    let rows: number | undefined;
+    // A columnar shard's rows were counted at planning; a line shard's are counted now.
+    let rows: number | undefined = (range as Partial<PlannedShard>).rows;
     try {
-      rows = (
+      rows ??= (
         await readShardLines(deps.s3, { bucket: job.inputBucket, key: job.inputKey, etag: job.inputEtag, size: job.inputBytes }, range.start, range.end)
       ).length;
     } catch (cause) {
@@ -96,12 +109,12 @@ export async function mergeJob(deps: FinishDeps, job: BatchJobRecord): Promise<M
     if (rows === undefined) continue;
     let text = '';
     for (let i = 0; i < rows; i++) text += `${errorLine(base + i, error)}\n`;
-    await result.write(text);
+    await result?.write(text);
     await errors.write(text);
     base += rows;
     outcome.deadRows += rows;
   }
-  await result.close();
+  await result?.close();
   await errors.close();
   return outcome;
 }
@@ -132,7 +145,7 @@ export async function finishIfComplete(deps: FinishDeps, job: BatchJobRecord): P
     outcome.deadShards.length === 0 ? 'succeeded' : current.rowsScored === 0 ? 'failed' : 'partial';
   const finished = await deps.jobs.finish(job.jobId, token, state, {
     rowsFailed: current.rowsFailed + outcome.deadRows,
-    resultKey: keys.batchResult(job.jobId),
+    resultKey: outcome.resultKey ?? keys.batchResult(job.jobId),
     errorsKey: keys.batchErrors(job.jobId),
     ...(outcome.deadShards.length > 0 ? { reason: deadReason(current, outcome) } : {}),
   });

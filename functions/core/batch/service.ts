@@ -12,6 +12,7 @@ import type { BatchJobStore } from './job-store.ts';
 import { finishIfComplete, type FinishDeps } from './merge.ts';
 import { EnqueueError, sendAllMessages, type SendOptions } from './queue.ts';
 import { batchIncompatibility } from './rows.ts';
+import { columnarMessageFields, formatOfKey, isColumnarFormat, isColumnarInput, loadPlan, planColumnarJob, planInputObject, savePlan, type ColumnarPlan, type PlannedShard } from './formats/plan.ts';
 import {
   DEFAULT_BATCH_SIZE,
   DEFAULT_SHARD_BYTES,
@@ -121,7 +122,7 @@ export class BatchService {
 
   private jobIdFor(source: SubmissionSource, idempotencyKey: string | undefined): string {
     if (source.kind === 'upload') {
-      const file = source.key.slice(keys.batchIncomingPrefix.length).replace(/\.(jsonl|csv)$/, '');
+      const file = source.key.slice(keys.batchIncomingPrefix.length).replace(/\.(jsonl|csv|parquet|npy|npz)$/, '');
       return assertValidName(file, 'job id');
     }
     if (idempotencyKey !== undefined) return `j-${sha256(`idempotency:${idempotencyKey}`).slice(0, 24)}`;
@@ -133,7 +134,7 @@ export class BatchService {
    * gets a `failed` record with the reason, so `GET /v2/batches/<job>` says what was wrong.
    */
   async rejectUpload(key: string, reason: string): Promise<void> {
-    const file = key.slice(keys.batchIncomingPrefix.length).replace(/\.(jsonl|csv)$/, '');
+    const file = key.slice(keys.batchIncomingPrefix.length).replace(/\.(jsonl|csv|parquet|npy|npz)$/, '');
     try {
       assertValidName(file, 'job id');
     } catch {
@@ -144,7 +145,7 @@ export class BatchService {
       state: 'failed',
       model: '',
       version: '',
-      format: key.endsWith('.csv') ? 'csv' : 'jsonl',
+      format: formatOfKey(key) ?? 'jsonl',
       csvHeader: false,
       batchSize: 0,
       shardBytes: 0,
@@ -185,9 +186,11 @@ export class BatchService {
       rowsHash = sha256(inline);
       inputKey = keys.batchInlineInput(jobId);
     } else {
-      inputKey = source.kind === 'upload' ? source.key : this.inputKey(request.input!);
+      // A list of inputs is named in the record by its first; the plan holds them all.
+      inputKey = source.kind === 'upload' ? source.key : this.inputKey(request.inputs?.[0] ?? request.input!);
     }
-    const format: BatchFormat = request.format ?? (inputKey.endsWith('.csv') ? 'csv' : 'jsonl');
+    const columnar = !inline && isColumnarInput(inputKey, request.inputs, request.format);
+    let format: BatchFormat = request.format ?? formatOfKey(inputKey) ?? (columnar ? 'parquet' : 'jsonl');
     const incompatible = batchIncompatibility(manifest.inputs, format);
     if (incompatible) throw new BadRequestError(`model '${request.model}' version '${version}' cannot be scored in batch: ${incompatible}`);
     for (const name of request.outputs ?? []) {
@@ -208,12 +211,31 @@ export class BatchService {
       if (existing) return this.resume(existing, source, await this.requestHash(request, version, inputKey, rowsHash, source));
       await s3.send(new PutObjectCommand({ Bucket: this.options.bucket, Key: inputKey, Body: inline, ContentType: 'application/x-ndjson' }));
     }
-    const input = await headInput(s3, this.options.bucket, inputKey);
+    let plan: ColumnarPlan | undefined;
+    if (columnar) {
+      plan = await planColumnarJob({
+        s3,
+        bucket: this.options.bucket,
+        input: request.inputs ? undefined : inputKey,
+        inputs: request.inputs?.map((i) => this.inputKey(i)),
+        format: request.format,
+        modelInputs: manifest.inputs,
+        modelOutputs: manifest.outputs.filter((o) => !request.outputs || request.outputs.includes(o.name)),
+        columns: request.columns,
+        keyColumns: request.key_columns,
+        outputFormat: request.output_format,
+        shardBytes: request.shard_bytes ?? DEFAULT_SHARD_BYTES,
+      });
+      format = plan.format;
+    } else if (request.columns || request.key_columns || request.output_format === 'parquet') {
+      throw new BadRequestError('columns, key_columns and output_format "parquet" apply to Parquet, .npy and .npz input');
+    }
+    const input = plan ? planInputObject(plan, this.options.bucket, inputKey) : await headInput(s3, this.options.bucket, inputKey);
     const requestHash = await this.requestHash(request, version, inputKey, rowsHash, source, input);
 
     const worker = this.workerFor(request, manifest.tier, input);
     const shardBytes = Math.max(request.shard_bytes ?? DEFAULT_SHARD_BYTES, Math.ceil(input.size / MAX_SHARDS));
-    const shards = planShards(input.size, shardBytes);
+    const shards = plan?.shards ?? planShards(input.size, shardBytes);
     const record: BatchJobRecord = {
       jobId,
       state: 'planning',
@@ -239,6 +261,7 @@ export class BatchService {
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
       createdAt: this.now(),
     };
+    if (plan) await savePlan(s3, this.options.bucket, jobId, plan);
     if (!(refused ? await jobs.replaceRefused(record) : await jobs.create(record))) {
       // Lost a race with an identical submission: answer as a resubmission.
       return this.resume((await jobs.get(jobId))!, source, requestHash);
@@ -271,6 +294,9 @@ export class BatchService {
         shard_bytes: request.shard_bytes ?? null,
         worker: request.worker ?? null,
         outputs: request.outputs ?? null,
+        ...(request.inputs || request.columns || request.key_columns || request.output_format
+          ? { inputs: request.inputs ?? null, columns: request.columns ?? null, key_columns: request.key_columns ?? null, output_format: request.output_format ?? null }
+          : {}),
       }),
     );
   }
@@ -303,7 +329,8 @@ export class BatchService {
   private async enqueue(job: BatchJobRecord): Promise<BatchJobView> {
     const { sqs, jobs } = this.options;
     const queueUrl = job.worker === 'gpu' ? this.options.gpuShardQueueUrl! : this.options.shardQueueUrl;
-    const shards = planShards(job.inputBytes, job.shardBytes);
+    const plan = isColumnarFormat(job.format) ? await loadPlan(this.options.s3, this.options.bucket, job.jobId) : undefined;
+    const shards = plan?.shards ?? planShards(job.inputBytes, job.shardBytes);
     const messages = shards.map((range) => {
       const message: ShardMessage = {
         v: 1,
@@ -322,6 +349,7 @@ export class BatchService {
         csvHeader: job.csvHeader,
         batchSize: job.batchSize,
         ...(job.outputs ? { outputs: job.outputs } : {}),
+        ...(plan ? columnarMessageFields(plan, range as PlannedShard) : {}),
       };
       return { id: `s${range.shard}`, body: JSON.stringify(message) };
     });
