@@ -3,12 +3,13 @@ import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { parquetMetadata, parquetReadObjects } from 'hyparquet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBatchDeadLetterHandler, createBatchScoreHandler } from '../../functions/batch-score/app.ts';
+import { createBatchUploadHandler } from '../../functions/batch-submit/app.ts';
 import { keys } from '../../functions/core/keys.ts';
 import { pushModel } from '../../functions/core/model-push.ts';
 import { createObservability } from '../../functions/core/observability.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { graph, model, node, valueInfo } from '../../functions/core/onnx/builder.ts';
-import { pollSqsQueue, type Trigger } from '../../infra/local/triggers.ts';
+import { pollSqsQueue, watchS3Prefix, type Trigger } from '../../infra/local/triggers.ts';
 import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/local/workers.ts';
 import { getText, pushDoublingModel, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 import { duckdbParquet, numpyFile } from '../helpers/columnar-files.ts';
@@ -83,6 +84,7 @@ beforeAll(async () => {
   triggers.push(
     await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.shardQueueUrl, handler: createBatchScoreHandler({ scorer: stack.runtime.scorer(), logger, metrics }) }),
     await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.deadLetterQueueUrl, handler: createBatchDeadLetterHandler({ scorer: stack.runtime.scorer(), logger, metrics }) }),
+    await watchS3Prefix({ s3: stack.s3, bucket: stack.resources.bucket, prefix: 'batches/incoming/', handler: createBatchUploadHandler({ service: stack.runtime.service(), s3: stack.s3, logger }), intervalMs: 100 }),
   );
 }, 60_000);
 
@@ -141,6 +143,28 @@ describe('Parquet written by DuckDB', () => {
     expect(result[3]).toEqual({ row: 3, id: 3, outputs: [{ name: 'y', datatype: 'FP32', shape: [1, 4], data: [6, 12, 6.5, -6] }] });
     expect(result[2]).toEqual({ row: 2, id: 2, error: "column 'c' is null" });
     expect(jsonLines(await getText(stack, keys.batchErrors(job.id)))).toEqual([{ row: 2, id: 2, error: "column 'c' is null" }]);
+  }, 60_000);
+});
+
+describe('an upload under batches/incoming/', () => {
+  it('of a Parquet file submits a job named after it, its options in the metadata', async () => {
+    // Prepare + Act
+    const file = await duckdbParquet(`SELECT 'k' || i AS name, [i, i, i, i]::FLOAT[4] AS features FROM range(3) t(i)`);
+    await stack.s3.send(
+      new PutObjectCommand({
+        Bucket: stack.resources.bucket,
+        Key: 'batches/incoming/nightly-features.parquet',
+        Body: file,
+        Metadata: { model: 'double', columns: '{"x": "features"}', 'key-columns': 'name', 'output-format': 'jsonl' },
+      }),
+    );
+    const job = await waitFor('the upload to become a job', async () => (await stack.runtime.jobs.get('nightly-features')) ?? undefined, 30_000);
+    const final = await finished(job.jobId);
+
+    // Assert
+    expect(final).toMatchObject({ id: 'nightly-features', state: 'succeeded', format: 'parquet', rows: { scored: 3, failed: 0 } });
+    const result = jsonLines(await getText(stack, keys.batchResult('nightly-features')));
+    expect(result.map((r) => [r.id, (r.outputs as { data: number[] }[])[0]!.data])).toEqual([['k0', [0, 0, 0, 0]], ['k1', [2, 2, 2, 2]], ['k2', [4, 4, 4, 4]]]);
   }, 60_000);
 });
 
