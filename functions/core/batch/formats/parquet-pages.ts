@@ -168,29 +168,37 @@ function decompress(codec: string, bytes: Uint8Array, uncompressedSize: number):
 
 const bitWidthOf = (max: number) => (max === 0 ? 0 : 32 - Math.clz32(max));
 
+/** One run of the RLE/bit-packed hybrid: a repeated value, or `count` bit-packed values (groups of 8). */
+function readRun(bytes: Uint8Array, offset: number, end: number, valueBytes: number, what: string): { rle: boolean; count: number; value: number; next: number } {
+  if (offset >= end) throw new Error(`parquet ${what} end early`);
+  let header = 0;
+  let shift = 0;
+  for (;;) {
+    const b = bytes[offset++]!;
+    header += (b & 0x7f) * 2 ** shift;
+    if ((b & 0x80) === 0) break;
+    shift += 7;
+  }
+  if (header % 2 === 1) return { rle: false, count: Math.floor(header / 2) * 8, value: 0, next: offset };
+  let value = 0;
+  for (let i = 0; i < valueBytes; i++) value |= bytes[offset++]! << (8 * i);
+  return { rle: true, count: header / 2, value, next: offset };
+}
+
 /** Decodes `count` values of the RLE/bit-packed hybrid into `out` from `at`; returns the end offset read. */
 function readHybrid(bytes: Uint8Array, offset: number, end: number, bitWidth: number, count: number, out: Uint8Array): number {
   let filled = 0;
   const valueBytes = (bitWidth + 7) >> 3;
   while (filled < count) {
-    if (offset >= end) throw new Error('parquet levels or indices end early');
-    let header = 0;
-    let shift = 0;
-    for (;;) {
-      const b = bytes[offset++]!;
-      header += (b & 0x7f) * 2 ** shift;
-      if ((b & 0x80) === 0) break;
-      shift += 7;
-    }
-    if ((header & 1) === 0) {
-      const run = Math.min(header / 2, count - filled);
-      let value = 0;
-      for (let i = 0; i < valueBytes; i++) value |= bytes[offset++]! << (8 * i);
-      out.fill(value, filled, filled + run);
-      filled += run;
+    const run = readRun(bytes, offset, end, valueBytes, 'levels');
+    offset = run.next;
+    if (run.rle) {
+      const length = Math.min(run.count, count - filled);
+      out.fill(run.value, filled, filled + length);
+      filled += length;
     } else {
-      const groups = Math.floor(header / 2);
-      const take = Math.min(groups * 8, count - filled);
+      const groups = run.count / 8;
+      const take = Math.min(run.count, count - filled);
       if (bitWidth === 8) {
         out.set(bytes.subarray(offset, offset + take), filled);
       } else {
@@ -244,25 +252,16 @@ function readDictionary(bytes: Uint8Array, offset: number, bitWidth: number, cou
   const valueBytes = (bitWidth + 7) >> 3;
   let filled = 0;
   while (filled < count) {
-    if (offset >= bytes.length) throw new Error('parquet dictionary indices end early');
-    let header = 0;
-    let shift = 0;
-    for (;;) {
-      const b = bytes[offset++]!;
-      header += (b & 0x7f) * 2 ** shift;
-      if ((b & 0x80) === 0) break;
-      shift += 7;
-    }
-    if ((header & 1) === 0) {
-      const run = Math.min(header / 2, count - filled);
-      let index = 0;
-      for (let i = 0; i < valueBytes; i++) index |= bytes[offset++]! << (8 * i);
-      if (index >= size) throw new Error(`parquet dictionary index ${index} is out of range (${size} entries)`);
-      target.fill(dict[index]!, at + filled, at + filled + run);
-      filled += run;
+    const run = readRun(bytes, offset, bytes.length, valueBytes, 'dictionary indices');
+    offset = run.next;
+    if (run.rle) {
+      const length = Math.min(run.count, count - filled);
+      if (run.value >= size) throw new Error(`parquet dictionary index ${run.value} is out of range (${size} entries)`);
+      target.fill(dict[run.value]!, at + filled, at + filled + length);
+      filled += length;
     } else {
-      const groups = Math.floor(header / 2);
-      const take = Math.min(groups * 8, count - filled);
+      const groups = run.count / 8;
+      const take = Math.min(run.count, count - filled);
       let buffer = 0;
       let bits = 0;
       let p = offset;
