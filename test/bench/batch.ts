@@ -26,7 +26,7 @@ type Format = (typeof FORMATS)[number];
 const PARQUET_ROW_GROUP = 4096;
 const NPY_SHARD_BYTES = 4480 * 784;
 const BATCH_SIZE = 64;
-const SWEEP_ROWS = 8_000;
+const SWEEP_ROWS = Math.min(8_000, Math.ceil(ROWS / 10));
 const SWEEP_REPS = 3;
 const ROUNDS = 2;
 const round2 = (value: number) => round(value, 1);
