@@ -187,7 +187,7 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
     const jobs: Record<Format, { key: string; bytes: number; options: Record<string, unknown> }> = {
       jsonl: { key: 'batches/inputs/mnist-100k.jsonl', bytes: Buffer.byteLength(text), options: {} },
       parquet: { key: 'batches/inputs/mnist-100k.parquet', bytes: parquet.length, options: { shard_bytes: 1024 } },
-      npy: { key: 'batches/inputs/mnist-100k.npy', bytes: npy.length, options: { shard_bytes: NPY_SHARD_BYTES } },
+      npy: { key: 'batches/inputs/mnist-100k.npy', bytes: npy.length, options: { shard_bytes: NPY_SHARD_BYTES, output_format: 'parquet' } },
     };
 
     // Rounds interleave the plain loops, one worker and two workers, so load from anything else on
@@ -287,7 +287,7 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
       targets: { jsonl: { cpu_efficiency: 0.85 }, parquet: { cpu_efficiency: 0.93 }, npy: { cpu_efficiency: 0.93 }, efficiency: 0.9, scaling_2_workers: 1.6 },
       notes: {
         model: 'mnist MLP 784-2048-1024-10 (3.7M weights), fixtures/models/mnist',
-        input: `${ROWS} MNIST train images, the same rows in each format: JSONL (V2 tensors, ${Math.round(jobs.jsonl.bytes / 1e6)} MB, shards of ${SHARD_BYTES} bytes); Parquet written by DuckDB (id BIGINT, input UTINYINT[], snappy, row groups of ${PARQUET_ROW_GROUP} rows, one shard each, ${Math.round(jobs.parquet.bytes / 1e6)} MB, Parquet result); .npy uint8 [rows, 784] (${Math.round(jobs.npy.bytes / 1e6)} MB, shards of ${NPY_SHARD_BYTES / 784} rows, JSONL result)`,
+        input: `${ROWS} MNIST train images, the same rows in each format: JSONL (V2 tensors, ${Math.round(jobs.jsonl.bytes / 1e6)} MB, shards of ${SHARD_BYTES} bytes); Parquet written by DuckDB (id BIGINT, input UTINYINT[], snappy, row groups of ${PARQUET_ROW_GROUP} rows, one shard each, ${Math.round(jobs.parquet.bytes / 1e6)} MB, Parquet result); .npy uint8 [rows, 784] (${Math.round(jobs.npy.bytes / 1e6)} MB, shards of ${NPY_SHARD_BYTES / 784} rows, Parquet result: in a worker profile of a JSONL result (30,000 rows, load ~40) its text, written, read back and merged over loopback HTTP, took 2.1 s of socket writes and 0.8 s of string encoding beside 6.7 s of session.run)`,
         workers: 'infra/gpu-worker/worker.ts processes, EXECUTION_PROVIDER=cpu, INTRA_OP_THREADS=1, emulators (fauxqs, dynalite) in the bench process',
         cpu: 'rows per CPU-second: the worker processes (every thread, from /proc) against the plain loop (process.cpuUsage); insensitive to other load on a shared machine, and the emulators are not counted',
         baselines: 'jsonl: the same lines JSON-parsed and run in this process at the same batch size (as in earlier runs); parquet and npy: the rows as one Float32Array in memory, each batch a view (inference alone: the strictest baseline); cpu_efficiency_vs_inference_only puts all three against that one',
