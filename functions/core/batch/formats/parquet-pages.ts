@@ -306,11 +306,15 @@ function presentCount(definition: Uint8Array | undefined, from: number, count: n
 }
 
 /** Decodes every page of one column chunk. */
-export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn): DecodedChunk {
+export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: NumericArrayConstructor): DecodedChunk {
   const total = leaf.numValues;
   const definition = leaf.maxDefinition > 0 ? new Uint8Array(total) : undefined;
   const repetition = leaf.maxRepetition > 0 ? new Uint8Array(total) : undefined;
-  const out = new (leaf.physical === 'BOOLEAN' ? Uint8Array : ARRAYS[leaf.physical])(total);
+  // With a target type (an exact widening the caller checked), values land in it directly: a
+  // dictionary is converted once, not every value after the gather.
+  const Physical = leaf.physical === 'BOOLEAN' ? Uint8Array : ARRAYS[leaf.physical];
+  const Out = leaf.physical === 'BOOLEAN' || leaf.physical === 'INT64' ? Physical : (target ?? Physical);
+  const out = new Out(total);
   let written = 0;
   let dictionary: NumericArray | undefined;
   let entries = 0;
@@ -332,6 +336,11 @@ export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn): DecodedC
       if (encoding !== PLAIN && encoding !== PLAIN_DICTIONARY) throw new UnsupportedPageError(`dictionary encoding ${encoding}`);
       const page = decompress(leaf.codec, body, uncompressedSize);
       dictionary = readPlain(leaf.physical, page, 0, int(dict, 1));
+      if (!(dictionary instanceof Out)) {
+        const converted = new Out(dictionary.length);
+        (converted as Float64Array).set(dictionary as Float64Array);
+        dictionary = converted;
+      }
       continue;
     }
     if (type !== 0 && type !== 3) continue; // index pages carry no values
@@ -381,7 +390,12 @@ export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn): DecodedC
       if (!dictionary) throw new Error('parquet dictionary-encoded page without a dictionary page');
       if (present > 0) readDictionary(values, valuesAt + 1, values[valuesAt]!, present, dictionary, out, written);
     } else if (encoding === BYTE_STREAM_SPLIT) {
-      byteStreamSplit(leaf.physical, values, valuesAt, present, out, written);
+      if (Out === Physical) byteStreamSplit(leaf.physical, values, valuesAt, present, out, written);
+      else {
+        const raw = new Physical(present);
+        byteStreamSplit(leaf.physical, values, valuesAt, present, raw, 0);
+        (out as Float64Array).set(raw as Float64Array, written);
+      }
     } else if (encoding === RLE && leaf.physical === 'BOOLEAN') {
       readHybrid(values, valuesAt + 4, values.length, 1, present, (out as Uint8Array).subarray(written));
     } else {

@@ -2,7 +2,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { parquetMetadataAsync, parquetRead, parquetSchema, type FileMetaData, type SchemaTree } from 'hyparquet';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { BadRequestError } from '../../errors.ts';
-import { ELEMENT_ARRAYS, type ElementType, type NumericArray } from './elements.ts';
+import { ELEMENT_ARRAYS, type ElementType, type NumericArray, type NumericArrayConstructor } from './elements.ts';
 import { decodeColumnChunk, UnsupportedPageError, type LeafColumn } from './parquet-pages.ts';
 import { getBytes, s3AsyncBuffer, type ObjectRef } from './ranged.ts';
 
@@ -206,10 +206,11 @@ function irregular(decoded: { values: NumericArray; definition: Uint8Array | und
  * Values of one column over row groups [from, to): one ranged GET per chunk, decoded into one
  * typed array of the column's physical type, `perRow` values a row.
  */
-export async function readParquetColumn(s3: S3Client, object: ObjectRef, file: ParquetFile, column: ParquetColumn, from: number, to: number, perRow: number): Promise<ColumnValues> {
+export async function readParquetColumn(s3: S3Client, object: ObjectRef, file: ParquetFile, column: ParquetColumn, from: number, to: number, perRow: number, target?: NumericArrayConstructor): Promise<ColumnValues> {
   const groups = file.metadata.row_groups.slice(from, to);
   const rows = groups.reduce((n, g) => n + Number(g.num_rows), 0);
-  const Ctor = column.leaf === 'BOOLEAN' ? Uint8Array : ELEMENT_ARRAYS[({ INT32: 'i4', INT64: 'i8', FLOAT: 'f4', DOUBLE: 'f8' } as const)[column.leaf]];
+  const physical = column.leaf === 'BOOLEAN' ? Uint8Array : ELEMENT_ARRAYS[({ INT32: 'i4', INT64: 'i8', FLOAT: 'f4', DOUBLE: 'f8' } as const)[column.leaf]];
+  const Ctor = column.leaf === 'BOOLEAN' || column.leaf === 'INT64' ? physical : (target ?? physical);
   const out = new Ctor(rows * perRow);
   const rowErrors = new Map<number, string>();
   const chunks = await Promise.all(groups.map((_, g) => {
@@ -222,7 +223,7 @@ export async function readParquetColumn(s3: S3Client, object: ObjectRef, file: P
     const { bytes, range } = chunks[g]!;
     let decoded;
     try {
-      decoded = decodeColumnChunk(bytes, { physical: column.leaf, codec: range.codec, maxDefinition: column.maxDefinition, maxRepetition: column.maxRepetition, numValues: range.numValues });
+      decoded = decodeColumnChunk(bytes, { physical: column.leaf, codec: range.codec, maxDefinition: column.maxDefinition, maxRepetition: column.maxRepetition, numValues: range.numValues }, Ctor);
     } catch (error) {
       if (!(error instanceof UnsupportedPageError)) throw error;
       await readGeneric(s3, object, file, column, from + g, groupRows, perRow, out, rowBase * perRow, rowErrors, rowBase);

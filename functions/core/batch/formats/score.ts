@@ -57,7 +57,9 @@ export async function readColumnarShard(s3: S3Client, message: ColumnarShardMess
           return column;
         });
         const perRow = columns.length === 1 ? spec.rowElements! : 1;
-        const read = await Promise.all(columns.map((c) => readParquetColumn(s3, object, file, c, message.start, message.end, perRow)));
+        // A tensor column is decoded straight into the input's element type (checked exact at submission).
+        const target = columns.length === 1 ? ELEMENT_ARRAYS[elementOf(spec.datatype)!] : undefined;
+        const read = await Promise.all(columns.map((c) => readParquetColumn(s3, object, file, c, message.start, message.end, perRow, target)));
         for (const r of read) for (const [row, why] of r.rowErrors) if (!rowErrors.has(row)) rowErrors.set(row, why);
         rows = read[0]!.values.length / perRow;
         return read.length === 1 ? toElements(read[0]!.values, spec.datatype) : interleave(read.map((r) => r.values), rows, spec.datatype);
