@@ -48,6 +48,12 @@ const REVIEWED_UNUSED: Record<string, string> = {
   'BatchScoreRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
   'BatchDeadLetterRole WriteBatchOutputs s3:AbortMultipartUpload arn:aws:s3:::ModelBucket/batches/*': 'S3ObjectWriter aborts a multipart write that fails midway',
   ...Object.fromEntries(
+    ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].map((role) => [
+      `${role} ListBatchInputs s3:ListBucket arn:aws:s3:::ModelBucket`,
+      'a columnar input given as a folder or a part-*.parquet pattern is listed at submission (batch/formats/plan.ts; test/integration/batch-columnar.test.ts); these paths submit single files',
+    ]),
+  ),
+  ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
         `${role} SendShards ${action} arn:aws:sqs:us-east-1:123456789012:BatchGpuShardQueue`,
