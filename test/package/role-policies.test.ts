@@ -83,6 +83,12 @@ const REVIEWED_UNUSED: Record<string, string> = {
     ]),
   ),
   ...Object.fromEntries(
+    ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].map((role) => [
+      `${role} ListBatchInputs s3:ListBucket arn:aws:s3:::ModelBucket`,
+      'a columnar input given as a folder or a part-*.parquet pattern is listed at submission (batch/formats/plan.ts; test/integration/batch-columnar.test.ts); these paths submit single files',
+    ]),
+  ),
+  ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
         `${role} SendShards ${action} arn:aws:sqs:us-east-1:123456789012:BatchGpuShardQueue`,
