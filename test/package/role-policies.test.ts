@@ -82,6 +82,8 @@ const REVIEWED_UNUSED: Record<string, string> = {
       'a submission whose shards SQS refused is marked failed (BatchService.submit); SQS took them all here',
     ]),
   ),
+  'BatchUploadRole WriteColumnarPlans s3:PutObject arn:aws:s3:::ModelBucket/batches/*/plan.json':
+    'a Parquet, .npy or .npz upload saves its plan at submission (batch/formats/plan.ts; test/integration/batch-columnar.test.ts); the packaged scenario uploads JSONL',
   ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].map((role) => [
       `${role} ListBatchInputs s3:ListBucket arn:aws:s3:::ModelBucket`,
