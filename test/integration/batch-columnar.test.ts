@@ -6,6 +6,12 @@ import { createBatchDeadLetterHandler, createBatchScoreHandler } from '../../fun
 import { createBatchUploadHandler } from '../../functions/batch-submit/app.ts';
 import { keys } from '../../functions/core/artifacts/keys.ts';
 import { shardStepName } from '../../functions/core/batch/merge.ts';
+import { createBatchKind } from '../../functions/core/batch/kind.ts';
+import { planKey, type ColumnarPlan } from '../../functions/core/batch/formats/plan.ts';
+import type { ShardMessage } from '../../functions/core/batch/schemas.ts';
+import type { ShardScorer } from '../../functions/core/batch/shard-scorer.ts';
+import { JobStepError } from '../../functions/core/jobs/kinds.ts';
+import type { StepRecord } from '../../functions/core/jobs/record.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
@@ -270,4 +276,30 @@ describe('a container worker killed mid-shard on NumPy input', () => {
     expect(rows).toHaveLength(3000);
     expect(rows.every((r) => Array.isArray(r.probabilities) && (r.probabilities as number[]).length === 10)).toBe(true);
   }, 120_000);
+});
+
+describe('a columnar job whose saved plan another submission replaced', () => {
+  it('has its shard step refuse the plan instead of scoring another input', async () => {
+    // Prepare: a finished job, its record and its plan as saved; a step context for shard 0.
+    await put('batches/inputs/planned.parquet', await duckdbParquet(`SELECT 'p' || i AS id, [i, i, i, i]::FLOAT[4] AS x FROM range(3) t(i)`));
+    const { job } = await stack.runtime.service().submit({ model: 'double', input: 'batches/inputs/planned.parquet' });
+    await finished(job.id);
+    const record = (await stack.runtime.table.getJob(job.id))!;
+    const saved = JSON.parse(new TextDecoder().decode(await getBytes(planKey(job.id)))) as ColumnarPlan;
+    const messages: ShardMessage[] = [];
+    const kindWith = () =>
+      createBatchKind({
+        s3: stack.s3,
+        scorer: () => ({ score: async (message: ShardMessage) => (messages.push(message), { job: message.job, shard: message.shard, rows: 3, failed: 0, ms: 0 }) }) as unknown as ShardScorer,
+      });
+    const context = (step: ReturnType<typeof kindWith>) =>
+      step.steps.shard!({ job: record, step: { attempts: 1 } as StepRecord, input: { shard: 0 }, checkpoint: undefined, remainingMs: () => 60_000, progress: async () => {}, steps: async () => [], signal: new AbortController().signal });
+
+    // Act + Assert: the saved plan is used as it is; once replaced, the step fails with the reason.
+    await expect(context(kindWith())).resolves.toMatchObject({ count: { shardsDone: 1, rowsScored: 3 } });
+    expect(messages[0]).toMatchObject({ key: 'batches/inputs/planned.parquet', start: 0, end: 1, rows: 3, columns: { x: ['x'] } });
+    await put(planKey(job.id), new TextEncoder().encode(JSON.stringify({ ...saved, requestHash: 'another-request' })));
+    await expect(context(kindWith())).rejects.toThrow(new JobStepError(`the job's plan (${planKey(job.id)}) was replaced by another submission under its id; submit the job again`));
+    expect(messages).toHaveLength(1);
+  }, 60_000);
 });

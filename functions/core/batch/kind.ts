@@ -1,10 +1,10 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import * as z from 'zod';
 import { BadRequestError } from '../platform/errors.ts';
-import type { JobKind, TerminalRule } from '../jobs/kinds.ts';
+import { JobStepError, type JobKind, type TerminalRule } from '../jobs/kinds.ts';
 import type { Json } from '../jobs/record.ts';
 import { planShards } from './input.ts';
-import { columnarMessageFields, isColumnarFormat, loadPlan, type ColumnarPlan } from './formats/plan.ts';
+import { columnarMessageFields, isColumnarFormat, loadPlan, planKey, type ColumnarPlan } from './formats/plan.ts';
 import { mergeJob, shardStepName } from './merge.ts';
 import { BATCH_COUNTERS, plannedBatchSchema, type BatchCounters, type MergeResult, type PlannedBatch, type ShardMessage } from './schemas.ts';
 import type { ShardOutcome, ShardScorer } from './shard-scorer.ts';
@@ -50,7 +50,13 @@ export function createBatchKind(deps: BatchKindDeps): JobKind {
   const columnarPlan = (jobId: string, plan: PlannedBatch): Promise<ColumnarPlan> => {
     const key = `${jobId}\n${plan.requestHash}`;
     if (cached?.key !== key) {
-      const loading = loadPlan(deps.s3, plan.inputBucket, jobId);
+      const loading = loadPlan(deps.s3, plan.inputBucket, jobId).then((saved) => {
+        // Saved before the job record: a conflicting submission racing for the same id may have replaced it.
+        if (saved.requestHash !== undefined && saved.requestHash !== plan.requestHash) {
+          throw new JobStepError(`the job's plan (${planKey(jobId)}) was replaced by another submission under its id; submit the job again`);
+        }
+        return saved;
+      });
       loading.catch(() => {
         if (cached?.plan === loading) cached = undefined;
       });

@@ -244,7 +244,7 @@ export class BatchService {
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
     };
     // The shard steps and the merge read a columnar job's shards and mapping from its saved plan (kind.ts).
-    if (layout) await savePlan(s3, this.options.bucket, jobId, layout);
+    if (layout) await savePlan(s3, this.options.bucket, jobId, { ...layout, requestHash });
     let submitted: { job: JobRecord; created: boolean };
     try {
       submitted = await this.options.runtime.submit({ kind: BATCH_KIND, id: jobId, request: plan as Json });

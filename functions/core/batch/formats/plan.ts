@@ -61,6 +61,8 @@ export interface ColumnarPlan {
   shards: PlannedShard[];
   rows: number;
   bytes: number;
+  /** The request hash of the job it was saved for: a step refuses a plan another submission under its id wrote. */
+  requestHash?: string;
 }
 
 export interface PlanRequest {
