@@ -62,9 +62,18 @@ export interface BatchUploadHandlerDeps {
 }
 
 /**
- * Options of an upload to batches/incoming/<job>.jsonl travel in its object metadata
- * (x-amz-meta-model, -version, -batch-size, -shard-bytes, -format, -csv-header, -worker, -outputs).
+ * Options of an upload to batches/incoming/<job>.jsonl (or .csv, .parquet, .npy, .npz) travel in its
+ * object metadata (x-amz-meta-model, -version, -batch-size, -shard-bytes, -format, -csv-header,
+ * -worker, -outputs, -output-format, -key-columns, and -columns as JSON: {"input": "column"}).
  */
+function jsonMetadata(name: string, value: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch (error) {
+    throw new BadRequestError(`metadata ${name} must be JSON, got ${JSON.stringify(value.slice(0, 80))}`, { cause: error });
+  }
+}
+
 export function uploadRequest(key: string, metadata: Record<string, string>): Record<string, unknown> {
   const number = (name: string) => {
     const value = metadata[name];
@@ -83,6 +92,9 @@ export function uploadRequest(key: string, metadata: Record<string, string>): Re
     csv_header: metadata['csv-header'] === undefined ? undefined : metadata['csv-header'] === 'true',
     worker: metadata.worker,
     outputs: metadata.outputs?.split(',').map((s) => s.trim()).filter(Boolean),
+    output_format: metadata['output-format'],
+    key_columns: metadata['key-columns']?.split(',').map((s) => s.trim()).filter(Boolean),
+    columns: metadata.columns === undefined ? undefined : jsonMetadata('columns', metadata.columns),
   };
   if (request.model === undefined) throw new BadRequestError('the upload has no x-amz-meta-model metadata naming the model to score with');
   return Object.fromEntries(Object.entries(request).filter(([, v]) => v !== undefined));
@@ -92,8 +104,8 @@ export function createBatchUploadHandler(deps: BatchUploadHandlerDeps) {
   const { service, s3, logger } = deps;
   return async function batchUploadHandler(event: S3Event | S3ObjectCreatedDetailEvent): Promise<void> {
     for (const { bucket, key } of uploadedObjects(event)) {
-      if (!key.startsWith(keys.batchIncomingPrefix) || !/\.(jsonl|csv)$/.test(key)) {
-        logger.warn('ignored upload: not batches/incoming/<job>.jsonl or .csv', { key });
+      if (!key.startsWith(keys.batchIncomingPrefix) || !/\.(jsonl|csv|parquet|npy|npz)$/.test(key)) {
+        logger.warn('ignored upload: not batches/incoming/<job>.jsonl, .csv, .parquet, .npy or .npz', { key });
         continue;
       }
       try {

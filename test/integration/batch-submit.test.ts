@@ -81,7 +81,7 @@ describe('POST /v2/batches', () => {
   });
 
   it('refuses malformed requests with the reason (400)', async () => {
-    expect(await post({ model: 'double' })).toEqual({ status: 400, body: { error: 'invalid batch request: give exactly one of input (an S3 location) or rows (inline)' } });
+    expect(await post({ model: 'double' })).toEqual({ status: 400, body: { error: 'invalid batch request: give exactly one of input (an S3 location), inputs (a list of them) or rows (inline)' } });
     expect((await post({ model: 'Double!', input: 'batches/inputs/rows.jsonl' })).body.error).toBe(
       'invalid batch request at model: must match [a-z0-9][a-z0-9._-]{0,63}',
     );

@@ -94,6 +94,14 @@ const REVIEWED_UNUSED: Record<string, string> = {
   'MonitorWorkerRole RetrySteps sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:MonitorStepQueue': 'the job runtime hands a failed attempt back with ChangeMessageVisibility (and renews a long step\'s lease every third of the visibility timeout); these steps succeed at once',
   'MonitorScheduleRole VersionsAndJobs dynamodb:GetItem arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'a schedule delivered twice finds its keyed drift job there already and reads it back (JobRuntime.submit)',
   'CanaryGuardRole ReadMetrics cloudwatch:GetMetricData *': 'no CloudWatch emulator: the role test runs the guard on the local stack\'s EMF metrics store (METRICS_SOURCE=local), the same figures',
+  'BatchUploadRole WriteColumnarPlans s3:PutObject arn:aws:s3:::ModelBucket/batches/*/plan.json':
+    'a Parquet, .npy or .npz upload saves its plan at submission (batch/formats/plan.ts; test/integration/batch-columnar.test.ts); the packaged scenario uploads JSONL',
+  ...Object.fromEntries(
+    ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].map((role) => [
+      `${role} ListBatchInputs s3:ListBucket arn:aws:s3:::ModelBucket`,
+      'a columnar input given as a folder or a part-*.parquet pattern is listed at submission (batch/formats/plan.ts; test/integration/batch-columnar.test.ts); these paths submit single files',
+    ]),
+  ),
   ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [

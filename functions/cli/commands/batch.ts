@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs';
-import { stat, writeFile } from 'node:fs/promises';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand } from '@aws-sdk/client-sqs';
 import type { Command } from 'commander';
 import { createSqsClient } from '../../core/aws/clients.ts';
@@ -58,6 +58,24 @@ async function watch(ctx: CliContext, id: string, intervalSeconds: number): Prom
   }
 }
 
+function contentTypeOf(file: string): string {
+  if (file.endsWith('.csv')) return 'text/csv';
+  if (file.endsWith('.parquet')) return 'application/vnd.apache.parquet';
+  if (file.endsWith('.npy') || file.endsWith('.npz')) return 'application/octet-stream';
+  return 'application/x-ndjson';
+}
+
+/** `--columns image=pixels,features=a+b+c` → {image: ['pixels'], features: ['a', 'b', 'c']}. */
+export function parseColumns(value: string): Record<string, string[]> {
+  const mapping: Record<string, string[]> = {};
+  for (const part of value.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0 || eq === part.length - 1) throw new CliError(`--columns: '${part}' is not input=column`);
+    mapping[part.slice(0, eq)] = part.slice(eq + 1).split('+').map((c) => c.trim());
+  }
+  return mapping;
+}
+
 function splitS3(uri: string): { bucket: string; key: string } {
   const rest = uri.slice('s3://'.length);
   const slash = rest.indexOf('/');
@@ -70,22 +88,27 @@ export function registerBatchCommands(program: Command): void {
 
   batch
     .command('submit')
-    .description('upload a JSONL (V2 tensors per line) or CSV file and submit it as a batch job')
-    .argument('<file>', 'local file, or s3://<bucket>/batches/inputs/... already uploaded')
+    .description('upload a JSONL (V2 tensors per line), CSV, Parquet, .npy or .npz file and submit it as a batch job')
+    .argument('[file]', 'local file, or s3://<bucket>/batches/inputs/... already uploaded')
+    .option('--input <location>', 'an uploaded input instead of <file>: a key, a folder ending in /, or a pattern like part-*.parquet; repeat for a list', (v: string, all: string[] = []) => [...all, v])
+    .option('--columns <mapping>', 'columnar input: input=column, or input=col1+col2+... for a tabular row; comma-separated', parseColumns)
+    .option('--key-columns <names>', 'Parquet input: columns copied to the result beside the outputs (comma-separated)')
+    .addOption(choiceOption('--output-format <format>', 'result as parquet or jsonl (default: parquet for Parquet input, else jsonl)', ['parquet', 'jsonl']))
     .requiredOption('--model <name>', 'model name')
     .option('--version <version>', 'version or alias (default: the latest)')
     .option('--batch-size <n>', 'rows per tensor', positiveInteger('--batch-size'))
     .option('--shard-bytes <n>', 'bytes of input per shard', positiveInteger('--shard-bytes'))
-    .addOption(choiceOption('--format <format>', 'jsonl or csv (default: from the file name)', ['jsonl', 'csv']))
+    .addOption(choiceOption('--format <format>', 'jsonl, csv, parquet, npy or npz (default: from the file name)', ['jsonl', 'csv', 'parquet', 'npy', 'npz']))
     .option('--csv-header', 'the CSV file starts with a header line')
     .addOption(choiceOption('--worker <worker>', 'auto, lambda or gpu', ['auto', 'lambda', 'gpu']).default('auto'))
     .option('--idempotency-key <key>', 'resubmitting with the same key returns the same job')
     .option('--watch', 'show progress until the job ends')
     .addOption(intervalOption('with --watch', 1))
-    .action(async (file: string, opts: { model: string; version?: string; batchSize?: number; shardBytes?: number; format?: string; csvHeader?: boolean; worker: string; idempotencyKey?: string; watch?: boolean; interval: number }) => {
+    .action(async (file: string | undefined, opts: { model: string; version?: string; batchSize?: number; shardBytes?: number; format?: string; csvHeader?: boolean; worker: string; idempotencyKey?: string; watch?: boolean; interval: number; input?: string[]; columns?: Record<string, string[]>; keyColumns?: string; outputFormat?: string }) => {
       const ctx = cliContext(global());
-      let input = file;
-      if (!file.startsWith('s3://')) {
+      if ((file === undefined) === (opts.input === undefined)) throw new CliError('give the input either as <file> or with --input, not both');
+      let input = file ?? opts.input![0]!;
+      if (file !== undefined && !file.startsWith('s3://')) {
         const info = await stat(file).catch((error: NodeJS.ErrnoException) => {
           throw new CliError(`cannot read input file ${file}: ${error.code ?? error.message}`);
         });
@@ -95,7 +118,7 @@ export function registerBatchCommands(program: Command): void {
         for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
         const key = `${keys.batchInputsPrefix}${hash.digest('hex').slice(0, 16)}/${basename(file).replace(/[^A-Za-z0-9._-]/g, '_')}`;
         // In parts above 8 MiB: S3 wants multipart for big objects and the local emulator takes 11 MiB a request.
-        const writer = new S3ObjectWriter({ s3: await store.client(), bucket: store.bucket, key, contentType: file.endsWith('.csv') ? 'text/csv' : 'application/x-ndjson' });
+        const writer = new S3ObjectWriter({ s3: await store.client(), bucket: store.bucket, key, contentType: contentTypeOf(file) });
         for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await writer.write(chunk as Buffer);
         await writer.close();
         input = `s3://${store.bucket}/${key}`;
@@ -103,7 +126,10 @@ export function registerBatchCommands(program: Command): void {
       }
       const body = {
         model: opts.model,
-        input,
+        ...(opts.input && opts.input.length > 1 ? { inputs: opts.input } : { input }),
+        ...(opts.columns ? { columns: opts.columns } : {}),
+        ...(opts.keyColumns ? { key_columns: opts.keyColumns.split(',').map((c) => c.trim()).filter(Boolean) } : {}),
+        ...(opts.outputFormat ? { output_format: opts.outputFormat } : {}),
         ...(opts.version ? { version: opts.version } : {}),
         ...(opts.batchSize !== undefined ? { batch_size: opts.batchSize } : {}),
         ...(opts.shardBytes !== undefined ? { shard_bytes: opts.shardBytes } : {}),
@@ -145,6 +171,25 @@ export function registerBatchCommands(program: Command): void {
       if (!uri) throw new CliError(`job ${id} is ${job.state}: it has no ${opts.errors ? 'errors file' : 'result'} yet`);
       const { bucket, key } = splitS3(uri);
       const store = ctx.store();
+      if (key.endsWith('/')) {
+        // A Parquet result is a folder of parts, one per shard: fetched into a local folder.
+        if (!opts.output) throw new CliError(`job ${id}'s result is a folder of Parquet parts (${uri}); give --output <folder>`);
+        const s3 = await store.client();
+        await mkdir(opts.output, { recursive: true });
+        let token: string | undefined;
+        let parts = 0;
+        do {
+          const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: key, ContinuationToken: token }));
+          for (const object of listed.Contents ?? []) {
+            const part = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: object.Key! }));
+            await writeFile(join(opts.output, basename(object.Key!)), await part.Body!.transformToByteArray());
+            parts++;
+          }
+          token = listed.IsTruncated ? listed.NextContinuationToken : undefined;
+        } while (token);
+        console.error(`wrote ${parts} Parquet part(s) to ${opts.output}`);
+        return;
+      }
       const out = await (await store.client()).send(new GetObjectCommand({ Bucket: bucket, Key: key }));
       const bytes = await out.Body!.transformToByteArray();
       if (opts.output) {

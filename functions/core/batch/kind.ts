@@ -1,9 +1,10 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import * as z from 'zod';
 import { BadRequestError } from '../platform/errors.ts';
-import type { JobKind, TerminalRule } from '../jobs/kinds.ts';
+import { JobStepError, type JobKind, type TerminalRule } from '../jobs/kinds.ts';
 import type { Json } from '../jobs/record.ts';
 import { planShards } from './input.ts';
+import { columnarMessageFields, isColumnarFormat, loadPlan, planKey, type ColumnarPlan } from './formats/plan.ts';
 import { mergeJob, shardStepName } from './merge.ts';
 import { BATCH_COUNTERS, plannedBatchSchema, type BatchCounters, type MergeResult, type PlannedBatch, type ShardMessage } from './schemas.ts';
 import type { ShardOutcome, ShardScorer } from './shard-scorer.ts';
@@ -21,6 +22,8 @@ export const BATCH_GPU_QUEUE = 'batch-gpu';
 export const MERGE_STEP = 'merge';
 
 const shardInputSchema = z.strictObject({ shard: z.number().int().nonnegative(), start: z.number().int().nonnegative(), end: z.number().int().positive() });
+/** A columnar job's shard step names its shard alone: its file, units and mapping are in the saved plan. */
+const columnarShardInputSchema = z.strictObject({ shard: z.number().int().nonnegative() });
 
 export interface BatchKindDeps {
   s3: S3Client;
@@ -41,6 +44,26 @@ export const batchTerminalRule: TerminalRule = (job, steps) => {
 };
 
 export function createBatchKind(deps: BatchKindDeps): JobKind {
+  // A worker scores many shards of one job in a row: its plan is read once. Keyed by the request's
+  // hash too, since a refused upload's job id is reused by the fixed upload with a plan of its own.
+  let cached: { key: string; plan: Promise<ColumnarPlan> } | undefined;
+  const columnarPlan = (jobId: string, plan: PlannedBatch): Promise<ColumnarPlan> => {
+    const key = `${jobId}\n${plan.requestHash}`;
+    if (cached?.key !== key) {
+      const loading = loadPlan(deps.s3, plan.inputBucket, jobId).then((saved) => {
+        // Saved before the job record: a conflicting submission racing for the same id may have replaced it.
+        if (saved.requestHash !== undefined && saved.requestHash !== plan.requestHash) {
+          throw new JobStepError(`the job's plan (${planKey(jobId)}) was replaced by another submission under its id; submit the job again`);
+        }
+        return saved;
+      });
+      loading.catch(() => {
+        if (cached?.plan === loading) cached = undefined;
+      });
+      cached = { key, plan: loading };
+    }
+    return cached.plan;
+  };
   return {
     name: BATCH_KIND,
     parseRequest(body) {
@@ -50,6 +73,9 @@ export function createBatchKind(deps: BatchKindDeps): JobKind {
     },
     plan: (request) => {
       const plan = request as unknown as PlannedBatch;
+      if (isColumnarFormat(plan.format)) {
+        return Array.from({ length: plan.shardsTotal }, (_, shard) => ({ name: shardStepName(shard), handler: 'shard', input: { shard } }));
+      }
       return planShards(plan.inputBytes, plan.shardBytes).map(({ shard, start, end }) => ({ name: shardStepName(shard), handler: 'shard', input: { shard, start, end } }));
     },
     finalStep: () => ({ name: MERGE_STEP, handler: 'merge' }),
@@ -62,7 +88,10 @@ export function createBatchKind(deps: BatchKindDeps): JobKind {
     steps: {
       async shard(ctx) {
         const plan = ctx.job.request as unknown as PlannedBatch;
-        const range = shardInputSchema.parse(ctx.input);
+        const columnar = isColumnarFormat(plan.format) ? await columnarPlan(ctx.job.id, plan) : undefined;
+        const range = columnar ? { ...columnarShardInputSchema.parse(ctx.input), start: 0, end: 0 } : shardInputSchema.parse(ctx.input);
+        const unit = columnar?.shards[range.shard];
+        if (columnar && !unit) throw new Error(`shard ${range.shard} is not in the job's plan of ${columnar.shards.length} shard(s)`);
         deps.log?.('info', 'shard started', { job: ctx.job.id, shard: range.shard, attempt: ctx.step.attempts });
         const message: ShardMessage = {
           v: 1,
@@ -81,6 +110,7 @@ export function createBatchKind(deps: BatchKindDeps): JobKind {
           csvHeader: plan.csvHeader,
           batchSize: plan.batchSize,
           ...(plan.outputs ? { outputs: plan.outputs } : {}),
+          ...(columnar && unit ? columnarMessageFields(columnar, unit) : {}),
         };
         const outcome = await deps.scorer().score(message, { signal: ctx.signal });
         deps.onShardScored?.(outcome, plan.model);
@@ -91,7 +121,8 @@ export function createBatchKind(deps: BatchKindDeps): JobKind {
       },
       async merge(ctx) {
         const plan = ctx.job.request as unknown as PlannedBatch;
-        const merged = await mergeJob({ s3: deps.s3, ...(deps.log ? { log: deps.log } : {}) }, ctx.job.id, plan, await ctx.steps());
+        const columnar = isColumnarFormat(plan.format) ? await columnarPlan(ctx.job.id, plan) : undefined;
+        const merged = await mergeJob({ s3: deps.s3, ...(deps.log ? { log: deps.log } : {}) }, ctx.job.id, plan, await ctx.steps(), columnar);
         deps.log?.('info', 'batch job merged', { job: ctx.job.id, shardsFailed: merged.shardsFailed, deadRows: merged.deadRows });
         // The failed shards' rows are counted here, once, as the merge lists them.
         return { result: merged as unknown as Json, count: { rowsFailed: merged.deadRows } };

@@ -1,9 +1,11 @@
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { keys } from '../artifacts/keys.ts';
 import type { StepRecord } from '../jobs/record.ts';
 import { planShards, readShardLines } from './input.ts';
 import { S3ObjectWriter } from './output.ts';
 import { errorLine } from './scoring.ts';
+import type { ColumnarPlan, PlannedShard } from './formats/plan.ts';
+import { parquetShardKey } from './formats/score.ts';
 import type { MergeResult, PlannedBatch, ShardResult } from './schemas.ts';
 
 /**
@@ -52,12 +54,18 @@ function shardError(step: StepRecord | undefined): string {
   return (step?.lastError ?? 'it ended without recording an error').replace(/ \(after \d+ attempts\)$/, '');
 }
 
-export async function mergeJob(deps: MergeDeps, jobId: string, plan: PlannedBatch, steps: readonly StepRecord[]): Promise<MergeResult> {
+/**
+ * `columnar` is the plan a columnar job saved at submission: its shards are the plan's, and with
+ * Parquet output the result is the shards' parts, in order, under `result/` (the errors are merged as always).
+ */
+export async function mergeJob(deps: MergeDeps, jobId: string, plan: PlannedBatch, steps: readonly StepRecord[], columnar?: ColumnarPlan): Promise<MergeResult> {
   const bucket = plan.inputBucket;
   const records = new Map(steps.map((s) => [s.name, s]));
   const scored = (shard: number) => records.get(shardStepName(shard))?.state === 'succeeded';
-  const ranges = planShards(plan.inputBytes, plan.shardBytes);
-  const result = new S3ObjectWriter({ s3: deps.s3, bucket, key: keys.batchResult(jobId) });
+  const parquetOut = columnar?.outputFormat === 'parquet';
+  const ranges = columnar?.shards ?? planShards(plan.inputBytes, plan.shardBytes);
+  const resultKey = parquetOut ? `${keys.batchPrefix(jobId)}result/` : keys.batchResult(jobId);
+  const result = parquetOut ? undefined : new S3ObjectWriter({ s3: deps.s3, bucket, key: resultKey });
   const errors = new S3ObjectWriter({ s3: deps.s3, bucket, key: keys.batchErrors(jobId) });
   const dead: DeadShard[] = [];
   let deadRows = 0;
@@ -67,7 +75,11 @@ export async function mergeJob(deps: MergeDeps, jobId: string, plan: PlannedBatc
   const fetchShard = (shard: number) => {
     if (shard >= ranges.length || fetches.has(shard) || !scored(shard)) return;
     const pending = Promise.all([
-      getText(deps.s3, bucket, keys.batchShardOutput(jobId, shard)),
+      parquetOut
+        ? deps.s3
+            .send(new CopyObjectCommand({ Bucket: bucket, Key: `${resultKey}part-${String(shard).padStart(6, '0')}.parquet`, CopySource: `${bucket}/${parquetShardKey(jobId, shard)}` }))
+            .then(() => '')
+        : getText(deps.s3, bucket, keys.batchShardOutput(jobId, shard)),
       getText(deps.s3, bucket, keys.batchShardErrors(jobId, shard)),
     ]);
     pending.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
@@ -80,34 +92,37 @@ export async function mergeJob(deps: MergeDeps, jobId: string, plan: PlannedBatc
     if (scored(range.shard)) {
       const [lines, errs] = await fetches.get(range.shard)!;
       fetches.delete(range.shard);
-      await result.write(renumber(lines, base));
+      await result?.write(renumber(lines, base));
       await errors.write(renumber(errs, base));
       base += (record?.result as ShardResult | undefined)?.rows ?? 0;
       continue;
     }
     // A failed shard: its rows are still listed, each with the reason, so numbering stays that of the input.
     const error = `shard ${range.shard} failed: ${shardError(record)}`;
-    let rows: number | undefined;
-    try {
-      let lines = await readShardLines(deps.s3, { bucket, key: plan.inputKey, etag: plan.inputEtag, size: plan.inputBytes }, range.start, range.end);
-      if (plan.format === 'csv' && plan.csvHeader && range.start === 0) lines = lines.slice(1);
-      rows = lines.length;
-    } catch (cause) {
-      deps.log?.('warn', 'rows of a failed shard could not be counted', { job: jobId, shard: range.shard, error: (cause as Error).message });
+    // A columnar shard's rows were counted at planning; a line shard's are counted now.
+    let rows: number | undefined = (range as Partial<PlannedShard>).rows;
+    if (rows === undefined) {
+      try {
+        let lines = await readShardLines(deps.s3, { bucket, key: plan.inputKey, etag: plan.inputEtag, size: plan.inputBytes }, range.start, range.end);
+        if (plan.format === 'csv' && plan.csvHeader && range.start === 0) lines = lines.slice(1);
+        rows = lines.length;
+      } catch (cause) {
+        deps.log?.('warn', 'rows of a failed shard could not be counted', { job: jobId, shard: range.shard, error: (cause as Error).message });
+      }
     }
     dead.push({ shard: range.shard, rows, error });
     if (rows === undefined) continue;
     let text = '';
     for (let i = 0; i < rows; i++) text += `${errorLine(base + i, error)}\n`;
-    await result.write(text);
+    await result?.write(text);
     await errors.write(text);
     base += rows;
     deadRows += rows;
   }
-  await result.close();
+  await result?.close();
   await errors.close();
   return {
-    resultKey: keys.batchResult(jobId),
+    resultKey,
     errorsKey: keys.batchErrors(jobId),
     shardsFailed: dead.length,
     deadRows,

@@ -1,6 +1,7 @@
 import { BadRequestError } from '../platform/errors.ts';
 import type { V2Datatype } from '../v2/datatypes.ts';
 import { decodeJsonTensorData, type TensorData } from '../v2/codec.ts';
+import { FP32_OVERFLOW } from '../v2/json-numbers.ts';
 import type { TensorMetadata } from '../v2/schemas.ts';
 import type { BatchFormat } from './schemas.ts';
 
@@ -170,4 +171,43 @@ export function jsonRowValues(data: TensorData, from: number, to: number, dataty
   if (datatype === 'BOOL') return Array.from(slice as ArrayLike<number>, (v) => v !== 0);
   if (data instanceof BigInt64Array || data instanceof BigUint64Array) return Array.from(slice as ArrayLike<bigint>, Number);
   return Array.from(slice as ArrayLike<number>);
+}
+
+/**
+ * A JSONL row written straight into the batch's tensors at `slot`: the common case (FP32 or FP64
+ * inputs, flat `data` arrays of plain numbers) is one typed-array `set` per input after a check that
+ * every element is an in-range number. Returns the row's id holder, or undefined when the row is not
+ * that simple: the caller then decodes it with decodeJsonlRow, which accepts everything it may hold
+ * (nesting, bare NaN) or says exactly what is wrong.
+ */
+export function writeJsonlRowInto(line: string, specs: readonly InputSpec[], targets: readonly (Float32Array | Float64Array)[], slot: number): { id?: string | number } | undefined {
+  let row: unknown;
+  try {
+    row = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (typeof row !== 'object' || row === null) return undefined;
+  const { id, inputs } = row as { id?: unknown; inputs?: unknown };
+  if ((id !== undefined && typeof id !== 'string' && typeof id !== 'number') || !Array.isArray(inputs) || inputs.length !== specs.length) return undefined;
+  for (let i = 0; i < specs.length; i++) {
+    const spec = specs[i]!;
+    const tensor = inputs.find((t: { name?: unknown } | null) => t?.name === spec.name) as { datatype?: unknown; shape?: unknown; data?: unknown } | undefined;
+    if (!tensor || (tensor.datatype !== undefined && tensor.datatype !== spec.datatype)) return undefined;
+    const data = tensor.data;
+    const count = spec.rowElements!;
+    if (!Array.isArray(data) || data.length !== count) return undefined;
+    if (tensor.shape !== undefined) {
+      const shape = tensor.shape as unknown[];
+      const bare = Array.isArray(shape) && shape.length === spec.rowShape.length + 1 && shape[0] === 1 ? shape.slice(1) : shape;
+      if (!Array.isArray(bare) || bare.length !== spec.rowShape.length || !spec.rowShape.every((d, k) => d === bare[k])) return undefined;
+    }
+    const limit = spec.datatype === 'FP32' ? FP32_OVERFLOW : Infinity;
+    for (let k = 0; k < count; k++) {
+      const v: unknown = data[k];
+      if (typeof v !== 'number' || !(v < limit && v > -limit)) return undefined;
+    }
+    targets[i]!.set(data as number[], slot * count);
+  }
+  return id === undefined ? {} : { id };
 }

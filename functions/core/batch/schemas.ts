@@ -6,7 +6,7 @@ import type { JobRecord } from '../jobs/record.ts';
  * The batch contracts: what a client submits, what a shard message carries, and how a job looks to
  * its clients. Wire names are snake_case like the rest of the V2 API; stored records are camelCase.
  */
-export const BATCH_FORMATS = ['jsonl', 'csv'] as const;
+export const BATCH_FORMATS = ['jsonl', 'csv', 'parquet', 'npy', 'npz'] as const;
 export type BatchFormat = (typeof BATCH_FORMATS)[number];
 
 export const BATCH_WORKERS = ['auto', 'lambda', 'gpu'] as const;
@@ -36,6 +36,14 @@ export const submitBatchRequestSchema = z
     version: name.optional(),
     /** `s3://<bucket>/<key>` or a key in the model bucket, under batches/inputs/ or batches/incoming/. */
     input: z.string().min(1).max(1024).optional(),
+    /** Several input files planned as one job (Parquet, .npy or .npz), scored in this order. */
+    inputs: z.array(z.string().min(1).max(1024)).min(1).max(10_000).optional(),
+    /** Columnar input: model input → the column (or array) feeding it, or several flat columns for a tabular row. */
+    columns: z.record(z.string().min(1), z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])).optional(),
+    /** Parquet input: flat columns copied to the result next to the outputs (default: `id` when there is one). */
+    key_columns: z.array(z.string().min(1)).optional(),
+    /** The result's format: Parquet (the default for Parquet input) or JSONL. */
+    output_format: z.enum(['jsonl', 'parquet']).optional(),
     /** Rows sent inline, each what one JSONL line would hold. */
     rows: z.array(z.unknown()).min(1).optional(),
     format: z.enum(BATCH_FORMATS).optional(),
@@ -49,8 +57,8 @@ export const submitBatchRequestSchema = z
     outputs: z.array(z.string().min(1)).min(1).optional(),
   })
   .strict()
-  .refine((r) => (r.input === undefined) !== (r.rows === undefined), {
-    message: 'give exactly one of input (an S3 location) or rows (inline)',
+  .refine((r) => [r.input, r.inputs, r.rows].filter((v) => v !== undefined).length === 1, {
+    message: 'give exactly one of input (an S3 location), inputs (a list of them) or rows (inline)',
   });
 export type SubmitBatchRequest = z.infer<typeof submitBatchRequestSchema>;
 
@@ -73,6 +81,11 @@ export const shardMessageSchema = z.object({
   csvHeader: z.boolean(),
   batchSize: z.number().int().min(1).max(MAX_BATCH_SIZE),
   outputs: z.array(z.string()).optional(),
+  /** Columnar shards (formats/plan.ts): start/end are row groups or rows, not bytes. */
+  rows: z.number().int().nonnegative().optional(),
+  columns: z.record(z.string(), z.array(z.string())).optional(),
+  keyColumns: z.array(z.string()).optional(),
+  outputFormat: z.enum(['jsonl', 'parquet']).optional(),
 });
 export type ShardMessage = z.infer<typeof shardMessageSchema>;
 

@@ -3,7 +3,7 @@ import { BadRequestError } from '../platform/errors.ts';
 import type { LoadedModel } from '../sessions/model-sessions.ts';
 import { DATATYPES, v2DatatypeOf } from '../v2/datatypes.ts';
 import type { TensorData } from '../v2/codec.ts';
-import { concatRows, decodeRow, inputSpecs, jsonRowValues, RowError, type DecodedRow, type InputSpec } from './rows.ts';
+import { concatRows, decodeRow, inputSpecs, jsonRowValues, RowError, writeJsonlRowInto, type DecodedRow, type InputSpec } from './rows.ts';
 import type { BatchFormat } from './schemas.ts';
 
 /**
@@ -37,6 +37,8 @@ export class ShardAbortedError extends Error {
 interface Pending {
   index: number;
   row: DecodedRow;
+  /** Where the row sits in the batch tensors, when rows are written into them as they are decoded. */
+  slot?: number;
 }
 
 function idPart(row: { id?: string | number } | undefined): string {
@@ -56,6 +58,9 @@ export async function scoreRows(model: LoadedModel, lines: readonly string[], op
   const fixedBatchOfOne = [...model.inputs.values()].some((t) => t.shape[0] === 1);
   const batchable = !fixedBatchOfOne && specs.every((s) => s.rowElements !== undefined);
   const batchSize = batchable ? options.batchSize : 1;
+  // JSONL rows of FP32/FP64 models go straight into one tensor per input, allocated once per shard.
+  const buffered = batchable && options.format === 'jsonl' && specs.every((s) => s.datatype === 'FP32' || s.datatype === 'FP64');
+  const buffers = buffered ? specs.map((s) => new (s.datatype === 'FP32' ? Float32Array : Float64Array)(batchSize * s.rowElements!)) : undefined;
 
   const out = new Array<string>(lines.length);
   const errorLines: string[] = [];
@@ -70,7 +75,7 @@ export async function scoreRows(model: LoadedModel, lines: readonly string[], op
   const runGroup = async (group: Pending[]) => {
     if (options.signal?.aborted) throw new ShardAbortedError();
     try {
-      const results = await model.session.run(feedsOf(specs, group), outputNames);
+      const results = await model.session.run(buffers ? bufferedFeeds(specs, buffers, group) : feedsOf(specs, group), outputNames);
       writeOutputs(out, group, outputNames, results);
     } catch (error) {
       if (error instanceof ShardAbortedError || group.length === 1) {
@@ -86,13 +91,21 @@ export async function scoreRows(model: LoadedModel, lines: readonly string[], op
   let group: Pending[] = [];
   for (let index = 0; index < lines.length; index++) {
     let row: DecodedRow;
-    try {
-      row = decodeRow(lines[index]!, options.format, specs);
-    } catch (error) {
-      fail(index, (error as Error).message, error instanceof RowError && error.id !== undefined ? { id: error.id, tensors: [] } : undefined);
-      continue;
+    const slot = group.length;
+    const written = buffers ? writeJsonlRowInto(lines[index]!, specs, buffers, slot) : undefined;
+    if (written) {
+      group.push({ index, row: { ...written, tensors: [] }, slot });
+    } else {
+      try {
+        row = decodeRow(lines[index]!, options.format, specs);
+      } catch (error) {
+        fail(index, (error as Error).message, error instanceof RowError && error.id !== undefined ? { id: error.id, tensors: [] } : undefined);
+        continue;
+      }
+      // A row the fast path left to the full decoder still joins the batch tensors.
+      buffers?.forEach((b, i) => b.set(row.tensors[i]!.data as Float32Array, slot * specs[i]!.rowElements!));
+      group.push({ index, row, ...(buffers ? { slot } : {}) });
     }
-    group.push({ index, row });
     if (group.length >= batchSize) {
       await runGroup(group);
       group = [];
@@ -115,6 +128,17 @@ function feedsOf(specs: readonly InputSpec[], group: readonly Pending[]): Record
     const data: TensorData = parts.length === 1 ? parts[0]! : concatRows(parts);
     const rowShape = group[0]!.row.tensors[i]!.shape;
     feeds[spec.name] = new ort.Tensor(DATATYPES[spec.datatype].ort, data as never, [group.length, ...rowShape]);
+  });
+  return feeds;
+}
+
+/** The batch tensors over the rows' slots: contiguous for a batch, one slot when a row is retried alone. */
+function bufferedFeeds(specs: readonly InputSpec[], buffers: readonly (Float32Array | Float64Array)[], group: readonly Pending[]): Record<string, ort.Tensor> {
+  const first = group[0]!.slot!;
+  const feeds: Record<string, ort.Tensor> = {};
+  specs.forEach((spec, i) => {
+    const e = spec.rowElements!;
+    feeds[spec.name] = new ort.Tensor(DATATYPES[spec.datatype].ort, buffers[i]!.subarray(first * e, (first + group.length) * e), [group.length, ...spec.rowShape]);
   });
   return feeds;
 }

@@ -13,6 +13,7 @@ import { EnqueueError } from '../jobs/step-queue.ts';
 import { headInput, planShards, type InputObject } from './input.ts';
 import { BATCH_KIND } from './kind.ts';
 import { batchIncompatibility } from './rows.ts';
+import { formatOfKey, isColumnarInput, planColumnarJob, planInputObject, savePlan, type ColumnarPlan } from './formats/plan.ts';
 import {
   DEFAULT_BATCH_SIZE,
   DEFAULT_SHARD_BYTES,
@@ -118,7 +119,7 @@ export class BatchService {
 
   private jobIdFor(source: SubmissionSource, idempotencyKey: string | undefined): string {
     if (source.kind === 'upload') {
-      const file = source.key.slice(keys.batchIncomingPrefix.length).replace(/\.(jsonl|csv)$/, '');
+      const file = source.key.slice(keys.batchIncomingPrefix.length).replace(/\.(jsonl|csv|parquet|npy|npz)$/, '');
       return assertValidName(file, 'job id');
     }
     if (idempotencyKey !== undefined) return `j-${sha256(`idempotency:${idempotencyKey}`).slice(0, 24)}`;
@@ -130,7 +131,7 @@ export class BatchService {
    * gets a `failed` record with the reason, so `GET /v2/batches/<job>` says what was wrong.
    */
   async rejectUpload(key: string, reason: string): Promise<void> {
-    const file = key.slice(keys.batchIncomingPrefix.length).replace(/\.(jsonl|csv)$/, '');
+    const file = key.slice(keys.batchIncomingPrefix.length).replace(/\.(jsonl|csv|parquet|npy|npz)$/, '');
     try {
       assertValidName(file, 'job id');
     } catch {
@@ -139,7 +140,7 @@ export class BatchService {
     const refused: PlannedBatch = {
       model: '',
       version: '',
-      format: key.endsWith('.csv') ? 'csv' : 'jsonl',
+      format: formatOfKey(key) ?? 'jsonl',
       csvHeader: false,
       batchSize: 0,
       shardBytes: 0,
@@ -174,9 +175,11 @@ export class BatchService {
       rowsHash = sha256(inline);
       inputKey = keys.batchInlineInput(jobId);
     } else {
-      inputKey = source.kind === 'upload' ? source.key : this.inputKey(request.input!);
+      // A list of inputs is named in the record by its first; the plan holds them all.
+      inputKey = source.kind === 'upload' ? source.key : this.inputKey(request.inputs?.[0] ?? request.input!);
     }
-    const format: BatchFormat = request.format ?? (inputKey.endsWith('.csv') ? 'csv' : 'jsonl');
+    const columnar = !inline && isColumnarInput(inputKey, request.inputs, request.format);
+    let format: BatchFormat = request.format ?? formatOfKey(inputKey) ?? (columnar ? 'parquet' : 'jsonl');
     const incompatible = batchIncompatibility(manifest.inputs, format);
     if (incompatible) throw new BadRequestError(`model '${request.model}' version '${version}' cannot be scored in batch: ${incompatible}`);
     for (const name of request.outputs ?? []) {
@@ -197,12 +200,31 @@ export class BatchService {
       if (existing) return this.resume(existing, source, await this.requestHash(request, version, inputKey, rowsHash, source));
       await s3.send(new PutObjectCommand({ Bucket: this.options.bucket, Key: inputKey, Body: inline, ContentType: 'application/x-ndjson' }));
     }
-    const input = await headInput(s3, this.options.bucket, inputKey);
+    let layout: ColumnarPlan | undefined;
+    if (columnar) {
+      layout = await planColumnarJob({
+        s3,
+        bucket: this.options.bucket,
+        input: request.inputs ? undefined : inputKey,
+        inputs: request.inputs?.map((i) => this.inputKey(i)),
+        format: request.format,
+        modelInputs: manifest.inputs,
+        modelOutputs: manifest.outputs.filter((o) => !request.outputs || request.outputs.includes(o.name)),
+        columns: request.columns,
+        keyColumns: request.key_columns,
+        outputFormat: request.output_format,
+        shardBytes: request.shard_bytes ?? DEFAULT_SHARD_BYTES,
+      });
+      format = layout.format;
+    } else if (request.columns || request.key_columns || request.output_format === 'parquet') {
+      throw new BadRequestError('columns, key_columns and output_format "parquet" apply to Parquet, .npy and .npz input');
+    }
+    const input = layout ? planInputObject(layout, this.options.bucket, inputKey) : await headInput(s3, this.options.bucket, inputKey);
     const requestHash = await this.requestHash(request, version, inputKey, rowsHash, source, input);
 
     const worker = this.workerFor(request, manifest.tier, input);
     const shardBytes = Math.max(request.shard_bytes ?? DEFAULT_SHARD_BYTES, Math.ceil(input.size / MAX_SHARDS));
-    const shards = planShards(input.size, shardBytes);
+    const shards = layout?.shards ?? planShards(input.size, shardBytes);
     const plan: PlannedBatch = {
       model: request.model,
       version,
@@ -221,6 +243,8 @@ export class BatchService {
       requestHash,
       ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
     };
+    // The shard steps and the merge read a columnar job's shards and mapping from its saved plan (kind.ts).
+    if (layout) await savePlan(s3, this.options.bucket, jobId, { ...layout, requestHash });
     let submitted: { job: JobRecord; created: boolean };
     try {
       submitted = await this.options.runtime.submit({ kind: BATCH_KIND, id: jobId, request: plan as Json });
@@ -263,6 +287,9 @@ export class BatchService {
         shard_bytes: request.shard_bytes ?? null,
         worker: request.worker ?? null,
         outputs: request.outputs ?? null,
+        ...(request.inputs || request.columns || request.key_columns || request.output_format
+          ? { inputs: request.inputs ?? null, columns: request.columns ?? null, key_columns: request.key_columns ?? null, output_format: request.output_format ?? null }
+          : {}),
       }),
     );
   }

@@ -5,6 +5,8 @@ import type { ModelRepository } from '../registry/repository.ts';
 import { JobStepError } from '../jobs/kinds.ts';
 import { readShardLines } from './input.ts';
 import { scoreRows } from './scoring.ts';
+import { isColumnarFormat } from './formats/plan.ts';
+import { scoreColumnarShard, type ColumnarShardMessage } from './formats/score.ts';
 import type { ShardMessage } from './schemas.ts';
 
 /**
@@ -43,20 +45,25 @@ export class ShardScorer {
       const manifest = await store.getManifest(message.model, message.version);
       const model = await sessions.get(manifest);
       const loaded = performance.now();
-      let lines = await readShardLines(s3, message, message.start, message.end);
-      const read = performance.now();
-      if (message.format === 'csv' && message.csvHeader && message.start === 0) lines = lines.slice(1);
-      const scored = await scoreRows(model, lines, {
-        format: message.format,
-        batchSize: message.batchSize,
-        outputs: message.outputs,
-        signal: options.signal,
-      });
-      const scoredAt = performance.now();
       // Buffers, not strings: the SDK warns that an empty string is a stream of unknown length.
       const body = (lines: string[]) => Buffer.from(lines.length === 0 ? '' : `${lines.join('\n')}\n`, 'utf8');
+      let scored: { rows: number; failed: number; errorLines: string[]; output: { key: string; body: Uint8Array; contentType: string } };
+      let read = loaded;
+      if (isColumnarFormat(message.format)) {
+        // Columnar shards read and score in one pass over their column buffers (formats/score.ts).
+        const result = await scoreColumnarShard(s3, model, message as ColumnarShardMessage, options.signal);
+        read = performance.now();
+        scored = { ...result, output: { key: result.outputKey, body: result.body, contentType: result.contentType } };
+      } else {
+        let lines = await readShardLines(s3, message, message.start, message.end);
+        read = performance.now();
+        if (message.format === 'csv' && message.csvHeader && message.start === 0) lines = lines.slice(1);
+        const rows = await scoreRows(model, lines, { format: message.format, batchSize: message.batchSize, outputs: message.outputs, signal: options.signal });
+        scored = { ...rows, output: { key: keys.batchShardOutput(message.job, message.shard), body: body(rows.lines), contentType: 'application/x-ndjson' } };
+      }
+      const scoredAt = performance.now();
       await Promise.all([
-        s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys.batchShardOutput(message.job, message.shard), Body: body(scored.lines), ContentType: 'application/x-ndjson' })),
+        s3.send(new PutObjectCommand({ Bucket: bucket, Key: scored.output.key, Body: scored.output.body, ContentType: scored.output.contentType })),
         s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys.batchShardErrors(message.job, message.shard), Body: body(scored.errorLines), ContentType: 'application/x-ndjson' })),
       ]);
       const ms = performance.now() - started;

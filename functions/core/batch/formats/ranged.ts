@@ -1,0 +1,45 @@
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { AsyncBuffer } from 'hyparquet';
+import { BadRequestError } from '../../platform/errors.ts';
+
+/**
+ * Columnar inputs are read by byte range only, every GET If-Match on the ETag seen at planning, so
+ * an input replaced after submission fails its shards loudly instead of mixing two versions.
+ */
+export interface ObjectRef {
+  bucket: string;
+  key: string;
+  etag: string;
+  size: number;
+}
+
+/** Bytes [start, end) of the object (end exclusive, clamped to the size). */
+export async function getBytes(s3: S3Client, object: ObjectRef, start: number, end: number): Promise<Uint8Array> {
+  const last = Math.min(end, object.size) - 1;
+  if (last < start) return new Uint8Array(0);
+  const out = await s3.send(new GetObjectCommand({ Bucket: object.bucket, Key: object.key, Range: `bytes=${start}-${last}`, IfMatch: object.etag }));
+  const bytes = await out.Body!.transformToByteArray();
+  if (bytes.length !== last - start + 1) {
+    throw new BadRequestError(`s3://${object.bucket}/${object.key}: bytes ${start}-${last} returned ${bytes.length} bytes`);
+  }
+  return bytes;
+}
+
+/** An ArrayBuffer holding exactly these bytes (hyparquet slices ArrayBuffers, not views). */
+export function ownBuffer(bytes: Uint8Array): ArrayBuffer {
+  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer) return bytes.buffer;
+  return bytes.slice().buffer;
+}
+
+/**
+ * hyparquet's view of an S3 object: every slice is one ranged GET. The footer is read once per
+ * shard (a few KB to a few MB); the column chunks a shard needs are read by `getBytes` directly.
+ */
+export function s3AsyncBuffer(s3: S3Client, object: ObjectRef): AsyncBuffer {
+  return {
+    byteLength: object.size,
+    async slice(start: number, end?: number): Promise<ArrayBuffer> {
+      return ownBuffer(await getBytes(s3, object, start, end ?? object.size));
+    },
+  };
+}
