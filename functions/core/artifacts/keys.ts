@@ -34,7 +34,6 @@ export const keys = {
   datasetLabels: (dataset: string) => `datasets/${dataset}/labels.idx`,
   evalVersionPrefix: (model: string, version: string) => `evals/${model}/${version}/`,
   evalPrefix: (model: string, version: string, id: string) => `evals/${model}/${version}/${id}/`,
-  evalJob: (model: string, version: string, id: string) => `evals/${model}/${version}/${id}/job.json`,
   evalStep: (model: string, version: string, id: string, step: number) =>
     `evals/${model}/${version}/${id}/steps/${String(step).padStart(4, '0')}.json`,
   evalReport: (model: string, version: string, id: string) => `evals/${model}/${version}/${id}/report.json`,
