@@ -163,7 +163,9 @@ describe('train jobs', () => {
     const result = job.result as Record<string, unknown>;
     expect(result).toMatchObject({ model: 'quad', method: 'finetune', dataset: 'quadrants' });
     expect(result.validationAccuracy).toBeGreaterThanOrEqual(0.9);
-    expect(job.progress).toMatchObject({ done: 1, total: 1, stage: `registered version ${result.version as string}` });
+    // 3 epochs of 11 steps of 16 rows (180 training rows after the validation split).
+    expect(job.progress).toMatchObject({ done: 3 * 11 * 16, total: 3 * 11 * 16, stage: `registered version ${result.version as string}` });
+    expect(job.progress!.ratePerSecond).toBeGreaterThan(0);
     const manifest = await stack.store.getManifest('quad', result.version as string);
     expect(manifest.lineage).toMatchObject({
       sourceVersion: '1',

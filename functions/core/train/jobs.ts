@@ -239,28 +239,29 @@ export async function runTrainStep(deps: TrainDeps, ctx: StepContext): Promise<S
     if (!labelled) data = { columns: data.columns, labels: argmaxLabels(precomputed!, teacher.classes) };
   }
   const margin = deps.pauseMarginMs ?? 20_000;
+  const phases = phaseCount(request);
+  const stepsPerPhase = Math.floor((rows - Math.round(rows * training.validationFraction)) / training.batchSize) * training.epochs;
+  const totalSamples = phases * stepsPerPhase * training.batchSize;
   const progressEvery = (deps.progressSeconds ?? 2) * 1000;
   try {
     let phase = 0;
-    while (phase < phaseCount(request) && (await getBytes(deps.store, trainKeys.phaseResult(job, phase)))) phase++;
-    for (; phase < phaseCount(request); phase++) {
+    while (phase < phases && (await getBytes(deps.store, trainKeys.phaseResult(job, phase)))) phase++;
+    for (; phase < phases; phase++) {
       const current = await phaseStart(deps, job, request, phase, source, original);
       const graph = asUnsupported('training graph', () => trainingGraph(current.start, request, labelled, targets));
       const session = await TrainingSession.create(graph, deps.sessionOptions);
       try {
         const checkpointBytes = await getBytes(deps.store, trainKeys.phaseCheckpoint(job, phase));
         const resume = checkpointBytes ? decodeCheckpoint(checkpointBytes) : undefined;
-        const batchesPerEpoch = Math.floor((rows - Math.round(rows * training.validationFraction)) / training.batchSize);
-        const totalSteps = batchesPerEpoch * training.epochs;
         let lastReport = 0;
         let lastLoss = Number.NaN;
         let lastScore: number | undefined;
         const report = async (step: number, epoch: number, force: boolean) => {
           if (!force && Date.now() - lastReport < progressEvery) return;
           lastReport = Date.now();
-          const stage = `phase ${phase + 1}/${phaseCount(request)} epoch ${Math.min(epoch + 1, training.epochs)}/${training.epochs} step ${step}/${totalSteps} loss ${lastLoss.toPrecision(4)}${lastScore !== undefined ? ` val ${lastScore.toFixed(4)}` : ''}`;
-          // done and total in samples: the runtime's rate is then samples per second.
-          await ctx.progress(step * training.batchSize, totalSteps * training.batchSize, stage);
+          const stage = `phase ${phase + 1}/${phases} epoch ${Math.min(epoch + 1, training.epochs)}/${training.epochs} step ${step}/${stepsPerPhase} loss ${lastLoss.toPrecision(4)}${lastScore !== undefined ? ` val ${lastScore.toFixed(4)}` : ''}`;
+          // done and total in samples over every phase: the runtime's rate is then samples per second.
+          await ctx.progress((phase * stepsPerPhase + step) * training.batchSize, totalSamples, stage);
         };
         const imageInput = datasetManifest.image && training.augmentation ? datasetManifest.inputs[0]!.name : undefined;
         const options: LoopOptions = {
@@ -334,7 +335,7 @@ export async function runTrainStep(deps: TrainDeps, ctx: StepContext): Promise<S
   };
   const version = await registerOnce(deps.store, job, request, bytes, summary);
   deps.log?.('train job registered its result', { job, model: request.model, version });
-  await ctx.progress(1, 1, `registered version ${version}`);
+  await ctx.progress(totalSamples, totalSamples, `registered version ${version}`);
   return { result: { model: request.model, version, method: request.method, dataset: request.dataset, ...summary } };
 }
 
