@@ -50,6 +50,9 @@ export const trainKeys = {
   phaseSummary: (job: string, phase: number) => `jobs/${job}/train/phase-${phase}/summary.json`,
 };
 
+/** 100 M FP32 parameters: 400 MB, which with optimizer state and gradients fills the worker's 3 GB. */
+const MAX_STUDENT_PARAMETERS = 100_000_000;
+
 const phaseCount = (request: TrainRequest) => (request.method === 'prune' ? request.pruning.rounds : 1);
 
 function outputClasses(manifest: ModelManifest): number | undefined {
@@ -134,6 +137,9 @@ export async function validateTrainSubmission(store: ModelStore, model: string, 
       trained = (await store.getModelBytes(student)).bytes;
     } else if (request.student.kind === 'mlp') {
       const spec = request.student;
+      const sizes = [signature.inputDims.reduce((a, b) => a * b, 1), ...spec.hidden, signature.classes];
+      const parameters = sizes.slice(1).reduce((n, width, i) => n + (sizes[i] as number) * width + width, 0);
+      if (parameters > MAX_STUDENT_PARAMETERS) throw new BadRequestError(`student.hidden [${spec.hidden.join(', ')}] makes ${parameters} parameters; at most ${MAX_STUDENT_PARAMETERS} (a student is meant to be smaller than its teacher)`);
       trained = asUnsupported('student', () => buildMlpStudent(signature, spec.hidden));
     } else if (signature.inputDims.length !== 3 || signature.inputDims[0] !== 3 || signature.inputDims[1] !== signature.inputDims[2] || (signature.inputDims[1] ?? 0) % 32 !== 0) {
       throw new UnsupportedModelError(`a darknet student needs an input [batch, 3, S, S] with S a multiple of 32; the teacher's is [batch, ${signature.inputDims.join(', ')}]`);
