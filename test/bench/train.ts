@@ -188,15 +188,15 @@ export async function runTrainBench(): Promise<Record<string, unknown>> {
   const teacherSeconds = (performance.now() - logitsStarted) / 1000;
   await teacher.release();
   const adam: OptimizerSpec = { kind: 'adam' };
-  const distilled = await train(student, trainRows, distillationLoss({ temperature: 4, alpha: 0.7 }, true), adam, { epochs, learningRate: 0.002, prepareBatch: teacherBatches(teacher, 4, logits) });
-  const labelsOnly = await train(student, trainRows, [{ kind: 'cross-entropy' }], adam, { epochs, learningRate: 0.002 });
+  const distilled = await train(student, trainRows, distillationLoss({ temperature: 4, alpha: 0.7 }, true), adam, { epochs, learningRate: 0.003, prepareBatch: teacherBatches(teacher, 4, logits) });
+  const labelsOnly = await train(student, trainRows, [{ kind: 'cross-entropy' }], adam, { epochs, learningRate: 0.003 });
   const studentAccuracy = await accuracy(distilled.model, test);
   const labelsOnlyAccuracy = await accuracy(labelsOnly.model, test);
   const studentSpeed = await latencySpeedup(teacherBytes, distilled.model);
 
   // Structured pruning to half the hidden units, then fine-tuning.
   const pruned = structuredPrune(teacherBytes, { keep: keepFraction(0.5) });
-  const prunedTuned = await train(pruned.bytes, trainRows, [{ kind: 'cross-entropy' }], sgd, { epochs: Math.max(1, Math.ceil(epochs / 2)), learningRate: 0.01 });
+  const prunedTuned = await train(pruned.bytes, trainRows, [{ kind: 'cross-entropy' }], sgd, { epochs: Math.min(2, epochs), learningRate: 0.003 });
   const prunedAccuracy = await accuracy(prunedTuned.model, test);
   const prunedBeforeTuning = await accuracy(pruned.bytes, test);
   const prunedSpeed = await latencySpeedup(teacherBytes, prunedTuned.model);
