@@ -1,15 +1,16 @@
 """PyTorch's training step of the demo MLP (784-2048-1024-10, batch 128, SGD momentum 0.9 and weight
 decay 5e-4, softmax cross-entropy) on the CPU, for `npm run bench -- train` (test/bench/train.ts),
 which runs it with /usr/bin/python3 (Debian's python3-torch 1.13) and OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE unset. Prints one JSON line: per-round median ms per step and the threads used."""
+OPENBLAS_L2_SIZE unset. A server on stdin/stdout, so the benchmark can alternate it with its own steps
+round by round: it answers the first line with its threads and version, then each line holding a
+step count N with the milliseconds per step of N steps, one JSON line each."""
 import json
-import statistics
 import sys
 import time
 
 import torch
 
-threads, rounds, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+threads = int(sys.argv[1])
 torch.set_num_threads(threads)
 torch.manual_seed(1)
 model = torch.nn.Sequential(
@@ -31,10 +32,12 @@ def step(i):
 
 for i in range(5):
     step(i)
-per_round = []
-for r in range(rounds):
+print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+done = 0
+for line in sys.stdin:
+    steps = int(line)
     start = time.perf_counter()
     for i in range(steps):
-        step(i)
-    per_round.append((time.perf_counter() - start) * 1000 / steps)
-print(json.dumps({"ms_per_step": statistics.median(per_round), "rounds": per_round, "threads": torch.get_num_threads(), "torch": torch.__version__}))
+        step(done + i)
+    done += steps
+    print(json.dumps({"ms_per_step": (time.perf_counter() - start) * 1000 / steps}), flush=True)

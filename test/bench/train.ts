@@ -14,16 +14,17 @@
  *   batch 32 and the accuracy drop in points.
  * - fine-tuning only the head (dense3) on inverted MNIST (255 - pixel): accuracy before and after.
  *
- * TRAIN_BENCH_ROWS (training rows, default all 60 000) and TRAIN_BENCH_EPOCHS (default 4) bound a run
- * on a loaded machine; the JSON records both.
+ * TRAIN_BENCH_ROWS (training rows, default all 60 000), TRAIN_BENCH_EPOCHS (default 4) and
+ * TRAIN_BENCH_ROUNDS (step-timing rounds, default 7) bound a run on a loaded machine; the JSON records them.
  */
-import { execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { parseIdxDataset } from '../../functions/core/evaluate/datasets.ts';
 import { distillationLoss, Teacher, teacherBatches } from '../../functions/core/train/distill.ts';
-import { gatherBatch, runTrainingLoop, type LoopOptions, type TrainingData } from '../../functions/core/train/loop.ts';
+import { gatherBatch, runTrainingLoop, type LoopOptions, type LoopState, type TrainingData } from '../../functions/core/train/loop.ts';
 import type { LossTerm } from '../../functions/core/train/losses.ts';
 import type { OptimizerSpec } from '../../functions/core/train/optimizers.ts';
 import { keepFraction, structuredPrune } from '../../functions/core/train/prune.ts';
@@ -102,43 +103,68 @@ async function train(bytes: Uint8Array, data: TrainingData, loss: LossTerm[], op
   }
 }
 
-async function stepOverhead(teacher: Uint8Array, data: TrainingData, rounds: number, steps: number) {
-  const graph = buildTrainingGraph(teacher, { loss: { kind: 'cross-entropy' }, trainable: { names: defaultTrainable(teacher) }, optimizer: sgd });
-  const session = await TrainingSession.create(graph, sessionOptions);
-  const raw = await ort.InferenceSession.create(graph.bytes, sessionOptions);
-  const rows = firstRows(data, steps * BATCH);
-  const batches = Array.from({ length: steps }, (_, b) => gatherBatch(rows, Uint32Array.from({ length: BATCH }, (_, i) => b * BATCH + i), 'float32'));
-  let state: Record<string, ort.Tensor> = Object.fromEntries(graph.state.map((s) => [s.input, new ort.Tensor(s.type, s.initial.slice() as Float32Array, s.dims)]));
-  const rate = new ort.Tensor('float32', Float32Array.of(0.01), []);
-  const ours: number[] = [];
-  const raws: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    // Ours: the loop over the rows (one epoch of `steps` batches), per-step times from its progress calls.
-    const stamps: number[] = [];
-    await runTrainingLoop(session, teacher, rows, { epochs: 1, batchSize: BATCH, learningRate: 0.01, schedule: { kind: 'constant' }, seed: r, validationFraction: 0, onProgress: (p) => {
-        if (p.validationScore === undefined) stamps.push(performance.now());
-      },
-    });
-    ours.push(median(stamps.slice(1).map((t, i) => t - stamps[i]!)));
-    const times: number[] = [];
-    for (const batch of batches) {
-      const start = performance.now();
-      const out = await raw.run({ ...batch, ...state, learning_rate: rate });
-      state = Object.fromEntries(graph.state.map((s) => [s.input, out[s.output]!]));
-      times.push(performance.now() - start);
-    }
-    raws.push(median(times.slice(1)));
-  }
-  await Promise.all([session.release(), raw.release()]);
-  return { ours: median(ours), raw: median(raws) };
-}
-
-function torchStep(rounds: number, steps: number): { ms_per_step: number; threads: number; torch: string } {
+/** PyTorch's step as a server (train-torch.py): `steps(n)` runs n steps and answers ms per step. */
+function startTorch(): { info: Promise<{ threads: number; torch: string }>; steps(n: number): Promise<number>; stop(): void } {
   const env = { ...process.env };
   delete env.OPENBLAS_CORETYPE;
   delete env.OPENBLAS_L2_SIZE;
-  const out = execFileSync('/usr/bin/python3', [join(root, 'test/bench/train-torch.py'), String(THREADS), String(rounds), String(steps)], { env, encoding: 'utf8' });
-  return JSON.parse(out.trim().split('\n').at(-1)!) as { ms_per_step: number; threads: number; torch: string };
+  const child = spawn('/usr/bin/python3', [join(root, 'test/bench/train-torch.py'), String(THREADS)], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  const next = async () => JSON.parse(((await lines.next()).value as string) ?? 'null') as Record<string, unknown>;
+  const info = next() as Promise<{ threads: number; torch: string }>;
+  return {
+    info,
+    async steps(n) {
+      await info;
+      child.stdin!.write(`${n}\n`);
+      return (await next()).ms_per_step as number;
+    },
+    stop: () => child.stdin!.end(),
+  };
+}
+
+/**
+ * Our loop, the same graph run raw, and PyTorch, in blocks of `block` steps, round after round, so
+ * that the machine's load falls on all three alike; each round gives a ratio, the medians are reported.
+ */
+async function stepRatios(teacher: Uint8Array, data: TrainingData, rounds: number, block: number) {
+  const graph = buildTrainingGraph(teacher, { loss: { kind: 'cross-entropy' }, trainable: { names: defaultTrainable(teacher) }, optimizer: sgd });
+  const session = await TrainingSession.create(graph, sessionOptions);
+  const raw = await ort.InferenceSession.create(graph.bytes, sessionOptions);
+  const rows = firstRows(data, 64 * BATCH);
+  const batches = Array.from({ length: 8 }, (_, b) => gatherBatch(rows, Uint32Array.from({ length: BATCH }, (_, i) => b * BATCH + i), 'float32'));
+  let state: Record<string, ort.Tensor> = Object.fromEntries(graph.state.map((s) => [s.input, new ort.Tensor(s.type, s.initial.slice() as Float32Array, s.dims)]));
+  const rate = new ort.Tensor('float32', Float32Array.of(0.01), []);
+  const torch = startTorch();
+  const loop: LoopOptions = { epochs: 1000, batchSize: BATCH, learningRate: 0.01, schedule: { kind: 'constant' }, seed: 1, validationFraction: 0, maxStepsThisRun: block + 1 };
+  let resume: LoopState | undefined;
+  const ours: number[] = [];
+  const raws: number[] = [];
+  const torches: number[] = [];
+  let done = 0;
+  for (let r = -1; r < rounds; r++) {
+    // Ours: block + 1 steps through the loop (it pauses with its state and resumes from it); the
+    // intervals between step ends time one step each, gathering and all.
+    const stamps: number[] = [];
+    resume = (await runTrainingLoop(session, teacher, rows, { ...loop, onProgress: (p) => void (p.validationScore === undefined && stamps.push(performance.now())) }, resume)).state;
+    const oursMs = (stamps.at(-1)! - stamps[0]!) / (stamps.length - 1);
+    const start = performance.now();
+    for (let i = 0; i < block; i++) {
+      const out = await raw.run({ ...batches[done++ % batches.length]!, ...state, learning_rate: rate });
+      state = Object.fromEntries(graph.state.map((s) => [s.input, out[s.output]!]));
+    }
+    const rawMs = (performance.now() - start) / block;
+    const torchMs = await torch.steps(block);
+    // Round -1 warms all three up.
+    if (r < 0) continue;
+    ours.push(oursMs);
+    raws.push(rawMs);
+    torches.push(torchMs);
+  }
+  torch.stop();
+  await Promise.all([session.release(), raw.release()]);
+  const ratio = (a: number[], b: number[]) => median(a.map((v, i) => v / b[i]!));
+  return { ours: median(ours), raw: median(raws), torch: median(torches), overhead: ratio(ours, raws), torchRatio: ratio(ours, torches), torchInfo: await torch.info };
 }
 
 export async function runTrainBench(): Promise<Record<string, unknown>> {
@@ -150,19 +176,8 @@ export async function runTrainBench(): Promise<Record<string, unknown>> {
   const trainRows = firstRows(trainAll, Math.min(rowsLimit, trainAll.labels!.length));
   const teacherAccuracy = await accuracy(teacherBytes, test);
 
-  // Step overhead and PyTorch, side by side: ours, raw, torch, ours, raw, torch...
-  const overheadRounds: { ours: number; raw: number }[] = [];
-  const torchRounds: number[] = [];
-  let torchInfo: { threads: number; torch: string } | undefined;
-  for (let r = 0; r < 3; r++) {
-    overheadRounds.push(await stepOverhead(teacherBytes, trainAll, 1, 12));
-    const t = torchStep(1, 12);
-    torchRounds.push(t.ms_per_step);
-    torchInfo = t;
-  }
-  const oursMs = median(overheadRounds.map((o) => o.ours));
-  const rawMs = median(overheadRounds.map((o) => o.raw));
-  const torchMs = median(torchRounds);
+  // Step overhead and PyTorch, side by side in blocks.
+  const steps = await stepRatios(teacherBytes, trainAll, Number(process.env.TRAIN_BENCH_ROUNDS ?? 7), 4);
 
   // Distillation into 784-128-10, and the same student on labels alone.
   const signature = teacherSignature(teacherBytes);
@@ -173,15 +188,15 @@ export async function runTrainBench(): Promise<Record<string, unknown>> {
   const teacherSeconds = (performance.now() - logitsStarted) / 1000;
   await teacher.release();
   const adam: OptimizerSpec = { kind: 'adam' };
-  const distilled = await train(student, trainRows, distillationLoss({ temperature: 4, alpha: 0.7 }, true), adam, { epochs, learningRate: 0.002, prepareBatch: teacherBatches(teacher, 4, logits) });
-  const labelsOnly = await train(student, trainRows, [{ kind: 'cross-entropy' }], adam, { epochs, learningRate: 0.002 });
+  const distilled = await train(student, trainRows, distillationLoss({ temperature: 4, alpha: 0.7 }, true), adam, { epochs, learningRate: 0.003, prepareBatch: teacherBatches(teacher, 4, logits) });
+  const labelsOnly = await train(student, trainRows, [{ kind: 'cross-entropy' }], adam, { epochs, learningRate: 0.003 });
   const studentAccuracy = await accuracy(distilled.model, test);
   const labelsOnlyAccuracy = await accuracy(labelsOnly.model, test);
   const studentSpeed = await latencySpeedup(teacherBytes, distilled.model);
 
   // Structured pruning to half the hidden units, then fine-tuning.
   const pruned = structuredPrune(teacherBytes, { keep: keepFraction(0.5) });
-  const prunedTuned = await train(pruned.bytes, trainRows, [{ kind: 'cross-entropy' }], sgd, { epochs: Math.max(1, Math.ceil(epochs / 2)), learningRate: 0.01 });
+  const prunedTuned = await train(pruned.bytes, trainRows, [{ kind: 'cross-entropy' }], sgd, { epochs: Math.min(2, epochs), learningRate: 0.003 });
   const prunedAccuracy = await accuracy(prunedTuned.model, test);
   const prunedBeforeTuning = await accuracy(pruned.bytes, test);
   const prunedSpeed = await latencySpeedup(teacherBytes, prunedTuned.model);
@@ -190,17 +205,18 @@ export async function runTrainBench(): Promise<Record<string, unknown>> {
   const invertedTrain = inverted(trainRows);
   const invertedTest = inverted(test);
   const headBefore = await accuracy(teacherBytes, invertedTest);
-  const head = await train(teacherBytes, invertedTrain, [{ kind: 'cross-entropy' }], sgd, { epochs: 1, learningRate: 0.01 }, { prefix: 'dense3.' });
+  const head = await train(teacherBytes, invertedTrain, [{ kind: 'cross-entropy' }], sgd, { epochs: 1, learningRate: 0.05 }, { prefix: 'dense3.' });
   const headAfter = await accuracy(head.model, invertedTest);
 
   const results = {
     machine: 'a shared 2-core machine under heavy load (load average above 20 during the run): absolute times are slow and noisy; ratios are side by side in one process',
-    threads: { ours_intra_op: THREADS, torch: torchInfo?.threads, torch_version: torchInfo?.torch },
+    threads: { ours_intra_op: THREADS, torch: steps.torchInfo.threads, torch_version: steps.torchInfo.torch },
     train_rows: trainRows.labels!.length,
+    step_rounds: Number(process.env.TRAIN_BENCH_ROUNDS ?? 7),
     epochs,
-    train_step_overhead: round(oursMs / rawMs),
-    train_step_ms: { ours_loop: round(oursMs, 2), raw_onnxruntime: round(rawMs, 2), torch: round(torchMs, 2) },
-    torch_step_ratio: round(oursMs / torchMs),
+    train_step_overhead: round(steps.overhead),
+    train_step_ms: { ours_loop: round(steps.ours, 2), raw_onnxruntime: round(steps.raw, 2), torch: round(steps.torch, 2) },
+    torch_step_ratio: round(steps.torchRatio),
     teacher_accuracy: teacherAccuracy,
     student_accuracy: studentAccuracy,
     student_accuracy_labels_only: labelsOnlyAccuracy,

@@ -144,6 +144,7 @@ describe('POST /v2/models/{name}/versions/{version}/train', () => {
     ['an op without a gradient', '3', finetune, 422, 'op Erf (node "gelu_erf") has no gradient rule'],
     ['a batch larger than the data', '1', { ...finetune, training: { batchSize: 1000 } }, 400, 'training.batchSize 1000 is larger than the 216 training rows'],
     ['a student with other outputs', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'registered', model: 'quad', version: '2' } }, 400, "must output 'probabilities' with 4 classes"],
+    ['a student larger than any worker', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'mlp', hidden: [65536, 65536] } }, 400, 'student.hidden [65536, 65536] makes 4296409092 parameters; at most 100000000'],
     ['a darknet student for a flat input', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'darknet', widthMultiplier: 0.25 } }, 422, 'a darknet student needs an input [batch, 3, S, S]'],
   ])('refuses %s, naming it, and starts no job', async (_what, version, body, status, message) => {
     const out = await submit(version, body);
@@ -163,7 +164,9 @@ describe('train jobs', () => {
     const result = job.result as Record<string, unknown>;
     expect(result).toMatchObject({ model: 'quad', method: 'finetune', dataset: 'quadrants' });
     expect(result.validationAccuracy).toBeGreaterThanOrEqual(0.9);
-    expect(job.progress).toMatchObject({ done: 1, total: 1, stage: `registered version ${result.version as string}` });
+    // 3 epochs of 11 steps of 16 rows (180 training rows after the validation split).
+    expect(job.progress).toMatchObject({ done: 3 * 11 * 16, total: 3 * 11 * 16, stage: `registered version ${result.version as string}` });
+    expect(job.progress!.ratePerSecond).toBeGreaterThan(0);
     const manifest = await stack.store.getManifest('quad', result.version as string);
     expect(manifest.lineage).toMatchObject({
       sourceVersion: '1',

@@ -50,6 +50,9 @@ export const trainKeys = {
   phaseSummary: (job: string, phase: number) => `jobs/${job}/train/phase-${phase}/summary.json`,
 };
 
+/** 100 M FP32 parameters: 400 MB, which with optimizer state and gradients fills the worker's 3 GB. */
+const MAX_STUDENT_PARAMETERS = 100_000_000;
+
 const phaseCount = (request: TrainRequest) => (request.method === 'prune' ? request.pruning.rounds : 1);
 
 function outputClasses(manifest: ModelManifest): number | undefined {
@@ -134,6 +137,9 @@ export async function validateTrainSubmission(store: ModelRepository, model: str
       trained = (await store.getModelBytes(student)).bytes;
     } else if (request.student.kind === 'mlp') {
       const spec = request.student;
+      const sizes = [signature.inputDims.reduce((a, b) => a * b, 1), ...spec.hidden, signature.classes];
+      const parameters = sizes.slice(1).reduce((n, width, i) => n + (sizes[i] as number) * width + width, 0);
+      if (parameters > MAX_STUDENT_PARAMETERS) throw new BadRequestError(`student.hidden [${spec.hidden.join(', ')}] makes ${parameters} parameters; at most ${MAX_STUDENT_PARAMETERS} (a student is meant to be smaller than its teacher)`);
       trained = asUnsupported('student', () => buildMlpStudent(signature, spec.hidden));
     } else if (signature.inputDims.length !== 3 || signature.inputDims[0] !== 3 || signature.inputDims[1] !== signature.inputDims[2] || (signature.inputDims[1] ?? 0) % 32 !== 0) {
       throw new UnsupportedModelError(`a darknet student needs an input [batch, 3, S, S] with S a multiple of 32; the teacher's is [batch, ${signature.inputDims.join(', ')}]`);
@@ -239,28 +245,29 @@ export async function runTrainStep(deps: TrainDeps, ctx: StepContext): Promise<S
     if (!labelled) data = { columns: data.columns, labels: argmaxLabels(precomputed!, teacher.classes) };
   }
   const margin = deps.pauseMarginMs ?? 20_000;
+  const phases = phaseCount(request);
+  const stepsPerPhase = Math.floor((rows - Math.round(rows * training.validationFraction)) / training.batchSize) * training.epochs;
+  const totalSamples = phases * stepsPerPhase * training.batchSize;
   const progressEvery = (deps.progressSeconds ?? 2) * 1000;
   try {
     let phase = 0;
-    while (phase < phaseCount(request) && (await getBytes(deps.store, trainKeys.phaseResult(job, phase)))) phase++;
-    for (; phase < phaseCount(request); phase++) {
+    while (phase < phases && (await getBytes(deps.store, trainKeys.phaseResult(job, phase)))) phase++;
+    for (; phase < phases; phase++) {
       const current = await phaseStart(deps, job, request, phase, source, original);
       const graph = asUnsupported('training graph', () => trainingGraph(current.start, request, labelled, targets));
       const session = await TrainingSession.create(graph, deps.sessionOptions);
       try {
         const checkpointBytes = await getBytes(deps.store, trainKeys.phaseCheckpoint(job, phase));
         const resume = checkpointBytes ? decodeCheckpoint(checkpointBytes) : undefined;
-        const batchesPerEpoch = Math.floor((rows - Math.round(rows * training.validationFraction)) / training.batchSize);
-        const totalSteps = batchesPerEpoch * training.epochs;
         let lastReport = 0;
         let lastLoss = Number.NaN;
         let lastScore: number | undefined;
         const report = async (step: number, epoch: number, force: boolean) => {
           if (!force && Date.now() - lastReport < progressEvery) return;
           lastReport = Date.now();
-          const stage = `phase ${phase + 1}/${phaseCount(request)} epoch ${Math.min(epoch + 1, training.epochs)}/${training.epochs} step ${step}/${totalSteps} loss ${lastLoss.toPrecision(4)}${lastScore !== undefined ? ` val ${lastScore.toFixed(4)}` : ''}`;
-          // done and total in samples: the runtime's rate is then samples per second.
-          await ctx.progress(step * training.batchSize, totalSteps * training.batchSize, stage);
+          const stage = `phase ${phase + 1}/${phases} epoch ${Math.min(epoch + 1, training.epochs)}/${training.epochs} step ${step}/${stepsPerPhase} loss ${lastLoss.toPrecision(4)}${lastScore !== undefined ? ` val ${lastScore.toFixed(4)}` : ''}`;
+          // done and total in samples over every phase: the runtime's rate is then samples per second.
+          await ctx.progress((phase * stepsPerPhase + step) * training.batchSize, totalSamples, stage);
         };
         const imageInput = datasetManifest.image && training.augmentation ? datasetManifest.inputs[0]!.name : undefined;
         const options: LoopOptions = {
@@ -334,7 +341,7 @@ export async function runTrainStep(deps: TrainDeps, ctx: StepContext): Promise<S
   };
   const version = await registerOnce(deps.store, job, request, bytes, summary);
   deps.log?.('train job registered its result', { job, model: request.model, version });
-  await ctx.progress(1, 1, `registered version ${version}`);
+  await ctx.progress(totalSamples, totalSamples, `registered version ${version}`);
   return { result: { model: request.model, version, method: request.method, dataset: request.dataset, ...summary } };
 }
 
