@@ -2,19 +2,11 @@ import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-p
 import { Router } from '@aws-lambda-powertools/event-handler/http';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import * as z from 'zod';
-import { BadRequestError, NotFoundError } from '../core/errors.ts';
+import { BadRequestError } from '../core/errors.ts';
 import type { FederationRecord, RoundRecord } from '../core/federated/federation-table.ts';
 import type { FederationService } from '../core/federated/rounds.ts';
-import { errorResponse, header, json, jsonBody, type ErrorLog } from '../adapters/http.ts';
-
-/** Fields API Gateway leaves out when empty, and serverless-offline (the local stack) sends as null. */
-const OPTIONAL_FIELDS = ['body', 'pathParameters', 'queryStringParameters', 'stageVariables', 'cookies'] as const;
-
-function withoutNulls(event: APIGatewayProxyEventV2): APIGatewayProxyEventV2 {
-  const copy: Record<string, unknown> = { ...event };
-  for (const field of OPTIONAL_FIELDS) if (copy[field] === null) delete copy[field];
-  return copy as unknown as APIGatewayProxyEventV2;
-}
+import { header, json, jsonBody, type ErrorLog } from '../adapters/http.ts';
+import { answerRouterErrors, withoutNulls } from '../adapters/router.ts';
 
 type Log = ErrorLog & ((level: 'info', message: string, fields: Record<string, unknown>) => void);
 
@@ -83,14 +75,7 @@ export function createFederationApiHandler(deps: FederationApiDeps) {
     result(json(200, await service.submit(params.id!, roundNumber(params.round!), params.client!, clientToken(event as APIGatewayProxyEventV2)))),
   );
 
-  app.notFound(async (_error, { event }) => {
-    const { method, path } = (event as APIGatewayProxyEventV2).requestContext.http;
-    return result(errorResponse(new NotFoundError(`no route for ${method} ${path}`), deps.log));
-  });
-  app.errorHandler(URIError, async (_error, { event }) =>
-    result(errorResponse(new BadRequestError(`malformed percent-encoding in path ${JSON.stringify((event as APIGatewayProxyEventV2).rawPath.slice(0, 200))}`), deps.log)),
-  );
-  app.errorHandler(Error, async (error) => result(errorResponse(error, deps.log)));
+  answerRouterErrors(app, deps.log);
 
   return async function federationApiHandler(event: APIGatewayProxyEventV2, context: Context): Promise<APIGatewayProxyStructuredResultV2> {
     return app.resolve(withoutNulls(event), context);
