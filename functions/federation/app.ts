@@ -1,20 +1,11 @@
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
-import { Router } from '@aws-lambda-powertools/event-handler/http';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import * as z from 'zod';
-import { BadRequestError, NotFoundError } from '../core/platform/errors.ts';
+import { BadRequestError } from '../core/platform/errors.ts';
 import type { FederationRecord, RoundRecord } from '../core/federated/federation-table.ts';
 import type { FederationService } from '../core/federated/rounds.ts';
-import { errorResponse, header, json, jsonBody, type ErrorLog } from '../adapters/http.ts';
-
-/** Fields API Gateway leaves out when empty, and serverless-offline (the local stack) sends as null. */
-const OPTIONAL_FIELDS = ['body', 'pathParameters', 'queryStringParameters', 'stageVariables', 'cookies'] as const;
-
-function withoutNulls(event: APIGatewayProxyEventV2): APIGatewayProxyEventV2 {
-  const copy: Record<string, unknown> = { ...event };
-  for (const field of OPTIONAL_FIELDS) if (copy[field] === null) delete copy[field];
-  return copy as unknown as APIGatewayProxyEventV2;
-}
+import { header, json, jsonBody, type ErrorLog } from '../adapters/http.ts';
+import { ApiRouter } from '../adapters/router.ts';
 
 type Log = ErrorLog & ((level: 'info', message: string, fields: Record<string, unknown>) => void);
 
@@ -44,57 +35,40 @@ export function federationView(federation: FederationRecord, round?: RoundRecord
 
 /**
  * The federation API: create and read federations (managers), join, fetch a task and report an
- * update (data owners, with the token join gave them). Routes are declared once with Powertools'
- * router; errors map to responses in adapters/http.ts as in every other API function.
+ * update (data owners, with the token join gave them). Routes are declared once (adapters/router.ts).
  */
-export function createFederationApiHandler(deps: FederationApiDeps) {
-  const app = new Router();
-  const result = (r: APIGatewayProxyStructuredResultV2) => r as never;
+export function createFederationApiHandler(deps: FederationApiDeps): (event: APIGatewayProxyEventV2, context: Context) => Promise<APIGatewayProxyStructuredResultV2> {
   const { service } = deps;
   const status = async (id: string) => {
     const federation = await service.get(id);
     const round = federation.round > 0 ? await service.getRound(id, federation.round) : undefined;
     return federationView(federation, round);
   };
-
-  app.post('/v2/federations', async ({ event }) => {
-    const federation = await service.create(jsonBody(event as APIGatewayProxyEventV2, { maxBytes: MAX_BODY }));
-    deps.log('info', 'federation created', { federation: federation.id });
-    return result(json(201, federationView(federation), { location: `/v2/federations/${federation.id}` }));
-  });
-  app.get('/v2/federations/:id', async ({ params }) => result(json(200, await status(params.id!))));
-  app.get('/v2/federations/:id/rounds/:round', async ({ params }) => {
-    await service.get(params.id!);
-    return result(json(200, await service.getRound(params.id!, roundNumber(params.round!))));
-  });
-  app.post('/v2/federations/:id/resume', async ({ params }) => {
-    await service.resume(params.id!);
-    return result(json(200, await status(params.id!)));
-  });
-  app.post('/v2/federations/:id/clients', async ({ params, event }) => {
-    const body = z.strictObject({ publicKey: z.string().optional() }).safeParse(jsonBody(event as APIGatewayProxyEventV2, { maxBytes: MAX_BODY, empty: {} }));
-    if (!body.success) throw new BadRequestError(`invalid join request: ${z.prettifyError(body.error)}`);
-    return result(json(201, await service.join(params.id!, body.data)));
-  });
-  app.get('/v2/federations/:id/clients/:client/task', async ({ params, event }) =>
-    result(json(200, await service.task(params.id!, params.client!, clientToken(event as APIGatewayProxyEventV2)))),
-  );
-  app.post('/v2/federations/:id/rounds/:round/updates/:client', async ({ params, event }) =>
-    result(json(200, await service.submit(params.id!, roundNumber(params.round!), params.client!, clientToken(event as APIGatewayProxyEventV2)))),
-  );
-
-  app.notFound(async (_error, { event }) => {
-    const { method, path } = (event as APIGatewayProxyEventV2).requestContext.http;
-    return result(errorResponse(new NotFoundError(`no route for ${method} ${path}`), deps.log));
-  });
-  app.errorHandler(URIError, async (_error, { event }) =>
-    result(errorResponse(new BadRequestError(`malformed percent-encoding in path ${JSON.stringify((event as APIGatewayProxyEventV2).rawPath.slice(0, 200))}`), deps.log)),
-  );
-  app.errorHandler(Error, async (error) => result(errorResponse(error, deps.log)));
-
-  return async function federationApiHandler(event: APIGatewayProxyEventV2, context: Context): Promise<APIGatewayProxyStructuredResultV2> {
-    return app.resolve(withoutNulls(event), context);
-  };
+  return new ApiRouter(deps.log)
+    .on('POST', '/v2/federations', async ({ event }) => {
+      const federation = await service.create(jsonBody(event, { maxBytes: MAX_BODY }));
+      deps.log('info', 'federation created', { federation: federation.id });
+      return json(201, federationView(federation), { location: `/v2/federations/${federation.id}` });
+    })
+    .on('GET', '/v2/federations/:id', async ({ params }) => json(200, await status(params.id!)))
+    .on('GET', '/v2/federations/:id/rounds/:round', async ({ params }) => {
+      await service.get(params.id!);
+      return json(200, await service.getRound(params.id!, roundNumber(params.round!)));
+    })
+    .on('POST', '/v2/federations/:id/resume', async ({ params }) => {
+      await service.resume(params.id!);
+      return json(200, await status(params.id!));
+    })
+    .on('POST', '/v2/federations/:id/clients', async ({ params, event }) => {
+      const body = z.strictObject({ publicKey: z.string().optional() }).safeParse(jsonBody(event, { maxBytes: MAX_BODY, empty: {} }));
+      if (!body.success) throw new BadRequestError(`invalid join request: ${z.prettifyError(body.error)}`);
+      return json(201, await service.join(params.id!, body.data));
+    })
+    .on('GET', '/v2/federations/:id/clients/:client/task', async ({ params, event }) => json(200, await service.task(params.id!, params.client!, clientToken(event))))
+    .on('POST', '/v2/federations/:id/rounds/:round/updates/:client', async ({ params, event }) =>
+      json(200, await service.submit(params.id!, roundNumber(params.round!), params.client!, clientToken(event))),
+    )
+    .handler();
 }
 
 const deadlineSchema = z.strictObject({ federation: z.string().min(1).max(64), round: z.number().int().positive(), attempt: z.number().int().positive() });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../functions/core/errors.ts';
+import { ConfigError } from '../../functions/core/platform/errors.ts';
 import { readTrainConfig } from '../../functions/core/train/config.ts';
 import { parseStudent } from '../../functions/cli/commands/train.ts';
 

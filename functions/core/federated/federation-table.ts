@@ -6,9 +6,9 @@
  *   FED#<id> / CLIENT#<client>  a joined client: sha256 of its token, its masking public key
  *   FED#<id> / ROUND#<000042>   a round: attempt, selected clients, deadline, accepted updates, result
  */
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand, type UpdateCommandInput } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { isConditionFailure } from '../aws/errors.ts';
+import { ConditionalTable, strip } from '../jobs/conditional-table.ts';
 import type { FederationRequest } from './request.ts';
 
 export type FederationState = 'waiting' | 'running' | 'paused' | 'completed' | 'failed';
@@ -83,44 +83,7 @@ const fedKey = (id: string) => ({ pk: `FED#${id}`, sk: 'FED' });
 const clientKey = (id: string, client: string) => ({ pk: `FED#${id}`, sk: `CLIENT#${client}` });
 const roundKey = (id: string, round: number) => ({ pk: `FED#${id}`, sk: `ROUND#${String(round).padStart(6, '0')}` });
 
-function strip<T>(item: Record<string, unknown> | undefined): T | undefined {
-  if (!item) return undefined;
-  const { pk: _pk, sk: _sk, ...rest } = item;
-  return rest as T;
-}
-
-type Update = Pick<UpdateCommandInput, 'UpdateExpression' | 'ConditionExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues'>;
-
-export class FederationTable {
-  readonly doc: DynamoDBDocumentClient;
-  readonly tableName: string;
-
-  constructor(dynamo: DynamoDBClient, tableName: string) {
-    this.doc = DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } });
-    this.tableName = tableName;
-  }
-
-  private async update<T>(key: Record<string, string>, update: Update): Promise<T | undefined> {
-    const names: Record<string, string> = { ...update.ExpressionAttributeNames };
-    for (const [alias, name] of `${update.UpdateExpression} ${update.ConditionExpression ?? ''}`.matchAll(/#(\w+)/g)) names[alias] ??= name!;
-    try {
-      const out = await this.doc.send(new UpdateCommand({ TableName: this.tableName, Key: key, ...update, ExpressionAttributeNames: names, ReturnValues: 'ALL_NEW' }));
-      return strip<T>(out.Attributes);
-    } catch (error) {
-      if (isConditionFailure(error)) return undefined;
-      throw error;
-    }
-  }
-
-  private async putIfAbsent(item: Record<string, unknown>): Promise<boolean> {
-    try {
-      await this.doc.send(new PutCommand({ TableName: this.tableName, Item: item, ConditionExpression: 'attribute_not_exists(pk)' }));
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
-  }
+export class FederationTable extends ConditionalTable {
 
   private async get<T>(key: Record<string, string>): Promise<T | undefined> {
     const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key, ConsistentRead: true }));

@@ -109,18 +109,20 @@ function adaptive(kind: 'fedadam' | 'fedyogi' | 'fedadagrad', global: Float64Arr
   return { weights, state: { round: (state?.round ?? 0) + 1, vectors: { m, v } } };
 }
 
+/** Each coordinate's values across the updates, sorted, reduced to one value by `reduce`. */
+function perCoordinate(updates: readonly ClientWeights[], reduce: (sorted: Float64Array) => number): Float64Array {
+  const length = updates[0]?.weights.length ?? 0;
+  const column = new Float64Array(updates.length);
+  return Float64Array.from({ length }, (_, i) => {
+    updates.forEach((update, k) => (column[k] = update.weights[i] as number));
+    return reduce(column.sort());
+  });
+}
+
 /** Coordinate-wise median (the mean of the two middle values for an even count). */
 export function coordinateMedian(updates: readonly ClientWeights[]): Float64Array {
   const n = updates.length;
-  const length = updates[0]?.weights.length ?? 0;
-  const column = new Float64Array(n);
-  const out = new Float64Array(length);
-  for (let i = 0; i < length; i++) {
-    for (let k = 0; k < n; k++) column[k] = (updates[k] as ClientWeights).weights[i] as number;
-    column.sort();
-    out[i] = n % 2 === 1 ? (column[(n - 1) / 2] as number) : ((column[n / 2 - 1] as number) + (column[n / 2] as number)) / 2;
-  }
-  return out;
+  return perCoordinate(updates, (sorted) => (n % 2 === 1 ? (sorted[(n - 1) / 2] as number) : ((sorted[n / 2 - 1] as number) + (sorted[n / 2] as number)) / 2));
 }
 
 /** Coordinate-wise trimmed mean: floor(beta n) values cut from each end, the rest averaged (unweighted). */
@@ -128,17 +130,11 @@ export function trimmedMean(updates: readonly ClientWeights[], beta: number): Fl
   if (!(beta >= 0 && beta < 0.5)) throw new AggregationError(`trimmed-mean beta ${beta} is outside [0, 0.5)`);
   const n = updates.length;
   const cut = Math.floor(beta * n);
-  const length = updates[0]?.weights.length ?? 0;
-  const column = new Float64Array(n);
-  const out = new Float64Array(length);
-  for (let i = 0; i < length; i++) {
-    for (let k = 0; k < n; k++) column[k] = (updates[k] as ClientWeights).weights[i] as number;
-    column.sort();
+  return perCoordinate(updates, (sorted) => {
     let sum = 0;
-    for (let k = cut; k < n - cut; k++) sum += column[k] as number;
-    out[i] = sum / (n - 2 * cut);
-  }
-  return out;
+    for (let k = cut; k < n - cut; k++) sum += sorted[k] as number;
+    return sum / (n - 2 * cut);
+  });
 }
 
 function squaredDistance(a: Float64Array, b: Float64Array): number {

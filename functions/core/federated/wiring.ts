@@ -11,7 +11,7 @@ import { JobRuntime } from '../jobs/runtime.ts';
 import { SqsStepQueue } from '../jobs/step-queue.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { federatedRoundKind } from './aggregation.ts';
-import { SqsDeadlineQueue } from './deadline-queue.ts';
+import { sqsDeadlineQueue } from './deadline-queue.ts';
 import { FederationTable } from './federation-table.ts';
 import { s3Presigner } from './presign.ts';
 import { FederationService } from './rounds.ts';
@@ -49,7 +49,7 @@ export function wireFederation(options: FederationWiring) {
     table,
     store: options.store,
     presigner: s3Presigner({ bucket: options.store.bucket, region: options.region, endpoint: options.s3Endpoint, credentials: () => options.s3.config.credentials() }),
-    deadlines: new SqsDeadlineQueue(options.sqs, options.deadlineQueueName),
+    deadlines: sqsDeadlineQueue(options.sqs, options.deadlineQueueName),
     submitJob: (submission) => runtime.submit(submission),
     ...(options.now ? { now: options.now } : {}),
     log,

@@ -1,65 +1,16 @@
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand, type UpdateCommandInput } from '@aws-sdk/lib-dynamodb';
-import { isConditionFailure } from '../aws/errors.ts';
+import { GetCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { ConditionalTable, strip } from './conditional-table.ts';
 import type { JobProgress, JobRecord, JobState, Json, StepRecord, StepState } from './record.ts';
 
 const jobKey = (id: string) => ({ pk: `JOB#${id}`, sk: 'JOB' });
 const stepKey = (id: string, step: string) => ({ pk: `JOB#${id}`, sk: `STEP#${step}` });
-
-function strip<T>(item: Record<string, unknown> | undefined): T | undefined {
-  if (!item) return undefined;
-  const { pk: _pk, sk: _sk, ...rest } = item;
-  return rest as T;
-}
-
-type Update = Pick<UpdateCommandInput, 'UpdateExpression' | 'ConditionExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues'>;
 
 /**
  * The job runtime's reads and conditional writes. Each method that changes something returns what
  * it changed, or undefined when its condition did not hold (a lost race, or a state that moved on);
  * any other failure is thrown.
  */
-export class JobTable {
-  readonly doc: DynamoDBDocumentClient;
-  readonly tableName: string;
-
-  constructor(dynamo: DynamoDBClient, tableName: string) {
-    this.doc = DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } });
-    this.tableName = tableName;
-  }
-
-  /** Every attribute is written as `#name` (several, like state, owner and segments, are reserved words); the names are filled in here. */
-  private async update<T>(key: Record<string, string>, update: Update): Promise<T | undefined> {
-    const names: Record<string, string> = { ...update.ExpressionAttributeNames };
-    for (const [alias, name] of `${update.UpdateExpression} ${update.ConditionExpression ?? ''}`.matchAll(/#(\w+)/g)) names[alias] ??= name!;
-    try {
-      const out = await this.doc.send(new UpdateCommand({ TableName: this.tableName, Key: key, ...update, ExpressionAttributeNames: names, ReturnValues: 'ALL_NEW' }));
-      return strip<T>(out.Attributes);
-    } catch (error) {
-      if (isConditionFailure(error)) return undefined;
-      throw error;
-    }
-  }
-
-  private async putIfAbsent(item: Record<string, unknown>, orRefused = false): Promise<boolean> {
-    try {
-      await this.doc.send(
-        new PutCommand({
-          TableName: this.tableName,
-          Item: item,
-          // A refused submission's record (no steps) gives way to a real job under its id.
-          ...(orRefused
-            ? { ConditionExpression: 'attribute_not_exists(pk) OR refused = :refused', ExpressionAttributeValues: { ':refused': true } }
-            : { ConditionExpression: 'attribute_not_exists(pk)' }),
-        }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
-  }
-
+export class JobTable extends ConditionalTable {
   async getJob(id: string): Promise<JobRecord | undefined> {
     const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: jobKey(id), ConsistentRead: true }));
     const job = strip<JobRecord & { finishedSteps?: Set<string> }>(out.Item);
@@ -93,7 +44,8 @@ export class JobTable {
 
   /** Creates the job (or replaces a refused one); false when a job with this id exists (a resubmission under the same key). */
   createJob(job: JobRecord): Promise<boolean> {
-    return this.putIfAbsent({ ...jobKey(job.id), ...job }, true);
+    // A refused submission's record (no steps) gives way to a real job under its id.
+    return this.putIfAbsent({ ...jobKey(job.id), ...job }, { condition: 'refused = :refused', values: { ':refused': true } });
   }
 
   /** Creates a step as pending; false when it exists (a redelivered or repeated enqueue). */
