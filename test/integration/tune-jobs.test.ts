@@ -252,6 +252,7 @@ describe('refusals', () => {
       [{ ...base, objective: serving(), objectives: [{ metric: 'loss', direction: 'minimize' }] }, "invalid study: the serving objective measures no metric 'loss'; it measures p50_ms, p99_ms, mean_ms, throughput, accuracy, accuracy_drop, size_mb, cost_per_million, memory_mib"],
       [{ ...base, objective: serving({ model: 'Not A Name' }) }, 'invalid serving objective: model: a model name: [a-z0-9][a-z0-9._-]{0,63}'],
       [{ ...base, objective: serving(), maxTrials: undefined }, 'invalid study: give maxTrials or timeBudgetSeconds (only a grid ends by itself)'],
+      [{ ...base, objective: serving(), sampler: { type: 'nsga2' }, objectives: [{ metric: 'p99_ms', direction: 'minimize' }, { metric: 'accuracy', direction: 'maximize' }], register: true }, 'invalid study: register needs a single objective; a Pareto front has no one winner'],
     ];
     for (const [body, error] of cases) {
       const r = await call('POST', '/v2/studies', body);
