@@ -11,6 +11,8 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { createDynamoClient } from '../../functions/core/clients.ts';
 import { chromium, type Browser } from 'playwright-core';
 import type { APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -190,9 +192,14 @@ describe('workers that die', () => {
     expect(await table.ask('swept', 'w3')).toBeUndefined(); // the budget is taken
     await new Promise((resolve) => setTimeout(resolve, 5));
 
+    // A study on the list that was never written (its create failed after the list's put).
+    await createDynamoClient({ endpoint: stack.registry.emulators.dynamoEndpoint }).send(new PutItemCommand({ TableName: stack.table, Item: { pk: { S: 'STUDIES' }, sk: { S: 'ACTIVE#listed-only' }, id: { S: 'listed-only' } } }));
+    expect(await stack.studies.listActive()).toContain('listed-only');
     const failed = await stack.studies.sweep();
 
     expect(failed.swept).toEqual([0, 1]);
+    expect(failed['listed-only']).toBeUndefined();
+    expect(await stack.studies.listActive()).not.toContain('listed-only');
     expect((await table.ask('swept', 'w3'))?.number).toBe(2); // a place came back
     await table.deactivate('swept');
     expect(await stack.studies.listActive()).not.toContain('swept');
