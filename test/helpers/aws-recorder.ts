@@ -59,9 +59,10 @@ function dynamoCall(operation: string, body: Record<string, unknown>, names: Res
     case 'Scan':
     case 'DescribeTable': {
       const table = body.TableName as string;
-      // The partition key an item request names, for policies that confine a role to some partitions
-      // (dynamodb:LeadingKeys); a Query or Scan names none here, so such a condition never holds for it.
-      const pk = (body.Key as Record<string, { S?: string }> | undefined)?.pk?.S ?? (body.Item as Record<string, { S?: string }> | undefined)?.pk?.S;
+      // The partition key an item request names, or a Query's key condition sets equal, for policies
+      // that confine a role to some partitions (dynamodb:LeadingKeys); a Scan names none, so such a
+      // condition never holds for it.
+      const pk = (body.Key as Record<string, { S?: string }> | undefined)?.pk?.S ?? (body.Item as Record<string, { S?: string }> | undefined)?.pk?.S ?? queriedPartition(body);
       return { operation: `dynamodb ${operation}`, target: table, permissions: [{ action: action(operation), resource: on(table, body.IndexName as string | undefined), context: pk !== undefined ? { 'dynamodb:LeadingKeys': pk } : {} }] };
     }
     case 'TransactWriteItems': {
@@ -250,4 +251,16 @@ export function startRecorder(options: { awsEndpoint: string; dynamoEndpoint: st
       );
     },
   };
+}
+
+/** The partition a Query's KeyConditionExpression names (`pk = :v`, the name possibly a placeholder). */
+function queriedPartition(body: Record<string, unknown>): string | undefined {
+  const expression = body.KeyConditionExpression as string | undefined;
+  if (!expression) return undefined;
+  const names = (body.ExpressionAttributeNames ?? {}) as Record<string, string>;
+  const values = (body.ExpressionAttributeValues ?? {}) as Record<string, { S?: string }>;
+  for (const match of expression.matchAll(/(#?[A-Za-z0-9_]+)\s*=\s*(:[A-Za-z0-9_]+)/g)) {
+    if ((names[match[1]!] ?? match[1]) === 'pk') return values[match[2]!]?.S;
+  }
+  return undefined;
 }
