@@ -237,7 +237,7 @@ describe('registry', () => {
   it('registers uploads from EventBridge Object Created events for incoming/*.onnx', () => {
     const t = standard();
     const rules = resourcesOfType(t, 'AWS::Events::Rule').map(([, r]) => r.Properties);
-    const rule = rules.find((r) => JSON.stringify(r.EventPattern).includes('incoming/*.onnx'));
+    const rule = rules.find((r) => JSON.stringify(r.EventPattern ?? null).includes('incoming/*.onnx'));
     expect(rule?.EventPattern).toEqual({
       source: ['aws.s3'],
       'detail-type': ['Object Created'],
