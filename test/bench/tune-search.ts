@@ -1,10 +1,10 @@
 // The tune bench's study part (`npm run bench -- tune`, or TUNE_BENCH_ONLY=search for this part
 // alone, keeping the sampler figures already in bench/results/tune.json):
-// - serving_search_ratio: the full grid of serving configurations of the demo MNIST model is run
-//   through the tune job (every trial measured on this machine), then GP-BO studies (3 random
-//   startup trials) with 25% of its trials search the same grid, each configuration's figures looked up from the grid's run (so both
-//   compare the same measurements); the ratio of their best p99 under accuracy_drop <= 0.5 over the
-//   grid's, median over seeds.
+// - serving_search_ratio: the full grid of serving configurations of the demo MNIST model runs
+//   through the tune job (every trial measured on this machine); then GP-BO studies (3 random
+//   startup trials) with 25% of its trials search the same grid, each configuration's figures looked
+//   up from the grid's run, so both compare the same measurements; the ratio of their best p99 under
+//   accuracy_drop <= 0.5 over the grid's, median over seeds.
 // - asha_epoch_ratio and asha_accuracy_gap_points: training studies of a small MLP on the quadrant
 //   images with and without successive halving, on the same configurations (random sampler, same
 //   seed): epochs trained with over without, and the gap between their best validation accuracies in

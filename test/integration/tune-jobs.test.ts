@@ -4,10 +4,15 @@
  * by side, a dead worker's trial is failed after its lease and its place given back, a pruner stops
  * trials per epoch, the serving figures are the measurements they claim, and the report renders.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { createDynamoClient } from '../../functions/core/aws/clients.ts';
 import { chromium, type Browser } from 'playwright-core';
 import type { APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,7 +24,7 @@ import { classificationAccuracy, costPerMillion } from '../../functions/core/tun
 import type { StudyReport } from '../../functions/core/tune/report.ts';
 import type { StudyView } from '../../functions/core/tune/service.ts';
 import { createStudiesApiHandler } from '../../functions/studies/app.ts';
-import { apiEvent } from '../helpers/batch-stack.ts';
+import { apiEvent, waitFor } from '../helpers/batch-stack.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 import { quadrantIdx, quadrantMlp, queueDepth, startTuneStack, type TuneStack } from '../helpers/tune-stack.ts';
 
@@ -187,9 +192,14 @@ describe('workers that die', () => {
     expect(await table.ask('swept', 'w3')).toBeUndefined(); // the budget is taken
     await new Promise((resolve) => setTimeout(resolve, 5));
 
+    // A study on the list that was never written (its create failed after the list's put).
+    await createDynamoClient({ endpoint: stack.registry.emulators.dynamoEndpoint }).send(new PutItemCommand({ TableName: stack.table, Item: { pk: { S: 'STUDIES' }, sk: { S: 'ACTIVE#listed-only' }, id: { S: 'listed-only' } } }));
+    expect(await stack.studies.listActive()).toContain('listed-only');
     const failed = await stack.studies.sweep();
 
     expect(failed.swept).toEqual([0, 1]);
+    expect(failed['listed-only']).toBeUndefined();
+    expect(await stack.studies.listActive()).not.toContain('listed-only');
     expect((await table.ask('swept', 'w3'))?.number).toBe(2); // a place came back
     await table.deactivate('swept');
     expect(await stack.studies.listActive()).not.toContain('swept');
@@ -249,6 +259,7 @@ describe('refusals', () => {
       [{ ...base, objective: serving(), objectives: [{ metric: 'loss', direction: 'minimize' }] }, "invalid study: the serving objective measures no metric 'loss'; it measures p50_ms, p99_ms, mean_ms, throughput, accuracy, accuracy_drop, size_mb, cost_per_million, memory_mib"],
       [{ ...base, objective: serving({ model: 'Not A Name' }) }, 'invalid serving objective: model: a model name: [a-z0-9][a-z0-9._-]{0,63}'],
       [{ ...base, objective: serving(), maxTrials: undefined }, 'invalid study: give maxTrials or timeBudgetSeconds (only a grid ends by itself)'],
+      [{ ...base, objective: serving(), sampler: { type: 'nsga2' }, objectives: [{ metric: 'p99_ms', direction: 'minimize' }, { metric: 'accuracy', direction: 'maximize' }], register: true }, 'invalid study: register needs a single objective; a Pareto front has no one winner'],
     ];
     for (const [body, error] of cases) {
       const r = await call('POST', '/v2/studies', body);
@@ -262,6 +273,55 @@ describe('refusals', () => {
     expect((await call('POST', '/v2/studies', 'not json')).status).toBe(400);
     expect((await call('GET', '/v2/studies/Bad%20Id')).json().error).toBe("study id 'Bad Id' must match [a-z0-9][a-z0-9._-]{0,63}");
   });
+});
+
+describe('mass tune', () => {
+  it('starts a serving study from flags, follows it with --watch until it ends, and saves its report', async () => {
+    const server = createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      const body = Buffer.concat(chunks).toString('utf8');
+      const result = (await api(apiEvent(req.method!, new URL(req.url!, 'http://x').pathname, body === '' ? undefined : body), {} as Context)) as APIGatewayProxyStructuredResultV2;
+      res.writeHead(result.statusCode!, result.headers as Record<string, string>).end(result.body);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const dir = await mkdtemp(join(tmpdir(), 'tune-cli-'));
+    try {
+      const apiUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      await writeFile(join(dir, 'space.json'), JSON.stringify({ parameters: { quantization: { type: 'categorical', choices: ['none', 'fp16'] } } }));
+      const env = { ...process.env, MASS_AUTH: '', MASS_TOKEN: '', AWS_ENDPOINT_URL: stack.registry.emulators.awsEndpoint };
+      const mass = (...args: string[]) => {
+        const cli = spawn(process.execPath, ['functions/cli/mass.ts', '--api', apiUrl, '--bucket', stack.registry.store.bucket, ...args], { env });
+        let stdout = '';
+        let stderr = '';
+        cli.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+        cli.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        return { output: () => ({ stdout, stderr }), exited: once(cli, 'exit') as Promise<[number]> };
+      };
+
+      const watching = mass('tune', 'serving', 'quad', '--dataset', 'quads', '--space', join(dir, 'space.json'), '--objective', 'size_mb:min', '--constraint', 'accuracy_drop<=50', '--id', 'cli-serving', '--watch', '--interval', '0.2');
+      await waitFor('the study', async () => (await stack.studies.getStudyRecord('cli-serving').catch(() => undefined))?.job);
+      await stack.runToEnd((await stack.studies.getStudyRecord('cli-serving')).job!);
+      const [code] = await watching.exited;
+      const { stdout, stderr } = watching.output();
+
+      expect(code, stderr).toBe(0);
+      expect(stderr).toContain('study cli-serving (job j-');
+      expect(stderr).toMatch(/cli-serving succeeded \[#+\] 100% 2\/2 best size_mb [\d.]+ \(trial 1\)/);
+      const summary = JSON.parse(stdout) as StudyView;
+      expect(summary).toMatchObject({ id: 'cli-serving', state: 'succeeded', counts: { total: 2, complete: 2 }, best: { number: 1, params: { quantization: 'fp16' } } });
+
+      const status = mass('tune', 'status', 'cli-serving', '--report', join(dir, 'report.html'));
+      expect((await status.exited)[0], status.output().stderr).toBe(0);
+      expect(await readFile(join(dir, 'report.html'), 'utf8')).toBe(await text(summary.outcome!.reportHtml));
+      const refused = mass('tune', 'serving', 'quad', '--dataset', 'quads', '--objective', 'speed:fast');
+      expect([(await refused.exited)[0], refused.output().stderr]).toEqual([1, "error: objective 'speed:fast' must be <metric>:min or <metric>:max\n"]);
+    } finally {
+      server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
 
 async function render(html: string, selectors: Record<string, string>): Promise<Record<string, unknown>> {

@@ -80,6 +80,7 @@ export function parseStudyRequest(body: unknown): ParsedStudyRequest {
   const study = parseStudyConfig(config);
   checkParameters(objective, study.space);
   checkMetrics(objective, [...study.objectives.map((o) => o.metric), ...study.constraints.map((c) => c.metric)]);
+  if (register && study.objectives.length > 1) throw new BadRequestError('invalid study: register needs a single objective; a Pareto front has no one winner');
   if (!study.maxTrials && !study.timeBudgetSeconds && study.sampler.type !== 'grid') {
     throw new BadRequestError('invalid study: give maxTrials or timeBudgetSeconds (only a grid ends by itself)');
   }
@@ -201,7 +202,7 @@ export async function finishStudy(deps: TuneDeps, job: JobRecord): Promise<Study
   const objective = objectiveOf(request.objective.type);
   const study = await deps.studies.loadStudy(request.study);
   let registered: { model: string; version: string } | undefined;
-  if (request.register && study.config.objectives.length === 1) {
+  if (request.register) {
     const best = study.bestTrial();
     if (best) registered = await objective.registerWinner(request.objective.options, best, { store: deps.store, job: job.id, study: request.study });
   }

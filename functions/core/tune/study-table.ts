@@ -177,12 +177,15 @@ export class StudyTable {
   async sweep(): Promise<Record<string, number[]>> {
     const failed: Record<string, number[]> = {};
     for (const id of await this.listActive()) {
-      try {
-        failed[id] = await this.failExpired(id);
-      } catch (error) {
-        if (!(error instanceof NotFoundError)) throw error;
-        await this.deactivate(id);
-      }
+      const exists = await this.getStudyRecord(id).then(
+        () => true,
+        (error: unknown) => {
+          if (error instanceof NotFoundError) return false;
+          throw error;
+        },
+      );
+      if (exists) failed[id] = await this.failExpired(id);
+      else await this.deactivate(id);
     }
     return failed;
   }
