@@ -300,7 +300,7 @@ describe('mass tune', () => {
         return { output: () => ({ stdout, stderr }), exited: once(cli, 'exit') as Promise<[number]> };
       };
 
-      const watching = mass('tune', 'serving', 'quad', '--dataset', 'quads', '--space', join(dir, 'space.json'), '--objective', 'size_mb:min', '--constraint', 'accuracy_drop<=50', '--id', 'cli-serving', '--watch', '--interval', '0.2');
+      const watching = mass('tune', 'serving', 'quad', '--version', '1', '--dataset', 'quads', '--space', join(dir, 'space.json'), '--objective', 'size_mb:min', '--constraint', 'accuracy_drop<=50', '--id', 'cli-serving', '--watch', '--interval', '0.2');
       await waitFor('the study', async () => (await stack.studies.getStudyRecord('cli-serving').catch(() => undefined))?.job);
       await stack.runToEnd((await stack.studies.getStudyRecord('cli-serving')).job!);
       const [code] = await watching.exited;

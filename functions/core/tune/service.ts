@@ -69,8 +69,10 @@ export async function readStudy(deps: { studies: StudyTable; jobs: JobTable }, i
     if (error instanceof NotFoundError) throw new NotFoundError(`no study '${id}'`);
     throw error;
   });
-  const study = await deps.studies.loadStudy(id);
+  // The job first: once it has ended, every trial was told before it did, so the trials read next are
+  // final (read the other way round, a job that ends between the reads shows with a trial missing).
   const job = record.job ? await deps.jobs.getJob(record.job) : undefined;
+  const study = await deps.studies.loadStudy(id);
   const trials = study.trials as StoredTrial[];
   const counts = { running: 0, complete: 0, pruned: 0, failed: 0, total: trials.length };
   for (const t of trials) counts[t.state]++;
