@@ -22,6 +22,8 @@ interface LocalStackFile {
   awsEndpoint: string;
   dynamoEndpoint: string;
   registryTable?: string;
+  /** The batch functions' environment on the local stack, for `mass batch worker`. */
+  batchWorkerEnv?: Record<string, string>;
 }
 
 export interface FoundLocalStack extends LocalStackFile {

@@ -6,7 +6,7 @@ import { createBatchSubmitQueueHandler, createBatchUploadHandler } from '../../f
 import { createBatchDeadLetterHandler, createBatchScoreHandler } from '../../functions/batch-score/app.ts';
 import { batchEnvironment, createLocalBatchResources, type LocalBatchResources } from './batch-resources.ts';
 import { pollSqsQueue, watchS3Prefix, type Trigger } from './triggers.ts';
-import { startWorkerProcesses, stopWorkerProcesses, type WorkerLine, type WorkerProcess } from './workers.ts';
+import { startWorkerProcesses, stopWorkerProcesses, type WorkerLine, type WorkerProcess } from '../gpu-worker/processes.ts';
 
 /**
  * The batch part of the local stack: the resources of infra/serverless/batch.yml on the emulators,

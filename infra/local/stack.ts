@@ -294,6 +294,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       seeded,
       metricsFile,
       monitorQueue: localMonitorQueue(PREFIX),
+      // `mass batch worker` starts container workers with this (its queue and cache added).
+      batchWorkerEnv: batch?.environment,
     };
     if (options.stateDir) {
       await mkdir(options.stateDir, { recursive: true });

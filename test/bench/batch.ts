@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url';
 import ort from 'onnxruntime-node';
 import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
-import { startWorkerProcesses, stopWorkerProcesses, type WorkerProcess } from '../../infra/local/workers.ts';
+import { startWorkerProcesses, stopWorkerProcesses, type WorkerProcess } from '../../infra/gpu-worker/processes.ts';
 import { putText, startBatchStack, type BatchStack } from '../helpers/batch-stack.ts';
 import { BENCH_AWS_ENV, median, printTable, round, writeResults } from './common.ts';
 

@@ -17,7 +17,7 @@ import { createObservability } from '../../functions/core/platform/observability
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { graph, model, node, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { pollSqsQueue, watchS3Prefix, type Trigger } from '../../infra/local/triggers.ts';
-import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/local/workers.ts';
+import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/gpu-worker/processes.ts';
 import { getText, pushDoublingModel, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 import { duckdbParquet, numpyFile } from '../helpers/columnar-files.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';

@@ -5,7 +5,7 @@ import { keys } from '../../functions/core/artifacts/keys.ts';
 import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { shardStepName } from '../../functions/core/batch/merge.ts';
-import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/local/workers.ts';
+import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/gpu-worker/processes.ts';
 import { getText, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 
 // The container worker as separate processes (the GPU image's entry point, on CPU here: its CUDA

@@ -207,6 +207,11 @@ describe('the import graph of functions/ and infra/', () => {
     expect(loose).toEqual([]);
   });
 
+  it('keeps the CLI free of the local stack: nothing under functions/cli imports infra/local, dynamically either', () => {
+    const offenders = tsFilesUnder(path.join(ROOT, 'functions', 'cli')).filter((file) => /(?:from\s*|import\()\s*'[^']*infra\/local\//.test(readFileSync(file, 'utf8')));
+    expect(offenders.map(relative)).toEqual([]);
+  });
+
   describe('as the code stands', () => {
     const roots = SCANNED.flatMap((dir) => tsFilesUnder(path.join(ROOT, dir)));
     const graph = moduleGraph(roots);

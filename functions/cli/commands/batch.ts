@@ -209,21 +209,15 @@ export function registerBatchCommands(program: Command): void {
     .action(async (opts: { count: number; queue: string; threads?: number }) => {
       const local = localStackFile();
       if (!local) throw new CliError('no local stack: run `npm start` first (it writes .local/stack.json)');
-      const ctx = cliContext(global());
-      const bucket = ctx.store().bucket;
-      const { startWorkerProcesses, stopWorkerProcesses } = await import('../../../infra/local/workers.ts');
-      const { batchEnvironment } = await import('../../../infra/local/batch-resources.ts');
+      if (!local.batchWorkerEnv) throw new CliError('the local stack runs without its batch part: restart it with `npm start`');
+      const { startWorkerProcesses, stopWorkerProcesses } = await import('../../../infra/gpu-worker/processes.ts');
       const name = opts.queue === 'lambda' ? 'ai-mass-local-batch-shards' : 'ai-mass-local-batch-gpu-shards';
       const sqs = createSqsClient({ endpoint: local.awsEndpoint });
       const queueUrl = (await sqs.send(new GetQueueUrlCommand({ QueueName: name })).catch(() => {
         throw new CliError(`the local stack has no queue ${name}: is its batch part running?`);
       })).QueueUrl!;
       const env = {
-        ...batchEnvironment(
-          // The local stack's registry table (infra/local/registry-resources.ts) and its shard queues' visibility (batch-resources.ts).
-          { bucket, table: 'ai-mass-local-registry', visibilitySeconds: 30, shardQueueUrl: queueUrl, gpuShardQueueUrl: queueUrl, deadLetterQueueUrl: '', submitQueueUrl: '' },
-          local,
-        ),
+        ...local.batchWorkerEnv,
         WORKER_QUEUE_URL: queueUrl,
         // Short polls locally, so Ctrl-C stops the workers within a couple of seconds.
         WAIT_TIME_SECONDS: '2',

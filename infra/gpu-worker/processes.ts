@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
  * (infra/gpu-worker/worker.ts), against the local emulators. Used by `mass worker`, the local stack
  * and the tests that kill workers.
  */
-export const WORKER_ENTRY = fileURLToPath(new URL('../gpu-worker/worker.ts', import.meta.url));
+export const WORKER_ENTRY = fileURLToPath(new URL('./worker.ts', import.meta.url));
 /** As the container runs it (infra/gpu-worker/Dockerfile): rows allocate a lot of short-lived arrays. */
 export const WORKER_NODE_FLAGS = ['--max-semi-space-size=64'];
 
