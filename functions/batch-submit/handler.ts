@@ -4,6 +4,7 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { createBatchRuntime } from '../core/batch/runtime.ts';
 import { DEFAULT_MAX_BODY_BYTES } from '../core/platform/config.ts';
 import { createObservability } from '../core/platform/observability.ts';
+import { readEnv } from '../core/platform/env.ts';
 import { createBatchApiHandler, createBatchSubmitQueueHandler, createBatchUploadHandler } from './app.ts';
 
 // Lambda init: clients and the service once per environment. Three functions share this module,
@@ -11,7 +12,8 @@ import { createBatchApiHandler, createBatchSubmitQueueHandler, createBatchUpload
 const { logger, metrics } = createObservability();
 const runtime = createBatchRuntime({ logger });
 const service = runtime.service();
-const maxBodyBytes = process.env.MAX_BODY_BYTES ? Number(process.env.MAX_BODY_BYTES) : DEFAULT_MAX_BODY_BYTES;
+const { MAX_BODY_BYTES } = readEnv(['MAX_BODY_BYTES']);
+const maxBodyBytes = MAX_BODY_BYTES ? Number(MAX_BODY_BYTES) : DEFAULT_MAX_BODY_BYTES;
 
 export const api = middy(createBatchApiHandler({ service, maxBodyBytes, logger, metrics }))
   .use(injectLambdaContext(logger, { resetKeys: true }))

@@ -7,19 +7,21 @@ import { readQuantizeConfig } from '../core/quantize/config.ts';
 import { quantizeRequestSchema } from '../core/quantize/options.ts';
 import { startQuantization } from '../core/quantize/start.ts';
 import { createObservability } from '../core/platform/observability.ts';
+import { readEnv } from '../core/platform/env.ts';
 import { DEFAULT_MAX_MODEL_BYTES } from '../core/artifacts/validation.ts';
 import { quantizeRuntimeFromConfig } from '../core/quantize/runtime.ts';
 import { createRegisterHandler } from './app.ts';
 
 const { logger, metrics } = createObservability();
 const store = modelStoreFromEnv('/tmp/ai-mass/register', { events: modelEventsFromEnv() });
-const maxModelBytes = process.env.MAX_MODEL_BYTES ? Number(process.env.MAX_MODEL_BYTES) : DEFAULT_MAX_MODEL_BYTES;
+const env = readEnv(['MAX_MODEL_BYTES', 'SERVING_MEMORY_MB', 'DEFAULT_QUANTIZATION']);
+const maxModelBytes = env.MAX_MODEL_BYTES ? Number(env.MAX_MODEL_BYTES) : DEFAULT_MAX_MODEL_BYTES;
 /** The inference function's memory in this deployment (the tier's memorySize), set by serverless.yml. */
-const servingMemoryMiB = process.env.SERVING_MEMORY_MB ? Number(process.env.SERVING_MEMORY_MB) : undefined;
+const servingMemoryMiB = env.SERVING_MEMORY_MB ? Number(env.SERVING_MEMORY_MB) : undefined;
 
 /** The tier's DEFAULT_QUANTIZATION (none, int8-dynamic, fp16): a variant requested for each new upload. */
 function defaultQuantization() {
-  const method = process.env.DEFAULT_QUANTIZATION ?? 'none';
+  const method = env.DEFAULT_QUANTIZATION ?? 'none';
   if (method === 'none') return undefined;
   const request = quantizeRequestSchema.parse({ method });
   const config = readQuantizeConfig();

@@ -3,6 +3,7 @@ import { ConfigError } from './errors.ts';
 import { PARSED_ONCE } from './zod-options.ts';
 
 const nonEmpty = z.string().check(z.minLength(1));
+const positiveInteger = z.string().check(z.regex(/^[1-9][0-9]{0,15}$/, 'expected a positive whole number'));
 
 /**
  * The variables the stack sets that more than one function reads, each with its one schema: a
@@ -15,6 +16,14 @@ export const STACK_VARIABLES = {
   /** The registry table (versions, aliases, jobs); set stack-wide. Without it versions are listed from the bucket. */
   REGISTRY_TABLE: z.optional(nonEmpty),
   MODEL_CACHE_DIR: z.optional(nonEmpty),
+  /** Request bodies over this many bytes are refused before they are parsed (functions that take bodies). */
+  MAX_BODY_BYTES: z.optional(positiveInteger),
+  /** The largest model file registration takes. */
+  MAX_MODEL_BYTES: z.optional(positiveInteger),
+  /** The inference function's memory in this deployment (the tier's memorySize). */
+  SERVING_MEMORY_MB: z.optional(positiveInteger),
+  /** The tier's quantization of each new upload. */
+  DEFAULT_QUANTIZATION: z.optional(z.enum(['none', 'int8-dynamic', 'fp16'])),
   MODEL_EVENTS_TOPIC_ARN: z.optional(z.string().check(z.regex(/^arn:[^:]+:sns:[^:]*:[^:]*:[^:]+$/, 'expected an SNS topic ARN'))),
 } as const;
 
