@@ -56,7 +56,7 @@ describe('batch functions and queues', () => {
   });
 
   it('submits on S3 Object Created events under batches/incoming/', () => {
-    const rule = Object.values(plain.Resources).find((r) => r.Type === 'AWS::Events::Rule' && JSON.stringify(r.Properties.EventPattern).includes('batches/'))!;
+    const rule = Object.values(plain.Resources).find((r) => r.Type === 'AWS::Events::Rule' && JSON.stringify(r.Properties.EventPattern ?? null).includes('batches/'))!;
     expect(rule.Properties.EventPattern).toEqual({
       source: ['aws.s3'],
       'detail-type': ['Object Created'],
@@ -78,7 +78,7 @@ describe('least privilege', () => {
     expect(actions(plain, 'BatchApiRole')).toEqual([
       'dynamodb:GetItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:UpdateItem',
       'logs:CreateLogStream', 'logs:PutLogEvents',
-      's3:GetObject', 's3:GetObject', 's3:PutObject',
+      's3:GetObject', 's3:GetObject', 's3:ListBucket', 's3:PutObject',
       'sqs:GetQueueUrl', 'sqs:SendMessage',
     ]);
     // Versions and aliases are read from the registry table, never written.

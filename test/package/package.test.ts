@@ -487,8 +487,9 @@ describe('operations', () => {
     // Every function's errors and throttles (infra/serverless/monitoring-plugin.mjs), asserted below.
     const functionAlarms = new Set(lambdaFunctionIds(t).flatMap((id) => [id.replace(/LambdaFunction$/, 'ErrorsAlarm'), id.replace(/LambdaFunction$/, 'ThrottlesAlarm')]));
     expect(notifying.map(([id]) => id).filter((id) => !functionAlarms.has(id)).sort()).toEqual([
-      'AccountConcurrencyAlarm', 'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'CanaryRollbackAlarm', 'CaptureFailuresAlarm', 'EvaluateDeadLetterAlarm', 'Http5xxRateAlarm',
-      'InferenceColdStartRateAlarm', 'InferenceLatencyP99Alarm', 'InferenceProvisionedSpilloverAlarm', 'InferenceRuntimeFailuresAlarm', 'ModelDriftAlarm', 'MonitorStepDeadLetterQueueDepthAlarm', 'QuantizeDeadLetterAlarm', 'RegisterFailuresAlarm', 'RegisterFailuresDeadLetterAlarm',
+      'AccountConcurrencyAlarm', 'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'CanaryRollbackAlarm', 'CaptureFailuresAlarm', 'EvaluateDeadLetterAlarm', 'FederationStepDeadLetterQueueDepthAlarm', 'Http5xxRateAlarm',
+      'InferenceColdStartRateAlarm', 'InferenceLatencyP99Alarm', 'InferenceProvisionedSpilloverAlarm', 'InferenceRuntimeFailuresAlarm', 'ModelDriftAlarm', 'MonitorStepDeadLetterQueueDepthAlarm', 'QuantizeDeadLetterAlarm', 'RegisterFailuresAlarm', 'RegisterFailuresDeadLetterAlarm', 'TrainStepsDeadLetterAlarm',
+      'TuneStepsDeadLetterQueueDepthAlarm',
     ]);
     // The series the inference function emits with the service dimension alone (functions/inference/app.ts).
     expect(t.Resources.InferenceRuntimeFailuresAlarm!.Properties).toMatchObject({
