@@ -1,4 +1,5 @@
 import { Router } from '@aws-lambda-powertools/event-handler/http';
+import type { Metrics } from '@aws-lambda-powertools/metrics';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { BadRequestError, HttpError, NotFoundError } from '../core/platform/errors.ts';
 import { errorResponse, type ErrorLog, type HttpResult } from './http.ts';
@@ -36,21 +37,24 @@ export class ApiRouter {
   private readonly declared: { method: Method; pattern: RegExp }[] = [];
 
   private readonly log: ErrorLog;
+  private readonly metrics: Metrics | undefined;
 
-  constructor(log: ErrorLog) {
+  /** `metrics`: where an answered error is also counted (adapters/http.ts, errorResponse). */
+  constructor(log: ErrorLog, metrics?: Metrics) {
     this.log = log;
+    this.metrics = metrics;
     // Handlers return API Gateway results, which the router passes through as they are.
     const result = (r: HttpResult) => r as never;
     this.app.notFound(async (_error, { event }) => {
       const { method, path } = (event as APIGatewayProxyEventV2).requestContext.http;
       const allowed = this.methodsOn(path);
       const error = allowed.length > 0 ? new HttpError(405, `method ${method} is not allowed on ${path}; use ${allowed.join(' or ')}`) : new NotFoundError(`no route for ${method} ${path}`);
-      return result(errorResponse(error, this.log));
+      return result(errorResponse(error, this.log, this.metrics));
     });
     this.app.errorHandler(URIError, async (_error, { event }) =>
-      result(errorResponse(new BadRequestError(`malformed percent-encoding in path ${JSON.stringify((event as APIGatewayProxyEventV2).rawPath.slice(0, 200))}`), this.log)),
+      result(errorResponse(new BadRequestError(`malformed percent-encoding in path ${JSON.stringify((event as APIGatewayProxyEventV2).rawPath.slice(0, 200))}`), this.log, this.metrics)),
     );
-    this.app.errorHandler(Error, async (error) => result(errorResponse(error, this.log)));
+    this.app.errorHandler(Error, async (error) => result(errorResponse(error, this.log, this.metrics)));
   }
 
   on(method: Method, path: string, handler: RouteHandler): this {

@@ -1,16 +1,16 @@
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, S3Event, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, S3Event, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { BadRequestError, HttpError, NotFoundError } from '../core/platform/errors.ts';
+import { BadRequestError, HttpError } from '../core/platform/errors.ts';
 import type { BatchService } from '../core/batch/service.ts';
 import { keys } from '../core/artifacts/keys.ts';
-import { errorResponse, json, jsonBody } from '../adapters/http.ts';
+import { json, jsonBody } from '../adapters/http.ts';
+import { ApiRouter } from '../adapters/router.ts';
 import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../adapters/s3-events.ts';
 
 type Result = APIGatewayProxyStructuredResultV2;
 
-const JOB_ROUTE = /^\/v2\/batches\/([^/]+)\/?$/;
 
 export interface BatchApiHandlerDeps {
   service: BatchService;
@@ -23,35 +23,19 @@ export interface BatchApiHandlerDeps {
 export function createBatchApiHandler(deps: BatchApiHandlerDeps) {
   const { service, logger, metrics } = deps;
 
-  async function route(event: APIGatewayProxyEventV2): Promise<Result> {
-    const method = event.requestContext.http.method.toUpperCase();
-    const path = event.rawPath;
-    if (path === '/v2/batches' || path === '/v2/batches/') {
-      if (method !== 'POST') throw new HttpError(405, `method ${method} is not allowed on ${path}; use POST`);
+  const handler = new ApiRouter((level, message, fields) => logger[level](message, fields), metrics)
+    .on('POST', '/v2/batches', async ({ event }) => {
       const body = jsonBody(event, { maxBytes: deps.maxBodyBytes, tooLargeHint: 'upload the rows to the bucket and pass "input"' });
       const { job, created } = await service.submit(body, { kind: 'api' });
       logger.info(created ? 'batch job submitted' : 'batch job resubmitted', { job: job.id, shards: job.shards.total });
       return json(created ? 202 : 200, job);
-    }
-    const match = JOB_ROUTE.exec(path);
-    if (!match) throw new NotFoundError(`no route for ${method} ${path}`);
-    if (method !== 'GET') throw new HttpError(405, `method ${method} is not allowed on ${path}; use GET`);
-    let id: string;
-    try {
-      id = decodeURIComponent(match[1]!);
-    } catch {
-      throw new BadRequestError(`malformed job id ${JSON.stringify(match[1])}`);
-    }
-    return json(200, await service.get(id));
-  }
+    })
+    .on('GET', '/v2/batches/:id', async ({ params }) => json(200, await service.get(params.id!)))
+    .handler();
 
-  return async function batchApiHandler(event: APIGatewayProxyEventV2): Promise<Result> {
+  return async function batchApiHandler(event: APIGatewayProxyEventV2, context?: Context): Promise<Result> {
     logger.resetKeys();
-    try {
-      return await route(event);
-    } catch (error) {
-      return errorResponse(error, (level, message, fields) => logger[level](message, fields), metrics);
-    }
+    return handler(event, context ?? ({} as Context));
   };
 }
 

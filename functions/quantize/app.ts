@@ -1,15 +1,15 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, SQSBatchResponse, SQSEvent, Context } from 'aws-lambda';
-import { HttpError, NotFoundError } from '../core/platform/errors.ts';
+import { NotFoundError } from '../core/platform/errors.ts';
 import { assertValidName } from '../core/artifacts/names.ts';
 import type { JobTable } from '../core/jobs/job-table.ts';
 import type { JobRecord } from '../core/jobs/record.ts';
 import type { JobRuntime } from '../core/jobs/runtime.ts';
-import { errorResponse, json, jsonBody, pathSegment } from '../adapters/http.ts';
+import { json, jsonBody } from '../adapters/http.ts';
+import { ApiRouter } from '../adapters/router.ts';
 import { createJobDeadLetterHandler, createJobStepHandler } from '../adapters/job-steps.ts';
 import { parseQuantizeRequest, QUANTIZE_KIND, quantizeJobView } from '../core/quantize/jobs.ts';
 import { startQuantization, type StartQuantizationDeps } from '../core/quantize/start.ts';
 
-type Result = APIGatewayProxyStructuredResultV2;
 type Log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 
 export interface QuantizeApiDeps extends StartQuantizationDeps {
@@ -18,8 +18,6 @@ export interface QuantizeApiDeps extends StartQuantizationDeps {
   log: Log;
 }
 
-const QUANTIZE_ROUTE = /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/quantize\/?$/;
-const JOB_ROUTE = /^\/v2\/models\/([^/]+)\/quantizations\/([^/]+)\/?$/;
 const MAX_BODY = 64 * 1024;
 
 export { parseQuantizeRequest };
@@ -39,39 +37,25 @@ export function jobView(record: JobRecord) {
 }
 
 /** HTTP API: POST .../versions/{v}/quantize starts (or finds) a job, GET .../quantizations/{job} reads it (as does GET /v2/jobs/{job}). */
-export function createQuantizeApiHandler(deps: QuantizeApiDeps) {
-  async function route(event: APIGatewayProxyEventV2): Promise<Result> {
-    const method = event.requestContext.http.method.toUpperCase();
-    const path = event.rawPath;
-    const start = QUANTIZE_ROUTE.exec(path);
-    if (start) {
-      if (method !== 'POST') throw new HttpError(405, `method ${method} is not allowed on ${path}; use POST`);
-      const name = assertValidName(pathSegment(start[1]!), 'model name');
-      const version = assertValidName(pathSegment(start[2]!), 'version');
+export function createQuantizeApiHandler(deps: QuantizeApiDeps): (event: APIGatewayProxyEventV2, context?: Context) => Promise<APIGatewayProxyStructuredResultV2> {
+  const handler = new ApiRouter(deps.log)
+    .on('POST', '/v2/models/:name/versions/:version/quantize', async ({ params, event }) => {
+      const name = assertValidName(params.name!, 'model name');
+      const version = assertValidName(params.version!, 'version');
       const request = parseQuantizeRequest(jsonBody(event, { maxBytes: MAX_BODY, empty: {} }));
       const { job, created } = await startQuantization(deps, name, version, request);
       deps.log('info', created ? 'quantization queued' : 'quantization already known', { job: job.id, model: name, version, method: request.method });
       return json(created ? 202 : 200, jobView(job), { location: `/v2/models/${name}/quantizations/${job.id}` });
-    }
-    const status = JOB_ROUTE.exec(path);
-    if (status) {
-      if (method !== 'GET') throw new HttpError(405, `method ${method} is not allowed on ${path}; use GET`);
-      const name = assertValidName(pathSegment(status[1]!), 'model name');
-      const id = assertValidName(pathSegment(status[2]!), 'job id');
+    })
+    .on('GET', '/v2/models/:name/quantizations/:job', async ({ params }) => {
+      const name = assertValidName(params.name!, 'model name');
+      const id = assertValidName(params.job!, 'job id');
       const job = await deps.table.getJob(id);
       if (!job || job.kind !== QUANTIZE_KIND || quantizeJobView(job).model !== name) throw new NotFoundError(`model '${name}' has no quantization job '${id}'`);
       return json(200, jobView(job));
-    }
-    throw new NotFoundError(`no route for ${method} ${path}`);
-  }
-
-  return async function quantizeApiHandler(event: APIGatewayProxyEventV2): Promise<Result> {
-    try {
-      return await route(event);
-    } catch (error) {
-      return errorResponse(error, deps.log);
-    }
-  };
+    })
+    .handler();
+  return (event, context) => handler(event, context ?? ({} as Context));
 }
 
 /** An SQS event source's invocation; the local stack's poller and the tests pass none, and get Lambda's 15 minutes. */

@@ -35,7 +35,7 @@ beforeAll(async () => {
   await pushModel(new ModelRepository({ s3, bucket: BUCKET, cacheDir: join(dir, 'push-cache'), registry }), { name: 'double', bytes: doublingModel() });
   runtime = createBatchRuntime({ env: batch.environment });
   await mkdir(join(dir, '.local'));
-  await writeFile(join(dir, '.local', 'stack.json'), JSON.stringify({ api: 'http://127.0.0.1:9', bucket: BUCKET, ...emulators }));
+  await writeFile(join(dir, '.local', 'stack.json'), JSON.stringify({ api: 'http://127.0.0.1:9', bucket: BUCKET, ...emulators, batchWorkerEnv: batch.environment }));
   mass = spawn(process.execPath, [join(import.meta.dirname, '..', '..', 'functions', 'cli', 'mass.ts'), 'worker', '--count', '2', '--threads', '1'], {
     cwd: dir,
     env: { ...process.env, AWS_ENDPOINT_URL: '' },

@@ -1,4 +1,5 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { apiEvent } from '../helpers/batch-stack.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
@@ -64,13 +65,7 @@ let api: ReturnType<typeof createEvaluateApiHandler>;
 let cacheDir: string;
 
 function event(method: string, path: string, body?: unknown): APIGatewayProxyEventV2 {
-  return {
-    rawPath: path,
-    requestContext: { http: { method } },
-    headers: { 'content-type': 'application/json' },
-    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-    isBase64Encoded: false,
-  } as unknown as APIGatewayProxyEventV2;
+  return apiEvent(method, path, body);
 }
 
 async function call(method: string, path: string, body?: unknown) {

@@ -1,4 +1,5 @@
 import { readFile, mkdtemp, rm } from 'node:fs/promises';
+import { apiEvent } from '../helpers/batch-stack.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
@@ -79,7 +80,7 @@ function api(workerMemoryMiB = 3008) {
 }
 
 function event(method: string, path: string, body?: unknown): APIGatewayProxyEventV2 {
-  return { rawPath: path, requestContext: { http: { method } }, headers: {}, body: body === undefined ? undefined : JSON.stringify(body), isBase64Encoded: false } as unknown as APIGatewayProxyEventV2;
+  return apiEvent(method, path, body);
 }
 
 /** Receives what the API queued and runs it through the worker handler, as the SQS event source would. */
