@@ -8,6 +8,7 @@
  * up longer).
  */
 import { startBootFetch } from '../core/coldstart/boot-fetch.ts';
+import { MONITORING_SETTING, monitoringConfigKey } from '../core/monitor/config-location.ts';
 
 /**
  * Signing and connecting take 10-16 ms of a cold start here (node:crypto and node:net load on the
@@ -16,5 +17,6 @@ import { startBootFetch } from '../core/coldstart/boot-fetch.ts';
  */
 const BOOT_SEND_WAIT_MS = 30;
 
-export const bootFetch = startBootFetch();
+/** The models' monitoring configs come along: data capture reads them on each model's first request. */
+export const bootFetch = startBootFetch(process.env, { modelConfig: { setting: MONITORING_SETTING, objectKey: monitoringConfigKey } });
 export const ready: Promise<unknown> = Promise.race([bootFetch.sent, new Promise((resolve) => setTimeout(resolve, BOOT_SEND_WAIT_MS).unref())]);

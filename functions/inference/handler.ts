@@ -47,7 +47,7 @@ export const ready: Promise<void> = service.preloadModels(config.preloadModels).
 });
 let coldStartReported = false;
 
-const capture = captureFromEnv(store, logger, metrics);
+const capture = captureFromEnv(store, logger, metrics, { bootConfigs: bootFetch.modelConfigs });
 export const handler = middy(createInferenceHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics, capture }))
   .before(async () => {
     await ready;

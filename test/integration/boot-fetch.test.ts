@@ -1,7 +1,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startBootFetch, type BootFetchEnv } from '../../functions/core/coldstart/boot-fetch.ts';
 import { createDynamoClient, createS3Client } from '../../functions/core/aws/clients.ts';
@@ -18,6 +18,9 @@ import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { stagingKey } from '../../functions/core/artifacts/staging.ts';
 import { scaleModel, startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 import { onCommand } from '../helpers/sdk-commands.ts';
+import { MONITORING_SETTING, monitoringConfigKey, readModelMonitoring, storedModelMonitoring, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
+import { captureFromEnv } from '../../functions/core/monitor/capture-env.ts';
+import { createObservability } from '../../functions/core/platform/observability.ts';
 
 let stack: RegistryStack;
 let s3: S3Client;
@@ -165,5 +168,73 @@ describe('the boot fetch of a model pre-warmed by name', () => {
     expect(registryCommands).toEqual(['QueryCommand', 'QueryCommand']);
     // The artifact's prefetch starts first, its first two parts at once.
     expect(sdkGets).toEqual([keys.staged('named', '1', stagingKey()), keys.staged('named', '1', stagingKey()), keys.manifest('named', '1')]);
+  });
+});
+
+describe("the boot fetch of a pre-warmed model's monitoring config (read with the rest, for data capture's first request)", () => {
+  const location = { modelConfig: { setting: MONITORING_SETTING, objectKey: monitoringConfigKey } };
+  const config = { capture: { enabled: true, samplingRate: 1 } };
+
+  it('without a registry table, reads the config object; an absent one is read as absent; both as the SDK path reads them', async () => {
+    const registered = await register('watched', 4);
+    const pinned = { ...env, PRELOAD_MODELS: `watched:${registered.version}` };
+    const absent = startBootFetch(pinned, location);
+    expect(await absent.modelConfigs.get('watched')).toEqual({ object: undefined });
+    await stack.store.putObjectBytes(monitoringConfigKey('watched'), Buffer.from(JSON.stringify(config)));
+    const boot = startBootFetch(pinned, location);
+    const read = await boot.modelConfigs.get('watched');
+    expect(Buffer.from((read as { object: Uint8Array }).object).toString('utf8')).toBe(JSON.stringify(config));
+    const bare = await storeWith(new Map());
+    expect(storedModelMonitoring('watched', read!)).toEqual(await readModelMonitoring(bare, 'watched'));
+    expect(storedModelMonitoring('watched', read!).capture).toMatchObject(config.capture);
+  });
+
+  it("with a registry table, takes the setting from the model's partition (by name) or a Query of the setting (pinned)", async () => {
+    const withTable = { ...env, REGISTRY_TABLE: stack.store.registry!.tableName, DYNAMODB_ENDPOINT_URL: stack.emulators.dynamoEndpoint };
+    await register('tabled', 6);
+    expect(await startBootFetch({ ...withTable, PRELOAD_MODELS: 'tabled' }, location).modelConfigs.get('tabled')).toEqual({ setting: undefined });
+    expect(await startBootFetch({ ...withTable, PRELOAD_MODELS: 'tabled:1' }, location).modelConfigs.get('tabled')).toEqual({ setting: undefined });
+    await writeModelMonitoring(stack.store, 'tabled', config);
+    const stored = await stack.store.registry!.getModelSetting('tabled', MONITORING_SETTING);
+    expect(await startBootFetch({ ...withTable, PRELOAD_MODELS: 'tabled' }, location).modelConfigs.get('tabled')).toEqual({ setting: stored });
+    expect(await startBootFetch({ ...withTable, PRELOAD_MODELS: 'tabled:1' }, location).modelConfigs.get('tabled')).toEqual({ setting: stored });
+    // Without a location, nothing more is read.
+    expect(startBootFetch({ ...withTable, PRELOAD_MODELS: 'tabled' }).modelConfigs.size).toBe(0);
+  });
+
+  it("data capture's first read of the model's config is the boot fetch's: the request is captured with no SDK read of the config", async () => {
+    const registered = await register('captured', 8);
+    await stack.store.putObjectBytes(monitoringConfigKey('captured'), Buffer.from(JSON.stringify(config)));
+    const boot = startBootFetch({ ...env, PRELOAD_MODELS: `captured:${registered.version}` }, location);
+    const store = await storeWith(new Map());
+    const { logger, metrics } = createObservability();
+    const capture = captureFromEnv(store, logger, metrics, { bootConfigs: boot.modelConfigs });
+    capture.offer({
+      model: 'captured', version: registered.version, manifest: registered,
+      request: { id: 'r1', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 1], data: new Float32Array([1]) }] },
+      outputs: [{ name: 'y', datatype: 'FP32', shape: [1, 1], data: new Float32Array([2]) }],
+    });
+    await capture.flush();
+    expect(sdkGets).toEqual([]);
+    expect(boot.modelConfigs.has('captured')).toBe(false); // taken once; later reads are the SDK's
+    const written = await s3.send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: `capture/captured/${registered.version}/` }));
+    expect(written.KeyCount).toBe(1);
+  });
+
+  it('when the boot read fails (no such table), capture reads the config itself and still captures', async () => {
+    const boot = startBootFetch({ ...env, REGISTRY_TABLE: 'no-such-table', DYNAMODB_ENDPOINT_URL: stack.emulators.dynamoEndpoint, PRELOAD_MODELS: 'watched:1' }, location);
+    await expect(boot.modelConfigs.get('watched')).rejects.toThrow(/HTTP 400.*ResourceNotFoundException/);
+    const store = await storeWith(new Map());
+    const { logger, metrics } = createObservability();
+    const capture = captureFromEnv(store, logger, metrics, { bootConfigs: boot.modelConfigs });
+    capture.offer({
+      model: 'watched', version: '1', manifest: { name: 'watched', version: '1' } as ModelManifest,
+      request: { id: 'r2', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 1], data: new Float32Array([1]) }] },
+      outputs: [{ name: 'y', datatype: 'FP32', shape: [1, 1], data: new Float32Array([2]) }],
+    });
+    await capture.flush();
+    expect(sdkGets).toEqual([monitoringConfigKey('watched')]);
+    const written = await s3.send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: 'capture/watched/1/' }));
+    expect(written.KeyCount).toBe(1);
   });
 });

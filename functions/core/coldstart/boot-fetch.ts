@@ -56,6 +56,23 @@ export interface BootRegistryRead {
   at: number;
 }
 
+/**
+ * A model-wide config read at boot for its first use: the registry table's setting item (`setting`:
+ * undefined when unset) or, without a table, the object's bytes (`object`: undefined when absent).
+ */
+export type BootModelConfig = { setting: unknown } | { object: Uint8Array | undefined };
+
+/** Where a model-wide config is kept, so the boot fetch can read it with the rest (e.g. monitoring). */
+export interface BootModelConfigLocation {
+  /** The registry table's `SETTING#<name>` item of the model's partition. */
+  setting: string;
+  /** The object read instead when there is no registry table. */
+  objectKey: (model: string) => string;
+}
+
+/** The most a model-wide config object may hold to be read at boot (a larger one is read by the SDK). */
+const MODEL_CONFIG_MAX_BYTES = 1024 * 1024;
+
 export interface BootFetch {
   /**
    * The downloads by key, for ModelStore's `prefetched`; a name's entries join once its version is
@@ -64,6 +81,8 @@ export interface BootFetch {
   downloads: Map<string, Promise<Downloaded | undefined>>;
   /** Registry reads of the models pre-warmed by name; undefined when the read failed or found none. */
   registry: Map<string, Promise<BootRegistryRead | undefined>>;
+  /** Model-wide configs of the models pre-warmed, when a location was given; undefined when not read. */
+  modelConfigs: Map<string, Promise<BootModelConfig | undefined>>;
   /** Settles once every first request is written to its socket (or failed): then the bundle may go on. */
   sent: Promise<void>;
 }
@@ -165,10 +184,11 @@ function readResponseInto(key: string, response: Http1Response, out: Uint8Array,
 }
 
 /** Starts the boot fetch for this environment; with nothing to fetch, both maps are empty. */
-export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
+export function startBootFetch(env: BootFetchEnv = process.env, options: { modelConfig?: BootModelConfigLocation } = {}): BootFetch {
   const downloads = new Map<string, Promise<Downloaded | undefined>>();
   const registry = new Map<string, Promise<BootRegistryRead | undefined>>();
-  const nothing = { downloads, registry, sent: Promise.resolve() };
+  const modelConfigs = new Map<string, Promise<BootModelConfig | undefined>>();
+  const nothing = { downloads, registry, modelConfigs, sent: Promise.resolve() };
   const { MODEL_BUCKET: bucket, AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey } = env;
   if (!env.PRELOAD_MODELS || !bucket || !accessKeyId || !secretAccessKey) return nothing;
   const table = env.REGISTRY_TABLE;
@@ -228,13 +248,16 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
     }
   };
 
-  /** One Query of the model's partition; undefined when it needs more than one page (the SDK then reads it). */
-  const queryModel = async (model: string, wrote: () => void): Promise<Record<string, unknown>[] | undefined> => {
+  /**
+   * One Query of the model's partition (its items whose sort key starts with `skPrefix`, when given);
+   * undefined when it needs more than one page (the SDK then reads it).
+   */
+  const queryModel = async (model: string, wrote: (() => void) | undefined, skPrefix?: string): Promise<Record<string, unknown>[] | undefined> => {
     const url = dynamoUrl(region, env.DYNAMODB_ENDPOINT_URL ?? env.AWS_ENDPOINT_URL);
     const body = JSON.stringify({
       TableName: table,
-      KeyConditionExpression: 'pk = :pk',
-      ExpressionAttributeValues: { ':pk': { S: `MODEL#${model}` } },
+      KeyConditionExpression: skPrefix === undefined ? 'pk = :pk' : 'pk = :pk AND begins_with(sk, :sk)',
+      ExpressionAttributeValues: { ':pk': { S: `MODEL#${model}` }, ...(skPrefix === undefined ? {} : { ':sk': { S: skPrefix } }) },
     });
     const headers = signedHeaders(
       url,
@@ -251,15 +274,51 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
     return (page.Items ?? []).map((item) => unmarshall(item));
   };
 
+  const location = options.modelConfig;
+  /** The model-wide config's item among a Query's items (the partition's, or the setting's prefix). */
+  const settingOf = (items: Record<string, unknown>[] | undefined, setting: string): BootModelConfig | undefined =>
+    items && { setting: items.find((item) => item.sk === `SETTING#${setting}`)?.value };
+  /** The config object, without a registry table: its bytes, undefined when absent (404). */
+  const readConfigObject = async (key: string): Promise<BootModelConfig | undefined> => {
+    const url = objectUrl(bucket, key, region, s3Endpoint);
+    const response = await send(url, 'GET', signedRangeHeaders(url, `bytes=0-${MODEL_CONFIG_MAX_BYTES - 1}`, region, credentials), undefined);
+    if (response.status === 404) {
+      response.discard();
+      return { object: undefined };
+    }
+    const length = response.contentLength;
+    const total = totalFromContentRange(response.headers.get('content-range')) ?? length;
+    if ((response.status !== 200 && response.status !== 206) || length === undefined || total !== length) {
+      response.discard();
+      return undefined; // refused, unframed, or larger than the range asked for: the SDK reads it
+    }
+    const bytes = new Uint8Array(length);
+    await response.readInto(bytes);
+    return { object: bytes };
+  };
+  const readModelConfig = (name: string, read: () => Promise<BootModelConfig | undefined>) => {
+    const config = read();
+    config.catch(() => undefined); // the first use then reads it itself
+    modelConfigs.set(name, config);
+  };
+
   for (const preload of preloads) {
     if (preload.version !== undefined) {
       fetchVersion(preload.name, preload.version, true);
+      if (location) {
+        readModelConfig(preload.name, async () =>
+          table ? settingOf(await queryModel(preload.name, undefined, `SETTING#${location.setting}`), location.setting) : readConfigObject(location.objectKey(preload.name)),
+        );
+      }
       continue;
     }
     const wrote = sentMark();
+    const partition = queryModel(preload.name, wrote).finally(wrote);
+    partition.catch(() => undefined); // read and config below say what became of it
+    if (location) readModelConfig(preload.name, async () => settingOf(await partition, location.setting));
     const read = (async (): Promise<BootRegistryRead | undefined> => {
-      try {
-        const items = await queryModel(preload.name, wrote);
+      {
+        const items = await partition;
         if (!items) return undefined;
         const records = recordsOfModel(items);
         const versions = registeredVersions(records.versions);
@@ -269,13 +328,11 @@ export function startBootFetch(env: BootFetchEnv = process.env): BootFetch {
         if (!version) return undefined;
         fetchVersion(preload.name, version, false); // started before this read resolves
         return { versions, uploaded, aliases, version, at: Date.now() };
-      } finally {
-        wrote();
       }
     })();
     read.catch(() => undefined); // the service then reads the registry itself
     registry.set(preload.name, read);
   }
   starting = false;
-  return { downloads, registry, sent: Promise.all(sent).then(() => undefined) };
+  return { downloads, registry, modelConfigs, sent: Promise.all(sent).then(() => undefined) };
 }

@@ -6,7 +6,8 @@ import type { ModelRepository } from '../registry/repository.ts';
 import { MetricUnit, recordMetric } from '../platform/observability.ts';
 import { PARSED_ONCE } from '../platform/zod-options.ts';
 import { CaptureWriter } from './capture.ts';
-import { readModelMonitoring } from './policy.ts';
+import { readModelMonitoring, storedModelMonitoring, type MonitoringConfig } from './policy.ts';
+import type { BootModelConfig } from '../coldstart/boot-fetch.ts';
 
 /** Counted service-wide when a capture batch or a model's monitoring config cannot be read or written. */
 export const CAPTURE_FAILURE_METRIC = 'CaptureFailures';
@@ -17,8 +18,18 @@ const captureEnvSchema = z.object({
   batchMaxAgeMs: z.number().check(z.int(), z.positive()),
 });
 
-/** The inference function's capture writer: objects through the model store, failures logged and counted. */
-export function captureFromEnv(store: ModelRepository, logger: Logger, metrics: Metrics, env: NodeJS.ProcessEnv = process.env): CaptureWriter {
+/**
+ * The inference function's capture writer: objects through the model store, failures logged and
+ * counted. A model's first config read is the boot fetch's when it made one (`bootConfigs`): a cold
+ * start's first request would otherwise load the SDK's clients for it, on the CPU the answer needs.
+ */
+export function captureFromEnv(
+  store: ModelRepository,
+  logger: Logger,
+  metrics: Metrics,
+  options: { bootConfigs?: Map<string, Promise<BootModelConfig | undefined>>; env?: NodeJS.ProcessEnv } = {},
+): CaptureWriter {
+  const { bootConfigs = new Map<string, Promise<BootModelConfig | undefined>>(), env = process.env } = options;
   const parsed = captureEnvSchema.safeParse(
     {
       batchRecords: env.CAPTURE_BATCH_RECORDS ? Number(env.CAPTURE_BATCH_RECORDS) : 200,
@@ -29,7 +40,12 @@ export function captureFromEnv(store: ModelRepository, logger: Logger, metrics: 
   if (!parsed.success) throw new ConfigError(`invalid capture configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   return new CaptureWriter({
     put: (key, body) => store.putObjectBytes(key, body, 'application/x-ndjson'),
-    modelConfig: (model) => readModelMonitoring(store, model),
+    modelConfig: async (model): Promise<MonitoringConfig> => {
+      const boot = bootConfigs.get(model);
+      bootConfigs.delete(model); // once: later reads see later changes
+      const read = boot && (await boot.catch(() => undefined));
+      return read ? storedModelMonitoring(model, read) : readModelMonitoring(store, model);
+    },
     maxRecords: parsed.data.batchRecords,
     maxAgeMs: parsed.data.batchMaxAgeMs,
     onError: (what, error, fields) => {

@@ -4,6 +4,7 @@ import type { ModelManifest } from '../artifacts/manifest.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { assertValidName } from '../artifacts/names.ts';
 import { PARSED_ONCE } from '../platform/zod-options.ts';
+import { MONITORING_SETTING, monitoringConfigKey } from './config-location.ts';
 
 /**
  * A model's monitoring settings: data capture (opt-in), the drift thresholds, and the canary guard
@@ -65,9 +66,7 @@ export const DEFAULT_CAPTURE: CaptureConfig = captureConfigSchema.parse({});
 export const DEFAULT_DRIFT: DriftPolicy = driftPolicySchema.parse({});
 export const DEFAULT_GUARD: GuardPolicy = guardPolicySchema.parse({});
 
-export const MONITORING_SETTING = 'monitoring';
-/** Where the config lives for a store without a registry table. */
-export const monitoringConfigKey = (model: string) => `models/${model}/monitoring.json`;
+export { MONITORING_SETTING, monitoringConfigKey };
 
 /** Checks a monitoring config; a bad one is the caller's 400, naming the field. */
 export function parseMonitoringConfig(value: unknown, where: string): MonitoringConfig {
@@ -87,12 +86,15 @@ export function parseMonitoringConfig(value: unknown, where: string): Monitoring
  */
 export async function readModelMonitoring(store: ModelRepository, model: string): Promise<MonitoringConfig> {
   const name = assertValidName(model, 'model name');
-  if (store.registry) {
-    const value = await store.registry.getModelSetting(name, MONITORING_SETTING);
-    return value === undefined ? {} : parseMonitoringConfig(value, `the monitoring setting of '${name}'`);
-  }
+  if (store.registry) return storedModelMonitoring(name, { setting: await store.registry.getModelSetting(name, MONITORING_SETTING) });
+  return storedModelMonitoring(name, { object: await store.getObjectBytes(monitoringConfigKey(name)) });
+}
+
+/** The config as it was read: the table's setting (undefined when unset) or the object's bytes (undefined when absent). */
+export function storedModelMonitoring(name: string, stored: { setting: unknown } | { object: Uint8Array | undefined }): MonitoringConfig {
+  if ('setting' in stored) return stored.setting === undefined ? {} : parseMonitoringConfig(stored.setting, `the monitoring setting of '${name}'`);
   const key = monitoringConfigKey(name);
-  const bytes = await store.getObjectBytes(key);
+  const bytes = stored.object;
   if (!bytes) return {};
   let json: unknown;
   try {
