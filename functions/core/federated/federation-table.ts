@@ -22,6 +22,8 @@ export interface RoundSummary {
   accuracy?: number;
   loss?: number;
   epsilon?: number;
+  /** The clip norm this round's updates were clipped to (differential privacy). */
+  clip?: number;
   finished: string;
 }
 
@@ -40,6 +42,8 @@ export interface FederationRecord {
   seed: number;
   /** Accumulated RDP per order (privacy.ts RDP_ORDERS), when the federation has differential privacy. */
   rdp?: number[];
+  /** The next round's clip norm under adaptive clipping. */
+  clipNorm?: number;
   history: RoundSummary[];
   created: string;
   updated: string;
@@ -75,6 +79,8 @@ export interface RoundRecord {
   summary?: RoundSummary;
   /** The federation's accumulated RDP after this round (differential privacy). */
   rdp?: number[];
+  /** The clip norm adaptive clipping chose for the next round. */
+  clipNorm?: number;
   opened: string;
   updated: string;
 }

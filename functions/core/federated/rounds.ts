@@ -184,7 +184,10 @@ export class FederationService {
 
   private minimum(federation: FederationRecord, selected: number): number {
     if (federation.request.secureAggregation) return selected;
-    return Math.min(selected, federation.request.minClients ?? Math.max(1, Math.ceil(selected / 2)));
+    const strategy = federation.request.strategy;
+    // Bulyan refuses fewer than 4f + 3 updates: a round closes with no fewer.
+    const floor = strategy.kind === 'bulyan' ? 4 * strategy.byzantine + 3 : 1;
+    return Math.min(selected, federation.request.minClients ?? Math.max(floor, Math.ceil(selected / 2)));
   }
 
   private async maybeStart(federation: FederationRecord): Promise<void> {
