@@ -8,7 +8,7 @@ import { partitionRows, subset } from '../../functions/core/federated/partition.
 import { roundNoise } from '../../functions/core/federated/aggregation.ts';
 import { privacySpent } from '../../functions/core/federated/privacy.ts';
 import type { ClientTask } from '../../functions/core/federated/rounds.ts';
-import { generateMaskingKeys, type MaskingKeys } from '../../functions/core/federated/secure-aggregation.ts';
+import { generateMaskingKeys, revealSeeds, type MaskingKeys } from '../../functions/core/federated/secure-aggregation.ts';
 import { checkUpdate, encodeUpdate } from '../../functions/core/federated/update-file.ts';
 import { seededRandom } from '../../functions/core/platform/random.ts';
 import { uploadedVersions } from '../../functions/core/artifacts/model-store.ts';
@@ -202,6 +202,45 @@ describe('federated rounds on the local stack', () => {
     const aggregated = readParameters((await stack.store.getModelBytes(await stack.store.getManifest(MODEL, done.globalVersion))).bytes).values;
     const mean = Float64Array.from(plain[0]!, (_, i) => plain.reduce((sum, p) => sum + p[i]!, 0) / 3); // equal shards: equal weights
     // Fixed point with 16 fractional bits on examples x delta (200 examples each): error <= 3 x 2^-17 / 600 per value, plus FP32 rounding.
+    for (let i = 0; i < mean.length; i++) expect(Math.abs(aggregated[i]! - mean[i]!)).toBeLessThan(1e-6 + 1e-6 * Math.abs(mean[i]!));
+  }, 120_000);
+
+  it('secure aggregation with a dropout: the survivors reveal their seeds with the dropped client and the sum is theirs exactly', async () => {
+    const federation = await api.create({ model: MODEL, version: '1', rounds: 1, clientsPerRound: 3, minClients: 2, roundTimeoutSeconds: 1, secureAggregation: true, local: { epochs: 1, batchSize: 10, learningRate: 0.05 }, seed: 9 });
+    const keys = [generateMaskingKeys(), generateMaskingKeys(), generateMaskingKeys()];
+    const clients = [];
+    for (const key of keys) clients.push(await join(federation.id, key));
+    const shards = partitionRows(train.labels!, 3, { kind: 'iid' }, 7).map((rows) => subset(train, rows));
+    const plain: Float64Array[] = [];
+    const tasks: ClientTask[] = [];
+    // Clients 0 and 1 deliver; client 2 takes its task (and so its masks) and never delivers.
+    for (const index of [0, 1, 2]) tasks.push(await taskOf(federation.id, clients[index]!));
+    for (const index of [0, 1]) {
+      const globalBytes = await api.download(tasks[index]!.modelUrl);
+      const withoutMasks = await trainLocalUpdate({ ...tasks[index]!, secureAggregation: undefined }, clients[index]!.client, globalBytes, shards[index]!);
+      plain.push(checkUpdate(withoutMasks, { federation: federation.id, round: 1, client: clients[index]!.client, layout: readParameters(globalBytes).layout, maxBytes: 1e6, encoding: 'float' }).weights!);
+      await deliver(federation.id, clients[index]!, shards[index]!, keys[index]);
+    }
+    await passDeadline(federation.id, (view) => view.round?.state === 'unmasking');
+    const dropped = clients[2]!;
+    // The dropped client's late update is refused: its masks are about to be revealed.
+    const late = await trainLocalUpdate(tasks[2]!, dropped.client, await api.download(tasks[2]!.modelUrl), shards[2]!, { keys: keys[2] });
+    await api.upload(tasks[2]!.updateUrl, late);
+    expect(await status(api.submit(federation.id, 1, dropped.client, dropped.token))).toBe(409);
+    expect(await status(api.reveal(federation.id, 1, dropped.client, dropped.token, {}))).toBe(403);
+    expect(await status(api.reveal(federation.id, 1, clients[0]!.client, clients[0]!.token, {}))).toBe(400);
+    for (const index of [0, 1]) {
+      const ask = await api.task(federation.id, clients[index]!.client, clients[index]!.token);
+      expect(ask).toMatchObject({ state: 'unmask', round: 1, attempt: 1, dropped: [dropped.client] });
+      const seeds = revealSeeds(clients[index]!.client, keys[index]!, tasks[index]!.secureAggregation!.cohort, [dropped.client], tasks[index]!.secureAggregation!.context);
+      expect(await api.reveal(federation.id, 1, clients[index]!.client, clients[index]!.token, seeds)).toMatchObject({ duplicate: false, received: index + 1, selected: 2 });
+    }
+    await stack.runSteps();
+    const { federation: done } = await api.status(federation.id);
+    expect(done.state).toBe('completed');
+    expect(done.history[0]!.participants).toEqual([clients[0]!.client, clients[1]!.client].sort());
+    const aggregated = readParameters((await stack.store.getModelBytes(await stack.store.getManifest(MODEL, done.globalVersion))).bytes).values;
+    const mean = Float64Array.from(plain[0]!, (_, i) => (plain[0]![i]! + plain[1]![i]!) / 2); // equal shards: equal weights
     for (let i = 0; i < mean.length; i++) expect(Math.abs(aggregated[i]! - mean[i]!)).toBeLessThan(1e-6 + 1e-6 * Math.abs(mean[i]!));
   }, 120_000);
 

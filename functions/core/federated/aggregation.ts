@@ -20,7 +20,7 @@ import type { FederationRecord, FederationTable, RoundRecord, RoundSummary } fro
 import { readParameters, withParameters, type ParameterLayout } from './parameters.ts';
 import { averageNoiseMultiplier, epsilonFromRdp, gaussianSource, nextClipNorm, privateAverage, RDP_ORDERS, sampledGaussianRdp } from './privacy.ts';
 import { FEDERATED_ROUND_KIND, serverStateKey, updateKey, type FederationService } from './rounds.ts';
-import { decodeFixedPoint, sumMasked } from './secure-aggregation.ts';
+import { decodeFixedPoint, removeDroppedMasks, sumMasked } from './secure-aggregation.ts';
 import { aggregate, type ClientWeights, type ServerState } from './strategies.ts';
 import { checkUpdate } from './update-file.ts';
 
@@ -54,7 +54,7 @@ function decodeState(bytes: Uint8Array): ServerState {
 /** The aggregation's inputs: the updates whose bytes are still the ones accepted, in client order. */
 async function readUpdates(deps: AggregationDeps, federation: FederationRecord, round: RoundRecord, layout: ParameterLayout) {
   const weights: ClientWeights[] = [];
-  const masked: Uint32Array[] = [];
+  const masked: { client: string; vector: Uint32Array }[] = [];
   const dropped: string[] = [];
   for (const client of Object.keys(round.updates).sort()) {
     const accepted = round.updates[client] as RoundRecord['updates'][string];
@@ -66,7 +66,7 @@ async function readUpdates(deps: AggregationDeps, federation: FederationRecord, 
       dropped.push(client);
       continue;
     }
-    if (checked.masked) masked.push(checked.masked);
+    if (checked.masked) masked.push({ client, vector: checked.masked });
     else weights.push({ client, examples: checked.manifest.examples, weights: checked.weights as Float64Array });
   }
   return { weights, masked, dropped };
@@ -110,7 +110,12 @@ export async function aggregateRound(deps: AggregationDeps, request: RoundJobReq
   let nextClip: number | undefined;
   if (federation.request.secureAggregation) {
     // Each client sent examples x (its weights - global) masked: the sum over examples is the FedAvg delta.
-    const delta = decodeFixedPoint(sumMasked(updates.masked));
+    const survivors = Object.keys(round.updates).length;
+    if (round.dropped?.length && Object.keys(round.reveals ?? {}).length !== survivors) throw new JobStepError(`round ${round.round}: ${Object.keys(round.reveals ?? {}).length} of ${survivors} survivors revealed their seeds; the dropped clients' masks cannot all be taken out`);
+    const sum = sumMasked(updates.masked.map((update) => update.vector));
+    // After a dropout, the survivors' revealed seeds take the dropped clients' pair masks out.
+    const revealed = Object.entries(round.reveals ?? {}).flatMap(([survivor, seeds]) => Object.entries(seeds).map(([dropped, seed]) => ({ survivor, dropped, seed: Buffer.from(seed, 'base64url') })));
+    const delta = decodeFixedPoint(removeDroppedMasks(sum, revealed));
     const mean = Float64Array.from(values, (value, i) => value + (delta[i] as number) / examples);
     inputs = [{ client: 'masked-sum', examples, weights: mean }];
     average = () => mean;
