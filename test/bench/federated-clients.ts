@@ -62,7 +62,7 @@ if (!isMainThread && parentPort) {
   port.on('message', (job: Job) => {
     queue = queue.then(() =>
       train(job).then(
-        (weights) => port.postMessage({ id: job.id, weights }, [weights.buffer]),
+        (weights) => port.postMessage({ id: job.id, weights }, [weights.buffer as ArrayBuffer]),
         (error: Error) => port.postMessage({ id: job.id, error: error.message }),
       ),
     );

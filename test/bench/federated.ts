@@ -183,7 +183,7 @@ async function aggregationPath(model: Uint8Array) {
     const began = performance.now();
     const marks: [string, number][] = [];
     const summary = await aggregateRound({ table: stack.table, store: stack.store, service: stack.service }, { federation: federation.id, round: 1, attempt: 1 }, async (_done, _total, message) => {
-      marks.push([message, performance.now() - began]);
+      marks.push([message ?? '', performance.now() - began]);
     });
     const aggregateMs = performance.now() - began;
     // Phase by phase: each progress message marks the end of the phase before it.
