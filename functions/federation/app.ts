@@ -65,9 +65,14 @@ export function createFederationApiHandler(deps: FederationApiDeps): (event: API
       return json(201, await service.join(params.id!, body.data));
     })
     .on('GET', '/v2/federations/:id/clients/:client/task', async ({ params, event }) => json(200, await service.task(params.id!, params.client!, clientToken(event))))
-    .on('POST', '/v2/federations/:id/rounds/:round/updates/:client', async ({ params, event }) =>
-      json(200, await service.submit(params.id!, roundNumber(params.round!), params.client!, clientToken(event))),
-    )
+    .on('POST', '/v2/federations/:id/rounds/:round/updates/:client', async ({ params, event }) => {
+      // An empty body reports the uploaded update; {unmask: {dropped client: seed}} is a survivor's reveal after a dropout.
+      const body = z.strictObject({ unmask: z.record(z.string().max(64), z.string().max(64)).optional() }).safeParse(jsonBody(event, { maxBytes: MAX_BODY, empty: {} }));
+      if (!body.success) throw new BadRequestError(`invalid update report: ${z.prettifyError(body.error)}`);
+      const round = roundNumber(params.round!);
+      if (body.data.unmask) return json(200, await service.reveal(params.id!, round, params.client!, clientToken(event), body.data.unmask));
+      return json(200, await service.submit(params.id!, round, params.client!, clientToken(event)));
+    })
     .handler();
 }
 

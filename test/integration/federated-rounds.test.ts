@@ -5,9 +5,10 @@ import { FederationClient, FederationApiError, trainLocalUpdate } from '../../fu
 import { mlpClassifier } from '../../functions/core/federated/models.ts';
 import { readParameters } from '../../functions/core/federated/parameters.ts';
 import { partitionRows, subset } from '../../functions/core/federated/partition.ts';
+import { roundNoise } from '../../functions/core/federated/aggregation.ts';
 import { privacySpent } from '../../functions/core/federated/privacy.ts';
 import type { ClientTask } from '../../functions/core/federated/rounds.ts';
-import { generateMaskingKeys, type MaskingKeys } from '../../functions/core/federated/secure-aggregation.ts';
+import { generateMaskingKeys, revealSeeds, type MaskingKeys } from '../../functions/core/federated/secure-aggregation.ts';
 import { checkUpdate, encodeUpdate } from '../../functions/core/federated/update-file.ts';
 import { seededRandom } from '../../functions/core/platform/random.ts';
 import { uploadedVersions } from '../../functions/core/artifacts/model-store.ts';
@@ -204,6 +205,45 @@ describe('federated rounds on the local stack', () => {
     for (let i = 0; i < mean.length; i++) expect(Math.abs(aggregated[i]! - mean[i]!)).toBeLessThan(1e-6 + 1e-6 * Math.abs(mean[i]!));
   }, 120_000);
 
+  it('secure aggregation with a dropout: the survivors reveal their seeds with the dropped client and the sum is theirs exactly', async () => {
+    const federation = await api.create({ model: MODEL, version: '1', rounds: 1, clientsPerRound: 3, minClients: 2, roundTimeoutSeconds: 1, secureAggregation: true, local: { epochs: 1, batchSize: 10, learningRate: 0.05 }, seed: 9 });
+    const keys = [generateMaskingKeys(), generateMaskingKeys(), generateMaskingKeys()];
+    const clients = [];
+    for (const key of keys) clients.push(await join(federation.id, key));
+    const shards = partitionRows(train.labels!, 3, { kind: 'iid' }, 7).map((rows) => subset(train, rows));
+    const plain: Float64Array[] = [];
+    const tasks: ClientTask[] = [];
+    // Clients 0 and 1 deliver; client 2 takes its task (and so its masks) and never delivers.
+    for (const index of [0, 1, 2]) tasks.push(await taskOf(federation.id, clients[index]!));
+    for (const index of [0, 1]) {
+      const globalBytes = await api.download(tasks[index]!.modelUrl);
+      const withoutMasks = await trainLocalUpdate({ ...tasks[index]!, secureAggregation: undefined }, clients[index]!.client, globalBytes, shards[index]!);
+      plain.push(checkUpdate(withoutMasks, { federation: federation.id, round: 1, client: clients[index]!.client, layout: readParameters(globalBytes).layout, maxBytes: 1e6, encoding: 'float' }).weights!);
+      await deliver(federation.id, clients[index]!, shards[index]!, keys[index]);
+    }
+    await passDeadline(federation.id, (view) => view.round?.state === 'unmasking');
+    const dropped = clients[2]!;
+    // The dropped client's late update is refused: its masks are about to be revealed.
+    const late = await trainLocalUpdate(tasks[2]!, dropped.client, await api.download(tasks[2]!.modelUrl), shards[2]!, { keys: keys[2] });
+    await api.upload(tasks[2]!.updateUrl, late);
+    expect(await status(api.submit(federation.id, 1, dropped.client, dropped.token))).toBe(409);
+    expect(await status(api.reveal(federation.id, 1, dropped.client, dropped.token, {}))).toBe(403);
+    expect(await status(api.reveal(federation.id, 1, clients[0]!.client, clients[0]!.token, {}))).toBe(400);
+    for (const index of [0, 1]) {
+      const ask = await api.task(federation.id, clients[index]!.client, clients[index]!.token);
+      expect(ask).toMatchObject({ state: 'unmask', round: 1, attempt: 1, dropped: [dropped.client] });
+      const seeds = revealSeeds(clients[index]!.client, keys[index]!, tasks[index]!.secureAggregation!.cohort, [dropped.client], tasks[index]!.secureAggregation!.context);
+      expect(await api.reveal(federation.id, 1, clients[index]!.client, clients[index]!.token, seeds)).toMatchObject({ duplicate: false, received: index + 1, selected: 2 });
+    }
+    await stack.runSteps();
+    const { federation: done } = await api.status(federation.id);
+    expect(done.state).toBe('completed');
+    expect(done.history[0]!.participants).toEqual([clients[0]!.client, clients[1]!.client].sort());
+    const aggregated = readParameters((await stack.store.getModelBytes(await stack.store.getManifest(MODEL, done.globalVersion))).bytes).values;
+    const mean = Float64Array.from(plain[0]!, (_, i) => (plain[0]![i]! + plain[1]![i]!) / 2); // equal shards: equal weights
+    for (let i = 0; i < mean.length; i++) expect(Math.abs(aggregated[i]! - mean[i]!)).toBeLessThan(1e-6 + 1e-6 * Math.abs(mean[i]!));
+  }, 120_000);
+
   it('differential privacy: the round records the epsilon the accountant gives', async () => {
     const federation = await api.create({ model: MODEL, version: '1', rounds: 1, clientsPerRound: 2, privacy: { clip: 1, noiseMultiplier: 1.2 }, seed: 6 });
     const clients = [await join(federation.id), await join(federation.id), await join(federation.id), await join(federation.id)];
@@ -215,5 +255,49 @@ describe('federated rounds on the local stack', () => {
     expect(done.history[0]!.epsilon).toBeCloseTo(privacySpent(2 / 4, 1.2, 1, 1e-5).epsilon, 10);
     const manifest = await stack.store.getManifest(MODEL, done.globalVersion);
     expect((manifest.lineage?.options as { privacy?: { epsilon: number } }).privacy?.epsilon).toBe(done.history[0]!.epsilon);
+  }, 120_000);
+
+  it('adaptive clipping: the next round clips at the norm the noised count chose, and the version records it', async () => {
+    // A first clip far below any update's norm: no update is unclipped, so b = (0 + sigma_b g) / 2 with g the round's seeded draw.
+    const first = 1e-9;
+    const federation = await api.create({ model: MODEL, version: '1', rounds: 2, clientsPerRound: 2, privacy: { clip: first, noiseMultiplier: 1.2, adaptive: { targetQuantile: 0.5, learningRate: 0.2, countStddev: 2 } }, seed: 7 });
+    const clients = [await join(federation.id), await join(federation.id)];
+    const rows = subset(train, Uint32Array.from({ length: 30 }, (_, i) => i));
+    for (const client of clients) await deliver(federation.id, client, rows);
+    await stack.runSteps();
+    for (const client of clients) await deliver(federation.id, client, rows);
+    await stack.runSteps();
+    const { federation: done } = await api.status(federation.id);
+    expect(done.state).toBe('completed');
+    const g = roundNoise(done.seed, 1, 1, 'count')();
+    const second = first * Math.exp(-0.2 * ((0 + 2 * g) / 2 - 0.5));
+    expect(done.history.map((round) => round.clip)).toEqual([first, second]);
+    const manifest = await stack.store.getManifest(MODEL, done.globalVersion);
+    expect((manifest.lineage?.options as { privacy?: { clip: number; adaptive: boolean } }).privacy).toMatchObject({ clip: second, adaptive: true });
+    // The accountant charges z = 1.2 per round at q = 2 / 2, whatever share went to the count.
+    expect(done.history[1]!.epsilon).toBeCloseTo(privacySpent(1, 1.2, 2, 1e-5).epsilon, 10);
+  }, 120_000);
+
+  it('bulyan: a federation of 7 with 1 sign-flipped update aggregates the honest picks; fewer than 4f + 3 is refused at create', async () => {
+    await expect(api.create({ model: MODEL, version: '1', rounds: 1, clientsPerRound: 6, strategy: { kind: 'bulyan', byzantine: 1 } })).rejects.toThrow('bulyan with byzantine 1 needs at least 7 updates a round (n >= 4f + 3)');
+    const federation = await api.create({ model: MODEL, version: '1', rounds: 1, clientsPerRound: 7, strategy: { kind: 'bulyan', byzantine: 1 }, seed: 8 });
+    const clients = [];
+    for (let i = 0; i < 7; i++) clients.push(await join(federation.id));
+    const { layout, values } = readParameters((await stack.store.getModelBytes(await stack.store.getManifest(MODEL, '1'))).bytes);
+    // Honest updates: the global plus 0.01 k in every value; the attacker: global - 10.
+    for (const [k, client] of clients.entries()) {
+      const task = await taskOf(federation.id, client);
+      const weights = Float64Array.from(values, (value) => (k === 6 ? value - 10 : value + 0.01 * k));
+      await api.upload(task.updateUrl, encodeUpdate({ federation: federation.id, round: 1, client: client.client, examples: 10 }, layout, weights));
+      await api.submit(federation.id, 1, client.client, client.token);
+    }
+    await stack.runSteps();
+    const { federation: done } = await api.status(federation.id);
+    expect(done.state).toBe('completed');
+    // Krum picks 5 of the 6 honest (never the attacker); per coordinate the 3 nearest the median are averaged.
+    expect(done.history[0]!.participants).toHaveLength(5);
+    expect(done.history[0]!.participants).not.toContain(clients[6]!.client);
+    const aggregated = readParameters((await stack.store.getModelBytes(await stack.store.getManifest(MODEL, done.globalVersion))).bytes).values;
+    for (let i = 0; i < values.length; i++) expect(Math.abs(aggregated[i]! - values[i]!)).toBeLessThan(0.06);
   }, 120_000);
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clipToNorm, epsilonFromRdp, gaussianSource, privacySpent, privateAverage, sampledGaussianRdp, uniformSource } from '../../functions/core/federated/privacy.ts';
+import { averageNoiseMultiplier, clipToNorm, epsilonFromRdp, gaussianSource, logAbsGamma, logErfc, nextClipNorm, privacySpent, privateAverage, RDP_ORDERS, sampledGaussianRdp, uniformSource } from '../../functions/core/federated/privacy.ts';
 import { aggregate } from '../../functions/core/federated/strategies.ts';
 
 describe('differential privacy: clipping, noise, accountant', () => {
@@ -53,7 +53,7 @@ describe('differential privacy: clipping, noise, accountant', () => {
     const orders = [2, 3, 4, 5, 6, 7, 8];
     const rdp = orders.map((alpha) => alpha / 2);
     const delta = 1e-5;
-    const byHand = orders.map((alpha) => Math.min(alpha / 2 - (Math.log(delta) + Math.log(alpha)) / (alpha - 1) + Math.log((alpha - 1) / alpha), alpha / 2 + Math.log(1 / delta) / (alpha - 1)));
+    const byHand = orders.map((alpha) => alpha / 2 + Math.log1p(-1 / alpha) - Math.log(delta * alpha) / (alpha - 1));
     const best = Math.min(...byHand);
     expect(epsilonFromRdp(rdp, orders, delta).epsilon).toBe(best);
     expect(epsilonFromRdp(rdp, orders, delta).order).toBe(orders[byHand.indexOf(best)]);
@@ -62,5 +62,64 @@ describe('differential privacy: clipping, noise, accountant', () => {
     expect(privacySpent(0.1, 1, 20, delta).epsilon).toBeGreaterThan(ten);
     expect(privacySpent(0.05, 1, 10, delta).epsilon).toBeLessThan(ten);
     expect(() => epsilonFromRdp(rdp, orders, 0)).toThrow('delta 0 is outside (0, 1)');
+    expect(() => epsilonFromRdp(rdp, orders.slice(1), delta)).toThrow('7 RDP values for 6 orders');
+  });
+
+  it('fractional orders: the sampled Gaussian matches the published values of Google dp_accounting', () => {
+    // dp_accounting's test_compute_rdp_poisson_sampled_gaussian: q = 0.01, z = 2.5, 50 steps, orders
+    // 1.5, 2.5, 5, 50, 100 -> [6.70579741e-4, 1.08548710e-3, 2.18075656e-3, 2.38460375e-2, 167.416308] (rtol 1e-4 there).
+    const published = [6.70579741e-4, 1.0854871e-3, 2.18075656e-3, 2.38460375e-2, 167.416308];
+    [1.5, 2.5, 5, 50, 100].forEach((alpha, i) => {
+      const rdp = 50 * sampledGaussianRdp(0.01, 2.5, alpha);
+      expect(Math.abs(rdp - (published[i] as number)) / (published[i] as number)).toBeLessThan(1e-6);
+    });
+    // A fractional order lies between its integer neighbours (RDP grows with the order).
+    expect(sampledGaussianRdp(0.1, 1, 2.5)).toBeGreaterThan(sampledGaussianRdp(0.1, 1, 2));
+    expect(sampledGaussianRdp(0.1, 1, 2.5)).toBeLessThan(sampledGaussianRdp(0.1, 1, 3));
+    // At q = 1/2 the series decays too slowly to settle: the next integer order bounds it.
+    expect(sampledGaussianRdp(0.5, 1.2, 1.5)).toBe(sampledGaussianRdp(0.5, 1.2, 2));
+    expect(() => sampledGaussianRdp(0.1, 1, 1)).toThrow('order 1 must be a finite number above 1');
+    expect(RDP_ORDERS.slice(0, 4)).toEqual([1.1, 1.2, 1.3, 1.4]);
+    expect(RDP_ORDERS).toContain(2.5);
+  });
+
+  it('epsilon at a stated point: the Gaussian mechanism at z = 4.530877117 is (1, 1e-6)-DP over orders 1.001 to 100', () => {
+    // dp_accounting's test_compute_epsilon_delta_gaussian: orders 0.001 i for i in [1000, 100000), q = 1 (order 1 itself, never the minimum, left out).
+    const orders = Array.from({ length: 99_000 }, (_, i) => 0.001 * (i + 1001));
+    const rdp = orders.map((alpha) => sampledGaussianRdp(1, 4.530877117, alpha));
+    expect(epsilonFromRdp(rdp, orders, 1e-6).epsilon).toBeCloseTo(1, 7);
+    // The benchmark's setting, q = 0.1, z = 1, delta 1e-5: the fractional orders give less than the integer ones alone.
+    const integers = RDP_ORDERS.filter((alpha) => Number.isInteger(alpha));
+    expect(privacySpent(0.1, 1, 200, 1e-5).epsilon).toBeLessThan(privacySpent(0.1, 1, 200, 1e-5, integers).epsilon);
+  });
+
+  it('log-gamma and log-erfc, the fractional series\' building blocks, at known values', () => {
+    expect(logAbsGamma(5)).toBeCloseTo(Math.log(24), 13);
+    expect(logAbsGamma(0.5)).toBeCloseTo(0.5 * Math.log(Math.PI), 13);
+    // Gamma(-0.5) = -2 sqrt(pi).
+    expect(logAbsGamma(-0.5)).toBeCloseTo(Math.log(2 * Math.sqrt(Math.PI)), 13);
+    // erfc(1) = 0.157299207050285; erfc(-1) = 2 - erfc(1); erfc(30) ~ exp(-900) / (30 sqrt(pi)) underflows but its log does not.
+    expect(Math.abs(Math.exp(logErfc(1)) / 0.157299207050285 - 1)).toBeLessThan(1.2e-7);
+    expect(Math.abs(Math.exp(logErfc(-1)) / (2 - 0.157299207050285) - 1)).toBeLessThan(1.2e-7);
+    expect(Math.abs(logErfc(30) - (-900 - Math.log(30 * Math.sqrt(Math.PI)) + Math.log1p(-1 / 1800)))).toBeLessThan(1e-6);
+  });
+
+  it('adaptive clipping: the clip norm moves geometrically toward the target quantile, from a noised count', () => {
+    // Clip 1, norms [0.5, 2, 0.8, 3]: 2 of 4 within the norm (b = 0.5).
+    const norms = [0.5, 2, 0.8, 3];
+    const quiet = nextClipNorm(1, norms, { targetQuantile: 0.5, learningRate: 0.2, countStddev: 0 }, () => 1);
+    expect(quiet).toEqual({ clip: 1, unclipped: 2, noisedFraction: 0.5 });
+    // Target 0.9: more should fit, the norm grows by exp(-0.2 (0.5 - 0.9)) = exp(0.08).
+    expect(nextClipNorm(1, norms, { targetQuantile: 0.9, learningRate: 0.2, countStddev: 0 }, () => 1).clip).toBeCloseTo(Math.exp(0.08), 15);
+    // Count noise: sigma_b 0.2 times a draw of 1 -> b = 2.2 / 4 = 0.55; C' = exp(-0.2 * 0.05) = exp(-0.01).
+    const noised = nextClipNorm(1, norms, { targetQuantile: 0.5, learningRate: 0.2, countStddev: 0.2 }, () => 1);
+    expect(noised.noisedFraction).toBeCloseTo(0.55, 15);
+    expect(noised.clip).toBeCloseTo(Math.exp(-0.01), 15);
+    // The default sigma_b is m / 20 = 0.2 here; a norm exactly at the clip counts as unclipped.
+    expect(nextClipNorm(2, norms, { targetQuantile: 0.5, learningRate: 0.2 }, () => 0).unclipped).toBe(3);
+    // The average's noise multiplier: (z^-2 - (2 sigma_b)^-2)^(-1/2); z = 1, sigma_b = 2 -> (1 - 1/16)^(-1/2).
+    expect(averageNoiseMultiplier(1, 2)).toBeCloseTo((15 / 16) ** -0.5, 15);
+    expect(averageNoiseMultiplier(0, 0)).toBe(0);
+    expect(() => averageNoiseMultiplier(1, 0.5)).toThrow('needs a count noise above 0.5');
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeFixedPoint, encodeFixedPoint, generateMaskingKeys, maskUpdate, pairSeed, SecureAggregationError, sumMasked } from '../../functions/core/federated/secure-aggregation.ts';
+import { decodeFixedPoint, encodeFixedPoint, generateMaskingKeys, maskUpdate, pairSeed, removeDroppedMasks, revealSeeds, SecureAggregationError, sumMasked } from '../../functions/core/federated/secure-aggregation.ts';
 
 describe('secure aggregation with pairwise masks', () => {
   const values = [Float64Array.from([0.5, -1.25, 3]), Float64Array.from([-0.5, 2, 0.015625]), Float64Array.from([1, 1, -7.5])];
@@ -26,6 +26,34 @@ describe('secure aggregation with pairwise masks', () => {
     const encoded = values.map((v) => encodeFixedPoint(v));
     const masked = clients.map((client, index) => maskUpdate(client, keys[index]!, encoded[index]!, cohort, 'ctx'));
     expect([...sumMasked(masked.slice(0, 2))]).not.toEqual([...sumMasked(encoded.slice(0, 2))]);
+  });
+
+  it('a cohort of 4 with 1 dropout: the survivors reveal their seeds with it and the sum is exactly the survivors\' sum', () => {
+    const four = [...values, Float64Array.from([100, -100, 0.25])];
+    const names = ['alice', 'bob', 'carol', 'dave'];
+    const fourKeys = names.map(() => generateMaskingKeys());
+    const fourCohort = names.map((client, index) => ({ client, publicKey: fourKeys[index]!.publicKey }));
+    const encoded = four.map((v) => encodeFixedPoint(v));
+    const masked = names.map((client, index) => maskUpdate(client, fourKeys[index]!, encoded[index]!, fourCohort, 'fed/2/1'));
+    // bob got his masks but never delivered: alice (below him) added, carol and dave (above) subtracted their pair masks.
+    const survivors = [0, 2, 3];
+    const sum = sumMasked(survivors.map((index) => masked[index]!));
+    expect([...sum]).not.toEqual([...sumMasked(survivors.map((index) => encoded[index]!))]);
+    const revealed = survivors.flatMap((index) => Object.entries(revealSeeds(names[index]!, fourKeys[index]!, fourCohort, ['bob'], 'fed/2/1')).map(([dropped, seed]) => ({ survivor: names[index]!, dropped, seed: Buffer.from(seed, 'base64url') })));
+    expect(revealed.map((r) => `${r.survivor}-${r.dropped}`)).toEqual(['alice-bob', 'carol-bob', 'dave-bob']);
+    removeDroppedMasks(sum, revealed);
+    expect([...sum]).toEqual([...sumMasked(survivors.map((index) => encoded[index]!))]);
+    // alice + carol + dave, exact in 16 fractional bits: [0.5 + 1 + 100, -1.25 + 1 - 100, 3 - 7.5 + 0.25].
+    expect([...decodeFixedPoint(sum)]).toEqual([101.5, -100.25, -4.25]);
+    // The revealed seed is the pair's, from either end: bob's own view of his seed with alice matches.
+    expect(Buffer.from(revealed[0]!.seed)).toEqual(Buffer.from(pairSeed(fourKeys[1]!, fourKeys[0]!.publicKey, 'fed/2/1')));
+  });
+
+  it('a survivor refuses to reveal when it would be left alone, about itself, or about a stranger', () => {
+    expect(() => revealSeeds('alice', keys[0]!, cohort, ['bob', 'carol'], 'ctx')).toThrow('would leave 1 survivor');
+    expect(() => revealSeeds('alice', keys[0]!, cohort, ['alice'], 'ctx')).toThrow('alice is not another member of the cohort');
+    expect(() => revealSeeds('alice', keys[0]!, cohort, ['mallory'], 'ctx')).toThrow('mallory is not another member of the cohort');
+    expect(() => removeDroppedMasks(new Uint32Array(2), [{ survivor: 'a', dropped: 'b', seed: new Uint8Array(31) }])).toThrow('is 31 bytes, not 32');
   });
 
   it('refuses values beyond the fixed-point range and a client outside the cohort', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { aggregate, AggregationError, coordinateMedian, multiKrum, trimmedMean, weightedAverage, type ClientWeights } from '../../functions/core/federated/strategies.ts';
+import { aggregate, AggregationError, bulyan, coordinateMedian, multiKrum, trimmedMean, weightedAverage, type ClientWeights } from '../../functions/core/federated/strategies.ts';
 
 const update = (client: string, examples: number, weights: number[]): ClientWeights => ({ client, examples, weights: Float64Array.from(weights) });
 // Three clients with 1, 3 and 4 examples: FedAvg = (1 [1, 4] + 3 [3, 0] + 4 [5, 8]) / 8 = [30 / 8, 36 / 8].
@@ -69,6 +69,39 @@ describe('aggregation strategies against hand-computed values', () => {
     // Default selection n - f = 3: the three honest updates.
     expect(aggregate({ kind: 'multi-krum', byzantine: 1 }, zero, updates).used).toEqual(['a', 'b', 'c']);
     expect(() => multiKrum(updates, 2, 1)).toThrow('n - f - 2 >= 1');
+  });
+
+  it('Bulyan: Krum picks n - 2f one at a time, then per coordinate the n - 4f values nearest the median are averaged', () => {
+    // n = 7, f = 1 (4f + 3 = 7): theta = 5 picked, beta = 3 averaged per coordinate.
+    const values = [0, 1, 2, 3, 7, 8, 100];
+    const line = values.map((value, i) => update(`u${i}`, 1 + i, [value]));
+    // Krum scores over the max(1, n' - f - 2) nearest of those left (squared distances):
+    // 7 left, 4 nearest: 0 63, 1 42, 2 31, 3 30, 7 78, 8 111, 100 huge -> 3.
+    // 6 left, 3 nearest: 0 54, 1 38, 2 30, 7 62, 8 86 -> 2.
+    // 5 left, 2 nearest: 0 50, 1 37, 7 37, 8 50 -> 1 (the tie goes to the earlier update).
+    // 4 left, 1 nearest: 0 49, 7 1, 8 1 -> 7.   3 left, 1 nearest: 0 64, 8 64 -> 0.
+    // Picked [0, 1, 2, 3, 7]: median 2, the three nearest 1, 2, 3 -> 2 (unweighted; the mean of the picked would be 2.6).
+    const out = bulyan(line, 1);
+    expect(out.used).toEqual(['u3', 'u2', 'u1', 'u4', 'u0']);
+    expect([...out.weights]).toEqual([2]);
+    // Two coordinates: a (0,0) b (1,10) c (2,4) d (3,1) e (4,3) f (5,2) g (100,-100). Squared distances
+    // a-c 20, a-d 10, a-e 25, a-f 29, a-b 101, b-c 37, b-e 58, b-f 80, b-d 85, c-d 10, c-e 5, c-f 13, d-e 5, d-f 5, e-f 2.
+    // 4 nearest: a 84, b 260, c 48, d 30, e 37, f 49 -> d; 3 nearest: a 74, b 175, c 38, e 32, f 44 -> e;
+    // 2 nearest: a 49, b 117, c 33, f 42 -> c; 1 nearest: a 29, b 80, f 29 -> a; then b 80, f 80 -> b.
+    // x of d, e, c, a, b: [0, 1, 2, 3, 4], median 2 -> (1 + 2 + 3) / 3 = 2;
+    // y: [0, 1, 3, 4, 10], median 3, nearest 3, 4, then 1 (distance 2 before 10's 7) -> 8 / 3.
+    const plane = [update('a', 1, [0, 0]), update('b', 1, [1, 10]), update('c', 1, [2, 4]), update('d', 1, [3, 1]), update('e', 1, [4, 3]), update('f', 1, [5, 2]), update('g', 1, [100, -100])];
+    const viaStrategy = aggregate({ kind: 'bulyan', byzantine: 1 }, zero, plane);
+    expect(viaStrategy.used).toEqual(['d', 'e', 'c', 'a', 'b']);
+    expect([...viaStrategy.weights]).toEqual([2, 8 / 3]);
+  });
+
+  it('Bulyan refuses fewer than 4f + 3 updates, saying so', () => {
+    const six = [0, 1, 2, 3, 4, 5].map((value) => update(`u${value}`, 1, [value]));
+    expect(() => bulyan(six, 1)).toThrow('bulyan needs n >= 4f + 3 updates: 6 updates, f = 1 needs 7');
+    expect(() => aggregate({ kind: 'bulyan', byzantine: 1 }, zero, six)).toThrow(AggregationError);
+    // f = 0 is the coordinate-wise mean of every update (theta = beta = n).
+    expect([...bulyan(six.slice(0, 3), 0).weights]).toEqual([1]);
   });
 
   it('refuses updates of another length, with no examples, and none at all', () => {

@@ -9,7 +9,7 @@ import type { TrainingData } from '../../core/train/loop.ts';
 import { cliContext, CliError, type CliContext, type CliOptions } from '../context.ts';
 import { intervalOption, positiveInteger, sleep, timeoutOption } from '../options.ts';
 
-const STRATEGIES = ['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad', 'fedprox', 'median', 'trimmed-mean', 'multi-krum'];
+const STRATEGIES = ['fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad', 'fedprox', 'median', 'trimmed-mean', 'multi-krum', 'bulyan'];
 
 /** The API through the CLI's own request (its auth), the pre-signed S3 URLs by plain fetch. */
 function apiClient(ctx: CliContext): FederationClient {
@@ -80,6 +80,7 @@ interface CreateFlags {
   mu?: string;
   dpClip?: string;
   dpNoise?: string;
+  dpTargetQuantile?: string;
   secureAggregation?: boolean;
   localEpochs: number;
   batchSize: number;
@@ -99,7 +100,7 @@ function createRequest(flags: CreateFlags): Record<string, unknown> {
     }
   }
   if (flags.strategy === 'fedprox') options.mu = Number(flags.mu ?? 0.01);
-  if (flags.strategy === 'multi-krum' && options.byzantine === undefined) options.byzantine = 1;
+  if ((flags.strategy === 'multi-krum' || flags.strategy === 'bulyan') && options.byzantine === undefined) options.byzantine = 1;
   return {
     model: flags.model,
     ...(flags.version ? { version: flags.version } : {}),
@@ -107,7 +108,7 @@ function createRequest(flags: CreateFlags): Record<string, unknown> {
     ...(flags.clientFraction ? { clientFraction: Number(flags.clientFraction) } : { clientsPerRound: flags.clientsPerRound ?? 10 }),
     ...(flags.minClients ? { minClients: flags.minClients } : {}),
     strategy: { kind: flags.strategy, ...options },
-    ...(flags.dpClip ? { privacy: { clip: Number(flags.dpClip), noiseMultiplier: Number(flags.dpNoise ?? 1) } } : {}),
+    ...(flags.dpClip ? { privacy: { clip: Number(flags.dpClip), noiseMultiplier: Number(flags.dpNoise ?? 1), ...(flags.dpTargetQuantile ? { adaptive: { targetQuantile: Number(flags.dpTargetQuantile) } } : {}) } } : {}),
     ...(flags.secureAggregation ? { secureAggregation: true } : {}),
     local: { epochs: flags.localEpochs, batchSize: flags.batchSize, learningRate: Number(flags.lr) },
     ...(flags.evalDataset ? { evalDataset: flags.evalDataset } : {}),
@@ -125,10 +126,11 @@ function addCreateOptions(command: Command): Command {
     .option('--client-fraction <f>', 'or a fraction of the joined clients per round')
     .option('--min-clients <n>', 'updates a round needs by its deadline (default half the selection)', positiveInteger('--min-clients'))
     .option('--strategy <name>', STRATEGIES.join(' | '), 'fedavg')
-    .option('--strategy-options <json>', 'e.g. {"momentum":0.9} for fedavgm, {"byzantine":2} for multi-krum')
+    .option('--strategy-options <json>', 'e.g. {"momentum":0.9} for fedavgm, {"byzantine":2} for multi-krum or bulyan')
     .option('--mu <mu>', 'fedprox: the proximal term (default 0.01)')
     .option('--dp-clip <norm>', 'differential privacy: L2 clip of each update')
     .option('--dp-noise <z>', 'differential privacy: noise multiplier (default 1)')
+    .option('--dp-target-quantile <q>', 'adaptive clipping: --dp-clip is the first clip norm, then it follows this quantile of the update norms')
     .option('--secure-aggregation', 'pairwise masks: the server sees only the sum')
     .option('--local-epochs <n>', 'epochs each client trains per round', positiveInteger('--local-epochs'), 1)
     .option('--batch-size <n>', 'client batch size', positiveInteger('--batch-size'), 10)

@@ -18,9 +18,9 @@ import { seededRandom } from '../platform/random.ts';
 import { evaluateClassifier } from './evaluation.ts';
 import type { FederationRecord, FederationTable, RoundRecord, RoundSummary } from './federation-table.ts';
 import { readParameters, withParameters, type ParameterLayout } from './parameters.ts';
-import { epsilonFromRdp, gaussianSource, privateAverage, RDP_ORDERS, sampledGaussianRdp } from './privacy.ts';
+import { averageNoiseMultiplier, epsilonFromRdp, gaussianSource, nextClipNorm, privateAverage, RDP_ORDERS, sampledGaussianRdp } from './privacy.ts';
 import { FEDERATED_ROUND_KIND, serverStateKey, updateKey, type FederationService } from './rounds.ts';
-import { decodeFixedPoint, sumMasked } from './secure-aggregation.ts';
+import { decodeFixedPoint, removeDroppedMasks, sumMasked } from './secure-aggregation.ts';
 import { aggregate, type ClientWeights, type ServerState } from './strategies.ts';
 import { checkUpdate } from './update-file.ts';
 
@@ -51,32 +51,53 @@ function decodeState(bytes: Uint8Array): ServerState {
   };
 }
 
+/** Updates read at once: S3 latency overlaps, memory stays a few updates above the vectors kept. */
+const READ_CONCURRENCY = 8;
+
 /** The aggregation's inputs: the updates whose bytes are still the ones accepted, in client order. */
 async function readUpdates(deps: AggregationDeps, federation: FederationRecord, round: RoundRecord, layout: ParameterLayout) {
-  const weights: ClientWeights[] = [];
-  const masked: Uint32Array[] = [];
-  const dropped: string[] = [];
-  for (const client of Object.keys(round.updates).sort()) {
-    const accepted = round.updates[client] as RoundRecord['updates'][string];
-    const bytes = await deps.store.getObjectBytes(updateKey(federation.id, round.round, client));
-    const checked = bytes
-      ? checkUpdate(bytes, { federation: federation.id, round: round.round, client, layout, maxBytes: federation.request.maxUpdateBytes as number, encoding: federation.request.secureAggregation ? 'masked' : 'float' })
-      : undefined;
-    if (!checked || checked.fileSha256 !== accepted.sha256) {
-      dropped.push(client);
-      continue;
+  const clients = Object.keys(round.updates).sort();
+  const checked = new Array<ReturnType<typeof checkUpdate> | undefined>(clients.length);
+  let next = 0;
+  const worker = async () => {
+    for (let index = next++; index < clients.length; index = next++) {
+      const client = clients[index] as string;
+      const bytes = await deps.store.getObjectBytes(updateKey(federation.id, round.round, client));
+      checked[index] = bytes
+        ? checkUpdate(bytes, { federation: federation.id, round: round.round, client, layout, maxBytes: federation.request.maxUpdateBytes as number, encoding: federation.request.secureAggregation ? 'masked' : 'float' })
+        : undefined;
     }
-    if (checked.masked) masked.push(checked.masked);
-    else weights.push({ client, examples: checked.manifest.examples, weights: checked.weights as Float64Array });
-  }
+  };
+  await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, clients.length) }, worker));
+  const weights: ClientWeights[] = [];
+  const masked: { client: string; vector: Uint32Array }[] = [];
+  const dropped: string[] = [];
+  clients.forEach((client, index) => {
+    const update = checked[index];
+    if (!update || update.fileSha256 !== (round.updates[client] as RoundRecord['updates'][string]).sha256) {
+      dropped.push(client);
+      return;
+    }
+    if (update.masked) masked.push({ client, vector: update.masked });
+    else weights.push({ client, examples: update.manifest.examples, weights: update.weights as Float64Array });
+  });
   return { weights, masked, dropped };
+}
+
+/**
+ * The seeded normal draws of a round's privacy noise (on the average, and on adaptive clipping's
+ * count): a rerun of the step draws the same, so it registers the same version.
+ */
+export function roundNoise(seed: number, round: number, attempt: number, stream: 'average' | 'count'): () => number {
+  const base = (seed ^ Math.imul(round, 0x27d4eb2d) ^ attempt) >>> 0;
+  return gaussianSource(seededRandom(stream === 'average' ? base : (base ^ 0x5bd1e995) >>> 0));
 }
 
 export async function aggregateRound(deps: AggregationDeps, request: RoundJobRequest, progress: StepContext['progress'] = async () => undefined): Promise<RoundSummary> {
   const federation = await deps.table.getFederation(request.federation);
   const round = await deps.table.getRound(request.federation, request.round);
   if (!federation || !round || round.attempt !== request.attempt) throw new JobStepError(`federation ${request.federation} has no round ${request.round} attempt ${request.attempt}`);
-  if (round.state === 'done' && round.summary) return finish(deps, federation, round.summary, round.rdp);
+  if (round.state === 'done' && round.summary) return finish(deps, federation, round.summary, { ...(round.rdp ? { rdp: round.rdp } : {}), ...(round.clipNorm !== undefined ? { clipNorm: round.clipNorm } : {}) });
   if (round.state !== 'aggregating') throw new JobStepError(`round ${request.round} of ${request.federation} is ${round.state}, not aggregating`);
 
   await progress(0, 4, 'reading the updates');
@@ -97,16 +118,37 @@ export async function aggregateRound(deps: AggregationDeps, request: RoundJobReq
   let inputs = updates.weights;
   let rdp = federation.rdp;
   let epsilon: number | undefined;
+  let clip: number | undefined;
+  let nextClip: number | undefined;
   if (federation.request.secureAggregation) {
     // Each client sent examples x (its weights - global) masked: the sum over examples is the FedAvg delta.
-    const delta = decodeFixedPoint(sumMasked(updates.masked));
+    const survivors = Object.keys(round.updates).length;
+    if (round.dropped?.length && Object.keys(round.reveals ?? {}).length !== survivors) throw new JobStepError(`round ${round.round}: ${Object.keys(round.reveals ?? {}).length} of ${survivors} survivors revealed their seeds; the dropped clients' masks cannot all be taken out`);
+    const sum = sumMasked(updates.masked.map((update) => update.vector));
+    // After a dropout, the survivors' revealed seeds take the dropped clients' pair masks out.
+    const revealed = Object.entries(round.reveals ?? {}).flatMap(([survivor, seeds]) => Object.entries(seeds).map(([dropped, seed]) => ({ survivor, dropped, seed: Buffer.from(seed, 'base64url') })));
+    const delta = decodeFixedPoint(removeDroppedMasks(sum, revealed));
     const mean = Float64Array.from(values, (value, i) => value + (delta[i] as number) / examples);
     inputs = [{ client: 'masked-sum', examples, weights: mean }];
     average = () => mean;
   } else if (federation.request.privacy) {
     const privacy = federation.request.privacy;
-    const normal = gaussianSource(seededRandom((federation.seed ^ Math.imul(round.round, 0x27d4eb2d) ^ round.attempt) >>> 0));
-    average = (u) => privateAverage(values, u, privacy, normal).weights;
+    if (federation.rdp && federation.rdp.length > 0 && federation.rdp.length !== RDP_ORDERS.length) {
+      throw new JobStepError(`federation ${federation.id} accounted its privacy at ${federation.rdp.length} RDP orders; this release uses ${RDP_ORDERS.length}: finish it with the release that started it`);
+    }
+    const normal = roundNoise(federation.seed, round.round, round.attempt, 'average');
+    clip = federation.clipNorm ?? privacy.clip;
+    let noiseMultiplier = privacy.noiseMultiplier;
+    if (privacy.adaptive) {
+      try {
+        noiseMultiplier = averageNoiseMultiplier(privacy.noiseMultiplier, privacy.adaptive.countStddev ?? inputs.length / 20);
+      } catch (error) {
+        throw new JobStepError(`round ${round.round}: ${(error as Error).message}`);
+      }
+    }
+    const privateMean = privateAverage(values, inputs, { clip, noiseMultiplier }, normal);
+    if (privacy.adaptive) nextClip = nextClipNorm(clip, privateMean.norms, privacy.adaptive, roundNoise(federation.seed, round.round, round.attempt, 'count')).clip;
+    average = () => privateMean.weights;
     const q = Math.min(1, round.selected.length / Math.max(1, federation.clients));
     rdp = RDP_ORDERS.map((alpha, index) => (federation.rdp?.[index] ?? 0) + sampledGaussianRdp(q, privacy.noiseMultiplier, alpha));
     epsilon = epsilonFromRdp(rdp, RDP_ORDERS, privacy.delta).epsilon;
@@ -116,7 +158,7 @@ export async function aggregateRound(deps: AggregationDeps, request: RoundJobReq
   const bytes = withParameters(globalBytes, layout, result.weights);
 
   await progress(2, 4, 'registering the round as a version');
-  const version = await registerOnce(deps.store, federation, round, bytes, participants, epsilon);
+  const version = await registerOnce(deps.store, federation, round, bytes, participants, epsilon, clip);
 
   let score: { accuracy: number; loss: number } | undefined;
   if (federation.request.evalDataset) {
@@ -128,20 +170,22 @@ export async function aggregateRound(deps: AggregationDeps, request: RoundJobReq
   const summary: RoundSummary = {
     round: round.round,
     version,
-    participants: federation.request.strategy.kind === 'multi-krum' ? result.used : participants,
+    participants: federation.request.strategy.kind === 'multi-krum' || federation.request.strategy.kind === 'bulyan' ? result.used : participants,
     examples,
     ...(score ? { accuracy: score.accuracy, loss: score.loss } : {}),
     ...(epsilon !== undefined ? { epsilon } : {}),
+    ...(clip !== undefined ? { clip } : {}),
     finished: new Date().toISOString(),
   };
-  await deps.table.moveRound(federation.id, round.round, round.attempt, 'aggregating', 'done', { summary, ...(rdp ? { rdp } : {}) });
+  const privacyState = { ...(rdp ? { rdp } : {}), ...(nextClip !== undefined ? { clipNorm: nextClip } : {}) };
+  await deps.table.moveRound(federation.id, round.round, round.attempt, 'aggregating', 'done', { summary, ...privacyState });
   await progress(4, 4, 'done');
-  return finish(deps, federation, summary, rdp);
+  return finish(deps, federation, summary, privacyState);
 }
 
 /** Records the round on the federation (once) and opens the next round or ends the federation. */
-async function finish(deps: AggregationDeps, federation: FederationRecord, summary: RoundSummary, rdp?: number[]): Promise<RoundSummary> {
-  const recorded = await deps.table.recordRound(federation.id, summary, { globalVersion: summary.version, updated: new Date().toISOString(), ...(rdp ? { rdp } : {}) });
+async function finish(deps: AggregationDeps, federation: FederationRecord, summary: RoundSummary, privacyState: { rdp?: number[]; clipNorm?: number }): Promise<RoundSummary> {
+  const recorded = await deps.table.recordRound(federation.id, summary, { globalVersion: summary.version, updated: new Date().toISOString(), ...privacyState });
   const current = recorded ?? (await deps.table.getFederation(federation.id));
   if (current && current.state === 'running' && current.round === summary.round && current.globalVersion === summary.version) {
     await deps.service.advance(current, summary.round);
@@ -151,7 +195,7 @@ async function finish(deps: AggregationDeps, federation: FederationRecord, summa
 }
 
 /** The round's version: found by its lineage when a previous attempt of this step registered it. */
-async function registerOnce(store: ModelRepository, federation: FederationRecord, round: RoundRecord, bytes: Uint8Array, participants: string[], epsilon: number | undefined): Promise<string> {
+async function registerOnce(store: ModelRepository, federation: FederationRecord, round: RoundRecord, bytes: Uint8Array, participants: string[], epsilon: number | undefined, clip: number | undefined): Promise<string> {
   for (const version of (await store.listVersions(federation.model)).reverse()) {
     const manifest = await store.getManifest(federation.model, version).catch(() => undefined);
     const options = manifest?.lineage?.options as { federation?: string; round?: number; attempt?: number } | undefined;
@@ -172,7 +216,7 @@ async function registerOnce(store: ModelRepository, federation: FederationRecord
         participants,
         strategy: federation.request.strategy,
         secureAggregation: federation.request.secureAggregation,
-        ...(privacy && epsilon !== undefined ? { privacy: { clip: privacy.clip, noiseMultiplier: privacy.noiseMultiplier, epsilon, delta: privacy.delta } } : {}),
+        ...(privacy && epsilon !== undefined ? { privacy: { clip: clip ?? privacy.clip, noiseMultiplier: privacy.noiseMultiplier, epsilon, delta: privacy.delta, ...(privacy.adaptive ? { adaptive: true } : {}) } } : {}),
       },
     },
   });

@@ -10,7 +10,7 @@ import { TrainingSession } from '../train/training-session.ts';
 import { runTrainingLoop, type TrainingData } from '../train/loop.ts';
 import { readParameters } from './parameters.ts';
 import type { ClientTask, SubmitAnswer, TaskAnswer } from './rounds.ts';
-import { encodeFixedPoint, maskUpdate, type MaskingKeys } from './secure-aggregation.ts';
+import { encodeFixedPoint, maskUpdate, revealSeeds, type MaskingKeys } from './secure-aggregation.ts';
 import { encodeMaskedUpdate, encodeUpdate } from './update-file.ts';
 import type { FederationRecord, RoundRecord } from './federation-table.ts';
 
@@ -146,6 +146,11 @@ export class FederationClient {
     return this.call('POST', `/v2/federations/${encodeURIComponent(id)}/rounds/${round}/updates/${encodeURIComponent(client)}`, {}, token);
   }
 
+  /** A survivor's pair seeds with the clients that dropped out of a secure-aggregation round. */
+  reveal(id: string, round: number, client: string, token: string, seeds: Record<string, string>): Promise<SubmitAnswer> {
+    return this.call('POST', `/v2/federations/${encodeURIComponent(id)}/rounds/${round}/updates/${encodeURIComponent(client)}`, { unmask: seeds }, token);
+  }
+
   /** Downloads the task's global model and uploads the update by the task's pre-signed URLs. */
   async download(url: string): Promise<Uint8Array> {
     const response = await this.fetch(url);
@@ -175,13 +180,23 @@ export interface ParticipateOptions extends UpdateOptions {
 export async function participate(client: FederationClient, options: ParticipateOptions): Promise<{ state: string; rounds: number }> {
   const sleep = options.sleep ?? ((ms: number) => new Promise((resolve) => setTimeout(resolve, ms)));
   let rounds = 0;
+  const masked = new Map<string, NonNullable<ClientTask['secureAggregation']>>();
   while (!options.signal?.aborted) {
     const task = await client.task(options.federation, options.client, options.token);
     if (task.state === 'wait') {
       await sleep(task.retryAfterSeconds * 1000);
       continue;
     }
+    if (task.state === 'unmask') {
+      if (!options.keys) throw new Error('the round asks for the seeds of secure aggregation: the client needs the masking keys it joined with');
+      // The cohort this client masked for, not the one the answer names: a server cannot add strangers.
+      const own = masked.get(`${task.round}/${task.attempt}`);
+      if (!own) throw new Error(`round ${task.round} attempt ${task.attempt} asks for seeds this client never masked with`);
+      await client.reveal(options.federation, task.round, options.client, options.token, revealSeeds(options.client, options.keys, own.cohort, task.dropped, own.context));
+      continue;
+    }
     if (task.state !== 'train') return { state: task.state, rounds };
+    if (task.secureAggregation) masked.set(`${task.round}/${task.attempt}`, task.secureAggregation);
     const globalBytes = await client.download(task.modelUrl);
     const update = await trainLocalUpdate(task, options.client, globalBytes, options.data, options);
     await client.upload(task.updateUrl, update);

@@ -12,7 +12,7 @@ import { ConditionalTable, strip } from '../jobs/conditional-table.ts';
 import type { FederationRequest } from './request.ts';
 
 export type FederationState = 'waiting' | 'running' | 'paused' | 'completed' | 'failed';
-export type RoundState = 'open' | 'aggregating' | 'done' | 'timed-out';
+export type RoundState = 'open' | 'unmasking' | 'aggregating' | 'done' | 'timed-out';
 
 export interface RoundSummary {
   round: number;
@@ -22,6 +22,8 @@ export interface RoundSummary {
   accuracy?: number;
   loss?: number;
   epsilon?: number;
+  /** The clip norm this round's updates were clipped to (differential privacy). */
+  clip?: number;
   finished: string;
 }
 
@@ -40,6 +42,8 @@ export interface FederationRecord {
   seed: number;
   /** Accumulated RDP per order (privacy.ts RDP_ORDERS), when the federation has differential privacy. */
   rdp?: number[];
+  /** The next round's clip norm under adaptive clipping. */
+  clipNorm?: number;
   history: RoundSummary[];
   created: string;
   updated: string;
@@ -69,12 +73,19 @@ export interface RoundRecord {
   deadline: number;
   updates: Record<string, AcceptedUpdate>;
   received: number;
+  /** Secure aggregation after a dropout: the selected clients that never delivered. */
+  dropped?: string[];
+  /** Each survivor's pair seeds with the dropped clients (base64url), once revealed. */
+  reveals?: Record<string, Record<string, string>>;
+  revealed?: number;
   job?: string;
   reason?: string;
   /** Set when the round is done: what the federation's history records. */
   summary?: RoundSummary;
   /** The federation's accumulated RDP after this round (differential privacy). */
   rdp?: number[];
+  /** The clip norm adaptive clipping chose for the next round. */
+  clipNorm?: number;
   opened: string;
   updated: string;
 }
@@ -170,6 +181,16 @@ export class FederationTable extends ConditionalTable {
       ConditionExpression: '#state = :open AND #attempt = :attempt AND attribute_not_exists(#updates.#client)',
       ExpressionAttributeNames: { '#client': client },
       ExpressionAttributeValues: { ':update': update, ':now': update.accepted, ':one': 1, ':open': 'open', ':attempt': attempt },
+    });
+  }
+
+  /** Records a survivor's revealed seeds once, while the round is unmasking; undefined when it was not. */
+  acceptReveal(id: string, round: number, attempt: number, client: string, seeds: Record<string, string>): Promise<RoundRecord | undefined> {
+    return this.update(roundKey(id, round), {
+      UpdateExpression: 'SET #reveals.#client = :seeds, #updated = :now ADD #revealed :one',
+      ConditionExpression: '#state = :unmasking AND #attempt = :attempt AND attribute_not_exists(#reveals.#client)',
+      ExpressionAttributeNames: { '#client': client },
+      ExpressionAttributeValues: { ':seeds': seeds, ':now': new Date().toISOString(), ':one': 1, ':unmasking': 'unmasking', ':attempt': attempt },
     });
   }
 

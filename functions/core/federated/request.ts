@@ -16,6 +16,7 @@ export const strategySchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('median') }),
   z.strictObject({ kind: z.literal('trimmed-mean'), beta: z.number().min(0).lt(0.5).optional() }),
   z.strictObject({ kind: z.literal('multi-krum'), byzantine: z.number().int().min(0), selected: z.number().int().min(1).optional() }),
+  z.strictObject({ kind: z.literal('bulyan'), byzantine: z.number().int().min(0) }),
 ]);
 
 export const federationRequestSchema = z
@@ -33,7 +34,23 @@ export const federationRequestSchema = z
     /** Attempts of a round after the first before the federation pauses. */
     maxRetries: z.number().int().min(0).max(20).default(2),
     strategy: strategySchema.default({ kind: 'fedavg' }),
-    privacy: z.strictObject({ clip: positive, noiseMultiplier: z.number().min(0).finite(), delta: z.number().gt(0).lt(1).default(1e-5) }).optional(),
+    privacy: z
+      .strictObject({
+        /** The clip norm (with `adaptive`, the first round's). */
+        clip: positive,
+        /** Above 0: at 0 the accountant's epsilon is unbounded (no privacy; leave `privacy` out). */
+        noiseMultiplier: z.number().gt(0, 'noiseMultiplier must be above 0 (at 0 nothing is private: leave privacy out)').finite(),
+        delta: z.number().gt(0).lt(1).default(1e-5),
+        /** Adaptive clipping (Andrew et al. 2021): the clip norm follows the target quantile of the update norms. */
+        adaptive: z
+          .strictObject({
+            targetQuantile: z.number().min(0).max(1).default(0.5),
+            learningRate: positive.default(0.2),
+            countStddev: z.number().min(0).finite().optional(),
+          })
+          .optional(),
+      })
+      .optional(),
     secureAggregation: z.boolean().default(false),
     local: z
       .strictObject({
@@ -55,6 +72,17 @@ export const federationRequestSchema = z
     }
     if (request.privacy && !averagingKinds.has(request.strategy.kind)) context.addIssue({ code: 'custom', message: `differential privacy needs an averaging strategy (fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad), not ${request.strategy.kind}` });
     if (request.secureAggregation && !averagingKinds.has(request.strategy.kind)) context.addIssue({ code: 'custom', message: `secure aggregation gives the server only the sum, so it needs an averaging strategy, not ${request.strategy.kind}` });
+    const selection = request.minClients ?? request.clientsPerRound;
+    if (request.strategy.kind === 'bulyan' && selection !== undefined && selection < 4 * request.strategy.byzantine + 3) {
+      context.addIssue({ code: 'custom', message: `bulyan with byzantine ${request.strategy.byzantine} needs at least ${4 * request.strategy.byzantine + 3} updates a round (n >= 4f + 3); minClients or clientsPerRound is ${selection}` });
+    }
+    const adaptive = request.privacy?.adaptive;
+    if (request.privacy && adaptive && request.privacy.noiseMultiplier > 0 && request.clientsPerRound !== undefined) {
+      const countStddev = adaptive.countStddev ?? request.clientsPerRound / 20;
+      if (!(request.privacy.noiseMultiplier ** -2 - (2 * countStddev) ** -2 > 0)) {
+        context.addIssue({ code: 'custom', message: `adaptive clipping at noise multiplier ${request.privacy.noiseMultiplier} needs a count noise (countStddev) above ${request.privacy.noiseMultiplier / 2}; with ${request.clientsPerRound} clients a round the default is ${countStddev}` });
+      }
+    }
     if (request.secureAggregation && request.privacy) context.addIssue({ code: 'custom', message: 'secure aggregation and server-side differential privacy cannot be combined here (the server cannot clip what it cannot see)' });
   });
 

@@ -56,6 +56,8 @@ export interface FederationServiceDeps {
 }
 
 export const updateKey = (federation: string, round: number, client: string) => `federated/${federation}/rounds/${round}/updates/${client}`;
+/** What a round's masks are derived for: one context per attempt, so no mask is used twice. */
+export const maskingContext = (federation: string, round: Pick<RoundRecord, 'round' | 'attempt'>) => `${federation}/${round.round}/${round.attempt}`;
 export const serverStateKey = (federation: string, round: number) => `federated/${federation}/server-state/${round}.json`;
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
@@ -77,7 +79,20 @@ export interface ClientTask {
   secureAggregation?: { cohort: { client: string; publicKey: string }[]; context: string };
 }
 
-export type TaskAnswer = ClientTask | { state: 'wait'; round: number; retryAfterSeconds: number } | { state: 'completed' | 'paused' | 'failed'; globalVersion: string; reason?: string };
+/** Secure aggregation after a dropout: a survivor is asked for its pair seeds with the dropped clients. */
+export interface UnmaskTask {
+  state: 'unmask';
+  federation: string;
+  round: number;
+  attempt: number;
+  dropped: string[];
+  /** The cohort the survivor masked for (the dropped members' public keys among them). */
+  cohort: { client: string; publicKey: string }[];
+  context: string;
+  deadline: string;
+}
+
+export type TaskAnswer = ClientTask | UnmaskTask | { state: 'wait'; round: number; retryAfterSeconds: number } | { state: 'completed' | 'paused' | 'failed'; globalVersion: string; reason?: string };
 
 export interface SubmitAnswer {
   federation: string;
@@ -183,8 +198,12 @@ export class FederationService {
   }
 
   private minimum(federation: FederationRecord, selected: number): number {
-    if (federation.request.secureAggregation) return selected;
-    return Math.min(selected, federation.request.minClients ?? Math.max(1, Math.ceil(selected / 2)));
+    // A masked sum of one client is that client's update: secure aggregation needs two survivors.
+    if (federation.request.secureAggregation) return Math.min(selected, Math.max(2, federation.request.minClients ?? Math.ceil(selected / 2)));
+    const strategy = federation.request.strategy;
+    // Bulyan refuses fewer than 4f + 3 updates: a round closes with no fewer.
+    const floor = strategy.kind === 'bulyan' ? 4 * strategy.byzantine + 3 : 1;
+    return Math.min(selected, federation.request.minClients ?? Math.max(floor, Math.ceil(selected / 2)));
   }
 
   private async maybeStart(federation: FederationRecord): Promise<void> {
@@ -227,6 +246,9 @@ export class FederationService {
       return { state: federation.state, globalVersion: federation.globalVersion, ...(federation.reason ? { reason: federation.reason } : {}) };
     }
     const round = federation.round > 0 ? await this.deps.table.getRound(id, federation.round) : undefined;
+    if (round?.state === 'unmasking' && round.updates[client] && !round.reveals?.[client]) {
+      return { state: 'unmask', federation: id, round: round.round, attempt: round.attempt, dropped: round.dropped ?? [], cohort: await this.cohort(id, round), context: maskingContext(id, round), deadline: new Date(round.deadline).toISOString() };
+    }
     if (!round || round.state !== 'open' || !round.selected.includes(client) || round.updates[client]) {
       return { state: 'wait', round: federation.round, retryAfterSeconds: 2 };
     }
@@ -247,11 +269,45 @@ export class FederationService {
       updateKey: key,
       deadline: new Date(round.deadline).toISOString(),
     };
-    if (federation.request.secureAggregation) {
-      const members = await Promise.all(round.selected.map((member) => this.deps.table.getClient(id, member)));
-      task.secureAggregation = { cohort: members.map((member) => ({ client: member?.client as string, publicKey: member?.publicKey as string })), context: `${id}/${round.round}/${round.attempt}` };
-    }
+    if (federation.request.secureAggregation) task.secureAggregation = { cohort: await this.cohort(id, round), context: maskingContext(id, round) };
     return task;
+  }
+
+  private async cohort(id: string, round: RoundRecord): Promise<{ client: string; publicKey: string }[]> {
+    const members = await Promise.all(round.selected.map((member) => this.deps.table.getClient(id, member)));
+    return members.map((member) => ({ client: member?.client as string, publicKey: member?.publicKey as string }));
+  }
+
+  /**
+   * A survivor's pair seeds with the dropped clients (secure aggregation after a dropout): checked
+   * to be exactly one 32-byte seed per dropped client and recorded once; the same seeds again are
+   * answered the same. When every survivor has revealed, the round goes to aggregation.
+   */
+  async reveal(id: string, roundNumber: number, client: string, token: string | undefined, seeds: Record<string, string>): Promise<SubmitAnswer> {
+    const federation = await this.get(id);
+    await this.authenticate(id, client, token);
+    const round = await this.getRound(id, roundNumber);
+    const answer = (current: RoundRecord, duplicate: boolean): SubmitAnswer => ({ federation: id, round: roundNumber, client, duplicate, received: current.revealed ?? 0, selected: Object.keys(current.updates).length });
+    const known = round.reveals?.[client];
+    if (known) {
+      if (JSON.stringify(Object.entries(known).sort()) === JSON.stringify(Object.entries(seeds).sort())) return answer(round, true);
+      throw new ConflictError(`client ${client} already revealed its seeds for round ${roundNumber}`);
+    }
+    if (round.state !== 'unmasking' || federation.round !== roundNumber) throw new ConflictError(`round ${roundNumber} of federation '${id}' is ${round.state}, not waiting for seeds`);
+    if (!round.updates[client]) throw new ForbiddenError(`client ${client} delivered no update to round ${roundNumber}; only survivors reveal seeds`);
+    const dropped = [...(round.dropped ?? [])].sort();
+    const given = Object.keys(seeds).sort();
+    if (JSON.stringify(given) !== JSON.stringify(dropped)) throw new HttpError(400, `reveal exactly one seed for each dropped client (${dropped.join(', ')}); got ${given.join(', ') || 'none'}`);
+    for (const [member, seed] of Object.entries(seeds)) if (!/^[A-Za-z0-9_-]{43}$/.test(seed)) throw new HttpError(400, `the seed for ${member} must be 32 bytes, base64url`);
+    const accepted = await this.deps.table.acceptReveal(id, roundNumber, round.attempt, client, seeds);
+    if (!accepted) {
+      const now = await this.getRound(id, roundNumber);
+      if (now.reveals?.[client] && JSON.stringify(Object.entries(now.reveals[client]).sort()) === JSON.stringify(Object.entries(seeds).sort())) return answer(now, true);
+      throw new ConflictError(`round ${roundNumber} of federation '${id}' stopped waiting for seeds; they came too late`);
+    }
+    this.log('info', 'seeds revealed', { federation: id, round: roundNumber, client, revealed: accepted.revealed });
+    if ((accepted.revealed ?? 0) >= Object.keys(accepted.updates).length) await this.close(federation, accepted);
+    return answer(accepted, false);
   }
 
   /**
@@ -292,14 +348,14 @@ export class FederationService {
   /** Ends collection and hands the round to the aggregation job (idempotent by its key). */
   private async close(federation: FederationRecord, round: RoundRecord): Promise<void> {
     const job = `${federation.id}.r${round.round}.a${round.attempt}`;
-    const moved = round.state === 'aggregating' ? round : await this.deps.table.moveRound(federation.id, round.round, round.attempt, 'open', 'aggregating', { job });
+    const moved = round.state === 'aggregating' ? round : await this.deps.table.moveRound(federation.id, round.round, round.attempt, round.state === 'unmasking' ? 'unmasking' : 'open', 'aggregating', { job });
     if (!moved) return;
     await this.deps.submitJob({ kind: FEDERATED_ROUND_KIND, key: job, request: { federation: federation.id, round: round.round, attempt: round.attempt }, parent: { model: federation.model, version: round.globalVersion } });
     this.log('info', 'round closed for aggregation', { federation: federation.id, round: round.round, received: moved.received });
   }
 
   /** A round's deadline message: close it, retry it, or pause the federation. */
-  async deadline(message: DeadlineMessage): Promise<'not-due' | 'closed' | 'retried' | 'paused' | 'nothing'> {
+  async deadline(message: DeadlineMessage): Promise<'not-due' | 'closed' | 'unmasking' | 'retried' | 'paused' | 'nothing'> {
     const federation = await this.deps.table.getFederation(message.federation);
     const round = await this.deps.table.getRound(message.federation, message.round);
     if (!federation || !round || round.attempt !== message.attempt) return 'nothing';
@@ -307,19 +363,32 @@ export class FederationService {
       await this.close(federation, round); // a close that died before its job was submitted
       return 'closed';
     }
-    if (round.state !== 'open') return 'nothing';
+    if (round.state !== 'open' && round.state !== 'unmasking') return 'nothing';
     const left = round.deadline - this.now();
     if (left > 0) {
       await this.deps.deadlines.schedule(message, Math.min(MAX_DELAY_SECONDS, Math.ceil(left / 1000)));
       return 'not-due';
     }
     const minimum = this.minimum(federation, round.selected.length);
-    if (round.received >= minimum) {
+    let reason: string;
+    if (round.state === 'unmasking') {
+      const survivors = Object.keys(round.updates).length;
+      reason = `round ${round.round} attempt ${round.attempt}: ${round.revealed ?? 0} of ${survivors} survivors revealed their seeds with the ${round.dropped?.length ?? 0} dropped clients before the deadline; all are needed to unmask the sum`;
+    } else if (round.received >= minimum && federation.request.secureAggregation && round.received < round.selected.length) {
+      // Masks of the clients that dropped are still in the sum: the survivors are asked for their seeds with them.
+      const dropped = round.selected.filter((client) => !round.updates[client]);
+      const deadline = this.now() + federation.request.roundTimeoutSeconds * 1000;
+      if (!(await this.deps.table.moveRound(federation.id, round.round, round.attempt, 'open', 'unmasking', { dropped, reveals: {}, revealed: 0, deadline }))) return 'nothing';
+      await this.deps.deadlines.schedule(message, Math.min(MAX_DELAY_SECONDS, federation.request.roundTimeoutSeconds));
+      this.log('info', 'round unmasking after dropouts', { federation: federation.id, round: round.round, attempt: round.attempt, dropped: dropped.length });
+      return 'unmasking';
+    } else if (round.received >= minimum) {
       await this.close(federation, round);
       return 'closed';
+    } else {
+      reason = `round ${round.round} attempt ${round.attempt}: ${round.received} of ${round.selected.length} selected clients delivered an update before the deadline; ${minimum} needed`;
     }
-    const reason = `round ${round.round} attempt ${round.attempt}: ${round.received} of ${round.selected.length} selected clients delivered an update before the deadline; ${minimum} needed`;
-    if (!(await this.deps.table.moveRound(federation.id, round.round, round.attempt, 'open', 'timed-out', { reason }))) return 'nothing';
+    if (!(await this.deps.table.moveRound(federation.id, round.round, round.attempt, round.state, 'timed-out', { reason }))) return 'nothing';
     this.log('warn', 'round timed out', { federation: federation.id, round: round.round, attempt: round.attempt, received: round.received, minimum });
     if (round.attempt <= federation.request.maxRetries) {
       await this.openRound(federation, round.round, round.attempt + 1);

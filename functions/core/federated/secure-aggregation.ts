@@ -1,10 +1,11 @@
 /**
- * Secure aggregation with pairwise additive masks (Bonawitz et al. 2017, without its dropout
- * recovery): every pair of clients in a round's cohort agrees on a seed by X25519 key agreement, and
- * each client adds the pair's pseudo-random mask (the lower id) or subtracts it (the higher id) from
- * its fixed-point update. Arithmetic is modulo 2^32, so the masks cancel exactly in the sum: the
- * server learns the sum of the cohort's updates and nothing about any one of them, provided every
- * client of the cohort delivers (a missing client leaves its masks in the sum, which is then noise).
+ * Secure aggregation with pairwise additive masks (Bonawitz et al. 2017, its single-mask variant):
+ * every pair of clients in a round's cohort agrees on a seed by X25519 key agreement, and each
+ * client adds the pair's pseudo-random mask (the lower id) or subtracts it (the higher id) from its
+ * fixed-point update. Arithmetic is modulo 2^32, so the masks cancel exactly in the sum of the whole
+ * cohort. When members drop out, each survivor reveals the seed it shares with each dropped member
+ * (never one with another survivor), and the server takes those masks out of the sum: it then holds
+ * the survivors' sum exactly, and still nothing about any one survivor.
  */
 import { createCipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
 
@@ -109,6 +110,47 @@ export function sumMasked(vectors: readonly Uint32Array[]): Uint32Array {
   for (const vector of vectors) {
     if (vector.length !== length) throw new SecureAggregationError(`masked vectors differ in length (${vector.length} and ${length})`);
     for (let i = 0; i < length; i++) sum[i] = ((sum[i] as number) + (vector[i] as number)) >>> 0;
+  }
+  return sum;
+}
+
+/** A survivor's pair seed with a dropped member, revealed so the server can take that pair's mask out of the sum. */
+export interface RevealedSeed {
+  survivor: string;
+  dropped: string;
+  seed: Uint8Array;
+}
+
+/**
+ * What a survivor reveals after a dropout: its seed with each dropped member. Refused when fewer
+ * than two survivors would remain (the "sum" of one is that survivor's update) or when asked about
+ * itself or about a member outside the cohort it masked for.
+ */
+export function revealSeeds(client: string, keys: MaskingKeys, cohort: readonly CohortMember[], dropped: readonly string[], context: string): Record<string, string> {
+  const members = new Map(cohort.map((member) => [member.client, member.publicKey]));
+  if (!members.has(client)) throw new SecureAggregationError(`client ${client} is not in the cohort`);
+  const survivors = cohort.length - new Set(dropped).size;
+  if (survivors < 2) throw new SecureAggregationError(`revealing seeds with ${dropped.length} of ${cohort.length} members dropped would leave ${survivors} survivor: its update would be exposed`);
+  const out: Record<string, string> = {};
+  for (const member of dropped) {
+    const publicKey = members.get(member);
+    if (member === client || publicKey === undefined) throw new SecureAggregationError(`${member} is not another member of the cohort`);
+    out[member] = Buffer.from(pairSeed(keys, publicKey, context)).toString('base64url');
+  }
+  return out;
+}
+
+/**
+ * Takes the dropped members' pair masks out of the survivors' masked sum (in place, modulo 2^32):
+ * a survivor below a dropped member had added the pair's mask, one above had subtracted it.
+ */
+export function removeDroppedMasks(sum: Uint32Array, revealed: readonly RevealedSeed[]): Uint32Array {
+  for (const { survivor, dropped, seed } of revealed) {
+    if (survivor === dropped) throw new SecureAggregationError(`client ${survivor} cannot reveal a seed with itself`);
+    if (seed.length !== 32) throw new SecureAggregationError(`the seed ${survivor} revealed for ${dropped} is ${seed.length} bytes, not 32`);
+    const mask = maskStream(seed, sum.length);
+    const added = survivor < dropped;
+    for (let i = 0; i < sum.length; i++) sum[i] = added ? ((sum[i] as number) - (mask[i] as number)) >>> 0 : ((sum[i] as number) + (mask[i] as number)) >>> 0;
   }
   return sum;
 }

@@ -30,7 +30,9 @@ export type StrategySpec =
   /** Per coordinate, drop the `beta` fraction of lowest and highest values, average the rest. */
   | { kind: 'trimmed-mean'; beta?: number }
   /** Krum (selected 1) or Multi-Krum: keep the `selected` updates closest to their n - f - 2 neighbours. */
-  | { kind: 'multi-krum'; byzantine: number; selected?: number };
+  | { kind: 'multi-krum'; byzantine: number; selected?: number }
+  /** Bulyan: n - 2f updates picked by Krum one at a time, then per coordinate the n - 4f values nearest the median averaged. */
+  | { kind: 'bulyan'; byzantine: number };
 
 export type StrategyKind = StrategySpec['kind'];
 
@@ -146,6 +148,31 @@ function squaredDistance(a: Float64Array, b: Float64Array): number {
   return sum;
 }
 
+function distanceMatrix(updates: readonly ClientWeights[]): number[][] {
+  const n = updates.length;
+  const out = Array.from({ length: n }, () => new Array<number>(n).fill(0));
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      const d = squaredDistance((updates[i] as ClientWeights).weights, (updates[j] as ClientWeights).weights);
+      (out[i] as number[])[j] = d;
+      (out[j] as number[])[i] = d;
+    }
+  }
+  return out;
+}
+
+/** Krum scores of the updates at `members` (indices): each one's summed squared distances to its `neighbours` nearest members. */
+function krumScores(distances: readonly number[][], members: readonly number[], neighbours: number): number[] {
+  return members.map((i) =>
+    members
+      .filter((j) => j !== i)
+      .map((j) => (distances[i] as number[])[j] as number)
+      .sort((x, y) => x - y)
+      .slice(0, neighbours)
+      .reduce((sum, d) => sum + d, 0),
+  );
+}
+
 /**
  * Multi-Krum (Blanchard et al. 2017): each update's score is the sum of its squared distances to its
  * n - f - 2 nearest others; the `selected` lowest-scoring updates are averaged by examples. Ties keep
@@ -156,17 +183,50 @@ export function multiKrum(updates: readonly ClientWeights[], byzantine: number, 
   const neighbours = n - byzantine - 2;
   if (!Number.isInteger(byzantine) || byzantine < 0 || neighbours < 1) throw new AggregationError(`multi-krum needs n - f - 2 >= 1: ${n} updates, f = ${byzantine}`);
   if (!Number.isInteger(selected) || selected < 1 || selected > n) throw new AggregationError(`multi-krum selects ${selected} of ${n} updates`);
-  const distances = updates.map((a, i) => updates.map((b, j) => (i === j ? 0 : squaredDistance(a.weights, b.weights))));
-  const scores = distances.map((row, i) =>
-    row
-      .filter((_, j) => j !== i)
-      .sort((x, y) => x - y)
-      .slice(0, neighbours)
-      .reduce((sum, d) => sum + d, 0),
-  );
+  const scores = krumScores(distanceMatrix(updates), updates.map((_, i) => i), neighbours);
   const order = scores.map((score, index) => ({ score, index })).sort((a, b) => a.score - b.score || a.index - b.index);
   const chosen = order.slice(0, selected).map((entry) => updates[entry.index] as ClientWeights);
   return { weights: weightedAverage(chosen), used: chosen.map((update) => update.client), scores };
+}
+
+/**
+ * Bulyan (El Mhamdi, Guerraoui and Rouault 2018), as Flower's: needs n >= 4f + 3. Krum picks one
+ * update at a time from those left (scores over the max(1, n' - f - 2) nearest of the n' left, ties
+ * to the earlier update) until theta = n - 2f are picked; then, per coordinate, the beta = theta - 2f
+ * picked values nearest that coordinate's median (ties to the lower value) are averaged, unweighted.
+ */
+export function bulyan(updates: readonly ClientWeights[], byzantine: number): { weights: Float64Array; used: string[] } {
+  const n = updates.length;
+  if (!Number.isInteger(byzantine) || byzantine < 0) throw new AggregationError(`bulyan's f must be a whole number of updates, not ${byzantine}`);
+  if (n < 4 * byzantine + 3) throw new AggregationError(`bulyan needs n >= 4f + 3 updates: ${n} updates, f = ${byzantine} needs ${4 * byzantine + 3}`);
+  const theta = n - 2 * byzantine;
+  const beta = theta - 2 * byzantine;
+  const distances = distanceMatrix(updates);
+  let left = updates.map((_, i) => i);
+  const picked: number[] = [];
+  while (picked.length < theta) {
+    const scores = krumScores(distances, left, Math.max(1, left.length - byzantine - 2));
+    let best = 0;
+    for (let k = 1; k < left.length; k++) if ((scores[k] as number) < (scores[best] as number)) best = k;
+    picked.push(left[best] as number);
+    left = left.filter((_, k) => k !== best);
+  }
+  const chosen = picked.map((i) => updates[i] as ClientWeights);
+  const weights = perCoordinate(chosen, (sorted) => {
+    // The beta nearest the median form a window of the sorted values: widen it from the middle.
+    const median = theta % 2 === 1 ? (sorted[(theta - 1) / 2] as number) : ((sorted[theta / 2 - 1] as number) + (sorted[theta / 2] as number)) / 2;
+    let low = Math.floor((theta - 1) / 2);
+    let high = low;
+    let sum = sorted[low] as number;
+    while (high - low + 1 < beta) {
+      const below = low > 0 ? median - (sorted[low - 1] as number) : Infinity;
+      const above = high < theta - 1 ? (sorted[high + 1] as number) - median : Infinity;
+      if (below <= above) sum += sorted[--low] as number;
+      else sum += sorted[++high] as number;
+    }
+    return sum / beta;
+  });
+  return { weights, used: chosen.map((update) => update.client) };
 }
 
 /**
@@ -198,5 +258,7 @@ export function aggregate(spec: StrategySpec, global: Float64Array, updates: rea
       const out = multiKrum(updates, spec.byzantine, spec.selected ?? Math.max(1, updates.length - spec.byzantine));
       return { weights: out.weights, used: out.used };
     }
+    case 'bulyan':
+      return bulyan(updates, spec.byzantine);
   }
 }

@@ -5,6 +5,7 @@
  * is checked against the global model and the round it claims: nothing unchecked is aggregated.
  */
 import { createHash } from 'node:crypto';
+import { endianness } from 'node:os';
 import * as z from 'zod';
 import { BadRequestError, HttpError, PayloadTooLargeError } from '../platform/errors.ts';
 import type { ParameterLayout, ParameterType } from './parameters.ts';
@@ -114,6 +115,19 @@ export interface CheckedUpdate {
   fileSha256: string;
 }
 
+const LITTLE_ENDIAN = endianness() === 'LE';
+
+/** `count` little-endian values from `at`: one aligned copy on a little-endian machine, a DataView walk elsewhere. */
+function readLittleEndian(payload: Uint8Array, at: number, dtype: UpdateTensor['dtype'], count: number): Float32Array | Float64Array | Uint32Array {
+  const bytes = count * bytesPer[dtype];
+  const Kind = dtype === 'float32' ? Float32Array : dtype === 'float64' ? Float64Array : Uint32Array;
+  if (LITTLE_ENDIAN) return new Kind(payload.slice(at, at + bytes).buffer);
+  const view = new DataView(payload.buffer, payload.byteOffset + at, bytes);
+  const out = new Kind(count);
+  for (let i = 0; i < count; i++) out[i] = dtype === 'float32' ? view.getFloat32(i * 4, true) : dtype === 'float64' ? view.getFloat64(i * 8, true) : view.getUint32(i * 4, true);
+  return out;
+}
+
 /**
  * Reads and checks an update: size bound (413), format and manifest (400), the federation, round and
  * client it is for (403 when it claims another client), tensors with the global model's names,
@@ -159,21 +173,17 @@ export function checkUpdate(bytes: Uint8Array, expected: UpdateExpectation): Che
   const payloadBytes = expectedTensors.reduce((sum, tensor) => sum + countOf(tensor.dims) * bytesPer[tensor.dtype], 0);
   if (payload.byteLength !== payloadBytes) throw new BadRequestError(`the update's payload is ${payload.byteLength} bytes; its tensors need ${payloadBytes}`);
 
-  const payloadView = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  if (expected.encoding === 'masked') {
-    const masked = new Uint32Array(expected.layout.length);
-    for (let i = 0; i < masked.length; i++) masked[i] = payloadView.getUint32(i * 4, true);
-    return { manifest, masked, fileSha256 };
-  }
+  if (expected.encoding === 'masked') return { manifest, masked: readLittleEndian(payload, 0, 'uint32', expected.layout.length) as Uint32Array, fileSha256 };
   const weights = new Float64Array(expected.layout.length);
   let at = 0;
   for (const entry of expected.layout.entries) {
-    for (let i = 0; i < entry.length; i++) {
-      const value = entry.dtype === 'float32' ? payloadView.getFloat32(at, true) : payloadView.getFloat64(at, true);
+    const values = readLittleEndian(payload, at, entry.dtype, entry.length);
+    for (let i = 0; i < values.length; i++) {
+      const value = values[i] as number;
       if (!Number.isFinite(value)) throw new BadRequestError(`tensor "${entry.name}" holds ${value} at index ${i}; updates must be finite`);
-      weights[entry.offset + i] = value;
-      at += bytesPer[entry.dtype];
     }
+    weights.set(values, entry.offset);
+    at += entry.length * bytesPer[entry.dtype];
   }
   return { manifest, weights, fileSha256 };
 }
