@@ -1,7 +1,7 @@
 /**
  * The flat numeric `data` arrays of a V2 request's inputs, read straight into doubles. JSON.parse
  * builds a JavaScript array element by element, several times slower than this loop reads the
- * same numbers (a 64-image MNIST request: README, "Inference overhead"), and that was most of a
+ * same numbers (a 64-image MNIST request: README, the inference row of the benchmarks), and that was most of a
  * large JSON request's cost. Exactness is JSON.parse's: an integer of up to 15 digits is summed
  * from its digits (exact below 2^53), any other number is read by Number(), which rounds the same
  * token as JSON.parse does. Each lifted array is replaced by `[]` in the text, and only an array
