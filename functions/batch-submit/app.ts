@@ -35,7 +35,7 @@ export function createBatchApiHandler(deps: BatchApiHandlerDeps) {
 
   return async function batchApiHandler(event: APIGatewayProxyEventV2, context?: Context): Promise<Result> {
     logger.resetKeys();
-    return handler(event, context ?? ({} as Context));
+    return handler(event, context);
   };
 }
 

@@ -6,6 +6,7 @@ import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { createDynamoClient, createS3Client } from '../core/aws/clients.ts';
 import { RegistryTable } from '../core/registry/registry-table.ts';
 import { ModelRepository } from '../core/registry/repository.ts';
+import { ObjectStore } from '../core/artifacts/object-store.ts';
 
 /**
  * What every command needs: where the API and the bucket are. Flags win, then environment, then the
@@ -87,6 +88,10 @@ export function cliContext(options: CliOptions) {
         cacheDir: join(local?.root ?? process.cwd(), '.local', 'cache'),
         registry: registryTable ? new RegistryTable(createDynamoClient(), registryTable) : undefined,
       });
+    },
+    /** The objects of a bucket the stack wrote to (a batch result names its bucket). */
+    objects(bucketName: string): ObjectStore {
+      return new ObjectStore(createS3Client(), bucketName);
     },
     /** Calls the HTTP API; MASS_AUTH=iam signs with SigV4, MASS_TOKEN sends a JWT bearer token. */
     async request(method: string, path: string, body?: string | Uint8Array, headers: Record<string, string> = {}) {

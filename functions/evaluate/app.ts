@@ -55,6 +55,6 @@ export function createEvaluateApiHandler(deps: EvaluateApiDeps) {
 
   return async function evaluateApiHandler(event: APIGatewayProxyEventV2, context?: Context): Promise<Result> {
     logger.resetKeys();
-    return handler(event, context ?? ({} as Context));
+    return handler(event, context);
   };
 }

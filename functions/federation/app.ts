@@ -37,7 +37,7 @@ export function federationView(federation: FederationRecord, round?: RoundRecord
  * The federation API: create and read federations (managers), join, fetch a task and report an
  * update (data owners, with the token join gave them). Routes are declared once (adapters/router.ts).
  */
-export function createFederationApiHandler(deps: FederationApiDeps): (event: APIGatewayProxyEventV2, context: Context) => Promise<APIGatewayProxyStructuredResultV2> {
+export function createFederationApiHandler(deps: FederationApiDeps): (event: APIGatewayProxyEventV2, context?: Context) => Promise<APIGatewayProxyStructuredResultV2> {
   const { service } = deps;
   const status = async (id: string) => {
     const federation = await service.get(id);

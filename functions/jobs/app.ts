@@ -12,7 +12,7 @@ export interface JobsApiDeps {
 }
 
 /** The jobs API, one for every kind: GET /v2/jobs/{id} reads a job, POST /v2/jobs/{id}/cancel cancels it. */
-export function createJobsApiHandler(deps: JobsApiDeps): (event: APIGatewayProxyEventV2, context: Context) => Promise<APIGatewayProxyStructuredResultV2> {
+export function createJobsApiHandler(deps: JobsApiDeps): (event: APIGatewayProxyEventV2, context?: Context) => Promise<APIGatewayProxyStructuredResultV2> {
   return new ApiRouter(deps.log)
     .on('GET', '/v2/jobs/:id', async ({ params }) => json(200, jobView(await readJob(deps.table, params.id!))))
     .on('POST', '/v2/jobs/:id/cancel', async ({ params }) => {

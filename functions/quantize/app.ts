@@ -38,7 +38,7 @@ export function jobView(record: JobRecord) {
 
 /** HTTP API: POST .../versions/{v}/quantize starts (or finds) a job, GET .../quantizations/{job} reads it (as does GET /v2/jobs/{job}). */
 export function createQuantizeApiHandler(deps: QuantizeApiDeps): (event: APIGatewayProxyEventV2, context?: Context) => Promise<APIGatewayProxyStructuredResultV2> {
-  const handler = new ApiRouter(deps.log)
+  return new ApiRouter(deps.log)
     .on('POST', '/v2/models/:name/versions/:version/quantize', async ({ params, event }) => {
       const name = assertValidName(params.name!, 'model name');
       const version = assertValidName(params.version!, 'version');
@@ -55,7 +55,6 @@ export function createQuantizeApiHandler(deps: QuantizeApiDeps): (event: APIGate
       return json(200, jobView(job));
     })
     .handler();
-  return (event, context) => handler(event, context ?? ({} as Context));
 }
 
 /** An SQS event source's invocation; the local stack's poller and the tests pass none, and get Lambda's 15 minutes. */

@@ -19,7 +19,7 @@ export interface StudiesApiDeps {
  * The studies API: POST /v2/studies starts a study (its tune job runs the trials), GET
  * /v2/studies/{id} reads it with its trials and best so far. Routes declared once (adapters/router.ts).
  */
-export function createStudiesApiHandler(deps: StudiesApiDeps): (event: APIGatewayProxyEventV2, context: Context) => Promise<APIGatewayProxyStructuredResultV2> {
+export function createStudiesApiHandler(deps: StudiesApiDeps): (event: APIGatewayProxyEventV2, context?: Context) => Promise<APIGatewayProxyStructuredResultV2> {
   return new ApiRouter(deps.log)
     .on('POST', '/v2/studies', async ({ event }) => {
       const started = await startStudy(deps, jsonBody(event, { maxBytes: 64 * 1024, emptyHint: 'send the study as JSON (docs/tuning.md)' }));

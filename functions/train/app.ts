@@ -33,7 +33,7 @@ export function parseTrainRequest(body: unknown): TrainRequest {
  * GET /v2/jobs/{id}. An `Idempotency-Key` header makes a retried submission find the same job.
  */
 export function createTrainApiHandler(deps: TrainApiDeps): (event: APIGatewayProxyEventV2, context?: Context) => Promise<APIGatewayProxyStructuredResultV2> {
-  const handler = new ApiRouter(deps.log)
+  return new ApiRouter(deps.log)
     .on('POST', '/v2/models/:name/versions/:version/train', async ({ params, event }) => {
       const model = assertValidName(params.name!, 'model name');
       const version = assertValidName(params.version!, 'version');
@@ -45,5 +45,4 @@ export function createTrainApiHandler(deps: TrainApiDeps): (event: APIGatewayPro
       return json(created ? 202 : 200, jobView(job), { location: `/v2/jobs/${job.id}` });
     })
     .handler();
-  return (event, context) => handler(event, context ?? ({} as Context));
 }

@@ -17,23 +17,20 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
-import ort from '../../functions/core/onnx/ort.ts';
 import { createDynamoClient, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
 import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
-import { summarizeFeature, type Baseline } from '../../functions/core/monitor/baseline.ts';
 import { CaptureWriter } from '../../functions/core/monitor/capture.ts';
 import { compareWithBaseline } from '../../functions/core/monitor/drift.ts';
-import { FeatureTable, inputFeatures, predictionFeatures } from '../../functions/core/monitor/features.ts';
 import { DEFAULT_DRIFT, readModelMonitoring, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
 import { promote, setRoutes } from '../../functions/core/registry/rollout.ts';
 import { createInferenceHandler, STICKY_HEADER } from '../../functions/inference/app.ts';
 import { createLocalMonitor, LOCAL_GUARD_EVERY_MS } from '../../infra/local/monitor.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
 import { gatherModel } from '../helpers/monitor-models.ts';
-import { batchOf, loadMnist, permutation, PIXELS, type Shift } from '../helpers/mnist-drift.ts';
+import { batchOf, loadMnist, mnistBaseline, mnistFeatures, permutation, PIXELS, type Mnist, type Shift } from '../helpers/mnist-drift.ts';
 import { scaleModel, startRegistryStack } from '../helpers/registry-stack.ts';
 import { BENCH_AWS_ENV, median, printTable, round, writeResults } from './common.ts';
 
@@ -105,26 +102,10 @@ async function captureOverhead(stack: Awaited<ReturnType<typeof startRegistrySta
   return results;
 }
 
-async function driftFigures(mnist: Awaited<ReturnType<typeof loadMnist>>) {
+async function driftFigures(mnist: Mnist) {
   const order = permutation(mnist.rows, 1);
-  const features = async (indices: readonly number[], shift: Shift) => {
-    const inputs = new FeatureTable();
-    const predictions = new FeatureTable();
-    for (let s = 0; s < indices.length; s += 500) {
-      const part = indices.slice(s, s + 500);
-      const data = batchOf(mnist.pixels, part, shift);
-      const out = await mnist.session.run({ input: new ort.Tensor('float32', data, [part.length, PIXELS]) });
-      inputs.add(inputFeatures({ name: 'input', datatype: 'FP32', shape: [part.length, PIXELS], data }));
-      predictions.add(predictionFeatures({ name: 'probabilities', datatype: 'FP32', shape: out.probabilities!.dims, data: out.probabilities!.data as Float32Array }));
-    }
-    return { inputs, predictions, rows: indices.length };
-  };
-  const base = await features(order.slice(0, BASELINE_ROWS), 'none');
-  const baseline: Baseline = {
-    model: 'mnist', version: '1', dataset: { name: 'bench', sha256: '', rows: BASELINE_ROWS }, created: '', rows: BASELINE_ROWS,
-    inputs: [...base.inputs.columns.values()].map(summarizeFeature),
-    predictions: [...base.predictions.columns.values()].map(summarizeFeature),
-  };
+  const features = (indices: readonly number[], shift: Shift) => mnistFeatures(mnist, indices, shift);
+  const baseline = await mnistBaseline(mnist, order.slice(0, BASELINE_ROWS), 'bench');
   const rest = order.slice(BASELINE_ROWS);
   const sample = (seed: number, n: number) => permutation(rest.length, 1000 + seed).slice(0, n).map((i) => rest[i]!);
   const flagged = async (n: number, shift: Shift, seeds: number) => {

@@ -15,7 +15,8 @@ import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { startStudy, readStudy, type StudyView } from '../../functions/core/tune/service.ts';
 import { Study } from '../../functions/core/tune/study.ts';
-import { quadrantIdx, quadrantMlp, startTuneStack, type TuneStack } from '../helpers/tune-stack.ts';
+import { startTuneStack, type TuneStack } from '../helpers/tune-stack.ts';
+import { quadrantIdx, quadrantMlp } from '../helpers/train-fixtures.ts';
 import { median, root } from './common.ts';
 
 const SEEDS = Number(process.env.TUNE_SEARCH_SEEDS ?? 20);

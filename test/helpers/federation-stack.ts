@@ -44,7 +44,7 @@ export async function startFederationStack(name: string): Promise<FederationStac
   const stepUrl = (await sqs.send(new CreateQueueCommand({ QueueName: stepQueue, Attributes: { VisibilityTimeout: '60' } }))).QueueUrl!;
   let offset = 0;
   const now = () => Date.now() + offset;
-  const { table, service, runtime } = wireFederation({ dynamo, s3: await stack.store.client(), sqs, store: stack.store, tableName, region: 'us-east-1', s3Endpoint: stack.emulators.awsEndpoint, deadlineQueueName: deadlineQueue, stepQueueName: stepQueue, visibilitySeconds: 60, now });
+  const { table, service, runtime } = wireFederation({ dynamo, s3: stack.s3, sqs, store: stack.store, tableName, region: 'us-east-1', s3Endpoint: stack.emulators.awsEndpoint, deadlineQueueName: deadlineQueue, stepQueueName: stepQueue, visibilitySeconds: 60, now });
   const api = createFederationApiHandler({ service, log: quiet });
   const deadlines = createDeadlineHandler(service, quiet);
   const steps = createJobStepHandler(runtime);

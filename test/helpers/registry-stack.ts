@@ -1,4 +1,4 @@
-import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, GetQueueAttributesCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { SubscribeCommand } from '@aws-sdk/client-sns';
 import { mkdtemp } from 'node:fs/promises';
@@ -17,6 +17,8 @@ import { createLocalRegistryResources } from '../../infra/local/registry-resourc
 export interface RegistryStack {
   emulators: Emulators;
   store: ModelRepository;
+  /** A client of the emulated S3 for what a test does to the bucket beside the code under test (the store hands out none). */
+  s3: S3Client;
   sqs: SQSClient;
   eventsQueueUrl: string;
   /** Events published so far (drains the subscribed queue). */
@@ -46,6 +48,7 @@ export async function startRegistryStack(name: string): Promise<RegistryStack> {
   return {
     emulators,
     store,
+    s3,
     sqs,
     eventsQueueUrl,
     async receiveEvents() {

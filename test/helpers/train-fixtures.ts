@@ -1,6 +1,6 @@
 /**
- * Tiny training fixtures shared by the training tests: 4x4 images whose bright quadrant is the class,
- * as IDX files, and a 16-8-4 MLP (Gemm, Tanh, Gemm, Softmax) that reads their raw pixels.
+ * Tiny training fixtures shared by the training and tuning tests: 4x4 images whose bright quadrant is
+ * the class, as IDX files, and an MLP (Gemm, Tanh, Gemm, Softmax) that reads their raw pixels.
  */
 import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
 import { encodeModel } from '../../functions/core/onnx/model-proto.ts';
@@ -8,9 +8,9 @@ import { seededRandom } from '../../functions/core/platform/random.ts';
 
 export const rows = 240;
 
-/** 4x4 images whose bright quadrant is the class (0..3), with seeded noise, as IDX files. */
-export function quadrantIdx(): { images: Uint8Array; labels: Uint8Array } {
-  const random = seededRandom(5);
+/** 4x4 images whose bright quadrant (by `contrast` over seeded noise of 100) is the class (0..3), as IDX files. */
+export function quadrantIdx(count = rows, seed = 5, contrast = 150): { images: Uint8Array; labels: Uint8Array } {
+  const random = seededRandom(seed);
   const header = (type: number[], dims: number[]) => {
     const bytes = new Uint8Array(4 + dims.length * 4);
     bytes.set(type);
@@ -18,25 +18,26 @@ export function quadrantIdx(): { images: Uint8Array; labels: Uint8Array } {
     dims.forEach((dim, index) => view.setUint32(4 + index * 4, dim));
     return bytes;
   };
-  const images = new Uint8Array(16 + rows * 16);
-  images.set(header([0, 0, 8, 3], [rows, 4, 4]));
-  const labels = new Uint8Array(8 + rows);
-  labels.set(header([0, 0, 8, 1], [rows]));
-  for (let row = 0; row < rows; row++) {
+  const images = new Uint8Array(16 + count * 16);
+  images.set(header([0, 0, 8, 3], [count, 4, 4]));
+  const labels = new Uint8Array(8 + count);
+  labels.set(header([0, 0, 8, 1], [count]));
+  for (let row = 0; row < count; row++) {
     const label = row % 4;
     labels[8 + row] = label;
     for (let y = 0; y < 4; y++) {
       for (let x = 0; x < 4; x++) {
         const quadrant = (y >= 2 ? 2 : 0) + (x >= 2 ? 1 : 0);
-        images[16 + row * 16 + y * 4 + x] = Math.floor((quadrant === label ? 150 : 0) + random() * 100);
+        images[16 + row * 16 + y * 4 + x] = Math.floor((quadrant === label ? contrast : 0) + random() * 100);
       }
     }
   }
   return { images, labels };
 }
 
-export function mlp(): Uint8Array {
-  const random = seededRandom(9);
+/** An MLP over 16 pixels: Mul by 1/255, Gemm to `hidden`, Tanh, Gemm to 4 classes, Softmax. */
+export function quadrantMlp(hidden = 64, seed = 9): Uint8Array {
+  const random = seededRandom(seed);
   const uniform = (count: number) => Array.from({ length: count }, () => (random() * 2 - 1) * 0.3);
   return encodeModel(
     model({
@@ -55,9 +56,9 @@ export function mlp(): Uint8Array {
         outputs: [valueInfo('probabilities', 'float32', ['batch', 4])],
         initializers: [
           tensorFromFloat32('scale', [], [1 / 255]),
-          tensorFromFloat32('w1', [16, 8], uniform(128)),
-          tensorFromFloat32('b1', [8], new Array(8).fill(0)),
-          tensorFromFloat32('w2', [8, 4], uniform(32)),
+          tensorFromFloat32('w1', [16, hidden], uniform(16 * hidden)),
+          tensorFromFloat32('b1', [hidden], new Array(hidden).fill(0)),
+          tensorFromFloat32('w2', [hidden, 4], uniform(hidden * 4)),
           tensorFromFloat32('b2', [4], [0, 0, 0, 0]),
         ],
       }),
@@ -65,3 +66,7 @@ export function mlp(): Uint8Array {
   );
 }
 
+/** The training tests' model: the 16-8-4 MLP. */
+export function mlp(): Uint8Array {
+  return quadrantMlp(8);
+}

@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createServer, type Server } from 'node:http';
-import { once } from 'node:events';
+import type { Server } from 'node:http';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +9,8 @@ import { createBatchApiHandler } from '../../functions/batch-submit/app.ts';
 import { createBatchScoreHandler } from '../../functions/batch-score/app.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
 import { pollSqsQueue, type Trigger } from '../../infra/local/triggers.ts';
-import { apiEvent, doublingRow, pushDoublingModel, startBatchStack, type BatchStack } from '../helpers/batch-stack.ts';
+import { serveApi } from '../helpers/api-server.ts';
+import { doublingRow, pushDoublingModel, startBatchStack, type BatchStack } from '../helpers/batch-stack.ts';
 
 // `mass batch submit --watch` and `mass batch fetch` as a user runs them, against the batch API
 // function behind a plain HTTP server and the score function on the shard queue.
@@ -28,16 +28,7 @@ beforeAll(async () => {
   await pushDoublingModel(stack);
   const { logger, metrics } = createObservability('batch-test');
   const handler = createBatchApiHandler({ service: stack.runtime.service(), maxBodyBytes: 1_000_000, logger, metrics });
-  server = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
-    const body = Buffer.concat(chunks).toString('utf8');
-    const result = await handler(apiEvent(req.method!, new URL(req.url!, 'http://x').pathname, body === '' ? undefined : body));
-    res.writeHead(result.statusCode!, result.headers as Record<string, string>).end(result.body);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  ({ server, url: api } = await serveApi(handler));
   const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
   triggers.push(await pollSqsQueue({ sqs: stack.sqs, queueUrl: stack.resources.shardQueueUrl, handler: createBatchScoreHandler({ runtime: stack.runtime.jobs, log }) }));
   dir = await mkdtemp(join(tmpdir(), 'ai-mass-cli-'));

@@ -111,7 +111,7 @@ describe('the boot fetch against the S3 emulator', () => {
   it('refuses boot-fetched bytes that are not the ones its manifest records, as any download', async () => {
     const registered = await register('tampered', 9);
     const staged = keys.staged('tampered', registered.version, stagingKey());
-    await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: staged, Body: Buffer.from('tampered') }));
+    await stack.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: staged, Body: Buffer.from('tampered') }));
     const boot = startBootFetch({ ...env, PRELOAD_MODELS: `tampered:${registered.version}` });
     const store = await storeWith(boot.downloads);
     const manifest = await store.getManifest('tampered', registered.version);

@@ -94,7 +94,7 @@ describe('mass dataset push', () => {
     // Assert: the CLI's summary, the object's bytes, and an ETag of a multipart upload (3 parts of 8 MiB).
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout.split('\n')[0]).toBe(`pushed data set big: ${lines.length} rows (jsonl, label, 10 classes), sha256 ${createHash('sha256').update(bytes).digest('hex')}`);
-    const s3 = await stack.store.client();
+    const s3 = stack.s3;
     const head = await s3.send(new HeadObjectCommand({ Bucket: stack.store.bucket, Key: keys.datasetRows('big') }));
     expect([head.ContentLength, head.ETag?.replace(/"/g, '').split('-')[1]]).toEqual([bytes.byteLength, '3']);
     const stored = await (await s3.send(new GetObjectCommand({ Bucket: stack.store.bucket, Key: keys.datasetRows('big') }))).Body!.transformToByteArray();

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, DeleteObjectCommand } from '@aws-sdk/client-s3';
@@ -19,6 +19,7 @@ import { createJobsApiHandler } from '../../functions/jobs/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { createLocalEvaluateWorker, drainEvaluateQueue, pollOnce } from '../../infra/local/evaluate-worker.ts';
 import { apiEvent, waitFor } from '../helpers/batch-stack.ts';
+import { serveApi } from '../helpers/api-server.ts';
 
 // Evaluation as a job of the job runtime: the job record in dynalite read through both routes (the
 // per-version one and GET /v2/jobs/{id}), its step continued from its checkpoint across invocations
@@ -79,18 +80,7 @@ beforeAll(async () => {
   await pushDataset(worker.store, { name: 'iris', upload: { format: 'jsonl', rows } });
   await pushDataset(worker.store, { name: 'iris-doomed', upload: { format: 'jsonl', rows } });
   // Both APIs over HTTP for the CLI, routed as API Gateway routes them to their functions.
-  server = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
-    const body = Buffer.concat(chunks).toString('utf8');
-    const path = new URL(req.url!, 'http://x').pathname;
-    const event = apiEvent(req.method!, path, body === '' ? undefined : body);
-    const result = path.startsWith('/v2/jobs/') ? await jobsApi(event, {} as Context) : await evaluateApi(event);
-    res.writeHead(result.statusCode!, result.headers as Record<string, string>).end(result.body);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  apiUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  ({ server, url: apiUrl } = await serveApi((event) => (event.rawPath.startsWith('/v2/jobs/') ? jobsApi(event) : evaluateApi(event))));
 }, 120_000);
 
 afterAll(async () => {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -16,6 +16,7 @@ import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
 import { createJobsApiHandler } from '../../functions/jobs/app.ts';
 import { startEmulators, type Emulators } from '../../infra/local/emulators.ts';
 import { apiEvent, waitFor } from '../helpers/batch-stack.ts';
+import { serveApi } from '../helpers/api-server.ts';
 import { onCommand } from '../helpers/sdk-commands.ts';
 
 // GET /v2/jobs/{id}, POST /v2/jobs/{id}/cancel, and `mass jobs status --watch` against them, with
@@ -79,16 +80,7 @@ beforeAll(async () => {
   table = new JobTable(dynamo, 'jobs-api-registry');
   runtime = new JobRuntime({ table, kinds: new JobKinds([counting]), queue: new SqsStepQueue(sqs, () => 'jobs-api-steps'), visibilitySeconds: 30, reserveMs: 0, now: () => clock });
   api = createJobsApiHandler({ table, log, now: () => clock });
-  server = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
-    const body = Buffer.concat(chunks).toString('utf8');
-    const result = await api(apiEvent(req.method!, new URL(req.url!, 'http://x').pathname, body === '' ? undefined : body), context);
-    res.writeHead(result.statusCode!, result.headers as Record<string, string>).end(result.body);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  apiUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  ({ server, url: apiUrl } = await serveApi((event) => api(event, context)));
 });
 
 afterAll(async () => {

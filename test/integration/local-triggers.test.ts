@@ -89,7 +89,7 @@ describe('the local stack registering an identical re-upload', () => {
     const register = createRegisterHandler({ store: stack.store, logger, metrics, maxModelBytes: 1024 * 1024 });
     const outcomes: string[] = [];
     const trigger = await watchS3Prefix({
-      s3: await stack.store.client(),
+      s3: stack.s3,
       bucket: stack.store.bucket,
       prefix: 'incoming/',
       intervalMs: 50,

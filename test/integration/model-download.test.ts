@@ -19,6 +19,8 @@ import { onCommand } from '../helpers/sdk-commands.ts';
 const MiB = 1024 * 1024;
 let stack: RegistryStack;
 let store: ModelRepository;
+/** The client whose ranged GETs are recorded. */
+let recorded: S3Client;
 /** The Range of every GetObject this store's client sends, in order. */
 let ranges: (string | undefined)[];
 
@@ -30,9 +32,9 @@ function recordRanges(s3: S3Client) {
 
 beforeAll(async () => {
   stack = await startRegistryStack('download-test');
-  const s3 = createS3Client({ endpoint: stack.emulators.awsEndpoint });
-  recordRanges(s3);
-  store = new ModelRepository({ s3, bucket: stack.store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')), registry: stack.store.registry });
+  recorded = createS3Client({ endpoint: stack.emulators.awsEndpoint });
+  recordRanges(recorded);
+  store = new ModelRepository({ s3: recorded, bucket: stack.store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')), registry: stack.store.registry });
 });
 afterAll(async () => {
   await stack?.stop();
@@ -116,8 +118,8 @@ describe('prefetch of a staged artifact during preload', () => {
 
   it('checks prefetched bytes against the manifest like any download', async () => {
     const key = keys.staged('prefetched', manifest.version, stagingKey());
-    await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: Buffer.from('tampered') }));
-    const fresh = new ModelRepository({ s3: store.client, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
+    await stack.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: Buffer.from('tampered') }));
+    const fresh = new ModelRepository({ s3: recorded, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
     fresh.prefetch(key);
     await expect(fresh.getStagedBytes(manifest, stagingKey())).rejects.toThrow(
       new IntegrityError(`${key} has 8 bytes, its manifest records ${manifest.staged[stagingKey()]!.bytes}`),
@@ -127,7 +129,7 @@ describe('prefetch of a staged artifact during preload', () => {
 
   it('falls back to a fresh download when the prefetched object was missing', async () => {
     const key = keys.staged('prefetched', '99', stagingKey());
-    const fresh = new ModelRepository({ s3: store.client, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
+    const fresh = new ModelRepository({ s3: recorded, bucket: store.bucket, cacheDir: await mkdtemp(join(tmpdir(), 'download-test-')) });
     fresh.prefetch(key);
     await expect(fresh.getStagedBytes({ ...manifest, version: '99' }, stagingKey())).rejects.toThrow(`model 'prefetched' version '99' has no object ${key}`);
     expect(ranges.slice(0, 2).sort()).toEqual(['bytes=0-8388607', 'bytes=8388608-16777215']);

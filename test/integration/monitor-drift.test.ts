@@ -1,21 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
-import ort from '../../functions/core/onnx/ort.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
 import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
-import { summarizeFeature, type Baseline } from '../../functions/core/monitor/baseline.ts';
+import type { Baseline } from '../../functions/core/monitor/baseline.ts';
 import { CaptureWriter } from '../../functions/core/monitor/capture.ts';
 import { compareWithBaseline } from '../../functions/core/monitor/drift.ts';
-import { FeatureTable, inputFeatures, predictionFeatures } from '../../functions/core/monitor/features.ts';
 import { DEFAULT_DRIFT, readModelMonitoring, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
 import type { DriftReport } from '../../functions/core/monitor/report.ts';
 import { createInferenceHandler } from '../../functions/inference/app.ts';
 import { createLocalMonitor, type LocalMonitor } from '../../infra/local/monitor.ts';
 import { createDynamoClient, createSqsClient } from '../../functions/core/aws/clients.ts';
-import { batchOf, idxFiles, loadMnist, permutation, PIXELS, type Shift } from '../helpers/mnist-drift.ts';
+import { batchOf, idxFiles, loadMnist, mnistBaseline, mnistFeatures, permutation, PIXELS, type Mnist, type Shift } from '../helpers/mnist-drift.ts';
 import { startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
 
@@ -26,21 +24,10 @@ const BASELINE_ROWS = 3000;
 const SAMPLE_ROWS = 200;
 const SEEDS = 20;
 
-let mnist: Awaited<ReturnType<typeof loadMnist>>;
+let mnist: Mnist;
 let order: number[];
 
-async function features(indices: readonly number[], shift: Shift) {
-  const inputs = new FeatureTable();
-  const predictions = new FeatureTable();
-  for (let s = 0; s < indices.length; s += 500) {
-    const part = indices.slice(s, s + 500);
-    const data = batchOf(mnist.pixels, part, shift);
-    const out = await mnist.session.run({ input: new ort.Tensor('float32', data, [part.length, PIXELS]) });
-    inputs.add(inputFeatures({ name: 'input', datatype: 'FP32', shape: [part.length, PIXELS], data }));
-    predictions.add(predictionFeatures({ name: 'probabilities', datatype: 'FP32', shape: out.probabilities!.dims, data: out.probabilities!.data as Float32Array }));
-  }
-  return { inputs, predictions, rows: indices.length };
-}
+const features = (indices: readonly number[], shift: Shift) => mnistFeatures(mnist, indices, shift);
 
 /** The sample of one seed: SAMPLE_ROWS images none of which is in the baseline. */
 const sampleOf = (seed: number) => permutation(mnist.rows - BASELINE_ROWS, 100 + seed).slice(0, SAMPLE_ROWS).map((i) => order[BASELINE_ROWS + i]!);
@@ -53,12 +40,7 @@ beforeAll(async () => {
 describe('drift tests on MNIST', () => {
   let baseline: Baseline;
   beforeAll(async () => {
-    const base = await features(order.slice(0, BASELINE_ROWS), 'none');
-    baseline = {
-      model: 'mnist', version: '1', dataset: { name: 'mnist-base', sha256: '', rows: BASELINE_ROWS }, created: '', rows: BASELINE_ROWS,
-      inputs: [...base.inputs.columns.values()].map(summarizeFeature),
-      predictions: [...base.predictions.columns.values()].map(summarizeFeature),
-    };
+    baseline = await mnistBaseline(mnist, order.slice(0, BASELINE_ROWS), 'mnist-base');
   });
 
   it(`raises no alarm on fresh samples of the same distribution in at least 95% of ${SEEDS} seeds`, async () => {

@@ -160,7 +160,7 @@ describe('incoming/<name>/pipeline.json', () => {
     const { logger, metrics } = createObservability('ai-mass-test');
     logger.setLogLevel('SILENT');
     const register = createRegisterHandler({ store: stack.store, logger, metrics, maxModelBytes: 1024 * 1024 });
-    const s3 = await stack.store.client();
+    const s3 = stack.s3;
     const upload = async (name: string, spec: unknown) => {
       const key = `incoming/${name}/pipeline.json`;
       await s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: JSON.stringify(spec) }));

@@ -263,7 +263,7 @@ describe('failures name their step', () => {
         ],
       },
     });
-    const s3 = await stack.store.client();
+    const s3 = stack.s3;
     const listed = await s3.send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: keys.versionPrefix('fragile', '1') }));
     for (const o of listed.Contents ?? []) {
       if (!o.Key!.endsWith('manifest.json')) await s3.send(new DeleteObjectCommand({ Bucket: stack.store.bucket, Key: o.Key! }));

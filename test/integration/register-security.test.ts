@@ -46,7 +46,7 @@ const canaryWasRead = async () => (await stat(canary)).atimeMs !== LONG_AGO.getT
 
 /** Every object in the bucket, with its body as text. */
 async function bucketContents(): Promise<Map<string, string>> {
-  const listed = await (await stack.store.client()).send(new ListObjectsV2Command({ Bucket: stack.store.bucket }));
+  const listed = await stack.s3.send(new ListObjectsV2Command({ Bucket: stack.store.bucket }));
   const contents = new Map<string, string>();
   for (const o of listed.Contents ?? []) contents.set(o.Key!, Buffer.from((await stack.store.getObjectBytes(o.Key!))!).toString('latin1'));
   return contents;
@@ -78,7 +78,7 @@ describe('a model cannot read a file of ours through external data', () => {
   it.each(refused)('%s: the upload is refused with where the tensor is, registers nothing, and the canary is never opened', async (_case, build, reason) => {
     const model = `hostile-${_case.toLowerCase().replace(/\W+/g, '-').slice(0, 40)}`;
     const key = `incoming/${model}/m.onnx`;
-    await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: build('canary.bin') }));
+    await stack.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: build('canary.bin') }));
     const outcome = await registerUpload(stack.store, { bucket: stack.store.bucket, key });
     expect(outcome).toEqual({ status: 'rejected', reason, rejectionKey: rejectionKey(key) });
     const record = JSON.parse(Buffer.from((await stack.store.getObjectBytes(rejectionKey(key)))!).toString('utf8'));

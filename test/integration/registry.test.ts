@@ -42,12 +42,12 @@ afterAll(async () => {
 });
 
 async function upload(key: string, body: Uint8Array | string, metadata: Record<string, string> = {}) {
-  await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: body, Metadata: metadata }));
+  await stack.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: body, Metadata: metadata }));
   return { bucket: stack.store.bucket, key };
 }
 
 async function keysUnder(prefix: string): Promise<string[]> {
-  const out = await (await stack.store.client()).send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: prefix }));
+  const out = await stack.s3.send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: prefix }));
   return (out.Contents ?? []).map((o) => o.Key!).sort();
 }
 
@@ -103,7 +103,7 @@ describe('register on upload', () => {
   it('resumes a registration that crashed part-way under the version it had claimed', async () => {
     const bytes = scaleModel(6);
     const object = await upload('incoming/resumed/m.onnx', bytes);
-    const head = await (await stack.store.client()).send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: object.key }));
+    const head = await stack.s3.send(new ListObjectsV2Command({ Bucket: stack.store.bucket, Prefix: object.key }));
     const eTag = head.Contents![0]!.ETag!.replace(/"/g, '');
     // The crashed attempt got as far as claiming version 7 for this upload.
     await stack.store.registry!.claimUpload({ uploadId: `${stack.store.bucket}/${object.key}@${eTag}`, model: 'resumed', version: '7', state: 'pending' });
@@ -207,7 +207,7 @@ describe('aliases and rollout', () => {
   });
 
   it('refuses to promote a version whose latest evaluation failed, unless forced', async () => {
-    await (await stack.store.client()).send(new PutObjectCommand({
+    await stack.s3.send(new PutObjectCommand({
       Bucket: stack.store.bucket,
       Key: keys.evalReport('roll', '2', '20261201T000000Z-test'),
       Body: JSON.stringify({ evaluatedAt: '2026-12-01T00:00:00Z', gate: { passed: false, reasons: ['accuracy dropped 2.1 points; the policy allows 0.5'] } }),
@@ -249,7 +249,7 @@ describe('aliases and rollout', () => {
     const commands: string[] = [];
     const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
     onCommand(dynamo, (name) => commands.push(name));
-    const store = new ModelRepository({ s3: stack.store.client, bucket: stack.store.bucket, cacheDir: stack.store.cacheDir, registry: new RegistryTable(dynamo, stack.store.registry!.tableName) });
+    const store = new ModelRepository({ s3: stack.s3, bucket: stack.store.bucket, cacheDir: stack.store.cacheDir, registry: new RegistryTable(dynamo, stack.store.registry!.tableName) });
     const service = new InferenceService({ store, sessions: new ModelSessions({ store }), serviceVersion: 't', aliasTtlMs: 2_000, now: () => clock });
     await routeProd('1');
     expect(await service.resolveVersion('roll')).toBe('1');
@@ -294,7 +294,7 @@ describe('staged artifacts', () => {
 
   it('falls back to model.onnx when the staged artifact fails its hash check', async () => {
     const manifest = await stack.store.getManifest('pair', '1');
-    await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: keys.staged('pair', '1', stagingKey()), Body: Buffer.from('tampered') }));
+    await stack.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: keys.staged('pair', '1', stagingKey()), Body: Buffer.from('tampered') }));
     const fallbacks: string[] = [];
     const loaded = await new ModelSessions({ store: stack.store, onStagedFallback: (_m, _v, e) => fallbacks.push(e.name) }).get(manifest);
     expect(loaded.artifact).toBe('onnx');
@@ -440,7 +440,7 @@ describe('the registry API checks names before any table call', () => {
     const commands: string[] = [];
     const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
     onCommand(dynamo, (name) => commands.push(name));
-    const store = new ModelRepository({ s3: stack.store.client, bucket: stack.store.bucket, cacheDir: stack.store.cacheDir, registry: new RegistryTable(dynamo, stack.store.registry!.tableName) });
+    const store = new ModelRepository({ s3: stack.s3, bucket: stack.store.bucket, cacheDir: stack.store.cacheDir, registry: new RegistryTable(dynamo, stack.store.registry!.tableName) });
     const { logger } = createObservability('registry-test');
     logger.setLogLevel('SILENT');
     const handler = createRegistryHandler({ store, logger });
@@ -494,7 +494,7 @@ describe('an upload whose registration failed every retry still gets an answer',
 
   it('writes nothing for an upload that did get registered, and keeps an earlier rejection as it is', async () => {
     const key = 'incoming/late/m.onnx';
-    const put = await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: scaleModel(3) }));
+    const put = await stack.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: scaleModel(3) }));
     expect((await registerUpload(stack.store, { bucket: stack.store.bucket, key })).status).toBe('registered');
     const handler = failureHandler();
     const record = (k: string, eTag: string) => ({ requestPayload: s3ObjectCreatedEvent(stack.store.bucket, { key: k, size: 1, eTag }), responsePayload: { errorType: 'Error', errorMessage: 'timeout' } });

@@ -36,7 +36,7 @@ afterAll(async () => {
 
 async function register(name: string, bytes: Uint8Array): Promise<ModelManifest> {
   const key = `incoming/${name}/model.onnx`;
-  await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: bytes }));
+  await stack.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: bytes }));
   const outcome = await registerUpload(stack.store, { bucket: stack.store.bucket, key });
   if (outcome.status !== 'registered') throw new Error(`${name} was not registered: ${JSON.stringify(outcome)}`);
   return outcome.manifest;
@@ -44,7 +44,7 @@ async function register(name: string, bytes: Uint8Array): Promise<ModelManifest>
 
 async function refusal(name: string, bytes: Uint8Array): Promise<string> {
   const key = `incoming/${name}/model.onnx`;
-  await (await stack.store.client()).send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: bytes }));
+  await stack.s3.send(new PutObjectCommand({ Bucket: stack.store.bucket, Key: key, Body: bytes }));
   const outcome = await registerUpload(stack.store, { bucket: stack.store.bucket, key });
   expect(outcome.status).toBe('rejected');
   expect(await stack.store.listVersions(name)).toEqual([]);

@@ -8,8 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CreateQueueCommand, GetQueueAttributesCommand, PurgeQueueCommand } from '@aws-sdk/client-sqs';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
-import type { Context } from 'aws-lambda';
+import type { Server } from 'node:http';
 import { createDynamoClient } from '../../functions/core/aws/clients.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
@@ -28,6 +27,7 @@ import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
 import { createTrainApiHandler } from '../../functions/train/app.ts';
 import { createJobsApiHandler } from '../../functions/jobs/app.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
+import { serveApi } from '../helpers/api-server.ts';
 import { deliverStep } from '../helpers/job-delivery.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 import { startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
@@ -107,18 +107,7 @@ beforeAll(async () => {
   // The HTTP API as the CLI reaches it: the train route and the jobs routes.
   const train = createTrainApiHandler({ store: stack.store, runtime, log: silent });
   const jobs = createJobsApiHandler({ table, log: silent });
-  server = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
-    const body = Buffer.concat(chunks).toString('utf8');
-    const path = new URL(req.url!, 'http://x').pathname;
-    const event = apiEvent(req.method!, path, body === '' ? undefined : body);
-    const result = path.startsWith('/v2/jobs/') ? await jobs(event, {} as Context) : await train(event);
-    res.writeHead(result.statusCode!, result.headers as Record<string, string>).end(result.body);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  apiUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  ({ server, url: apiUrl } = await serveApi((event) => (event.rawPath.startsWith('/v2/jobs/') ? jobs(event) : train(event))));
   const { images, labels } = quadrantIdx();
   await pushDataset(stack.store, { name: 'quadrants', upload: { format: 'idx', images, labels, shape: [1, 16] } });
 });

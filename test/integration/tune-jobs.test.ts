@@ -7,7 +7,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
@@ -26,7 +25,9 @@ import type { StudyView } from '../../functions/core/tune/service.ts';
 import { createStudiesApiHandler } from '../../functions/studies/app.ts';
 import { apiEvent, waitFor } from '../helpers/batch-stack.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
-import { quadrantIdx, quadrantMlp, queueDepth, startTuneStack, type TuneStack } from '../helpers/tune-stack.ts';
+import { queueDepth, startTuneStack, type TuneStack } from '../helpers/tune-stack.ts';
+import { quadrantIdx, quadrantMlp } from '../helpers/train-fixtures.ts';
+import { serveApi } from '../helpers/api-server.ts';
 
 process.env.POWERTOOLS_LOG_LEVEL = 'SILENT';
 
@@ -90,7 +91,7 @@ describe('a serving study', () => {
     expect(view.counts).toEqual({ total: 6, complete: 6, running: 0, pruned: 0, failed: 0 });
     const configurations = view.trials.map((t) => `${t.params.quantization as string}/${t.params.batchSize as number}`).sort();
     expect(configurations).toEqual(['fp16/1', 'fp16/8', 'int8-dynamic/1', 'int8-dynamic/8', 'none/1', 'none/8']);
-    const variants = await stack.registry.store.client().then((s3) => s3.send(new ListObjectsV2Command({ Bucket: stack.registry.store.bucket, Prefix: `jobs/${job.id}/variants/` })));
+    const variants = await stack.registry.s3.send(new ListObjectsV2Command({ Bucket: stack.registry.store.bucket, Prefix: `jobs/${job.id}/variants/` }));
     expect(variants.Contents).toHaveLength(2);
     // The best size is int8's; of the two int8 trials (equal size) the lower number wins.
     const int8 = view.trials.filter((t) => t.params.quantization === 'int8-dynamic').sort((a, b) => a.number - b.number);
@@ -109,7 +110,7 @@ describe('a serving study', () => {
     const manifest = await readDatasetManifest(stack.registry.store, 'quads');
     const dataset = await loadDataset(stack.registry.store, manifest);
     const job = view.job!;
-    const variants = await stack.registry.store.client().then((s3) => s3.send(new ListObjectsV2Command({ Bucket: stack.registry.store.bucket, Prefix: `jobs/${job}/variants/` })));
+    const variants = await stack.registry.s3.send(new ListObjectsV2Command({ Bucket: stack.registry.store.bucket, Prefix: `jobs/${job}/variants/` }));
     const bySize = new Map<number, Uint8Array>([[source.byteLength, source]]);
     for (const { Key } of variants.Contents!) {
       const bytes = (await stack.registry.store.getObjectBytes(Key!))!;
@@ -277,18 +278,9 @@ describe('refusals', () => {
 
 describe('mass tune', () => {
   it('starts a serving study from flags, follows it with --watch until it ends, and saves its report', async () => {
-    const server = createServer(async (req, res) => {
-      const chunks: Buffer[] = [];
-      for await (const chunk of req) chunks.push(chunk as Buffer);
-      const body = Buffer.concat(chunks).toString('utf8');
-      const result = (await api(apiEvent(req.method!, new URL(req.url!, 'http://x').pathname, body === '' ? undefined : body), {} as Context)) as APIGatewayProxyStructuredResultV2;
-      res.writeHead(result.statusCode!, result.headers as Record<string, string>).end(result.body);
-    });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    const { server, url: apiUrl } = await serveApi((event) => api(event));
     const dir = await mkdtemp(join(tmpdir(), 'tune-cli-'));
     try {
-      const apiUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
       await writeFile(join(dir, 'space.json'), JSON.stringify({ parameters: { quantization: { type: 'categorical', choices: ['none', 'fp16'] } } }));
       const env = { ...process.env, MASS_AUTH: '', MASS_TOKEN: '', AWS_ENDPOINT_URL: stack.registry.emulators.awsEndpoint };
       const mass = (...args: string[]) => {

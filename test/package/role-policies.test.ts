@@ -232,6 +232,13 @@ const objectCreated = (key: string, size: number) => ({
   detail: { bucket: { name: BUCKET }, object: { key, size, etag: 'etag' } },
 });
 
+/** Moves the next message of one queue to another, as SQS moves a message no delivery could run to its dead-letter queue. */
+async function deadLetter(queueLogicalId: string, deadLetterLogicalId: string): Promise<void> {
+  const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get(queueLogicalId)!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
+  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get(deadLetterLogicalId)!, MessageBody: out.Messages![0]!.Body! }));
+  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get(queueLogicalId)!, ReceiptHandle: out.Messages![0]!.ReceiptHandle! }));
+}
+
 /** Receives what is on a queue and hands each message to the function as its event source mapping would. */
 async function deliver(fn: string, queueLogicalId: string, options: { remainingMs?: number } = {}): Promise<number> {
   const queueUrl = queueUrls.get(queueLogicalId)!;
@@ -351,9 +358,7 @@ beforeAll(async () => {
   await call('QuantizeApiLambdaFunction', 'GET', (started.body as { links: { self: string } }).links.self);
   // quantizeDeadLetter: a job whose step message went to the dead-letter queue (no delivery could run it) ends failed.
   await call('QuantizeApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/quantize', { method: 'fp16' });
-  const undeliverable = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('QuantizeStepQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
-  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('QuantizeDeadLetterQueue')!, MessageBody: undeliverable.Messages![0]!.Body! }));
-  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('QuantizeStepQueue')!, ReceiptHandle: undeliverable.Messages![0]!.ReceiptHandle! }));
+  await deadLetter('QuantizeStepQueue', 'QuantizeDeadLetterQueue');
   await deliver('QuantizeDeadLetterLambdaFunction', 'QuantizeDeadLetterQueue');
 
   // monitoring settings (as `mass monitor capture|guard` writes them): capture every mnist request,
@@ -394,9 +399,7 @@ beforeAll(async () => {
   // evaluateDeadLetter: another evaluation's step message reaches the dead-letter queue (as after
   // every receive failed); the consumer ends its job failed.
   const doomed = await call('EvaluateApiLambdaFunction', 'POST', '/v2/models/mnist/versions/2/evaluate', { dataset: 'mnist-small', scenarios: ['accuracy'], options: { rows: 40, bootstrap: { resamples: 20 } } });
-  const step = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('EvaluateQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
-  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('EvaluateDeadLetterQueue')!, MessageBody: step.Messages![0]!.Body! }));
-  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('EvaluateQueue')!, ReceiptHandle: step.Messages![0]!.ReceiptHandle! }));
+  await deadLetter('EvaluateQueue', 'EvaluateDeadLetterQueue');
   await deliver('EvaluateDeadLetterLambdaFunction', 'EvaluateDeadLetterQueue');
   deadLetteredEvaluation = await new JobTable(dynamo, registryTable).getJob((doomed.body as { job: string }).job);
 
@@ -421,9 +424,7 @@ beforeAll(async () => {
   }
   await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('BatchSubmitQueue')!, MessageBody: JSON.stringify({ model: 'double', rows: [JSON.parse(doublingRow(3))], idempotency_key: 'from-queue-inline' }) }));
   await deliver('BatchSubmitQueueLambdaFunction', 'BatchSubmitQueue');
-  const dead = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('BatchShardQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
-  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('BatchShardDeadLetterQueue')!, MessageBody: dead.Messages![0]!.Body! }));
-  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('BatchShardQueue')!, ReceiptHandle: dead.Messages![0]!.ReceiptHandle! }));
+  await deadLetter('BatchShardQueue', 'BatchShardDeadLetterQueue');
   await deliver('BatchScoreLambdaFunction', 'BatchShardQueue');
   // The dead shard was its job's last: the dead-letter function sends the merge step, which the score function runs.
   await deliver('BatchDeadLetterLambdaFunction', 'BatchShardDeadLetterQueue');
@@ -487,9 +488,7 @@ beforeAll(async () => {
     return { state: job.state, task: (job.request as { task: string }).task, drift: (job.result as { drift?: boolean } | undefined)?.drift };
   }));
   await monitorRuntime.submit({ kind: 'monitor', request: { task: 'drift', model: 'mnist', version: '1' } });
-  const lost = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('MonitorStepQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
-  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('MonitorStepDeadLetterQueue')!, MessageBody: lost.Messages![0]!.Body! }));
-  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('MonitorStepQueue')!, ReceiptHandle: lost.Messages![0]!.ReceiptHandle! }));
+  await deadLetter('MonitorStepQueue', 'MonitorStepDeadLetterQueue');
   await deliver('MonitorDeadLettersLambdaFunction', 'MonitorStepDeadLetterQueue');
 
   // canaryGuard: a canary of version 2 beside version 1 whose metrics (the local stack's EMF store,
@@ -520,9 +519,7 @@ beforeAll(async () => {
   await deliver('TrainWorkerLambdaFunction', 'TrainStepsQueue', { remainingMs: 600_000 });
   await call('JobsApiLambdaFunction', 'GET', `/v2/jobs/${(trained.body as { id: string }).id}`);
   const doomedTraining = await call('TrainApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/train', { ...training, training: { ...training.training, seed: 2 } });
-  const trainStep = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('TrainStepsQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
-  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('TrainStepsDeadLetterQueue')!, MessageBody: trainStep.Messages![0]!.Body! }));
-  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('TrainStepsQueue')!, ReceiptHandle: trainStep.Messages![0]!.ReceiptHandle! }));
+  await deadLetter('TrainStepsQueue', 'TrainStepsDeadLetterQueue');
   await deliver('TrainDeadLettersLambdaFunction', 'TrainStepsDeadLetterQueue');
   await call('JobsApiLambdaFunction', 'GET', `/v2/jobs/${(doomedTraining.body as { id: string }).id}`);
   // tune: two serving studies of the MNIST model. The first runs both lanes on the worker (variants
@@ -543,9 +540,7 @@ beforeAll(async () => {
   await deliver('TuneWorkerLambdaFunction', 'TuneStepsQueue', { remainingMs: 20_000 });
   await call('StudiesApiLambdaFunction', 'GET', '/v2/studies/role-tune');
   await call('StudiesApiLambdaFunction', 'POST', '/v2/studies', study('role-tune-dead'));
-  const lane = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrls.get('TuneStepsQueue')!, MaxNumberOfMessages: 1, WaitTimeSeconds: 1 }));
-  await sqs.send(new SendMessageCommand({ QueueUrl: queueUrls.get('TuneStepsDeadLetterQueue')!, MessageBody: lane.Messages![0]!.Body! }));
-  await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrls.get('TuneStepsQueue')!, ReceiptHandle: lane.Messages![0]!.ReceiptHandle! }));
+  await deadLetter('TuneStepsQueue', 'TuneStepsDeadLetterQueue');
   await deliver('TuneWorkerLambdaFunction', 'TuneStepsQueue');
   await deliver('TuneDeadLettersLambdaFunction', 'TuneStepsDeadLetterQueue');
   await call('StudiesApiLambdaFunction', 'GET', '/v2/studies/role-tune-dead');

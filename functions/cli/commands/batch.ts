@@ -2,12 +2,10 @@ import { createReadStream } from 'node:fs';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand } from '@aws-sdk/client-sqs';
 import type { Command } from 'commander';
 import { createSqsClient } from '../../core/aws/clients.ts';
 import { keys } from '../../core/artifacts/keys.ts';
-import { S3ObjectWriter } from '../../core/batch/output.ts';
 import { FINAL_STATES, type BatchJobView } from '../../core/batch/schemas.ts';
 import { cliContext, CliError, localStackFile, type CliContext, type CliOptions } from '../context.ts';
 import { choiceOption, intervalOption, positiveInteger, sleep } from '../options.ts';
@@ -117,10 +115,8 @@ export function registerBatchCommands(program: Command): void {
         const hash = createHash('sha256');
         for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
         const key = `${keys.batchInputsPrefix}${hash.digest('hex').slice(0, 16)}/${basename(file).replace(/[^A-Za-z0-9._-]/g, '_')}`;
-        // In parts above 8 MiB: S3 wants multipart for big objects and the local emulator takes 11 MiB a request.
-        const writer = new S3ObjectWriter({ s3: await store.client(), bucket: store.bucket, key, contentType: contentTypeOf(file) });
-        for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await writer.write(chunk as Buffer);
-        await writer.close();
+        // Streamed, in parts above 8 MiB (object-store.ts).
+        await store.putObjectFile(key, file, contentTypeOf(file));
         input = `s3://${store.bucket}/${key}`;
         process.stderr.write(`uploaded ${file} (${info.size} bytes) to ${input}\n`);
       }
@@ -170,28 +166,24 @@ export function registerBatchCommands(program: Command): void {
       const uri = opts.errors ? job.errors : job.result;
       if (!uri) throw new CliError(`job ${id} is ${job.state}: it has no ${opts.errors ? 'errors file' : 'result'} yet`);
       const { bucket, key } = splitS3(uri);
-      const store = ctx.store();
+      const objects = ctx.objects(bucket);
+      const missing = () => new CliError(`job ${id}'s ${uri} is gone from the bucket`);
       if (key.endsWith('/')) {
         // A Parquet result is a folder of parts, one per shard: fetched into a local folder.
         if (!opts.output) throw new CliError(`job ${id}'s result is a folder of Parquet parts (${uri}); give --output <folder>`);
-        const s3 = await store.client();
         await mkdir(opts.output, { recursive: true });
-        let token: string | undefined;
         let parts = 0;
-        do {
-          const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: key, ContinuationToken: token }));
-          for (const object of listed.Contents ?? []) {
-            const part = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: object.Key! }));
-            await writeFile(join(opts.output, basename(object.Key!)), await part.Body!.transformToByteArray());
-            parts++;
-          }
-          token = listed.IsTruncated ? listed.NextContinuationToken : undefined;
-        } while (token);
+        for (const partKey of await objects.list(key)) {
+          const part = await objects.get(partKey);
+          if (!part) throw missing();
+          await writeFile(join(opts.output, basename(partKey)), part);
+          parts++;
+        }
         console.error(`wrote ${parts} Parquet part(s) to ${opts.output}`);
         return;
       }
-      const out = await (await store.client()).send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-      const bytes = await out.Body!.transformToByteArray();
+      const bytes = await objects.get(key);
+      if (!bytes) throw missing();
       if (opts.output) {
         await writeFile(opts.output, bytes);
         console.error(`wrote ${bytes.length} bytes to ${opts.output}`);

@@ -1,16 +1,15 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { IntegrityError, NotFoundError } from '../platform/errors.ts';
 import { keys } from './keys.ts';
-import { releaseDroppedMemory } from '../platform/memory.ts';
 import { modelManifestSchema, type ModelManifest } from './manifest.ts';
 import { assertValidName, assertValidVersion, compareVersions, isCanonicalVersion } from './names.ts';
 import { sha256Hex, sha256OfFile } from '../platform/hash.ts';
 import type { LazyClient } from '../aws/lazy-clients.ts';
 import { PARSED_ONCE } from '../platform/zod-options.ts';
+import { ObjectStore } from './object-store.ts';
 import { ARTIFACT_FIRST_PARTS, downloadRanged, PART_BYTES, PART_CONCURRENCY, readStreamInto, totalFromContentRange, type Downloaded, type RangedPlan } from './ranged-download.ts';
 
 export interface ModelStoreOptions {
@@ -57,24 +56,10 @@ export function uploadedVersions(records: readonly IndexedVersion[]): string[] {
   return records.filter((v) => v.status === 'registered' && !v.lineage).map((v) => v.version);
 }
 
-/** The SDK's S3 commands, imported when first sent (see lazy-clients.ts). */
-const s3Sdk = () => import('../aws/sdk/s3.ts');
-
-function isNotFound(error: unknown): boolean {
-  const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
-  return e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404;
-}
-
-/** S3's answer to a range that starts at or past the object's end. */
-function isRangeNotSatisfiable(error: unknown): boolean {
-  const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
-  return e?.name === 'InvalidRange' || e?.$metadata?.httpStatusCode === 416;
-}
-
 /** Reads registered models from the bucket: versions, manifests, and hash-checked model bytes. */
 export class ModelStore {
-  /** The S3 client (made on first use when the store was given a lazy one). */
-  readonly client: LazyClient<S3Client>;
+  /** The bucket's objects by key: reports, data sets, records and anything else that is not a model artifact. */
+  readonly objects: ObjectStore;
   readonly bucket: string;
   readonly cacheDir: string;
   readonly registry: VersionIndex | undefined;
@@ -84,8 +69,7 @@ export class ModelStore {
   private readonly prefetches: Map<string, Promise<Downloaded | undefined>>;
 
   constructor(options: ModelStoreOptions) {
-    const s3 = options.s3;
-    this.client = typeof s3 === 'function' ? s3 : () => Promise.resolve(s3);
+    this.objects = new ObjectStore(options.s3, options.bucket);
     this.bucket = options.bucket;
     this.cacheDir = options.cacheDir;
     this.registry = options.registry;
@@ -96,14 +80,7 @@ export class ModelStore {
     const prefetched = this.takePrefetch(key);
     const early = prefetched && (await prefetched.catch(() => undefined));
     if (early) return early.bytes;
-    try {
-      const { GetObjectCommand } = await s3Sdk();
-      const out = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
-      return await out.Body!.transformToByteArray();
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    return this.objects.get(key);
   }
 
   private async writeCache(path: string, bytes: Uint8Array): Promise<void> {
@@ -113,14 +90,13 @@ export class ModelStore {
     await rename(partial, path);
   }
 
-  async deleteObject(key: string): Promise<void> {
-    const { DeleteObjectCommand } = await s3Sdk();
-    await (await this.client()).send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+  deleteObject(key: string): Promise<void> {
+    return this.objects.delete(key);
   }
 
   /** Model names that have at least one version. */
   async listModels(): Promise<string[]> {
-    return this.listPrefixes(keys.modelsPrefix);
+    return this.objects.listFolders(keys.modelsPrefix);
   }
 
   /** Registered versions of one model, lowest first. */
@@ -129,7 +105,7 @@ export class ModelStore {
     if (this.registry) {
       return registeredVersions(await this.registry.listVersions(model));
     }
-    const versions = await this.listPrefixes(keys.modelPrefix(model));
+    const versions = await this.objects.listFolders(keys.modelPrefix(model));
     return versions.filter(isCanonicalVersion).sort(compareVersions);
   }
 
@@ -145,23 +121,6 @@ export class ModelStore {
     }
     const records = await this.registry.listVersions(model);
     return { versions: registeredVersions(records), uploaded: uploadedVersions(records) };
-  }
-
-  private async listPrefixes(prefix: string): Promise<string[]> {
-    const { ListObjectsV2Command } = await s3Sdk();
-    const names: string[] = [];
-    let token: string | undefined;
-    do {
-      const page = await (await this.client()).send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }),
-      );
-      for (const p of page.CommonPrefixes ?? []) {
-        const name = p.Prefix?.slice(prefix.length, -1);
-        if (name) names.push(name);
-      }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-    return names;
   }
 
   /**
@@ -191,31 +150,16 @@ export class ModelStore {
     return modelManifestSchema.parse(JSON.parse(Buffer.from(bytes).toString('utf8')), PARSED_ONCE);
   }
 
-  async putManifest(manifest: ModelManifest): Promise<void> {
-    const { PutObjectCommand } = await s3Sdk();
-    await (await this.client()).send(
-      new PutObjectCommand({
-        Bucket: this.bucket,
-        Key: keys.manifest(manifest.name, manifest.version),
-        Body: JSON.stringify(manifest, null, 2),
-        ContentType: 'application/json',
-      }),
-    );
+  putManifest(manifest: ModelManifest): Promise<void> {
+    return this.objects.put(keys.manifest(manifest.name, manifest.version), JSON.stringify(manifest, null, 2), { contentType: 'application/json' });
   }
 
   /**
    * Writes an object of any size: one PUT when small, a parallel multipart upload in 8 MiB parts
    * otherwise (a single PUT is slow for large models, and request size limits differ by endpoint).
    */
-  async putObjectBytes(key: string, bytes: Uint8Array, contentType = 'application/octet-stream', metadata?: Record<string, string>): Promise<string> {
-    const { Upload } = await s3Sdk();
-    const out = await new Upload({
-      client: await this.client(),
-      params: { Bucket: this.bucket, Key: key, Body: bytes, ContentType: contentType, ...(metadata ? { Metadata: metadata } : {}) },
-      partSize: 8 * 1024 * 1024,
-      queueSize: 4,
-    }).done();
-    return (out.ETag ?? '').replace(/"/g, '');
+  putObjectBytes(key: string, bytes: Uint8Array, contentType = 'application/octet-stream', metadata?: Record<string, string>): Promise<string> {
+    return this.objects.upload(key, bytes, { contentType, metadata });
   }
 
   /**
@@ -225,7 +169,6 @@ export class ModelStore {
    * Undefined when the object does not exist.
    */
   async downloadToFile(key: string, path: string, size: number): Promise<{ sha256: string; bytes: number } | undefined> {
-    const { GetObjectCommand } = await s3Sdk();
     const file = await open(path, 'w');
     let missing = false;
     try {
@@ -236,18 +179,13 @@ export class ModelStore {
         while (next < parts && !missing) {
           const start = next++ * PART_BYTES;
           const length = Math.min(PART_BYTES, size - start);
-          let body: Readable;
-          try {
-            const res = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${start + length - 1}` }));
-            body = res.Body as Readable;
-          } catch (error) {
-            if (isNotFound(error)) {
-              missing = true;
-              return;
-            }
-            throw error;
+          const res = await this.objects.getRange(key, start, start + length - 1);
+          if (res === undefined) {
+            missing = true;
+            return;
           }
-          const written = await readStreamInto(key, body, buffer, 0, length);
+          if (res === 'beyond-end') throw new IntegrityError(`${key}: range ${start}-${start + length - 1} starts past the object's end`);
+          const written = await readStreamInto(key, res.body, buffer, 0, length);
           if (written !== length) throw new IntegrityError(`${key}: range ${start}-${start + length - 1} returned ${written} bytes`);
           await file.write(buffer, 0, length, start);
         }
@@ -264,24 +202,8 @@ export class ModelStore {
    * held in memory whole, and the parts already sent are collected as it goes (memory.ts), so a
    * large model's upload does not pile them up.
    */
-  async putObjectFile(key: string, path: string, contentType = 'application/octet-stream'): Promise<string> {
-    const { Upload } = await s3Sdk();
-    const upload = new Upload({
-      client: await this.client(),
-      params: { Bucket: this.bucket, Key: key, Body: createReadStream(path), ContentType: contentType },
-      partSize: 8 * 1024 * 1024,
-      queueSize: 4,
-    });
-    let sinceCollection = 0;
-    upload.on('httpUploadProgress', (progress) => {
-      sinceCollection += progress.part ? 8 * 1024 * 1024 : 0;
-      if (sinceCollection >= 64 * 1024 * 1024) {
-        sinceCollection = 0;
-        releaseDroppedMemory();
-      }
-    });
-    const out = await upload.done();
-    return (out.ETag ?? '').replace(/"/g, '');
+  putObjectFile(key: string, path: string, contentType = 'application/octet-stream'): Promise<string> {
+    return this.objects.upload(key, createReadStream(path), { contentType });
   }
 
   /**
@@ -350,16 +272,10 @@ export class ModelStore {
     return downloadRanged(
       key,
       async (start, end) => {
-        try {
-          const { GetObjectCommand } = await s3Sdk();
-          const res = await (await this.client()).send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }));
-          const total = totalFromContentRange(res.ContentRange) ?? (start === 0 ? res.ContentLength : undefined);
-          return { total, readInto: (out, at, limit) => readStreamInto(key, res.Body as Readable, out, at, limit), discard: () => (res.Body as Readable).destroy() };
-        } catch (error) {
-          if (isNotFound(error)) return undefined;
-          if (isRangeNotSatisfiable(error)) return 'beyond-end';
-          throw error;
-        }
+        const res = await this.objects.getRange(key, start, end);
+        if (res === undefined || res === 'beyond-end') return res;
+        const total = totalFromContentRange(res.contentRange) ?? (start === 0 ? res.contentLength : undefined);
+        return { total, readInto: (out, at, limit) => readStreamInto(key, res.body, out, at, limit), discard: () => res.body.destroy() };
       },
       plan,
     );

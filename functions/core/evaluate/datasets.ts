@@ -1,4 +1,3 @@
-import { PutObjectCommand } from '@aws-sdk/client-s3';
 import * as z from 'zod';
 import ort, { type Tensor } from '../onnx/ort.ts';
 import { BadRequestError, ConflictError, IntegrityError, NotFoundError } from '../platform/errors.ts';
@@ -301,14 +300,7 @@ export async function pushDataset(store: ModelRepository, input: PushDatasetInpu
   }
   // In parts (lib-storage's Upload): a data set can be far larger than one request should carry.
   for (const file of files) await store.putObjectBytes(file.key, file.bytes);
-  await (await store.client()).send(
-    new PutObjectCommand({
-      Bucket: store.bucket,
-      Key: keys.datasetManifest(name),
-      Body: JSON.stringify(manifest, null, 2),
-      ContentType: 'application/json',
-    }),
-  );
+  await store.objects.put(keys.datasetManifest(name), JSON.stringify(manifest, null, 2), { contentType: 'application/json' });
   return manifest;
 }
 

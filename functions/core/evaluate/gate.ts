@@ -1,4 +1,3 @@
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { keys } from '../artifacts/keys.ts';
 import { promotionPolicySchema, type ModelManifest, type PromotionPolicy } from '../artifacts/manifest.ts';
 import type { ModelRepository } from '../registry/repository.ts';
@@ -168,16 +167,7 @@ export async function latestEvaluationVerdict(store: ModelRepository, model: str
   assertValidName(model, 'model name');
   assertValidName(version, 'version');
   const prefix = keys.evalVersionPrefix(model, version);
-  const ids: string[] = [];
-  let token: string | undefined;
-  do {
-    const page = await (await store.client()).send(new ListObjectsV2Command({ Bucket: store.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }));
-    for (const p of page.CommonPrefixes ?? []) {
-      const id = p.Prefix?.slice(prefix.length, -1);
-      if (id) ids.push(id);
-    }
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
+  const ids = await store.objects.listFolders(prefix);
   ids.sort().reverse();
   for (const id of ids) {
     const reportKey = keys.evalReport(model, version, id);

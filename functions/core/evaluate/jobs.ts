@@ -1,7 +1,6 @@
 import type { ModelRepository } from '../registry/repository.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import * as z from 'zod';
 import ort from '../onnx/ort.ts';
 import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../platform/errors.ts';
@@ -348,7 +347,7 @@ export class EvaluationService {
   }
 
   private async putJson(key: string, value: unknown): Promise<void> {
-    await (await this.store.client()).send(new PutObjectCommand({ Bucket: this.store.bucket, Key: key, Body: JSON.stringify(value), ContentType: 'application/json' }));
+    await this.store.objects.put(key, JSON.stringify(value), { contentType: 'application/json' });
   }
 
   /**
@@ -530,9 +529,7 @@ export class EvaluationService {
     });
     const reportKey = keys.evalReport(job.model, job.version, job.id);
     const reportHtmlKey = keys.evalReportHtml(job.model, job.version, job.id);
-    await (await this.store.client()).send(
-      new PutObjectCommand({ Bucket: this.store.bucket, Key: reportHtmlKey, Body: renderReportHtml(report), ContentType: 'text/html; charset=utf-8' }),
-    );
+    await this.store.objects.put(reportHtmlKey, renderReportHtml(report), { contentType: 'text/html; charset=utf-8' });
     // report.json last: latestEvaluationVerdict counts an evaluation once its report.json exists.
     await this.putJson(reportKey, report);
     return { reportKey, reportHtmlKey, verdict: { passed: report.gate.passed, reasons: report.gate.reasons } };
@@ -542,17 +539,12 @@ export class EvaluationService {
   private async otherVariants(job: EvaluationPlan): Promise<VariantPoint[]> {
     const prefix = `evals/${job.model}/`;
     const latest = new Map<string, string>();
-    let token: string | undefined;
-    do {
-      const page = await (await this.store.client()).send(new ListObjectsV2Command({ Bucket: this.store.bucket, Prefix: prefix, ContinuationToken: token }));
-      for (const object of page.Contents ?? []) {
-        const match = /^evals\/[^/]+\/([^/]+)\/([^/]+)\/report\.json$/.exec(object.Key ?? '');
-        if (!match || match[1] === job.version || match[1] === job.baseline) continue;
-        const current = latest.get(match[1]!);
-        if (!current || current < object.Key!) latest.set(match[1]!, object.Key!);
-      }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
+    for (const key of await this.store.objects.list(prefix)) {
+      const match = /^evals\/[^/]+\/([^/]+)\/([^/]+)\/report\.json$/.exec(key);
+      if (!match || match[1] === job.version || match[1] === job.baseline) continue;
+      const current = latest.get(match[1]!);
+      if (!current || current < key) latest.set(match[1]!, key);
+    }
     const points: VariantPoint[] = [];
     for (const [version, reportKey] of [...latest].sort((a, b) => compareVersions(a[0], b[0])).slice(-20)) {
       const bytes = await this.store.getObjectBytes(reportKey);

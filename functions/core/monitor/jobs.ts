@@ -1,4 +1,3 @@
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import * as z from 'zod';
 import { BadRequestError, NotFoundError } from '../platform/errors.ts';
 import type { JobKind, StepContext, StepOutcome } from '../jobs/kinds.ts';
@@ -53,14 +52,7 @@ const isoDate = (d: Date) => d.toISOString().slice(0, 10);
 
 /** Every key under a prefix, in key order. */
 async function listKeys(store: ModelRepository, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  let token: string | undefined;
-  do {
-    const page = await (await store.client()).send(new ListObjectsV2Command({ Bucket: store.bucket, Prefix: prefix, ContinuationToken: token }));
-    for (const o of page.Contents ?? []) if (o.Key) keys.push(o.Key);
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
-  return keys;
+  return store.objects.list(prefix);
 }
 
 /** Captured records of the days, each line parsed; a line that is not a record is skipped and counted. */
@@ -201,10 +193,8 @@ export async function scheduleDriftJobs(
   const submitted = [];
   for (const model of await store.listModels()) {
     for (const version of await store.listVersions(model)) {
-      const capture = await (await store.client()).send(new ListObjectsV2Command({ Bucket: store.bucket, Prefix: capturePrefix(model, version, date), MaxKeys: 1 }));
-      if (!capture.Contents?.length) continue;
-      const hasBaseline = await (await store.client()).send(new ListObjectsV2Command({ Bucket: store.bucket, Prefix: `models/${model}/${version}/monitoring/baseline.json`, MaxKeys: 1 }));
-      if (!hasBaseline.Contents?.length) continue;
+      if ((await store.objects.firstKey(capturePrefix(model, version, date))) === undefined) continue;
+      if ((await store.objects.firstKey(`models/${model}/${version}/monitoring/baseline.json`)) === undefined) continue;
       const { job, created } = await submit({ task: 'drift', model, version, date }, driftJobKey(model, version, date));
       submitted.push({ model, version, job: job.id, created });
     }

@@ -1,4 +1,3 @@
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { HttpError } from '../platform/errors.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { isValidName, shown } from '../artifacts/names.ts';
@@ -26,20 +25,15 @@ export async function registerPipelineUpload(store: ModelRepository, object: Upl
   const name = PIPELINE_UPLOAD_KEY.exec(object.key)?.[1];
   if (name === undefined) return { status: 'ignored', reason: `${object.key} is not incoming/<name>/pipeline.json` };
   if (!isValidName(name)) return reject(`invalid pipeline name ${shown(name)} in the upload path: must match [a-z0-9][a-z0-9._-]{0,63}`);
-  let head;
-  try {
-    head = await (await store.client()).send(new HeadObjectCommand({ Bucket: store.bucket, Key: object.key }));
-  } catch (error) {
-    if ((error as { name?: string }).name === 'NotFound') return { status: 'ignored', reason: `${object.key} no longer exists` };
-    throw error;
-  }
-  const uploadId = `${store.bucket}/${object.key}@${(head.ETag ?? object.eTag ?? '').replace(/"/g, '')}`;
+  const head = await store.objects.head(object.key);
+  if (!head) return { status: 'ignored', reason: `${object.key} no longer exists` };
+  const uploadId = `${store.bucket}/${object.key}@${(head.eTag ?? object.eTag ?? '').replace(/"/g, '')}`;
   const claimed = await registry.getUpload(uploadId);
   if (claimed?.state === 'registered') {
     await store.deleteObject(object.key);
     return { status: 'already-registered', model: claimed.model, version: claimed.version };
   }
-  if ((head.ContentLength ?? 0) > MAX_PIPELINE_BYTES) return reject(`pipeline.json is ${head.ContentLength} bytes, over the limit of ${MAX_PIPELINE_BYTES}`);
+  if (head.bytes > MAX_PIPELINE_BYTES) return reject(`pipeline.json is ${head.bytes} bytes, over the limit of ${MAX_PIPELINE_BYTES}`);
   const bytes = await store.getObjectBytes(object.key);
   if (!bytes) return { status: 'ignored', reason: `${object.key} no longer exists` };
   let raw: unknown;

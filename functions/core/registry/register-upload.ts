@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { HttpError } from '../platform/errors.ts';
 import { keys } from '../artifacts/keys.ts';
 import type { ModelManifest } from '../artifacts/manifest.ts';
@@ -43,14 +42,7 @@ export interface RegisterUploadOptions {
 /** Writes the rejection record of an upload: what `mass push` and the uploader read. */
 export async function writeRejection(store: ModelRepository, object: UploadedObject, reason: string, now: Date): Promise<UploadOutcome> {
   const key = rejectionKey(object.key);
-  await (await store.client()).send(
-    new PutObjectCommand({
-      Bucket: store.bucket,
-      Key: key,
-      ContentType: 'application/json',
-      Body: JSON.stringify({ upload: object.key, eTag: object.eTag ?? null, reason, rejected: now.toISOString() }, null, 2),
-    }),
-  );
+  await store.objects.put(key, JSON.stringify({ upload: object.key, eTag: object.eTag ?? null, reason, rejected: now.toISOString() }, null, 2), { contentType: 'application/json' });
   return { status: 'rejected', reason, rejectionKey: key };
 }
 
@@ -76,21 +68,16 @@ export async function registerUpload(store: ModelRepository, object: UploadedObj
   if (!isValidName(model)) {
     return reject(`invalid model name ${shown(model)} in the upload path: must match [a-z0-9][a-z0-9._-]{0,63}`);
   }
-  let head;
-  try {
-    head = await (await store.client()).send(new HeadObjectCommand({ Bucket: store.bucket, Key: object.key }));
-  } catch (error) {
-    if ((error as { name?: string }).name === 'NotFound') return { status: 'ignored', reason: `${object.key} no longer exists` };
-    throw error;
-  }
-  const eTag = (head.ETag ?? object.eTag ?? '').replace(/"/g, '');
+  const head = await store.objects.head(object.key);
+  if (!head) return { status: 'ignored', reason: `${object.key} no longer exists` };
+  const eTag = (head.eTag ?? object.eTag ?? '').replace(/"/g, '');
   let uploadId = `${store.bucket}/${object.key}@${eTag}`;
 
   let claimed = await registry.getUpload(uploadId);
-  if (claimed?.state === 'registered' && head.LastModified && head.LastModified > new Date((await store.getManifest(claimed.model, claimed.version)).created)) {
+  if (claimed?.state === 'registered' && head.lastModified && head.lastModified > new Date((await store.getManifest(claimed.model, claimed.version)).created)) {
     // The same bytes uploaded again to a key whose first upload was registered (and removed): a new
     // object, written after that version was made, so a new upload; its id carries its write time.
-    uploadId = `${uploadId}@${head.LastModified.toISOString()}`;
+    uploadId = `${uploadId}@${head.lastModified.toISOString()}`;
     claimed = await registry.getUpload(uploadId);
   }
   if (claimed?.state === 'registered') {
@@ -98,13 +85,13 @@ export async function registerUpload(store: ModelRepository, object: UploadedObj
     return { status: 'already-registered', model: claimed.model, version: claimed.version };
   }
   // An uploader may ask for a version number (object metadata `version`); otherwise the counter picks.
-  const requested = head.Metadata?.version;
+  const requested = head.metadata.version;
   if (!claimed && requested !== undefined && !isCanonicalVersion(requested)) {
     return reject(`invalid version ${shown(requested)} in the upload's metadata: ${VERSION_RULE}`);
   }
 
   try {
-    assertModelSize(head.ContentLength ?? 0, options.maxModelBytes ?? DEFAULT_MAX_MODEL_BYTES);
+    assertModelSize(head.bytes, options.maxModelBytes ?? DEFAULT_MAX_MODEL_BYTES);
   } catch (error) {
     if (error instanceof HttpError && error.expose) return reject(error.message);
     throw error;
@@ -114,7 +101,7 @@ export async function registerUpload(store: ModelRepository, object: UploadedObj
   const folder = await candidateFolder();
   let examined: ExaminedModel;
   try {
-    const downloaded = await store.downloadToFile(object.key, folder.path, head.ContentLength ?? 0);
+    const downloaded = await store.downloadToFile(object.key, folder.path, head.bytes);
     if (!downloaded) {
       await folder.dispose();
       return { status: 'ignored', reason: `${object.key} no longer exists` };
@@ -145,8 +132,8 @@ export async function registerUpload(store: ModelRepository, object: UploadedObj
         name: model,
         version,
         examined,
-        notes: decodeMetadata(head.Metadata?.notes ?? ''),
-        tier: head.Metadata?.tier,
+        notes: decodeMetadata(head.metadata.notes ?? ''),
+        tier: head.metadata.tier,
         source: uploadId,
         now,
       });

@@ -3,6 +3,7 @@ import { BadRequestError } from '../platform/errors.ts';
 import { DATATYPES, isV2Datatype, typedArrayFromBytes, type V2Datatype } from './datatypes.ts';
 import { exactInteger, float16Text, float32Text, float64Text, Float16, FP16_OVERFLOW, FP32_OVERFLOW, NumberText, parseJsonExact } from './json-numbers.ts';
 import { inferRequestHeaderSchema, type InferRequestHeader } from './schemas.ts';
+import { liftDataArrays } from './data-arrays.ts';
 
 /** The binary tensor data extension's header naming the length of the JSON part of a body. */
 export const INFERENCE_HEADER_CONTENT_LENGTH = 'inference-header-content-length';
@@ -100,18 +101,43 @@ export function decodeInferRequest(input: Uint8Array | string, headerLength?: st
  */
 class NeedsExactParse extends Error {}
 
+/** Below this, a body is parsed whole: lifting its data arrays out saves too little to pay for. */
+const LIFT_FROM_CHARS = 512;
+
 /**
- * Plain JSON.parse first, which is all that almost every body needs; the exact parse (source text of
- * numbers, bare NaN/Infinity tokens) only when that fails or a value needs it.
+ * The body parsed as JSON.parse parses it, with its inputs' flat numeric data arrays read apart
+ * (data-arrays.ts) and put back as Float64Arrays; undefined when JSON.parse would refuse the body or
+ * nothing was lifted.
+ */
+function parseLifted(text: string): unknown {
+  const lifted = text.length >= LIFT_FROM_CHARS ? liftDataArrays(text) : undefined;
+  if (!lifted) return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(lifted.text);
+  } catch {
+    return undefined; // the whole text is as invalid: the plain path says why
+  }
+  const inputs = (json as { inputs: { data: unknown }[] }).inputs;
+  for (const [index, values] of lifted.lifted) inputs[index]!.data = values;
+  return json;
+}
+
+/**
+ * Plain JSON.parse first, which is all that almost every body needs (its large data arrays read
+ * apart: parseLifted); the exact parse (source text of numbers, bare NaN/Infinity tokens) only when
+ * that fails or a value needs it.
  */
 function decodeText(text: string, binary: Uint8Array): DecodedInferRequest {
-  let json: unknown;
+  let json: unknown = parseLifted(text);
   let exact = false;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = parseExactly(text);
-    exact = true;
+  if (json === undefined) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = parseExactly(text);
+      exact = true;
+    }
   }
   try {
     return decodeHeader(validateHeader(json), binary, exact);
@@ -170,7 +196,9 @@ function decodeHeader(header: InferRequestHeader, binary: Uint8Array, exact: boo
     if (input.data === undefined) {
       throw new BadRequestError(`input '${input.name}' has neither data nor binary_data_size`);
     }
-    return { name: input.name, datatype, shape: input.shape, data: decodeJson(input.name, datatype, flatElements(input.name, input.data, input.shape), input.shape, exact ? 'exact' : 'plain') };
+    // A Float64Array is a flat data array that parseLifted read apart.
+    const flat = input.data instanceof Float64Array ? input.data : flatElements(input.name, input.data, input.shape);
+    return { name: input.name, datatype, shape: input.shape, data: decodeJson(input.name, datatype, flat, input.shape, exact ? 'exact' : 'plain') };
   });
   if (offset !== binary.length) {
     throw new BadRequestError(
@@ -353,7 +381,7 @@ export function decodeJsonTensorData(
  * range and a 64-bit integer beyond 2^53 has been rounded: either raises NeedsExactParse. 'exact':
  * numbers are what they say, and NumberText holds what a double could not.
  */
-function decodeJson(name: string, datatype: V2Datatype, flat: unknown[], shape: readonly number[], mode: 'plain' | 'exact'): TensorData {
+function decodeJson(name: string, datatype: V2Datatype, flat: ArrayLike<unknown>, shape: readonly number[], mode: 'plain' | 'exact'): TensorData {
   const count = elementCount(shape);
   if (flat.length !== count) {
     throw new BadRequestError(`input '${name}' has ${flat.length} elements but its shape needs ${count}`);
@@ -371,7 +399,7 @@ function decodeJson(name: string, datatype: V2Datatype, flat: unknown[], shape: 
           throw new BadRequestError(`input '${name}': BYTES element ${i} holds a lone UTF-16 surrogate, which has no UTF-8 form`);
         }
       }
-      return flat as string[];
+      return flat as string[]; // every element a string: a JSON array, never a lifted Float64Array
     }
     case 'BOOL': {
       const out = new Uint8Array(flat.length);
@@ -392,6 +420,12 @@ function decodeJson(name: string, datatype: V2Datatype, flat: unknown[], shape: 
           `input '${name}': element ${i} is ${shown(flat[i])}, beyond the range of ${datatype} (largest finite value ${LARGEST_FINITE[datatype]}); NaN, Infinity and -Infinity are accepted as bare tokens`,
         );
       };
+      if (flat instanceof Float64Array && datatype !== 'FP16') {
+        // Lifted doubles (parseLifted): once all are in range, the typed array's own conversion does the rest.
+        let i = 0;
+        while (i < flat.length && flat[i]! < limit && flat[i]! > -limit) i++;
+        if (i === flat.length) return datatype === 'FP32' ? new Float32Array(flat) : flat.slice();
+      }
       const values = datatype === 'FP64' ? new Float64Array(flat.length) : datatype === 'FP32' ? new Float32Array(flat.length) : new Float16(flat.length);
       const element = (i: number): number => {
         const v = flat[i];
@@ -436,7 +470,7 @@ function decodeJson(name: string, datatype: V2Datatype, flat: unknown[], shape: 
         else bad(i, `an integer in [${min}, ${max}]`);
       }
       // Long literals on the exact path (1.0000000000000000, 2e+01) arrive as text: their exact values.
-      const ints = (exactValues && !wide ? flat.map((v, i) => { const e = exactValues.get(i); return e === undefined ? v : Number(e); }) : flat) as number[];
+      const ints = (exactValues && !wide ? Array.from(flat, (v, i) => { const e = exactValues.get(i); return e === undefined ? v : Number(e); }) : flat) as ArrayLike<number>;
       switch (datatype) {
         case 'UINT8': return new Uint8Array(ints);
         case 'INT8': return new Int8Array(ints);

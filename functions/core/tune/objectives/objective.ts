@@ -1,6 +1,7 @@
 import { BadRequestError } from '../../platform/errors.ts';
 import type { Json } from '../../jobs/record.ts';
 import type { ModelRepository } from '../../registry/repository.ts';
+import { matchDatasetToModel, readDatasetManifest, type DatasetManifest } from '../../evaluate/datasets.ts';
 import type { Configuration, SearchSpace } from '../space.ts';
 
 /** What a running trial may do besides measuring: report intermediate values (the pruner may stop it). */
@@ -46,6 +47,21 @@ export interface ObjectiveDefinition {
    * a new version is served only when asked for by number until it is promoted).
    */
   registerWinner(options: Json, trial: { number: number; params: Configuration; artifact?: string }, context: ObjectiveContext & { study: string }): Promise<{ model: string; version: string }>;
+}
+
+/**
+ * What both objectives check at submission: the model version exists (404), the data set exists
+ * (404) and fits the model, and its rows are labelled (400 with `refusal`'s message otherwise).
+ */
+export async function checkLabelledReferences(
+  store: ModelRepository,
+  options: { model: string; version: string; dataset: string },
+  refusal: (labels: DatasetManifest['labels']) => string,
+): Promise<void> {
+  const manifest = await store.getManifest(options.model, options.version);
+  const dataset = await readDatasetManifest(store, options.dataset);
+  matchDatasetToModel(dataset, manifest);
+  if (dataset.labels !== 'label') throw new BadRequestError(refusal(dataset.labels));
 }
 
 /** Refuses a space with a parameter the objective does not read, naming it and the ones it does. */

@@ -8,7 +8,6 @@
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import ort, { type InferenceSession, type Tensor } from '../../onnx/ort.ts';
-import { BadRequestError } from '../../platform/errors.ts';
 import { batchFeeds, loadDataset, matchDatasetToModel, readDatasetManifest, type LoadedDataset } from '../../evaluate/datasets.ts';
 import { outputValues } from '../../evaluate/runner.ts';
 import { quantileSorted } from '../../evaluate/metrics.ts';
@@ -22,7 +21,7 @@ import { quantizeRequestSchema, type QuantizeRequest } from '../../quantize/opti
 import { quantizeModel } from '../../quantize/quantize-model.ts';
 import type { Json } from '../../jobs/record.ts';
 import type { Configuration } from '../space.ts';
-import { zodRefusal, type ObjectiveContext, type ObjectiveDefinition, type PreparedObjective } from './objective.ts';
+import { checkLabelledReferences, zodRefusal, type ObjectiveContext, type ObjectiveDefinition, type PreparedObjective } from './objective.ts';
 
 /** AWS Lambda on x86 in us-east-1 (aws.amazon.com/lambda/pricing): duration per GB-second, and per request. */
 export const LAMBDA_PRICE = { usdPerGbSecond: 0.0000166667, usdPerMillionRequests: 0.2, region: 'us-east-1', architecture: 'x86_64' } as const;
@@ -152,9 +151,7 @@ export async function measureLatency(session: InferenceSession, dataset: LoadedD
  * without s3:ListBucket, and the worker's ListBucket is held to its jobs/ prefix.
  */
 async function objectExists(store: ModelRepository, key: string): Promise<boolean> {
-  const { ListObjectsV2Command } = await import('../../aws/sdk/s3.ts');
-  const out = await (await store.client()).send(new ListObjectsV2Command({ Bucket: store.bucket, Prefix: key, MaxKeys: 1 }));
-  return (out.Contents ?? []).some((o) => o.Key === key);
+  return (await store.objects.firstKey(key)) === key;
 }
 
 /** Options checked at submission; the model, version and data set are read when the first trial runs. */
@@ -179,10 +176,7 @@ export const servingObjective: ObjectiveDefinition = {
   parseOptions: (input) => parseServingOptions(input) as unknown as Json,
   async checkReferences(raw, store) {
     const options = parseServingOptions(raw);
-    const manifest = await store.getManifest(options.model, options.version);
-    const dataset = await readDatasetManifest(store, options.dataset);
-    matchDatasetToModel(dataset, manifest);
-    if (dataset.labels !== 'label') throw new BadRequestError(`the serving objective measures accuracy on labelled rows; data set '${options.dataset}' has ${dataset.labels === 'target' ? 'targets' : 'no labels'}`);
+    await checkLabelledReferences(store, options, (labels) => `the serving objective measures accuracy on labelled rows; data set '${options.dataset}' has ${labels === 'target' ? 'targets' : 'no labels'}`);
   },
   defaultSpace: () => ({
     parameters: {

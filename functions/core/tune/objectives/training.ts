@@ -5,8 +5,7 @@
  * its trained model in the bucket so the winner can be registered.
  */
 import * as z from 'zod';
-import { BadRequestError } from '../../platform/errors.ts';
-import { loadDataset, matchDatasetToModel, readDatasetManifest } from '../../evaluate/datasets.ts';
+import { loadDataset, readDatasetManifest } from '../../evaluate/datasets.ts';
 import type { Json } from '../../jobs/record.ts';
 import { keys } from '../../artifacts/keys.ts';
 import { pushModel } from '../../registry/model-push.ts';
@@ -16,7 +15,7 @@ import type { OptimizerSpec } from '../../train/optimizers.ts';
 import { buildTrainingGraph } from '../../train/training-graph.ts';
 import { TrainingSession } from '../../train/training-session.ts';
 import type { Configuration } from '../space.ts';
-import { zodRefusal, type ObjectiveDefinition, type PreparedObjective } from './objective.ts';
+import { checkLabelledReferences, zodRefusal, type ObjectiveDefinition, type PreparedObjective } from './objective.ts';
 
 export const TRAINING_PARAMETERS = ['learningRate', 'optimizer', 'momentum', 'weightDecay', 'batchSize', 'epochs', 'labelSmoothing', 'schedule', 'warmupSteps'] as const;
 export const TRAINING_METRICS = ['accuracy', 'best_epoch', 'epochs_run', 'final_loss'] as const;
@@ -79,10 +78,7 @@ export const trainingObjective: ObjectiveDefinition = {
   parseOptions: (input) => parseTrainingOptions(input) as unknown as Json,
   async checkReferences(raw, store) {
     const options = parseTrainingOptions(raw);
-    const manifest = await store.getManifest(options.model, options.version);
-    const dataset = await readDatasetManifest(store, options.dataset);
-    matchDatasetToModel(dataset, manifest);
-    if (dataset.labels !== 'label') throw new BadRequestError(`the training objective scores validation accuracy on labelled rows; data set '${options.dataset}' has none`);
+    await checkLabelledReferences(store, options, () => `the training objective scores validation accuracy on labelled rows; data set '${options.dataset}' has none`);
   },
   defaultSpace: () => ({
     parameters: {
