@@ -50,7 +50,7 @@ beforeAll(async () => {
   // The API as the stack's federation function runs it (the queue names federated.yml gives it at stage local).
   const { service } = wireFederation({
     dynamo: createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint }),
-    s3: await stack.store.client(),
+    s3: stack.s3,
     sqs: stack.sqs,
     store: stack.store,
     tableName: registryTable,
