@@ -36,8 +36,10 @@ export interface ObjectiveDefinition {
   /** Parameters the objective reads from a configuration; a space may hold only these. */
   parameters: readonly string[];
   parseOptions(input: unknown): Json;
-  /** At submission: the model version and data set exist and fit each other (404 / 400 otherwise). */
-  checkReferences(options: Json, store: ModelRepository): Promise<void>;
+  /** At submission: the model version and data set exist and fit each other and the space (404 / 400 otherwise). */
+  checkReferences(options: Json, store: ModelRepository, space: SearchSpace): Promise<void>;
+  /** At submission, before anything is read: the space's ranges and choices are values the objective accepts (400 naming the parameter). */
+  checkSpace?(space: SearchSpace, options: Json): void;
   /** The space searched when the request gives none. */
   defaultSpace(options: Json): unknown;
   prepare(options: Json, context: ObjectiveContext): Promise<PreparedObjective>;
