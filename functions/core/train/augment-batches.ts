@@ -15,6 +15,8 @@ export interface TrainingAugmentation {
   kinds: readonly AugmentationKind[];
   /** The share of rows augmented (each row drawn on its own). */
   probability: number;
+  /** Strengths drawn from instead of the family's stated ones, by kind (a tuning trial searches them). */
+  strengths?: Partial<Record<AugmentationKind, readonly number[]>>;
 }
 
 const SIGNED: ReadonlySet<AugmentationKind> = new Set(['shift', 'rotation']);
@@ -23,7 +25,9 @@ export function augmentationBatches(augmentation: TrainingAugmentation, column: 
   const families = augmentation.kinds.map((kind) => {
     const family = AUGMENTATIONS.find((a) => a.kind === kind);
     if (!family) throw new RangeError(`unknown augmentation "${kind}"`);
-    return family;
+    const strengths = augmentation.strengths?.[kind] ?? family.strengths;
+    if (strengths.length === 0) throw new RangeError(`augmentation "${kind}" has no strength to draw`);
+    return { kind: family.kind, strengths };
   });
   const size = image.height * image.width * image.channels;
   return (feeds, rows, step) => {

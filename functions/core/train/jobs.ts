@@ -51,7 +51,7 @@ export const trainKeys = {
 };
 
 /** 100 M FP32 parameters: 400 MB, which with optimizer state and gradients fills the worker's 3 GB. */
-const MAX_STUDENT_PARAMETERS = 100_000_000;
+export const MAX_STUDENT_PARAMETERS = 100_000_000;
 
 const phaseCount = (request: TrainRequest) => (request.method === 'prune' ? request.pruning.rounds : 1);
 

@@ -23,6 +23,7 @@ import { buildStudyReport, type StudyReport } from './report.ts';
 import { renderStudyReportHtml } from './report-html.ts';
 import { parseStudyConfig, studyConfigSchema } from './study.ts';
 import type { StudyTable } from './study-table.ts';
+import type { SearchSpace } from './space.ts';
 
 export const TUNE_KIND = 'tune';
 export const OBJECTIVES: ReadonlyMap<string, ObjectiveDefinition> = new Map([servingObjective, trainingObjective].map((o) => [o.type, o]));
@@ -55,6 +56,7 @@ export interface ParsedStudyRequest {
   id: string | undefined;
   config: unknown;
   job: TuneJobRequest;
+  space: SearchSpace;
 }
 
 /** The objective named in a request, or a 400 that names it and the known ones. */
@@ -79,12 +81,13 @@ export function parseStudyRequest(body: unknown): ParsedStudyRequest {
   const config = { ...rest, space: rest.space ?? objective.defaultSpace(options) };
   const study = parseStudyConfig(config);
   checkParameters(objective, study.space);
+  objective.checkSpace?.(study.space, options);
   checkMetrics(objective, [...study.objectives.map((o) => o.metric), ...study.constraints.map((c) => c.metric)]);
   if (register && study.objectives.length > 1) throw new BadRequestError('invalid study: register needs a single objective; a Pareto front has no one winner');
   if (!study.maxTrials && !study.timeBudgetSeconds && study.sampler.type !== 'grid') {
     throw new BadRequestError('invalid study: give maxTrials or timeBudgetSeconds (only a grid ends by itself)');
   }
-  return { id, config, job: { study: id ?? '', objective: { type: objective.type, options }, parallel, register } };
+  return { id, config, job: { study: id ?? '', objective: { type: objective.type, options }, parallel, register }, space: study.space };
 }
 
 export interface TuneDeps {

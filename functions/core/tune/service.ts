@@ -20,7 +20,7 @@ const canonical = (value: unknown): string =>
  */
 export async function startStudy(deps: { studies: StudyTable; runtime: JobRuntime; store: ModelRepository }, body: unknown): Promise<{ id: string; job: JobRecord; created: boolean }> {
   const parsed = parseStudyRequest(body);
-  await objectiveOf(parsed.job.objective.type).checkReferences(parsed.job.objective.options, deps.store);
+  await objectiveOf(parsed.job.objective.type).checkReferences(parsed.job.objective.options, deps.store, parsed.space);
   const id = parsed.id ?? `s-${randomBytes(8).toString('hex')}`;
   const request: TuneJobRequest = { ...parsed.job, study: id };
   const extra = { objective: request.objective, parallel: request.parallel, register: request.register };

@@ -25,7 +25,7 @@ const samplerSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('grid') }),
   z.strictObject({ type: z.literal('incremental-grid'), groups: z.array(z.array(z.string()).min(1)).min(1) }),
   z.strictObject({ type: z.literal('random') }),
-  z.strictObject({ type: z.literal('tpe'), startupTrials: count.optional(), eiCandidates: count.optional(), priorWeight: z.number().positive().optional() }),
+  z.strictObject({ type: z.literal('tpe'), startupTrials: count.optional(), eiCandidates: count.optional(), priorWeight: z.number().positive().optional(), multivariate: z.boolean().optional() }),
   z.strictObject({ type: z.literal('gp'), kernel: z.enum(['matern52', 'rbf']).optional(), startupTrials: count.optional(), candidates: count.optional() }),
   z.strictObject({
     type: z.literal('nsga2'),

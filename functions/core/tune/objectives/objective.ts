@@ -1,6 +1,7 @@
 import { BadRequestError } from '../../platform/errors.ts';
 import type { Json } from '../../jobs/record.ts';
 import type { ModelRepository } from '../../registry/repository.ts';
+import type { ModelManifest } from '../../artifacts/manifest.ts';
 import { matchDatasetToModel, readDatasetManifest, type DatasetManifest } from '../../evaluate/datasets.ts';
 import type { Configuration, SearchSpace } from '../space.ts';
 
@@ -37,8 +38,10 @@ export interface ObjectiveDefinition {
   /** Parameters the objective reads from a configuration; a space may hold only these. */
   parameters: readonly string[];
   parseOptions(input: unknown): Json;
-  /** At submission: the model version and data set exist and fit each other (404 / 400 otherwise). */
-  checkReferences(options: Json, store: ModelRepository): Promise<void>;
+  /** At submission: the model version and data set exist and fit each other and the space (404 / 400 otherwise). */
+  checkReferences(options: Json, store: ModelRepository, space: SearchSpace): Promise<void>;
+  /** At submission, before anything is read: the space's ranges and choices are values the objective accepts (400 naming the parameter). */
+  checkSpace?(space: SearchSpace, options: Json): void;
   /** The space searched when the request gives none. */
   defaultSpace(options: Json): unknown;
   prepare(options: Json, context: ObjectiveContext): Promise<PreparedObjective>;
@@ -57,11 +60,12 @@ export async function checkLabelledReferences(
   store: ModelRepository,
   options: { model: string; version: string; dataset: string },
   refusal: (labels: DatasetManifest['labels']) => string,
-): Promise<void> {
+): Promise<{ manifest: ModelManifest; dataset: DatasetManifest }> {
   const manifest = await store.getManifest(options.model, options.version);
   const dataset = await readDatasetManifest(store, options.dataset);
   matchDatasetToModel(dataset, manifest);
   if (dataset.labels !== 'label') throw new BadRequestError(refusal(dataset.labels));
+  return { manifest, dataset };
 }
 
 /** Refuses a space with a parameter the objective does not read, naming it and the ones it does. */

@@ -3,21 +3,37 @@
  * trial trains the registered version on a data set (read by the evaluation's readers) from its own
  * weights, reports the validation accuracy after every epoch (a pruner may stop it there), and keeps
  * its trained model in the bucket so the winner can be registered.
+ *
+ * Widths (`width1`..`width3`) search the architecture: a trial with them trains, from a seeded start,
+ * an MLP of those hidden widths with the registered model's input and output (the distillation
+ * student's builder). Augmentation strengths (`augmentShift` pixels, `augmentRotation` degrees,
+ * `augmentNoise` sigma, `augmentBlur` sigma, `augmentBrightness` and `augmentContrast` as the factor's
+ * distance from 1; 0 leaves a kind out) augment a share `augmentProbability` of the training rows of
+ * an image data set, each by one of the kinds on.
  */
 import * as z from 'zod';
+import { BadRequestError } from '../../platform/errors.ts';
 import { loadDataset, readDatasetManifest } from '../../evaluate/datasets.ts';
 import type { Json } from '../../jobs/record.ts';
 import { keys } from '../../artifacts/keys.ts';
 import { pushModel } from '../../registry/model-push.ts';
 import { NAME_PATTERN, VERSION_PATTERN } from '../../artifacts/names.ts';
+import { augmentationBatches, type TrainingAugmentation } from '../../train/augment-batches.ts';
+import { MAX_STUDENT_PARAMETERS } from '../../train/jobs.ts';
 import { runTrainingLoop, validationSplit, type LoopState, type TrainingData } from '../../train/loop.ts';
+import { buildMlpStudent, teacherSignature } from '../../train/student.ts';
 import type { OptimizerSpec } from '../../train/optimizers.ts';
 import { buildTrainingGraph } from '../../train/training-graph.ts';
 import { TrainingSession } from '../../train/training-session.ts';
-import type { Configuration } from '../space.ts';
+import type { Configuration, SearchSpace } from '../space.ts';
 import { checkLabelledReferences, zodRefusal, type ObjectiveDefinition, type PreparedObjective } from './objective.ts';
 
-export const TRAINING_PARAMETERS = ['learningRate', 'optimizer', 'momentum', 'weightDecay', 'batchSize', 'epochs', 'labelSmoothing', 'schedule', 'warmupSteps'] as const;
+const WIDTHS = ['width1', 'width2', 'width3'] as const;
+const AUGMENT_STRENGTHS = ['augmentShift', 'augmentRotation', 'augmentNoise', 'augmentBlur', 'augmentBrightness', 'augmentContrast'] as const;
+export const TRAINING_PARAMETERS = [
+  'learningRate', 'optimizer', 'momentum', 'weightDecay', 'batchSize', 'epochs', 'labelSmoothing', 'schedule', 'warmupSteps',
+  ...WIDTHS, 'augmentProbability', ...AUGMENT_STRENGTHS,
+] as const;
 export const TRAINING_METRICS = ['accuracy', 'best_epoch', 'epochs_run', 'final_loss'] as const;
 
 const trainingOptionsSchema = z.strictObject({
@@ -35,7 +51,8 @@ const trainingOptionsSchema = z.strictObject({
 });
 export type TrainingOptions = z.infer<typeof trainingOptionsSchema>;
 
-const configurationSchema = z.strictObject({
+const width = z.number().int().min(1).max(4096).optional();
+const parameterSchema = z.strictObject({
   learningRate: z.number().positive().default(0.05),
   optimizer: z.enum(['sgd', 'adam', 'adamw']).default('sgd'),
   momentum: z.number().min(0).lt(1).default(0.9),
@@ -45,8 +62,68 @@ const configurationSchema = z.strictObject({
   labelSmoothing: z.number().min(0).lt(1).default(0),
   schedule: z.enum(['constant', 'cosine']).default('cosine'),
   warmupSteps: z.number().int().min(0).default(0),
+  width1: width,
+  width2: width,
+  width3: width,
+  augmentProbability: z.number().gt(0).max(1).default(0.5),
+  augmentShift: z.number().int().min(0).max(8).default(0),
+  augmentRotation: z.number().min(0).max(90).default(0),
+  augmentNoise: z.number().min(0).max(1).default(0),
+  augmentBlur: z.number().min(0).max(3).default(0),
+  augmentBrightness: z.number().min(0).lt(1).default(0),
+  augmentContrast: z.number().min(0).lt(1).default(0),
+});
+const configurationSchema = parameterSchema.superRefine((c, ctx) => {
+  if (c.width2 !== undefined && c.width1 === undefined) ctx.addIssue({ code: 'custom', path: ['width2'], message: 'needs width1 (widths fill the hidden layers from the first)' });
+  if (c.width3 !== undefined && c.width2 === undefined) ctx.addIssue({ code: 'custom', path: ['width3'], message: 'needs width2 (widths fill the hidden layers from the first)' });
 });
 export type TrainingConfiguration = z.infer<typeof configurationSchema>;
+
+/** The hidden widths a configuration asks for, in order; empty to train the registered model itself. */
+export const hiddenWidths = (c: TrainingConfiguration): number[] => [c.width1, c.width2, c.width3].filter((w): w is number => w !== undefined);
+
+/** The augmentation a configuration asks for, or undefined when every strength is 0. */
+export function trainingAugmentation(c: TrainingConfiguration): TrainingAugmentation | undefined {
+  const strengths: NonNullable<TrainingAugmentation['strengths']> = {};
+  if (c.augmentShift > 0) strengths.shift = [c.augmentShift];
+  if (c.augmentRotation > 0) strengths.rotation = [c.augmentRotation];
+  if (c.augmentNoise > 0) strengths.noise = [c.augmentNoise];
+  if (c.augmentBlur > 0) strengths.blur = [c.augmentBlur];
+  if (c.augmentBrightness > 0) strengths.brightness = [1 - c.augmentBrightness, 1 + c.augmentBrightness];
+  if (c.augmentContrast > 0) strengths.contrast = [1 - c.augmentContrast, 1 + c.augmentContrast];
+  const kinds = Object.keys(strengths) as (keyof typeof strengths)[];
+  return kinds.length > 0 ? { kinds, probability: c.augmentProbability, strengths } : undefined;
+}
+
+/**
+ * Every end of a numeric range and every choice must be a value the training engine accepts, and
+ * the widths and augmentation parameters must make sense together; a 400 names the parameter.
+ */
+export function checkTrainingSpace(space: SearchSpace, options: TrainingOptions): void {
+  const fail = (name: string, message: string) => {
+    throw new BadRequestError(`invalid search space: parameter '${name}': ${message}`);
+  };
+  for (const [name, p] of Object.entries(space.parameters)) {
+    const field = parameterSchema.shape[name as keyof typeof parameterSchema.shape];
+    const values = p.type === 'categorical' ? p.choices : [p.low, p.high];
+    for (const value of values) {
+      const parsed = field.safeParse(value);
+      if (!parsed.success) fail(name, `${JSON.stringify(value)} is not accepted: ${parsed.error.issues[0]!.message}`);
+    }
+  }
+  const present = (name: string) => name in space.parameters;
+  if (present('width2') && !present('width1')) fail('width2', 'needs width1 in the space (widths fill the hidden layers from the first)');
+  if (present('width3') && !present('width2')) fail('width3', 'needs width2 in the space (widths fill the hidden layers from the first)');
+  if (present('width1') && options.trainablePrefix) fail('width1', 'widths build a new MLP; trainablePrefix selects weights of the registered model, so give one or the other');
+  if (present('augmentProbability') && !AUGMENT_STRENGTHS.some(present)) fail('augmentProbability', `needs an augmentation strength in the space (${AUGMENT_STRENGTHS.join(', ')})`);
+}
+
+/** The largest value a numeric parameter can take in the space (a categorical one's largest choice). */
+function highest(space: SearchSpace, name: string): number | undefined {
+  const p = space.parameters[name];
+  if (!p) return undefined;
+  return p.type === 'categorical' ? Math.max(...p.choices.map(Number)) : p.high;
+}
 
 function parseTrainingOptions(input: unknown): TrainingOptions {
   const parsed = trainingOptionsSchema.safeParse(input);
@@ -76,9 +153,25 @@ export const trainingObjective: ObjectiveDefinition = {
   metrics: TRAINING_METRICS,
   parameters: TRAINING_PARAMETERS,
   parseOptions: (input) => parseTrainingOptions(input) as unknown as Json,
-  async checkReferences(raw, store) {
+  checkSpace: (space, raw) => checkTrainingSpace(space, parseTrainingOptions(raw)),
+  async checkReferences(raw, store, space) {
     const options = parseTrainingOptions(raw);
-    await checkLabelledReferences(store, options, () => `the training objective scores validation accuracy on labelled rows; data set '${options.dataset}' has none`);
+    const { manifest, dataset } = await checkLabelledReferences(store, options, () => `the training objective scores validation accuracy on labelled rows; data set '${options.dataset}' has none`);
+    const augmented = AUGMENT_STRENGTHS.find((name) => name in space.parameters);
+    if (augmented && (!dataset.image || dataset.inputs.length !== 1)) {
+      throw new BadRequestError(`invalid search space: parameter '${augmented}' augments images; data set '${dataset.name}' ${dataset.image ? `has ${dataset.inputs.length} inputs` : 'has no image layout'}`);
+    }
+    if ('width1' in space.parameters) {
+      let signature;
+      try {
+        signature = teacherSignature((await store.getModelBytes(manifest)).bytes);
+      } catch (error) {
+        throw new BadRequestError(`invalid search space: parameter 'width1' builds an MLP with the input and output of model '${options.model}' version '${options.version}', which cannot size one: ${(error as Error).message}`, { cause: error });
+      }
+      const sizes = [signature.inputDims.reduce((a, b) => a * b, 1), ...WIDTHS.map((w) => highest(space, w)).filter((w): w is number => w !== undefined), signature.classes];
+      const parameters = sizes.slice(1).reduce((n, w, i) => n + sizes[i]! * w + w, 0);
+      if (parameters > MAX_STUDENT_PARAMETERS) throw new BadRequestError(`invalid search space: the widest MLP of the space (${sizes.join('-')}) has ${parameters} parameters; at most ${MAX_STUDENT_PARAMETERS}`);
+    }
   },
   defaultSpace: () => ({
     parameters: {
@@ -100,14 +193,21 @@ export const trainingObjective: ObjectiveDefinition = {
     return {
       async run(params, trialNumber, io) {
         const c = trainingConfiguration(params);
-        const graph = buildTrainingGraph(bytes, {
+        const widths = hiddenWidths(c);
+        // A trial with widths trains a fresh MLP of the model's signature; one without fine-tunes the model.
+        const start = widths.length > 0 ? buildMlpStudent(teacherSignature(bytes), widths, options.seed) : bytes;
+        const augmentation = trainingAugmentation(c);
+        const imageInput = datasetManifest.image && datasetManifest.inputs.length === 1 ? datasetManifest.inputs[0]!.name : undefined;
+        if (augmentation && !imageInput) throw new BadRequestError(`augmentation needs an image data set with one input; '${options.dataset}' is not one`);
+        const prepareBatch = augmentation ? augmentationBatches(augmentation, imageInput!, datasetManifest.image!, options.seed) : undefined;
+        const graph = buildTrainingGraph(start, {
           loss: { kind: 'cross-entropy', labelSmoothing: c.labelSmoothing },
           ...(options.trainablePrefix ? { trainable: { prefix: options.trainablePrefix } } : {}),
           optimizer: optimizerOf(c),
         });
         const session = await TrainingSession.create(graph);
         try {
-          const loop = { epochs: c.epochs, batchSize: c.batchSize, learningRate: c.learningRate, schedule: { kind: c.schedule, warmupSteps: c.warmupSteps }, seed: options.seed, validationFraction: options.validationFraction };
+          const loop = { epochs: c.epochs, batchSize: c.batchSize, learningRate: c.learningRate, schedule: { kind: c.schedule, warmupSteps: c.warmupSteps }, seed: options.seed, validationFraction: options.validationFraction, ...(prepareBatch ? { prepareBatch } : {}) };
           const rows = data.labels!.length;
           const perEpoch = Math.floor(validationSplit(rows, options.validationFraction, options.seed).train.length / c.batchSize);
           let state: LoopState | undefined;
@@ -115,7 +215,7 @@ export const trainingObjective: ObjectiveDefinition = {
           // One epoch per call (the loop stops at the next epoch's first step): its validation
           // accuracy is the intermediate value a pruner judges.
           while (!state?.done) {
-            const result = await runTrainingLoop(session, bytes, data, { ...loop, maxStepsThisRun: perEpoch }, state);
+            const result = await runTrainingLoop(session, start, data, { ...loop, maxStepsThisRun: perEpoch }, state);
             state = result.state;
             model = result.model;
             const accuracy = 100 * state.history.at(-1)!.validationScore;

@@ -1,4 +1,4 @@
-import { internalBounds, isActive, roundSignificant, toInternal, type CategoricalParameter, type Configuration, type NumericParameter, type ParamValue } from '../space.ts';
+import { internalBounds, isActive, roundSignificant, toInternal, type CategoricalParameter, type Configuration, type NumericParameter, type Parameter, type ParamValue } from '../space.ts';
 import { compareForObjective, type Trial } from '../trial.ts';
 import { logSumExp, normalMass, normalPdf, pickWeighted, truncatedNormal } from '../math.ts';
 import { sampleUniform } from './random.ts';
@@ -11,7 +11,16 @@ export interface TpeOptions {
   eiCandidates?: number;
   /** Weight of the prior kernel, a wide one centred on the range (Optuna: 1). */
   priorWeight?: number;
+  /**
+   * Optuna's `multivariate=True`: the unconditional parameters are modelled jointly (one kernel per
+   * observation over all of them, bandwidth by Scott's rule), so candidates keep the correlations of
+   * the good trials; conditional parameters are still sampled one by one.
+   */
+  multivariate?: boolean;
 }
+
+/** Optuna's SIGMA0_MAGNITUDE: the multivariate bandwidth is 0.2 n^(-1/(d+4)) of the range. */
+const SIGMA0_MAGNITUDE = 0.2;
 
 /** Optuna's default gamma: the best 10% of trials (rounded up), at most 25, are the good ones. */
 export const defaultGamma = (n: number) => Math.min(Math.ceil(0.1 * n), 25);
@@ -41,7 +50,7 @@ export interface NumericEstimator {
  * range ends count as neighbours, except that the outermost kernels take their inner gap), clipped
  * to [range / min(100, 1 + kernels), range].
  */
-export function numericEstimator(p: NumericParameter, observations: readonly number[], priorWeight: number): NumericEstimator {
+export function numericEstimator(p: NumericParameter, observations: readonly number[], priorWeight: number, sigma0?: number): NumericEstimator {
   let [low, high] = internalBounds(p);
   const step = p.log ? undefined : (p.step ?? (p.type === 'int' ? 1 : undefined));
   if (p.type === 'int' && p.log) [low, high] = [Math.log(p.low - 0.5), Math.log(p.high + 0.5)];
@@ -57,13 +66,12 @@ export function numericEstimator(p: NumericParameter, observations: readonly num
   }
   const minSigma = range / Math.min(100, 1 + mus.length);
   const sigmas = new Array<number>(mus.length);
-  order.forEach((i, r) => (sigmas[i] = Math.min(range, Math.max(minSigma, sortedSigmas[r]!))));
+  order.forEach((i, r) => (sigmas[i] = Math.min(range, Math.max(minSigma, sigma0 === undefined ? sortedSigmas[r]! : sigma0 * range))));
   sigmas[mus.length - 1] = range;
   return { mus, sigmas, weights: normalized([...defaultWeights(observations.length), priorWeight]), low, high, step };
 }
 
-export function sampleNumeric(e: NumericEstimator, random: () => number): number {
-  const k = pickWeighted(e.weights, random);
+export function sampleNumeric(e: NumericEstimator, random: () => number, k = pickWeighted(e.weights, random)): number {
   const x = truncatedNormal(e.mus[k]!, e.sigmas[k]!, e.low, e.high, random);
   if (e.step === undefined) return x;
   const first = e.low + e.step / 2;
@@ -80,15 +88,20 @@ export function sampleNumeric(e: NumericEstimator, random: () => number): number
  * benchmark figures come from.
  */
 export function numericLogPdf(e: NumericEstimator, x: number, bandwidthWeighted = false): number {
-  const terms = e.mus.map((mu, k) => {
+  const terms = componentLogPdfs(e, x, bandwidthWeighted).map((v, k) => v + Math.log(e.weights[k]!));
+  return logSumExp(terms);
+}
+
+/** Each kernel's log density (or log mass) at x, unweighted. */
+function componentLogPdfs(e: NumericEstimator, x: number, bandwidthWeighted: boolean): number[] {
+  return e.mus.map((mu, k) => {
     const sigma = e.sigmas[k]!;
     const z = normalMass((e.low - mu) / sigma, (e.high - mu) / sigma);
     const p = e.step === undefined
       ? normalPdf((x - mu) / sigma) / (bandwidthWeighted ? 1 : sigma)
       : normalMass((x - e.step / 2 - mu) / sigma, (x + e.step / 2 - mu) / sigma);
-    return Math.log(e.weights[k]!) + Math.log(Math.max(p, 1e-300)) - Math.log(z);
+    return Math.log(Math.max(p, 1e-300)) - Math.log(z);
   });
-  return logSumExp(terms);
 }
 
 /**
@@ -97,18 +110,21 @@ export function numericLogPdf(e: NumericEstimator, x: number, bandwidthWeighted 
  * probabilities are returned directly.
  */
 export function categoricalProbabilities(p: CategoricalParameter, observations: readonly ParamValue[], priorWeight: number): number[] {
-  const n = observations.length;
-  const c = p.choices.length;
-  const weights = normalized([...defaultWeights(n), priorWeight]);
-  const floor = priorWeight / (n + 1);
-  const probs = new Array<number>(c).fill(0);
-  observations.forEach((v, k) => {
-    const index = p.choices.indexOf(v);
-    const rowTotal = 1 + floor * c;
-    for (let j = 0; j < c; j++) probs[j]! += (weights[k]! * ((j === index ? 1 : 0) + floor)) / rowTotal;
-  });
-  for (let j = 0; j < c; j++) probs[j]! += weights[n]! / c;
+  const weights = normalized([...defaultWeights(observations.length), priorWeight]);
+  const probs = new Array<number>(p.choices.length).fill(0);
+  categoricalKernels(p, observations, priorWeight).forEach((row, k) => row.forEach((v, j) => (probs[j]! += weights[k]! * v)));
   return probs;
+}
+
+/** One row of choice probabilities per kernel (the observations', then the uniform prior's). */
+function categoricalKernels(p: CategoricalParameter, observations: readonly ParamValue[], priorWeight: number): number[][] {
+  const c = p.choices.length;
+  const floor = priorWeight / (observations.length + 1);
+  const rows = observations.map((v) => {
+    const index = p.choices.indexOf(v);
+    return p.choices.map((_, j) => ((j === index ? 1 : 0) + floor) / (1 + floor * c));
+  });
+  return [...rows, new Array<number>(c).fill(1 / c)];
 }
 
 /**
@@ -122,11 +138,13 @@ export class TpeSampler implements Sampler {
   readonly startupTrials: number;
   readonly eiCandidates: number;
   readonly priorWeight: number;
+  readonly multivariate: boolean;
 
   constructor(options: TpeOptions = {}) {
     this.startupTrials = options.startupTrials ?? 10;
     this.eiCandidates = options.eiCandidates ?? 24;
     this.priorWeight = options.priorWeight ?? 1;
+    this.multivariate = options.multivariate ?? false;
   }
 
   sample(context: SampleContext): Configuration {
@@ -142,8 +160,13 @@ export class TpeSampler implements Sampler {
     const byNumber = (a: Trial, b: Trial) => a.number - b.number;
     const below = ranked.slice(0, nBelow).sort(byNumber);
     const above = ranked.slice(nBelow).sort(byNumber);
+    if (this.multivariate) {
+      // Every trial has the unconditional parameters, so they form Optuna's intersection space.
+      const joint = Object.entries(space.parameters).filter(([, p]) => !p.when);
+      if (joint.length > 0) Object.assign(out, this.pickJoint(joint, below, above, random));
+    }
     for (const [name, p] of Object.entries(space.parameters)) {
-      if (!isActive(p, out)) continue;
+      if (name in out || !isActive(p, out)) continue;
       const good = below.filter((t) => name in t.params).map((t) => t.params[name]!);
       const bad = above.filter((t) => name in t.params).map((t) => t.params[name]!);
       out[name] = p.type === 'categorical' ? this.pickCategorical(p, good, bad, random) : this.pickNumeric(p, good as number[], bad as number[], random);
@@ -164,6 +187,19 @@ export class TpeSampler implements Sampler {
     return fromTpeInternal(p, best);
   }
 
+  private pickJoint(params: [string, Parameter][], below: Trial[], above: Trial[], random: () => number): Configuration {
+    const l = jointEstimator(params, below, this.priorWeight);
+    const g = jointEstimator(params, above, this.priorWeight);
+    let best: number[] = [];
+    let bestScore = -Infinity;
+    for (let i = 0; i < this.eiCandidates; i++) {
+      const x = sampleJoint(l, random);
+      const score = jointLogPdf(l, x) - jointLogPdf(g, x);
+      if (score > bestScore) [best, bestScore] = [x, score];
+    }
+    return Object.fromEntries(l.parts.map((part, d) => [part.name, part.kind === 'numeric' ? fromTpeInternal(part.p, best[d]!) : part.p.choices[best[d]!]!]));
+  }
+
   private pickCategorical(p: CategoricalParameter, good: ParamValue[], bad: ParamValue[], random: () => number): ParamValue {
     const l = categoricalProbabilities(p, good, this.priorWeight);
     const g = categoricalProbabilities(p, bad, this.priorWeight);
@@ -176,6 +212,44 @@ export class TpeSampler implements Sampler {
     }
     return p.choices[best]!;
   }
+}
+
+/**
+ * Optuna's multivariate Parzen estimator: kernel k of every parameter belongs to observation k (the
+ * last to the prior), so a draw takes one kernel for all parameters and the density multiplies over
+ * them. Numeric bandwidths are 0.2 n^(-1/(d+4)) of the range (Scott's rule, as in BOHB), magic-clipped.
+ */
+export interface JointEstimator {
+  weights: number[];
+  parts: ({ name: string; kind: 'numeric'; p: NumericParameter; e: NumericEstimator } | { name: string; kind: 'categorical'; p: CategoricalParameter; rows: number[][] })[];
+}
+
+export function jointEstimator(params: [string, Parameter][], trials: readonly Trial[], priorWeight: number): JointEstimator {
+  const sigma0 = SIGMA0_MAGNITUDE * Math.max(trials.length, 1) ** (-1 / (params.length + 4));
+  return {
+    weights: normalized([...defaultWeights(trials.length), priorWeight]),
+    parts: params.map(([name, p]) => {
+      const values = trials.map((t) => t.params[name]!);
+      return p.type === 'categorical'
+        ? { name, kind: 'categorical' as const, p, rows: categoricalKernels(p, values, priorWeight) }
+        : { name, kind: 'numeric' as const, p, e: numericEstimator(p, values as number[], priorWeight, sigma0) };
+    }),
+  };
+}
+
+/** One joint draw: numeric parameters in internal units, categorical ones as choice indices. */
+function sampleJoint(e: JointEstimator, random: () => number): number[] {
+  const k = pickWeighted(e.weights, random);
+  return e.parts.map((part) => (part.kind === 'numeric' ? sampleNumeric(part.e, random, k) : pickWeighted(part.rows[k]!, random)));
+}
+
+export function jointLogPdf(e: JointEstimator, x: readonly number[]): number {
+  const terms = e.weights.map((w) => Math.log(w));
+  e.parts.forEach((part, d) => {
+    const logs = part.kind === 'numeric' ? componentLogPdfs(part.e, x[d]!, true) : part.rows.map((row) => Math.log(row[x[d]!]!));
+    logs.forEach((v, k) => (terms[k]! += v));
+  });
+  return logSumExp(terms);
 }
 
 function fromTpeInternal(p: NumericParameter, x: number): number {
