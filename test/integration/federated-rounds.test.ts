@@ -253,10 +253,14 @@ describe('federated rounds on the local stack', () => {
     const shards = partitionRows(train.labels!, 3, { kind: 'iid' }, 8).map((rows) => subset(train, rows));
     const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.min(ms, 100)));
     const runs = [0, 1].map((index) => participate(api, { federation: federation.id, client: clients[index]!.client, token: clients[index]!.token, data: shards[index]!, keys: keys[index], maxRounds: 1, sleep }));
-    // The stack's side: deadlines until the round unmasks, then the aggregation once both have revealed.
+    // The stack's side: once both delivered, the deadline (the round unmasks), then the aggregation once both have revealed.
+    for (let attempt = 0; attempt < 600 && (await api.status(federation.id)).round?.received !== 2; attempt++) await sleep(100);
     await passDeadline(federation.id, (view) => view.round?.state === 'unmasking' || view.round?.state === 'aggregating');
-    for (let attempt = 0; attempt < 100 && (await api.status(federation.id)).round?.state !== 'aggregating'; attempt++) await sleep(100);
-    await stack.runSteps();
+    // The last reveal closes the round and submits the aggregation job from the client's request: steps until it is done.
+    for (let attempt = 0; attempt < 600 && (await api.status(federation.id)).federation.state !== 'completed'; attempt++) {
+      await stack.runSteps();
+      await sleep(100);
+    }
     expect(await Promise.all(runs)).toEqual([
       { state: 'stopped', rounds: 1 },
       { state: 'stopped', rounds: 1 },
