@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
-import { FederationClient, FederationApiError, trainLocalUpdate } from '../../functions/core/federated/client.ts';
+import { FederationClient, FederationApiError, participate, trainLocalUpdate } from '../../functions/core/federated/client.ts';
 import { mlpClassifier } from '../../functions/core/federated/models.ts';
 import { readParameters } from '../../functions/core/federated/parameters.ts';
 import { partitionRows, subset } from '../../functions/core/federated/partition.ts';
@@ -242,6 +242,32 @@ describe('federated rounds on the local stack', () => {
     const aggregated = readParameters((await stack.store.getModelBytes(await stack.store.getManifest(MODEL, done.globalVersion))).bytes).values;
     const mean = Float64Array.from(plain[0]!, (_, i) => (plain[0]![i]! + plain[1]![i]!) / 2); // equal shards: equal weights
     for (let i = 0; i < mean.length; i++) expect(Math.abs(aggregated[i]! - mean[i]!)).toBeLessThan(1e-6 + 1e-6 * Math.abs(mean[i]!));
+  }, 120_000);
+
+  it('secure aggregation with a dropout through the client library: participants with maxRounds 1 stay to reveal their seeds', async () => {
+    const federation = await api.create({ model: MODEL, version: '1', rounds: 1, clientsPerRound: 3, minClients: 2, roundTimeoutSeconds: 1, secureAggregation: true, local: { epochs: 1, batchSize: 10, learningRate: 0.05 }, seed: 10 });
+    const keys = [generateMaskingKeys(), generateMaskingKeys(), generateMaskingKeys()];
+    const clients: { client: string; token: string }[] = [];
+    for (const key of keys) clients.push(await join(federation.id, key));
+    await taskOf(federation.id, clients[2]!); // takes its masks, never delivers
+    const shards = partitionRows(train.labels!, 3, { kind: 'iid' }, 8).map((rows) => subset(train, rows));
+    const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.min(ms, 100)));
+    const runs = [0, 1].map((index) => participate(api, { federation: federation.id, client: clients[index]!.client, token: clients[index]!.token, data: shards[index]!, keys: keys[index], maxRounds: 1, sleep }));
+    // The stack's side: once both delivered, the deadline (the round unmasks), then the aggregation once both have revealed.
+    for (let attempt = 0; attempt < 600 && (await api.status(federation.id)).round?.received !== 2; attempt++) await sleep(100);
+    await passDeadline(federation.id, (view) => view.round?.state === 'unmasking' || view.round?.state === 'aggregating');
+    // The last reveal closes the round and submits the aggregation job from the client's request: steps until it is done.
+    for (let attempt = 0; attempt < 600 && (await api.status(federation.id)).federation.state !== 'completed'; attempt++) {
+      await stack.runSteps();
+      await sleep(100);
+    }
+    expect(await Promise.all(runs)).toEqual([
+      { state: 'stopped', rounds: 1 },
+      { state: 'stopped', rounds: 1 },
+    ]);
+    const { federation: done } = await api.status(federation.id);
+    expect(done.state).toBe('completed');
+    expect(done.history[0]!.participants).toEqual([clients[0]!.client, clients[1]!.client].sort());
   }, 120_000);
 
   it('differential privacy: the round records the epsilon the accountant gives', async () => {

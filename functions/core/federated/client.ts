@@ -181,8 +181,11 @@ export async function participate(client: FederationClient, options: Participate
   const sleep = options.sleep ?? ((ms: number) => new Promise((resolve) => setTimeout(resolve, ms)));
   let rounds = 0;
   const masked = new Map<string, NonNullable<ClientTask['secureAggregation']>>();
+  // After its last masked round a client stays until that round is over: a dropout may need its seeds.
+  let lingering: number | undefined;
   while (!options.signal?.aborted) {
     const task = await client.task(options.federation, options.client, options.token);
+    if (lingering !== undefined && task.state !== 'unmask' && !(task.state === 'wait' && task.round <= lingering)) return { state: 'stopped', rounds };
     if (task.state === 'wait') {
       await sleep(task.retryAfterSeconds * 1000);
       continue;
@@ -203,7 +206,10 @@ export async function participate(client: FederationClient, options: Participate
     const answer = await client.submit(options.federation, task.round, options.client, options.token);
     rounds++;
     options.onRound?.(task, answer);
-    if (options.maxRounds !== undefined && rounds >= options.maxRounds) return { state: 'stopped', rounds };
+    if (options.maxRounds !== undefined && rounds >= options.maxRounds) {
+      if (!task.secureAggregation) return { state: 'stopped', rounds };
+      lingering = task.round;
+    }
   }
   return { state: 'aborted', rounds };
 }
