@@ -14,6 +14,7 @@ import { createObservability, MetricUnit, recordMetric } from '../core/platform/
 import { modelEventsFromEnv } from '../core/registry/events.ts';
 import { createJobDeadLetterHandler, createJobStepHandler } from '../adapters/job-steps.ts';
 import { createCanaryGuardHandler, createDriftScheduleHandler } from './app.ts';
+import { traced } from '../core/platform/tracing.ts';
 
 // Lambda init: one module for the four monitor functions (worker, dead letters, schedule, guard);
 // clients are made on first use, so each function only pays for what it touches.
@@ -36,13 +37,13 @@ const runtime = new JobRuntime({
 });
 
 /** SQS: steps of monitoring jobs (baselines, drift reports). */
-export const worker = middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
+export const worker = traced(middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));
 /** SQS (the step queue's dead-letter queue): ends the steps no delivery could run. */
-export const deadLetters = middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
+export const deadLetters = traced(middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));
 /** EventBridge schedule: yesterday's drift jobs. */
-export const schedule = middy(createDriftScheduleHandler({ store, runtime, log })).use(injectLambdaContext(logger, { resetKeys: true }));
+export const schedule = traced(middy(createDriftScheduleHandler({ store, runtime, log })).use(injectLambdaContext(logger, { resetKeys: true })));
 /** EventBridge schedule: the canary guard. */
-export const guard = middy(
+export const guard = traced(middy(
   createCanaryGuardHandler({
     store,
     log,
@@ -54,4 +55,4 @@ export const guard = middy(
       recordMetric(metrics, 'CanaryRollbacks', MetricUnit.Count, 1, {});
     },
   }),
-).use(injectLambdaContext(logger, { resetKeys: true }));
+).use(injectLambdaContext(logger, { resetKeys: true })));
