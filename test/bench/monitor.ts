@@ -11,9 +11,14 @@
  * - canary_rollback_s: from the first failed answer of a bad canary (50% split, real handler, its
  *   EMF lines in the local metrics store) to the rollback by the local stack's guard loop (every
  *   LOCAL_GUARD_EVERY_MS, minRequests 50), median of 3 runs. Deployed, the guard runs every minute.
+ * - tracer_off_import_ms / tracer_off_import_overhead: the deployed inference bundle imported by a fresh
+ *   process (no model pre-warmed), as packaged (the Tracer's code bundled, tracing off) against the
+ *   same bundle without the Tracer's packages, alternating, medians: what tracing costs a cold start
+ *   when it is off (platform/tracing.ts imports the Tracer only when on).
  * Writes bench/results/monitor.json. Run: npm run bench -- monitor
  */
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { pathToFileURL } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
@@ -35,7 +40,8 @@ import { apiEvent } from '../helpers/batch-stack.ts';
 import { gatherModel } from '../helpers/monitor-models.ts';
 import { batchOf, loadMnist, permutation, PIXELS, type Shift } from '../helpers/mnist-drift.ts';
 import { scaleModel, startRegistryStack } from '../helpers/registry-stack.ts';
-import { BENCH_AWS_ENV, median, printTable, round, writeResults } from './common.ts';
+import { BENCH_AWS_ENV, median, printTable, root, round, timeToResult, writeResults } from './common.ts';
+import { buildDeployedBundle } from './bundle.ts';
 
 const BLOCK = 40;
 const PAIRS = 15;
@@ -199,6 +205,39 @@ async function canaryRollback(): Promise<{ canary_rollback_s: number; runs: numb
   }
 }
 
+const TRACER_IMPORT_REPS = 15;
+
+async function tracerImportCost(): Promise<{ with_ms: number; without_ms: number }> {
+  const packaged = await buildDeployedBundle('functions/inference/handler.ts');
+  const bare = await buildDeployedBundle('functions/inference/handler.ts', { external: ['@aws-lambda-powertools/tracer', '@aws-lambda-powertools/tracer/*'] });
+  const dir = await mkdtemp(join(tmpdir(), 'bench-tracer-'));
+  const script = join(dir, 'import.mjs');
+  await writeFile(script, "await import(process.env.BUNDLE);\nprocess.stdout.write('RESULT imported\\n');\nprocess.exit(0);\n");
+  const env = (file: string) => ({
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    ...BENCH_AWS_ENV,
+    ...packaged.processEnv,
+    AWS_ENDPOINT_URL: 'http://127.0.0.1:9',
+    MODEL_BUCKET: 'bench-none',
+    MODEL_CACHE_DIR: dir,
+    NODE_PATH: join(root, 'node_modules'),
+    POWERTOOLS_TRACE_ENABLED: 'false',
+    POWERTOOLS_LOG_LEVEL: 'WARN',
+    BUNDLE: pathToFileURL(file).href,
+  });
+  const withMs: number[] = [];
+  const withoutMs: number[] = [];
+  for (let i = 0; i <= TRACER_IMPORT_REPS; i++) {
+    const a = await timeToResult(process.execPath, [script], { cwd: dir, env: env(packaged.file) });
+    const b = await timeToResult(process.execPath, [script], { cwd: dir, env: env(bare.file) });
+    if (i === 0) continue; // the page cache
+    withMs.push(a.ms);
+    withoutMs.push(b.ms);
+  }
+  return { with_ms: median(withMs), without_ms: median(withoutMs) };
+}
+
 export async function runMonitorBench(): Promise<Record<string, unknown>> {
   Object.assign(process.env, BENCH_AWS_ENV);
   const mnist = await loadMnist();
@@ -209,10 +248,14 @@ export async function runMonitorBench(): Promise<Record<string, unknown>> {
   } finally {
     await stack.stop();
   }
+  const tracer = await tracerImportCost();
   const drift = await driftFigures(mnist);
   const canary = await canaryRollback();
   const results = {
     ...overhead,
+    tracer_off_import_ms: round(tracer.with_ms - tracer.without_ms, 1),
+    tracer_off_import_overhead: round(tracer.with_ms / tracer.without_ms),
+    inference_import_ms: round(tracer.without_ms, 1),
     ...drift,
     canary_rollback_s: canary.canary_rollback_s,
     canary_rollback_runs_s: canary.runs,
