@@ -395,6 +395,7 @@ describe('authorizer=jwt', () => {
       'GET /v2/models/{name}/versions/{version}/evaluations/{id}/report.html': manage,
       'POST /v2/models/{name}/versions/{version}/quantize': manage,
       'POST /v2/models/{name}/versions/{version}/train': manage,
+      'POST /v2/models/{name}/versions/{version}/monitor': manage,
       'GET /v2/models/{name}/quantizations/{job}': manage,
       'POST /v2/batches': manage,
       'GET /v2/batches/{id}': manage,
