@@ -86,7 +86,9 @@ export function registerMonitorCommands(program: Command): void {
     .option('--max-error-rate-increase <share>', 'canary error rate above the stable one by more than this rolls back', number('--max-error-rate-increase', 0, 1))
     .option('--max-p99-ratio <x>', 'canary p99 above the stable one times this (and by more than --min-p99-increase-ms) rolls back', number('--max-p99-ratio', 1, 1000))
     .option('--min-p99-increase-ms <ms>', 'latency slack in milliseconds', number('--min-p99-increase-ms', 0, 600_000))
-    .action(async (model: string, flags: { alias: string; off?: boolean; window?: number; minRequests?: number; maxErrorRateIncrease?: number; maxP99Ratio?: number; minP99IncreaseMs?: number }) => {
+    .option('--max-prediction-js <bits>', 'a captured prediction feature diverging from the stable one by more than this (Jensen-Shannon) rolls back', number('--max-prediction-js', 0.001, 1))
+    .option('--min-predictions <n>', 'captured prediction rows each side needs before their distributions are compared', positiveInteger('--min-predictions'))
+    .action(async (model: string, flags: { alias: string; off?: boolean; window?: number; minRequests?: number; maxErrorRateIncrease?: number; maxP99Ratio?: number; minP99IncreaseMs?: number; maxPredictionJs?: number; minPredictions?: number }) => {
       const store = cliContext(global()).store();
       const current = await readModelMonitoring(store, model);
       const guard = {
@@ -97,6 +99,8 @@ export function registerMonitorCommands(program: Command): void {
         ...(flags.maxErrorRateIncrease !== undefined ? { maxErrorRateIncrease: flags.maxErrorRateIncrease } : {}),
         ...(flags.maxP99Ratio !== undefined ? { maxP99Ratio: flags.maxP99Ratio } : {}),
         ...(flags.minP99IncreaseMs !== undefined ? { minP99IncreaseMs: flags.minP99IncreaseMs } : {}),
+        ...(flags.maxPredictionJs !== undefined ? { maxPredictionJs: flags.maxPredictionJs } : {}),
+        ...(flags.minPredictions !== undefined ? { minPredictions: flags.minPredictions } : {}),
       };
       const written = await writeModelMonitoring(store, model, { ...current, guards: { ...current.guards, [flags.alias]: guard } } as MonitoringConfigInput);
       console.log(JSON.stringify(written.guards?.[flags.alias]));

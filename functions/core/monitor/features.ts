@@ -52,6 +52,30 @@ function imageLayout(rowShape: readonly number[]): [number, number, number] | un
   return undefined;
 }
 
+/** The data as numbers indexed directly: a float or integer typed array as it is, anything else converted once. */
+function numericView(data: ArrayLike<unknown>): ArrayLike<number> {
+  if (ArrayBuffer.isView(data) && !(data instanceof BigInt64Array) && !(data instanceof BigUint64Array)) return data as unknown as ArrayLike<number>;
+  const out = new Float64Array(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = numberAt(data, i);
+  return out;
+}
+
+const cellMaps = new Map<string, Uint8Array>();
+/** The GRID x GRID cell of each element of an h x w plane, row-major. */
+function gridCells(h: number, w: number): Uint8Array {
+  const key = `${h}x${w}`;
+  let map = cellMaps.get(key);
+  if (!map) {
+    map = new Uint8Array(h * w);
+    for (let y = 0; y < h; y++) {
+      const gy = Math.floor((y * GRID) / h);
+      for (let x = 0; x < w; x++) map[y * w + x] = gy * GRID + Math.floor((x * GRID) / w);
+    }
+    if (cellMaps.size < 64) cellMaps.set(key, map);
+  }
+  return map;
+}
+
 /** Per-row features of an input tensor; none for a tensor of strings. */
 export function inputFeatures(tensor: TensorLike): FeatureColumn[] {
   if (!NUMERIC.has(tensor.datatype)) return [];
@@ -66,37 +90,42 @@ export function inputFeatures(tensor: TensorLike): FeatureColumn[] {
     }));
   }
   const layout = imageLayout(rowShape);
+  const values = numericView(tensor.data);
   const mean: number[] = [];
   const std: number[] = [];
   const grid: number[][] = Array.from({ length: layout ? GRID * GRID : 0 }, () => []);
+  // The grid cell of each element of a plane, and each cell's element count, worked out once per tensor.
+  const plane = layout ? layout[1] * layout[2] : 0;
+  const cellOf = layout ? gridCells(layout[1], layout[2]) : undefined;
+  const counts = new Array<number>(GRID * GRID).fill(0);
+  if (layout) for (let i = 0; i < plane; i++) counts[cellOf![i]!]! += layout[0];
+  const cells = new Float64Array(GRID * GRID);
   for (let r = 0; r < rows; r++) {
     const at = r * size;
     let sum = 0;
     let sq = 0;
-    for (let i = 0; i < size; i++) {
-      const v = numberAt(tensor.data, at + i);
-      sum += v;
-      sq += v * v;
+    if (cellOf) {
+      // One pass in memory order (planes, rows, columns), the order the sums were always taken in.
+      cells.fill(0);
+      for (let base = at; base < at + size; base += plane) {
+        for (let j = 0; j < plane; j++) {
+          const v = values[base + j]!;
+          sum += v;
+          sq += v * v;
+          cells[cellOf[j]!]! += v;
+        }
+      }
+      for (let c = 0; c < GRID * GRID; c++) grid[c]!.push(cells[c]! / counts[c]!);
+    } else {
+      for (let i = 0; i < size; i++) {
+        const v = values[at + i]!;
+        sum += v;
+        sq += v * v;
+      }
     }
     const m = sum / size;
     mean.push(m);
     std.push(Math.sqrt(Math.max(0, sq / size - m * m)));
-    if (layout) {
-      const [planes, h, w] = layout;
-      const cells = new Array<number>(GRID * GRID).fill(0);
-      const counts = new Array<number>(GRID * GRID).fill(0);
-      for (let p = 0; p < planes; p++) {
-        for (let y = 0; y < h; y++) {
-          const gy = Math.floor((y * GRID) / h);
-          for (let x = 0; x < w; x++) {
-            const cell = gy * GRID + Math.floor((x * GRID) / w);
-            cells[cell]! += numberAt(tensor.data, at + (p * h + y) * w + x);
-            counts[cell]! += 1;
-          }
-        }
-      }
-      for (let c = 0; c < GRID * GRID; c++) grid[c]!.push(cells[c]! / counts[c]!);
-    }
   }
   return [
     { name: `${tensor.name}.mean`, kind: 'numeric', values: mean },
