@@ -217,7 +217,7 @@ async function canaryRollback(): Promise<{ canary_rollback_s: number; runs: numb
 
 const TRACER_IMPORT_REPS = 15;
 
-async function tracerImportCost(): Promise<{ with_ms: number; without_ms: number }> {
+export async function tracerImportCost(): Promise<{ with_ms: number; without_ms: number }> {
   const packaged = await buildDeployedBundle('functions/inference/handler.ts');
   const bare = await buildDeployedBundle('functions/inference/handler.ts', { external: ['@aws-lambda-powertools/tracer', '@aws-lambda-powertools/tracer/*'] });
   const dir = await mkdtemp(join(tmpdir(), 'bench-tracer-'));
