@@ -12,6 +12,7 @@ import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { createObservability } from '../core/platform/observability.ts';
 import { createEvaluateApiHandler } from './app.ts';
 import { pipelineSessionLoader } from '../core/pipelines/session.ts';
+import { traced } from '../core/platform/tracing.ts';
 
 // Lambda init: clients, store and sessions are created once per environment; sessions and decoded
 // data sets then serve every step this environment runs.
@@ -35,12 +36,12 @@ const service = new EvaluationService({
 });
 
 /** HTTP API: start an evaluation, read its status and report. */
-export const api = middy(createEvaluateApiHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics }))
+export const api = traced(middy(createEvaluateApiHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics }))
   .use(injectLambdaContext(logger, { resetKeys: true }))
-  .use(logMetrics(metrics));
+  .use(logMetrics(metrics)));
 
 /** SQS: the evaluate kind's steps, each run while this invocation's time allows and continued from its checkpoint. */
-export const worker = middy(createJobStepHandler(service.runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
+export const worker = traced(middy(createJobStepHandler(service.runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));
 
 /** SQS: step messages no delivery could run end their job failed, with that reason. */
-export const deadLetter = middy(createJobDeadLetterHandler(service.runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
+export const deadLetter = traced(middy(createJobDeadLetterHandler(service.runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));

@@ -9,6 +9,7 @@ import { modelEventsFromEnv } from '../core/registry/events.ts';
 import { RegistryTable } from '../core/registry/registry-table.ts';
 import { createJobDeadLetterHandler, createJobStepHandler } from '../adapters/job-steps.ts';
 import { createDeadlineHandler, createFederationApiHandler } from './app.ts';
+import { traced } from '../core/platform/tracing.ts';
 
 // Lambda init: configuration checked and clients made once per environment.
 const config = readFederationConfig();
@@ -19,7 +20,7 @@ const s3 = createS3Client();
 const store = new ModelRepository({ s3, bucket: config.bucket, cacheDir: config.cacheDir, registry: new RegistryTable(dynamo, config.table), events: modelEventsFromEnv() });
 const { service, runtime } = wireFederation({ dynamo, s3, sqs: createSqsClient(), store, tableName: config.table, region: config.region, s3Endpoint: config.s3Endpoint, deadlineQueueName: config.deadlineQueueName, stepQueueName: config.stepQueueName, visibilitySeconds: config.visibilitySeconds, log });
 
-export const api = middy(createFederationApiHandler({ service, log })).use(injectLambdaContext(logger, { resetKeys: true }));
-export const deadlines = middy(createDeadlineHandler(service, log)).use(injectLambdaContext(logger, { resetKeys: true }));
-export const worker = middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
-export const deadLetters = middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
+export const api = traced(middy(createFederationApiHandler({ service, log })).use(injectLambdaContext(logger, { resetKeys: true })));
+export const deadlines = traced(middy(createDeadlineHandler(service, log)).use(injectLambdaContext(logger, { resetKeys: true })));
+export const worker = traced(middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));
+export const deadLetters = traced(middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));

@@ -38,6 +38,7 @@ export const OTHER_FUNCTION_ROUTES = [
   'POST /v2/models/{name}/versions/{version}/quantize',
   'GET /v2/models/{name}/quantizations/{job}',
   'POST /v2/models/{name}/versions/{version}/train',
+  'POST /v2/models/{name}/versions/{version}/monitor',
   'GET /v2/models/{name}/aliases/{alias}',
   'PUT /v2/models/{name}/aliases/{alias}',
   'POST /v2/models/{name}/aliases/{alias}/promote',

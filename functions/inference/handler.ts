@@ -9,6 +9,7 @@ import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { createObservability, MetricUnit } from '../core/platform/observability.ts';
 import { captureFromEnv } from '../core/monitor/capture-env.ts';
 import { createInferenceHandler } from './app.ts';
+import { traced } from '../core/platform/tracing.ts';
 
 // Lambda init: everything below runs once per environment, before the first request.
 const initStarted = performance.now();
@@ -48,7 +49,7 @@ export const ready: Promise<void> = service.preloadModels(config.preloadModels).
 let coldStartReported = false;
 
 const capture = captureFromEnv(store, logger, metrics, { bootConfigs: bootFetch.modelConfigs });
-export const handler = middy(createInferenceHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics, capture }))
+export const handler = traced(middy(createInferenceHandler({ service, maxBodyBytes: config.maxBodyBytes, logger, metrics, capture }))
   .before(async () => {
     await ready;
     if (!coldStartReported) {
@@ -57,4 +58,4 @@ export const handler = middy(createInferenceHandler({ service, maxBodyBytes: con
     }
   })
   .use(injectLambdaContext(logger, { resetKeys: true }))
-  .use(logMetrics(metrics, { captureColdStartMetric: true }));
+  .use(logMetrics(metrics, { captureColdStartMetric: true })));

@@ -5,6 +5,7 @@ import { readJobsApiConfig } from '../core/jobs/config.ts';
 import { JobTable } from '../core/jobs/job-table.ts';
 import { createObservability } from '../core/platform/observability.ts';
 import { createJobsApiHandler } from './app.ts';
+import { traced } from '../core/platform/tracing.ts';
 
 // Lambda init: configuration checked and clients made once per environment.
 const config = readJobsApiConfig();
@@ -12,4 +13,4 @@ const { logger } = createObservability();
 const table = new JobTable(createDynamoClient({ endpoint: config.dynamoEndpoint }), config.table);
 const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
 
-export const handler = middy(createJobsApiHandler({ table, log })).use(injectLambdaContext(logger, { resetKeys: true }));
+export const handler = traced(middy(createJobsApiHandler({ table, log })).use(injectLambdaContext(logger, { resetKeys: true })));

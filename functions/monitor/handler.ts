@@ -13,9 +13,11 @@ import { CloudWatchMetricsSource, LocalMetricsStore } from '../core/monitor/metr
 import { createObservability, MetricUnit, recordMetric } from '../core/platform/observability.ts';
 import { modelEventsFromEnv } from '../core/registry/events.ts';
 import { createJobDeadLetterHandler, createJobStepHandler } from '../adapters/job-steps.ts';
-import { createCanaryGuardHandler, createDriftScheduleHandler } from './app.ts';
+import { readEnv } from '../core/platform/env.ts';
+import { createCanaryGuardHandler, createDriftScheduleHandler, createMonitorApiHandler } from './app.ts';
+import { traced } from '../core/platform/tracing.ts';
 
-// Lambda init: one module for the four monitor functions (worker, dead letters, schedule, guard);
+// Lambda init: one module for the five monitor functions (worker, dead letters, schedule, guard, API);
 // clients are made on first use, so each function only pays for what it touches.
 const config = readMonitorConfig();
 const { logger, metrics } = createObservability();
@@ -36,13 +38,17 @@ const runtime = new JobRuntime({
 });
 
 /** SQS: steps of monitoring jobs (baselines, drift reports). */
-export const worker = middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
+export const worker = traced(middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));
 /** SQS (the step queue's dead-letter queue): ends the steps no delivery could run. */
-export const deadLetters = middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
+export const deadLetters = traced(middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));
+/** HTTP API: a drift report or a baseline on request (POST /v2/models/{name}/versions/{version}/monitor). */
+export const api = traced(
+  middy(createMonitorApiHandler({ store, runtime, log, maxBodyBytes: Number(readEnv(['MAX_BODY_BYTES']).MAX_BODY_BYTES ?? 65536) })).use(injectLambdaContext(logger, { resetKeys: true })),
+);
 /** EventBridge schedule: yesterday's drift jobs. */
-export const schedule = middy(createDriftScheduleHandler({ store, runtime, log })).use(injectLambdaContext(logger, { resetKeys: true }));
+export const schedule = traced(middy(createDriftScheduleHandler({ store, runtime, log })).use(injectLambdaContext(logger, { resetKeys: true })));
 /** EventBridge schedule: the canary guard. */
-export const guard = middy(
+export const guard = traced(middy(
   createCanaryGuardHandler({
     store,
     log,
@@ -54,4 +60,4 @@ export const guard = middy(
       recordMetric(metrics, 'CanaryRollbacks', MetricUnit.Count, 1, {});
     },
   }),
-).use(injectLambdaContext(logger, { resetKeys: true }));
+).use(injectLambdaContext(logger, { resetKeys: true })));

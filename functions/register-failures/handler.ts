@@ -5,6 +5,7 @@ import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { createObservability } from '../core/platform/observability.ts';
 import { createRegisterFailureHandler, type FailedInvocationRecord } from './app.ts';
+import { traced } from '../core/platform/tracing.ts';
 
 const { logger } = createObservability();
 const store = modelStoreFromEnv('/tmp/ai-mass/register-failure');
@@ -20,6 +21,6 @@ async function recordOne(record: SQSRecord): Promise<void> {
   await recordFailure(JSON.parse(record.body) as FailedInvocationRecord);
 }
 
-export const handler = middy((event: SQSEvent) => processPartialResponse(event, recordOne, processor, { throwOnFullBatchFailure: false })).use(
+export const handler = traced(middy((event: SQSEvent) => processPartialResponse(event, recordOne, processor, { throwOnFullBatchFailure: false })).use(
   injectLambdaContext(logger, { resetKeys: true }),
-);
+));

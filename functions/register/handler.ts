@@ -11,6 +11,7 @@ import { readEnv } from '../core/platform/env.ts';
 import { DEFAULT_MAX_MODEL_BYTES } from '../core/artifacts/validation.ts';
 import { quantizeRuntimeFromConfig } from '../core/quantize/runtime.ts';
 import { createRegisterHandler } from './app.ts';
+import { traced } from '../core/platform/tracing.ts';
 
 const { logger, metrics } = createObservability();
 const store = modelStoreFromEnv('/tmp/ai-mass/register', { events: modelEventsFromEnv() });
@@ -37,6 +38,6 @@ function defaultQuantization() {
   };
 }
 
-export const handler = middy(createRegisterHandler({ store, logger, metrics, maxModelBytes, servingMemoryMiB, defaultQuantization: defaultQuantization() }))
+export const handler = traced(middy(createRegisterHandler({ store, logger, metrics, maxModelBytes, servingMemoryMiB, defaultQuantization: defaultQuantization() }))
   .use(injectLambdaContext(logger, { resetKeys: true }))
-  .use(logMetrics(metrics));
+  .use(logMetrics(metrics)));

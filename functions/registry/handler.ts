@@ -5,8 +5,9 @@ import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { modelEventsFromEnv } from '../core/registry/events.ts';
 import { createObservability } from '../core/platform/observability.ts';
 import { createRegistryHandler } from './app.ts';
+import { traced } from '../core/platform/tracing.ts';
 
 const { logger } = createObservability();
 const store = modelStoreFromEnv('/tmp/ai-mass/registry', { events: modelEventsFromEnv() });
 
-export const handler = middy(createRegistryHandler({ store, logger, gate: latestEvaluationVerdict })).use(injectLambdaContext(logger, { resetKeys: true }));
+export const handler = traced(middy(createRegistryHandler({ store, logger, gate: latestEvaluationVerdict })).use(injectLambdaContext(logger, { resetKeys: true })));

@@ -13,6 +13,7 @@ import { createTuneKind } from '../core/tune/jobs.ts';
 import { StudyTable } from '../core/tune/study-table.ts';
 import { createJobDeadLetterHandler, createJobStepHandler } from '../adapters/job-steps.ts';
 import { createStudiesApiHandler } from './app.ts';
+import { traced } from '../core/platform/tracing.ts';
 
 // Lambda init: configuration checked and clients made once per environment. One module for the
 // studies API, the tune kind's step worker, its dead-letter consumer and the scheduled sweep.
@@ -32,14 +33,14 @@ const runtime = new JobRuntime({
   log,
 });
 
-export const api = middy(createStudiesApiHandler({ studies, jobs, runtime, store, log })).use(injectLambdaContext(logger, { resetKeys: true }));
-export const worker = middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
-export const deadLetters = middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
+export const api = traced(middy(createStudiesApiHandler({ studies, jobs, runtime, store, log })).use(injectLambdaContext(logger, { resetKeys: true })));
+export const worker = traced(middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));
+export const deadLetters = traced(middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));
 
 /** The scheduled sweep: trials whose worker died are failed and their budget places returned. */
-export const sweep = middy(async () => {
+export const sweep = traced(middy(async () => {
   const failed = await studies.sweep();
   const count = Object.values(failed).reduce((n, list) => n + list.length, 0);
   if (count > 0) log('warn', 'expired trials failed by the sweep', { failed });
   return { failed: count };
-}).use(injectLambdaContext(logger, { resetKeys: true }));
+}).use(injectLambdaContext(logger, { resetKeys: true })));

@@ -12,6 +12,7 @@ import { readTrainConfig } from '../core/train/config.ts';
 import { trainJobKind } from '../core/train/jobs.ts';
 import { createJobDeadLetterHandler, createJobStepHandler } from '../adapters/job-steps.ts';
 import { createTrainApiHandler } from './app.ts';
+import { traced } from '../core/platform/tracing.ts';
 
 // Lambda init: configuration checked and clients made once per environment.
 const config = readTrainConfig();
@@ -32,6 +33,6 @@ const runtime = new JobRuntime({
   log,
 });
 
-export const api = middy(createTrainApiHandler({ store, runtime, log })).use(injectLambdaContext(logger, { resetKeys: true }));
-export const worker = middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
-export const deadLetters = middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true }));
+export const api = traced(middy(createTrainApiHandler({ store, runtime, log })).use(injectLambdaContext(logger, { resetKeys: true })));
+export const worker = traced(middy(createJobStepHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));
+export const deadLetters = traced(middy(createJobDeadLetterHandler(runtime, log)).use(injectLambdaContext(logger, { resetKeys: true })));

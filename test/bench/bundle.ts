@@ -33,10 +33,11 @@ export async function printService(): Promise<PrintedService> {
 
 /**
  * Bundles one handler with the options serverless-esbuild uses for deployment, into a folder with no
- * node_modules above it, as the function's zip is unpacked on Lambda; with the process-tuning part
+ * node_modules above it, as the function's zip is unpacked on Lambda (`extra.external`: packages left out,
+ * for a side-by-side measurement); with the process-tuning part
  * of the environment serverless.yml gives the function of that handler.
  */
-export async function buildDeployedBundle(entry: string): Promise<{ file: string; processEnv: Record<string, string> }> {
+export async function buildDeployedBundle(entry: string, extra: { external?: string[] } = {}): Promise<{ file: string; processEnv: Record<string, string> }> {
   const service = await printService();
   const { exclude = [], outputFileExtension = '.mjs', outputWorkFolder: _work, plugins: pluginsFile, ...options } = service.custom.esbuild;
   const plugins = typeof pluginsFile === 'string' ? ((await import(join(root, pluginsFile))) as { default: Plugin[] }).default : [];
@@ -46,7 +47,7 @@ export async function buildDeployedBundle(entry: string): Promise<{ file: string
     entryPoints: [join(root, entry)],
     outdir,
     outExtension: { '.js': outputFileExtension },
-    external: exclude,
+    external: [...exclude, ...(extra.external ?? [])],
     plugins,
     logLevel: 'error',
   });

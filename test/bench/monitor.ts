@@ -3,7 +3,9 @@
  * - capture_overhead_<rate>_b<batch>: the inference handler's time for a block of MNIST requests with
  *   data capture (summaries, the given sampling rate) over the same handler without capture, blocks
  *   interleaved, median of the per-pair ratios. The capture's own work (features, JSON, batching,
- *   S3 writes) runs after each answer on the same thread, so it lands in the next requests' time.
+ *   S3 writes) runs after each answer on the same thread (setImmediate), so it lands in the block's
+ *   time. capture_cpu_overhead_*: the same with the process's CPU time, which a loaded machine's
+ *   scheduling does not move.
  * - drift_detection_requests: the fewest captured requests (batch 1) at which the drift job, with the
  *   default thresholds and its minimum set to that many rows, flags the stated shift in at least 95%
  *   of 20 seeds while raising no more than 5% false alarms on fresh samples.
@@ -11,9 +13,14 @@
  * - canary_rollback_s: from the first failed answer of a bad canary (50% split, real handler, its
  *   EMF lines in the local metrics store) to the rollback by the local stack's guard loop (every
  *   LOCAL_GUARD_EVERY_MS, minRequests 50), median of 3 runs. Deployed, the guard runs every minute.
+ * - tracer_off_import_ms / tracer_off_import_overhead: the deployed inference bundle imported by a fresh
+ *   process (no model pre-warmed), as packaged (the Tracer's code bundled, tracing off) against the
+ *   same bundle without the Tracer's packages, alternating, medians: what tracing costs a cold start
+ *   when it is off (platform/tracing.ts imports the Tracer only when on).
  * Writes bench/results/monitor.json. Run: npm run bench -- monitor
  */
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { pathToFileURL } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
@@ -32,10 +39,11 @@ import { apiEvent } from '../helpers/batch-stack.ts';
 import { gatherModel } from '../helpers/monitor-models.ts';
 import { batchOf, loadMnist, mnistBaseline, mnistFeatures, permutation, PIXELS, type Mnist, type Shift } from '../helpers/mnist-drift.ts';
 import { scaleModel, startRegistryStack } from '../helpers/registry-stack.ts';
-import { BENCH_AWS_ENV, median, printTable, round, writeResults } from './common.ts';
+import { BENCH_AWS_ENV, median, printTable, root, round, timeToResult, writeResults } from './common.ts';
+import { buildDeployedBundle } from './bundle.ts';
 
 const BLOCK = 40;
-const PAIRS = 15;
+const PAIRS = 31;
 const LADDER = [25, 50, 75, 100, 150, 200, 300];
 const SEEDS = 20;
 const FALSE_ALARM_SEEDS = 100;
@@ -46,7 +54,7 @@ const event = (path: string, body: string, headers: Record<string, string> = {})
   return { ...e, headers: { ...e.headers, ...headers } };
 };
 
-async function captureOverhead(stack: Awaited<ReturnType<typeof startRegistryStack>>, mnist: Awaited<ReturnType<typeof loadMnist>>): Promise<Record<string, number>> {
+export async function captureOverhead(stack: Awaited<ReturnType<typeof startRegistryStack>>, mnist: Awaited<ReturnType<typeof loadMnist>>): Promise<Record<string, number>> {
   const { store } = stack;
   await pushModel(store, { name: 'mnist', version: '1', bytes: await readFile('fixtures/models/mnist/model.onnx') });
   const service = new InferenceService({ store, sessions: new ModelSessions({ store, intraOpThreads: 1 }), serviceVersion: 'bench' });
@@ -68,24 +76,30 @@ async function captureOverhead(stack: Awaited<ReturnType<typeof startRegistrySta
       const bodies = Array.from({ length: BLOCK }, (_, i) =>
         JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [batch, PIXELS], data: Array.from(batchOf(mnist.pixels, Array.from({ length: batch }, (_, r) => (i * batch + r) % mnist.rows), 'none')) }] }),
       );
+      /** Wall time and CPU time (every thread of the process: onnxruntime's, and capture's deferred work) of one block. */
       const block = async (handler: typeof without) => {
         const started = performance.now();
+        const cpu = process.cpuUsage();
         for (const body of bodies) {
           const response = await handler(event('/v2/models/mnist/versions/1/infer', body));
           metrics.publishStoredMetrics();
           if (response.statusCode !== 200) throw new Error(`inference answered ${response.statusCode}`);
         }
-        return performance.now() - started;
+        // The capture's deferred work (setImmediate) belongs to this block.
+        await new Promise((resolve) => setImmediate(resolve));
+        const used = process.cpuUsage(cpu);
+        return { wall: performance.now() - started, cpu: used.user + used.system };
       };
       for (let i = 0; i < 3; i++) {
         await block(without); // warm both paths
         await block(withCapture);
       }
       const ratios: number[] = [];
+      const cpuRatios: number[] = [];
       for (let pair = 0; pair < PAIRS; pair++) {
         // Alternate which runs first, so a drift in the machine's load favours neither.
-        let plain: number;
-        let captured: number;
+        let plain: Awaited<ReturnType<typeof block>>;
+        let captured: Awaited<ReturnType<typeof block>>;
         if (pair % 2 === 0) {
           plain = await block(without);
           captured = await block(withCapture);
@@ -93,10 +107,12 @@ async function captureOverhead(stack: Awaited<ReturnType<typeof startRegistrySta
           captured = await block(withCapture);
           plain = await block(without);
         }
-        ratios.push(captured / plain);
+        ratios.push(captured.wall / plain.wall);
+        cpuRatios.push(captured.cpu / plain.cpu);
       }
       await capture.flush();
       results[`capture_overhead_${Math.round(rate * 100)}pct_b${batch}`] = round(median(ratios));
+      results[`capture_cpu_overhead_${Math.round(rate * 100)}pct_b${batch}`] = round(median(cpuRatios));
     }
   }
   return results;
@@ -180,6 +196,39 @@ async function canaryRollback(): Promise<{ canary_rollback_s: number; runs: numb
   }
 }
 
+const TRACER_IMPORT_REPS = 15;
+
+export async function tracerImportCost(): Promise<{ with_ms: number; without_ms: number }> {
+  const packaged = await buildDeployedBundle('functions/inference/handler.ts');
+  const bare = await buildDeployedBundle('functions/inference/handler.ts', { external: ['@aws-lambda-powertools/tracer', '@aws-lambda-powertools/tracer/*'] });
+  const dir = await mkdtemp(join(tmpdir(), 'bench-tracer-'));
+  const script = join(dir, 'import.mjs');
+  await writeFile(script, "await import(process.env.BUNDLE);\nprocess.stdout.write('RESULT imported\\n');\nprocess.exit(0);\n");
+  const env = (file: string) => ({
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    ...BENCH_AWS_ENV,
+    ...packaged.processEnv,
+    AWS_ENDPOINT_URL: 'http://127.0.0.1:9',
+    MODEL_BUCKET: 'bench-none',
+    MODEL_CACHE_DIR: dir,
+    NODE_PATH: join(root, 'node_modules'),
+    POWERTOOLS_TRACE_ENABLED: 'false',
+    POWERTOOLS_LOG_LEVEL: 'WARN',
+    BUNDLE: pathToFileURL(file).href,
+  });
+  const withMs: number[] = [];
+  const withoutMs: number[] = [];
+  for (let i = 0; i <= TRACER_IMPORT_REPS; i++) {
+    const a = await timeToResult(process.execPath, [script], { cwd: dir, env: env(packaged.file) });
+    const b = await timeToResult(process.execPath, [script], { cwd: dir, env: env(bare.file) });
+    if (i === 0) continue; // the page cache
+    withMs.push(a.ms);
+    withoutMs.push(b.ms);
+  }
+  return { with_ms: median(withMs), without_ms: median(withoutMs) };
+}
+
 export async function runMonitorBench(): Promise<Record<string, unknown>> {
   Object.assign(process.env, BENCH_AWS_ENV);
   const mnist = await loadMnist();
@@ -190,10 +239,14 @@ export async function runMonitorBench(): Promise<Record<string, unknown>> {
   } finally {
     await stack.stop();
   }
+  const tracer = await tracerImportCost();
   const drift = await driftFigures(mnist);
   const canary = await canaryRollback();
   const results = {
     ...overhead,
+    tracer_off_import_ms: round(tracer.with_ms - tracer.without_ms, 1),
+    tracer_off_import_overhead: round(tracer.with_ms / tracer.without_ms),
+    inference_import_ms: round(tracer.without_ms, 1),
     ...drift,
     canary_rollback_s: canary.canary_rollback_s,
     canary_rollback_runs_s: canary.runs,

@@ -67,6 +67,30 @@ afterAll(async () => {
 });
 
 describe('data capture', () => {
+  it('does no capture work on the response path: a sampled request is recorded in a later turn of the event loop', async () => {
+    await writeModelMonitoring(store, 'mnist', { capture: { enabled: true, samplingRate: 0.5 } });
+    try {
+      const puts: string[] = [];
+      const draws = [0.9, 0.9, 0.1];
+      const capture = writer({ put: async (key) => void puts.push(key), random: () => draws.shift()!, maxRecords: 1 });
+      // The first offer waits for the model's settings; once they are in, later offers decide on the spot.
+      capture.offer(offer(0)); // drawn 0.9: not sampled
+      await capture.flush();
+      expect(puts).toEqual([]);
+      capture.offer(offer(1)); // drawn 0.9: not sampled
+      capture.offer(offer(2)); // drawn 0.1: sampled; its record (and, at one record a batch, its write) comes later
+      expect(draws).toEqual([]);
+      await Promise.resolve();
+      await Promise.resolve();
+      expect(puts).toEqual([]);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(puts).toHaveLength(1);
+      expect(puts[0]).toMatch(/^capture\/mnist\/1\/\d{4}-\d\d-\d\d\/\d{6}-[0-9a-f]{12}\.jsonl$/);
+    } finally {
+      await writeModelMonitoring(store, 'mnist', {});
+    }
+  });
+
   it('captures nothing for a model that has not opted in', async () => {
     await clearCapture();
     const capture = writer();

@@ -395,6 +395,7 @@ describe('authorizer=jwt', () => {
       'GET /v2/models/{name}/versions/{version}/evaluations/{id}/report.html': manage,
       'POST /v2/models/{name}/versions/{version}/quantize': manage,
       'POST /v2/models/{name}/versions/{version}/train': manage,
+      'POST /v2/models/{name}/versions/{version}/monitor': manage,
       'GET /v2/models/{name}/quantizations/{job}': manage,
       'POST /v2/batches': manage,
       'GET /v2/batches/{id}': manage,
@@ -558,6 +559,10 @@ describe('monitoring', () => {
     for (const id of lambdaFunctionIds(standard())) expect(standard().Resources[id]!.Properties.TracingConfig, id).toEqual({ Mode: 'PassThrough' });
     const active = packaged.jwt.template;
     for (const id of lambdaFunctionIds(active)) expect(active.Resources[id]!.Properties.TracingConfig, id).toEqual({ Mode: 'Active' });
+    // The Powertools Tracer (platform/tracing.ts) is imported only where the parameter turns it on.
+    const traceEnv = (t: Template, id: string) => (t.Resources[id]!.Properties.Environment as { Variables: Record<string, unknown> }).Variables.POWERTOOLS_TRACE_ENABLED;
+    for (const id of lambdaFunctionIds(standard())) expect(traceEnv(standard(), id), id).toBe('false');
+    for (const id of lambdaFunctionIds(active)) expect(traceEnv(active, id), id).toBe('true');
     expect(active.Conditions?.TracingActive).toEqual({ 'Fn::Equals': ['Active', 'Active'] });
     expect(standard().Conditions?.TracingActive).toEqual({ 'Fn::Equals': ['PassThrough', 'Active'] });
     const roles = [...new Set(lambdaFunctionIds(active).map((id) => (active.Resources[id]!.Properties.Role as { 'Fn::GetAtt': string[] })['Fn::GetAtt'][0]))].sort();

@@ -93,6 +93,8 @@ const REVIEWED_UNUSED: Record<string, string> = {
   'MonitorWorkerRole RetrySteps sqs:GetQueueUrl arn:aws:sqs:us-east-1:123456789012:MonitorStepQueue': 'the job runtime hands a failed attempt back with ChangeMessageVisibility (and renews a long step\'s lease every third of the visibility timeout); these steps succeed at once',
   'MonitorWorkerRole RetrySteps sqs:ChangeMessageVisibility arn:aws:sqs:us-east-1:123456789012:MonitorStepQueue': 'the job runtime hands a failed attempt back with ChangeMessageVisibility (and renews a long step\'s lease every third of the visibility timeout); these steps succeed at once',
   'MonitorScheduleRole VersionsAndJobs dynamodb:GetItem arn:aws:dynamodb:us-east-1:123456789012:table/RegistryTable': 'a schedule delivered twice finds its keyed drift job there already and reads it back (JobRuntime.submit)',
+  'MonitorApiRole ListModels s3:ListBucket arn:aws:s3:::ModelBucket':
+    'S3 answers a GetObject of a missing baseline with 403 rather than 404 without it; here the baseline exists (the emulator answers 404 either way)',
   'CanaryGuardRole ReadMetrics cloudwatch:GetMetricData *': 'no CloudWatch emulator: the role test runs the guard on the local stack\'s EMF metrics store (METRICS_SOURCE=local), the same figures',
   'BatchUploadRole WriteColumnarPlans s3:PutObject arn:aws:s3:::ModelBucket/batches/*/plan.json':
     'a Parquet, .npy or .npz upload saves its plan at submission (batch/formats/plan.ts; test/integration/batch-columnar.test.ts); the packaged scenario uploads JSONL',
@@ -478,12 +480,14 @@ beforeAll(async () => {
     queue: new SqsStepQueue(sqs, () => template.Resources.MonitorStepQueue!.Properties.QueueName as string),
     visibilitySeconds: 5400,
   });
-  const baseline = await monitorRuntime.submit({ kind: 'monitor', request: { task: 'baseline', model: 'mnist', version: '1', dataset: 'mnist-small' } });
+  // The baseline and a drift report of today's capture on request (monitorApi), then the schedule's.
+  const baseline = (await call('MonitorApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/monitor', { task: 'baseline', dataset: 'mnist-small' })).body as { id: string };
   await deliver('MonitorWorkerLambdaFunction', 'MonitorStepQueue');
+  const requested = (await call('MonitorApiLambdaFunction', 'POST', '/v2/models/mnist/versions/1/monitor', {})).body as { id: string };
   const scheduled = await (await lambda('MonitorScheduleLambdaFunction')).invoke<{ submitted: { job: string }[] }>({ time: new Date(Date.now() + 86_400_000).toISOString() });
   seen.MonitorScheduleLambdaFunction = [{ submitted: scheduled.submitted.length }];
   await deliver('MonitorWorkerLambdaFunction', 'MonitorStepQueue');
-  seen.MonitorJobs = await Promise.all([baseline.job.id, ...scheduled.submitted.map((j) => j.job)].map(async (id) => {
+  seen.MonitorJobs = await Promise.all([baseline.id, requested.id, ...scheduled.submitted.map((j) => j.job)].map(async (id) => {
     const job = await monitorRuntime.get(id);
     return { state: job.state, task: (job.request as { task: string }).task, drift: (job.result as { drift?: boolean } | undefined)?.drift };
   }));
@@ -576,7 +580,8 @@ describe('the recorded paths', () => {
     expect(finalStates('StudiesApiLambdaFunction')).toEqual(['succeeded', 'partial']);
     expect(seen.TuneSweepLambdaFunction).toEqual([{ failed: 1 }]);
     expect(seen.MonitorScheduleLambdaFunction).toEqual([{ submitted: 1 }]);
-    expect(seen.MonitorJobs).toEqual([{ state: 'succeeded', task: 'baseline', drift: undefined }, { state: 'succeeded', task: 'drift', drift: true }]);
+    expect(seen.MonitorJobs).toEqual([{ state: 'succeeded', task: 'baseline', drift: undefined }, { state: 'succeeded', task: 'drift', drift: true }, { state: 'succeeded', task: 'drift', drift: true }]);
+    expect(seen.MonitorApiLambdaFunction).toEqual([{ route: 'POST /v2/models/mnist/versions/1/monitor', status: 202, state: 'queued' }, { route: 'POST /v2/models/mnist/versions/1/monitor', status: 202, state: 'queued' }]);
     expect(seen.CanaryGuardLambdaFunction).toEqual([{ outcome: 'rolled-back' }]);
     for (const [fn, results] of Object.entries(seen).filter(([fn]) => fn !== 'RegisterLambdaFunction')) {
       for (const result of results as { status?: number; failures?: number }[]) {
@@ -598,7 +603,7 @@ describe('an upload the register function failed on after its retries', () => {
 });
 
 describe('each role against what its function did', () => {
-  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction', 'FederationApiLambdaFunction', 'FederationDeadlinesLambdaFunction', 'FederationWorkerLambdaFunction', 'FederationDeadLettersLambdaFunction', 'StudiesApiLambdaFunction', 'TuneWorkerLambdaFunction', 'TuneDeadLettersLambdaFunction', 'TuneSweepLambdaFunction', 'QuantizeDeadLetterLambdaFunction', 'MonitorWorkerLambdaFunction', 'MonitorDeadLettersLambdaFunction', 'MonitorScheduleLambdaFunction', 'CanaryGuardLambdaFunction'])(
+  it.each(['RegisterLambdaFunction', 'QuantizeWorkerLambdaFunction', 'QuantizeApiLambdaFunction', 'InferenceLambdaFunction', 'EvaluateApiLambdaFunction', 'EvaluateWorkerLambdaFunction', 'EvaluateDeadLetterLambdaFunction', 'RegistryLambdaFunction', 'BatchApiLambdaFunction', 'BatchUploadLambdaFunction', 'BatchSubmitQueueLambdaFunction', 'BatchScoreLambdaFunction', 'BatchDeadLetterLambdaFunction', 'JobsApiLambdaFunction', 'RegisterFailuresLambdaFunction', 'TrainApiLambdaFunction', 'TrainWorkerLambdaFunction', 'TrainDeadLettersLambdaFunction', 'FederationApiLambdaFunction', 'FederationDeadlinesLambdaFunction', 'FederationWorkerLambdaFunction', 'FederationDeadLettersLambdaFunction', 'StudiesApiLambdaFunction', 'TuneWorkerLambdaFunction', 'TuneDeadLettersLambdaFunction', 'TuneSweepLambdaFunction', 'QuantizeDeadLetterLambdaFunction', 'MonitorWorkerLambdaFunction', 'MonitorDeadLettersLambdaFunction', 'MonitorScheduleLambdaFunction', 'CanaryGuardLambdaFunction', 'MonitorApiLambdaFunction'])(
     '%s: every request allowed, every grant used or reviewed',
     (fn) => {
       const role = functionRole(template, fn)!;

@@ -52,6 +52,13 @@ describe("the inference function's bundle", () => {
     expect(atImport.some((file) => file.includes('node_modules/@smithy/signature-v4/'))).toBe(true);
   });
 
+  it('evaluates no tracer at import: the X-Ray SDK loads only where tracing is on (platform/tracing.ts)', async () => {
+    const result = await bundleInference();
+    const atImport = [...evaluatedAtImport(result.metafile, 'functions/inference/handler.ts')];
+    expect(atImport.filter((file) => /node_modules\/(@aws-lambda-powertools\/tracer|aws-xray-sdk-core)\//.test(file))).toEqual([]);
+    expect(Object.keys(result.metafile.inputs).some((file) => file.includes('node_modules/@aws-lambda-powertools/tracer/'))).toBe(true);
+  });
+
   it('carries zod/mini and one locale, not classic zod (functions/core/platform/zod-mini.ts), and its messages are English', async () => {
     const { outputs } = (await bundleInference()).metafile;
     // What ends up in the output (tree shaking leaves the other locales parsed, with no bytes in it).

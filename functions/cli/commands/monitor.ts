@@ -11,7 +11,9 @@ import { liveRows, renderLiveTable } from '../../core/monitor/live.ts';
 import { LocalMetricsStore } from '../../core/monitor/metrics-source.ts';
 import { readModelMonitoring, writeModelMonitoring, type MonitoringConfigInput } from '../../core/monitor/policy.ts';
 import { cliContext, CliError, localStackFile, type CliOptions } from '../context.ts';
-import { intervalOption, positiveInteger, sleep } from '../options.ts';
+import { intervalOption, positiveInteger, sleep, timeoutOption } from '../options.ts';
+import { jobView } from '../../core/jobs/record.ts';
+import { watchJob } from './jobs.ts';
 
 /** The local stack's files and names (stack.json), or the environment's for a deployed stack. */
 function monitorTargets() {
@@ -84,7 +86,9 @@ export function registerMonitorCommands(program: Command): void {
     .option('--max-error-rate-increase <share>', 'canary error rate above the stable one by more than this rolls back', number('--max-error-rate-increase', 0, 1))
     .option('--max-p99-ratio <x>', 'canary p99 above the stable one times this (and by more than --min-p99-increase-ms) rolls back', number('--max-p99-ratio', 1, 1000))
     .option('--min-p99-increase-ms <ms>', 'latency slack in milliseconds', number('--min-p99-increase-ms', 0, 600_000))
-    .action(async (model: string, flags: { alias: string; off?: boolean; window?: number; minRequests?: number; maxErrorRateIncrease?: number; maxP99Ratio?: number; minP99IncreaseMs?: number }) => {
+    .option('--max-prediction-js <bits>', 'a captured prediction feature diverging from the stable one by more than this (Jensen-Shannon) rolls back', number('--max-prediction-js', 0.001, 1))
+    .option('--min-predictions <n>', 'captured prediction rows each side needs before their distributions are compared', positiveInteger('--min-predictions'))
+    .action(async (model: string, flags: { alias: string; off?: boolean; window?: number; minRequests?: number; maxErrorRateIncrease?: number; maxP99Ratio?: number; minP99IncreaseMs?: number; maxPredictionJs?: number; minPredictions?: number }) => {
       const store = cliContext(global()).store();
       const current = await readModelMonitoring(store, model);
       const guard = {
@@ -95,12 +99,14 @@ export function registerMonitorCommands(program: Command): void {
         ...(flags.maxErrorRateIncrease !== undefined ? { maxErrorRateIncrease: flags.maxErrorRateIncrease } : {}),
         ...(flags.maxP99Ratio !== undefined ? { maxP99Ratio: flags.maxP99Ratio } : {}),
         ...(flags.minP99IncreaseMs !== undefined ? { minP99IncreaseMs: flags.minP99IncreaseMs } : {}),
+        ...(flags.maxPredictionJs !== undefined ? { maxPredictionJs: flags.maxPredictionJs } : {}),
+        ...(flags.minPredictions !== undefined ? { minPredictions: flags.minPredictions } : {}),
       };
       const written = await writeModelMonitoring(store, model, { ...current, guards: { ...current.guards, [flags.alias]: guard } } as MonitoringConfigInput);
       console.log(JSON.stringify(written.guards?.[flags.alias]));
     });
 
-  const submit = async (request: MonitorRequest) => {
+  const submit = async (request: MonitorRequest, watch?: { watch?: boolean; interval: number; timeout: number }) => {
     const ctx = cliContext(global());
     const { queue, table } = monitorTargets();
     if (!queue || !table) throw new CliError('no monitor queue or registry table: run `npm start` for the local stack, or set MASS_MONITOR_QUEUE and MASS_REGISTRY_TABLE');
@@ -112,27 +118,50 @@ export function registerMonitorCommands(program: Command): void {
       visibilitySeconds: MONITOR_VISIBILITY_SECONDS,
     });
     const { job } = await runtime.submit({ kind: MONITOR_KIND, request, parent: { model: request.model, version: request.version } });
-    console.log(`job ${job.id} ${job.state}: follow it with mass jobs status ${job.id} --watch`);
+    if (!watch?.watch) {
+      console.log(`job ${job.id} ${job.state}: follow it with mass jobs status ${job.id} --watch`);
+      return;
+    }
+    const done = await watchJob(async () => jobView(await runtime.get(job.id)), jobView(job), watch);
+    console.log(JSON.stringify(done.result ?? null));
   };
 
-  monitor
-    .command('baseline')
-    .description("compute a version's baseline (per input feature and prediction) from a data set, stored with the version")
-    .argument('<model>', 'model name')
-    .argument('<version>', 'version')
-    .requiredOption('--dataset <name>', 'data set (mass dataset push)')
-    .option('--rows <n>', 'use the first n rows', positiveInteger('--rows'))
-    .action(async (model: string, version: string, flags: { dataset: string; rows?: number }) => {
-      await submit({ task: 'baseline', model, version, dataset: flags.dataset, ...(flags.rows ? { rows: flags.rows } : {}) });
-    });
+  /** The version as an argument or as --version (the other commands' spelling); one of them, not two that differ. */
+  const versionOf = (positional: string | undefined, flag: string | undefined) => {
+    if (positional !== undefined && flag !== undefined && positional !== flag) throw new CliError(`two versions given: ${positional} and --version ${flag}`, 2);
+    const version = positional ?? flag;
+    if (version === undefined) throw new CliError('which version? give it as an argument or with --version', 2);
+    return version;
+  };
+  const watchable = (command: Command) =>
+    command
+      .option('--watch', 'follow the job until it ends and print its result; exit 0 only if it succeeded')
+      .addOption(intervalOption('with --watch', 1))
+      .addOption(timeoutOption('with --watch', 3600));
 
-  monitor
-    .command('drift')
-    .description('compare a day of captured data with the baseline; report under monitoring/<model>/<version>/<date>/')
-    .argument('<model>', 'model name')
-    .argument('<version>', 'version')
-    .option('--date <yyyy-mm-dd>', 'the capture day (default: today)')
-    .action(async (model: string, version: string, flags: { date?: string }) => {
-      await submit({ task: 'drift', model, version, ...(flags.date ? { date: flags.date } : {}) });
-    });
+  type WatchFlags = { version?: string; watch?: boolean; interval: number; timeout: number };
+  watchable(
+    monitor
+      .command('baseline')
+      .description("compute a version's baseline (per input feature and prediction) from a data set, stored with the version")
+      .argument('<model>', 'model name')
+      .argument('[version]', 'version (or --version)')
+      .option('--version <version>', 'version')
+      .requiredOption('--dataset <name>', 'data set (mass dataset push)')
+      .option('--rows <n>', 'use the first n rows', positiveInteger('--rows')),
+  ).action(async (model: string, version: string | undefined, flags: WatchFlags & { dataset: string; rows?: number }) => {
+    await submit({ task: 'baseline', model, version: versionOf(version, flags.version), dataset: flags.dataset, ...(flags.rows ? { rows: flags.rows } : {}) }, flags);
+  });
+
+  watchable(
+    monitor
+      .command('drift')
+      .description('compare a day of captured data with the baseline; report under monitoring/<model>/<version>/<date>/ (the API: POST /v2/models/{name}/versions/{version}/monitor)')
+      .argument('<model>', 'model name')
+      .argument('[version]', 'version (or --version)')
+      .option('--version <version>', 'version')
+      .option('--date <yyyy-mm-dd>', 'the capture day (default: today)'),
+  ).action(async (model: string, version: string | undefined, flags: WatchFlags & { date?: string }) => {
+    await submit({ task: 'drift', model, version: versionOf(version, flags.version), ...(flags.date ? { date: flags.date } : {}) }, flags);
+  });
 }

@@ -145,13 +145,14 @@ export class ObjectStore {
     await (await this.#client()).send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
   }
 
-  /** Every key under a prefix, in key order. */
-  async list(prefix: string): Promise<string[]> {
+  /** Every key under a prefix, in key order (only those after `startAfter`, when given). */
+  async list(prefix: string, options: { startAfter?: string | undefined } = {}): Promise<string[]> {
     const { ListObjectsV2Command } = await s3Sdk();
     const found: string[] = [];
     let token: string | undefined;
     do {
-      const page = await (await this.#client()).send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      const from = options.startAfter && !token ? { StartAfter: options.startAfter } : {};
+      const page = await (await this.#client()).send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token, ...from }));
       for (const o of page.Contents ?? []) if (o.Key) found.push(o.Key);
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);

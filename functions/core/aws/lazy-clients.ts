@@ -1,5 +1,6 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
+import { traceClient } from '../platform/tracing.ts';
 import { dynamoClientConfig, s3ClientConfig, type ClientOptions } from './client-config.ts';
 
 /**
@@ -17,9 +18,9 @@ function once<C>(make: () => Promise<C>): LazyClient<C> {
 }
 
 export function lazyS3Client(options: ClientOptions = {}): LazyClient<S3Client> {
-  return once(async () => new (await import('./sdk/s3.ts')).S3Client(s3ClientConfig(options)));
+  return once(async () => traceClient(new (await import('./sdk/s3.ts')).S3Client(s3ClientConfig(options))));
 }
 
 export function lazyDynamoClient(options: ClientOptions = {}): LazyClient<DynamoDBClient> {
-  return once(async () => new (await import('./sdk/dynamodb.ts')).DynamoDBClient(dynamoClientConfig(options)));
+  return once(async () => traceClient(new (await import('./sdk/dynamodb.ts')).DynamoDBClient(dynamoClientConfig(options))));
 }

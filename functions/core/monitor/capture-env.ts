@@ -49,7 +49,12 @@ export function captureFromEnv(
     maxRecords: parsed.data.batchRecords,
     maxAgeMs: parsed.data.batchMaxAgeMs,
     onError: (what, error, fields) => {
-      logger.error(what === 'write' ? 'captured records lost: the batch could not be written' : 'monitoring config unreadable: capture off for this model', { ...fields, error: error.message });
+      const message = {
+        write: 'captured records lost: the batch could not be written',
+        config: 'monitoring config unreadable: capture off for this model',
+        record: 'a sampled request could not be recorded',
+      }[what];
+      logger.error(message, { ...fields, error: error.message });
       recordMetric(metrics, CAPTURE_FAILURE_METRIC, MetricUnit.Count, 1, {});
     },
   });

@@ -8,10 +8,14 @@ import { DEFAULT_CAPTURE, effectiveMonitoring, type CaptureConfig, type Monitori
  * `capture/<model>/<version>/<date>/<time>-<id>.jsonl` in batches, off the response path. `offer` is
  * synchronous and never throws: the request it came from is already answered, and whatever happens
  * to its sample (the config cannot be read, the bucket refuses the write) is counted and logged,
- * never passed back. Batches are written when one holds `maxRecords` records or `maxBytes`, or when
- * its oldest record is `maxAgeMs` old at the next offer; `flush()` writes what is held (the local
- * stack and tests; Lambda has no shutdown hook a function can rely on, so up to one batch per
- * environment can be lost when it is reclaimed: docs/monitoring.md).
+ * never passed back. On the response path `offer` only decides whether the request is sampled (the
+ * model's config cached, resolved) and, if it is, keeps a reference to its tensors; the record
+ * (features, JSON) is made in a later turn of the event loop (setImmediate:
+ * after the handler has returned its answer, or while a next request waits on onnxruntime's
+ * threads). Batches are written when one holds `maxRecords` records or `maxBytes`, or when its
+ * oldest record is `maxAgeMs` old at the next offer; `flush()` writes what is held (the local stack
+ * and tests; Lambda has no shutdown hook a function can rely on, so up to one batch per environment
+ * can be lost when it is reclaimed: docs/monitoring.md).
  */
 export interface CapturedTensor {
   name: string;
@@ -46,8 +50,8 @@ export interface CaptureWriterOptions {
   put(key: string, body: Uint8Array): Promise<unknown>;
   /** The model-wide monitoring config (cached by the caller or here, see `configTtlMs`). */
   modelConfig(model: string): Promise<MonitoringConfig>;
-  /** Called once per lost record batch or unreadable config; never throws. */
-  onError(what: 'write' | 'config', error: Error, fields: Record<string, unknown>): void;
+  /** Called once per lost record batch, unreadable config or request that could not be recorded; never throws. */
+  onError(what: 'write' | 'config' | 'record', error: Error, fields: Record<string, unknown>): void;
   /** Called per record written. */
   onWritten?(model: string, version: string, records: number): void;
   random?: () => number;
@@ -95,11 +99,22 @@ export function captureRecord(offer: CaptureOffer, config: CaptureConfig, at: Da
   };
 }
 
+interface Sampled {
+  offer: CaptureOffer;
+  config: CaptureConfig;
+  at: number;
+}
+
 export class CaptureWriter {
   private readonly options: CaptureWriterOptions;
   private readonly batches = new Map<string, Batch>();
-  private readonly configs = new Map<string, { at: number; config: Promise<MonitoringConfig> }>();
+  private readonly configs = new Map<string, { at: number; config: Promise<MonitoringConfig>; resolved?: MonitoringConfig }>();
+  /** Each version's effective capture config, by the model-wide config and the manifest it came from. */
+  private readonly effective = new WeakMap<object, { modelWide: MonitoringConfig; config: CaptureConfig }>();
   private readonly writes = new Set<Promise<void>>();
+  /** Sampled requests not yet recorded (the next setImmediate turn records them). */
+  private sampled: Sampled[] = [];
+  private scheduled = false;
   private readonly random: () => number;
   private readonly now: () => number;
 
@@ -109,27 +124,91 @@ export class CaptureWriter {
     this.now = options.now ?? Date.now;
   }
 
-  /** Samples and records one answered request; returns at once, never throws. */
+  /** Samples one answered request; returns at once, never throws. */
   offer(offer: CaptureOffer): void {
-    const done = this.handle(offer).catch((error: Error) => this.options.onError('config', error, { model: offer.model, version: offer.version }));
-    this.track(done);
+    try {
+      const modelWide = this.cachedConfig(offer.model);
+      if (modelWide) this.decide(offer, modelWide);
+      else {
+        // The model's config is being read (first request, or its period ran out): decide when it is in.
+        const config = this.captureConfig(offer.model);
+        this.track(config.then((resolved) => this.decide(offer, resolved)).catch((error: Error) => this.options.onError('config', error, { model: offer.model, version: offer.version })));
+      }
+      if (this.batches.size > 0) this.flushAged();
+    } catch (error) {
+      this.options.onError('config', error as Error, { model: offer.model, version: offer.version });
+    }
   }
 
-  /** Writes every batch held now, and waits for writes in flight. */
+  /** Records what is sampled, writes every batch held now, and waits for writes in flight. */
   async flush(): Promise<void> {
     for (;;) {
+      this.record();
       if (this.writes.size > 0) {
         await Promise.all([...this.writes]);
         continue;
       }
-      if (this.batches.size === 0) return;
+      if (this.batches.size === 0 && this.sampled.length === 0) return;
       for (const key of [...this.batches.keys()]) this.write(key);
     }
+  }
+
+  private decide(offer: CaptureOffer, modelWide: MonitoringConfig): void {
+    const config = this.effectiveCapture(modelWide, offer.manifest);
+    if (!config.enabled || config.samplingRate <= 0 || this.random() >= config.samplingRate) return;
+    // The tensors by reference: nothing writes to a request's or a response's tensors once it is answered.
+    this.sampled.push({ offer, config, at: this.now() });
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.record());
+    }
+  }
+
+  /** The manifest's sections over the model-wide ones, worked out once per manifest (a zod parse). */
+  private effectiveCapture(modelWide: MonitoringConfig, manifest: CaptureOffer['manifest']): CaptureConfig {
+    const cached = this.effective.get(manifest);
+    if (cached && cached.modelWide === modelWide) return cached.config;
+    const config = effectiveMonitoring(modelWide, manifest).capture ?? DEFAULT_CAPTURE;
+    this.effective.set(manifest, { modelWide, config });
+    return config;
+  }
+
+  /** Makes the records of the sampled requests and adds them to their batches. */
+  private record(): void {
+    this.scheduled = false;
+    const sampled = this.sampled;
+    if (sampled.length === 0) return;
+    this.sampled = [];
+    for (const { offer, config, at } of sampled) {
+      try {
+        const when = new Date(at);
+        const line = JSON.stringify(captureRecord(offer, config, when));
+        const date = when.toISOString().slice(0, 10);
+        const key = `${offer.model}/${offer.version}/${date}`;
+        let batch = this.batches.get(key);
+        if (!batch) {
+          batch = { model: offer.model, version: offer.version, date, lines: [], bytes: 0, since: at };
+          this.batches.set(key, batch);
+        }
+        batch.lines.push(line);
+        batch.bytes += Buffer.byteLength(line) + 1;
+        if (batch.lines.length >= (this.options.maxRecords ?? 200) || batch.bytes >= (this.options.maxBytes ?? 4 * 1024 * 1024)) this.write(key);
+      } catch (error) {
+        this.options.onError('record', error as Error, { model: offer.model, version: offer.version });
+      }
+    }
+    this.flushAged();
   }
 
   private track(promise: Promise<void>): void {
     this.writes.add(promise);
     void promise.finally(() => this.writes.delete(promise));
+  }
+
+  /** The model-wide config when it has been read and is still within its period. */
+  private cachedConfig(model: string): MonitoringConfig | undefined {
+    const cached = this.configs.get(model);
+    return cached?.resolved && this.now() - cached.at < (this.options.configTtlMs ?? 30_000) ? cached.resolved : undefined;
   }
 
   /**
@@ -140,33 +219,16 @@ export class CaptureWriter {
     const ttl = this.options.configTtlMs ?? 30_000;
     const cached = this.configs.get(model);
     if (cached && this.now() - cached.at < ttl) return cached.config;
-    const config = this.options.modelConfig(model).catch((error: Error) => {
-      this.options.onError('config', error, { model });
-      return {};
-    });
-    this.configs.set(model, { at: this.now(), config });
-    return config;
-  }
-
-  private async handle(offer: CaptureOffer): Promise<void> {
-    const config = effectiveMonitoring(await this.captureConfig(offer.model), offer.manifest).capture ?? DEFAULT_CAPTURE;
-    if (!config.enabled || config.samplingRate <= 0 || this.random() >= config.samplingRate) {
-      this.flushAged();
-      return;
-    }
-    const at = new Date(this.now());
-    const line = JSON.stringify(captureRecord(offer, config, at));
-    const date = at.toISOString().slice(0, 10);
-    const key = `${offer.model}/${offer.version}/${date}`;
-    let batch = this.batches.get(key);
-    if (!batch) {
-      batch = { model: offer.model, version: offer.version, date, lines: [], bytes: 0, since: this.now() };
-      this.batches.set(key, batch);
-    }
-    batch.lines.push(line);
-    batch.bytes += Buffer.byteLength(line) + 1;
-    if (batch.lines.length >= (this.options.maxRecords ?? 200) || batch.bytes >= (this.options.maxBytes ?? 4 * 1024 * 1024)) this.write(key);
-    this.flushAged();
+    const entry: { at: number; config: Promise<MonitoringConfig>; resolved?: MonitoringConfig } = { at: this.now(), config: Promise.resolve({}) };
+    entry.config = this.options.modelConfig(model).then(
+      (config) => (entry.resolved = config),
+      (error: Error) => {
+        this.options.onError('config', error, { model });
+        return (entry.resolved = {});
+      },
+    );
+    this.configs.set(model, entry);
+    return entry.config;
   }
 
   private flushAged(): void {

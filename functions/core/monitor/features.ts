@@ -52,6 +52,79 @@ function imageLayout(rowShape: readonly number[]): [number, number, number] | un
   return undefined;
 }
 
+/** The data as numbers indexed directly: a float or integer typed array as it is, anything else converted once. */
+function numericView(data: ArrayLike<unknown>): ArrayLike<number> {
+  if (ArrayBuffer.isView(data) && !(data instanceof BigInt64Array) && !(data instanceof BigUint64Array)) return data as unknown as ArrayLike<number>;
+  const out = new Float64Array(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = numberAt(data, i);
+  return out;
+}
+
+/** accumulateRow's sum and sum of squares (no array per row). */
+const moments = new Float64Array(2);
+
+/**
+ * One row's sum, sum of squares and, with a cell map, per-cell sums: one pass in memory order
+ * (planes, rows, columns), the order the sums were always taken in. Small and on its own so that the
+ * JIT optimises the loop.
+ */
+function accumulateRow(values: ArrayLike<number>, at: number, size: number, plane: number, cellOf: Uint8Array | undefined, cells: Float64Array): void {
+  let sum = 0;
+  let sq = 0;
+  if (cellOf) {
+    cells.fill(0);
+    for (let base = at; base < at + size; base += plane) {
+      for (let j = 0; j < plane; j++) {
+        const v = values[base + j]!;
+        sum += v;
+        sq += v * v;
+        cells[cellOf[j]!]! += v;
+      }
+    }
+  } else {
+    for (let i = at; i < at + size; i++) {
+      const v = values[i]!;
+      sum += v;
+      sq += v * v;
+    }
+  }
+  moments[0] = sum;
+  moments[1] = sq;
+}
+
+const gridNameLists = new Map<string, string[]>();
+/** `<tensor>.grid[row,column]` for each cell, made once per tensor name. */
+function gridNames(tensor: string): string[] {
+  let names = gridNameLists.get(tensor);
+  if (!names) {
+    names = Array.from({ length: GRID * GRID }, (_, c) => `${tensor}.grid[${Math.floor(c / GRID)},${c % GRID}]`);
+    if (gridNameLists.size < 256) gridNameLists.set(tensor, names);
+  }
+  return names;
+}
+
+const cellMaps = new Map<string, { cellOf: Uint8Array; perPlane: number[] }>();
+/** The GRID x GRID cell of each element of an h x w plane, row-major, and each cell's element count. */
+function gridCells(h: number, w: number): { cellOf: Uint8Array; perPlane: number[] } {
+  const key = `${h}x${w}`;
+  let map = cellMaps.get(key);
+  if (!map) {
+    const cellOf = new Uint8Array(h * w);
+    const perPlane = new Array<number>(GRID * GRID).fill(0);
+    for (let y = 0; y < h; y++) {
+      const gy = Math.floor((y * GRID) / h);
+      for (let x = 0; x < w; x++) {
+        const cell = gy * GRID + Math.floor((x * GRID) / w);
+        cellOf[y * w + x] = cell;
+        perPlane[cell]! += 1;
+      }
+    }
+    map = { cellOf, perPlane };
+    if (cellMaps.size < 64) cellMaps.set(key, map);
+  }
+  return map;
+}
+
 /** Per-row features of an input tensor; none for a tensor of strings. */
 export function inputFeatures(tensor: TensorLike): FeatureColumn[] {
   if (!NUMERIC.has(tensor.datatype)) return [];
@@ -66,42 +139,30 @@ export function inputFeatures(tensor: TensorLike): FeatureColumn[] {
     }));
   }
   const layout = imageLayout(rowShape);
+  const values = numericView(tensor.data);
   const mean: number[] = [];
   const std: number[] = [];
   const grid: number[][] = Array.from({ length: layout ? GRID * GRID : 0 }, () => []);
+  // The grid cell of each element of a plane, and each cell's element count, worked out once per tensor.
+  const plane = layout ? layout[1] * layout[2] : 0;
+  const map = layout ? gridCells(layout[1], layout[2]) : undefined;
+  const cellOf = map?.cellOf;
+  const counts = map ? map.perPlane.map((n) => n * layout![0]) : [];
+  const cells = new Float64Array(GRID * GRID);
   for (let r = 0; r < rows; r++) {
     const at = r * size;
-    let sum = 0;
-    let sq = 0;
-    for (let i = 0; i < size; i++) {
-      const v = numberAt(tensor.data, at + i);
-      sum += v;
-      sq += v * v;
-    }
+    accumulateRow(values, at, size, plane, cellOf, cells);
+    const sum = moments[0]!;
+    const sq = moments[1]!;
+    if (cellOf) for (let c = 0; c < GRID * GRID; c++) grid[c]!.push(cells[c]! / counts[c]!);
     const m = sum / size;
     mean.push(m);
     std.push(Math.sqrt(Math.max(0, sq / size - m * m)));
-    if (layout) {
-      const [planes, h, w] = layout;
-      const cells = new Array<number>(GRID * GRID).fill(0);
-      const counts = new Array<number>(GRID * GRID).fill(0);
-      for (let p = 0; p < planes; p++) {
-        for (let y = 0; y < h; y++) {
-          const gy = Math.floor((y * GRID) / h);
-          for (let x = 0; x < w; x++) {
-            const cell = gy * GRID + Math.floor((x * GRID) / w);
-            cells[cell]! += numberAt(tensor.data, at + (p * h + y) * w + x);
-            counts[cell]! += 1;
-          }
-        }
-      }
-      for (let c = 0; c < GRID * GRID; c++) grid[c]!.push(cells[c]! / counts[c]!);
-    }
   }
   return [
     { name: `${tensor.name}.mean`, kind: 'numeric', values: mean },
     { name: `${tensor.name}.std`, kind: 'numeric', values: std },
-    ...grid.map((values, c) => ({ name: `${tensor.name}.grid[${Math.floor(c / GRID)},${c % GRID}]`, kind: 'numeric' as const, values })),
+    ...grid.map((values, c) => ({ name: gridNames(tensor.name)[c]!, kind: 'numeric' as const, values })),
   ];
 }
 

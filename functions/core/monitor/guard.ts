@@ -2,12 +2,14 @@ import type { ModelRepository } from '../registry/repository.ts';
 import { rollback } from '../registry/rollout.ts';
 import type { AliasRecord } from '../registry/registry-table.ts';
 import { DEFAULT_GUARD, readModelMonitoring, type GuardPolicy } from './policy.ts';
+import { capturedPredictions, capturedRecords, comparePredictions, type PredictionComparison } from './canary-predictions.ts';
 
 /**
  * The canary guard (CodeDeploy's Lambda canaries, for an alias's split): while an alias routes to two
  * versions and its guard is enabled, compare the canary (the smaller share) with the stable version
  * over the last `windowSeconds`: error rate (runtime failures over requests) and p99 latency, each
- * only once both have served `minRequests`. On a breach the alias is rolled back through the
+ * only once both have served `minRequests`, and where both capture data, the distribution of each
+ * prediction feature once both have `minPredictions` captured rows (canary-predictions.ts). On a breach the alias is rolled back through the
  * registry's rollback (which publishes ModelRolledBack), and ModelCanaryRolledBack carries the figures.
  */
 export interface VersionFigures {
@@ -28,6 +30,10 @@ export interface GuardVerdict {
   stable: { version: string; weight: number; figures: VersionFigures };
   canary: { version: string; weight: number; figures: VersionFigures };
   policy: GuardPolicy;
+  /** Per prediction feature, canary against stable; null where either has fewer captured rows than minPredictions. */
+  predictions: PredictionComparison[] | null;
+  /** Captured lines that were no record (skipped). */
+  unreadableCaptureLines: number;
   /** waiting: too few requests yet; healthy: within the policy; breach: rolled back. */
   outcome: 'waiting' | 'healthy' | 'rolled-back' | 'rollback-failed';
   reasons: string[];
@@ -43,7 +49,12 @@ export interface GuardDeps {
 }
 
 /** The breaches of a policy by a canary's figures against the stable version's. */
-export function judgeCanary(stable: VersionFigures, canary: VersionFigures, policy: GuardPolicy): { outcome: 'waiting' | 'healthy' | 'breach'; reasons: string[] } {
+export function judgeCanary(
+  stable: VersionFigures,
+  canary: VersionFigures,
+  policy: GuardPolicy,
+  predictions: readonly PredictionComparison[] | null = null,
+): { outcome: 'waiting' | 'healthy' | 'breach'; reasons: string[] } {
   if (canary.requests < policy.minRequests || stable.requests < policy.minRequests) return { outcome: 'waiting', reasons: [] };
   const reasons: string[] = [];
   const increase = canary.errorRate - stable.errorRate;
@@ -52,6 +63,11 @@ export function judgeCanary(stable: VersionFigures, canary: VersionFigures, poli
   }
   if (canary.p99Ms !== null && stable.p99Ms !== null && canary.p99Ms > stable.p99Ms * policy.maxP99Ratio && canary.p99Ms - stable.p99Ms > policy.minP99IncreaseMs) {
     reasons.push(`p99 latency ${canary.p99Ms.toFixed(1)} ms against ${stable.p99Ms.toFixed(1)} ms (over ${policy.maxP99Ratio}x and ${policy.minP99IncreaseMs} ms more)`);
+  }
+  for (const p of predictions ?? []) {
+    if (p.jensenShannon > policy.maxPredictionJs) {
+      reasons.push(`prediction distribution of ${p.feature}: Jensen-Shannon ${p.jensenShannon.toFixed(3)} bits from the stable version's (over ${policy.maxPredictionJs}; ${p.canaryRows} and ${p.stableRows} captured rows)`);
+    }
   }
   return { outcome: reasons.length ? 'breach' : 'healthy', reasons };
 }
@@ -81,14 +97,23 @@ export async function runCanaryGuard(deps: GuardDeps): Promise<GuardVerdict[]> {
       const policy = { ...DEFAULT_GUARD, ...guard };
       const from = now - policy.windowSeconds * 1000;
       const [stableRoute, canaryRoute] = sides;
-      const [stable, canary] = await Promise.all([deps.metrics.figures(model, stableRoute.version, from, now), deps.metrics.figures(model, canaryRoute.version, from, now)]);
-      const judged = judgeCanary(stable, canary, policy);
+      const [stable, canary, stableCapture, canaryCapture] = await Promise.all([
+        deps.metrics.figures(model, stableRoute.version, from, now),
+        deps.metrics.figures(model, canaryRoute.version, from, now),
+        capturedRecords(deps.store, model, stableRoute.version, from, now),
+        capturedRecords(deps.store, model, canaryRoute.version, from, now),
+      ]);
+      const compared = comparePredictions(capturedPredictions(stableCapture.records), capturedPredictions(canaryCapture.records));
+      const predictions = compared.length > 0 && compared.every((p) => p.stableRows >= policy.minPredictions && p.canaryRows >= policy.minPredictions) ? compared : null;
+      const judged = judgeCanary(stable, canary, policy, predictions);
       const verdict: GuardVerdict = {
         model,
         alias: aliasName,
         stable: { ...stableRoute, figures: stable },
         canary: { ...canaryRoute, figures: canary },
         policy,
+        predictions,
+        unreadableCaptureLines: stableCapture.unreadable + canaryCapture.unreadable,
         outcome: judged.outcome === 'breach' ? 'rolled-back' : judged.outcome,
         reasons: judged.reasons,
       };
@@ -103,7 +128,7 @@ export async function runCanaryGuard(deps: GuardDeps): Promise<GuardVerdict[]> {
             alias: aliasName,
             routes: record.routes,
             at: record.updated,
-            details: { reasons: verdict.reasons, stable: verdict.stable, canary: verdict.canary, windowSeconds: policy.windowSeconds, minRequests: policy.minRequests },
+            details: { reasons: verdict.reasons, stable: verdict.stable, canary: verdict.canary, predictions, windowSeconds: policy.windowSeconds, minRequests: policy.minRequests },
           });
           deps.onRollback?.(verdict);
         } catch (error) {

@@ -1,6 +1,7 @@
 import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { quantileSorted } from '../evaluate/metrics.ts';
+import { traceClient } from '../platform/tracing.ts';
 import type { MetricsSource, VersionFigures } from './guard.ts';
 
 /**
@@ -142,7 +143,7 @@ export class CloudWatchMetricsSource implements MetricsSource {
   constructor(options: { namespace: string; service: string; region?: string; endpoint?: string }) {
     this.namespace = options.namespace;
     this.service = options.service;
-    this.client = this.sdk.then(({ CloudWatchClient }) => new CloudWatchClient({ ...(options.region ? { region: options.region } : {}), ...(options.endpoint ? { endpoint: options.endpoint } : {}) }));
+    this.client = this.sdk.then(({ CloudWatchClient }) => traceClient(new CloudWatchClient({ ...(options.region ? { region: options.region } : {}), ...(options.endpoint ? { endpoint: options.endpoint } : {}) })));
   }
 
   async figures(model: string, version: string, fromMs: number, toMs: number): Promise<VersionFigures> {

@@ -51,6 +51,10 @@ export const guardPolicySchema = z.strictObject({
   maxP99Ratio: z._default(z.number().check(z.minimum(1)), 1.5),
   /** ... and by more than this many milliseconds, so that jitter on a fast model is no breach. */
   minP99IncreaseMs: z._default(z.number().check(z.minimum(0)), 20),
+  /** ... or, where both versions capture data, a prediction feature's Jensen-Shannon divergence (bits) from the stable one's exceeds this. */
+  maxPredictionJs: z._default(z.number().check(z.positive(), z.maximum(1)), 0.1),
+  /** Captured prediction rows each version needs in the window before their distributions are compared (the divergence of two samples of 100 from one distribution over 10 bins is about 0.03 bits). */
+  minPredictions: z._default(z.number().check(z.int(), z.positive()), 100),
 });
 export type GuardPolicy = z.infer<typeof guardPolicySchema>;
 

@@ -24,6 +24,8 @@ export const STACK_VARIABLES = {
   SERVING_MEMORY_MB: z.optional(positiveInteger),
   /** The tier's quantization of each new upload. */
   DEFAULT_QUANTIZATION: z.optional(z.enum(['none', 'int8-dynamic', 'fp16'])),
+  /** X-Ray through the Powertools Tracer (platform/tracing.ts): 'true' where the stage's `tracing` parameter is Active. */
+  POWERTOOLS_TRACE_ENABLED: z.optional(z.enum(['true', 'false'])),
   MODEL_EVENTS_TOPIC_ARN: z.optional(z.string().check(z.regex(/^arn:[^:]+:sns:[^:]*:[^:]*:[^:]+$/, 'expected an SNS topic ARN'))),
 } as const;
 
