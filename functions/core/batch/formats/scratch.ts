@@ -9,8 +9,8 @@ import type { NumericArray, NumericArrayConstructor } from './elements.ts';
  */
 const free: ArrayBuffer[] = [];
 let freeBytes = 0;
-/** Above this the process keeps no more spare buffers (two workers' lanes of the largest shards fit). */
-const MAX_FREE_BYTES = 512 * 1024 * 1024;
+/** Above this the process keeps no more spare buffers (two lanes of 32 MiB shards with their pages fit). */
+const MAX_FREE_BYTES = 256 * 1024 * 1024;
 /** Buffers are sized in steps so shards of slightly different sizes reuse each other's. */
 const STEP = 1024 * 1024;
 
