@@ -263,10 +263,20 @@ function readDictionary(bytes: Uint8Array, offset: number, bitWidth: number, cou
     } else {
       const groups = run.count / 8;
       const take = Math.min(run.count, count - filled);
+      const last = at + filled + take;
+      if (bitWidth === 8) {
+        // Byte-wide indices (a dictionary of up to 256 values, such as uint8 pixels): no bit unpacking.
+        if (offset + take > bytes.length) throw new Error('parquet dictionary indices end early');
+        const indices = bytes.subarray(offset, offset + take);
+        if (size < 256) for (let k = 0; k < take; k++) if (indices[k]! >= size) throw new Error(`parquet dictionary index ${indices[k]} is out of range (${size} entries)`);
+        for (let i = at + filled, k = 0; i < last; i++, k++) target[i] = dict[indices[k]!]!;
+        filled += take;
+        offset += groups * bitWidth;
+        continue;
+      }
       let buffer = 0;
       let bits = 0;
       let p = offset;
-      const last = at + filled + take;
       for (let i = at + filled; i < last; i++) {
         while (bits < bitWidth) {
           buffer |= bytes[p++]! << bits;
