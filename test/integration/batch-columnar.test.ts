@@ -197,6 +197,44 @@ describe('NumPy input', () => {
   }, 60_000);
 });
 
+describe('the copies that replace per-row parsing', () => {
+  it('widen uint8 rows batch by batch in one reused tensor, a short batch at each shard end, every row exact', async () => {
+    // Prepare: 1,000 uint8 rows; shards of 300 rows, batches of 64: each shard ends on a batch of 44,
+    // the last shard (100 rows) on one of 36, and later shards reuse the memory earlier ones gave back.
+    await put('batches/inputs/widen.npy', await numpyFile('npy', '(np.arange(4000, dtype=np.uint32) * 7 % 256).astype(np.uint8).reshape(1000, 4)'));
+
+    // Act
+    const { job } = await stack.runtime.service().submit({ model: 'double', input: 'batches/inputs/widen.npy', shard_bytes: 300 * 4, batch_size: 64, output_format: 'parquet' });
+    const final = await finished(job.id);
+
+    // Assert: every row once, in order, twice its own pixels.
+    expect(job).toMatchObject({ shards: { total: 4 } });
+    expect(final).toMatchObject({ state: 'succeeded', rows: { scored: 1000, failed: 0 } });
+    const rows = await parquetResult(`batches/${job.id}/result/`);
+    expect(rows.map((r) => r.y)).toEqual(Array.from({ length: 1000 }, (_, i) => [0, 1, 2, 3].map((k) => (((4 * i + k) * 7) % 256) * 2)));
+  }, 60_000);
+
+  it('copy a shard of several row groups into one tensor source, batches crossing the row-group boundaries', async () => {
+    // Prepare: 5,000 rows in DuckDB row groups of 2,048 (2,048 + 2,048 + 904), all in one shard;
+    // batches of 100 straddle rows 2,048 and 4,096.
+    const file = await duckdbParquet(ROW(0).replace('range(2500)', 'range(5000)'), 'ROW_GROUP_SIZE 2048');
+    expect(parquetMetadata(file.slice().buffer).row_groups.map((g) => Number(g.num_rows))).toEqual([2048, 2048, 904]);
+    await put('batches/inputs/groups.parquet', file);
+
+    // Act
+    const { job } = await stack.runtime.service().submit({ model: 'double', input: 'batches/inputs/groups.parquet', shard_bytes: 64 * 1024 * 1024, batch_size: 100 });
+    const final = await finished(job.id);
+
+    // Assert: one shard; every row once, in order, each output twice its input bit for bit.
+    expect(job).toMatchObject({ shards: { total: 1 } });
+    expect(final).toMatchObject({ state: 'succeeded', rows: { scored: 5000, failed: 0 } });
+    const rows = await parquetResult(`batches/${job.id}/result/`);
+    const inputs = await parquetReadObjects({ file: file.slice().buffer });
+    expect(rows.map((r) => r.id)).toEqual(inputs.map((r) => r.id));
+    expect(rows.map((r) => r.y)).toEqual(inputs.map((r) => Array.from(Float32Array.from(r.x as number[]), (v) => Math.fround(2 * v))));
+  }, 60_000);
+});
+
 describe('a mapping that does not fit the model', () => {
   it('is refused at submission with a 400 naming the column and the input, and nothing is written', async () => {
     // Prepare

@@ -47,6 +47,12 @@ describe('the Parquet page decoder', () => {
     expect(Array.from(decoded.definition!)).toEqual([2, 2, 2, 0, 1, 2, 2, 2]);
   });
 
+  it('reads byte-wide dictionary indices (up to 256 distinct values, as uint8 pixels give) value for value', () => {
+    const pixels = Array.from({ length: 3000 }, (_, i) => (i * 7) % 200);
+    const { decoded } = decodeFirstChunk([{ name: 'p', data: Int32Array.from(pixels), type: 'INT32', nullable: false }]);
+    expect(decoded.values).toEqual(Int32Array.from(pixels));
+  });
+
   it('hands encodings it does not know to the caller (which reads them through hyparquet)', () => {
     expect(() => decodeFirstChunk([{ name: 'v', data: Int32Array.from(values, Math.round), type: 'INT32', encoding: 'DELTA_BINARY_PACKED', nullable: false }])).toThrow(UnsupportedPageError);
   });

@@ -4,6 +4,7 @@ import { BadRequestError } from '../../functions/core/platform/errors.ts';
 import type { RowError } from '../../functions/core/batch/rows.ts';
 import { batchIncompatibility, concatRows, decodeCsvRow, decodeJsonlRow, inputSpecs } from '../../functions/core/batch/rows.ts';
 import { scoreRows } from '../../functions/core/batch/scoring.ts';
+import { renumber } from '../../functions/core/batch/merge.ts';
 import { jobView } from '../../functions/core/batch/schemas.ts';
 import type { LoadedModel } from '../../functions/core/sessions/model-sessions.ts';
 import type { JobRecord } from '../../functions/core/jobs/record.ts';
@@ -113,5 +114,14 @@ describe('jobView', () => {
       started: '1970-01-01T00:00:01.000Z',
     } as unknown as JobRecord;
     expect(jobView(job, 3000)).toMatchObject({ shards: { total: 4, done: 2, failed: 0 }, rows: { scored: 900, failed: 100 }, rows_per_s: 500, started: '1970-01-01T00:00:01.000Z' });
+  });
+});
+
+describe('renumber (the merge)', () => {
+  it('moves every row number up by the shard base on the bytes, keeping the rest of each line as it is', () => {
+    const shard = Buffer.from('{"row":0,"outputs":[1.5]}\n{"row":9,"id":"ä-1","error":"bad ✓"}\n\n{"row":10,"outputs":[]}');
+    expect(renumber(shard, 99_990).toString('utf8')).toBe('{"row":99990,"outputs":[1.5]}\n{"row":99999,"id":"ä-1","error":"bad ✓"}\n{"row":100000,"outputs":[]}\n');
+    expect(renumber(shard, 0).toString('utf8')).toBe('{"row":0,"outputs":[1.5]}\n{"row":9,"id":"ä-1","error":"bad ✓"}\n{"row":10,"outputs":[]}\n');
+    expect(renumber(new Uint8Array(0), 5).length).toBe(0);
   });
 });

@@ -1,5 +1,7 @@
-import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { BadRequestError, NotFoundError } from '../platform/errors.ts';
+import { getBytes } from './formats/ranged.ts';
+import type { ScratchArena } from './formats/scratch.ts';
 import { MAX_SHARDS } from './schemas.ts';
 
 /**
@@ -59,32 +61,65 @@ export interface ReadRangeOptions {
 }
 
 const NEWLINE = 0x0a;
-const decoder = new TextDecoder('utf-8');
 
-async function getRange(s3: S3Client, object: Pick<InputObject, 'bucket' | 'key' | 'etag'>, first: number, last: number): Promise<Uint8Array> {
-  const out = await s3.send(
-    new GetObjectCommand({ Bucket: object.bucket, Key: object.key, Range: `bytes=${first}-${last}`, IfMatch: object.etag }),
-  );
-  return out.Body!.transformToByteArray();
+/**
+ * The lines of a shard over its bytes, each decoded only when it is read: a shard's text is never
+ * one string (several megabytes, in fresh pages every shard), and each line's string dies young.
+ * Arrays of strings have the same `length` and `at`, so scoring takes either.
+ */
+export class ShardLines {
+  private readonly bytes: Buffer;
+  private readonly starts: readonly number[];
+  private readonly ends: readonly number[];
+  private readonly first: number;
+
+  constructor(bytes: Uint8Array, starts: readonly number[], ends: readonly number[], first = 0) {
+    this.bytes = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.starts = starts;
+    this.ends = ends;
+    this.first = first;
+  }
+
+  get length(): number {
+    return this.starts.length - this.first;
+  }
+
+  at(index: number): string | undefined {
+    if (index < 0 || index >= this.length) return undefined;
+    return this.bytes.toString('utf8', this.starts[this.first + index], this.ends[this.first + index]);
+  }
+
+  /** The lines from `from` on (a CSV shard less its header). */
+  slice(from: number): ShardLines {
+    return new ShardLines(this.bytes, this.starts, this.ends, this.first + Math.min(from, this.length));
+  }
+
+  toArray(): string[] {
+    return Array.from({ length: this.length }, (_, i) => this.at(i)!);
+  }
 }
+
+/** ASCII whitespace as String.prototype.trim sees it (tab, LF, VT, FF, CR, space). */
+const asciiSpace = (b: number) => b === 0x20 || (b >= 0x09 && b <= 0x0d);
 
 /**
  * The non-blank lines that start in [start, end), in order, without their line terminators. Reads
  * one byte before `start` to know whether a line starts exactly there, and past `end` only as far as
- * the newline that closes the last line.
+ * the newline that closes the last line. With an arena, the range's bytes are in memory the shard
+ * borrows (the lines must not be read after it is released).
  */
-export async function readShardLines(
+export async function readShardLineBytes(
   s3: S3Client,
   object: Pick<InputObject, 'bucket' | 'key' | 'etag' | 'size'>,
   start: number,
   end: number,
-  options: ReadRangeOptions = {},
-): Promise<string[]> {
-  if (start >= end || start >= object.size) return [];
+  options: ReadRangeOptions & { arena?: ScratchArena } = {},
+): Promise<ShardLines> {
+  if (start >= end || start >= object.size) return new ShardLines(new Uint8Array(0), [], []);
   const chunkBytes = options.chunkBytes ?? 64 * 1024;
   const maxRowBytes = options.maxRowBytes ?? 64 * 1024 * 1024;
   const fetchStart = start > 0 ? start - 1 : 0;
-  const head = await getRange(s3, object, fetchStart, Math.min(end, object.size) - 1);
+  const head = await getBytes(s3, object, fetchStart, Math.min(end, object.size), options.arena);
 
   let first: number;
   if (start === 0) {
@@ -92,7 +127,7 @@ export async function readShardLines(
   } else {
     const newline = head.indexOf(NEWLINE);
     // No newline before the range's last byte: every line here started in an earlier shard.
-    if (newline === -1 || newline >= head.length - 1) return [];
+    if (newline === -1 || newline >= head.length - 1) return new ShardLines(new Uint8Array(0), [], []);
     first = newline + 1;
   }
 
@@ -101,7 +136,7 @@ export async function readShardLines(
   let at = Math.min(end, object.size);
   let extra = 0;
   while (!tailEnds && at < object.size) {
-    const chunk = await getRange(s3, object, at, Math.min(object.size, at + chunkBytes) - 1);
+    const chunk = await getBytes(s3, object, at, Math.min(object.size, at + chunkBytes));
     const newline = chunk.indexOf(NEWLINE);
     if (newline !== -1) {
       parts.push(chunk.subarray(0, newline + 1));
@@ -114,16 +149,34 @@ export async function readShardLines(
     at += chunk.length;
   }
 
-  const text = decoder.decode(parts.length === 1 ? parts[0] : Buffer.concat(parts));
-  const lines: string[] = [];
+  const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  const starts: number[] = [];
+  const ends: number[] = [];
   let from = 0;
-  while (from < text.length) {
-    let to = text.indexOf('\n', from);
-    if (to === -1) to = text.length;
-    let line = text.slice(from, to);
-    if (line.endsWith('\r')) line = line.slice(0, -1);
-    if (line.trim() !== '') lines.push(line);
+  while (from < bytes.length) {
+    let to = bytes.indexOf(NEWLINE, from);
+    if (to === -1) to = bytes.length;
+    const lineEnd = to > from && bytes[to - 1] === 0x0d ? to - 1 : to;
+    let p = from;
+    while (p < lineEnd && asciiSpace(bytes[p]!)) p++;
+    // Blank lines are skipped; a line whose first non-ASCII-space byte is not ASCII is checked as text.
+    const blank = p === lineEnd || (bytes[p]! >= 0x80 && Buffer.from(bytes.buffer, bytes.byteOffset + from, to - from).toString('utf8').trim() === '');
+    if (!blank) {
+      starts.push(from);
+      ends.push(lineEnd);
+    }
     from = to + 1;
   }
-  return lines;
+  return new ShardLines(bytes, starts, ends);
+}
+
+/** The non-blank lines that start in [start, end), as strings (readShardLineBytes, decoded). */
+export async function readShardLines(
+  s3: S3Client,
+  object: Pick<InputObject, 'bucket' | 'key' | 'etag' | 'size'>,
+  start: number,
+  end: number,
+  options: ReadRangeOptions = {},
+): Promise<string[]> {
+  return (await readShardLineBytes(s3, object, start, end, options)).toArray();
 }

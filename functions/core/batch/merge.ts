@@ -22,25 +22,45 @@ export interface MergeDeps {
 /** The step name of each shard, in input order. */
 export const shardStepName = (shard: number) => `shard-${String(shard).padStart(6, '0')}`;
 
-async function getText(s3: S3Client, bucket: string, key: string): Promise<string> {
+async function getBytes(s3: S3Client, bucket: string, key: string): Promise<Uint8Array> {
   const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-  return out.Body!.transformToString('utf8');
+  return out.Body!.transformToByteArray();
 }
 
-function renumber(text: string, base: number): string {
-  if (text === '') return '';
-  let result = '';
+const NEWLINE = 0x0a;
+/** `{"row":`, which every line of a shard's output and errors starts with (scoring.ts writes them). */
+const ROW_PREFIX = 7;
+
+/**
+ * A shard's lines with each row number moved up by `base`, done on the bytes: each line's digits are
+ * read and rewritten and the rest of the line is copied as it is, so the text is never decoded and
+ * encoded again (it is most of what a JSONL job's merge handles).
+ */
+export function renumber(bytes: Uint8Array, base: number): Buffer {
+  if (bytes.length === 0) return Buffer.alloc(0);
+  let lines = 0;
+  for (let at = bytes.indexOf(NEWLINE); at !== -1; at = bytes.indexOf(NEWLINE, at + 1)) lines++;
+  // A row number grows by at most the digits of `base`; one more line may lack its newline.
+  const out = Buffer.allocUnsafe(bytes.length + (lines + 1) * (String(base).length + 2));
+  let written = 0;
   let from = 0;
-  while (from < text.length) {
-    let to = text.indexOf('\n', from);
-    if (to === -1) to = text.length;
+  while (from < bytes.length) {
+    let to = bytes.indexOf(NEWLINE, from);
+    if (to === -1) to = bytes.length;
     if (to > from) {
-      const comma = text.indexOf(',', from + 7);
-      result += `{"row":${base + Number(text.slice(from + 7, comma))}${text.slice(comma, to)}\n`;
+      let p = from + ROW_PREFIX;
+      let row = 0;
+      while (p < to && bytes[p]! >= 0x30 && bytes[p]! <= 0x39) row = row * 10 + (bytes[p++]! - 0x30);
+      out.set(bytes.subarray(from, from + ROW_PREFIX), written);
+      written += ROW_PREFIX;
+      written += out.write(String(base + row), written, 'latin1');
+      out.set(bytes.subarray(p, to), written);
+      written += to - p;
+      out[written++] = NEWLINE;
     }
     from = to + 1;
   }
-  return result;
+  return out.subarray(0, written);
 }
 
 interface DeadShard {
@@ -71,16 +91,16 @@ export async function mergeJob(deps: MergeDeps, jobId: string, plan: PlannedBatc
   let deadRows = 0;
   // Shard outputs are fetched a few ahead of the one being written, in order, memory bounded.
   const AHEAD = 4;
-  const fetches = new Map<number, Promise<[string, string]>>();
+  const fetches = new Map<number, Promise<[Uint8Array, Uint8Array]>>();
   const fetchShard = (shard: number) => {
     if (shard >= ranges.length || fetches.has(shard) || !scored(shard)) return;
     const pending = Promise.all([
       parquetOut
         ? deps.s3
             .send(new CopyObjectCommand({ Bucket: bucket, Key: `${resultKey}part-${String(shard).padStart(6, '0')}.parquet`, CopySource: `${bucket}/${parquetShardKey(jobId, shard)}` }))
-            .then(() => '')
-        : getText(deps.s3, bucket, keys.batchShardOutput(jobId, shard)),
-      getText(deps.s3, bucket, keys.batchShardErrors(jobId, shard)),
+            .then(() => new Uint8Array(0))
+        : getBytes(deps.s3, bucket, keys.batchShardOutput(jobId, shard)),
+      getBytes(deps.s3, bucket, keys.batchShardErrors(jobId, shard)),
     ]);
     pending.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
     fetches.set(shard, pending);

@@ -49,7 +49,13 @@ export function errorLine(index: number, message: string, row?: { id?: string | 
   return `{"row":${index}${idPart(row)},"error":${JSON.stringify(message)}}`;
 }
 
-export async function scoreRows(model: LoadedModel, lines: readonly string[], options: ScoreOptions): Promise<ScoredRows> {
+/** A shard's lines: an array of strings, or ShardLines (input.ts), which decodes each line when it is read. */
+export interface RowLines {
+  readonly length: number;
+  at(index: number): string | undefined;
+}
+
+export async function scoreRows(model: LoadedModel, lines: RowLines, options: ScoreOptions): Promise<ScoredRows> {
   const specs = inputSpecs([...model.inputs.values()]);
   const outputNames = options.outputs ? [...options.outputs] : [...model.outputs.keys()];
   for (const name of outputNames) {
@@ -90,14 +96,15 @@ export async function scoreRows(model: LoadedModel, lines: readonly string[], op
 
   let group: Pending[] = [];
   for (let index = 0; index < lines.length; index++) {
+    const line = lines.at(index)!;
     let row: DecodedRow;
     const slot = group.length;
-    const written = buffers ? writeJsonlRowInto(lines[index]!, specs, buffers, slot) : undefined;
+    const written = buffers ? writeJsonlRowInto(line, specs, buffers, slot) : undefined;
     if (written) {
       group.push({ index, row: { ...written, tensors: [] }, slot });
     } else {
       try {
-        row = decodeRow(lines[index]!, options.format, specs);
+        row = decodeRow(line, options.format, specs);
       } catch (error) {
         fail(index, (error as Error).message, error instanceof RowError && error.id !== undefined ? { id: error.id, tensors: [] } : undefined);
         continue;

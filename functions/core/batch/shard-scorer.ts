@@ -3,7 +3,8 @@ import { keys } from '../artifacts/keys.ts';
 import type { ModelSessions } from '../sessions/model-sessions.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { JobStepError } from '../jobs/kinds.ts';
-import { readShardLines } from './input.ts';
+import { readShardLineBytes } from './input.ts';
+import { ScratchArena } from './formats/scratch.ts';
 import { scoreRows } from './scoring.ts';
 import { isColumnarFormat } from './formats/plan.ts';
 import { scoreColumnarShard, type ColumnarShardMessage } from './formats/score.ts';
@@ -41,6 +42,7 @@ export class ShardScorer {
   async score(message: ShardMessage, options: { signal?: AbortSignal } = {}): Promise<ShardOutcome> {
     const { s3, bucket, store, sessions } = this.options;
     const started = performance.now();
+    const cpuStarted = process.cpuUsage();
     try {
       const manifest = await store.getManifest(message.model, message.version);
       const model = await sessions.get(manifest);
@@ -55,11 +57,17 @@ export class ShardScorer {
         read = performance.now();
         scored = { ...result, output: { key: result.outputKey, body: result.body, contentType: result.contentType } };
       } else {
-        let lines = await readShardLines(s3, message, message.start, message.end);
-        read = performance.now();
-        if (message.format === 'csv' && message.csvHeader && message.start === 0) lines = lines.slice(1);
-        const rows = await scoreRows(model, lines, { format: message.format, batchSize: message.batchSize, outputs: message.outputs, signal: options.signal });
-        scored = { ...rows, output: { key: keys.batchShardOutput(message.job, message.shard), body: body(rows.lines), contentType: 'application/x-ndjson' } };
+        // The range's bytes are borrowed for the shard; its lines are decoded one at a time as they are scored.
+        const arena = new ScratchArena();
+        try {
+          let lines = await readShardLineBytes(s3, message, message.start, message.end, { arena });
+          read = performance.now();
+          if (message.format === 'csv' && message.csvHeader && message.start === 0) lines = lines.slice(1);
+          const rows = await scoreRows(model, lines, { format: message.format, batchSize: message.batchSize, outputs: message.outputs, signal: options.signal });
+          scored = { ...rows, output: { key: keys.batchShardOutput(message.job, message.shard), body: body(rows.lines), contentType: 'application/x-ndjson' } };
+        } finally {
+          arena.release();
+        }
       }
       const scoredAt = performance.now();
       await Promise.all([
@@ -73,7 +81,9 @@ export class ShardScorer {
         scoreMs: Math.round(scoredAt - read),
         writeMs: Math.round(ms - (scoredAt - started)),
       };
-      this.options.log?.('info', 'shard scored', { job: message.job, shard: message.shard, rows: scored.rows, failed: scored.failed, ms, ...phases });
+      // The process's CPU over the shard (with two shards in progress at once, both count).
+      const cpu = process.cpuUsage(cpuStarted);
+      this.options.log?.('info', 'shard scored', { job: message.job, shard: message.shard, rows: scored.rows, failed: scored.failed, ms, ...phases, cpuMs: Math.round((cpu.user + cpu.system) / 1000) });
       return { job: message.job, shard: message.shard, rows: scored.rows, failed: scored.failed, ms };
     } catch (error) {
       // A shard's failure is reported to its client as it happened (the job's reason, the merged

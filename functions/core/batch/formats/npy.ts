@@ -2,6 +2,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { BadRequestError } from '../../platform/errors.ts';
 import { ELEMENT_ARRAYS, type ElementType, type NumericArray } from './elements.ts';
 import { getBytes, type ObjectRef } from './ranged.ts';
+import type { ScratchArena } from './scratch.ts';
 
 /**
  * NumPy arrays as batch input: an `.npy` file is one array whose first axis is rows; an `.npz` file
@@ -168,9 +169,9 @@ export async function readNpz(s3: S3Client, object: ObjectRef): Promise<NpyArray
   return arrays;
 }
 
-/** Rows [from, to) of the array, one ranged GET, as a typed array of its own element type. */
-export async function readNpyRows(s3: S3Client, object: ObjectRef, array: NpyArray, from: number, to: number): Promise<NumericArray> {
-  const bytes = await getBytes(s3, object, array.dataOffset + from * array.rowBytes, array.dataOffset + to * array.rowBytes);
+/** Rows [from, to) of the array, one ranged GET, as a typed array of its own element type (over arena memory with an arena). */
+export async function readNpyRows(s3: S3Client, object: ObjectRef, array: NpyArray, from: number, to: number, arena?: ScratchArena): Promise<NumericArray> {
+  const bytes = await getBytes(s3, object, array.dataOffset + from * array.rowBytes, array.dataOffset + to * array.rowBytes, arena);
   const Ctor = ELEMENT_ARRAYS[array.element];
   const count = (to - from) * array.rowElements;
   if (bytes.byteOffset % Ctor.BYTES_PER_ELEMENT === 0) return new Ctor(bytes.buffer, bytes.byteOffset, count);

@@ -1,6 +1,7 @@
 import { brotliDecompressSync, gunzipSync, zstdDecompressSync } from 'node:zlib';
 import { snappyUncompress } from 'hyparquet';
 import type { NumericArray, NumericArrayConstructor } from './elements.ts';
+import type { ScratchArena } from './scratch.ts';
 
 /**
  * A column chunk's pages decoded straight into one typed array of leaf values, with its definition
@@ -146,12 +147,12 @@ const ARRAYS: Record<Exclude<LeafColumn['physical'], 'BOOLEAN'>, NumericArrayCon
   DOUBLE: Float64Array,
 };
 
-function decompress(codec: string, bytes: Uint8Array, uncompressedSize: number): Uint8Array {
+function decompress(codec: string, bytes: Uint8Array, uncompressedSize: number, arena: ScratchArena | undefined): Uint8Array {
   switch (codec) {
     case 'UNCOMPRESSED':
       return bytes;
     case 'SNAPPY': {
-      const out = new Uint8Array(uncompressedSize);
+      const out = arena ? arena.array<Uint8Array>(Uint8Array, uncompressedSize) : new Uint8Array(uncompressedSize);
       snappyUncompress(bytes, out);
       return out;
     }
@@ -262,10 +263,20 @@ function readDictionary(bytes: Uint8Array, offset: number, bitWidth: number, cou
     } else {
       const groups = run.count / 8;
       const take = Math.min(run.count, count - filled);
+      const last = at + filled + take;
+      if (bitWidth === 8) {
+        // Byte-wide indices (a dictionary of up to 256 values, such as uint8 pixels): no bit unpacking.
+        if (offset + take > bytes.length) throw new Error('parquet dictionary indices end early');
+        const indices = bytes.subarray(offset, offset + take);
+        if (size < 256) for (let k = 0; k < take; k++) if (indices[k]! >= size) throw new Error(`parquet dictionary index ${indices[k]} is out of range (${size} entries)`);
+        for (let i = at + filled, k = 0; i < last; i++, k++) target[i] = dict[indices[k]!]!;
+        filled += take;
+        offset += groups * bitWidth;
+        continue;
+      }
       let buffer = 0;
       let bits = 0;
       let p = offset;
-      const last = at + filled + take;
       for (let i = at + filled; i < last; i++) {
         while (bits < bitWidth) {
           buffer |= bytes[p++]! << bits;
@@ -305,16 +316,20 @@ function presentCount(definition: Uint8Array | undefined, from: number, count: n
   return n;
 }
 
-/** Decodes every page of one column chunk. */
-export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: NumericArrayConstructor): DecodedChunk {
+/**
+ * Decodes every page of one column chunk. With an arena, levels, pages and values live in memory the
+ * shard borrows (every element of them is written here before it is read).
+ */
+export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: NumericArrayConstructor, arena?: ScratchArena): DecodedChunk {
   const total = leaf.numValues;
-  const definition = leaf.maxDefinition > 0 ? new Uint8Array(total) : undefined;
-  const repetition = leaf.maxRepetition > 0 ? new Uint8Array(total) : undefined;
+  const levelsArray = () => (arena ? arena.array<Uint8Array>(Uint8Array, total) : new Uint8Array(total));
+  const definition = leaf.maxDefinition > 0 ? levelsArray() : undefined;
+  const repetition = leaf.maxRepetition > 0 ? levelsArray() : undefined;
   // With a target type (an exact widening the caller checked), values land in it directly: a
   // dictionary is converted once, not every value after the gather.
   const Physical = leaf.physical === 'BOOLEAN' ? Uint8Array : ARRAYS[leaf.physical];
   const Out = leaf.physical === 'BOOLEAN' || leaf.physical === 'INT64' ? Physical : (target ?? Physical);
-  const out = new Out(total);
+  const out = arena ? arena.array(Out, total) : new Out(total);
   let written = 0;
   let dictionary: NumericArray | undefined;
   let entries = 0;
@@ -334,7 +349,7 @@ export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: 
       const dict = header.get(7) as Map<number, unknown>;
       const encoding = int(dict, 2);
       if (encoding !== PLAIN && encoding !== PLAIN_DICTIONARY) throw new UnsupportedPageError(`dictionary encoding ${encoding}`);
-      const page = decompress(leaf.codec, body, uncompressedSize);
+      const page = decompress(leaf.codec, body, uncompressedSize, arena);
       dictionary = readPlain(leaf.physical, page, 0, int(dict, 1));
       if (!(dictionary instanceof Out)) {
         const converted = new Out(dictionary.length);
@@ -354,7 +369,7 @@ export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: 
       const data = header.get(5) as Map<number, unknown>;
       count = int(data, 1);
       encoding = int(data, 2);
-      levels = decompress(leaf.codec, body, uncompressedSize);
+      levels = decompress(leaf.codec, body, uncompressedSize, arena);
       let at = 0;
       for (const [max, out] of [
         [leaf.maxRepetition, repetition],
@@ -379,7 +394,7 @@ export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: 
       if (repetition && leaf.maxRepetition > 0) readHybrid(body, 0, repBytes, bitWidthOf(leaf.maxRepetition), count, repetition.subarray(entries));
       if (definition && leaf.maxDefinition > 0) readHybrid(body, repBytes, repBytes + defBytes, bitWidthOf(leaf.maxDefinition), count, definition.subarray(entries));
       const rest = body.subarray(repBytes + defBytes);
-      values = compressed ? decompress(leaf.codec, rest, uncompressedSize - repBytes - defBytes) : rest;
+      values = compressed ? decompress(leaf.codec, rest, uncompressedSize - repBytes - defBytes, arena) : rest;
       valuesAt = 0;
     }
     const present = presentCount(definition, entries, count, leaf.maxDefinition);

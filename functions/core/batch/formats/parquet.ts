@@ -1,10 +1,10 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { parquetMetadataAsync, parquetRead, parquetSchema, type FileMetaData, type SchemaTree } from 'hyparquet';
-import { parquetWriteBuffer } from 'hyparquet-writer';
 import { BadRequestError } from '../../platform/errors.ts';
 import { ELEMENT_ARRAYS, type ElementType, type NumericArray, type NumericArrayConstructor } from './elements.ts';
 import { decodeColumnChunk, UnsupportedPageError, type LeafColumn } from './parquet-pages.ts';
 import { getBytes, s3AsyncBuffer, type ObjectRef } from './ranged.ts';
+import type { ScratchArena } from './scratch.ts';
 
 /**
  * Parquet as batch input and output. Metadata comes from the footer through hyparquet over ranged
@@ -204,40 +204,50 @@ function irregular(decoded: { values: NumericArray; definition: Uint8Array | und
 
 /**
  * Values of one column over row groups [from, to): one ranged GET per chunk, decoded into one
- * typed array of the column's physical type, `perRow` values a row.
+ * typed array of the column's physical type (or `target`), `perRow` values a row. With an arena the
+ * bytes and values live in memory the shard borrows, and a shard of one row group gets the decoded
+ * chunk itself, with no copy.
  */
-export async function readParquetColumn(s3: S3Client, object: ObjectRef, file: ParquetFile, column: ParquetColumn, from: number, to: number, perRow: number, target?: NumericArrayConstructor): Promise<ColumnValues> {
+export async function readParquetColumn(s3: S3Client, object: ObjectRef, file: ParquetFile, column: ParquetColumn, from: number, to: number, perRow: number, target?: NumericArrayConstructor, arena?: ScratchArena): Promise<ColumnValues> {
   const groups = file.metadata.row_groups.slice(from, to);
   const rows = groups.reduce((n, g) => n + Number(g.num_rows), 0);
   const physical = column.leaf === 'BOOLEAN' ? Uint8Array : ELEMENT_ARRAYS[({ INT32: 'i4', INT64: 'i8', FLOAT: 'f4', DOUBLE: 'f8' } as const)[column.leaf]];
   const Ctor = column.leaf === 'BOOLEAN' || column.leaf === 'INT64' ? physical : (target ?? physical);
-  const out = new Ctor(rows * perRow);
   const rowErrors = new Map<number, string>();
   const chunks = await Promise.all(groups.map((_, g) => {
     const range = chunkRange(file, from + g, column);
-    return getBytes(s3, object, range.start, range.end).then((bytes) => ({ bytes, range }));
+    return getBytes(s3, object, range.start, range.end, arena).then((bytes) => ({ bytes, range }));
   }));
+  let out: NumericArray | undefined;
+  const whole = () => (out ??= arena ? arena.array(Ctor, rows * perRow) : new Ctor(rows * perRow));
   let rowBase = 0;
   for (let g = 0; g < groups.length; g++) {
     const groupRows = Number(groups[g]!.num_rows);
     const { bytes, range } = chunks[g]!;
     let decoded;
     try {
-      decoded = decodeColumnChunk(bytes, { physical: column.leaf, codec: range.codec, maxDefinition: column.maxDefinition, maxRepetition: column.maxRepetition, numValues: range.numValues }, Ctor);
+      decoded = decodeColumnChunk(bytes, { physical: column.leaf, codec: range.codec, maxDefinition: column.maxDefinition, maxRepetition: column.maxRepetition, numValues: range.numValues }, Ctor, arena);
     } catch (error) {
       if (!(error instanceof UnsupportedPageError)) throw error;
-      await readGeneric(s3, object, file, column, from + g, groupRows, perRow, out, rowBase * perRow, rowErrors, rowBase);
+      await readGeneric(s3, object, file, column, from + g, groupRows, perRow, whole(), rowBase * perRow, rowErrors, rowBase);
       rowBase += groupRows;
       continue;
     }
     if (regular(decoded.definition, decoded.repetition, column, groupRows, perRow, decoded.values.length)) {
-      (out as Float64Array).set(decoded.values as Float64Array, rowBase * perRow);
+      if (groups.length === 1 && decoded.values instanceof Ctor) out = decoded.values;
+      else (whole() as Float64Array).set(decoded.values as Float64Array, rowBase * perRow);
     } else {
-      irregular(decoded, column, groupRows, perRow, out, rowBase * perRow, rowErrors, rowBase);
+      irregular(decoded, column, groupRows, perRow, whole(), rowBase * perRow, rowErrors, rowBase);
     }
     rowBase += groupRows;
   }
-  return { values: out, rowErrors };
+  const values = out ?? whole();
+  // Unread rows' slots hold zeros, whatever the borrowed memory held before.
+  for (const row of rowErrors.keys()) {
+    if (values instanceof BigInt64Array || values instanceof BigUint64Array) values.fill(0n, row * perRow, (row + 1) * perRow);
+    else values.fill(0, row * perRow, (row + 1) * perRow);
+  }
+  return { values, rowErrors };
 }
 
 /** Encodings the page decoder does not know (delta, byte-stream-split): hyparquet reads the row group. */
@@ -281,45 +291,4 @@ export async function readKeyColumns(s3: S3Client, object: ObjectRef, file: Parq
     },
   });
   return keys;
-}
-
-export interface OutputColumn {
-  name: string;
-  element: 'f4' | 'f8' | 'i4' | 'i8' | 'b1';
-  perRow: number;
-  /** rows × perRow values; rows in `failed` are written as nulls. */
-  data: NumericArray;
-}
-
-const OUTPUT_TYPES = { f4: 'FLOAT', f8: 'DOUBLE', i4: 'INT32', i8: 'INT64', b1: 'BOOLEAN' } as const;
-
-/**
- * A shard's result as one Parquet file: its key columns as read, then one column per output (a
- * number per row, or a list of numbers); a failed row's outputs are null (its error is in the errors file).
- */
-export function writeParquetResult(rows: number, keys: { name: string; type: KeyType; values: unknown[] }[], outputs: readonly OutputColumn[], failed: ReadonlySet<number>): Uint8Array {
-  const schema: Record<string, unknown>[] = [{ name: 'schema', num_children: keys.length + outputs.length }];
-  const columnData: { name: string; data: unknown[] }[] = [];
-  for (const key of keys) {
-    schema.push({ name: key.name, repetition_type: 'OPTIONAL', ...(key.type === 'STRING' ? { type: 'BYTE_ARRAY', converted_type: 'UTF8' } : { type: key.type }) });
-    columnData.push({ name: key.name, data: key.values.map((v) => (typeof v === 'bigint' && key.type !== 'INT64' ? Number(v) : v)) });
-  }
-  for (const output of outputs) {
-    const type = OUTPUT_TYPES[output.element];
-    const plain = (v: number | bigint) => (output.element === 'b1' ? v !== 0 : v);
-    if (output.perRow === 1) {
-      schema.push({ name: output.name, type, repetition_type: 'OPTIONAL' });
-      columnData.push({ name: output.name, data: Array.from({ length: rows }, (_, r) => (failed.has(r) ? null : plain(output.data[r]!))) });
-    } else {
-      schema.push({ name: output.name, repetition_type: 'OPTIONAL', converted_type: 'LIST', num_children: 1 });
-      schema.push({ name: 'list', repetition_type: 'REPEATED', num_children: 1 });
-      schema.push({ name: 'element', type, repetition_type: 'REQUIRED' });
-      const p = output.perRow;
-      columnData.push({
-        name: output.name,
-        data: Array.from({ length: rows }, (_, r) => (failed.has(r) ? null : Array.from(output.data.subarray(r * p, (r + 1) * p) as ArrayLike<number | bigint>, plain))),
-      });
-    }
-  }
-  return new Uint8Array(parquetWriteBuffer({ columnData: columnData as never, schema: schema as never, rowGroupSize: Math.max(rows, 1) }));
 }

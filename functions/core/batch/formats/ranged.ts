@@ -1,6 +1,7 @@
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { AsyncBuffer } from 'hyparquet';
 import { BadRequestError } from '../../platform/errors.ts';
+import type { ScratchArena } from './scratch.ts';
 
 /**
  * Columnar inputs are read by byte range only, every GET If-Match on the ETag seen at planning, so
@@ -13,15 +14,32 @@ export interface ObjectRef {
   size: number;
 }
 
-/** Bytes [start, end) of the object (end exclusive, clamped to the size). */
-export async function getBytes(s3: S3Client, object: ObjectRef, start: number, end: number): Promise<Uint8Array> {
+/**
+ * Bytes [start, end) of the object (end exclusive, clamped to the size). With an arena, the body is
+ * copied chunk by chunk into memory the shard borrows instead of a fresh array.
+ */
+export async function getBytes(s3: S3Client, object: ObjectRef, start: number, end: number, arena?: ScratchArena): Promise<Uint8Array> {
   const last = Math.min(end, object.size) - 1;
   if (last < start) return new Uint8Array(0);
   const out = await s3.send(new GetObjectCommand({ Bucket: object.bucket, Key: object.key, Range: `bytes=${start}-${last}`, IfMatch: object.etag }));
-  const bytes = await out.Body!.transformToByteArray();
-  if (bytes.length !== last - start + 1) {
-    throw new BadRequestError(`s3://${object.bucket}/${object.key}: bytes ${start}-${last} returned ${bytes.length} bytes`);
+  const expected = last - start + 1;
+  const short = (got: number) => new BadRequestError(`s3://${object.bucket}/${object.key}: bytes ${start}-${last} returned ${got} bytes`);
+  if (!arena) {
+    const bytes = await out.Body!.transformToByteArray();
+    if (bytes.length !== expected) throw short(bytes.length);
+    return bytes;
   }
+  const bytes = arena.array<Uint8Array>(Uint8Array, expected);
+  let got = 0;
+  for await (const chunk of out.Body as AsyncIterable<Uint8Array>) {
+    if (got + chunk.length > expected) {
+      (out.Body as { destroy?: () => void }).destroy?.();
+      throw short(got + chunk.length);
+    }
+    bytes.set(chunk, got);
+    got += chunk.length;
+  }
+  if (got !== expected) throw short(got);
   return bytes;
 }
 

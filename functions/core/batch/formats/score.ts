@@ -10,18 +10,25 @@ import { errorLine, ShardAbortedError } from '../scoring.ts';
 import type { ShardMessage } from '../schemas.ts';
 import { ELEMENT_ARRAYS, elementOf, toElements, type NumericArray } from './elements.ts';
 import { readNpy, readNpyRows, readNpz } from './npy.ts';
-import { readKeyColumns, readParquetColumn, readParquetFile, writeParquetResult, type KeyType, type OutputColumn } from './parquet.ts';
+import { readKeyColumns, readParquetColumn, readParquetFile, type KeyType } from './parquet.ts';
+import { writeParquetResult, type OutputColumn } from './parquet-result.ts';
 import type { OutputFormat } from './plan.ts';
 import type { ObjectRef } from './ranged.ts';
+import { ScratchArena } from './scratch.ts';
 
 /**
  * Scoring a columnar shard: its rows arrive as one typed array per input (from column chunks or
- * `.npy` bytes), each batch's tensor is a `subarray` view of it, and each output is gathered into
- * one typed array with `set`: no per-row parsing and no per-value loop where a view or a copy does.
+ * `.npy` bytes, in memory the shard borrows from a ScratchArena), each batch's tensor is a
+ * `subarray` view of it (or, for a narrower element type such as uint8 pixels, one `set` into a
+ * batch tensor reused for the whole shard), and each output is gathered into one typed array with
+ * `set`: no per-row parsing and no per-value loop where a view or a copy does.
  */
 export interface ShardColumns {
   rows: number;
-  /** One per model input, in `inputSpecs` order: rows × rowElements values of the input's type. */
+  /**
+   * One per model input, in `inputSpecs` order: rows × rowElements values, of the input's element
+   * type or of one that widens to it exactly (checked at submission; converted batch by batch).
+   */
   inputs: NumericArray[];
   /** Row (within the shard) → why it cannot be scored (a null, a list of the wrong length). */
   rowErrors: Map<number, string>;
@@ -41,7 +48,7 @@ function interleave(columns: readonly NumericArray[], rows: number, datatype: V2
   return out;
 }
 
-export async function readColumnarShard(s3: S3Client, message: ColumnarShardMessage, specs: readonly InputSpec[]): Promise<ShardColumns> {
+export async function readColumnarShard(s3: S3Client, message: ColumnarShardMessage, specs: readonly InputSpec[], arena?: ScratchArena): Promise<ShardColumns> {
   const object: ObjectRef = { bucket: message.bucket, key: message.key, etag: message.etag, size: message.size };
   if (message.format === 'parquet') {
     const file = await readParquetFile(s3, object);
@@ -59,10 +66,10 @@ export async function readColumnarShard(s3: S3Client, message: ColumnarShardMess
         const perRow = columns.length === 1 ? spec.rowElements! : 1;
         // A tensor column is decoded straight into the input's element type (checked exact at submission).
         const target = columns.length === 1 ? ELEMENT_ARRAYS[elementOf(spec.datatype)!] : undefined;
-        const read = await Promise.all(columns.map((c) => readParquetColumn(s3, object, file, c, message.start, message.end, perRow, target)));
+        const read = await Promise.all(columns.map((c) => readParquetColumn(s3, object, file, c, message.start, message.end, perRow, target, arena)));
         for (const r of read) for (const [row, why] of r.rowErrors) if (!rowErrors.has(row)) rowErrors.set(row, why);
         rows = read[0]!.values.length / perRow;
-        return read.length === 1 ? toElements(read[0]!.values, spec.datatype) : interleave(read.map((r) => r.values), rows, spec.datatype);
+        return read.length === 1 ? read[0]!.values : interleave(read.map((r) => r.values), rows, spec.datatype);
       }),
     );
     const keyNames = message.keyColumns ?? [];
@@ -76,7 +83,7 @@ export async function readColumnarShard(s3: S3Client, message: ColumnarShardMess
       const array = arrays.find((a) => a.name === name);
       if (!array) throw new BadRequestError(`s3://${object.bucket}/${object.key} has no array '${name}'`);
       if (array.rowElements !== spec.rowElements || message.end > array.rows) throw new BadRequestError(`array '${name}' no longer has the shape it had at submission`);
-      return toElements(await readNpyRows(s3, object, array, message.start, message.end), spec.datatype);
+      return readNpyRows(s3, object, array, message.start, message.end, arena);
     }),
   );
   return { rows: message.end - message.start, inputs, rowErrors: new Map(), keys: [] };
@@ -102,11 +109,20 @@ export async function scoreColumns(model: LoadedModel, columns: ShardColumns, op
   const failed = new Map(columns.rowErrors);
   const { rows } = columns;
   const results: (ScoredColumns['outputs'][number] | undefined)[] = names.map(() => undefined);
+  // An input already of the tensor's element type is fed as views; a narrower one is widened batch
+  // by batch into one tensor buffer, which stays in cache (a whole shard widened at once does not).
+  const batchBuffers = specs.map((spec, i) => {
+    const Target = ELEMENT_ARRAYS[elementOf(spec.datatype)!];
+    return columns.inputs[i] instanceof Target ? undefined : new Target(Math.min(options.batchSize, Math.max(rows, 1)) * spec.rowElements!);
+  });
   const feeds = (from: number, to: number) =>
     Object.fromEntries(
       specs.map((spec, i) => {
         const e = spec.rowElements!;
-        const data = columns.inputs[i]!.subarray(from * e, to * e);
+        const source = columns.inputs[i]!.subarray(from * e, to * e);
+        const buffer = batchBuffers[i];
+        if (buffer) (buffer as Float64Array).set(source as Float64Array);
+        const data = buffer ? buffer.subarray(0, (to - from) * e) : source;
         return [spec.name, new ort.Tensor(DATATYPES[spec.datatype].ort, data as never, [to - from, ...spec.rowShape])];
       }),
     );
@@ -165,8 +181,17 @@ export const parquetShardKey = (job: string, shard: number) => `${keys.batchPref
 
 /** Reads, scores and renders one columnar shard: its output object's body and its error lines. */
 export async function scoreColumnarShard(s3: S3Client, model: LoadedModel, message: ColumnarShardMessage, signal?: AbortSignal): Promise<ColumnarShardResult> {
+  const arena = new ScratchArena();
+  try {
+    return await scoreColumnarShardIn(arena, s3, model, message, signal);
+  } finally {
+    arena.release();
+  }
+}
+
+async function scoreColumnarShardIn(arena: ScratchArena, s3: S3Client, model: LoadedModel, message: ColumnarShardMessage, signal?: AbortSignal): Promise<ColumnarShardResult> {
   const specs = inputSpecs([...model.inputs.values()]);
-  const columns = await readColumnarShard(s3, message, specs);
+  const columns = await readColumnarShard(s3, message, specs, arena);
   if (message.rows !== undefined && columns.rows !== message.rows) throw new Error(`the shard has ${columns.rows} rows; it had ${message.rows} at planning`);
   const scored = await scoreColumns(model, columns, { batchSize: message.batchSize, outputs: message.outputs, signal });
   const idKey = columns.keys[0];
