@@ -26,7 +26,7 @@ import { TrainingGraphError } from './gradients.ts';
 import { runTrainingLoop, type LoopOptions, type LoopState, type TrainingData } from './loop.ts';
 import type { LossTerm } from './losses.ts';
 import { applyMask, keepFraction, magnitudePrune, structuredPrune, unitChains } from './prune.ts';
-import { buildMlpStudent, buildStudent, defaultTrainable, teacherSignature } from './student.ts';
+import { buildMlpStudent, buildStudent, defaultTrainable, teacherSignature, type TeacherSignature } from './student.ts';
 import { trainRequestSchema, type TrainJobRequest, type TrainRequest } from './options.ts';
 import { buildTrainingGraph, type TrainingGraph } from './training-graph.ts';
 import { TrainingSession } from './training-session.ts';
@@ -87,6 +87,8 @@ function asUnsupported<T>(what: string, build: () => T): T {
 
 export interface TrainDeps {
   store: ModelRepository;
+  /** Jobs estimated larger than this (estimateTrainingSize) go to the container worker where the stack runs one; unset: none does unless asked. */
+  containerThreshold?: number;
   sessionOptions?: InferenceSession.SessionOptions;
   /** Keep this much of an invocation's time for the last checkpoint (default 20 s). */
   pauseMarginMs?: number;
@@ -137,8 +139,7 @@ export async function validateTrainSubmission(store: ModelRepository, model: str
       trained = (await store.getModelBytes(student)).bytes;
     } else if (request.student.kind === 'mlp') {
       const spec = request.student;
-      const sizes = [signature.inputDims.reduce((a, b) => a * b, 1), ...spec.hidden, signature.classes];
-      const parameters = sizes.slice(1).reduce((n, width, i) => n + (sizes[i] as number) * width + width, 0);
+      const parameters = mlpParameters(signature, spec.hidden);
       if (parameters > MAX_STUDENT_PARAMETERS) throw new BadRequestError(`student.hidden [${spec.hidden.join(', ')}] makes ${parameters} parameters; at most ${MAX_STUDENT_PARAMETERS} (a student is meant to be smaller than its teacher)`);
       trained = asUnsupported('student', () => buildMlpStudent(signature, spec.hidden));
     } else if (signature.inputDims.length !== 3 || signature.inputDims[0] !== 3 || signature.inputDims[1] !== signature.inputDims[2] || (signature.inputDims[1] ?? 0) % 32 !== 0) {
@@ -149,6 +150,36 @@ export async function validateTrainSubmission(store: ModelRepository, model: str
     throw new UnsupportedModelError(`model '${model}' version '${version}' has no hidden units to prune: no MatMul, Gemm or Conv feeds another through per-channel ops only`);
   }
   asUnsupported(`model '${model}' version '${version}' cannot be trained`, () => trainingGraph(trained, request, labelled, targets));
+}
+
+function mlpParameters(signature: TeacherSignature, hidden: readonly number[]): number {
+  const sizes = [signature.inputDims.reduce((a, b) => a * b, 1), ...hidden, signature.classes];
+  return sizes.slice(1).reduce((n, width, i) => n + (sizes[i] as number) * width + width, 0);
+}
+
+/** Elements of a model's float initializers: its weights, biases and statistics. */
+function parameterCount(bytes: Uint8Array): number {
+  const initializers = decodeModel(bytes).graph?.initializer ?? [];
+  return initializers.filter((t) => t.dataType === 1 || t.dataType === 10 || t.dataType === 11).reduce((n, t) => n + (t.dims ?? []).reduce((a: number, d) => a * Number(d), 1), 0);
+}
+
+/**
+ * A train job's size for its placement: parameters trained x training rows x epochs x phases (a
+ * forward and a backward pass per parameter and row). A Darknet student is estimated from its
+ * teacher, its widths times the multiplier (so its parameters times its square).
+ */
+export async function estimateTrainingSize(store: ModelRepository, request: TrainJobRequest): Promise<number> {
+  const source = (await store.getModelBytes(await store.getManifest(request.model, request.version))).bytes;
+  const dataset = await readDatasetManifest(store, request.dataset);
+  let parameters = parameterCount(source);
+  if (request.method === 'distill') {
+    const { student } = request;
+    if (student.kind === 'registered') parameters = parameterCount((await store.getModelBytes(await store.getManifest(student.model, student.version))).bytes);
+    else if (student.kind === 'mlp') parameters = mlpParameters(teacherSignature(source), student.hidden);
+    else parameters *= student.widthMultiplier ** 2;
+  }
+  const trainRows = dataset.rows - Math.round(dataset.rows * request.training.validationFraction);
+  return parameters * trainRows * request.training.epochs * phaseCount(request);
 }
 
 /** Labels outside the model's classes are refused: the loss would read them as all-zero targets. */
@@ -201,7 +232,7 @@ async function phaseStart(deps: TrainDeps, job: string, request: TrainJobRequest
 }
 
 function lineageOptions(request: TrainJobRequest, job: string, summary: Record<string, Json>): Record<string, unknown> {
-  const { model: _model, version: _version, method: _method, ...hyperParameters } = request;
+  const { model: _model, version: _version, method: _method, placement: _placement, ...hyperParameters } = request;
   return { job, source: { model: request.model, version: request.version }, dataset: request.dataset, hyperParameters, ...summary };
 }
 
@@ -290,7 +321,8 @@ export async function runTrainStep(deps: TrainDeps, ctx: StepContext): Promise<S
                 },
               }
             : {}),
-          shouldPause: () => ctx.remainingMs() < margin,
+          // Out of time on Lambda, or a container told to stop: checkpoint, and another worker goes on from there.
+          shouldPause: () => ctx.remainingMs() < margin || ctx.signal.aborted,
           onProgress: async (p) => {
             lastLoss = p.loss;
             if (p.validationScore !== undefined && !Number.isNaN(p.validationScore)) lastScore = p.validationScore;
@@ -350,6 +382,13 @@ export function trainJobKind(deps: TrainDeps): JobKind {
   return {
     name: TRAIN_KIND,
     parseRequest: (body) => parseTrainJobRequest(body) as unknown as Json,
+    // Asked for, or by the estimated size; the container worker only where the stack runs one.
+    async placement(body, available) {
+      const request = parseTrainJobRequest(body);
+      if (request.placement) return request.placement;
+      if (!available.includes('container') || deps.containerThreshold === undefined) return 'lambda';
+      return (await estimateTrainingSize(deps.store, request)) > deps.containerThreshold ? 'container' : 'lambda';
+    },
     plan: () => [{ name: 'train', handler: 'train' }],
     steps: { train: (ctx) => runTrainStep(deps, ctx) },
     maxAttempts: 3,

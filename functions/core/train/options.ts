@@ -62,12 +62,15 @@ export const pruningSchema = z.discriminatedUnion('kind', [
 export type PruningOptions = z.infer<typeof pruningSchema>;
 
 const dataset = name('data set name');
+/** Where the job runs; default: chosen from its estimated size (docs/training.md, placement). */
+const placement = z.enum(['lambda', 'container']).optional();
 
 export const trainRequestSchema = z.discriminatedUnion('method', [
-  z.strictObject({ method: z.literal('finetune'), dataset, training: trainingSchema.default(() => trainingSchema.parse({})) }),
+  z.strictObject({ method: z.literal('finetune'), dataset, placement, training: trainingSchema.default(() => trainingSchema.parse({})) }),
   z.strictObject({
     method: z.literal('distill'),
     dataset,
+    placement,
     student: studentSchema,
     temperature: z.number().gt(0).max(100).default(4),
     /** Weight of the KL term; 1 - alpha weighs cross-entropy on labels (ignored without labels). */
@@ -77,6 +80,7 @@ export const trainRequestSchema = z.discriminatedUnion('method', [
   z.strictObject({
     method: z.literal('prune'),
     dataset,
+    placement,
     pruning: pruningSchema,
     /** Fine-tuning after each round (its epochs are per round). */
     training: trainingSchema.default(() => trainingSchema.parse({})),
