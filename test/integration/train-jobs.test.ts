@@ -145,7 +145,7 @@ describe('POST /v2/models/{name}/versions/{version}/train', () => {
     ['a batch larger than the data', '1', { ...finetune, training: { batchSize: 1000 } }, 400, 'training.batchSize 1000 is larger than the 216 training rows'],
     ['a student with other outputs', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'registered', model: 'quad', version: '2' } }, 400, "must output 'probabilities' with 4 classes"],
     ['a student larger than any worker', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'mlp', hidden: [65536, 65536] } }, 400, 'student.hidden [65536, 65536] makes 4296409092 parameters; at most 100000000'],
-    ['a darknet student for a flat input', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'darknet', widthMultiplier: 0.25 } }, 422, 'a darknet student needs an input [batch, 3, S, S]'],
+    ['a darknet student for a flat input', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'darknet', widthMultiplier: 0.25 } }, 422, 'a darknet student of 5 stages needs an input [batch, 3, S, S] with S a multiple of 32'],
   ])('refuses %s, naming it, and starts no job', async (_what, version, body, status, message) => {
     const out = await submit(version, body);
     expect(out.statusCode).toBe(status);

@@ -26,7 +26,7 @@ import { TrainingGraphError } from './gradients.ts';
 import { runTrainingLoop, type LoopOptions, type LoopState, type TrainingData } from './loop.ts';
 import type { LossTerm } from './losses.ts';
 import { applyMask, keepFraction, magnitudePrune, structuredPrune, unitChains } from './prune.ts';
-import { buildMlpStudent, buildStudent, defaultTrainable, teacherSignature, type TeacherSignature } from './student.ts';
+import { buildMlpStudent, buildStudent, darknetInputProblem, defaultTrainable, teacherSignature, type TeacherSignature } from './student.ts';
 import { trainRequestSchema, type TrainJobRequest, type TrainRequest } from './options.ts';
 import { buildTrainingGraph, type TrainingGraph } from './training-graph.ts';
 import { TrainingSession } from './training-session.ts';
@@ -142,9 +142,11 @@ export async function validateTrainSubmission(store: ModelRepository, model: str
       const parameters = mlpParameters(signature, spec.hidden);
       if (parameters > MAX_STUDENT_PARAMETERS) throw new BadRequestError(`student.hidden [${spec.hidden.join(', ')}] makes ${parameters} parameters; at most ${MAX_STUDENT_PARAMETERS} (a student is meant to be smaller than its teacher)`);
       trained = asUnsupported('student', () => buildMlpStudent(signature, spec.hidden));
-    } else if (signature.inputDims.length !== 3 || signature.inputDims[0] !== 3 || signature.inputDims[1] !== signature.inputDims[2] || (signature.inputDims[1] ?? 0) % 32 !== 0) {
-      throw new UnsupportedModelError(`a darknet student needs an input [batch, 3, S, S] with S a multiple of 32; the teacher's is [batch, ${signature.inputDims.join(', ')}]`);
-    } else trained = bytes; // The thin Darknet is built on the worker (it measures statistics); the teacher's graph is checked here.
+    } else {
+      const problem = darknetInputProblem(signature, request.student.stages);
+      if (problem) throw new UnsupportedModelError(problem);
+      trained = bytes; // The thin Darknet is built on the worker (it measures statistics); the teacher's graph is checked here.
+    } // The thin Darknet is built on the worker (it measures statistics); the teacher's graph is checked here.
   }
   if (request.method === 'prune' && request.pruning.kind === 'structured' && unitChains(decodeModel(bytes)).length === 0) {
     throw new UnsupportedModelError(`model '${model}' version '${version}' has no hidden units to prune: no MatMul, Gemm or Conv feeds another through per-channel ops only`);
@@ -214,7 +216,7 @@ async function phaseStart(deps: TrainDeps, job: string, request: TrainJobRequest
     const start =
       student.kind === 'registered'
         ? (await deps.store.getModelBytes(await deps.store.getManifest(student.model, student.version))).bytes
-        : await buildStudent(teacherSignature(source), student.kind === 'mlp' ? { kind: 'mlp', hidden: student.hidden, ...seed } : { kind: 'darknet', widthMultiplier: student.widthMultiplier, ...seed });
+        : await buildStudent(teacherSignature(source), student.kind === 'mlp' ? { kind: 'mlp', hidden: student.hidden, ...seed } : { kind: 'darknet', widthMultiplier: student.widthMultiplier, ...(student.stages ? { stages: student.stages } : {}), ...seed });
     await deps.store.putObjectBytes(trainKeys.phaseStart(job, index), start);
     return { index, start };
   }
