@@ -34,7 +34,7 @@ export interface TeacherSignature {
 }
 
 /** The scalar a model multiplies its input by first (`Mul(input, scalar initializer)`), else 1. */
-function inputScaleOf(proto: ModelProto, input: string): number {
+export function inputScaleOf(proto: ModelProto, input: string): number {
   const g = proto.graph;
   const first = g?.node?.find((n) => n.input?.includes(input));
   if (first?.opType !== 'Mul') return 1;
