@@ -44,6 +44,7 @@ describe('mass distill --student', () => {
   it('reads an MLP, a Darknet width and a registered version', () => {
     expect(parseStudent('mlp:128,64')).toEqual({ kind: 'mlp', hidden: [128, 64] });
     expect(parseStudent('darknet:0.25')).toEqual({ kind: 'darknet', widthMultiplier: 0.25 });
+    expect(parseStudent('darknet:0.5:1,1')).toEqual({ kind: 'darknet', widthMultiplier: 0.5, stages: [1, 1] });
     expect(parseStudent('small:3')).toEqual({ kind: 'registered', model: 'small', version: '3' });
     expect(() => parseStudent('mlp')).toThrow('--student "mlp": use mlp:<widths>, darknet:<width multiplier> or <model>:<version>');
     expect(() => parseStudent('mlp:12,x')).toThrow('--student mlp widths must be a number, got "x"');
