@@ -35,6 +35,7 @@ export async function startLocalContainerWorker(options: {
       if (line.level !== 'info') options.log(`container worker: ${line.message} ${JSON.stringify(line)}`);
     },
   );
-  await worker.waitFor((line) => line.message === 'worker ready', 60_000);
+  // A configuration error fails the stack's start here, not the first placed job.
+  await worker.waitFor((line) => line.message === 'worker ready', 120_000);
   return { queueUrl, deadLetterQueueUrl, worker, stop: () => stopWorkerProcesses([worker]) };
 }
