@@ -4,7 +4,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { darknet53Bytes } from '../test/bench/fixtures/darknet53.ts';
+import { darknet53Bytes } from '../functions/core/onnx/darknet.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,

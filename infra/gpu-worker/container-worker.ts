@@ -1,13 +1,15 @@
 import { ChangeMessageVisibilityCommand, DeleteMessageCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
-import { parseStepMessage } from '../../functions/adapters/job-steps.ts';
+import { parseStepMessage, runDeadLetterMessage, runStepMessage } from '../../functions/adapters/job-steps.ts';
 import { StepReleasedError, StepRetryError, type JobRuntime, type StepRunOutcome } from '../../functions/core/jobs/runtime.ts';
 
 /**
- * The long-running batch worker of the GPU containers (and of `mass worker` locally): long-polls the
- * GPU shard queue one message at a time and runs each step (a shard, or a job's merge) with the job
- * runtime's own step execution (`runStep`: the step lease, the lease and visibility renewals, the
- * bookkeeping), as the Lambda worker does, and deletes the message only once the runtime is done
- * with it. `concurrency` steps run at once in one process: onnxruntime computes on the JS thread
+ * The long-running worker of the containers (and of `mass worker` locally): long-polls one step
+ * queue (the GPU shard queue, or the container queue where jobs of every kind are placed) one
+ * message at a time and runs each step through the same step handler as the Lambda adapter
+ * (`runStepMessage`: the step lease, the lease and visibility renewals, the bookkeeping), with no
+ * invocation limit, and deletes the message only once the runtime is done with it. With
+ * `deadLetters` it consumes a dead-letter queue instead, ending each step there as the Lambda
+ * dead-letter consumers do. `concurrency` steps run at once in one process: onnxruntime computes on the JS thread
  * (one intra-op thread), so a second shard adds no compute but fills the first one's waits on S3,
  * DynamoDB and SQS. On stop (SIGTERM) it takes no new step, lets the current ones finish within the
  * drain time, and otherwise aborts them: the runtime hands them back to the queue for another worker.
@@ -17,8 +19,10 @@ export type WorkerLog = (level: 'info' | 'warn' | 'error', message: string, fiel
 export interface ContainerWorkerOptions {
   sqs: SQSClient;
   queueUrl: string;
-  /** The job runtime with the batch kind, whose step queue for GPU jobs is `queueUrl`. */
+  /** The job runtime with the kinds whose steps arrive on `queueUrl`. */
   runtime: JobRuntime;
+  /** `queueUrl` is a dead-letter queue: each message there ends its step `failed` (runtime.deadLetter). */
+  deadLetters?: boolean;
   /** Seconds a received message stays invisible before the runtime takes over renewing it with the step lease. */
   visibilityTimeout?: number;
   waitTimeSeconds?: number;
@@ -89,16 +93,17 @@ export class ContainerWorker {
       .catch((error: unknown) => this.log('warn', 'could not hand the message back', { messageId: message.MessageId, error: (error as Error).message }));
   }
 
-  private async handle(message: Message): Promise<StepRunOutcome | undefined> {
+  private async handle(message: Message): Promise<StepRunOutcome | 'dropped' | undefined> {
     const { sqs, queueUrl, runtime } = this.options;
     const receiveCount = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
+    if (this.options.deadLetters) return this.handleDeadLetter(message);
     const stopping = new AbortController();
     this.running.add(stopping);
     let step: { job: string; step: string } | undefined;
     try {
       step = parseStepMessage(message.Body ?? '', message.MessageId ?? '');
       // No invocation limit here: a step never needs to checkpoint for time.
-      const outcome = await runtime.runStep(step, { receiptHandle: message.ReceiptHandle!, remainingMs: () => Number.POSITIVE_INFINITY, signal: stopping.signal });
+      const outcome = await runStepMessage(runtime, message.Body ?? '', message.MessageId ?? '', { receiptHandle: message.ReceiptHandle!, remainingMs: () => Number.POSITIVE_INFINITY, signal: stopping.signal });
       await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: message.ReceiptHandle! }));
       if (outcome === 'succeeded') this.shardsScored++;
       this.log('info', step.step.startsWith('shard-') ? 'shard done' : 'step done', { ...step, outcome, receiveCount });
@@ -117,6 +122,18 @@ export class ContainerWorker {
       return undefined;
     } finally {
       this.running.delete(stopping);
+    }
+  }
+
+  private async handleDeadLetter(message: Message): Promise<StepRunOutcome | 'dropped' | undefined> {
+    try {
+      const outcome = await runDeadLetterMessage(this.options.runtime, message.Body ?? '', message.MessageId ?? '', (level, text, fields) => this.log(level, text, fields));
+      await this.options.sqs.send(new DeleteMessageCommand({ QueueUrl: this.options.queueUrl, ReceiptHandle: message.ReceiptHandle! }));
+      return outcome;
+    } catch (error) {
+      this.log('error', 'dead-lettered step could not be ended; it will be redelivered', { messageId: message.MessageId, error: (error as Error).message });
+      await this.setVisibility(message, this.options.retryDelaySeconds ?? 5);
+      return undefined;
     }
   }
 

@@ -10,6 +10,7 @@ import { SnsModelEvents } from '../../functions/core/registry/events.ts';
 import { RegistryTable } from '../../functions/core/registry/registry-table.ts';
 import { createRegisterHandler } from '../../functions/register/app.ts';
 import { startLocalBatch, type LocalBatch } from './batch.ts';
+import { startLocalContainerWorker, type LocalContainerWorker } from './container-worker.ts';
 import { startBodyProxy, type BodyProxy } from './body-proxy.ts';
 import { assertPortFree, freePort, startEmulators, type Emulators } from './emulators.ts';
 import { createLocalEvaluateWorker, pollOnce } from './evaluate-worker.ts';
@@ -127,6 +128,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   const triggers: Trigger[] = [];
   let batch: LocalBatch | undefined;
   let quantize: LocalQuantize | undefined;
+  let container: LocalContainerWorker | undefined;
   let evaluating = true;
   let evaluateLoop: Promise<void> = Promise.resolve();
   let monitor: LocalMonitor | undefined;
@@ -136,6 +138,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     await Promise.all(triggers.map((t) => t.stop()));
     await batch?.stop();
     await quantize?.stop();
+    await container?.stop();
     await evaluateLoop;
     await monitorLoop;
     await proxy?.stop();
@@ -201,6 +204,21 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     const evaluateQueueUrl = await evaluator.ensureResources();
     // Train jobs (the job runtime's train kind): the API under serverless-offline, the worker here.
     triggers.push(...(await startLocalTrainWorker({ sqs: createSqsClient({ endpoint: emulators.awsEndpoint }), dynamo, store, table: registry.table, prefix: PREFIX })));
+    // Jobs placed on the container worker (any kind; docs/jobs.md, placement): the container's own
+    // entry point in a process of its own, on the container queue the train API sends to.
+    container = await startLocalContainerWorker({
+      sqs: createSqsClient({ endpoint: emulators.awsEndpoint }),
+      prefix: PREFIX,
+      env: {
+        AWS_ENDPOINT_URL: emulators.awsEndpoint,
+        DYNAMODB_ENDPOINT_URL: emulators.dynamoEndpoint,
+        MODEL_BUCKET: bucket,
+        REGISTRY_TABLE: registry.table,
+        MODEL_EVENTS_TOPIC_ARN: registry.topicArn,
+        MODEL_CACHE_DIR: join(root, '.local', `tmp-${apiPort}`, 'container-models'),
+      },
+      log,
+    });
     // Federations: round deadlines and aggregation steps (infra/serverless/federated.yml's queues).
     triggers.push(...(await startLocalFederation({ awsEndpoint: emulators.awsEndpoint, dynamoEndpoint: emulators.dynamoEndpoint, store, registryTable: registry.table, prefix: PREFIX, log })));
     evaluateLoop = (async () => {
@@ -260,7 +278,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         '--stage', 'local',
         '--param', 'runtimeTarget=local',
         '--param', `preWarmedModels=${options.preload ?? 'mnist,silero-vad'}`,
-        // The batch API takes GPU jobs: the GPU queue exists locally and `mass worker` consumes it.
+        // The batch API takes GPU jobs: the GPU queue exists locally and `mass worker` consumes it;
+        // the train API places large jobs on the container worker started above (CONTAINER_WORKERS).
         '--param', 'batchGpuWorkers=true',
         ...(options.maxBodyBytes ? ['--param', `maxBodyBytes=${options.maxBodyBytes}`] : []),
         '--host', '127.0.0.1',

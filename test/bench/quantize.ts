@@ -21,7 +21,7 @@
 import { readFile } from 'node:fs/promises';
 import ort from 'onnxruntime-node';
 import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
-import { darknet53Bytes, darknetSampleImages } from './fixtures/darknet53.ts';
+import { darknet53Bytes, darknetSampleImages } from '../../functions/core/onnx/darknet.ts';
 import { quantizeDynamic } from '../../functions/core/quantize/dynamic.ts';
 import { convertToFloat16 } from '../../functions/core/quantize/fp16.ts';
 import { quantizeStatic } from '../../functions/core/quantize/static-qdq.ts';

@@ -17,8 +17,10 @@ import type { JobRecord } from '../../functions/core/jobs/record.ts';
 import { JobRuntime } from '../../functions/core/jobs/runtime.ts';
 import { SqsStepQueue } from '../../functions/core/jobs/step-queue.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
-import { graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
-import { decodeModel, encodeModel } from '../../functions/core/onnx/model-proto.ts';
+import { pushPipeline } from '../../functions/core/pipelines/registry.ts';
+import ort from '../../functions/core/onnx/ort.ts';
+import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
+import { decodeModel, encodeModel, readFloat32Tensor } from '../../functions/core/onnx/model-proto.ts';
 import { tensorDims } from '../../functions/core/onnx/graph-toolkit.ts';
 import { trainJobKind, type TrainDeps } from '../../functions/core/train/jobs.ts';
 import type { LoopState } from '../../functions/core/train/loop.ts';
@@ -134,7 +136,7 @@ describe('POST /v2/models/{name}/versions/{version}/train', () => {
     ['a batch larger than the data', '1', { ...finetune, training: { batchSize: 1000 } }, 400, 'training.batchSize 1000 is larger than the 216 training rows'],
     ['a student with other outputs', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'registered', model: 'quad', version: '2' } }, 400, "must output 'probabilities' with 4 classes"],
     ['a student larger than any worker', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'mlp', hidden: [65536, 65536] } }, 400, 'student.hidden [65536, 65536] makes 4296409092 parameters; at most 100000000'],
-    ['a darknet student for a flat input', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'darknet', widthMultiplier: 0.25 } }, 422, 'a darknet student needs an input [batch, 3, S, S]'],
+    ['a darknet student for a flat input', '1', { method: 'distill', dataset: 'quadrants', student: { kind: 'darknet', widthMultiplier: 0.25 } }, 422, 'a darknet student of 5 stages needs an input [batch, 3, S, S] with S a multiple of 32'],
   ])('refuses %s, naming it, and starts no job', async (_what, version, body, status, message) => {
     const out = await submit(version, body);
     expect(out.statusCode).toBe(status);
@@ -215,6 +217,91 @@ describe('train jobs', () => {
     const weights = new Map((decodeModel(bytes).graph?.initializer ?? []).map((t) => [t.name, tensorDims(t)]));
     expect([weights.get('w1'), weights.get('b1'), weights.get('w2')]).toEqual([[16, 4], [4], [4, 4]]);
     await checkOnnxModel(bytes);
+  });
+});
+
+const initializerValues = (bytes: Uint8Array, name: string) => Array.from(readFloat32Tensor(decodeModel(bytes).graph!.initializer!.find((t) => t.name === name)!));
+
+/** A teacher that knows the task: each class's logit is `gain` times its quadrant's scaled brightness. */
+function sharpTeacher(gain: number): Uint8Array {
+  const w = Array.from({ length: 64 }, (_, i) => {
+    const [pixel, quadrant] = [Math.floor(i / 4), i % 4];
+    const [y, x] = [Math.floor(pixel / 4), pixel % 4];
+    return (y >= 2 ? 2 : 0) + (x >= 2 ? 1 : 0) === quadrant ? gain : 0;
+  });
+  return encodeModel(
+    model({
+      irVersion: 8,
+      opset: 17,
+      graph: graph({
+        name: 'quadrant_teacher',
+        nodes: [node('Mul', ['input', 'scale'], ['scaled']), node('MatMul', ['scaled', 'w'], ['logits']), node('Softmax', ['logits'], ['probabilities'], { axis: attr.int(-1) })],
+        inputs: [valueInfo('input', 'float32', ['batch', 16])],
+        outputs: [valueInfo('probabilities', 'float32', ['batch', 4])],
+        initializers: [tensorFromFloat32('scale', [], [1 / 255]), tensorFromFloat32('w', [16, 4], w)],
+      }),
+    }),
+  );
+}
+
+describe('a pipeline as the teacher', () => {
+  const post = async (name: string, body: unknown) => {
+    const api = createTrainApiHandler({ store: stack.store, runtime, log: silent });
+    const out = await api(apiEvent('POST', `/v2/models/${name}/versions/1/train`, body));
+    return { statusCode: out.statusCode!, body: JSON.parse(out.body as string) as Record<string, unknown> };
+  };
+  const distill = { method: 'distill', dataset: 'quadrants', temperature: 2, alpha: 0.5, training: { ...finetune.training, epochs: 6 } };
+
+  beforeAll(async () => {
+    await pushModel(stack.store, { name: 'quad-sharp', bytes: sharpTeacher(2) });
+    await pushModel(stack.store, { name: 'quad-sharper', bytes: sharpTeacher(3) });
+    // An ensemble: the mean of two members' probabilities, which the teacher reads back as logits (their log).
+    await pushPipeline(stack.store, {
+      name: 'quad-ensemble',
+      spec: {
+        inputs: [{ name: 'input', datatype: 'FP32', shape: [-1, 16] }],
+        outputs: [{ name: 'probabilities', source: 'vote.probabilities' }],
+        steps: [{ id: 'vote', kind: 'ensemble', combine: 'mean', members: [{ model: 'quad-sharp', version: '1' }, { model: 'quad-sharper', version: '1' }], inputs: { input: '$request.input' } }],
+      },
+    });
+  });
+
+  it.each([
+    ['a registered student whose output does not match the pipeline\'s', { ...distill, student: { kind: 'registered', model: 'quad', version: '2' } }, 400, "student 'quad' version '2' must output 'probabilities' with 4 classes like its teacher"],
+    ['fine-tuning a pipeline', finetune, 422, "'quad-ensemble' version '1' is a pipeline; it can only teach (method distill), not be trained by finetune"],
+  ])('refuses %s at submission, and starts no job', async (_what, body, status, message) => {
+    const out = await post('quad-ensemble', body);
+    expect(out).toEqual({ statusCode: status, body: { error: message } });
+    expect(await queueDepth()).toBe(0);
+  });
+
+  it('distills the pipeline through the pipeline executor into an MLP student registered under its name', async () => {
+    // alpha 1: the teacher's probabilities alone, no labels.
+    const started = await post('quad-ensemble', { ...distill, alpha: 1, student: { kind: 'mlp', hidden: [8] } });
+    expect(started.statusCode).toBe(202);
+    const { job } = await runToEnd(started.body.id as string);
+    expect(job.state).toBe('succeeded');
+    const result = job.result as Record<string, unknown>;
+    expect(result).toMatchObject({ model: 'quad-ensemble', method: 'distill', teacher: { model: 'quad-ensemble', version: '1' }, labelled: true });
+    const manifest = await stack.store.getManifest('quad-ensemble', result.version as string);
+    expect(manifest).toMatchObject({ format: 'onnx', lineage: { sourceVersion: '1', method: 'distill' } });
+    const bytes = (await stack.store.getModelBytes(manifest)).bytes;
+    await checkOnnxModel(bytes);
+    // The members scale raw pixels by 1/255 first; so does the student.
+    expect(initializerValues(bytes, 'input_scale')).toEqual([Math.fround(1 / 255)]);
+    // The student learnt the teacher: its class agrees with the ensemble's (its members agree with each other) on most rows.
+    const { images } = quadrantIdx();
+    const input = new ort.Tensor('float32', Float32Array.from(images.subarray(16)), [240, 16]);
+    const argmax = async (model: Uint8Array) => {
+      const session = await ort.InferenceSession.create(model);
+      const p = (await session.run({ input })).probabilities!;
+      await session.release();
+      expect(p.dims).toEqual([240, 4]);
+      const data = p.data as Float32Array;
+      return Array.from({ length: 240 }, (_, row) => [0, 1, 2, 3].reduce((best, c) => (data[row * 4 + c]! > data[row * 4 + best]! ? c : best), 0));
+    };
+    const [student, teacher] = [await argmax(bytes), await argmax(sharpTeacher(2))];
+    expect(student.filter((c, row) => c === teacher[row]).length / 240).toBeGreaterThanOrEqual(0.9);
   });
 });
 

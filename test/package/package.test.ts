@@ -488,7 +488,7 @@ describe('operations', () => {
     // Every function's errors and throttles (infra/serverless/monitoring-plugin.mjs), asserted below.
     const functionAlarms = new Set(lambdaFunctionIds(t).flatMap((id) => [id.replace(/LambdaFunction$/, 'ErrorsAlarm'), id.replace(/LambdaFunction$/, 'ThrottlesAlarm')]));
     expect(notifying.map(([id]) => id).filter((id) => !functionAlarms.has(id)).sort()).toEqual([
-      'AccountConcurrencyAlarm', 'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'CanaryRollbackAlarm', 'CaptureFailuresAlarm', 'EvaluateDeadLetterAlarm', 'FederationStepDeadLetterQueueDepthAlarm', 'Http5xxRateAlarm',
+      'AccountConcurrencyAlarm', 'BatchDeadShardsAlarm', 'BatchSubmitDeadLetterAlarm', 'BatchUploadFailuresAlarm', 'CanaryRollbackAlarm', 'CaptureFailuresAlarm', 'ContainerStepsDeadLetterAlarm', 'EvaluateDeadLetterAlarm', 'FederationStepDeadLetterQueueDepthAlarm', 'Http5xxRateAlarm',
       'InferenceColdStartRateAlarm', 'InferenceLatencyP99Alarm', 'InferenceProvisionedSpilloverAlarm', 'InferenceRuntimeFailuresAlarm', 'ModelDriftAlarm', 'MonitorStepDeadLetterQueueDepthAlarm', 'QuantizeDeadLetterAlarm', 'RegisterFailuresAlarm', 'RegisterFailuresDeadLetterAlarm', 'TrainStepsDeadLetterAlarm',
       'TuneStepsDeadLetterQueueDepthAlarm',
     ]);

@@ -105,6 +105,12 @@ const REVIEWED_UNUSED: Record<string, string> = {
     ]),
   ),
   ...Object.fromEntries(
+    ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
+      `TrainApiRole SendSteps ${action} arn:aws:sqs:us-east-1:123456789012:ContainerStepsQueue`,
+      'jobs go to the container queue only with --param batchGpuWorkers=true (CONTAINER_WORKERS; test/integration/train-placement.test.ts); this stack is packaged without it',
+    ]),
+  ),
+  ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
         `${role} SendShards ${action} arn:aws:sqs:us-east-1:123456789012:BatchGpuShardQueue`,

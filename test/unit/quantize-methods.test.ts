@@ -6,7 +6,7 @@ import ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
 import { attr, graph, model, node, tensorFromFloat32, valueInfo } from '../../functions/core/onnx/builder.ts';
-import { darknet53Bytes, darknetSampleImages } from '../bench/fixtures/darknet53.ts';
+import { darknet53Bytes, darknetSampleImages } from '../../functions/core/onnx/darknet.ts';
 import { decodeModel, encodeModel, onnx } from '../../functions/core/onnx/model-proto.ts';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { quantizeDynamic } from '../../functions/core/quantize/dynamic.ts';

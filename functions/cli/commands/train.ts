@@ -17,6 +17,7 @@ interface CommonFlags {
   augment?: string;
   options?: string;
   key?: string;
+  placement?: string;
   watch?: boolean;
   interval: number;
   timeout: number;
@@ -42,12 +43,15 @@ const numberFlag = (value: string | undefined, flag: string): number | undefined
   return parsed;
 };
 
-/** `mlp:128,64`, `darknet:0.25` or `<model>:<version>` (a registered student). */
+/** `mlp:128,64`, `darknet:0.25`, `darknet:0.5:1,1` (width, residual blocks per stage) or `<model>:<version>` (a registered student). */
 export function parseStudent(text: string): Record<string, unknown> {
   const [kind, rest] = [text.slice(0, text.indexOf(':')), text.slice(text.indexOf(':') + 1)];
   if (!text.includes(':') || !rest) throw new CliError(`--student ${JSON.stringify(text)}: use mlp:<widths>, darknet:<width multiplier> or <model>:<version>`, 2);
   if (kind === 'mlp') return { kind: 'mlp', hidden: rest.split(',').map((w) => numberFlag(w, '--student mlp widths')) };
-  if (kind === 'darknet') return { kind: 'darknet', widthMultiplier: numberFlag(rest, '--student darknet width multiplier') };
+  if (kind === 'darknet') {
+    const [width, stages] = rest.split(':');
+    return { kind: 'darknet', widthMultiplier: numberFlag(width, '--student darknet width multiplier'), ...(stages !== undefined ? { stages: stages.split(',').map((b) => numberFlag(b, '--student darknet stages')) } : {}) };
+  }
   return { kind: 'registered', model: kind, version: rest };
 }
 
@@ -86,7 +90,8 @@ export function registerTrainCommands(program: Command): void {
   async function submit(name: string, flags: CommonFlags, request: TrainRequestInput): Promise<void> {
     const ctx = cliContext(global());
     const path = `/v2/models/${encodeURIComponent(name)}/versions/${encodeURIComponent(flags.version)}/train`;
-    const { bytes } = await ctx.request('POST', path, JSON.stringify(checked(request)), flags.key ? { 'idempotency-key': flags.key } : {});
+    const placed = flags.placement !== undefined ? { ...request, placement: flags.placement as 'lambda' } : request;
+    const { bytes } = await ctx.request('POST', path, JSON.stringify(checked(placed)), flags.key ? { 'idempotency-key': flags.key } : {});
     const job = JSON.parse(Buffer.from(bytes).toString('utf8')) as JobView;
     if (!flags.watch) {
       console.log(JSON.stringify(job, null, 2));
@@ -112,6 +117,7 @@ export function registerTrainCommands(program: Command): void {
       .option('--augment <kinds>', 'comma-separated augmentations from the evaluation (shift, rotation, flip, noise, blur, brightness, contrast)')
       .option('--options <json|file>', 'the training options as JSON (see docs/training.md); flags override them')
       .option('--key <idempotency-key>', 'a retried submission with the same key finds the same job')
+      .option('--placement <where>', 'lambda | container (default: by the job\'s estimated size; docs/training.md)')
       .option('--watch', 'follow the job with a progress line until it ends; exit 0 only if it succeeded')
       .addOption(intervalOption('with --watch', 1))
       .addOption(timeoutOption('with --watch', 86_400));
@@ -121,7 +127,7 @@ export function registerTrainCommands(program: Command): void {
   );
 
   common(program.command('distill').description('distill a version (the teacher) into a smaller student; the result is a new version of the same model'))
-    .requiredOption('--student <spec>', 'mlp:<hidden widths, comma-separated> | darknet:<width multiplier> | <model>:<version>')
+    .requiredOption('--student <spec>', 'mlp:<hidden widths, comma-separated> | darknet:<width multiplier>[:<blocks per stage, comma-separated>] | <model>:<version>')
     .option('--temperature <t>', 'softmax temperature of the KL term (default 4)')
     .option('--alpha <a>', 'weight of the KL term; 1 - alpha weighs cross-entropy on labels (default 0.7)')
     .action(async (name: string, flags: DistillFlags) =>

@@ -1,5 +1,5 @@
 import { BadRequestError } from '../platform/errors.ts';
-import type { JobRecord, JobState, Json, StepRecord, StepSpec } from './record.ts';
+import type { JobRecord, JobState, Json, Placement, StepRecord, StepSpec } from './record.ts';
 
 /**
  * A job kind tells the runtime what its steps do and how its job ends; the runtime knows no kind.
@@ -59,6 +59,12 @@ export interface JobKind {
   finalStep?(request: Json, job: JobRecord): StepSpec;
   /** The queue a job's steps go to (default: the kind's name); for a kind whose jobs run on different workers. */
   queue?(request: Json): string;
+  /**
+   * Where a job runs, chosen once at submission from `available` (the placements this stack runs),
+   * e.g. from the job's estimated size or an option of the request; default `lambda`. A choice not
+   * available (a request that asks for the container worker where none runs) is refused with a 400.
+   */
+  placement?(request: Json, available: readonly Placement[]): Placement | Promise<Placement>;
   /** Names of the job's counters, each starting at 0, that steps add to with `count`. */
   counters?: readonly string[];
   /** Attempts of one step segment before the step fails for good; below the queue's maxReceiveCount. */

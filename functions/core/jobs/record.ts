@@ -25,6 +25,15 @@ export interface JobProgress {
   updated: string;
 }
 
+/**
+ * Where a job's steps run: on Lambda (its kind's queue and worker, continued across the 15-minute
+ * limit) or on the container worker (the one container queue, for every kind, with no time limit).
+ */
+export const PLACEMENTS = ['lambda', 'container'] as const;
+export type Placement = (typeof PLACEMENTS)[number];
+/** The queue of every job placed on the container worker, whatever its kind. */
+export const CONTAINER_QUEUE = 'container';
+
 export interface JobParent {
   model: string;
   version?: string;
@@ -42,6 +51,8 @@ export interface JobRecord {
   parent?: JobParent;
   /** The queue its steps go to, when its kind has several (batch: Lambda or GPU workers); else the kind's. */
   queue?: string;
+  /** Where its kind placed it at submission, for a kind that places its jobs; `container`: every step on the container queue. */
+  placement?: Placement;
   /** The kind's final step: planned with the job, sent once every other step has finished (a fan-in). */
   finalStep?: string;
   /** The kind's counters (rows scored, ...): each step's `count` is added once, when the step is counted. */

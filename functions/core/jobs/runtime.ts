@@ -5,7 +5,7 @@ import { runtimeMessage } from '../onnx/runtime-message.ts';
 import { cancelJob, readJob } from './control.ts';
 import type { JobTable } from './job-table.ts';
 import { defaultTerminalRule, JobCancelledError, type JobKind, type JobKinds, LeaseLostError, type StepContext, type StepOutcome, type TerminalDecision } from './kinds.ts';
-import { isTerminal, type JobParent, type JobRecord, type Json, type StepMessage, type StepRecord, type StepSpec } from './record.ts';
+import { CONTAINER_QUEUE, isTerminal, type JobParent, type JobRecord, type Json, type Placement, type StepMessage, type StepRecord, type StepSpec } from './record.ts';
 import type { StepQueue } from './step-queue.ts';
 
 type Log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
@@ -16,6 +16,11 @@ export interface JobRuntimeOptions {
   queue: StepQueue;
   /** The step queues' visibility timeout: a step lease lasts as long, and both are renewed together. */
   visibilitySeconds: number;
+  /**
+   * The placements this stack runs (default `lambda` only): with `container`, a kind may place a job
+   * on the container worker, and every message of that job goes to the queue named CONTAINER_QUEUE.
+   */
+  placements?: readonly Placement[];
   /** How long a failed attempt waits before SQS hands it out again. */
   retryDelaySeconds?: number;
   /** Time kept back from the invocation's remaining time to checkpoint and enqueue. */
@@ -122,6 +127,7 @@ export class JobRuntime {
   private readonly kinds: JobKinds;
   private readonly queue: StepQueue;
   private readonly visibilitySeconds: number;
+  private readonly placements: readonly Placement[];
   private readonly retryDelaySeconds: number;
   private readonly reserveMs: number;
   private readonly resendQueuedAfterMs: number;
@@ -133,6 +139,7 @@ export class JobRuntime {
     this.kinds = options.kinds;
     this.queue = options.queue;
     this.visibilitySeconds = options.visibilitySeconds;
+    this.placements = options.placements ?? ['lambda'];
     this.retryDelaySeconds = options.retryDelaySeconds ?? 10;
     this.reserveMs = options.reserveMs ?? 30_000;
     this.resendQueuedAfterMs = options.resendQueuedAfterMs ?? 0;
@@ -156,6 +163,10 @@ export class JobRuntime {
     }
     const request = kind.parseRequest(submission.request);
     assertSmall('the job request', request);
+    const placement = kind.placement ? await kind.placement(request, this.placements) : undefined;
+    if (placement !== undefined && !this.placements.includes(placement)) {
+      throw new BadRequestError(`a ${kind.name} job cannot be placed on '${placement}': this stack runs ${this.placements.join(' and ')} workers only`);
+    }
     const requestHash = sha256(canonical({ kind: kind.name, request, parent: submission.parent ?? null }));
     if (submission.id !== undefined) assertValidName(submission.id, 'job id');
     const id = submission.id ?? (submission.key !== undefined ? jobIdForKey(kind.name, submission.key) : `j-${randomBytes(16).toString('hex')}`);
@@ -169,6 +180,7 @@ export class JobRuntime {
       request,
       ...(submission.parent ? { parent: submission.parent } : {}),
       ...(kind.queue ? { queue: kind.queue(request) } : {}),
+      ...(placement !== undefined ? { placement } : {}),
       ...(kind.counters ? { counters: Object.fromEntries(kind.counters.map((name) => [name, 0])) } : {}),
       attempts: 0,
       stepsTotal: 0,
@@ -237,9 +249,9 @@ export class JobRuntime {
     return job;
   }
 
-  /** Where a job's steps go: its own queue when its kind spreads jobs over several, else its kind's. */
+  /** Where a job's steps go: the container queue for a job placed there, its own queue when its kind spreads jobs over several, else its kind's. */
   private queueOf(job: JobRecord): string {
-    return job.queue ?? job.kind;
+    return job.placement === 'container' ? CONTAINER_QUEUE : (job.queue ?? job.kind);
   }
 
   /** Creates the steps (many at once: a batch job has thousands) and sends all but a final step that still waits for others. */

@@ -1,5 +1,6 @@
 import { ChangeMessageVisibilityCommand, GetQueueUrlCommand, SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import type { StepMessage } from './record.ts';
+import { ConfigError } from '../platform/errors.ts';
+import { CONTAINER_QUEUE, type StepMessage } from './record.ts';
 
 /** Where a kind's step messages go, and the visibility of one received message. */
 export interface StepQueue {
@@ -45,6 +46,18 @@ export class SqsStepQueue implements StepQueue {
   async setVisibility(queue: string, receiptHandle: string, seconds: number): Promise<void> {
     await this.sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: await this.url(queue), ReceiptHandle: receiptHandle, VisibilityTimeout: seconds }));
   }
+}
+
+/**
+ * A step queue's names with the container queue added: the jobs placed on the container worker
+ * (whatever their kind) go to `containerQueue`, every other queue as `others` names it.
+ */
+export function withContainerQueue(containerQueue: string | undefined, others: (queue: string) => string): (queue: string) => string {
+  return (queue) => {
+    if (queue !== CONTAINER_QUEUE) return others(queue);
+    if (!containerQueue) throw new ConfigError('a job is placed on the container worker, but CONTAINER_STEPS_QUEUE_NAME (or _URL) is not set');
+    return containerQueue;
+  };
 }
 
 export interface OutgoingMessage {

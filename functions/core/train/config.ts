@@ -13,6 +13,11 @@ const trainConfigSchema = z.strictObject({
   intraOpThreads: z.coerce.number().int().min(0).max(64),
   /** Time a step keeps back, beyond the runtime's reserve, for its last checkpoint before it continues in a new invocation. */
   pauseMarginSeconds: z.coerce.number().min(0).max(900),
+  /**
+   * A job whose estimated size (trained parameters x training rows x epochs x phases) is over this
+   * goes to the container worker, where the stack runs one (CONTAINER_WORKERS=true).
+   */
+  containerThreshold: z.coerce.number().positive(),
 });
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 
@@ -25,6 +30,7 @@ export function readTrainConfig(env: NodeJS.ProcessEnv = process.env): TrainConf
     visibilitySeconds: env.TRAIN_VISIBILITY_SECONDS ?? 960,
     intraOpThreads: env.TRAIN_INTRA_OP_THREADS ?? 0,
     pauseMarginSeconds: env.TRAIN_PAUSE_MARGIN_SECONDS ?? 20,
+    containerThreshold: env.TRAIN_CONTAINER_THRESHOLD || 1e14,
   });
   if (!parsed.success) throw new ConfigError(`invalid train configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   return parsed.data;

@@ -21,12 +21,13 @@ import { decodeModel } from '../onnx/model-proto.ts';
 import { UnsupportedModelError } from '../onnx/graph-toolkit.ts';
 import { augmentationBatches, chainBatches } from './augment-batches.ts';
 import { decodeCheckpoint, encodeCheckpoint } from './checkpoint.ts';
-import { argmaxLabels, distillationLoss, Teacher, teacherBatches } from './distill.ts';
+import { argmaxLabels, distillationLoss, pipelineTeacherSignatureOf, Teacher, teacherBatches } from './distill.ts';
+import { darknetParameters } from '../onnx/darknet.ts';
 import { TrainingGraphError } from './gradients.ts';
 import { runTrainingLoop, type LoopOptions, type LoopState, type TrainingData } from './loop.ts';
 import type { LossTerm } from './losses.ts';
 import { applyMask, keepFraction, magnitudePrune, structuredPrune, unitChains } from './prune.ts';
-import { buildMlpStudent, buildStudent, defaultTrainable, teacherSignature } from './student.ts';
+import { buildMlpStudent, buildStudent, darknetInputProblem, defaultTrainable, teacherSignature, type TeacherSignature } from './student.ts';
 import { trainRequestSchema, type TrainJobRequest, type TrainRequest } from './options.ts';
 import { buildTrainingGraph, type TrainingGraph } from './training-graph.ts';
 import { TrainingSession } from './training-session.ts';
@@ -75,6 +76,15 @@ function trainingGraph(bytes: Uint8Array, request: TrainRequest, labelled: boole
   });
 }
 
+async function asUnsupportedAsync<T>(what: string, build: () => Promise<T>): Promise<T> {
+  try {
+    return await build();
+  } catch (error) {
+    if (error instanceof TrainingGraphError) throw new UnsupportedModelError(`${what}: ${error.message}`);
+    throw error;
+  }
+}
+
 /** Refusals of a model the engine cannot train, as 422 naming the op or the reason. */
 function asUnsupported<T>(what: string, build: () => T): T {
   try {
@@ -87,6 +97,8 @@ function asUnsupported<T>(what: string, build: () => T): T {
 
 export interface TrainDeps {
   store: ModelRepository;
+  /** Jobs estimated larger than this (estimateTrainingSize) go to the container worker where the stack runs one; unset: none does unless asked. */
+  containerThreshold?: number;
   sessionOptions?: InferenceSession.SessionOptions;
   /** Keep this much of an invocation's time for the last checkpoint (default 20 s). */
   pauseMarginMs?: number;
@@ -124,10 +136,13 @@ export async function validateTrainSubmission(store: ModelRepository, model: str
     throw new BadRequestError(`training.batchSize ${training.batchSize} is larger than the ${trainRows} training rows of data set '${dataset.name}' (after the validation split)`);
   }
   if (training.earlyStopping && training.validationFraction === 0) throw new BadRequestError('training.earlyStopping needs a validationFraction above 0');
-  const { bytes } = await store.getModelBytes(manifest);
+  // A pipeline can teach (through the pipeline executor); it has no graph of its own to train.
+  const pipeline = manifest.format === 'pipeline';
+  if (pipeline && request.method !== 'distill') throw new UnsupportedModelError(`'${model}' version '${version}' is a pipeline; it can only teach (method distill), not be trained by ${request.method}`);
+  const bytes = pipeline ? undefined : (await store.getModelBytes(manifest)).bytes;
   let trained = bytes;
   if (request.method === 'distill') {
-    const signature = asUnsupported(`model '${model}' version '${version}' cannot teach`, () => teacherSignature(bytes));
+    const signature = bytes ? asUnsupported(`model '${model}' version '${version}' cannot teach`, () => teacherSignature(bytes)) : await asUnsupportedAsync(`pipeline '${model}' version '${version}' cannot teach`, () => pipelineTeacherSignatureOf(store, manifest));
     if (request.student.kind === 'registered') {
       const student = await store.getManifest(request.student.model, request.student.version);
       matchDatasetToModel(dataset, student);
@@ -137,18 +152,54 @@ export async function validateTrainSubmission(store: ModelRepository, model: str
       trained = (await store.getModelBytes(student)).bytes;
     } else if (request.student.kind === 'mlp') {
       const spec = request.student;
-      const sizes = [signature.inputDims.reduce((a, b) => a * b, 1), ...spec.hidden, signature.classes];
-      const parameters = sizes.slice(1).reduce((n, width, i) => n + (sizes[i] as number) * width + width, 0);
+      const parameters = mlpParameters(signature, spec.hidden);
       if (parameters > MAX_STUDENT_PARAMETERS) throw new BadRequestError(`student.hidden [${spec.hidden.join(', ')}] makes ${parameters} parameters; at most ${MAX_STUDENT_PARAMETERS} (a student is meant to be smaller than its teacher)`);
       trained = asUnsupported('student', () => buildMlpStudent(signature, spec.hidden));
-    } else if (signature.inputDims.length !== 3 || signature.inputDims[0] !== 3 || signature.inputDims[1] !== signature.inputDims[2] || (signature.inputDims[1] ?? 0) % 32 !== 0) {
-      throw new UnsupportedModelError(`a darknet student needs an input [batch, 3, S, S] with S a multiple of 32; the teacher's is [batch, ${signature.inputDims.join(', ')}]`);
-    } else trained = bytes; // The thin Darknet is built on the worker (it measures statistics); the teacher's graph is checked here.
+    } else {
+      const problem = darknetInputProblem(signature, request.student.stages);
+      if (problem) throw new UnsupportedModelError(problem);
+      trained = bytes; // The thin Darknet is built on the worker (it measures statistics); the teacher's graph is checked here.
+    }
   }
-  if (request.method === 'prune' && request.pruning.kind === 'structured' && unitChains(decodeModel(bytes)).length === 0) {
+  if (request.method === 'prune' && request.pruning.kind === 'structured' && unitChains(decodeModel(bytes!)).length === 0) {
     throw new UnsupportedModelError(`model '${model}' version '${version}' has no hidden units to prune: no MatMul, Gemm or Conv feeds another through per-channel ops only`);
   }
-  asUnsupported(`model '${model}' version '${version}' cannot be trained`, () => trainingGraph(trained, request, labelled, targets));
+  if (trained) asUnsupported(`model '${model}' version '${version}' cannot be trained`, () => trainingGraph(trained, request, labelled, targets));
+}
+
+function mlpParameters(signature: TeacherSignature, hidden: readonly number[]): number {
+  const sizes = [signature.inputDims.reduce((a, b) => a * b, 1), ...hidden, signature.classes];
+  return sizes.slice(1).reduce((n, width, i) => n + (sizes[i] as number) * width + width, 0);
+}
+
+/** Elements of a model's float initializers: its weights, biases and statistics. */
+function parameterCount(bytes: Uint8Array): number {
+  const initializers = decodeModel(bytes).graph?.initializer ?? [];
+  return initializers.filter((t) => t.dataType === 1 || t.dataType === 10 || t.dataType === 11).reduce((n, t) => n + (t.dims ?? []).reduce((a: number, d) => a * Number(d), 1), 0);
+}
+
+/**
+ * A train job's size for its placement: parameters trained x training rows x epochs x phases (a
+ * forward and a backward pass per parameter and row). A Darknet student is estimated from its
+ * teacher, its widths times the multiplier (so its parameters times its square).
+ */
+export async function estimateTrainingSize(store: ModelRepository, request: TrainJobRequest): Promise<number> {
+  const manifest = await store.getManifest(request.model, request.version);
+  const dataset = await readDatasetManifest(store, request.dataset);
+  let parameters: number;
+  if (request.method === 'distill') {
+    const { student } = request;
+    if (student.kind === 'registered') parameters = parameterCount((await store.getModelBytes(await store.getManifest(student.model, student.version))).bytes);
+    else if (student.kind === 'mlp') parameters = mlpParameters(await signatureOf(store, manifest), student.hidden);
+    else parameters = darknetParameters({ widthMultiplier: student.widthMultiplier, stages: student.stages, classes: (await signatureOf(store, manifest)).classes });
+  } else parameters = parameterCount((await store.getModelBytes(manifest)).bytes);
+  const trainRows = dataset.rows - Math.round(dataset.rows * request.training.validationFraction);
+  return parameters * trainRows * request.training.epochs * phaseCount(request);
+}
+
+/** What a student of this teacher (a model or a pipeline version) must take and give. */
+async function signatureOf(store: ModelRepository, manifest: ModelManifest): Promise<TeacherSignature> {
+  return manifest.format === 'pipeline' ? pipelineTeacherSignatureOf(store, manifest) : teacherSignature((await store.getModelBytes(manifest)).bytes);
 }
 
 /** Labels outside the model's classes are refused: the loss would read them as all-zero targets. */
@@ -172,8 +223,8 @@ async function getBytes(store: ModelRepository, key: string): Promise<Uint8Array
 }
 
 /** The model phase `index` starts from: the source, a student, or the previous phase's result pruned one round further. */
-async function phaseStart(deps: TrainDeps, job: string, request: TrainJobRequest, index: number, source: Uint8Array, original: Map<string, number>): Promise<Phase> {
-  if (request.method === 'finetune') return { index, start: source };
+async function phaseStart(deps: TrainDeps, job: string, request: TrainJobRequest, index: number, source: Uint8Array | undefined, signature: TeacherSignature | undefined, original: Map<string, number>): Promise<Phase> {
+  if (request.method === 'finetune') return { index, start: source! };
   if (request.method === 'distill') {
     // Stored once: a Darknet student measures statistics as it is built, and a resumed job must start from the same one.
     const stored = await getBytes(deps.store, trainKeys.phaseStart(job, index));
@@ -183,25 +234,25 @@ async function phaseStart(deps: TrainDeps, job: string, request: TrainJobRequest
     const start =
       student.kind === 'registered'
         ? (await deps.store.getModelBytes(await deps.store.getManifest(student.model, student.version))).bytes
-        : await buildStudent(teacherSignature(source), student.kind === 'mlp' ? { kind: 'mlp', hidden: student.hidden, ...seed } : { kind: 'darknet', widthMultiplier: student.widthMultiplier, ...seed });
+        : await buildStudent(signature!, student.kind === 'mlp' ? { kind: 'mlp', hidden: student.hidden, ...seed } : { kind: 'darknet', widthMultiplier: student.widthMultiplier, ...(student.stages ? { stages: student.stages } : {}), ...seed });
     await deps.store.putObjectBytes(trainKeys.phaseStart(job, index), start);
     return { index, start };
   }
   // Pruning is deterministic from the previous phase's result, so a resumed phase finds the same model and masks.
-  const previous = index === 0 ? source : await getBytes(deps.store, trainKeys.phaseResult(job, index - 1));
+  const previous = index === 0 ? source! : await getBytes(deps.store, trainKeys.phaseResult(job, index - 1));
   if (!previous) throw new Error(`phase ${index - 1} of job ${job} has no result`);
   const round = (index + 1) / request.pruning.rounds;
   if (request.pruning.kind === 'magnitude') {
     const pruned = magnitudePrune(previous, { sparsity: request.pruning.sparsity * round, scope: request.pruning.scope });
     return { index, start: pruned.bytes, masks: pruned.masks, report: { sparsity: pruned.zeroed / pruned.total, zeroed: pruned.zeroed, weights: pruned.total } };
   }
-  if (original.size === 0) for (const chain of unitChains(decodeModel(source))) original.set(chain.producer.name || (chain.producer.input?.[1] as string), chain.width);
+  if (original.size === 0) for (const chain of unitChains(decodeModel(source!))) original.set(chain.producer.name || (chain.producer.input?.[1] as string), chain.width);
   const pruned = structuredPrune(previous, { keep: keepFraction(1 - request.pruning.fraction * round, original) });
   return { index, start: pruned.bytes, report: { layers: pruned.layers, parametersBefore: pruned.parametersBefore, parametersAfter: pruned.parametersAfter } };
 }
 
 function lineageOptions(request: TrainJobRequest, job: string, summary: Record<string, Json>): Record<string, unknown> {
-  const { model: _model, version: _version, method: _method, ...hyperParameters } = request;
+  const { model: _model, version: _version, method: _method, placement: _placement, ...hyperParameters } = request;
   return { job, source: { model: request.model, version: request.version }, dataset: request.dataset, hyperParameters, ...summary };
 }
 
@@ -225,7 +276,10 @@ export async function runTrainStep(deps: TrainDeps, ctx: StepContext): Promise<S
   const job = ctx.job.id;
   const request = parseTrainJobRequest(ctx.job.request);
   const manifest = await deps.store.getManifest(request.model, request.version);
-  const source = (await deps.store.getModelBytes(manifest)).bytes;
+  // A pipeline version only teaches: it runs through the pipeline executor and has no bytes to train.
+  const pipeline = manifest.format === 'pipeline';
+  const source = pipeline ? undefined : (await deps.store.getModelBytes(manifest)).bytes;
+  const signature = request.method === 'distill' ? await signatureOf(deps.store, manifest) : undefined;
   const datasetManifest: DatasetManifest = await readDatasetManifest(deps.store, request.dataset);
   const loaded = await loadDataset(deps.store, datasetManifest);
   const classes = outputClasses(manifest) ?? datasetManifest.classes ?? 0;
@@ -239,7 +293,7 @@ export async function runTrainStep(deps: TrainDeps, ctx: StepContext): Promise<S
   let teacher: Teacher | undefined;
   let precomputed: Float32Array | undefined;
   if (request.method === 'distill') {
-    teacher = await Teacher.create(source, deps.sessionOptions);
+    teacher = pipeline ? await Teacher.fromPipeline(deps.store, manifest, deps.sessionOptions?.intraOpNumThreads) : await Teacher.create(source!, deps.sessionOptions);
     if (!training.augmentation || !labelled) precomputed = await teacher.logitsForAll(data, rows);
     // Without labels, validation scores agreement with the teacher (its argmax as the label).
     if (!labelled) data = { columns: data.columns, labels: argmaxLabels(precomputed!, teacher.classes) };
@@ -253,7 +307,7 @@ export async function runTrainStep(deps: TrainDeps, ctx: StepContext): Promise<S
     let phase = 0;
     while (phase < phases && (await getBytes(deps.store, trainKeys.phaseResult(job, phase)))) phase++;
     for (; phase < phases; phase++) {
-      const current = await phaseStart(deps, job, request, phase, source, original);
+      const current = await phaseStart(deps, job, request, phase, source, signature, original);
       const graph = asUnsupported('training graph', () => trainingGraph(current.start, request, labelled, targets));
       const session = await TrainingSession.create(graph, deps.sessionOptions);
       try {
@@ -290,7 +344,8 @@ export async function runTrainStep(deps: TrainDeps, ctx: StepContext): Promise<S
                 },
               }
             : {}),
-          shouldPause: () => ctx.remainingMs() < margin,
+          // Out of time on Lambda, or a container told to stop: checkpoint, and another worker goes on from there.
+          shouldPause: () => ctx.remainingMs() < margin || ctx.signal.aborted,
           onProgress: async (p) => {
             lastLoss = p.loss;
             if (p.validationScore !== undefined && !Number.isNaN(p.validationScore)) lastScore = p.validationScore;
@@ -350,6 +405,13 @@ export function trainJobKind(deps: TrainDeps): JobKind {
   return {
     name: TRAIN_KIND,
     parseRequest: (body) => parseTrainJobRequest(body) as unknown as Json,
+    // Asked for, or by the estimated size; the container worker only where the stack runs one.
+    async placement(body, available) {
+      const request = parseTrainJobRequest(body);
+      if (request.placement) return request.placement;
+      if (!available.includes('container') || deps.containerThreshold === undefined) return 'lambda';
+      return (await estimateTrainingSize(deps.store, request)) > deps.containerThreshold ? 'container' : 'lambda';
+    },
     plan: () => [{ name: 'train', handler: 'train' }],
     steps: { train: (ctx) => runTrainStep(deps, ctx) },
     maxAttempts: 3,

@@ -49,7 +49,8 @@ export const studentSchema = z.discriminatedUnion('kind', [
   /** A registered version (any model) whose input and output match the teacher's. */
   z.strictObject({ kind: z.literal('registered'), model: name('student model name'), version: name('student version') }),
   z.strictObject({ kind: z.literal('mlp'), hidden: z.array(z.number().int().min(1).max(65_536)).min(1).max(16), seed: z.number().int().min(0).optional() }),
-  z.strictObject({ kind: z.literal('darknet'), widthMultiplier: z.number().gt(0).max(1), seed: z.number().int().min(0).optional() }),
+  /** A Darknet-style CNN: channel widths x widthMultiplier, `stages` residual blocks per stride-2 stage (default Darknet-53's [1, 2, 8, 8, 4]). */
+  z.strictObject({ kind: z.literal('darknet'), widthMultiplier: z.number().gt(0).max(1), stages: z.array(z.number().int().min(0).max(8)).min(1).max(5).optional(), seed: z.number().int().min(0).optional() }),
 ]);
 export type StudentSpecInput = z.infer<typeof studentSchema>;
 
@@ -62,12 +63,15 @@ export const pruningSchema = z.discriminatedUnion('kind', [
 export type PruningOptions = z.infer<typeof pruningSchema>;
 
 const dataset = name('data set name');
+/** Where the job runs; default: chosen from its estimated size (docs/training.md, placement). */
+const placement = z.enum(['lambda', 'container']).optional();
 
 export const trainRequestSchema = z.discriminatedUnion('method', [
-  z.strictObject({ method: z.literal('finetune'), dataset, training: trainingSchema.default(() => trainingSchema.parse({})) }),
+  z.strictObject({ method: z.literal('finetune'), dataset, placement, training: trainingSchema.default(() => trainingSchema.parse({})) }),
   z.strictObject({
     method: z.literal('distill'),
     dataset,
+    placement,
     student: studentSchema,
     temperature: z.number().gt(0).max(100).default(4),
     /** Weight of the KL term; 1 - alpha weighs cross-entropy on labels (ignored without labels). */
@@ -77,6 +81,7 @@ export const trainRequestSchema = z.discriminatedUnion('method', [
   z.strictObject({
     method: z.literal('prune'),
     dataset,
+    placement,
     pruning: pruningSchema,
     /** Fine-tuning after each round (its epochs are per round). */
     training: trainingSchema.default(() => trainingSchema.parse({})),

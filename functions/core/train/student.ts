@@ -1,12 +1,12 @@
 /**
  * Students for distillation, built from a teacher's signature: an MLP of given hidden widths, or a
- * thinner Darknet-style CNN (the zoo builder's width multiplier). A student keeps the teacher's
+ * thinner Darknet-style CNN (onnx/darknet.ts's width multiplier and stages). A student keeps the teacher's
  * input and output names and shapes, and ends in a Softmax when the teacher does, so it can replace
  * the teacher behind the same requests.
  */
 import { attr, graph, model, node, scalarFloat32, tensorFromFloat32, valueInfo, type Dimension } from '../onnx/builder.ts';
 import { decodeModel, encodeModel, readFloat32Tensor, type ModelProto, type NodeProtoInit, type TensorProtoInit } from '../onnx/model-proto.ts';
-import { buildDarknet53 } from '../../../test/bench/fixtures/darknet53.ts';
+import { buildDarknet53, DARKNET53_STAGES } from '../onnx/darknet.ts';
 import { seededRandom } from '../platform/random.ts';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { TrainingGraphError } from './gradients.ts';
@@ -14,8 +14,11 @@ import { TrainingGraphError } from './gradients.ts';
 export type StudentSpec =
   /** Hidden widths of MatMul + Add + Relu layers between the (flattened) input and the classes. */
   | { kind: 'mlp'; hidden: readonly number[]; seed?: number }
-  /** Darknet-53 with every channel width times `widthMultiplier`; needs an [N, 3, S, S] input. */
-  | { kind: 'darknet'; widthMultiplier: number; seed?: number };
+  /**
+   * A Darknet-style CNN with every channel width times `widthMultiplier` and `stages` residual
+   * blocks per stride-2 stage (default Darknet-53's); needs an [N, 3, S, S] input, S a multiple of 2^stages.
+   */
+  | { kind: 'darknet'; widthMultiplier: number; stages?: readonly number[]; seed?: number };
 
 /** What a student must match: the teacher's first input and output. */
 export interface TeacherSignature {
@@ -31,7 +34,7 @@ export interface TeacherSignature {
 }
 
 /** The scalar a model multiplies its input by first (`Mul(input, scalar initializer)`), else 1. */
-function inputScaleOf(proto: ModelProto, input: string): number {
+export function inputScaleOf(proto: ModelProto, input: string): number {
   const g = proto.graph;
   const first = g?.node?.find((n) => n.input?.includes(input));
   if (first?.opType !== 'Mul') return 1;
@@ -115,13 +118,19 @@ export function buildMlpStudent(signature: TeacherSignature, hidden: readonly nu
   );
 }
 
-/** A thinner Darknet-53 for an image teacher ([N, 3, S, S]), renamed to the teacher's input and output. */
-export async function buildDarknetStudent(signature: TeacherSignature, widthMultiplier: number, seed = 53): Promise<Uint8Array> {
+/** Why a teacher's input cannot feed a Darknet student of `stages` stages, or undefined when it can. */
+export function darknetInputProblem(signature: TeacherSignature, stages: readonly number[] = DARKNET53_STAGES): string | undefined {
   const [channels, height, width] = signature.inputDims;
-  if (signature.inputDims.length !== 3 || channels !== 3 || height !== width || (height as number) % 32 !== 0) {
-    throw new TrainingGraphError(`a darknet student needs an input [batch, 3, S, S] with S a multiple of 32; the teacher's is [batch, ${signature.inputDims.join(', ')}]`);
-  }
-  const built = await buildDarknet53({ widthMultiplier, inputSize: height as number, classes: signature.classes, seed, probeImages: signature.classes, calibrationImages: 4 });
+  const stride = 2 ** stages.length;
+  if (signature.inputDims.length === 3 && channels === 3 && height === width && (height as number) % stride === 0) return undefined;
+  return `a darknet student of ${stages.length} stages needs an input [batch, 3, S, S] with S a multiple of ${stride}; the teacher's is [batch, ${signature.inputDims.join(', ')}]`;
+}
+
+/** A thinner Darknet-style CNN for an image teacher ([N, 3, S, S]), renamed to the teacher's input and output. */
+export async function buildDarknetStudent(signature: TeacherSignature, widthMultiplier: number, seed = 53, stages: readonly number[] = DARKNET53_STAGES): Promise<Uint8Array> {
+  const problem = darknetInputProblem(signature, stages);
+  if (problem) throw new TrainingGraphError(problem);
+  const built = await buildDarknet53({ widthMultiplier, stages, inputSize: signature.inputDims[1] as number, classes: signature.classes, seed, probeImages: signature.classes, calibrationImages: 4 });
   const proto = decodeModel(encodeModel(built));
   const rename = new Map([['input', signature.inputName], ['probabilities', signature.outputName]]);
   const g = proto.graph as OnnxTypes.GraphProto;
@@ -134,7 +143,7 @@ export async function buildDarknetStudent(signature: TeacherSignature, widthMult
 }
 
 export async function buildStudent(signature: TeacherSignature, spec: StudentSpec): Promise<Uint8Array> {
-  return spec.kind === 'mlp' ? buildMlpStudent(signature, spec.hidden, spec.seed) : buildDarknetStudent(signature, spec.widthMultiplier, spec.seed);
+  return spec.kind === 'mlp' ? buildMlpStudent(signature, spec.hidden, spec.seed) : buildDarknetStudent(signature, spec.widthMultiplier, spec.seed, spec.stages);
 }
 
 /**
