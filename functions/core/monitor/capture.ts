@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ModelManifest } from '../artifacts/manifest.ts';
 import { inputFeatures, predictionFeatures, type FeatureColumn, type TensorLike } from './features.ts';
-import { DEFAULT_CAPTURE, effectiveMonitoring, type CaptureConfig, type MonitoringConfig } from './policy.ts';
+import { defaultCapture, effectiveMonitoring, type CaptureConfig, type MonitoringConfig } from './policy.ts';
 
 /**
  * Data capture: a sampled share of a model's requests and responses, written to
@@ -149,7 +149,7 @@ export class CaptureWriter {
   }
 
   private async handle(offer: CaptureOffer): Promise<void> {
-    const config = effectiveMonitoring(await this.captureConfig(offer.model), offer.manifest).capture ?? DEFAULT_CAPTURE;
+    const config = effectiveMonitoring(await this.captureConfig(offer.model), offer.manifest).capture ?? defaultCapture();
     if (!config.enabled || config.samplingRate <= 0 || this.random() >= config.samplingRate) {
       this.flushAged();
       return;
