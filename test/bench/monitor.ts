@@ -31,7 +31,7 @@ import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
 import { CaptureWriter } from '../../functions/core/monitor/capture.ts';
 import { compareWithBaseline } from '../../functions/core/monitor/drift.ts';
-import { DEFAULT_DRIFT, readModelMonitoring, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
+import { defaultDrift, readModelMonitoring, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
 import { promote, setRoutes } from '../../functions/core/registry/rollout.ts';
 import { createInferenceHandler, STICKY_HEADER } from '../../functions/inference/app.ts';
 import { createLocalMonitor, LOCAL_GUARD_EVERY_MS } from '../../infra/local/monitor.ts';
@@ -126,7 +126,7 @@ async function driftFigures(mnist: Mnist) {
   const sample = (seed: number, n: number) => permutation(rest.length, 1000 + seed).slice(0, n).map((i) => rest[i]!);
   const flagged = async (n: number, shift: Shift, seeds: number) => {
     let count = 0;
-    for (let seed = 0; seed < seeds; seed++) if (compareWithBaseline(baseline, await features(sample(seed, n), shift), { ...DEFAULT_DRIFT, minSamples: n }).drift) count++;
+    for (let seed = 0; seed < seeds; seed++) if (compareWithBaseline(baseline, await features(sample(seed, n), shift), { ...defaultDrift(), minSamples: n }).drift) count++;
     return count / seeds;
   };
   const detection: Record<string, number | null> = {};
@@ -138,7 +138,7 @@ async function driftFigures(mnist: Mnist) {
   }
   return {
     drift_detection_requests: { rotated_90: detection.rotated ?? null, inverted: detection.inverted ?? null },
-    false_alarm_rate: await flagged(DEFAULT_DRIFT.minSamples, 'none', FALSE_ALARM_SEEDS),
+    false_alarm_rate: await flagged(defaultDrift().minSamples, 'none', FALSE_ALARM_SEEDS),
     drift_ladder: ladder,
   };
 }

@@ -11,7 +11,7 @@ import type { ClientTask } from '../../functions/core/federated/rounds.ts';
 import { generateMaskingKeys, revealSeeds, type MaskingKeys } from '../../functions/core/federated/secure-aggregation.ts';
 import { checkUpdate, encodeUpdate } from '../../functions/core/federated/update-file.ts';
 import { seededRandom } from '../../functions/core/platform/random.ts';
-import { uploadedVersions } from '../../functions/core/artifacts/model-store.ts';
+import { uploadedVersions } from '../../functions/core/artifacts/indexed-versions.ts';
 import type { TrainingData } from '../../functions/core/train/loop.ts';
 import { startFederationStack, type FederationStack } from '../helpers/federation-stack.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';

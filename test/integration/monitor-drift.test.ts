@@ -8,7 +8,7 @@ import { createObservability } from '../../functions/core/platform/observability
 import type { Baseline } from '../../functions/core/monitor/baseline.ts';
 import { CaptureWriter } from '../../functions/core/monitor/capture.ts';
 import { compareWithBaseline } from '../../functions/core/monitor/drift.ts';
-import { DEFAULT_DRIFT, readModelMonitoring, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
+import { defaultDrift, readModelMonitoring, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
 import type { DriftReport } from '../../functions/core/monitor/report.ts';
 import { createInferenceHandler } from '../../functions/inference/app.ts';
 import { createLocalMonitor, type LocalMonitor } from '../../infra/local/monitor.ts';
@@ -45,15 +45,15 @@ describe('drift tests on MNIST', () => {
 
   it(`raises no alarm on fresh samples of the same distribution in at least 95% of ${SEEDS} seeds`, async () => {
     const alarms: number[] = [];
-    for (let seed = 0; seed < SEEDS; seed++) if (compareWithBaseline(baseline, await features(sampleOf(seed), 'none'), DEFAULT_DRIFT).drift) alarms.push(seed);
+    for (let seed = 0; seed < SEEDS; seed++) if (compareWithBaseline(baseline, await features(sampleOf(seed), 'none'), defaultDrift()).drift) alarms.push(seed);
     expect(alarms.length / SEEDS).toBeLessThanOrEqual(0.05);
     expect(alarms).toEqual([]);
   });
 
   it('finds drift in inverted and in rotated images on every seed, in the features that moved', async () => {
     for (let seed = 0; seed < SEEDS; seed++) {
-      const inverted = compareWithBaseline(baseline, await features(sampleOf(seed), 'inverted'), DEFAULT_DRIFT);
-      const rotated = compareWithBaseline(baseline, await features(sampleOf(seed), 'rotated'), DEFAULT_DRIFT);
+      const inverted = compareWithBaseline(baseline, await features(sampleOf(seed), 'inverted'), defaultDrift());
+      const rotated = compareWithBaseline(baseline, await features(sampleOf(seed), 'rotated'), defaultDrift());
       expect([seed, inverted.drift, rotated.drift]).toEqual([seed, true, true]);
       const drifted = (r: typeof inverted) => r.features.filter((f) => f.drifted).map((f) => f.name);
       // Inverting moves the mean brightness (about 33 to about 222); rotating keeps it and moves where the ink is, and what the model predicts.
@@ -64,7 +64,7 @@ describe('drift tests on MNIST', () => {
   });
 
   it('says a sample is too small instead of judging it', async () => {
-    const small = compareWithBaseline(baseline, await features(sampleOf(0).slice(0, 50), 'inverted'), DEFAULT_DRIFT);
+    const small = compareWithBaseline(baseline, await features(sampleOf(0).slice(0, 50), 'inverted'), defaultDrift());
     expect(small).toMatchObject({ samples: 50, enough: false, drift: false, features: [] });
   });
 });

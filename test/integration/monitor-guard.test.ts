@@ -8,7 +8,7 @@ import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
 import { judgeCanary, runCanaryGuard } from '../../functions/core/monitor/guard.ts';
 import { LocalMetricsStore, parseEmfLine } from '../../functions/core/monitor/metrics-source.ts';
-import { DEFAULT_GUARD, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
+import { defaultGuard, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
 import { promote, setRoutes } from '../../functions/core/registry/rollout.ts';
 import { createInferenceHandler, STICKY_HEADER } from '../../functions/inference/app.ts';
 import { startRegistryStack, scaleModel, type RegistryStack } from '../helpers/registry-stack.ts';
@@ -129,10 +129,10 @@ describe('the canary guard', () => {
     };
     expect(samples).toHaveLength(100);
     expect(figures('1').p99Ms).toBeCloseTo(2.4, 12);
-    expect(judgeCanary(figures('1'), figures('2'), { ...DEFAULT_GUARD, minRequests: 50 })).toEqual({ outcome: 'breach', reasons: ['p99 latency 90.0 ms against 2.4 ms (over 1.5x and 20 ms more)'] });
-    expect(judgeCanary(figures('1'), figures('1'), { ...DEFAULT_GUARD, minRequests: 50 })).toEqual({ outcome: 'healthy', reasons: [] });
+    expect(judgeCanary(figures('1'), figures('2'), { ...defaultGuard(), minRequests: 50 })).toEqual({ outcome: 'breach', reasons: ['p99 latency 90.0 ms against 2.4 ms (over 1.5x and 20 ms more)'] });
+    expect(judgeCanary(figures('1'), figures('1'), { ...defaultGuard(), minRequests: 50 })).toEqual({ outcome: 'healthy', reasons: [] });
     // Three times slower but 4.8 ms: under the policy's 20 ms of slack.
-    expect(judgeCanary(figures('1'), { ...figures('1'), p99Ms: 7.2 }, { ...DEFAULT_GUARD, minRequests: 50 })).toEqual({ outcome: 'healthy', reasons: [] });
-    expect(judgeCanary(figures('1'), figures('2'), { ...DEFAULT_GUARD, minRequests: 51 })).toEqual({ outcome: 'waiting', reasons: [] });
+    expect(judgeCanary(figures('1'), { ...figures('1'), p99Ms: 7.2 }, { ...defaultGuard(), minRequests: 50 })).toEqual({ outcome: 'healthy', reasons: [] });
+    expect(judgeCanary(figures('1'), figures('2'), { ...defaultGuard(), minRequests: 51 })).toEqual({ outcome: 'waiting', reasons: [] });
   });
 });

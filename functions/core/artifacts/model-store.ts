@@ -10,6 +10,7 @@ import { sha256Hex, sha256OfFile } from '../platform/hash.ts';
 import type { LazyClient } from '../aws/lazy-clients.ts';
 import { PARSED_ONCE } from '../platform/zod-options.ts';
 import { ObjectStore } from './object-store.ts';
+import { registeredVersions, uploadedVersions, type IndexedVersion } from './indexed-versions.ts';
 import { ARTIFACT_FIRST_PARTS, downloadRanged, PART_BYTES, PART_CONCURRENCY, readStreamInto, totalFromContentRange, type Downloaded, type RangedPlan } from './ranged-download.ts';
 
 export interface ModelStoreOptions {
@@ -28,13 +29,6 @@ export interface ModelStoreOptions {
   prefetched?: Map<string, Promise<Downloaded | undefined>> | undefined;
 }
 
-/** A version as the store needs to know it: whether it serves, and whether a user uploaded it (no lineage). */
-export interface IndexedVersion {
-  version: string;
-  status: string;
-  lineage?: unknown;
-}
-
 /**
  * What the store asks of the registry: the registry table implements it, and the registry's
  * repository (registry/repository.ts) joins the store, the table and the events. The dependency
@@ -44,16 +38,6 @@ export interface VersionIndex {
   /** Versions lowest first. */
   listVersions(model: string): Promise<readonly IndexedVersion[]>;
   getVersion(model: string, version: string): Promise<IndexedVersion | undefined>;
-}
-
-/** The versions that serve (not retired), in the records' order. */
-export function registeredVersions(records: readonly IndexedVersion[]): string[] {
-  return records.filter((v) => v.status === 'registered').map((v) => v.version);
-}
-
-/** The serving versions a user uploaded (no lineage): the default route of a model without a default alias. */
-export function uploadedVersions(records: readonly IndexedVersion[]): string[] {
-  return records.filter((v) => v.status === 'registered' && !v.lineage).map((v) => v.version);
 }
 
 /** Reads registered models from the bucket: versions, manifests, and hash-checked model bytes. */

@@ -9,7 +9,7 @@ import { keys } from '../artifacts/keys.ts';
 import { isValidName } from '../artifacts/names.ts';
 import { IntegrityError } from '../platform/errors.ts';
 import { ARTIFACT_FIRST_PARTS, downloadRanged, totalFromContentRange, type Downloaded, type RangeReader, type RangeResponse } from '../artifacts/ranged-download.ts';
-import { registeredVersions, uploadedVersions } from '../artifacts/model-store.ts';
+import { registeredVersions, uploadedVersions } from '../artifacts/indexed-versions.ts';
 import { recordsOfModel, type AliasRecord } from '../registry/registry-table.ts';
 import { DEFAULT_ALIAS, defaultVersion } from '../registry/routing.ts';
 

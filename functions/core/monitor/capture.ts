@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ModelManifest } from '../artifacts/manifest.ts';
 import { inputFeatures, predictionFeatures, type FeatureColumn, type TensorLike } from './features.ts';
-import { DEFAULT_CAPTURE, effectiveMonitoring, type CaptureConfig, type MonitoringConfig } from './policy.ts';
+import { defaultCapture, effectiveMonitoring, type CaptureConfig, type MonitoringConfig } from './policy.ts';
 
 /**
  * Data capture: a sampled share of a model's requests and responses, written to
@@ -168,7 +168,7 @@ export class CaptureWriter {
   private effectiveCapture(modelWide: MonitoringConfig, manifest: CaptureOffer['manifest']): CaptureConfig {
     const cached = this.effective.get(manifest);
     if (cached && cached.modelWide === modelWide) return cached.config;
-    const config = effectiveMonitoring(modelWide, manifest).capture ?? DEFAULT_CAPTURE;
+    const config = effectiveMonitoring(modelWide, manifest).capture ?? defaultCapture();
     this.effective.set(manifest, { modelWide, config });
     return config;
   }

@@ -1,7 +1,7 @@
 import type { ModelRepository } from '../registry/repository.ts';
 import { rollback } from '../registry/rollout.ts';
 import type { AliasRecord } from '../registry/registry-table.ts';
-import { DEFAULT_GUARD, readModelMonitoring, type GuardPolicy } from './policy.ts';
+import { defaultGuard, readModelMonitoring, type GuardPolicy } from './policy.ts';
 import { capturedPredictions, capturedRecords, comparePredictions, type PredictionComparison } from './canary-predictions.ts';
 
 /**
@@ -94,7 +94,7 @@ export async function runCanaryGuard(deps: GuardDeps): Promise<GuardVerdict[]> {
       const alias = aliases.get(aliasName);
       const sides = alias && split(alias);
       if (!alias || !sides) continue;
-      const policy = { ...DEFAULT_GUARD, ...guard };
+      const policy = { ...defaultGuard(), ...guard };
       const from = now - policy.windowSeconds * 1000;
       const [stableRoute, canaryRoute] = sides;
       const [stable, canary, stableCapture, canaryCapture] = await Promise.all([

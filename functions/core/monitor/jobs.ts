@@ -10,7 +10,7 @@ import type { ModelEventPublisher } from '../registry/events.ts';
 import { computeBaseline, readBaseline, writeBaseline } from './baseline.ts';
 import { capturePrefix, type CaptureRecord } from './capture.ts';
 import { captureFeatures, compareWithBaseline } from './drift.ts';
-import { DEFAULT_DRIFT, effectiveMonitoring, readModelMonitoring } from './policy.ts';
+import { defaultDrift, effectiveMonitoring, readModelMonitoring } from './policy.ts';
 import { monitoringPrefix, renderDriftHtml, type DriftReport } from './report.ts';
 
 /**
@@ -88,7 +88,7 @@ export async function runDrift(deps: MonitorDeps, request: Extract<MonitorReques
   const now = deps.now?.() ?? new Date();
   const date = request.date ?? isoDate(now);
   const manifest = await deps.store.getManifest(model, version);
-  const policy = effectiveMonitoring(await readModelMonitoring(deps.store, model), manifest).drift ?? DEFAULT_DRIFT;
+  const policy = effectiveMonitoring(await readModelMonitoring(deps.store, model), manifest).drift ?? defaultDrift();
   let baseline;
   try {
     baseline = await readBaseline(deps.store, model, version);

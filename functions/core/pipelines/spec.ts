@@ -21,66 +21,76 @@ export const REQUEST_SOURCE = '$request';
 export const MAX_STEPS = 32;
 export const MAX_BRANCHES = 8;
 
-const name = z.string().check(z.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must match [a-z0-9][a-z0-9._-]{0,63}'));
-const tensorName = z.string().check(z.regex(TENSOR_NAME_PATTERN, 'must match [A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}'));
-const source = z.string().check(z.regex(/^(\$request|[a-z0-9][a-z0-9_-]{0,63})\..+$/, 'must be $request.<input> or <step>.<output>'));
-
-/** A model and, optionally, a version (pinned) or an alias (followed); none follows the model's default route. */
-const target = {
-  model: name,
-  version: z.optional(name),
-};
-
-const stepBase = {
-  id: z.string().check(z.regex(STEP_ID_PATTERN, 'must match [a-z0-9][a-z0-9_-]{0,63}')),
-  /** Model input name -> source. */
-  inputs: z.record(z.string().check(z.minLength(1)), source),
-};
-
-const modelStep = z.strictObject({ kind: z.literal('model'), ...stepBase, ...target });
-
 export const COMBINE_METHODS = ['mean', 'weighted_mean', 'majority_vote', 'concat'] as const;
-const ensembleStep = z.strictObject({
-  kind: z.literal('ensemble'),
-  ...stepBase,
-  members: z.array(z.strictObject({ ...target, weight: z.optional(z.number().check(z.positive())) })).check(z.minLength(2), z.maxLength(MAX_BRANCHES)),
-  combine: z.enum(COMBINE_METHODS),
-  /** The member outputs to combine (every member has them); default all. */
-  outputs: z.optional(z.array(z.string().check(z.minLength(1))).check(z.minLength(1))),
-});
-
 export const CONDITION_OPS = ['eq', 'ne', 'gt', 'gte', 'lt', 'lte'] as const;
-const switchStep = z.strictObject({
-  kind: z.literal('switch'),
-  ...stepBase,
-  /** The tensor the condition reads: `$request.<input>` or `<step>.<output>`. */
-  on: source,
-  /** argmax: the index of each row's highest value (last axis); value: each element itself. */
-  reduce: z.enum(['argmax', 'value']),
-  cases: z.array(z.strictObject({ op: z.enum(CONDITION_OPS), value: z.number(), ...target })).check(z.minLength(1), z.maxLength(MAX_BRANCHES)),
-  default: z.optional(z.strictObject(target)),
-});
 
-const splitterStep = z.strictObject({
-  kind: z.literal('splitter'),
-  ...stepBase,
-  /** Integer weights in percent adding up to 100. */
-  branches: z.array(z.strictObject({ ...target, weight: z.number().check(z.int(), z.minimum(0), z.maximum(100)) })).check(z.minLength(2), z.maxLength(MAX_BRANCHES)),
-});
+/**
+ * The schemas, built on the first parse: every inference function loads this module, and most never
+ * serve a pipeline (building them at load was part of each cold start).
+ */
+function buildSchemas() {
+  const name = z.string().check(z.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must match [a-z0-9][a-z0-9._-]{0,63}'));
+  const tensorName = z.string().check(z.regex(TENSOR_NAME_PATTERN, 'must match [A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}'));
+  const source = z.string().check(z.regex(/^(\$request|[a-z0-9][a-z0-9_-]{0,63})\..+$/, 'must be $request.<input> or <step>.<output>'));
 
-export const pipelineStepSchema = z.discriminatedUnion('kind', [modelStep, ensembleStep, switchStep, splitterStep]);
+  /** A model and, optionally, a version (pinned) or an alias (followed); none follows the model's default route. */
+  const target = {
+    model: name,
+    version: z.optional(name),
+  };
 
-export const pipelineSpecSchema = z.strictObject({
-  description: z.optional(z.string().check(z.maxLength(1000))),
-  inputs: z.array(z.strictObject({ name: tensorName, datatype: z.enum(V2_DATATYPES), shape: z.array(z.number().check(z.int(), z.minimum(-1))) })).check(z.minLength(1)),
-  outputs: z.array(z.strictObject({ name: tensorName, source })).check(z.minLength(1)),
-  steps: z.array(pipelineStepSchema).check(z.minLength(1), z.maxLength(MAX_STEPS)),
-  /** Compile the steps (all plain model steps with pinned versions) into one ONNX model at registration. */
-  fuse: z.optional(z.boolean()),
-});
+  const stepBase = {
+    id: z.string().check(z.regex(STEP_ID_PATTERN, 'must match [a-z0-9][a-z0-9_-]{0,63}')),
+    /** Model input name -> source. */
+    inputs: z.record(z.string().check(z.minLength(1)), source),
+  };
 
-export type PipelineSpec = z.infer<typeof pipelineSpecSchema>;
-export type PipelineStep = z.infer<typeof pipelineStepSchema>;
+  const modelStep = z.strictObject({ kind: z.literal('model'), ...stepBase, ...target });
+
+  const ensembleStep = z.strictObject({
+    kind: z.literal('ensemble'),
+    ...stepBase,
+    members: z.array(z.strictObject({ ...target, weight: z.optional(z.number().check(z.positive())) })).check(z.minLength(2), z.maxLength(MAX_BRANCHES)),
+    combine: z.enum(COMBINE_METHODS),
+    /** The member outputs to combine (every member has them); default all. */
+    outputs: z.optional(z.array(z.string().check(z.minLength(1))).check(z.minLength(1))),
+  });
+
+  const switchStep = z.strictObject({
+    kind: z.literal('switch'),
+    ...stepBase,
+    /** The tensor the condition reads: `$request.<input>` or `<step>.<output>`. */
+    on: source,
+    /** argmax: the index of each row's highest value (last axis); value: each element itself. */
+    reduce: z.enum(['argmax', 'value']),
+    cases: z.array(z.strictObject({ op: z.enum(CONDITION_OPS), value: z.number(), ...target })).check(z.minLength(1), z.maxLength(MAX_BRANCHES)),
+    default: z.optional(z.strictObject(target)),
+  });
+
+  const splitterStep = z.strictObject({
+    kind: z.literal('splitter'),
+    ...stepBase,
+    /** Integer weights in percent adding up to 100. */
+    branches: z.array(z.strictObject({ ...target, weight: z.number().check(z.int(), z.minimum(0), z.maximum(100)) })).check(z.minLength(2), z.maxLength(MAX_BRANCHES)),
+  });
+
+  const pipelineStepSchema = z.discriminatedUnion('kind', [modelStep, ensembleStep, switchStep, splitterStep]);
+
+  const pipelineSpecSchema = z.strictObject({
+    description: z.optional(z.string().check(z.maxLength(1000))),
+    inputs: z.array(z.strictObject({ name: tensorName, datatype: z.enum(V2_DATATYPES), shape: z.array(z.number().check(z.int(), z.minimum(-1))) })).check(z.minLength(1)),
+    outputs: z.array(z.strictObject({ name: tensorName, source })).check(z.minLength(1)),
+    steps: z.array(pipelineStepSchema).check(z.minLength(1), z.maxLength(MAX_STEPS)),
+    /** Compile the steps (all plain model steps with pinned versions) into one ONNX model at registration. */
+    fuse: z.optional(z.boolean()),
+  });
+  return { pipelineStepSchema, pipelineSpecSchema };
+}
+
+let schemas: ReturnType<typeof buildSchemas> | undefined;
+
+export type PipelineSpec = z.infer<ReturnType<typeof buildSchemas>['pipelineSpecSchema']>;
+export type PipelineStep = z.infer<ReturnType<typeof buildSchemas>['pipelineStepSchema']>;
 export type StepTarget = { model: string; version?: string | undefined };
 export type CombineMethod = (typeof COMBINE_METHODS)[number];
 export type ConditionOp = (typeof CONDITION_OPS)[number];
@@ -168,7 +178,7 @@ export function parsePipelineSpec(raw: unknown): PipelineSpec {
     raw && typeof raw === 'object' && Array.isArray((raw as { steps?: unknown }).steps)
       ? { ...raw, steps: ((raw as { steps: unknown[] }).steps).map((s) => (s && typeof s === 'object' && !('kind' in s) ? { kind: 'model', ...s } : s)) }
       : raw;
-  const parsed = pipelineSpecSchema.safeParse(normalized);
+  const parsed = (schemas ??= buildSchemas()).pipelineSpecSchema.safeParse(normalized);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const at = issue.path.length ? ` at ${issue.path.join('.')}` : '';
