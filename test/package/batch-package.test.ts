@@ -116,10 +116,10 @@ describe('the GPU service', () => {
     expect(gpu.Resources.BatchGpuCapacityProvider!.Properties).toMatchObject({ AutoScalingGroupProvider: { ManagedScaling: { Status: 'ENABLED', TargetCapacity: 100 } } });
   });
 
-  it('scales on backlog per task, and to zero when the queue is empty', () => {
+  it('scales on backlog per task (shards and container job steps), and to zero when the queues are empty', () => {
     expect(gpu.Resources.BatchGpuScalableTarget!.Properties).toMatchObject({ MinCapacity: 0, ScalableDimension: 'ecs:service:DesiredCount' });
     const high = gpu.Resources.BatchGpuBacklogHighAlarm!.Properties.Metrics as { Id: string; Expression?: string }[];
-    expect(high.find((m) => m.Id === 'backlogpertask')!.Expression).toBe('(FILL(visible, 0) + FILL(inflight, 0)) / IF(FILL(tasks, 0) > 0, FILL(tasks, 0), 1)');
+    expect(high.find((m) => m.Id === 'backlogpertask')!.Expression).toBe('(FILL(visible, 0) + FILL(inflight, 0) + FILL(cvisible, 0) + FILL(cinflight, 0)) / IF(FILL(tasks, 0) > 0, FILL(tasks, 0), 1)');
     expect(gpu.Resources.BatchGpuScaleToZeroPolicy!.Properties).toMatchObject({
       StepScalingPolicyConfiguration: { AdjustmentType: 'ExactCapacity', StepAdjustments: [{ MetricIntervalUpperBound: 0, ScalingAdjustment: 0 }] },
     });

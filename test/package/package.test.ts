@@ -173,6 +173,7 @@ describe('serverless package (standard tier, IAM auth)', () => {
       PRELOAD_MODELS: 'mnist',
       POWERTOOLS_SERVICE_NAME: 'ai-mass',
       POWERTOOLS_METRICS_NAMESPACE: 'AIMass',
+      POWERTOOLS_TRACE_ENABLED: 'false',
       MAX_BODY_BYTES: '6291456',
       REGISTRY_TABLE: 'ai-mass-test-registry',
       MODEL_CACHE_BUDGET_BYTES: '536870912',
