@@ -122,6 +122,35 @@ describe('the boot fetch against the S3 emulator', () => {
   });
 });
 
+describe('the boot fetch of a model pre-warmed by version, with a registry table', () => {
+  it("reads the model's partition too, and the service's pre-warm loads the version with no SDK request at all", async () => {
+    const registered = await register('pinned', 5);
+    const withTable = { ...env, REGISTRY_TABLE: stack.store.registry!.tableName, DYNAMODB_ENDPOINT_URL: stack.emulators.dynamoEndpoint };
+    const boot = startBootFetch({ ...withTable, PRELOAD_MODELS: `pinned:${registered.version}` });
+    expect(await boot.registry.get('pinned')).toMatchObject({ versions: [registered.version], version: registered.version });
+    const registry = recordedRegistry();
+    const store = await storeWith(boot.downloads, registry);
+    const service = new InferenceService({ store, sessions: new ModelSessions({ store, intraOpThreads: 1 }), serviceVersion: 't', bootRegistry: boot.registry });
+    await service.preloadModels([`pinned:${registered.version}`]);
+    expect(service.isReady()).toBe(true);
+    expect(sdkGets).toEqual([]);
+    expect(registryCommands).toEqual([]);
+  });
+
+  it('refuses a pinned version that is not registered, as without the boot fetch', async () => {
+    const withTable = { ...env, REGISTRY_TABLE: stack.store.registry!.tableName, DYNAMODB_ENDPOINT_URL: stack.emulators.dynamoEndpoint };
+    const registered = await register('unlisted', 6);
+    const unlisted = String(Number(registered.version) + 1);
+    await stack.store.putManifest({ ...registered, version: unlisted }); // a manifest without a registry record
+    const boot = startBootFetch({ ...withTable, PRELOAD_MODELS: `unlisted:${unlisted}` });
+    const store = await storeWith(boot.downloads, recordedRegistry());
+    const service = new InferenceService({ store, sessions: new ModelSessions({ store, intraOpThreads: 1 }), serviceVersion: 't', bootRegistry: boot.registry });
+    await service.preloadModels([`unlisted:${unlisted}`]);
+    expect(service.isReady()).toBe(false);
+    expect(registryCommands).toContain('GetItemCommand'); // the record check, as without the boot fetch
+  });
+});
+
 describe('the boot fetch of a model pre-warmed by name', () => {
   let byName: BootFetchEnv;
   beforeAll(async () => {
@@ -189,7 +218,7 @@ describe("the boot fetch of a pre-warmed model's monitoring config (read with th
     expect(storedModelMonitoring('watched', read!).capture).toMatchObject(config.capture);
   });
 
-  it("with a registry table, takes the setting from the model's partition (by name) or a Query of the setting (pinned)", async () => {
+  it("with a registry table, takes the setting from the model's partition, by name or pinned", async () => {
     const withTable = { ...env, REGISTRY_TABLE: stack.store.registry!.tableName, DYNAMODB_ENDPOINT_URL: stack.emulators.dynamoEndpoint };
     await register('tabled', 6);
     expect(await startBootFetch({ ...withTable, PRELOAD_MODELS: 'tabled' }, location).modelConfigs.get('tabled')).toEqual({ setting: undefined });

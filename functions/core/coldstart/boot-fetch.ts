@@ -79,7 +79,10 @@ export interface BootFetch {
    * known (before its `registry` read resolves). None rejects unseen.
    */
   downloads: Map<string, Promise<Downloaded | undefined>>;
-  /** Registry reads of the models pre-warmed by name; undefined when the read failed or found none. */
+  /**
+   * Registry reads of the models pre-warmed by name, or by version with a registry table (the service's
+   * first cached read of the model); undefined when the read failed or found none.
+   */
   registry: Map<string, Promise<BootRegistryRead | undefined>>;
   /** Model-wide configs of the models pre-warmed, when a location was given; undefined when not read. */
   modelConfigs: Map<string, Promise<BootModelConfig | undefined>>;
@@ -248,16 +251,13 @@ export function startBootFetch(env: BootFetchEnv = process.env, options: { model
     }
   };
 
-  /**
-   * One Query of the model's partition (its items whose sort key starts with `skPrefix`, when given);
-   * undefined when it needs more than one page (the SDK then reads it).
-   */
-  const queryModel = async (model: string, wrote: (() => void) | undefined, skPrefix?: string): Promise<Record<string, unknown>[] | undefined> => {
+  /** One Query of the model's partition; undefined when it needs more than one page (the SDK then reads it). */
+  const queryModel = async (model: string, wrote: (() => void) | undefined): Promise<Record<string, unknown>[] | undefined> => {
     const url = dynamoUrl(region, env.DYNAMODB_ENDPOINT_URL ?? env.AWS_ENDPOINT_URL);
     const body = JSON.stringify({
       TableName: table,
-      KeyConditionExpression: skPrefix === undefined ? 'pk = :pk' : 'pk = :pk AND begins_with(sk, :sk)',
-      ExpressionAttributeValues: { ':pk': { S: `MODEL#${model}` }, ...(skPrefix === undefined ? {} : { ':sk': { S: skPrefix } }) },
+      KeyConditionExpression: 'pk = :pk',
+      ExpressionAttributeValues: { ':pk': { S: `MODEL#${model}` } },
     });
     const headers = signedHeaders(
       url,
@@ -303,32 +303,29 @@ export function startBootFetch(env: BootFetchEnv = process.env, options: { model
   };
 
   for (const preload of preloads) {
-    if (preload.version !== undefined) {
-      fetchVersion(preload.name, preload.version, true);
-      if (location) {
-        readModelConfig(preload.name, async () =>
-          table ? settingOf(await queryModel(preload.name, undefined, `SETTING#${location.setting}`), location.setting) : readConfigObject(location.objectKey(preload.name)),
-        );
-      }
+    const pinned = preload.version;
+    if (pinned !== undefined) fetchVersion(preload.name, pinned, true);
+    if (pinned !== undefined && !table) {
+      if (location) readModelConfig(preload.name, () => readConfigObject(location.objectKey(preload.name)));
       continue;
     }
-    const wrote = sentMark();
-    const partition = queryModel(preload.name, wrote).finally(wrote);
+    // The model's partition: the version to load (by name), the records that say a pinned version is
+    // registered (no GetItem of the SDK's on the way to its session), and the model-wide settings.
+    const wrote = pinned === undefined ? sentMark() : undefined;
+    const partition = queryModel(preload.name, wrote).finally(() => wrote?.());
     partition.catch(() => undefined); // read and config below say what became of it
     if (location) readModelConfig(preload.name, async () => settingOf(await partition, location.setting));
     const read = (async (): Promise<BootRegistryRead | undefined> => {
-      {
-        const items = await partition;
-        if (!items) return undefined;
-        const records = recordsOfModel(items);
-        const versions = registeredVersions(records.versions);
-        const uploaded = uploadedVersions(records.versions);
-        const aliases = new Map(records.aliases.map((a) => [a.alias, a]));
-        const version = defaultVersion(uploaded, aliases, env.DEFAULT_ALIAS ?? DEFAULT_ALIAS);
-        if (!version) return undefined;
-        fetchVersion(preload.name, version, false); // started before this read resolves
-        return { versions, uploaded, aliases, version, at: Date.now() };
-      }
+      const items = await partition;
+      if (!items) return undefined;
+      const records = recordsOfModel(items);
+      const versions = registeredVersions(records.versions);
+      const uploaded = uploadedVersions(records.versions);
+      const aliases = new Map(records.aliases.map((a) => [a.alias, a]));
+      const version = pinned ?? defaultVersion(uploaded, aliases, env.DEFAULT_ALIAS ?? DEFAULT_ALIAS);
+      if (!version) return undefined;
+      if (pinned === undefined) fetchVersion(preload.name, version, false); // started before this read resolves
+      return { versions, uploaded, aliases, version, at: Date.now() };
     })();
     read.catch(() => undefined); // the service then reads the registry itself
     registry.set(preload.name, read);

@@ -122,7 +122,7 @@ export class InferenceService {
       refs.map(async (ref) => {
         const [name, version] = ref.split(':') as [string, string | undefined];
         try {
-          const booted = version === undefined ? await this.takeBootRead(name) : undefined;
+          const booted = await this.takeBootRead(name); // a pinned version's read only seeds the cache
           await this.load(name, version ?? booted, undefined, { prefetch: true });
         } catch (error) {
           this.preloadFailed.push(ref);
