@@ -15,6 +15,7 @@ import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
 import { createDeadlineHandler, createFederationApiHandler } from '../../functions/federation/app.ts';
 import { apiEvent } from './batch-stack.ts';
 import { startRegistryStack, type RegistryStack } from './registry-stack.ts';
+import { sqsEvent } from './job-delivery.ts';
 
 export interface FederationStack extends RegistryStack {
   table: FederationTable;
@@ -64,19 +65,7 @@ export async function startFederationStack(name: string): Promise<FederationStac
     const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: waitSeconds }));
     const messages = out.Messages ?? [];
     if (!messages.length) return 0;
-    const response = await handler({
-      Records: messages.map((m) => ({
-        messageId: m.MessageId!,
-        receiptHandle: m.ReceiptHandle!,
-        body: m.Body!,
-        attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 'test', ApproximateFirstReceiveTimestamp: '0' },
-        messageAttributes: {},
-        md5OfBody: '',
-        eventSource: 'aws:sqs',
-        eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:queue',
-        awsRegion: 'us-east-1',
-      })),
-    });
+    const response = await handler(sqsEvent(messages));
     const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
     for (const m of messages) if (!failed.has(m.MessageId!)) await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle! }));
     if (failed.size) throw new Error(`${failed.size} message(s) failed on ${queueUrl}`);

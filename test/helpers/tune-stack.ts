@@ -1,5 +1,4 @@
 import { CreateQueueCommand, DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
-import type { SQSEvent } from 'aws-lambda';
 import { createDynamoClient } from '../../functions/core/aws/clients.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { JobKinds } from '../../functions/core/jobs/kinds.ts';
@@ -10,6 +9,7 @@ import { createTuneKind } from '../../functions/core/tune/jobs.ts';
 import { StudyTable, type StudyTableOptions } from '../../functions/core/tune/study-table.ts';
 import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
 import { startRegistryStack, type RegistryStack } from './registry-stack.ts';
+import { sqsEvent } from './job-delivery.ts';
 
 /**
  * The tune kind on the emulators: the registry stack (bucket, registry table), the tune step queue
@@ -82,20 +82,4 @@ export async function startTuneStack(name: string, options: { leaseMs?: number }
 export async function queueDepth(stack: TuneStack): Promise<number> {
   const out = await stack.registry.sqs.send(new GetQueueAttributesCommand({ QueueUrl: stack.queueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
   return Number(out.Attributes!.ApproximateNumberOfMessages) + Number(out.Attributes!.ApproximateNumberOfMessagesNotVisible);
-}
-
-function sqsEvent(messages: { MessageId?: string; ReceiptHandle?: string; Body?: string }[]): SQSEvent {
-  return {
-    Records: messages.map((m) => ({
-      messageId: m.MessageId!,
-      receiptHandle: m.ReceiptHandle!,
-      body: m.Body!,
-      attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 'test', ApproximateFirstReceiveTimestamp: '0' },
-      messageAttributes: {},
-      md5OfBody: '',
-      eventSource: 'aws:sqs',
-      eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:tune-steps',
-      awsRegion: 'us-east-1',
-    })),
-  };
 }

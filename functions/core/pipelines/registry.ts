@@ -5,6 +5,7 @@ import type { ModelManifest } from '../artifacts/manifest.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { assertValidName, assertValidVersion, isCanonicalVersion } from '../artifacts/names.ts';
 import { DEFAULT_ALIAS } from '../registry/routing.ts';
+import { versionRecord } from '../registry/model-push.ts';
 import { readPipelineSpec } from './read.ts';
 import { parsePipelineSpec, stepTargets, type PipelineSpec, type StepTarget } from './spec.ts';
 import { validatePipeline, type PipelineResolver, type ResolvedPipeline, type ResolvedTarget } from './validate.ts';
@@ -156,20 +157,6 @@ async function pushFused(store: ModelRepository, pipeline: ModelManifest, resolv
     notes: `pipeline version ${pipeline.version} fused into one graph`,
   });
   return { manifest, maxAbsDiff: fused.maxAbsDiff, deduplicated: fused.deduplicated };
-}
-
-function versionRecord(manifest: ModelManifest, source: string | undefined) {
-  return {
-    model: manifest.name,
-    version: manifest.version,
-    status: 'registered' as const,
-    sha256: manifest.sha256,
-    bytes: manifest.bytes,
-    notes: manifest.notes,
-    lineage: manifest.lineage,
-    created: manifest.created,
-    ...(source ? { source } : {}),
-  };
 }
 
 /** Only checks a spec (what registration does before it takes a version number): its resolved form, or a 400. */

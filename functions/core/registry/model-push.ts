@@ -108,7 +108,8 @@ async function inheritedWarmup(store: ModelRepository, name: string, sourceVersi
   return fits ? warmup : undefined;
 }
 
-function versionRecord(manifest: ModelManifest, source: string | undefined): VersionRecord {
+/** The registry record of a version whose files are written: the push's and a pipeline's registration. */
+export function versionRecord(manifest: ModelManifest, source: string | undefined): VersionRecord {
   return {
     model: manifest.name,
     version: manifest.version,
