@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { ConfigError } from '../platform/errors.ts';
+import { parsedConfig } from '../platform/config.ts';
 
 const federationConfigSchema = z.strictObject({
   /** Federations, rounds and their aggregation jobs live in the registry table (REGISTRY_TABLE, stack-wide). */
@@ -32,6 +32,5 @@ export function readFederationConfig(env: NodeJS.ProcessEnv = process.env): Fede
     ...(env.DYNAMODB_ENDPOINT_URL ? { dynamoEndpoint: env.DYNAMODB_ENDPOINT_URL } : {}),
     cacheDir: env.MODEL_CACHE_DIR ?? '/tmp/ai-mass/models',
   });
-  if (!parsed.success) throw new ConfigError(`invalid federation configuration: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
-  return parsed.data;
+  return parsedConfig('federation', parsed);
 }

@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { ConfigError } from '../platform/errors.ts';
+import { parsedConfig } from '../platform/config.ts';
 import type { Placement } from './record.ts';
 
 const jobsApiConfigSchema = z.strictObject({
@@ -15,8 +15,7 @@ export function readJobsApiConfig(env: NodeJS.ProcessEnv = process.env): JobsApi
     table: env.REGISTRY_TABLE ?? '',
     ...(env.DYNAMODB_ENDPOINT_URL ? { dynamoEndpoint: env.DYNAMODB_ENDPOINT_URL } : {}),
   });
-  if (!parsed.success) throw new ConfigError(`invalid jobs configuration: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
-  return parsed.data;
+  return parsedConfig('jobs', parsed);
 }
 
 const containerPlacementSchema = z
@@ -39,6 +38,6 @@ export interface ContainerPlacement {
 export function readContainerPlacement(env: NodeJS.ProcessEnv = process.env): ContainerPlacement {
   const queue = env.CONTAINER_STEPS_QUEUE_URL || env.CONTAINER_STEPS_QUEUE_NAME || undefined;
   const parsed = containerPlacementSchema.safeParse({ enabled: env.CONTAINER_WORKERS === 'true', ...(queue ? { queue } : {}) });
-  if (!parsed.success) throw new ConfigError(`invalid job placement configuration: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
-  return parsed.data.enabled ? { placements: ['lambda', 'container'], containerQueue: parsed.data.queue! } : { placements: ['lambda'] };
+  const config = parsedConfig('job placement', parsed);
+  return config.enabled ? { placements: ['lambda', 'container'], containerQueue: config.queue! } : { placements: ['lambda'] };
 }

@@ -1,7 +1,7 @@
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
 import * as z from '../platform/zod-mini.ts';
-import { ConfigError } from '../platform/errors.ts';
+import { parsedConfig } from '../platform/config.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { MetricUnit, recordMetric } from '../platform/observability.ts';
 import { PARSED_ONCE } from '../platform/zod-options.ts';
@@ -37,7 +37,7 @@ export function captureFromEnv(
     },
     PARSED_ONCE,
   );
-  if (!parsed.success) throw new ConfigError(`invalid capture configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const config = parsedConfig('capture', parsed, { paths: true });
   return new CaptureWriter({
     put: (key, body) => store.putObjectBytes(key, body, 'application/x-ndjson'),
     modelConfig: async (model): Promise<MonitoringConfig> => {
@@ -46,8 +46,8 @@ export function captureFromEnv(
       const read = boot && (await boot.catch(() => undefined));
       return read ? storedModelMonitoring(model, read) : readModelMonitoring(store, model);
     },
-    maxRecords: parsed.data.batchRecords,
-    maxAgeMs: parsed.data.batchMaxAgeMs,
+    maxRecords: config.batchRecords,
+    maxAgeMs: config.batchMaxAgeMs,
     onError: (what, error, fields) => {
       const message = {
         write: 'captured records lost: the batch could not be written',

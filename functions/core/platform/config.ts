@@ -9,6 +9,20 @@ export function requireEnv(name: string, env: NodeJS.ProcessEnv = process.env): 
   return value;
 }
 
+/** A zod `safeParse` result, classic or mini. */
+type ParseResult<T> = { success: true; data: T } | { success: false; error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] } };
+
+/**
+ * A function's configuration as parsed once at init, or a ConfigError naming every issue ("invalid
+ * <what> configuration: ..."; each issue led by its path when `paths`): a bad setting fails the cold
+ * start, not a request.
+ */
+export function parsedConfig<T>(what: string, parsed: ParseResult<T>, { paths = false } = {}): T {
+  if (parsed.success) return parsed.data;
+  const issues = parsed.error.issues.map((i) => (paths ? `${i.path.join('.')}: ${i.message}` : i.message));
+  throw new ConfigError(`invalid ${what} configuration: ${issues.join('; ')}`);
+}
+
 const modelRef = z.string().check(z.regex(/^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9][a-z0-9._-]{0,63})?$/, 'expected name or name:version'));
 
 const inferenceConfigSchema = z.object({

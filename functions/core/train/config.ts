@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { ConfigError } from '../platform/errors.ts';
+import { parsedConfig } from '../platform/config.ts';
 
 const trainConfigSchema = z.strictObject({
   /** The registry table: versions, and the job records (serverless.yml sets REGISTRY_TABLE stack-wide). */
@@ -32,6 +32,5 @@ export function readTrainConfig(env: NodeJS.ProcessEnv = process.env): TrainConf
     pauseMarginSeconds: env.TRAIN_PAUSE_MARGIN_SECONDS ?? 20,
     containerThreshold: env.TRAIN_CONTAINER_THRESHOLD || 1e14,
   });
-  if (!parsed.success) throw new ConfigError(`invalid train configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  return parsed.data;
+  return parsedConfig('train', parsed, { paths: true });
 }

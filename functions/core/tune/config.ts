@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { ConfigError } from '../platform/errors.ts';
+import { parsedConfig } from '../platform/config.ts';
 
 const tuneConfigSchema = z.strictObject({
   /** The registry table: studies, trials and job records (REGISTRY_TABLE, set stack-wide). */
@@ -23,6 +23,5 @@ export function readTuneConfig(env: NodeJS.ProcessEnv = process.env): TuneConfig
     trialLeaseSeconds: env.TUNE_TRIAL_LEASE_SECONDS ?? '960',
     ...(env.DYNAMODB_ENDPOINT_URL ? { dynamoEndpoint: env.DYNAMODB_ENDPOINT_URL } : {}),
   });
-  if (!parsed.success) throw new ConfigError(`invalid tuning configuration: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
-  return parsed.data;
+  return parsedConfig('tuning', parsed);
 }
