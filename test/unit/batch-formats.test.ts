@@ -7,6 +7,7 @@ import { describeParquet } from '../../functions/core/batch/formats/parquet.ts';
 import { decodeColumnChunk, UnsupportedPageError } from '../../functions/core/batch/formats/parquet-pages.ts';
 import { formatOfKey, isColumnarInput } from '../../functions/core/batch/formats/plan.ts';
 import { inputSpecs, writeJsonlRowInto } from '../../functions/core/batch/rows.ts';
+import { duckdbParquet } from '../helpers/columnar-files.ts';
 
 /** The first column chunk of a one-column file hyparquet-writer wrote, decoded by our page decoder. */
 function decodeFirstChunk(columnData: Record<string, unknown>[], schema?: Record<string, unknown>[]) {
@@ -51,6 +52,91 @@ describe('the Parquet page decoder', () => {
     const pixels = Array.from({ length: 3000 }, (_, i) => (i * 7) % 200);
     const { decoded } = decodeFirstChunk([{ name: 'p', data: Int32Array.from(pixels), type: 'INT32', nullable: false }]);
     expect(decoded.values).toEqual(Int32Array.from(pixels));
+  });
+
+  it('reads bit-packed dictionary indices wider than a byte into float32 values exactly', () => {
+    // 300 distinct values: 9-bit indices, the width DuckDB writes for uint8 pixels.
+    const ints = Array.from({ length: 5000 }, (_, i) => (i * 37) % 300);
+    const buffer = parquetWriteBuffer({ columnData: [{ name: 'p', data: Int32Array.from(ints), type: 'INT32', nullable: false }] as never, rowGroupSize: 100_000 });
+    const metadata = parquetMetadata(buffer);
+    const meta = metadata.row_groups[0]!.columns[0]!.meta_data!;
+    expect(meta.encodings).toContain('RLE_DICTIONARY');
+    const bytes = new Uint8Array(buffer, Number(meta.dictionary_page_offset ?? meta.data_page_offset), Number(meta.total_compressed_size));
+    const decoded = decodeColumnChunk(bytes, { physical: 'INT32', codec: meta.codec, maxDefinition: 0, maxRepetition: 0, numValues: 5000 }, Float32Array);
+    expect(decoded.values).toBeInstanceOf(Float32Array);
+    expect(decoded.values).toEqual(Float32Array.from(ints));
+  });
+
+  describe('checking levels instead of storing them (regularRows)', () => {
+    const schema = [
+      { name: 'root', num_children: 1 },
+      { name: 'l', repetition_type: 'OPTIONAL', converted_type: 'LIST', num_children: 1 },
+      { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+      { name: 'element', type: 'DOUBLE', repetition_type: 'OPTIONAL' },
+    ];
+    const chunkOf = (rows: unknown[]) => {
+      const buffer = parquetWriteBuffer({ columnData: [{ name: 'l', data: rows }] as never, schema: schema as never, rowGroupSize: 1_000_000 });
+      const metadata = parquetMetadata(buffer);
+      const column = [...describeParquet(metadata).columns.values()][0]!;
+      const meta = metadata.row_groups[0]!.columns[column.chunkIndex]!.meta_data!;
+      const bytes = new Uint8Array(buffer, Number(meta.dictionary_page_offset ?? meta.data_page_offset), Number(meta.total_compressed_size));
+      return { bytes, leaf: { physical: column.leaf, codec: meta.codec, maxDefinition: column.maxDefinition, maxRepetition: column.maxRepetition, numValues: Number(meta.num_values) } };
+    };
+    /** The verdict the stored levels give: every entry present and each row exactly perRow long. */
+    const storedVerdict = (levels: { definition?: Uint8Array; repetition?: Uint8Array }, max: number, perRow: number) =>
+      levels.definition!.every((d) => d === max) && levels.repetition!.every((r, i) => (r === 0) === (i % perRow === 0));
+
+    it('takes the checked path on a list column as DuckDB writes it (packed and run-length repetition levels, 9-bit indices)', async () => {
+      // MNIST-like rows: 784 uint8 pixels a row, 256 distinct values, as the batch benchmark's file.
+      const file = await duckdbParquet('SELECT i AS id, list_transform(range(784), k -> ((i * 31 + k * 7) % 256)::UTINYINT) AS input FROM range(300) t(i)');
+      const metadata = parquetMetadata(file.buffer.slice(file.byteOffset, file.byteOffset + file.length) as ArrayBuffer);
+      const column = describeParquet(metadata).columns.get('input')!;
+      const meta = metadata.row_groups[0]!.columns[column.chunkIndex]!.meta_data!;
+      const start = Number(meta.dictionary_page_offset ?? meta.data_page_offset);
+      const bytes = file.subarray(start, start + Number(meta.total_compressed_size));
+      const leaf = { physical: column.leaf, codec: meta.codec, maxDefinition: column.maxDefinition, maxRepetition: column.maxRepetition, numValues: Number(meta.num_values) };
+      const checked = decodeColumnChunk(bytes, leaf, Float32Array, undefined, 784);
+      expect(checked).toBeDefined();
+      const expected = Float32Array.from({ length: 300 * 784 }, (_, n) => (Math.floor(n / 784) * 31 + (n % 784) * 7) % 256);
+      expect(checked!.values).toEqual(expected);
+      expect(decodeColumnChunk(bytes, leaf, Float32Array, undefined, 392)).toBeUndefined();
+    });
+
+    it('gives the same values as the stored levels for full rows, and no levels', () => {
+      const rows = Array.from({ length: 400 }, (_, r) => Array.from({ length: 9 }, (_, k) => (r * 9 + k) % 50));
+      const { bytes, leaf } = chunkOf(rows);
+      const checked = decodeColumnChunk(bytes, leaf, undefined, undefined, 9)!;
+      expect(checked.values).toEqual(Float64Array.from(rows.flat()));
+      expect(checked.definition).toBeUndefined();
+      expect(checked.repetition).toBeUndefined();
+    });
+
+    it('says undefined exactly when the stored levels find a null, an empty list, a null element or a row of another length', () => {
+      // Rows of 1, 3, 8 and 20 values (packed and run-length level runs), each case a different fault at a different place.
+      let seed = 7;
+      const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      let faulty = 0;
+      for (const perRow of [1, 3, 8, 20]) {
+        for (let trial = 0; trial < 12; trial++) {
+          const rows: unknown[] = Array.from({ length: 150 }, (_, r) => Array.from({ length: perRow }, (_, k) => (r + k) % 7));
+          const fault = trial % 6;
+          const at = Math.floor(random() * rows.length);
+          if (fault === 1) rows[at] = null;
+          if (fault === 2) rows[at] = [];
+          if (fault === 3) (rows[at] as unknown[])[Math.floor(random() * perRow)] = null;
+          if (fault === 4) rows[at] = [...(rows[at] as number[]), 1];
+          if (fault === 5 && perRow > 1) rows[at] = (rows[at] as number[]).slice(1);
+          const { bytes, leaf } = chunkOf(rows);
+          const full = decodeColumnChunk(bytes, leaf);
+          const regular = storedVerdict(full as never, leaf.maxDefinition, perRow);
+          const checked = decodeColumnChunk(bytes, leaf, undefined, undefined, perRow);
+          expect(checked !== undefined).toBe(regular);
+          if (checked) expect(checked.values).toEqual(full.values);
+          if (!regular) faulty++;
+        }
+      }
+      expect(faulty).toBeGreaterThan(30);
+    });
   });
 
   it('hands encodings it does not know to the caller (which reads them through hyparquet)', () => {

@@ -225,6 +225,76 @@ function readHybrid(bytes: Uint8Array, offset: number, end: number, bitWidth: nu
   return offset;
 }
 
+/**
+ * Checks `count` repetition levels (maximum 1) of the RLE/bit-packed hybrid, the first at entry
+ * `first` of the chunk, against rows of exactly `perRow` entries: level 0 exactly at the multiples of
+ * `perRow`. Reads runs and whole bytes, never a level at a time, and stores nothing.
+ */
+function repetitionIsRegular(bytes: Uint8Array, offset: number, end: number, count: number, first: number, perRow: number): boolean {
+  let position = first;
+  const stop = first + count;
+  while (position < stop) {
+    const run = readRun(bytes, offset, end, 1, 'levels');
+    offset = run.next;
+    const length = Math.min(run.count, stop - position);
+    // The first row start at or after `position`.
+    const nextStart = Math.ceil(position / perRow) * perRow;
+    if (run.rle) {
+      if (run.value === 0) {
+        if (perRow !== 1 && !(length === 1 && nextStart === position)) return false;
+      } else if (run.value !== 1 || nextStart < position + length) {
+        return false;
+      }
+    } else {
+      let start = nextStart;
+      for (let k = 0; k * 8 < length; k++) {
+        const from = position + k * 8;
+        const valid = Math.min(8, length - k * 8);
+        let expected = (1 << valid) - 1;
+        while (start < from + valid) {
+          expected &= ~(1 << (start - from));
+          start += perRow;
+        }
+        if ((bytes[offset + k]! & ((1 << valid) - 1)) !== expected) return false;
+      }
+      offset += run.count / 8;
+    }
+    position += length;
+  }
+  return true;
+}
+
+/** Whether `count` definition levels of the hybrid are all `max` (every entry holds a value); stores nothing. */
+function definitionIsFull(bytes: Uint8Array, offset: number, end: number, bitWidth: number, count: number, max: number): boolean {
+  const valueBytes = (bitWidth + 7) >> 3;
+  let checked = 0;
+  while (checked < count) {
+    const run = readRun(bytes, offset, end, valueBytes, 'levels');
+    offset = run.next;
+    const length = Math.min(run.count, count - checked);
+    if (run.rle) {
+      if (run.value !== max) return false;
+    } else {
+      const mask = (1 << bitWidth) - 1;
+      let buffer = 0;
+      let bits = 0;
+      let p = offset;
+      for (let i = 0; i < length; i++) {
+        while (bits < bitWidth) {
+          buffer |= bytes[p++]! << bits;
+          bits += 8;
+        }
+        if ((buffer & mask) !== max) return false;
+        buffer >>>= bitWidth;
+        bits -= bitWidth;
+      }
+      offset += (run.count / 8) * bitWidth;
+    }
+    checked += length;
+  }
+  return true;
+}
+
 function readPlain(physical: LeafColumn['physical'], bytes: Uint8Array, offset: number, count: number): NumericArray {
   if (physical === 'BOOLEAN') {
     const out = new Uint8Array(count);
@@ -238,6 +308,38 @@ function readPlain(physical: LeafColumn['physical'], bytes: Uint8Array, offset: 
   // A view when aligned; otherwise one copy of the bytes (never a per-value loop).
   if (at % size === 0) return new Values(bytes.buffer, at, count);
   return new Values(bytes.slice(offset, offset + count * size).buffer, 0, count);
+}
+
+/**
+ * Bit-packed dictionary indices looked up into float32 values (the common case: a float32 model fed
+ * from a dictionary page), in a function of its own so its typed-array accesses stay monomorphic:
+ * the shared loop in readDictionary sees every element type and runs several times slower.
+ */
+function gatherFloat32(bytes: Uint8Array, offset: number, bitWidth: number, dictionary: Float32Array, out: Float32Array, from: number, to: number): void {
+  const size = dictionary.length;
+  if (bitWidth === 8) {
+    for (let i = from, p = offset; i < to; i++, p++) {
+      const index = bytes[p]!;
+      if (index >= size) throw new Error(`parquet dictionary index ${index} is out of range (${size} entries)`);
+      out[i] = dictionary[index]!;
+    }
+    return;
+  }
+  const mask = (1 << bitWidth) - 1;
+  let buffer = 0;
+  let bits = 0;
+  let p = offset;
+  for (let i = from; i < to; i++) {
+    while (bits < bitWidth) {
+      buffer |= bytes[p++]! << bits;
+      bits += 8;
+    }
+    const index = buffer & mask;
+    if (index >= size) throw new Error(`parquet dictionary index ${index} is out of range (${size} entries)`);
+    out[i] = dictionary[index]!;
+    buffer >>>= bitWidth;
+    bits -= bitWidth;
+  }
 }
 
 /**
@@ -264,6 +366,13 @@ function readDictionary(bytes: Uint8Array, offset: number, bitWidth: number, cou
       const groups = run.count / 8;
       const take = Math.min(run.count, count - filled);
       const last = at + filled + take;
+      if (offset + Math.ceil((take * bitWidth) / 8) > bytes.length) throw new Error('parquet dictionary indices end early');
+      if (dictionary instanceof Float32Array && out instanceof Float32Array) {
+        gatherFloat32(bytes, offset, bitWidth, dictionary, out, at + filled, last);
+        filled += take;
+        offset += groups * bitWidth;
+        continue;
+      }
       if (bitWidth === 8) {
         // Byte-wide indices (a dictionary of up to 256 values, such as uint8 pixels): no bit unpacking.
         if (offset + take > bytes.length) throw new Error('parquet dictionary indices end early');
@@ -319,12 +428,37 @@ function presentCount(definition: Uint8Array | undefined, from: number, count: n
 /**
  * Decodes every page of one column chunk. With an arena, levels, pages and values live in memory the
  * shard borrows (every element of them is written here before it is read).
+ *
+ * With `regularRows` (the values a row must have) the levels are checked as they are read instead
+ * of stored: the values when every entry holds one and every row has exactly that many (the
+ * returned levels are then undefined), undefined as soon as a level says otherwise, and the caller
+ * decodes the chunk again with its levels to find the rows at fault.
  */
-export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: NumericArrayConstructor, arena?: ScratchArena): DecodedChunk {
+export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: NumericArrayConstructor, arena?: ScratchArena): DecodedChunk;
+export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target: NumericArrayConstructor | undefined, arena: ScratchArena | undefined, regularRows: number): DecodedChunk | undefined;
+export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: NumericArrayConstructor, arena?: ScratchArena, regularRows?: number): DecodedChunk | undefined {
   const total = leaf.numValues;
+  const checkOnly = regularRows !== undefined;
   const levelsArray = () => (arena ? arena.array<Uint8Array>(Uint8Array, total) : new Uint8Array(total));
-  const definition = leaf.maxDefinition > 0 ? levelsArray() : undefined;
-  const repetition = leaf.maxRepetition > 0 ? levelsArray() : undefined;
+  const definition = leaf.maxDefinition > 0 && !checkOnly ? levelsArray() : undefined;
+  const repetition = leaf.maxRepetition > 0 && !checkOnly ? levelsArray() : undefined;
+  const repetitionWidth = bitWidthOf(leaf.maxRepetition);
+  const definitionWidth = bitWidthOf(leaf.maxDefinition);
+  /** Reads (or, checking, checks) one page's levels; false when a checked level breaks the rows. */
+  const readLevels = (bytes: Uint8Array, repetitionAt: number, repetitionEnd: number, definitionAt: number, definitionEnd: number, count: number): boolean => {
+    if (leaf.maxRepetition > 0) {
+      if (checkOnly) {
+        if (leaf.maxRepetition !== 1 || !repetitionIsRegular(bytes, repetitionAt, repetitionEnd, count, entries, regularRows)) return false;
+      } else {
+        readHybrid(bytes, repetitionAt, repetitionEnd, repetitionWidth, count, repetition!.subarray(entries));
+      }
+    }
+    if (leaf.maxDefinition > 0) {
+      if (checkOnly) return definitionIsFull(bytes, definitionAt, definitionEnd, definitionWidth, count, leaf.maxDefinition);
+      readHybrid(bytes, definitionAt, definitionEnd, definitionWidth, count, definition!.subarray(entries));
+    }
+    return true;
+  };
   // With a target type (an exact widening the caller checked), values land in it directly: a
   // dictionary is converted once, not every value after the gather.
   const Physical = leaf.physical === 'BOOLEAN' ? Uint8Array : ARRAYS[leaf.physical];
@@ -370,18 +504,14 @@ export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: 
       count = int(data, 1);
       encoding = int(data, 2);
       levels = decompress(leaf.codec, body, uncompressedSize, arena);
-      let at = 0;
-      for (const [max, out] of [
-        [leaf.maxRepetition, repetition],
-        [leaf.maxDefinition, definition],
-      ] as const) {
-        if (max === 0 || !out) continue;
-        const length = levels[at]! | (levels[at + 1]! << 8) | (levels[at + 2]! << 16) | (levels[at + 3]! << 24);
-        at += 4;
-        readHybrid(levels, at, at + length, bitWidthOf(max), count, out.subarray(entries));
-        at += length;
-      }
-      levelsEnd = at;
+      // Version 1 pages: each level stream (repetition, then definition) after its 4-byte length.
+      const lengthAt = (at: number) => levels[at]! | (levels[at + 1]! << 8) | (levels[at + 2]! << 16) | (levels[at + 3]! << 24);
+      const repetitionAt = leaf.maxRepetition > 0 ? 4 : 0;
+      const repetitionEnd = leaf.maxRepetition > 0 ? repetitionAt + lengthAt(0) : 0;
+      const definitionAt = leaf.maxDefinition > 0 ? repetitionEnd + 4 : repetitionEnd;
+      const definitionEnd = leaf.maxDefinition > 0 ? definitionAt + lengthAt(repetitionEnd) : definitionAt;
+      if (!readLevels(levels, repetitionAt, repetitionEnd, definitionAt, definitionEnd, count)) return undefined;
+      levelsEnd = definitionEnd;
       values = levels;
       valuesAt = levelsEnd;
     } else {
@@ -391,8 +521,7 @@ export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: 
       const defBytes = int(data, 5);
       const repBytes = int(data, 6);
       const compressed = data.get(7) !== false;
-      if (repetition && leaf.maxRepetition > 0) readHybrid(body, 0, repBytes, bitWidthOf(leaf.maxRepetition), count, repetition.subarray(entries));
-      if (definition && leaf.maxDefinition > 0) readHybrid(body, repBytes, repBytes + defBytes, bitWidthOf(leaf.maxDefinition), count, definition.subarray(entries));
+      if (!readLevels(body, 0, repBytes, repBytes, repBytes + defBytes, count)) return undefined;
       const rest = body.subarray(repBytes + defBytes);
       values = compressed ? decompress(leaf.codec, rest, uncompressedSize - repBytes - defBytes, arena) : rest;
       valuesAt = 0;

@@ -224,9 +224,13 @@ export async function readParquetColumn(s3: S3Client, object: ObjectRef, file: P
   for (let g = 0; g < groups.length; g++) {
     const groupRows = Number(groups[g]!.num_rows);
     const { bytes, range } = chunks[g]!;
+    const leaf = { physical: column.leaf, codec: range.codec, maxDefinition: column.maxDefinition, maxRepetition: column.maxRepetition, numValues: range.numValues };
     let decoded;
     try {
-      decoded = decodeColumnChunk(bytes, { physical: column.leaf, codec: range.codec, maxDefinition: column.maxDefinition, maxRepetition: column.maxRepetition, numValues: range.numValues }, Ctor, arena);
+      // First with the levels only checked (the common case: no nulls, every row full); a chunk
+      // that fails the check is decoded again with its levels, to name the rows at fault.
+      const checked = decodeColumnChunk(bytes, leaf, Ctor, arena, perRow);
+      decoded = checked && checked.values.length === groupRows * perRow ? checked : decodeColumnChunk(bytes, leaf, Ctor, arena);
     } catch (error) {
       if (!(error instanceof UnsupportedPageError)) throw error;
       await readGeneric(s3, object, file, column, from + g, groupRows, perRow, whole(), rowBase * perRow, rowErrors, rowBase);
