@@ -59,6 +59,21 @@ async function finished(id: string) {
 }
 
 describe('malformed rows', () => {
+  it('leave no errors object for a shard without them, and an empty errors.jsonl', async () => {
+    // Prepare: three clean rows.
+    await putText(stack, 'batches/inputs/clean.jsonl', `${[0, 1, 2].map(doublingRow).join('\n')}\n`);
+
+    // Act
+    const { job } = await stack.runtime.service().submit({ model: 'double', input: 'batches/inputs/clean.jsonl' });
+    const final = await finished(job.id);
+
+    // Assert: the merge read no shard errors object (none was written), and says so with an empty file.
+    expect(final).toMatchObject({ state: 'succeeded', rows: { scored: 3, failed: 0 } });
+    await expect(getText(stack, keys.batchShardErrors(job.id, 0))).rejects.toMatchObject({ name: 'NoSuchKey' });
+    expect(await getText(stack, keys.batchErrors(job.id))).toBe('');
+    expect((await getText(stack, keys.batchResult(job.id))).trimEnd().split('\n').map((l) => JSON.parse(l).row)).toEqual([0, 1, 2]);
+  });
+
   it('become per-row errors in place, and the rest of the rows are scored', async () => {
     // Prepare
     const rows = [
@@ -85,6 +100,7 @@ describe('malformed rows', () => {
     expect(result[6]).toMatchObject({ row: 6, id: 'r6', outputs: [{ data: [12, 13, -12, 2] }] });
     const errors = (await getText(stack, keys.batchErrors(job.id))).trimEnd().split('\n').map((l) => JSON.parse(l));
     expect(errors.map((e) => e.row)).toEqual([1, 2, 3, 4, 5]);
+    expect((await getText(stack, keys.batchShardErrors(job.id, 0))).trimEnd().split('\n')).toHaveLength(5);
     expect(errors[0].error).toMatch(/^not valid JSON: /);
     expect(errors.slice(1)).toEqual([
       { row: 2, error: "input 'x' has 3 elements but its shape needs 4" },

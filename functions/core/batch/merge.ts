@@ -94,13 +94,14 @@ export async function mergeJob(deps: MergeDeps, jobId: string, plan: PlannedBatc
   const fetches = new Map<number, Promise<[Uint8Array, Uint8Array]>>();
   const fetchShard = (shard: number) => {
     if (shard >= ranges.length || fetches.has(shard) || !scored(shard)) return;
+    const failedRows = (records.get(shardStepName(shard))?.result as ShardResult | undefined)?.failed ?? 0;
     const pending = Promise.all([
       parquetOut
         ? deps.s3
             .send(new CopyObjectCommand({ Bucket: bucket, Key: `${resultKey}part-${String(shard).padStart(6, '0')}.parquet`, CopySource: `${bucket}/${parquetShardKey(jobId, shard)}` }))
             .then(() => new Uint8Array(0))
         : getBytes(deps.s3, bucket, keys.batchShardOutput(jobId, shard)),
-      getBytes(deps.s3, bucket, keys.batchShardErrors(jobId, shard)),
+      failedRows > 0 ? getBytes(deps.s3, bucket, keys.batchShardErrors(jobId, shard)) : Promise.resolve(new Uint8Array(0)),
     ]);
     pending.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
     fetches.set(shard, pending);

@@ -70,9 +70,11 @@ export class ShardScorer {
         }
       }
       const scoredAt = performance.now();
+      // A shard without errors writes no errors object: the merge reads one only where the shard's
+      // recorded result counts failed rows, so an object an earlier attempt left is never read.
       await Promise.all([
         s3.send(new PutObjectCommand({ Bucket: bucket, Key: scored.output.key, Body: scored.output.body, ContentType: scored.output.contentType })),
-        s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys.batchShardErrors(message.job, message.shard), Body: body(scored.errorLines), ContentType: 'application/x-ndjson' })),
+        scored.errorLines.length > 0 ? s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys.batchShardErrors(message.job, message.shard), Body: body(scored.errorLines), ContentType: 'application/x-ndjson' })) : undefined,
       ]);
       const ms = performance.now() - started;
       const phases = {
