@@ -5,7 +5,7 @@
  * CPU-second against a plain loop over the same rows in memory, and each shard's log (rows, read ms,
  * score ms, write ms, CPU ms). With PROF=<dir> each worker writes a V8 CPU profile there.
  *
- *   ROWS=16384 WORKER_CONCURRENCY=1 [FORMATS=jsonl,parquet,npy] [PROF=/tmp/prof] node test/bench/batch-profile.ts
+ *   ROWS=16384 WORKER_CONCURRENCY=1 [FORMATS=jsonl,parquet,npy] [NPY_ROWS=4480] [PROF=/tmp/prof] node test/bench/batch-profile.ts
  *
  * WORKER_CONCURRENCY=1 keeps one shard in progress at a time, so a shard's CPU ms is its own.
  */
@@ -40,7 +40,7 @@ await putBytes('batches/inputs/m.npy', npyBytes(pixels, ROWS));
 const jobs = {
   jsonl: { key: 'batches/inputs/m.jsonl', options: { shard_bytes: 8 * 1024 * 1024 } },
   parquet: { key: 'batches/inputs/m.parquet', options: { shard_bytes: 1024 } },
-  npy: { key: 'batches/inputs/m.npy', options: { shard_bytes: 4480 * 784, output_format: 'parquet' } },
+  npy: { key: 'batches/inputs/m.npy', options: { shard_bytes: Number(process.env.NPY_ROWS ?? 4480) * 784, output_format: 'parquet' } },
 } as const;
 const only = (process.env.FORMATS ?? 'jsonl,parquet,npy').split(',') as (keyof typeof jobs)[];
 
