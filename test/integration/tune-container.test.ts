@@ -1,0 +1,181 @@
+/**
+ * Tuning studies on the container worker: a study with `placement: container` sends its lanes to the
+ * container queue (none to the tune queue), and a real container-worker process
+ * (infra/gpu-worker/worker.ts, as the local stack and `mass worker` start it) runs its trials, writes
+ * its report and ends its job; a stack without container workers refuses such a study with a 400 and
+ * writes nothing.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CreateQueueCommand, GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
+import type { APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { keys } from '../../functions/core/artifacts/keys.ts';
+import { createDynamoClient } from '../../functions/core/aws/clients.ts';
+import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
+import { JobTable } from '../../functions/core/jobs/job-table.ts';
+import { JobKinds } from '../../functions/core/jobs/kinds.ts';
+import type { JobRecord } from '../../functions/core/jobs/record.ts';
+import { JobRuntime } from '../../functions/core/jobs/runtime.ts';
+import { SqsStepQueue, withContainerQueue } from '../../functions/core/jobs/step-queue.ts';
+import { pushModel } from '../../functions/core/registry/model-push.ts';
+import { createTuneKind } from '../../functions/core/tune/jobs.ts';
+import type { StudyReport } from '../../functions/core/tune/report.ts';
+import type { StudyView } from '../../functions/core/tune/service.ts';
+import { StudyTable } from '../../functions/core/tune/study-table.ts';
+import { createStudiesApiHandler } from '../../functions/studies/app.ts';
+import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/gpu-worker/processes.ts';
+import { apiEvent } from '../helpers/batch-stack.ts';
+import { checkOnnxModel } from '../helpers/onnx-checker.ts';
+import { startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
+import { quadrantIdx, quadrantMlp } from '../helpers/train-fixtures.ts';
+
+process.env.POWERTOOLS_LOG_LEVEL = 'SILENT';
+const NAME = 'tune-container';
+const TABLE = `${NAME}-registry`;
+
+let stack: RegistryStack;
+let tuneQueueUrl: string;
+let containerQueueUrl: string;
+let deadLetterQueueUrl: string;
+let studies: StudyTable;
+let jobs: JobTable;
+const workers: WorkerProcess[] = [];
+
+/** The studies API as functions/studies/handler.ts wires it, with or without container workers. */
+function studiesApi(containerWorkers: boolean) {
+  const runtime = new JobRuntime({
+    table: jobs,
+    kinds: new JobKinds([createTuneKind({ studies, store: stack.store })]),
+    queue: new SqsStepQueue(stack.sqs, withContainerQueue(containerWorkers ? `${NAME}-container-steps` : undefined, () => `${NAME}-tune-steps`)),
+    ...(containerWorkers ? { placements: ['lambda', 'container'] as const } : {}),
+    visibilitySeconds: 30,
+  });
+  const api = createStudiesApiHandler({ studies, jobs, runtime, store: stack.store, log: () => undefined });
+  return async (method: string, path: string, body?: unknown) => {
+    const out = (await api(apiEvent(method, path, body), {} as Context)) as APIGatewayProxyStructuredResultV2;
+    return { status: out.statusCode!, json: JSON.parse(out.body as string) as StudyView & { error?: string } };
+  };
+}
+
+async function depth(queueUrl: string): Promise<number> {
+  const out = await stack.sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+  return Number(out.Attributes!.ApproximateNumberOfMessages) + Number(out.Attributes!.ApproximateNumberOfMessagesNotVisible);
+}
+
+async function until(id: string, timeoutMs = 180_000): Promise<JobRecord> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const job = await jobs.getJob(id);
+    if (job && ['succeeded', 'failed', 'partial', 'cancelled'].includes(job.state)) return job;
+    if (Date.now() > deadline) throw new Error(`job ${id} is still ${job?.state}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+const trainingStudy = (id: string, extra: Record<string, unknown> = {}) => ({
+  id,
+  objective: { type: 'training', model: 'quad', version: '1', dataset: 'quads', seed: 1 },
+  space: { parameters: { learningRate: { type: 'float', low: 0.01, high: 0.5, log: true }, epochs: { type: 'categorical', choices: [1] } } },
+  objectives: [{ metric: 'accuracy', direction: 'maximize' }],
+  sampler: { type: 'random' },
+  seed: 3,
+  maxTrials: 2,
+  parallel: 2,
+  ...extra,
+});
+
+beforeAll(async () => {
+  stack = await startRegistryStack(NAME);
+  const dynamo = createDynamoClient({ endpoint: stack.emulators.dynamoEndpoint });
+  studies = new StudyTable(dynamo, TABLE, { leaseMs: 30_000 });
+  jobs = new JobTable(dynamo, TABLE);
+  const queue = async (name: string) => (await stack.sqs.send(new CreateQueueCommand({ QueueName: name, Attributes: { VisibilityTimeout: '30' } }))).QueueUrl!;
+  tuneQueueUrl = await queue(`${NAME}-tune-steps`);
+  containerQueueUrl = await queue(`${NAME}-container-steps`);
+  deadLetterQueueUrl = await queue(`${NAME}-container-steps-dlq`);
+  await pushModel(stack.store, { name: 'quad', version: '1', bytes: quadrantMlp() });
+  const { images, labels } = quadrantIdx(400);
+  await pushDataset(stack.store, { name: 'quads', upload: { format: 'idx', images, labels, inputName: 'input', shape: [1, 16] } });
+}, 60_000);
+
+afterAll(async () => {
+  await stopWorkerProcesses(workers);
+  await stack?.stop();
+});
+
+describe('a study placed on the container worker', () => {
+  it('sends its lanes to the container queue, where a container-worker process runs every trial and ends the study', async () => {
+    const call = studiesApi(true);
+    const started = await call('POST', '/v2/studies', trainingStudy('on-container', { placement: 'container' }));
+    expect(started.status).toBe(202);
+    expect(started.json).toMatchObject({ id: 'on-container', state: 'queued', placement: 'container', counts: { total: 0 } });
+    const id = started.json.job!;
+    expect(await jobs.getJob(id)).toMatchObject({ kind: 'tune', placement: 'container', stepsTotal: 2 });
+    expect([await depth(containerQueueUrl), await depth(tuneQueueUrl)]).toEqual([2, 0]);
+
+    const worker = startWorkerProcess({
+      AWS_ENDPOINT_URL: stack.emulators.awsEndpoint,
+      DYNAMODB_ENDPOINT_URL: stack.emulators.dynamoEndpoint,
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      AWS_REGION: 'us-east-1',
+      AWS_EC2_METADATA_DISABLED: 'true',
+      MODEL_BUCKET: stack.store.bucket,
+      REGISTRY_TABLE: TABLE,
+      MODEL_CACHE_DIR: await mkdtemp(join(tmpdir(), `${NAME}-worker-`)),
+      CONTAINER_STEPS_QUEUE_URL: containerQueueUrl,
+      CONTAINER_STEPS_DLQ_URL: deadLetterQueueUrl,
+      CONTAINER_VISIBILITY_SECONDS: '30',
+      // Both lanes at once on the one worker.
+      CONTAINER_CONCURRENCY: '2',
+      EXECUTION_PROVIDER: 'cpu',
+      INTRA_OP_THREADS: '1',
+      WAIT_TIME_SECONDS: '1',
+      DRAIN_SECONDS: '0',
+    });
+    workers.push(worker);
+    const job = await until(id);
+    const view = (await call('GET', '/v2/studies/on-container')).json;
+
+    expect(job).toMatchObject({ state: 'succeeded', placement: 'container', stepsSucceeded: 2, stepsFailed: 0, result: { study: 'on-container', completed: 2 } });
+    const lanes = worker.lines.filter((line) => line.message === 'step done' && line.job === id);
+    expect(lanes.map((line) => [line.step, line.outcome]).sort()).toEqual([['lane-0', 'succeeded'], ['lane-1', 'succeeded']]);
+    expect(view).toMatchObject({ state: 'succeeded', placement: 'container', counts: { total: 2, complete: 2, running: 0, pruned: 0, failed: 0 } });
+    const trials = await studies.listTrials('on-container');
+    for (const t of trials) {
+      // Asked by the container's lanes, one epoch each, the trained model kept under the job.
+      expect(t.worker).toMatch(/^lane-[01]\.[0-9a-f]{12}$/);
+      expect(Object.keys(t.intermediate)).toEqual(['0']);
+      expect(t.metrics!.accuracy).toBe(t.intermediate['0']);
+      expect(t.metrics!.epochs_run).toBe(1);
+      await checkOnnxModel((await stack.store.getObjectBytes(keys.tuneTrialModel(id, t.number)))!);
+    }
+    const best = trials.reduce((a, b) => (b.metrics!.accuracy! > a.metrics!.accuracy! ? b : a));
+    expect(view.best).toEqual({ number: best.number, params: best.params, metrics: best.metrics });
+    const report = JSON.parse(Buffer.from((await stack.store.getObjectBytes(keys.tuneReport(id)))!).toString('utf8')) as StudyReport;
+    expect(report).toMatchObject({ study: 'on-container', counts: { total: 2, complete: 2 }, best: { number: best.number } });
+    expect(view.outcome).toEqual({ report: keys.tuneReport(id), reportHtml: keys.tuneReportHtml(id) });
+    expect(await studies.listActive()).not.toContain('on-container');
+    expect([await depth(containerQueueUrl), await depth(tuneQueueUrl)]).toEqual([0, 0]);
+  }, 240_000);
+
+  it('refuses a container placement where the stack runs no container worker (400), and an unknown placement, writing nothing', async () => {
+    const call = studiesApi(false);
+    const refused = await call('POST', '/v2/studies', trainingStudy('no-container', { placement: 'container' }));
+    expect([refused.status, refused.json.error]).toEqual([400, "a tune job cannot be placed on 'container': this stack runs lambda workers only"]);
+    const unknown = await call('POST', '/v2/studies', trainingStudy('no-container', { placement: 'gpu' }));
+    expect(unknown.status).toBe(400);
+    expect(unknown.json.error).toMatch(/^invalid study: placement: /);
+
+    expect((await call('GET', '/v2/studies/no-container')).status).toBe(404);
+    expect(await studies.listActive()).not.toContain('no-container');
+    expect([await depth(containerQueueUrl), await depth(tuneQueueUrl)]).toEqual([0, 0]);
+    // Without a placement the same stack runs the study on Lambda: its lanes go to the tune queue.
+    const lambda = await call('POST', '/v2/studies', trainingStudy('on-lambda', { maxTrials: 1, parallel: 1 }));
+    expect([lambda.status, lambda.json.state]).toEqual([202, 'queued']);
+    expect(lambda.json.placement).toBe('lambda');
+    expect([await depth(containerQueueUrl), await depth(tuneQueueUrl)]).toEqual([0, 1]);
+  });
+});
