@@ -5,6 +5,8 @@
  * its report and ends its job; a stack without container workers refuses such a study with a 400 and
  * writes nothing.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateQueueCommand, GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import type { APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
@@ -26,6 +28,7 @@ import type { StudyView } from '../../functions/core/tune/service.ts';
 import { StudyTable } from '../../functions/core/tune/study-table.ts';
 import { createStudiesApiHandler } from '../../functions/studies/app.ts';
 import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/gpu-worker/processes.ts';
+import { serveApi } from '../helpers/api-server.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 import { startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
@@ -45,6 +48,14 @@ const workers: WorkerProcess[] = [];
 
 /** The studies API as functions/studies/handler.ts wires it, with or without container workers. */
 function studiesApi(containerWorkers: boolean) {
+  const api = studiesHandler(containerWorkers);
+  return async (method: string, path: string, body?: unknown) => {
+    const out = (await api(apiEvent(method, path, body), {} as Context)) as APIGatewayProxyStructuredResultV2;
+    return { status: out.statusCode!, json: JSON.parse(out.body as string) as StudyView & { error?: string } };
+  };
+}
+
+function studiesHandler(containerWorkers: boolean) {
   const runtime = new JobRuntime({
     table: jobs,
     kinds: new JobKinds([createTuneKind({ studies, store: stack.store })]),
@@ -52,11 +63,7 @@ function studiesApi(containerWorkers: boolean) {
     ...(containerWorkers ? { placements: ['lambda', 'container'] as const } : {}),
     visibilitySeconds: 30,
   });
-  const api = createStudiesApiHandler({ studies, jobs, runtime, store: stack.store, log: () => undefined });
-  return async (method: string, path: string, body?: unknown) => {
-    const out = (await api(apiEvent(method, path, body), {} as Context)) as APIGatewayProxyStructuredResultV2;
-    return { status: out.statusCode!, json: JSON.parse(out.body as string) as StudyView & { error?: string } };
-  };
+  return createStudiesApiHandler({ studies, jobs, runtime, store: stack.store, log: () => undefined });
 }
 
 async function depth(queueUrl: string): Promise<number> {
@@ -72,6 +79,11 @@ async function until(id: string, timeoutMs = 180_000): Promise<JobRecord> {
     if (Date.now() > deadline) throw new Error(`job ${id} is still ${job?.state}`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
+}
+
+/** Both lanes' lines (the worker logs a step after the job's end, which its last step wrote). */
+async function lanesDone(worker: WorkerProcess, job: string): Promise<void> {
+  for (const lane of ['lane-0', 'lane-1']) await worker.waitFor((line) => line.message === 'step done' && line.job === job && line.step === lane, 60_000);
 }
 
 const trainingStudy = (id: string, extra: Record<string, unknown> = {}) => ({
@@ -137,6 +149,7 @@ describe('a study placed on the container worker', () => {
     });
     workers.push(worker);
     const job = await until(id);
+    await lanesDone(worker, id);
     const view = (await call('GET', '/v2/studies/on-container')).json;
 
     expect(job).toMatchObject({ state: 'succeeded', placement: 'container', stepsSucceeded: 2, stepsFailed: 0, result: { study: 'on-container', completed: 2 } });
@@ -161,13 +174,60 @@ describe('a study placed on the container worker', () => {
     expect([await depth(containerQueueUrl), await depth(tuneQueueUrl)]).toEqual([0, 0]);
   }, 240_000);
 
+  it('runs a serving study there too: variants built and measured on the container, the winner registered unrouted', async () => {
+    const call = studiesApi(true);
+    const started = await call('POST', '/v2/studies', {
+      id: 'serving-on-container',
+      objective: { type: 'serving', model: 'quad', version: '1', dataset: 'quads', accuracyRows: 50, latencyRuns: 5, warmupRuns: 1 },
+      space: { parameters: { quantization: { type: 'categorical', choices: ['none', 'int8-dynamic'] } } },
+      objectives: [{ metric: 'size_mb', direction: 'minimize' }],
+      sampler: { type: 'grid' },
+      parallel: 2,
+      register: true,
+      placement: 'container',
+    });
+    expect(started.status).toBe(202);
+    const id = started.json.job!;
+    const job = await until(id);
+    await lanesDone(workers[0]!, id);
+    const view = (await call('GET', '/v2/studies/serving-on-container')).json;
+
+    expect(job).toMatchObject({ state: 'succeeded', placement: 'container' });
+    expect(workers[0]!.lines.filter((line) => line.message === 'step done' && line.job === id)).toHaveLength(2);
+    expect(view.counts).toEqual({ total: 2, complete: 2, running: 0, pruned: 0, failed: 0 });
+    const int8 = view.trials.find((t) => t.params.quantization === 'int8-dynamic')!;
+    expect(view.best).toEqual({ number: int8.number, params: int8.params, metrics: int8.metrics });
+    expect(int8.metrics!.size_mb).toBeLessThan(view.trials.find((t) => t.params.quantization === 'none')!.metrics!.size_mb!);
+    expect(view.outcome!.registered).toEqual({ model: 'quad', version: '2' });
+    const manifest = await stack.store.getManifest('quad', '2');
+    expect(manifest.lineage).toMatchObject({ sourceVersion: '1', method: 'tune', options: { study: 'serving-on-container', trial: int8.number, quantization: 'int8-dynamic' } });
+    await checkOnnxModel((await stack.store.getModelBytes(manifest)).bytes);
+    expect(await stack.store.listRoutableVersions('quad')).toEqual({ versions: ['1', '2'], uploaded: ['1'] });
+    expect([await depth(containerQueueUrl), await depth(tuneQueueUrl)]).toEqual([0, 0]);
+  }, 240_000);
+
   it('refuses a container placement where the stack runs no container worker (400), and an unknown placement, writing nothing', async () => {
+    const api = studiesHandler(false);
     const call = studiesApi(false);
     const refused = await call('POST', '/v2/studies', trainingStudy('no-container', { placement: 'container' }));
     expect([refused.status, refused.json.error]).toEqual([400, "a tune job cannot be placed on 'container': this stack runs lambda workers only"]);
     const unknown = await call('POST', '/v2/studies', trainingStudy('no-container', { placement: 'gpu' }));
     expect(unknown.status).toBe(400);
     expect(unknown.json.error).toMatch(/^invalid study: placement: /);
+
+    // mass tune sends --placement as the study's placement.
+    const { server, url } = await serveApi((event) => api(event));
+    try {
+      const cli = spawn(process.execPath, ['functions/cli/mass.ts', '--api', url, '--bucket', stack.store.bucket, 'tune', 'train', 'quad', '--version', '1', '--dataset', 'quads', '--trials', '1', '--id', 'no-container', '--placement', 'container'], {
+        env: { ...process.env, MASS_AUTH: '', MASS_TOKEN: '', AWS_ENDPOINT_URL: stack.emulators.awsEndpoint },
+      });
+      let stderr = '';
+      cli.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const [code] = (await once(cli, 'exit')) as [number];
+      expect([code, stderr]).toEqual([1, "error: 400: a tune job cannot be placed on 'container': this stack runs lambda workers only\n"]);
+    } finally {
+      server.close();
+    }
 
     expect((await call('GET', '/v2/studies/no-container')).status).toBe(404);
     expect(await studies.listActive()).not.toContain('no-container');
