@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CreateQueueCommand, GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
+import { CreateQueueCommand } from '@aws-sdk/client-sqs';
 import type { APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,7 +18,6 @@ import { createDynamoClient } from '../../functions/core/aws/clients.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { JobKinds } from '../../functions/core/jobs/kinds.ts';
-import type { JobRecord } from '../../functions/core/jobs/record.ts';
 import { JobRuntime } from '../../functions/core/jobs/runtime.ts';
 import { SqsStepQueue, withContainerQueue } from '../../functions/core/jobs/step-queue.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
@@ -28,8 +27,10 @@ import type { StudyView } from '../../functions/core/tune/service.ts';
 import { StudyTable } from '../../functions/core/tune/study-table.ts';
 import { createStudiesApiHandler } from '../../functions/studies/app.ts';
 import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/gpu-worker/processes.ts';
+import { LOCAL_AWS_ENV } from '../../infra/local/stack.ts';
 import { serveApi } from '../helpers/api-server.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
+import { jobEnded, queueDepth } from '../helpers/job-delivery.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 import { startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 import { quadrantIdx, quadrantMlp } from '../helpers/train-fixtures.ts';
@@ -66,20 +67,9 @@ function studiesHandler(containerWorkers: boolean) {
   return createStudiesApiHandler({ studies, jobs, runtime, store: stack.store, log: () => undefined });
 }
 
-async function depth(queueUrl: string): Promise<number> {
-  const out = await stack.sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
-  return Number(out.Attributes!.ApproximateNumberOfMessages) + Number(out.Attributes!.ApproximateNumberOfMessagesNotVisible);
-}
+const depth = (queueUrl: string) => queueDepth(stack.sqs, queueUrl);
 
-async function until(id: string, timeoutMs = 180_000): Promise<JobRecord> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const job = await jobs.getJob(id);
-    if (job && ['succeeded', 'failed', 'partial', 'cancelled'].includes(job.state)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} is still ${job?.state}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
+const until = (id: string) => jobEnded((job) => jobs.getJob(job), id, 180_000);
 
 /** Both lanes' lines (the worker logs a step after the job's end, which its last step wrote). */
 async function lanesDone(worker: WorkerProcess, job: string): Promise<void> {
@@ -128,12 +118,9 @@ describe('a study placed on the container worker', () => {
     expect([await depth(containerQueueUrl), await depth(tuneQueueUrl)]).toEqual([2, 0]);
 
     const worker = startWorkerProcess({
+      ...LOCAL_AWS_ENV,
       AWS_ENDPOINT_URL: stack.emulators.awsEndpoint,
       DYNAMODB_ENDPOINT_URL: stack.emulators.dynamoEndpoint,
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
-      AWS_REGION: 'us-east-1',
-      AWS_EC2_METADATA_DISABLED: 'true',
       MODEL_BUCKET: stack.store.bucket,
       REGISTRY_TABLE: TABLE,
       MODEL_CACHE_DIR: await mkdtemp(join(tmpdir(), `${NAME}-worker-`)),
