@@ -29,7 +29,7 @@ import { createStudiesApiHandler } from '../../functions/studies/app.ts';
 import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/gpu-worker/processes.ts';
 import { LOCAL_AWS_ENV } from '../../infra/local/stack.ts';
 import { serveApi } from '../helpers/api-server.ts';
-import { apiEvent } from '../helpers/batch-stack.ts';
+import { apiEvent, waitFor } from '../helpers/batch-stack.ts';
 import { jobEnded, queueDepth } from '../helpers/job-delivery.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
 import { startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
@@ -71,9 +71,32 @@ const depth = (queueUrl: string) => queueDepth(stack.sqs, queueUrl);
 
 const until = (id: string) => jobEnded((job) => jobs.getJob(job), id, 180_000);
 
+/** A container-worker process on the container queue, as the GPU service runs it (CPU here). */
+async function startWorker(): Promise<WorkerProcess> {
+  const worker = startWorkerProcess({
+    ...LOCAL_AWS_ENV,
+    AWS_ENDPOINT_URL: stack.emulators.awsEndpoint,
+    DYNAMODB_ENDPOINT_URL: stack.emulators.dynamoEndpoint,
+    MODEL_BUCKET: stack.store.bucket,
+    REGISTRY_TABLE: TABLE,
+    MODEL_CACHE_DIR: await mkdtemp(join(tmpdir(), `${NAME}-worker-`)),
+    CONTAINER_STEPS_QUEUE_URL: containerQueueUrl,
+    CONTAINER_STEPS_DLQ_URL: deadLetterQueueUrl,
+    CONTAINER_VISIBILITY_SECONDS: '30',
+    // Two lanes at once on the one worker.
+    CONTAINER_CONCURRENCY: '2',
+    EXECUTION_PROVIDER: 'cpu',
+    INTRA_OP_THREADS: '1',
+    WAIT_TIME_SECONDS: '1',
+    DRAIN_SECONDS: '0',
+  });
+  workers.push(worker);
+  return worker;
+}
+
 /** Both lanes' lines (the worker logs a step after the job's end, which its last step wrote). */
-async function lanesDone(worker: WorkerProcess, job: string): Promise<void> {
-  for (const lane of ['lane-0', 'lane-1']) await worker.waitFor((line) => line.message === 'step done' && line.job === job && line.step === lane, 60_000);
+async function lanesDone(worker: WorkerProcess, job: string, lanes = ['lane-0', 'lane-1']): Promise<void> {
+  for (const lane of lanes) await worker.waitFor((line) => line.message === 'step done' && line.job === job && line.step === lane, 60_000);
 }
 
 const trainingStudy = (id: string, extra: Record<string, unknown> = {}) => ({
@@ -117,24 +140,7 @@ describe('a study placed on the container worker', () => {
     expect(await jobs.getJob(id)).toMatchObject({ kind: 'tune', placement: 'container', stepsTotal: 2 });
     expect([await depth(containerQueueUrl), await depth(tuneQueueUrl)]).toEqual([2, 0]);
 
-    const worker = startWorkerProcess({
-      ...LOCAL_AWS_ENV,
-      AWS_ENDPOINT_URL: stack.emulators.awsEndpoint,
-      DYNAMODB_ENDPOINT_URL: stack.emulators.dynamoEndpoint,
-      MODEL_BUCKET: stack.store.bucket,
-      REGISTRY_TABLE: TABLE,
-      MODEL_CACHE_DIR: await mkdtemp(join(tmpdir(), `${NAME}-worker-`)),
-      CONTAINER_STEPS_QUEUE_URL: containerQueueUrl,
-      CONTAINER_STEPS_DLQ_URL: deadLetterQueueUrl,
-      CONTAINER_VISIBILITY_SECONDS: '30',
-      // Both lanes at once on the one worker.
-      CONTAINER_CONCURRENCY: '2',
-      EXECUTION_PROVIDER: 'cpu',
-      INTRA_OP_THREADS: '1',
-      WAIT_TIME_SECONDS: '1',
-      DRAIN_SECONDS: '0',
-    });
-    workers.push(worker);
+    const worker = await startWorker();
     const job = await until(id);
     await lanesDone(worker, id);
     const view = (await call('GET', '/v2/studies/on-container')).json;
@@ -190,6 +196,36 @@ describe('a study placed on the container worker', () => {
     expect(manifest.lineage).toMatchObject({ sourceVersion: '1', method: 'tune', options: { study: 'serving-on-container', trial: int8.number, quantization: 'int8-dynamic' } });
     await checkOnnxModel((await stack.store.getModelBytes(manifest)).bytes);
     expect(await stack.store.listRoutableVersions('quad')).toEqual({ versions: ['1', '2'], uploaded: ['1'] });
+    expect([await depth(containerQueueUrl), await depth(tuneQueueUrl)]).toEqual([0, 0]);
+  }, 240_000);
+
+  it('fails the running trial at once when its container is told to stop, and another container goes on with the lane', async () => {
+    const call = studiesApi(true);
+    // A grid: trial 0 trains 500 epochs (stopped long before its end), trial 1 one epoch.
+    const started = await call('POST', '/v2/studies', trainingStudy('stopped-worker', { space: { parameters: { epochs: { type: 'categorical', choices: [500, 1] } } }, sampler: { type: 'grid' }, maxTrials: undefined, parallel: 1, placement: 'container' }));
+    expect(started.status).toBe(202);
+    const id = started.json.job!;
+    const first = workers[0]!;
+    await waitFor('trial 0 running', async () => (await studies.listTrials('stopped-worker')).find((t) => t.number === 0 && t.state === 'running' && Object.keys(t.intermediate).length > 0));
+
+    first.child.kill('SIGTERM');
+    expect(await first.exited).toBe(0);
+    const [trial0] = await studies.listTrials('stopped-worker');
+    const step = (await jobs.getStep(id, 'lane-0'))!;
+
+    expect(trial0).toMatchObject({ number: 0, state: 'failed', error: 'its worker stopped before the trial ended', params: { epochs: 500 } });
+    expect(first.lines.filter((line) => line.job === id && line.message === 'step done').map((line) => line.outcome)).toEqual(['continued']);
+    expect(step).toMatchObject({ state: 'pending', segments: 2, checkpoint: { completed: 0, pruned: 0, failed: 0 } });
+    expect((await jobs.getJob(id))!.state).toBe('running');
+    expect(await depth(containerQueueUrl)).toBe(1);
+
+    const second = await startWorker();
+    const job = await until(id);
+    await lanesDone(second, id, ['lane-0']);
+    const trials = await studies.listTrials('stopped-worker');
+
+    expect(job).toMatchObject({ state: 'succeeded', placement: 'container', result: { study: 'stopped-worker', completed: 1 } });
+    expect(trials.map((t) => [t.number, t.state, t.params.epochs])).toEqual([[0, 'failed', 500], [1, 'complete', 1]]);
     expect([await depth(containerQueueUrl), await depth(tuneQueueUrl)]).toEqual([0, 0]);
   }, 240_000);
 

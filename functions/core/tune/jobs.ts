@@ -108,6 +108,21 @@ function trialFailure(error: unknown): string {
   return e.expose || exposedNames.has(e.name ?? '') ? runtimeMessage(error) : `internal error (${e.name ?? 'Error'}); see the worker's logs`;
 }
 
+class WorkerStoppingError extends Error {
+  override name = 'WorkerStoppingError';
+}
+
+/** A promise that rejects once `signal` aborts (never after `dispose`), to race a trial against. */
+function whenAborted(signal: AbortSignal): { promise: Promise<never>; dispose(): void } {
+  let listener: (() => void) | undefined;
+  const promise = new Promise<never>((_resolve, reject) => {
+    listener = () => reject(new WorkerStoppingError('the worker is stopping'));
+    if (signal.aborted) listener();
+    else signal.addEventListener('abort', listener, { once: true });
+  });
+  return { promise, dispose: () => signal.removeEventListener('abort', listener!) };
+}
+
 interface LaneCounts {
   completed: number;
   pruned: number;
@@ -133,7 +148,7 @@ export function createTuneKind(deps: TuneDeps): JobKind {
       const expired = await deps.studies.failExpired(request.study);
       if (expired.length) log('warn', 'trials failed after their lease ran out', { study: request.study, trials: expired });
       // Another trial must fit in what is left of this invocation; otherwise go on in a new one.
-      if (longest > 0 && ctx.remainingMs() < 2 * longest) return { continue: counts as unknown as Json };
+      if ((longest > 0 && ctx.remainingMs() < 2 * longest) || ctx.signal.aborted) return { continue: counts as unknown as Json };
       const trial = await deps.studies.ask(request.study, worker);
       if (!trial) break;
       const began = now();
@@ -142,8 +157,14 @@ export function createTuneKind(deps: TuneDeps): JobKind {
       const heartbeat = setInterval(() => {
         deps.studies.renew(request.study, trial.number, worker).catch((error: unknown) => log('warn', 'trial lease not renewed', { study: request.study, trial: trial.number, error: (error as Error).message }));
       }, Math.max(1, deps.studies.leaseMs / 3));
+      // The worker stopping (the container's SIGTERM) ends the wait for the trial: it is failed at once,
+      // its place given back, and the lane goes on from its counts on another worker.
+      const stopped = whenAborted(ctx.signal);
       try {
-        const outcome = await prepared.run(trial.params, trial.number, { report: (step, value) => deps.studies.report(request.study, trial.number, worker, step, value) });
+        const outcome = await Promise.race([
+          prepared.run(trial.params, trial.number, { report: (step, value) => deps.studies.report(request.study, trial.number, worker, step, value) }),
+          stopped.promise,
+        ]);
         if ('pruned' in outcome) counts.pruned++;
         else {
           await deps.studies.tell(request.study, trial.number, worker, outcome.metrics);
@@ -151,6 +172,11 @@ export function createTuneKind(deps: TuneDeps): JobKind {
         }
         counts.consecutiveFailures = 0;
       } catch (error) {
+        if (error instanceof WorkerStoppingError) {
+          await deps.studies.fail(request.study, trial.number, worker, 'its worker stopped before the trial ended');
+          log('warn', 'trial failed: its worker is stopping; the lane goes on elsewhere', { study: request.study, trial: trial.number });
+          return { continue: counts as unknown as Json };
+        }
         if (error instanceof JobCancelledError || error instanceof LeaseLostError) {
           await deps.studies.fail(request.study, trial.number, worker, `its job stopped: ${(error as Error).message}`);
           throw error;
@@ -170,6 +196,7 @@ export function createTuneKind(deps: TuneDeps): JobKind {
         if (counts.consecutiveFailures >= MAX_CONSECUTIVE_FAILURES) throw new JobStepError(`${counts.consecutiveFailures} trials in a row failed; the last, ${counts.lastError}`);
       } finally {
         clearInterval(heartbeat);
+        stopped.dispose();
       }
       longest = Math.max(longest, now() - began);
       const done = counts.completed + counts.pruned;
