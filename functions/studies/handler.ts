@@ -4,7 +4,8 @@ import { createDynamoClient, createSqsClient } from '../core/aws/clients.ts';
 import { JobTable } from '../core/jobs/job-table.ts';
 import { JobKinds } from '../core/jobs/kinds.ts';
 import { JobRuntime } from '../core/jobs/runtime.ts';
-import { SqsStepQueue } from '../core/jobs/step-queue.ts';
+import { readContainerPlacement } from '../core/jobs/config.ts';
+import { SqsStepQueue, withContainerQueue } from '../core/jobs/step-queue.ts';
 import { modelStoreFromEnv } from '../core/registry/model-store-env.ts';
 import { modelEventsFromEnv } from '../core/registry/events.ts';
 import { createObservability } from '../core/platform/observability.ts';
@@ -18,6 +19,7 @@ import { traced } from '../core/platform/tracing.ts';
 // Lambda init: configuration checked and clients made once per environment. One module for the
 // studies API, the tune kind's step worker, its dead-letter consumer and the scheduled sweep.
 const config = readTuneConfig();
+const placement = readContainerPlacement();
 const { logger } = createObservability();
 const dynamo = createDynamoClient({ endpoint: config.dynamoEndpoint });
 const log = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => logger[level](message, fields);
@@ -28,7 +30,9 @@ const store = modelStoreFromEnv('/tmp/ai-mass/models', { events: modelEventsFrom
 const runtime = new JobRuntime({
   table: jobs,
   kinds: new JobKinds([createTuneKind({ studies, store, log })]),
-  queue: new SqsStepQueue(createSqsClient(), () => config.stepsQueue),
+  // A study placed on the container worker sends every lane to the container queue (docs/jobs.md, placement).
+  queue: new SqsStepQueue(createSqsClient(), withContainerQueue(placement.containerQueue, () => config.stepsQueue)),
+  placements: placement.placements,
   visibilitySeconds: config.visibilitySeconds,
   log,
 });

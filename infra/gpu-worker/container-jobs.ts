@@ -7,6 +7,7 @@
  *   CONTAINER_STEPS_QUEUE_URL (or _NAME)        the container queue
  *   CONTAINER_STEPS_DLQ_URL (or _NAME)          its dead-letter queue, consumed here too (optional)
  *   CONTAINER_VISIBILITY_SECONDS=120            the step lease, renewed with the message's visibility
+ *   TUNE_TRIAL_LEASE_SECONDS=960                a tune trial's lease, renewed while it runs (docs/tuning.md)
  *   MODEL_BUCKET, REGISTRY_TABLE, MODEL_EVENTS_TOPIC_ARN, MODEL_CACHE_DIR, INTRA_OP_THREADS
  */
 import { GetQueueUrlCommand, type SQSClient } from '@aws-sdk/client-sqs';
@@ -22,11 +23,14 @@ import { modelEventsFromEnv } from '../../functions/core/registry/events.ts';
 import { modelStoreFromEnv } from '../../functions/core/registry/model-store-env.ts';
 import type { ModelRepository } from '../../functions/core/registry/repository.ts';
 import { trainJobKind } from '../../functions/core/train/jobs.ts';
+import { readTrialLeaseSeconds } from '../../functions/core/tune/config.ts';
+import { createTuneKind } from '../../functions/core/tune/jobs.ts';
+import { StudyTable } from '../../functions/core/tune/study-table.ts';
 
 type Log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 
 /** The kinds whose jobs may be placed on the container worker. */
-export function containerJobKinds(deps: { store: ModelRepository; intraOpThreads?: number | undefined; log: Log }): JobKind[] {
+export function containerJobKinds(deps: { store: ModelRepository; studies: StudyTable; intraOpThreads?: number | undefined; log: Log }): JobKind[] {
   return [
     trainJobKind({
       store: deps.store,
@@ -34,6 +38,8 @@ export function containerJobKinds(deps: { store: ModelRepository; intraOpThreads
       log: (message, fields) => deps.log('info', message, fields),
     }),
     createQuantizeKind({ store: deps.store, log: (message, fields) => deps.log('info', message, fields) }),
+    // A study's lanes, each running trials one after another (serving and training objectives alike).
+    createTuneKind({ studies: deps.studies, store: deps.store, log: (level, message, fields) => deps.log(level, message, fields) }),
   ];
 }
 
@@ -49,12 +55,13 @@ export async function createContainerJobRuntime(options: { env: NodeJS.ProcessEn
   const visibilitySeconds = Number(env.CONTAINER_VISIBILITY_SECONDS ?? 120);
   if (!Number.isInteger(visibilitySeconds) || visibilitySeconds < 30) throw new ConfigError(`CONTAINER_VISIBILITY_SECONDS must be a whole number of seconds, at least 30; got ${env.CONTAINER_VISIBILITY_SECONDS}`);
   const threads = env.INTRA_OP_THREADS ? Number(env.INTRA_OP_THREADS) : undefined;
+  const studies = new StudyTable(options.dynamo, vars.REGISTRY_TABLE, { leaseMs: readTrialLeaseSeconds(env) * 1000 });
   const store = modelStoreFromEnv('/tmp/ai-mass/models', { events: modelEventsFromEnv(env) }, env);
   const queueUrl = await queueUrlOf(sqs, queue);
   const deadLetters = env.CONTAINER_STEPS_DLQ_URL || env.CONTAINER_STEPS_DLQ_NAME;
   const runtime = new JobRuntime({
     table: new JobTable(options.dynamo, vars.REGISTRY_TABLE),
-    kinds: new JobKinds(containerJobKinds({ store, intraOpThreads: threads, log: options.log })),
+    kinds: new JobKinds(containerJobKinds({ store, studies, intraOpThreads: threads, log: options.log })),
     // Every message of a job placed here (a continuation, a next step, a visibility change) stays on this queue.
     queue: new SqsStepQueue(
       sqs,

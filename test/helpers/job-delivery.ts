@@ -2,9 +2,10 @@
  * One Lambda invocation of a job step handler as the SQS event source makes it, against a real
  * queue on the emulator: receive, build the SQS event, invoke, delete what did not fail.
  */
-import { DeleteMessageCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { SQSEvent } from 'aws-lambda';
 import type { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
+import { isTerminal, type JobRecord } from '../../functions/core/jobs/record.ts';
 
 export function sqsEvent(messages: { MessageId?: string; ReceiptHandle?: string; Body?: string; Attributes?: Record<string, string> }[]): SQSEvent {
   return {
@@ -36,4 +37,21 @@ export async function deliverStep(
   const failures = response.batchItemFailures.map((f) => f.itemIdentifier);
   for (const m of messages) if (!failures.includes(m.MessageId!)) await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle! }));
   return { received: messages.length, failures };
+}
+
+/** Messages on a queue, visible or in flight. */
+export async function queueDepth(sqs: SQSClient, queueUrl: string): Promise<number> {
+  const out = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+  return Number(out.Attributes!.ApproximateNumberOfMessages) + Number(out.Attributes!.ApproximateNumberOfMessagesNotVisible);
+}
+
+/** The job once it has ended, read every 200 ms (a worker elsewhere runs it); an error after `timeoutMs`. */
+export async function jobEnded(read: (id: string) => Promise<JobRecord | undefined>, id: string, timeoutMs = 120_000): Promise<JobRecord> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const job = await read(id);
+    if (job && isTerminal(job.state)) return job;
+    if (Date.now() > deadline) throw new Error(`job ${id} is still ${job?.state ?? 'missing'}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }

@@ -1,4 +1,4 @@
-import { CreateQueueCommand, DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
+import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { createDynamoClient } from '../../functions/core/aws/clients.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { JobKinds } from '../../functions/core/jobs/kinds.ts';
@@ -9,7 +9,7 @@ import { createTuneKind } from '../../functions/core/tune/jobs.ts';
 import { StudyTable, type StudyTableOptions } from '../../functions/core/tune/study-table.ts';
 import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
 import { startRegistryStack, type RegistryStack } from './registry-stack.ts';
-import { sqsEvent } from './job-delivery.ts';
+import { queueDepth as messagesOn, sqsEvent } from './job-delivery.ts';
 
 /**
  * The tune kind on the emulators: the registry stack (bucket, registry table), the tune step queue
@@ -79,7 +79,6 @@ export async function startTuneStack(name: string, options: { leaseMs?: number }
   };
 }
 
-export async function queueDepth(stack: TuneStack): Promise<number> {
-  const out = await stack.registry.sqs.send(new GetQueueAttributesCommand({ QueueUrl: stack.queueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
-  return Number(out.Attributes!.ApproximateNumberOfMessages) + Number(out.Attributes!.ApproximateNumberOfMessagesNotVisible);
+export function queueDepth(stack: TuneStack): Promise<number> {
+  return messagesOn(stack.registry.sqs, stack.queueUrl);
 }

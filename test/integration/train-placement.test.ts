@@ -5,7 +5,7 @@
  * under the threshold runs on the Lambda path (the train queue and the Lambda step handler).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CreateQueueCommand, GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
+import { CreateQueueCommand } from '@aws-sdk/client-sqs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,6 @@ import { createDynamoClient } from '../../functions/core/aws/clients.ts';
 import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import { JobTable } from '../../functions/core/jobs/job-table.ts';
 import { JobKinds } from '../../functions/core/jobs/kinds.ts';
-import type { JobRecord } from '../../functions/core/jobs/record.ts';
 import { JobRuntime } from '../../functions/core/jobs/runtime.ts';
 import { SqsStepQueue, withContainerQueue } from '../../functions/core/jobs/step-queue.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
@@ -22,7 +21,7 @@ import { createJobStepHandler } from '../../functions/adapters/job-steps.ts';
 import { createTrainApiHandler } from '../../functions/train/app.ts';
 import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../../infra/gpu-worker/processes.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
-import { deliverStep } from '../helpers/job-delivery.ts';
+import { deliverStep, jobEnded, queueDepth } from '../helpers/job-delivery.ts';
 import { startRegistryStack, type RegistryStack } from '../helpers/registry-stack.ts';
 import { mlp, quadrantIdx } from '../helpers/train-fixtures.ts';
 
@@ -51,20 +50,9 @@ async function submit(body: unknown, api = createTrainApiHandler({ store: stack.
   return { statusCode: out.statusCode!, body: JSON.parse(out.body as string) as Record<string, unknown> };
 }
 
-async function depth(queueUrl: string): Promise<number> {
-  const out = await stack.sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
-  return Number(out.Attributes!.ApproximateNumberOfMessages) + Number(out.Attributes!.ApproximateNumberOfMessagesNotVisible);
-}
+const depth = (queueUrl: string) => queueDepth(stack.sqs, queueUrl);
 
-async function until(id: string, timeoutMs = 120_000): Promise<JobRecord> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const job = await runtime.get(id);
-    if (['succeeded', 'failed', 'partial', 'cancelled'].includes(job.state)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} is still ${job.state}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
+const until = (id: string) => jobEnded((job) => runtime.get(job), id, 180_000);
 
 /** Versions of `quad` that a given job registered. */
 async function versionsOf(job: string): Promise<string[]> {

@@ -106,6 +106,24 @@ describe('studies in the registry table', () => {
     expect(study.trials.map((t) => t.state)).toEqual(['failed', 'complete', 'complete']);
     expect(study.bestTrial()!.number).toBe(2);
   });
+
+  it('renews the lease of a running trial for its own worker only, so a trial longer than its lease between reports is kept', async () => {
+    let clock = 2_000_000;
+    const table = stack.worker({ leaseMs: 60_000, now: () => clock });
+    await table.createStudy('renew', { space, objectives, sampler: { type: 'random' }, maxTrials: 2 });
+    const long = (await table.ask('renew', 'long'))!;
+    const quiet = (await table.ask('renew', 'quiet'))!;
+    clock += 50_000;
+    await table.renew('renew', long.number, 'long'); // until clock + 60 s, without an intermediate value
+    await expect(table.renew('renew', quiet.number, 'long')).rejects.toThrow("trial 1 belongs to worker 'quiet', not 'long'");
+    clock += 50_000;
+
+    expect(await table.failExpired('renew')).toEqual([quiet.number]);
+    await expect(table.renew('renew', quiet.number, 'quiet')).rejects.toThrow('trial 1 is failed, not running');
+    const trials = await table.listTrials('renew');
+    expect(trials.map((t) => [t.state, t.leaseUntil, t.intermediate])).toEqual([['running', 2_110_000, {}], ['failed', 2_060_000, {}]]);
+    await table.tell('renew', long.number, 'long', { loss: 0.5 });
+  });
 });
 
 describe('time budget', () => {

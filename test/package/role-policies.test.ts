@@ -111,6 +111,12 @@ const REVIEWED_UNUSED: Record<string, string> = {
     ]),
   ),
   ...Object.fromEntries(
+    ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
+      `StudiesApiRole SendSteps ${action} arn:aws:sqs:us-east-1:123456789012:ContainerStepsQueue`,
+      'a study goes to the container queue only with "placement": "container" and --param batchGpuWorkers=true (CONTAINER_WORKERS; test/integration/tune-container.test.ts); this stack is packaged without it',
+    ]),
+  ),
+  ...Object.fromEntries(
     ['BatchApiRole', 'BatchUploadRole', 'BatchSubmitQueueRole'].flatMap((role) =>
       ['sqs:GetQueueUrl', 'sqs:SendMessage'].map((action) => [
         `${role} SendShards ${action} arn:aws:sqs:us-east-1:123456789012:BatchGpuShardQueue`,

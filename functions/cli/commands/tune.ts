@@ -22,6 +22,7 @@ interface StartFlags {
   seed?: number;
   id?: string;
   register?: boolean;
+  placement?: string;
   watch?: boolean;
   interval: number;
   timeout: number;
@@ -104,6 +105,7 @@ export function registerTuneCommands(program: Command): void {
       .addOption(new Option('--seed <n>', 'sampler seed').argParser(nonNegativeInteger('--seed')))
       .option('--id <id>', 'study id (default: generated); the same id and request again give the same study')
       .option('--register', 'register the winner as a new version (never routed until promoted)')
+      .addOption(choiceOption('--placement <where>', 'where the trials run: lambda (default) or container, where the stack runs the container worker', ['lambda', 'container']))
       .option('--watch', 'follow the study until it ends')
       .addOption(intervalOption('with --watch', 2))
       .addOption(timeoutOption('with --watch', 86_400))
@@ -125,6 +127,7 @@ export function registerTuneCommands(program: Command): void {
           ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
           parallel: flags.parallel,
           ...(flags.register ? { register: true } : {}),
+          ...(flags.placement ? { placement: flags.placement } : {}),
         };
         const { bytes } = await ctx.request('POST', '/v2/studies', JSON.stringify(body));
         const view = JSON.parse(Buffer.from(bytes).toString('utf8')) as StudyView;

@@ -152,6 +152,23 @@ export class JobRuntime {
     return readJob(this.table, id);
   }
 
+  /**
+   * Where a job of this kind and request would run, or the 400 its submission would get, with
+   * nothing written: for a service that records something of its own before it submits (a study).
+   */
+  async place(kindName: string, body: Json): Promise<Placement | undefined> {
+    const kind = this.kinds.get(kindName);
+    return this.placementOf(kind, kind.parseRequest(body));
+  }
+
+  private async placementOf(kind: JobKind, request: Json): Promise<Placement | undefined> {
+    const placement = kind.placement ? await kind.placement(request, this.placements) : undefined;
+    if (placement !== undefined && !this.placements.includes(placement)) {
+      throw new BadRequestError(`a ${kind.name} job cannot be placed on '${placement}': this stack runs ${this.placements.join(' and ')} workers only`);
+    }
+    return placement;
+  }
+
   async submit(submission: SubmitRequest): Promise<{ job: JobRecord; created: boolean }> {
     const kind = this.kinds.get(submission.kind);
     if (submission.key !== undefined && !KEY_PATTERN.test(submission.key)) {
@@ -163,10 +180,7 @@ export class JobRuntime {
     }
     const request = kind.parseRequest(submission.request);
     assertSmall('the job request', request);
-    const placement = kind.placement ? await kind.placement(request, this.placements) : undefined;
-    if (placement !== undefined && !this.placements.includes(placement)) {
-      throw new BadRequestError(`a ${kind.name} job cannot be placed on '${placement}': this stack runs ${this.placements.join(' and ')} workers only`);
-    }
+    const placement = await this.placementOf(kind, request);
     const requestHash = sha256(canonical({ kind: kind.name, request, parent: submission.parent ?? null }));
     if (submission.id !== undefined) assertValidName(submission.id, 'job id');
     const id = submission.id ?? (submission.key !== undefined ? jobIdForKey(kind.name, submission.key) : `j-${randomBytes(16).toString('hex')}`);

@@ -25,3 +25,13 @@ export function readTuneConfig(env: NodeJS.ProcessEnv = process.env): TuneConfig
   });
   return parsedConfig('tuning', parsed);
 }
+
+const trialLeaseSchema = z.strictObject({ trialLeaseSeconds: tuneConfigSchema.shape.trialLeaseSeconds });
+
+/**
+ * How long a trial is its worker's without a report or a renewal (TUNE_TRIAL_LEASE_SECONDS, default
+ * 960), for a worker that runs lanes but has no tune queue of its own: the container worker.
+ */
+export function readTrialLeaseSeconds(env: NodeJS.ProcessEnv = process.env): number {
+  return parsedConfig('tuning', trialLeaseSchema.safeParse({ trialLeaseSeconds: env.TUNE_TRIAL_LEASE_SECONDS ?? '960' })).trialLeaseSeconds;
+}

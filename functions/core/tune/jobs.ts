@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import * as z from 'zod';
 import { BadRequestError, ConflictError } from '../platform/errors.ts';
 import { JobCancelledError, JobStepError, LeaseLostError, type JobKind, type StepContext } from '../jobs/kinds.ts';
-import type { JobRecord, Json } from '../jobs/record.ts';
+import type { JobRecord, Json, Placement } from '../jobs/record.ts';
 import { keys } from '../artifacts/keys.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { NAME_PATTERN } from '../artifacts/names.ts';
@@ -42,6 +42,8 @@ const studyRequestSchema = studyConfigSchema.extend({
   parallel: z.number().int().min(1).max(64).default(1),
   /** Register the winning trial's model as a new version (never routed until promoted). */
   register: z.boolean().default(false),
+  /** Where the lanes run: Lambda (the default) or the container worker, where the stack runs one (docs/jobs.md, placement). */
+  placement: z.enum(['lambda', 'container']).optional(),
 });
 
 /** What the tune job runs: the study (its configuration is in the study record) and its objective. */
@@ -50,6 +52,7 @@ export interface TuneJobRequest {
   objective: { type: string; options: Json };
   parallel: number;
   register: boolean;
+  placement?: Placement;
 }
 
 export interface ParsedStudyRequest {
@@ -74,7 +77,7 @@ export function objectiveOf(type: string): ObjectiveDefinition {
 export function parseStudyRequest(body: unknown): ParsedStudyRequest {
   const parsed = studyRequestSchema.safeParse(body);
   if (!parsed.success) throw zodRefusal('study', parsed.error);
-  const { id, objective: objectiveBody, parallel, register, ...rest } = parsed.data;
+  const { id, objective: objectiveBody, parallel, register, placement, ...rest } = parsed.data;
   const objective = objectiveOf(objectiveBody.type);
   const { type: _type, ...optionsBody } = objectiveBody;
   const options = objective.parseOptions(optionsBody);
@@ -87,7 +90,7 @@ export function parseStudyRequest(body: unknown): ParsedStudyRequest {
   if (!study.maxTrials && !study.timeBudgetSeconds && study.sampler.type !== 'grid') {
     throw new BadRequestError('invalid study: give maxTrials or timeBudgetSeconds (only a grid ends by itself)');
   }
-  return { id, config, job: { study: id ?? '', objective: { type: objective.type, options }, parallel, register }, space: study.space };
+  return { id, config, job: { study: id ?? '', objective: { type: objective.type, options }, parallel, register, ...(placement ? { placement } : {}) }, space: study.space };
 }
 
 export interface TuneDeps {
@@ -103,6 +106,21 @@ const exposedNames = new Set(['RangeError', 'TrainingGraphError', 'UnsupportedMo
 function trialFailure(error: unknown): string {
   const e = error as { expose?: boolean; name?: string };
   return e.expose || exposedNames.has(e.name ?? '') ? runtimeMessage(error) : `internal error (${e.name ?? 'Error'}); see the worker's logs`;
+}
+
+class WorkerStoppingError extends Error {
+  override name = 'WorkerStoppingError';
+}
+
+/** A promise that rejects once `signal` aborts (never after `dispose`), to race a trial against. */
+function whenAborted(signal: AbortSignal): { promise: Promise<never>; dispose(): void } {
+  let listener: (() => void) | undefined;
+  const promise = new Promise<never>((_resolve, reject) => {
+    listener = () => reject(new WorkerStoppingError('the worker is stopping'));
+    if (signal.aborted) listener();
+    else signal.addEventListener('abort', listener, { once: true });
+  });
+  return { promise, dispose: () => signal.removeEventListener('abort', listener!) };
 }
 
 interface LaneCounts {
@@ -130,12 +148,23 @@ export function createTuneKind(deps: TuneDeps): JobKind {
       const expired = await deps.studies.failExpired(request.study);
       if (expired.length) log('warn', 'trials failed after their lease ran out', { study: request.study, trials: expired });
       // Another trial must fit in what is left of this invocation; otherwise go on in a new one.
-      if (longest > 0 && ctx.remainingMs() < 2 * longest) return { continue: counts as unknown as Json };
+      if ((longest > 0 && ctx.remainingMs() < 2 * longest) || ctx.signal.aborted) return { continue: counts as unknown as Json };
       const trial = await deps.studies.ask(request.study, worker);
       if (!trial) break;
       const began = now();
+      // The trial's lease is renewed while it runs, so a trial longer than the lease (on the
+      // container, with no 15-minute limit) stays this worker's; a dead worker's still runs out.
+      const heartbeat = setInterval(() => {
+        deps.studies.renew(request.study, trial.number, worker).catch((error: unknown) => log('warn', 'trial lease not renewed', { study: request.study, trial: trial.number, error: (error as Error).message }));
+      }, Math.max(1, deps.studies.leaseMs / 3));
+      // The worker stopping (the container's SIGTERM) ends the wait for the trial: it is failed at once,
+      // its place given back, and the lane goes on from its counts on another worker.
+      const stopped = whenAborted(ctx.signal);
       try {
-        const outcome = await prepared.run(trial.params, trial.number, { report: (step, value) => deps.studies.report(request.study, trial.number, worker, step, value) });
+        const outcome = await Promise.race([
+          prepared.run(trial.params, trial.number, { report: (step, value) => deps.studies.report(request.study, trial.number, worker, step, value) }),
+          stopped.promise,
+        ]);
         if ('pruned' in outcome) counts.pruned++;
         else {
           await deps.studies.tell(request.study, trial.number, worker, outcome.metrics);
@@ -143,6 +172,11 @@ export function createTuneKind(deps: TuneDeps): JobKind {
         }
         counts.consecutiveFailures = 0;
       } catch (error) {
+        if (error instanceof WorkerStoppingError) {
+          await deps.studies.fail(request.study, trial.number, worker, 'its worker stopped before the trial ended');
+          log('warn', 'trial failed: its worker is stopping; the lane goes on elsewhere', { study: request.study, trial: trial.number });
+          return { continue: counts as unknown as Json };
+        }
         if (error instanceof JobCancelledError || error instanceof LeaseLostError) {
           await deps.studies.fail(request.study, trial.number, worker, `its job stopped: ${(error as Error).message}`);
           throw error;
@@ -160,6 +194,9 @@ export function createTuneKind(deps: TuneDeps): JobKind {
         counts.consecutiveFailures++;
         counts.lastError = `trial ${trial.number}: ${reason}`;
         if (counts.consecutiveFailures >= MAX_CONSECUTIVE_FAILURES) throw new JobStepError(`${counts.consecutiveFailures} trials in a row failed; the last, ${counts.lastError}`);
+      } finally {
+        clearInterval(heartbeat);
+        stopped.dispose();
       }
       longest = Math.max(longest, now() - began);
       const done = counts.completed + counts.pruned;
@@ -174,8 +211,17 @@ export function createTuneKind(deps: TuneDeps): JobKind {
       const r = body as Partial<TuneJobRequest> | null;
       if (!r || typeof r.study !== 'string' || !NAME_PATTERN.test(r.study)) throw new BadRequestError('a tune job names its study (start one with POST /v2/studies)');
       const objective = objectiveOf(String(r.objective?.type));
-      return { study: r.study, objective: { type: objective.type, options: objective.parseOptions(r.objective!.options) }, parallel: Number(r.parallel ?? 1), register: r.register === true };
+      if (r.placement !== undefined && r.placement !== 'lambda' && r.placement !== 'container') throw new BadRequestError(`placement must be lambda or container, got ${JSON.stringify(r.placement)}`);
+      return {
+        study: r.study,
+        objective: { type: objective.type, options: objective.parseOptions(r.objective!.options) },
+        parallel: Number(r.parallel ?? 1),
+        register: r.register === true,
+        ...(r.placement ? { placement: r.placement } : {}),
+      };
     },
+    // Where the study asked for; its trials then run there, lane by lane (Lambda unless asked).
+    placement: (request) => (request as unknown as TuneJobRequest).placement ?? 'lambda',
     plan: (request) => Array.from({ length: (request as unknown as TuneJobRequest).parallel }, (_, i) => ({ name: `lane-${i}`, handler: 'lane' })),
     steps: { lane },
     maxAttempts: 2,

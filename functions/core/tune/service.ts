@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { BadRequestError, ConflictError, NotFoundError } from '../platform/errors.ts';
 import type { JobTable } from '../jobs/job-table.ts';
-import type { JobRecord, Json } from '../jobs/record.ts';
+import type { JobRecord, Json, Placement } from '../jobs/record.ts';
 import type { JobRuntime } from '../jobs/runtime.ts';
 import { isValidName } from '../artifacts/names.ts';
 import type { ModelRepository } from '../registry/repository.ts';
@@ -23,7 +23,9 @@ export async function startStudy(deps: { studies: StudyTable; runtime: JobRuntim
   await objectiveOf(parsed.job.objective.type).checkReferences(parsed.job.objective.options, deps.store, parsed.space);
   const id = parsed.id ?? `s-${randomBytes(8).toString('hex')}`;
   const request: TuneJobRequest = { ...parsed.job, study: id };
-  const extra = { objective: request.objective, parallel: request.parallel, register: request.register };
+  // A study asking for the container worker where the stack runs none is refused before it is written.
+  await deps.runtime.place(TUNE_KIND, request as unknown as Json);
+  const extra = { objective: request.objective, parallel: request.parallel, register: request.register, ...(request.placement ? { placement: request.placement } : {}) };
   let created = true;
   try {
     await deps.studies.createStudy(id, parsed.config, extra);
@@ -45,6 +47,8 @@ export interface StudyView {
   id: string;
   state: JobRecord['state'] | 'unknown';
   job?: string;
+  /** Where its trials run: lambda or container (the job's placement). */
+  placement?: Placement;
   created: string;
   objective: unknown;
   objectives: StudyConfig['objectives'];
@@ -84,6 +88,7 @@ export async function readStudy(deps: { studies: StudyTable; jobs: JobTable }, i
     id,
     state: job?.state ?? 'unknown',
     ...(record.job ? { job: record.job } : {}),
+    ...(job?.placement ? { placement: job.placement } : {}),
     created: record.created,
     objective: record.extra?.objective,
     objectives: c.objectives,

@@ -56,7 +56,8 @@ const studyKey = (id: string) => `STUDY#${id}`;
 export class StudyTable {
   readonly tableName: string;
   private readonly client: LazyClient<DynamoDBClient>;
-  private readonly leaseMs: number;
+  /** Milliseconds a worker holds a trial between two of its calls (ask, report, renew). */
+  readonly leaseMs: number;
   private readonly now: () => number;
   private docClient: Promise<DynamoDBDocumentClient> | undefined;
 
@@ -281,6 +282,24 @@ export class StudyTable {
       );
     }
     return { prune: decision.prune };
+  }
+
+  /**
+   * Renews the lease of the worker's running trial: a worker whose trial may outlast the lease
+   * between two reports (the container worker has no 15-minute limit) keeps it while it runs.
+   */
+  async renew(id: string, number: number, worker: string): Promise<void> {
+    const { UpdateCommand } = await docSdk();
+    await this.updateRunning(id, number, worker, (condition) =>
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
+        UpdateExpression: 'SET #lease = :lease',
+        ConditionExpression: condition,
+        ExpressionAttributeNames: { '#lease': 'leaseUntil', '#state': 'state', '#worker': 'worker' },
+        ExpressionAttributeValues: { ':lease': this.now() + this.leaseMs, ':running': 'running', ':worker': worker },
+      }),
+    );
   }
 
   /** Completes the worker's running trial with its measured metrics. */

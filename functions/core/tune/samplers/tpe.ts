@@ -1,8 +1,9 @@
 import { internalBounds, isActive, roundSignificant, toInternal, type CategoricalParameter, type Configuration, type NumericParameter, type Parameter, type ParamValue } from '../space.ts';
-import { compareForObjective, type Trial } from '../trial.ts';
+import type { Trial } from '../trial.ts';
 import { logSumExp, normalMass, normalPdf, pickWeighted, truncatedNormal } from '../math.ts';
 import { sampleUniform } from './random.ts';
-import { completed, type SampleContext, type Sampler } from './sampler.ts';
+import type { SampleContext, Sampler } from './sampler.ts';
+import { observations, splitObservations } from './tpe-split.ts';
 
 export interface TpeOptions {
   /** Trials drawn at random before the estimators take over (Optuna: 10). */
@@ -128,8 +129,8 @@ function categoricalKernels(p: CategoricalParameter, observations: readonly Para
 }
 
 /**
- * Tree-structured Parzen Estimator, univariate as Optuna's default: completed trials split into good
- * (the best gamma(n), feasible first) and bad; each active parameter gets l(x) from the good trials
+ * Tree-structured Parzen Estimator, univariate as Optuna's default: complete and pruned trials split
+ * into good (the best gamma(n), feasible first, complete before pruned) and bad; each active parameter gets l(x) from the good trials
  * that have it and g(x) from the bad ones; of eiCandidates draws from l, the one with the highest
  * l(x) / g(x) (the expected-improvement ratio) is taken. Only the first objective is used.
  */
@@ -149,17 +150,14 @@ export class TpeSampler implements Sampler {
 
   sample(context: SampleContext): Configuration {
     const { space, random } = context;
-    const done = completed(context.trials);
+    // Complete and pruned trials, as Optuna learns from both (tpe-split.ts).
+    const observed = observations(context.trials, context.directions[0]!);
     const out: Configuration = {};
-    if (done.length < this.startupTrials) {
+    if (observed.length < this.startupTrials) {
       for (const [name, p] of Object.entries(space.parameters)) if (isActive(p, out)) out[name] = sampleUniform(p, random);
       return out;
     }
-    const ranked = [...done].sort((a, b) => compareForObjective(a, b, context.directions[0]!));
-    const nBelow = defaultGamma(ranked.length);
-    const byNumber = (a: Trial, b: Trial) => a.number - b.number;
-    const below = ranked.slice(0, nBelow).sort(byNumber);
-    const above = ranked.slice(nBelow).sort(byNumber);
+    const { below, above } = splitObservations(observed, defaultGamma(observed.length));
     if (this.multivariate) {
       // Every trial has the unconditional parameters, so they form Optuna's intersection space.
       const joint = Object.entries(space.parameters).filter(([, p]) => !p.when);
