@@ -54,15 +54,19 @@ describe('the Parquet page decoder', () => {
     expect(decoded.values).toEqual(Int32Array.from(pixels));
   });
 
-  it('reads bit-packed dictionary indices wider than a byte into float32 values exactly', () => {
-    // 300 distinct values: 9-bit indices, the width DuckDB writes for uint8 pixels.
-    const ints = Array.from({ length: 5000 }, (_, i) => (i * 37) % 300);
-    const buffer = parquetWriteBuffer({ columnData: [{ name: 'p', data: Int32Array.from(ints), type: 'INT32', nullable: false }] as never, rowGroupSize: 100_000 });
+  it.each([
+    // 300 distinct values: 9-bit indices, the width DuckDB writes for uint8 pixels; 140,000: 18-bit
+    // indices, past the width read from three bytes at once.
+    [300, 5000],
+    [140_000, 150_000],
+  ])('reads bit-packed dictionary indices of %i distinct values into float32 values exactly', (distinct, length) => {
+    const ints = Array.from({ length }, (_, i) => (i * 37) % distinct);
+    const buffer = parquetWriteBuffer({ columnData: [{ name: 'p', data: Int32Array.from(ints), type: 'INT32', encoding: 'RLE_DICTIONARY', nullable: false }] as never, rowGroupSize: 1_000_000 });
     const metadata = parquetMetadata(buffer);
     const meta = metadata.row_groups[0]!.columns[0]!.meta_data!;
     expect(meta.encodings).toContain('RLE_DICTIONARY');
     const bytes = new Uint8Array(buffer, Number(meta.dictionary_page_offset ?? meta.data_page_offset), Number(meta.total_compressed_size));
-    const decoded = decodeColumnChunk(bytes, { physical: 'INT32', codec: meta.codec, maxDefinition: 0, maxRepetition: 0, numValues: 5000 }, Float32Array);
+    const decoded = decodeColumnChunk(bytes, { physical: 'INT32', codec: meta.codec, maxDefinition: 0, maxRepetition: 0, numValues: length }, Float32Array);
     expect(decoded.values).toBeInstanceOf(Float32Array);
     expect(decoded.values).toEqual(Float32Array.from(ints));
   });
