@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { configurationKey, encode, feasibilityModel, finiteConfigurations } from '../../functions/core/tune/samplers/gp.ts';
+import { configurationKey, encode, feasibilityModel, finiteConfigurations, finiteSpaceLengthScalePrior, GpSampler } from '../../functions/core/tune/samplers/gp.ts';
+import { trialRandom } from '../../functions/core/tune/samplers/sampler.ts';
 import { parseSearchSpace, type Configuration } from '../../functions/core/tune/space.ts';
 import { Study, type StudyConfigInput } from '../../functions/core/tune/study.ts';
 import type { Trial } from '../../functions/core/tune/trial.ts';
@@ -43,6 +44,29 @@ describe('GP-BO in a finite space', () => {
     const third = study.ask()!;
     expect([second.params.q, third.params.q].sort()).toEqual(['a', 'b']);
     expect(study.ask()).toBeUndefined();
+  });
+});
+
+describe('GP-BO length scale in a finite space', () => {
+  it("uses Optuna 4's length-scale prior in Hamming units: highest where a differing categorical is one length scale away", () => {
+    expect(finiteSpaceLengthScalePrior(Math.SQRT2)).toBeCloseTo(-0.2, 12);
+    expect(finiteSpaceLengthScalePrior(0.05)).toBeCloseTo(-(0.1 / 800 + 80), 9);
+    expect(finiteSpaceLengthScalePrior(1)).toBeLessThan(finiteSpaceLengthScalePrior(Math.SQRT2));
+  });
+
+  it('learns from three trials which parameter values are good, so every seed proposes the same configuration', () => {
+    // The loss is the number of ones; three trials show that a 1 in a or b costs more than a 0. With
+    // the length scale by likelihood alone, every untried configuration scored the same (no two alike
+    // yet) and the proposal was a draw among them.
+    const space = parseSearchSpace({ parameters: { a: { type: 'categorical', choices: [0, 1] }, b: { type: 'categorical', choices: [0, 1] }, c: { type: 'categorical', choices: [0, 1] } } });
+    const told = [{ a: 1, b: 1, c: 1 }, { a: 0, b: 1, c: 1 }, { a: 1, b: 0, c: 1 }];
+    const trials: Trial[] = told.map((params, number) => {
+      const f = params.a + params.b + params.c;
+      return { number, params, state: 'complete', values: [f], violations: [], metrics: { f }, intermediate: {} };
+    });
+    const sampler = new GpSampler({ startupTrials: 3 });
+    const proposals = Array.from({ length: 10 }, (_, seed) => sampler.sample({ space, directions: ['minimize'], trials, trialNumber: 3, random: trialRandom(seed, 3) }));
+    expect(proposals).toEqual(Array.from({ length: 10 }, () => ({ a: 0, b: 0, c: 1 })));
   });
 });
 

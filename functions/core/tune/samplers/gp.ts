@@ -129,13 +129,21 @@ export class GaussianProcess {
     this.logMarginalLikelihood = lml;
   }
 
-  /** Fits with the length scale and noise of the highest log marginal likelihood on a small grid. */
-  static fit(kernel: GpKernel, xs: readonly number[][], ys: readonly number[]): GaussianProcess {
+  /**
+   * Fits with the length scale and noise of the highest log marginal likelihood on a small grid
+   * (plus `logPrior`, when given: the highest posterior).
+   */
+  static fit(kernel: GpKernel, xs: readonly number[][], ys: readonly number[], logPrior?: (lengthScale: number, noise: number) => number): GaussianProcess {
     let best: GaussianProcess | undefined;
+    let bestScore = -Infinity;
     for (const lengthScale of LENGTH_SCALES) {
       for (const noise of NOISES) {
         const gp = GaussianProcess.tryFit(kernel, xs, ys, lengthScale, noise);
-        if (gp && (!best || gp.logMarginalLikelihood > best.logMarginalLikelihood)) best = gp;
+        const score = gp ? gp.logMarginalLikelihood + (logPrior ? logPrior(lengthScale, noise) : 0) : -Infinity;
+        if (gp && (!best || score > bestScore)) {
+          best = gp;
+          bestScore = score;
+        }
       }
     }
     if (!best) throw new Error('no Gaussian-process fit was positive definite');
@@ -182,6 +190,18 @@ export function finiteConfigurations(space: SearchSpace, limit: number): Configu
   }
   return size > limit ? undefined : enumerateGrid(space);
 }
+
+/**
+ * Optuna 4's log prior on a length scale, -(0.1 / λ + 0.1 λ) with λ its inverse square, highest at 1,
+ * in units where a categorical that differs counts 1 (it puts 2 into the one-hot squared distance,
+ * so λ = 2 / ℓ²). The GP of a finite space fits with it: with the few trials such a space gets, the
+ * likelihood alone picks the shortest length scale (nothing yet shows two configurations alike),
+ * under which every untried configuration scores the same and the search is random.
+ */
+export const finiteSpaceLengthScalePrior = (lengthScale: number) => {
+  const lambda = 2 / (lengthScale * lengthScale);
+  return -(0.1 / lambda + 0.1 * lambda);
+};
 
 /** A configuration's identity, independent of the order its keys were written in. */
 export const configurationKey = (space: SearchSpace, c: Configuration) => JSON.stringify(Object.keys(space.parameters).map((name) => c[name] ?? null));
@@ -245,7 +265,7 @@ export class GpSampler implements Sampler {
     const mean = losses.reduce((a, b) => a + b, 0) / losses.length;
     const sd = Math.sqrt(losses.reduce((s, v) => s + (v - mean) ** 2, 0) / losses.length) || 1;
     const ys = losses.map((v) => (v - mean) / sd);
-    const gp = GaussianProcess.fit(this.kernel, xs, ys);
+    const gp = GaussianProcess.fit(this.kernel, xs, ys, untried ? finiteSpaceLengthScalePrior : undefined);
     const feasible = done.filter(isFeasible);
     const incumbent = (feasible.length > 0 ? feasible : done).sort((a, b) => compareForObjective(a, b, context.directions[0]!))[0]!;
     const best = (sign * incumbent.values![0]! - mean) / sd;
