@@ -193,6 +193,7 @@ export class Study {
     const params = this.sampler.sample({
       space: this.config.space,
       directions: this.directions,
+      constraints: this.config.constraints,
       trials: this.config.constantLiar !== false && LIAR_SAMPLERS.has(this.config.sampler.type) ? withLies(others, this.directions) : others,
       trialNumber: number,
       random: trialRandom(this.config.seed, number),

@@ -1,6 +1,7 @@
-import { activeConfiguration, fromUnit, toUnit, type Configuration, type SearchSpace } from '../space.ts';
-import { compareForObjective, isFeasible } from '../trial.ts';
+import { activeConfiguration, fromUnit, gridValues, toUnit, type Configuration, type SearchSpace } from '../space.ts';
+import { compareForObjective, isFeasible, type Constraint, type Trial } from '../trial.ts';
 import { normalCdf, normalPdf } from '../math.ts';
+import { enumerateGrid } from './grid.ts';
 import { sampleConfiguration } from './random.ts';
 import { completed, type SampleContext, type Sampler } from './sampler.ts';
 
@@ -10,7 +11,10 @@ export interface GpOptions {
   kernel?: GpKernel;
   /** Trials drawn at random before the model takes over. */
   startupTrials?: number;
-  /** Random candidates scored by expected improvement before the local refinement. */
+  /**
+   * Random candidates scored by expected improvement before the local refinement; a finite space of at
+   * most this many configurations (see finiteConfigurations) is scored whole instead.
+   */
   candidates?: number;
 }
 
@@ -125,13 +129,21 @@ export class GaussianProcess {
     this.logMarginalLikelihood = lml;
   }
 
-  /** Fits with the length scale and noise of the highest log marginal likelihood on a small grid. */
-  static fit(kernel: GpKernel, xs: readonly number[][], ys: readonly number[]): GaussianProcess {
+  /**
+   * Fits with the length scale and noise of the highest log marginal likelihood on a small grid
+   * (plus `logPrior`, when given: the highest posterior).
+   */
+  static fit(kernel: GpKernel, xs: readonly number[][], ys: readonly number[], logPrior?: (lengthScale: number, noise: number) => number): GaussianProcess {
     let best: GaussianProcess | undefined;
+    let bestScore = -Infinity;
     for (const lengthScale of LENGTH_SCALES) {
       for (const noise of NOISES) {
         const gp = GaussianProcess.tryFit(kernel, xs, ys, lengthScale, noise);
-        if (gp && (!best || gp.logMarginalLikelihood > best.logMarginalLikelihood)) best = gp;
+        const score = gp ? gp.logMarginalLikelihood + (logPrior ? logPrior(lengthScale, noise) : 0) : -Infinity;
+        if (gp && (!best || score > bestScore)) {
+          best = gp;
+          bestScore = score;
+        }
       }
     }
     if (!best) throw new Error('no Gaussian-process fit was positive definite');
@@ -166,6 +178,60 @@ export function expectedImprovement(mean: number, sd: number, best: number): num
 }
 
 /**
+ * Every configuration of a finite space (each parameter categorical or stepped), or undefined when
+ * the space is continuous or the product of its parameters' value counts is over `limit`.
+ */
+export function finiteConfigurations(space: SearchSpace, limit: number): Configuration[] | undefined {
+  let size = 1;
+  for (const p of Object.values(space.parameters)) {
+    const values = gridValues(p);
+    if (!values) return undefined;
+    size *= values.length;
+  }
+  return size > limit ? undefined : enumerateGrid(space);
+}
+
+/**
+ * Optuna 4's log prior on a length scale, -(0.1 / λ + 0.1 λ) with λ its inverse square, highest at 1,
+ * in units where a categorical that differs counts 1 (it puts 2 into the one-hot squared distance,
+ * so λ = 2 / ℓ²). The GP of a finite space fits with it: with the few trials such a space gets, the
+ * likelihood alone picks the shortest length scale (nothing yet shows two configurations alike),
+ * under which every untried configuration scores the same and the search is random.
+ */
+export const finiteSpaceLengthScalePrior = (lengthScale: number) => {
+  const lambda = 2 / (lengthScale * lengthScale);
+  return -(0.1 / lambda + 0.1 * lambda);
+};
+
+/** A configuration's identity, independent of the order its keys were written in. */
+export const configurationKey = (space: SearchSpace, c: Configuration) => JSON.stringify(Object.keys(space.parameters).map((name) => c[name] ?? null));
+
+/**
+ * The probability that a configuration meets every constraint, as Optuna's constrained GP sampler
+ * models it: one GP per constraint on the completed trials' standardized constraint values (the
+ * metric's distance past its bound, feasible at or below 0), the probabilities multiplied. A
+ * constraint every completed trial gave the same value tells nothing about where it changes and is
+ * left out. Trials without the metric (running ones under the constant liar) are not learned from.
+ */
+export function feasibilityModel(kernel: GpKernel, space: SearchSpace, trials: readonly Trial[], constraints: readonly Constraint[]): ((x: readonly number[]) => number) | undefined {
+  const models: ((x: readonly number[]) => number)[] = [];
+  for (const c of constraints) {
+    const measured = trials.filter((t) => t.metrics?.[c.metric] !== undefined);
+    const values = measured.map((t) => (c.op === '<=' ? t.metrics![c.metric]! - c.bound : c.bound - t.metrics![c.metric]!));
+    if (values.every((v) => v === values[0])) continue;
+    const mean = values.reduce((a, b) => a + b, 0) / values.length;
+    const sd = Math.sqrt(values.reduce((s, v) => s + (v - mean) ** 2, 0) / values.length);
+    const gp = GaussianProcess.fit(kernel, measured.map((t) => encode(space, t.params)), values.map((v) => (v - mean) / sd));
+    const threshold = -mean / sd;
+    models.push((x) => {
+      const { mean: m, sd: s } = gp.predict(x);
+      return normalCdf((threshold - m) / s);
+    });
+  }
+  return models.length === 0 ? undefined : (x) => models.reduce((p, model) => p * model(x), 1);
+}
+
+/**
  * Gaussian-process Bayesian optimization of the first objective: a GP (Matern 5/2 or RBF, one length
  * scale over the normalized features) is fitted to the completed trials' standardized losses; the
  * next configuration maximizes expected improvement over the best feasible loss, first over random
@@ -183,25 +249,42 @@ export class GpSampler implements Sampler {
     this.candidates = options.candidates ?? 1000;
   }
 
-  sample(context: SampleContext): Configuration {
+  sample(context: SampleContext): Configuration | undefined {
     const { space, random } = context;
     const done = completed(context.trials);
-    if (done.length < this.startupTrials) return sampleConfiguration(space, random);
+    // In a finite space no configuration is measured twice: a repeat would spend the budget on a
+    // value already known. A failed trial gave its place back, so its configuration may come again.
+    const finite = finiteConfigurations(space, this.candidates);
+    const tried = new Set(context.trials.filter((t) => t.state !== 'failed').map((t) => configurationKey(space, t.params)));
+    const untried = finite?.filter((c) => !tried.has(configurationKey(space, c)));
+    if (untried?.length === 0) return undefined;
+    if (done.length < this.startupTrials) return untried ? untried[Math.floor(random() * untried.length)]! : sampleConfiguration(space, random);
     const sign = context.directions[0] === 'maximize' ? -1 : 1;
     const xs = done.map((t) => encode(space, t.params));
     const losses = done.map((t) => sign * t.values![0]!);
     const mean = losses.reduce((a, b) => a + b, 0) / losses.length;
     const sd = Math.sqrt(losses.reduce((s, v) => s + (v - mean) ** 2, 0) / losses.length) || 1;
     const ys = losses.map((v) => (v - mean) / sd);
-    const gp = GaussianProcess.fit(this.kernel, xs, ys);
+    const gp = GaussianProcess.fit(this.kernel, xs, ys, untried ? finiteSpaceLengthScalePrior : undefined);
     const feasible = done.filter(isFeasible);
     const incumbent = (feasible.length > 0 ? feasible : done).sort((a, b) => compareForObjective(a, b, context.directions[0]!))[0]!;
     const best = (sign * incumbent.values![0]! - mean) / sd;
+    const feasibility = feasibilityModel(this.kernel, space, done, context.constraints ?? []);
+    // Expected improvement times the probability of feasibility; before any trial was feasible, the
+    // probability alone (Optuna's constrained acquisition).
     const score = (x: number[]) => {
+      if (feasibility && feasible.length === 0) return feasibility(x);
       const { mean: m, sd: s } = gp.predict(x);
-      return expectedImprovement(m, s, best);
+      return expectedImprovement(m, s, best) * (feasibility ? feasibility(x) : 1);
     };
 
+    if (untried) {
+      // Equal scores (configurations the model cannot tell apart) are broken at random, not by order.
+      const scores = untried.map((c) => score(encode(space, c)));
+      const top = Math.max(...scores);
+      const ties = untried.filter((_, i) => scores[i]! >= top - 1e-12 * Math.abs(top));
+      return ties[Math.floor(random() * ties.length)]!;
+    }
     const scored = Array.from({ length: this.candidates }, () => {
       const x = encode(space, sampleConfiguration(space, random));
       return { x, ei: score(x) };

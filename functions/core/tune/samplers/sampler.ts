@@ -1,11 +1,13 @@
 import { seededRandom } from '../../platform/random.ts';
 import type { Configuration, SearchSpace } from '../space.ts';
-import type { Direction, Trial } from '../trial.ts';
+import type { Constraint, Direction, Trial } from '../trial.ts';
 
 /** What a sampler sees when asked for a trial's configuration. */
 export interface SampleContext {
   space: SearchSpace;
   directions: readonly Direction[];
+  /** The study's constraints (a sampler may model where they hold). */
+  constraints?: readonly Constraint[];
   /** Every trial of the study so far, this one excluded, in trial-number order. */
   trials: readonly Trial[];
   /** The number of the trial being sampled (unique within the study). */
