@@ -1,7 +1,8 @@
 """Optuna's samplers on Branin and Hartmann-6, for `npm run bench -- tune` (Debian's python3-optuna).
 
 Prints one JSON object: {function: {sampler: {"regret_50": median, "regret_100": median}}}.
-Usage: python3 test/bench/tune-optuna.py <seeds> [sampler ...]
+Usage: python3 test/bench/tune-optuna.py [--per-seed] <seeds> [sampler ...]
+With --per-seed each sampler's entry also lists every seed's regret after 100 trials ("regret_100_per_seed").
 """
 import json
 import math
@@ -42,8 +43,11 @@ SAMPLERS = {
 
 
 def main():
-    seeds = int(sys.argv[1])
-    names = sys.argv[2:] or list(SAMPLERS)
+    args = sys.argv[1:]
+    per_seed = "--per-seed" in args
+    args = [a for a in args if a != "--per-seed"]
+    seeds = int(args[0])
+    names = args[1:] or list(SAMPLERS)
     out = {}
     for problem, (f, optimum) in PROBLEMS.items():
         out[problem] = {}
@@ -56,6 +60,8 @@ def main():
                 r50.append(min(values[:50]) - optimum)
                 r100.append(min(values) - optimum)
             out[problem][name] = {"regret_50": statistics.median(r50), "regret_100": statistics.median(r100)}
+            if per_seed:
+                out[problem][name]["regret_100_per_seed"] = r100
     print(json.dumps(out))
 
 

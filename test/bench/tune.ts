@@ -1,14 +1,19 @@
 // `npm run bench -- tune`: median regret of our samplers on Branin and Hartmann-6 (known optima)
 // after 50 and 100 trials over TUNE_BENCH_SEEDS seeds (default 20), beside Optuna's samplers on the
 // same functions, budgets and seeds (tune-optuna.py, Debian's python3-optuna under PYTHON, default
-// /usr/bin/python3). Writes bench/results/tune.json.
+// /usr/bin/python3), and the TPE seed-noise check (runTpeNoise; TUNE_BENCH_ONLY=tpe_noise runs it
+// alone). Writes bench/results/tune.json.
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Study, type StudyConfigInput } from '../../functions/core/tune/study.ts';
-import type { Configuration } from '../../functions/core/tune/space.ts';
+import { parseSearchSpace, type Configuration } from '../../functions/core/tune/space.ts';
 import { readFile } from 'node:fs/promises';
 import { median, printTable, resultsDir, root, writeResults } from './common.ts';
 import { runTuneSearchBench } from './tune-search.ts';
+import { ksTwoSample, mannWhitney } from './tune-stats.ts';
+import { TpeSampler } from '../../functions/core/tune/samplers/tpe.ts';
+import { seededRandom } from '../../functions/core/platform/random.ts';
+import type { Trial } from '../../functions/core/tune/trial.ts';
 
 /** Three significant digits: regrets span from 1e-5 to 1. */
 const significant = (v: number) => Number(v.toPrecision(3));
@@ -64,7 +69,60 @@ function regrets(problem: Problem, sampler: StudyConfigInput['sampler'], seed: n
   return { at50, at100: best - problem.optimum };
 }
 
+/** Medians of consecutive sets of `size` seeds (0-19, 20-39, ...). */
+const setMedians = (values: number[], size: number) =>
+  Array.from({ length: Math.floor(values.length / size) }, (_, k) => significant(median(values.slice(k * size, (k + 1) * size))));
+
+/**
+ * Is our TPE's Branin gap to Optuna's the algorithm or the seeds? (1) Decisions: for the first 10, 30,
+ * 60 and 90 trials of Optuna TPE runs on Branin, 2000 next points from Optuna's own estimator code
+ * (tune-tpe-decisions.py) and 2000 from ours given the same history, compared per coordinate by a
+ * two-sample KS test. (2) Noise: ours and Optuna's TPE over TUNE_BENCH_NOISE_SEEDS seeds (default
+ * 100): the median regret after 100 trials of each set of 20 seeds, of all seeds, and a Mann-Whitney
+ * test of the two samples of regrets. Adds its keys to `results` (and to `results.optuna`).
+ */
+function runTpeNoise(results: Record<string, unknown>, python: string): void {
+  const seeds = Number(process.env.TUNE_BENCH_NOISE_SEEDS ?? 100);
+  const draws = 2000;
+  const histories = JSON.parse(execFileSync(python, [join(root, 'test', 'bench', 'tune-tpe-decisions.py'), '0,1,2,3,4,5,6,7', '10,30,60,90', String(draws)], { encoding: 'utf8', maxBuffer: 1 << 28 })) as {
+    seed: number; n: number; history: { x1: number; x2: number; value: number }[]; x1: number[]; x2: number[];
+  }[];
+  const tpe = new TpeSampler();
+  const space = parseSearchSpace(branin.space);
+  const ps: number[] = [];
+  for (const h of histories) {
+    const trials = h.history.map((t, number): Trial => ({ number, params: { x1: t.x1, x2: t.x2 }, state: 'complete', values: [t.value], intermediate: {} }));
+    const ours = Array.from({ length: draws }, (_, i) => tpe.sample({ space, directions: ['minimize'], trials, trialNumber: h.n, random: seededRandom(h.seed * 1_000_000 + h.n * 10_000 + i) }));
+    for (const name of ['x1', 'x2'] as const) ps.push(ksTwoSample(h[name], ours.map((c) => c[name] as number)).p);
+  }
+  results.tpe_decisions = {
+    how: `Optuna TPE runs on Branin, seeds 0-7; after 10, 30, 60 and 90 trials ${draws} next points from Optuna 3.1's estimators and ${draws} from ours given the same history; two-sample KS per coordinate`,
+    ks_tests: ps.length,
+    ks_min_p: significant(Math.min(...ps)),
+    ks_below_0_05: ps.filter((p) => p < 0.05).length,
+    ks_below_0_01: ps.filter((p) => p < 0.01).length,
+  };
+  console.log(`tpe decisions: ${JSON.stringify(results.tpe_decisions)}`);
+  const optuna = JSON.parse(execFileSync(python, [join(root, 'test', 'bench', 'tune-optuna.py'), '--per-seed', String(seeds), 'tpe'], { encoding: 'utf8', maxBuffer: 1 << 24 })) as Record<string, { tpe: { regret_100_per_seed: number[] } }>;
+  results.tpe_noise_seeds = seeds;
+  for (const [name, problem] of Object.entries({ branin, hartmann6 })) {
+    const ours = Array.from({ length: seeds }, (_, seed) => regrets(problem, samplers.tpe!, seed).at100);
+    const theirs = optuna[name]!.tpe.regret_100_per_seed;
+    const row = results[name] as Record<string, unknown>;
+    row.regret_100_seed_sets = { tpe: setMedians(ours, 20) };
+    row.regret_100_all_seeds = { tpe: significant(median(ours)) };
+    const test = mannWhitney(ours, theirs);
+    row.tpe_vs_optuna_mann_whitney_p = significant(test.p);
+    row.tpe_below_optuna_probability = significant(test.pLower);
+    const theirRow = ((results.optuna as Record<string, Record<string, Record<string, unknown>>>)[name] ??= {}).tpe ??= {};
+    theirRow.regret_100_seed_sets = setMedians(theirs, 20);
+    theirRow.regret_100_all_seeds = significant(median(theirs));
+    console.log(`${name} tpe over ${seeds} seeds: ours ${JSON.stringify(row.regret_100_seed_sets)} all ${significant(median(ours))}; optuna ${JSON.stringify(theirRow.regret_100_seed_sets)} all ${theirRow.regret_100_all_seeds}; Mann-Whitney p ${row.tpe_vs_optuna_mann_whitney_p}, P(ours lower) ${row.tpe_below_optuna_probability}`);
+  }
+}
+
 export async function runTuneBench(): Promise<Record<string, unknown>> {
+  const python = process.env.PYTHON ?? '/usr/bin/python3';
   // TUNE_BENCH_ONLY=tpe (a sampler's name): rerun that sampler of ours only, keeping every other figure.
   const only = process.env.TUNE_BENCH_ONLY;
   if (only && only in samplers) {
@@ -76,6 +134,12 @@ export async function runTuneBench(): Promise<Record<string, unknown>> {
       kept[name]!.regret_100![only] = significant(median(runs.map((r) => r.at100)));
       console.log(`${name} ${only}: regret_50 ${kept[name]!.regret_50![only]} regret_100 ${kept[name]!.regret_100![only]}`);
     }
+    await writeResults('tune', kept);
+    return kept;
+  }
+  if (only === 'tpe_noise') {
+    const kept = JSON.parse(await readFile(join(resultsDir, 'tune.json'), 'utf8')) as Record<string, unknown>;
+    runTpeNoise(kept, python);
     await writeResults('tune', kept);
     return kept;
   }
@@ -98,12 +162,12 @@ export async function runTuneBench(): Promise<Record<string, unknown>> {
     }
     results[name] = row;
   }
-  const python = process.env.PYTHON ?? '/usr/bin/python3';
   const optuna = execFileSync(python, [join(root, 'test', 'bench', 'tune-optuna.py'), String(seeds)], { encoding: 'utf8', maxBuffer: 1 << 20 });
   results.optuna = JSON.parse(optuna) as unknown;
   for (const [fn, bySampler] of Object.entries(results.optuna as Record<string, Record<string, Record<string, number>>>)) {
     for (const [sampler, r] of Object.entries(bySampler)) console.log(`optuna ${fn} ${sampler}: regret_50 ${significant(r.regret_50!)} regret_100 ${significant(r.regret_100!)}`);
   }
+  runTpeNoise(results, python);
   Object.assign(results, await runTuneSearchBench());
   printTable('tune (median regret)', results);
   await writeResults('tune', results);
