@@ -7,8 +7,9 @@ TPESampler.sample_independent (_get_observation_pairs, _split_observation_pairs,
 decision. Prints [{"seed", "n", "history": [{"x1", "x2", "value"}], "x1": [...], "x2": [...]}].
 Usage: python3 test/bench/tune-tpe-decisions.py <seeds, e.g. 0,1,2> <prefixes, e.g. 10,30,60,90> <draws>
 """
+import importlib.util
 import json
-import math
+import os
 import sys
 
 import numpy as np
@@ -21,12 +22,11 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 DISTRIBUTIONS = {"x1": FloatDistribution(-5, 10), "x2": FloatDistribution(0, 15)}
 
 
-def branin(trial):
-    x1 = trial.suggest_float("x1", -5, 10)
-    x2 = trial.suggest_float("x2", 0, 15)
-    b = 5.1 / (4 * math.pi ** 2)
-    c = 5 / math.pi
-    return (x2 - b * x1 * x1 + c * x1 - 6) ** 2 + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x1) + 10
+# The Branin objective exactly as the bench's Optuna runs use it (tune-optuna.py, loaded by path: its name has a hyphen).
+_spec = importlib.util.spec_from_file_location("tune_optuna", os.path.join(os.path.dirname(os.path.abspath(__file__)), "tune-optuna.py"))
+_tune_optuna = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_tune_optuna)
+branin = _tune_optuna.branin
 
 
 def main():
