@@ -84,9 +84,9 @@ export function nestedSubgraphModel(location: string): Uint8Array {
 export function functionAttributeDefaultModel(location: string): Uint8Array {
   const attribute = onnx.AttributeProto.encode({ name: 'weights', type: AttributeType.TENSOR, t: externalTensor('', location) }).finish();
   const fn = onnx.FunctionProto.encode({ name: 'withdefault', domain: 'local.fn', input: ['x'], output: ['x_out'], attribute: [], node: [node('Identity', ['x'], ['x_out'])], opsetImport: [{ domain: '', version: 17 }] }).finish();
-  const fnWithDefault = concat(fn, field(11, attribute));
+  const fnWithDefault = Buffer.concat([fn, field(11, attribute)]);
   const g = graph({ name: 'g', nodes: [node('Identity', ['x'], ['y'])], inputs: [valueInfo('x', 'float32', [4])], outputs: [valueInfo('y', 'float32', [4])] });
-  return concat(encodeModel(model({ graph: g, opset: 17, irVersion: 8 })), field(25, fnWithDefault));
+  return Buffer.concat([encodeModel(model({ graph: g, opset: 17, irVersion: 8 })), field(25, fnWithDefault)]);
 }
 
 function varint(value: number): number[] {
@@ -101,15 +101,5 @@ function varint(value: number): number[] {
 
 /** A length-delimited field on the wire. */
 function field(number: number, body: Uint8Array): Uint8Array {
-  return concat(Uint8Array.from([...varint(number * 8 + 2), ...varint(body.length)]), body);
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return Buffer.concat([Uint8Array.from([...varint(number * 8 + 2), ...varint(body.length)]), body]);
 }

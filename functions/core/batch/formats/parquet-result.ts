@@ -95,16 +95,6 @@ interface Page {
   body: Uint8Array;
 }
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 function outputPage(column: OutputColumn, rows: number, present: readonly [number, number][]): Page {
   const { perRow, data } = column;
   const width = column.element === 'b1' ? 0 : (data as Float32Array).BYTES_PER_ELEMENT;
@@ -145,7 +135,7 @@ function outputPage(column: OutputColumn, rows: number, present: readonly [numbe
     }
   }
   const levels = repetition ? [repetition.encoded(), definition.encoded()] : [definition.encoded()];
-  return { entries: definition.entries, body: concat([...levels, values]) };
+  return { entries: definition.entries, body: Buffer.concat([...levels, values]) };
 }
 
 const encoder = new TextEncoder();
@@ -189,7 +179,7 @@ function keyPage(key: KeyColumn, rows: number): Page {
       values = plainBits(present.length, (i) => present[i] === true);
       break;
   }
-  return { entries: rows, body: concat([definition.encoded(), values]) };
+  return { entries: rows, body: Buffer.concat([definition.encoded(), values]) };
 }
 
 export function writeParquetResult(rows: number, keys: readonly KeyColumn[], outputs: readonly OutputColumn[], failed: ReadonlySet<number>): Uint8Array {
