@@ -1,21 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
 import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
-import { createObservability } from '../../functions/core/platform/observability.ts';
 import { CaptureWriter } from '../../functions/core/monitor/capture.ts';
 import { comparePredictions } from '../../functions/core/monitor/canary-predictions.ts';
 import { FeatureTable } from '../../functions/core/monitor/features.ts';
 import { runCanaryGuard } from '../../functions/core/monitor/guard.ts';
-import { LocalMetricsStore } from '../../functions/core/monitor/metrics-source.ts';
+import type { LocalMetricsStore } from '../../functions/core/monitor/metrics-source.ts';
 import { readModelMonitoring, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
 import { promote, setRoutes } from '../../functions/core/registry/rollout.ts';
 import { createInferenceHandler, STICKY_HEADER } from '../../functions/inference/app.ts';
 import { startRegistryStack, scaleModel, type RegistryStack } from '../helpers/registry-stack.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
+import { emfMetricsStore } from '../helpers/monitor-models.ts';
 
 // The canary guard's prediction check: canaries as healthy as the stable version by errors and
 // latency, whose captured predictions (the real handler, the real capture writer, the S3 emulator)
@@ -50,15 +47,10 @@ async function traffic(count: number): Promise<void> {
 
 beforeAll(async () => {
   stack = await startRegistryStack('guard-predictions');
-  metricsStore = new LocalMetricsStore(join(await mkdtemp(join(tmpdir(), 'guard-predictions-')), 'metrics.jsonl'));
   for (const [version, k] of [['1', 2], ['2', 4], ['3', 2]] as const) await pushModel(stack.store, { name: 'scale', version, bytes: scaleModel(k) });
-  // As monitor-guard.test.ts: Powertools' EMF lines through the console into the local metrics store.
-  vi.stubEnv('POWERTOOLS_DEV', 'true');
-  vi.stubEnv('POWERTOOLS_METRICS_DISABLED', 'false');
-  vi.spyOn(console, 'log').mockImplementation((line: unknown) => metricsStore.ingest(`${String(line)}\n`));
-  const { logger, metrics } = createObservability('ai-mass');
-  logger.setLogLevel('SILENT');
-  publish = () => metrics.publishStoredMetrics();
+  const emf = await emfMetricsStore('guard-predictions');
+  ({ metricsStore, publish } = emf);
+  const { logger, metrics } = emf;
   capture = new CaptureWriter({
     put: (key, body) => stack.store.putObjectBytes(key, body),
     modelConfig: (model) => readModelMonitoring(stack.store, model),

@@ -1,19 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { InferenceService } from '../../functions/core/serving/inference-service.ts';
 import { ModelSessions } from '../../functions/core/sessions/model-sessions.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
-import { createObservability } from '../../functions/core/platform/observability.ts';
 import { judgeCanary, runCanaryGuard } from '../../functions/core/monitor/guard.ts';
-import { LocalMetricsStore, parseEmfLine } from '../../functions/core/monitor/metrics-source.ts';
+import { parseEmfLine, type LocalMetricsStore } from '../../functions/core/monitor/metrics-source.ts';
 import { defaultGuard, writeModelMonitoring } from '../../functions/core/monitor/policy.ts';
 import { promote, setRoutes } from '../../functions/core/registry/rollout.ts';
 import { createInferenceHandler, STICKY_HEADER } from '../../functions/inference/app.ts';
 import { startRegistryStack, scaleModel, type RegistryStack } from '../helpers/registry-stack.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
-import { gatherModel } from '../helpers/monitor-models.ts';
+import { emfMetricsStore, gatherModel } from '../helpers/monitor-models.ts';
 
 // The canary guard against the registry on the emulators, fed with the EMF lines the real
 // inference handler prints (Powertools' output parsed into the local stack's metrics store).
@@ -43,17 +39,10 @@ async function warm(version: string): Promise<void> {
 
 beforeAll(async () => {
   stack = await startRegistryStack('guard');
-  metricsStore = new LocalMetricsStore(join(await mkdtemp(join(tmpdir(), 'guard-metrics-')), 'metrics.jsonl'));
   for (const [version, bytes] of [['1', scaleModel(2)], ['2', gatherModel()], ['3', scaleModel(3)]] as const) await pushModel(stack.store, { name: 'scale', version, bytes });
-  // POWERTOOLS_DEV: Powertools writes its EMF lines through the global console, which hands them to
-  // the store (metrics stay on: dev mode alone would turn them off). Kept for the file: single-metric
-  // instances (the runtime failures) are made per request and read it then.
-  vi.stubEnv('POWERTOOLS_DEV', 'true');
-  vi.stubEnv('POWERTOOLS_METRICS_DISABLED', 'false');
-  vi.spyOn(console, 'log').mockImplementation((line: unknown) => metricsStore.ingest(`${String(line)}\n`));
-  const { logger, metrics } = createObservability('ai-mass');
-  logger.setLogLevel('SILENT');
-  publish = () => metrics.publishStoredMetrics();
+  const emf = await emfMetricsStore('guard-metrics');
+  ({ metricsStore, publish } = emf);
+  const { logger, metrics } = emf;
   const service = new InferenceService({ store: stack.store, sessions: new ModelSessions({ store: stack.store, intraOpThreads: 1 }), serviceVersion: 'test', aliasTtlMs: 0 });
   handler = createInferenceHandler({ service, maxBodyBytes: 1 << 20, logger, metrics });
   // Latency is judged from measured p99s, which a loaded machine spreads by tens of milliseconds: these
