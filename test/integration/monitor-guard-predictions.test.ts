@@ -12,7 +12,7 @@ import { promote, setRoutes } from '../../functions/core/registry/rollout.ts';
 import { createInferenceHandler, STICKY_HEADER } from '../../functions/inference/app.ts';
 import { startRegistryStack, scaleModel, type RegistryStack } from '../helpers/registry-stack.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
-import { emfMetricsStore } from '../helpers/monitor-models.ts';
+import { emfMetricsStore } from '../helpers/emf-metrics.ts';
 
 // The canary guard's prediction check: canaries as healthy as the stable version by errors and
 // latency, whose captured predictions (the real handler, the real capture writer, the S3 emulator)

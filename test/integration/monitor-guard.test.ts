@@ -9,7 +9,8 @@ import { promote, setRoutes } from '../../functions/core/registry/rollout.ts';
 import { createInferenceHandler, STICKY_HEADER } from '../../functions/inference/app.ts';
 import { startRegistryStack, scaleModel, type RegistryStack } from '../helpers/registry-stack.ts';
 import { apiEvent } from '../helpers/batch-stack.ts';
-import { emfMetricsStore, gatherModel } from '../helpers/monitor-models.ts';
+import { emfMetricsStore } from '../helpers/emf-metrics.ts';
+import { gatherModel } from '../helpers/monitor-models.ts';
 
 // The canary guard against the registry on the emulators, fed with the EMF lines the real
 // inference handler prints (Powertools' output parsed into the local stack's metrics store).
