@@ -1,5 +1,5 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { isConditionFailure } from '../aws/errors.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../platform/errors.ts';
 import type { LazyClient } from '../aws/lazy-clients.ts';
@@ -254,32 +254,21 @@ export class StudyTable {
   async report(id: string, number: number, worker: string, step: number, value: number): Promise<{ prune: boolean }> {
     if (!Number.isInteger(step) || step < 0) throw new BadRequestError(`trial ${number}: step must be an integer of at least 0, got ${step}`);
     if (!Number.isFinite(value)) throw new BadRequestError(`trial ${number}: intermediate value ${value} is not a finite number`);
-    const { UpdateCommand } = await docSdk();
-    await this.updateRunning(id, number, worker, (condition) =>
-      new UpdateCommand({
-        TableName: this.tableName,
-        Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
-        UpdateExpression: 'SET #intermediate.#step = :value, #lease = :lease',
-        ConditionExpression: condition,
-        ExpressionAttributeNames: { '#intermediate': 'intermediate', '#step': String(step), '#lease': 'leaseUntil', '#state': 'state', '#worker': 'worker' },
-        ExpressionAttributeValues: { ':value': value, ':lease': this.now() + this.leaseMs, ':running': 'running', ':worker': worker },
-      }),
-    );
+    await this.updateRunning(id, number, worker, {
+      update: 'SET #intermediate.#step = :value, #lease = :lease',
+      names: { '#intermediate': 'intermediate', '#step': String(step), '#lease': 'leaseUntil' },
+      values: { ':value': value, ':lease': this.now() + this.leaseMs },
+    });
     const study = await this.loadStudy(id);
     if (!study.pruner) return { prune: false };
     const trial = study.trials.find((t) => t.number === number)!;
     const decision = study.pruner.decide(trial, study.trials.filter((t) => t.number !== number), study.directions[0]!);
     if (decision.prune || decision.rungs) {
-      await this.updateRunning(id, number, worker, (condition) =>
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
-          UpdateExpression: decision.prune ? 'SET #rungs = :rungs, #state = :pruned' : 'SET #rungs = :rungs',
-          ConditionExpression: condition,
-          ExpressionAttributeNames: { '#rungs': 'rungs', '#state': 'state', '#worker': 'worker' },
-          ExpressionAttributeValues: { ':rungs': decision.rungs ?? trial.rungs ?? [], ':running': 'running', ':worker': worker, ...(decision.prune ? { ':pruned': 'pruned' } : {}) },
-        }),
-      );
+      await this.updateRunning(id, number, worker, {
+        update: decision.prune ? 'SET #rungs = :rungs, #state = :pruned' : 'SET #rungs = :rungs',
+        names: { '#rungs': 'rungs' },
+        values: { ':rungs': decision.rungs ?? trial.rungs ?? [], ...(decision.prune ? { ':pruned': 'pruned' } : {}) },
+      });
     }
     return { prune: decision.prune };
   }
@@ -289,42 +278,19 @@ export class StudyTable {
    * between two reports (the container worker has no 15-minute limit) keeps it while it runs.
    */
   async renew(id: string, number: number, worker: string): Promise<void> {
-    const { UpdateCommand } = await docSdk();
-    await this.updateRunning(id, number, worker, (condition) =>
-      new UpdateCommand({
-        TableName: this.tableName,
-        Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
-        UpdateExpression: 'SET #lease = :lease',
-        ConditionExpression: condition,
-        ExpressionAttributeNames: { '#lease': 'leaseUntil', '#state': 'state', '#worker': 'worker' },
-        ExpressionAttributeValues: { ':lease': this.now() + this.leaseMs, ':running': 'running', ':worker': worker },
-      }),
-    );
+    await this.updateRunning(id, number, worker, { update: 'SET #lease = :lease', names: { '#lease': 'leaseUntil' }, values: { ':lease': this.now() + this.leaseMs } });
   }
 
   /** Completes the worker's running trial with its measured metrics. */
   async tell(id: string, number: number, worker: string, metrics: Record<string, number>): Promise<StoredTrial> {
     const config = await this.getConfig(id);
     const { values, violations } = evaluateMetrics(config, number, metrics);
-    const { UpdateCommand } = await docSdk();
-    const out = await this.updateRunning(id, number, worker, (condition) =>
-      new UpdateCommand({
-        TableName: this.tableName,
-        Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
-        UpdateExpression: 'SET #state = :complete, #metrics = :metrics, #values = :values, #violations = :violations',
-        ConditionExpression: condition,
-        ExpressionAttributeNames: { '#state': 'state', '#metrics': 'metrics', '#values': 'values', '#violations': 'violations', '#worker': 'worker' },
-        ExpressionAttributeValues: {
-          ':complete': 'complete',
-          ':metrics': JSON.stringify(metrics),
-          ':values': JSON.stringify(values),
-          ':violations': JSON.stringify(violations),
-          ':running': 'running',
-          ':worker': worker,
-        },
-        ReturnValues: 'ALL_NEW',
-      }),
-    );
+    const out = await this.updateRunning(id, number, worker, {
+      update: 'SET #state = :complete, #metrics = :metrics, #values = :values, #violations = :violations',
+      names: { '#metrics': 'metrics', '#values': 'values', '#violations': 'violations' },
+      values: { ':complete': 'complete', ':metrics': JSON.stringify(metrics), ':values': JSON.stringify(values), ':violations': JSON.stringify(violations) },
+      returnNew: true,
+    });
     return fromItem(out!);
   }
 
@@ -365,17 +331,7 @@ export class StudyTable {
    * budget back (as for an expired lease).
    */
   async fail(id: string, number: number, worker: string, reason: string): Promise<void> {
-    const { UpdateCommand } = await docSdk();
-    await this.updateRunning(id, number, worker, (condition) =>
-      new UpdateCommand({
-        TableName: this.tableName,
-        Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
-        UpdateExpression: 'SET #state = :failed, #error = :error',
-        ConditionExpression: condition,
-        ExpressionAttributeNames: { '#state': 'state', '#error': 'error', '#worker': 'worker' },
-        ExpressionAttributeValues: { ':failed': 'failed', ':error': reason.slice(0, 1000), ':running': 'running', ':worker': worker },
-      }),
-    );
+    await this.updateRunning(id, number, worker, { update: 'SET #state = :failed, #error = :error', names: { '#error': 'error' }, values: { ':failed': 'failed', ':error': reason.slice(0, 1000) } });
     await this.returnPlace(id);
   }
 
@@ -415,9 +371,24 @@ export class StudyTable {
   }
 
   /** Sends an update conditioned on the trial running under this worker; otherwise says why not. */
-  private async updateRunning(id: string, number: number, worker: string, command: (condition: string) => UpdateCommand): Promise<Record<string, unknown> | undefined> {
+  /**
+   * Applies `change` to the worker's running trial, on condition that it is still running and still
+   * the worker's; otherwise says why it is not (404 or 409). `returnNew`: the trial as written.
+   */
+  private async updateRunning(id: string, number: number, worker: string, change: { update: string; names: Record<string, string>; values: Record<string, unknown>; returnNew?: boolean }): Promise<Record<string, unknown> | undefined> {
+    const { UpdateCommand } = await docSdk();
     try {
-      const out = await (await this.doc()).send(command('#state = :running AND #worker = :worker'));
+      const out = await (await this.doc()).send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: { pk: studyKey(id), sk: `TRIAL#${pad(number)}` },
+          UpdateExpression: change.update,
+          ConditionExpression: '#state = :running AND #worker = :worker',
+          ExpressionAttributeNames: { ...change.names, '#state': 'state', '#worker': 'worker' },
+          ExpressionAttributeValues: { ...change.values, ':running': 'running', ':worker': worker },
+          ...(change.returnNew ? { ReturnValues: 'ALL_NEW' as const } : {}),
+        }),
+      );
       return out.Attributes;
     } catch (error) {
       if (!isConditionFailure(error)) throw error;
