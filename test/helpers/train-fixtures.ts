@@ -70,3 +70,18 @@ export function quadrantMlp(hidden = 64, seed = 9): Uint8Array {
 export function mlp(): Uint8Array {
   return quadrantMlp(8);
 }
+
+/**
+ * Three blobs of 4 features (centres far apart, noise of +-60), row i of class i % 3: the federated
+ * tests' data, the same rows for a given seed whether given as JSONL or as training columns.
+ */
+export function blobRows(count: number, seed: number): { features: number[][]; labels: number[] } {
+  const random = seededRandom(seed);
+  const centers = [
+    [60, 60, 190, 190],
+    [190, 60, 60, 190],
+    [120, 200, 120, 40],
+  ];
+  const labels = Array.from({ length: count }, (_, row) => row % 3);
+  return { features: labels.map((label) => centers[label]!.map((center) => center + (random() - 0.5) * 120)), labels };
+}

@@ -10,7 +10,7 @@ import { pushDataset } from '../../functions/core/evaluate/datasets.ts';
 import type { FederationRecord } from '../../functions/core/federated/federation-table.ts';
 import { mlpClassifier } from '../../functions/core/federated/models.ts';
 import { wireFederation } from '../../functions/core/federated/wiring.ts';
-import { seededRandom } from '../../functions/core/platform/random.ts';
+import { blobRows } from '../helpers/train-fixtures.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
 import { createFederationApiHandler } from '../../functions/federation/app.ts';
 import { startLocalFederation } from '../../infra/local/federation.ts';
@@ -30,17 +30,8 @@ let server: Server;
 let dir: string;
 
 function rows(count: number, seed: number): string {
-  const random = seededRandom(seed);
-  const centers = [
-    [60, 60, 190, 190],
-    [190, 60, 60, 190],
-    [120, 200, 120, 40],
-  ];
-  return Array.from({ length: count }, (_, row) => {
-    const label = row % 3;
-    const data = centers[label]!.map((center) => center + (random() - 0.5) * 120);
-    return JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 4], data }], label });
-  }).join('\n');
+  const { features, labels } = blobRows(count, seed);
+  return features.map((data, row) => JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 4], data }], label: labels[row] })).join('\n');
 }
 
 beforeAll(async () => {

@@ -10,7 +10,7 @@ import { privacySpent } from '../../functions/core/federated/privacy.ts';
 import type { ClientTask } from '../../functions/core/federated/rounds.ts';
 import { generateMaskingKeys, revealSeeds, type MaskingKeys } from '../../functions/core/federated/secure-aggregation.ts';
 import { checkUpdate, encodeUpdate } from '../../functions/core/federated/update-file.ts';
-import { seededRandom } from '../../functions/core/platform/random.ts';
+import { blobRows } from '../helpers/train-fixtures.ts';
 import { uploadedVersions } from '../../functions/core/artifacts/indexed-versions.ts';
 import type { TrainingData } from '../../functions/core/train/loop.ts';
 import { startFederationStack, type FederationStack } from '../helpers/federation-stack.ts';
@@ -24,20 +24,8 @@ let api: FederationClient;
 const MODEL = 'blobs';
 
 function blobs(rows: number, seed: number): TrainingData {
-  const random = seededRandom(seed);
-  const centers = [
-    [60, 60, 190, 190],
-    [190, 60, 60, 190],
-    [120, 200, 120, 40],
-  ];
-  const input = new Float32Array(rows * 4);
-  const labels = new Int32Array(rows);
-  for (let row = 0; row < rows; row++) {
-    const label = row % 3;
-    labels[row] = label;
-    for (let i = 0; i < 4; i++) input[row * 4 + i] = (centers[label]![i] as number) + (random() - 0.5) * 120;
-  }
-  return { columns: [{ name: 'input', datatype: 'FP32', rowShape: [1, 4], rowSize: 4, data: input }], labels };
+  const { features, labels } = blobRows(rows, seed);
+  return { columns: [{ name: 'input', datatype: 'FP32', rowShape: [1, 4], rowSize: 4, data: Float32Array.from(features.flat()) }], labels: Int32Array.from(labels) };
 }
 
 const train = blobs(600, 1);
