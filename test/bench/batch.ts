@@ -219,21 +219,20 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
     const perFormat = Object.fromEntries(FORMATS.map((f) => [f, { ones: [] as number[], oneCpu: [] as number[], pairedCpu: [] as number[], twos: [] as number[], jobOne: [] as (number | null)[], jobTwo: [] as (number | null)[] }])) as Record<Format, { ones: number[]; oneCpu: number[]; pairedCpu: number[]; twos: number[]; jobOne: (number | null)[]; jobTwo: (number | null)[] }>;
     // Each one-worker job beside its own plain loop, run just before it: what a CPU-second buys on
     // this shared VM drifts by a fifth within minutes, and a ratio of neighbours cancels the drift.
+    // These loops are also the baselines' figures over the whole run (medians of every loop run).
     const pairedBaseline = async (format: Format): Promise<number> => {
       if (format === 'jsonl') {
-        await rawLoop(session, lines, BATCH_SIZE, true);
+        raws.push(await rawLoop(session, lines, BATCH_SIZE, true));
+        rawCpu.push(lastRawRowsPerCpuS);
         return lastRawRowsPerCpuS;
       }
-      await typedLoop(session, typed, ROWS, BATCH_SIZE);
+      typedRaws.push(await typedLoop(session, typed, ROWS, BATCH_SIZE));
+      typedCpu.push(lastTypedRowsPerCpuS);
       return lastTypedRowsPerCpuS;
     };
     let sweep: Record<string, number> = {};
     for (let round = 0; round < ROUNDS; round++) {
-      raws.push(await rawLoop(session, lines, BATCH_SIZE, true));
-      rawCpu.push(lastRawRowsPerCpuS);
       inferenceOnlys.push(await rawLoop(session, lines, BATCH_SIZE, false, decoded));
-      typedRaws.push(await typedLoop(session, typed, ROWS, BATCH_SIZE));
-      typedCpu.push(lastTypedRowsPerCpuS);
       await withWorkers(stack, 1, async () => {
         for (const format of FORMATS) {
           const baselineCpu = await pairedBaseline(format);
