@@ -328,7 +328,8 @@ function gatherFloat32(bytes: Uint8Array, offset: number, bitWidth: number, dict
   const mask = (1 << bitWidth) - 1;
   // Each index from the three bytes around its bit position, without a data-dependent branch (a
   // width such as 9 otherwise mispredicts whether one or two bytes come next); the last indices,
-  // whose three bytes would run past the page, and widths over 17 take the buffered loop.
+  // whose three bytes would run past the page, and widths over 17 take the buffered loop (whose
+  // accesses are polymorphic, but it runs for a few indices here).
   let i = from;
   let bit = offset * 8;
   if (bitWidth <= 17) {
@@ -340,6 +341,18 @@ function gatherFloat32(bytes: Uint8Array, offset: number, bitWidth: number, dict
       out[i] = dictionary[index]!;
     }
   }
+  gatherBuffered(bytes, bit, bitWidth, dictionary, out, i, to);
+}
+
+/**
+ * Bit-packed dictionary indices from bit `bit` of `bytes` looked up into `out[from, to)`, for any
+ * element type, through a bit buffer filled a byte at a time.
+ */
+function gatherBuffered(bytes: Uint8Array, bit: number, bitWidth: number, dictionary: NumericArray, out: NumericArray, from: number, to: number): void {
+  const dict = dictionary as Float64Array;
+  const target = out as Float64Array;
+  const size = dict.length;
+  const mask = (1 << bitWidth) - 1;
   let p = bit >>> 3;
   let buffer = 0;
   let bits = 0;
@@ -347,14 +360,14 @@ function gatherFloat32(bytes: Uint8Array, offset: number, bitWidth: number, dict
     buffer = bytes[p++]! >>> (bit & 7);
     bits = 8 - (bit & 7);
   }
-  for (; i < to; i++) {
+  for (let i = from; i < to; i++) {
     while (bits < bitWidth) {
       buffer |= bytes[p++]! << bits;
       bits += 8;
     }
     const index = buffer & mask;
     if (index >= size) throw new Error(`parquet dictionary index ${index} is out of range (${size} entries)`);
-    out[i] = dictionary[index]!;
+    target[i] = dict[index]!;
     buffer >>>= bitWidth;
     bits -= bitWidth;
   }
@@ -369,7 +382,6 @@ function readDictionary(bytes: Uint8Array, offset: number, bitWidth: number, cou
   const target = out as Float64Array;
   const size = dict.length;
   if (bitWidth > 24) throw new UnsupportedPageError(`dictionary index width ${bitWidth}`);
-  const mask = (1 << bitWidth) - 1;
   const valueBytes = (bitWidth + 7) >> 3;
   let filled = 0;
   while (filled < count) {
@@ -387,33 +399,13 @@ function readDictionary(bytes: Uint8Array, offset: number, bitWidth: number, cou
       if (offset + Math.ceil((take * bitWidth) / 8) > bytes.length) throw new Error('parquet dictionary indices end early');
       if (dictionary instanceof Float32Array && out instanceof Float32Array) {
         gatherFloat32(bytes, offset, bitWidth, dictionary, out, at + filled, last);
-        filled += take;
-        offset += groups * bitWidth;
-        continue;
-      }
-      if (bitWidth === 8) {
+      } else if (bitWidth === 8) {
         // Byte-wide indices (a dictionary of up to 256 values, such as uint8 pixels): no bit unpacking.
-        if (offset + take > bytes.length) throw new Error('parquet dictionary indices end early');
         const indices = bytes.subarray(offset, offset + take);
         if (size < 256) for (let k = 0; k < take; k++) if (indices[k]! >= size) throw new Error(`parquet dictionary index ${indices[k]} is out of range (${size} entries)`);
         for (let i = at + filled, k = 0; i < last; i++, k++) target[i] = dict[indices[k]!]!;
-        filled += take;
-        offset += groups * bitWidth;
-        continue;
-      }
-      let buffer = 0;
-      let bits = 0;
-      let p = offset;
-      for (let i = at + filled; i < last; i++) {
-        while (bits < bitWidth) {
-          buffer |= bytes[p++]! << bits;
-          bits += 8;
-        }
-        const index = buffer & mask;
-        if (index >= size) throw new Error(`parquet dictionary index ${index} is out of range (${size} entries)`);
-        target[i] = dict[index]!;
-        buffer >>>= bitWidth;
-        bits -= bitWidth;
+      } else {
+        gatherBuffered(bytes, offset * 8, bitWidth, dictionary, out, at + filled, last);
       }
       filled += take;
       offset += groups * bitWidth;
