@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import { CreateTopicCommand, ListTopicsCommand } from '@aws-sdk/client-sns';
-import { CreateTableCommand, GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { createTable } from '../../functions/core/aws/dynamo-tables.ts';
 import { createDynamoClient, createS3Client, createSnsClient, createSqsClient } from '../../functions/core/aws/clients.ts';
 import { DEFAULT_MAX_MODEL_BYTES } from '../../functions/core/artifacts/validation.ts';
 import { LOCAL_S3_MAX_PUT_BYTES, startEmulators, type Emulators } from '../../infra/local/emulators.ts';
@@ -88,12 +89,12 @@ describe('emulators with a data folder', () => {
     const { QueueUrl } = await before.sqs.send(new CreateQueueCommand({ QueueName: 'kept-queue' }));
     await before.sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'job 1' }));
     const { TopicArn } = await before.sns.send(new CreateTopicCommand({ Name: 'kept-topic' }));
-    await before.dynamo.send(new CreateTableCommand({
+    await createTable(before.dynamo, {
       TableName: 'kept-table',
       AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
       KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
       BillingMode: 'PAY_PER_REQUEST',
-    }));
+    });
     await before.dynamo.send(new PutItemCommand({ TableName: 'kept-table', Item: { pk: { S: 'alias#prod' }, version: { S: '3' } } }));
     for (const client of Object.values(before)) client.destroy();
     await first.stop();

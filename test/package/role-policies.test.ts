@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { CreateQueueCommand, DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
-import { CreateTableCommand, PutItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { PutItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { createTable } from '../../functions/core/aws/dynamo-tables.ts';
 import { CreateTopicCommand } from '@aws-sdk/client-sns';
 import type { APIGatewayProxyStructuredResultV2, Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -289,7 +290,7 @@ async function createStackResources(): Promise<void> {
   for (const [id, resource] of Object.entries(template.Resources)) {
     const p = resource.Properties;
     if (resource.Type === 'AWS::DynamoDB::Table') {
-      await dynamo.send(new CreateTableCommand({ TableName: p.TableName as string, AttributeDefinitions: p.AttributeDefinitions as never, KeySchema: p.KeySchema as never, BillingMode: 'PAY_PER_REQUEST' }));
+      await createTable(dynamo, { TableName: p.TableName as string, AttributeDefinitions: p.AttributeDefinitions as never, KeySchema: p.KeySchema as never, BillingMode: 'PAY_PER_REQUEST' });
     } else if (resource.Type === 'AWS::SQS::Queue' && resource.Condition === undefined) {
       const attributes = p.FifoQueue ? { FifoQueue: 'true', ContentBasedDeduplication: String(Boolean(p.ContentBasedDeduplication)) } : {};
       queueUrls.set(id, (await sqs.send(new CreateQueueCommand({ QueueName: p.QueueName as string, Attributes: attributes }))).QueueUrl!);
