@@ -2,14 +2,14 @@
  * Where a batch worker's CPU goes, per format (not a benchmark: it writes no results). For each
  * format one worker process (infra/gpu-worker/worker.ts, CPU, one intra-op thread) scores a warm-up
  * job, idles 3 s, then the measured job; printed are the worker's CPU seconds from /proc, rows per
- * CPU-second against a plain loop over the same rows in memory, and each shard's log (rows, read ms,
+ * CPU-second against a plain loop over the same rows in memory, CPU seconds per thread name, and each shard's log (rows, read ms,
  * score ms, write ms, CPU ms). With PROF=<dir> each worker writes a V8 CPU profile there.
  *
  *   ROWS=16384 WORKER_CONCURRENCY=1 [FORMATS=jsonl,parquet,npy] [NPY_ROWS=4480] [PROF=/tmp/prof] node test/bench/batch-profile.ts
  *
  * WORKER_CONCURRENCY=1 keeps one shard in progress at a time, so a shard's CPU ms is its own.
  */
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import ort from 'onnxruntime-node';
 import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
 import { pushModel } from '../../functions/core/registry/model-push.ts';
@@ -68,7 +68,19 @@ for (const f of only) {
   });
   const w = workers[0]!;
   await w.waitFor((l) => l.message === 'worker ready');
+  const threads = async () => {
+    const byName = new Map<string, number>();
+    for (const tid of await readdir(`/proc/${w.pid}/task`)) {
+      const stat = await readFile(`/proc/${w.pid}/task/${tid}/stat`, 'utf8').catch(() => undefined);
+      if (!stat) continue;
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/[0-9]+$/, '#');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      byName.set(name, (byName.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
+    }
+    return byName;
+  };
   const run = async (key: string, options: Record<string, unknown>) => {
+    const t0Threads = await threads();
     const c0 = await cpuSeconds(w.pid);
     const t0 = performance.now();
     const { job } = await service.submit({ model: 'mnist', input: key, worker: 'gpu', batch_size: 64, ...options });
@@ -78,7 +90,9 @@ for (const f of only) {
       if (v.state !== 'running') throw new Error(`${v.state} ${v.reason}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    return { cpu: (await cpuSeconds(w.pid)) - c0, wall: (performance.now() - t0) / 1000 };
+    const t1Threads = await threads();
+    const perThread = [...t1Threads].map(([name, cpu]) => [name, Number((cpu - (t0Threads.get(name) ?? 0)).toFixed(2))] as const).filter(([, cpu]) => cpu > 0);
+    return { cpu: (await cpuSeconds(w.pid)) - c0, wall: (performance.now() - t0) / 1000, perThread };
   };
   // Warm-up with the same format, then 3 s idle (the profile analysis starts after it).
   await run(jobs[f].key, jobs[f].options);
@@ -86,7 +100,7 @@ for (const f of only) {
   const mark = w.lines.length;
   const r = await run(jobs[f].key, jobs[f].options);
   const shards = w.lines.slice(mark).filter((l) => l.message === 'shard scored');
-  console.log(f, 'worker cpu s', r.cpu.toFixed(2), 'rows/cpu-s', Math.round(ROWS / r.cpu), 'wall', r.wall.toFixed(2), 'shards', shards.length, JSON.stringify(shards.map((s) => [s.rows, s.readMs, s.scoreMs, s.writeMs, s.cpuMs])));
+  console.log(f, 'worker cpu s', r.cpu.toFixed(2), 'rows/cpu-s', Math.round(ROWS / r.cpu), 'wall', r.wall.toFixed(2), 'threads', JSON.stringify(r.perThread), 'shards', shards.length, JSON.stringify(shards.map((s) => [s.rows, s.readMs, s.scoreMs, s.writeMs, s.cpuMs])));
   await stopWorkerProcesses(workers);
 }
 console.log('baseline rows/cpu-s', Math.round(await base()));

@@ -4,6 +4,7 @@ import { BadRequestError } from '../../functions/core/platform/errors.ts';
 import type { RowError } from '../../functions/core/batch/rows.ts';
 import { batchIncompatibility, concatRows, decodeCsvRow, decodeJsonlRow, inputSpecs } from '../../functions/core/batch/rows.ts';
 import { scoreRows } from '../../functions/core/batch/scoring.ts';
+import { ShardLines } from '../../functions/core/batch/input.ts';
 import { renumber } from '../../functions/core/batch/merge.ts';
 import { jobView } from '../../functions/core/batch/schemas.ts';
 import type { LoadedModel } from '../../functions/core/sessions/model-sessions.ts';
@@ -98,6 +99,38 @@ describe('scoreRows', () => {
       ],
     });
     await expect(scoreRows(model, lines, { format: 'jsonl', batchSize: 2, outputs: ['z'] })).rejects.toThrow(BadRequestError);
+  });
+
+  it('writes each output line as JSON.stringify writes the row, from lines as strings or as bytes', async () => {
+    const session = await ort.InferenceSession.create(doublingModel(), { intraOpNumThreads: 1 });
+    const model = {
+      name: 'double',
+      version: '1',
+      session,
+      inputs: new Map([['x', { name: 'x', datatype: 'FP32', shape: [-1, 4] }]]),
+      outputs: new Map([['y', { name: 'y', datatype: 'FP32', shape: [-1, 4] }]]),
+    } as unknown as LoadedModel;
+    // Fractions, -0, a value whose double overflows FP32 (Infinity, written null), an id with an escape (the full decoder's), ids of both kinds.
+    const lines = [
+      '{"id":"a\\u00e9","inputs":[{"name":"x","data":[0.1,-0,3e38,1.5e-45]}]}',
+      '{"id":7,"inputs":[{"name":"x","data":[5,-2.25,16777217,0.333333333333]}]}',
+      '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}',
+    ];
+    const expected = lines.map((line, row) => {
+      const { id, inputs } = JSON.parse(line) as { id?: string | number; inputs: { data: number[] }[] };
+      const data = Array.from(Float32Array.from(inputs[0]!.data, (v) => Math.fround(v * 2)));
+      return JSON.stringify({ row, ...(id === undefined ? {} : { id }), outputs: [{ name: 'y', datatype: 'FP32', shape: [1, 4], data }] });
+    });
+    const bytes = Buffer.from(`${lines.join('\n')}\n`);
+    const starts = [0, lines[0]!.length + 1, lines[0]!.length + lines[1]!.length + 2];
+    const shard = new ShardLines(bytes, starts, starts.map((s, i) => s + lines[i]!.length));
+
+    const fromStrings = await scoreRows(model, lines, { format: 'jsonl', batchSize: 2 });
+    const fromBytes = await scoreRows(model, shard, { format: 'jsonl', batchSize: 2 });
+
+    expect(expected[0]).toContain('"data":[0.20000000298023224,0,null,');
+    expect(fromStrings.lines).toEqual(expected);
+    expect(fromBytes.lines).toEqual(expected);
   });
 });
 

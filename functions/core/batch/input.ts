@@ -89,6 +89,19 @@ export class ShardLines {
     return this.bytes.toString('utf8', this.starts[this.first + index], this.ends[this.first + index]);
   }
 
+  /** Where line `index` lies in `bytes` (without its terminator), for readers that take bytes. */
+  startOf(index: number): number {
+    return this.starts[this.first + index]!;
+  }
+
+  endOf(index: number): number {
+    return this.ends[this.first + index]!;
+  }
+
+  get source(): Uint8Array {
+    return this.bytes;
+  }
+
   /** The lines from `from` on (a CSV shard less its header). */
   slice(from: number): ShardLines {
     return new ShardLines(this.bytes, this.starts, this.ends, this.first + Math.min(from, this.length));

@@ -1,10 +1,11 @@
 import ort from 'onnxruntime-node';
 import { BadRequestError } from '../platform/errors.ts';
 import type { LoadedModel } from '../sessions/model-sessions.ts';
-import { DATATYPES, v2DatatypeOf } from '../v2/datatypes.ts';
+import { DATATYPES, v2DatatypeOf, type V2Datatype } from '../v2/datatypes.ts';
 import type { TensorData } from '../v2/codec.ts';
 import { concatRows, decodeRow, inputSpecs, jsonRowValues, RowError, writeJsonlRowInto, type DecodedRow, type InputSpec } from './rows.ts';
 import type { BatchFormat } from './schemas.ts';
+import { writeJsonlRowBytes } from './jsonl-bytes.ts';
 
 /**
  * The scoring core both workers run (the Lambda and the GPU container): rows in, one output line per
@@ -49,10 +50,16 @@ export function errorLine(index: number, message: string, row?: { id?: string | 
   return `{"row":${index}${idPart(row)},"error":${JSON.stringify(message)}}`;
 }
 
-/** A shard's lines: an array of strings, or ShardLines (input.ts), which decodes each line when it is read. */
+/**
+ * A shard's lines: an array of strings, or ShardLines (input.ts), which decodes each line when it is
+ * read and also offers each line's bytes (`source`, `startOf`, `endOf`) to readers that take bytes.
+ */
 export interface RowLines {
   readonly length: number;
   at(index: number): string | undefined;
+  readonly source?: Uint8Array;
+  startOf?(index: number): number;
+  endOf?(index: number): number;
 }
 
 export async function scoreRows(model: LoadedModel, lines: RowLines, options: ScoreOptions): Promise<ScoredRows> {
@@ -95,16 +102,17 @@ export async function scoreRows(model: LoadedModel, lines: RowLines, options: Sc
   };
 
   let group: Pending[] = [];
+  // Lines that come with their bytes are read from the bytes: no string per line on the common path.
+  const bytes = buffers && lines.startOf && lines.endOf ? lines.source : undefined;
   for (let index = 0; index < lines.length; index++) {
-    const line = lines.at(index)!;
     let row: DecodedRow;
     const slot = group.length;
-    const written = buffers ? writeJsonlRowInto(line, specs, buffers, slot) : undefined;
+    const written = buffers ? (bytes ? writeJsonlRowBytes(bytes, lines.startOf!(index), lines.endOf!(index), specs, buffers, slot) : writeJsonlRowInto(lines.at(index)!, specs, buffers, slot)) : undefined;
     if (written) {
       group.push({ index, row: { ...written, tensors: [] }, slot });
     } else {
       try {
-        row = decodeRow(line, options.format, specs);
+        row = decodeRow(lines.at(index)!, options.format, specs);
       } catch (error) {
         fail(index, (error as Error).message, error instanceof RowError && error.id !== undefined ? { id: error.id, tensors: [] } : undefined);
         continue;
@@ -159,15 +167,38 @@ function writeOutputs(out: string[], group: readonly Pending[], names: readonly 
       throw new Error(`output '${name}' has ${tensor.dims[0]} rows for a batch of ${group.length}: the model does not batch along its first dimension`);
     }
     const perRow = tensor.size / group.length;
-    return { name, datatype, perRow, rowShape: [1, ...tensor.dims.slice(1)], data: tensor.data as TensorData };
+    const rowShape = [1, ...tensor.dims.slice(1)];
+    // Each row's output object up to its values, the same for every row of the batch.
+    const head = `{"name":${JSON.stringify(name)},"datatype":${JSON.stringify(datatype)},"shape":${JSON.stringify(rowShape)},"data":[`;
+    return { datatype, perRow, head, data: tensor.data as TensorData };
   });
   group.forEach((p, r) => {
-    const outputs = tensors.map((t) => ({
-      name: t.name,
-      datatype: t.datatype,
-      shape: t.rowShape,
-      data: jsonRowValues(t.data, r * t.perRow, (r + 1) * t.perRow, t.datatype),
-    }));
-    out[p.index] = `{"row":${p.index}${idPart(p.row)},"outputs":${JSON.stringify(outputs)}}`;
+    let line = `{"row":${p.index}${idPart(p.row)},"outputs":[`;
+    for (let t = 0; t < tensors.length; t++) {
+      const { datatype, perRow, head, data } = tensors[t]!;
+      line += `${t > 0 ? ',' : ''}${head}${jsonValuesText(data, r * perRow, (r + 1) * perRow, datatype)}]}`;
+    }
+    out[p.index] = `${line}]}`;
   });
+}
+
+/** Outputs whose typed array holds the values themselves, as JavaScript numbers. */
+const PLAIN_NUMBERS = new Set<V2Datatype>(['FP32', 'FP64', 'INT8', 'INT16', 'INT32', 'UINT8', 'UINT16', 'UINT32']);
+
+/**
+ * One row's slice of an output as the text of a JSON array's elements, as JSON.stringify writes them
+ * (a number's shortest round-trip text, null for NaN and the infinities): float and integer outputs
+ * without an array of boxed values per row; BOOL, 64-bit and string outputs through jsonRowValues.
+ */
+function jsonValuesText(data: TensorData, from: number, to: number, datatype: V2Datatype): string {
+  if (PLAIN_NUMBERS.has(datatype)) {
+    const values = data as Float32Array;
+    let text = '';
+    for (let i = from; i < to; i++) {
+      const v = values[i]!;
+      text += i > from ? (Number.isFinite(v) ? `,${v}` : ',null') : Number.isFinite(v) ? `${v}` : 'null';
+    }
+    return text;
+  }
+  return JSON.stringify(jsonRowValues(data, from, to, datatype)).slice(1, -1);
 }
