@@ -164,15 +164,6 @@ export function concatRows(parts: readonly TensorData[]): TensorData {
   return out;
 }
 
-/** One row's slice of a batched output, as JSON values. */
-export function jsonRowValues(data: TensorData, from: number, to: number, datatype: V2Datatype): unknown[] {
-  if (Array.isArray(data)) return data.slice(from, to);
-  const slice = (data as Uint8Array).subarray(from, to) as unknown as ArrayLike<number | bigint>;
-  if (datatype === 'BOOL') return Array.from(slice as ArrayLike<number>, (v) => v !== 0);
-  if (data instanceof BigInt64Array || data instanceof BigUint64Array) return Array.from(slice as ArrayLike<bigint>, Number);
-  return Array.from(slice as ArrayLike<number>);
-}
-
 /**
  * A JSONL row written straight into the batch's tensors at `slot`: the common case (FP32 or FP64
  * inputs, flat `data` arrays of plain numbers) is one typed-array `set` per input after a check that

@@ -2,8 +2,8 @@ import ort from 'onnxruntime-node';
 import { BadRequestError } from '../platform/errors.ts';
 import type { LoadedModel } from '../sessions/model-sessions.ts';
 import { DATATYPES, v2DatatypeOf, type V2Datatype } from '../v2/datatypes.ts';
-import type { TensorData } from '../v2/codec.ts';
-import { concatRows, decodeRow, inputSpecs, jsonRowValues, RowError, writeJsonlRowInto, type DecodedRow, type InputSpec } from './rows.ts';
+import { jsonDataText, type TensorData } from '../v2/codec.ts';
+import { concatRows, decodeRow, inputSpecs, RowError, writeJsonlRowInto, type DecodedRow, type InputSpec } from './rows.ts';
 import type { BatchFormat } from './schemas.ts';
 import { writeJsonlRowBytes } from './jsonl-bytes.ts';
 
@@ -159,46 +159,44 @@ function bufferedFeeds(specs: readonly InputSpec[], buffers: readonly (Float32Ar
 }
 
 function writeOutputs(out: string[], group: readonly Pending[], names: readonly string[], results: ort.InferenceSession.OnnxValueMapType): void {
-  const tensors = names.map((name) => {
+  const outputs = names.map((name) => {
     const tensor = results[name] as ort.Tensor;
     const datatype = v2DatatypeOf(tensor.type);
     if (!datatype) throw new Error(`output '${name}' has type ${tensor.type}, which the V2 protocol cannot carry`);
     if (tensor.dims[0] !== group.length) {
       throw new Error(`output '${name}' has ${tensor.dims[0]} rows for a batch of ${group.length}: the model does not batch along its first dimension`);
     }
-    const perRow = tensor.size / group.length;
-    const rowShape = [1, ...tensor.dims.slice(1)];
-    // Each row's output object up to its values, the same for every row of the batch.
-    const head = `{"name":${JSON.stringify(name)},"datatype":${JSON.stringify(datatype)},"shape":${JSON.stringify(rowShape)},"data":[`;
-    return { datatype, perRow, head, data: tensor.data as TensorData };
+    return resultOutput(name, datatype, tensor.dims.slice(1), tensor.data as TensorData);
   });
   group.forEach((p, r) => {
-    let line = `{"row":${p.index}${idPart(p.row)},"outputs":[`;
-    for (let t = 0; t < tensors.length; t++) {
-      const { datatype, perRow, head, data } = tensors[t]!;
-      line += `${t > 0 ? ',' : ''}${head}${jsonValuesText(data, r * perRow, (r + 1) * perRow, datatype)}]}`;
-    }
-    out[p.index] = `${line}]}`;
+    out[p.index] = resultLine(p.index, p.row.id, outputs, r);
   });
 }
 
-/** Outputs whose typed array holds the values themselves, as JavaScript numbers. */
-const PLAIN_NUMBERS = new Set<V2Datatype>(['FP32', 'FP64', 'INT8', 'INT16', 'INT32', 'UINT8', 'UINT16', 'UINT32']);
+/** One output of a batch, ready to be written row by row into result lines. */
+export interface ResultOutput {
+  datatype: V2Datatype;
+  perRow: number;
+  data: TensorData;
+  /** A row's V2 tensor up to its values: `{"name":..,"datatype":..,"shape":[1,..],"data":[`. */
+  head: string;
+}
+
+export function resultOutput(name: string, datatype: V2Datatype, rowShape: readonly number[], data: TensorData): ResultOutput {
+  const perRow = rowShape.reduce((a, b) => a * b, 1);
+  return { datatype, perRow, data, head: `{"name":${JSON.stringify(name)},"datatype":${JSON.stringify(datatype)},"shape":${JSON.stringify([1, ...rowShape])},"data":[` };
+}
 
 /**
- * One row's slice of an output as the text of a JSON array's elements, as JSON.stringify writes them
- * (a number's shortest round-trip text, null for NaN and the infinities): float and integer outputs
- * without an array of boxed values per row; BOOL, 64-bit and string outputs through jsonRowValues.
+ * Row `r` of a batch's outputs as a result line, `{"row":<index>,"id"?,"outputs":[V2 tensors]}`, its
+ * values written as the online answer writes them (jsonDataText: exact, NaN and the infinities as
+ * tokens). Every format's JSONL result is written here.
  */
-function jsonValuesText(data: TensorData, from: number, to: number, datatype: V2Datatype): string {
-  if (PLAIN_NUMBERS.has(datatype)) {
-    const values = data as Float32Array;
-    let text = '';
-    for (let i = from; i < to; i++) {
-      const v = values[i]!;
-      text += i > from ? (Number.isFinite(v) ? `,${v}` : ',null') : Number.isFinite(v) ? `${v}` : 'null';
-    }
-    return text;
+export function resultLine(index: number, id: string | number | undefined, outputs: readonly ResultOutput[], r: number): string {
+  let line = `{"row":${index}${idPart({ id })},"outputs":[`;
+  for (let t = 0; t < outputs.length; t++) {
+    const { datatype, perRow, head, data } = outputs[t]!;
+    line += `${t > 0 ? ',' : ''}${head}${jsonDataText(datatype, data, r * perRow, (r + 1) * perRow)}]}`;
   }
-  return JSON.stringify(jsonRowValues(data, from, to, datatype)).slice(1, -1);
+  return `${line}]}`;
 }

@@ -486,41 +486,42 @@ function decodeJson(name: string, datatype: V2Datatype, flat: ArrayLike<unknown>
 }
 
 /**
- * A tensor's elements as the text of a JSON array's contents: 64-bit integers exact, FP32 and FP16
- * with the fewest digits that read back as the same value, NaN and ±Infinity as the bare tokens
- * Python's json module reads (plain JSON has no number for them), -0 as -0.0.
+ * A tensor's elements (all, or those in [from, to)) as the text of a JSON array's contents: 64-bit
+ * integers exact, FP32 and FP16 with the fewest digits that read back as the same value, NaN and
+ * ±Infinity as the bare tokens Python's json module reads (plain JSON has no number for them), -0 as
+ * -0.0. The online answer and the batch result lines both write their data with it.
  */
-export function jsonDataText(datatype: V2Datatype, data: TensorData): string {
-  if (Array.isArray(data)) return JSON.stringify(data).slice(1, -1);
+export function jsonDataText(datatype: V2Datatype, data: TensorData, from = 0, to = data.length): string {
+  if (Array.isArray(data)) return JSON.stringify(from === 0 && to === data.length ? data : data.slice(from, to)).slice(1, -1);
   switch (datatype) {
     case 'BOOL': {
-      const parts = new Array<string>(data.length);
-      for (let i = 0; i < data.length; i++) parts[i] = data[i] ? 'true' : 'false';
-      return parts.join(',');
+      let text = '';
+      for (let i = from; i < to; i++) text += i > from ? (data[i] ? ',true' : ',false') : data[i] ? 'true' : 'false';
+      return text;
     }
     case 'FP32': {
       const values = data as Float32Array;
-      const parts = new Array<string>(values.length);
-      for (let i = 0; i < values.length; i++) parts[i] = float32Text(values[i]!);
-      return parts.join(',');
+      let text = '';
+      for (let i = from; i < to; i++) text += i > from ? `,${float32Text(values[i]!)}` : float32Text(values[i]!);
+      return text;
     }
     case 'FP16': {
       // Raw bits as the codec decodes them, or values where onnxruntime hands back a Float16Array.
       const values = data instanceof Uint16Array ? new Float16(data.buffer, data.byteOffset, data.length) : (data as unknown as ArrayLike<number>);
-      const parts = new Array<string>(values.length);
-      for (let i = 0; i < values.length; i++) parts[i] = float16Text(values[i]!);
-      return parts.join(',');
+      let text = '';
+      for (let i = from; i < to; i++) text += i > from ? `,${float16Text(values[i]!)}` : float16Text(values[i]!);
+      return text;
     }
     case 'FP64': {
       const values = data as Float64Array;
-      for (let i = 0; i < values.length; i++) {
-        const v = values[i]!;
-        if (v === 0 && 1 / v < 0) return Array.from(values, float64Text).join(','); // join writes -0 as 0
-      }
-      return values.join(','); // join writes NaN, Infinity and -Infinity as those tokens
+      let text = '';
+      for (let i = from; i < to; i++) text += i > from ? `,${float64Text(values[i]!)}` : float64Text(values[i]!);
+      return text;
     }
-    default:
-      return (data as Exclude<Tensor.DataType, string[]>).join(','); // exact decimal integers, BigInt ones included
+    default: {
+      const values = data as Exclude<Tensor.DataType, string[]>;
+      return (from === 0 && to === values.length ? values : values.subarray(from, to)).join(','); // exact decimal integers, BigInt ones included
+    }
   }
 }
 

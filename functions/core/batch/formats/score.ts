@@ -5,8 +5,8 @@ import { keys } from '../../artifacts/keys.ts';
 import type { LoadedModel } from '../../sessions/model-sessions.ts';
 import { DATATYPES, v2DatatypeOf, type V2Datatype } from '../../v2/datatypes.ts';
 import type { TensorData } from '../../v2/codec.ts';
-import { inputSpecs, jsonRowValues, type InputSpec } from '../rows.ts';
-import { errorLine, ShardAbortedError } from '../scoring.ts';
+import { inputSpecs, type InputSpec } from '../rows.ts';
+import { errorLine, resultLine, resultOutput, ShardAbortedError } from '../scoring.ts';
 import type { ShardMessage } from '../schemas.ts';
 import { ELEMENT_ARRAYS, elementOf, toElements, type NumericArray } from './elements.ts';
 import { readNpy, readNpyRows, readNpz } from './npy.ts';
@@ -210,20 +210,10 @@ async function scoreColumnarShardIn(arena: ScratchArena, s3: S3Client, model: Lo
     return { rows: columns.rows, failed: scored.failed.size, outputKey: parquetShardKey(message.job, message.shard), body, contentType: 'application/vnd.apache.parquet', errorLines };
   }
   const lines = new Array<string>(columns.rows);
+  const outputs = scored.outputs.map((o) => resultOutput(o.name, o.datatype, o.rowShape, o.data as TensorData));
   for (let r = 0; r < columns.rows; r++) {
     const why = scored.failed.get(r);
-    if (why !== undefined) {
-      lines[r] = errorLine(r, why, idOf(r));
-      continue;
-    }
-    const id = idOf(r);
-    const outputs = scored.outputs.map((o) => ({
-      name: o.name,
-      datatype: o.datatype,
-      shape: [1, ...o.rowShape],
-      data: jsonRowValues(o.data as TensorData, r * o.perRow, (r + 1) * o.perRow, o.datatype),
-    }));
-    lines[r] = `{"row":${r}${id ? `,"id":${JSON.stringify(id.id)}` : ''},"outputs":${JSON.stringify(outputs)}}`;
+    lines[r] = why !== undefined ? errorLine(r, why, idOf(r)) : resultLine(r, idOf(r)?.id, outputs, r);
   }
   const text = lines.length === 0 ? '' : `${lines.join('\n')}\n`;
   return { rows: columns.rows, failed: scored.failed.size, outputKey: keys.batchShardOutput(message.job, message.shard), body: Buffer.from(text, 'utf8'), contentType: 'application/x-ndjson', errorLines };
