@@ -217,8 +217,9 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
     const typedCpu: number[] = [];
     const inferenceOnlys: number[] = [];
     const perFormat = Object.fromEntries(FORMATS.map((f) => [f, { ones: [] as number[], oneCpu: [] as number[], pairedCpu: [] as number[], twos: [] as number[], jobOne: [] as (number | null)[], jobTwo: [] as (number | null)[] }])) as Record<Format, { ones: number[]; oneCpu: number[]; pairedCpu: number[]; twos: number[]; jobOne: (number | null)[]; jobTwo: (number | null)[] }>;
-    // Each one-worker job beside its own plain loop, run just before it: what a CPU-second buys on
-    // this shared VM drifts by a fifth within minutes, and a ratio of neighbours cancels the drift.
+    // Each one-worker job against its own plain loops, run just before and just after it (their
+    // mean): what a CPU-second buys on this shared VM drifts by a fifth within minutes, and a ratio
+    // to the loops on either side cancels a drift that is steady over the job.
     // These loops are also the baselines' figures over the whole run (medians of every loop run).
     const pairedBaseline = async (format: Format): Promise<number> => {
       if (format === 'jsonl') {
@@ -234,12 +235,17 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
     for (let round = 0; round < ROUNDS; round++) {
       inferenceOnlys.push(await rawLoop(session, lines, BATCH_SIZE, false, decoded));
       await withWorkers(stack, 1, async () => {
+        // Loops before and after each job (the loop after one columnar job is the next one's before).
+        let previousLoop: { jsonl: boolean; rowsPerCpuS: number } | undefined;
         for (const format of FORMATS) {
-          const baselineCpu = await pairedBaseline(format);
+          const jsonl = format === 'jsonl';
+          const before = previousLoop?.jsonl === jsonl ? previousLoop.rowsPerCpuS : await pairedBaseline(format);
           const one = await timeJob(stack, jobs[format].key, ROWS, BATCH_SIZE, jobs[format].options);
+          const after = await pairedBaseline(format);
+          previousLoop = { jsonl, rowsPerCpuS: after };
           perFormat[format].ones.push(one.rowsPerS);
           perFormat[format].oneCpu.push(one.rowsPerCpuS);
-          perFormat[format].pairedCpu.push(one.rowsPerCpuS / baselineCpu);
+          perFormat[format].pairedCpu.push(one.rowsPerCpuS / ((before + after) / 2));
           perFormat[format].jobOne.push(one.jobRowsPerS);
         }
         if (round === 0) {
@@ -317,7 +323,7 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
         model: 'mnist MLP 784-2048-1024-10 (3.7M weights), fixtures/models/mnist',
         input: `${ROWS} MNIST train images, the same rows in each format: JSONL (V2 tensors, ${Math.round(jobs.jsonl.bytes / 1e6)} MB, shards of ${SHARD_BYTES} bytes); Parquet written by DuckDB (id BIGINT, input UTINYINT[], snappy, row groups of ${PARQUET_ROW_GROUP} rows, one shard each, ${Math.round(jobs.parquet.bytes / 1e6)} MB, Parquet result); .npy uint8 [rows, 784] (${Math.round(jobs.npy.bytes / 1e6)} MB, shards of ${NPY_SHARD_BYTES / 784} rows, Parquet result: in a worker profile of a JSONL result (30,000 rows, load ~40) its text, written, read back and merged over loopback HTTP, took 2.1 s of socket writes and 0.8 s of string encoding beside 6.7 s of session.run)`,
         workers: 'infra/gpu-worker/worker.ts processes, EXECUTION_PROVIDER=cpu, INTRA_OP_THREADS=1, emulators (fauxqs, dynalite) in the bench process; after starting, each phase\'s workers run a 4-row JSONL job and each format\'s job once, untimed (warm sessions and the shard memory a long-running worker reuses)',
-        cpu: 'rows per CPU-second: the worker processes (every thread, from /proc) against the plain loop (process.cpuUsage); the emulators are not counted. cpu_efficiency is the median over rounds of each one-worker job against its own plain loop run just before it (what a CPU-second buys drifts by up to a fifth within minutes on this shared VM); cpu_efficiency_unpaired is the median job over the median loop, as runs before 2026-12-06 17:40 computed it',
+        cpu: 'rows per CPU-second: the worker processes (every thread, from /proc) against the plain loop (process.cpuUsage); the emulators are not counted. cpu_efficiency is the median over rounds of each one-worker job against the mean of its own plain loops run just before and just after it (what a CPU-second buys drifts by up to a fifth within minutes on this shared VM; runs before 2026-12-06 19:20 paired with the loop before only); cpu_efficiency_unpaired is the median job over the median loop, as runs before 2026-12-06 17:40 computed it',
         baselines: 'jsonl: the same lines JSON-parsed and run in this process at the same batch size (as in earlier runs); parquet and npy: the rows as one Float32Array in memory, each batch a view (inference alone: the strictest baseline); cpu_efficiency_vs_inference_only puts all three against that one',
         load_average_at_end: (await import('node:os')).loadavg().map((l) => round(l, 2)),
         timing: 'worker rows/s: submission to job succeeded (planning, ranged reads, scoring, shard writes, merge)',

@@ -23,14 +23,26 @@ describe('readShardLines', () => {
     const object = await headInput(stack.s3, stack.resources.bucket, 'batches/inputs/lines.txt');
     const expected = lines.filter((l) => l !== '');
 
-    for (const shardBytes of [1, 2, 3, 7, 16, 50, 333, object.size]) {
-      // Act
-      const read: string[] = [];
-      for (const range of planShards(object.size, shardBytes)) read.push(...(await readShardLines(stack.s3, object, range.start, range.end, { chunkBytes: 5 })));
+    // Chunks of 5 bytes: the last line mostly ends past the first GET's margin; of 64 KB, within it.
+    for (const chunkBytes of [5, 64 * 1024]) {
+      for (const shardBytes of [1, 2, 3, 7, 16, 50, 333, object.size]) {
+        // Act
+        const read: string[] = [];
+        for (const range of planShards(object.size, shardBytes)) read.push(...(await readShardLines(stack.s3, object, range.start, range.end, { chunkBytes })));
 
-      // Assert
-      expect(read, `shard size ${shardBytes}`).toEqual(expected);
+        // Assert
+        expect(read, `shard size ${shardBytes}, chunks of ${chunkBytes}`).toEqual(expected);
+      }
     }
+  });
+
+  it('fails a shard whose last row runs longer than the row limit past its range', async () => {
+    await putText(stack, 'batches/inputs/long-row.jsonl', `a\n${'x'.repeat(100)}\nb\n`);
+    const object = await headInput(stack.s3, stack.resources.bucket, 'batches/inputs/long-row.jsonl');
+    for (const chunkBytes of [5, 30]) {
+      await expect(readShardLines(stack.s3, object, 0, 4, { chunkBytes, maxRowBytes: 20 })).rejects.toThrow('a row starting before byte 4 is longer than 20 bytes');
+    }
+    expect(await readShardLines(stack.s3, object, 0, 4, { chunkBytes: 30, maxRowBytes: 200 })).toEqual(['a', 'x'.repeat(100)]);
   });
 
   it('fails loudly when the input changed since it was planned', async () => {

@@ -117,8 +117,8 @@ const asciiSpace = (b: number) => b === 0x20 || (b >= 0x09 && b <= 0x0d);
 
 /**
  * The non-blank lines that start in [start, end), in order, without their line terminators. Reads
- * one byte before `start` to know whether a line starts exactly there, and past `end` only as far as
- * the newline that closes the last line. With an arena, the range's bytes are in memory the shard
+ * one byte before `start` to know whether a line starts exactly there, and past `end` a chunk at a
+ * time (the first in the same GET as the range) until the newline that closes the last line. With an arena, the range's bytes are in memory the shard
  * borrows (the lines must not be read after it is released).
  */
 export async function readShardLineBytes(
@@ -132,7 +132,9 @@ export async function readShardLineBytes(
   const chunkBytes = options.chunkBytes ?? 64 * 1024;
   const maxRowBytes = options.maxRowBytes ?? 64 * 1024 * 1024;
   const fetchStart = start > 0 ? start - 1 : 0;
-  const head = await getBytes(s3, object, fetchStart, Math.min(end, object.size), options.arena);
+  // One GET for the range and a chunk past it, where the last line almost always ends.
+  const readEnd = Math.min(object.size, end + chunkBytes);
+  const head = await getBytes(s3, object, fetchStart, readEnd, options.arena);
 
   let first: number;
   if (start === 0) {
@@ -140,14 +142,17 @@ export async function readShardLineBytes(
   } else {
     const newline = head.indexOf(NEWLINE);
     // No newline before the range's last byte: every line here started in an earlier shard.
-    if (newline === -1 || newline >= head.length - 1) return new ShardLines(new Uint8Array(0), [], []);
+    if (newline === -1 || fetchStart + newline + 1 >= end) return new ShardLines(new Uint8Array(0), [], []);
     first = newline + 1;
   }
 
-  const parts: Uint8Array[] = [head.subarray(first)];
-  let tailEnds = head[head.length - 1] === NEWLINE;
-  let at = Math.min(end, object.size);
-  let extra = 0;
+  // The last line that starts in the range ends at the first newline from the range's last byte on.
+  const close = head.indexOf(NEWLINE, end - 1 - fetchStart);
+  const parts: Uint8Array[] = [close === -1 ? head.subarray(first) : head.subarray(first, close + 1)];
+  let tailEnds = close !== -1;
+  let at = readEnd;
+  let extra = readEnd - end;
+  if (!tailEnds && extra > maxRowBytes) throw new BadRequestError(`a row starting before byte ${end} is longer than ${maxRowBytes} bytes`);
   while (!tailEnds && at < object.size) {
     const chunk = await getBytes(s3, object, at, Math.min(object.size, at + chunkBytes));
     const newline = chunk.indexOf(NEWLINE);
