@@ -5,6 +5,7 @@ import type { RowError } from '../../functions/core/batch/rows.ts';
 import { batchIncompatibility, concatRows, decodeCsvRow, decodeJsonlRow, inputSpecs } from '../../functions/core/batch/rows.ts';
 import { scoreRows } from '../../functions/core/batch/scoring.ts';
 import { ShardLines } from '../../functions/core/batch/input.ts';
+import { jsonlBody } from '../../functions/core/batch/output.ts';
 import { renumber } from '../../functions/core/batch/merge.ts';
 import { jobView } from '../../functions/core/batch/schemas.ts';
 import type { LoadedModel } from '../../functions/core/sessions/model-sessions.ts';
@@ -155,5 +156,14 @@ describe('renumber (the merge)', () => {
     expect(renumber(shard, 99_990).toString('utf8')).toBe('{"row":99990,"outputs":[1.5]}\n{"row":99999,"id":"ä-1","error":"bad ✓"}\n{"row":100000,"outputs":[]}\n');
     expect(renumber(shard, 0).toString('utf8')).toBe('{"row":0,"outputs":[1.5]}\n{"row":9,"id":"ä-1","error":"bad ✓"}\n{"row":10,"outputs":[]}\n');
     expect(renumber(new Uint8Array(0), 5).length).toBe(0);
+  });
+});
+
+describe('jsonlBody', () => {
+  it('is the lines joined and newline-terminated, in UTF-8, past its first guess of the size', () => {
+    const lines = ['{"row":0}', '{"row":1,"id":"ä-✓-😀"}', '', 'x'.repeat(1000), '✓'.repeat(500)];
+    for (const set of [[], lines, lines.slice(1, 2), [...lines].reverse()]) {
+      expect(jsonlBody(set).equals(Buffer.from(set.map((l) => `${l}\n`).join(''), 'utf8'))).toBe(true);
+    }
   });
 });

@@ -281,20 +281,24 @@ function readValues(bytes: Uint8Array, at: number, end: number, target: Float32A
       while (i < end && isSpace(c)) c = bytes[++i]!;
     }
     if (i >= end || k === last) return -1;
-    const from = i;
+    let d = c - ZERO;
     let value: number;
-    const digit = c - ZERO;
-    if (digit >= 0 && digit <= 9 && (digit !== 0 || !isNumberByte(bytes[i + 1]!)) && i + 1 < end) {
+    if (d >= 0 && d <= 9) {
       // The common case inline: an unsigned integer of at most 15 digits, exactly a double.
-      value = digit;
+      const from = i;
+      value = d;
       c = bytes[++i]!;
-      let digits = 1;
-      while (c >= ZERO && c <= NINE && digits < 15 && i < end) {
-        value = value * 10 + (c - ZERO);
-        c = bytes[++i]!;
-        digits++;
+      d = c - ZERO;
+      if (d >= 0 && d <= 9 && i < end) {
+        if (value === 0) return -1; // a leading zero: not JSON
+        do {
+          value = value * 10 + d;
+          c = bytes[++i]!;
+          d = c - ZERO;
+        } while (d >= 0 && d <= 9 && i < end && i - from < 15);
       }
-      if (c === DOT || c === 0x65 || c === 0x45 || (c >= ZERO && c <= NINE && i < end)) {
+      if (i < end && (c === DOT || c === 0x65 || c === 0x45 || (d >= 0 && d <= 9))) {
+        // A fraction, an exponent, or more digits than the inline loop keeps exactly.
         i = readNumber(bytes, from, end);
         if (i < 0) return -1;
         value = numberRead;
@@ -302,8 +306,8 @@ function readValues(bytes: Uint8Array, at: number, end: number, target: Float32A
         c = bytes[i]!;
       }
     } else {
-      // A sign, a leading zero with more after it, or not a number: the full reader decides.
-      i = readNumber(bytes, from, end);
+      // A sign, or not a number: the full reader decides.
+      i = readNumber(bytes, i, end);
       if (i < 0) return -1;
       value = numberRead;
       if (!(value < limit && value > -limit)) return -1;
@@ -321,9 +325,6 @@ function readValues(bytes: Uint8Array, at: number, end: number, target: Float32A
     if (c !== COMMA) return -1;
   }
 }
-
-/** Bytes that may continue a number after a leading 0 (a fraction, an exponent, or JSON's forbidden leading zero). */
-const isNumberByte = (c: number) => c === DOT || c === 0x65 || c === 0x45 || (c >= ZERO && c <= NINE);
 
 /** The value readNumber read last (a module slot, so the hot loop allocates nothing). */
 let numberRead = 0;

@@ -74,3 +74,25 @@ export class S3ObjectWriter {
     }
   }
 }
+
+/**
+ * Lines as a JSONL body, each followed by a newline, encoded into one buffer as they are read: no
+ * joined copy of the whole text as a string first (a shard's result is a few megabytes).
+ */
+export function jsonlBody(lines: readonly string[]): Buffer {
+  let chars = 0;
+  for (const line of lines) chars += line.length;
+  // ASCII lines fit exactly; a line with other characters (up to 3 bytes per UTF-16 unit) grows it.
+  let body = Buffer.allocUnsafe(chars + lines.length);
+  let at = 0;
+  for (const line of lines) {
+    if (at + line.length * 3 + 1 > body.length && at + Buffer.byteLength(line) + 1 > body.length) {
+      const grown = Buffer.allocUnsafe(Math.max(body.length * 2, at + Buffer.byteLength(line) + 1));
+      body.copy(grown, 0, 0, at);
+      body = grown;
+    }
+    at += body.write(line, at, 'utf8');
+    body[at++] = 0x0a;
+  }
+  return body.subarray(0, at);
+}

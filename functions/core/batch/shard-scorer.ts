@@ -4,6 +4,7 @@ import type { ModelSessions } from '../sessions/model-sessions.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { JobStepError } from '../jobs/kinds.ts';
 import { readShardLineBytes } from './input.ts';
+import { jsonlBody } from './output.ts';
 import { ScratchArena } from './formats/scratch.ts';
 import { scoreRows } from './scoring.ts';
 import { isColumnarFormat } from './formats/plan.ts';
@@ -47,8 +48,6 @@ export class ShardScorer {
       const manifest = await store.getManifest(message.model, message.version);
       const model = await sessions.get(manifest);
       const loaded = performance.now();
-      // Buffers, not strings: the SDK warns that an empty string is a stream of unknown length.
-      const body = (lines: string[]) => Buffer.from(lines.length === 0 ? '' : `${lines.join('\n')}\n`, 'utf8');
       let scored: { rows: number; failed: number; errorLines: string[]; output: { key: string; body: Uint8Array; contentType: string } };
       let read = loaded;
       if (isColumnarFormat(message.format)) {
@@ -64,7 +63,7 @@ export class ShardScorer {
           read = performance.now();
           if (message.format === 'csv' && message.csvHeader && message.start === 0) lines = lines.slice(1);
           const rows = await scoreRows(model, lines, { format: message.format, batchSize: message.batchSize, outputs: message.outputs, signal: options.signal });
-          scored = { ...rows, output: { key: keys.batchShardOutput(message.job, message.shard), body: body(rows.lines), contentType: 'application/x-ndjson' } };
+          scored = { ...rows, output: { key: keys.batchShardOutput(message.job, message.shard), body: jsonlBody(rows.lines), contentType: 'application/x-ndjson' } };
         } finally {
           arena.release();
         }
@@ -74,7 +73,7 @@ export class ShardScorer {
       // recorded result counts failed rows, so an object an earlier attempt left is never read.
       await Promise.all([
         s3.send(new PutObjectCommand({ Bucket: bucket, Key: scored.output.key, Body: scored.output.body, ContentType: scored.output.contentType })),
-        scored.errorLines.length > 0 ? s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys.batchShardErrors(message.job, message.shard), Body: body(scored.errorLines), ContentType: 'application/x-ndjson' })) : undefined,
+        scored.errorLines.length > 0 ? s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys.batchShardErrors(message.job, message.shard), Body: jsonlBody(scored.errorLines), ContentType: 'application/x-ndjson' })) : undefined,
       ]);
       const ms = performance.now() - started;
       const phases = {

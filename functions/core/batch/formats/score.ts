@@ -8,6 +8,7 @@ import type { TensorData } from '../../v2/codec.ts';
 import { inputSpecs, type InputSpec } from '../rows.ts';
 import { errorLine, resultLine, resultOutput, ShardAbortedError } from '../scoring.ts';
 import type { ShardMessage } from '../schemas.ts';
+import { jsonlBody } from '../output.ts';
 import { ELEMENT_ARRAYS, elementOf, toElements, type NumericArray } from './elements.ts';
 import { readNpy, readNpyRows, readNpz } from './npy.ts';
 import { readKeyColumns, readParquetColumn, readParquetFile, type KeyType } from './parquet.ts';
@@ -215,6 +216,5 @@ async function scoreColumnarShardIn(arena: ScratchArena, s3: S3Client, model: Lo
     const why = scored.failed.get(r);
     lines[r] = why !== undefined ? errorLine(r, why, idOf(r)) : resultLine(r, idOf(r)?.id, outputs, r);
   }
-  const text = lines.length === 0 ? '' : `${lines.join('\n')}\n`;
-  return { rows: columns.rows, failed: scored.failed.size, outputKey: keys.batchShardOutput(message.job, message.shard), body: Buffer.from(text, 'utf8'), contentType: 'application/x-ndjson', errorLines };
+  return { rows: columns.rows, failed: scored.failed.size, outputKey: keys.batchShardOutput(message.job, message.shard), body: jsonlBody(lines), contentType: 'application/x-ndjson', errorLines };
 }
