@@ -5,7 +5,7 @@
  * CPU-second against a plain loop over the same rows in memory, CPU seconds per thread name, and each shard's log (rows, read ms,
  * score ms, write ms, CPU ms). With PROF=<dir> each worker writes a V8 CPU profile there.
  *
- *   ROWS=16384 WORKER_CONCURRENCY=1 [FORMATS=jsonl,parquet,npy] [NPY_ROWS=4480] [PROF=/tmp/prof] node test/bench/batch-profile.ts
+ *   ROWS=16384 WORKER_CONCURRENCY=1 [FORMATS=jsonl,parquet,npy] [PREWARM=jsonl] [NPY_ROWS=4480] [PROF=/tmp/prof] node test/bench/batch-profile.ts
  *
  * WORKER_CONCURRENCY=1 keeps one shard in progress at a time, so a shard's CPU ms is its own.
  */
@@ -94,7 +94,9 @@ for (const f of only) {
     const perThread = [...t1Threads].map(([name, cpu]) => [name, Number((cpu - (t0Threads.get(name) ?? 0)).toFixed(2))] as const).filter(([, cpu]) => cpu > 0);
     return { cpu: (await cpuSeconds(w.pid)) - c0, wall: (performance.now() - t0) / 1000, perThread };
   };
-  // Warm-up with the same format, then 3 s idle (the profile analysis starts after it).
+  // Other formats' jobs first in the same worker, as the benchmark runs them (PREWARM=jsonl,...);
+  // then a warm-up with the same format, then 3 s idle (the profile analysis starts after it).
+  for (const other of (process.env.PREWARM ?? '').split(',').filter(Boolean) as (keyof typeof jobs)[]) await run(jobs[other].key, jobs[other].options);
   await run(jobs[f].key, jobs[f].options);
   await new Promise((r) => setTimeout(r, 3000));
   const mark = w.lines.length;
