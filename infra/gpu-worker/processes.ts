@@ -9,8 +9,12 @@ import { fileURLToPath } from 'node:url';
  * and the tests that kill workers.
  */
 export const WORKER_ENTRY = fileURLToPath(new URL('./worker.ts', import.meta.url));
-/** As the container runs it (infra/gpu-worker/Dockerfile): rows allocate a lot of short-lived arrays. */
-export const WORKER_NODE_FLAGS = ['--max-semi-space-size=64'];
+/**
+ * As the container runs it (infra/gpu-worker/Dockerfile): rows allocate a lot of short-lived values
+ * (a larger young generation), and a shard's network buffers and result text start a full collection
+ * of the worker's ~30 MB heap every few thousand JSONL rows unless the old generation may grow first.
+ */
+export const WORKER_NODE_FLAGS = ['--max-semi-space-size=64', '--initial-old-space-size=256'];
 
 export interface WorkerLine {
   level: string;

@@ -44,7 +44,7 @@ describe('a pipeline where a model is accepted', () => {
     const scored = await scoreRows(model, [row([1, 2]), row([3, -1]), '{"inputs": []}', row([0.5, 0])], { format: 'jsonl', batchSize: 2 });
     expect(scored.rows).toBe(4);
     expect(scored.failed).toBe(1);
-    expect(scored.lines.map((l) => JSON.parse(l) as { outputs?: { data: number[] }[]; error?: string }).map((l) => l.outputs?.[0]!.data ?? 'error')).toEqual([[6, 12], [18, -6], 'error', [3, 0]]);
+    expect(scored.body.toString('utf8').trim().split('\n').map((l) => JSON.parse(l) as { outputs?: { data: number[] }[]; error?: string }).map((l) => l.outputs?.[0]!.data ?? 'error')).toEqual([[6, 12], [18, -6], 'error', [3, 0]]);
   });
 
   it('is evaluated for accuracy by the evaluation runner', async () => {

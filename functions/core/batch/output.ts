@@ -76,23 +76,43 @@ export class S3ObjectWriter {
 }
 
 /**
- * Lines as a JSONL body, each followed by a newline, encoded into one buffer as they are read: no
- * joined copy of the whole text as a string first (a shard's result is a few megabytes).
+ * A JSONL body built line by line: each line is encoded into one growing buffer as it is added, so
+ * a shard's thousands of result strings die young instead of living (and being copied by the
+ * garbage collector) until the shard's end, and the text is never joined into one string.
  */
+export class JsonlWriter {
+  private body: Buffer;
+  private at = 0;
+
+  constructor(expectedBytes = 64 * 1024) {
+    this.body = Buffer.allocUnsafe(Math.max(expectedBytes, 1024));
+  }
+
+  add(line: string): void {
+    // A UTF-16 unit is at most 3 bytes of UTF-8; ASCII lines are checked against their length alone.
+    if (this.at + line.length * 3 + 1 > this.body.length) {
+      const needed = this.at + Buffer.byteLength(line) + 1;
+      if (needed > this.body.length) {
+        const grown = Buffer.allocUnsafe(Math.max(this.body.length * 2, needed));
+        this.body.copy(grown, 0, 0, this.at);
+        this.body = grown;
+      }
+    }
+    this.at += this.body.write(line, this.at, 'utf8');
+    this.body[this.at++] = 0x0a;
+  }
+
+  /** The lines so far, each followed by a newline (a view of the writer's buffer). */
+  toBuffer(): Buffer {
+    return this.body.subarray(0, this.at);
+  }
+}
+
+/** Lines as a JSONL body, each followed by a newline. */
 export function jsonlBody(lines: readonly string[]): Buffer {
   let chars = 0;
   for (const line of lines) chars += line.length;
-  // ASCII lines fit exactly; a line with other characters (up to 3 bytes per UTF-16 unit) grows it.
-  let body = Buffer.allocUnsafe(chars + lines.length);
-  let at = 0;
-  for (const line of lines) {
-    if (at + line.length * 3 + 1 > body.length && at + Buffer.byteLength(line) + 1 > body.length) {
-      const grown = Buffer.allocUnsafe(Math.max(body.length * 2, at + Buffer.byteLength(line) + 1));
-      body.copy(grown, 0, 0, at);
-      body = grown;
-    }
-    at += body.write(line, at, 'utf8');
-    body[at++] = 0x0a;
-  }
-  return body.subarray(0, at);
+  const writer = new JsonlWriter(chars + lines.length);
+  for (const line of lines) writer.add(line);
+  return writer.toBuffer();
 }

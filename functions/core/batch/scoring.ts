@@ -6,6 +6,7 @@ import { jsonDataText, type TensorData } from '../v2/codec.ts';
 import { concatRows, decodeRow, inputSpecs, RowError, writeJsonlRowInto, type DecodedRow, type InputSpec } from './rows.ts';
 import type { BatchFormat } from './schemas.ts';
 import { writeJsonlRowBytes } from './jsonl-bytes.ts';
+import { JsonlWriter } from './output.ts';
 
 /**
  * The scoring core both workers run (the Lambda and the GPU container): rows in, one output line per
@@ -21,8 +22,8 @@ export interface ScoreOptions {
 }
 
 export interface ScoredRows {
-  /** One line per row: `{"row":<index in shard>,"id"?,"outputs":[...]}` or `{"row":...,"error":"..."}`. */
-  lines: string[];
+  /** JSONL, one line per row in row order: `{"row":<index in shard>,"id"?,"outputs":[...]}` or `{"row":...,"error":"..."}`. */
+  body: Buffer;
   errorLines: string[];
   rows: number;
   failed: number;
@@ -75,12 +76,27 @@ export async function scoreRows(model: LoadedModel, lines: RowLines, options: Sc
   const buffered = batchable && options.format === 'jsonl' && specs.every((s) => s.datatype === 'FP32' || s.datatype === 'FP64');
   const buffers = buffered ? specs.map((s) => new (s.datatype === 'FP32' ? Float32Array : Float64Array)(batchSize * s.rowElements!)) : undefined;
 
-  const out = new Array<string>(lines.length);
+  // Lines go into the body in row order as soon as every row before them has one: a row that fails
+  // to decode is answered while the rows before it wait in their batch.
+  const body = new JsonlWriter(lines.length * 256);
+  const waiting = new Map<number, string>();
+  let next = 0;
+  const place = (index: number, line: string) => {
+    if (index !== next) {
+      waiting.set(index, line);
+      return;
+    }
+    body.add(line);
+    for (next++; waiting.size > 0 && waiting.has(next); next++) {
+      body.add(waiting.get(next)!);
+      waiting.delete(next);
+    }
+  };
   const errorLines: string[] = [];
   let failed = 0;
   const fail = (index: number, message: string, row?: DecodedRow) => {
     const line = errorLine(index, message, row);
-    out[index] = line;
+    place(index, line);
     errorLines.push(line);
     failed++;
   };
@@ -89,7 +105,7 @@ export async function scoreRows(model: LoadedModel, lines: RowLines, options: Sc
     if (options.signal?.aborted) throw new ShardAbortedError();
     try {
       const results = await model.session.run(buffers ? bufferedFeeds(specs, buffers, group) : feedsOf(specs, group), outputNames);
-      writeOutputs(out, group, outputNames, results);
+      writeOutputs(place, group, outputNames, results);
     } catch (error) {
       if (error instanceof ShardAbortedError || group.length === 1) {
         if (error instanceof ShardAbortedError) throw error;
@@ -128,7 +144,7 @@ export async function scoreRows(model: LoadedModel, lines: RowLines, options: Sc
   }
   if (group.length > 0) await runGroup(group);
   errorLines.sort((a, b) => rowOf(a) - rowOf(b));
-  return { lines: out, errorLines, rows: lines.length, failed };
+  return { body: body.toBuffer(), errorLines, rows: lines.length, failed };
 }
 
 /** The row index a line starts with; lines are written as `{"row":<n>,...` by this module only. */
@@ -158,7 +174,7 @@ function bufferedFeeds(specs: readonly InputSpec[], buffers: readonly (Float32Ar
   return feeds;
 }
 
-function writeOutputs(out: string[], group: readonly Pending[], names: readonly string[], results: ort.InferenceSession.OnnxValueMapType): void {
+function writeOutputs(place: (index: number, line: string) => void, group: readonly Pending[], names: readonly string[], results: ort.InferenceSession.OnnxValueMapType): void {
   const outputs = names.map((name) => {
     const tensor = results[name] as ort.Tensor;
     const datatype = v2DatatypeOf(tensor.type);
@@ -168,9 +184,7 @@ function writeOutputs(out: string[], group: readonly Pending[], names: readonly 
     }
     return resultOutput(name, datatype, tensor.dims.slice(1), tensor.data as TensorData);
   });
-  group.forEach((p, r) => {
-    out[p.index] = resultLine(p.index, p.row.id, outputs, r);
-  });
+  group.forEach((p, r) => place(p.index, resultLine(p.index, p.row.id, outputs, r)));
 }
 
 /** One output of a batch, ready to be written row by row into result lines. */

@@ -63,7 +63,7 @@ export class ShardScorer {
           read = performance.now();
           if (message.format === 'csv' && message.csvHeader && message.start === 0) lines = lines.slice(1);
           const rows = await scoreRows(model, lines, { format: message.format, batchSize: message.batchSize, outputs: message.outputs, signal: options.signal });
-          scored = { ...rows, output: { key: keys.batchShardOutput(message.job, message.shard), body: jsonlBody(rows.lines), contentType: 'application/x-ndjson' } };
+          scored = { ...rows, output: { key: keys.batchShardOutput(message.job, message.shard), body: rows.body, contentType: 'application/x-ndjson' } };
         } finally {
           arena.release();
         }
