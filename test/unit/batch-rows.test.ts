@@ -70,20 +70,25 @@ describe('concatRows', () => {
   });
 });
 
+/** A real session of y = 2x, as the batch workers load it. */
+async function doublingSession(): Promise<LoadedModel> {
+  const session = await ort.InferenceSession.create(doublingModel(), { intraOpNumThreads: 1 });
+  return {
+    name: 'double',
+    version: '1',
+    session,
+    inputs: new Map([['x', { name: 'x', datatype: 'FP32', shape: [-1, 4] }]]),
+    outputs: new Map([['y', { name: 'y', datatype: 'FP32', shape: [-1, 4] }]]),
+  } as unknown as LoadedModel;
+}
+
 /** A JSONL body's lines (each ends with a newline). */
 const linesOf = (body: Buffer) => body.toString('utf8').split('\n').slice(0, -1);
 
 describe('scoreRows', () => {
   it('scores rows in batches and writes one line per row, in order, with errors in place', async () => {
     // Prepare: a real session of y = 2x.
-    const session = await ort.InferenceSession.create(doublingModel(), { intraOpNumThreads: 1 });
-    const model = {
-      name: 'double',
-      version: '1',
-      session,
-      inputs: new Map([['x', { name: 'x', datatype: 'FP32', shape: [-1, 4] }]]),
-      outputs: new Map([['y', { name: 'y', datatype: 'FP32', shape: [-1, 4] }]]),
-    } as unknown as LoadedModel;
+    const model = await doublingSession();
     const lines = [0, 1, 2, 3, 4].map((i) => (i === 2 ? '{"id":"bad","inputs":[{"name":"x","data":[1]}]}' : JSON.stringify({ id: i, inputs: [{ name: 'x', data: [i, i, i, i] }] })));
 
     // Act: with batches of 4 the bad row is answered while rows 0 and 1 still wait for their batch.
@@ -108,14 +113,7 @@ describe('scoreRows', () => {
   });
 
   it('writes output values as the online answer does, exact: fewest FP32 digits, -0.0 and Infinity as tokens', async () => {
-    const session = await ort.InferenceSession.create(doublingModel(), { intraOpNumThreads: 1 });
-    const model = {
-      name: 'double',
-      version: '1',
-      session,
-      inputs: new Map([['x', { name: 'x', datatype: 'FP32', shape: [-1, 4] }]]),
-      outputs: new Map([['y', { name: 'y', datatype: 'FP32', shape: [-1, 4] }]]),
-    } as unknown as LoadedModel;
+    const model = await doublingSession();
     // 3e38 doubles past FP32's range; the escaped id takes the full decoder, the others the byte reader.
     const lines = [
       '{"id":"a\\u00e9","inputs":[{"name":"x","data":[0.1,-0,3e38,1.5e-45]}]}',

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { writeJsonlRowBytes } from '../../functions/core/batch/jsonl-bytes.ts';
 import { inputSpecs, writeJsonlRowInto } from '../../functions/core/batch/rows.ts';
+import { seededRandom } from '../../functions/core/platform/random.ts';
 
 // The byte reader against the JSON.parse reader it stands in for: on every line it takes, the same
 // id and bitwise the same tensor values; every line it leaves, the other reader decides.
@@ -9,18 +10,6 @@ const specs = inputSpecs([
   { name: 'x', datatype: 'FP32', shape: [-1, 2, 3] },
   { name: 'w', datatype: 'FP64', shape: [-1, 4] },
 ]);
-
-/** A deterministic generator, so a failure names a reproducible case. */
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** Number texts as writers print them, and the edges of the fast path's exact arithmetic. */
 function numberText(r: () => number): string {
@@ -93,7 +82,7 @@ describe('the JSONL byte reader', () => {
   });
 
   it('gives bitwise the values, and the id, of the JSON.parse reader on 3000 generated rows', () => {
-    const r = random(7);
+    const r = seededRandom(7);
     let taken = 0;
     for (let n = 0; n < 3000; n++) {
       const line = rowText(r);
@@ -109,7 +98,7 @@ describe('the JSONL byte reader', () => {
   });
 
   it('takes no line JSON.parse refuses: 3000 rows with one byte changed, dropped or added', () => {
-    const r = random(11);
+    const r = seededRandom(11);
     const noise = '{}[],:"\\-+.eE0123456789 \tx\u00e9';
     let refused = 0;
     for (let n = 0; n < 3000; n++) {
