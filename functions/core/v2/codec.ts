@@ -495,28 +495,31 @@ export function jsonDataText(datatype: V2Datatype, data: TensorData, from = 0, t
   if (Array.isArray(data)) return JSON.stringify(from === 0 && to === data.length ? data : data.slice(from, to)).slice(1, -1);
   switch (datatype) {
     case 'BOOL': {
-      let text = '';
-      for (let i = from; i < to; i++) text += i > from ? (data[i] ? ',true' : ',false') : data[i] ? 'true' : 'false';
-      return text;
+      const parts = new Array<string>(to - from);
+      for (let i = from; i < to; i++) parts[i - from] = data[i] ? 'true' : 'false';
+      return parts.join(',');
     }
     case 'FP32': {
       const values = data as Float32Array;
-      let text = '';
-      for (let i = from; i < to; i++) text += i > from ? `,${float32Text(values[i]!)}` : float32Text(values[i]!);
-      return text;
+      const parts = new Array<string>(to - from);
+      for (let i = from; i < to; i++) parts[i - from] = float32Text(values[i]!);
+      return parts.join(',');
     }
     case 'FP16': {
       // Raw bits as the codec decodes them, or values where onnxruntime hands back a Float16Array.
       const values = data instanceof Uint16Array ? new Float16(data.buffer, data.byteOffset, data.length) : (data as unknown as ArrayLike<number>);
-      let text = '';
-      for (let i = from; i < to; i++) text += i > from ? `,${float16Text(values[i]!)}` : float16Text(values[i]!);
-      return text;
+      const parts = new Array<string>(to - from);
+      for (let i = from; i < to; i++) parts[i - from] = float16Text(values[i]!);
+      return parts.join(',');
     }
     case 'FP64': {
-      const values = data as Float64Array;
-      let text = '';
-      for (let i = from; i < to; i++) text += i > from ? `,${float64Text(values[i]!)}` : float64Text(values[i]!);
-      return text;
+      const all = data as Float64Array;
+      const values = from === 0 && to === all.length ? all : all.subarray(from, to);
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i]!;
+        if (v === 0 && 1 / v < 0) return Array.from(values, float64Text).join(','); // join writes -0 as 0
+      }
+      return values.join(','); // join writes NaN, Infinity and -Infinity as those tokens
     }
     default: {
       const values = data as Exclude<Tensor.DataType, string[]>;
