@@ -118,8 +118,9 @@ const asciiSpace = (b: number) => b === 0x20 || (b >= 0x09 && b <= 0x0d);
 /**
  * The non-blank lines that start in [start, end), in order, without their line terminators. Reads
  * one byte before `start` to know whether a line starts exactly there, and past `end` a chunk at a
- * time (the first in the same GET as the range) until the newline that closes the last line. With an arena, the range's bytes are in memory the shard
- * borrows (the lines must not be read after it is released).
+ * time (the first in the same GET as the range) until the newline that closes the last line. With
+ * an arena, the range's bytes are in memory the shard borrows (the lines must not be read after it
+ * is released).
  */
 export async function readShardLineBytes(
   s3: S3Client,

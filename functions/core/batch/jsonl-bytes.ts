@@ -1,4 +1,4 @@
-import { FP32_OVERFLOW } from '../v2/json-numbers.ts';
+import { decimalValue, FP32_OVERFLOW } from '../v2/json-numbers.ts';
 import type { InputSpec } from './rows.ts';
 
 /**
@@ -7,9 +7,10 @@ import type { InputSpec } from './rows.ts';
  * numbers) never becomes a string or a JavaScript array, which is most of what parsing it cost.
  *
  * It accepts a subset of what writeJsonlRowInto (rows.ts) accepts and gives the same values: every
- * number is the correctly rounded double JSON.parse gives (exact integer arithmetic and one
- * correctly rounded multiply or divide by a power of ten where that is exact, Clinger's fast path,
- * else `Number` of the token's text). Anything else (escapes, other keys, nesting, a token that is
+ * number is the correctly rounded double JSON.parse gives (its digits as an exact integer, then
+ * decimalValue of v2/json-numbers.ts: one correctly rounded multiply or divide by an exact power of
+ * ten, Clinger's fast path, where the exponent allows; `Number` of the token's text for more digits
+ * than a double holds exactly). Anything else (escapes, other keys, nesting, a token that is
  * not JSON) returns undefined, and the caller decodes the line with the full decoder, which accepts
  * everything a row may hold or says exactly what is wrong. Returns the row's id holder on success.
  */
@@ -39,8 +40,6 @@ const OPEN_BRACE = 0x7b;
 const CLOSE_BRACE = 0x7d;
 const BACKSLASH = 0x5c;
 
-/** Powers of ten a double holds exactly (10^22 is the largest). */
-const EXACT_POWERS = Array.from({ length: 23 }, (_, i) => 10 ** i);
 /** A mantissa below this takes one more digit and stays below 2^53, so it is exact. */
 const MANTISSA_LIMIT = Math.floor((2 ** 53 - 9) / 10);
 
@@ -224,9 +223,7 @@ class RowParser {
   }
 
   private spanText(): string {
-    let text = '';
-    for (let i = this.spanFrom; i < this.spanTo; i++) text += String.fromCharCode(this.bytes[i]!);
-    return text;
+    return asciiText(this.bytes, this.spanFrom, this.spanTo);
   }
 
   /** An object key (left as the span) and its colon. */
@@ -237,11 +234,7 @@ class RowParser {
   private skipSpace(): void {
     const bytes = this.bytes;
     let i = this.at;
-    while (i < this.end) {
-      const c = bytes[i]!;
-      if (c !== 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) break;
-      i++;
-    }
+    while (i < this.end && isSpace(bytes[i]!)) i++;
     this.at = i;
   }
 
@@ -386,17 +379,19 @@ function readNumber(bytes: Uint8Array, from: number, end: number): number {
     }
     exponent += sign * e;
   }
-  let v: number;
-  if (exact && exponent === 0) v = mantissa;
-  else if (exact && exponent > 0 && exponent <= 22) v = mantissa * EXACT_POWERS[exponent]!;
-  else if (exact && exponent < 0 && exponent >= -22) v = mantissa / EXACT_POWERS[-exponent]!;
-  else {
-    // Digits beyond 2^53 or a large exponent: the engine's own correctly rounded conversion.
-    let text = '';
-    for (let k = from; k < i; k++) text += String.fromCharCode(bytes[k]!);
-    numberRead = Number(text);
+  if (!exact) {
+    // Digits beyond 2^53: the engine's own correctly rounded conversion of the token.
+    numberRead = Number(asciiText(bytes, from, i));
     return i;
   }
+  const v = decimalValue(mantissa, -exponent);
   numberRead = negative ? -v : v;
   return i;
+}
+
+/** Bytes already checked to be ASCII, as a string. */
+function asciiText(bytes: Uint8Array, from: number, to: number): string {
+  let text = '';
+  for (let i = from; i < to; i++) text += String.fromCharCode(bytes[i]!);
+  return text;
 }

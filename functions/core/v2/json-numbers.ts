@@ -235,7 +235,8 @@ function fewestPlacesBetween(a: number, lo: number, hi: number): number {
   return some;
 }
 
-function decimalValue(m: number, k: number): number {
+/** m·10^-k correctly rounded, for an integer m below 2^53 (one exact power of ten where k allows). */
+export function decimalValue(m: number, k: number): number {
   if (k >= 0 && k < POWERS_OF_TEN.length) return m / POWERS_OF_TEN[k]!; // one correctly rounded division
   if (k < 0 && -k < POWERS_OF_TEN.length) return m * POWERS_OF_TEN[-k]!;
   return Number(`${m}e${-k}`);

@@ -8,7 +8,7 @@ import type { TensorData } from '../../v2/codec.ts';
 import { inputSpecs, type InputSpec } from '../rows.ts';
 import { errorLine, resultLine, resultOutput, ShardAbortedError } from '../scoring.ts';
 import type { ShardMessage } from '../schemas.ts';
-import { jsonlBody } from '../output.ts';
+import { JsonlWriter } from '../output.ts';
 import { ELEMENT_ARRAYS, elementOf, toElements, type NumericArray } from './elements.ts';
 import { readNpy, readNpyRows, readNpz } from './npy.ts';
 import { readKeyColumns, readParquetColumn, readParquetFile, type KeyType } from './parquet.ts';
@@ -210,11 +210,11 @@ async function scoreColumnarShardIn(arena: ScratchArena, s3: S3Client, model: Lo
     const body = writeParquetResult(columns.rows, columns.keys, outputs, new Set(scored.failed.keys()));
     return { rows: columns.rows, failed: scored.failed.size, outputKey: parquetShardKey(message.job, message.shard), body, contentType: 'application/vnd.apache.parquet', errorLines };
   }
-  const lines = new Array<string>(columns.rows);
+  const body = new JsonlWriter(columns.rows * 256);
   const outputs = scored.outputs.map((o) => resultOutput(o.name, o.datatype, o.rowShape, o.data as TensorData));
   for (let r = 0; r < columns.rows; r++) {
     const why = scored.failed.get(r);
-    lines[r] = why !== undefined ? errorLine(r, why, idOf(r)) : resultLine(r, idOf(r)?.id, outputs, r);
+    body.add(why !== undefined ? errorLine(r, why, idOf(r)) : resultLine(r, idOf(r)?.id, outputs, r));
   }
-  return { rows: columns.rows, failed: scored.failed.size, outputKey: keys.batchShardOutput(message.job, message.shard), body: jsonlBody(lines), contentType: 'application/x-ndjson', errorLines };
+  return { rows: columns.rows, failed: scored.failed.size, outputKey: keys.batchShardOutput(message.job, message.shard), body: body.toBuffer(), contentType: 'application/x-ndjson', errorLines };
 }
