@@ -48,10 +48,16 @@ const session = await ort.InferenceSession.create(modelBytes, { executionProvide
 const typed = Float32Array.from(pixels);
 const base = async () => {
   const cpu = process.cpuUsage();
+  let runMicros = 0;
   for (let at = 0; at < ROWS; at += 64) {
     const n = Math.min(64, ROWS - at);
-    await session.run({ input: new ort.Tensor('float32', typed.subarray(at * PIXELS, (at + n) * PIXELS), [n, PIXELS]) });
+    const input = new ort.Tensor('float32', typed.subarray(at * PIXELS, (at + n) * PIXELS), [n, PIXELS]);
+    const before = process.threadCpuUsage();
+    await session.run({ input });
+    const used = process.threadCpuUsage(before);
+    runMicros += used.user + used.system;
   }
+  console.log('baseline session.run µs a row (its thread)', (runMicros / ROWS).toFixed(2));
   const used = process.cpuUsage(cpu);
   return ROWS / ((used.user + used.system) / 1e6);
 };

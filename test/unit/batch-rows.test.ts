@@ -3,9 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { BadRequestError } from '../../functions/core/platform/errors.ts';
 import type { RowError } from '../../functions/core/batch/rows.ts';
 import { batchIncompatibility, concatRows, decodeCsvRow, decodeJsonlRow, inputSpecs } from '../../functions/core/batch/rows.ts';
-import { scoreRows } from '../../functions/core/batch/scoring.ts';
+import { addResultLine, resultLine, resultOutput, scoreRows } from '../../functions/core/batch/scoring.ts';
 import { ShardLines } from '../../functions/core/batch/input.ts';
-import { jsonlBody } from '../../functions/core/batch/output.ts';
+import { jsonlBody, JsonlWriter } from '../../functions/core/batch/output.ts';
 import { renumber } from '../../functions/core/batch/merge.ts';
 import { jobView } from '../../functions/core/batch/schemas.ts';
 import type { LoadedModel } from '../../functions/core/sessions/model-sessions.ts';
@@ -134,6 +134,47 @@ describe('scoreRows', () => {
 
     expect(linesOf(fromStrings.body)).toEqual(expected);
     expect(linesOf(fromBytes.body)).toEqual(expected);
+  });
+});
+
+describe('addResultLine', () => {
+  it("writes resultLine's line and a newline, in place for FP32 outputs and through the string otherwise", () => {
+    // Prepare: FP32 outputs of two shapes, and outputs that take the string (INT64, FP16, FP64).
+    const fp32 = resultOutput('logits', 'FP32', [3], Float32Array.from([0.1, -0, Number.NaN, 1e-7, 3.4e38, -2.5, 7, 1e21, 0.6666667]));
+    const second = resultOutput('p\u00e9"q', 'FP32', [1, 1], Float32Array.from([Infinity, -Infinity, 2 ** -149]));
+    const int64 = resultOutput('n', 'INT64', [1], BigInt64Array.from([9007199254740993n, -1n, 0n]));
+    const fp16 = resultOutput('h', 'FP16', [1], Uint16Array.from([0x3c00, 0x8000, 0x7e00]));
+    const fp64 = resultOutput('d', 'FP64', [1], Float64Array.from([0.1, -0, Number.NaN]));
+    const cases: [string | number | undefined, ReturnType<typeof resultOutput>[]][] = [
+      [undefined, [fp32]],
+      [42, [fp32, second]],
+      ['caf\u00e9 "x"\n', [second, fp32]],
+      [-1.5, [fp32, int64]],
+      ['id', [fp16, fp32, fp64]],
+    ];
+
+    // Act
+    const writer = new JsonlWriter(8); // grows as lines come
+    const expected: string[] = [];
+    for (const [id, outputs] of cases) {
+      for (let r = 0; r < 3; r++) {
+        addResultLine(writer, 10 + r, id, outputs, r);
+        expected.push(resultLine(10 + r, id, outputs, r));
+      }
+    }
+
+    // Assert: the same bytes, and lines JSON can read (the online answer's tokens aside).
+    expect(writer.toBuffer().toString('utf8')).toBe(`${expected.join('\n')}\n`);
+    expect(expected[4]).toBe('{"row":11,"id":42,"outputs":[{"name":"logits","datatype":"FP32","shape":[1,3],"data":[1e-7,3.4e+38,-2.5]},{"name":"p\u00e9\\"q","datatype":"FP32","shape":[1,1,1],"data":[-Infinity]}]}');
+    expect(expected[9]).toBe('{"row":10,"id":-1.5,"outputs":[{"name":"logits","datatype":"FP32","shape":[1,3],"data":[0.1,-0.0,NaN]},{"name":"n","datatype":"INT64","shape":[1,1],"data":[9007199254740993]}]}');
+  });
+
+  it('refuses a line that runs past the room it asked for, leaving the body as it was', () => {
+    const writer = new JsonlWriter(64);
+    writer.add('{"row":0}');
+    expect(() => writer.addWith(4, (out, at) => at + 4)).toThrow('a result line ran past the 4 bytes it was given');
+    writer.add('{"row":1}');
+    expect(writer.toBuffer().toString()).toBe('{"row":0}\n{"row":1}\n');
   });
 });
 

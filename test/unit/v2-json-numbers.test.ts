@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { exactInteger, f16round, float16Text, float32Text, float64Text, NumberText, parseJsonExact, parseJsonExactWithReviver } from '../../functions/core/v2/json-numbers.ts';
+import { exactInteger, f16round, float16Text, float32Text, float64Text, NumberText, parseJsonExact, parseJsonExactWithReviver, writeFloat32Text } from '../../functions/core/v2/json-numbers.ts';
 
 /** The definition, slowly: the fewest significant digits whose decimal reads back as v, written as a double. */
 function shortestByDefinition(v: number, round: (x: number) => number): string {
@@ -44,6 +44,32 @@ describe('float32Text', () => {
       '3.4028235e+38', '-3.4028235e+38', '1e-45', '1.1754944e-38', '1', '0.1', '0', '-0.0',
     ]);
     expect([float32Text(Number.NaN), float32Text(Infinity), float32Text(-Infinity)]).toEqual(['NaN', 'Infinity', '-Infinity']);
+  });
+});
+
+describe('writeFloat32Text', () => {
+  it("writes float32Text's text as bytes, for random bit patterns, the range's edges and every layout", () => {
+    // Prepare: random patterns (NaNs of every payload, zeros, subnormals, infinities included) and values
+    // at each switch of decimalText's layout (exponent form below 1e-6 and from 1e21).
+    const next = random32(23);
+    const value = new Float32Array(1);
+    const bits = new Uint32Array(value.buffer);
+    const values = [0, -0, Number.NaN, Infinity, -Infinity, -3.4e20, 2 ** -149, -(2 ** -149), 2 ** -126, 3.4028234663852886e38, 1e-7, 1e-6, 1.5e-6, 0.1, 1, 10, 123456789, 1e20, 1e21, 1.5e21, -33554432, 0.6666667];
+    for (let i = 0; i < 100_000; i++) {
+      bits[0] = next();
+      values.push(value[0]!);
+    }
+    const out = new Uint8Array(40);
+    const mismatches: string[] = [];
+
+    // Act and assert: each value written after a 3-byte prefix, which stays untouched.
+    for (const v of values) {
+      out.fill(0x7e);
+      const end = writeFloat32Text(out, 3, Math.fround(v));
+      const written = Buffer.from(out.subarray(3, end)).toString('latin1');
+      if (written !== float32Text(Math.fround(v)) || out[0] !== 0x7e || out[2] !== 0x7e || end - 3 > 22) mismatches.push(`${v}: ${written}`);
+    }
+    expect(mismatches).toEqual([]);
   });
 });
 

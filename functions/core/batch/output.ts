@@ -90,16 +90,29 @@ export class JsonlWriter {
 
   add(line: string): void {
     // A UTF-16 unit is at most 3 bytes of UTF-8; ASCII lines are checked against their length alone.
-    if (this.at + line.length * 3 + 1 > this.body.length) {
-      const needed = this.at + Buffer.byteLength(line) + 1;
-      if (needed > this.body.length) {
-        const grown = Buffer.allocUnsafe(Math.max(this.body.length * 2, needed));
-        this.body.copy(grown, 0, 0, this.at);
-        this.body = grown;
-      }
-    }
+    if (this.at + line.length * 3 + 1 > this.body.length) this.grow(Buffer.byteLength(line) + 1);
     this.at += this.body.write(line, this.at, 'utf8');
     this.body[this.at++] = 0x0a;
+  }
+
+  /**
+   * A line written in place: `write` gets the buffer and the offset to start at, with room for
+   * `maxBytes` (the newline's included), and returns the offset after the line's last byte.
+   */
+  addWith(maxBytes: number, write: (out: Buffer, at: number) => number): void {
+    if (this.at + maxBytes > this.body.length) this.grow(maxBytes);
+    const end = write(this.body, this.at);
+    if (end > this.at + maxBytes - 1) throw new Error(`a result line ran past the ${maxBytes} bytes it was given`);
+    this.at = end;
+    this.body[this.at++] = 0x0a;
+  }
+
+  private grow(bytes: number): void {
+    const needed = this.at + bytes;
+    if (needed <= this.body.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.body.length * 2, needed));
+    this.body.copy(grown, 0, 0, this.at);
+    this.body = grown;
   }
 
   /** The lines so far, each followed by a newline (a view of the writer's buffer). */

@@ -3,6 +3,7 @@ import { BadRequestError } from '../platform/errors.ts';
 import type { LoadedModel } from '../sessions/model-sessions.ts';
 import { DATATYPES, v2DatatypeOf, type V2Datatype } from '../v2/datatypes.ts';
 import { jsonDataText, type TensorData } from '../v2/codec.ts';
+import { writeFloat32Text } from '../v2/json-numbers.ts';
 import { concatRows, decodeRow, inputSpecs, RowError, writeJsonlRowInto, type DecodedRow, type InputSpec } from './rows.ts';
 import type { BatchFormat } from './schemas.ts';
 import { writeJsonlRowBytes } from './jsonl-bytes.ts';
@@ -81,15 +82,25 @@ export async function scoreRows(model: LoadedModel, lines: RowLines, options: Sc
   const body = new JsonlWriter(lines.length * 256);
   const waiting = new Map<number, string>();
   let next = 0;
-  const place = (index: number, line: string) => {
-    if (index !== next) {
-      waiting.set(index, line);
-      return;
-    }
-    body.add(line);
+  const writeWaiting = () => {
     for (next++; waiting.size > 0 && waiting.has(next); next++) {
       body.add(waiting.get(next)!);
       waiting.delete(next);
+    }
+  };
+  const place = (index: number, line: string) => {
+    if (index !== next) waiting.set(index, line);
+    else {
+      body.add(line);
+      writeWaiting();
+    }
+  };
+  // A result written in place when its turn has come (the common case), as a string while it waits.
+  const placeResult: PlaceResult = (index, id, outputs, r) => {
+    if (index !== next) waiting.set(index, resultLine(index, id, outputs, r));
+    else {
+      addResultLine(body, index, id, outputs, r);
+      writeWaiting();
     }
   };
   const errorLines: string[] = [];
@@ -105,7 +116,7 @@ export async function scoreRows(model: LoadedModel, lines: RowLines, options: Sc
     if (options.signal?.aborted) throw new ShardAbortedError();
     try {
       const results = await model.session.run(buffers ? bufferedFeeds(specs, buffers, group) : feedsOf(specs, group), outputNames);
-      writeOutputs(place, group, outputNames, results);
+      writeOutputs(placeResult, group, outputNames, results);
     } catch (error) {
       if (error instanceof ShardAbortedError || group.length === 1) {
         if (error instanceof ShardAbortedError) throw error;
@@ -174,7 +185,9 @@ function bufferedFeeds(specs: readonly InputSpec[], buffers: readonly (Float32Ar
   return feeds;
 }
 
-function writeOutputs(place: (index: number, line: string) => void, group: readonly Pending[], names: readonly string[], results: ort.InferenceSession.OnnxValueMapType): void {
+type PlaceResult = (index: number, id: string | number | undefined, outputs: readonly ResultOutput[], r: number) => void;
+
+function writeOutputs(place: PlaceResult, group: readonly Pending[], names: readonly string[], results: ort.InferenceSession.OnnxValueMapType): void {
   const outputs = names.map((name) => {
     const tensor = results[name] as ort.Tensor;
     const datatype = v2DatatypeOf(tensor.type);
@@ -184,7 +197,7 @@ function writeOutputs(place: (index: number, line: string) => void, group: reado
     }
     return resultOutput(name, datatype, tensor.dims.slice(1), tensor.data as TensorData);
   });
-  group.forEach((p, r) => place(p.index, resultLine(p.index, p.row.id, outputs, r)));
+  group.forEach((p, r) => place(p.index, p.row.id, outputs, r));
 }
 
 /** One output of a batch, ready to be written row by row into result lines. */
@@ -194,11 +207,58 @@ export interface ResultOutput {
   data: TensorData;
   /** A row's V2 tensor up to its values: `{"name":..,"datatype":..,"shape":[1,..],"data":[`. */
   head: string;
+  /** The head in UTF-8. */
+  headBytes: Buffer;
 }
 
 export function resultOutput(name: string, datatype: V2Datatype, rowShape: readonly number[], data: TensorData): ResultOutput {
   const perRow = rowShape.reduce((a, b) => a * b, 1);
-  return { datatype, perRow, data, head: `{"name":${JSON.stringify(name)},"datatype":${JSON.stringify(datatype)},"shape":${JSON.stringify([1, ...rowShape])},"data":[` };
+  const head = `{"name":${JSON.stringify(name)},"datatype":${JSON.stringify(datatype)},"shape":${JSON.stringify([1, ...rowShape])},"data":[`;
+  return { datatype, perRow, data, head, headBytes: Buffer.from(head, 'utf8') };
+}
+
+/** Bytes a float32's text may take: a sign and 21 digits (below 1e21 a whole number is written out). */
+const FLOAT32_TEXT_BYTES = 22;
+
+/**
+ * resultLine's line, written into `body` without building its string, where every output is a
+ * Float32Array (a model's usual answer); otherwise through resultLine. Same bytes either way.
+ */
+export function addResultLine(body: JsonlWriter, index: number, id: string | number | undefined, outputs: readonly ResultOutput[], r: number): void {
+  const idText = id === undefined ? '' : JSON.stringify(id);
+  let maxBytes = 32 + idText.length * 3;
+  for (const output of outputs) {
+    if (output.datatype !== 'FP32' || !(output.data instanceof Float32Array)) {
+      body.add(resultLine(index, id, outputs, r));
+      return;
+    }
+    maxBytes += output.headBytes.length + 3 + output.perRow * (FLOAT32_TEXT_BYTES + 1);
+  }
+  body.addWith(maxBytes, (out, start) => {
+    let at = writeAscii(out, start, `{"row":${index}`);
+    if (id !== undefined) at += out.write(`,"id":${idText}`, at, 'utf8');
+    at = writeAscii(out, at, ',"outputs":[');
+    for (let t = 0; t < outputs.length; t++) {
+      const { perRow, headBytes } = outputs[t]!;
+      const data = outputs[t]!.data as Float32Array;
+      if (t > 0) out[at++] = 0x2c;
+      for (let i = 0; i < headBytes.length; i++) out[at++] = headBytes[i]!;
+      for (let i = r * perRow, end = (r + 1) * perRow; i < end; i++) {
+        if (i > r * perRow) out[at++] = 0x2c;
+        at = writeFloat32Text(out, at, data[i]!);
+      }
+      out[at++] = 0x5d;
+      out[at++] = 0x7d;
+    }
+    out[at++] = 0x5d;
+    out[at++] = 0x7d;
+    return at;
+  });
+}
+
+function writeAscii(out: Uint8Array, at: number, text: string): number {
+  for (let i = 0; i < text.length; i++) out[at++] = text.charCodeAt(i);
+  return at;
 }
 
 /**

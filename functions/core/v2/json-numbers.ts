@@ -219,20 +219,22 @@ function decimalWithPlaces(a: number, lo: number, hi: number, k: number): boolea
 
 /**
  * The fewest decimal places k for which a decimal lies between lo and hi (the digits of the one
- * nearest `a` left in candidateDigits). Having one only gets easier with more places, so a binary
- * search between one place coarser than the leading digit (none) and eleven finer (always one, for
- * 24 or fewer significant bits).
+ * nearest `a` left in candidateDigits), where `enough` significant digits always have one (9 for
+ * float32, 5 for float16). Having one only gets easier with more places, so the search starts at
+ * that many digits and walks down: most values need all of them or one fewer, two or three steps.
  */
-function fewestPlacesBetween(a: number, lo: number, hi: number): number {
-  let none = -Math.floor(Math.log10(a)) - 2;
-  let some = none + 11;
-  while (some - none > 1) {
-    const mid = (some + none) >> 1;
-    if (decimalWithPlaces(a, lo, hi, mid)) some = mid;
-    else none = mid;
-  }
-  decimalWithPlaces(a, lo, hi, some);
-  return some;
+function fewestPlacesBetween(a: number, lo: number, hi: number, enough: number): number {
+  const lead = Math.floor(Math.log10(a));
+  // Bounds as a binary search would have them: one digit (none coarser has a decimal below an
+  // infinite hi) and eleven; log10 may round a value just below a power of ten up to it, one digit
+  // short of `enough`, hence the walk up.
+  const fewest = -lead - 1;
+  const most = fewest + 10;
+  let k = enough - 1 - lead;
+  while (k < most && !decimalWithPlaces(a, lo, hi, k)) k++;
+  if (k === most) decimalWithPlaces(a, lo, hi, k);
+  while (k > fewest && decimalWithPlaces(a, lo, hi, k - 1)) k--;
+  return k;
 }
 
 /** m·10^-k correctly rounded, for an integer m below 2^53 (one exact power of ten where k allows). */
@@ -271,6 +273,16 @@ export function float32Text(v: number): string {
   const special = specialText(v);
   if (special !== undefined) return special;
   const a = v < 0 ? -v : v;
+  const k = float32Places(a);
+  if (k === undefined) return shortestByPrecision(v, Math.fround);
+  return v < 0 ? `-${decimalText(candidateDigits, k)}` : decimalText(candidateDigits, k);
+}
+
+/**
+ * The places k of the shortest decimal for a positive finite float32 `a`, its digits (times 10^k)
+ * left in candidateDigits; undefined where only the exact fallback finds them.
+ */
+function float32Places(a: number): number | undefined {
   f32[0] = a;
   const bits = f32Bits[0]!;
   f32Bits[0] = bits + 1;
@@ -279,10 +291,67 @@ export function float32Text(v: number): string {
   const down = f32[0]!;
   // Halfway to each neighbour, exact in a double. Above FLT_MAX the neighbour is Infinity: the bound then
   // is too wide and the check below sends the value to the exact fallback.
-  const k = fewestPlacesBetween(a, (a + down) / 2, (a + up) / 2);
-  const m = candidateDigits;
-  if (Math.fround(decimalValue(m, k)) !== a) return shortestByPrecision(v, Math.fround);
-  return v < 0 ? `-${decimalText(m, k)}` : decimalText(m, k);
+  const k = fewestPlacesBetween(a, (a + down) / 2, (a + up) / 2, 9);
+  return Math.fround(decimalValue(candidateDigits, k)) === a ? k : undefined;
+}
+
+/** Digits of a decimal, least significant first (module scope: no allocation per value). */
+const digitBytes = new Uint8Array(24);
+
+/** ASCII text at `at`; returns the offset after it. */
+function writeAscii(out: Uint8Array, at: number, text: string): number {
+  for (let i = 0; i < text.length; i++) out[at++] = text.charCodeAt(i);
+  return at;
+}
+
+/**
+ * float32Text's text of `v`, written as ASCII bytes into `out` at `at` (room for 22 bytes, a sign
+ * and 21 digits, is the caller's); returns the offset after it. The same digits, laid out as decimalText lays them out,
+ * without building a string: batch results write millions of values.
+ */
+export function writeFloat32Text(out: Uint8Array, at: number, v: number): number {
+  if (v === 0 || v !== v || v === Infinity || v === -Infinity) return writeAscii(out, at, specialText(v)!);
+  const a = v < 0 ? -v : v;
+  const k0 = float32Places(a);
+  if (k0 === undefined) return writeAscii(out, at, shortestByPrecision(v, Math.fround));
+  if (v < 0) out[at++] = 0x2d;
+  let m = candidateDigits;
+  let k = k0;
+  while (m % 10 === 0 && m >= 10) {
+    m /= 10;
+    k--;
+  }
+  let length = 0;
+  do {
+    const q = Math.floor(m / 10);
+    digitBytes[length++] = 0x30 + (m - q * 10);
+    m = q;
+  } while (m > 0);
+  const point = length - k; // digits before the decimal point
+  if (point > 0 && point <= 21) {
+    for (let i = length - 1; i >= 0; i--) {
+      if (i === length - 1 - point) out[at++] = 0x2e;
+      out[at++] = digitBytes[i]!;
+    }
+    for (let i = length; i < point; i++) out[at++] = 0x30;
+    return at;
+  }
+  if (point > -6 && point <= 0) {
+    out[at++] = 0x30;
+    out[at++] = 0x2e;
+    for (let i = point; i < 0; i++) out[at++] = 0x30;
+    for (let i = length - 1; i >= 0; i--) out[at++] = digitBytes[i]!;
+    return at;
+  }
+  out[at++] = digitBytes[length - 1]!;
+  if (length > 1) {
+    out[at++] = 0x2e;
+    for (let i = length - 2; i >= 0; i--) out[at++] = digitBytes[i]!;
+  }
+  const e = point - 1;
+  out[at++] = 0x65;
+  out[at++] = e < 0 ? 0x2d : 0x2b;
+  return writeAscii(out, at, String(e < 0 ? -e : e));
 }
 
 const f16 = new Float16(1);
@@ -299,7 +368,7 @@ export function float16Text(v: number): string {
   const up = f16[0]!;
   f16Bits[0] = bits - 1;
   const down = f16[0]!;
-  const k = fewestPlacesBetween(a, (a + down) / 2, (a + up) / 2);
+  const k = fewestPlacesBetween(a, (a + down) / 2, (a + up) / 2, 5);
   const m = candidateDigits;
   if (f16round(decimalValue(m, k)) !== a) return shortestByPrecision(v, f16round);
   return v < 0 ? `-${decimalText(m, k)}` : decimalText(m, k);

@@ -6,7 +6,7 @@ import type { LoadedModel } from '../../sessions/model-sessions.ts';
 import { DATATYPES, v2DatatypeOf, type V2Datatype } from '../../v2/datatypes.ts';
 import type { TensorData } from '../../v2/codec.ts';
 import { inputSpecs, type InputSpec } from '../rows.ts';
-import { errorLine, resultLine, resultOutput, ShardAbortedError } from '../scoring.ts';
+import { addResultLine, errorLine, resultOutput, ShardAbortedError } from '../scoring.ts';
 import type { ShardMessage } from '../schemas.ts';
 import { JsonlWriter } from '../output.ts';
 import { ELEMENT_ARRAYS, elementOf, toElements, type NumericArray } from './elements.ts';
@@ -214,7 +214,8 @@ async function scoreColumnarShardIn(arena: ScratchArena, s3: S3Client, model: Lo
   const outputs = scored.outputs.map((o) => resultOutput(o.name, o.datatype, o.rowShape, o.data as TensorData));
   for (let r = 0; r < columns.rows; r++) {
     const why = scored.failed.get(r);
-    body.add(why !== undefined ? errorLine(r, why, idOf(r)) : resultLine(r, idOf(r)?.id, outputs, r));
+    if (why !== undefined) body.add(errorLine(r, why, idOf(r)));
+    else addResultLine(body, r, idOf(r)?.id, outputs, r);
   }
   return { rows: columns.rows, failed: scored.failed.size, outputKey: keys.batchShardOutput(message.job, message.shard), body: body.toBuffer(), contentType: 'application/x-ndjson', errorLines };
 }
