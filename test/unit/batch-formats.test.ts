@@ -71,6 +71,38 @@ describe('the Parquet page decoder', () => {
     expect(decoded.values).toEqual(Float32Array.from(ints));
   });
 
+  /** A one-column INT32 chunk of these values, dictionary-encoded, uncompressed (its index bytes can be changed). */
+  const dictionaryChunk = (ints: number[]) => {
+    const buffer = parquetWriteBuffer({ columnData: [{ name: 'p', data: Int32Array.from(ints), type: 'INT32', encoding: 'RLE_DICTIONARY', nullable: false }] as never, rowGroupSize: 1_000_000, codec: 'UNCOMPRESSED' });
+    const meta = parquetMetadata(buffer).row_groups[0]!.columns[0]!.meta_data!;
+    const bytes = new Uint8Array(buffer, Number(meta.dictionary_page_offset ?? meta.data_page_offset), Number(meta.total_compressed_size)).slice();
+    return { bytes, leaf: { physical: 'INT32' as const, codec: meta.codec, maxDefinition: 0, maxRepetition: 0, numValues: ints.length } };
+  };
+
+  it('reads dictionary indices of every width from 1 to 20 bits into float32 values exactly, runs of either kind and any tail', () => {
+    const mismatches: number[] = [];
+    for (let width = 1; width <= 20; width++) {
+      // 2^(width-1)+1 distinct values need `width` bits; a repeated stretch makes an RLE run among the
+      // packed ones, and 1,003 + width values end the page partway through a group of eight.
+      const distinct = 2 ** (width - 1) + 1;
+      const ints = Array.from({ length: Math.max(1003 + width, distinct) }, (_, i) => (i > 200 && i < 260 ? 5 % distinct : (i * 7919) % distinct));
+      const { bytes, leaf } = dictionaryChunk(ints);
+      const decoded = decodeColumnChunk(bytes, leaf, Float32Array);
+      if (decoded.values.length !== ints.length || decoded.values.some((v, i) => v !== ints[i])) mismatches.push(width);
+    }
+    expect(mismatches).toEqual([]);
+  });
+
+  it('refuses a dictionary index past the dictionary, inside the page and at its end', () => {
+    // 300 distinct values: 9-bit indices, so all ones (511) is past the dictionary.
+    const ints = Array.from({ length: 5000 }, (_, i) => (i * 37) % 300);
+    for (const at of [2500, 5]) {
+      const { bytes, leaf } = dictionaryChunk(ints);
+      bytes.fill(0xff, bytes.length - at - 5, bytes.length - at);
+      expect(() => decodeColumnChunk(bytes, leaf, Float32Array), `${at} bytes from the end`).toThrow('parquet dictionary index 511 is out of range (300 entries)');
+    }
+  });
+
   describe('checking levels instead of storing them (regularRows)', () => {
     const schema = [
       { name: 'root', num_children: 1 },

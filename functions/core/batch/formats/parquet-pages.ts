@@ -335,6 +335,30 @@ function gatherFloat32(bytes: Uint8Array, offset: number, bitWidth: number, dict
   if (bitWidth <= 25) {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const lastByte = bytes.length - 4;
+    if (bitWidth <= 12) {
+      // Two indices from each read (its 32 bits hold two after a shift of up to 7), eight a turn:
+      // fewer reads and loop steps, the part of this loop that costs.
+      const pair = 2 * bitWidth;
+      for (; i + 8 <= to && (bit + 3 * pair) >>> 3 <= lastByte; i += 8, bit += 4 * pair) {
+        const w0 = view.getUint32(bit >>> 3, true) >>> (bit & 7);
+        const w1 = view.getUint32((bit + pair) >>> 3, true) >>> ((bit + pair) & 7);
+        const w2 = view.getUint32((bit + 2 * pair) >>> 3, true) >>> ((bit + 2 * pair) & 7);
+        const w3 = view.getUint32((bit + 3 * pair) >>> 3, true) >>> ((bit + 3 * pair) & 7);
+        const a = w0 & mask, b = (w0 >>> bitWidth) & mask, c = w1 & mask, d = (w1 >>> bitWidth) & mask;
+        const e = w2 & mask, f = (w2 >>> bitWidth) & mask, g = w3 & mask, h = (w3 >>> bitWidth) & mask;
+        if (a >= size || b >= size || c >= size || d >= size || e >= size || f >= size || g >= size || h >= size) {
+          throw new Error(`parquet dictionary index ${Math.max(a, b, c, d, e, f, g, h)} is out of range (${size} entries)`);
+        }
+        out[i] = dictionary[a]!;
+        out[i + 1] = dictionary[b]!;
+        out[i + 2] = dictionary[c]!;
+        out[i + 3] = dictionary[d]!;
+        out[i + 4] = dictionary[e]!;
+        out[i + 5] = dictionary[f]!;
+        out[i + 6] = dictionary[g]!;
+        out[i + 7] = dictionary[h]!;
+      }
+    }
     for (; i < to && bit >>> 3 <= lastByte; i++, bit += bitWidth) {
       const index = (view.getUint32(bit >>> 3, true) >>> (bit & 7)) & mask;
       if (index >= size) throw new Error(`parquet dictionary index ${index} is out of range (${size} entries)`);
