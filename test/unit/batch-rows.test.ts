@@ -40,6 +40,21 @@ describe('decodeJsonlRow', () => {
     expect(error('{"inputs":[{"name":"x","data":[1,2,3,4]},{"name":"x","data":[1,2,3,4]}]}')).toEqual(["input 'x' appears more than once", undefined]);
     expect(error('{"id":{"a":1},"inputs":[]}')).toEqual(['"id" must be a string or a number', undefined]);
   });
+
+  it('reads what the online endpoint reads: the NaN and Infinity tokens, exact 64-bit integers; a literal past the range is refused, not Infinity', () => {
+    const int64 = inputSpecs([{ name: 'n', datatype: 'INT64', shape: [-1, 2] }]);
+    const fp64 = inputSpecs([{ name: 'd', datatype: 'FP64', shape: [-1, 2] }]);
+    expect(decodeJsonlRow('{"id":"t","inputs":[{"name":"x","data":[NaN,-Infinity,Infinity,0.5]}]}', specs)).toEqual({
+      id: 't',
+      tensors: [{ data: new Float32Array([Number.NaN, -Infinity, Infinity, 0.5]), shape: [4] }],
+    });
+    expect(decodeJsonlRow('{"inputs":[{"name":"n","data":[9007199254740993,-9223372036854775808]}]}', int64)).toEqual({
+      tensors: [{ data: new BigInt64Array([9007199254740993n, -9223372036854775808n]), shape: [2] }],
+    });
+    expect(() => decodeJsonlRow('{"inputs":[{"name":"x","data":[1e400,1,2,3]}]}', specs)).toThrow("input 'x': element 0 is 1e400, beyond the range of FP32");
+    expect(() => decodeJsonlRow('{"inputs":[{"name":"d","data":[-1e400,1]}]}', fp64)).toThrow("input 'd': element 0 is -1e400, beyond the range of FP64");
+    expect(() => decodeJsonlRow('{"inputs":[{"name":"x","data":[NaN,1,2,3]}', specs)).toThrow(/^not valid JSON: /);
+  });
 });
 
 describe('decodeCsvRow', () => {
@@ -48,6 +63,14 @@ describe('decodeCsvRow', () => {
     expect(decodeCsvRow(' 3, -4 ', ints)).toEqual({ tensors: [{ data: new BigInt64Array([3n, -4n]), shape: [2] }] });
     expect(() => decodeCsvRow('3,4.5', ints)).toThrow("input 'n': element 1 is 4.5, expected an integer for INT64");
     expect(() => decodeCsvRow('3,', ints)).toThrow('column 2 is empty');
+  });
+
+  it('reads integers beyond 2^53 exactly and refuses a number past the datatype, never Infinity', () => {
+    const ints = inputSpecs([{ name: 'n', datatype: 'INT64', shape: [-1, 2] }])[0]!;
+    const floats = inputSpecs([{ name: 'f', datatype: 'FP32', shape: [-1, 3] }])[0]!;
+    expect(decodeCsvRow('9007199254740993,-9223372036854775808', ints)).toEqual({ tensors: [{ data: new BigInt64Array([9007199254740993n, -9223372036854775808n]), shape: [2] }] });
+    expect(decodeCsvRow('NaN,-Infinity,1e20', floats)).toEqual({ tensors: [{ data: new Float32Array([Number.NaN, -Infinity, 1e20]), shape: [3] }] });
+    expect(() => decodeCsvRow('1,1e400,2', floats)).toThrow("input 'f': element 1 is 1e400, beyond the range of FP32");
   });
 });
 

@@ -1,7 +1,7 @@
 import { BadRequestError } from '../platform/errors.ts';
 import type { V2Datatype } from '../v2/datatypes.ts';
-import { decodeJsonTensorData, type TensorData } from '../v2/codec.ts';
-import { FP32_OVERFLOW } from '../v2/json-numbers.ts';
+import { decodeJsonTensorData, NeedsExactParse, type TensorData } from '../v2/codec.ts';
+import { FP32_OVERFLOW, NumberText, parseJsonExact } from '../v2/json-numbers.ts';
 import type { TensorMetadata } from '../v2/schemas.ts';
 import type { BatchFormat } from './schemas.ts';
 
@@ -83,24 +83,49 @@ function rowShapeOf(spec: InputSpec, given: unknown): number[] {
   return shape as number[];
 }
 
+/**
+ * A JSONL row read as the online endpoint reads a request body: JSON.parse first, and the row's text
+ * again with parseJsonExact where that parse refused it (bare NaN and ±Infinity tokens) or could not
+ * have read a value exactly (an integer beyond 2^53, a literal beyond FP64's range such as 1e400).
+ */
 export function decodeJsonlRow(line: string, specs: readonly InputSpec[]): DecodedRow {
   let row: unknown;
   try {
     row = JSON.parse(line);
   } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+    return decodeParsedRow(parseRowExactly(line), specs, 'exact');
+  }
+  try {
+    return decodeParsedRow(row, specs, 'plain');
+  } catch (error) {
+    if (!(error instanceof NeedsExactParse)) throw error;
+    return decodeParsedRow(parseRowExactly(line), specs, 'exact');
+  }
+}
+
+function parseRowExactly(line: string): unknown {
+  try {
+    return parseJsonExact(line);
+  } catch (error) {
+    if (error instanceof RangeError) throw new BadRequestError('not valid JSON: nested too deeply');
     throw new BadRequestError(`not valid JSON: ${(error as Error).message}`);
   }
+}
+
+function decodeParsedRow(row: unknown, specs: readonly InputSpec[], parsed: 'plain' | 'exact'): DecodedRow {
   if (typeof row !== 'object' || row === null || Array.isArray(row)) throw new BadRequestError('a row must be a JSON object with "inputs"');
   const { id, inputs } = row as { id?: unknown; inputs?: unknown };
   if (id !== undefined && typeof id !== 'string' && typeof id !== 'number') throw new BadRequestError('"id" must be a string or a number');
   try {
-    return { ...(id !== undefined ? { id } : {}), tensors: decodeInputs(inputs, specs) };
+    return { ...(id !== undefined ? { id } : {}), tensors: decodeInputs(inputs, specs, parsed) };
   } catch (error) {
+    if (error instanceof NeedsExactParse) throw error;
     throw new RowError((error as Error).message, id);
   }
 }
 
-function decodeInputs(inputs: unknown, specs: readonly InputSpec[]): DecodedRow['tensors'] {
+function decodeInputs(inputs: unknown, specs: readonly InputSpec[], parsed: 'plain' | 'exact'): DecodedRow['tensors'] {
   if (!Array.isArray(inputs)) throw new BadRequestError('"inputs" must be an array of V2 tensors');
   const byName = new Map<string, Record<string, unknown>>();
   for (const t of inputs) {
@@ -121,7 +146,7 @@ function decodeInputs(inputs: unknown, specs: readonly InputSpec[]): DecodedRow[
       throw new BadRequestError(`input '${spec.name}' has datatype ${String(t.datatype)} but the model expects ${spec.datatype}`);
     }
     const shape = rowShapeOf(spec, t.shape);
-    return { data: decodeJsonTensorData(spec.name, spec.datatype, t.data, shape, { nesting: 'any' }), shape };
+    return { data: decodeJsonTensorData(spec.name, spec.datatype, t.data, shape, { nesting: 'any', parsed }), shape };
   });
 }
 
@@ -138,7 +163,10 @@ export function decodeCsvRow(line: string, spec: InputSpec): DecodedRow {
     if (text === '') throw new BadRequestError(`column ${i + 1} is empty`);
     const value = Number(text);
     if (Number.isNaN(value) && text !== 'NaN') throw new BadRequestError(`column ${i + 1} is ${JSON.stringify(text.slice(0, 40))}, not a number`);
-    return value;
+    // A double cannot say what 1e400 or an integer beyond 2^53 is: the text goes on, to be read
+    // exactly for its datatype or refused (never taken as Infinity or a rounded integer).
+    const inexact = value === Infinity || value === -Infinity ? !/^[+-]?Infinity$/.test(text) : Number.isInteger(value) && !Number.isSafeInteger(value);
+    return inexact ? new NumberText(text) : value;
   });
   const count = spec.rowElements!;
   if (values.length !== count) throw new BadRequestError(`row has ${values.length} columns but input '${spec.name}' needs ${count}`);

@@ -99,7 +99,7 @@ export function decodeInferRequest(input: Uint8Array | string, headerLength?: st
  * Raised in the fast path when a value needs the body's source text: a 64-bit integer beyond 2^53
  * (a double has rounded it) or a number beyond FP64's range such as 1e400 (a double says Infinity).
  */
-class NeedsExactParse extends Error {}
+export class NeedsExactParse extends Error {}
 
 /** Below this, a body is parsed whole: lifting its data arrays out saves too little to pay for. */
 const LIFT_FROM_CHARS = 512;
@@ -363,17 +363,20 @@ function flatAnyNesting(name: string, data: unknown): unknown[] {
  * Checks JSON `data` against a datatype and shape, and returns it as onnxruntime wants it. Nested
  * data must mirror the shape, unless `nesting: 'any'`. The values are taken as given: NaN and
  * ±Infinity are accepted for FP16, FP32 and FP64, finite values beyond the datatype's range are
- * refused (they would become Infinity), integers must be exact.
+ * refused (they would become Infinity), integers must be exact. With `parsed: 'plain'` the data came
+ * from JSON.parse, so a value it cannot have read exactly (±Infinity from a literal such as 1e400, an
+ * integer beyond 2^53 for a 64-bit type) raises NeedsExactParse: parse the text with parseJsonExact
+ * and decode again.
  */
 export function decodeJsonTensorData(
   name: string,
   datatype: V2Datatype,
   data: unknown,
   shape: readonly number[],
-  options: { nesting?: 'shape' | 'any' } = {},
+  options: { nesting?: 'shape' | 'any'; parsed?: 'plain' | 'exact' } = {},
 ): TensorData {
   const flat = options.nesting === 'any' ? flatAnyNesting(name, data) : flatElements(name, data, shape);
-  return decodeJson(name, datatype, flat, shape, 'exact');
+  return decodeJson(name, datatype, flat, shape, options.parsed ?? 'exact');
 }
 
 /**
