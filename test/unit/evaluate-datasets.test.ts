@@ -54,6 +54,19 @@ describe('JSONL data sets', () => {
       parseJsonlDataset('tiny', text(JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 3], data: [1, 2] }], label: 1 }))),
     ).toThrow("data set 'tiny' line 1: input 'x' has 2 elements but its shape needs 3");
   });
+
+  it('reads values as the online endpoint does: NaN and Infinity tokens, exact 64-bit integers; a literal past the range is refused, not Infinity', () => {
+    const ds = parseJsonlDataset('tok', text(
+      '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[NaN,-Infinity,0.5]},{"name":"n","datatype":"INT64","shape":[1,1],"data":[9007199254740993]}],"label":1}',
+      '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]},{"name":"n","datatype":"INT64","shape":[1,1],"data":[-9223372036854775808]}],"label":0}',
+    ));
+    expect(Array.from(ds.columns[0]!.data as Float32Array)).toEqual([Number.NaN, -Infinity, 0.5, 1, 2, 3]);
+    expect(Array.from(ds.columns[1]!.data as BigInt64Array)).toEqual([9007199254740993n, -9223372036854775808n]);
+    expect(() => parseJsonlDataset('big', text('{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,1e400]}],"label":0}'))).toThrow(
+      "data set 'big' line 1: input 'x': element 1 is 1e400, beyond the range of FP32",
+    );
+    expect(() => parseJsonlDataset('bad', text('{"inputs":[{"name":"x","data":[NaN'))).toThrow(/^data set 'bad' line 1 is not valid JSON: /);
+  });
 });
 
 describe('IDX data sets', () => {

@@ -7,7 +7,8 @@ import type { ModelManifest } from '../artifacts/manifest.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { assertValidName } from '../artifacts/names.ts';
 import { sha256Hex } from '../platform/hash.ts';
-import { decodeJsonTensorData, elementCount, type TensorData } from '../v2/codec.ts';
+import { decodeJsonTensorData, elementCount, NeedsExactParse, type TensorData } from '../v2/codec.ts';
+import { parseJsonExact } from '../v2/json-numbers.ts';
 import { DATATYPES, isV2Datatype, V2_DATATYPES, type V2Datatype } from '../v2/datatypes.ts';
 
 /**
@@ -101,6 +102,57 @@ function shapeText(shape: readonly number[]): string {
   return `[${shape.join(',')}]`;
 }
 
+type DatasetRow = z.infer<typeof rowSchema>;
+
+/**
+ * One line parsed as the online endpoint parses a body, and its inputs decoded: JSON.parse first,
+ * the line's text again with parseJsonExact where that parse refused it (bare NaN and ±Infinity
+ * tokens) or could not have read a value exactly (an integer beyond 2^53, a literal such as 1e400).
+ */
+function readRow(line: string, where: string): { row: DatasetRow; data: TensorData[] } {
+  let json: unknown;
+  let parsed: 'plain' | 'exact' = 'plain';
+  const exactly = () => {
+    try {
+      return parseJsonExact(line);
+    } catch (error) {
+      throw new BadRequestError(`${where} is not valid JSON: ${error instanceof RangeError ? 'nested too deeply' : (error as Error).message}`);
+    }
+  };
+  try {
+    json = JSON.parse(line);
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+    json = exactly();
+    parsed = 'exact';
+  }
+  for (;;) {
+    const result = rowSchema.safeParse(json);
+    if (!result.success) {
+      const issue = result.error.issues[0];
+      throw new BadRequestError(`${where}: ${issue?.path.length ? `${issue.path.join('.')}: ` : ''}${issue?.message ?? 'malformed row'}`);
+    }
+    const row = result.data;
+    try {
+      return { row, data: row.inputs.map((input) => decodeRowInput(input, parsed, where)) };
+    } catch (error) {
+      if (!(error instanceof NeedsExactParse) || parsed === 'exact') throw error;
+      json = exactly();
+      parsed = 'exact';
+    }
+  }
+}
+
+function decodeRowInput(input: DatasetRow['inputs'][number], parsed: 'plain' | 'exact', where: string): TensorData {
+  if (!isV2Datatype(input.datatype)) throw new BadRequestError(`${where}: input '${input.name}' has unknown datatype '${input.datatype}'`);
+  try {
+    return decodeJsonTensorData(input.name, input.datatype, input.data, input.shape, { parsed });
+  } catch (error) {
+    if (error instanceof NeedsExactParse) throw error;
+    throw new BadRequestError(`${where}: ${(error as Error).message}`);
+  }
+}
+
 /** Parses and validates JSONL rows; every refusal names the data set and the line. */
 export function parseJsonlDataset(name: string, bytes: Uint8Array, options: JsonlOptions = {}): Omit<LoadedDataset, 'manifest'> & {
   inputs: DatasetInput[];
@@ -121,18 +173,7 @@ export function parseJsonlDataset(name: string, bytes: Uint8Array, options: Json
     const line = lines[index]!.trim();
     if (line === '') continue;
     const where = `data set '${name}' line ${index + 1}`;
-    let json: unknown;
-    try {
-      json = JSON.parse(line);
-    } catch (error) {
-      throw new BadRequestError(`${where} is not valid JSON: ${(error as Error).message}`);
-    }
-    const parsed = rowSchema.safeParse(json);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new BadRequestError(`${where}: ${issue?.path.length ? `${issue.path.join('.')}: ` : ''}${issue?.message ?? 'malformed row'}`);
-    }
-    const row = parsed.data;
+    const { row, data: rowData } = readRow(line, where);
     const kind: DatasetManifest['labels'] = row.label !== undefined ? 'label' : row.target !== undefined ? 'target' : 'none';
     if (row.label !== undefined && row.target !== undefined) throw new BadRequestError(`${where} has both label and target; give one`);
     if (kind === 'none' && !options.unlabelled) {
@@ -152,20 +193,13 @@ export function parseJsonlDataset(name: string, bytes: Uint8Array, options: Json
       targets.push(...values);
     }
     const rowInputs: DatasetInput[] = [];
-    for (const input of row.inputs) {
-      if (!isV2Datatype(input.datatype)) throw new BadRequestError(`${where}: input '${input.name}' has unknown datatype '${input.datatype}'`);
-      if (rowInputs.some((i) => i.name === input.name)) throw new BadRequestError(`${where}: input '${input.name}' appears more than once`);
-      let data: TensorData;
-      try {
-        data = decodeJsonTensorData(input.name, input.datatype, input.data, input.shape);
-      } catch (error) {
-        throw new BadRequestError(`${where}: ${(error as Error).message}`);
-      }
-      rowInputs.push({ name: input.name, datatype: input.datatype, shape: input.shape });
+    row.inputs.forEach((input, i) => {
+      if (rowInputs.some((r) => r.name === input.name)) throw new BadRequestError(`${where}: input '${input.name}' appears more than once`);
+      rowInputs.push({ name: input.name, datatype: input.datatype as V2Datatype, shape: input.shape });
       const list = parts.get(input.name) ?? [];
-      list.push(data);
+      list.push(rowData[i]!);
       parts.set(input.name, list);
-    }
+    });
     if (inputs === undefined) inputs = rowInputs;
     else {
       const expected = inputs.map((i) => `${i.name} ${i.datatype} ${shapeText(i.shape)}`).join(', ');
