@@ -168,12 +168,15 @@ describe('addResultLine', () => {
     const int64 = resultOutput('n', 'INT64', [1], BigInt64Array.from([9007199254740993n, -1n, 0n]));
     const fp16 = resultOutput('h', 'FP16', [1], Uint16Array.from([0x3c00, 0x8000, 0x7e00]));
     const fp64 = resultOutput('d', 'FP64', [1], Float64Array.from([0.1, -0, Number.NaN]));
+    // The longest text each value can have (a sign and 21 digits), so the line needs all its room.
+    const widest = resultOutput('w', 'FP32', [2], Float32Array.from({ length: 6 }, () => -1.2345679e20));
     const cases: [string | number | undefined, ReturnType<typeof resultOutput>[]][] = [
       [undefined, [fp32]],
       [42, [fp32, second]],
       ['caf\u00e9 "x"\n', [second, fp32]],
       [-1.5, [fp32, int64]],
       ['id', [fp16, fp32, fp64]],
+      [Number.MAX_SAFE_INTEGER, [widest]],
     ];
 
     // Act
@@ -181,14 +184,16 @@ describe('addResultLine', () => {
     const expected: string[] = [];
     for (const [id, outputs] of cases) {
       for (let r = 0; r < 3; r++) {
-        addResultLine(writer, 10 + r, id, outputs, r);
-        expected.push(resultLine(10 + r, id, outputs, r));
+        const index = id === Number.MAX_SAFE_INTEGER ? Number.MAX_SAFE_INTEGER - r : 10 + r;
+        addResultLine(writer, index, id, outputs, r);
+        expected.push(resultLine(index, id, outputs, r));
       }
     }
 
     // Assert: the same bytes, and lines JSON can read (the online answer's tokens aside).
     expect(writer.toBuffer().toString('utf8')).toBe(`${expected.join('\n')}\n`);
     expect(expected[4]).toBe('{"row":11,"id":42,"outputs":[{"name":"logits","datatype":"FP32","shape":[1,3],"data":[1e-7,3.4e+38,-2.5]},{"name":"p\u00e9\\"q","datatype":"FP32","shape":[1,1,1],"data":[-Infinity]}]}');
+    expect(expected[15]).toBe('{"row":9007199254740991,"id":9007199254740991,"outputs":[{"name":"w","datatype":"FP32","shape":[1,2],"data":[-123456790000000000000,-123456790000000000000]}]}');
     expect(expected[9]).toBe('{"row":10,"id":-1.5,"outputs":[{"name":"logits","datatype":"FP32","shape":[1,3],"data":[0.1,-0.0,NaN]},{"name":"n","datatype":"INT64","shape":[1,1],"data":[9007199254740993]}]}');
   });
 

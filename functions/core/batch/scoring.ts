@@ -226,7 +226,8 @@ const FLOAT32_TEXT_BYTES = 22;
  */
 export function addResultLine(body: JsonlWriter, index: number, id: string | number | undefined, outputs: readonly ResultOutput[], r: number): void {
   const idText = id === undefined ? '' : JSON.stringify(id);
-  let maxBytes = 32 + idText.length * 3;
+  // `{"row":` and up to 16 digits, `,"id":` and the id's UTF-8, `,"outputs":[`, `]}`, the newline.
+  let maxBytes = 44 + idText.length * 3;
   for (const output of outputs) {
     if (output.datatype !== 'FP32' || !(output.data instanceof Float32Array)) {
       body.add(resultLine(index, id, outputs, r));
