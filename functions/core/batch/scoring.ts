@@ -3,7 +3,7 @@ import { BadRequestError } from '../platform/errors.ts';
 import type { LoadedModel } from '../sessions/model-sessions.ts';
 import { DATATYPES, v2DatatypeOf, type V2Datatype } from '../v2/datatypes.ts';
 import { jsonDataText, type TensorData } from '../v2/codec.ts';
-import { writeFloat32Text } from '../v2/json-numbers.ts';
+import { writeAscii, writeFloat32Text } from '../v2/json-numbers.ts';
 import { concatRows, decodeRow, inputSpecs, RowError, writeJsonlRowInto, type DecodedRow, type InputSpec } from './rows.ts';
 import type { BatchFormat } from './schemas.ts';
 import { writeJsonlRowBytes } from './jsonl-bytes.ts';
@@ -255,11 +255,6 @@ export function addResultLine(body: JsonlWriter, index: number, id: string | num
     out[at++] = 0x7d;
     return at;
   });
-}
-
-function writeAscii(out: Uint8Array, at: number, text: string): number {
-  for (let i = 0; i < text.length; i++) out[at++] = text.charCodeAt(i);
-  return at;
 }
 
 /**

@@ -299,7 +299,7 @@ function float32Places(a: number): number | undefined {
 const digitBytes = new Uint8Array(24);
 
 /** ASCII text at `at`; returns the offset after it. */
-function writeAscii(out: Uint8Array, at: number, text: string): number {
+export function writeAscii(out: Uint8Array, at: number, text: string): number {
   for (let i = 0; i < text.length; i++) out[at++] = text.charCodeAt(i);
   return at;
 }
