@@ -1,7 +1,7 @@
 import { BadRequestError } from '../platform/errors.ts';
 import type { V2Datatype } from '../v2/datatypes.ts';
-import { decodeJsonTensorData, NeedsExactParse, type TensorData } from '../v2/codec.ts';
-import { FP32_OVERFLOW, NumberText, parseJsonExact } from '../v2/json-numbers.ts';
+import { decodeJsonExactly, decodeJsonTensorData, NeedsExactParse, type TensorData } from '../v2/codec.ts';
+import { FP32_OVERFLOW, NumberText } from '../v2/json-numbers.ts';
 import type { TensorMetadata } from '../v2/schemas.ts';
 import type { BatchFormat } from './schemas.ts';
 
@@ -84,33 +84,11 @@ function rowShapeOf(spec: InputSpec, given: unknown): number[] {
 }
 
 /**
- * A JSONL row read as the online endpoint reads a request body: JSON.parse first, and the row's text
- * again with parseJsonExact where that parse refused it (bare NaN and ±Infinity tokens) or could not
- * have read a value exactly (an integer beyond 2^53, a literal beyond FP64's range such as 1e400).
+ * A JSONL row read as the online endpoint reads a request body (decodeJsonExactly): bare NaN and
+ * ±Infinity tokens, integers beyond 2^53 exactly, a literal beyond the range (1e400) refused.
  */
 export function decodeJsonlRow(line: string, specs: readonly InputSpec[]): DecodedRow {
-  let row: unknown;
-  try {
-    row = JSON.parse(line);
-  } catch (error) {
-    if (!(error instanceof SyntaxError)) throw error;
-    return decodeParsedRow(parseRowExactly(line), specs, 'exact');
-  }
-  try {
-    return decodeParsedRow(row, specs, 'plain');
-  } catch (error) {
-    if (!(error instanceof NeedsExactParse)) throw error;
-    return decodeParsedRow(parseRowExactly(line), specs, 'exact');
-  }
-}
-
-function parseRowExactly(line: string): unknown {
-  try {
-    return parseJsonExact(line);
-  } catch (error) {
-    if (error instanceof RangeError) throw new BadRequestError('not valid JSON: nested too deeply');
-    throw new BadRequestError(`not valid JSON: ${(error as Error).message}`);
-  }
+  return decodeJsonExactly(line, undefined, (row, parsed) => decodeParsedRow(row, specs, parsed));
 }
 
 function decodeParsedRow(row: unknown, specs: readonly InputSpec[], parsed: 'plain' | 'exact'): DecodedRow {

@@ -7,8 +7,7 @@ import type { ModelManifest } from '../artifacts/manifest.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { assertValidName } from '../artifacts/names.ts';
 import { sha256Hex } from '../platform/hash.ts';
-import { decodeJsonTensorData, elementCount, NeedsExactParse, type TensorData } from '../v2/codec.ts';
-import { parseJsonExact } from '../v2/json-numbers.ts';
+import { decodeJsonExactly, decodeJsonTensorData, elementCount, NeedsExactParse, type TensorData } from '../v2/codec.ts';
 import { DATATYPES, isV2Datatype, V2_DATATYPES, type V2Datatype } from '../v2/datatypes.ts';
 
 /**
@@ -104,43 +103,16 @@ function shapeText(shape: readonly number[]): string {
 
 type DatasetRow = z.infer<typeof rowSchema>;
 
-/**
- * One line parsed as the online endpoint parses a body, and its inputs decoded: JSON.parse first,
- * the line's text again with parseJsonExact where that parse refused it (bare NaN and ±Infinity
- * tokens) or could not have read a value exactly (an integer beyond 2^53, a literal such as 1e400).
- */
+/** One line parsed as the online endpoint parses a body (decodeJsonExactly), and its inputs decoded. */
 function readRow(line: string, where: string): { row: DatasetRow; data: TensorData[] } {
-  let json: unknown;
-  let parsed: 'plain' | 'exact' = 'plain';
-  const exactly = () => {
-    try {
-      return parseJsonExact(line);
-    } catch (error) {
-      throw new BadRequestError(`${where} is not valid JSON: ${error instanceof RangeError ? 'nested too deeply' : (error as Error).message}`);
-    }
-  };
-  try {
-    json = JSON.parse(line);
-  } catch (error) {
-    if (!(error instanceof SyntaxError)) throw error;
-    json = exactly();
-    parsed = 'exact';
-  }
-  for (;;) {
+  return decodeJsonExactly(line, where, (json, parsed) => {
     const result = rowSchema.safeParse(json);
     if (!result.success) {
       const issue = result.error.issues[0];
       throw new BadRequestError(`${where}: ${issue?.path.length ? `${issue.path.join('.')}: ` : ''}${issue?.message ?? 'malformed row'}`);
     }
-    const row = result.data;
-    try {
-      return { row, data: row.inputs.map((input) => decodeRowInput(input, parsed, where)) };
-    } catch (error) {
-      if (!(error instanceof NeedsExactParse) || parsed === 'exact') throw error;
-      json = exactly();
-      parsed = 'exact';
-    }
-  }
+    return { row: result.data, data: result.data.inputs.map((input) => decodeRowInput(input, parsed, where)) };
+  });
 }
 
 function decodeRowInput(input: DatasetRow['inputs'][number], parsed: 'plain' | 'exact', where: string): TensorData {

@@ -129,33 +129,44 @@ function parseLifted(text: string): unknown {
  * that fails or a value needs it.
  */
 function decodeText(text: string, binary: Uint8Array): DecodedInferRequest {
-  let json: unknown = parseLifted(text);
-  let exact = false;
+  return decodeJsonExactly(text, 'request body', (json, parsed) => decodeHeader(validateHeader(json), binary, parsed === 'exact'), parseLifted(text));
+}
+
+/**
+ * JSON text decoded as the online endpoint decodes a body (batch rows and data set lines too):
+ * `decode` gets JSON.parse's value (or `parsed`, a value the caller already has from it) as 'plain',
+ * and parseJsonExact's as 'exact' where JSON.parse refused the text (bare NaN and ±Infinity tokens)
+ * or `decode` raised NeedsExactParse (a value JSON.parse cannot have read exactly). `subject` names
+ * the text in a refusal: "<subject> is not valid JSON: ...", or "not valid JSON: ..." without one.
+ */
+export function decodeJsonExactly<T>(text: string, subject: string | undefined, decode: (json: unknown, parsed: 'plain' | 'exact') => T, parsed?: unknown): T {
+  let json = parsed;
   if (json === undefined) {
     try {
       json = JSON.parse(text);
     } catch {
-      json = parseExactly(text);
-      exact = true;
+      // The exact parse reads the tokens JSON.parse refuses, and says what is wrong with anything else.
+      return decode(parseExactly(text, subject), 'exact');
     }
   }
   try {
-    return decodeHeader(validateHeader(json), binary, exact);
+    return decode(json, 'plain');
   } catch (error) {
     if (!(error instanceof NeedsExactParse)) throw error;
-    return decodeHeader(validateHeader(parseExactly(text)), binary, true);
+    return decode(parseExactly(text, subject), 'exact');
   }
 }
 
 const LARGEST_FINITE = { FP16: 65504, FP32: 3.4028234663852886e38, FP64: Number.MAX_VALUE } as const;
 
-function parseExactly(text: string): unknown {
+function parseExactly(text: string, subject: string | undefined): unknown {
+  const refusal = subject === undefined ? 'not valid JSON' : `${subject} is not valid JSON`;
   try {
     return parseJsonExact(text);
   } catch (cause) {
     // The reviver recurses where JSON.parse alone does not: nesting this deep is no tensor's.
-    if (cause instanceof RangeError) throw new BadRequestError('request body is not valid JSON: nested too deeply', { cause });
-    throw new BadRequestError(`request body is not valid JSON: ${(cause as Error).message}`, { cause });
+    if (cause instanceof RangeError) throw new BadRequestError(`${refusal}: nested too deeply`, { cause });
+    throw new BadRequestError(`${refusal}: ${(cause as Error).message}`, { cause });
   }
 }
 
