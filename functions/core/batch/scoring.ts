@@ -225,9 +225,9 @@ const FLOAT32_TEXT_BYTES = 22;
  * Float32Array (a model's usual answer); otherwise through resultLine. Same bytes either way.
  */
 export function addResultLine(body: JsonlWriter, index: number, id: string | number | undefined, outputs: readonly ResultOutput[], r: number): void {
-  const idText = id === undefined ? '' : JSON.stringify(id);
-  // `{"row":` and up to 16 digits, `,"id":` and the id's UTF-8, `,"outputs":[`, `]}`, the newline.
-  let maxBytes = 44 + idText.length * 3;
+  const idText = idPart({ id });
+  // `{"row":` and up to 16 digits, `,"outputs":[`, `]}`, the newline (38), and the id part's UTF-8.
+  let maxBytes = 38 + idText.length * 3;
   for (const output of outputs) {
     if (output.datatype !== 'FP32' || !(output.data instanceof Float32Array)) {
       body.add(resultLine(index, id, outputs, r));
@@ -237,7 +237,7 @@ export function addResultLine(body: JsonlWriter, index: number, id: string | num
   }
   body.addWith(maxBytes, (out, start) => {
     let at = writeAscii(out, start, `{"row":${index}`);
-    if (id !== undefined) at += out.write(`,"id":${idText}`, at, 'utf8');
+    if (idText !== '') at += out.write(idText, at, 'utf8');
     at = writeAscii(out, at, ',"outputs":[');
     for (let t = 0; t < outputs.length; t++) {
       const { perRow, headBytes } = outputs[t]!;
