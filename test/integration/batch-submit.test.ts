@@ -114,6 +114,9 @@ describe('an upload to batches/incoming/<job>.jsonl', () => {
       return stack.runtime.service().get('upload-one').catch(() => undefined);
     }, 10_000);
     expect(job).toMatchObject({ id: 'upload-one', state: 'running', model: 'double', version: '1', batch_size: 16, shards: { total: 1 } });
+    // Its shard is sent after the job record is readable: waited for here, so it cannot land in the
+    // next test's queue after that test's purge.
+    await waitFor('its shard to be queued', async () => ((await queuedShards()) === 1 ? true : undefined), 10_000);
   });
 
   it('records a refused upload as a failed job that says why', async () => {
@@ -128,6 +131,7 @@ describe('an upload to batches/incoming/<job>.jsonl', () => {
       return view.state === 'failed' ? undefined : view;
     }, 10_000);
     expect(fixed).toMatchObject({ id: 'upload-bad', state: 'running', model: 'double', shards: { total: 1 } });
+    await waitFor('its shard to be queued', async () => ((await queuedShards()) === 1 ? true : undefined), 10_000);
   });
 });
 
