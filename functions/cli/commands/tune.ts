@@ -58,14 +58,24 @@ async function readSpace(path: string): Promise<unknown> {
   }
 }
 
-/** Follows a study until its job ends; exit 0 only if it succeeded. */
+/** How long --watch waits, after a study's job has ended, for the report its end writes. */
+const REPORT_WAIT_MS = 30_000;
+
+/**
+ * Follows a study until its job ends, and then until its outcome (the reports, the registered
+ * winner) is recorded, which happens just after the job's state changes; exit 0 only if it succeeded.
+ */
 async function watch(ctx: ReturnType<typeof cliContext>, id: string, flags: { interval: number; timeout: number }): Promise<StudyView> {
   const read = async () => JSON.parse(Buffer.from((await ctx.request('GET', `/v2/studies/${id}`)).bytes).toString('utf8')) as StudyView;
   const display = new ProgressDisplay();
   const started = Date.now();
+  let ended: number | undefined;
   let view = await read();
   display.update(studySnapshot(view));
-  while (view.state === 'queued' || view.state === 'running' || view.state === 'unknown') {
+  for (;;) {
+    const running = view.state === 'queued' || view.state === 'running' || view.state === 'unknown';
+    if (!running) ended ??= Date.now();
+    if (!running && (view.outcome || Date.now() - ended! > REPORT_WAIT_MS)) break;
     if (Date.now() - started > flags.timeout * 1000) {
       display.stop();
       throw new CliError(`gave up watching after ${flags.timeout} s; the study goes on: mass tune status ${id}`);
