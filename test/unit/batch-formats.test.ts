@@ -186,6 +186,23 @@ describe('the Parquet page decoder', () => {
     const bytes = new Uint8Array(buffer, Number(meta.data_page_offset), Number(meta.total_compressed_size) - 100);
     expect(() => decodeColumnChunk(bytes, { physical: 'FLOAT', codec: meta.codec, maxDefinition: 0, maxRepetition: 0, numValues: 3000 })).toThrow(/runs past the column chunk|fewer values/);
   });
+
+  it('refuses a snappy page whose stream is malformed, naming the fault, and reads the intact chunk after it', () => {
+    // One PLAIN page, snappy-compressed; its stream's length, which opens the page body, is changed.
+    const buffer = parquetWriteBuffer({ columnData: [{ name: 'v', data: Float32Array.from(values), type: 'FLOAT', nullable: false }] as never, rowGroupSize: 100_000 });
+    const meta = parquetMetadata(buffer).row_groups[0]!.columns[0]!.meta_data!;
+    expect(meta.codec).toBe('SNAPPY');
+    const chunk = new Uint8Array(buffer, Number(meta.data_page_offset), Number(meta.total_compressed_size)).slice();
+    const leaf = { physical: 'FLOAT' as const, codec: meta.codec, maxDefinition: 0, maxRepetition: 0, numValues: 3000 };
+    // The page header's sizes are zigzag varints, so these two bytes first occur as the body's length.
+    const length = values.length * 4;
+    const at = chunk.findIndex((b, i) => b === ((length & 0x7f) | 0x80) && chunk[i + 1] === length >> 7);
+    expect(at).toBeGreaterThan(0);
+    const compressed = chunk.slice();
+    compressed[at + 1]! += 1;
+    expect(() => decodeColumnChunk(compressed, leaf)).toThrow(/snappy data is malformed: its length header is not the page size/);
+    expect(decodeColumnChunk(chunk, leaf).values).toEqual(Float32Array.from(values));
+  });
 });
 
 describe('.npy headers', () => {

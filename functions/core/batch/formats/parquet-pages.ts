@@ -1,7 +1,7 @@
 import { brotliDecompressSync, gunzipSync, zstdDecompressSync } from 'node:zlib';
-import { snappyUncompress } from 'hyparquet';
 import type { NumericArray, NumericArrayConstructor } from './elements.ts';
 import type { ScratchArena } from './scratch.ts';
+import { snappyUncompressInPlace } from './snappy/snappy.ts';
 
 /**
  * A column chunk's pages decoded straight into one typed array of leaf values, with its definition
@@ -147,15 +147,16 @@ const ARRAYS: Record<Exclude<LeafColumn['physical'], 'BOOLEAN'>, NumericArrayCon
   DOUBLE: Float64Array,
 };
 
-function decompress(codec: string, bytes: Uint8Array, uncompressedSize: number, arena: ScratchArena | undefined): Uint8Array {
+/**
+ * A page's bytes decompressed. A snappy page lies in the WebAssembly decompressor's memory, which
+ * the next page's decompression overwrites: each page is read, or copied, before the next.
+ */
+function decompress(codec: string, bytes: Uint8Array, uncompressedSize: number): Uint8Array {
   switch (codec) {
     case 'UNCOMPRESSED':
       return bytes;
-    case 'SNAPPY': {
-      const out = arena ? arena.array<Uint8Array>(Uint8Array, uncompressedSize) : new Uint8Array(uncompressedSize);
-      snappyUncompress(bytes, out);
-      return out;
-    }
+    case 'SNAPPY':
+      return snappyUncompressInPlace(bytes, uncompressedSize);
     case 'GZIP':
       return gunzipSync(bytes);
     case 'ZSTD':
@@ -460,7 +461,7 @@ function presentCount(definition: Uint8Array | undefined, from: number, count: n
 }
 
 /**
- * Decodes every page of one column chunk. With an arena, levels, pages and values live in memory the
+ * Decodes every page of one column chunk. With an arena, levels and values live in memory the
  * shard borrows (every element of them is written here before it is read).
  *
  * With `regularRows` (the values a row must have) the levels are checked as they are read instead
@@ -517,8 +518,9 @@ export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: 
       const dict = header.get(7) as Map<number, unknown>;
       const encoding = int(dict, 2);
       if (encoding !== PLAIN && encoding !== PLAIN_DICTIONARY) throw new UnsupportedPageError(`dictionary encoding ${encoding}`);
-      const page = decompress(leaf.codec, body, uncompressedSize, arena);
-      dictionary = readPlain(leaf.physical, page, 0, int(dict, 1));
+      const page = decompress(leaf.codec, body, uncompressedSize);
+      // A copy: the page's memory is reused by the data pages that look values up in it.
+      dictionary = readPlain(leaf.physical, page, 0, int(dict, 1)).slice();
       if (!(dictionary instanceof Out)) {
         const converted = new Out(dictionary.length);
         (converted as Float64Array).set(dictionary as Float64Array);
@@ -537,7 +539,7 @@ export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: 
       const data = header.get(5) as Map<number, unknown>;
       count = int(data, 1);
       encoding = int(data, 2);
-      levels = decompress(leaf.codec, body, uncompressedSize, arena);
+      levels = decompress(leaf.codec, body, uncompressedSize);
       // Version 1 pages: each level stream (repetition, then definition) after its 4-byte length.
       const lengthAt = (at: number) => levels[at]! | (levels[at + 1]! << 8) | (levels[at + 2]! << 16) | (levels[at + 3]! << 24);
       const repetitionAt = leaf.maxRepetition > 0 ? 4 : 0;
@@ -557,7 +559,7 @@ export function decodeColumnChunk(chunk: Uint8Array, leaf: LeafColumn, target?: 
       const compressed = data.get(7) !== false;
       if (!readLevels(body, 0, repBytes, repBytes, repBytes + defBytes, count)) return undefined;
       const rest = body.subarray(repBytes + defBytes);
-      values = compressed ? decompress(leaf.codec, rest, uncompressedSize - repBytes - defBytes, arena) : rest;
+      values = compressed ? decompress(leaf.codec, rest, uncompressedSize - repBytes - defBytes) : rest;
       valuesAt = 0;
     }
     const present = presentCount(definition, entries, count, leaf.maxDefinition);
