@@ -21,6 +21,7 @@ import { startWorkerProcess, stopWorkerProcesses, type WorkerProcess } from '../
 import { getText, pushDoublingModel, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 import { duckdbParquet, numpyFile } from '../helpers/columnar-files.ts';
 import { checkOnnxModel } from '../helpers/onnx-checker.ts';
+import { onCommand } from '../helpers/sdk-commands.ts';
 
 // Parquet, .npy and .npz batch input, written by DuckDB and NumPy, scored through the real Lambda
 // handlers (and, for the kill test, the container worker's processes) against the emulators.
@@ -116,9 +117,20 @@ describe('Parquet written by DuckDB', () => {
     const rowGroups = parts.map((p) => parquetMetadata(p.slice().buffer).row_groups.length);
     expect(rowGroups).toEqual([2, 2]);
 
+    // Every GET of the model's manifest or of a file's footer (the ranged GET that ends at its last byte).
+    const reads: string[] = [];
+    let counting = true;
+    onCommand(stack.s3, (name, input) => {
+      if (!counting || name !== 'GetObjectCommand') return;
+      const key = String(input.Key);
+      const size = key.startsWith('batches/inputs/duck/part-') ? parts[Number(key.at(-9))]!.length : -1;
+      if (key.endsWith('/manifest.json') || String(input.Range).endsWith(`-${size - 1}`)) reads.push(key);
+    });
+
     // Act
     const { job } = await stack.runtime.service().submit({ model: 'double', input: 's3://' + stack.resources.bucket + '/batches/inputs/duck/part-*.parquet', shard_bytes: 1024, batch_size: 100 });
     const final = await finished(job.id);
+    counting = false;
 
     // Assert: four shards, every row once and in order, each output twice its input bit for bit.
     expect(job).toMatchObject({ format: 'parquet', shards: { total: 4 } });
@@ -131,6 +143,9 @@ describe('Parquet written by DuckDB', () => {
       expect(row.y).toEqual(Array.from(x, (v) => Math.fround(2 * v)));
     });
     expect(jsonLines(await getText(stack, keys.batchErrors(job.id)))).toEqual([]);
+    // Each footer read once, by the plan, for all four shards; the manifest once by the submission
+    // and once by the worker that scored the shards, not once a shard.
+    expect(reads.sort()).toEqual(['batches/inputs/duck/part-0.parquet', 'batches/inputs/duck/part-1.parquet', keys.manifest('double', '1'), keys.manifest('double', '1')]);
   }, 90_000);
 
   it('feeds a tabular input from flat numeric columns, with nulls as row errors, into a JSONL result when asked', async () => {

@@ -1,5 +1,6 @@
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { keys } from '../artifacts/keys.ts';
+import type { ModelManifest } from '../artifacts/manifest.ts';
 import type { ModelSessions } from '../sessions/model-sessions.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { JobStepError } from '../jobs/kinds.ts';
@@ -33,19 +34,46 @@ export interface ShardOutcome {
   ms: number;
 }
 
+/**
+ * How long a worker keeps a model version's manifest. The manifest object of a version never
+ * changes; what can is its registration, so a version deregistered while its job runs stops being
+ * scored within this time instead of at the next shard.
+ */
+export const MANIFEST_TTL_MS = 30_000;
+/** Model versions whose manifests a worker keeps (the oldest read goes first). */
+const MANIFESTS_KEPT = 16;
+
 export class ShardScorer {
   private readonly options: ShardScorerOptions;
+  private readonly manifests = new Map<string, { at: number; manifest: Promise<ModelManifest> }>();
 
   constructor(options: ShardScorerOptions) {
     this.options = options;
   }
 
+  /** The version's manifest, read at most once per MANIFEST_TTL_MS (each read also checks its registration). */
+  private manifest(model: string, version: string): Promise<ModelManifest> {
+    const id = `${model}@${version}`;
+    const now = performance.now();
+    const found = this.manifests.get(id);
+    if (found && now - found.at < MANIFEST_TTL_MS) return found.manifest;
+    this.manifests.delete(id);
+    const manifest = this.options.store.getManifest(model, version);
+    this.manifests.set(id, { at: now, manifest });
+    if (this.manifests.size > MANIFESTS_KEPT) this.manifests.delete(this.manifests.keys().next().value!);
+    // Only forgets the failed read; the failure itself reaches the shard through `manifest`.
+    manifest.catch(() => {
+      if (this.manifests.get(id)?.manifest === manifest) this.manifests.delete(id);
+    });
+    return manifest;
+  }
+
   async score(message: ShardMessage, options: { signal?: AbortSignal } = {}): Promise<ShardOutcome> {
-    const { s3, bucket, store, sessions } = this.options;
+    const { s3, bucket, sessions } = this.options;
     const started = performance.now();
     const cpuStarted = process.cpuUsage();
     try {
-      const manifest = await store.getManifest(message.model, message.version);
+      const manifest = await this.manifest(message.model, message.version);
       const model = await sessions.get(manifest);
       const loaded = performance.now();
       let scored: { rows: number; failed: number; errorLines: string[]; output: { key: string; body: Uint8Array; contentType: string } };

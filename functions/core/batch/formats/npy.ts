@@ -1,7 +1,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { BadRequestError } from '../../platform/errors.ts';
 import { ELEMENT_ARRAYS, type ElementType, type NumericArray } from './elements.ts';
-import { getBytes, type ObjectRef } from './ranged.ts';
+import { getBytes, readOncePerVersion, type ObjectRef } from './ranged.ts';
 import type { ScratchArena } from './scratch.ts';
 
 /**
@@ -89,8 +89,8 @@ async function readNpyHeaderAt(s3: S3Client, object: ObjectRef, offset: number, 
   return array;
 }
 
-export async function readNpy(s3: S3Client, object: ObjectRef, name: string): Promise<NpyArray> {
-  return readNpyHeaderAt(s3, object, 0, name, `s3://${object.bucket}/${object.key}`);
+export function readNpy(s3: S3Client, object: ObjectRef, name: string): Promise<NpyArray> {
+  return readOncePerVersion(object, `npy header ${name}`, () => readNpyHeaderAt(s3, object, 0, name, `s3://${object.bucket}/${object.key}`));
 }
 
 const u16 = (b: Uint8Array, at: number) => b[at]! | (b[at + 1]! << 8);
@@ -98,7 +98,11 @@ const u32 = (b: Uint8Array, at: number) => (b[at]! | (b[at + 1]! << 8) | (b[at +
 const u64 = (b: Uint8Array, at: number) => u32(b, at) + u32(b, at + 4) * 2 ** 32;
 
 /** The arrays of an `.npz`, from its zip central directory (zip64 included: np.savez writes it). */
-export async function readNpz(s3: S3Client, object: ObjectRef): Promise<NpyArray[]> {
+export function readNpz(s3: S3Client, object: ObjectRef): Promise<NpyArray[]> {
+  return readOncePerVersion(object, 'npz directory', () => readNpzDirectory(s3, object));
+}
+
+async function readNpzDirectory(s3: S3Client, object: ObjectRef): Promise<NpyArray[]> {
   const where = `s3://${object.bucket}/${object.key}`;
   const tailStart = Math.max(0, object.size - (22 + 65535 + 20));
   const tail = await getBytes(s3, object, tailStart, object.size);

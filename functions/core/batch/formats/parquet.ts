@@ -3,7 +3,7 @@ import { parquetMetadataAsync, parquetRead, parquetSchema, type FileMetaData, ty
 import { BadRequestError } from '../../platform/errors.ts';
 import { ELEMENT_ARRAYS, type ElementType, type NumericArray, type NumericArrayConstructor } from './elements.ts';
 import { decodeColumnChunk, UnsupportedPageError, type LeafColumn } from './parquet-pages.ts';
-import { getBytes, s3AsyncBuffer, type ObjectRef } from './ranged.ts';
+import { getBytes, readOncePerVersion, s3AsyncBuffer, type ObjectRef } from './ranged.ts';
 import type { ScratchArena } from './scratch.ts';
 
 /**
@@ -112,7 +112,12 @@ export function describeParquet(metadata: FileMetaData): ParquetFile {
   return { metadata, columns, unsupported, keyTypes };
 }
 
-export async function readParquetFile(s3: S3Client, object: ObjectRef): Promise<ParquetFile> {
+/** The file's footer, described; read once per object version (the submission's plan and every shard need it). */
+export function readParquetFile(s3: S3Client, object: ObjectRef): Promise<ParquetFile> {
+  return readOncePerVersion(object, 'parquet footer', () => readFooter(s3, object));
+}
+
+async function readFooter(s3: S3Client, object: ObjectRef): Promise<ParquetFile> {
   const where = `s3://${object.bucket}/${object.key}`;
   let metadata: FileMetaData;
   try {

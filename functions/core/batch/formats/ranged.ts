@@ -14,6 +14,34 @@ export interface ObjectRef {
   size: number;
 }
 
+/** Object versions whose footer or headers are kept (most recently used first out last). */
+const KEPT_VERSIONS = 32;
+const kept = new Map<string, Promise<unknown>>();
+
+/**
+ * What `read` makes of an object version (a Parquet footer, NumPy headers), read once per process:
+ * a job's shards each need the same file's, and under one ETag an object's bytes never change
+ * (every later GET names that ETag, so a replaced object fails its reads instead of being read stale).
+ * A read that fails is not kept: the next caller reads again.
+ */
+export function readOncePerVersion<T>(object: ObjectRef, what: string, read: () => Promise<T>): Promise<T> {
+  const id = JSON.stringify([what, object.bucket, object.key, object.etag, object.size]);
+  const found = kept.get(id) as Promise<T> | undefined;
+  if (found) {
+    kept.delete(id);
+    kept.set(id, found);
+    return found;
+  }
+  const reading = read();
+  kept.set(id, reading);
+  if (kept.size > KEPT_VERSIONS) kept.delete(kept.keys().next().value!);
+  // Only forgets the failed read; the failure itself reaches every caller through `reading`.
+  reading.catch(() => {
+    if (kept.get(id) === reading) kept.delete(id);
+  });
+  return reading;
+}
+
 /**
  * Bytes [start, end) of the object (end exclusive, clamped to the size). With an arena, the body is
  * copied chunk by chunk into memory the shard borrows instead of a fresh array.
