@@ -330,6 +330,9 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
         batch_size_sweep: `${SWEEP_ROWS} JSONL rows per job, median of ${SWEEP_REPS}, first round`,
         rounds: `${ROUNDS}, interleaved; headline figures are medians over them`,
         cpus: (await import('node:os')).availableParallelism(),
+        // The model's own cost a row depends on the CPU (vector width), and cpu_efficiency is the
+        // overhead's share beside it: compare runs on the same CPU model only.
+        cpu_model: (await import('node:os')).cpus()[0]?.model ?? 'unknown',
       },
     };
     await writeResults('batch', results);
