@@ -216,7 +216,7 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
     const typedRaws: number[] = [];
     const typedCpu: number[] = [];
     const inferenceOnlys: number[] = [];
-    const perFormat = Object.fromEntries(FORMATS.map((f) => [f, { ones: [] as number[], oneCpu: [] as number[], pairedCpu: [] as number[], twos: [] as number[], jobOne: [] as (number | null)[], jobTwo: [] as (number | null)[] }])) as Record<Format, { ones: number[]; oneCpu: number[]; pairedCpu: number[]; twos: number[]; jobOne: (number | null)[]; jobTwo: (number | null)[] }>;
+    const perFormat = Object.fromEntries(FORMATS.map((f) => [f, { ones: [] as number[], oneCpu: [] as number[], pairedCpu: [] as number[], overheadMicros: [] as number[], twos: [] as number[], jobOne: [] as (number | null)[], jobTwo: [] as (number | null)[] }])) as Record<Format, { ones: number[]; oneCpu: number[]; pairedCpu: number[]; overheadMicros: number[]; twos: number[]; jobOne: (number | null)[]; jobTwo: (number | null)[] }>;
     // Each one-worker job against its own plain loops, run just before and just after it (their
     // mean): what a CPU-second buys on this shared VM drifts by a fifth within minutes, and a ratio
     // to the loops on either side cancels a drift that is steady over the job.
@@ -246,6 +246,7 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
           perFormat[format].ones.push(one.rowsPerS);
           perFormat[format].oneCpu.push(one.rowsPerCpuS);
           perFormat[format].pairedCpu.push(one.rowsPerCpuS / ((before + after) / 2));
+          perFormat[format].overheadMicros.push(1e6 / one.rowsPerCpuS - 1e6 / ((before + after) / 2));
           perFormat[format].jobOne.push(one.jobRowsPerS);
         }
         if (round === 0) {
@@ -289,6 +290,10 @@ export async function runBatchBench(): Promise<Record<string, unknown>> {
             cpu_efficiency: round(median(f.pairedCpu), 3),
             cpu_efficiency_rounds: f.pairedCpu.map((r) => round(r, 3)),
             cpu_efficiency_unpaired: round(median(f.oneCpu) / baseline[format].rowsPerCpuS, 3),
+            // The same pairing as CPU µs a row beyond the plain loop's: what the worker adds, which
+            // (unlike the ratio) does not shrink on a CPU where the model itself is slower.
+            overhead_cpu_us_per_row: round(median(f.overheadMicros), 2),
+            overhead_cpu_us_per_row_rounds: f.overheadMicros.map((r) => round(r, 2)),
             cpu_efficiency_vs_inference_only: round(median(f.oneCpu) / median(typedCpu), 3),
             efficiency: round(one / baseline[format].rowsPerS, 3),
             scaling_2_workers: round(two / one, 3),
