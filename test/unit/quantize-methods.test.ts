@@ -116,7 +116,7 @@ describe('int8-dynamic', () => {
     const ref = (await (await ort.InferenceSession.create(bytes)).run({ x })).y!.data as Float32Array;
     const got = (await (await ort.InferenceSession.create(q, quiet)).run({ x })).y!.data as Float32Array;
     const scale = Math.max(...Array.from(ref, Math.abs));
-    for (let i = 0; i < ref.length; i++) expect(Math.abs(ref[i]! - got[i]!)).toBeLessThan(0.03 * scale);
+    for (let i = 0; i < ref.length; i++) expect(Math.abs(ref[i]! - got[i]!)).toBeLessThan(0.06 * scale); // 7-bit weights (the default): twice 8-bit's step
     await checkOnnxModel(q);
   });
 

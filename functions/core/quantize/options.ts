@@ -30,7 +30,7 @@ export const int8DynamicOptionsSchema = z
     /** Conv weights are always uint8: onnxruntime's ConvInteger kernel takes no int8 filter. LSTM weights are always int8. */
     weightType: z.enum(['int8', 'uint8']).default('int8'),
     /** 7-bit weights, for CPUs whose int8 dot product can saturate (AVX2 without VNNI, when accuracy suffers). */
-    reduceRange: z.boolean().default(false),
+    reduceRange: z.boolean().default(true),
     /**
      * Conv is not in the default: onnxruntime runs ConvInteger slower than fp32 Conv on x86 CPUs, so
      * a convolutional model would get slower. int8-static (QDQ, fused into QLinearConv) is the

@@ -52,7 +52,8 @@ export type ServingOptions = z.infer<typeof servingOptionsSchema>;
 export interface ServingConfiguration {
   quantization: 'none' | QuantizeRequest['method'];
   perChannel: boolean;
-  reduceRange: boolean;
+  /** Undefined: the quantization method's own default (7-bit for int8-dynamic, 8-bit for int8-static). */
+  reduceRange?: boolean;
   calibration: 'minmax' | 'percentile' | 'entropy';
   graphOptimizationLevel: 'disabled' | 'basic' | 'extended' | 'all';
   intraOpThreads: number;
@@ -63,7 +64,7 @@ export interface ServingConfiguration {
 const configurationSchema = z.strictObject({
   quantization: z.enum(['none', 'int8-dynamic', 'int8-static', 'fp16']).default('none'),
   perChannel: z.boolean().default(true),
-  reduceRange: z.boolean().default(false),
+  reduceRange: z.boolean().optional(),
   calibration: z.enum(['minmax', 'percentile', 'entropy']).default('minmax'),
   graphOptimizationLevel: z.enum(['disabled', 'basic', 'extended', 'all']).default('all'),
   intraOpThreads: z.number().int().min(1).max(64).default(1),
@@ -84,9 +85,9 @@ export function quantizeRequestOf(c: ServingConfiguration, dataset: string): Qua
     case 'none':
       return undefined;
     case 'int8-dynamic':
-      return quantizeRequestSchema.parse({ method: 'int8-dynamic', options: { perChannel: c.perChannel, reduceRange: c.reduceRange } });
+      return quantizeRequestSchema.parse({ method: 'int8-dynamic', options: { perChannel: c.perChannel, ...(c.reduceRange === undefined ? {} : { reduceRange: c.reduceRange }) } });
     case 'int8-static':
-      return quantizeRequestSchema.parse({ method: 'int8-static', options: { dataset, perChannel: c.perChannel, reduceRange: c.reduceRange, calibration: c.calibration } });
+      return quantizeRequestSchema.parse({ method: 'int8-static', options: { dataset, perChannel: c.perChannel, ...(c.reduceRange === undefined ? {} : { reduceRange: c.reduceRange }), calibration: c.calibration } });
     case 'fp16':
       return quantizeRequestSchema.parse({ method: 'fp16', options: {} });
   }
