@@ -2,6 +2,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from '
 import type { Metrics } from '@aws-lambda-powertools/metrics';
 import { BadRequestError, HttpError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../core/platform/errors.ts';
 import { MetricUnit, recordMetric } from '../core/platform/observability.ts';
+import { parseExactly } from '../core/v2/codec.ts';
 
 /**
  * What every HTTP API handler shares: JSON responses, JSON request bodies, path segments and headers
@@ -31,6 +32,11 @@ export interface JsonBodyOptions {
   empty?: unknown;
   /** Added to the 400 for an empty body: what to send. */
   emptyHint?: string;
+  /**
+   * Numbers read exactly (parseJsonExact): bare NaN and ±Infinity tokens, and numbers a double
+   * cannot hold as NumberText, for a body whose values are passed on rather than used (batch rows).
+   */
+  exactNumbers?: boolean;
 }
 
 /** A JSON request body, base64-decoded when API Gateway encoded it: 413 over `maxBytes`, 400 when not JSON. */
@@ -45,6 +51,7 @@ export function jsonBody(event: APIGatewayProxyEventV2, options: JsonBodyOptions
     if ('empty' in options) return options.empty;
     throw new BadRequestError(`request body is empty${options.emptyHint ? `; ${options.emptyHint}` : ''}`);
   }
+  if (options.exactNumbers) return parseExactly(raw, 'request body');
   try {
     return JSON.parse(raw);
   } catch (error) {

@@ -6,6 +6,7 @@ import { BadRequestError, HttpError } from '../core/platform/errors.ts';
 import type { BatchService } from '../core/batch/service.ts';
 import { keys } from '../core/artifacts/keys.ts';
 import { json, jsonBody } from '../adapters/http.ts';
+import { parseExactly } from '../core/v2/codec.ts';
 import { ApiRouter } from '../adapters/router.ts';
 import { uploadedObjects, type S3ObjectCreatedDetailEvent } from '../adapters/s3-events.ts';
 
@@ -25,7 +26,8 @@ export function createBatchApiHandler(deps: BatchApiHandlerDeps) {
 
   const handler = new ApiRouter((level, message, fields) => logger[level](message, fields), metrics)
     .on('POST', '/v2/batches', async ({ event }) => {
-      const body = jsonBody(event, { maxBytes: deps.maxBodyBytes, tooLargeHint: 'upload the rows to the bucket and pass "input"' });
+      // Inline rows are written out as the input: read exactly, so they are written as they came.
+      const body = jsonBody(event, { maxBytes: deps.maxBodyBytes, tooLargeHint: 'upload the rows to the bucket and pass "input"', exactNumbers: true });
       const { job, created } = await service.submit(body, { kind: 'api' });
       logger.info(created ? 'batch job submitted' : 'batch job resubmitted', { job: job.id, shards: job.shards.total });
       return json(created ? 202 : 200, job);
@@ -124,12 +126,7 @@ export function createBatchSubmitQueueHandler(deps: BatchSubmitQueueHandlerDeps)
     const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
     for (const record of event.Records) {
       try {
-        let body: unknown;
-        try {
-          body = JSON.parse(record.body);
-        } catch (error) {
-          throw new BadRequestError(`message body is not valid JSON: ${(error as Error).message}`);
-        }
+        const body = parseExactly(record.body, 'message body');
         const { job, created } = await service.submit(body, { kind: 'queue', messageId: record.messageId });
         logger.info(created ? 'batch job submitted from the queue' : 'queued submission already exists', { job: job.id, messageId: record.messageId });
       } catch (error) {

@@ -149,9 +149,10 @@ describe('Parquet written by DuckDB', () => {
   }, 90_000);
 
   it('feeds a tabular input from flat numeric columns, with nulls as row errors, into a JSONL result when asked', async () => {
-    // Prepare: four numeric columns of mixed exact types (a UTINYINT widens to FP32 exactly); row 2 has a null.
+    // Prepare: four numeric columns of mixed exact types (a UTINYINT widens to FP32 exactly); row 2 has
+    // a null; row 4's id is beyond 2^53, where a double would round it.
     const file = await duckdbParquet(
-      `SELECT i::BIGINT AS id, i::FLOAT AS a, (i * 2)::UTINYINT AS b, CASE WHEN i = 2 THEN NULL ELSE (i + 0.25)::FLOAT END AS c, (-i)::SMALLINT AS d FROM range(5) t(i) ORDER BY i`,
+      `SELECT (CASE WHEN i = 4 THEN 9007199254740993 ELSE i END)::BIGINT AS id, i::FLOAT AS a, (i * 2)::UTINYINT AS b, CASE WHEN i = 2 THEN NULL ELSE (i + 0.25)::FLOAT END AS c, (-i)::SMALLINT AS d FROM range(5) t(i) ORDER BY i`,
     );
     await put('batches/inputs/tabular.parquet', file);
 
@@ -166,6 +167,8 @@ describe('Parquet written by DuckDB', () => {
     expect(result[3]).toEqual({ row: 3, id: 3, outputs: [{ name: 'y', datatype: 'FP32', shape: [1, 4], data: [6, 12, 6.5, -6] }] });
     expect(result[2]).toEqual({ row: 2, id: 2, error: "column 'c' is null" });
     expect(jsonLines(await getText(stack, keys.batchErrors(job.id)))).toEqual([{ row: 2, id: 2, error: "column 'c' is null" }]);
+    // The INT64 key is echoed as its own digits, still a JSON number.
+    expect((await getText(stack, keys.batchResult(job.id))).split('\n')[4]).toMatch(/^\{"row":4,"id":9007199254740993,"outputs":/);
   }, 60_000);
 });
 

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createBatchApiHandler, createBatchSubmitQueueHandler, createBatchUploadHandler } from '../../functions/batch-submit/app.ts';
 import { createObservability } from '../../functions/core/platform/observability.ts';
 import { pollSqsQueue, watchS3Prefix, type Trigger } from '../../infra/local/triggers.ts';
-import { apiEvent, doublingRow, pushDoublingModel, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
+import { apiEvent, doublingRow, getText, pushDoublingModel, putText, startBatchStack, waitFor, type BatchStack } from '../helpers/batch-stack.ts';
 
 // Submission through its three doors (API, upload, submit queue); nothing scores here, so the
 // shards stay on the queue where they can be counted.
@@ -104,6 +104,15 @@ describe('POST /v2/batches', () => {
     expect(inline.body.input).toBe(`s3://test-models/batches/${inline.body.id}/input.jsonl`);
     const unknown = await api(apiEvent('GET', '/v2/batches/j-nothing'));
     expect([unknown.statusCode, JSON.parse(unknown.body!)]).toEqual([404, { error: "unknown batch job 'j-nothing'" }]);
+  });
+
+  it('writes inline rows out as they came: an id beyond 2^53, 20-digit values and bare NaN tokens, digit for digit', async () => {
+    const row = '{"id":9007199254740993,"inputs":[{"name":"x","data":[NaN,-Infinity,0.10000000000000000555,1e400]}]}';
+    const response = await api(apiEvent('POST', '/v2/batches', `{"model":"double","rows":[${row}, {"inputs":[{"name":"x","data":[1,2,3,4]}]}]}`));
+    expect(response.statusCode).toBe(202);
+    const { id } = JSON.parse(response.body!) as { id: string };
+    expect(await getText(stack, `batches/${id}/input.jsonl`)).toBe(`${row}\n{"inputs":[{"name":"x","data":[1,2,3,4]}]}\n`);
+    await waitFor('its shard to be queued', async () => ((await queuedShards()) === 1 ? true : undefined), 10_000);
   });
 });
 

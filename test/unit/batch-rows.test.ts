@@ -158,6 +158,41 @@ describe('scoreRows', () => {
     expect(linesOf(fromStrings.body)).toEqual(expected);
     expect(linesOf(fromBytes.body)).toEqual(expected);
   });
+
+  it('echoes a numeric id a double cannot hold as its own digits, on every reader, in result and error lines', async () => {
+    const model = await doublingSession();
+    // Row 3 nests its data (the full decoder); the others take the byte reader, or from strings the
+    // JSON.parse reader; row 4's duplicate id key makes the last one the id, as JSON.parse does.
+    const lines = [
+      '{"id":9007199254740993,"inputs":[{"name":"x","data":[1,2,3,4]}]}',
+      '{"id":1.0000000000000000001,"inputs":[{"name":"x","data":[1,2,3,4]}]}',
+      '{"inputs":[{"name":"x","data":[1,2,3,4]}],"id":-12345678901234567890}',
+      '{"id":9007199254740993,"inputs":[{"name":"x","data":[[1,2],[3,4]]}]}',
+      '{"id":1,"inputs":[{"name":"x","data":[1,2,3,4]}],"id":9007199254740995}',
+      '{"id":9007199254740997,"inputs":[{"name":"x","data":[1]}]}',
+      '{"id":12.5,"inputs":[{"name":"x","data":[1,2,3,4]}]}',
+    ];
+    const out = '"outputs":[{"name":"y","datatype":"FP32","shape":[1,4],"data":[2,4,6,8]}]}';
+    const expected = [
+      `{"row":0,"id":9007199254740993,${out}`,
+      `{"row":1,"id":1.0000000000000000001,${out}`,
+      `{"row":2,"id":-12345678901234567890,${out}`,
+      `{"row":3,"id":9007199254740993,${out}`,
+      `{"row":4,"id":9007199254740995,${out}`,
+      '{"row":5,"id":9007199254740997,"error":"input \'x\' has 1 elements but its shape needs 4"}',
+      `{"row":6,"id":12.5,${out}`,
+    ];
+    const bytes = Buffer.from(`${lines.join('\n')}\n`);
+    const starts = lines.map((_, i) => lines.slice(0, i).reduce((n, l) => n + l.length + 1, 0));
+    const shard = new ShardLines(bytes, starts, starts.map((s, i) => s + lines[i]!.length));
+
+    const fromStrings = await scoreRows(model, lines, { format: 'jsonl', batchSize: 3 });
+    const fromBytes = await scoreRows(model, shard, { format: 'jsonl', batchSize: 3 });
+
+    expect(linesOf(fromStrings.body)).toEqual(expected);
+    expect(linesOf(fromBytes.body)).toEqual(expected);
+    expect(fromBytes.errorLines).toEqual([expected[5]]);
+  });
 });
 
 describe('addResultLine', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { exactInteger, f16round, float16Text, float32Text, float64Text, NumberText, parseJsonExact, parseJsonExactWithReviver, writeFloat32Text } from '../../functions/core/v2/json-numbers.ts';
+import { exactInteger, exactJsonText, f16round, mayBeInexact, float16Text, float32Text, float64Text, NumberText, parseJsonExact, parseJsonExactWithReviver, writeFloat32Text } from '../../functions/core/v2/json-numbers.ts';
 
 /** The definition, slowly: the fewest significant digits whose decimal reads back as v, written as a double. */
 function shortestByDefinition(v: number, round: (x: number) => number): string {
@@ -157,5 +157,21 @@ describe('parseJsonExact', () => {
     expect(() => parseJsonExact('[NaN, 1, NaN,,]')).toThrow(new SyntaxError('Unexpected token \',\', ...", NaN,,]" is not valid JSON'));
     expect(() => parseJsonExact('[1.2.3.4.5.6.7.8.9.1.2.3.4.5.6.7.8]')).toThrow(SyntaxError);
     expect(() => parseJsonExact('[01234567890123456789]')).toThrow(SyntaxError);
+  });
+});
+
+describe('exactJsonText', () => {
+  it("writes parseJsonExact's values back as text that reads back to them: long numbers as their digits, the bare tokens", () => {
+    const text = '{"id":9007199254740993,"a":[NaN,-Infinity,Infinity,1e400,0.10000000000000000555,-0,"s\\u0000\\"",null,true,{"__proto__":1.5}]}';
+    const value = parseJsonExact(text);
+    const written = exactJsonText(value);
+    expect(written).toBe('{"id":9007199254740993,"a":[NaN,-Infinity,Infinity,1e400,0.10000000000000000555,-0,"s\\u0000\\"",null,true,{"__proto__":1.5}]}');
+    expect(parseJsonExact(written)).toEqual(value);
+    expect(['9007199254740993', '1e400', '0.10000000000000000555', '1.5', '1e5', '-12345'].map(mayBeInexact)).toEqual([true, true, true, false, false, false]);
+  });
+
+  it('refuses a value nested deeper than 100 levels with a 400, not a stack overflow', () => {
+    expect(() => exactJsonText(parseJsonExact(`${'['.repeat(101)}${']'.repeat(101)}`))).toThrow(expect.objectContaining({ statusCode: 400, message: 'a value nests deeper than 100 levels' }));
+    expect(exactJsonText(parseJsonExact(`${'['.repeat(100)}${']'.repeat(100)}`))).toBe(`${'['.repeat(100)}${']'.repeat(100)}`);
   });
 });

@@ -1,5 +1,5 @@
-import { decimalValue, FP32_OVERFLOW } from '../v2/json-numbers.ts';
-import type { InputSpec } from './rows.ts';
+import { decimalValue, FP32_OVERFLOW, mayBeInexact, NumberText } from '../v2/json-numbers.ts';
+import type { InputSpec, RowId } from './rows.ts';
 
 /**
  * A JSONL row read straight from its UTF-8 bytes into the batch tensors, without JSON.parse: the
@@ -21,7 +21,7 @@ export function writeJsonlRowBytes(
   specs: readonly InputSpec[],
   targets: readonly (Float32Array | Float64Array)[],
   slot: number,
-): { id?: string | number } | undefined {
+): { id?: RowId } | undefined {
   const p = new RowParser(bytes, start, end);
   return p.row(specs, targets, slot) ? (p.id === undefined ? {} : { id: p.id }) : undefined;
 }
@@ -50,7 +50,7 @@ class RowParser {
   private at: number;
   private readonly bytes: Uint8Array;
   private readonly end: number;
-  id: string | number | undefined;
+  id: RowId | undefined;
   /** The last number parsed by number(). */
   private value = 0;
   /** The characters of the last simple string, or of an id's number, in `bytes`. */
@@ -175,10 +175,11 @@ class RowParser {
     }
     const from = this.at;
     if (!this.number()) return false;
-    // An id keeps JSON.parse's double, whatever its digits: read it from its text.
+    // An id is JSON.parse's double where that is its value, else its own digits (echoed as they are).
     this.spanFrom = from;
     this.spanTo = this.at;
-    this.id = Number(this.spanText());
+    const text = this.spanText();
+    this.id = mayBeInexact(text) ? new NumberText(text) : Number(text);
     return true;
   }
 

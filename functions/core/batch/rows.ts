@@ -1,14 +1,15 @@
 import { BadRequestError } from '../platform/errors.ts';
 import type { V2Datatype } from '../v2/datatypes.ts';
 import { decodeJsonExactly, decodeJsonTensorData, NeedsExactParse, type TensorData } from '../v2/codec.ts';
-import { FP32_OVERFLOW, NumberText } from '../v2/json-numbers.ts';
+import { FP32_OVERFLOW, mayBeInexact, NumberText, parseJsonExact } from '../v2/json-numbers.ts';
 import type { TensorMetadata } from '../v2/schemas.ts';
 import type { BatchFormat } from './schemas.ts';
 
 /**
  * Rows of a batch input. A JSONL line holds one row's named input tensors in the V2 JSON form:
  *   {"id": "a-1", "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": [...]}]}
- * `id` is optional and echoed in the output; `datatype` and `shape` may be left out (the model's are
+ * `id` is optional and echoed in the output exactly (a number a double cannot hold, such as an integer
+ * beyond 2^53, as its own digits); `datatype` and `shape` may be left out (the model's are
  * used); `shape` is the row's own, with or without the leading batch dimension of 1. A CSV line holds
  * the values of the single input of a tabular model.
  */
@@ -21,15 +22,18 @@ export interface InputSpec {
   rowElements: number | undefined;
 }
 
+/** A row's id as echoed: a string, a number, or the digits of a number a double cannot hold. */
+export type RowId = string | number | NumberText;
+
 export interface DecodedRow {
-  id?: string | number;
+  id?: RowId;
   tensors: { data: TensorData; shape: number[] }[];
 }
 
 /** A row that cannot be scored; carries the row's id when it had one, so its error line is findable. */
 export class RowError extends BadRequestError {
-  readonly id: string | number | undefined;
-  constructor(message: string, id?: string | number) {
+  readonly id: RowId | undefined;
+  constructor(message: string, id?: RowId) {
     super(message);
     this.name = 'RowError';
     this.id = id;
@@ -88,13 +92,29 @@ function rowShapeOf(spec: InputSpec, given: unknown): number[] {
  * ±Infinity tokens, integers beyond 2^53 exactly, a literal beyond the range (1e400) refused.
  */
 export function decodeJsonlRow(line: string, specs: readonly InputSpec[]): DecodedRow {
-  return decodeJsonExactly(line, undefined, (row, parsed) => decodeParsedRow(row, specs, parsed));
+  return decodeJsonExactly(line, undefined, (row, parsed) => decodeParsedRow(line, row, specs, parsed));
 }
 
-function decodeParsedRow(row: unknown, specs: readonly InputSpec[], parsed: 'plain' | 'exact'): DecodedRow {
+/** A row that starts with a numeric id, and its token. */
+const LEADING_NUMERIC_ID = /^\s*\{\s*"id"\s*:\s*(-?\d[\d.eE+-]*)/;
+
+/**
+ * Whether JSON.parse's number for the row's id is the id's own value. JSON.parse keeps no digits,
+ * so the id's token is read where rows put it, first: at most 15 significant digits (no rounding),
+ * and no later key that could be another id (a duplicate key wins in JSON.parse; an escaped one is
+ * not looked for, so any `\u` escape after it counts). Otherwise the row is parsed exactly.
+ */
+export function plainIdIsExact(line: string, id: number): boolean {
+  const match = LEADING_NUMERIC_ID.exec(line);
+  if (!match || mayBeInexact(match[1]!) || Number(match[1]) !== id) return false;
+  return line.indexOf('"id"', match[0].length) === -1 && line.indexOf('\\u', match[0].length) === -1;
+}
+
+function decodeParsedRow(line: string, row: unknown, specs: readonly InputSpec[], parsed: 'plain' | 'exact'): DecodedRow {
   if (typeof row !== 'object' || row === null || Array.isArray(row)) throw new BadRequestError('a row must be a JSON object with "inputs"');
   const { id, inputs } = row as { id?: unknown; inputs?: unknown };
-  if (id !== undefined && typeof id !== 'string' && typeof id !== 'number') throw new BadRequestError('"id" must be a string or a number');
+  if (id !== undefined && typeof id !== 'string' && typeof id !== 'number' && !(id instanceof NumberText)) throw new BadRequestError('"id" must be a string or a number');
+  if (typeof id === 'number' && parsed === 'plain' && !plainIdIsExact(line, id)) throw new NeedsExactParse();
   try {
     return { ...(id !== undefined ? { id } : {}), tensors: decodeInputs(inputs, specs, parsed) };
   } catch (error) {
@@ -177,7 +197,7 @@ export function concatRows(parts: readonly TensorData[]): TensorData {
  * that simple: the caller then decodes it with decodeJsonlRow, which accepts everything it may hold
  * (nesting, bare NaN) or says exactly what is wrong.
  */
-export function writeJsonlRowInto(line: string, specs: readonly InputSpec[], targets: readonly (Float32Array | Float64Array)[], slot: number): { id?: string | number } | undefined {
+export function writeJsonlRowInto(line: string, specs: readonly InputSpec[], targets: readonly (Float32Array | Float64Array)[], slot: number): { id?: RowId } | undefined {
   let row: unknown;
   try {
     row = JSON.parse(line);
@@ -206,5 +226,8 @@ export function writeJsonlRowInto(line: string, specs: readonly InputSpec[], tar
     }
     targets[i]!.set(data as number[], slot * count);
   }
-  return id === undefined ? {} : { id };
+  if (id === undefined) return {};
+  // A numeric id JSON.parse may have rounded is read again from the text, exactly.
+  if (typeof id === 'number' && !plainIdIsExact(line, id)) return { id: (parseJsonExact(line) as { id: number | NumberText }).id };
+  return { id };
 }

@@ -3,8 +3,8 @@ import { BadRequestError } from '../platform/errors.ts';
 import type { LoadedModel } from '../sessions/model-sessions.ts';
 import { DATATYPES, v2DatatypeOf, type V2Datatype } from '../v2/datatypes.ts';
 import { jsonDataText, type TensorData } from '../v2/codec.ts';
-import { writeAscii, writeFloat32Text } from '../v2/json-numbers.ts';
-import { concatRows, decodeRow, inputSpecs, RowError, writeJsonlRowInto, type DecodedRow, type InputSpec } from './rows.ts';
+import { NumberText, writeAscii, writeFloat32Text } from '../v2/json-numbers.ts';
+import { concatRows, decodeRow, inputSpecs, RowError, writeJsonlRowInto, type DecodedRow, type InputSpec, type RowId } from './rows.ts';
 import type { BatchFormat } from './schemas.ts';
 import { writeJsonlRowBytes } from './jsonl-bytes.ts';
 import { JsonlWriter } from './output.ts';
@@ -44,11 +44,13 @@ interface Pending {
   slot?: number;
 }
 
-function idPart(row: { id?: string | number } | undefined): string {
-  return row?.id === undefined ? '' : `,"id":${JSON.stringify(row.id)}`;
+function idPart(row: { id?: RowId } | undefined): string {
+  if (row?.id === undefined) return '';
+  // A NumberText id is a JSON number token as the row held it.
+  return `,"id":${row.id instanceof NumberText ? row.id.source : JSON.stringify(row.id)}`;
 }
 
-export function errorLine(index: number, message: string, row?: { id?: string | number }): string {
+export function errorLine(index: number, message: string, row?: { id?: RowId }): string {
   return `{"row":${index}${idPart(row)},"error":${JSON.stringify(message)}}`;
 }
 
@@ -185,7 +187,7 @@ function bufferedFeeds(specs: readonly InputSpec[], buffers: readonly (Float32Ar
   return feeds;
 }
 
-type PlaceResult = (index: number, id: string | number | undefined, outputs: readonly ResultOutput[], r: number) => void;
+type PlaceResult = (index: number, id: RowId | undefined, outputs: readonly ResultOutput[], r: number) => void;
 
 function writeOutputs(place: PlaceResult, group: readonly Pending[], names: readonly string[], results: ort.InferenceSession.OnnxValueMapType): void {
   const outputs = names.map((name) => {
@@ -224,7 +226,7 @@ const FLOAT32_TEXT_BYTES = 22;
  * resultLine's line, written into `body` without building its string, where every output is a
  * Float32Array (a model's usual answer); otherwise through resultLine. Same bytes either way.
  */
-export function addResultLine(body: JsonlWriter, index: number, id: string | number | undefined, outputs: readonly ResultOutput[], r: number): void {
+export function addResultLine(body: JsonlWriter, index: number, id: RowId | undefined, outputs: readonly ResultOutput[], r: number): void {
   const idText = idPart({ id });
   // `{"row":` and up to 16 digits, `,"outputs":[`, `]}`, the newline (38), and the id part's UTF-8.
   let maxBytes = 38 + idText.length * 3;
@@ -262,7 +264,7 @@ export function addResultLine(body: JsonlWriter, index: number, id: string | num
  * values written as the online answer writes them (jsonDataText: exact, NaN and the infinities as
  * tokens). Every format's JSONL result is written here.
  */
-export function resultLine(index: number, id: string | number | undefined, outputs: readonly ResultOutput[], r: number): string {
+export function resultLine(index: number, id: RowId | undefined, outputs: readonly ResultOutput[], r: number): string {
   let line = `{"row":${index}${idPart({ id })},"outputs":[`;
   for (let t = 0; t < outputs.length; t++) {
     const { datatype, perRow, head, data } = outputs[t]!;

@@ -4,6 +4,7 @@ import * as z from 'zod';
 import { BadRequestError, ConflictError, HttpError, NotFoundError } from '../platform/errors.ts';
 import type { InferenceService } from '../serving/inference-service.ts';
 import { keys } from '../artifacts/keys.ts';
+import { exactJsonText } from '../v2/json-numbers.ts';
 import type { ModelRepository } from '../registry/repository.ts';
 import { assertValidName } from '../artifacts/names.ts';
 import type { JobTable } from '../jobs/job-table.ts';
@@ -171,7 +172,7 @@ export class BatchService {
     let rowsHash: string | undefined;
     let inline: string | undefined;
     if (request.rows) {
-      inline = request.rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+      inline = request.rows.map((r) => exactJsonText(r)).join('\n') + '\n';
       rowsHash = sha256(inline);
       inputKey = keys.batchInlineInput(jobId);
     } else {

@@ -159,7 +159,8 @@ export function decodeJsonExactly<T>(text: string, subject: string | undefined, 
 
 const LARGEST_FINITE = { FP16: 65504, FP32: 3.4028234663852886e38, FP64: Number.MAX_VALUE } as const;
 
-function parseExactly(text: string, subject: string | undefined): unknown {
+/** parseJsonExact, with a refusal that names `subject`: 400, never a SyntaxError or RangeError. */
+export function parseExactly(text: string, subject: string | undefined): unknown {
   const refusal = subject === undefined ? 'not valid JSON' : `${subject} is not valid JSON`;
   try {
     return parseJsonExact(text);

@@ -1,3 +1,5 @@
+import { BadRequestError } from '../platform/errors.ts';
+
 /**
  * Numbers in V2 JSON bodies, exactly: what plain JSON.parse and JSON.stringify lose (64-bit integers
  * beyond 2^53, the NaN/Infinity tokens Python's json module reads and writes, float32 and float16
@@ -26,8 +28,31 @@ const TOKEN_VALUES: Record<string, number> = { NaN: Number.NaN, Infinity: Number
  * may not be exact or finite (group 2): 16 or more significant digits, or a positive exponent of two
  * or more digits. Numbers inside strings are never seen: each string is consumed whole.
  */
-const EXACT_SCAN =
-  /"[^"\\]*(?:\\.[^"\\]*)*"|(-Infinity|Infinity|NaN)|(?<![\d.eE+-])(-?(?:(?=(?:\.?\d){16})(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|(?:0|[1-9]\d*)(?:\.\d+)?[eE]\+?\d{2,}))/g;
+const MAYBE_INEXACT = String.raw`-?(?:(?=(?:\.?\d){16})(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|(?:0|[1-9]\d*)(?:\.\d+)?[eE]\+?\d{2,})`;
+const EXACT_SCAN = new RegExp(String.raw`"[^"\\]*(?:\\.[^"\\]*)*"|(-Infinity|Infinity|NaN)|(?<![\d.eE+-])(${MAYBE_INEXACT})`, 'g');
+const MAYBE_INEXACT_TOKEN = new RegExp(`^${MAYBE_INEXACT}$`);
+
+/** Whether a JSON number token is one whose double may not be its value (parseJsonExact keeps those as NumberText). */
+export function mayBeInexact(token: string): boolean {
+  return MAYBE_INEXACT_TOKEN.test(token);
+}
+
+/** Deeper than this, exactJsonText refuses a value (no row or request nests near it). */
+const MAX_TEXT_NESTING = 100;
+
+/**
+ * JSON text of a value parseJsonExact gave, which reads back to the same values: NumberText as its
+ * digits, NaN and ±Infinity as the bare tokens, -0 with its sign, the rest as JSON.stringify writes it.
+ */
+export function exactJsonText(value: unknown, depth = 0): string {
+  if (value instanceof NumberText) return value.source;
+  // String(-0) and JSON.stringify(-0) both drop the sign, which a float tensor keeps.
+  if (typeof value === 'number') return Object.is(value, -0) ? '-0' : String(value);
+  if (value === null || typeof value !== 'object') return JSON.stringify(value);
+  if (depth >= MAX_TEXT_NESTING) throw new BadRequestError(`a value nests deeper than ${MAX_TEXT_NESTING} levels`);
+  if (Array.isArray(value)) return `[${value.map((v) => exactJsonText(v, depth + 1)).join(',')}]`;
+  return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}:${exactJsonText(v, depth + 1)}`).join(',')}}`;
+}
 
 /** Control characters a JSON string can hold only as a \u00XX escape (\b, \t, \n, \f and \r have their own). */
 const MARKER_CODES = [0, 1, 2, 3, 4, 5, 6, 7, 0x0b, ...Array.from({ length: 0x20 - 0x0e }, (_, i) => 0x0e + i)];

@@ -5,7 +5,8 @@ import { keys } from '../../artifacts/keys.ts';
 import type { LoadedModel } from '../../sessions/model-sessions.ts';
 import { DATATYPES, v2DatatypeOf, type V2Datatype } from '../../v2/datatypes.ts';
 import type { TensorData } from '../../v2/codec.ts';
-import { inputSpecs, type InputSpec } from '../rows.ts';
+import { inputSpecs, type InputSpec, type RowId } from '../rows.ts';
+import { NumberText } from '../../v2/json-numbers.ts';
 import { addResultLine, errorLine, resultOutput, ShardAbortedError } from '../scoring.ts';
 import type { ShardMessage } from '../schemas.ts';
 import { JsonlWriter } from '../output.ts';
@@ -163,8 +164,9 @@ export async function scoreColumns(model: LoadedModel, columns: ShardColumns, op
   return { outputs: results.filter((r) => r !== undefined), failed };
 }
 
-function keyId(value: unknown): string | number | undefined {
-  if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
+function keyId(value: unknown): RowId | undefined {
+  // An INT64 key a double cannot hold is echoed as its digits, still a JSON number.
+  if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : new NumberText(value.toString());
   if (typeof value === 'string' || typeof value === 'number') return value;
   return undefined;
 }
