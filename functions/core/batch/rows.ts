@@ -104,7 +104,7 @@ const LEADING_NUMERIC_ID = /^\s*\{\s*"id"\s*:\s*(-?\d[\d.eE+-]*)/;
  * and no later key that could be another id (a duplicate key wins in JSON.parse; an escaped one is
  * not looked for, so any `\u` escape after it counts). Otherwise the row is parsed exactly.
  */
-export function plainIdIsExact(line: string, id: number): boolean {
+function plainIdIsExact(line: string, id: number): boolean {
   const match = LEADING_NUMERIC_ID.exec(line);
   if (!match || mayBeInexact(match[1]!) || Number(match[1]) !== id) return false;
   return line.indexOf('"id"', match[0].length) === -1 && line.indexOf('\\u', match[0].length) === -1;

@@ -39,7 +39,7 @@ export interface ShardOutcome {
  * changes; what can is its registration, so a version deregistered while its job runs stops being
  * scored within this time instead of at the next shard.
  */
-export const MANIFEST_TTL_MS = 30_000;
+const MANIFEST_TTL_MS = 30_000;
 /** Model versions whose manifests a worker keeps (the oldest read goes first). */
 const MANIFESTS_KEPT = 16;
 

@@ -14,7 +14,7 @@ export interface ObjectRef {
   size: number;
 }
 
-/** Object versions whose footer or headers are kept (most recently used first out last). */
+/** Object versions whose footer or headers are kept (the least recently used goes first). */
 const KEPT_VERSIONS = 32;
 const kept = new Map<string, Promise<unknown>>();
 
