@@ -19,6 +19,7 @@
  *   fp32 output.
  */
 import { readFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import ort from 'onnxruntime-node';
 import { readIdxFile } from '../../functions/core/evaluate/idx.ts';
 import { darknet53Bytes, darknetSampleImages } from '../../functions/core/onnx/darknet.ts';
@@ -152,7 +153,7 @@ export async function runQuantizeBench(): Promise<Record<string, unknown>> {
   const mb1 = await sideBySide(m32, m8, { input: new ort.Tensor('float32', images.subarray(0, 784), [1, 784]) }, 15, 100);
   const mb32 = await sideBySide(m32, m8, { input: new ort.Tensor('float32', images.subarray(0, 32 * 784), [32, 784]) }, 15, 20);
   const mlp = {
-    method: 'int8-dynamic (DynamicQuantizeMatMul, per-channel symmetric int8 weights)',
+    method: 'int8-dynamic (DynamicQuantizeMatMul, per-channel symmetric int8 weights, 7-bit: reduceRange, the default since 2026-12-07)',
     fp32_bytes: mnist.byteLength,
     int8_bytes: mnistInt8.byteLength,
     size_ratio: round(mnist.byteLength / mnistInt8.byteLength),
@@ -282,6 +283,9 @@ export async function runQuantizeBench(): Promise<Record<string, unknown>> {
   const results = {
     intra_op_threads: THREADS,
     onnxruntime: ort.env.versions.common,
+    // int8 accuracy depends on it: without VNNI onnxruntime's u8s8 kernels can saturate (docs/quantization.md).
+    cpu_model: cpus()[0]?.model ?? 'unknown',
+    cpu_vnni: /\b(avx512_vnni|avx_vnni)\b/.test(await readFile('/proc/cpuinfo', 'utf8').catch(() => '')),
     mnist_mlp: mlp,
     darknet53: dk,
     pytorch_exports: exports,
