@@ -115,6 +115,36 @@ describe('the WebAssembly snappy decompressor', () => {
     expect(Buffer.from(snappyUncompressInPlace(snappyCompress(input), input.length)).equals(Buffer.from(input))).toBe(true);
   });
 
+  it('on 3000 corrupted streams either refuses, naming the fault, or gives a page of exactly the size, as hyparquet does when it accepts', () => {
+    const input = sample(4096, 12);
+    const compressed = snappyCompress(input);
+    let state = 99;
+    const next = () => (state = (state * 1103515245 + 12345) % 2 ** 31);
+    let refused = 0;
+    for (let n = 0; n < 3000; n++) {
+      const bytes = Array.from(compressed);
+      const at = next() % bytes.length;
+      const edit = next() % 3;
+      if (edit === 0) bytes[at] = next() & 0xff;
+      else if (edit === 1) bytes.splice(at, 1);
+      else bytes.splice(at, 0, next() & 0xff);
+      const stream = Uint8Array.from(bytes);
+      let out: Uint8Array | undefined;
+      try {
+        out = snappyUncompressInPlace(stream, input.length);
+      } catch (error) {
+        expect((error as Error).message).toMatch(/^snappy data is malformed: /);
+        refused++;
+        continue;
+      }
+      expect(out.length).toBe(input.length);
+      const reference = new Uint8Array(input.length);
+      snappyUncompress(stream, reference);
+      expect(Buffer.from(out).equals(Buffer.from(reference))).toBe(true);
+    }
+    expect(refused).toBeGreaterThan(1000);
+  });
+
   it('writes nothing past the page it returns, even where the last element is short', () => {
     // Pages of every length 1..40 whose last element is a short literal or copy, each decoded over
     // a region first filled with a larger page's bytes: the result is exact and its view no longer.
