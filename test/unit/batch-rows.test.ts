@@ -94,6 +94,14 @@ describe('concatRows', () => {
 });
 
 /** A real session of y = 2x, as the batch workers load it. */
+/** The lines scored as strings (the JSON.parse reader) and as one shard's bytes (the byte reader). */
+async function scoreBothWays(model: LoadedModel, lines: string[], batchSize: number) {
+  const bytes = Buffer.from(`${lines.join('\n')}\n`);
+  const starts = lines.map((_, i) => lines.slice(0, i).reduce((n, l) => n + l.length + 1, 0));
+  const shard = new ShardLines(bytes, starts, starts.map((s, i) => s + lines[i]!.length));
+  return { fromStrings: await scoreRows(model, lines, { format: 'jsonl', batchSize }), fromBytes: await scoreRows(model, shard, { format: 'jsonl', batchSize }) };
+}
+
 async function doublingSession(): Promise<LoadedModel> {
   const session = await ort.InferenceSession.create(doublingModel(), { intraOpNumThreads: 1 });
   return {
@@ -148,12 +156,7 @@ describe('scoreRows', () => {
       '{"row":1,"id":7,"outputs":[{"name":"y","datatype":"FP32","shape":[1,4],"data":[10,-4.5,33554432,0.6666667]}]}',
       '{"row":2,"outputs":[{"name":"y","datatype":"FP32","shape":[1,4],"data":[2,4,6,8]}]}',
     ];
-    const bytes = Buffer.from(`${lines.join('\n')}\n`);
-    const starts = [0, lines[0]!.length + 1, lines[0]!.length + lines[1]!.length + 2];
-    const shard = new ShardLines(bytes, starts, starts.map((s, i) => s + lines[i]!.length));
-
-    const fromStrings = await scoreRows(model, lines, { format: 'jsonl', batchSize: 2 });
-    const fromBytes = await scoreRows(model, shard, { format: 'jsonl', batchSize: 2 });
+    const { fromStrings, fromBytes } = await scoreBothWays(model, lines, 2);
 
     expect(linesOf(fromStrings.body)).toEqual(expected);
     expect(linesOf(fromBytes.body)).toEqual(expected);
@@ -182,12 +185,7 @@ describe('scoreRows', () => {
       '{"row":5,"id":9007199254740997,"error":"input \'x\' has 1 elements but its shape needs 4"}',
       `{"row":6,"id":12.5,${out}`,
     ];
-    const bytes = Buffer.from(`${lines.join('\n')}\n`);
-    const starts = lines.map((_, i) => lines.slice(0, i).reduce((n, l) => n + l.length + 1, 0));
-    const shard = new ShardLines(bytes, starts, starts.map((s, i) => s + lines[i]!.length));
-
-    const fromStrings = await scoreRows(model, lines, { format: 'jsonl', batchSize: 3 });
-    const fromBytes = await scoreRows(model, shard, { format: 'jsonl', batchSize: 3 });
+    const { fromStrings, fromBytes } = await scoreBothWays(model, lines, 3);
 
     expect(linesOf(fromStrings.body)).toEqual(expected);
     expect(linesOf(fromBytes.body)).toEqual(expected);
