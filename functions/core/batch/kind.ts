@@ -1,6 +1,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import * as z from 'zod';
 import { BadRequestError } from '../platform/errors.ts';
+import { PromiseCache } from '../platform/promise-cache.ts';
 import { JobStepError, type JobKind, type TerminalRule } from '../jobs/kinds.ts';
 import type { Json } from '../jobs/record.ts';
 import { planShards } from './input.ts';
@@ -46,24 +47,17 @@ export const batchTerminalRule: TerminalRule = (job, steps) => {
 export function createBatchKind(deps: BatchKindDeps): JobKind {
   // A worker scores many shards of one job in a row: its plan is read once. Keyed by the request's
   // hash too, since a refused upload's job id is reused by the fixed upload with a plan of its own.
-  let cached: { key: string; plan: Promise<ColumnarPlan> } | undefined;
-  const columnarPlan = (jobId: string, plan: PlannedBatch): Promise<ColumnarPlan> => {
-    const key = `${jobId}\n${plan.requestHash}`;
-    if (cached?.key !== key) {
-      const loading = loadPlan(deps.s3, plan.inputBucket, jobId).then((saved) => {
+  const plans = new PromiseCache<ColumnarPlan>(1);
+  const columnarPlan = (jobId: string, plan: PlannedBatch): Promise<ColumnarPlan> =>
+    plans.get(`${jobId}\n${plan.requestHash}`, () =>
+      loadPlan(deps.s3, plan.inputBucket, jobId).then((saved) => {
         // Saved before the job record: a conflicting submission racing for the same id may have replaced it.
         if (saved.requestHash !== undefined && saved.requestHash !== plan.requestHash) {
           throw new JobStepError(`the job's plan (${planKey(jobId)}) was replaced by another submission under its id; submit the job again`);
         }
         return saved;
-      });
-      loading.catch(() => {
-        if (cached?.plan === loading) cached = undefined;
-      });
-      cached = { key, plan: loading };
-    }
-    return cached.plan;
-  };
+      }),
+    );
   return {
     name: BATCH_KIND,
     parseRequest(body) {

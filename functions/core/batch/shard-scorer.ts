@@ -1,5 +1,6 @@
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { keys } from '../artifacts/keys.ts';
+import { PromiseCache } from '../platform/promise-cache.ts';
 import type { ModelManifest } from '../artifacts/manifest.ts';
 import type { ModelSessions } from '../sessions/model-sessions.ts';
 import type { ModelRepository } from '../registry/repository.ts';
@@ -40,12 +41,11 @@ export interface ShardOutcome {
  * scored within this time instead of at the next shard.
  */
 const MANIFEST_TTL_MS = 30_000;
-/** Model versions whose manifests a worker keeps (the oldest read goes first). */
-const MANIFESTS_KEPT = 16;
 
 export class ShardScorer {
   private readonly options: ShardScorerOptions;
-  private readonly manifests = new Map<string, { at: number; manifest: Promise<ModelManifest> }>();
+  /** The manifests of 16 model versions at most. */
+  private readonly manifests = new PromiseCache<ModelManifest>(16, MANIFEST_TTL_MS);
 
   constructor(options: ShardScorerOptions) {
     this.options = options;
@@ -53,19 +53,7 @@ export class ShardScorer {
 
   /** The version's manifest, read at most once per MANIFEST_TTL_MS (each read also checks its registration). */
   private manifest(model: string, version: string): Promise<ModelManifest> {
-    const id = `${model}@${version}`;
-    const now = performance.now();
-    const found = this.manifests.get(id);
-    if (found && now - found.at < MANIFEST_TTL_MS) return found.manifest;
-    this.manifests.delete(id);
-    const manifest = this.options.store.getManifest(model, version);
-    this.manifests.set(id, { at: now, manifest });
-    if (this.manifests.size > MANIFESTS_KEPT) this.manifests.delete(this.manifests.keys().next().value!);
-    // Only forgets the failed read; the failure itself reaches the shard through `manifest`.
-    manifest.catch(() => {
-      if (this.manifests.get(id)?.manifest === manifest) this.manifests.delete(id);
-    });
-    return manifest;
+    return this.manifests.get(`${model}@${version}`, () => this.options.store.getManifest(model, version));
   }
 
   async score(message: ShardMessage, options: { signal?: AbortSignal } = {}): Promise<ShardOutcome> {

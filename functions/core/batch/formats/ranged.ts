@@ -1,6 +1,7 @@
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { AsyncBuffer } from 'hyparquet';
 import { BadRequestError } from '../../platform/errors.ts';
+import { PromiseCache } from '../../platform/promise-cache.ts';
 import type { ScratchArena } from './scratch.ts';
 
 /**
@@ -14,9 +15,8 @@ export interface ObjectRef {
   size: number;
 }
 
-/** Object versions whose footer or headers are kept (the least recently used goes first). */
-const KEPT_VERSIONS = 32;
-const kept = new Map<string, Promise<unknown>>();
+/** What was read from 32 object versions at most (footers, headers). */
+const kept = new PromiseCache<unknown>(32);
 
 /**
  * What `read` makes of an object version (a Parquet footer, NumPy headers), read once per process:
@@ -25,21 +25,7 @@ const kept = new Map<string, Promise<unknown>>();
  * A read that fails is not kept: the next caller reads again.
  */
 export function readOncePerVersion<T>(object: ObjectRef, what: string, read: () => Promise<T>): Promise<T> {
-  const id = JSON.stringify([what, object.bucket, object.key, object.etag, object.size]);
-  const found = kept.get(id) as Promise<T> | undefined;
-  if (found) {
-    kept.delete(id);
-    kept.set(id, found);
-    return found;
-  }
-  const reading = read();
-  kept.set(id, reading);
-  if (kept.size > KEPT_VERSIONS) kept.delete(kept.keys().next().value!);
-  // Only forgets the failed read; the failure itself reaches every caller through `reading`.
-  reading.catch(() => {
-    if (kept.get(id) === reading) kept.delete(id);
-  });
-  return reading;
+  return kept.get(JSON.stringify([what, object.bucket, object.key, object.etag, object.size]), read) as Promise<T>;
 }
 
 /**
