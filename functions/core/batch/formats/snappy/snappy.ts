@@ -27,11 +27,15 @@ const FAILURES: Record<number, string> = {
 };
 
 const PAGE = 64 * 1024;
-let snappy: SnappyExports | undefined;
+/** The module's exports, where its input region starts (past its own data), and the slop it needs after each region. */
+let snappy: { wasm: SnappyExports; inputAt: number; slop: number } | undefined;
 
-function instance(): SnappyExports {
-  // Synchronous compilation: the module is a few kilobytes.
-  snappy ??= new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(SNAPPY_WASM_BASE64, 'base64'))).exports as unknown as SnappyExports;
+function instance(): { wasm: SnappyExports; inputAt: number; slop: number } {
+  if (!snappy) {
+    // Synchronous compilation: the module is a few kilobytes.
+    const wasm = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(SNAPPY_WASM_BASE64, 'base64'))).exports as unknown as SnappyExports;
+    snappy = { wasm, inputAt: Math.ceil(wasm.heapBase() / 16) * 16, slop: wasm.slop() };
+  }
   return snappy;
 }
 
@@ -41,9 +45,7 @@ function instance(): SnappyExports {
  * Malformed input, or input whose length is not `outputLength`, throws.
  */
 export function snappyUncompressInPlace(input: Uint8Array, outputLength: number): Uint8Array {
-  const wasm = instance();
-  const slop = wasm.slop();
-  const inputAt = Math.ceil(wasm.heapBase() / 16) * 16;
+  const { wasm, inputAt, slop } = instance();
   const outputAt = Math.ceil((inputAt + input.length + slop) / 16) * 16;
   const end = outputAt + outputLength + slop;
   const have = wasm.memory.buffer.byteLength;
